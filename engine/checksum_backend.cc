@@ -1,0 +1,65 @@
+#include "engine/checksum_backend.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace kvserve {
+namespace {
+
+constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
+constexpr uint64_t kFnvPrime = 0x100000001b3ULL;
+
+uint64_t fold(uint64_t h, TokenId token) {
+  return (h ^ static_cast<uint32_t>(token)) * kFnvPrime;
+}
+
+TokenId to_token(uint64_t h, int vocab_size) {
+  return static_cast<TokenId>((h ^ (h >> 29)) % static_cast<uint64_t>(vocab_size));
+}
+
+}  // namespace
+
+ChecksumBackend::ChecksumBackend(int num_blocks, int block_size, int vocab_size)
+    : block_size_(block_size), vocab_size_(vocab_size), cache_(static_cast<size_t>(num_blocks) * block_size) {
+  if (vocab_size <= 1) throw std::invalid_argument("ChecksumBackend: vocab_size must be at least 2");
+}
+
+TokenId ChecksumBackend::reference_next_token(std::span<const TokenId> context, int vocab_size) {
+  uint64_t h = kFnvOffset;
+  for (TokenId t : context)
+    h = fold(h, t);
+  return to_token(h, vocab_size);
+}
+
+std::span<const float> ChecksumBackend::forward(const StepBatch& batch) {
+  if (batch.block_size != block_size_)
+    throw std::logic_error("ChecksumBackend: batch block size " + std::to_string(batch.block_size) +
+                           " != pool block size " + std::to_string(block_size_));
+  const auto num_slots = static_cast<int64_t>(cache_.size());
+  for (int t = 0; t < batch.num_tokens; ++t) {
+    const int64_t slot = batch.slot_mapping[t];
+    if (slot < 0 || slot >= num_slots)
+      throw std::logic_error("slot " + std::to_string(slot) + " out of range");
+    cache_[slot] = {batch.token_ids[t], batch.positions[t]};
+  }
+
+  logits_.assign(static_cast<size_t>(batch.num_seqs) * vocab_size_, 0.0f);
+  for (int s = 0; s < batch.num_seqs; ++s) {
+    const BlockId* table = batch.block_table(s);
+    uint64_t h = kFnvOffset;
+    for (int pos = 0; pos < batch.context_lens[s]; ++pos) {
+      const BlockId block = table[pos / block_size_];
+      if (block < 0) throw std::logic_error("block table padding read at position " + std::to_string(pos));
+      const Entry& e = cache_[static_cast<size_t>(block) * block_size_ + pos % block_size_];
+      if (e.position != pos)
+        throw std::logic_error("KV cache corrupted: sequence " + std::to_string(s) + " position " +
+                               std::to_string(pos) + " reads a slot holding position " +
+                               std::to_string(e.position));
+      h = fold(h, e.token);
+    }
+    logits_[static_cast<size_t>(s) * vocab_size_ + to_token(h, vocab_size_)] = 1.0f;
+  }
+  return logits_;
+}
+
+}  // namespace kvserve

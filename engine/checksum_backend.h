@@ -1,0 +1,42 @@
+// ChecksumBackend: a stand-in model whose next token is a hash of the whole context, read back
+// through the paged cache. It exercises the cache exactly the way attention does — write each new
+// token at its slot, gather every earlier one through the block table — but its answer can also be
+// computed from the plain token list (reference_next_token), so any bookkeeping error (a shared block
+// overwritten, a wrong slot, a stale block after preemption) shows up as a wrong token. Each cache
+// entry also records its position, and a read of the wrong position fails loudly.
+//
+// It is the engine's built-in model until real model files are loaded, and the backend of the
+// scheduler's end-to-end tests.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "engine/backend.h"
+
+namespace kvserve {
+
+class ChecksumBackend : public Backend {
+ public:
+  ChecksumBackend(int num_blocks, int block_size, int vocab_size);
+
+  std::string name() const override { return "checksum"; }
+  int vocab_size() const override { return vocab_size_; }
+  std::span<const float> forward(const StepBatch& batch) override;
+
+  // The token the model predicts after `context`, computed without any cache.
+  static TokenId reference_next_token(std::span<const TokenId> context, int vocab_size);
+
+ private:
+  struct Entry {
+    TokenId token = -1;
+    int32_t position = -1;
+  };
+  int block_size_;
+  int vocab_size_;
+  std::vector<Entry> cache_;  // num_blocks * block_size slots
+  std::vector<float> logits_;
+};
+
+}  // namespace kvserve

@@ -1,0 +1,53 @@
+// The Request struct crosses from the server into the engine: everything the engine needs to know
+// about one generation, already tokenized. Defaults match the wire API's zero values where they
+// mean "off" (temperature 0 = greedy, top_k 0 = all tokens, ...).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/block_pool.h"
+
+namespace kvserve {
+
+using RequestId = std::string;
+
+struct SamplingParams {
+  float temperature = 0.0f;  // 0 = greedy
+  int top_k = 0;             // 0 = no limit
+  float top_p = 1.0f;        // in (0, 1]
+  float min_p = 0.0f;        // in [0, 1]
+  float repetition_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  std::optional<uint64_t> seed;
+  int top_logprobs = 0;  // how many alternatives to report per token; 0 = none
+};
+
+struct StopCriteria {
+  int max_tokens = 16;  // new tokens to generate at most; must be >= 1 when the engine sees it
+  int min_tokens = 0;   // stops (EOS, stop ids, stop strings) are ignored before this many tokens
+  bool ignore_eos = false;
+  std::vector<TokenId> stop_token_ids;
+  std::vector<std::string> stop;  // stop strings, matched on detokenized text (not by the scheduler)
+};
+
+struct Request {
+  RequestId id;
+  std::vector<TokenId> prompt;
+  SamplingParams sampling;
+  StopCriteria stop;
+};
+
+enum class FinishReason {
+  kNone = 0,  // still running
+  kLength,    // max_tokens reached, or the model's length limit
+  kStop,      // EOS, a stop token id or a stop string
+  kAborted,   // cancelled by the client (or by shutdown)
+};
+
+const char* finish_reason_name(FinishReason r);
+
+}  // namespace kvserve

@@ -1,0 +1,276 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace kvserve {
+namespace {
+
+SchedulerConfig validated(const SchedulerConfig& config) {
+  if (Status s = config.validate(); !s.ok()) throw std::invalid_argument(s.message());
+  return config;
+}
+
+std::string str(long long v) {
+  return std::to_string(v);
+}
+
+}  // namespace
+
+Status SchedulerConfig::validate() const {
+  if (block_size <= 0) return Status::InvalidArgument("block_size must be positive, got " + str(block_size));
+  if (num_blocks <= 0) return Status::InvalidArgument("num_blocks must be positive, got " + str(num_blocks));
+  if (max_num_batched_tokens <= 0)
+    return Status::InvalidArgument("max_num_batched_tokens must be positive, got " +
+                                   str(max_num_batched_tokens));
+  if (max_num_seqs <= 0)
+    return Status::InvalidArgument("max_num_seqs must be positive, got " + str(max_num_seqs));
+  if (max_model_len <= 1)
+    return Status::InvalidArgument("max_model_len must be at least 2, got " + str(max_model_len));
+  if (max_waiting < 0)
+    return Status::InvalidArgument("max_waiting must be >= 0 (0 = unlimited), got " + str(max_waiting));
+  return Status::Ok();
+}
+
+Scheduler::Scheduler(const SchedulerConfig& config)
+    : config_(validated(config)), pool_(config.num_blocks, config.block_size, config.enable_prefix_caching) {}
+
+Status Scheduler::add(std::unique_ptr<Sequence> seq) {
+  if (!seq) return Status::Internal("Scheduler::add: null sequence");
+  const int prompt = seq->num_prompt_tokens();
+  const StopCriteria& stop = seq->stop();
+  if (prompt == 0) return Status::InvalidArgument("the prompt is empty: send at least one token");
+  if (stop.max_tokens < 1)
+    return Status::InvalidArgument("max_tokens must be at least 1, got " + str(stop.max_tokens));
+  if (stop.min_tokens < 0 || stop.min_tokens > stop.max_tokens)
+    return Status::InvalidArgument("min_tokens must be between 0 and max_tokens (" + str(stop.max_tokens) +
+                                   "), got " + str(stop.min_tokens));
+  const long long total = static_cast<long long>(prompt) + stop.max_tokens;
+  if (total > config_.max_model_len)
+    return Status::InvalidArgument("prompt (" + str(prompt) + " tokens) + max_tokens (" +
+                                   str(stop.max_tokens) + ") = " + str(total) +
+                                   " exceeds the maximum model length of " + str(config_.max_model_len) +
+                                   " tokens; shorten the prompt or lower max_tokens");
+  // The last generated token is never fed back, so the cache holds at most total - 1 tokens.
+  const long long blocks = (total - 1 + config_.block_size - 1) / config_.block_size;
+  if (blocks > config_.num_blocks)
+    return Status::InvalidArgument("prompt + max_tokens needs " + str(blocks) + " KV blocks of " +
+                                   str(config_.block_size) + " tokens but the pool holds only " +
+                                   str(config_.num_blocks) + "; shorten the prompt or lower max_tokens");
+  if (seqs_.contains(seq->id()))
+    return Status::InvalidArgument("request id '" + seq->id() + "' is already in use; send a unique id");
+  if (config_.max_waiting > 0 && static_cast<int>(waiting_.size()) >= config_.max_waiting)
+    return Status::ResourceExhausted("the waiting queue is full (" + str(config_.max_waiting) +
+                                     " requests); retry later");
+  seq->set_status(SequenceStatus::kWaiting);
+  waiting_.push_back(seq.get());
+  const RequestId id = seq->id();
+  seqs_.emplace(id, std::move(seq));
+  return Status::Ok();
+}
+
+Status Scheduler::finish(const RequestId& id, FinishReason reason) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return Status::NotFound("no running or waiting request with id '" + id + "'");
+  Sequence* seq = it->second.get();
+  if (seq->status() == SequenceStatus::kWaiting) {
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), seq));
+  } else {
+    release_blocks(*seq);
+    remove_running(seq);
+  }
+  seq->finish(reason);
+  seqs_.erase(it);
+  return Status::Ok();
+}
+
+void Scheduler::release_blocks(Sequence& seq) {
+  pool_.release_all(seq.block_table().blocks());
+  seq.block_table().clear();
+  seq.set_num_computed_tokens(0);
+  seq.set_num_registered_blocks(0);
+}
+
+void Scheduler::remove_running(Sequence* seq) {
+  running_.erase(std::find(running_.begin(), running_.end(), seq));
+}
+
+int Scheduler::reserve(Sequence& seq, int want, bool allow_partial) {
+  BlockTable& table = seq.block_table();
+  const int room =
+      table.capacity() - seq.num_computed_tokens() + pool_.num_free_blocks() * table.block_size();
+  const int n = allow_partial ? std::min(want, room) : (want <= room ? want : 0);
+  if (n <= 0) return 0;
+  pool_.allocate(table.blocks_needed(seq.num_computed_tokens() + n), table.mutable_blocks());
+  return n;
+}
+
+void Scheduler::preempt(Sequence& victim, StepPlan& plan, int& budget) {
+  auto planned = std::find_if(plan.seqs.begin(), plan.seqs.end(),
+                              [&](const ScheduledSequence& s) { return s.seq == &victim; });
+  if (planned != plan.seqs.end()) {
+    budget += planned->num_new_tokens;
+    plan.num_batched_tokens -= planned->num_new_tokens;
+    plan.seqs.erase(planned);
+  }
+  release_blocks(victim);
+  remove_running(&victim);
+  victim.set_status(SequenceStatus::kWaiting);
+  victim.count_preemption();
+  waiting_.push_front(&victim);
+  plan.preempted.push_back(victim.id());
+  ++num_preemptions_;
+}
+
+int Scheduler::admit_with_prefix_cache(Sequence& seq, int budget) {
+  const int block_size = config_.block_size;
+  std::vector<BlockId> hits;
+  if (pool_.prefix_caching_enabled()) {
+    // At least one token must be computed to get logits, so the last token is never a hit.
+    const int max_hit_blocks = (seq.num_tokens() - 1) / block_size;
+    const auto tokens = seq.tokens();
+    const auto hashes = seq.block_hashes();
+    for (int i = 0; i < max_hit_blocks; ++i) {
+      const auto id = pool_.lookup(hashes[i], seq.parent_hash(i), tokens.subspan(i * block_size, block_size));
+      if (!id) break;
+      hits.push_back(*id);
+    }
+  }
+  const int cached = static_cast<int>(hits.size()) * block_size;
+  const int want = std::min(seq.num_tokens() - cached, budget);
+  const int fresh = (cached + want + block_size - 1) / block_size - static_cast<int>(hits.size());
+  const int hits_now_free = static_cast<int>(
+      std::count_if(hits.begin(), hits.end(), [&](BlockId id) { return pool_.is_free(id); }));
+  if (fresh + hits_now_free > pool_.num_free_blocks()) return 0;
+
+  BlockTable& table = seq.block_table();
+  for (BlockId id : hits) {
+    pool_.acquire(id);
+    table.append(id);
+  }
+  pool_.allocate(fresh, table.mutable_blocks());
+  seq.set_num_computed_tokens(cached);
+  seq.set_num_registered_blocks(static_cast<int>(hits.size()));
+  if (!seq.ever_scheduled()) {
+    seq.set_num_cached_prompt_tokens(cached);
+    seq.mark_scheduled();
+  }
+  return want;
+}
+
+void Scheduler::register_full_blocks(Sequence& seq, int num_tokens_after_step) {
+  const int full = num_tokens_after_step / config_.block_size;
+  if (!pool_.prefix_caching_enabled() || full <= seq.num_registered_blocks()) return;
+  const int block_size = config_.block_size;
+  const auto tokens = seq.tokens();
+  const auto hashes = seq.block_hashes();
+  for (int b = seq.num_registered_blocks(); b < full; ++b)
+    pool_.register_full_block(seq.block_table()[b], hashes[b], seq.parent_hash(b),
+                              tokens.subspan(static_cast<size_t>(b) * block_size, block_size));
+  seq.set_num_registered_blocks(full);
+}
+
+StepPlan Scheduler::schedule() {
+  StepPlan plan;
+  int budget = config_.max_num_batched_tokens;
+
+  // Running sequences: decodes first so that a long prefill never stalls them, then prefill chunks;
+  // each group oldest first.
+  std::vector<Sequence*> order;
+  order.reserve(running_.size());
+  for (Sequence* s : running_)
+    if (s->num_uncomputed_tokens() == 1) order.push_back(s);
+  for (Sequence* s : running_)
+    if (s->num_uncomputed_tokens() > 1) order.push_back(s);
+
+  bool preempted_any = false;
+  for (Sequence* seq : order) {
+    if (budget == 0) break;
+    if (seq->status() != SequenceStatus::kRunning) continue;  // preempted earlier in this loop
+    const int want = std::min(seq->num_uncomputed_tokens(), budget);
+    int n = reserve(*seq, want, /*allow_partial=*/true);
+    while (n == 0) {
+      Sequence* victim = running_.back();  // most recently admitted
+      preempt(*victim, plan, budget);
+      preempted_any = true;
+      if (victim == seq) break;
+      n = reserve(*seq, want, /*allow_partial=*/true);
+    }
+    if (n == 0) continue;
+    plan.seqs.push_back(
+        {seq, seq->num_computed_tokens(), n, seq->num_computed_tokens() + n == seq->num_tokens()});
+    plan.num_batched_tokens += n;
+    budget -= n;
+  }
+
+  // No preemption can happen past this point, so the blocks this step fills are final: register them
+  // now, and requests admitted below (in this very step) already share them.
+  for (const ScheduledSequence& e : plan.seqs)
+    register_full_blocks(*e.seq, e.start_pos + e.num_new_tokens);
+
+  // New and preempted sequences, strictly FCFS. None while this step had to preempt: the pool is
+  // short and admitting would only preempt again.
+  while (!preempted_any && !waiting_.empty() && budget > 0 &&
+         static_cast<int>(running_.size()) < config_.max_num_seqs) {
+    Sequence* seq = waiting_.front();
+    const int n = admit_with_prefix_cache(*seq, budget);
+    if (n == 0) break;
+    waiting_.pop_front();
+    seq->set_status(SequenceStatus::kRunning);
+    running_.push_back(seq);
+    plan.seqs.push_back(
+        {seq, seq->num_computed_tokens(), n, seq->num_computed_tokens() + n == seq->num_tokens()});
+    plan.num_batched_tokens += n;
+    budget -= n;
+    register_full_blocks(*seq, seq->num_computed_tokens() + n);
+  }
+
+  while (plan.num_decodes < static_cast<int>(plan.seqs.size()) &&
+         plan.seqs[plan.num_decodes].num_new_tokens == 1)
+    ++plan.num_decodes;
+  return plan;
+}
+
+std::vector<SequenceEvent> Scheduler::complete_step(const StepPlan& plan, std::span<const TokenId> sampled) {
+  if (sampled.size() != plan.seqs.size())
+    throw std::invalid_argument("complete_step: " + str(sampled.size()) + " sampled tokens for " +
+                                str(plan.seqs.size()) + " scheduled sequences");
+  std::vector<SequenceEvent> events;
+  std::vector<std::pair<RequestId, FinishReason>> finished;
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    const ScheduledSequence& s = plan.seqs[i];
+    Sequence& seq = *s.seq;
+    if (seq.status() != SequenceStatus::kRunning) continue;
+    seq.set_num_computed_tokens(s.start_pos + s.num_new_tokens);
+
+    if (!s.emits_token) continue;
+    const FinishReason reason = seq.append_token(sampled[i]);
+    events.push_back({seq.id(), sampled[i], reason, seq.num_prompt_tokens(), seq.num_output_tokens(),
+                      seq.num_cached_prompt_tokens()});
+    if (reason != FinishReason::kNone) finished.emplace_back(seq.id(), reason);
+  }
+  // After the loop: finishing destroys the sequence, which plan entries still point to.
+  for (const auto& [id, reason] : finished)
+    finish(id, reason);
+  return events;
+}
+
+const Sequence* Scheduler::find(const RequestId& id) const {
+  auto it = seqs_.find(id);
+  return it == seqs_.end() ? nullptr : it->second.get();
+}
+
+SchedulerStats Scheduler::stats() const {
+  SchedulerStats s;
+  s.num_running = static_cast<int>(running_.size());
+  s.num_waiting = static_cast<int>(waiting_.size());
+  s.num_free_blocks = pool_.num_free_blocks();
+  s.num_cached_blocks = pool_.num_cached_blocks();
+  s.num_total_blocks = pool_.num_blocks();
+  s.num_preemptions = num_preemptions_;
+  return s;
+}
+
+}  // namespace kvserve

@@ -1,0 +1,110 @@
+// Scheduler: continuous batching over the paged KV cache.
+//
+// Each step it fills a token budget: running decodes first (one token each, oldest first), then
+// running prefills (chunked), then new or preempted sequences from the FCFS waiting queue. When a
+// running sequence needs a block and none is free, the most recently admitted running sequence is
+// preempted: its blocks are released and it waits at the front of the queue to be recomputed (its
+// full blocks usually survive in the prefix cache, so recompute is cheap). Requests that could never
+// fit are rejected by add() with a reason.
+//
+// Blocks enter the prefix cache when the step that fills them is planned, so requests admitted in
+// the same step share them; this relies on the Backend contract that every K/V write of a step lands
+// before any attention read of that step.
+//
+// The scheduler is owned by the engine loop thread: no locks. Call order per step:
+// schedule() -> (backend, sampler) -> complete_step(); add() and finish() only between steps.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/block_pool.h"
+#include "engine/sequence.h"
+#include "engine/status.h"
+#include "engine/step_batch.h"
+
+namespace kvserve {
+
+struct SchedulerConfig {
+  int block_size = 16;
+  int num_blocks = 1024;
+  int max_num_batched_tokens = 2048;  // token budget per step
+  int max_num_seqs = 256;             // running sequences at most
+  int max_model_len = 4096;           // prompt + generated tokens at most
+  int max_waiting = 0;                // queue limit for add(); 0 = unlimited
+  bool enable_prefix_caching = true;
+
+  Status validate() const;
+};
+
+// What one step did to one sequence, copied out so it outlives the sequence.
+struct SequenceEvent {
+  RequestId id;
+  TokenId token;        // the token generated this step
+  FinishReason finish;  // kNone while the sequence goes on
+  int num_prompt_tokens;
+  int num_output_tokens;
+  int num_cached_prompt_tokens;
+};
+
+struct SchedulerStats {
+  int num_running = 0;
+  int num_waiting = 0;
+  int num_free_blocks = 0;
+  int num_cached_blocks = 0;
+  int num_total_blocks = 0;
+  uint64_t num_preemptions = 0;
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(const SchedulerConfig& config);
+
+  const SchedulerConfig& config() const { return config_; }
+  const BlockPool& pool() const { return pool_; }
+
+  // Admits a request to the waiting queue, or says why it can never be (or cannot now be) served.
+  Status add(std::unique_ptr<Sequence> seq);
+  // Ends a request now (abort, stop string): its blocks return to the pool in this call.
+  Status finish(const RequestId& id, FinishReason reason);
+
+  StepPlan schedule();
+  // sampled[i] is the token for plan.seqs[i] (ignored where !emits_token). Appends tokens, applies
+  // stop rules and frees finished sequences.
+  std::vector<SequenceEvent> complete_step(const StepPlan& plan, std::span<const TokenId> sampled);
+
+  bool has_unfinished() const { return !running_.empty() || !waiting_.empty(); }
+  const Sequence* find(const RequestId& id) const;
+  SchedulerStats stats() const;
+  // Test hook: visits every live sequence.
+  template <typename F>
+  void for_each_sequence(F&& f) const {
+    for (const auto& [id, seq] : seqs_)
+      f(*seq);
+  }
+
+ private:
+  // Tries to give seq room for `want` more tokens: returns how many it can schedule now (<= want),
+  // allocating blocks for them. Running sequences may take fewer than wanted (a shorter chunk).
+  int reserve(Sequence& seq, int want, bool allow_partial);
+  void preempt(Sequence& victim, StepPlan& plan, int& budget);
+  int admit_with_prefix_cache(Sequence& seq, int budget);
+  // Enters the blocks that will be full once this step runs into the prefix cache.
+  void register_full_blocks(Sequence& seq, int num_tokens_after_step);
+  void release_blocks(Sequence& seq);
+  void remove_running(Sequence* seq);
+
+  SchedulerConfig config_;
+  BlockPool pool_;
+  std::unordered_map<RequestId, std::unique_ptr<Sequence>> seqs_;
+  std::deque<Sequence*> waiting_;
+  std::vector<Sequence*> running_;  // in admission order: back() is preempted first
+  uint64_t num_preemptions_ = 0;
+};
+
+}  // namespace kvserve

@@ -1,0 +1,56 @@
+#include "engine/sequence.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace kvserve {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kAborted:
+      return "aborted";
+  }
+  return "unknown";
+}
+
+Sequence::Sequence(Request request, int block_size, std::span<const TokenId> eos_token_ids)
+    : request_(std::move(request)),
+      eos_token_ids_(eos_token_ids.begin(), eos_token_ids.end()),
+      tokens_(request_.prompt),
+      num_prompt_tokens_(static_cast<int>(request_.prompt.size())),
+      table_(block_size) {
+  tokens_.reserve(tokens_.size() + std::max(0, request_.stop.max_tokens));
+}
+
+std::span<const BlockHash> Sequence::block_hashes() {
+  const int block_size = table_.block_size();
+  const int full_blocks = num_tokens() / block_size;
+  for (int i = static_cast<int>(block_hashes_.size()); i < full_blocks; ++i) {
+    const BlockHash parent = i == 0 ? kRootBlockHash : block_hashes_[i - 1];
+    block_hashes_.push_back(hash_block_tokens(
+        parent, std::span<const TokenId>(tokens_).subspan(static_cast<size_t>(i) * block_size, block_size)));
+  }
+  return block_hashes_;
+}
+
+FinishReason Sequence::append_token(TokenId token) {
+  tokens_.push_back(token);
+  const StopCriteria& stop = request_.stop;
+  const int produced = num_output_tokens();
+  if (produced >= stop.min_tokens) {
+    const auto has = [token](const std::vector<TokenId>& ids) {
+      return std::find(ids.begin(), ids.end(), token) != ids.end();
+    };
+    if ((!stop.ignore_eos && has(eos_token_ids_)) || has(stop.stop_token_ids)) return FinishReason::kStop;
+  }
+  if (produced >= stop.max_tokens) return FinishReason::kLength;
+  return FinishReason::kNone;
+}
+
+}  // namespace kvserve

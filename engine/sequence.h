@@ -1,0 +1,89 @@
+// Sequence: the engine's state for one request — its tokens, how many of them are already in the KV
+// cache, its block table, and the stop rules applied to every token it produces.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "engine/block_pool.h"
+#include "engine/block_table.h"
+#include "engine/request.h"
+
+namespace kvserve {
+
+enum class SequenceStatus { kWaiting, kRunning, kFinished };
+
+class Sequence {
+ public:
+  // eos_token_ids comes from the model (Llama 3 has several).
+  Sequence(Request request, int block_size, std::span<const TokenId> eos_token_ids);
+
+  const RequestId& id() const { return request_.id; }
+  const SamplingParams& sampling() const { return request_.sampling; }
+  const StopCriteria& stop() const { return request_.stop; }
+
+  std::span<const TokenId> tokens() const { return tokens_; }  // prompt, then output
+  std::span<const TokenId> output() const {
+    return std::span<const TokenId>(tokens_).subspan(num_prompt_tokens_);
+  }
+  int num_tokens() const { return static_cast<int>(tokens_.size()); }
+  int num_prompt_tokens() const { return num_prompt_tokens_; }
+  int num_output_tokens() const { return num_tokens() - num_prompt_tokens_; }
+
+  // Tokens whose K/V are in the cache. The rest (num_tokens - num_computed) are fed to the backend,
+  // a chunk per step; the last one's logits give the next token.
+  int num_computed_tokens() const { return num_computed_; }
+  void set_num_computed_tokens(int n) { num_computed_ = n; }
+  int num_uncomputed_tokens() const { return num_tokens() - num_computed_; }
+
+  BlockTable& block_table() { return table_; }
+  const BlockTable& block_table() const { return table_; }
+  // Leading blocks of the table already registered in the prefix cache (reset when preempted).
+  int num_registered_blocks() const { return num_registered_blocks_; }
+  void set_num_registered_blocks(int n) { num_registered_blocks_ = n; }
+
+  // Prefix-cache hash of every full block of tokens(); block i covers tokens [i*B, (i+1)*B).
+  std::span<const BlockHash> block_hashes();
+  BlockHash parent_hash(int block_index) {
+    return block_index == 0 ? kRootBlockHash : block_hashes()[block_index - 1];
+  }
+
+  SequenceStatus status() const { return status_; }
+  void set_status(SequenceStatus s) { status_ = s; }
+  FinishReason finish_reason() const { return finish_reason_; }
+  void finish(FinishReason reason) {
+    status_ = SequenceStatus::kFinished;
+    finish_reason_ = reason;
+  }
+
+  // Prompt tokens served from the prefix cache on first admission (reported in usage).
+  int num_cached_prompt_tokens() const { return num_cached_prompt_tokens_; }
+  void set_num_cached_prompt_tokens(int n) { num_cached_prompt_tokens_ = n; }
+  int num_preemptions() const { return num_preemptions_; }
+  void count_preemption() { ++num_preemptions_; }
+  bool ever_scheduled() const { return ever_scheduled_; }
+  void mark_scheduled() { ever_scheduled_ = true; }
+
+  // Appends a generated token and applies the token-level stop rules: max_tokens, EOS (unless
+  // ignore_eos), stop token ids, all but max_tokens held off until min_tokens tokens exist.
+  // Returns kNone while the sequence should go on.
+  FinishReason append_token(TokenId token);
+
+ private:
+  Request request_;
+  std::vector<TokenId> eos_token_ids_;
+  std::vector<TokenId> tokens_;
+  int num_prompt_tokens_;
+  int num_computed_ = 0;
+  BlockTable table_;
+  int num_registered_blocks_ = 0;
+  std::vector<BlockHash> block_hashes_;
+  SequenceStatus status_ = SequenceStatus::kWaiting;
+  FinishReason finish_reason_ = FinishReason::kNone;
+  int num_cached_prompt_tokens_ = 0;
+  int num_preemptions_ = 0;
+  bool ever_scheduled_ = false;
+};
+
+}  // namespace kvserve

@@ -1,0 +1,73 @@
+// StepPlan (scheduler -> batch builder) and StepBatch (engine -> backend): the two structs that say
+// what one engine step computes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/block_pool.h"
+
+namespace kvserve {
+
+class Sequence;
+
+// One sequence's share of a step: tokens [start_pos, start_pos + num_new_tokens) of its
+// tokens() are fed to the model. When they reach its last token, the step produces its next token.
+struct ScheduledSequence {
+  Sequence* seq;
+  int start_pos;
+  int num_new_tokens;
+  bool emits_token;
+};
+
+struct StepPlan {
+  // Single-token decodes first, then prefill chunks (new prompts, continued chunks, recomputes).
+  std::vector<ScheduledSequence> seqs;
+  int num_decodes = 0;
+  int num_batched_tokens = 0;
+  // Sequences preempted while planning this step (blocks freed, back at the front of the queue).
+  std::vector<std::string> preempted;
+
+  bool empty() const { return seqs.empty(); }
+};
+
+// Everything the backend needs for one forward pass, as flat arrays ready to copy to a device.
+// Sequences appear in plan order; the first num_decodes have exactly one query token.
+struct StepBatch {
+  int num_seqs = 0;
+  int num_tokens = 0;
+  int num_decodes = 0;
+  int block_size = 0;
+  int max_blocks_per_seq = 0;  // row width of block_tables
+  int max_query_len = 0;
+  int max_context_len = 0;
+
+  std::vector<TokenId> token_ids;        // [num_tokens]
+  std::vector<int32_t> positions;        // [num_tokens] position of each token in its sequence
+  std::vector<int64_t> slot_mapping;     // [num_tokens] pool slot where each token's K/V are written
+  std::vector<int32_t> query_start_loc;  // [num_seqs + 1] prefix sums of query lengths
+  std::vector<int32_t> context_lens;     // [num_seqs] tokens in the cache once this step is written
+  // [num_seqs * max_blocks_per_seq] row-major; entries past a sequence's last block are
+  // kPaddingBlock so that a kernel reading past context_lens fails loudly in the reference.
+  std::vector<BlockId> block_tables;
+  std::vector<uint8_t> emits_token;  // [num_seqs] 1 if the sequence's last-token logits are sampled
+
+  static constexpr BlockId kPaddingBlock = -1;
+
+  int query_len(int s) const { return query_start_loc[s + 1] - query_start_loc[s]; }
+  const BlockId* block_table(int s) const {
+    return block_tables.data() + static_cast<size_t>(s) * max_blocks_per_seq;
+  }
+};
+
+// Turns a plan into a batch, reusing its buffers from step to step.
+class BatchBuilder {
+ public:
+  const StepBatch& build(const StepPlan& plan, int block_size);
+
+ private:
+  StepBatch batch_;
+};
+
+}  // namespace kvserve

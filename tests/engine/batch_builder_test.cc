@@ -1,0 +1,83 @@
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "engine/scheduler.h"
+#include "engine/step_batch.h"
+#include "tests/engine/test_util.h"
+
+namespace kvserve {
+namespace {
+
+using testing::iota_prompt;
+using testing::make_seq;
+using V32 = std::vector<int32_t>;
+using V64 = std::vector<int64_t>;
+
+TEST(BatchBuilder, PrefillThenDecodeArraysAreExact) {
+  SchedulerConfig cfg;
+  cfg.block_size = 4;
+  cfg.num_blocks = 8;
+  Scheduler sched(cfg);
+  ASSERT_TRUE(sched.add(make_seq("a", iota_prompt(6, 10), 4, 4)).ok());
+  ASSERT_TRUE(sched.add(make_seq("b", iota_prompt(3, 50), 4, 4)).ok());
+
+  BatchBuilder builder;
+  StepPlan plan = sched.schedule();
+  const StepBatch& b = builder.build(plan, 4);
+  EXPECT_EQ(b.num_seqs, 2);
+  EXPECT_EQ(b.num_tokens, 9);
+  EXPECT_EQ(b.num_decodes, 0);
+  EXPECT_EQ(b.token_ids, (V32{10, 11, 12, 13, 14, 15, 50, 51, 52}));
+  EXPECT_EQ(b.positions, (V32{0, 1, 2, 3, 4, 5, 0, 1, 2}));
+  // a holds blocks 0 and 1, b holds block 2.
+  EXPECT_EQ(b.slot_mapping, (V64{0, 1, 2, 3, 4, 5, 8, 9, 10}));
+  EXPECT_EQ(b.query_start_loc, (V32{0, 6, 9}));
+  EXPECT_EQ(b.context_lens, (V32{6, 3}));
+  EXPECT_EQ(b.max_blocks_per_seq, 2);
+  EXPECT_EQ(b.block_tables, (V32{0, 1, 2, StepBatch::kPaddingBlock}));
+  EXPECT_EQ(b.emits_token, (std::vector<uint8_t>{1, 1}));
+  EXPECT_EQ(b.max_query_len, 6);
+  EXPECT_EQ(b.max_context_len, 6);
+
+  const std::vector<TokenId> sampled{70, 80};
+  sched.complete_step(plan, sampled);
+  plan = sched.schedule();
+  const StepBatch& d = builder.build(plan, 4);
+  EXPECT_EQ(d.num_decodes, 2);
+  EXPECT_EQ(d.token_ids, (V32{70, 80}));
+  EXPECT_EQ(d.positions, (V32{6, 3}));
+  EXPECT_EQ(d.slot_mapping, (V64{6, 11}));
+  EXPECT_EQ(d.query_start_loc, (V32{0, 1, 2}));
+  EXPECT_EQ(d.context_lens, (V32{7, 4}));
+  EXPECT_EQ(d.block_tables, (V32{0, 1, 2, StepBatch::kPaddingBlock}));
+}
+
+TEST(BatchBuilder, DecodesComeBeforeAChunkedPrefill) {
+  SchedulerConfig cfg;
+  cfg.block_size = 4;
+  cfg.num_blocks = 16;
+  cfg.max_num_batched_tokens = 6;
+  Scheduler sched(cfg);
+  ASSERT_TRUE(sched.add(make_seq("a", iota_prompt(2, 10), 8, 4)).ok());
+  StepPlan plan = sched.schedule();  // a's prefill
+  const std::vector<TokenId> one{99};
+  sched.complete_step(plan, one);
+
+  ASSERT_TRUE(sched.add(make_seq("b", iota_prompt(12, 40), 4, 4)).ok());
+  BatchBuilder builder;
+  plan = sched.schedule();
+  const StepBatch& b = builder.build(plan, 4);
+  // a decodes (1 token), b gets the other 5 of the 6-token budget as its first chunk.
+  EXPECT_EQ(b.num_decodes, 1);
+  EXPECT_EQ(b.token_ids, (V32{99, 40, 41, 42, 43, 44}));
+  EXPECT_EQ(b.positions, (V32{2, 0, 1, 2, 3, 4}));
+  EXPECT_EQ(b.slot_mapping, (V64{2, 4, 5, 6, 7, 8}));  // b: blocks 1 and 2
+  EXPECT_EQ(b.query_start_loc, (V32{0, 1, 6}));
+  EXPECT_EQ(b.context_lens, (V32{3, 5}));
+  EXPECT_EQ(b.emits_token, (std::vector<uint8_t>{1, 0}));  // b's chunk is not its last
+  EXPECT_EQ(b.block_tables, (V32{0, StepBatch::kPaddingBlock, 1, 2}));
+}
+
+}  // namespace
+}  // namespace kvserve
