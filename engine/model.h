@@ -1,0 +1,114 @@
+// A Llama-family model as the engine sees it: the architecture's hyper-parameters (from
+// config.json) and its weights, converted to float32 for the CPU reference backend.
+//
+// Supported: LlamaForCausalLM and MistralForCausalLM (RMSNorm, RoPE with rope_theta and Llama-3
+// rope_scaling, grouped-query attention, SwiGLU, tied or untied embeddings) and Qwen2ForCausalLM
+// (the same plus a bias on q/k/v). Weights in float32, float16 or bfloat16 safetensors.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/block_pool.h"
+
+namespace kvserve {
+
+// Thrown at start-up for any problem with model files. what() names the file and the problem and
+// says what to fix; the process prints it and exits non-zero.
+class ModelLoadError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Llama 3's frequency-dependent RoPE scaling ("rope_type": "llama3"). Absent: plain RoPE.
+struct RopeScaling {
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int original_max_position_embeddings = 8192;
+};
+
+struct ModelConfig {
+  std::string architecture;  // "LlamaForCausalLM", "MistralForCausalLM" or "Qwen2ForCausalLM"
+  int vocab_size = 0;
+  int hidden_size = 0;
+  int intermediate_size = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;  // == num_heads without GQA
+  int head_dim = 0;      // hidden_size / num_heads unless config.json says otherwise
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  std::optional<RopeScaling> rope_scaling;
+  // Mistral's sliding-window attention: position q attends to positions k with q - window < k <= q
+  // (the last `window` tokens, itself included, as Hugging Face masks it). Absent: full causal.
+  std::optional<int> sliding_window;
+  int max_position_embeddings = 0;
+  bool tie_word_embeddings = false;
+  bool qkv_bias = false;  // Qwen2
+  std::optional<TokenId> bos_token_id;
+  std::vector<TokenId> eos_token_ids;  // config.json's eos_token_id, a number or a list
+  std::string dtype;                   // storage dtype of the weights: float32, float16 or bfloat16
+};
+
+// Row-major float32 tensor. Linear weights keep Hugging Face's [out_features, in_features] layout.
+struct Tensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape)
+      n *= d;
+    return n;
+  }
+};
+
+struct LayerWeights {
+  Tensor input_norm;              // [hidden]                      input_layernorm.weight
+  Tensor q_proj;                  // [heads * head_dim, hidden]
+  Tensor k_proj;                  // [kv_heads * head_dim, hidden]
+  Tensor v_proj;                  // [kv_heads * head_dim, hidden]
+  Tensor q_bias, k_bias, v_bias;  // Qwen2 only; empty otherwise
+  Tensor o_proj;                  // [hidden, heads * head_dim]
+  Tensor post_attention_norm;     // [hidden]                      post_attention_layernorm.weight
+  Tensor gate_proj;               // [intermediate, hidden]
+  Tensor up_proj;                 // [intermediate, hidden]
+  Tensor down_proj;               // [hidden, intermediate]
+};
+
+struct ModelWeights {
+  Tensor embed_tokens;  // [vocab, hidden]
+  std::vector<LayerWeights> layers;
+  Tensor final_norm;  // [hidden]
+  Tensor lm_head;     // [vocab, hidden]; empty when tied to embed_tokens
+  const Tensor& output_projection() const { return lm_head.data.empty() ? embed_tokens : lm_head; }
+};
+
+struct Model {
+  std::filesystem::path dir;
+  ModelConfig config;
+  ModelWeights weights;
+};
+
+// The longest sequence (prompt + output) the engine serves for this model: its trained length,
+// and no more than a sliding window, since full attention equals windowed attention only inside it.
+inline int max_supported_len(const ModelConfig& c) {
+  return c.sliding_window ? std::min(c.max_position_embeddings, *c.sliding_window)
+                          : c.max_position_embeddings;
+}
+
+// Reads and checks config.json (throws ModelLoadError naming the file and the field).
+ModelConfig load_model_config(const std::filesystem::path& config_json);
+
+// Loads a Hugging Face model directory: config.json and every *.safetensors file in it
+// (tokenizer.model is the Tokenizer's business). Every expected tensor must be present with the
+// expected shape; anything wrong throws ModelLoadError naming the file and the problem.
+Model load_model(const std::filesystem::path& dir);
+
+}  // namespace kvserve

@@ -1,0 +1,320 @@
+// config.json -> ModelConfig. Hugging Face configs are loosely typed and have changed keys over
+// the years (torch_dtype -> dtype, rope_theta/rope_scaling -> rope_parameters), so every field is
+// checked for presence, type and range here, and every failure names the file and the field.
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/model.h"
+
+namespace kvserve {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kSupportedArchitectures = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM";
+
+std::string excerpt(const json& value) {
+  std::string text = value.dump();
+  constexpr size_t kMax = 60;
+  if (text.size() > kMax) text = text.substr(0, kMax) + "...";
+  return text;
+}
+
+std::string described(const json& value) {
+  return excerpt(value) + " (a " + value.type_name() + ")";
+}
+
+// Typed access to one JSON object of config.json; `prefix` places nested objects in messages
+// ("rope_scaling.factor").
+class Fields {
+ public:
+  Fields(const std::filesystem::path& path, const json& object, std::string prefix)
+      : path_(path), object_(object), prefix_(std::move(prefix)) {}
+
+  [[noreturn]] void fail(const std::string& problem) const {
+    throw ModelLoadError(path_.string() + ": " + problem);
+  }
+
+  // Null counts as absent: Hugging Face writes null for "use the default".
+  const json* find(const char* key) const {
+    const auto it = object_.find(key);
+    return it == object_.end() || it->is_null() ? nullptr : &*it;
+  }
+
+  std::string name(const char* key) const { return "'" + prefix_ + key + "'"; }
+
+  int positive_int(const char* key, const json& value) const {
+    if (!value.is_number_integer()) {
+      fail("field " + name(key) + " must be a positive integer, got " + described(value) +
+           "; fix config.json");
+    }
+    constexpr int64_t kMax = std::numeric_limits<int>::max();
+    const bool in_range = value.is_number_unsigned()
+                              ? value.get<uint64_t>() >= 1 && value.get<uint64_t>() <= uint64_t{kMax}
+                              : value.get<int64_t>() >= 1 && value.get<int64_t>() <= kMax;
+    if (!in_range) {
+      fail("field " + name(key) + " must be a positive integer below 2^31, got " + excerpt(value) +
+           "; fix config.json");
+    }
+    return value.get<int>();
+  }
+
+  int required_positive_int(const char* key) const {
+    const json* value = find(key);
+    if (!value) fail("required field " + name(key) + " is missing; add it to config.json");
+    return positive_int(key, *value);
+  }
+
+  std::optional<int> optional_positive_int(const char* key) const {
+    const json* value = find(key);
+    if (!value) return std::nullopt;
+    return positive_int(key, *value);
+  }
+
+  double positive_number(const char* key, const json& value) const {
+    if (!value.is_number()) {
+      fail("field " + name(key) + " must be a positive number, got " + described(value) +
+           "; fix config.json");
+    }
+    const double x = value.get<double>();
+    if (!(x > 0) || !std::isfinite(x)) {
+      fail("field " + name(key) + " must be a positive number, got " + excerpt(value) + "; fix config.json");
+    }
+    return x;
+  }
+
+  double positive_number_or(const char* key, double fallback) const {
+    const json* value = find(key);
+    return value ? positive_number(key, *value) : fallback;
+  }
+
+  double required_positive_number(const char* key) const {
+    const json* value = find(key);
+    if (!value) fail("required field " + name(key) + " is missing; add it to config.json");
+    return positive_number(key, *value);
+  }
+
+  bool boolean_or(const char* key, bool fallback) const {
+    const json* value = find(key);
+    if (!value) return fallback;
+    if (!value->is_boolean()) {
+      fail("field " + name(key) + " must be true or false, got " + described(*value) + "; fix config.json");
+    }
+    return value->get<bool>();
+  }
+
+  std::optional<std::string> optional_string(const char* key) const {
+    const json* value = find(key);
+    if (!value) return std::nullopt;
+    if (!value->is_string()) {
+      fail("field " + name(key) + " must be a string, got " + described(*value) + "; fix config.json");
+    }
+    return value->get<std::string>();
+  }
+
+  // A token id: a non-negative integer inside the vocabulary.
+  TokenId token_id(const char* key, const json& value, int vocab_size) const {
+    if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<int64_t>() >= vocab_size) {
+      fail("field " + name(key) + " must hold token ids in [0, vocab_size " + std::to_string(vocab_size) +
+           "), got " + described(value) + "; fix config.json");
+    }
+    return value.get<TokenId>();
+  }
+
+ private:
+  const std::filesystem::path& path_;
+  const json& object_;
+  std::string prefix_;
+};
+
+json read_json_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw ModelLoadError(path.string() + ": cannot open (" + std::strerror(errno) +
+                         "); a Hugging Face model directory must contain config.json next to its "
+                         "*.safetensors files");
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  try {
+    return json::parse(text.str());
+  } catch (const json::exception& e) {
+    throw ModelLoadError(path.string() + ": not valid JSON (" + e.what() +
+                         "); fix or re-download config.json");
+  }
+}
+
+std::string read_architecture(const Fields& fields) {
+  const json* list = fields.find("architectures");
+  if (!list) {
+    fields.fail("required field 'architectures' is missing; it must name one of " +
+                std::string(kSupportedArchitectures));
+  }
+  if (!list->is_array() || list->empty() || !(*list)[0].is_string()) {
+    fields.fail("field 'architectures' must be a non-empty list of strings, got " + described(*list) +
+                "; fix config.json");
+  }
+  const std::string arch = (*list)[0].get<std::string>();
+  if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM" && arch != "Qwen2ForCausalLM") {
+    fields.fail("architecture '" + arch + "' is not supported; kvserve runs " + kSupportedArchitectures);
+  }
+  return arch;
+}
+
+std::string read_dtype(const Fields& fields) {
+  // transformers 5 renamed torch_dtype to dtype; exporters in between write both.
+  const std::optional<std::string> dtype = fields.optional_string("dtype");
+  const std::optional<std::string> torch_dtype = fields.optional_string("torch_dtype");
+  if (dtype && torch_dtype && *dtype != *torch_dtype) {
+    fields.fail("fields 'dtype' (\"" + *dtype + "\") and 'torch_dtype' (\"" + *torch_dtype +
+                "\") disagree; make them equal in config.json");
+  }
+  // transformers loads a config without either as float32.
+  const std::string value = dtype ? *dtype : torch_dtype.value_or("float32");
+  if (value != "float32" && value != "float16" && value != "bfloat16") {
+    fields.fail("dtype \"" + value + "\" is not supported; the weights must be float32, float16 or bfloat16");
+  }
+  return value;
+}
+
+// rope_type "default" (or no scaling) -> nullopt; "llama3" -> its four parameters.
+std::optional<RopeScaling> read_rope_scaling(const Fields& scaling) {
+  std::optional<std::string> type = scaling.optional_string("rope_type");
+  if (!type) type = scaling.optional_string("type");  // the key before transformers 4.45
+  if (!type) {
+    scaling.fail("field " + scaling.name("rope_type") +
+                 " is missing; it must be \"default\" or \"llama3\" (or drop the scaling entry)");
+  }
+  if (*type == "default") return std::nullopt;
+  if (*type != "llama3") {
+    scaling.fail("RoPE scaling type \"" + *type +
+                 "\" is unsupported; kvserve supports plain RoPE (\"default\") and \"llama3\"");
+  }
+  RopeScaling rope;
+  rope.factor = scaling.required_positive_number("factor");
+  rope.low_freq_factor = scaling.required_positive_number("low_freq_factor");
+  rope.high_freq_factor = scaling.required_positive_number("high_freq_factor");
+  rope.original_max_position_embeddings = scaling.required_positive_int("original_max_position_embeddings");
+  // The smoothing between the two bands divides by their difference.
+  if (!(rope.high_freq_factor > rope.low_freq_factor)) {
+    scaling.fail("llama3 RoPE scaling needs " + scaling.name("high_freq_factor") + " > " +
+                 scaling.name("low_freq_factor") + ", got " + std::to_string(rope.high_freq_factor) +
+                 " and " + std::to_string(rope.low_freq_factor) + "; fix config.json");
+  }
+  return rope;
+}
+
+void read_rope(const std::filesystem::path& path, const Fields& fields, ModelConfig& config) {
+  // transformers 5 moved rope_theta and the scaling into one "rope_parameters" object.
+  if (const json* parameters = fields.find("rope_parameters")) {
+    if (!parameters->is_object()) {
+      fields.fail("field 'rope_parameters' must be an object, got " + described(*parameters) +
+                  "; fix config.json");
+    }
+    const Fields rope(path, *parameters, "rope_parameters.");
+    config.rope_theta =
+        rope.positive_number_or("rope_theta", fields.positive_number_or("rope_theta", 10000.0));
+    if (rope.find("rope_type") || rope.find("type")) config.rope_scaling = read_rope_scaling(rope);
+    return;
+  }
+  config.rope_theta = fields.positive_number_or("rope_theta", 10000.0);
+  if (const json* scaling = fields.find("rope_scaling")) {
+    if (!scaling->is_object()) {
+      fields.fail("field 'rope_scaling' must be an object or null, got " + described(*scaling) +
+                  "; fix config.json");
+    }
+    config.rope_scaling = read_rope_scaling(Fields(path, *scaling, "rope_scaling."));
+  }
+}
+
+// Options these architectures have in transformers that the engine does not implement: refusing
+// them beats generating from a silently different model.
+void reject_unsupported_options(const Fields& fields, const ModelConfig& config) {
+  if (const auto act = fields.optional_string("hidden_act"); act && *act != "silu") {
+    fields.fail("hidden_act \"" + *act + "\" is unsupported; kvserve implements SwiGLU with \"silu\"");
+  }
+  if (config.architecture == "LlamaForCausalLM") {
+    for (const char* key : {"attention_bias", "mlp_bias"}) {
+      if (fields.boolean_or(key, false)) {
+        fields.fail("field '" + std::string(key) +
+                    "' is true, which kvserve does not support for LlamaForCausalLM; only "
+                    "bias-free Llama projections load");
+      }
+    }
+  }
+}
+
+}  // namespace
+
+ModelConfig load_model_config(const std::filesystem::path& config_json) {
+  const json root = read_json_file(config_json);
+  if (!root.is_object()) {
+    throw ModelLoadError(config_json.string() + ": must hold a JSON object, got " + described(root) +
+                         "; fix or re-download config.json");
+  }
+  const Fields fields(config_json, root, "");
+  ModelConfig config;
+  config.architecture = read_architecture(fields);
+  config.vocab_size = fields.required_positive_int("vocab_size");
+  config.hidden_size = fields.required_positive_int("hidden_size");
+  config.intermediate_size = fields.required_positive_int("intermediate_size");
+  config.num_layers = fields.required_positive_int("num_hidden_layers");
+  config.num_heads = fields.required_positive_int("num_attention_heads");
+  config.num_kv_heads = fields.optional_positive_int("num_key_value_heads").value_or(config.num_heads);
+  if (config.num_heads % config.num_kv_heads != 0) {
+    fields.fail("num_attention_heads (" + std::to_string(config.num_heads) +
+                ") must be a multiple of num_key_value_heads (" + std::to_string(config.num_kv_heads) +
+                "); fix config.json");
+  }
+  if (const auto head_dim = fields.optional_positive_int("head_dim")) {
+    config.head_dim = *head_dim;
+  } else {
+    if (config.hidden_size % config.num_heads != 0) {
+      fields.fail("hidden_size (" + std::to_string(config.hidden_size) +
+                  ") is not divisible by num_attention_heads (" + std::to_string(config.num_heads) +
+                  "); set head_dim in config.json");
+    }
+    config.head_dim = config.hidden_size / config.num_heads;
+  }
+  if (config.head_dim % 2 != 0) {
+    fields.fail("head_dim " + std::to_string(config.head_dim) +
+                " is odd; rotary embeddings rotate pairs of dimensions, so it must be even");
+  }
+  config.rms_norm_eps = fields.positive_number_or("rms_norm_eps", 1e-6);
+  read_rope(config_json, fields, config);
+  config.max_position_embeddings = fields.optional_positive_int("max_position_embeddings").value_or(2048);
+  config.tie_word_embeddings = fields.boolean_or("tie_word_embeddings", false);
+  config.qkv_bias = config.architecture == "Qwen2ForCausalLM";
+
+  if (config.architecture == "MistralForCausalLM") {
+    config.sliding_window = fields.optional_positive_int("sliding_window");
+  } else if (config.architecture == "Qwen2ForCausalLM" && fields.boolean_or("use_sliding_window", false)) {
+    // Qwen2 windows only the layers from max_window_layers on; one window for all layers would be wrong.
+    fields.fail(
+        "use_sliding_window is true, which kvserve does not support for Qwen2ForCausalLM; set it to false");
+  }
+
+  if (const json* bos = fields.find("bos_token_id")) {
+    config.bos_token_id = fields.token_id("bos_token_id", *bos, config.vocab_size);
+  }
+  if (const json* eos = fields.find("eos_token_id")) {
+    if (eos->is_array()) {
+      for (const json& id : *eos)
+        config.eos_token_ids.push_back(fields.token_id("eos_token_id", id, config.vocab_size));
+    } else {
+      config.eos_token_ids.push_back(fields.token_id("eos_token_id", *eos, config.vocab_size));
+    }
+  }
+  config.dtype = read_dtype(fields);
+  reject_unsupported_options(fields, config);
+  return config;
+}
+
+}  // namespace kvserve

@@ -1,0 +1,220 @@
+// A Hugging Face model directory -> Model. The tensor names and shapes config.json implies are
+// listed up front and every file's tensors are matched against that list (missing, misshapen,
+// unexpected, duplicated) before any byte is converted, so a mismatch fails in milliseconds and
+// names the tensor, not after minutes of conversion.
+#include <algorithm>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "engine/model.h"
+#include "engine/safetensors.h"
+
+namespace kvserve {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ExpectedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::string shape_meaning;  // which config.json fields give the shape, for error messages
+  Tensor* destination;
+};
+
+struct LocatedTensor {
+  const SafetensorsTensor* tensor;
+  const SafetensorsFile* file;
+};
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(shape[i]);
+  }
+  return out + "]";
+}
+
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, ModelWeights& w) {
+  const int64_t hidden = c.hidden_size;
+  const int64_t q_rows = int64_t{c.num_heads} * c.head_dim;
+  const int64_t kv_rows = int64_t{c.num_kv_heads} * c.head_dim;
+  const int64_t inter = c.intermediate_size;
+  const char* q_meaning = "num_attention_heads*head_dim x hidden_size";
+  const char* kv_meaning = "num_key_value_heads*head_dim x hidden_size";
+
+  std::vector<ExpectedTensor> out;
+  out.push_back(
+      {"model.embed_tokens.weight", {c.vocab_size, hidden}, "vocab_size x hidden_size", &w.embed_tokens});
+  w.layers.resize(static_cast<size_t>(c.num_layers));
+  for (int i = 0; i < c.num_layers; ++i) {
+    LayerWeights& l = w.layers[static_cast<size_t>(i)];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    out.push_back({p + "input_layernorm.weight", {hidden}, "hidden_size", &l.input_norm});
+    out.push_back({p + "self_attn.q_proj.weight", {q_rows, hidden}, q_meaning, &l.q_proj});
+    out.push_back({p + "self_attn.k_proj.weight", {kv_rows, hidden}, kv_meaning, &l.k_proj});
+    out.push_back({p + "self_attn.v_proj.weight", {kv_rows, hidden}, kv_meaning, &l.v_proj});
+    if (c.qkv_bias) {
+      out.push_back({p + "self_attn.q_proj.bias", {q_rows}, "num_attention_heads*head_dim", &l.q_bias});
+      out.push_back({p + "self_attn.k_proj.bias", {kv_rows}, "num_key_value_heads*head_dim", &l.k_bias});
+      out.push_back({p + "self_attn.v_proj.bias", {kv_rows}, "num_key_value_heads*head_dim", &l.v_bias});
+    }
+    out.push_back({p + "self_attn.o_proj.weight",
+                   {hidden, q_rows},
+                   "hidden_size x num_attention_heads*head_dim",
+                   &l.o_proj});
+    out.push_back({p + "post_attention_layernorm.weight", {hidden}, "hidden_size", &l.post_attention_norm});
+    out.push_back(
+        {p + "mlp.gate_proj.weight", {inter, hidden}, "intermediate_size x hidden_size", &l.gate_proj});
+    out.push_back({p + "mlp.up_proj.weight", {inter, hidden}, "intermediate_size x hidden_size", &l.up_proj});
+    out.push_back(
+        {p + "mlp.down_proj.weight", {hidden, inter}, "hidden_size x intermediate_size", &l.down_proj});
+  }
+  out.push_back({"model.norm.weight", {hidden}, "hidden_size", &w.final_norm});
+  if (!c.tie_word_embeddings) {
+    out.push_back({"lm_head.weight", {c.vocab_size, hidden}, "vocab_size x hidden_size", &w.lm_head});
+  }
+  return out;
+}
+
+std::string file_list(const std::vector<SafetensorsFile>& files) {
+  std::string out;
+  for (const SafetensorsFile& f : files) {
+    if (!out.empty()) out += ", ";
+    out += f.path().filename().string();
+  }
+  return out;
+}
+
+std::string architecture_summary(const ModelConfig& c) {
+  return c.architecture + " with " + std::to_string(c.num_layers) + " layers" +
+         (c.tie_word_embeddings ? ", tied embeddings" : ", untied embeddings");
+}
+
+// Why a tensor may be missing, in the terms of config.json.
+std::string missing_hint(const ModelConfig& c, const std::string& name) {
+  if (name == "lm_head.weight") {
+    return "if the model reuses embed_tokens as its output projection, set tie_word_embeddings to true in "
+           "config.json";
+  }
+  if (name.find("_proj.bias") != std::string::npos) {
+    return "Qwen2ForCausalLM has biases on q/k/v; if this checkpoint has none, config.json names the wrong "
+           "architecture";
+  }
+  if (name.starts_with("model.layers.")) {
+    return "config.json says num_hidden_layers is " + std::to_string(c.num_layers) +
+           "; the checkpoint is incomplete (a shard missing?) or config.json does not match it";
+  }
+  return "the checkpoint is incomplete (a shard missing?) or config.json does not match it";
+}
+
+std::string unexpected_hint(const ModelConfig& c, const std::string& name) {
+  constexpr std::string_view kLayerPrefix = "model.layers.";
+  if (name.starts_with(kLayerPrefix)) {
+    const std::string index =
+        name.substr(kLayerPrefix.size(), name.find('.', kLayerPrefix.size()) - kLayerPrefix.size());
+    if (!index.empty() &&
+        std::all_of(index.begin(), index.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) &&
+        (index.size() > 9 || std::stoi(index) >= c.num_layers)) {
+      return "config.json says num_hidden_layers is " + std::to_string(c.num_layers) +
+             "; fix it to match the checkpoint";
+    }
+  }
+  return "config.json describes a " + architecture_summary(c) +
+         ", which has no such tensor: the checkpoint is another architecture or config.json does not match "
+         "it";
+}
+
+bool ignored(const ModelConfig& c, const std::string& name) {
+  // Old exports carry the RoPE frequency table, which the engine recomputes from rope_theta.
+  if (name.ends_with(".rotary_emb.inv_freq")) return true;
+  // Some exporters keep a copy of the tied embedding; the embedding is the one used.
+  return c.tie_word_embeddings && name == "lm_head.weight";
+}
+
+}  // namespace
+
+Model load_model(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    throw ModelLoadError(dir.string() +
+                         ": not a directory; pass a Hugging Face model directory holding config.json and "
+                         "*.safetensors files");
+  }
+  Model model;
+  model.dir = dir;
+  model.config = load_model_config(dir / "config.json");
+  const ModelConfig& config = model.config;
+
+  std::vector<fs::path> paths;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().extension() == ".safetensors" && entry.is_regular_file()) paths.push_back(entry.path());
+  }
+  if (ec) throw ModelLoadError(dir.string() + ": cannot list the directory: " + ec.message());
+  if (paths.empty()) {
+    throw ModelLoadError(dir.string() +
+                         ": no *.safetensors file; kvserve loads weights only from safetensors (convert "
+                         "pytorch_model.bin or other formats with transformers' save_pretrained)");
+  }
+  std::sort(paths.begin(), paths.end());  // deterministic "first file" in duplicate reports
+
+  std::vector<SafetensorsFile> files;
+  files.reserve(paths.size());  // LocatedTensor points at these; they must not move
+  std::unordered_map<std::string_view, LocatedTensor> by_name;
+  for (const fs::path& path : paths) {
+    const SafetensorsFile& file = files.emplace_back(path);
+    for (const SafetensorsTensor& tensor : file.tensors()) {
+      const auto [it, inserted] = by_name.try_emplace(tensor.name, LocatedTensor{&tensor, &file});
+      if (!inserted) {
+        throw ModelLoadError(
+            path.string() + ": tensor '" + tensor.name + "' is also in " + it->second.file->path().string() +
+            "; each tensor must be in exactly one shard - remove the stray or outdated file");
+      }
+    }
+  }
+
+  const std::vector<ExpectedTensor> expected = expected_tensors(config, model.weights);
+  std::unordered_set<std::string_view> expected_names;
+  for (const ExpectedTensor& want : expected) {
+    expected_names.insert(want.name);
+    const auto it = by_name.find(want.name);
+    if (it == by_name.end()) {
+      throw ModelLoadError(dir.string() + ": tensor '" + want.name + "' is missing (looked in " +
+                           file_list(files) + "); " + missing_hint(config, want.name));
+    }
+    const auto& [tensor, file] = it->second;
+    if (tensor->shape != want.shape) {
+      throw ModelLoadError(file->path().string() + ": tensor '" + want.name + "' has shape " +
+                           shape_string(tensor->shape) + ", expected " + shape_string(want.shape) + " (" +
+                           want.shape_meaning +
+                           " from config.json); config.json does not match the checkpoint");
+    }
+    const SafetensorsDtype dtype = tensor->dtype;
+    if (dtype != SafetensorsDtype::kF32 && dtype != SafetensorsDtype::kF16 &&
+        dtype != SafetensorsDtype::kBF16) {
+      throw ModelLoadError(file->path().string() + ": tensor '" + want.name + "' has dtype " +
+                           safetensors_dtype_name(dtype) +
+                           "; kvserve loads weights stored as F32, F16 or BF16 - convert the checkpoint "
+                           "(quantized checkpoints are not supported)");
+    }
+  }
+  for (const SafetensorsFile& file : files) {
+    for (const SafetensorsTensor& tensor : file.tensors()) {
+      if (expected_names.contains(tensor.name) || ignored(config, tensor.name)) continue;
+      throw ModelLoadError(file.path().string() + ": unexpected tensor '" + tensor.name + "'; " +
+                           unexpected_hint(config, tensor.name));
+    }
+  }
+
+  for (const ExpectedTensor& want : expected) {
+    const LocatedTensor& found = by_name.at(want.name);
+    want.destination->shape = want.shape;
+    want.destination->data = safetensors_to_float32(*found.tensor, found.file->path());
+  }
+  return model;
+}
+
+}  // namespace kvserve

@@ -1,0 +1,242 @@
+#!/usr/bin/python3
+"""make_tiny_model.py: writes a tiny, seeded-random Hugging Face model directory (config.json,
+model.safetensors, tokenizer.model) for tests. Needs only numpy, so it runs on a bare machine.
+
+The same arguments always give byte-identical files: every tensor draws from its own generator,
+seeded from --seed and the tensor's name, and the safetensors file is written by hand in a fixed
+layout (tensors sorted by name, header padded with spaces to a multiple of 8).
+
+Weights are scaled so the random model's greedy output depends on its input and does not collapse
+into one repeated token: projections ~ N(0, 1/fan_in), norm weights 1 + N(0, 0.1^2), biases
+~ N(0, 0.1^2), embeddings ~ N(0, 1) untied and N(0, 0.05^2) tied (see random_tensor).
+
+Example (tests/data/models/README.md lists the committed ones):
+    scripts/make_tiny_model.py --out /tmp/m --arch llama --hidden 64 --layers 2 --heads 4 \\
+        --intermediate 128 --tie --dtype float16
+"""
+
+import argparse
+import json
+import math
+import shutil
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+}
+SAFETENSORS_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+TRANSFORMERS_VERSION = "4.46.0"
+TIED_EMBEDDING_STD = 0.05
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, type=Path, help="output directory (created)")
+    p.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
+    p.add_argument("--hidden", type=int, required=True)
+    p.add_argument("--layers", type=int, required=True)
+    p.add_argument("--heads", type=int, required=True)
+    p.add_argument("--kv-heads", type=int, help="default: --heads (no grouped-query attention)")
+    p.add_argument("--head-dim", type=int, help="default: hidden / heads (written to config.json only if given)")
+    p.add_argument("--intermediate", type=int, required=True)
+    p.add_argument("--vocab", type=int, default=512, help="must equal the tokenizer's vocabulary size")
+    p.add_argument("--tie", action=argparse.BooleanOptionalAction, default=False,
+                   help="tie lm_head to embed_tokens (no lm_head.weight written)")
+    p.add_argument("--dtype", choices=sorted(SAFETENSORS_DTYPE), default="float32")
+    p.add_argument("--rope-theta", type=float, default=10000.0)
+    p.add_argument("--llama3-rope-scaling", type=float, metavar="FACTOR",
+                   help="add Llama 3 rope_scaling with this factor (low 1, high 4, "
+                        "original_max_position_embeddings = max_pos / FACTOR)")
+    p.add_argument("--sliding-window", type=int, help="mistral only: config.json's sliding_window")
+    p.add_argument("--max-pos", type=int, default=1024)
+    p.add_argument("--rms-norm-eps", type=float, default=1e-6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer", type=Path, default=REPO / "tests/data/tokenizer/tokenizer.model")
+    args = p.parse_args(argv)
+
+    args.kv_heads = args.kv_heads or args.heads
+    for name in ("hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "max_pos"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    if args.heads % args.kv_heads:
+        p.error("--heads must be a multiple of --kv-heads")
+    if args.head_dim is None and args.hidden % args.heads:
+        p.error("--hidden must be divisible by --heads (or give --head-dim)")
+    if (args.head_dim or args.hidden // args.heads) % 2:
+        p.error("the head dimension must be even (RoPE rotates pairs)")
+    if args.sliding_window is not None and args.arch != "mistral":
+        p.error("--sliding-window is a mistral option")
+    return args
+
+
+def sentencepiece_vocab_size(path):
+    """Counts the pieces in a SentencePiece ModelProto (field 1, repeated) without the library."""
+    data = path.read_bytes()
+
+    def varint(pos):
+        value, shift = 0, 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value, pos
+
+    pos, pieces = 0, 0
+    while pos < len(data):
+        key, pos = varint(pos)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, pos = varint(pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 2:
+            length, pos = varint(pos)
+            pos += length
+        elif wire_type == 5:
+            pos += 4
+        else:
+            sys.exit(f"{path}: not a SentencePiece model (wire type {wire_type})")
+        pieces += field == 1
+    return pieces
+
+
+def tensor_shapes(args):
+    head_dim = args.head_dim or args.hidden // args.heads
+    h, q, kv, inter = args.hidden, args.heads * head_dim, args.kv_heads * head_dim, args.intermediate
+    shapes = {"model.embed_tokens.weight": (args.vocab, h), "model.norm.weight": (h,)}
+    if not args.tie:
+        shapes["lm_head.weight"] = (args.vocab, h)
+    for i in range(args.layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "input_layernorm.weight": (h,),
+            p + "self_attn.q_proj.weight": (q, h),
+            p + "self_attn.k_proj.weight": (kv, h),
+            p + "self_attn.v_proj.weight": (kv, h),
+            p + "self_attn.o_proj.weight": (h, q),
+            p + "post_attention_layernorm.weight": (h,),
+            p + "mlp.gate_proj.weight": (inter, h),
+            p + "mlp.up_proj.weight": (inter, h),
+            p + "mlp.down_proj.weight": (h, inter),
+        })
+        if args.arch == "qwen2":
+            shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
+                           p + "self_attn.v_proj.bias": (kv,)})
+    return shapes
+
+
+def random_tensor(name, shape, seed, tied):
+    # One generator per tensor, so a tensor's values do not depend on which others exist.
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    if name.endswith("norm.weight"):
+        return 1.0 + 0.1 * rng.standard_normal(shape)
+    if name.endswith(".bias"):
+        return 0.1 * rng.standard_normal(shape)
+    if name == "model.embed_tokens.weight":
+        # Untied, N(0, 1) embeddings give each token a strong random successor through lm_head.
+        # Tied, the same strength would make the last token's own embedding win every argmax and
+        # the model would repeat its input forever, so the layers' output must dominate instead.
+        return rng.standard_normal(shape) * (TIED_EMBEDDING_STD if tied else 1.0)
+    return rng.standard_normal(shape) / math.sqrt(shape[1])  # [out, in]: fan_in is the last dim
+
+
+def to_bfloat16_bits(values):
+    """float32 -> bfloat16 bit patterns, rounding to nearest even (NaN kept quiet)."""
+    bits = values.astype("<f4").view("<u4").astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
+    return np.where(np.isnan(values), np.uint16(0x7FC0), rounded).astype("<u2")
+
+
+def encode(values, dtype):
+    if dtype == "float32":
+        return values.astype("<f4").tobytes()
+    if dtype == "float16":
+        return values.astype("<f2").tobytes()  # numpy rounds to nearest even
+    return to_bfloat16_bits(values.astype(np.float32)).tobytes()
+
+
+def write_safetensors(path, tensors, dtype):
+    """tensors: {name: float array}. Sorted by name, contiguous, header padded to 8 bytes."""
+    header = {"__metadata__": {"format": "pt"}}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        blob = encode(tensors[name], dtype)
+        header[name] = {"dtype": SAFETENSORS_DTYPE[dtype], "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for blob in blobs:
+            f.write(blob)
+
+
+def config_json(args):
+    config = {
+        "architectures": [ARCHITECTURES[args.arch]],
+        "model_type": args.arch,
+        "vocab_size": args.vocab,
+        "hidden_size": args.hidden,
+        "intermediate_size": args.intermediate,
+        "num_hidden_layers": args.layers,
+        "num_attention_heads": args.heads,
+        "num_key_value_heads": args.kv_heads,
+        "hidden_act": "silu",
+        "rms_norm_eps": args.rms_norm_eps,
+        "rope_theta": args.rope_theta,
+        "rope_scaling": None,
+        "max_position_embeddings": args.max_pos,
+        "tie_word_embeddings": args.tie,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": args.dtype,
+        "dtype": args.dtype,
+        "transformers_version": TRANSFORMERS_VERSION,
+    }
+    if args.head_dim is not None:
+        config["head_dim"] = args.head_dim
+    if args.llama3_rope_scaling is not None:
+        config["rope_scaling"] = {
+            "rope_type": "llama3",
+            "factor": args.llama3_rope_scaling,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": int(args.max_pos / args.llama3_rope_scaling),
+        }
+    if args.arch == "mistral":
+        config["sliding_window"] = args.sliding_window
+    if args.arch == "qwen2":
+        config["use_sliding_window"] = False
+    return config
+
+
+def main(argv):
+    args = parse_args(argv)
+    tokenizer_vocab = sentencepiece_vocab_size(args.tokenizer)
+    if tokenizer_vocab != args.vocab:
+        sys.exit(f"--vocab {args.vocab} does not match {args.tokenizer} ({tokenizer_vocab} pieces)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    tensors = {name: random_tensor(name, shape, args.seed, args.tie) for name, shape in tensor_shapes(args).items()}
+    write_safetensors(args.out / "model.safetensors", tensors, args.dtype)
+    (args.out / "config.json").write_text(json.dumps(config_json(args), indent=2, sort_keys=True) + "\n")
+    shutil.copyfile(args.tokenizer, args.out / "tokenizer.model")
+    total = sum(f.stat().st_size for f in args.out.iterdir())
+    print(f"{args.out}: {ARCHITECTURES[args.arch]}, {sum(t.size for t in tensors.values())} parameters, "
+          f"{total} bytes")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,157 @@
+// The committed tiny models (tests/data/models) load with the shapes their configs imply, and every
+// element equals what the file's bytes say, decoded independently of the loader.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/model.h"
+#include "tests/engine/model_files_test_util.h"
+
+namespace kvserve {
+namespace {
+
+using model_test::read_file;
+using model_test::tensor_named;
+using nlohmann::json;
+
+const std::filesystem::path kModels = std::filesystem::path(KVSERVE_TEST_DATA) / "models";
+
+// ---- Independent reading of the committed files: the expected values come from the bytes and the
+// format definitions, decoded here with plain arithmetic rather than the loader's bit manipulation.
+
+double decode_f16(uint16_t bits) {
+  const int exponent = (bits >> 10) & 0x1F;
+  const double mantissa = (bits & 0x3FF) / 1024.0;
+  EXPECT_NE(exponent, 0x1F) << "random weights hold no inf or NaN";
+  const double magnitude =
+      exponent == 0 ? std::ldexp(mantissa, -14) : std::ldexp(1.0 + mantissa, exponent - 15);
+  return (bits & 0x8000) ? -magnitude : magnitude;
+}
+
+double decode_bf16(uint16_t bits) {
+  const int exponent = (bits >> 7) & 0xFF;
+  const double mantissa = (bits & 0x7F) / 128.0;
+  EXPECT_NE(exponent, 0xFF) << "random weights hold no inf or NaN";
+  const double magnitude =
+      exponent == 0 ? std::ldexp(mantissa, -126) : std::ldexp(1.0 + mantissa, exponent - 127);
+  return (bits & 0x8000) ? -magnitude : magnitude;
+}
+
+struct FileTensor {
+  std::string dtype;
+  std::vector<int64_t> shape;
+  std::vector<double> values;
+};
+
+std::map<std::string, FileTensor> read_safetensors_independently(const std::filesystem::path& path) {
+  const std::string raw = read_file(path);
+  uint64_t header_length = 0;
+  for (int i = 7; i >= 0; --i)
+    header_length = (header_length << 8) | static_cast<uint8_t>(raw[static_cast<size_t>(i)]);
+  const json header = json::parse(raw.substr(8, header_length));
+  const size_t data_start = 8 + header_length;
+  std::map<std::string, FileTensor> out;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    FileTensor t{entry.at("dtype").get<std::string>(), entry.at("shape").get<std::vector<int64_t>>(), {}};
+    const size_t begin = data_start + entry.at("data_offsets")[0].get<size_t>();
+    const size_t end = data_start + entry.at("data_offsets")[1].get<size_t>();
+    const auto byte = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(raw[i])); };
+    const size_t width = t.dtype == "F32" ? 4 : 2;
+    for (size_t at = begin; at < end; at += width) {
+      if (t.dtype == "F32") {
+        const uint32_t bits = byte(at) | byte(at + 1) << 8 | byte(at + 2) << 16 | byte(at + 3) << 24;
+        float value;
+        std::memcpy(&value, &bits, sizeof value);
+        t.values.push_back(value);
+      } else {
+        const auto bits = static_cast<uint16_t>(byte(at) | byte(at + 1) << 8);
+        t.values.push_back(t.dtype == "F16" ? decode_f16(bits) : decode_bf16(bits));
+      }
+    }
+    out.emplace(name, std::move(t));
+  }
+  return out;
+}
+
+// Every tensor in the file arrives, with its shape, and every element converts exactly.
+void expect_matches_file(const Model& model, const std::string& expected_dtype) {
+  const auto file = read_safetensors_independently(model.dir / "model.safetensors");
+  for (const auto& [name, expected] : file) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(expected.dtype, expected_dtype);
+    const Tensor* loaded = tensor_named(model, name);
+    ASSERT_NE(loaded, nullptr);
+    ASSERT_EQ(loaded->shape, expected.shape);
+    ASSERT_EQ(loaded->data.size(), expected.values.size());
+    for (size_t i = 0; i < expected.values.size(); ++i) {
+      ASSERT_EQ(static_cast<double>(loaded->data[i]), expected.values[i]) << "element " << i;
+    }
+  }
+}
+
+void expect_shape(const Tensor& t, std::vector<int64_t> shape) {
+  EXPECT_EQ(t.shape, shape);
+  EXPECT_EQ(static_cast<int64_t>(t.data.size()), t.numel());
+}
+
+TEST(ModelLoaderCommitted, TinyLlamaTiedFloat16) {
+  const Model model = load_model(kModels / "tiny-llama");
+  EXPECT_EQ(model.dir, kModels / "tiny-llama");
+  EXPECT_EQ(model.config.architecture, "LlamaForCausalLM");
+  const ModelWeights& w = model.weights;
+  ASSERT_EQ(w.layers.size(), 2u);
+  expect_shape(w.embed_tokens, {512, 64});
+  EXPECT_TRUE(w.lm_head.data.empty());
+  EXPECT_EQ(&w.output_projection(), &w.embed_tokens);
+  for (const LayerWeights& l : w.layers) {
+    expect_shape(l.q_proj, {64, 64});
+    expect_shape(l.k_proj, {64, 64});
+    expect_shape(l.o_proj, {64, 64});
+    expect_shape(l.gate_proj, {128, 64});
+    expect_shape(l.down_proj, {64, 128});
+    EXPECT_TRUE(l.q_bias.data.empty());
+  }
+  expect_matches_file(model, "F16");
+}
+
+TEST(ModelLoaderCommitted, TinyLlama3GqaUntiedBfloat16) {
+  const Model model = load_model(kModels / "tiny-llama3-gqa");
+  const ModelWeights& w = model.weights;
+  ASSERT_EQ(w.layers.size(), 2u);
+  expect_shape(w.lm_head, {512, 64});
+  EXPECT_EQ(&w.output_projection(), &w.lm_head);
+  for (const LayerWeights& l : w.layers) {
+    expect_shape(l.q_proj, {128, 64});  // 8 heads x head_dim 16, wider than hidden
+    expect_shape(l.k_proj, {32, 64});
+    expect_shape(l.v_proj, {32, 64});
+    expect_shape(l.o_proj, {64, 128});
+    expect_shape(l.up_proj, {160, 64});
+    expect_shape(l.down_proj, {64, 160});
+  }
+  expect_matches_file(model, "BF16");
+}
+
+TEST(ModelLoaderCommitted, TinyQwen2GqaFloat32WithBiases) {
+  const Model model = load_model(kModels / "tiny-qwen2-gqa");
+  const ModelWeights& w = model.weights;
+  ASSERT_EQ(w.layers.size(), 2u);
+  for (const LayerWeights& l : w.layers) {
+    expect_shape(l.q_bias, {64});
+    expect_shape(l.k_bias, {32});
+    expect_shape(l.v_bias, {32});
+    expect_shape(l.k_proj, {32, 64});
+  }
+  expect_shape(w.lm_head, {512, 64});
+  expect_matches_file(model, "F32");
+}
+
+}  // namespace
+}  // namespace kvserve

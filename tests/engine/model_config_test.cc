@@ -1,0 +1,307 @@
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/model.h"
+#include "tests/engine/model_files_test_util.h"
+
+namespace kvserve {
+namespace {
+
+using model_test::contains_all;
+using model_test::model_load_error;
+using model_test::TempDir;
+using model_test::write_file;
+using nlohmann::json;
+
+const std::filesystem::path kModels = std::filesystem::path(KVSERVE_TEST_DATA) / "models";
+
+TEST(ModelConfigCommitted, TinyLlama) {
+  const ModelConfig c = load_model_config(kModels / "tiny-llama" / "config.json");
+  EXPECT_EQ(c.architecture, "LlamaForCausalLM");
+  EXPECT_EQ(c.vocab_size, 512);
+  EXPECT_EQ(c.hidden_size, 64);
+  EXPECT_EQ(c.intermediate_size, 128);
+  EXPECT_EQ(c.num_layers, 2);
+  EXPECT_EQ(c.num_heads, 4);
+  EXPECT_EQ(c.num_kv_heads, 4);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_DOUBLE_EQ(c.rms_norm_eps, 1e-6);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 10000.0);
+  EXPECT_FALSE(c.rope_scaling.has_value());
+  EXPECT_FALSE(c.sliding_window.has_value());
+  EXPECT_EQ(c.max_position_embeddings, 1024);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_EQ(c.bos_token_id, std::optional<TokenId>(1));
+  EXPECT_EQ(c.eos_token_ids, std::vector<TokenId>{2});
+  EXPECT_EQ(c.dtype, "float16");
+}
+
+TEST(ModelConfigCommitted, TinyLlama3Gqa) {
+  const ModelConfig c = load_model_config(kModels / "tiny-llama3-gqa" / "config.json");
+  EXPECT_EQ(c.architecture, "LlamaForCausalLM");
+  EXPECT_EQ(c.hidden_size, 64);
+  EXPECT_EQ(c.intermediate_size, 160);
+  EXPECT_EQ(c.num_heads, 8);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 16);  // from config.json: hidden / heads would be 8
+  EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_DOUBLE_EQ(c.rope_scaling->factor, 8.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling->low_freq_factor, 1.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling->high_freq_factor, 4.0);
+  EXPECT_EQ(c.rope_scaling->original_max_position_embeddings, 128);
+  EXPECT_EQ(c.max_position_embeddings, 1024);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_EQ(c.dtype, "bfloat16");
+}
+
+TEST(ModelConfigCommitted, TinyQwen2Gqa) {
+  const ModelConfig c = load_model_config(kModels / "tiny-qwen2-gqa" / "config.json");
+  EXPECT_EQ(c.architecture, "Qwen2ForCausalLM");
+  EXPECT_EQ(c.num_heads, 4);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 1000000.0);
+  EXPECT_FALSE(c.rope_scaling.has_value());
+  EXPECT_FALSE(c.sliding_window.has_value());
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_EQ(c.dtype, "float32");
+}
+
+// Writes config.json variants into a temporary directory.
+class ModelConfigTest : public ::testing::Test {
+ protected:
+  static json minimal(const std::string& architecture = "LlamaForCausalLM") {
+    return {{"architectures", {architecture}}, {"vocab_size", 100},      {"hidden_size", 32},
+            {"intermediate_size", 48},         {"num_hidden_layers", 3}, {"num_attention_heads", 4}};
+  }
+
+  ModelConfig load(const json& config) { return load_text(config.dump(2)); }
+  ModelConfig load_text(const std::string& text) {
+    write_file(path(), text);
+    return load_model_config(path());
+  }
+
+  // The ModelLoadError message for `config`; it must start with the file's path.
+  std::string error(const json& config) { return error_text(config.dump(2)); }
+  std::string error_text(const std::string& text) {
+    const std::string message = model_load_error([&] { load_text(text); });
+    EXPECT_TRUE(contains_all(message, {path().string() + ": "}));
+    return message;
+  }
+
+  std::filesystem::path path() const { return dir_ / "config.json"; }
+
+  TempDir dir_;
+};
+
+TEST_F(ModelConfigTest, DefaultsForAbsentFields) {
+  const ModelConfig c = load(minimal());
+  EXPECT_EQ(c.num_kv_heads, 4);
+  EXPECT_EQ(c.head_dim, 8);
+  EXPECT_DOUBLE_EQ(c.rms_norm_eps, 1e-6);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 10000.0);
+  EXPECT_FALSE(c.rope_scaling.has_value());
+  EXPECT_EQ(c.max_position_embeddings, 2048);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_FALSE(c.bos_token_id.has_value());
+  EXPECT_TRUE(c.eos_token_ids.empty());
+  EXPECT_EQ(c.dtype, "float32");
+  EXPECT_FALSE(c.sliding_window.has_value());
+}
+
+TEST_F(ModelConfigTest, NullMeansDefault) {
+  json config = minimal();
+  config["num_key_value_heads"] = nullptr;
+  config["head_dim"] = nullptr;
+  config["rope_scaling"] = nullptr;
+  config["bos_token_id"] = nullptr;
+  const ModelConfig c = load(config);
+  EXPECT_EQ(c.num_kv_heads, 4);
+  EXPECT_EQ(c.head_dim, 8);
+  EXPECT_FALSE(c.rope_scaling.has_value());
+  EXPECT_FALSE(c.bos_token_id.has_value());
+}
+
+TEST_F(ModelConfigTest, EosListAndBos) {
+  json config = minimal();
+  config["eos_token_id"] = {2, 7, 99};
+  config["bos_token_id"] = 0;
+  const ModelConfig c = load(config);
+  EXPECT_EQ(c.eos_token_ids, (std::vector<TokenId>{2, 7, 99}));
+  EXPECT_EQ(c.bos_token_id, std::optional<TokenId>(0));
+}
+
+TEST_F(ModelConfigTest, MistralSlidingWindow) {
+  json config = minimal("MistralForCausalLM");
+  config["sliding_window"] = 4096;
+  EXPECT_EQ(load(config).sliding_window, std::optional<int>(4096));
+  config["sliding_window"] = nullptr;
+  EXPECT_FALSE(load(config).sliding_window.has_value());
+  config["sliding_window"] = "4096";
+  EXPECT_TRUE(contains_all(error(config), {"'sliding_window'", "positive integer", "string"}));
+}
+
+TEST_F(ModelConfigTest, Qwen2HasQkvBiasAndIgnoresAnUnusedWindow) {
+  json config = minimal("Qwen2ForCausalLM");
+  config["use_sliding_window"] = false;
+  config["sliding_window"] = 32768;  // Qwen2 configs carry it even when it is off
+  const ModelConfig c = load(config);
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_FALSE(c.sliding_window.has_value());
+}
+
+TEST_F(ModelConfigTest, RopeScalingDefaultAndOlderTypeKey) {
+  json config = minimal();
+  config["rope_scaling"] = {{"rope_type", "default"}};
+  EXPECT_FALSE(load(config).rope_scaling.has_value());
+  config["rope_scaling"] = {{"type", "llama3"},
+                            {"factor", 32.0},
+                            {"low_freq_factor", 1},
+                            {"high_freq_factor", 4},
+                            {"original_max_position_embeddings", 8192}};
+  const ModelConfig c = load(config);
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_DOUBLE_EQ(c.rope_scaling->factor, 32.0);
+  EXPECT_EQ(c.rope_scaling->original_max_position_embeddings, 8192);
+}
+
+TEST_F(ModelConfigTest, Transformers5Keys) {
+  json config = minimal();
+  config["dtype"] = "bfloat16";
+  config["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 500000.0},
+                               {"factor", 8.0},           {"low_freq_factor", 1.0},
+                               {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  const ModelConfig c = load(config);
+  EXPECT_EQ(c.dtype, "bfloat16");
+  EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_DOUBLE_EQ(c.rope_scaling->factor, 8.0);
+
+  config["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 1e6}};
+  const ModelConfig plain = load(config);
+  EXPECT_DOUBLE_EQ(plain.rope_theta, 1e6);
+  EXPECT_FALSE(plain.rope_scaling.has_value());
+}
+
+TEST_F(ModelConfigTest, MissingFile) {
+  const std::string message = model_load_error([&] { load_model_config(path()); });
+  EXPECT_TRUE(contains_all(message, {path().string(), "cannot open", "config.json"}));
+}
+
+TEST_F(ModelConfigTest, InvalidJson) {
+  EXPECT_TRUE(contains_all(error_text("{\"vocab_size\": 100,"), {"not valid JSON"}));
+  EXPECT_TRUE(contains_all(error_text("[1, 2]"), {"must hold a JSON object"}));
+}
+
+TEST_F(ModelConfigTest, MissingRequiredField) {
+  for (const char* field :
+       {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"}) {
+    json config = minimal();
+    config.erase(field);
+    EXPECT_TRUE(contains_all(error(config), {"required field '" + std::string(field) + "' is missing"}));
+  }
+  json config = minimal();
+  config.erase("architectures");
+  EXPECT_TRUE(contains_all(error(config), {"'architectures' is missing", "LlamaForCausalLM"}));
+}
+
+TEST_F(ModelConfigTest, FieldOfWrongType) {
+  const auto error_with = [&](const char* field, const json& value) {
+    json config = minimal();
+    config[field] = value;
+    return error(config);
+  };
+  EXPECT_TRUE(contains_all(error_with("hidden_size", "32"),
+                           {"'hidden_size'", "positive integer", "\"32\" (a string)"}));
+  EXPECT_TRUE(contains_all(error_with("hidden_size", 32.5), {"'hidden_size'", "positive integer"}));
+  EXPECT_TRUE(
+      contains_all(error_with("num_hidden_layers", 0), {"'num_hidden_layers'", "positive integer", "got 0"}));
+  EXPECT_TRUE(contains_all(error_with("vocab_size", -5), {"'vocab_size'", "got -5"}));
+  EXPECT_TRUE(contains_all(error_with("vocab_size", 1LL << 40), {"'vocab_size'", "below 2^31"}));
+  EXPECT_TRUE(contains_all(error_with("rms_norm_eps", "1e-6"), {"'rms_norm_eps'", "positive number"}));
+  EXPECT_TRUE(contains_all(error_with("rope_theta", 0), {"'rope_theta'", "positive number"}));
+  EXPECT_TRUE(
+      contains_all(error_with("tie_word_embeddings", "true"), {"'tie_word_embeddings'", "true or false"}));
+  EXPECT_TRUE(
+      contains_all(error_with("architectures", "LlamaForCausalLM"), {"'architectures'", "list of strings"}));
+  EXPECT_TRUE(contains_all(error_with("eos_token_id", "2"), {"'eos_token_id'", "token ids"}));
+  EXPECT_TRUE(
+      contains_all(error_with("eos_token_id", json{2, 100}), {"'eos_token_id'", "[0, vocab_size 100)"}));
+  EXPECT_TRUE(contains_all(error_with("bos_token_id", -1), {"'bos_token_id'"}));
+  EXPECT_TRUE(contains_all(error_with("rope_scaling", "llama3"), {"'rope_scaling'", "object or null"}));
+  EXPECT_TRUE(contains_all(error_with("torch_dtype", 16), {"'torch_dtype'", "must be a string"}));
+}
+
+TEST_F(ModelConfigTest, UnknownArchitecture) {
+  EXPECT_TRUE(contains_all(error(minimal("GPT2LMHeadModel")),
+                           {"architecture 'GPT2LMHeadModel' is not supported", "LlamaForCausalLM",
+                            "MistralForCausalLM", "Qwen2ForCausalLM"}));
+}
+
+TEST_F(ModelConfigTest, UnsupportedDtype) {
+  json config = minimal();
+  config["torch_dtype"] = "float8_e4m3fn";
+  EXPECT_TRUE(contains_all(error(config), {"dtype \"float8_e4m3fn\" is not supported", "bfloat16"}));
+  config["torch_dtype"] = "float16";
+  config["dtype"] = "bfloat16";
+  EXPECT_TRUE(contains_all(error(config), {"'dtype'", "'torch_dtype'", "disagree"}));
+}
+
+TEST_F(ModelConfigTest, UnsupportedRopeScaling) {
+  json config = minimal();
+  config["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  EXPECT_TRUE(contains_all(error(config), {"\"yarn\"", "unsupported", "llama3"}));
+  config["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  EXPECT_TRUE(contains_all(error(config), {"\"linear\"", "unsupported"}));
+  config["rope_scaling"] = {{"factor", 2.0}};
+  EXPECT_TRUE(contains_all(error(config), {"'rope_scaling.rope_type' is missing"}));
+  config["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}};
+  EXPECT_TRUE(contains_all(error(config), {"'rope_scaling.high_freq_factor' is missing"}));
+  config["rope_scaling"] = {{"rope_type", "llama3"},
+                            {"factor", 8.0},
+                            {"low_freq_factor", 4.0},
+                            {"high_freq_factor", 4.0},
+                            {"original_max_position_embeddings", 8192}};
+  EXPECT_TRUE(contains_all(error(config), {"high_freq_factor", "> 'rope_scaling.low_freq_factor'"}));
+  config.erase("rope_scaling");
+  config["rope_parameters"] = {{"rope_type", "dynamic"}, {"rope_theta", 10000.0}};
+  EXPECT_TRUE(contains_all(error(config), {"\"dynamic\"", "unsupported"}));
+}
+
+TEST_F(ModelConfigTest, InconsistentHeads) {
+  json config = minimal();
+  config["num_key_value_heads"] = 3;
+  EXPECT_TRUE(
+      contains_all(error(config), {"num_attention_heads (4)", "multiple of num_key_value_heads (3)"}));
+  config = minimal();
+  config["num_attention_heads"] = 5;
+  EXPECT_TRUE(contains_all(error(config), {"hidden_size (32)", "not divisible", "head_dim"}));
+  config["head_dim"] = 8;  // an explicit head_dim needs no divisibility
+  EXPECT_EQ(load(config).head_dim, 8);
+  config["head_dim"] = 7;
+  EXPECT_TRUE(contains_all(error(config), {"head_dim 7", "even"}));
+}
+
+TEST_F(ModelConfigTest, UnimplementedOptionsAreRefused) {
+  json config = minimal();
+  config["hidden_act"] = "gelu";
+  EXPECT_TRUE(contains_all(error(config), {"hidden_act \"gelu\"", "unsupported"}));
+  config = minimal();
+  config["attention_bias"] = true;
+  EXPECT_TRUE(contains_all(error(config), {"'attention_bias'", "not support"}));
+  config = minimal("Qwen2ForCausalLM");
+  config["use_sliding_window"] = true;
+  EXPECT_TRUE(contains_all(error(config), {"use_sliding_window", "Qwen2ForCausalLM"}));
+}
+
+}  // namespace
+}  // namespace kvserve

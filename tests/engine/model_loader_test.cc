@@ -1,0 +1,274 @@
+// load_model on small checkpoints written per test: tensors land in the right fields, and every
+// kind of broken directory fails with a ModelLoadError that names the file and the problem.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/model.h"
+#include "tests/engine/model_files_test_util.h"
+
+namespace kvserve {
+namespace {
+
+using model_test::contains_all;
+using model_test::f32_tensor;
+using model_test::model_load_error;
+using model_test::raw_bytes;
+using model_test::RawTensor;
+using model_test::read_file;
+using model_test::safetensors_bytes;
+using model_test::TempDir;
+using model_test::tensor_named;
+using model_test::write_file;
+using nlohmann::json;
+
+class ModelLoaderTest : public ::testing::Test {
+ protected:
+  // Llama, vocab 16, hidden 8, intermediate 12, 2 layers, 2 heads sharing 1 KV head (head_dim 4).
+  ModelLoaderTest() {
+    config_ = {{"architectures", {"LlamaForCausalLM"}},
+               {"vocab_size", 16},
+               {"hidden_size", 8},
+               {"intermediate_size", 12},
+               {"num_hidden_layers", 2},
+               {"num_attention_heads", 2},
+               {"num_key_value_heads", 1},
+               {"tie_word_embeddings", false},
+               {"torch_dtype", "float32"}};
+    add("model.embed_tokens.weight", {16, 8});
+    for (int i = 0; i < 2; ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      add(p + "input_layernorm.weight", {8});
+      add(p + "self_attn.q_proj.weight", {8, 8});
+      add(p + "self_attn.k_proj.weight", {4, 8});
+      add(p + "self_attn.v_proj.weight", {4, 8});
+      add(p + "self_attn.o_proj.weight", {8, 8});
+      add(p + "post_attention_layernorm.weight", {8});
+      add(p + "mlp.gate_proj.weight", {12, 8});
+      add(p + "mlp.up_proj.weight", {12, 8});
+      add(p + "mlp.down_proj.weight", {8, 12});
+    }
+    add("model.norm.weight", {8});
+    add("lm_head.weight", {16, 8});
+  }
+
+  // Each tensor starts at a distinct value, so one routed to the wrong field shows.
+  void add(const std::string& name, std::vector<int64_t> shape) {
+    tensors_.push_back(f32_tensor(name, std::move(shape), 100.0f * static_cast<float>(tensors_.size())));
+  }
+  float first_value_of(const std::string& name) const {
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      if (tensors_[i].name == name) return 100.0f * static_cast<float>(i);
+    }
+    ADD_FAILURE() << name;
+    return 0;
+  }
+  RawTensor& tensor(const std::string& name) {
+    for (RawTensor& t : tensors_) {
+      if (t.name == name) return t;
+    }
+    throw std::runtime_error("no tensor " + name);
+  }
+  void remove(const std::string& name) {
+    std::erase_if(tensors_, [&](const RawTensor& t) { return t.name == name; });
+  }
+
+  // config.json and the tensors, round-robin over `shards` files named as transformers shards them.
+  void write(int shards = 1) {
+    write_file(dir_ / "config.json", config_.dump(2));
+    for (int s = 0; s < shards; ++s) {
+      std::vector<RawTensor> part;
+      for (size_t i = static_cast<size_t>(s); i < tensors_.size(); i += static_cast<size_t>(shards)) {
+        part.push_back(tensors_[i]);
+      }
+      write_file(shard_path(s, shards), safetensors_bytes(part));
+    }
+  }
+  std::filesystem::path shard_path(int index, int shards) const {
+    if (shards == 1) return dir_ / "model.safetensors";
+    char name[64];
+    std::snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", index + 1, shards);
+    return dir_ / name;
+  }
+
+  std::string load_error() {
+    return model_load_error([&] { load_model(dir_.path()); });
+  }
+
+  json config_;
+  std::vector<RawTensor> tensors_;
+  TempDir dir_;
+};
+
+TEST_F(ModelLoaderTest, LoadsEveryTensorIntoItsField) {
+  write();
+  const Model model = load_model(dir_.path());
+  for (const RawTensor& t : tensors_) {
+    SCOPED_TRACE(t.name);
+    const Tensor* loaded = tensor_named(model, t.name);
+    ASSERT_NE(loaded, nullptr);
+    EXPECT_EQ(loaded->shape, t.shape);
+    ASSERT_FALSE(loaded->data.empty());
+    EXPECT_EQ(loaded->data.front(), first_value_of(t.name));
+    EXPECT_EQ(loaded->data.back(),
+              first_value_of(t.name) + 0.25f * static_cast<float>(loaded->data.size() - 1));
+  }
+}
+
+TEST_F(ModelLoaderTest, LoadsShardedCheckpoint) {
+  write(3);
+  const Model model = load_model(dir_.path());
+  EXPECT_EQ(model.weights.layers[1].down_proj.data.front(),
+            first_value_of("model.layers.1.mlp.down_proj.weight"));
+  EXPECT_EQ(model.weights.lm_head.data.front(), first_value_of("lm_head.weight"));
+}
+
+TEST_F(ModelLoaderTest, TiedEmbeddingsIgnoreLmHeadAndRotaryTables) {
+  config_["tie_word_embeddings"] = true;
+  tensors_.push_back(f32_tensor("model.layers.0.self_attn.rotary_emb.inv_freq", {2}));
+  write();  // lm_head.weight still present: some exporters keep the copy
+  const Model model = load_model(dir_.path());
+  EXPECT_TRUE(model.weights.lm_head.data.empty());
+  EXPECT_EQ(&model.weights.output_projection(), &model.weights.embed_tokens);
+}
+
+TEST_F(ModelLoaderTest, ConvertsHalfPrecisionTensors) {
+  tensor("model.norm.weight") = {
+      "model.norm.weight",
+      "BF16",
+      {8},
+      raw_bytes(std::vector<uint16_t>{0x3F80, 0xBF80, 0x4000, 0x0001, 0x8000, 0x3E80, 0x7F7F, 0x4049})};
+  tensor("model.layers.0.input_layernorm.weight") = {
+      "model.layers.0.input_layernorm.weight",
+      "F16",
+      {8},
+      raw_bytes(std::vector<uint16_t>{0x3C00, 0xBC00, 0x4000, 0x0001, 0x8000, 0x3400, 0x7BFF, 0x4248})};
+  write();
+  const Model model = load_model(dir_.path());
+  EXPECT_EQ(model.weights.final_norm.data,
+            (std::vector<float>{1.0f, -1.0f, 2.0f, 0x1p-133f, -0.0f, 0.25f, 0x1.fep127f, 3.140625f}));
+  EXPECT_TRUE(std::signbit(model.weights.final_norm.data[4]));
+  EXPECT_EQ(model.weights.layers[0].input_norm.data,
+            (std::vector<float>{1.0f, -1.0f, 2.0f, 0x1p-24f, -0.0f, 0.25f, 65504.0f, 3.140625f}));
+}
+
+TEST_F(ModelLoaderTest, NotADirectory) {
+  const std::filesystem::path missing = dir_ / "nope";
+  const std::string message = model_load_error([&] { load_model(missing); });
+  EXPECT_TRUE(contains_all(message, {missing.string(), "not a directory"}));
+}
+
+TEST_F(ModelLoaderTest, MissingConfig) {
+  write();
+  std::filesystem::remove(dir_ / "config.json");
+  EXPECT_TRUE(contains_all(load_error(), {(dir_ / "config.json").string(), "cannot open"}));
+}
+
+TEST_F(ModelLoaderTest, InvalidConfig) {
+  config_["hidden_size"] = "8";
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {(dir_ / "config.json").string(), "'hidden_size'", "a string"}));
+}
+
+TEST_F(ModelLoaderTest, NoSafetensorsFile) {
+  write();
+  std::filesystem::rename(dir_ / "model.safetensors", dir_ / "pytorch_model.bin");
+  EXPECT_TRUE(contains_all(load_error(), {dir_.path().string(), "no *.safetensors file"}));
+}
+
+TEST_F(ModelLoaderTest, MissingTensor) {
+  remove("model.layers.1.mlp.gate_proj.weight");
+  write();
+  EXPECT_TRUE(contains_all(
+      load_error(), {dir_.path().string(), "model.safetensors",
+                     "tensor 'model.layers.1.mlp.gate_proj.weight' is missing", "num_hidden_layers is 2"}));
+}
+
+TEST_F(ModelLoaderTest, MissingLmHeadSuggestsTying) {
+  remove("lm_head.weight");
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"'lm_head.weight' is missing", "tie_word_embeddings"}));
+}
+
+TEST_F(ModelLoaderTest, WrongShape) {
+  tensor("model.layers.1.mlp.up_proj.weight").shape = {8, 12};
+  write();
+  EXPECT_TRUE(
+      contains_all(load_error(), {(dir_ / "model.safetensors").string() +
+                                  ": tensor 'model.layers.1.mlp.up_proj.weight' has shape [8, 12], "
+                                  "expected [12, 8] (intermediate_size x hidden_size from config.json)"}));
+}
+
+TEST_F(ModelLoaderTest, WrongHeadCountShowsInShape) {
+  config_["num_key_value_heads"] = 2;  // the file has 1 KV head: k_proj is [4, 8]
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"'model.layers.0.self_attn.k_proj.weight' has shape [4, 8]",
+                                          "expected [8, 8] (num_key_value_heads*head_dim x hidden_size"}));
+}
+
+TEST_F(ModelLoaderTest, TensorDuplicatedAcrossShards) {
+  write(2);
+  const RawTensor extra = tensor("model.norm.weight");
+  write_file(dir_ / "model-extra.safetensors", safetensors_bytes(std::vector<RawTensor>{extra}));
+  EXPECT_TRUE(contains_all(load_error(), {"model-extra.safetensors", "tensor 'model.norm.weight' is also in",
+                                          "model-0000", "exactly one shard"}));
+}
+
+TEST_F(ModelLoaderTest, UnexpectedTensor) {
+  tensors_.push_back(f32_tensor("transformer.h.0.attn.c_attn.weight", {2, 2}));
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {(dir_ / "model.safetensors").string(),
+                                          "unexpected tensor 'transformer.h.0.attn.c_attn.weight'",
+                                          "LlamaForCausalLM with 2 layers"}));
+}
+
+TEST_F(ModelLoaderTest, ExtraLayerPointsAtLayerCount) {
+  add("model.layers.2.input_layernorm.weight", {8});
+  write();
+  EXPECT_TRUE(contains_all(
+      load_error(), {"unexpected tensor 'model.layers.2.input_layernorm.weight'", "num_hidden_layers is 2"}));
+}
+
+TEST_F(ModelLoaderTest, ArchitectureMismatchBothWays) {
+  config_["architectures"] = {"Qwen2ForCausalLM"};  // Qwen2 expects q/k/v biases the file lacks
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"'model.layers.0.self_attn.q_proj.bias' is missing", "Qwen2"}));
+
+  config_["architectures"] = {"LlamaForCausalLM"};
+  add("model.layers.0.self_attn.q_proj.bias", {8});
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"unexpected tensor 'model.layers.0.self_attn.q_proj.bias'"}));
+}
+
+TEST_F(ModelLoaderTest, UnsupportedTensorDtype) {
+  tensor("model.layers.0.post_attention_layernorm.weight") = {
+      "model.layers.0.post_attention_layernorm.weight", "I32", {8}, raw_bytes(std::vector<int32_t>(8, 1))};
+  write();
+  EXPECT_TRUE(contains_all(
+      load_error(), {(dir_ / "model.safetensors").string(),
+                     "'model.layers.0.post_attention_layernorm.weight' has dtype I32", "F32, F16 or BF16"}));
+}
+
+TEST_F(ModelLoaderTest, TruncatedFile) {
+  write(2);
+  const std::filesystem::path shard = shard_path(1, 2);
+  std::filesystem::resize_file(shard, std::filesystem::file_size(shard) - 3);
+  EXPECT_TRUE(contains_all(load_error(), {shard.string(), "outside the data region", "truncated"}));
+}
+
+TEST_F(ModelLoaderTest, CorruptHeader) {
+  write();
+  std::string bytes = read_file(dir_ / "model.safetensors");
+  bytes[8] = '!';  // first character of the JSON header
+  write_file(dir_ / "model.safetensors", bytes);
+  EXPECT_TRUE(contains_all(load_error(), {(dir_ / "model.safetensors").string(), "not valid JSON"}));
+}
+
+}  // namespace
+}  // namespace kvserve
