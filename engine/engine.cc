@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <stdexcept>
-#include <unordered_map>
 #include <utility>
 
 #include "engine/sequence.h"
@@ -10,7 +9,10 @@
 namespace kvserve {
 
 Engine::Engine(const EngineConfig& config, std::unique_ptr<Backend> backend)
-    : config_(config), backend_(std::move(backend)), scheduler_(config.scheduler) {
+    : config_(config),
+      backend_(std::move(backend)),
+      scheduler_(config.scheduler),
+      seed_source_(std::random_device{}()) {
   if (!backend_) throw std::invalid_argument("Engine: no backend");
 }
 
@@ -22,29 +24,88 @@ Status Engine::add_request(Request request) {
       return Status::InvalidArgument("prompt token " + std::to_string(i) + " has id " + std::to_string(t) +
                                      ", outside the vocabulary [0, " + std::to_string(vocab) + ")");
   }
-  return scheduler_.add(
+  if (Status s = validate_sampling_params(request.sampling); !s.ok()) return s;
+  std::erase(request.stop.stop, std::string());
+  if (!request.stop.stop.empty() && !config_.tokenizer)
+    return Status::InvalidArgument(
+        "stop strings need a tokenizer, and this model has none; use stop_token_ids");
+
+  RequestState state;
+  state.seed = request.sampling.seed.value_or(seed_source_());
+  if (config_.tokenizer)
+    state.detokenizer = std::make_unique<IncrementalDetokenizer>(*config_.tokenizer, request.prompt,
+                                                                 request.stop.stop, request.stop.min_tokens);
+  const RequestId id = request.id;
+  Status s = scheduler_.add(
       std::make_unique<Sequence>(std::move(request), config_.scheduler.block_size, config_.eos_token_ids));
+  if (s.ok()) states_.emplace(id, std::move(state));
+  return s;
 }
 
 Status Engine::abort(const RequestId& id) {
-  return scheduler_.finish(id, FinishReason::kAborted);
+  Status s = scheduler_.finish(id, FinishReason::kAborted);
+  if (s.ok()) states_.erase(id);
+  return s;
 }
 
-std::vector<SequenceEvent> Engine::step() {
+std::vector<StepOutput> Engine::step() {
   const StepPlan plan = scheduler_.schedule();
   if (plan.empty()) return {};
   const StepBatch& batch = batch_builder_.build(plan, config_.scheduler.block_size);
   const std::span<const float> logits = backend_->forward(batch);
-  const int vocab = backend_->vocab_size();
-  // Greedy choice; the full sampler replaces this when it lands.
-  sampled_.assign(plan.seqs.size(), 0);
+  const size_t vocab = static_cast<size_t>(backend_->vocab_size());
+
+  sampled_.assign(plan.seqs.size(), SampledToken{});
+  sampled_ids_.assign(plan.seqs.size(), -1);
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     if (!plan.seqs[i].emits_token) continue;
-    const float* row = logits.data() + i * vocab;
-    sampled_[i] = static_cast<TokenId>(std::max_element(row, row + vocab) - row);
+    const Sequence& seq = *plan.seqs[i].seq;
+    // Before min_tokens, the tokens that would stop the request are not candidates at all.
+    suppressed_.clear();
+    if (seq.num_output_tokens() < seq.stop().min_tokens) {
+      if (!seq.stop().ignore_eos) suppressed_ = config_.eos_token_ids;
+      suppressed_.insert(suppressed_.end(), seq.stop().stop_token_ids.begin(),
+                         seq.stop().stop_token_ids.end());
+    }
+    const SampleInput in{logits.subspan(i * vocab, vocab),
+                         &seq.sampling(),
+                         seq.tokens().first(seq.num_prompt_tokens()),
+                         seq.output(),
+                         states_.at(seq.id()).seed,
+                         suppressed_};
+    sampled_[i] = sampler_.sample(in);
+    sampled_ids_[i] = sampled_[i].token;
   }
   ++num_steps_;
-  return scheduler_.complete_step(plan, sampled_);
+
+  std::vector<StepOutput> outputs;
+  for (const SequenceEvent& e : scheduler_.complete_step(plan, sampled_ids_)) {
+    SampledToken& sampled = sampled_[e.plan_index];
+    StepOutput out{e.id,
+                   e.token,
+                   sampled.logprob,
+                   std::move(sampled.top_logprobs),
+                   {},
+                   e.finish,
+                   e.num_prompt_tokens,
+                   e.num_output_tokens,
+                   e.num_cached_prompt_tokens};
+    RequestState& state = states_.at(e.id);
+    if (state.detokenizer) {
+      IncrementalDetokenizer::Delta delta = state.detokenizer->push(e.token);
+      out.text = std::move(delta.text);
+      if (delta.stopped) {
+        // A stop string ends the request even if a token rule ended it in the same step.
+        if (out.finish == FinishReason::kNone) scheduler_.finish(e.id, FinishReason::kStop);
+        out.finish = FinishReason::kStop;
+      } else if (out.finish != FinishReason::kNone) {
+        out.text += state.detokenizer->finish();
+      }
+    }
+    if (out.finish != FinishReason::kNone) states_.erase(e.id);
+    outputs.push_back(std::move(out));
+  }
+  return outputs;
 }
 
 std::vector<GenerationResult> Engine::generate(std::vector<Request> requests) {
@@ -58,14 +119,16 @@ std::vector<GenerationResult> Engine::generate(std::vector<Request> requests) {
   }
   size_t pending = index.size();
   while (pending > 0 && has_unfinished()) {
-    for (const SequenceEvent& e : step()) {
-      auto it = index.find(e.id);
+    for (StepOutput& out : step()) {
+      auto it = index.find(out.id);
       if (it == index.end()) continue;
       GenerationResult& r = results[it->second];
-      r.output.push_back(e.token);
-      r.num_cached_prompt_tokens = e.num_cached_prompt_tokens;
-      if (e.finish != FinishReason::kNone) {
-        r.finish = e.finish;
+      r.output.push_back(out.token);
+      r.logprobs.push_back(out.logprob);
+      r.text += out.text;
+      r.num_cached_prompt_tokens = out.num_cached_prompt_tokens;
+      if (out.finish != FinishReason::kNone) {
+        r.finish = out.finish;
         --pending;
       }
     }

@@ -1,24 +1,48 @@
-// Engine: the step loop that ties scheduler, batch builder, backend and sampling together, and the
-// offline API (submit requests, step until done, collect outputs). The server drives this same code.
+// Engine: the step loop that ties scheduler, batch builder, backend, sampler and detokenizer
+// together, and the offline API (submit requests, step until done, collect outputs). The server
+// drives this same code.
 //
 // Not thread-safe: one thread owns an Engine and calls everything on it.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <span>
+#include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/detokenizer.h"
 #include "engine/request.h"
+#include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/status.h"
+#include "engine/tokenizer.h"
 
 namespace kvserve {
 
 struct EngineConfig {
   SchedulerConfig scheduler;
   std::vector<TokenId> eos_token_ids;
+  // Detokenizes outputs and applies stop strings; without one, outputs carry token ids only and
+  // requests with stop strings are rejected.
+  std::shared_ptr<const Tokenizer> tokenizer;
+};
+
+// What one step produced for one request: the server turns each into a stream message.
+struct StepOutput {
+  RequestId id;
+  TokenId token = -1;
+  float logprob = 0.0f;
+  std::vector<std::pair<TokenId, float>> top_logprobs;
+  std::string text;  // newly released text (may be empty while held back)
+  FinishReason finish = FinishReason::kNone;
+  int num_prompt_tokens = 0;
+  int num_output_tokens = 0;
+  int num_cached_prompt_tokens = 0;
 };
 
 // A finished request as the offline API returns it.
@@ -26,6 +50,8 @@ struct GenerationResult {
   RequestId id;
   Status status;  // not ok: the request was rejected and generated nothing
   std::vector<TokenId> output;
+  std::vector<float> logprobs;
+  std::string text;
   FinishReason finish = FinishReason::kNone;
   int num_prompt_tokens = 0;
   int num_cached_prompt_tokens = 0;
@@ -35,11 +61,12 @@ class Engine {
  public:
   Engine(const EngineConfig& config, std::unique_ptr<Backend> backend);
 
+  // Validates (token ids, sampling values, stop strings) and queues the request.
   Status add_request(Request request);
   Status abort(const RequestId& id);
-  // One step: schedule, build the batch, run the backend, pick tokens, apply them. Returns what
-  // happened to each sequence that produced a token. Does nothing when no request is pending.
-  std::vector<SequenceEvent> step();
+  // One step: schedule, build the batch, run the backend, sample, apply stop rules. Returns one
+  // output per request that produced a token. Does nothing when no request is pending.
+  std::vector<StepOutput> step();
   bool has_unfinished() const { return scheduler_.has_unfinished(); }
 
   // Offline API: runs the requests to completion alongside anything already queued, returning one
@@ -51,11 +78,22 @@ class Engine {
   uint64_t num_steps() const { return num_steps_; }
 
  private:
+  // Per-request state the scheduler does not need.
+  struct RequestState {
+    uint64_t seed;
+    std::unique_ptr<IncrementalDetokenizer> detokenizer;
+  };
+
   EngineConfig config_;
   std::unique_ptr<Backend> backend_;
   Scheduler scheduler_;
   BatchBuilder batch_builder_;
-  std::vector<TokenId> sampled_;
+  Sampler sampler_;
+  std::mt19937_64 seed_source_;  // seeds for requests that did not set one
+  std::unordered_map<RequestId, RequestState> states_;
+  std::vector<SampledToken> sampled_;
+  std::vector<TokenId> sampled_ids_;
+  std::vector<TokenId> suppressed_;
   uint64_t num_steps_ = 0;
 };
 

@@ -247,7 +247,7 @@ std::vector<SequenceEvent> Scheduler::complete_step(const StepPlan& plan, std::s
 
     if (!s.emits_token) continue;
     const FinishReason reason = seq.append_token(sampled[i]);
-    events.push_back({seq.id(), sampled[i], reason, seq.num_prompt_tokens(), seq.num_output_tokens(),
+    events.push_back({seq.id(), i, sampled[i], reason, seq.num_prompt_tokens(), seq.num_output_tokens(),
                       seq.num_cached_prompt_tokens()});
     if (reason != FinishReason::kNone) finished.emplace_back(seq.id(), reason);
   }

@@ -45,6 +45,7 @@ struct SchedulerConfig {
 // What one step did to one sequence, copied out so it outlives the sequence.
 struct SequenceEvent {
   RequestId id;
+  size_t plan_index;    // position of the sequence in the step's plan
   TokenId token;        // the token generated this step
   FinishReason finish;  // kNone while the sequence goes on
   int num_prompt_tokens;

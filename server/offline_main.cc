@@ -1,7 +1,9 @@
-// kvserve-offline: runs a batch of generated requests through the engine loop on the built-in
-// checksum model and checks every output against the model's cache-free reference. It is the main
-// job until the gRPC server lands: it shows continuous batching, chunked prefill, prefix caching and
-// preemption working together, and exits non-zero if any output is wrong.
+// kvserve-offline: offline generation through the engine loop, no network. It is the main job
+// until the gRPC server lands, and the quick way to measure the engine's throughput.
+//
+//   kvserve-offline                                  the default tiny model, a few prompts
+//   kvserve-offline --model DIR --prompt "..." -n 16 a Hugging Face model directory
+//   kvserve-offline --model builtin:checksum         the checksum model; every output verified
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -12,7 +14,10 @@
 #include <vector>
 
 #include "engine/checksum_backend.h"
+#include "engine/cpu_backend.h"
 #include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
 #ifdef KVSERVE_WITH_CUDA
 #include "kernels/cuda_device.h"
 #endif
@@ -21,7 +26,22 @@ namespace {
 
 using kvserve::TokenId;
 
-std::vector<TokenId> reference_output(std::vector<TokenId> context, int max_tokens, int vocab, TokenId eos) {
+struct Options {
+  std::string model = KVSERVE_DEFAULT_MODEL_DIR;
+  std::vector<std::string> prompts = {"Once upon a time", "The server streams tokens to", "Le café est prêt",
+                                      "Blocks of keys and values"};
+  int num_requests = 4;
+  int max_tokens = 32;
+  float temperature = 0.0f;
+  uint64_t seed = 1;
+  int threads = 0;
+  bool quiet = false;
+  // Checksum model only.
+  int prompt_len = 96, shared_prefix = 48, vocab = 32000;
+};
+
+std::vector<TokenId> checksum_reference(std::vector<TokenId> context, int max_tokens, int vocab,
+                                        TokenId eos) {
   std::vector<TokenId> out;
   while (static_cast<int>(out.size()) < max_tokens) {
     const TokenId t = kvserve::ChecksumBackend::reference_next_token(context, vocab);
@@ -32,31 +52,125 @@ std::vector<TokenId> reference_output(std::vector<TokenId> context, int max_toke
   return out;
 }
 
+void print_summary(const kvserve::Engine& engine, const std::vector<kvserve::GenerationResult>& results,
+                   double seconds) {
+  long long generated = 0, cached = 0;
+  int rejected = 0;
+  for (const auto& r : results) {
+    if (!r.status.ok()) {
+      std::printf("%s rejected: %s\n", r.id.c_str(), r.status.message().c_str());
+      ++rejected;
+    }
+    generated += static_cast<long long>(r.output.size());
+    cached += r.num_cached_prompt_tokens;
+  }
+  const auto stats = engine.scheduler().stats();
+  std::printf(
+      "requests=%zu rejected=%d steps=%llu generated_tokens=%lld cached_prompt_tokens=%lld preemptions=%llu "
+      "free_blocks=%d/%d time=%.3fs throughput=%.1f tokens/s\n",
+      results.size(), rejected, static_cast<unsigned long long>(engine.num_steps()), generated, cached,
+      static_cast<unsigned long long>(stats.num_preemptions), stats.num_free_blocks, stats.num_total_blocks,
+      seconds, seconds > 0 ? static_cast<double>(generated) / seconds : 0.0);
+}
+
+int run_checksum(const Options& o, kvserve::EngineConfig config) {
+  const TokenId eos = 0;
+  config.eos_token_ids = {eos};
+  kvserve::Engine engine(config, std::make_unique<kvserve::ChecksumBackend>(
+                                     config.scheduler.num_blocks, config.scheduler.block_size, o.vocab));
+  std::mt19937_64 rng(o.seed);
+  std::uniform_int_distribution<TokenId> token(1, o.vocab - 1);
+  std::vector<TokenId> prefix(std::min(o.shared_prefix, o.prompt_len));
+  for (TokenId& t : prefix)
+    t = token(rng);
+  std::vector<kvserve::Request> requests(o.num_requests);
+  for (int i = 0; i < o.num_requests; ++i) {
+    requests[i].id = "req-" + std::to_string(i);
+    requests[i].prompt = prefix;
+    while (static_cast<int>(requests[i].prompt.size()) < o.prompt_len)
+      requests[i].prompt.push_back(token(rng));
+    requests[i].stop.max_tokens = o.max_tokens;
+  }
+  const std::vector<kvserve::Request> sent = requests;
+  const auto start = std::chrono::steady_clock::now();
+  const auto results = engine.generate(std::move(requests));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  int wrong = 0, checked = 0;
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (!results[i].status.ok()) continue;
+    ++checked;
+    if (results[i].output != checksum_reference(sent[i].prompt, o.max_tokens, o.vocab, eos)) {
+      std::printf("%s: output differs from the reference\n", results[i].id.c_str());
+      ++wrong;
+    }
+  }
+  print_summary(engine, results, seconds);
+  std::printf("%s: %d of %d outputs equal the cache-free reference\n", wrong ? "FAIL" : "OK", checked - wrong,
+              checked);
+  return wrong ? 1 : 0;
+}
+
+int run_model(const Options& o, kvserve::EngineConfig config) {
+  auto model = std::make_shared<const kvserve::Model>(kvserve::load_model(o.model));
+  std::shared_ptr<const kvserve::Tokenizer> tokenizer =
+      kvserve::Tokenizer::load(model->dir / "tokenizer.model");
+  const auto& mc = model->config;
+  std::printf(
+      "model: %s (%s, %d layers, hidden %d, %d heads / %d kv heads, vocab %d, weights %s) backend=cpu\n",
+      o.model.c_str(), mc.architecture.c_str(), mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_kv_heads,
+      mc.vocab_size, mc.dtype.c_str());
+  if (config.scheduler.max_model_len > kvserve::max_supported_len(mc)) {
+    std::printf("max_model_len lowered from %d to the model's %d\n", config.scheduler.max_model_len,
+                kvserve::max_supported_len(mc));
+    config.scheduler.max_model_len = kvserve::max_supported_len(mc);
+  }
+  config.eos_token_ids = mc.eos_token_ids;
+  config.tokenizer = tokenizer;
+  kvserve::Engine engine(config,
+                         std::make_unique<kvserve::CpuBackend>(model, config.scheduler.num_blocks,
+                                                               config.scheduler.block_size, o.threads));
+  std::vector<kvserve::Request> requests(o.num_requests);
+  for (int i = 0; i < o.num_requests; ++i) {
+    kvserve::Request& r = requests[i];
+    r.id = "req-" + std::to_string(i);
+    r.prompt = tokenizer->encode(o.prompts[i % o.prompts.size()], /*add_bos=*/true);
+    r.stop.max_tokens = o.max_tokens;
+    r.sampling.temperature = o.temperature;
+    r.sampling.seed = o.seed + static_cast<uint64_t>(i);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const auto results = engine.generate(requests);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (size_t i = 0; !o.quiet && i < results.size(); ++i)
+    std::printf("[%s] %s|%s  (%zu tokens, %s)\n", results[i].id.c_str(),
+                o.prompts[i % o.prompts.size()].c_str(), results[i].text.c_str(), results[i].output.size(),
+                kvserve::finish_reason_name(results[i].finish));
+  print_summary(engine, results, seconds);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"kvserve-offline: offline generation on the built-in checksum model"};
-  int num_requests = 64, prompt_len = 96, shared_prefix = 48, max_tokens = 64, vocab = 32000;
-  uint64_t seed = 1;
+  CLI::App app{"kvserve-offline: offline generation through the kvserve engine"};
+  Options o;
   kvserve::EngineConfig config;
   config.scheduler.num_blocks = 256;
-  app.add_option("--requests", num_requests, "number of requests")
+  app.add_option("--model", o.model, "model directory (Hugging Face layout), or builtin:checksum")
+      ->capture_default_str();
+  app.add_option("--prompt", o.prompts, "prompt text (repeatable); requests cycle through them");
+  app.add_option("-n,--requests", o.num_requests, "number of requests")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--prompt-len", prompt_len, "prompt tokens per request")
+  app.add_option("--max-tokens", o.max_tokens, "tokens to generate per request")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--shared-prefix", shared_prefix,
-                 "leading prompt tokens common to all requests (prefix cache)")
+  app.add_option("--temperature", o.temperature, "0 = greedy")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_option("--max-tokens", max_tokens, "tokens to generate per request")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
-  app.add_option("--vocab", vocab, "vocabulary size of the built-in model")
-      ->check(CLI::Range(2, 1 << 20))
-      ->capture_default_str();
-  app.add_option("--seed", seed, "seed for the prompts")->capture_default_str();
+  app.add_option("--seed", o.seed, "base seed (request i uses seed + i)")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
+  app.add_flag("--quiet", o.quiet, "print only the summary");
   app.add_option("--block-size", config.scheduler.block_size, "KV block size in tokens")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -71,15 +185,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-model-len", config.scheduler.max_model_len, "prompt + output tokens at most")
       ->capture_default_str();
+  app.add_option("--prompt-len", o.prompt_len, "checksum model: prompt tokens per request")
+      ->capture_default_str();
+  app.add_option("--shared-prefix", o.shared_prefix,
+                 "checksum model: leading prompt tokens common to all requests")
+      ->capture_default_str();
+  app.add_option("--vocab", o.vocab, "checksum model: vocabulary size")->check(CLI::Range(2, 1 << 20));
   CLI11_PARSE(app, argc, argv);
-  if (shared_prefix > prompt_len) shared_prefix = prompt_len;
 
-  const TokenId eos = 0;
-  config.eos_token_ids = {eos};
   std::printf(
-      "kvserve-offline: model=checksum vocab=%d block_size=%d num_blocks=%d (%d tokens) max_num_seqs=%d "
-      "max_num_batched_tokens=%d max_model_len=%d\n",
-      vocab, config.scheduler.block_size, config.scheduler.num_blocks,
+      "kvserve-offline: block_size=%d num_blocks=%d (%d tokens) max_num_seqs=%d max_num_batched_tokens=%d "
+      "max_model_len=%d\n",
+      config.scheduler.block_size, config.scheduler.num_blocks,
       config.scheduler.num_blocks * config.scheduler.block_size, config.scheduler.max_num_seqs,
       config.scheduler.max_num_batched_tokens, config.scheduler.max_model_len);
 #ifdef KVSERVE_WITH_CUDA
@@ -87,58 +204,13 @@ int main(int argc, char** argv) {
   std::printf("CUDA devices: %d%s%s\n", gpus, gpus ? ", device 0: " : "",
               gpus ? kvserve::cuda::device_description(0).c_str() : "");
 #endif
-
-  kvserve::Engine engine(config, std::make_unique<kvserve::ChecksumBackend>(
-                                     config.scheduler.num_blocks, config.scheduler.block_size, vocab));
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<TokenId> token(1, vocab - 1);
-  std::vector<TokenId> prefix(shared_prefix);
-  for (TokenId& t : prefix)
-    t = token(rng);
-  std::vector<kvserve::Request> requests(num_requests);
-  for (int i = 0; i < num_requests; ++i) {
-    requests[i].id = "req-" + std::to_string(i);
-    requests[i].prompt = prefix;
-    while (static_cast<int>(requests[i].prompt.size()) < prompt_len)
-      requests[i].prompt.push_back(token(rng));
-    requests[i].stop.max_tokens = max_tokens;
+  try {
+    return o.model == "builtin:checksum" ? run_checksum(o, config) : run_model(o, config);
+  } catch (const kvserve::ModelLoadError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
   }
-  const std::vector<kvserve::Request> sent = requests;
-
-  const auto start = std::chrono::steady_clock::now();
-  const auto results = engine.generate(std::move(requests));
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-
-  int wrong = 0, rejected = 0;
-  long long generated = 0, cached = 0;
-  for (size_t i = 0; i < results.size(); ++i) {
-    const auto& r = results[i];
-    if (!r.status.ok()) {
-      std::printf("%s rejected: %s\n", r.id.c_str(), r.status.message().c_str());
-      ++rejected;
-      continue;
-    }
-    generated += static_cast<long long>(r.output.size());
-    cached += r.num_cached_prompt_tokens;
-    if (r.output != reference_output(sent[i].prompt, max_tokens, vocab, eos)) {
-      std::printf("%s: output differs from the reference\n", r.id.c_str());
-      ++wrong;
-    }
-    if (i < 3)
-      std::printf("%s: %zu tokens, finish=%s, cached prompt tokens=%d, first tokens:", r.id.c_str(),
-                  r.output.size(), kvserve::finish_reason_name(r.finish), r.num_cached_prompt_tokens);
-    for (size_t k = 0; i < 3 && k < std::min<size_t>(8, r.output.size()); ++k)
-      std::printf(" %d", r.output[k]);
-    if (i < 3) std::printf("\n");
-  }
-  const auto stats = engine.scheduler().stats();
-  std::printf(
-      "requests=%d rejected=%d steps=%llu generated_tokens=%lld cached_prompt_tokens=%lld "
-      "preemptions=%llu free_blocks=%d/%d time=%.3fs\n",
-      num_requests, rejected, static_cast<unsigned long long>(engine.num_steps()), generated, cached,
-      static_cast<unsigned long long>(stats.num_preemptions), stats.num_free_blocks, stats.num_total_blocks,
-      seconds);
-  std::printf("%s: %d of %d outputs equal the cache-free reference\n", wrong ? "FAIL" : "OK",
-              num_requests - rejected - wrong, num_requests - rejected);
-  return wrong ? 1 : 0;
 }

@@ -1,0 +1,240 @@
+#include "engine/cpu_backend.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <stdexcept>
+#include <string>
+
+namespace kvserve {
+namespace {
+
+// y[rows x out] = x[rows x in] * w[out x in]^T (+ bias): Hugging Face linear layout.
+void linear(const std::vector<float>& x, int rows, const Tensor& w, const Tensor& bias,
+            std::vector<float>& y) {
+  const int out = static_cast<int>(w.shape[0]);
+  const int in = static_cast<int>(w.shape[1]);
+  y.resize(static_cast<size_t>(rows) * out);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x.data(), in, w.data.data(), in,
+              0.0f, y.data(), out);
+  if (bias.data.empty()) return;
+  for (int r = 0; r < rows; ++r)
+    for (int o = 0; o < out; ++o)
+      y[static_cast<size_t>(r) * out + o] += bias.data[o];
+}
+
+// out = x * rsqrt(mean(x^2) + eps) * weight, row by row.
+void rms_norm(const std::vector<float>& x, int rows, int width, const Tensor& weight, double eps,
+              std::vector<float>& out) {
+  out.resize(static_cast<size_t>(rows) * width);
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = &x[static_cast<size_t>(r) * width];
+    float* yr = &out[static_cast<size_t>(r) * width];
+    float sum = 0.0f;
+    for (int i = 0; i < width; ++i)
+      sum += xr[i] * xr[i];
+    const float scale = 1.0f / std::sqrt(sum / static_cast<float>(width) + static_cast<float>(eps));
+    for (int i = 0; i < width; ++i)
+      yr[i] = xr[i] * scale * weight.data[i];
+  }
+}
+
+// Hugging Face's rotate-half RoPE: dimension i pairs with i + head_dim / 2.
+void apply_rope(float* vec, int head_dim, int position, const std::vector<float>& inv_freq) {
+  const int half = head_dim / 2;
+  for (int i = 0; i < half; ++i) {
+    const double angle = static_cast<double>(position) * inv_freq[i];
+    const float c = static_cast<float>(std::cos(angle));
+    const float s = static_cast<float>(std::sin(angle));
+    const float a = vec[i], b = vec[i + half];
+    vec[i] = a * c - b * s;
+    vec[i + half] = b * c + a * s;
+  }
+}
+
+std::vector<float> rope_inv_freq(const ModelConfig& cfg) {
+  const int half = cfg.head_dim / 2;
+  std::vector<float> inv(half);
+  for (int i = 0; i < half; ++i) {
+    // float32 like the published implementations, so positions map to the same angles.
+    float f = static_cast<float>(1.0 / std::pow(cfg.rope_theta, (2.0 * i) / cfg.head_dim));
+    if (cfg.rope_scaling) {
+      // Llama 3: long wavelengths are slowed by `factor`, short ones kept, the band between blended.
+      const RopeScaling& rs = *cfg.rope_scaling;
+      const double old_len = rs.original_max_position_embeddings;
+      const double wavelen = 2.0 * std::numbers::pi / f;
+      const double low_freq_wavelen = old_len / rs.low_freq_factor;
+      const double high_freq_wavelen = old_len / rs.high_freq_factor;
+      if (wavelen > low_freq_wavelen) {
+        f = static_cast<float>(f / rs.factor);
+      } else if (wavelen >= high_freq_wavelen) {
+        const double smooth =
+            (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+        f = static_cast<float>((1.0 - smooth) * f / rs.factor + smooth * f);
+      }
+    }
+    inv[i] = f;
+  }
+  return inv;
+}
+
+}  // namespace
+
+size_t CpuBackend::kv_bytes_per_token(const ModelConfig& c) {
+  return 2ull * c.num_layers * c.num_kv_heads * c.head_dim * sizeof(float);
+}
+
+CpuBackend::CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int block_size, int num_threads)
+    : model_(std::move(model)), num_blocks_(num_blocks), block_size_(block_size) {
+  if (!model_) throw std::invalid_argument("CpuBackend: no model");
+  const ModelConfig& c = model_->config;
+  if (c.head_dim % 2 != 0) throw std::invalid_argument("CpuBackend: head_dim must be even for RoPE");
+  kv_row_ = c.num_kv_heads * c.head_dim;
+  const size_t floats = static_cast<size_t>(num_blocks) * block_size * kv_row_;
+  k_cache_.assign(c.num_layers, std::vector<float>(floats));
+  v_cache_.assign(c.num_layers, std::vector<float>(floats));
+  inv_freq_ = rope_inv_freq(c);
+  if (num_threads > 0) {
+    openblas_set_num_threads(num_threads);
+    omp_set_num_threads(num_threads);
+  }
+}
+
+std::span<const float> CpuBackend::forward(const StepBatch& batch) {
+  const ModelConfig& c = model_->config;
+  const ModelWeights& w = model_->weights;
+  if (batch.block_size != block_size_)
+    throw std::logic_error("CpuBackend: batch block size " + std::to_string(batch.block_size) +
+                           " != pool's " + std::to_string(block_size_));
+  const int tokens = batch.num_tokens;
+  const int hidden = c.hidden_size;
+  const int q_width = c.num_heads * c.head_dim;
+  const int64_t num_slots = static_cast<int64_t>(num_blocks_) * block_size_;
+
+  x_.resize(static_cast<size_t>(tokens) * hidden);
+  for (int t = 0; t < tokens; ++t)
+    std::copy_n(&w.embed_tokens.data[static_cast<size_t>(batch.token_ids[t]) * hidden], hidden,
+                &x_[static_cast<size_t>(t) * hidden]);
+
+  for (int layer = 0; layer < c.num_layers; ++layer) {
+    const LayerWeights& lw = w.layers[layer];
+    rms_norm(x_, tokens, hidden, lw.input_norm, c.rms_norm_eps, h_);
+    linear(h_, tokens, lw.q_proj, lw.q_bias, q_);
+    linear(h_, tokens, lw.k_proj, lw.k_bias, k_);
+    linear(h_, tokens, lw.v_proj, lw.v_bias, v_);
+
+    // RoPE, then every new token's K/V go to their slots before any attention reads (the Backend
+    // contract that lets sequences of one batch share blocks).
+    std::vector<float>& kc = k_cache_[layer];
+    std::vector<float>& vc = v_cache_[layer];
+    for (int t = 0; t < tokens; ++t) {
+      const int pos = batch.positions[t];
+      for (int hd = 0; hd < c.num_heads; ++hd)
+        apply_rope(&q_[static_cast<size_t>(t) * q_width + hd * c.head_dim], c.head_dim, pos, inv_freq_);
+      for (int hd = 0; hd < c.num_kv_heads; ++hd)
+        apply_rope(&k_[static_cast<size_t>(t) * kv_row_ + hd * c.head_dim], c.head_dim, pos, inv_freq_);
+      const int64_t slot = batch.slot_mapping[t];
+      if (slot < 0 || slot >= num_slots)
+        throw std::logic_error("slot " + std::to_string(slot) + " out of range");
+      std::copy_n(&k_[static_cast<size_t>(t) * kv_row_], kv_row_, &kc[static_cast<size_t>(slot) * kv_row_]);
+      std::copy_n(&v_[static_cast<size_t>(t) * kv_row_], kv_row_, &vc[static_cast<size_t>(slot) * kv_row_]);
+    }
+
+    attention(batch, layer);
+    linear(attn_, tokens, lw.o_proj, Tensor{}, h_);
+    for (size_t i = 0; i < x_.size(); ++i)
+      x_[i] += h_[i];
+
+    rms_norm(x_, tokens, hidden, lw.post_attention_norm, c.rms_norm_eps, h_);
+    linear(h_, tokens, lw.gate_proj, Tensor{}, gate_);
+    linear(h_, tokens, lw.up_proj, Tensor{}, up_);
+    for (size_t i = 0; i < gate_.size(); ++i) {
+      const float g = gate_[i];
+      gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];  // SiLU(gate) * up
+    }
+    linear(gate_, tokens, lw.down_proj, Tensor{}, h_);
+    for (size_t i = 0; i < x_.size(); ++i)
+      x_[i] += h_[i];
+  }
+
+  // Final norm and logits only for the sequences whose next token is sampled.
+  const int seqs = batch.num_seqs;
+  last_.assign(static_cast<size_t>(seqs) * hidden, 0.0f);
+  for (int s = 0; s < seqs; ++s) {
+    if (!batch.emits_token[s]) continue;
+    const int t = batch.query_start_loc[s + 1] - 1;
+    std::copy_n(&x_[static_cast<size_t>(t) * hidden], hidden, &last_[static_cast<size_t>(s) * hidden]);
+  }
+  rms_norm(last_, seqs, hidden, w.final_norm, c.rms_norm_eps, h_);
+  linear(h_, seqs, w.output_projection(), Tensor{}, logits_);
+  for (int s = 0; s < seqs; ++s)
+    if (!batch.emits_token[s])
+      std::fill_n(&logits_[static_cast<size_t>(s) * c.vocab_size], c.vocab_size, 0.0f);
+  return logits_;
+}
+
+void CpuBackend::attention(const StepBatch& batch, int layer) {
+  const ModelConfig& c = model_->config;
+  const int head_dim = c.head_dim;
+  const int q_width = c.num_heads * head_dim;
+  const int group = c.num_heads / c.num_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const std::vector<float>& kc = k_cache_[layer];
+  const std::vector<float>& vc = v_cache_[layer];
+  attn_.assign(static_cast<size_t>(batch.num_tokens) * q_width, 0.0f);
+
+  // One work item per (sequence, query token, head); the token's position bounds what it sees.
+  // Threads only pay off for real work: below ~1M multiply-adds a parallel region costs more than
+  // it saves, and its idle spinning threads compete with OpenBLAS's on a small machine.
+  const int items = batch.num_tokens * c.num_heads;
+  int64_t work = 0;
+  for (int t = 0; t < batch.num_tokens; ++t)
+    work += batch.positions[t] + 1;
+  work *= static_cast<int64_t>(c.num_heads) * head_dim * 2;
+#pragma omp parallel if (work > (int64_t{1} << 20))
+  {
+    std::vector<float> scores;
+#pragma omp for schedule(dynamic, 4)
+    for (int item = 0; item < items; ++item) {
+      const int t = item / c.num_heads;
+      const int head = item % c.num_heads;
+      const int s =
+          static_cast<int>(std::upper_bound(batch.query_start_loc.begin(), batch.query_start_loc.end(), t) -
+                           batch.query_start_loc.begin() - 1);
+      const BlockId* table = batch.block_table(s);
+      const int visible = batch.positions[t] + 1;  // causal: positions 0..pos
+      const float* q = &q_[static_cast<size_t>(t) * q_width + head * head_dim];
+      const int kv_offset = (head / group) * head_dim;
+
+      scores.resize(visible);
+      float max_score = -INFINITY;
+      for (int p = 0; p < visible; ++p) {
+        const int64_t slot = static_cast<int64_t>(table[p / block_size_]) * block_size_ + p % block_size_;
+        const float* k = &kc[static_cast<size_t>(slot) * kv_row_ + kv_offset];
+        float dot = 0.0f;
+        for (int i = 0; i < head_dim; ++i)
+          dot += q[i] * k[i];
+        scores[p] = dot * scale;
+        max_score = std::max(max_score, scores[p]);
+      }
+      float denom = 0.0f;
+      for (int p = 0; p < visible; ++p) {
+        scores[p] = std::exp(scores[p] - max_score);
+        denom += scores[p];
+      }
+      float* out = &attn_[static_cast<size_t>(t) * q_width + head * head_dim];
+      for (int p = 0; p < visible; ++p) {
+        const int64_t slot = static_cast<int64_t>(table[p / block_size_]) * block_size_ + p % block_size_;
+        const float* v = &vc[static_cast<size_t>(slot) * kv_row_ + kv_offset];
+        const float weight = scores[p] / denom;
+        for (int i = 0; i < head_dim; ++i)
+          out[i] += weight * v[i];
+      }
+    }
+  }
+}
+
+}  // namespace kvserve

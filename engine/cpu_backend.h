@@ -1,0 +1,45 @@
+// CpuBackend: the reference forward pass of a Llama-family model over the paged KV cache, in
+// float32, with OpenBLAS for the matrix products and OpenMP across the cores for attention.
+// Slow is fine, wrong is not: every GPU kernel is checked against this.
+//
+// KV cache layout, per layer: k_cache[slot][kv_head][head_dim] (and v_cache alike), where
+// slot = block * block_size + offset, so one block is block_size consecutive token rows.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/model.h"
+
+namespace kvserve {
+
+class CpuBackend : public Backend {
+ public:
+  // The model must outlive the backend. num_threads 0 = all cores.
+  CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int block_size, int num_threads = 0);
+
+  std::string name() const override { return "cpu"; }
+  int vocab_size() const override { return model_->config.vocab_size; }
+  // Rows of sequences whose emits_token is 0 are left at zero: their logits are never used.
+  std::span<const float> forward(const StepBatch& batch) override;
+
+  // Bytes of KV cache one token takes across all layers (K and V).
+  static size_t kv_bytes_per_token(const ModelConfig& config);
+
+ private:
+  void attention(const StepBatch& batch, int layer);
+
+  std::shared_ptr<const Model> model_;
+  int num_blocks_;
+  int block_size_;
+  int kv_row_;  // floats per slot in one layer's cache: kv_heads * head_dim
+  std::vector<std::vector<float>> k_cache_, v_cache_;  // [layer][slot * kv_row_]
+  std::vector<float> inv_freq_;                        // [head_dim / 2], rope_scaling applied
+
+  // Activations, resized per step: [tokens x width].
+  std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, last_, logits_;
+};
+
+}  // namespace kvserve
