@@ -36,6 +36,7 @@ struct Options {
   uint64_t seed = 1;
   int threads = 0;
   bool quiet = false;
+  bool ignore_eos = false;
   // Checksum model only.
   int prompt_len = 96, shared_prefix = 48, vocab = 32000;
 };
@@ -135,6 +136,7 @@ int run_model(const Options& o, kvserve::EngineConfig config) {
     r.id = "req-" + std::to_string(i);
     r.prompt = tokenizer->encode(o.prompts[i % o.prompts.size()], /*add_bos=*/true);
     r.stop.max_tokens = o.max_tokens;
+    r.stop.ignore_eos = o.ignore_eos;
     r.sampling.temperature = o.temperature;
     r.sampling.seed = o.seed + static_cast<uint64_t>(i);
   }
@@ -171,6 +173,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", o.seed, "base seed (request i uses seed + i)")->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_flag("--quiet", o.quiet, "print only the summary");
+  app.add_flag("--ignore-eos", o.ignore_eos, "always generate --max-tokens tokens (for measurements)");
   app.add_option("--block-size", config.scheduler.block_size, "KV block size in tokens")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -209,8 +212,8 @@ int main(int argc, char** argv) {
   } catch (const kvserve::ModelLoadError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
-  } catch (const std::invalid_argument& e) {
+  } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
-    return 2;
+    return 1;
   }
 }
