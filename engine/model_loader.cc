@@ -29,15 +29,6 @@ struct LocatedTensor {
   const SafetensorsFile* file;
 };
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) out += ", ";
-    out += std::to_string(shape[i]);
-  }
-  return out + "]";
-}
-
 std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, ModelWeights& w) {
   const int64_t hidden = c.hidden_size;
   const int64_t q_rows = int64_t{c.num_heads} * c.head_dim;

@@ -73,15 +73,6 @@ std::string known_dtype_list() {
   throw ModelLoadError(path.string() + ": " + problem);
 }
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) out += ", ";
-    out += std::to_string(shape[i]);
-  }
-  return out + "]";
-}
-
 // Error-message excerpt of a JSON value: long values are cut so a corrupt header cannot flood the log.
 std::string excerpt(const json& value) {
   std::string text = value.dump();
@@ -216,6 +207,15 @@ void check_no_overlap(const std::filesystem::path& path, const std::vector<Safet
 }
 
 }  // namespace
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(shape[i]);
+  }
+  return out + "]";
+}
 
 const char* safetensors_dtype_name(SafetensorsDtype dtype) {
   return dtype_info(dtype).name;

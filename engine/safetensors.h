@@ -44,6 +44,8 @@ enum class SafetensorsDtype {
 const char* safetensors_dtype_name(SafetensorsDtype dtype);
 std::optional<SafetensorsDtype> parse_safetensors_dtype(std::string_view name);
 size_t safetensors_dtype_size(SafetensorsDtype dtype);
+// "[128, 64]": how error messages show a tensor shape.
+std::string shape_string(const std::vector<int64_t>& shape);
 
 struct SafetensorsTensor {
   std::string name;

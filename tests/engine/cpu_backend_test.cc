@@ -23,6 +23,7 @@
 #include "engine/model.h"
 #include "engine/scheduler.h"
 #include "engine/tokenizer.h"
+#include "tests/engine/test_util.h"
 
 namespace kvserve {
 namespace {
@@ -110,20 +111,11 @@ std::unique_ptr<Engine> make_engine(std::shared_ptr<const Model> model, int num_
                                   std::make_unique<CpuBackend>(model, num_blocks, cfg.scheduler.block_size));
 }
 
-Request greedy_request(std::string id, std::vector<TokenId> prompt, int max_tokens) {
-  Request r;
-  r.id = std::move(id);
-  r.prompt = std::move(prompt);
-  r.stop.max_tokens = max_tokens;
-  r.stop.ignore_eos = true;
-  return r;
-}
-
 TEST_P(TinyModel, EngineGreedyTokensMatchTheReference) {
   const Expected exp = read_expected(GetParam());
   auto engine = make_engine(load(GetParam()), 64, 2048);
   const auto results =
-      engine->generate({greedy_request("r", exp.prompt, static_cast<int>(exp.greedy.size()))});
+      engine->generate({testing::make_request("r", exp.prompt, static_cast<int>(exp.greedy.size()))});
   ASSERT_TRUE(results[0].status.ok()) << results[0].status.message();
   EXPECT_EQ(results[0].output, exp.greedy);
 }
@@ -144,9 +136,9 @@ TEST_P(TinyModel, BatchInvariance) {
     if (i % 4 == 0) prompt = exp.prompt;  // share the probe's prompt as a prefix
     for (int k = len(rng); k > 0; --k)
       prompt.push_back(tok(rng));
-    batch.push_back(greedy_request("mixed-" + std::to_string(i), prompt, out(rng)));
+    batch.push_back(testing::make_request("mixed-" + std::to_string(i), prompt, out(rng)));
   }
-  batch.insert(batch.begin() + 17, greedy_request("probe", exp.prompt, n));
+  batch.insert(batch.begin() + 17, testing::make_request("probe", exp.prompt, n));
 
   auto roomy = make_engine(model, 1024, 256);
   const auto batched = roomy->generate(batch);
