@@ -11,6 +11,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libsentencepiece-dev sentencepiece
   libopenblas-dev
+  python3-grpcio python3-protobuf
 )
 
 missing=()
