@@ -9,7 +9,7 @@ packages=(
   libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
-  libsentencepiece-dev sentencepiece
+  sentencepiece
   libopenblas-dev
   python3-grpcio python3-protobuf
 )
