@@ -1,0 +1,95 @@
+// Server metrics, rendered in the Prometheus text exposition format (version 0.0.4).
+//
+// Writers are the engine loop (request_finished, engine_step, set_scheduler_state) and the request
+// threads (request_rejected); the reader is the metrics HTTP endpoint (render). Every call takes one
+// mutex for a bounded, allocation-free update (a new label value is the only exception, once), and
+// render() holds it only to copy the numbers, so a scrape never stalls the engine loop for more than
+// a copy. One mutex instead of per-counter atomics buys a render that is a single consistent
+// snapshot: requests_total adds up to the histograms' _count, prompt_tokens_total equals the prompt
+// histogram's _sum, every _count equals its +Inf bucket.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kvserve {
+
+// One finished request, as the engine loop reports it. Times in seconds; a time that does not exist
+// for this request (no token produced, a single token has no TPOT) is left NaN and not observed.
+struct FinishedRequest {
+  std::string_view finish_reason;  // finish_reason_name(): "length", "stop" or "aborted"
+  int prompt_tokens = 0;
+  int generation_tokens = 0;
+  int cached_prompt_tokens = 0;                              // prompt tokens served from the prefix cache
+  double ttft_s = std::numeric_limits<double>::quiet_NaN();  // arrival -> first generated token
+  double tpot_s = std::numeric_limits<double>::quiet_NaN();  // (e2e - ttft) / (generation_tokens - 1)
+  double e2e_s = std::numeric_limits<double>::quiet_NaN();   // arrival -> finish
+};
+
+// The scheduler and block pool as of the end of an engine step.
+struct SchedulerState {
+  int running = 0;
+  int waiting = 0;
+  int kv_blocks_total = 0;  // the pool's size, exported as kvserve_kv_blocks_capacity
+  int kv_blocks_free = 0;
+  int kv_blocks_cached = 0;  // blocks holding a prefix-cache entry, in use or free
+};
+
+class Metrics {
+ public:
+  Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // Bad inputs never reach the output: negative counts and times count as 0, NaN and infinite
+  // times are not observed, cached_prompt_tokens is capped at prompt_tokens.
+  void request_finished(const FinishedRequest& request);
+  // code: the gRPC status code name, e.g. "RESOURCE_EXHAUSTED".
+  void request_rejected(std::string_view code);
+  // seconds: host and device time of one engine step.
+  void engine_step(double seconds);
+  void set_scheduler_state(const SchedulerState& state);
+
+  std::string render() const;
+
+  // Distinct values kept per label; later ones are counted under "other", so a caller passing
+  // free-form text cannot grow the registry (or the scrape) without bound.
+  static constexpr std::size_t kMaxLabelValues = 16;
+  static constexpr std::size_t kMaxBuckets = 24;
+
+ private:
+  struct Histogram {
+    std::span<const double> upper_bounds;  // ascending; +Inf is implicit
+    // Per bucket, not cumulative; index upper_bounds.size() is the +Inf bucket.
+    std::array<std::uint64_t, kMaxBuckets + 1> counts{};
+    double sum = 0;
+    void observe(double value);
+  };
+  struct LabelledCounter {
+    std::vector<std::string> values;  // reserved up front: only a new value appends
+    std::vector<std::uint64_t> counts;
+    void add(std::string_view value, std::uint64_t n);
+  };
+  struct State {
+    LabelledCounter requests;  // by finish_reason
+    LabelledCounter rejected;  // by code
+    std::uint64_t prompt_tokens = 0;
+    std::uint64_t generation_tokens = 0;
+    std::uint64_t cached_prompt_tokens = 0;
+    std::uint64_t engine_steps = 0;
+    SchedulerState scheduler;
+    Histogram ttft, tpot, e2e, request_prompt_tokens, request_generation_tokens, engine_step;
+  };
+
+  mutable std::mutex mu_;
+  State state_;
+};
+
+}  // namespace kvserve
