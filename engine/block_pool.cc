@@ -51,6 +51,7 @@ void BlockPool::push_front(BlockId id) {
   head_ = id;
   if (tail_ == kNone) tail_ = id;
   ++num_free_;
+  num_free_cached_ += b.has_hash;
 }
 
 void BlockPool::push_back(BlockId id) {
@@ -61,6 +62,7 @@ void BlockPool::push_back(BlockId id) {
   tail_ = id;
   if (head_ == kNone) head_ = id;
   ++num_free_;
+  num_free_cached_ += b.has_hash;
 }
 
 void BlockPool::unlink(BlockId id) {
@@ -75,6 +77,7 @@ void BlockPool::unlink(BlockId id) {
     tail_ = b.prev;
   b.prev = b.next = kNone;
   --num_free_;
+  num_free_cached_ -= b.has_hash;
 }
 
 void BlockPool::evict_hash(BlockId id) {

@@ -38,6 +38,8 @@ class BlockPool {
   int num_free_blocks() const { return num_free_; }
   // Blocks that carry a prefix-cache hash, whether referenced or free.
   int num_cached_blocks() const { return static_cast<int>(cached_.size()); }
+  // Free blocks that still hold a reusable prefix (evicted only when the pool needs them).
+  int num_free_cached_blocks() const { return num_free_cached_; }
   int ref_count(BlockId id) const { return blocks_[id].ref_count; }
   bool is_free(BlockId id) const { return blocks_[id].ref_count == 0; }
   std::optional<BlockHash> block_hash(BlockId id) const;
@@ -88,6 +90,7 @@ class BlockPool {
   BlockId head_ = kNone;
   BlockId tail_ = kNone;
   int num_free_ = 0;
+  int num_free_cached_ = 0;
 };
 
 }  // namespace kvserve

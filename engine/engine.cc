@@ -16,7 +16,7 @@ Engine::Engine(const EngineConfig& config, std::unique_ptr<Backend> backend)
   if (!backend_) throw std::invalid_argument("Engine: no backend");
 }
 
-Status Engine::add_request(Request request) {
+Status Engine::validate(const Request& request) const {
   const int vocab = backend_->vocab_size();
   for (size_t i = 0; i < request.prompt.size(); ++i) {
     const TokenId t = request.prompt[i];
@@ -25,10 +25,22 @@ Status Engine::add_request(Request request) {
                                      ", outside the vocabulary [0, " + std::to_string(vocab) + ")");
   }
   if (Status s = validate_sampling_params(request.sampling); !s.ok()) return s;
-  std::erase(request.stop.stop, std::string());
-  if (!request.stop.stop.empty() && !config_.tokenizer)
+  for (const TokenId t : request.stop.stop_token_ids) {
+    if (t < 0 || t >= vocab)
+      return Status::InvalidArgument("stop token id " + std::to_string(t) +
+                                     " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  }
+  const bool has_stop_strings = std::any_of(request.stop.stop.begin(), request.stop.stop.end(),
+                                            [](const std::string& s) { return !s.empty(); });
+  if (has_stop_strings && !config_.tokenizer)
     return Status::InvalidArgument(
         "stop strings need a tokenizer, and this model has none; use stop_token_ids");
+  return scheduler_.check_fits(static_cast<int>(request.prompt.size()), request.stop);
+}
+
+Status Engine::add_request(Request request) {
+  if (Status s = validate(request); !s.ok()) return s;
+  std::erase(request.stop.stop, std::string());
 
   RequestState state;
   state.seed = request.sampling.seed.value_or(seed_source_());

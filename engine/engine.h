@@ -63,6 +63,9 @@ class Engine {
 
   // Validates (token ids, sampling values, stop strings) and queues the request.
   Status add_request(Request request);
+  // Every check add_request makes that does not depend on the engine's current state (everything
+  // but a duplicate id or a full queue). Reads only configuration: safe to call from any thread.
+  Status validate(const Request& request) const;
   Status abort(const RequestId& id);
   // One step: schedule, build the batch, run the backend, sample, apply stop rules. Returns one
   // output per request that produced a token. Does nothing when no request is pending.

@@ -37,10 +37,7 @@ Status SchedulerConfig::validate() const {
 Scheduler::Scheduler(const SchedulerConfig& config)
     : config_(validated(config)), pool_(config.num_blocks, config.block_size, config.enable_prefix_caching) {}
 
-Status Scheduler::add(std::unique_ptr<Sequence> seq) {
-  if (!seq) return Status::Internal("Scheduler::add: null sequence");
-  const int prompt = seq->num_prompt_tokens();
-  const StopCriteria& stop = seq->stop();
+Status Scheduler::check_fits(int prompt, const StopCriteria& stop) const {
   if (prompt == 0) return Status::InvalidArgument("the prompt is empty: send at least one token");
   if (stop.max_tokens < 1)
     return Status::InvalidArgument("max_tokens must be at least 1, got " + str(stop.max_tokens));
@@ -59,6 +56,12 @@ Status Scheduler::add(std::unique_ptr<Sequence> seq) {
     return Status::InvalidArgument("prompt + max_tokens needs " + str(blocks) + " KV blocks of " +
                                    str(config_.block_size) + " tokens but the pool holds only " +
                                    str(config_.num_blocks) + "; shorten the prompt or lower max_tokens");
+  return Status::Ok();
+}
+
+Status Scheduler::add(std::unique_ptr<Sequence> seq) {
+  if (!seq) return Status::Internal("Scheduler::add: null sequence");
+  if (Status s = check_fits(seq->num_prompt_tokens(), seq->stop()); !s.ok()) return s;
   if (seqs_.contains(seq->id()))
     return Status::InvalidArgument("request id '" + seq->id() + "' is already in use; send a unique id");
   if (config_.max_waiting > 0 && static_cast<int>(waiting_.size()) >= config_.max_waiting)
@@ -268,6 +271,7 @@ SchedulerStats Scheduler::stats() const {
   s.num_waiting = static_cast<int>(waiting_.size());
   s.num_free_blocks = pool_.num_free_blocks();
   s.num_cached_blocks = pool_.num_cached_blocks();
+  s.num_free_cached_blocks = pool_.num_free_cached_blocks();
   s.num_total_blocks = pool_.num_blocks();
   s.num_preemptions = num_preemptions_;
   return s;

@@ -57,7 +57,8 @@ struct SchedulerStats {
   int num_running = 0;
   int num_waiting = 0;
   int num_free_blocks = 0;
-  int num_cached_blocks = 0;
+  int num_cached_blocks = 0;       // hold a prefix-cache hash, referenced or free
+  int num_free_cached_blocks = 0;  // free, but still holding a reusable prefix
   int num_total_blocks = 0;
   uint64_t num_preemptions = 0;
 };
@@ -71,6 +72,9 @@ class Scheduler {
 
   // Admits a request to the waiting queue, or says why it can never be (or cannot now be) served.
   Status add(std::unique_ptr<Sequence> seq);
+  // The part of add()'s checks that depends only on the configuration: whether a request of this
+  // shape could ever run. Safe to call from any thread.
+  Status check_fits(int num_prompt_tokens, const StopCriteria& stop) const;
   // Ends a request now (abort, stop string): its blocks return to the pool in this call.
   Status finish(const RequestId& id, FinishReason reason);
 

@@ -50,8 +50,10 @@ TEST(BlockPool, UnhashedFreedBlocksAreReusedBeforeCachedOnesInLruOrder) {
   pool.register_full_block(0, h0, kRootBlockHash, toks({1, 2}));
   pool.register_full_block(1, h1, h0, toks({3, 4}));
   EXPECT_EQ(pool.num_cached_blocks(), 2);
+  EXPECT_EQ(pool.num_free_cached_blocks(), 0);  // registered, but still referenced
   // Released last to first: 3 and 2 (no hash) go to the head, 1 then 0 (hashed) to the tail.
   pool.release_all(table);
+  EXPECT_EQ(pool.num_free_cached_blocks(), 2);
   EXPECT_EQ(pool.allocate(), 2);
   EXPECT_EQ(pool.allocate(), 3);
   EXPECT_EQ(pool.lookup(h1, h0, toks({3, 4})), 1);
@@ -60,6 +62,7 @@ TEST(BlockPool, UnhashedFreedBlocksAreReusedBeforeCachedOnesInLruOrder) {
   EXPECT_EQ(pool.block_hash(1), std::nullopt);
   EXPECT_EQ(pool.lookup(h0, kRootBlockHash, toks({1, 2})), 0);
   EXPECT_EQ(pool.num_cached_blocks(), 1);
+  EXPECT_EQ(pool.num_free_cached_blocks(), 1);
 }
 
 TEST(BlockPool, AcquiringACachedFreeBlockTakesItOutOfTheFreeQueue) {

@@ -64,13 +64,15 @@ void check_pool_invariants(const Scheduler& s) {
     for (BlockId b : t.blocks())
       ++holders[b];
   });
-  int free = 0;
+  int free = 0, free_cached = 0;
   for (BlockId b = 0; b < pool.num_blocks(); ++b) {
     ASSERT_EQ(pool.ref_count(b), holders[b]) << "block " << b;
     ASSERT_EQ(pool.is_free(b), holders[b] == 0) << "block " << b;
     free += holders[b] == 0;
+    free_cached += holders[b] == 0 && pool.block_hash(b).has_value();
   }
   ASSERT_EQ(pool.num_free_blocks(), free);
+  ASSERT_EQ(pool.num_free_cached_blocks(), free_cached);
 }
 
 void check_plan(const Scheduler& s, const StepPlan& plan) {

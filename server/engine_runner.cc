@@ -1,0 +1,226 @@
+#include "server/engine_runner.h"
+
+#include <spdlog/spdlog.h>
+
+#include <utility>
+
+#include "server/metrics.h"
+
+namespace kvserve {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The last message of a request that ends without a token of its own (abort, shutdown).
+StepOutput aborted_output(const RequestId& id) {
+  StepOutput out;
+  out.id = id;
+  out.finish = FinishReason::kAborted;
+  return out;
+}
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+EngineRunner::EngineRunner(std::unique_ptr<Engine> engine, EngineRunnerOptions options)
+    : engine_(std::move(engine)), options_(options) {
+  publish_status();
+  thread_ = std::thread([this] { loop(); });
+}
+
+EngineRunner::~EngineRunner() {
+  stop();
+}
+
+Status EngineRunner::submit(Request request, std::shared_ptr<OutputChannel> channel, RequestId* id_out) {
+  if (Status s = engine_->validate(request); !s.ok()) return s;
+  std::lock_guard lock(mu_);
+  if (draining_ || stop_)
+    return Status::Unavailable(
+        "the server is shutting down and takes no new requests; retry on another replica");
+  const int waiting = static_cast<int>(inbox_.size()) + status_.num_waiting;
+  if (options_.max_waiting > 0 && waiting >= options_.max_waiting)
+    return Status::ResourceExhausted("the server's queue is full (" + std::to_string(waiting) +
+                                     " requests waiting); retry later");
+  std::string client_id = std::move(request.id);
+  request.id = "r" + std::to_string(next_id_++);
+  if (id_out) *id_out = request.id;
+  inbox_.push_back({std::move(request), std::move(client_id), std::move(channel), Clock::now()});
+  ++in_flight_;
+  wake_.notify_one();
+  return Status::Ok();
+}
+
+void EngineRunner::abort(const RequestId& id) {
+  std::lock_guard lock(mu_);
+  aborts_.push_back(id);
+  wake_.notify_one();
+}
+
+void EngineRunner::start_draining() {
+  std::lock_guard lock(mu_);
+  draining_ = true;
+  status_.draining = true;
+}
+
+bool EngineRunner::wait_idle(std::chrono::milliseconds grace) {
+  std::unique_lock lock(mu_);
+  return idle_cv_.wait_for(lock, grace, [&] { return in_flight_ == 0; });
+}
+
+void EngineRunner::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+    draining_ = true;
+    status_.draining = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+EngineStatus EngineRunner::status() const {
+  std::lock_guard lock(mu_);
+  return status_;
+}
+
+void EngineRunner::loop() {
+  std::vector<Pending> pending;
+  std::vector<RequestId> aborts;
+  while (true) {
+    {
+      std::unique_lock lock(mu_);
+      wake_.wait(lock,
+                 [&] { return stop_ || !inbox_.empty() || !aborts_.empty() || engine_->has_unfinished(); });
+      if (stop_) break;
+      pending.swap(inbox_);
+      aborts.swap(aborts_);
+    }
+    admit(pending);
+    for (const RequestId& id : aborts) {
+      auto it = live_.find(id);
+      if (it == live_.end()) continue;  // already finished
+      engine_->abort(id);
+      end_request(id, it->second, aborted_output(id));
+    }
+    aborts.clear();
+
+    if (engine_->has_unfinished()) {
+      const auto start = Clock::now();
+      std::vector<StepOutput> outputs = engine_->step();
+      const auto now = Clock::now();
+      if (options_.metrics) options_.metrics->engine_step(seconds_between(start, now));
+      if (options_.step_delay.count() > 0) std::this_thread::sleep_for(options_.step_delay);
+      for (StepOutput& out : outputs) {
+        auto it = live_.find(out.id);
+        if (it == live_.end()) continue;
+        Live& live = it->second;
+        if (live.num_output_tokens == 0) live.first_token = now;
+        live.num_prompt_tokens = out.num_prompt_tokens;
+        live.num_output_tokens = out.num_output_tokens;
+        live.num_cached_prompt_tokens = out.num_cached_prompt_tokens;
+        if (out.finish != FinishReason::kNone) {
+          end_request(out.id, live, std::move(out));
+        } else {
+          live.channel->on_output(std::move(out));
+        }
+      }
+    }
+    publish_status();
+  }
+
+  // Stopping: whatever is left is aborted, and every channel still hears its end.
+  {
+    std::lock_guard lock(mu_);
+    pending.swap(inbox_);
+  }
+  admit(pending);
+  std::vector<RequestId> left;
+  for (const auto& [id, live] : live_)
+    left.push_back(id);
+  for (const RequestId& id : left) {
+    engine_->abort(id);
+    end_request(id, live_.at(id), aborted_output(id));
+  }
+  publish_status();
+}
+
+void EngineRunner::admit(std::vector<Pending>& pending) {
+  for (Pending& p : pending) {
+    const RequestId id = p.request.id;
+    Live live{std::move(p.client_id),
+              std::move(p.channel),
+              p.arrival,
+              {},
+              static_cast<int>(p.request.prompt.size())};
+    if (Status s = engine_->add_request(std::move(p.request)); !s.ok()) {
+      // submit() validated everything that can fail here; reaching this is a bug, not a user error.
+      spdlog::error("request {} refused by the engine after validation: {}", live.client_id, s.message());
+      end_request(id, live, aborted_output(id));
+      continue;
+    }
+    spdlog::debug("request {} ({}) admitted: {} prompt tokens", live.client_id, id, live.num_prompt_tokens);
+    live_.emplace(id, std::move(live));
+  }
+  pending.clear();
+}
+
+void EngineRunner::end_request(const RequestId& id, Live& live, StepOutput final_output) {
+  const auto now = Clock::now();
+  final_output.num_prompt_tokens = live.num_prompt_tokens;
+  final_output.num_output_tokens = live.num_output_tokens;
+  final_output.num_cached_prompt_tokens = live.num_cached_prompt_tokens;
+  const double e2e = seconds_between(live.arrival, now);
+  const bool has_tokens = live.num_output_tokens > 0;
+  const double ttft = has_tokens ? seconds_between(live.arrival, live.first_token) : e2e;
+  const double tpot = live.num_output_tokens > 1
+                          ? seconds_between(live.first_token, now) / (live.num_output_tokens - 1)
+                          : 0.0;
+  const char* reason = finish_reason_name(final_output.finish);
+  spdlog::info(
+      "request {} finished: reason={} prompt_tokens={} output_tokens={} cached_prompt_tokens={} "
+      "ttft={:.1f}ms "
+      "total={:.1f}ms",
+      live.client_id, reason, live.num_prompt_tokens, live.num_output_tokens, live.num_cached_prompt_tokens,
+      ttft * 1e3, e2e * 1e3);
+  if (options_.metrics) {
+    FinishedRequest finished{.finish_reason = reason,
+                             .prompt_tokens = live.num_prompt_tokens,
+                             .generation_tokens = live.num_output_tokens,
+                             .cached_prompt_tokens = live.num_cached_prompt_tokens,
+                             .e2e_s = e2e};
+    if (has_tokens) finished.ttft_s = ttft;
+    if (live.num_output_tokens > 1) finished.tpot_s = tpot;
+    options_.metrics->request_finished(finished);
+  }
+  live.channel->on_output(std::move(final_output));
+  live_.erase(id);
+  ++served_;
+  {
+    std::lock_guard lock(mu_);
+    --in_flight_;
+  }
+  idle_cv_.notify_all();
+}
+
+void EngineRunner::publish_status() {
+  const SchedulerStats stats = engine_->scheduler().stats();
+  std::lock_guard lock(mu_);
+  status_.num_running = stats.num_running;
+  status_.num_waiting = stats.num_waiting;
+  status_.kv_blocks_total = stats.num_total_blocks;
+  status_.kv_blocks_free = stats.num_free_blocks;
+  status_.kv_blocks_cached = stats.num_free_cached_blocks;
+  status_.requests_served = served_;
+  if (options_.metrics)
+    options_.metrics->set_scheduler_state({.running = stats.num_running,
+                                           .waiting = stats.num_waiting,
+                                           .kv_blocks_total = stats.num_total_blocks,
+                                           .kv_blocks_free = stats.num_free_blocks,
+                                           .kv_blocks_cached = stats.num_cached_blocks});
+}
+
+}  // namespace kvserve

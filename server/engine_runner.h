@@ -1,0 +1,117 @@
+// EngineRunner: runs the Engine on a thread of its own — the only thread that ever touches engine,
+// scheduler or cache state — and connects it to the server's threads: submit() and abort() post to
+// an inbox, and each request's outputs go to the OutputChannel it was submitted with.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace kvserve {
+
+class Metrics;
+
+// Receives one request's outputs, in order, on the engine thread; the last has finish != kNone.
+// Implementations must return quickly and never block on the network.
+class OutputChannel {
+ public:
+  virtual ~OutputChannel() = default;
+  virtual void on_output(StepOutput output) = 0;
+};
+
+struct EngineRunnerOptions {
+  int max_waiting = 1024;      // requests queued and not yet running; more get RESOURCE_EXHAUSTED
+  Metrics* metrics = nullptr;  // optional
+  // Sleep after every step: makes the tiny test model slow enough to cancel, drain or queue up
+  // against in tests and demos. 0 in production.
+  std::chrono::milliseconds step_delay{0};
+};
+
+// What GetServerStatus reports; refreshed after every engine step.
+struct EngineStatus {
+  int num_running = 0;
+  int num_waiting = 0;
+  int kv_blocks_total = 0;
+  int kv_blocks_free = 0;
+  int kv_blocks_cached = 0;
+  uint64_t requests_served = 0;
+  bool draining = false;
+};
+
+class EngineRunner {
+ public:
+  EngineRunner(std::unique_ptr<Engine> engine, EngineRunnerOptions options);
+  ~EngineRunner();
+
+  // Validates and queues a request; request.id is replaced by a unique internal id, returned in
+  // `id_out` for abort(). On error nothing is queued and the channel is never called.
+  Status submit(Request request, std::shared_ptr<OutputChannel> channel, RequestId* id_out);
+  // Ends a request (client cancel, deadline): its blocks are freed at the start of the next step
+  // and its channel gets a final output with finish kAborted. Unknown or finished ids are ignored.
+  void abort(const RequestId& id);
+
+  // Refuses new requests from now on (UNAVAILABLE); running ones go on.
+  void start_draining();
+  // Waits until no request is left or `grace` has passed; returns true if none is left.
+  bool wait_idle(std::chrono::milliseconds grace);
+  // Aborts whatever is left and stops the engine thread. Idempotent.
+  void stop();
+
+  EngineStatus status() const;
+  // The engine's immutable parts (configuration, backend name, validation) are safe to read from
+  // any thread; nothing else of it is.
+  const Engine& engine() const { return *engine_; }
+
+ private:
+  struct Pending {
+    Request request;
+    std::string client_id;  // the caller's id, for the log line
+    std::shared_ptr<OutputChannel> channel;
+    std::chrono::steady_clock::time_point arrival;
+  };
+  struct Live {
+    std::string client_id;
+    std::shared_ptr<OutputChannel> channel;
+    std::chrono::steady_clock::time_point arrival;
+    std::chrono::steady_clock::time_point first_token;
+    int num_prompt_tokens = 0;
+    int num_output_tokens = 0;
+    int num_cached_prompt_tokens = 0;
+  };
+
+  void loop();
+  void admit(std::vector<Pending>& pending);
+  void end_request(const RequestId& id, Live& live, StepOutput final_output);
+  void publish_status();
+
+  std::unique_ptr<Engine> engine_;
+  EngineRunnerOptions options_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;     // inbox or abort posted, or stop
+  std::condition_variable idle_cv_;  // a request finished
+  std::vector<Pending> inbox_;
+  std::vector<RequestId> aborts_;
+  bool stop_ = false;
+  bool draining_ = false;
+  int in_flight_ = 0;  // submitted and not yet finished
+  EngineStatus status_;
+  uint64_t next_id_ = 0;
+
+  // Engine-thread state.
+  std::unordered_map<RequestId, Live> live_;
+  uint64_t served_ = 0;
+
+  std::thread thread_;
+};
+
+}  // namespace kvserve

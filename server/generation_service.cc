@@ -1,0 +1,378 @@
+#include "server/generation_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <utility>
+
+#include "engine/sampler.h"
+#include "server/metrics.h"
+
+namespace kvserve {
+namespace {
+
+const char* code_name(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk:
+      return "OK";
+    case StatusCode::kInvalidArgument:
+      return "INVALID_ARGUMENT";
+    case StatusCode::kNotFound:
+      return "NOT_FOUND";
+    case StatusCode::kResourceExhausted:
+      return "RESOURCE_EXHAUSTED";
+    case StatusCode::kUnavailable:
+      return "UNAVAILABLE";
+    case StatusCode::kInternal:
+      return "INTERNAL";
+  }
+  return "UNKNOWN";
+}
+
+v1::FinishReason to_wire(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone:
+      return v1::FINISH_REASON_UNSPECIFIED;
+    case FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kStop:
+      return v1::FINISH_REASON_STOP;
+    case FinishReason::kAborted:
+      return v1::FINISH_REASON_ABORTED;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+// One Generate call. The engine thread pushes outputs in through on_output(); gRPC allows one write
+// in flight, so outputs that arrive meanwhile are merged into the next message (a slow client gets
+// fewer, larger messages instead of an unbounded queue of small ones).
+class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  GenerateReactor(EngineRunner& runner, std::string client_id)
+      : runner_(runner), stream_(std::make_shared<Stream>(this, std::move(client_id))) {}
+
+  // Submits the request; on failure returns why, and the caller finishes the call with reject().
+  // The stream's lock is held across submit() so that a cancel arriving meanwhile sees the id.
+  Status start(Request request) {
+    std::lock_guard lock(stream_->mu);
+    RequestId id;
+    Status s = runner_.submit(std::move(request), stream_, &id);
+    if (s.ok()) stream_->internal_id = id;
+    return s;
+  }
+
+  void reject(const grpc::Status& status) {
+    {
+      std::lock_guard lock(stream_->mu);
+      stream_->finish_called = true;
+    }
+    Finish(status);  // never under the lock: gRPC may run OnDone, which deletes this, right away
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock lock(stream_->mu);
+    stream_->writing = false;
+    if (!ok || stream_->cancelled) {
+      finish_locked(lock, grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+    } else if (stream_->last_written) {
+      finish_locked(lock, grpc::Status::OK);
+    } else if (!stream_->pending.empty()) {
+      stream_->start_write_locked(lock);
+    }
+  }
+
+  void OnCancel() override {
+    std::unique_lock lock(stream_->mu);
+    stream_->cancelled = true;
+    if (!stream_->internal_id.empty() && !stream_->last_written) runner_.abort(stream_->internal_id);
+    if (!stream_->writing)
+      finish_locked(lock, grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
+  }
+
+  void OnDone() override {
+    {
+      std::lock_guard lock(stream_->mu);
+      stream_->reactor = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  struct Stream : OutputChannel {
+    Stream(GenerateReactor* r, std::string id) : reactor(r), client_id(std::move(id)) {}
+
+    void on_output(StepOutput output) override {
+      std::unique_lock lock(mu);
+      if (!reactor || cancelled || finish_called) return;
+      pending.push_back(std::move(output));
+      if (!writing) start_write_locked(lock);
+    }
+
+    // Merges everything pending into `response` and starts writing it; releases the lock first,
+    // since gRPC may run the completion inline.
+    void start_write_locked(std::unique_lock<std::mutex>& lock) {
+      response.Clear();
+      response.set_request_id(client_id);
+      std::string text;
+      for (StepOutput& out : pending) {
+        if (out.token >= 0) {
+          response.add_token_ids(static_cast<uint32_t>(out.token));
+          v1::TokenLogprob* lp = response.add_logprobs();
+          lp->set_token_id(static_cast<uint32_t>(out.token));
+          lp->set_logprob(out.logprob);
+          for (const auto& [id, logprob] : out.top_logprobs) {
+            v1::TopLogprob* top = lp->add_top();
+            top->set_token_id(static_cast<uint32_t>(id));
+            top->set_logprob(logprob);
+          }
+        }
+        text += out.text;
+        if (out.finish != FinishReason::kNone) {
+          response.set_finish_reason(to_wire(out.finish));
+          v1::Usage* usage = response.mutable_usage();
+          usage->set_prompt_tokens(static_cast<uint32_t>(out.num_prompt_tokens));
+          usage->set_completion_tokens(static_cast<uint32_t>(out.num_output_tokens));
+          usage->set_cached_prompt_tokens(static_cast<uint32_t>(out.num_cached_prompt_tokens));
+          last_written = true;
+        }
+      }
+      response.set_text(std::move(text));
+      pending.clear();
+      writing = true;
+      GenerateReactor* r = reactor;
+      lock.unlock();
+      r->StartWrite(&response);
+    }
+
+    std::mutex mu;
+    GenerateReactor* reactor;  // null once gRPC is done with the call
+    std::string client_id;
+    RequestId internal_id;
+    std::deque<StepOutput> pending;
+    v1::GenerateResponse response;  // the message being written
+    bool writing = false;
+    bool last_written = false;  // the final message is out (or going out)
+    bool cancelled = false;
+    bool finish_called = false;
+  };
+
+  void finish_locked(std::unique_lock<std::mutex>& lock, const grpc::Status& status) {
+    if (stream_->finish_called) return;
+    stream_->finish_called = true;
+    lock.unlock();
+    Finish(status);
+  }
+
+  EngineRunner& runner_;
+  std::shared_ptr<Stream> stream_;
+};
+
+}  // namespace
+
+grpc::Status to_grpc_status(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kOk:
+      return grpc::Status::OK;
+    case StatusCode::kInvalidArgument:
+      return {grpc::StatusCode::INVALID_ARGUMENT, s.message()};
+    case StatusCode::kNotFound:
+      return {grpc::StatusCode::NOT_FOUND, s.message()};
+    case StatusCode::kResourceExhausted:
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED, s.message()};
+    case StatusCode::kUnavailable:
+      return {grpc::StatusCode::UNAVAILABLE, s.message()};
+    case StatusCode::kInternal:
+      return {grpc::StatusCode::INTERNAL, s.message()};
+  }
+  return {grpc::StatusCode::UNKNOWN, s.message()};
+}
+
+GenerationService::GenerationService(EngineRunner& runner, const ModelConfig& model,
+                                     std::shared_ptr<const Tokenizer> tokenizer, ServiceOptions options)
+    : runner_(runner), model_(model), tokenizer_(std::move(tokenizer)), options_(std::move(options)) {}
+
+grpc::Status GenerationService::reject(const Status& status) const {
+  if (options_.metrics) options_.metrics->request_rejected(code_name(status.code()));
+  return to_grpc_status(status);
+}
+
+Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Request* out) const {
+  const size_t bytes = in.ByteSizeLong();
+  if (bytes > options_.max_request_bytes)
+    return Status::InvalidArgument("the request is " + std::to_string(bytes) +
+                                   " bytes, over this server's limit of " +
+                                   std::to_string(options_.max_request_bytes) + " (--max-request-bytes)");
+  out->id = in.request_id();
+  switch (in.input_case()) {
+    case v1::GenerateRequest::kText:
+      if (in.text().empty())
+        return Status::InvalidArgument("text: the prompt is empty; send at least one character");
+      if (!tokenizer_)
+        return Status::InvalidArgument("text: this model has no tokenizer; send token_ids instead");
+      out->prompt = tokenizer_->encode(in.text(), /*add_bos=*/!in.no_bos());
+      break;
+    case v1::GenerateRequest::kTokenIds:
+      if (in.token_ids().ids().empty())
+        return Status::InvalidArgument("token_ids.ids: the prompt is empty; send at least one token id");
+      out->prompt.reserve(in.token_ids().ids_size());
+      for (int i = 0; i < in.token_ids().ids_size(); ++i) {
+        const uint32_t id = in.token_ids().ids(i);
+        if (id >= static_cast<uint32_t>(model_.vocab_size))
+          return Status::InvalidArgument("token_ids.ids[" + std::to_string(i) + "] = " + std::to_string(id) +
+                                         " is outside the vocabulary [0, " +
+                                         std::to_string(model_.vocab_size) + ")");
+        out->prompt.push_back(static_cast<TokenId>(id));
+      }
+      break;
+    case v1::GenerateRequest::INPUT_NOT_SET:
+      return Status::InvalidArgument("input: set either text or token_ids");
+  }
+
+  const v1::SamplingParams& sp = in.sampling();
+  out->sampling.temperature = sp.temperature();
+  out->sampling.top_k = sp.top_k();
+  out->sampling.top_p = sp.top_p() == 0.0f ? 1.0f : sp.top_p();  // proto3 zero = not set
+  out->sampling.min_p = sp.min_p();
+  out->sampling.repetition_penalty = sp.repetition_penalty() == 0.0f ? 1.0f : sp.repetition_penalty();
+  out->sampling.presence_penalty = sp.presence_penalty();
+  out->sampling.frequency_penalty = sp.frequency_penalty();
+  if (sp.has_seed()) out->sampling.seed = sp.seed();
+  if (in.top_logprobs() > static_cast<uint32_t>(kMaxTopLogprobs))
+    return Status::InvalidArgument("top_logprobs must be at most " + std::to_string(kMaxTopLogprobs) +
+                                   ", got " + std::to_string(in.top_logprobs()));
+  out->sampling.top_logprobs = static_cast<int>(in.top_logprobs());
+
+  const v1::StopCriteria& stop = in.stop();
+  const uint32_t int_max = static_cast<uint32_t>(std::numeric_limits<int>::max());
+  if (stop.max_tokens() > int_max || stop.min_tokens() > int_max)
+    return Status::InvalidArgument("stop.max_tokens and stop.min_tokens must fit in 31 bits");
+  if (stop.max_tokens() == 0) {
+    // The server's default, cut to what the model's length leaves after the prompt.
+    const int room = std::max(1, model_max_len() - static_cast<int>(out->prompt.size()));
+    out->stop.max_tokens = std::min(options_.default_max_tokens, room);
+  } else {
+    out->stop.max_tokens = static_cast<int>(stop.max_tokens());
+  }
+  out->stop.min_tokens = static_cast<int>(stop.min_tokens());
+  out->stop.ignore_eos = stop.ignore_eos();
+  if (stop.stop_size() > options_.max_stop_strings)
+    return Status::InvalidArgument("stop: " + std::to_string(stop.stop_size()) + " stop strings, at most " +
+                                   std::to_string(options_.max_stop_strings) + " allowed");
+  for (int i = 0; i < stop.stop_size(); ++i) {
+    if (stop.stop(i).size() > options_.max_stop_string_bytes)
+      return Status::InvalidArgument("stop[" + std::to_string(i) + "] is " +
+                                     std::to_string(stop.stop(i).size()) + " bytes, at most " +
+                                     std::to_string(options_.max_stop_string_bytes) + " allowed");
+    out->stop.stop.push_back(stop.stop(i));
+  }
+  for (uint32_t id : stop.stop_token_ids()) {
+    if (id >= static_cast<uint32_t>(model_.vocab_size))
+      return Status::InvalidArgument("stop.stop_token_ids: " + std::to_string(id) +
+                                     " is outside the vocabulary [0, " + std::to_string(model_.vocab_size) +
+                                     ")");
+    out->stop.stop_token_ids.push_back(static_cast<TokenId>(id));
+  }
+  return Status::Ok();
+}
+
+int GenerationService::model_max_len() const {
+  return runner_.engine().scheduler().config().max_model_len;
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
+    grpc::CallbackServerContext*, const v1::GenerateRequest* request) {
+  std::string client_id = request->request_id();
+  if (client_id.empty()) client_id = "req-" + std::to_string(next_request_number_++);
+  auto* reactor = new GenerateReactor(runner_, client_id);
+  Request engine_request;
+  if (Status s = to_engine_request(*request, &engine_request); !s.ok()) {
+    reactor->reject(reject(s));
+    return reactor;
+  }
+  engine_request.id = client_id;
+  if (Status s = reactor->start(std::move(engine_request)); !s.ok()) reactor->reject(reject(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContext* context,
+                                                      const v1::TokenizeRequest* request,
+                                                      v1::TokenizeResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (!tokenizer_) {
+    reactor->Finish(reject(Status::InvalidArgument("this model has no tokenizer")));
+    return reactor;
+  }
+  for (TokenId id : tokenizer_->encode(request->text(), request->add_bos()))
+    response->add_token_ids(static_cast<uint32_t>(id));
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GenerationService::Detokenize(grpc::CallbackServerContext* context,
+                                                        const v1::DetokenizeRequest* request,
+                                                        v1::DetokenizeResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (!tokenizer_) {
+    reactor->Finish(reject(Status::InvalidArgument("this model has no tokenizer")));
+    return reactor;
+  }
+  std::vector<TokenId> ids;
+  for (int i = 0; i < request->token_ids_size(); ++i) {
+    const uint32_t id = request->token_ids(i);
+    if (id >= static_cast<uint32_t>(model_.vocab_size)) {
+      reactor->Finish(reject(Status::InvalidArgument(
+          "token_ids[" + std::to_string(i) + "] = " + std::to_string(id) + " is outside the vocabulary [0, " +
+          std::to_string(model_.vocab_size) + ")")));
+      return reactor;
+    }
+    ids.push_back(static_cast<TokenId>(id));
+  }
+  response->set_text(tokenizer_->decode(ids));
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* context,
+                                                          const v1::GetModelInfoRequest*,
+                                                          v1::ModelInfo* info) {
+  const SchedulerConfig& sc = runner_.engine().scheduler().config();
+  info->set_model(options_.model_name);
+  info->set_architecture(model_.architecture);
+  info->set_vocab_size(static_cast<uint32_t>(model_.vocab_size));
+  info->set_hidden_size(static_cast<uint32_t>(model_.hidden_size));
+  info->set_num_layers(static_cast<uint32_t>(model_.num_layers));
+  info->set_num_heads(static_cast<uint32_t>(model_.num_heads));
+  info->set_num_kv_heads(static_cast<uint32_t>(model_.num_kv_heads));
+  info->set_head_dim(static_cast<uint32_t>(model_.head_dim));
+  info->set_max_model_len(static_cast<uint32_t>(sc.max_model_len));
+  info->set_block_size(static_cast<uint32_t>(sc.block_size));
+  info->set_num_kv_blocks(static_cast<uint32_t>(sc.num_blocks));
+  info->set_dtype(model_.dtype);
+  info->set_backend(runner_.engine().backend().name());
+  info->set_device(options_.device);
+  info->set_max_num_seqs(static_cast<uint32_t>(sc.max_num_seqs));
+  info->set_max_num_batched_tokens(static_cast<uint32_t>(sc.max_num_batched_tokens));
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GenerationService::GetServerStatus(grpc::CallbackServerContext* context,
+                                                             const v1::GetServerStatusRequest*,
+                                                             v1::ServerStatus* response) {
+  const EngineStatus s = runner_.status();
+  response->set_num_running(static_cast<uint32_t>(s.num_running));
+  response->set_num_waiting(static_cast<uint32_t>(s.num_waiting));
+  response->set_kv_blocks_total(static_cast<uint32_t>(s.kv_blocks_total));
+  response->set_kv_blocks_free(static_cast<uint32_t>(s.kv_blocks_free));
+  response->set_kv_blocks_cached(static_cast<uint32_t>(s.kv_blocks_cached));
+  response->set_requests_served(s.requests_served);
+  response->set_draining(s.draining);
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace kvserve

@@ -1,0 +1,68 @@
+// The kvserve.v1.Generation service over gRPC's callback API: no thread per request. Generate
+// streams each request's outputs as the engine produces them; a cancelled or expired call aborts its
+// request, whose blocks return to the pool at the next engine step.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "kvserve/v1/kvserve.grpc.pb.h"
+#include "server/engine_runner.h"
+
+namespace kvserve {
+
+class Metrics;
+
+struct ServiceOptions {
+  int default_max_tokens = 256;        // used when a request leaves max_tokens at 0
+  size_t max_request_bytes = 4 << 20;  // larger requests get INVALID_ARGUMENT
+  int max_stop_strings = 16;           // per request
+  size_t max_stop_string_bytes = 256;  // per stop string
+  std::string model_name;              // what GetModelInfo reports as `model`
+  std::string device;                  // e.g. "2 CPU threads"
+  Metrics* metrics = nullptr;          // optional: counts rejections
+};
+
+class GenerationService final : public v1::Generation::CallbackService {
+ public:
+  // The model, tokenizer and runner must outlive the service.
+  GenerationService(EngineRunner& runner, const ModelConfig& model,
+                    std::shared_ptr<const Tokenizer> tokenizer, ServiceOptions options);
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
+                                                           const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context, const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
+                                       const v1::DetokenizeRequest* request,
+                                       v1::DetokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* GetServerStatus(grpc::CallbackServerContext* context,
+                                            const v1::GetServerStatusRequest* request,
+                                            v1::ServerStatus* response) override;
+
+  // Turns a wire request into an engine request, or says (INVALID_ARGUMENT) which field is wrong.
+  // Public for tests.
+  Status to_engine_request(const v1::GenerateRequest& in, Request* out) const;
+
+ private:
+  grpc::Status reject(const Status& status) const;
+  int model_max_len() const;
+
+  EngineRunner& runner_;
+  const ModelConfig& model_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  ServiceOptions options_;
+  mutable std::atomic<uint64_t> next_request_number_{0};
+};
+
+// The gRPC status for an engine status (same codes, same message).
+grpc::Status to_grpc_status(const Status& status);
+
+}  // namespace kvserve

@@ -1,0 +1,261 @@
+// kvserve: the gRPC server. Loads a model (by default the tiny one compiled in), runs the engine on
+// its own thread, serves kvserve.v1.Generation plus the standard health and reflection services,
+// exports metrics over HTTP, and drains gracefully on SIGTERM / SIGINT.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "engine/cpu_backend.h"
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "server/embedded_model.h"
+#include "server/engine_runner.h"
+#include "server/generation_service.h"
+#include "server/metrics.h"
+#include "server/metrics_http.h"
+
+namespace {
+
+constexpr char kEmbedded[] = "embedded:tiny-llama";
+
+struct Flags {
+  std::string model = kEmbedded;
+  std::string host = "0.0.0.0";
+  int port = 50051;
+  std::string metrics_host = "0.0.0.0";
+  int metrics_port = 9090;  // 0 = no metrics endpoint
+  int block_size = 16;
+  int num_kv_blocks = 0;  // 0 = from kv_cache_gib
+  double kv_cache_gib = 0.5;
+  int max_num_seqs = 256;
+  int max_num_batched_tokens = 2048;
+  int max_model_len = 0;  // 0 = the model's
+  int max_queue = 1024;
+  int default_max_tokens = 256;
+  size_t max_request_bytes = 4 << 20;
+  int max_stop_strings = 16;
+  double drain_timeout_s = 30;
+  int threads = 0;
+  std::string log_level = "info";
+  int debug_step_delay_ms = 0;
+};
+
+std::unique_ptr<kvserve::Model> load(const std::string& spec,
+                                     std::shared_ptr<const kvserve::Tokenizer>* tokenizer) {
+  if (spec != kEmbedded) {
+    auto model = std::make_unique<kvserve::Model>(kvserve::load_model(spec));
+    *tokenizer = kvserve::Tokenizer::load(model->dir / "tokenizer.model");
+    return model;
+  }
+  const std::filesystem::path dir = kvserve::write_embedded_model();
+  auto model = std::make_unique<kvserve::Model>(kvserve::load_model(dir));
+  *tokenizer = kvserve::Tokenizer::load(dir / "tokenizer.model");
+  std::filesystem::remove_all(dir);  // everything is in memory now
+  model->dir = spec;
+  return model;
+}
+
+// Waits for SIGTERM/SIGINT (blocked in every thread, so only this wait sees them).
+int wait_for_signal(const sigset_t& signals) {
+  int sig = 0;
+  sigwait(&signals, &sig);
+  return sig;
+}
+
+bool signal_pending(const sigset_t& signals) {
+  timespec zero{0, 0};
+  return sigtimedwait(&signals, nullptr, &zero) > 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvserve: an LLM inference server with a paged KV cache, over gRPC"};
+  Flags f;
+  app.add_option("--model", f.model,
+                 "Hugging Face model directory, or " + std::string(kEmbedded) + " (built in)")
+      ->capture_default_str();
+  app.add_option("--host", f.host, "address to serve gRPC on")->capture_default_str();
+  app.add_option("--port", f.port, "gRPC port (0 = any free port)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  app.add_option("--metrics-host", f.metrics_host, "address for the HTTP metrics endpoint")
+      ->capture_default_str();
+  app.add_option("--metrics-port", f.metrics_port, "HTTP port for /metrics and /health (-1 = off, 0 = any)")
+      ->check(CLI::Range(-1, 65535))
+      ->capture_default_str();
+  app.add_option("--block-size", f.block_size, "KV block size in tokens")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  app.add_option("--num-kv-blocks", f.num_kv_blocks, "KV blocks in the pool (0 = from --kv-cache-gib)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--kv-cache-gib", f.kv_cache_gib, "memory for the KV cache when --num-kv-blocks is 0")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-num-seqs", f.max_num_seqs, "running sequences at most")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-num-batched-tokens", f.max_num_batched_tokens, "token budget per engine step")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-model-len", f.max_model_len, "prompt + output tokens at most (0 = the model's)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--max-queue", f.max_queue,
+                 "waiting requests at most; more get RESOURCE_EXHAUSTED (0 = no limit)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--default-max-tokens", f.default_max_tokens, "max_tokens for requests that leave it at 0")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-request-bytes", f.max_request_bytes, "largest request accepted")
+      ->capture_default_str();
+  app.add_option("--max-stop-strings", f.max_stop_strings, "stop strings per request at most")
+      ->capture_default_str();
+  app.add_option("--drain-timeout", f.drain_timeout_s, "seconds running requests get to finish on SIGTERM")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--threads", f.threads, "CPU backend threads (0 = all cores)")->capture_default_str();
+  app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--debug-step-delay-ms", f.debug_step_delay_ms,
+                 "testing only: sleep this long after every engine step (slows a tiny model down)")
+      ->check(CLI::NonNegativeNumber)
+      ->group("Debugging");
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(f.log_level));
+
+  // Only the main thread's sigwait sees SIGTERM/SIGINT; every thread started below inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::shared_ptr<const kvserve::Tokenizer> tokenizer;
+  std::shared_ptr<const kvserve::Model> model;
+  try {
+    model = load(f.model, &tokenizer);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvserve: %s\n", e.what());
+    return 2;
+  }
+  const kvserve::ModelConfig& mc = model->config;
+
+  kvserve::EngineConfig config;
+  config.scheduler.block_size = f.block_size;
+  const size_t block_bytes = kvserve::CpuBackend::kv_bytes_per_token(mc) * static_cast<size_t>(f.block_size);
+  config.scheduler.num_blocks =
+      f.num_kv_blocks > 0 ? f.num_kv_blocks : static_cast<int>(f.kv_cache_gib * (1ull << 30) / block_bytes);
+  config.scheduler.max_num_seqs = f.max_num_seqs;
+  config.scheduler.max_num_batched_tokens = f.max_num_batched_tokens;
+  config.scheduler.max_model_len = f.max_model_len > 0
+                                       ? std::min(f.max_model_len, kvserve::max_supported_len(mc))
+                                       : kvserve::max_supported_len(mc);
+  config.scheduler.max_waiting = 0;  // the runner enforces --max-queue, counting its inbox too
+  config.eos_token_ids = mc.eos_token_ids;
+  config.tokenizer = tokenizer;
+  if (kvserve::Status s = config.scheduler.validate(); !s.ok()) {
+    std::fprintf(stderr, "kvserve: %s\n", s.message().c_str());
+    return 2;
+  }
+
+  const int threads = f.threads > 0 ? f.threads : static_cast<int>(std::thread::hardware_concurrency());
+  spdlog::info(
+      "model {}: {} ({} layers, hidden {}, {} heads / {} kv heads, head_dim {}, vocab {}, weights {})",
+      f.model, mc.architecture, mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_kv_heads, mc.head_dim,
+      mc.vocab_size, mc.dtype);
+  spdlog::info(
+      "backend cpu ({} threads); KV cache {} blocks x {} tokens = {} tokens ({:.1f} MiB, {} KiB/token)",
+      threads, config.scheduler.num_blocks, f.block_size, config.scheduler.num_blocks * f.block_size,
+      static_cast<double>(block_bytes) * config.scheduler.num_blocks / (1 << 20),
+      kvserve::CpuBackend::kv_bytes_per_token(mc) / 1024.0);
+  spdlog::info(
+      "max_model_len {}, max_num_seqs {}, max_num_batched_tokens {}, max_queue {}, default_max_tokens {}",
+      config.scheduler.max_model_len, f.max_num_seqs, f.max_num_batched_tokens, f.max_queue,
+      f.default_max_tokens);
+
+  kvserve::Metrics metrics;
+  auto engine = std::make_unique<kvserve::Engine>(
+      config,
+      std::make_unique<kvserve::CpuBackend>(model, config.scheduler.num_blocks, f.block_size, f.threads));
+  kvserve::EngineRunner runner(std::move(engine),
+                               {.max_waiting = f.max_queue,
+                                .metrics = &metrics,
+                                .step_delay = std::chrono::milliseconds(f.debug_step_delay_ms)});
+  kvserve::GenerationService service(runner, mc, tokenizer,
+                                     {.default_max_tokens = f.default_max_tokens,
+                                      .max_request_bytes = f.max_request_bytes,
+                                      .max_stop_strings = f.max_stop_strings,
+                                      .model_name = f.model,
+                                      .device = "CPU, " + std::to_string(threads) + " threads",
+                                      .metrics = &metrics});
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(f.host + ":" + std::to_string(f.port), grpc::InsecureServerCredentials(),
+                           &bound_port);
+  builder.RegisterService(&service);
+  // gRPC's own limit sits well above ours, so that an oversize request reaches the service and gets
+  // INVALID_ARGUMENT naming the limit rather than a transport error.
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(std::min<size_t>(f.max_request_bytes * 4 + (1 << 20), 1u << 30)));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || bound_port == 0) {
+    std::fprintf(stderr, "kvserve: cannot listen on %s:%d (address in use or not available here)\n",
+                 f.host.c_str(), f.port);
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(true);
+
+  std::atomic<bool> draining{false};
+  kvserve::MetricsHttpServer http(metrics, [&] { return !draining.load(); });
+  if (f.metrics_port >= 0) {
+    if (kvserve::Status s = http.start(f.metrics_host, f.metrics_port); !s.ok()) {
+      std::fprintf(stderr, "kvserve: metrics endpoint: %s\n", s.message().c_str());
+      return 1;
+    }
+    spdlog::info("metrics on http://{}:{}/metrics", f.metrics_host, http.bound_port());
+  }
+  // Tests and scripts read the port from this line.
+  std::printf("kvserve: serving kvserve.v1.Generation on %s:%d\n", f.host.c_str(), bound_port);
+  std::fflush(stdout);
+
+  const int sig = wait_for_signal(signals);
+  spdlog::info("{}: draining; running requests get up to {:.0f} s to finish",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT", f.drain_timeout_s);
+  draining = true;
+  health->SetServingStatus(false);
+  runner.start_draining();
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(f.drain_timeout_s * 1000));
+  bool idle = false;
+  while (!idle && std::chrono::steady_clock::now() < deadline) {
+    idle = runner.wait_idle(std::chrono::milliseconds(100));
+    if (!idle && signal_pending(signals)) {
+      spdlog::warn("second signal: stopping now");
+      break;
+    }
+  }
+  if (!idle) spdlog::warn("aborting the requests still running ({})", runner.status().num_running);
+  runner.stop();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  http.stop();
+  spdlog::info("stopped after serving {} requests", runner.status().requests_served);
+  return 0;
+}

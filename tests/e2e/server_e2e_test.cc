@@ -1,0 +1,347 @@
+// End-to-end tests: the real kvserve binary on a loopback port, driven by the generated C++ client.
+// Expected outputs come from the offline engine in this process on the same model (itself checked
+// against the PyTorch reference in the engine tests).
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/cpu_backend.h"
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "kvserve/v1/kvserve.grpc.pb.h"
+#include "tests/e2e/server_process.h"
+
+namespace kvserve {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ServerProcess;
+
+const std::string kModel = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama";
+
+struct Collected {
+  grpc::Status status;
+  std::vector<uint32_t> tokens;
+  std::string text;
+  std::vector<std::string> deltas;
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+  v1::Usage usage;
+  std::string request_id;
+  int messages = 0;
+};
+
+// Streams one Generate call to the end (or cancels it after `cancel_after` messages).
+Collected generate(v1::Generation::Stub& stub, const v1::GenerateRequest& request,
+                   std::chrono::milliseconds timeout = 30s, int cancel_after = -1) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  auto reader = stub.Generate(&ctx, request);
+  Collected c;
+  v1::GenerateResponse msg;
+  while (reader->Read(&msg)) {
+    ++c.messages;
+    c.request_id = msg.request_id();
+    c.tokens.insert(c.tokens.end(), msg.token_ids().begin(), msg.token_ids().end());
+    c.text += msg.text();
+    c.deltas.push_back(msg.text());
+    if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+      c.finish = msg.finish_reason();
+      c.usage = msg.usage();
+    }
+    if (c.messages == cancel_after) ctx.TryCancel();
+  }
+  c.status = reader->Finish();
+  return c;
+}
+
+v1::GenerateRequest text_request(const std::string& text, int max_tokens) {
+  v1::GenerateRequest r;
+  r.set_text(text);
+  r.mutable_stop()->set_max_tokens(max_tokens);
+  r.mutable_stop()->set_ignore_eos(true);
+  return r;
+}
+
+class ServerE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = std::make_shared<const Model>(load_model(kModel));
+    tokenizer_ = Tokenizer::load(kModel + "/tokenizer.model");
+  }
+
+  // What the offline engine generates for the same greedy request.
+  static GenerationResult offline(const std::string& text, int max_tokens) {
+    EngineConfig cfg;
+    cfg.scheduler.num_blocks = 256;
+    cfg.scheduler.max_model_len = 1024;
+    cfg.eos_token_ids = model_->config.eos_token_ids;
+    cfg.tokenizer = tokenizer_;
+    Engine engine(
+        cfg, std::make_unique<CpuBackend>(model_, cfg.scheduler.num_blocks, cfg.scheduler.block_size, 1));
+    Request r;
+    r.id = "offline";
+    r.prompt = tokenizer_->encode(text, /*add_bos=*/true);
+    r.stop.max_tokens = max_tokens;
+    r.stop.ignore_eos = true;
+    return engine.generate({r})[0];
+  }
+
+  static std::unique_ptr<v1::Generation::Stub> stub(const ServerProcess& server) {
+    return v1::Generation::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+  }
+
+  static v1::ServerStatus status(v1::Generation::Stub& stub) {
+    grpc::ClientContext ctx;
+    v1::ServerStatus s;
+    EXPECT_TRUE(stub.GetServerStatus(&ctx, {}, &s).ok());
+    return s;
+  }
+
+  // Polls until every KV block is free and nothing runs, or the timeout passes.
+  static bool wait_all_blocks_free(v1::Generation::Stub& stub, std::chrono::milliseconds timeout = 5s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const v1::ServerStatus s = status(stub);
+      if (s.num_running() == 0 && s.num_waiting() == 0 && s.kv_blocks_free() == s.kv_blocks_total())
+        return true;
+      std::this_thread::sleep_for(10ms);
+    }
+    return false;
+  }
+
+  static std::shared_ptr<const Model> model_;
+  static std::shared_ptr<const Tokenizer> tokenizer_;
+};
+
+std::shared_ptr<const Model> ServerE2E::model_;
+std::shared_ptr<const Tokenizer> ServerE2E::tokenizer_;
+
+TEST_F(ServerE2E, GreedyOutputEqualsTheOfflineEngineAndDeltasConcatenate) {
+  ServerProcess server({"--model", kModel});
+  auto client = stub(server);
+  for (const std::string prompt : {"Once upon a time", "Le café est prêt", "Blocks of keys and values"}) {
+    SCOPED_TRACE(prompt);
+    v1::GenerateRequest req = text_request(prompt, 24);
+    req.set_request_id("my-id-7");
+    const Collected got = generate(*client, req);
+    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+    const GenerationResult want = offline(prompt, 24);
+    EXPECT_EQ(std::vector<TokenId>(got.tokens.begin(), got.tokens.end()), want.output);
+    EXPECT_EQ(got.text, want.text);
+    EXPECT_GT(got.messages, 1) << "output must stream, not arrive at the end";
+    EXPECT_EQ(got.finish, v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(got.request_id, "my-id-7");
+    EXPECT_EQ(got.usage.completion_tokens(), 24u);
+    EXPECT_EQ(got.usage.prompt_tokens(), tokenizer_->encode(prompt, true).size());
+  }
+  // A request without an id gets one made up, echoed on every message.
+  const Collected anon = generate(*client, text_request("hi", 2));
+  EXPECT_FALSE(anon.request_id.empty());
+}
+
+TEST_F(ServerE2E, SixtyFourConcurrentStreamsAllFinishCorrectly) {
+  ServerProcess server({"--model", kModel, "--max-num-seqs", "32"});
+  auto client = stub(server);
+  const int n = 64;
+  std::vector<Collected> results(n);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i)
+    threads.emplace_back([&, i] {
+      results[i] = generate(*client, text_request("Request number " + std::to_string(i % 8), 8 + i % 5));
+    });
+  for (auto& t : threads)
+    t.join();
+  for (int i = 0; i < n; ++i) {
+    ASSERT_TRUE(results[i].status.ok()) << i << ": " << results[i].status.error_message();
+    const GenerationResult want = offline("Request number " + std::to_string(i % 8), 8 + i % 5);
+    EXPECT_EQ(std::vector<TokenId>(results[i].tokens.begin(), results[i].tokens.end()), want.output) << i;
+  }
+  EXPECT_TRUE(wait_all_blocks_free(*client));
+  EXPECT_EQ(status(*client).requests_served(), static_cast<uint64_t>(n));
+}
+
+TEST_F(ServerE2E, CancelAndDeadlineAbortTheRequestAndFreeItsBlocks) {
+  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "5"});
+  auto client = stub(server);
+  const Collected cancelled =
+      generate(*client, text_request("Once upon a time", 900), 30s, /*cancel_after=*/2);
+  EXPECT_EQ(cancelled.status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_LT(cancelled.tokens.size(), 900u);
+  EXPECT_TRUE(wait_all_blocks_free(*client)) << "blocks of a cancelled request must return to the pool";
+
+  const Collected expired = generate(*client, text_request("Once upon a time", 900), 100ms);
+  EXPECT_EQ(expired.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(wait_all_blocks_free(*client)) << "blocks of an expired request must return to the pool";
+
+  // The server goes on serving.
+  EXPECT_TRUE(generate(*client, text_request("still there?", 4)).status.ok());
+}
+
+TEST_F(ServerE2E, BadInputGetsInvalidArgumentNamingTheField) {
+  ServerProcess server({"--model", kModel, "--max-request-bytes", "2000", "--max-model-len", "256"});
+  auto client = stub(server);
+  struct Case {
+    std::string name;
+    v1::GenerateRequest request;
+    std::string field;
+  };
+  std::vector<Case> cases;
+  auto add = [&](std::string name, std::string field, auto mutate) {
+    v1::GenerateRequest r = text_request("hello", 8);
+    mutate(r);
+    cases.push_back({std::move(name), std::move(r), std::move(field)});
+  };
+  add("no input", "input", [](auto& r) { r.clear_input(); });
+  add("empty text", "text", [](auto& r) { r.set_text(""); });
+  add("empty token ids", "token_ids", [](auto& r) { r.mutable_token_ids(); });
+  add("token id outside the vocab", "token_ids.ids[1]", [](auto& r) {
+    r.mutable_token_ids()->add_ids(5);
+    r.mutable_token_ids()->add_ids(100000);
+  });
+  add("over the model length", "max_tokens", [](auto& r) { r.mutable_stop()->set_max_tokens(300); });
+  add("negative temperature", "temperature", [](auto& r) { r.mutable_sampling()->set_temperature(-1); });
+  add("top_p above 1", "top_p", [](auto& r) { r.mutable_sampling()->set_top_p(1.5f); });
+  add("NaN min_p", "min_p", [](auto& r) { r.mutable_sampling()->set_min_p(NAN); });
+  add("top_logprobs too many", "top_logprobs", [](auto& r) { r.set_top_logprobs(21); });
+  add("too many stop strings", "stop", [](auto& r) {
+    for (int i = 0; i < 17; ++i)
+      r.mutable_stop()->add_stop("s" + std::to_string(i));
+  });
+  add("min_tokens over max_tokens", "min_tokens", [](auto& r) { r.mutable_stop()->set_min_tokens(9); });
+  add("stop token outside the vocab", "stop_token_ids",
+      [](auto& r) { r.mutable_stop()->add_stop_token_ids(99999); });
+  add("oversize request", "max-request-bytes", [](auto& r) { r.set_text(std::string(3000, 'a')); });
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const Collected got = generate(*client, c.request);
+    EXPECT_EQ(got.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << got.status.error_message();
+    EXPECT_NE(got.status.error_message().find(c.field), std::string::npos) << got.status.error_message();
+    EXPECT_TRUE(got.tokens.empty());
+  }
+  // Nothing leaked, and everyone else is still served.
+  EXPECT_TRUE(wait_all_blocks_free(*client));
+  EXPECT_TRUE(generate(*client, text_request("hello", 8)).status.ok());
+}
+
+TEST_F(ServerE2E, FullQueueGetsResourceExhausted) {
+  ServerProcess server(
+      {"--model", kModel, "--max-num-seqs", "1", "--max-queue", "1", "--debug-step-delay-ms", "5"});
+  auto client = stub(server);
+  std::vector<Collected> results(6);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 6; ++i)
+    threads.emplace_back(
+        [&, i] { results[i] = generate(*client, text_request("queue " + std::to_string(i), 40)); });
+  for (auto& t : threads)
+    t.join();
+  int ok = 0, exhausted = 0;
+  for (const auto& r : results) {
+    if (r.status.ok()) ++ok;
+    if (r.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++exhausted;
+      EXPECT_NE(r.status.error_message().find("queue is full"), std::string::npos)
+          << r.status.error_message();
+    }
+  }
+  EXPECT_EQ(ok + exhausted, 6);
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(exhausted, 1);
+  EXPECT_TRUE(wait_all_blocks_free(*client));
+}
+
+grpc::health::v1::HealthCheckResponse::ServingStatus health(const std::string& address) {
+  auto health_stub =
+      grpc::health::v1::Health::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 2s);
+  grpc::health::v1::HealthCheckResponse resp;
+  const grpc::Status s = health_stub->Check(&ctx, {}, &resp);
+  return s.ok() ? resp.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+}
+
+TEST_F(ServerE2E, SigtermDrainsFinishesRunningRequestsAndExitsZero) {
+  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "10", "--drain-timeout", "20"});
+  auto client = stub(server);
+  EXPECT_EQ(health(server.address()), grpc::health::v1::HealthCheckResponse::SERVING);
+
+  Collected running;
+  std::thread in_flight([&] { running = generate(*client, text_request("Once upon a time", 60)); });
+  while (status(*client).num_running() == 0)
+    std::this_thread::sleep_for(5ms);
+  server.signal(SIGTERM);
+
+  // Health turns NOT_SERVING and new requests are refused while the running one finishes.
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (health(server.address()) != grpc::health::v1::HealthCheckResponse::NOT_SERVING &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(health(server.address()), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  const Collected refused = generate(*client, text_request("too late", 4));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.status.error_message();
+
+  in_flight.join();
+  EXPECT_TRUE(running.status.ok()) << running.status.error_message();
+  EXPECT_EQ(running.finish, v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(running.tokens.size(), 60u);
+  EXPECT_EQ(server.wait_exit(10s), 0) << server.output();
+}
+
+double metric(const std::string& text, const std::string& name) {
+  const size_t at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + name.size() + 2));
+}
+
+TEST_F(ServerE2E, MetricsCountersMoveAndModelInfoIsReported) {
+  ServerProcess server({"--model", kModel, "--num-kv-blocks", "100", "--block-size", "8"});
+  auto client = stub(server);
+  httplib::Client http("127.0.0.1", server.metrics_port());
+  auto before = http.Get("/metrics");
+  ASSERT_TRUE(before) << "metrics endpoint unreachable";
+  EXPECT_EQ(before->status, 200);
+  EXPECT_EQ(http.Get("/health")->status, 200);
+  ASSERT_TRUE(generate(*client, text_request("count me", 5)).status.ok());
+  auto after = http.Get("/metrics");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(metric(after->body, "kvserve_generation_tokens_total") -
+                metric(before->body, "kvserve_generation_tokens_total"),
+            5.0);
+  EXPECT_NE(after->body.find("kvserve_requests_total{finish_reason=\"length\"} 1"), std::string::npos)
+      << after->body;
+
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  ASSERT_TRUE(client->GetModelInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.architecture(), "LlamaForCausalLM");
+  EXPECT_EQ(info.vocab_size(), 512u);
+  EXPECT_EQ(info.num_kv_blocks(), 100u);
+  EXPECT_EQ(info.block_size(), 8u);
+  EXPECT_EQ(info.backend(), "cpu");
+  EXPECT_EQ(info.max_model_len(), 1024u);
+
+  grpc::ClientContext tctx;
+  v1::TokenizeRequest treq;
+  treq.set_text("Le café");
+  v1::TokenizeResponse tresp;
+  ASSERT_TRUE(client->Tokenize(&tctx, treq, &tresp).ok());
+  EXPECT_EQ(std::vector<TokenId>(tresp.token_ids().begin(), tresp.token_ids().end()),
+            tokenizer_->encode("Le café", false));
+  grpc::ClientContext dctx;
+  v1::DetokenizeRequest dreq;
+  *dreq.mutable_token_ids() = tresp.token_ids();
+  v1::DetokenizeResponse dresp;
+  ASSERT_TRUE(client->Detokenize(&dctx, dreq, &dresp).ok());
+  EXPECT_EQ(dresp.text(), "Le café");
+}
+
+}  // namespace
+}  // namespace kvserve

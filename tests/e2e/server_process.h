@@ -1,0 +1,111 @@
+// Starts the real kvserve binary on a loopback port for end-to-end tests, reads the ports it
+// chose from its output, and stops it with a signal.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace kvserve::testing {
+
+class ServerProcess {
+ public:
+  explicit ServerProcess(std::vector<std::string> extra_args) {
+    std::vector<std::string> args = {KVSERVE_BINARY,   "--host",    "127.0.0.1",      "--port", "0",
+                                     "--metrics-host", "127.0.0.1", "--metrics-port", "0"};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    int out[2];
+    if (pipe(out) != 0) throw std::runtime_error("pipe failed");
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], STDOUT_FILENO);
+      dup2(out[1], STDERR_FILENO);
+      close(out[0]);
+      close(out[1]);
+      std::vector<char*> argv;
+      for (auto& a : args)
+        argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    reader_ = std::thread([this, fd = out[0]] { read_output(fd); });
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, std::chrono::seconds(30), [&] { return port_ != 0 || exited_; }) || port_ == 0)
+      throw std::runtime_error("kvserve did not start; output:\n" + output_);
+  }
+
+  ~ServerProcess() {
+    if (!waited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (reader_.joinable()) reader_.join();
+  }
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  int metrics_port() const { return metrics_port_; }
+
+  void signal(int sig) { kill(pid_, sig); }
+  // Exit status, or -1 if it has not exited within `timeout` (then it is killed).
+  int wait_exit(std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        waited_ = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -1;
+  }
+  std::string output() {
+    std::lock_guard lock(mu_);
+    return output_;
+  }
+
+ private:
+  void read_output(int fd) {
+    char buf[4096];
+    ssize_t n;
+    static const std::regex serving(R"(serving kvserve\.v1\.Generation on 127\.0\.0\.1:(\d+))");
+    static const std::regex metrics(R"(metrics on http://127\.0\.0\.1:(\d+)/metrics)");
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+      std::lock_guard lock(mu_);
+      output_.append(buf, static_cast<size_t>(n));
+      std::smatch m;
+      if (metrics_port_ == 0 && std::regex_search(output_, m, metrics)) metrics_port_ = std::stoi(m[1]);
+      if (port_ == 0 && std::regex_search(output_, m, serving)) port_ = std::stoi(m[1]);
+      cv_.notify_all();
+    }
+    close(fd);
+    std::lock_guard lock(mu_);
+    exited_ = true;
+    cv_.notify_all();
+  }
+
+  pid_t pid_ = -1;
+  bool waited_ = false;
+  std::thread reader_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string output_;
+  int port_ = 0;
+  int metrics_port_ = 0;
+  bool exited_ = false;
+};
+
+}  // namespace kvserve::testing
