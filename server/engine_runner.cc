@@ -123,7 +123,8 @@ void EngineRunner::loop() {
         live.num_output_tokens = out.num_output_tokens;
         live.num_cached_prompt_tokens = out.num_cached_prompt_tokens;
         if (out.finish != FinishReason::kNone) {
-          end_request(out.id, live, std::move(out));
+          const RequestId id = out.id;  // not out.id: `out` is moved into the call
+          end_request(id, live, std::move(out));
         } else {
           live.channel->on_output(std::move(out));
         }

@@ -90,6 +90,7 @@ class EngineRunner {
 
   void loop();
   void admit(std::vector<Pending>& pending);
+  // Sends the final output and forgets the request.
   void end_request(const RequestId& id, Live& live, StepOutput final_output);
   void publish_status();
 

@@ -1,0 +1,134 @@
+// EngineRunner on the checksum model: every request's channel hears each token once and exactly
+// one final output, aborts free blocks, the queue limit and draining refuse with the right codes,
+// and stop() ends what is left.
+#include "server/engine_runner.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/checksum_backend.h"
+
+namespace kvserve {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int kVocab = 500;
+
+class RecordingChannel : public OutputChannel {
+ public:
+  void on_output(StepOutput output) override {
+    std::lock_guard lock(mu_);
+    if (output.token >= 0) tokens_.push_back(output.token);
+    if (output.finish != FinishReason::kNone) finals_.push_back(output.finish);
+  }
+  std::vector<TokenId> tokens() {
+    std::lock_guard lock(mu_);
+    return tokens_;
+  }
+  std::vector<FinishReason> finals() {
+    std::lock_guard lock(mu_);
+    return finals_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<TokenId> tokens_;
+  std::vector<FinishReason> finals_;
+};
+
+std::unique_ptr<EngineRunner> make_runner(int max_waiting, std::chrono::milliseconds delay = 0ms) {
+  EngineConfig cfg;
+  cfg.scheduler.block_size = 4;
+  cfg.scheduler.num_blocks = 64;
+  cfg.scheduler.max_num_seqs = 2;
+  cfg.scheduler.max_waiting = 0;
+  auto engine = std::make_unique<Engine>(cfg, std::make_unique<ChecksumBackend>(64, 4, kVocab));
+  return std::make_unique<EngineRunner>(std::move(engine),
+                                        EngineRunnerOptions{.max_waiting = max_waiting, .step_delay = delay});
+}
+
+Request request(const std::string& id, int max_tokens) {
+  Request r;
+  r.id = id;
+  r.prompt = {5, 6, 7};
+  r.stop.max_tokens = max_tokens;
+  r.stop.ignore_eos = true;
+  return r;
+}
+
+std::vector<TokenId> reference(std::vector<TokenId> context, int n) {
+  std::vector<TokenId> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(ChecksumBackend::reference_next_token(context, kVocab));
+    context.push_back(out.back());
+  }
+  return out;
+}
+
+TEST(EngineRunner, EveryRequestGetsItsTokensAndExactlyOneFinalOutput) {
+  auto runner = make_runner(0);
+  std::vector<std::shared_ptr<RecordingChannel>> channels;
+  for (int i = 0; i < 8; ++i) {
+    channels.push_back(std::make_shared<RecordingChannel>());
+    ASSERT_TRUE(runner->submit(request("same-client-id", 5 + i), channels.back(), nullptr).ok());
+  }
+  ASSERT_TRUE(runner->wait_idle(10s));
+  runner->stop();  // must not end anything a second time
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(channels[i]->tokens(), reference({5, 6, 7}, 5 + i)) << i;
+    EXPECT_EQ(channels[i]->finals(), std::vector<FinishReason>{FinishReason::kLength}) << i;
+  }
+  const EngineStatus s = runner->status();
+  EXPECT_EQ(s.requests_served, 8u);
+  EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
+}
+
+TEST(EngineRunner, AbortEndsTheRequestAndFreesItsBlocks) {
+  auto runner = make_runner(0, 2ms);
+  auto channel = std::make_shared<RecordingChannel>();
+  RequestId id;
+  ASSERT_TRUE(runner->submit(request("long", 200), channel, &id).ok());
+  while (channel->tokens().size() < 3)
+    std::this_thread::sleep_for(1ms);
+  runner->abort(id);
+  ASSERT_TRUE(runner->wait_idle(5s));
+  EXPECT_EQ(channel->finals(), std::vector<FinishReason>{FinishReason::kAborted});
+  const EngineStatus s = runner->status();
+  EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
+  EXPECT_EQ(s.num_running, 0);
+  runner->abort(id);  // finished ids are ignored
+}
+
+TEST(EngineRunner, QueueLimitDrainAndValidationRefuseWithTheRightCodes) {
+  auto runner = make_runner(/*max_waiting=*/2, 5ms);
+  std::vector<std::shared_ptr<RecordingChannel>> channels;
+  int exhausted = 0;
+  for (int i = 0; i < 8; ++i) {
+    channels.push_back(std::make_shared<RecordingChannel>());
+    const Status s = runner->submit(request("q" + std::to_string(i), 50), channels.back(), nullptr);
+    if (s.code() == StatusCode::kResourceExhausted) ++exhausted;
+  }
+  EXPECT_GT(exhausted, 0);
+  Request bad = request("bad", 5);
+  bad.prompt = {kVocab};
+  EXPECT_EQ(runner->submit(bad, std::make_shared<RecordingChannel>(), nullptr).code(),
+            StatusCode::kInvalidArgument);
+  runner->start_draining();
+  EXPECT_EQ(runner->submit(request("late", 5), std::make_shared<RecordingChannel>(), nullptr).code(),
+            StatusCode::kUnavailable);
+  EXPECT_TRUE(runner->status().draining);
+  runner->stop();  // aborts what is left
+  for (auto& c : channels)
+    EXPECT_LE(c->finals().size(), 1u);
+  const EngineStatus s = runner->status();
+  EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
+}
+
+}  // namespace
+}  // namespace kvserve
