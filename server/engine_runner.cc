@@ -216,6 +216,7 @@ void EngineRunner::publish_status() {
   status_.kv_blocks_free = stats.num_free_blocks;
   status_.kv_blocks_cached = stats.num_free_cached_blocks;
   status_.requests_served = served_;
+  status_.preemptions = stats.num_preemptions;
   if (options_.metrics)
     options_.metrics->set_scheduler_state({.running = stats.num_running,
                                            .waiting = stats.num_waiting,

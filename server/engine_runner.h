@@ -44,6 +44,7 @@ struct EngineStatus {
   int kv_blocks_free = 0;
   int kv_blocks_cached = 0;
   uint64_t requests_served = 0;
+  uint64_t preemptions = 0;
   bool draining = false;
 };
 

@@ -370,6 +370,7 @@ grpc::ServerUnaryReactor* GenerationService::GetServerStatus(grpc::CallbackServe
   response->set_kv_blocks_cached(static_cast<uint32_t>(s.kv_blocks_cached));
   response->set_requests_served(s.requests_served);
   response->set_draining(s.draining);
+  response->set_preemptions(s.preemptions);
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

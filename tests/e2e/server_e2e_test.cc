@@ -258,6 +258,27 @@ TEST_F(ServerE2E, FullQueueGetsResourceExhausted) {
   EXPECT_TRUE(wait_all_blocks_free(*client));
 }
 
+TEST_F(ServerE2E, ExhaustedKvPoolPreemptsAndRecomputesWithoutChangingOutputs) {
+  // 12 blocks of 16 tokens for 16 requests of ~50 tokens each: most must wait or be preempted.
+  ServerProcess server({"--model", kModel, "--num-kv-blocks", "12", "--block-size", "16"});
+  auto client = stub(server);
+  const int n = 16;
+  std::vector<Collected> results(n);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i)
+    threads.emplace_back(
+        [&, i] { results[i] = generate(*client, text_request("Squeeze " + std::to_string(i), 40)); });
+  for (auto& t : threads)
+    t.join();
+  for (int i = 0; i < n; ++i) {
+    ASSERT_TRUE(results[i].status.ok()) << results[i].status.error_message();
+    const GenerationResult want = offline("Squeeze " + std::to_string(i), 40);
+    EXPECT_EQ(std::vector<TokenId>(results[i].tokens.begin(), results[i].tokens.end()), want.output) << i;
+  }
+  EXPECT_GT(status(*client).preemptions(), 0u) << "the pool was meant to run out";
+  EXPECT_TRUE(wait_all_blocks_free(*client));
+}
+
 grpc::health::v1::HealthCheckResponse::ServingStatus health(const std::string& address) {
   auto health_stub =
       grpc::health::v1::Health::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));

@@ -43,8 +43,14 @@ class ServerProcess {
     close(out[1]);
     reader_ = std::thread([this, fd = out[0]] { read_output(fd); });
     std::unique_lock lock(mu_);
-    if (!cv_.wait_for(lock, std::chrono::seconds(30), [&] { return port_ != 0 || exited_; }) || port_ == 0)
-      throw std::runtime_error("kvserve did not start; output:\n" + output_);
+    if (!cv_.wait_for(lock, std::chrono::seconds(30), [&] { return port_ != 0 || exited_; }) || port_ == 0) {
+      const std::string output = output_;
+      lock.unlock();
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      reader_.join();
+      throw std::runtime_error("kvserve did not start; output:\n" + output);
+    }
   }
 
   ~ServerProcess() {
@@ -56,6 +62,7 @@ class ServerProcess {
   }
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  pid_t pid() const { return pid_; }
   int metrics_port() const { return metrics_port_; }
 
   void signal(int sig) { kill(pid_, sig); }
