@@ -96,10 +96,14 @@ void EngineRunner::loop() {
       wake_.wait(lock,
                  [&] { return stop_ || !inbox_.empty() || !aborts_.empty() || engine_->has_unfinished(); });
       if (stop_) break;
+      // They leave the inbox and are about to join the scheduler's queue: count them as waiting
+      // until the next publish_status(), so that submit() never sees them in neither place.
+      status_.num_waiting += static_cast<int>(inbox_.size());
       pending.swap(inbox_);
       aborts.swap(aborts_);
     }
     admit(pending);
+    publish_status();
     for (const RequestId& id : aborts) {
       auto it = live_.find(id);
       if (it == live_.end()) continue;  // already finished

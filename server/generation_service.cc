@@ -13,6 +13,9 @@
 namespace kvserve {
 namespace {
 
+// The id is echoed on every message and logged: a long one would multiply what the server sends.
+constexpr size_t kMaxRequestIdBytes = 256;
+
 const char* code_name(StatusCode code) {
   switch (code) {
     case StatusCode::kOk:
@@ -77,7 +80,11 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     if (!ok || stream_->cancelled) {
       finish_locked(lock, grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
     } else if (stream_->last_written) {
-      finish_locked(lock, grpc::Status::OK);
+      finish_locked(lock,
+                    stream_->aborted_by_server
+                        ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                       "the server shut down before this request finished; retry elsewhere")
+                        : grpc::Status::OK);
     } else if (!stream_->pending.empty()) {
       stream_->start_write_locked(lock);
     }
@@ -136,6 +143,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
           usage->set_completion_tokens(static_cast<uint32_t>(out.num_output_tokens));
           usage->set_cached_prompt_tokens(static_cast<uint32_t>(out.num_cached_prompt_tokens));
           last_written = true;
+          aborted_by_server = out.finish == FinishReason::kAborted;
         }
       }
       response.set_text(std::move(text));
@@ -154,6 +162,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     v1::GenerateResponse response;  // the message being written
     bool writing = false;
     bool last_written = false;  // the final message is out (or going out)
+    // The engine ended the request (shutdown) rather than the client: the call then ends
+    // UNAVAILABLE, which clients and balancers retry, not OK, which they take as complete.
+    bool aborted_by_server = false;
     bool cancelled = false;
     bool finish_called = false;
   };
@@ -198,12 +209,35 @@ grpc::Status GenerationService::reject(const Status& status) const {
   return to_grpc_status(status);
 }
 
+grpc::Status GenerationService::check_auth(const grpc::CallbackServerContext& context) const {
+  if (options_.auth_token.empty()) return grpc::Status::OK;
+  const std::string expected = "Bearer " + options_.auth_token;
+  const auto& metadata = context.client_metadata();
+  const auto it = metadata.find("authorization");
+  bool match = false;
+  if (it != metadata.end() && it->second.size() == expected.size()) {
+    // Constant time: how long the comparison takes says nothing about how much of a guess was right.
+    unsigned char diff = 0;
+    const char* got = it->second.data();
+    for (size_t i = 0; i < expected.size(); ++i)
+      diff |= static_cast<unsigned char>(got[i] ^ expected[i]);
+    match = diff == 0;
+  }
+  if (match) return grpc::Status::OK;
+  if (options_.metrics) options_.metrics->request_rejected("UNAUTHENTICATED");
+  return {grpc::StatusCode::UNAUTHENTICATED,
+          "missing or wrong bearer token: send the metadata 'authorization: Bearer <token>'"};
+}
+
 Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Request* out) const {
   const size_t bytes = in.ByteSizeLong();
   if (bytes > options_.max_request_bytes)
     return Status::InvalidArgument("the request is " + std::to_string(bytes) +
                                    " bytes, over this server's limit of " +
                                    std::to_string(options_.max_request_bytes) + " (--max-request-bytes)");
+  if (in.request_id().size() > kMaxRequestIdBytes)
+    return Status::InvalidArgument("request_id is " + std::to_string(in.request_id().size()) +
+                                   " bytes, at most " + std::to_string(kMaxRequestIdBytes) + " allowed");
   out->id = in.request_id();
   switch (in.input_case()) {
     case v1::GenerateRequest::kText:
@@ -282,10 +316,14 @@ int GenerationService::model_max_len() const {
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
-    grpc::CallbackServerContext*, const v1::GenerateRequest* request) {
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   std::string client_id = request->request_id();
   if (client_id.empty()) client_id = "req-" + std::to_string(next_request_number_++);
   auto* reactor = new GenerateReactor(runner_, client_id);
+  if (grpc::Status auth = check_auth(*context); !auth.ok()) {
+    reactor->reject(auth);
+    return reactor;
+  }
   Request engine_request;
   if (Status s = to_engine_request(*request, &engine_request); !s.ok()) {
     reactor->reject(reject(s));
@@ -300,8 +338,18 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
                                                       const v1::TokenizeRequest* request,
                                                       v1::TokenizeResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (grpc::Status auth = check_auth(*context); !auth.ok()) {
+    reactor->Finish(auth);
+    return reactor;
+  }
   if (!tokenizer_) {
     reactor->Finish(reject(Status::InvalidArgument("this model has no tokenizer")));
+    return reactor;
+  }
+  if (request->ByteSizeLong() > options_.max_request_bytes) {
+    reactor->Finish(reject(Status::InvalidArgument("the request is over this server's limit of " +
+                                                   std::to_string(options_.max_request_bytes) +
+                                                   " bytes (--max-request-bytes)")));
     return reactor;
   }
   for (TokenId id : tokenizer_->encode(request->text(), request->add_bos()))
@@ -314,8 +362,18 @@ grpc::ServerUnaryReactor* GenerationService::Detokenize(grpc::CallbackServerCont
                                                         const v1::DetokenizeRequest* request,
                                                         v1::DetokenizeResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (grpc::Status auth = check_auth(*context); !auth.ok()) {
+    reactor->Finish(auth);
+    return reactor;
+  }
   if (!tokenizer_) {
     reactor->Finish(reject(Status::InvalidArgument("this model has no tokenizer")));
+    return reactor;
+  }
+  if (request->ByteSizeLong() > options_.max_request_bytes) {
+    reactor->Finish(reject(Status::InvalidArgument("the request is over this server's limit of " +
+                                                   std::to_string(options_.max_request_bytes) +
+                                                   " bytes (--max-request-bytes)")));
     return reactor;
   }
   std::vector<TokenId> ids;
@@ -337,6 +395,11 @@ grpc::ServerUnaryReactor* GenerationService::Detokenize(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* context,
                                                           const v1::GetModelInfoRequest*,
                                                           v1::ModelInfo* info) {
+  if (grpc::Status auth = check_auth(*context); !auth.ok()) {
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(auth);
+    return reactor;
+  }
   const SchedulerConfig& sc = runner_.engine().scheduler().config();
   info->set_model(options_.model_name);
   info->set_architecture(model_.architecture);
@@ -362,6 +425,11 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* GenerationService::GetServerStatus(grpc::CallbackServerContext* context,
                                                              const v1::GetServerStatusRequest*,
                                                              v1::ServerStatus* response) {
+  if (grpc::Status auth = check_auth(*context); !auth.ok()) {
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(auth);
+    return reactor;
+  }
   const EngineStatus s = runner_.status();
   response->set_num_running(static_cast<uint32_t>(s.num_running));
   response->set_num_waiting(static_cast<uint32_t>(s.num_waiting));

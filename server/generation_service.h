@@ -19,12 +19,15 @@ class Metrics;
 
 struct ServiceOptions {
   int default_max_tokens = 256;        // used when a request leaves max_tokens at 0
-  size_t max_request_bytes = 4 << 20;  // larger requests get INVALID_ARGUMENT
+  size_t max_request_bytes = 1 << 20;  // larger requests get INVALID_ARGUMENT
   int max_stop_strings = 16;           // per request
   size_t max_stop_string_bytes = 256;  // per stop string
   std::string model_name;              // what GetModelInfo reports as `model`
   std::string device;                  // e.g. "2 CPU threads"
   Metrics* metrics = nullptr;          // optional: counts rejections
+  // When set, every call must carry metadata "authorization: Bearer <token>" (UNAUTHENTICATED
+  // otherwise). The health and reflection services stay open.
+  std::string auth_token;
 };
 
 class GenerationService final : public v1::Generation::CallbackService {
@@ -53,6 +56,8 @@ class GenerationService final : public v1::Generation::CallbackService {
 
  private:
   grpc::Status reject(const Status& status) const;
+  // OK, or UNAUTHENTICATED when a token is configured and the call does not carry it.
+  grpc::Status check_auth(const grpc::CallbackServerContext& context) const;
   int model_max_len() const;
 
   EngineRunner& runner_;

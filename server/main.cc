@@ -11,7 +11,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <thread>
@@ -44,13 +47,52 @@ struct Flags {
   int max_model_len = 0;  // 0 = the model's
   int max_queue = 1024;
   int default_max_tokens = 256;
-  size_t max_request_bytes = 4 << 20;
+  size_t max_request_bytes = 1 << 20;
   int max_stop_strings = 16;
   double drain_timeout_s = 30;
   int threads = 0;
   std::string log_level = "info";
   int debug_step_delay_ms = 0;
+  std::string tls_cert, tls_key, tls_client_ca;
+  std::string auth_token_file;
 };
+
+std::string read_file(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(std::string("cannot read ") + what + " " + path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Plain TCP, TLS, or mutual TLS (clients must present a certificate signed by --tls-client-ca).
+std::shared_ptr<grpc::ServerCredentials> server_credentials(const Flags& f) {
+  if (f.tls_cert.empty() != f.tls_key.empty())
+    throw std::runtime_error("--tls-cert and --tls-key go together");
+  if (f.tls_cert.empty()) {
+    if (!f.tls_client_ca.empty()) throw std::runtime_error("--tls-client-ca needs --tls-cert and --tls-key");
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions options(f.tls_client_ca.empty()
+                                                ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                                : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  options.pem_key_cert_pairs.push_back(
+      {read_file(f.tls_key, "TLS key"), read_file(f.tls_cert, "TLS certificate")});
+  if (!f.tls_client_ca.empty()) options.pem_root_certs = read_file(f.tls_client_ca, "client CA");
+  return grpc::SslServerCredentials(options);
+}
+
+// The bearer token: from --auth-token-file (first line), else $KVSERVE_AUTH_TOKEN; empty = no auth.
+// Never a flag value, which any local user could read from the process list.
+std::string auth_token(const Flags& f) {
+  std::string token;
+  if (!f.auth_token_file.empty()) {
+    token = read_file(f.auth_token_file, "token file");
+    token = token.substr(0, token.find_first_of("\r\n"));
+    if (token.empty()) throw std::runtime_error("the token file " + f.auth_token_file + " is empty");
+  } else if (const char* env = std::getenv("KVSERVE_AUTH_TOKEN")) {
+    token = env;
+  }
+  return token;
+}
 
 std::unique_ptr<kvserve::Model> load(const std::string& spec,
                                      std::shared_ptr<const kvserve::Tokenizer>* tokenizer) {
@@ -130,6 +172,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", f.threads, "CPU backend threads (0 = all cores)")->capture_default_str();
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--tls-cert", f.tls_cert, "PEM server certificate (chain); enables TLS")->group("Security");
+  app.add_option("--tls-key", f.tls_key, "PEM private key of --tls-cert")->group("Security");
+  app.add_option("--tls-client-ca", f.tls_client_ca,
+                 "PEM CA: require client certificates it signed (mutual TLS)")
+      ->group("Security");
+  app.add_option(
+         "--auth-token-file", f.auth_token_file,
+         "file whose first line is the bearer token every RPC must carry (or set KVSERVE_AUTH_TOKEN); "
+         "health and reflection stay open")
+      ->group("Security");
   app.add_option("--debug-step-delay-ms", f.debug_step_delay_ms,
                  "testing only: sleep this long after every engine step (slows a tiny model down)")
       ->check(CLI::NonNegativeNumber)
@@ -172,6 +224,16 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  std::string token;
+  try {
+    credentials = server_credentials(f);
+    token = auth_token(f);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvserve: %s\n", e.what());
+    return 2;
+  }
+
   const int threads = f.threads > 0 ? f.threads : static_cast<int>(std::thread::hardware_concurrency());
   spdlog::info(
       "model {}: {} ({} layers, hidden {}, {} heads / {} kv heads, head_dim {}, vocab {}, weights {})",
@@ -187,6 +249,10 @@ int main(int argc, char** argv) {
       config.scheduler.max_model_len, f.max_num_seqs, f.max_num_batched_tokens, f.max_queue,
       f.default_max_tokens);
 
+  spdlog::info("transport {}; bearer token {}",
+               f.tls_cert.empty() ? "plaintext" : (f.tls_client_ca.empty() ? "TLS" : "mutual TLS"),
+               token.empty() ? "off" : "required");
+
   kvserve::Metrics metrics;
   auto engine = std::make_unique<kvserve::Engine>(
       config,
@@ -201,19 +267,22 @@ int main(int argc, char** argv) {
                                       .max_stop_strings = f.max_stop_strings,
                                       .model_name = f.model,
                                       .device = "CPU, " + std::to_string(threads) + " threads",
-                                      .metrics = &metrics});
+                                      .metrics = &metrics,
+                                      .auth_token = token});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(f.host + ":" + std::to_string(f.port), grpc::InsecureServerCredentials(),
-                           &bound_port);
+  builder.AddListeningPort(f.host + ":" + std::to_string(f.port), credentials, &bound_port);
   builder.RegisterService(&service);
   // gRPC's own limit sits well above ours, so that an oversize request reaches the service and gets
   // INVALID_ARGUMENT naming the limit rather than a transport error.
   builder.SetMaxReceiveMessageSize(
-      static_cast<int>(std::min<size_t>(f.max_request_bytes * 4 + (1 << 20), 1u << 30)));
+      static_cast<int>(std::min<size_t>(f.max_request_bytes + (1 << 20), 1u << 30)));
+  // Probe idle connections so that a peer that vanished without a reset does not hold its stream.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
     std::fprintf(stderr, "kvserve: cannot listen on %s:%d (address in use or not available here)\n",
@@ -254,7 +323,11 @@ int main(int argc, char** argv) {
   }
   if (!idle) spdlog::warn("aborting the requests still running ({})", runner.status().num_running);
   runner.stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Streams still sending their last messages get what is left of the drain budget, at least 2 s.
+  const auto left = std::max<std::chrono::steady_clock::duration>(deadline - std::chrono::steady_clock::now(),
+                                                                  std::chrono::seconds(2));
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::duration_cast<std::chrono::system_clock::duration>(left));
   http.stop();
   spdlog::info("stopped after serving {} requests", runner.status().requests_served);
   return 0;

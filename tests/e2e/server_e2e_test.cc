@@ -220,6 +220,7 @@ TEST_F(ServerE2E, BadInputGetsInvalidArgumentNamingTheField) {
   add("stop token outside the vocab", "stop_token_ids",
       [](auto& r) { r.mutable_stop()->add_stop_token_ids(99999); });
   add("oversize request", "max-request-bytes", [](auto& r) { r.set_text(std::string(3000, 'a')); });
+  add("request id too long", "request_id", [](auto& r) { r.set_request_id(std::string(300, 'x')); });
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     const Collected got = generate(*client, c.request);
@@ -313,6 +314,21 @@ TEST_F(ServerE2E, SigtermDrainsFinishesRunningRequestsAndExitsZero) {
   EXPECT_TRUE(running.status.ok()) << running.status.error_message();
   EXPECT_EQ(running.finish, v1::FINISH_REASON_LENGTH);
   EXPECT_EQ(running.tokens.size(), 60u);
+  EXPECT_EQ(server.wait_exit(10s), 0) << server.output();
+}
+
+TEST_F(ServerE2E, RequestsCutByTheDrainTimeoutEndAbortedWithUnavailable) {
+  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "10", "--drain-timeout", "0.2"});
+  auto client = stub(server);
+  Collected cut;
+  std::thread in_flight([&] { cut = generate(*client, text_request("Once upon a time", 500)); });
+  while (status(*client).num_running() == 0)
+    std::this_thread::sleep_for(5ms);
+  server.signal(SIGTERM);
+  in_flight.join();
+  EXPECT_EQ(cut.finish, v1::FINISH_REASON_ABORTED);
+  EXPECT_EQ(cut.status.error_code(), grpc::StatusCode::UNAVAILABLE) << "clients must know to retry";
+  EXPECT_LT(cut.tokens.size(), 500u);
   EXPECT_EQ(server.wait_exit(10s), 0) << server.output();
 }
 
