@@ -204,11 +204,7 @@ void EngineRunner::end_request(const RequestId& id, Live& live, StepOutput final
   live.channel->on_output(std::move(final_output));
   live_.erase(id);
   ++served_;
-  {
-    std::lock_guard lock(mu_);
-    --in_flight_;
-  }
-  idle_cv_.notify_all();
+  ++ended_since_publish_;  // leaves in_flight_ in publish_status(), once the status shows its blocks free
 }
 
 void EngineRunner::publish_status() {
@@ -220,13 +216,17 @@ void EngineRunner::publish_status() {
   status_.kv_blocks_free = stats.num_free_blocks;
   status_.kv_blocks_cached = stats.num_free_cached_blocks;
   status_.requests_served = served_;
+  in_flight_ -= ended_since_publish_;
+  if (ended_since_publish_ > 0) idle_cv_.notify_all();
+  ended_since_publish_ = 0;
   status_.preemptions = stats.num_preemptions;
   if (options_.metrics)
     options_.metrics->set_scheduler_state({.running = stats.num_running,
                                            .waiting = stats.num_waiting,
                                            .kv_blocks_total = stats.num_total_blocks,
                                            .kv_blocks_free = stats.num_free_blocks,
-                                           .kv_blocks_cached = stats.num_cached_blocks});
+                                           .kv_blocks_cached = stats.num_cached_blocks,
+                                           .preemptions = stats.num_preemptions});
 }
 
 }  // namespace kvserve

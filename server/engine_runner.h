@@ -112,6 +112,7 @@ class EngineRunner {
   // Engine-thread state.
   std::unordered_map<RequestId, Live> live_;
   uint64_t served_ = 0;
+  int ended_since_publish_ = 0;
 
   std::thread thread_;
 };

@@ -253,6 +253,7 @@ void Metrics::set_scheduler_state(const SchedulerState& s) {
   clean.kv_blocks_total = std::max(s.kv_blocks_total, 0);
   clean.kv_blocks_free = std::clamp(s.kv_blocks_free, 0, clean.kv_blocks_total);
   clean.kv_blocks_cached = std::clamp(s.kv_blocks_cached, 0, clean.kv_blocks_total);
+  clean.preemptions = s.preemptions;
   std::lock_guard lock(mu_);
   state_.scheduler = clean;
 }
@@ -303,6 +304,9 @@ std::string Metrics::render() const {
   histogram("kvserve_request_generation_tokens", "Generated tokens per finished request.",
             s.request_generation_tokens);
   append_counter(out, "kvserve_engine_steps_total", "Engine steps run.", s.engine_steps);
+  append_counter(out, "kvserve_preemptions_total",
+                 "Running requests preempted for lack of KV blocks (freed, recomputed later).",
+                 q.preemptions);
   histogram("kvserve_engine_step_seconds", "Host and device time of one engine step.", s.engine_step);
   return out;
 }

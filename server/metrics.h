@@ -39,7 +39,8 @@ struct SchedulerState {
   int waiting = 0;
   int kv_blocks_total = 0;  // the pool's size, exported as kvserve_kv_blocks_capacity
   int kv_blocks_free = 0;
-  int kv_blocks_cached = 0;  // blocks holding a prefix-cache entry, in use or free
+  int kv_blocks_cached = 0;       // blocks holding a prefix-cache entry, in use or free
+  std::uint64_t preemptions = 0;  // running sequences preempted since start (cumulative)
 };
 
 class Metrics {

@@ -209,7 +209,8 @@ TEST(Metrics, FreshRegistryExportsEveryFamilyAtZero) {
   EXPECT_TRUE(e.errors.empty()) << ::testing::PrintToString(e.errors);
   const std::set<std::string> counters = {
       "kvserve_requests_total",          "kvserve_requests_rejected_total",    "kvserve_prompt_tokens_total",
-      "kvserve_generation_tokens_total", "kvserve_cached_prompt_tokens_total", "kvserve_engine_steps_total"};
+      "kvserve_generation_tokens_total", "kvserve_cached_prompt_tokens_total", "kvserve_engine_steps_total",
+      "kvserve_preemptions_total"};
   const std::set<std::string> gauges = {"kvserve_prefix_cache_hit_ratio", "kvserve_requests_running",
                                         "kvserve_requests_waiting",       "kvserve_kv_blocks_capacity",
                                         "kvserve_kv_blocks_free",         "kvserve_kv_blocks_cached",
