@@ -229,6 +229,17 @@ grpc::Status GenerationService::check_auth(const grpc::CallbackServerContext& co
           "missing or wrong bearer token: send the metadata 'authorization: Bearer <token>'"};
 }
 
+grpc::Status GenerationService::check_tokenizer_call(const grpc::CallbackServerContext& context,
+                                                     size_t request_bytes) const {
+  if (grpc::Status auth = check_auth(context); !auth.ok()) return auth;
+  if (!tokenizer_) return reject(Status::InvalidArgument("this model has no tokenizer"));
+  if (request_bytes > options_.max_request_bytes)
+    return reject(Status::InvalidArgument(
+        "the request is " + std::to_string(request_bytes) + " bytes, over this server's limit of " +
+        std::to_string(options_.max_request_bytes) + " (--max-request-bytes)"));
+  return grpc::Status::OK;
+}
+
 Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Request* out) const {
   const size_t bytes = in.ByteSizeLong();
   if (bytes > options_.max_request_bytes)
@@ -338,18 +349,8 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
                                                       const v1::TokenizeRequest* request,
                                                       v1::TokenizeResponse* response) {
   auto* reactor = context->DefaultReactor();
-  if (grpc::Status auth = check_auth(*context); !auth.ok()) {
-    reactor->Finish(auth);
-    return reactor;
-  }
-  if (!tokenizer_) {
-    reactor->Finish(reject(Status::InvalidArgument("this model has no tokenizer")));
-    return reactor;
-  }
-  if (request->ByteSizeLong() > options_.max_request_bytes) {
-    reactor->Finish(reject(Status::InvalidArgument("the request is over this server's limit of " +
-                                                   std::to_string(options_.max_request_bytes) +
-                                                   " bytes (--max-request-bytes)")));
+  if (grpc::Status s = check_tokenizer_call(*context, request->ByteSizeLong()); !s.ok()) {
+    reactor->Finish(s);
     return reactor;
   }
   for (TokenId id : tokenizer_->encode(request->text(), request->add_bos()))
@@ -362,18 +363,8 @@ grpc::ServerUnaryReactor* GenerationService::Detokenize(grpc::CallbackServerCont
                                                         const v1::DetokenizeRequest* request,
                                                         v1::DetokenizeResponse* response) {
   auto* reactor = context->DefaultReactor();
-  if (grpc::Status auth = check_auth(*context); !auth.ok()) {
-    reactor->Finish(auth);
-    return reactor;
-  }
-  if (!tokenizer_) {
-    reactor->Finish(reject(Status::InvalidArgument("this model has no tokenizer")));
-    return reactor;
-  }
-  if (request->ByteSizeLong() > options_.max_request_bytes) {
-    reactor->Finish(reject(Status::InvalidArgument("the request is over this server's limit of " +
-                                                   std::to_string(options_.max_request_bytes) +
-                                                   " bytes (--max-request-bytes)")));
+  if (grpc::Status s = check_tokenizer_call(*context, request->ByteSizeLong()); !s.ok()) {
+    reactor->Finish(s);
     return reactor;
   }
   std::vector<TokenId> ids;

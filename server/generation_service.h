@@ -58,6 +58,8 @@ class GenerationService final : public v1::Generation::CallbackService {
   grpc::Status reject(const Status& status) const;
   // OK, or UNAUTHENTICATED when a token is configured and the call does not carry it.
   grpc::Status check_auth(const grpc::CallbackServerContext& context) const;
+  // What Tokenize and Detokenize check before any work: auth, a tokenizer, the size limit.
+  grpc::Status check_tokenizer_call(const grpc::CallbackServerContext& context, size_t request_bytes) const;
   int model_max_len() const;
 
   EngineRunner& runner_;
