@@ -167,7 +167,13 @@ Model load_model(const fs::path& dir) {
     }
   }
 
-  const std::vector<ExpectedTensor> expected = expected_tensors(config, model.weights);
+  // The expected list and the layer vector grow with num_hidden_layers, which a corrupt config.json
+  // can set to 2^31 - 1 (terabytes). Every layer has several tensors, so one more layer than the
+  // files hold tensors is sure to lack one, and the checks below still throw the same first error.
+  ModelConfig listed = config;
+  listed.num_layers =
+      static_cast<int>(std::min<size_t>(static_cast<size_t>(config.num_layers), by_name.size() + 1));
+  const std::vector<ExpectedTensor> expected = expected_tensors(listed, model.weights);
   std::unordered_set<std::string_view> expected_names;
   for (const ExpectedTensor& want : expected) {
     expected_names.insert(want.name);

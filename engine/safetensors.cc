@@ -184,6 +184,16 @@ SafetensorsTensor parse_tensor(const std::filesystem::path& path, const std::str
                    (expected_bytes ? std::to_string(*expected_bytes) : std::string("more than 2^64")) +
                    "; the file is corrupt");
   }
+  // numel() multiplies the dimensions in int64. With a zero dimension after huge ones the byte
+  // count above comes out 0 and passes, but the running product overflows on the way.
+  int64_t count = 1;
+  for (const int64_t d : tensor.shape) {
+    if (d != 0 && count > std::numeric_limits<int64_t>::max() / d) {
+      fail(path, "tensor '" + name + "' has shape " + shape_string(tensor.shape) +
+                     ", whose element count overflows 64 bits; the file is corrupt");
+    }
+    count *= d;
+  }
   tensor.bytes = std::span<const std::byte>(data_region.data() + begin, static_cast<size_t>(end - begin));
   return tensor;
 }

@@ -1,0 +1,377 @@
+// Writes the seed corpora of the fuzz targets: small valid inputs of every kind each target
+// understands, plus a few near-misses, so that fuzzing starts from the interesting parts of each
+// format instead of rediscovering them. Deterministic; run by hand when a format changes:
+//
+//   build/fuzz/tests/fuzz/fuzz_make_seeds tests/fuzz/corpus
+//
+// Files are written independently of the readers under test (safetensors and protobuf bytes by
+// hand), so a seed cannot inherit a reader's bug.
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "kvserve/v1/kvserve.pb.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path g_root;
+
+void write_seed(const std::string& target, const std::string& name, const std::string& bytes) {
+  const fs::path dir = g_root / target;
+  fs::create_directories(dir);
+  std::ofstream out(dir / name, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) {
+    std::cerr << "cannot write " << (dir / name) << "\n";
+    std::exit(1);
+  }
+}
+
+// ---- fuzz_model_files: [u16 config length][config.json][model.safetensors] ----
+
+struct TensorSpec {
+  std::string name;
+  std::string dtype;  // safetensors spelling
+  std::vector<int64_t> shape;
+};
+
+size_t dtype_size(const std::string& dtype) {
+  if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
+  if (dtype == "F16" || dtype == "BF16" || dtype == "I16" || dtype == "U16") return 2;
+  if (dtype == "I64" || dtype == "U64" || dtype == "F64") return 8;
+  return 1;
+}
+
+// Tensors in the given order, packed back to back; the header padded with spaces to 8 bytes, as
+// the reference writer does. Values are a fixed byte pattern: the loader only converts them.
+std::string safetensors(const std::vector<TensorSpec>& tensors, const std::string& metadata = "") {
+  std::string header = "{";
+  if (!metadata.empty()) header += "\"__metadata__\":" + metadata;
+  uint64_t offset = 0;
+  for (const TensorSpec& t : tensors) {
+    uint64_t bytes = dtype_size(t.dtype);
+    std::string shape;
+    for (int64_t d : t.shape) {
+      bytes *= static_cast<uint64_t>(d);
+      shape += (shape.empty() ? "" : ",") + std::to_string(d);
+    }
+    if (header.size() > 1) header += ",";
+    header += "\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":[" + shape +
+              "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + bytes) + "]}";
+    offset += bytes;
+  }
+  header += "}";
+  while (header.size() % 8)
+    header += ' ';
+  std::string out;
+  for (int i = 0; i < 8; ++i)
+    out += static_cast<char>((header.size() >> (8 * i)) & 0xFF);
+  out += header;
+  for (uint64_t i = 0; i < offset; ++i)
+    out += static_cast<char>((i * 37 + 11) % 61);  // small finite values in every float format
+  return out;
+}
+
+std::string model_input(const std::string& config, const std::string& weights) {
+  std::string out;
+  out += static_cast<char>(config.size() & 0xFF);
+  out += static_cast<char>(config.size() >> 8);
+  return out + config + weights;
+}
+
+struct Shape {
+  int vocab = 16, hidden = 8, inter = 16, layers = 1, heads = 2, kv_heads = 2, head_dim = 4;
+  bool tied = true, bias = false;
+  std::string dtype = "F16";
+};
+
+std::vector<TensorSpec> model_tensors(const Shape& s) {
+  const int64_t q = int64_t{s.heads} * s.head_dim, kv = int64_t{s.kv_heads} * s.head_dim;
+  std::vector<TensorSpec> t;
+  t.push_back({"model.embed_tokens.weight", s.dtype, {s.vocab, s.hidden}});
+  for (int i = 0; i < s.layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    t.push_back({p + "input_layernorm.weight", s.dtype, {s.hidden}});
+    t.push_back({p + "mlp.down_proj.weight", s.dtype, {s.hidden, s.inter}});
+    t.push_back({p + "mlp.gate_proj.weight", s.dtype, {s.inter, s.hidden}});
+    t.push_back({p + "mlp.up_proj.weight", s.dtype, {s.inter, s.hidden}});
+    t.push_back({p + "post_attention_layernorm.weight", s.dtype, {s.hidden}});
+    t.push_back({p + "self_attn.k_proj.weight", s.dtype, {kv, s.hidden}});
+    t.push_back({p + "self_attn.o_proj.weight", s.dtype, {s.hidden, q}});
+    t.push_back({p + "self_attn.q_proj.weight", s.dtype, {q, s.hidden}});
+    t.push_back({p + "self_attn.v_proj.weight", s.dtype, {kv, s.hidden}});
+    if (s.bias) {
+      t.push_back({p + "self_attn.k_proj.bias", s.dtype, {kv}});
+      t.push_back({p + "self_attn.q_proj.bias", s.dtype, {q}});
+      t.push_back({p + "self_attn.v_proj.bias", s.dtype, {kv}});
+    }
+  }
+  t.push_back({"model.norm.weight", s.dtype, {s.hidden}});
+  if (!s.tied) t.push_back({"lm_head.weight", s.dtype, {s.vocab, s.hidden}});
+  return t;
+}
+
+void model_file_seeds() {
+  const std::string target = "fuzz_model_files";
+  {
+    const Shape s;
+    write_seed(
+        target, "llama_f16_tied",
+        model_input(R"({"architectures":["LlamaForCausalLM"],"vocab_size":16,"hidden_size":8,)"
+                    R"("intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,)"
+                    R"("num_key_value_heads":2,"rms_norm_eps":1e-06,"rope_theta":10000.0,)"
+                    R"("rope_scaling":null,"max_position_embeddings":64,"tie_word_embeddings":true,)"
+                    R"("bos_token_id":1,"eos_token_id":2,"hidden_act":"silu","torch_dtype":"float16"})",
+                    safetensors(model_tensors(s), R"({"format":"pt"})")));
+  }
+  {
+    Shape s;
+    s.kv_heads = 1;
+    s.tied = false;
+    s.bias = true;
+    s.dtype = "BF16";
+    write_seed(target, "qwen2_bf16_gqa_bias",
+               model_input(R"({"architectures":["Qwen2ForCausalLM"],"vocab_size":16,"hidden_size":8,)"
+                           R"("intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,)"
+                           R"("num_key_value_heads":1,"use_sliding_window":false,"eos_token_id":[2,3],)"
+                           R"("dtype":"bfloat16","torch_dtype":"bfloat16"})",
+                           safetensors(model_tensors(s))));
+  }
+  {
+    Shape s;
+    s.layers = 2;
+    s.dtype = "F32";
+    s.head_dim = 6;
+    s.tied = false;
+    std::vector<TensorSpec> t = model_tensors(s);
+    t.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", "F32", {3}});  // ignored by the loader
+    write_seed(target, "mistral_f32_window_rope_parameters",
+               model_input(R"({"architectures":["MistralForCausalLM"],"vocab_size":16,"hidden_size":8,)"
+                           R"("intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,)"
+                           R"("head_dim":6,"sliding_window":32,"max_position_embeddings":128,)"
+                           R"("rope_parameters":{"rope_theta":500000.0,"rope_type":"llama3","factor":8.0,)"
+                           R"("low_freq_factor":1.0,"high_freq_factor":4.0,)"
+                           R"("original_max_position_embeddings":16}})",
+                           safetensors(t)));
+  }
+  {
+    Shape s;
+    s.tied = true;
+    std::vector<TensorSpec> t = model_tensors(s);
+    t.push_back({"lm_head.weight", "F16", {16, 8}});  // a tied copy some exporters keep
+    write_seed(
+        target, "llama3_rope_scaling_tied_copy",
+        model_input(R"({"architectures":["LlamaForCausalLM"],"vocab_size":16,"hidden_size":8,)"
+                    R"("intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,)"
+                    R"("tie_word_embeddings":true,"rope_scaling":{"rope_type":"llama3","factor":8.0,)"
+                    R"("low_freq_factor":1.0,"high_freq_factor":4.0,)"
+                    R"("original_max_position_embeddings":8192},"attention_bias":false,"dtype":"float16"})",
+                    safetensors(t)));
+  }
+  // The reader alone: every dtype family, a zero-size tensor, metadata with a non-string value.
+  write_seed(target, "reader_only_mixed_dtypes",
+             model_input("", safetensors({{"a", "U8", {3, 5}},
+                                          {"b", "I64", {2}},
+                                          {"c", "BF16", {0, 7}},
+                                          {"d", "F8_E4M3", {4}},
+                                          {"e", "F32", {}},
+                                          {"f", "BOOL", {1, 1, 1}}},
+                                         R"({"format":"pt","n":3})")));
+  write_seed(target, "reader_only_empty_header", model_input("{}", std::string("\x02\0\0\0\0\0\0\0{}", 10)));
+}
+
+// ---- fuzz_request_validation: serialized kvserve.v1.GenerateRequest ----
+
+void request_seeds() {
+  const std::string target = "fuzz_request_validation";
+  const auto save = [&](const std::string& name, const kvserve::v1::GenerateRequest& r) {
+    write_seed(target, name, r.SerializeAsString());
+  };
+  {
+    kvserve::v1::GenerateRequest r;
+    r.set_request_id("text-1");
+    r.set_text("Hello world, caf\xC3\xA9");
+    save("valid_text", r);
+  }
+  {
+    kvserve::v1::GenerateRequest r;
+    r.set_request_id("ids-1");
+    for (uint32_t id : {1u, 67u, 114u, 511u})
+      r.mutable_token_ids()->add_ids(id);
+    r.mutable_sampling()->set_temperature(0.7f);
+    r.mutable_sampling()->set_top_k(40);
+    r.mutable_sampling()->set_top_p(0.9f);
+    r.mutable_sampling()->set_min_p(0.05f);
+    r.mutable_sampling()->set_repetition_penalty(1.1f);
+    r.mutable_sampling()->set_presence_penalty(0.5f);
+    r.mutable_sampling()->set_frequency_penalty(-0.5f);
+    r.mutable_sampling()->set_seed(42);
+    r.mutable_stop()->set_max_tokens(16);
+    r.mutable_stop()->set_min_tokens(2);
+    r.mutable_stop()->add_stop("\n\n");
+    r.mutable_stop()->add_stop("END");
+    r.mutable_stop()->add_stop_token_ids(2);
+    r.mutable_stop()->set_ignore_eos(true);
+    r.set_top_logprobs(5);
+    save("valid_ids_all_fields", r);
+  }
+  {
+    kvserve::v1::GenerateRequest r;
+    r.set_text(" no bos");
+    r.set_no_bos(true);
+    r.mutable_stop()->add_stop("");
+    r.mutable_stop()->set_max_tokens(1000);  // fits max_model_len, not the fuzz engine's pool
+    save("valid_no_bos_empty_stop", r);
+  }
+  {
+    kvserve::v1::GenerateRequest r;
+    r.mutable_token_ids()->add_ids(512);
+    save("invalid_id_outside_vocab", r);
+  }
+  {
+    kvserve::v1::GenerateRequest r;
+    r.set_text("x");
+    r.mutable_sampling()->set_temperature(std::numeric_limits<float>::quiet_NaN());
+    save("invalid_nan_temperature", r);
+  }
+  {
+    kvserve::v1::GenerateRequest r;
+    r.set_text("x");
+    r.mutable_stop()->set_max_tokens(4);
+    r.mutable_stop()->set_min_tokens(5);
+    save("invalid_min_over_max", r);
+  }
+  {
+    kvserve::v1::GenerateRequest r;
+    r.mutable_token_ids()->add_ids(1);
+    r.mutable_stop()->set_max_tokens(0x80000000u);
+    save("invalid_max_tokens_31_bits", r);
+  }
+  save("invalid_no_input", kvserve::v1::GenerateRequest());
+}
+
+// ---- fuzz_tokenizer: [flags][n][n bytes of '\n'-separated stop strings][text] ----
+
+void tokenizer_seeds() {
+  const std::string target = "fuzz_tokenizer";
+  const auto save = [&](const std::string& name, uint8_t flags, const std::string& stops,
+                        const std::string& text) {
+    std::string bytes;
+    bytes += static_cast<char>(flags);
+    bytes += static_cast<char>(stops.size());
+    write_seed(target, name, bytes + stops + text);
+  };
+  save("ascii", 0, "", "Hello world");
+  save("ascii_bos_stops", 1, "wor\nd!", "Hello world! Hello again.");
+  save("spaces_and_controls", 0, "  ", "  two leading spaces,\ttabs\nand newlines  ");
+  save("multibyte_fallback", 0, "\xF0\x9F",
+       "caf\xC3\xA9 na\xC3\xAFve \xE6\x97\xA5\xE6\x9C\xAC \xF0\x9F\x98\x80\xF0\x9F\x8E\x89");
+  save("malformed_utf8", 0, "\xEF\xBF\xBD",
+       "a\xFF"
+       "b\xC3"
+       "c\xE2\x82"
+       "d\xED\xA0\x80"
+       "e\xF4\x90\x80\x80");
+  save("prompt_min_tokens", 0x3C, "o", "one two three four five six seven eight nine ten");
+  // Raw ids (little-endian pairs): BOS, EOS, byte pieces of a split character, out-of-range values.
+  std::string raw;
+  for (unsigned v : {1u, 2u, 0u, 0xFFFFu, 519u, 520u, 100u, 200u, 300u, 400u, 500u, 7u})
+    raw += std::string{static_cast<char>(v & 0xFF), static_cast<char>(v >> 8)};
+  save("raw_ids", 2, "\n", raw);
+
+  // Longer than the detokenizer's 32-token window, so that it is cut back several times, with
+  // multi-byte characters and stop-string prefixes near the cuts. Short inputs alone would leave
+  // that to the fuzzer's slowly growing length limit.
+  std::string text;
+  for (int i = 0; i < 12; ++i)
+    text += "The caf\xC3\xA9 on street " + std::to_string(i) + " sells \xE6\x97\xA5 tea \xF0\x9F\x98\x80; ";
+  save("long_text_stops", 1, "tea \xF0\x9F\nstreet 1", text);
+  // Byte-fallback ids (SentencePiece puts <0x00>..<0xFF> at 3..258) spelling characters split
+  // across tokens, and lone or reordered bytes, interleaved with controls and ordinary pieces.
+  raw.clear();
+  const auto byte_id = [](unsigned b) { return b + 3; };
+  for (int i = 0; i < 10; ++i) {
+    for (unsigned v : {byte_id(0xE2), byte_id(0x82), 2u, byte_id(0xAC), 300u + i, byte_id(0xF0),
+                       byte_id(0x9F), byte_id(0x98), byte_id(0x80), byte_id(0x80), 1u, 400u + i,
+                       byte_id(0xEF), byte_id(0xBF), byte_id(0xBD)})
+      raw += std::string{static_cast<char>(v & 0xFF), static_cast<char>(v >> 8)};
+  }
+  save("long_raw_byte_ids", 2 | 4, "\xE2\x82\xAC", raw);
+}
+
+// ---- fuzz_tokenizer_model: tokenizer.model bytes ----
+
+std::string varint(uint64_t v) {
+  std::string out;
+  do {
+    out += static_cast<char>((v & 0x7F) | (v > 0x7F ? 0x80 : 0));
+    v >>= 7;
+  } while (v);
+  return out;
+}
+std::string field_bytes(uint32_t number, const std::string& bytes) {
+  return varint(uint64_t{number} << 3 | 2) + varint(bytes.size()) + bytes;
+}
+std::string field_varint(uint32_t number, uint64_t v) {
+  return varint(uint64_t{number} << 3) + varint(v);
+}
+std::string field_float(uint32_t number, float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  std::string out = varint(uint64_t{number} << 3 | 5);
+  for (int i = 0; i < 4; ++i)
+    out += static_cast<char>((bits >> (8 * i)) & 0xFF);
+  return out;
+}
+std::string piece(const std::string& text, float score, int type) {
+  return field_bytes(
+      1, field_bytes(1, text) + field_float(2, score) + field_varint(3, static_cast<uint64_t>(type)));
+}
+
+void tokenizer_model_seeds(const fs::path& committed_model) {
+  const std::string target = "fuzz_tokenizer_model";
+  std::ifstream in(committed_model, std::ios::binary);
+  const std::string committed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (committed.empty()) {
+    std::cerr << "cannot read " << committed_model << "\n";
+    std::exit(1);
+  }
+  write_seed(target, "committed_bpe_byte_fallback", committed);
+
+  // A hand-made BPE model: every piece type, no byte fallback, whitespace options flipped.
+  const std::string space = "\xE2\x96\x81";
+  std::string m;
+  m += piece("<unk>", 0, 2) + piece("<s>", 0, 3) + piece("</s>", 0, 3);
+  m += piece(space, -1, 1) + piece("a", -2, 1) + piece("b", -3, 1) + piece(space + "a", -1.5f, 1);
+  m += piece("ab", -0.5f, 1) + piece("<sep>", 0, 4) + piece("ba", -0.25f, 5) + piece(space + "ab", -0.1f, 1);
+  m += field_bytes(2, field_varint(3, 2) + field_bytes(45, "<unk>") + field_bytes(44, "?"));
+  m += field_bytes(3, field_bytes(1, "identity") + field_varint(3, 1) + field_varint(4, 0));
+  write_seed(target, "handmade_bpe_all_piece_types", m);
+  write_seed(target, "unigram_refused", piece("<unk>", 0, 2) + field_bytes(2, field_varint(3, 1)));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::cerr << "usage: " << argv[0] << " CORPUS_ROOT (tests/fuzz/corpus)\n";
+    return 2;
+  }
+  g_root = argv[1];
+  model_file_seeds();
+  request_seeds();
+  tokenizer_seeds();
+  tokenizer_model_seeds(fs::path(KVSERVE_TEST_DATA) / "tokenizer" / "tokenizer.model");
+  std::cout << "seeds written under " << g_root << "\n";
+  return 0;
+}
