@@ -1,5 +1,5 @@
-// kvserve-offline: offline generation through the engine loop, no network. It is the main job
-// until the gRPC server lands, and the quick way to measure the engine's throughput.
+// kvserve-offline: offline generation through the engine loop, no network: the quick way to
+// measure the engine's throughput without gRPC in the way, and to try a model directory.
 //
 //   kvserve-offline                                  the default tiny model, a few prompts
 //   kvserve-offline --model DIR --prompt "..." -n 16 a Hugging Face model directory
