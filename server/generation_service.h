@@ -16,6 +16,7 @@
 namespace kvserve {
 
 class Metrics;
+class StreamWriter;
 
 struct ServiceOptions {
   int default_max_tokens = 256;        // used when a request leaves max_tokens at 0
@@ -35,6 +36,7 @@ class GenerationService final : public v1::Generation::CallbackService {
   // The model, tokenizer and runner must outlive the service.
   GenerationService(EngineRunner& runner, const ModelConfig& model,
                     std::shared_ptr<const Tokenizer> tokenizer, ServiceOptions options);
+  ~GenerationService() override;
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
                                                            const v1::GenerateRequest* request) override;
@@ -67,6 +69,7 @@ class GenerationService final : public v1::Generation::CallbackService {
   std::shared_ptr<const Tokenizer> tokenizer_;
   ServiceOptions options_;
   mutable std::atomic<uint64_t> next_request_number_{0};
+  std::unique_ptr<StreamWriter> writer_;  // sends stream messages off the engine thread
 };
 
 // The gRPC status for an engine status (same codes, same message).

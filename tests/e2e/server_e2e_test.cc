@@ -126,7 +126,9 @@ std::shared_ptr<const Model> ServerE2E::model_;
 std::shared_ptr<const Tokenizer> ServerE2E::tokenizer_;
 
 TEST_F(ServerE2E, GreedyOutputEqualsTheOfflineEngineAndDeltasConcatenate) {
-  ServerProcess server({"--model", kModel});
+  // A 2 ms step (a real model's pace) so that messages stream rather than merge: the tiny model
+  // would otherwise finish before the first message is sent.
+  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "2"});
   auto client = stub(server);
   for (const std::string prompt : {"Once upon a time", "Le café est prêt", "Blocks of keys and values"}) {
     SCOPED_TRACE(prompt);
