@@ -1,0 +1,2 @@
+// Placeholder: being written (see sampling.h for the contract).
+#include "kernels/sampling.h"

@@ -1,0 +1,58 @@
+// Sampling on the GPU: each row of the LM head's fp32 logits becomes one token id (plus logprobs
+// when asked) without the logits leaving the device. Same semantics as the host Sampler
+// (engine/sampler.h, the reference): suppression, repetition / presence / frequency penalties,
+// greedy argmax with ties to the lowest id, temperature, top-k, top-p, min-p, and a draw that
+// inverts the cumulative distribution along (probability desc, id asc) with the uniform
+// sample_uniform(seed, draw_index) - the very same number the host would use, so a request's seed
+// means the same thing on both backends. Logprobs are log_softmax of the raw logits.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace kvserve::cuda {
+
+inline constexpr int kMaxGpuTopLogprobs = 20;  // == engine's kMaxTopLogprobs
+
+// One row to sample: plain data, copied to the device as an array.
+struct SamplingRow {
+  int32_t logits_row = 0;  // row of the logits matrix
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  int32_t num_top_logprobs = 0;  // 0..kMaxGpuTopLogprobs
+  uint64_t seed = 0;
+  uint64_t draw_index = 0;  // the number of tokens generated so far
+  // Token history (only needed when a penalty is on): prompt tokens then output tokens, at
+  // history[history_offset ...].
+  int32_t history_offset = 0;
+  int32_t num_prompt_tokens = 0;
+  int32_t num_output_tokens = 0;
+  // Ids that get -inf before anything else (EOS and stop ids before min_tokens), at
+  // suppressed[suppressed_offset ...].
+  int32_t suppressed_offset = 0;
+  int32_t num_suppressed = 0;
+};
+
+struct SampledRow {
+  int32_t token = -1;
+  float logprob = 0.0f;
+  int32_t top_ids[kMaxGpuTopLogprobs];
+  float top_logprobs[kMaxGpuTopLogprobs];  // descending; the first num_top_logprobs are valid
+};
+
+// Scratch for sample_rows (penalized logits and per-row state).
+size_t sampling_workspace_bytes(int num_rows, int vocab);
+
+// rows, history, suppressed and out are device arrays; logits is [>= max logits_row + 1][vocab].
+void sample_rows(const float* logits, int vocab, const SamplingRow* rows, int num_rows, const int32_t* history,
+                 const int32_t* suppressed, void* workspace, size_t workspace_bytes, SampledRow* out,
+                 cudaStream_t stream);
+
+}  // namespace kvserve::cuda

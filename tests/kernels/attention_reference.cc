@@ -1,0 +1,57 @@
+#include "tests/kernels/attention_reference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace kvserve::cuda::testing {
+
+std::vector<double> reference_paged_attention(const AttentionReferenceInput& in) {
+  const KvCacheLayout& L = in.layout;
+  const int head_dim = L.head_dim;
+  const int group = in.num_heads / L.num_kv_heads;
+  const int num_seqs = static_cast<int>(in.context_lens.size());
+  const int num_tokens = in.query_start_loc.back();
+  const int out_width = in.num_heads * head_dim;
+  std::vector<double> out(static_cast<size_t>(num_tokens) * out_width, 0.0);
+  std::vector<double> scores;
+
+  for (int s = 0; s < num_seqs; ++s) {
+    const int first = in.query_start_loc[s];
+    const int query_len = in.query_start_loc[s + 1] - first;
+    const int context = in.context_lens[s];
+    const int32_t* table = &in.block_tables[static_cast<size_t>(s) * in.max_blocks_per_seq];
+    for (int j = 0; j < query_len; ++j) {
+      const int visible = context - query_len + j + 1;
+      if (visible <= 0) throw std::logic_error("reference: query longer than its context");
+      for (int h = 0; h < in.num_heads; ++h) {
+        const int kv_head = h / group;
+        const float* q = &(*in.q)[static_cast<size_t>(first + j) * in.q_row_stride + h * head_dim];
+        scores.assign(visible, 0.0);
+        double max_score = -INFINITY;
+        for (int p = 0; p < visible; ++p) {
+          const int64_t row = L.row(table[p / L.block_size], kv_head, p % L.block_size);
+          double dot = 0.0;
+          for (int i = 0; i < head_dim; ++i)
+            dot += static_cast<double>(q[i]) * (*in.k_pool)[row + i];
+          scores[p] = dot * in.scale;
+          max_score = std::max(max_score, scores[p]);
+        }
+        double denom = 0.0;
+        for (double& x : scores) {
+          x = std::exp(x - max_score);
+          denom += x;
+        }
+        double* o = &out[static_cast<size_t>(first + j) * out_width + h * head_dim];
+        for (int p = 0; p < visible; ++p) {
+          const int64_t row = L.row(table[p / L.block_size], kv_head, p % L.block_size);
+          for (int i = 0; i < head_dim; ++i)
+            o[i] += scores[p] / denom * (*in.v_pool)[row + i];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace kvserve::cuda::testing
