@@ -50,7 +50,7 @@ struct PagedAttentionArgs {
   const int32_t* block_tables = nullptr;     // [num_seqs][max_blocks_per_seq]
   int max_blocks_per_seq = 0;
   int num_seqs = 0;
-  int num_heads = 0;  // query heads; layout.num_kv_heads KV heads, layout.head_dim each
+  int num_heads = 0;   // query heads; layout.num_kv_heads KV heads, layout.head_dim each
   float scale = 0.0f;  // softmax scale, normally 1 / sqrt(head_dim)
 
   // Host-side bounds over the sequences given, used to size grids (prefill only; the decode

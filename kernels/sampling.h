@@ -51,8 +51,8 @@ struct SampledRow {
 size_t sampling_workspace_bytes(int num_rows, int vocab);
 
 // rows, history, suppressed and out are device arrays; logits is [>= max logits_row + 1][vocab].
-void sample_rows(const float* logits, int vocab, const SamplingRow* rows, int num_rows, const int32_t* history,
-                 const int32_t* suppressed, void* workspace, size_t workspace_bytes, SampledRow* out,
-                 cudaStream_t stream);
+void sample_rows(const float* logits, int vocab, const SamplingRow* rows, int num_rows,
+                 const int32_t* history, const int32_t* suppressed, void* workspace, size_t workspace_bytes,
+                 SampledRow* out, cudaStream_t stream);
 
 }  // namespace kvserve::cuda

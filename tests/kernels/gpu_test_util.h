@@ -18,12 +18,14 @@
 namespace kvserve::cuda::testing {
 
 // Put first in every GPU test: CI has nvcc but no GPU, so these tests compile there and skip.
-#define KVSERVE_SKIP_WITHOUT_GPU()                                                           \
-  do {                                                                                       \
+#define KVSERVE_SKIP_WITHOUT_GPU()                                                                \
+  do {                                                                                            \
     if (::kvserve::cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device: GPU test skipped"; \
   } while (0)
 
-inline float round_to_bf16(float x) { return __bfloat162float(__float2bfloat16(x)); }
+inline float round_to_bf16(float x) {
+  return __bfloat162float(__float2bfloat16(x));
+}
 
 // Seeded N(0, stddev) values already rounded to bf16, so that the host reference sees exactly
 // the numbers the kernel reads.
@@ -51,7 +53,8 @@ inline std::vector<float> to_float(const std::vector<__nv_bfloat16>& v) {
 template <typename T>
 DeviceBuffer<T> upload(const std::vector<T>& host) {
   DeviceBuffer<T> d(host.size());
-  if (!host.empty()) CUDA_CHECK(cudaMemcpy(d.get(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  if (!host.empty())
+    CUDA_CHECK(cudaMemcpy(d.get(), host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
   return d;
 }
 
