@@ -1,14 +1,29 @@
 // Backend: the only seam between host logic and the code that runs the model (CPU or CUDA).
 // A backend owns the KV pool's memory (num_blocks * block_size slots per layer) and runs one forward
-// pass per step over a StepBatch.
+// pass per step over a StepBatch, then picks each sampled sequence's next token.
 #pragma once
 
+#include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
+#include "engine/request.h"
+#include "engine/sampler.h"
 #include "engine/step_batch.h"
 
 namespace kvserve {
+
+// One sequence of the batch whose next token is sampled this step: a SampleInput without the
+// logits, which stay wherever the backend computed them.
+struct SamplingTask {
+  int row = 0;  // the sequence's index in the StepBatch (the row of forward()'s logits)
+  const SamplingParams* params = nullptr;
+  std::span<const TokenId> prompt;
+  std::span<const TokenId> output;  // tokens generated so far
+  uint64_t seed = 0;
+  std::span<const TokenId> suppressed;
+};
 
 class Backend {
  public:
@@ -17,12 +32,22 @@ class Backend {
   virtual int vocab_size() const = 0;
   // Writes the K/V of every token in the batch at its slot, attends through the block tables, and
   // returns the logits of each sequence's last token: [batch.num_seqs x vocab_size()], row-major,
-  // valid until the next call.
+  // valid until the next call. Rows of sequences whose emits_token is 0 are unspecified.
   // Contract: within each layer, all of the batch's K/V writes happen before any attention read, so
   // a sequence may attend to blocks that another sequence of the same batch fills (prefix sharing
   // between requests admitted together). A backend that throws leaves the cache undefined: the
   // engine treats that as fatal.
   virtual std::span<const float> forward(const StepBatch& batch) = 0;
+
+  // What the engine calls each step: the forward pass, then one token per task (out[i] for
+  // tasks[i]) under the Sampler's rules (engine/sampler.h). This default samples forward()'s
+  // logits on the host; a GPU backend overrides it to sample on the device, so that only token ids
+  // and logprobs come back, never the logits.
+  virtual void forward_and_sample(const StepBatch& batch, std::span<const SamplingTask> tasks,
+                                  std::span<SampledToken> out);
+
+ private:
+  Sampler host_sampler_;
 };
 
 }  // namespace kvserve

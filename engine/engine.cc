@@ -64,28 +64,33 @@ std::vector<StepOutput> Engine::step() {
   const StepPlan plan = scheduler_.schedule();
   if (plan.empty()) return {};
   const StepBatch& batch = batch_builder_.build(plan, config_.scheduler.block_size);
-  const std::span<const float> logits = backend_->forward(batch);
-  const size_t vocab = static_cast<size_t>(backend_->vocab_size());
-
-  sampled_.assign(plan.seqs.size(), SampledToken{});
-  sampled_ids_.assign(plan.seqs.size(), -1);
+  // One sampling task per sequence that emits a token; the backend samples them where the logits are.
+  tasks_.clear();
+  task_plan_index_.clear();
+  suppressed_.resize(plan.seqs.size());
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     if (!plan.seqs[i].emits_token) continue;
     const Sequence& seq = *plan.seqs[i].seq;
     // Before min_tokens, the tokens that would stop the request are not candidates at all.
-    suppressed_.clear();
+    std::vector<TokenId>& suppressed = suppressed_[i];
+    suppressed.clear();
     if (seq.num_output_tokens() < seq.stop().min_tokens) {
-      if (!seq.stop().ignore_eos) suppressed_ = config_.eos_token_ids;
-      suppressed_.insert(suppressed_.end(), seq.stop().stop_token_ids.begin(),
-                         seq.stop().stop_token_ids.end());
+      if (!seq.stop().ignore_eos) suppressed = config_.eos_token_ids;
+      suppressed.insert(suppressed.end(), seq.stop().stop_token_ids.begin(), seq.stop().stop_token_ids.end());
     }
-    const SampleInput in{logits.subspan(i * vocab, vocab),
-                         &seq.sampling(),
-                         seq.tokens().first(seq.num_prompt_tokens()),
-                         seq.output(),
-                         states_.at(seq.id()).seed,
-                         suppressed_};
-    sampled_[i] = sampler_.sample(in);
+    tasks_.push_back(SamplingTask{static_cast<int>(i), &seq.sampling(),
+                                  seq.tokens().first(seq.num_prompt_tokens()), seq.output(),
+                                  states_.at(seq.id()).seed, suppressed});
+    task_plan_index_.push_back(i);
+  }
+  task_results_.assign(tasks_.size(), SampledToken{});
+  backend_->forward_and_sample(batch, tasks_, task_results_);
+
+  sampled_.assign(plan.seqs.size(), SampledToken{});
+  sampled_ids_.assign(plan.seqs.size(), -1);
+  for (size_t k = 0; k < tasks_.size(); ++k) {
+    const size_t i = task_plan_index_[k];
+    sampled_[i] = std::move(task_results_[k]);
     sampled_ids_[i] = sampled_[i].token;
   }
   ++num_steps_;

@@ -91,12 +91,14 @@ class Engine {
   std::unique_ptr<Backend> backend_;
   Scheduler scheduler_;
   BatchBuilder batch_builder_;
-  Sampler sampler_;
   std::mt19937_64 seed_source_;  // seeds for requests that did not set one
   std::unordered_map<RequestId, RequestState> states_;
   std::vector<SampledToken> sampled_;
   std::vector<TokenId> sampled_ids_;
-  std::vector<TokenId> suppressed_;
+  std::vector<SamplingTask> tasks_;
+  std::vector<size_t> task_plan_index_;  // tasks_[k] samples plan.seqs[task_plan_index_[k]]
+  std::vector<SampledToken> task_results_;
+  std::vector<std::vector<TokenId>> suppressed_;  // per plan index; tasks_ point into these
   uint64_t num_steps_ = 0;
 };
 
