@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numbers>
 #include <stdexcept>
 #include <string>
 
@@ -53,32 +52,6 @@ void apply_rope(float* vec, int head_dim, int position, const std::vector<float>
     vec[i] = a * c - b * s;
     vec[i + half] = b * c + a * s;
   }
-}
-
-std::vector<float> rope_inv_freq(const ModelConfig& cfg) {
-  const int half = cfg.head_dim / 2;
-  std::vector<float> inv(half);
-  for (int i = 0; i < half; ++i) {
-    // float32 like the published implementations, so positions map to the same angles.
-    float f = static_cast<float>(1.0 / std::pow(cfg.rope_theta, (2.0 * i) / cfg.head_dim));
-    if (cfg.rope_scaling) {
-      // Llama 3: long wavelengths are slowed by `factor`, short ones kept, the band between blended.
-      const RopeScaling& rs = *cfg.rope_scaling;
-      const double old_len = rs.original_max_position_embeddings;
-      const double wavelen = 2.0 * std::numbers::pi / f;
-      const double low_freq_wavelen = old_len / rs.low_freq_factor;
-      const double high_freq_wavelen = old_len / rs.high_freq_factor;
-      if (wavelen > low_freq_wavelen) {
-        f = static_cast<float>(f / rs.factor);
-      } else if (wavelen >= high_freq_wavelen) {
-        const double smooth =
-            (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
-        f = static_cast<float>((1.0 - smooth) * f / rs.factor + smooth * f);
-      }
-    }
-    inv[i] = f;
-  }
-  return inv;
 }
 
 }  // namespace

@@ -103,6 +103,10 @@ inline int max_supported_len(const ModelConfig& c) {
                           : c.max_position_embeddings;
 }
 
+// RoPE's inverse frequencies [head_dim / 2], with the config's rope_scaling applied: in float32, as
+// the published implementations compute them, so positions map to the same angles.
+std::vector<float> rope_inv_freq(const ModelConfig& config);
+
 // Reads and checks config.json (throws ModelLoadError naming the file and the field).
 ModelConfig load_model_config(const std::filesystem::path& config_json);
 

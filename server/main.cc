@@ -19,10 +19,10 @@
 #include <string>
 #include <thread>
 
-#include "engine/cpu_backend.h"
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
+#include "server/backend_factory.h"
 #include "server/embedded_model.h"
 #include "server/engine_runner.h"
 #include "server/generation_service.h"
@@ -39,9 +39,8 @@ struct Flags {
   int port = 50051;
   std::string metrics_host = "0.0.0.0";
   int metrics_port = 9090;  // 0 = no metrics endpoint
+  kvserve::BackendChoice backend;
   int block_size = 16;
-  int num_kv_blocks = 0;  // 0 = from kv_cache_gib
-  double kv_cache_gib = 0.5;
   int max_num_seqs = 256;
   int max_num_batched_tokens = 2048;
   int max_model_len = 0;  // 0 = the model's
@@ -50,7 +49,6 @@ struct Flags {
   size_t max_request_bytes = 1 << 20;
   int max_stop_strings = 16;
   double drain_timeout_s = 30;
-  int threads = 0;
   std::string log_level = "info";
   int debug_step_delay_ms = 0;
   std::string tls_cert, tls_key, tls_client_ca;
@@ -141,10 +139,25 @@ int main(int argc, char** argv) {
   app.add_option("--block-size", f.block_size, "KV block size in tokens")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  app.add_option("--num-kv-blocks", f.num_kv_blocks, "KV blocks in the pool (0 = from --kv-cache-gib)")
+  app.add_option("--backend", f.backend.kind, "auto (CUDA when a GPU is present), cuda or cpu")
+      ->check(CLI::IsMember({"auto", "cuda", "cpu"}))
+      ->capture_default_str();
+  app.add_option("--num-kv-blocks", f.backend.num_kv_blocks,
+                 "KV blocks in the pool (0 = from --gpu-memory-utilization or --kv-cache-gib)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_option("--kv-cache-gib", f.kv_cache_gib, "memory for the KV cache when --num-kv-blocks is 0")
+  app.add_option("--gpu-memory-utilization", f.backend.gpu_memory_utilization,
+                 "CUDA: fraction of the GPU's memory this process may use; the KV pool gets what weights and "
+                 "activations leave")
+      ->check(CLI::Range(0.05, 0.99))
+      ->capture_default_str();
+  app.add_option("--cuda-device", f.backend.cuda_device, "CUDA: device index")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_flag("!--no-cuda-graphs", f.backend.cuda_graphs,
+               "CUDA: launch every decode step's kernels one by one instead of replaying CUDA graphs");
+  app.add_option("--kv-cache-gib", f.backend.kv_cache_gib,
+                 "CPU: memory for the KV cache when --num-kv-blocks is 0")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--max-num-seqs", f.max_num_seqs, "running sequences at most")
@@ -170,7 +183,8 @@ int main(int argc, char** argv) {
   app.add_option("--drain-timeout", f.drain_timeout_s, "seconds running requests get to finish on SIGTERM")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_option("--threads", f.threads, "CPU backend threads (0 = all cores)")->capture_default_str();
+  app.add_option("--threads", f.backend.cpu_threads, "CPU backend threads (0 = all cores)")
+      ->capture_default_str();
   app.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")->capture_default_str();
   app.add_option("--tls-cert", f.tls_cert, "PEM server certificate (chain); enables TLS")->group("Security");
   app.add_option("--tls-key", f.tls_key, "PEM private key of --tls-cert")->group("Security");
@@ -208,9 +222,6 @@ int main(int argc, char** argv) {
 
   kvserve::EngineConfig config;
   config.scheduler.block_size = f.block_size;
-  const size_t block_bytes = kvserve::CpuBackend::kv_bytes_per_token(mc) * static_cast<size_t>(f.block_size);
-  config.scheduler.num_blocks =
-      f.num_kv_blocks > 0 ? f.num_kv_blocks : static_cast<int>(f.kv_cache_gib * (1ull << 30) / block_bytes);
   config.scheduler.max_num_seqs = f.max_num_seqs;
   config.scheduler.max_num_batched_tokens = f.max_num_batched_tokens;
   config.scheduler.max_model_len = f.max_model_len > 0
@@ -219,6 +230,16 @@ int main(int argc, char** argv) {
   config.scheduler.max_waiting = 0;  // the runner enforces --max-queue, counting its inbox too
   config.eos_token_ids = mc.eos_token_ids;
   config.tokenizer = tokenizer;
+  // The backend sizes the KV pool (from GPU memory, or --kv-cache-gib on the CPU); the scheduler
+  // then allocates from exactly that many blocks.
+  kvserve::BuiltBackend built;
+  try {
+    built = kvserve::build_backend(f.backend, model, config.scheduler);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvserve: %s\n", e.what());
+    return 2;
+  }
+  config.scheduler.num_blocks = built.num_blocks;
   if (kvserve::Status s = config.scheduler.validate(); !s.ok()) {
     std::fprintf(stderr, "kvserve: %s\n", s.message().c_str());
     return 2;
@@ -234,16 +255,11 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  const int threads = f.threads > 0 ? f.threads : static_cast<int>(std::thread::hardware_concurrency());
   spdlog::info(
       "model {}: {} ({} layers, hidden {}, {} heads / {} kv heads, head_dim {}, vocab {}, weights {})",
       f.model, mc.architecture, mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_kv_heads, mc.head_dim,
       mc.vocab_size, mc.dtype);
-  spdlog::info(
-      "backend cpu ({} threads); KV cache {} blocks x {} tokens = {} tokens ({:.1f} MiB, {} KiB/token)",
-      threads, config.scheduler.num_blocks, f.block_size, config.scheduler.num_blocks * f.block_size,
-      static_cast<double>(block_bytes) * config.scheduler.num_blocks / (1 << 20),
-      kvserve::CpuBackend::kv_bytes_per_token(mc) / 1024.0);
+  spdlog::info("{}", built.description);
   spdlog::info(
       "max_model_len {}, max_num_seqs {}, max_num_batched_tokens {}, max_queue {}, default_max_tokens {}",
       config.scheduler.max_model_len, f.max_num_seqs, f.max_num_batched_tokens, f.max_queue,
@@ -254,9 +270,7 @@ int main(int argc, char** argv) {
                token.empty() ? "off" : "required");
 
   kvserve::Metrics metrics;
-  auto engine = std::make_unique<kvserve::Engine>(
-      config,
-      std::make_unique<kvserve::CpuBackend>(model, config.scheduler.num_blocks, f.block_size, f.threads));
+  auto engine = std::make_unique<kvserve::Engine>(config, std::move(built.backend));
   kvserve::EngineRunner runner(std::move(engine),
                                {.max_waiting = f.max_queue,
                                 .metrics = &metrics,
@@ -266,7 +280,7 @@ int main(int argc, char** argv) {
                                       .max_request_bytes = f.max_request_bytes,
                                       .max_stop_strings = f.max_stop_strings,
                                       .model_name = f.model,
-                                      .device = "CPU, " + std::to_string(threads) + " threads",
+                                      .device = built.device,
                                       .metrics = &metrics,
                                       .auth_token = token});
 

@@ -14,10 +14,10 @@
 #include <vector>
 
 #include "engine/checksum_backend.h"
-#include "engine/cpu_backend.h"
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
+#include "server/backend_factory.h"
 #ifdef KVSERVE_WITH_CUDA
 #include "kernels/cuda_device.h"
 #endif
@@ -35,6 +35,7 @@ struct Options {
   float temperature = 0.0f;
   uint64_t seed = 1;
   int threads = 0;
+  std::string backend = "auto";
   bool quiet = false;
   bool ignore_eos = false;
   // Checksum model only.
@@ -116,10 +117,9 @@ int run_model(const Options& o, kvserve::EngineConfig config) {
   std::shared_ptr<const kvserve::Tokenizer> tokenizer =
       kvserve::Tokenizer::load(model->dir / "tokenizer.model");
   const auto& mc = model->config;
-  std::printf(
-      "model: %s (%s, %d layers, hidden %d, %d heads / %d kv heads, vocab %d, weights %s) backend=cpu\n",
-      o.model.c_str(), mc.architecture.c_str(), mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_kv_heads,
-      mc.vocab_size, mc.dtype.c_str());
+  std::printf("model: %s (%s, %d layers, hidden %d, %d heads / %d kv heads, vocab %d, weights %s)\n",
+              o.model.c_str(), mc.architecture.c_str(), mc.num_layers, mc.hidden_size, mc.num_heads,
+              mc.num_kv_heads, mc.vocab_size, mc.dtype.c_str());
   if (config.scheduler.max_model_len > kvserve::max_supported_len(mc)) {
     std::printf("max_model_len lowered from %d to the model's %d\n", config.scheduler.max_model_len,
                 kvserve::max_supported_len(mc));
@@ -127,9 +127,13 @@ int run_model(const Options& o, kvserve::EngineConfig config) {
   }
   config.eos_token_ids = mc.eos_token_ids;
   config.tokenizer = tokenizer;
-  kvserve::Engine engine(config,
-                         std::make_unique<kvserve::CpuBackend>(model, config.scheduler.num_blocks,
-                                                               config.scheduler.block_size, o.threads));
+  kvserve::BackendChoice choice;
+  choice.kind = o.backend;
+  choice.num_kv_blocks = config.scheduler.num_blocks;
+  choice.cpu_threads = o.threads;
+  kvserve::BuiltBackend built = kvserve::build_backend(choice, model, config.scheduler);
+  std::printf("%s\n", built.description.c_str());
+  kvserve::Engine engine(config, std::move(built.backend));
   std::vector<kvserve::Request> requests(o.num_requests);
   for (int i = 0; i < o.num_requests; ++i) {
     kvserve::Request& r = requests[i];
@@ -172,6 +176,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--seed", o.seed, "base seed (request i uses seed + i)")->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (0 = all cores)")->capture_default_str();
+  app.add_option("--backend", o.backend, "model backend: auto (CUDA when a GPU is present), cuda or cpu")
+      ->check(CLI::IsMember({"auto", "cuda", "cpu"}))
+      ->capture_default_str();
   app.add_flag("--quiet", o.quiet, "print only the summary");
   app.add_flag("--ignore-eos", o.ignore_eos, "always generate --max-tokens tokens (for measurements)");
   app.add_option("--block-size", config.scheduler.block_size, "KV block size in tokens")

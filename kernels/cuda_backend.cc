@@ -1,0 +1,417 @@
+#include "kernels/cuda_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "kernels/cuda_device.h"
+#include "kernels/layers.h"
+#include "kernels/paged_attention.h"
+
+namespace kvserve::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+// CUDA loads some kernels' code and cuBLAS some state lazily, on first use; the pool leaves this much
+// of the budget for them rather than fail on the first step.
+constexpr size_t kLazyAllocationHeadroom = size_t{512} << 20;
+
+// Converts host fp32 tensors to bf16 and uploads them end to end as one device array: fused
+// projections (q|k|v, gate|up) are their weights' rows one after another.
+DeviceBuffer<bf16> upload_bf16(std::initializer_list<const Tensor*> tensors, size_t* total_bytes) {
+  size_t count = 0;
+  for (const Tensor* t : tensors)
+    count += t->data.size();
+  DeviceBuffer<bf16> d(count);
+  std::vector<bf16> host;
+  size_t offset = 0;
+  for (const Tensor* t : tensors) {
+    host.resize(t->data.size());
+    std::transform(t->data.begin(), t->data.end(), host.begin(), [](float x) { return __float2bfloat16(x); });
+    if (!host.empty())
+      CUDA_CHECK(
+          cudaMemcpy(d.get() + offset, host.data(), host.size() * sizeof(bf16), cudaMemcpyHostToDevice));
+    offset += host.size();
+  }
+  *total_bytes += d.bytes();
+  return d;
+}
+
+template <typename T>
+T* device_array(const DeviceBuffer<std::byte>& buffer, size_t offset) {
+  return reinterpret_cast<T*>(buffer.get() + offset);
+}
+
+bool has_penalties(const SamplingParams& p) {
+  return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
+}
+
+}  // namespace
+
+size_t CudaBackend::kv_bytes_per_token(const ModelConfig& c) {
+  return 2ull * c.num_layers * c.num_kv_heads * c.head_dim * sizeof(bf16);
+}
+
+CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOptions& options)
+    : model_(std::move(model)), options_(options) {
+  if (!model_) throw std::invalid_argument("CudaBackend: no model");
+  config_ = model_->config;
+  const ModelConfig& c = config_;
+  if (device_count() == 0) throw std::runtime_error("no CUDA device is usable here (run with --backend cpu)");
+  const int hd = c.head_dim;
+  if (hd != 16 && hd != 32 && hd != 64 && hd != 128 && hd != 256)
+    throw std::runtime_error("CUDA backend: head_dim " + std::to_string(hd) +
+                             " is not supported (16..256, powers of 2)");
+  if (c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0)
+    throw std::runtime_error("CUDA backend: hidden_size and intermediate_size must be multiples of 8");
+  if (options.block_size % 8 != 0)
+    throw std::runtime_error("CUDA backend: block size " + std::to_string(options.block_size) +
+                             " is not a multiple of 8");
+
+  CUDA_CHECK(cudaSetDevice(options.device));
+  device_description_ = ::kvserve::cuda::device_description(options.device);
+  CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, options.device));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  try {
+    gemm_ = std::make_unique<Gemm>(stream_);
+    upload_weights(*model_);
+    allocate_activations();
+    size_kv_pool(options);
+  } catch (...) {
+    gemm_.reset();
+    if (host_arrays_) cudaFreeHost(host_arrays_);
+    cudaStreamDestroy(stream_);
+    throw;
+  }
+}
+
+CudaBackend::~CudaBackend() {
+  cudaStreamSynchronize(stream_);
+  for (auto& [size, exec] : graphs_)
+    cudaGraphExecDestroy(exec);
+  gemm_.reset();
+  if (host_arrays_) cudaFreeHost(host_arrays_);
+  cudaStreamDestroy(stream_);
+}
+
+void CudaBackend::upload_weights(const Model& model) {
+  const ModelWeights& w = model.weights;
+  embed_ = upload_bf16({&w.embed_tokens}, &weight_bytes_);
+  final_norm_ = upload_bf16({&w.final_norm}, &weight_bytes_);
+  if (!w.lm_head.data.empty()) lm_head_ = upload_bf16({&w.lm_head}, &weight_bytes_);
+  layers_.resize(w.layers.size());
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    const kvserve::LayerWeights& lw = w.layers[i];
+    LayerWeights& d = layers_[i];
+    d.input_norm = upload_bf16({&lw.input_norm}, &weight_bytes_);
+    d.qkv = upload_bf16({&lw.q_proj, &lw.k_proj, &lw.v_proj}, &weight_bytes_);
+    if (config_.qkv_bias) d.qkv_bias = upload_bf16({&lw.q_bias, &lw.k_bias, &lw.v_bias}, &weight_bytes_);
+    d.o = upload_bf16({&lw.o_proj}, &weight_bytes_);
+    d.post_norm = upload_bf16({&lw.post_attention_norm}, &weight_bytes_);
+    d.gate_up = upload_bf16({&lw.gate_proj, &lw.up_proj}, &weight_bytes_);
+    d.down = upload_bf16({&lw.down_proj}, &weight_bytes_);
+  }
+  const std::vector<float> inv_freq = rope_inv_freq(config_);
+  inv_freq_.resize(inv_freq.size());
+  CUDA_CHECK(
+      cudaMemcpy(inv_freq_.get(), inv_freq.data(), inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice));
+}
+
+void CudaBackend::allocate_activations() {
+  const ModelConfig& c = config_;
+  const int max_tokens = std::max(options_.max_num_batched_tokens, options_.max_num_seqs);
+  const int max_seqs = options_.max_num_seqs;
+  arrays_ = StepArraysLayout::make(max_tokens, max_seqs);
+  CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_arrays_), arrays_.total_bytes));
+  device_arrays_.resize(arrays_.total_bytes);
+  table_width_ = (options_.max_model_len + options_.block_size - 1) / options_.block_size;
+  block_tables_.resize(static_cast<size_t>(max_seqs) * table_width_);
+
+  const size_t t = static_cast<size_t>(max_tokens);
+  const size_t qkv_width = static_cast<size_t>(c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  residual_.resize(t * c.hidden_size);
+  normed_.resize(t * c.hidden_size);
+  qkv_.resize(t * qkv_width);
+  attn_.resize(t * c.num_heads * c.head_dim);
+  delta_.resize(t * c.hidden_size);
+  gate_up_.resize(t * 2 * c.intermediate_size);
+  act_.resize(t * c.intermediate_size);
+  last_.resize(static_cast<size_t>(max_seqs) * c.hidden_size);
+  last_normed_.resize(static_cast<size_t>(max_seqs) * c.hidden_size);
+  logits_.resize(static_cast<size_t>(max_seqs) * c.vocab_size);
+
+  // The split-KV scratch for the largest (sequences x splits) any step can ask for.
+  size_t workspace = 0;
+  for (int n = 1; n <= max_seqs; ++n) {
+    const int splits = choose_decode_splits(n, c.num_kv_heads, options_.max_model_len, num_sms_);
+    max_decode_splits_ = std::max(max_decode_splits_, splits);
+    workspace = std::max(workspace, decode_workspace_bytes(n, c.num_heads, c.head_dim, splits));
+  }
+  decode_workspace_.resize(std::max<size_t>(workspace, 1));
+
+  sampling_workspace_.resize(std::max<size_t>(sampling_workspace_bytes(max_seqs, c.vocab_size), 1));
+  sampling_rows_.resize(max_seqs);
+  sampled_.resize(max_seqs);
+  history_.resize(1);
+  suppressed_.resize(1);
+}
+
+void CudaBackend::size_kv_pool(const CudaBackendOptions& options) {
+  const ModelConfig& c = config_;
+  const size_t block_bytes = kv_bytes_per_token(c) * static_cast<size_t>(options.block_size);
+  size_t blocks = static_cast<size_t>(std::max(options.num_blocks, 0));
+  if (blocks == 0) {
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const double budget = options.gpu_memory_utilization * static_cast<double>(total_bytes);
+    const double used = static_cast<double>(total_bytes - free_bytes) + kLazyAllocationHeadroom;
+    if (budget <= used)
+      throw std::runtime_error(
+          "CUDA backend: weights and activations already use " + std::to_string(used / (1 << 30)) +
+          " GiB of the " + std::to_string(budget / (1 << 30)) +
+          " GiB budget; raise --gpu-memory-utilization or lower --max-num-batched-tokens");
+    blocks = static_cast<size_t>((budget - used) / static_cast<double>(block_bytes));
+  }
+  if (blocks * options.block_size < static_cast<size_t>(options.max_model_len))
+    throw std::runtime_error(
+        "CUDA backend: the KV pool holds only " + std::to_string(blocks * options.block_size) +
+        " tokens, less than one sequence of max_model_len " + std::to_string(options.max_model_len) +
+        "; lower --max-model-len or give the cache more memory");
+  if (blocks > static_cast<size_t>(INT32_MAX / options.block_size)) blocks = INT32_MAX / options.block_size;
+  layout_ = KvCacheLayout{static_cast<int>(blocks), options.block_size, c.num_kv_heads, c.head_dim};
+  kv_pool_.resize(static_cast<size_t>(c.num_layers) * 2 * static_cast<size_t>(layout_.layer_elements()));
+}
+
+bf16* CudaBackend::k_cache(int layer) const {
+  return kv_pool_.get() + static_cast<size_t>(2 * layer) * static_cast<size_t>(layout_.layer_elements());
+}
+bf16* CudaBackend::v_cache(int layer) const {
+  return kv_pool_.get() + static_cast<size_t>(2 * layer + 1) * static_cast<size_t>(layout_.layer_elements());
+}
+
+PackedStep CudaBackend::upload_step(const StepBatch& batch, int padded_seqs) {
+  if (batch.block_size != layout_.block_size)
+    throw std::logic_error("CudaBackend: batch block size " + std::to_string(batch.block_size) +
+                           " != pool's " + std::to_string(layout_.block_size));
+  if (batch.max_blocks_per_seq > table_width_)
+    throw std::logic_error("CudaBackend: a sequence has " + std::to_string(batch.max_blocks_per_seq) +
+                           " blocks, more than max_model_len allows");
+  const PackedStep step =
+      pack_step_arrays(batch, padded_seqs, arrays_, std::span<std::byte>(host_arrays_, arrays_.total_bytes));
+  CUDA_CHECK(
+      cudaMemcpyAsync(device_arrays_.get(), host_arrays_, step.bytes, cudaMemcpyHostToDevice, stream_));
+  if (batch.num_seqs > 0 && batch.max_blocks_per_seq > 0) {
+    const size_t row_bytes = sizeof(int32_t) * static_cast<size_t>(batch.max_blocks_per_seq);
+    CUDA_CHECK(cudaMemcpy2DAsync(block_tables_.get(), sizeof(int32_t) * table_width_,
+                                 batch.block_tables.data(), row_bytes, row_bytes, batch.num_seqs,
+                                 cudaMemcpyHostToDevice, stream_));
+  }
+  return step;
+}
+
+void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int max_query_len,
+                                  int decode_splits) {
+  const ModelConfig& c = config_;
+  const int tokens = step.num_tokens;
+  const int seqs = step.num_seqs;
+  const int hidden = c.hidden_size;
+  const int q_width = c.num_heads * c.head_dim;
+  const int qkv_width = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  const int inter = c.intermediate_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const auto* token_ids = device_array<int32_t>(device_arrays_, arrays_.token_ids);
+  const auto* positions = device_array<int32_t>(device_arrays_, arrays_.positions);
+  const auto* slots = device_array<int64_t>(device_arrays_, arrays_.slot_mapping);
+  const auto* query_start = device_array<int32_t>(device_arrays_, arrays_.query_start_loc);
+  const auto* context_lens = device_array<int32_t>(device_arrays_, arrays_.context_lens);
+  const auto* last_index = device_array<int32_t>(device_arrays_, arrays_.last_token_index);
+
+  embedding_gather(embed_.get(), token_ids, tokens, hidden, residual_.get(), stream_);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& w = layers_[l];
+    // The previous layer's MLP output joins the residual stream here, fused with this norm.
+    add_rms_norm(residual_.get(), l == 0 ? nullptr : delta_.get(), w.input_norm.get(), eps, tokens, hidden,
+                 normed_.get(), stream_);
+    gemm_->linear(normed_.get(), tokens, hidden, w.qkv.get(), qkv_width, qkv_.get(), qkv_width);
+
+    RopeKvWriteArgs rope;
+    rope.qkv = qkv_.get();
+    rope.qkv_row_stride = qkv_width;
+    rope.qkv_bias = w.qkv_bias.size() > 0 ? w.qkv_bias.get() : nullptr;
+    rope.positions = positions;
+    rope.slot_mapping = slots;
+    rope.inv_freq = inv_freq_.get();
+    rope.k_cache = k_cache(l);
+    rope.v_cache = v_cache(l);
+    rope.layout = layout_;
+    rope.num_tokens = tokens;
+    rope.num_heads = c.num_heads;
+    rope_and_kv_write(rope, stream_);
+
+    PagedAttentionArgs attn;
+    attn.q = qkv_.get();
+    attn.q_row_stride = qkv_width;
+    attn.k_cache = k_cache(l);
+    attn.v_cache = v_cache(l);
+    attn.layout = layout_;
+    attn.out = attn_.get();
+    attn.out_row_stride = q_width;
+    attn.query_start_loc = query_start;
+    attn.context_lens = context_lens;
+    attn.block_tables = block_tables_.get();
+    attn.max_blocks_per_seq = table_width_;
+    attn.num_heads = c.num_heads;
+    attn.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    if (num_decodes > 0) {
+      PagedAttentionArgs decode = attn;
+      decode.num_seqs = num_decodes;
+      decode.max_query_len = 1;
+      paged_decode_attention(decode, decode_splits, decode_workspace_.get(), decode_workspace_.bytes(),
+                             stream_);
+    }
+    if (seqs > num_decodes) {
+      PagedAttentionArgs prefill = attn;
+      prefill.query_start_loc = query_start + num_decodes;
+      prefill.context_lens = context_lens + num_decodes;
+      prefill.block_tables = block_tables_.get() + static_cast<size_t>(num_decodes) * table_width_;
+      prefill.num_seqs = seqs - num_decodes;
+      prefill.max_query_len = max_query_len;
+      paged_prefill_attention(prefill, stream_);
+    }
+    gemm_->linear(attn_.get(), tokens, q_width, w.o.get(), hidden, delta_.get(), hidden);
+
+    add_rms_norm(residual_.get(), delta_.get(), w.post_norm.get(), eps, tokens, hidden, normed_.get(),
+                 stream_);
+    gemm_->linear(normed_.get(), tokens, hidden, w.gate_up.get(), 2 * inter, gate_up_.get(), 2 * inter);
+    silu_and_mul(gate_up_.get(), tokens, inter, act_.get(), stream_);
+    gemm_->linear(act_.get(), tokens, inter, w.down.get(), hidden, delta_.get(), hidden);
+  }
+  // The last MLP output joins the stream (this norm's output is not needed: only the last token of
+  // each sequence is normalized, below, after the gather).
+  add_rms_norm(residual_.get(), delta_.get(), final_norm_.get(), eps, tokens, hidden, normed_.get(), stream_);
+  gather_rows(residual_.get(), last_index, seqs, hidden, last_.get(), stream_);
+  add_rms_norm(last_.get(), nullptr, final_norm_.get(), eps, seqs, hidden, last_normed_.get(), stream_);
+  const bf16* lm_head = lm_head_.size() > 0 ? lm_head_.get() : embed_.get();
+  gemm_->linear(last_normed_.get(), seqs, hidden, lm_head, c.vocab_size, logits_.get(), c.vocab_size);
+}
+
+void CudaBackend::run_forward(const StepBatch& batch) {
+  CUDA_CHECK(cudaSetDevice(options_.device));  // the engine thread is not the one that built us
+  const bool decode_only = batch.num_decodes == batch.num_seqs;
+  const int bucket =
+      options_.cuda_graphs && decode_only ? graph_bucket(batch.num_seqs, options_.max_num_seqs) : 0;
+  if (bucket == 0) {
+    const PackedStep step = upload_step(batch, batch.num_seqs);
+    const int splits = choose_decode_splits(std::max(batch.num_decodes, 1), config_.num_kv_heads,
+                                            batch.max_context_len, num_sms_);
+    enqueue_forward(step, batch.num_decodes, batch.max_query_len, std::min(splits, max_decode_splits_));
+    return;
+  }
+  const PackedStep step = upload_step(batch, bucket);
+  auto it = graphs_.find(bucket);
+  if (it == graphs_.end()) {
+    // The graph serves every later decode step of this size, whatever its contexts: its split-KV
+    // bound is the one for the longest context, and each sequence uses what its own needs.
+    const int splits = choose_decode_splits(bucket, config_.num_kv_heads, options_.max_model_len, num_sms_);
+    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+      enqueue_forward(step, bucket, 1, std::min(splits, max_decode_splits_));
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    CUDA_CHECK(err);
+    it = graphs_.emplace(bucket, exec).first;
+  }
+  CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+}
+
+std::span<const float> CudaBackend::forward(const StepBatch& batch) {
+  run_forward(batch);
+  const size_t n = static_cast<size_t>(batch.num_seqs) * config_.vocab_size;
+  host_logits_.resize(n);
+  CUDA_CHECK(cudaMemcpyAsync(host_logits_.data(), logits_.get(), n * sizeof(float), cudaMemcpyDeviceToHost,
+                             stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return host_logits_;
+}
+
+void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const SamplingTask> tasks,
+                                     std::span<SampledToken> out) {
+  if (out.size() != tasks.size()) throw std::logic_error("forward_and_sample: one output per task");
+  run_forward(batch);
+  if (tasks.empty()) {
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return;
+  }
+  host_rows_.resize(tasks.size());
+  host_history_.clear();
+  host_suppressed_.clear();
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const SamplingTask& t = tasks[i];
+    const SamplingParams& p = *t.params;
+    SamplingRow& r = host_rows_[i];
+    r = SamplingRow{};
+    r.logits_row = t.row;
+    r.temperature = p.temperature;
+    r.top_k = p.top_k;
+    r.top_p = p.top_p;
+    r.min_p = p.min_p;
+    r.repetition_penalty = p.repetition_penalty;
+    r.presence_penalty = p.presence_penalty;
+    r.frequency_penalty = p.frequency_penalty;
+    r.num_top_logprobs = std::min(p.top_logprobs, kMaxGpuTopLogprobs);
+    r.seed = t.seed;
+    r.draw_index = t.output.size();
+    if (has_penalties(p)) {  // the history only travels when a penalty needs it
+      r.history_offset = static_cast<int32_t>(host_history_.size());
+      r.num_prompt_tokens = static_cast<int32_t>(t.prompt.size());
+      r.num_output_tokens = static_cast<int32_t>(t.output.size());
+      host_history_.insert(host_history_.end(), t.prompt.begin(), t.prompt.end());
+      host_history_.insert(host_history_.end(), t.output.begin(), t.output.end());
+    }
+    r.suppressed_offset = static_cast<int32_t>(host_suppressed_.size());
+    r.num_suppressed = static_cast<int32_t>(t.suppressed.size());
+    host_suppressed_.insert(host_suppressed_.end(), t.suppressed.begin(), t.suppressed.end());
+  }
+  // Growing these reallocates outside any graph; the copies from pageable memory complete before
+  // the calls return, so the host vectors may change afterwards.
+  history_.reserve(host_history_.size());
+  suppressed_.reserve(host_suppressed_.size());
+  CUDA_CHECK(cudaMemcpyAsync(sampling_rows_.get(), host_rows_.data(), host_rows_.size() * sizeof(SamplingRow),
+                             cudaMemcpyHostToDevice, stream_));
+  if (!host_history_.empty())
+    CUDA_CHECK(cudaMemcpyAsync(history_.get(), host_history_.data(), host_history_.size() * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream_));
+  if (!host_suppressed_.empty())
+    CUDA_CHECK(cudaMemcpyAsync(suppressed_.get(), host_suppressed_.data(),
+                               host_suppressed_.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  const int rows = static_cast<int>(tasks.size());
+  sample_rows(logits_.get(), config_.vocab_size, sampling_rows_.get(), rows, history_.get(),
+              suppressed_.get(), sampling_workspace_.get(), sampling_workspace_.bytes(), sampled_.get(),
+              stream_);
+  host_sampled_.resize(tasks.size());
+  CUDA_CHECK(cudaMemcpyAsync(host_sampled_.data(), sampled_.get(), rows * sizeof(SampledRow),
+                             cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const SampledRow& s = host_sampled_[i];
+    SampledToken& o = out[i];
+    o.token = s.token;
+    o.logprob = s.logprob;
+    o.top_logprobs.clear();
+    for (int k = 0; k < host_rows_[i].num_top_logprobs; ++k)
+      o.top_logprobs.emplace_back(s.top_ids[k], s.top_logprobs[k]);
+  }
+}
+
+}  // namespace kvserve::cuda

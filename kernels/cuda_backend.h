@@ -1,0 +1,147 @@
+// CudaBackend: the model on one GPU. bf16 weights and KV cache, fp32 accumulation and residual
+// stream; the KV pool, the paged-attention kernels, cuBLAS matrix products, sampling on the device,
+// and CUDA graphs for decode-only steps.
+//
+// One forward pass (kernels/*.h say what each piece computes):
+//   upload the step's arrays -> embedding_gather -> per layer:
+//     add_rms_norm -> QKV GEMM -> rope_and_kv_write -> decode / prefill paged attention -> O GEMM
+//     -> add_rms_norm -> gate_up GEMM -> silu_and_mul -> down GEMM
+//   -> final add_rms_norm -> gather each sequence's last token -> final norm -> LM head (fp32 logits)
+//   -> sample_rows -> token ids (and logprobs) back to the host.
+// A decode-only step runs as a CUDA graph captured once per batch-size bucket (step_upload.h):
+// 32 layers are ~300 kernel launches, which would otherwise dominate small batches.
+//
+// Everything is allocated at construction for the largest step the scheduler may plan
+// (max_num_batched_tokens, max_num_seqs, max_model_len), then the KV pool takes what the memory
+// budget leaves. A step allocates nothing.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/model.h"
+#include "kernels/cuda_check.h"
+#include "kernels/gemm.h"
+#include "kernels/kv_cache_layout.h"
+#include "kernels/sampling.h"
+#include "kernels/step_upload.h"
+
+namespace kvserve::cuda {
+
+struct CudaBackendOptions {
+  int device = 0;
+  int block_size = 16;
+  // KV pool size: num_blocks when > 0, otherwise whatever brings this process's use of the GPU to
+  // gpu_memory_utilization of its total memory once weights and activations are in place.
+  int num_blocks = 0;
+  double gpu_memory_utilization = 0.90;
+  // The largest step the scheduler plans (SchedulerConfig's limits).
+  int max_num_batched_tokens = 8192;
+  int max_num_seqs = 256;
+  int max_model_len = 8192;
+  bool cuda_graphs = true;  // false: every step launches its kernels one by one (debugging)
+};
+
+class CudaBackend : public Backend {
+ public:
+  // Uploads the model's weights as bf16 (the host copy may be released afterwards) and sizes the
+  // KV pool. Throws std::runtime_error when there is no GPU, the model does not fit, or the pool
+  // would hold less than one max_model_len sequence.
+  CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOptions& options);
+  ~CudaBackend() override;
+
+  std::string name() const override { return "cuda"; }
+  int vocab_size() const override { return config_.vocab_size; }
+  // The logits, copied to the host (tests and tools; serving uses forward_and_sample).
+  std::span<const float> forward(const StepBatch& batch) override;
+  void forward_and_sample(const StepBatch& batch, std::span<const SamplingTask> tasks,
+                          std::span<SampledToken> out) override;
+
+  int num_blocks() const { return layout_.num_blocks; }
+  // "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)"
+  const std::string& device_description() const { return device_description_; }
+  size_t weight_bytes() const { return weight_bytes_; }
+  size_t kv_pool_bytes() const { return kv_pool_.bytes(); }
+  // Bytes of KV cache one token takes across all layers (K and V, bf16).
+  static size_t kv_bytes_per_token(const ModelConfig& config);
+
+ private:
+  struct LayerWeights {
+    DeviceBuffer<__nv_bfloat16> input_norm, qkv, qkv_bias, o, post_norm, gate_up, down;
+  };
+
+  void upload_weights(const Model& model);
+  void allocate_activations();
+  void size_kv_pool(const CudaBackendOptions& options);
+  // Copies the step's arrays to the device; returns the sizes the device pass runs at.
+  PackedStep upload_step(const StepBatch& batch, int padded_seqs);
+  // Enqueues the whole pass on stream_ for a packed step (padding included); decode_splits is the
+  // split-KV bound for the decode part.
+  void enqueue_forward(const PackedStep& step, int num_decodes, int max_query_len, int decode_splits);
+  // Runs the device pass for `batch`: through a CUDA graph when it is decode-only and graphs are on.
+  void run_forward(const StepBatch& batch);
+  __nv_bfloat16* k_cache(int layer) const;
+  __nv_bfloat16* v_cache(int layer) const;
+
+  std::shared_ptr<const Model> model_;  // for the config; weights live on the device
+  ModelConfig config_;
+  CudaBackendOptions options_;
+  std::string device_description_;
+  int num_sms_ = 0;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<Gemm> gemm_;
+
+  // Weights.
+  DeviceBuffer<__nv_bfloat16> embed_, final_norm_, lm_head_;  // lm_head_ empty when tied
+  std::vector<LayerWeights> layers_;
+  DeviceBuffer<float> inv_freq_;
+  size_t weight_bytes_ = 0;
+
+  // KV pool: [layer][K, V][layout_.layer_elements()].
+  KvCacheLayout layout_;
+  DeviceBuffer<__nv_bfloat16> kv_pool_;
+
+  // Step arrays: pinned host staging and its device mirror; block tables at a fixed width.
+  StepArraysLayout arrays_;
+  int table_width_ = 0;
+  std::byte* host_arrays_ = nullptr;  // pinned, arrays_.total_bytes
+  DeviceBuffer<std::byte> device_arrays_;
+  DeviceBuffer<int32_t> block_tables_;  // [max_seqs][table_width_]
+
+  // Activations, sized for arrays_.max_tokens tokens / max_seqs sequences.
+  DeviceBuffer<float> residual_;         // [tokens][hidden]
+  DeviceBuffer<__nv_bfloat16> normed_;   // [tokens][hidden]
+  DeviceBuffer<__nv_bfloat16> qkv_;      // [tokens][(heads + 2 kv_heads) head_dim]
+  DeviceBuffer<__nv_bfloat16> attn_;     // [tokens][heads head_dim]
+  DeviceBuffer<__nv_bfloat16> delta_;    // [tokens][hidden]: a sublayer's output
+  DeviceBuffer<__nv_bfloat16> gate_up_;  // [tokens][2 intermediate]
+  DeviceBuffer<__nv_bfloat16> act_;      // [tokens][intermediate]
+  DeviceBuffer<float> last_;             // [seqs][hidden]
+  DeviceBuffer<__nv_bfloat16> last_normed_;
+  DeviceBuffer<float> logits_;  // [seqs][vocab]
+  DeviceBuffer<std::byte> decode_workspace_;
+  int max_decode_splits_ = 1;
+  std::vector<float> host_logits_;
+
+  // Sampling.
+  DeviceBuffer<std::byte> sampling_workspace_;
+  DeviceBuffer<SamplingRow> sampling_rows_;
+  DeviceBuffer<SampledRow> sampled_;
+  DeviceBuffer<int32_t> history_, suppressed_;
+  std::vector<SamplingRow> host_rows_;
+  std::vector<int32_t> host_history_, host_suppressed_;
+  std::vector<SampledRow> host_sampled_;
+
+  // Decode graphs by padded batch size.
+  std::map<int, cudaGraphExec_t> graphs_;
+};
+
+}  // namespace kvserve::cuda

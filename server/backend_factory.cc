@@ -1,0 +1,86 @@
+#include "server/backend_factory.h"
+
+#include <cstdio>
+#include <stdexcept>
+#include <thread>
+
+#include "engine/cpu_backend.h"
+#ifdef KVSERVE_WITH_CUDA
+#include "kernels/cuda_backend.h"
+#include "kernels/cuda_device.h"
+#endif
+
+namespace kvserve {
+namespace {
+
+std::string pool_summary(int blocks, int block_size, size_t bytes_per_token) {
+  char buf[200];
+  const double tokens = static_cast<double>(blocks) * block_size;
+  std::snprintf(buf, sizeof(buf), "KV cache %d blocks x %d tokens = %.0f tokens (%.2f GiB, %.1f KiB/token)",
+                blocks, block_size, tokens, tokens * static_cast<double>(bytes_per_token) / (1 << 30),
+                static_cast<double>(bytes_per_token) / 1024.0);
+  return buf;
+}
+
+}  // namespace
+
+std::string resolve_backend_kind(const std::string& kind) {
+  if (kind != "auto") return kind;
+#ifdef KVSERVE_WITH_CUDA
+  if (cuda::device_count() > 0) return "cuda";
+#endif
+  return "cpu";
+}
+
+BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Model> model,
+                           const SchedulerConfig& scheduler) {
+  const std::string kind = resolve_backend_kind(choice.kind);
+  const ModelConfig& mc = model->config;
+  BuiltBackend built;
+  if (kind == "cpu") {
+    const size_t per_token = CpuBackend::kv_bytes_per_token(mc);
+    built.num_blocks =
+        choice.num_kv_blocks > 0
+            ? choice.num_kv_blocks
+            : static_cast<int>(choice.kv_cache_gib * (1ull << 30) / (per_token * scheduler.block_size));
+    const int threads =
+        choice.cpu_threads > 0 ? choice.cpu_threads : static_cast<int>(std::thread::hardware_concurrency());
+    built.backend =
+        std::make_unique<CpuBackend>(model, built.num_blocks, scheduler.block_size, choice.cpu_threads);
+    built.device = "CPU, " + std::to_string(threads) + " threads";
+    built.description = "backend cpu (" + std::to_string(threads) + " threads, fp32); " +
+                        pool_summary(built.num_blocks, scheduler.block_size, per_token);
+    return built;
+  }
+  if (kind == "cuda") {
+#ifdef KVSERVE_WITH_CUDA
+    cuda::CudaBackendOptions opt;
+    opt.device = choice.cuda_device;
+    opt.block_size = scheduler.block_size;
+    opt.num_blocks = choice.num_kv_blocks;
+    opt.gpu_memory_utilization = choice.gpu_memory_utilization;
+    opt.max_num_batched_tokens = scheduler.max_num_batched_tokens;
+    opt.max_num_seqs = scheduler.max_num_seqs;
+    opt.max_model_len = scheduler.max_model_len;
+    opt.cuda_graphs = choice.cuda_graphs;
+    auto backend = std::make_unique<cuda::CudaBackend>(model, opt);
+    built.num_blocks = backend->num_blocks();
+    built.device = backend->device_description();
+    char weights[64];
+    std::snprintf(weights, sizeof(weights), "%.2f GiB",
+                  static_cast<double>(backend->weight_bytes()) / (1 << 30));
+    built.description =
+        "backend cuda on " + built.device + " (bf16 weights " + weights + ", CUDA graphs " +
+        (opt.cuda_graphs ? "on" : "off") + "); " +
+        pool_summary(built.num_blocks, scheduler.block_size, cuda::CudaBackend::kv_bytes_per_token(mc));
+    built.backend = std::move(backend);
+    return built;
+#else
+    throw std::runtime_error(
+        "this kvserve was built without CUDA (configure with -DKVSERVE_CUDA=ON); use --backend cpu");
+#endif
+  }
+  throw std::runtime_error("unknown backend '" + kind + "': use auto, cpu or cuda");
+}
+
+}  // namespace kvserve

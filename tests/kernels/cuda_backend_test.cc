@@ -1,0 +1,264 @@
+// The whole model on the GPU against the CPU reference backend, on the committed tiny models.
+//
+// The CPU backend runs a bf16-rounded copy of the weights, so that both sides compute with the same
+// numbers and the differences left are the CUDA backend's bf16 activations (normed inputs, q/k/v,
+// attention output, MLP activations and the KV cache are stored in bf16; accumulation is fp32).
+// Each bf16 rounding is a relative error of at most 2^-9; a token's logits pass through about eight
+// of them per layer, so over two layers the expected deviation is ~sqrt(16) * 2^-9 ~ 1% of the
+// logits' scale. The tolerance, 3% of the largest |logit| (at least 0.03), leaves a 3x margin and
+// still catches a wrong RoPE pair, a misplaced K/V row or a missing bias (tens of percent).
+#include "kernels/cuda_backend.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/cpu_backend.h"
+#include "engine/engine.h"
+#include "engine/scheduler.h"
+#include "tests/kernels/gpu_test_util.h"
+
+namespace kvserve::cuda {
+namespace {
+
+// $KVSERVE_TEST_DATA overrides the compiled-in path: on the GPU machine the binary runs from a bundle
+// built elsewhere (scripts/gpu_kernel_check.sh sets it).
+const std::string kModels =
+    std::string(std::getenv("KVSERVE_TEST_DATA") ? std::getenv("KVSERVE_TEST_DATA") : KVSERVE_TEST_DATA) +
+    "/models/";
+
+std::shared_ptr<const Model> load_bf16_rounded(const std::string& name) {
+  auto model = std::make_shared<Model>(load_model(kModels + name));
+  const auto round = [](Tensor& t) {
+    for (float& x : t.data)
+      x = testing::round_to_bf16(x);
+  };
+  ModelWeights& w = model->weights;
+  round(w.embed_tokens);
+  round(w.final_norm);
+  round(w.lm_head);
+  for (kvserve::LayerWeights& l : w.layers)
+    for (Tensor* t : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias, &l.k_bias, &l.v_bias,
+                      &l.o_proj, &l.post_attention_norm, &l.gate_proj, &l.up_proj, &l.down_proj})
+      round(*t);
+  return model;
+}
+
+CudaBackendOptions small_options(bool graphs) {
+  CudaBackendOptions o;
+  o.block_size = 16;
+  o.num_blocks = 256;
+  o.max_num_batched_tokens = 256;
+  o.max_num_seqs = 32;
+  o.max_model_len = 1024;
+  o.cuda_graphs = graphs;
+  return o;
+}
+
+double logit_tolerance(std::span<const float> reference) {
+  float largest = 0.0f;
+  for (float x : reference)
+    largest = std::max(largest, std::abs(x));
+  return std::max(0.03, 0.03 * largest);
+}
+
+// Mixed requests: random prompts, every third sharing a 40-token prefix (prefix-cache hits), with a
+// token budget small enough to chunk prompts and mix decodes with prefill chunks in one step.
+std::vector<Request> mixed_requests(int vocab, int n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<TokenId> tok(3, vocab - 1);
+  std::uniform_int_distribution<int> len(1, 90), out(1, 20);
+  std::vector<TokenId> shared(40);
+  for (TokenId& t : shared)
+    t = tok(rng);
+  std::vector<Request> requests;
+  for (int i = 0; i < n; ++i) {
+    Request r;
+    r.id = "r" + std::to_string(i);
+    if (i % 3 == 0) r.prompt = shared;
+    for (int k = len(rng); k > 0; --k)
+      r.prompt.push_back(tok(rng));
+    r.stop.max_tokens = out(rng);
+    r.stop.ignore_eos = true;
+    requests.push_back(std::move(r));
+  }
+  return requests;
+}
+
+class CudaBackendModel : public ::testing::TestWithParam<std::string> {};
+
+// Both backends run every step the scheduler plans (decodes, prefill chunks, prefix hits, mixed),
+// fed the CPU side's greedy tokens; the logits of every emitting sequence must agree.
+TEST_P(CudaBackendModel, LogitsMatchTheCpuBackendStepByStep) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const auto model = load_bf16_rounded(GetParam());
+  for (bool graphs : {false, true}) {
+    SCOPED_TRACE(graphs ? "CUDA graphs" : "eager");
+    const CudaBackendOptions opt = small_options(graphs);
+    SchedulerConfig cfg;
+    cfg.block_size = opt.block_size;
+    cfg.num_blocks = opt.num_blocks;
+    cfg.max_num_batched_tokens = 64;
+    cfg.max_num_seqs = opt.max_num_seqs;
+    cfg.max_model_len = opt.max_model_len;
+    Scheduler sched(cfg);
+    CpuBackend cpu(model, cfg.num_blocks, cfg.block_size);
+    CudaBackend gpu(model, opt);
+    BatchBuilder builder;
+    for (Request& r : mixed_requests(model->config.vocab_size, 24, 7))
+      ASSERT_TRUE(
+          sched.add(std::make_unique<Sequence>(std::move(r), cfg.block_size, std::vector<TokenId>{})).ok());
+    const size_t vocab = static_cast<size_t>(model->config.vocab_size);
+    int steps = 0, compared = 0;
+    while (sched.has_unfinished()) {
+      const StepPlan plan = sched.schedule();
+      const StepBatch& batch = builder.build(plan, cfg.block_size);
+      const std::span<const float> cpu_logits = cpu.forward(batch);
+      const std::vector<float> want(cpu_logits.begin(), cpu_logits.end());
+      const std::span<const float> got = gpu.forward(batch);
+      std::vector<TokenId> next(plan.seqs.size(), 0);
+      for (size_t s = 0; s < plan.seqs.size(); ++s) {
+        if (!plan.seqs[s].emits_token) continue;
+        const std::span<const float> w(want.data() + s * vocab, vocab);
+        const double tol = logit_tolerance(w);
+        double worst = 0.0;
+        for (size_t v = 0; v < vocab; ++v)
+          worst = std::max(worst, static_cast<double>(std::abs(got[s * vocab + v] - w[v])));
+        ASSERT_LE(worst, tol) << "step " << steps << " sequence " << s << " (" << plan.seqs[s].num_new_tokens
+                              << " new tokens at " << plan.seqs[s].start_pos << ")";
+        next[s] = static_cast<TokenId>(std::max_element(w.begin(), w.end()) - w.begin());
+        ++compared;
+      }
+      sched.complete_step(plan, next);
+      ++steps;
+    }
+    EXPECT_GT(compared, 100);
+  }
+}
+
+std::unique_ptr<Engine> make_engine(std::shared_ptr<const Model> model, std::unique_ptr<Backend> backend) {
+  EngineConfig cfg;
+  cfg.scheduler.block_size = 16;
+  cfg.scheduler.num_blocks = 256;
+  cfg.scheduler.max_num_batched_tokens = 64;
+  cfg.scheduler.max_num_seqs = 32;
+  cfg.scheduler.max_model_len = 1024;
+  cfg.eos_token_ids = model->config.eos_token_ids;
+  return std::make_unique<Engine>(cfg, std::move(backend));
+}
+
+// Greedy through the whole engine (GPU sampling included) gives the CPU engine's tokens.
+TEST_P(CudaBackendModel, EngineGreedyTokensEqualTheCpuEngine) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const auto model = load_bf16_rounded(GetParam());
+  auto cpu = make_engine(model, std::make_unique<CpuBackend>(model, 256, 16));
+  auto gpu = make_engine(model, std::make_unique<CudaBackend>(model, small_options(true)));
+  const auto want = cpu->generate(mixed_requests(model->config.vocab_size, 24, 11));
+  const auto got = gpu->generate(mixed_requests(model->config.vocab_size, 24, 11));
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status.message();
+    EXPECT_EQ(got[i].output, want[i].output) << want[i].id;
+    ASSERT_EQ(got[i].logprobs.size(), want[i].logprobs.size());
+    for (size_t k = 0; k < got[i].logprobs.size(); ++k)
+      EXPECT_NEAR(got[i].logprobs[k], want[i].logprobs[k], 0.05) << want[i].id << " token " << k;
+  }
+}
+
+// Against the float64 PyTorch reference (expected.json, full-precision weights): the tokens agree
+// up to the first step whose top-2 logit gap in the reference is small enough for bf16 to flip.
+TEST_P(CudaBackendModel, GreedyTokensFollowTheFloat64Reference) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  std::ifstream in(kModels + GetParam() + "/expected.json");
+  const auto j = nlohmann::json::parse(in);
+  const auto prompt = j.at("prompt_ids").get<std::vector<TokenId>>();
+  const auto greedy = j.at("greedy_ids").get<std::vector<TokenId>>();
+  const auto logits = j.at("step_logits").get<std::vector<std::vector<float>>>();
+  size_t decisive = 0;  // steps whose top-2 gap exceeds 0.2, before the first one that does not
+  for (; decisive < logits.size(); ++decisive) {
+    std::vector<float> row = logits[decisive];
+    std::partial_sort(row.begin(), row.begin() + 2, row.end(), std::greater<>());
+    if (row[0] - row[1] < 0.2f) break;
+  }
+  const auto model = std::make_shared<const Model>(load_model(kModels + GetParam()));
+  auto gpu = make_engine(model, std::make_unique<CudaBackend>(model, small_options(true)));
+  Request r;
+  r.id = "probe";
+  r.prompt = prompt;
+  r.stop.max_tokens = static_cast<int>(greedy.size());
+  r.stop.ignore_eos = true;
+  const auto results = gpu->generate({r});
+  ASSERT_TRUE(results[0].status.ok()) << results[0].status.message();
+  ASSERT_GE(decisive, 4u) << "the reference has too few decisive steps to test anything";
+  for (size_t k = 0; k < decisive; ++k)
+    EXPECT_EQ(results[0].output.at(k), greedy[k]) << "step " << k;
+}
+
+// Seeded random sampling on the GPU is reproducible and stays in the vocabulary.
+TEST_P(CudaBackendModel, SeededSamplingIsReproducible) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const auto model = load_bf16_rounded(GetParam());
+  auto requests = [&] {
+    auto rs = mixed_requests(model->config.vocab_size, 12, 5);
+    for (size_t i = 0; i < rs.size(); ++i) {
+      rs[i].sampling.temperature = 0.8f;
+      rs[i].sampling.top_p = 0.9f;
+      rs[i].sampling.top_k = i % 2 ? 40 : 0;
+      rs[i].sampling.repetition_penalty = i % 3 ? 1.0f : 1.2f;
+      rs[i].sampling.seed = 1000 + i;
+      rs[i].sampling.top_logprobs = 3;
+    }
+    return rs;
+  };
+  auto a =
+      make_engine(model, std::make_unique<CudaBackend>(model, small_options(true)))->generate(requests());
+  auto b =
+      make_engine(model, std::make_unique<CudaBackend>(model, small_options(false)))->generate(requests());
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_TRUE(a[i].status.ok());
+    EXPECT_EQ(a[i].output, b[i].output) << a[i].id;
+    for (TokenId t : a[i].output) {
+      EXPECT_GE(t, 0);
+      EXPECT_LT(t, model->config.vocab_size);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(TinyModels, CudaBackendModel,
+                         ::testing::Values("tiny-llama", "tiny-llama3-gqa", "tiny-qwen2-gqa"));
+
+TEST(CudaBackend, SizesThePoolFromTheMemoryBudget) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const auto model = load_bf16_rounded("tiny-llama");
+  CudaBackendOptions opt = small_options(false);
+  opt.num_blocks = 0;
+  opt.gpu_memory_utilization = 0.5;
+  CudaBackend backend(model, opt);
+  EXPECT_GT(backend.num_blocks(), 1000);
+  EXPECT_EQ(backend.kv_pool_bytes(),
+            CudaBackend::kv_bytes_per_token(model->config) * opt.block_size * backend.num_blocks());
+  opt.num_blocks = 8;  // 128 tokens < max_model_len 1024
+  EXPECT_THROW(CudaBackend(model, opt), std::runtime_error);
+}
+
+TEST(CudaBackend, SaysWhatToDoWithoutAGpu) {
+  if (device_count() > 0) GTEST_SKIP() << "this machine has a GPU";
+  const auto model = std::make_shared<const Model>(load_model(kModels + "tiny-llama"));
+  try {
+    CudaBackend backend(model, small_options(true));
+    FAIL() << "constructed without a GPU";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("--backend cpu"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace kvserve::cuda
