@@ -716,7 +716,8 @@ def run_checks(repo, texts, help_text, r):
 # ----------------------------------------------------------------------------------------------
 
 BREAKS = [
-    ("a flag the server does not have", "deploy/k8s/deployment.yaml", "- --threads", "- --thread-count"),
+    ("a flag the server does not have", "deploy/k8s/deployment.yaml", "- --gpu-memory-utilization",
+     "- --gpu-memory-fraction"),
     ("a value outside a flag's range", "deploy/compose.yaml", '"50051"\n', '"70000"\n'),
     ("a metrics port that differs from EXPOSE", "deploy/Dockerfile", '"--metrics-port", "9090"',
      '"--metrics-port", "9191"'),
