@@ -89,6 +89,9 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
 }
 
 CudaBackend::~CudaBackend() {
+  // May run on a thread that never selected our device (the engine's owner at shutdown): the frees
+  // below must not land on, or create a context for, another device.
+  cudaSetDevice(options_.device);
   cudaStreamSynchronize(stream_);
   for (auto& [size, exec] : graphs_)
     cudaGraphExecDestroy(exec);
@@ -311,28 +314,35 @@ void CudaBackend::run_forward(const StepBatch& batch) {
     return;
   }
   const PackedStep step = upload_step(batch, bucket);
-  auto it = graphs_.find(bucket);
-  if (it == graphs_.end()) {
-    // The graph serves every later decode step of this size, whatever its contexts: its split-KV
-    // bound is the one for the longest context, and each sequence uses what its own needs.
-    const int splits = choose_decode_splits(bucket, config_.num_kv_heads, options_.max_model_len, num_sms_);
-    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-    cudaGraph_t graph = nullptr;
-    try {
-      enqueue_forward(step, bucket, 1, std::min(splits, max_decode_splits_));
-    } catch (...) {
-      cudaStreamEndCapture(stream_, &graph);
-      if (graph) cudaGraphDestroy(graph);
-      throw;
-    }
-    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    CUDA_CHECK(err);
-    it = graphs_.emplace(bucket, exec).first;
+  if (const auto it = graphs_.find(bucket); it != graphs_.end()) {
+    CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+    return;
   }
-  CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+  // The graph serves every later decode step of this size, whatever its contexts: its split-KV
+  // bound is the one for the longest context, and each sequence uses what its own needs.
+  const int splits =
+      std::min(choose_decode_splits(bucket, config_.num_kv_heads, options_.max_model_len, num_sms_),
+               max_decode_splits_);
+  // The bucket's first step runs eagerly: this step's results come from it, and it loads every
+  // kernel the graph uses (lazy module loading) and lets cuBLAS pick and initialize its kernels for
+  // these shapes outside the capture, where neither may happen. Capturing only records, so the
+  // graph first runs at the bucket's next step.
+  enqueue_forward(step, bucket, 1, splits);
+  CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  cudaGraph_t graph = nullptr;
+  try {
+    enqueue_forward(step, bucket, 1, splits);
+  } catch (...) {
+    cudaStreamEndCapture(stream_, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    throw;
+  }
+  CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  CUDA_CHECK(err);
+  graphs_.emplace(bucket, exec);
 }
 
 std::span<const float> CudaBackend::forward(const StepBatch& batch) {
@@ -369,7 +379,8 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
     r.repetition_penalty = p.repetition_penalty;
     r.presence_penalty = p.presence_penalty;
     r.frequency_penalty = p.frequency_penalty;
-    r.num_top_logprobs = std::min(p.top_logprobs, kMaxGpuTopLogprobs);
+    // The host Sampler reports min(top_logprobs, vocab) alternatives; so must we.
+    r.num_top_logprobs = std::min({p.top_logprobs, kMaxGpuTopLogprobs, config_.vocab_size});
     r.seed = t.seed;
     r.draw_index = t.output.size();
     if (has_penalties(p)) {  // the history only travels when a penalty needs it

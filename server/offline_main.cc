@@ -132,6 +132,7 @@ int run_model(const Options& o, kvserve::EngineConfig config) {
   choice.num_kv_blocks = config.scheduler.num_blocks;
   choice.cpu_threads = o.threads;
   kvserve::BuiltBackend built = kvserve::build_backend(choice, model, config.scheduler);
+  config.scheduler.num_blocks = built.num_blocks;  // the pool the backend has (the CUDA one may clamp)
   std::printf("%s\n", built.description.c_str());
   kvserve::Engine engine(config, std::move(built.backend));
   std::vector<kvserve::Request> requests(o.num_requests);
