@@ -1,0 +1,247 @@
+#include "engine/random_model.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <string>
+#include <utility>
+
+namespace kvserve {
+namespace {
+
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+constexpr uint64_t kSpecPrefixLen = 7;  // "random:"
+
+// splitmix64's finalizer: a bijection of 64-bit words that mixes every input bit into every output bit.
+constexpr uint64_t mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+constexpr uint64_t tensor_key(uint64_t seed, uint64_t tensor_id) {
+  return mix(seed ^ (kGolden * (tensor_id + 1)));
+}
+
+// Sum of four 16-bit uniforms, centred: an integer in [-131070, 131070], mean 0, sd 65536/sqrt(3).
+inline int32_t centred_sum(uint64_t key, uint64_t index) {
+  const uint64_t h = mix(key + index * kGolden);
+  const uint32_t sum =
+      static_cast<uint32_t>((h & 0xFFFF) + ((h >> 16) & 0xFFFF) + ((h >> 32) & 0xFFFF) + (h >> 48));
+  return static_cast<int32_t>(sum) - 131070;
+}
+
+// The multiplier that turns centred_sum() into a value of standard deviation `std`.
+float scale_for(double std) {
+  return static_cast<float>(std * std::sqrt(3.0) / 65536.0);
+}
+
+struct Fill {
+  Tensor* tensor;
+  uint64_t id;
+  double mean;
+  double std;
+};
+
+ModelConfig llama3_base() {
+  ModelConfig c;
+  c.architecture = "LlamaForCausalLM";
+  c.vocab_size = 128256;
+  c.num_heads = 32;
+  c.num_kv_heads = 8;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 500000.0;
+  c.max_position_embeddings = 8192;
+  c.bos_token_id = 128000;
+  c.eos_token_ids = {128001};
+  c.dtype = "bfloat16";
+  return c;
+}
+
+ModelConfig llama3_8b() {
+  ModelConfig c = llama3_base();
+  c.hidden_size = 4096;
+  c.intermediate_size = 14336;
+  c.num_layers = 32;
+  c.head_dim = 128;
+  c.rope_scaling = RopeScaling{.factor = 8.0,
+                               .low_freq_factor = 1.0,
+                               .high_freq_factor = 4.0,
+                               .original_max_position_embeddings = 8192};
+  c.tie_word_embeddings = false;
+  return c;
+}
+
+ModelConfig llama32_1b() {
+  ModelConfig c = llama3_base();
+  c.hidden_size = 2048;
+  c.intermediate_size = 8192;
+  c.num_layers = 16;
+  c.head_dim = 64;
+  c.rope_scaling = RopeScaling{.factor = 32.0,
+                               .low_freq_factor = 1.0,
+                               .high_freq_factor = 4.0,
+                               .original_max_position_embeddings = 8192};
+  c.tie_word_embeddings = true;
+  return c;
+}
+
+ModelConfig tiny() {
+  ModelConfig c;
+  c.architecture = "LlamaForCausalLM";
+  c.vocab_size = 512;
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 4;
+  c.head_dim = 16;
+  c.rms_norm_eps = 1e-6;
+  c.rope_theta = 10000.0;
+  c.max_position_embeddings = 1024;
+  c.tie_word_embeddings = true;
+  c.bos_token_id = 1;
+  c.eos_token_ids = {2};
+  c.dtype = "bfloat16";
+  return c;
+}
+
+std::string shape_list() {
+  std::string out;
+  for (const std::string& name : random_model_shape_names())
+    out += (out.empty() ? "" : ", ") + name;
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> random_model_shape_names() {
+  return {"llama3-8b", "llama3.2-1b", "tiny"};
+}
+
+std::optional<ModelConfig> random_model_shape(std::string_view name) {
+  if (name == "llama3-8b") return llama3_8b();
+  if (name == "llama3.2-1b") return llama32_1b();
+  if (name == "tiny") return tiny();
+  return std::nullopt;
+}
+
+int64_t parameter_count(const ModelConfig& c) {
+  const int64_t hidden = c.hidden_size;
+  const int64_t q = int64_t{c.num_heads} * c.head_dim;
+  const int64_t kv = int64_t{c.num_kv_heads} * c.head_dim;
+  int64_t layer = 2 * hidden + hidden * q + 2 * hidden * kv + q * hidden + 3 * hidden * c.intermediate_size;
+  if (c.qkv_bias) layer += q + 2 * kv;
+  const int64_t embed = int64_t{c.vocab_size} * hidden;
+  return embed * (c.tie_word_embeddings ? 1 : 2) + hidden + layer * c.num_layers;
+}
+
+float random_weight(uint64_t seed, uint64_t tensor_id, uint64_t index, double mean, double std) {
+  const float v = static_cast<float>(centred_sum(tensor_key(seed, tensor_id), index)) * scale_for(std);
+  return mean == 0.0 ? v : static_cast<float>(mean) + v;
+}
+
+Model make_random_model(const ModelConfig& c, uint64_t seed) {
+  Model model;
+  model.config = c;
+  ModelWeights& w = model.weights;
+  const int64_t hidden = c.hidden_size;
+  const int64_t q = int64_t{c.num_heads} * c.head_dim;
+  const int64_t kv = int64_t{c.num_kv_heads} * c.head_dim;
+  const int64_t inter = c.intermediate_size;
+  constexpr double kSmall = 0.02;
+
+  std::vector<Fill> fills;
+  auto linear = [&](Tensor& t, uint64_t id, int64_t out, int64_t in) {
+    t.shape = {out, in};
+    fills.push_back({&t, id, 0.0, 1.0 / std::sqrt(static_cast<double>(in))});
+  };
+  auto vector = [&](Tensor& t, uint64_t id, int64_t n, double mean) {
+    t.shape = {n};
+    fills.push_back({&t, id, mean, kSmall});
+  };
+  w.embed_tokens.shape = {c.vocab_size, hidden};
+  fills.push_back({&w.embed_tokens, 0, 0.0, kSmall});
+  vector(w.final_norm, 1, hidden, 1.0);
+  if (!c.tie_word_embeddings) linear(w.lm_head, 2, c.vocab_size, hidden);
+  w.layers.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    LayerWeights& L = w.layers[l];
+    const uint64_t base = 16 + 16 * static_cast<uint64_t>(l);
+    vector(L.input_norm, base + 0, hidden, 1.0);
+    linear(L.q_proj, base + 1, q, hidden);
+    linear(L.k_proj, base + 2, kv, hidden);
+    linear(L.v_proj, base + 3, kv, hidden);
+    linear(L.o_proj, base + 4, hidden, q);
+    vector(L.post_attention_norm, base + 5, hidden, 1.0);
+    linear(L.gate_proj, base + 6, inter, hidden);
+    linear(L.up_proj, base + 7, inter, hidden);
+    linear(L.down_proj, base + 8, hidden, inter);
+    if (c.qkv_bias) {
+      vector(L.q_bias, base + 9, q, 0.0);
+      vector(L.k_bias, base + 10, kv, 0.0);
+      vector(L.v_bias, base + 11, kv, 0.0);
+    }
+  }
+
+  // Allocating zeroes every page on the allocating thread: spread the tensors over the threads so
+  // that an 8B model's 32 GB is not touched by one core.
+  const auto n_fills = static_cast<std::ptrdiff_t>(fills.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::ptrdiff_t f = 0; f < n_fills; ++f)
+    fills[f].tensor->data.resize(static_cast<size_t>(fills[f].tensor->numel()));
+
+  for (const Fill& f : fills) {
+    const uint64_t key = tensor_key(seed, f.id);
+    const float scale = scale_for(f.std);
+    const auto mean = static_cast<float>(f.mean);
+    float* data = f.tensor->data.data();
+    const auto n = static_cast<std::ptrdiff_t>(f.tensor->data.size());
+    if (f.mean == 0.0) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+      for (std::ptrdiff_t i = 0; i < n; ++i)
+        data[i] = static_cast<float>(centred_sum(key, static_cast<uint64_t>(i))) * scale;
+    } else {
+#pragma omp parallel for schedule(static) if (n > 65536)
+      for (std::ptrdiff_t i = 0; i < n; ++i)
+        data[i] = mean + static_cast<float>(centred_sum(key, static_cast<uint64_t>(i))) * scale;
+    }
+  }
+  return model;
+}
+
+bool is_random_model_spec(std::string_view spec) {
+  return spec.starts_with("random:");
+}
+
+Model load_random_model_spec(std::string_view spec) {
+  const std::string quoted = "model spec '" + std::string(spec) + "'";
+  if (!is_random_model_spec(spec)) {
+    throw ModelLoadError(quoted +
+                         ": a random-weight model is named random:<shape>[:seed]; shapes: " + shape_list());
+  }
+  const std::string_view rest = spec.substr(kSpecPrefixLen);
+  const size_t colon = rest.find(':');
+  const std::string_view name = rest.substr(0, colon);
+  const std::optional<ModelConfig> config = random_model_shape(name);
+  if (!config) {
+    throw ModelLoadError(quoted + ": unknown shape '" + std::string(name) +
+                         "'; valid shapes: " + shape_list() + " (as random:<shape>[:seed])");
+  }
+  uint64_t seed = 0;
+  if (colon != std::string_view::npos) {
+    const std::string_view digits = rest.substr(colon + 1);
+    const char* end = digits.data() + digits.size();
+    const auto [ptr, ec] = std::from_chars(digits.data(), end, seed);
+    if (digits.empty() || ec != std::errc() || ptr != end) {
+      throw ModelLoadError(quoted + ": seed '" + std::string(digits) +
+                           "' is not a non-negative decimal integer below 2^64; write random:" +
+                           std::string(name) + ":<seed>");
+    }
+  }
+  Model model = make_random_model(*config, seed);
+  model.dir = std::string(spec);
+  return model;
+}
+
+}  // namespace kvserve
