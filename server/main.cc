@@ -21,6 +21,7 @@
 
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/random_model.h"
 #include "engine/tokenizer.h"
 #include "server/backend_factory.h"
 #include "server/embedded_model.h"
@@ -94,6 +95,8 @@ std::string auth_token(const Flags& f) {
 
 std::unique_ptr<kvserve::Model> load(const std::string& spec,
                                      std::shared_ptr<const kvserve::Tokenizer>* tokenizer) {
+  if (kvserve::is_random_model_spec(spec))  // benchmarks: no files, no tokenizer (token-id requests)
+    return std::make_unique<kvserve::Model>(kvserve::load_random_model_spec(spec));
   if (spec != kEmbedded) {
     auto model = std::make_unique<kvserve::Model>(kvserve::load_model(spec));
     *tokenizer = kvserve::Tokenizer::load(model->dir / "tokenizer.model");
@@ -125,7 +128,9 @@ int main(int argc, char** argv) {
   CLI::App app{"kvserve: an LLM inference server with a paged KV cache, over gRPC"};
   Flags f;
   app.add_option("--model", f.model,
-                 "Hugging Face model directory, or " + std::string(kEmbedded) + " (built in)")
+                 "Hugging Face model directory, " + std::string(kEmbedded) +
+                     " (built in), or random:<shape>[:seed] (seeded random weights of a published shape, "
+                     "for benchmarks: llama3-8b, llama3.2-1b, tiny)")
       ->capture_default_str();
   app.add_option("--host", f.host, "address to serve gRPC on")->capture_default_str();
   app.add_option("--port", f.port, "gRPC port (0 = any free port)")
