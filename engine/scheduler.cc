@@ -274,6 +274,8 @@ SchedulerStats Scheduler::stats() const {
   s.num_free_cached_blocks = pool_.num_free_cached_blocks();
   s.num_total_blocks = pool_.num_blocks();
   s.num_preemptions = num_preemptions_;
+  for (const Sequence* seq : running_)
+    s.num_unfilled_slots += seq->block_table().capacity() - seq->num_computed_tokens();
   return s;
 }
 

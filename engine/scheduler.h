@@ -61,6 +61,9 @@ struct SchedulerStats {
   int num_free_cached_blocks = 0;  // free, but still holding a reusable prefix
   int num_total_blocks = 0;
   uint64_t num_preemptions = 0;
+  // Slots of blocks held by running sequences that hold no token yet: the tails of their last,
+  // partly filled blocks (shared prefix blocks are always full). Paging's whole waste.
+  int64_t num_unfilled_slots = 0;
 };
 
 class Scheduler {

@@ -186,7 +186,7 @@ except ImportError:  # no grpcio: the same gauges from /metrics
                 sys.exit(0)
             time.sleep(interval)
 NAMES = {1: "num_running", 2: "num_waiting", 3: "kv_blocks_total", 4: "kv_blocks_free", 5: "kv_blocks_cached",
-         6: "requests_served", 7: "draining", 8: "preemptions", 9: "kv_tokens_held"}
+         6: "requests_served", 7: "draining", 8: "preemptions", 9: "kv_slots_unfilled"}
 def decode(buf):
     fields, i = {}, 0
     while i < len(buf):

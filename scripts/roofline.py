@@ -203,8 +203,8 @@ def _prom(path):
 
 def kv_summary(samples, block_size):
     """KV use over the middle 60% of a run's samples that had requests running (steady state).
-    waste = allocated slots not holding a token, over the pool's slots. Exact only when the server
-    reports kv_tokens_held (ServerStatus field 9, proposed); otherwise `waste_bound` assumes what the
+    waste = allocated slots not holding a token, over the pool's slots. Exact when the server
+    reports kv_slots_unfilled (ServerStatus field 9); otherwise `waste_bound` assumes what the
     design promises, that a sequence's blocks are allocated only as its tokens arrive, so each running
     sequence wastes at most block_size - 1 slots of its last block."""
     running = [s for s in samples if s.get("num_running", 0) > 0 and "error" not in s]
@@ -222,8 +222,8 @@ def kv_summary(samples, block_size):
         allocated = (total - s.get("kv_blocks_free", 0)) * block_size
         usage.append(allocated / pool)
         bound.append(min(allocated, s.get("num_running", 0) * (block_size - 1)) / pool)
-        if "kv_tokens_held" in s:
-            exact.append((allocated - s["kv_tokens_held"]) / pool)
+        if "kv_slots_unfilled" in s:
+            exact.append(s["kv_slots_unfilled"] / pool)
     if usage:
         out.update(usage_mean=sum(usage) / len(usage), usage_max=max(usage), waste_bound_max=max(bound),
                    running_max=max(s.get("num_running", 0) for s in steady),

@@ -220,6 +220,7 @@ void EngineRunner::publish_status() {
   if (ended_since_publish_ > 0) idle_cv_.notify_all();
   ended_since_publish_ = 0;
   status_.preemptions = stats.num_preemptions;
+  status_.kv_slots_unfilled = stats.num_unfilled_slots;
   if (options_.metrics)
     options_.metrics->set_scheduler_state({.running = stats.num_running,
                                            .waiting = stats.num_waiting,

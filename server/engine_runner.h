@@ -45,6 +45,7 @@ struct EngineStatus {
   int kv_blocks_cached = 0;
   uint64_t requests_served = 0;
   uint64_t preemptions = 0;
+  int64_t kv_slots_unfilled = 0;
   bool draining = false;
 };
 

@@ -507,6 +507,7 @@ grpc::ServerUnaryReactor* GenerationService::GetServerStatus(grpc::CallbackServe
   response->set_requests_served(s.requests_served);
   response->set_draining(s.draining);
   response->set_preemptions(s.preemptions);
+  response->set_kv_slots_unfilled(static_cast<uint64_t>(s.kv_slots_unfilled));
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -60,6 +60,19 @@ TEST(Scheduler, LongPromptIsChunkedUnderTheTokenBudget) {
   EXPECT_EQ(events[0].finish, FinishReason::kNone);
 }
 
+// The pool's waste is the unfilled tail of each running sequence's last block, nothing more:
+// blocks are taken only as tokens arrive.
+TEST(Scheduler, StatsCountTheUnfilledSlotsOfLastBlocks) {
+  Scheduler s(small_config(4, 16));
+  ASSERT_TRUE(s.add(make_seq("a", iota_prompt(5), 4, 4)).ok());
+  ASSERT_TRUE(s.add(make_seq("b", iota_prompt(8), 4, 4)).ok());
+  EXPECT_EQ(s.stats().num_unfilled_slots, 0);  // nothing running yet
+  complete(s, s.schedule());
+  EXPECT_EQ(s.stats().num_unfilled_slots, 3 + 0);  // a: 5 of 8 slots, b: 8 of 8
+  complete(s, s.schedule());
+  EXPECT_EQ(s.stats().num_unfilled_slots, 2 + 3);  // a: 6 of 8, b: 9 of 12 (a third block)
+}
+
 TEST(Scheduler, RunningDecodesAreScheduledBeforeNewPrefills) {
   SchedulerConfig cfg = small_config(4, 32);
   cfg.max_num_batched_tokens = 10;
