@@ -10,15 +10,6 @@ namespace kvserve {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
-
-// splitmix64's output function: a bijection on 64 bits whose every output bit depends on every
-// input bit, so nearby (seed, index) pairs give unrelated numbers.
-uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 // %g prints floats as people write them ("1.5", "-inf"), which is what the client reads. A NaN's
 // sign bit is noise to the reader, and glibc would print it as "-nan".
@@ -193,14 +184,6 @@ Status validate_sampling_params(const SamplingParams& p) {
     return out_of_range("top_logprobs", "in [0, 20]", p.top_logprobs);
   }
   return Status::Ok();
-}
-
-double sample_uniform(uint64_t seed, uint64_t index) {
-  // Hashing the seed first keeps seeds that differ by a multiple of the stride from yielding
-  // shifted copies of one stream.
-  const uint64_t key = mix64(seed + kGolden);
-  const uint64_t bits = mix64(key + (index + 1) * kGolden);
-  return static_cast<double>(bits >> 11) * 0x1.0p-53;  // 53 random bits: exactly representable
 }
 
 SampledToken Sampler::sample(const SampleInput& in) {

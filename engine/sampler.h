@@ -24,6 +24,7 @@
 
 #include "engine/block_pool.h"
 #include "engine/request.h"
+#include "engine/sample_uniform.h"
 #include "engine/status.h"
 
 namespace kvserve {
@@ -33,10 +34,9 @@ inline constexpr int kMaxTopLogprobs = 20;
 // Checks every field; the message names the field and the allowed range.
 Status validate_sampling_params(const SamplingParams& params);
 
-// The uniform number in [0, 1) that draws the token at `index` of a request's output with `seed`:
-// a pure function of the two, which is what makes sampling reproducible. Public so that tests can
-// check draws against an independent reference.
-double sample_uniform(uint64_t seed, uint64_t index);
+// sample_uniform(seed, index) (engine/sample_uniform.h): the uniform number in [0, 1) that draws
+// the token at `index` of a request's output with `seed`. Public so that tests can check draws
+// against an independent reference, and shared with the GPU sampler.
 
 struct SampleInput {
   std::span<const float> logits;  // [vocab]

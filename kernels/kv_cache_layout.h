@@ -14,10 +14,12 @@
 
 #include <cstdint>
 
+#ifndef KVSERVE_HOST_DEVICE  // also defined by engine/sample_uniform.h
 #ifdef __CUDACC__
 #define KVSERVE_HOST_DEVICE __host__ __device__
 #else
 #define KVSERVE_HOST_DEVICE
+#endif
 #endif
 
 namespace kvserve::cuda {

@@ -1,2 +1,415 @@
+// GPU sampling (kernels/sampling.cu) against the host Sampler (engine/sampler.cc), the reference:
+// the same logits, params, histories and seeds go to both, rows with different params in one call.
+//
+// Tolerances: logprobs are within 1e-5 relative (floor 1) of the host's: the kernel sums fp32
+// exponentials in double, the host double ones. Greedy tokens and top-logprob ids are exact (both
+// rank exactly, ties to the lower id). Drawn tokens: the kernel decides top-p and the draw on
+// integer-quantized weights (see sampling.cu), the host in double, so the two can disagree when u
+// (or top_p) falls within ~1e-11 of a boundary; at least 99% must agree, and any disagreement must
+// be the host token's neighbour in the (probability desc, id asc) order.
+#include "kernels/sampling.h"
+
 #include <gtest/gtest.h>
-// Placeholder: being written.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "engine/sample_uniform.h"
+#include "engine/sampler.h"
+#include "tests/kernels/gpu_test_util.h"
+
+namespace kvserve::cuda {
+namespace {
+
+using ::kvserve::cuda::testing::download;
+using ::kvserve::cuda::testing::poisoned;
+using ::kvserve::cuda::testing::random_bf16_values;
+using ::kvserve::cuda::testing::upload;
+
+constexpr float kInfF = std::numeric_limits<float>::infinity();
+constexpr float kNaNF = std::numeric_limits<float>::quiet_NaN();
+constexpr float kLogprobTol = 1e-5f;
+
+// One row to sample: what a request would carry.
+struct Case {
+  int logits_row = 0;
+  SamplingParams params;
+  uint64_t seed = 0;
+  std::vector<TokenId> prompt, output, suppressed;
+};
+
+// Runs the cases on the GPU, a chunk of rows per call (the workspace grows with rows * vocab).
+std::vector<SampledRow> run_gpu(const std::vector<float>& logits, int vocab, const std::vector<Case>& cases) {
+  const auto d_logits = upload(logits);
+  std::vector<SampledRow> result;
+  const size_t chunk = vocab > 40000 ? 64 : 256;
+  for (size_t first = 0; first < cases.size(); first += chunk) {
+    const size_t n = std::min(chunk, cases.size() - first);
+    std::vector<SamplingRow> rows(n);
+    std::vector<int32_t> history, suppressed;
+    for (size_t i = 0; i < n; ++i) {
+      const Case& c = cases[first + i];
+      SamplingRow& r = rows[i];
+      r.logits_row = c.logits_row;
+      r.temperature = c.params.temperature;
+      r.top_k = c.params.top_k;
+      r.top_p = c.params.top_p;
+      r.min_p = c.params.min_p;
+      r.repetition_penalty = c.params.repetition_penalty;
+      r.presence_penalty = c.params.presence_penalty;
+      r.frequency_penalty = c.params.frequency_penalty;
+      r.num_top_logprobs = c.params.top_logprobs;
+      r.seed = c.seed;
+      r.draw_index = c.output.size();
+      r.history_offset = static_cast<int32_t>(history.size());
+      r.num_prompt_tokens = static_cast<int32_t>(c.prompt.size());
+      r.num_output_tokens = static_cast<int32_t>(c.output.size());
+      history.insert(history.end(), c.prompt.begin(), c.prompt.end());
+      history.insert(history.end(), c.output.begin(), c.output.end());
+      r.suppressed_offset = static_cast<int32_t>(suppressed.size());
+      r.num_suppressed = static_cast<int32_t>(c.suppressed.size());
+      suppressed.insert(suppressed.end(), c.suppressed.begin(), c.suppressed.end());
+    }
+    const auto d_rows = upload(rows);
+    const auto d_history = upload(history);
+    const auto d_suppressed = upload(suppressed);
+    DeviceBuffer<unsigned char> workspace(sampling_workspace_bytes(static_cast<int>(n), vocab));
+    auto d_out = poisoned<SampledRow>(n);
+    sample_rows(d_logits.get(), vocab, d_rows.get(), static_cast<int>(n), d_history.get(), d_suppressed.get(),
+                workspace.get(), workspace.bytes(), d_out.get(), nullptr);
+    const auto out = download(d_out);
+    result.insert(result.end(), out.begin(), out.end());
+  }
+  return result;
+}
+
+SampledToken run_host(const std::vector<float>& logits, int vocab, const Case& c) {
+  Sampler sampler;
+  const SampleInput in{
+      std::span<const float>(logits).subspan(static_cast<size_t>(c.logits_row) * vocab, vocab),
+      &c.params,
+      c.prompt,
+      c.output,
+      c.seed,
+      c.suppressed};
+  return sampler.sample(in);
+}
+
+void expect_logprob(float got, float want) {
+  if (std::isnan(want)) {
+    EXPECT_TRUE(std::isnan(got)) << got;
+  } else if (std::isinf(want)) {
+    EXPECT_EQ(got, want);
+  } else {
+    EXPECT_NEAR(got, want, kLogprobTol * std::max(1.0f, std::abs(want)));
+  }
+}
+
+void expect_top_logprobs(const SampledRow& got, const SampledToken& want) {
+  for (size_t j = 0; j < want.top_logprobs.size(); ++j) {
+    SCOPED_TRACE(::testing::Message() << "top logprob " << j);
+    EXPECT_EQ(got.top_ids[j], want.top_logprobs[j].first);
+    expect_logprob(got.top_logprobs[j], want.top_logprobs[j].second);
+  }
+}
+
+// Where `token` stands in the order the host draws along: penalized logit desc, id asc (the
+// weights exp((x - max) / T) rank alike). Recomputes the penalties as sampler.h states them.
+size_t rank_in_order(const std::vector<float>& logits, int vocab, const Case& c, int token) {
+  std::vector<double> v(vocab);
+  for (int i = 0; i < vocab; ++i) {
+    const float x = logits[static_cast<size_t>(c.logits_row) * vocab + i];
+    v[i] = std::isnan(x) ? -std::numeric_limits<double>::infinity() : x;
+  }
+  const auto in_vocab = [&](TokenId id) { return id >= 0 && id < vocab; };
+  for (TokenId id : c.suppressed) {
+    if (in_vocab(id)) v[id] = -std::numeric_limits<double>::infinity();
+  }
+  std::vector<int> seen(vocab, 0), count(vocab, 0);
+  for (const auto* ids : {&c.prompt, &c.output}) {
+    for (TokenId id : *ids) {
+      if (in_vocab(id)) seen[id] = 1;
+    }
+  }
+  for (TokenId id : c.output) {
+    if (in_vocab(id)) ++count[id];
+  }
+  const double r = c.params.repetition_penalty;
+  for (int i = 0; i < vocab; ++i) {
+    if (seen[i] && r != 1.0) v[i] = v[i] > 0.0 ? v[i] / r : v[i] * r;
+    if (count[i] > 0)
+      v[i] -= c.params.presence_penalty + c.params.frequency_penalty * static_cast<double>(count[i]);
+  }
+  size_t rank = 0;
+  for (int i = 0; i < vocab; ++i)
+    rank += v[i] > v[token] || (v[i] == v[token] && i < token);
+  return rank;
+}
+
+// Tokens must agree exactly (greedy, or draws far from any boundary).
+void expect_same_tokens(const std::vector<float>& logits, int vocab, const std::vector<Case>& cases) {
+  const auto got = run_gpu(logits, vocab, cases);
+  ASSERT_EQ(got.size(), cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << "vocab " << vocab << " case " << i << " seed " << cases[i].seed);
+    const SampledToken want = run_host(logits, vocab, cases[i]);
+    EXPECT_EQ(got[i].token, want.token);
+    expect_logprob(got[i].logprob, want.logprob);
+    expect_top_logprobs(got[i], want);
+  }
+}
+
+// Draws: at least 99% agree, and a disagreement is a neighbour in the order.
+void expect_same_draws(const std::vector<float>& logits, int vocab, const std::vector<Case>& cases) {
+  const auto got = run_gpu(logits, vocab, cases);
+  ASSERT_EQ(got.size(), cases.size());
+  size_t mismatches = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << "vocab " << vocab << " case " << i << " seed " << cases[i].seed);
+    const SampledToken want = run_host(logits, vocab, cases[i]);
+    expect_top_logprobs(got[i], want);
+    if (got[i].token == want.token) {
+      expect_logprob(got[i].logprob, want.logprob);
+      continue;
+    }
+    ++mismatches;
+    ASSERT_GE(got[i].token, 0);
+    ASSERT_LT(got[i].token, vocab);
+    const size_t g = rank_in_order(logits, vocab, cases[i], got[i].token);
+    const size_t w = rank_in_order(logits, vocab, cases[i], want.token);
+    EXPECT_EQ(std::max(g, w) - std::min(g, w), 1u) << "gpu " << got[i].token << " host " << want.token;
+  }
+  EXPECT_LE(mismatches * 100, cases.size()) << mismatches << " of " << cases.size() << " draws differ";
+}
+
+// Rows of N(0, stddev) logits rounded to bf16, so exact ties are common.
+std::vector<float> random_rows(int rows, int vocab, uint64_t seed, float stddev = 2.0f) {
+  return random_bf16_values(static_cast<size_t>(rows) * vocab, seed, stddev);
+}
+
+std::vector<TokenId> random_ids(std::mt19937_64& rng, size_t n, int lo, int hi) {
+  std::uniform_int_distribution<int> dist(lo, hi);
+  std::vector<TokenId> ids(n);
+  for (auto& id : ids)
+    id = dist(rng);
+  return ids;
+}
+
+// The ids of the `n` largest logits of a row: penalties and suppression matter there.
+std::vector<TokenId> best_ids(const std::vector<float>& logits, int vocab, int row, int n) {
+  std::vector<TokenId> ids(vocab);
+  std::iota(ids.begin(), ids.end(), 0);
+  const float* x = logits.data() + static_cast<size_t>(row) * vocab;
+  std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [&](int a, int b) { return x[a] > x[b]; });
+  ids.resize(n);
+  return ids;
+}
+
+constexpr int kVocabs[] = {512, 32000, 128256};
+
+TEST(SamplingCpu, SampleUniformKeepsItsValues) {
+  // Computed with sample_uniform as it was in engine/sampler.cc before it moved to the header.
+  EXPECT_EQ(sample_uniform(0, 0), 0x1.4e0dba5e9a32fp-1);
+  EXPECT_EQ(sample_uniform(0, 1), 0x1.6705460be8829p-1);
+  EXPECT_EQ(sample_uniform(42, 0), 0x1.5f87eae99441cp-2);
+  EXPECT_EQ(sample_uniform(42, 7), 0x1.782d47a99890cp-1);
+  EXPECT_EQ(sample_uniform(1234567890123ull, 99), 0x1.1d53dbb646924p-3);
+  EXPECT_EQ(sample_uniform(~0ull, ~0ull), 0x1.1140638c16042p-2);
+  EXPECT_EQ(sample_uniform(7, 1000000), 0x1.141ea1d5f1a6ep-1);
+}
+
+TEST(SamplingCpu, WorkspaceBytesAreSane) {
+  EXPECT_EQ(sampling_workspace_bytes(0, 32000), 0u);
+  EXPECT_EQ(sampling_workspace_bytes(8, 0), 0u);
+  for (int vocab : kVocabs) {
+    const size_t one = sampling_workspace_bytes(1, vocab);
+    EXPECT_GE(one, static_cast<size_t>(vocab) * (sizeof(int32_t) + sizeof(double)));  // state + weights
+    EXPECT_LE(one, static_cast<size_t>(vocab) * 12 + 1024);
+    EXPECT_EQ(sampling_workspace_bytes(256, vocab), 256 * one);
+  }
+}
+
+TEST(SamplingGpu, GreedyTiesNanInfAndLogprobs) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  for (int vocab : kVocabs) {
+    constexpr int kRows = 7;
+    auto logits = random_rows(kRows, vocab, 1000 + vocab);
+    const auto at = [&](int row, int id) -> float& { return logits[static_cast<size_t>(row) * vocab + id]; };
+    // Row 1: the maximum twice (the lower id wins) and once more just below.
+    at(1, vocab - 3) = 100.0f;
+    at(1, vocab / 2) = 100.0f;
+    at(1, 0) = std::nextafter(100.0f, 0.0f);
+    // Row 2: NaNs, one at id 0 and one where the maximum would be.
+    at(2, best_ids(logits, vocab, 2, 1)[0]) = kNaNF;
+    at(2, 0) = kNaNF;
+    at(2, vocab - 1) = kNaNF;
+    // Row 3: all NaN; row 4: all -inf but one; row 5: two +inf; row 6: +0 and -0 on top.
+    for (int i = 0; i < vocab; ++i) {
+      at(3, i) = kNaNF;
+      at(4, i) = -kInfF;
+    }
+    at(4, vocab / 3) = -5.0f;
+    at(5, 7) = kInfF;
+    at(5, vocab - 2) = kInfF;
+    for (int i = 0; i < vocab; ++i)
+      at(6, i) = -std::abs(at(6, i)) - 1.0f;
+    at(6, 9) = -0.0f;
+    at(6, 4) = 0.0f;
+    at(6, 20) = -0.0f;
+    std::vector<Case> cases;
+    for (int row = 0; row < kRows; ++row) {
+      for (int top : {0, 1, 5, 20}) {
+        Case c;
+        c.logits_row = row;
+        c.params.top_logprobs = top;
+        cases.push_back(c);
+      }
+    }
+    expect_same_tokens(logits, vocab, cases);
+  }
+}
+
+TEST(SamplingGpu, PenaltiesMatchHost) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(7);
+  for (int vocab : kVocabs) {
+    constexpr int kRows = 4;
+    const auto logits = random_rows(kRows, vocab, 2000 + vocab);
+    std::vector<Case> greedy, drawn;
+    const float reps[] = {1.0f, 1.3f, 0.7f, 2.0f};
+    const float presences[] = {0.0f, 0.5f, -1.0f, 2.0f};
+    const float frequencies[] = {0.0f, 0.3f, 2.0f, -0.5f};
+    for (int i = 0; i < 64; ++i) {
+      Case c;
+      c.logits_row = i % kRows;
+      // History drawn from the best 40 ids, with repeats, plus a few anywhere and a few invalid ids.
+      const auto top = best_ids(logits, vocab, c.logits_row, 40);
+      const auto pick = [&](size_t n) {
+        std::vector<TokenId> ids;
+        for (TokenId j : random_ids(rng, n, 0, 39))
+          ids.push_back(top[j]);
+        for (TokenId id : random_ids(rng, n / 4, 0, vocab - 1))
+          ids.push_back(id);
+        std::shuffle(ids.begin(), ids.end(), rng);
+        return ids;
+      };
+      c.prompt = pick(static_cast<size_t>(i * 5));
+      c.output = pick(static_cast<size_t>(i % 16) * 3);
+      if (i % 5 == 0) c.output.push_back(-1);
+      if (i % 7 == 0) c.prompt.push_back(vocab + 3);
+      c.params.repetition_penalty = reps[i % 4];
+      c.params.presence_penalty = presences[(i / 4) % 4];
+      c.params.frequency_penalty = frequencies[(i / 16) % 4];
+      c.params.top_logprobs = i % 3 == 0 ? 3 : 0;
+      c.seed = 100 + i;
+      greedy.push_back(c);
+      c.params.temperature = 1.0f;
+      drawn.push_back(c);
+    }
+    expect_same_tokens(logits, vocab, greedy);
+    expect_same_draws(logits, vocab, drawn);
+  }
+}
+
+TEST(SamplingGpu, SuppressionMatchesHost) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  for (int vocab : kVocabs) {
+    const auto logits = random_rows(2, vocab, 3000 + vocab);
+    std::vector<Case> cases;
+    for (float t : {0.0f, 0.8f}) {
+      Case c;
+      c.params.temperature = t;
+      c.seed = 5;
+      c.suppressed = best_ids(logits, vocab, 0, 1);  // the argmax
+      cases.push_back(c);
+      c.suppressed = best_ids(logits, vocab, 0, 30);  // the best 30, one twice, and ids out of range
+      c.suppressed.push_back(c.suppressed[3]);
+      c.suppressed.push_back(-7);
+      c.suppressed.push_back(vocab);
+      c.params.repetition_penalty = 1.2f;
+      c.output = {c.suppressed[0], 11, 11};
+      cases.push_back(c);
+      // Everything suppressed: the host returns the lowest id, with its raw logprob.
+      c.logits_row = 1;
+      c.suppressed.resize(vocab);
+      std::iota(c.suppressed.begin(), c.suppressed.end(), 0);
+      std::reverse(c.suppressed.begin(), c.suppressed.end());
+      c.params.top_logprobs = 4;
+      cases.push_back(c);
+    }
+    expect_same_tokens(logits, vocab, cases);
+  }
+}
+
+// Mixed temperature / top-k / top-p / min-p rows, one call per vocabulary.
+std::vector<Case> mixed_draws(int vocab, int rows, int count, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const float temperatures[] = {1.0f, 0.7f, 1.5f, 0.05f, 1e-4f, 50.0f};
+  const int top_ks[] = {0, 0, 1, 5, 50, 1000, vocab, vocab + 10};
+  const float top_ps[] = {1.0f, 1.0f, 0.9f, 0.5f, 0.95f, 1e-6f};
+  const float min_ps[] = {0.0f, 0.0f, 0.05f, 0.2f, 1.0f};
+  std::vector<Case> cases(count);
+  for (int i = 0; i < count; ++i) {
+    Case& c = cases[i];
+    c.logits_row = i % rows;
+    c.params.temperature = temperatures[rng() % std::size(temperatures)];
+    c.params.top_k = top_ks[rng() % std::size(top_ks)];
+    c.params.top_p = top_ps[rng() % std::size(top_ps)];
+    c.params.min_p = min_ps[rng() % std::size(min_ps)];
+    c.params.top_logprobs = i % 10 == 0 ? 20 : 0;
+    c.seed = rng();
+    c.output = random_ids(rng, rng() % 4, 0, vocab - 1);  // only its length matters: the draw index
+  }
+  return cases;
+}
+
+TEST(SamplingGpu, DrawsMatchHost) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const int counts[] = {1000, 2000, 300};
+  for (int v = 0; v < 3; ++v) {
+    const int vocab = kVocabs[v];
+    constexpr int kRows = 8;
+    auto logits = random_rows(kRows, vocab, 4000 + vocab, v == 0 ? 1.0f : 3.0f);
+    // Row 7: two +inf logits, drawn between with equal probability.
+    logits[7ull * vocab + 3] = kInfF;
+    logits[7ull * vocab + vocab - 1] = kInfF;
+    expect_same_draws(logits, vocab, mixed_draws(vocab, kRows, counts[v], 99 + v));
+  }
+}
+
+TEST(SamplingGpu, DrawsFollowTheUniform) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  // Four tokens with probabilities 0.1 each and 0.7, the rest nothing: the draw with u picks the
+  // token whose cumulative interval along (probability desc, id asc) holds u.
+  constexpr int kVocab = 512;
+  std::vector<float> logits(kVocab, -kInfF);
+  logits[300] = std::log(0.7f);
+  for (int id : {10, 20, 400})
+    logits[id] = std::log(0.1f);
+  std::vector<Case> cases;
+  for (uint64_t seed = 0; seed < 400; ++seed) {
+    Case c;
+    c.params.temperature = 1.0f;
+    c.seed = seed;
+    cases.push_back(c);
+  }
+  const auto got = run_gpu(logits, kVocab, cases);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const double u = sample_uniform(cases[i].seed, 0);
+    // Boundaries at 0.7, 0.8, 0.9 up to float rounding of the logits: skip draws that close.
+    const double edges[] = {0.7, 0.8, 0.9};
+    if (std::any_of(std::begin(edges), std::end(edges), [&](double e) { return std::abs(u - e) < 1e-6; }))
+      continue;
+    const int want = u < 0.7 ? 300 : u < 0.8 ? 10 : u < 0.9 ? 20 : 400;
+    EXPECT_EQ(got[i].token, want) << "seed " << cases[i].seed << " u " << u;
+  }
+}
+
+}  // namespace
+}  // namespace kvserve::cuda
