@@ -46,6 +46,11 @@ class Backend {
   virtual void forward_and_sample(const StepBatch& batch, std::span<const SamplingTask> tasks,
                                   std::span<SampledToken> out);
 
+  // Seconds a separate device (the GPU) has spent on steps so far, from the first copy of a step to
+  // its last; 0 for backends that compute on the calling thread. Step wall time minus this is the
+  // host overhead during which the device sits idle.
+  virtual double device_seconds() const { return 0.0; }
+
  private:
   Sampler host_sampler_;
 };

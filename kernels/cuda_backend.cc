@@ -76,6 +76,8 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
   CUDA_CHECK(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, options.device));
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   try {
+    CUDA_CHECK(cudaEventCreate(&step_start_));
+    CUDA_CHECK(cudaEventCreate(&step_end_));
     gemm_ = std::make_unique<Gemm>(stream_);
     upload_weights(*model_);
     allocate_activations();
@@ -83,6 +85,8 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
   } catch (...) {
     gemm_.reset();
     if (host_arrays_) cudaFreeHost(host_arrays_);
+    if (step_start_) cudaEventDestroy(step_start_);
+    if (step_end_) cudaEventDestroy(step_end_);
     cudaStreamDestroy(stream_);
     throw;
   }
@@ -97,6 +101,8 @@ CudaBackend::~CudaBackend() {
     cudaGraphExecDestroy(exec);
   gemm_.reset();
   if (host_arrays_) cudaFreeHost(host_arrays_);
+  cudaEventDestroy(step_start_);
+  cudaEventDestroy(step_end_);
   cudaStreamDestroy(stream_);
 }
 
@@ -303,6 +309,7 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
 
 void CudaBackend::run_forward(const StepBatch& batch) {
   CUDA_CHECK(cudaSetDevice(options_.device));  // the engine thread is not the one that built us
+  CUDA_CHECK(cudaEventRecord(step_start_, stream_));
   const bool decode_only = batch.num_decodes == batch.num_seqs;
   const int bucket =
       options_.cuda_graphs && decode_only ? graph_bucket(batch.num_seqs, options_.max_num_seqs) : 0;
@@ -345,13 +352,21 @@ void CudaBackend::run_forward(const StepBatch& batch) {
   graphs_.emplace(bucket, exec);
 }
 
+void CudaBackend::finish_step() {
+  CUDA_CHECK(cudaEventRecord(step_end_, stream_));
+  CUDA_CHECK(cudaEventSynchronize(step_end_));
+  float ms = 0.0f;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, step_start_, step_end_));
+  device_seconds_ += ms / 1e3;
+}
+
 std::span<const float> CudaBackend::forward(const StepBatch& batch) {
   run_forward(batch);
   const size_t n = static_cast<size_t>(batch.num_seqs) * config_.vocab_size;
   host_logits_.resize(n);
   CUDA_CHECK(cudaMemcpyAsync(host_logits_.data(), logits_.get(), n * sizeof(float), cudaMemcpyDeviceToHost,
                              stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  finish_step();
   return host_logits_;
 }
 
@@ -360,7 +375,7 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
   if (out.size() != tasks.size()) throw std::logic_error("forward_and_sample: one output per task");
   run_forward(batch);
   if (tasks.empty()) {
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    finish_step();
     return;
   }
   host_rows_.resize(tasks.size());
@@ -413,7 +428,7 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
   host_sampled_.resize(tasks.size());
   CUDA_CHECK(cudaMemcpyAsync(host_sampled_.data(), sampled_.get(), rows * sizeof(SampledRow),
                              cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  finish_step();
   for (size_t i = 0; i < tasks.size(); ++i) {
     const SampledRow& s = host_sampled_[i];
     SampledToken& o = out[i];

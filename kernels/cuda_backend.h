@@ -70,6 +70,7 @@ class CudaBackend : public Backend {
   const std::string& device_description() const { return device_description_; }
   size_t weight_bytes() const { return weight_bytes_; }
   size_t kv_pool_bytes() const { return kv_pool_.bytes(); }
+  double device_seconds() const override { return device_seconds_; }
   // Bytes of KV cache one token takes across all layers (K and V, bf16).
   static size_t kv_bytes_per_token(const ModelConfig& config);
 
@@ -88,6 +89,9 @@ class CudaBackend : public Backend {
   void enqueue_forward(const PackedStep& step, int num_decodes, int max_query_len, int decode_splits);
   // Runs the device pass for `batch`: through a CUDA graph when it is decode-only and graphs are on.
   void run_forward(const StepBatch& batch);
+  // Waits for the step's device work and adds its span (run_forward's first copy to now) to
+  // device_seconds_.
+  void finish_step();
   __nv_bfloat16* k_cache(int layer) const;
   __nv_bfloat16* v_cache(int layer) const;
 
@@ -142,6 +146,10 @@ class CudaBackend : public Backend {
 
   // Decode graphs by padded batch size.
   std::map<int, cudaGraphExec_t> graphs_;
+
+  // Device time of steps: events at the start and end of each step's work on stream_.
+  cudaEvent_t step_start_ = nullptr, step_end_ = nullptr;
+  double device_seconds_ = 0.0;
 };
 
 }  // namespace kvserve::cuda

@@ -114,9 +114,12 @@ void EngineRunner::loop() {
 
     if (engine_->has_unfinished()) {
       const auto start = Clock::now();
+      const double device_before = engine_->backend().device_seconds();
       std::vector<StepOutput> outputs = engine_->step();
       const auto now = Clock::now();
-      if (options_.metrics) options_.metrics->engine_step(seconds_between(start, now));
+      if (options_.metrics)
+        options_.metrics->engine_step(seconds_between(start, now),
+                                      engine_->backend().device_seconds() - device_before);
       if (options_.step_delay.count() > 0) std::this_thread::sleep_for(options_.step_delay);
       for (StepOutput& out : outputs) {
         auto it = live_.find(out.id);

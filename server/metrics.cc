@@ -114,6 +114,15 @@ void append_counter(std::string& out, std::string_view name, std::string_view he
   out += '\n';
 }
 
+// A counter of seconds (a float, as Prometheus counters may be).
+void append_seconds_counter(std::string& out, std::string_view name, std::string_view help, double v) {
+  append_header(out, name, "counter", help);
+  out += name;
+  out += ' ';
+  append_double(out, v);
+  out += '\n';
+}
+
 void append_gauge(std::string& out, std::string_view name, std::string_view help, double v) {
   append_header(out, name, "gauge", help);
   out += name;
@@ -240,10 +249,11 @@ void Metrics::request_rejected(std::string_view code) {
   state_.rejected.add(code, 1);
 }
 
-void Metrics::engine_step(double seconds) {
+void Metrics::engine_step(double seconds, double device_seconds) {
   std::lock_guard lock(mu_);
   ++state_.engine_steps;
   state_.engine_step.observe(seconds);
+  if (std::isfinite(device_seconds) && device_seconds > 0) state_.engine_device_seconds += device_seconds;
 }
 
 void Metrics::set_scheduler_state(const SchedulerState& s) {
@@ -308,6 +318,11 @@ std::string Metrics::render() const {
                  "Running requests preempted for lack of KV blocks (freed, recomputed later).",
                  q.preemptions);
   histogram("kvserve_engine_step_seconds", "Host and device time of one engine step.", s.engine_step);
+  // With the step histogram's _sum: 1 - rate(device) / rate(step sum) is the share of step time the
+  // GPU sat idle waiting for the host.
+  append_seconds_counter(out, "kvserve_engine_device_seconds_total",
+                         "Time the GPU spent on engine steps, first copy to last (0 on the CPU backend).",
+                         s.engine_device_seconds);
   return out;
 }
 

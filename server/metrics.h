@@ -54,8 +54,9 @@ class Metrics {
   void request_finished(const FinishedRequest& request);
   // code: the gRPC status code name, e.g. "RESOURCE_EXHAUSTED".
   void request_rejected(std::string_view code);
-  // seconds: host and device time of one engine step.
-  void engine_step(double seconds);
+  // seconds: host and device time of one engine step; device_seconds: the part a separate device
+  // (the GPU) was working on it (0 on the CPU backend).
+  void engine_step(double seconds, double device_seconds = 0.0);
   void set_scheduler_state(const SchedulerState& state);
 
   std::string render() const;
@@ -85,6 +86,7 @@ class Metrics {
     std::uint64_t generation_tokens = 0;
     std::uint64_t cached_prompt_tokens = 0;
     std::uint64_t engine_steps = 0;
+    double engine_device_seconds = 0;
     SchedulerState scheduler;
     Histogram ttft, tpot, e2e, request_prompt_tokens, request_generation_tokens, engine_step;
   };

@@ -207,10 +207,14 @@ TEST(Metrics, FreshRegistryExportsEveryFamilyAtZero) {
   const Metrics m;
   const Exposition e = parse(m.render());
   EXPECT_TRUE(e.errors.empty()) << ::testing::PrintToString(e.errors);
-  const std::set<std::string> counters = {
-      "kvserve_requests_total",          "kvserve_requests_rejected_total",    "kvserve_prompt_tokens_total",
-      "kvserve_generation_tokens_total", "kvserve_cached_prompt_tokens_total", "kvserve_engine_steps_total",
-      "kvserve_preemptions_total"};
+  const std::set<std::string> counters = {"kvserve_requests_total",
+                                          "kvserve_requests_rejected_total",
+                                          "kvserve_prompt_tokens_total",
+                                          "kvserve_generation_tokens_total",
+                                          "kvserve_cached_prompt_tokens_total",
+                                          "kvserve_engine_steps_total",
+                                          "kvserve_engine_device_seconds_total",
+                                          "kvserve_preemptions_total"};
   const std::set<std::string> gauges = {"kvserve_prefix_cache_hit_ratio", "kvserve_requests_running",
                                         "kvserve_requests_waiting",       "kvserve_kv_blocks_capacity",
                                         "kvserve_kv_blocks_free",         "kvserve_kv_blocks_cached",
@@ -322,6 +326,19 @@ TEST(Metrics, BucketsAreCumulativeWithExactCountAndSum) {
   EXPECT_EQ(e.value("kvserve_engine_step_seconds_count"), 2000);
   EXPECT_EQ(e.value("kvserve_engine_steps_total"), 2000);
   EXPECT_NEAR(e.value("kvserve_engine_step_seconds_sum"), sum, sum * 1e-12);
+  EXPECT_EQ(e.value("kvserve_engine_device_seconds_total"), 0);  // no device time reported
+}
+
+TEST(Metrics, DeviceSecondsAddUp) {
+  Metrics m;
+  m.engine_step(0.010, 0.009);
+  m.engine_step(0.020, 0.015);
+  m.engine_step(0.005, kNaN);  // ignored, as are negative times
+  m.engine_step(0.005, -1);
+  const Exposition e = parse(m.render());
+  ASSERT_TRUE(e.errors.empty()) << ::testing::PrintToString(e.errors);
+  EXPECT_NEAR(e.value("kvserve_engine_device_seconds_total"), 0.024, 1e-12);
+  EXPECT_EQ(e.value("kvserve_engine_steps_total"), 4);
 }
 
 TEST(Metrics, EscapesLabelValuesAndBoundsTheirNumber) {
