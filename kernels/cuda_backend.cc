@@ -56,9 +56,9 @@ size_t CudaBackend::kv_bytes_per_token(const ModelConfig& c) {
 }
 
 CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOptions& options)
-    : model_(std::move(model)), options_(options) {
-  if (!model_) throw std::invalid_argument("CudaBackend: no model");
-  config_ = model_->config;
+    : options_(options) {
+  if (!model) throw std::invalid_argument("CudaBackend: no model");
+  config_ = model->config;
   const ModelConfig& c = config_;
   if (device_count() == 0) throw std::runtime_error("no CUDA device is usable here (run with --backend cpu)");
   const int hd = c.head_dim;
@@ -79,7 +79,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
     CUDA_CHECK(cudaEventCreate(&step_start_));
     CUDA_CHECK(cudaEventCreate(&step_end_));
     gemm_ = std::make_unique<Gemm>(stream_);
-    upload_weights(*model_);
+    upload_weights(*model);
     allocate_activations();
     size_kv_pool(options);
   } catch (...) {

@@ -223,7 +223,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kvserve: %s\n", e.what());
     return 2;
   }
-  const kvserve::ModelConfig& mc = model->config;
+  const kvserve::ModelConfig mc = model->config;  // outlives `model`, released below
 
   kvserve::EngineConfig config;
   config.scheduler.block_size = f.block_size;
@@ -245,6 +245,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   config.scheduler.num_blocks = built.num_blocks;
+  model.reset();  // the CPU backend holds its own reference; the CUDA backend has the weights on the GPU
   if (kvserve::Status s = config.scheduler.validate(); !s.ok()) {
     std::fprintf(stderr, "kvserve: %s\n", s.message().c_str());
     return 2;
