@@ -40,6 +40,9 @@ run memcheck_sampling $cs --tool memcheck "$bundle/bin/sampling_kernel_tests" --
 run racecheck_sampling $cs --tool racecheck "$bundle/bin/sampling_kernel_tests" --gtest_brief=1
 run memcheck_backend $cs --tool memcheck "$bundle/bin/cuda_backend_tests" --gtest_brief=1 \
   --gtest_filter='TinyModels/CudaBackendModel.*/1:CudaBackend.*:StepUpload*'
+# Our float64 reference (expected.json, which cuda_backend_tests compare the GPU with) against
+# Hugging Face transformers on the same weights.
+run transformers_reference python3 scripts/reference/transformers_check.py tests/data/models/*/
 run attention_bench "$bundle/bin/attention_bench" --json "$out/attention_bench.json"
 cat "$out/attention_bench.log"
 printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
