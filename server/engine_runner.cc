@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <optional>
 #include <utility>
 
 #include "server/metrics.h"
@@ -90,6 +91,9 @@ EngineStatus EngineRunner::status() const {
 void EngineRunner::loop() {
   std::vector<Pending> pending;
   std::vector<RequestId> aborts;
+  // End of the previous step, while requests were still unfinished after it: the time from there to
+  // the next step's start is host work the GPU waits through (engine_gap).
+  std::optional<Clock::time_point> busy_step_end;
   while (true) {
     {
       std::unique_lock lock(mu_);
@@ -112,11 +116,15 @@ void EngineRunner::loop() {
     }
     aborts.clear();
 
+    std::optional<Clock::time_point> step_end;
     if (engine_->has_unfinished()) {
       const auto start = Clock::now();
+      if (options_.metrics && busy_step_end)
+        options_.metrics->engine_gap(seconds_between(*busy_step_end, start));
       const double device_before = engine_->backend().device_seconds();
       std::vector<StepOutput> outputs = engine_->step();
       const auto now = Clock::now();
+      step_end = now;
       if (options_.metrics)
         options_.metrics->engine_step(seconds_between(start, now),
                                       engine_->backend().device_seconds() - device_before);
@@ -137,6 +145,7 @@ void EngineRunner::loop() {
         }
       }
     }
+    busy_step_end = step_end && engine_->has_unfinished() ? step_end : std::nullopt;
     publish_status();
   }
 

@@ -256,6 +256,12 @@ void Metrics::engine_step(double seconds, double device_seconds) {
   if (std::isfinite(device_seconds) && device_seconds > 0) state_.engine_device_seconds += device_seconds;
 }
 
+void Metrics::engine_gap(double seconds) {
+  if (!std::isfinite(seconds) || seconds <= 0) return;
+  std::lock_guard lock(mu_);
+  state_.engine_gap_seconds += seconds;
+}
+
 void Metrics::set_scheduler_state(const SchedulerState& s) {
   SchedulerState clean;
   clean.running = std::max(s.running, 0);
@@ -318,11 +324,14 @@ std::string Metrics::render() const {
                  "Running requests preempted for lack of KV blocks (freed, recomputed later).",
                  q.preemptions);
   histogram("kvserve_engine_step_seconds", "Host and device time of one engine step.", s.engine_step);
-  // With the step histogram's _sum: 1 - rate(device) / rate(step sum) is the share of step time the
-  // GPU sat idle waiting for the host.
+  // With the step histogram's _sum and the gap counter: 1 - rate(device) / (rate(step sum) +
+  // rate(gap)) is the share of a busy engine's time that the GPU sat idle waiting for the host.
   append_seconds_counter(out, "kvserve_engine_device_seconds_total",
                          "Time the GPU spent on engine steps, first copy to last (0 on the CPU backend).",
                          s.engine_device_seconds);
+  append_seconds_counter(out, "kvserve_engine_gap_seconds_total",
+                         "Host time between consecutive engine steps while requests were unfinished.",
+                         s.engine_gap_seconds);
   return out;
 }
 

@@ -57,6 +57,9 @@ class Metrics {
   // seconds: host and device time of one engine step; device_seconds: the part a separate device
   // (the GPU) was working on it (0 on the CPU backend).
   void engine_step(double seconds, double device_seconds = 0.0);
+  // seconds: host time between the end of one engine step and the start of the next while requests
+  // were unfinished (admitting, aborting, publishing tokens): time the GPU waits outside any step.
+  void engine_gap(double seconds);
   void set_scheduler_state(const SchedulerState& state);
 
   std::string render() const;
@@ -87,6 +90,7 @@ class Metrics {
     std::uint64_t cached_prompt_tokens = 0;
     std::uint64_t engine_steps = 0;
     double engine_device_seconds = 0;
+    double engine_gap_seconds = 0;
     SchedulerState scheduler;
     Histogram ttft, tpot, e2e, request_prompt_tokens, request_generation_tokens, engine_step;
   };

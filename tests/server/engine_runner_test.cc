@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/checksum_backend.h"
+#include "server/metrics.h"
 
 namespace kvserve {
 namespace {
@@ -42,15 +43,17 @@ class RecordingChannel : public OutputChannel {
   std::vector<FinishReason> finals_;
 };
 
-std::unique_ptr<EngineRunner> make_runner(int max_waiting, std::chrono::milliseconds delay = 0ms) {
+std::unique_ptr<EngineRunner> make_runner(int max_waiting, std::chrono::milliseconds delay = 0ms,
+                                          Metrics* metrics = nullptr) {
   EngineConfig cfg;
   cfg.scheduler.block_size = 4;
   cfg.scheduler.num_blocks = 64;
   cfg.scheduler.max_num_seqs = 2;
   cfg.scheduler.max_waiting = 0;
   auto engine = std::make_unique<Engine>(cfg, std::make_unique<ChecksumBackend>(64, 4, kVocab));
-  return std::make_unique<EngineRunner>(std::move(engine),
-                                        EngineRunnerOptions{.max_waiting = max_waiting, .step_delay = delay});
+  return std::make_unique<EngineRunner>(
+      std::move(engine),
+      EngineRunnerOptions{.max_waiting = max_waiting, .metrics = metrics, .step_delay = delay});
 }
 
 Request request(const std::string& id, int max_tokens) {
@@ -132,6 +135,37 @@ TEST(EngineRunner, QueueLimitDrainAndValidationRefuseWithTheRightCodes) {
   }
   const EngineStatus s = runner->status();
   EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
+}
+
+// The value of an unlabelled sample in a Prometheus exposition (-1 when absent).
+double sample(const std::string& text, const std::string& name) {
+  const std::size_t at = text.find("\n" + name + " ");
+  return at == std::string::npos ? -1.0 : std::stod(text.substr(at + name.size() + 2));
+}
+
+// The gap counter holds the host time between steps while work is left, and nothing of the time
+// the engine sits idle. The step delay (a sleep after each step) is host time between steps, so
+// it gives the gap a known lower bound: one delay per step that had a successor.
+TEST(EngineRunner, GapBetweenStepsCountsOnlyWhileRequestsAreUnfinished) {
+  Metrics metrics;
+  constexpr auto kDelay = 5ms;
+  auto runner = make_runner(0, kDelay, &metrics);
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(
+        runner
+            ->submit(request("g" + std::to_string(round), 10), std::make_shared<RecordingChannel>(), nullptr)
+            .ok());
+    ASSERT_TRUE(runner->wait_idle(10s));
+    if (round == 0) std::this_thread::sleep_for(1s);  // idle: must not count
+  }
+  runner->stop();
+  const std::string text = metrics.render();
+  const double steps = sample(text, "kvserve_engine_steps_total");
+  const double gap = sample(text, "kvserve_engine_gap_seconds_total");
+  // One request of 10 tokens alone: 10 steps, each but the last followed by another while it runs.
+  EXPECT_EQ(steps, 20);
+  EXPECT_GE(gap, 18 * std::chrono::duration<double>(kDelay).count());
+  EXPECT_LT(gap, 1.0) << "the idle second between the requests was counted";
 }
 
 }  // namespace

@@ -214,6 +214,7 @@ TEST(Metrics, FreshRegistryExportsEveryFamilyAtZero) {
                                           "kvserve_cached_prompt_tokens_total",
                                           "kvserve_engine_steps_total",
                                           "kvserve_engine_device_seconds_total",
+                                          "kvserve_engine_gap_seconds_total",
                                           "kvserve_preemptions_total"};
   const std::set<std::string> gauges = {"kvserve_prefix_cache_hit_ratio", "kvserve_requests_running",
                                         "kvserve_requests_waiting",       "kvserve_kv_blocks_capacity",
@@ -339,6 +340,19 @@ TEST(Metrics, DeviceSecondsAddUp) {
   ASSERT_TRUE(e.errors.empty()) << ::testing::PrintToString(e.errors);
   EXPECT_NEAR(e.value("kvserve_engine_device_seconds_total"), 0.024, 1e-12);
   EXPECT_EQ(e.value("kvserve_engine_steps_total"), 4);
+}
+
+TEST(Metrics, GapSecondsAddUpAndIgnoreBadValues) {
+  Metrics m;
+  m.engine_gap(0.001);
+  m.engine_gap(0.0025);
+  m.engine_gap(kNaN);
+  m.engine_gap(-1);
+  m.engine_gap(std::numeric_limits<double>::infinity());
+  const Exposition e = parse(m.render());
+  ASSERT_TRUE(e.errors.empty()) << ::testing::PrintToString(e.errors);
+  EXPECT_NEAR(e.value("kvserve_engine_gap_seconds_total"), 0.0035, 1e-12);
+  EXPECT_EQ(e.value("kvserve_engine_steps_total"), 0);  // a gap is not a step
 }
 
 TEST(Metrics, EscapesLabelValuesAndBoundsTheirNumber) {
