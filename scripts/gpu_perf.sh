@@ -159,7 +159,7 @@ trap stop_server EXIT
 
 # GetServerStatus over grpcio without generated code: the request is empty and every ServerStatus field
 # is a varint, so a hand decoder suffices. One JSON line per sample to $1 every $2 seconds; "once" mode
-# takes one sample, interval < 0 writes GetModelInfo instead. Field 9 is read if a future server sends it (see docs/performance.md).
+# takes one sample, interval < 0 writes GetModelInfo instead.
 sampler_code=$(cat <<'PY'
 import json, sys, time
 target, out, interval, metrics = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
@@ -187,8 +187,10 @@ except ImportError:  # no grpcio: the same gauges from /metrics
             time.sleep(interval)
 NAMES = {1: "num_running", 2: "num_waiting", 3: "kv_blocks_total", 4: "kv_blocks_free", 5: "kv_blocks_cached",
          6: "requests_served", 7: "draining", 8: "preemptions", 9: "kv_slots_unfilled"}
-def decode(buf):
-    fields, i = {}, 0
+def decode(buf, defaults=True):
+    # proto3 leaves zero fields out: a decoder of this schema reads them as 0 (an idle server's
+    # num_running, a full last block's kv_slots_unfilled).
+    fields, i = ({name: 0 for name in NAMES.values()} if defaults else {}), 0
     while i < len(buf):
         key, shift = 0, 0
         while True:
@@ -214,7 +216,7 @@ if interval < 0:  # GetModelInfo once (every field a varint or a string)
     info = channel.unary_unary("/kvserve.v1.Generation/GetModelInfo", request_serializer=lambda _: b"",
                                response_deserializer=lambda b: b)
     with open(out, "w") as f:
-        json.dump(decode(info(None, timeout=5)), f)
+        json.dump(decode(info(None, timeout=5), defaults=False), f)
     sys.exit(0)
 call = channel.unary_unary("/kvserve.v1.Generation/GetServerStatus",
                            request_serializer=lambda _: b"", response_deserializer=lambda b: b)
@@ -239,7 +241,6 @@ wait_idle() {  # until nothing runs or waits (a cut run's calls are being aborte
     : >"$tmp"
     status_sampler "127.0.0.1:$port" "$tmp" 0 "http://127.0.0.1:$metrics_port/metrics" >/dev/null 2>&1
     if [[ ! -s $tmp ]]; then sleep 2; break; fi  # cannot sample: just give the server a moment
-    # proto3 leaves zero fields out: an idle server reports neither count.
     if grep -q '"t"' "$tmp" && ! grep -Eq '"num_(running|waiting)": [1-9]|"error"' "$tmp"; then break; fi
     sleep 0.5
   done
