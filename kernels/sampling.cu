@@ -174,7 +174,10 @@ __device__ void walk_bins(SelectShared& s, bool by_mass, u64 target, bool in_hi,
   }
   const u64 base_c = s.count_before, base_m = s.mass_before;
   const bool reach = by_mass ? base_m + im >= target : base_c + ic >= target;
-  const unsigned ballot = __ballot_sync(kFull, reach);  // every lane has read s above
+  const unsigned ballot = __ballot_sync(kFull, reach);
+  // The *_sync collectives order no memory: this fence makes every lane's reads of s above happen
+  // before the one lane below writes to it.
+  __syncwarp();
   if (ballot == 0) {
     if (lane == 0) {
       s.done = 1;
@@ -243,7 +246,9 @@ __device__ Found radix_select(const KeyAt& key_at, int vocab, int hi_bytes, int 
       if (cur < 0) return;
       atomicAdd(&s.cnt[cur], cc);
       if (cm != 0) atomicAdd(&s.mass[cur], cm);
-      s.bin_id[cur] = cur_id;
+      // Any element of the bin will do (it is read only when the bin holds one), but a plain store
+      // from many threads is a shared-memory race to racecheck: the largest id wins instead.
+      atomicMax(&s.bin_id[cur], cur_id);
     };
     for (int i = threadIdx.x; i < vocab; i += kThreads) {
       u64 hi, q;
