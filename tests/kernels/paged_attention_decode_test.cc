@@ -238,16 +238,20 @@ TEST(PagedDecodeAttention, LongContextsAcrossSplitCounts) {
 TEST(PagedDecodeAttention, SmallAndLargeHeadDims) {
   KVSERVE_SKIP_WITHOUT_GPU();
   uint64_t seed = 200;
+  // Group 8 is the largest head chunk: at head_dim 256 the kernel's largest register and shared
+  // memory footprint.
   for (int head_dim : {16, 32, 256})
-    for (int block_size : {8, 16}) {
-      DecodeCase c;
-      c.head_dim = head_dim;
-      c.block_size = block_size;
-      c.group = 2;
-      c.contexts = {1, 33, 600, 257};
-      c.seed = seed++;
-      check_splits(c, {1, 4});
-    }
+    for (int block_size : {8, 16})
+      for (int group : {2, 8}) {
+        DecodeCase c;
+        c.head_dim = head_dim;
+        c.block_size = block_size;
+        c.group = group;
+        c.num_kv_heads = group == 8 ? 1 : 2;
+        c.contexts = {1, 33, 600, 257};
+        c.seed = seed++;
+        check_splits(c, {1, 4});
+      }
 }
 
 TEST(PagedDecodeAttention, ContiguousAndShuffledTablesAgreeWithReference) {
@@ -272,7 +276,8 @@ TEST(PagedDecodeAttention, ContextZeroRowsAreZeros) {
   check_splits(all_padding, {1, 2});
 }
 
-// Groups that are not powers of two, and groups above the 8 heads one block serves (chunks).
+// Groups that are not powers of two, groups above the 8 heads one block serves (chunks), and a block
+// size that is not a power of two.
 TEST(PagedDecodeAttention, OddAndLargeGqaGroups) {
   KVSERVE_SKIP_WITHOUT_GPU();
   uint64_t seed = 500;
@@ -284,6 +289,14 @@ TEST(PagedDecodeAttention, OddAndLargeGqaGroups) {
     c.seed = seed++;
     check_splits(c, {1, 3});
   }
+  // A block size that is a multiple of 8 but not a power of two takes the division path for the
+  // (logical block, offset) of a position.
+  DecodeCase odd_block;
+  odd_block.block_size = 24;
+  odd_block.group = 3;
+  odd_block.contexts = {1, 23, 24, 25, 600, 1000};
+  odd_block.seed = seed++;
+  check_splits(odd_block, {1, 3});
 }
 
 // A peaked softmax (scores of several units) exercises the running-max rescaling; a padded q row

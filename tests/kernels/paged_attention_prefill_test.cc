@@ -4,13 +4,15 @@
 // poisoned outputs proving that every output element is written and no other row is touched.
 //
 // Tolerance. Q, K and V are bf16 values, which the kernel reads exactly; Q.K is accumulated in fp32
-// on tensor cores (error ~1e-6, negligible), the softmax is fp32. Two roundings remain: P is
-// rounded to bf16 before the P.V product (relative 2^-9 per weight, errors of independent weights
-// average out), and the output is rounded to bf16 (relative 2^-9). Both are relative to the
-// output's own scale, which for a long context is ~1/sqrt(visible keys) (~0.01 at 8k). So we bound
-// |got - want| <= 1e-2 * max(|want|, 1e-2): about 5x the expected worst error, while any indexing
-// or masking bug (a wrong block, a missed or extra key, a bad rescale) moves outputs by their own
-// magnitude, 100x over the bound.
+// on tensor cores (error ~1e-6, negligible), the softmax is fp32. Two roundings remain. P is rounded
+// to bf16 before the P.V product (relative <= 2^-8 per weight): the error that leaves in an output
+// element is sum_i delta_i w_i v_i, of the order of 2e-3 x the RMS of its (token, head) row however
+// small the element itself is. And the output is rounded to bf16 (relative <= 2^-8 of the element).
+// So each element is bounded relative to max(|want|, RMS of its row): |got - want| <= 2e-2 x that.
+// A CPU emulation of the kernel's arithmetic (P rounded exactly as the kernel rounds it) over these
+// tests' shapes and seeds, 5.3M elements, found at most 0.0093, so the bound leaves a 2x margin.
+// Indexing and masking bugs (a wrong block, a missed or extra key on a short row, a lost rescale)
+// move outputs by the order of their row's scale, 50x over the bound.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -32,8 +34,7 @@
 namespace kvserve::cuda::testing {
 namespace {
 
-constexpr double kRelTolerance = 1e-2;
-constexpr double kAbsFloor = 1e-2;
+constexpr double kRelTolerance = 2e-2;
 
 struct PrefillCase {
   int block_size = 16;
@@ -168,11 +169,27 @@ void run_case(const PrefillCase& c) {
       want_rows.push_back(want[static_cast<size_t>(row) * width + i]);
     }
   }
-  const double err = max_relative_error(got_rows, want_rows, kAbsFloor);
+  // Each element against max(|want|, RMS of its (token, head) row): the rows are [token][head][dim].
+  std::vector<double> row_rms(want_rows.size());
+  for (size_t r0 = 0; r0 < want_rows.size(); r0 += head_dim) {
+    double sq = 0.0;
+    for (int i = 0; i < head_dim; ++i)
+      sq += want_rows[r0 + i] * want_rows[r0 + i];
+    std::fill_n(row_rms.begin() + static_cast<std::ptrdiff_t>(r0), head_dim,
+                std::max(std::sqrt(sq / head_dim), 1e-6));
+  }
+  const auto element_error = [&](size_t i) {
+    return std::abs(got_rows[i] - want_rows[i]) / std::max(std::abs(want_rows[i]), row_rms[i]);
+  };
+  double err = 0.0;
+  for (size_t i = 0; i < want_rows.size(); ++i) {
+    const double e = element_error(i);
+    if (!(e <= err)) err = e;  // NaN (an unwritten, poisoned element) propagates as the worst
+  }
   EXPECT_LE(err, kRelTolerance);
   if (!(err <= kRelTolerance)) {
     for (size_t i = 0; i < want_rows.size(); ++i) {
-      const double e = std::abs(got_rows[i] - want_rows[i]) / std::max(std::abs(want_rows[i]), kAbsFloor);
+      const double e = element_error(i);
       if (!(e <= kRelTolerance)) {
         const int row = c.lead_rows + static_cast<int>(i / width);
         ADD_FAILURE() << "first bad element: row " << row << " head " << (i % width) / head_dim << " dim "
