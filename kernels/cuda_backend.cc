@@ -45,6 +45,13 @@ T* device_array(const DeviceBuffer<std::byte>& buffer, size_t offset) {
   return reinterpret_cast<T*>(buffer.get() + offset);
 }
 
+// Grows a per-step device buffer geometrically: a penalized request's history gains a token every
+// step, and a reallocation (cudaFree waits for the device) each step would stall the pipeline.
+template <typename T>
+void grow(DeviceBuffer<T>& buffer, size_t count) {
+  if (count > buffer.size()) buffer.resize(std::max(count, 2 * buffer.size()));
+}
+
 bool has_penalties(const SamplingParams& p) {
   return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
 }
@@ -82,6 +89,9 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
     upload_weights(*model);
     allocate_activations();
     size_kv_pool(options);
+    // cudaMemcpy from pageable memory may return before its DMA lands, and stream_ does not wait
+    // for the legacy stream it ran on: the first step must not read half-uploaded weights.
+    CUDA_CHECK(cudaDeviceSynchronize());
   } catch (...) {
     gemm_.reset();
     if (host_arrays_) cudaFreeHost(host_arrays_);
@@ -411,8 +421,8 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
   }
   // Growing these reallocates outside any graph; the copies from pageable memory complete before
   // the calls return, so the host vectors may change afterwards.
-  history_.reserve(host_history_.size());
-  suppressed_.reserve(host_suppressed_.size());
+  grow(history_, host_history_.size());
+  grow(suppressed_, host_suppressed_.size());
   CUDA_CHECK(cudaMemcpyAsync(sampling_rows_.get(), host_rows_.data(), host_rows_.size() * sizeof(SamplingRow),
                              cudaMemcpyHostToDevice, stream_));
   if (!host_history_.empty())

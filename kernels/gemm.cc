@@ -15,8 +15,11 @@ Gemm::Gemm(cudaStream_t stream) : workspace_(kWorkspaceBytes) {
   try {
     CUDA_CHECK(cublasSetStream(handle_, stream));
     CUDA_CHECK(cublasSetWorkspace(handle_, workspace_.get(), workspace_.bytes()));
-    // Tensor cores with fp32 accumulation; no reduced-precision reductions.
-    CUDA_CHECK(cublasSetMathMode(handle_, CUBLAS_DEFAULT_MATH));
+    // Tensor cores with fp32 accumulation; the default mode would let split-K reductions run in the
+    // output type (bf16), which this flag forbids.
+    CUDA_CHECK(cublasSetMathMode(
+        handle_,
+        static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
   } catch (...) {
     cublasDestroy(handle_);
     throw;
