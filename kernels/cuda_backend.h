@@ -13,7 +13,8 @@
 //
 // Everything is allocated at construction for the largest step the scheduler may plan
 // (max_num_batched_tokens, max_num_seqs, max_model_len), then the KV pool takes what the memory
-// budget leaves. A step allocates nothing.
+// budget leaves. A step allocates nothing, but for the rare doubling of the buffers that carry
+// penalized requests' token histories to the sampler.
 #pragma once
 
 #include <cuda_bf16.h>
