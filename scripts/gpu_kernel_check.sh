@@ -8,7 +8,7 @@
 # Device time is scarce (one short call a session), so the stages run in order of what they tell:
 # correctness first, then the figures, then the slow sanitizer passes. Each stage gets at most
 # what is left of --budget-s (default 480, leaving a 10-minute call room to start and to return the
-# files) and is killed past it; stages that find no time left are recorded as SKIPPED. The summary
+# files) and is killed past it; stages that find no time left are recorded as SKIP. The summary
 # and every log written so far come back whatever happens.
 set -uo pipefail
 budget_s=480
