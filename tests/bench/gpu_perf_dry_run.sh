@@ -40,10 +40,15 @@ for r in closed + opened:
     need((b.get("throughput") or {}).get("output_tokens_per_s", 0) > 0, f"{name}: no throughput")
     need((b.get("latency_ms") or {}).get("ttft", {}).get("p50") is not None, f"{name}: no TTFT")
     need((r.get("engine") or {}).get("steps", 0) > 0, f"{name}: no engine steps from /metrics")
+    # The lengths asked for reach the server: every completed request has exactly 32 in, 96 out.
+    done, tokens = b.get("requests", {}).get("completed", 0), b.get("tokens") or {}
+    need(tokens.get("prompt") == 32 * done and tokens.get("output") == 96 * done, f"{name}: tokens {tokens} for {done}")
 for r in closed:  # the open loop's low rates leave the engine idle at most samples
     kv, name = r.get("kv") or {}, r["name"]
     need(kv.get("samples", 0) > 0 and 0 < kv.get("usage_max", 0) <= 1, f"{name}: KV use {kv}")
     need(0 <= kv.get("waste_max", -1) <= 1, f"{name}: no exact KV waste (kv_slots_unfilled) {kv}")
+    # The exact count never exceeds what the allocation rule allows (block_size - 1 per running request).
+    need(kv.get("waste_max", 1) <= kv.get("waste_bound_max", 0) + 1e-12, f"{name}: waste over its bound {kv}")
 need("gpu_idle_fraction" not in (closed[0].get("engine") or {}), "the CPU backend has no device time to report")
 need([r.get("rate") for r in opened] in ([2, 50], [2.0, 50.0], [2]), f"open-loop rates: {[r.get('rate') for r in opened]}")
 need("open_rate_at_p99_ttft_1s" in res["kvserve"], "no crossing rate entry")
