@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -94,7 +95,6 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
     CUDA_CHECK(cudaDeviceSynchronize());
   } catch (...) {
     gemm_.reset();
-    if (host_arrays_) cudaFreeHost(host_arrays_);
     if (step_start_) cudaEventDestroy(step_start_);
     if (step_end_) cudaEventDestroy(step_end_);
     cudaStreamDestroy(stream_);
@@ -110,7 +110,6 @@ CudaBackend::~CudaBackend() {
   for (auto& [size, exec] : graphs_)
     cudaGraphExecDestroy(exec);
   gemm_.reset();
-  if (host_arrays_) cudaFreeHost(host_arrays_);
   cudaEventDestroy(step_start_);
   cudaEventDestroy(step_end_);
   cudaStreamDestroy(stream_);
@@ -144,9 +143,10 @@ void CudaBackend::allocate_activations() {
   const int max_tokens = std::max(options_.max_num_batched_tokens, options_.max_num_seqs);
   const int max_seqs = options_.max_num_seqs;
   arrays_ = StepArraysLayout::make(max_tokens, max_seqs);
-  CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_arrays_), arrays_.total_bytes));
+  host_arrays_.reserve(arrays_.total_bytes);
   device_arrays_.resize(arrays_.total_bytes);
   table_width_ = (options_.max_model_len + options_.block_size - 1) / options_.block_size;
+  host_block_tables_.reserve(static_cast<size_t>(max_seqs) * table_width_);
   block_tables_.resize(static_cast<size_t>(max_seqs) * table_width_);
 
   const size_t t = static_cast<size_t>(max_tokens);
@@ -174,6 +174,8 @@ void CudaBackend::allocate_activations() {
   sampling_workspace_.resize(std::max<size_t>(sampling_workspace_bytes(max_seqs, c.vocab_size), 1));
   sampling_rows_.resize(max_seqs);
   sampled_.resize(max_seqs);
+  host_rows_.reserve(max_seqs);
+  host_sampled_.reserve(max_seqs);
   history_.resize(1);
   suppressed_.resize(1);
 }
@@ -218,14 +220,16 @@ PackedStep CudaBackend::upload_step(const StepBatch& batch, int padded_seqs) {
   if (batch.max_blocks_per_seq > table_width_)
     throw std::logic_error("CudaBackend: a sequence has " + std::to_string(batch.max_blocks_per_seq) +
                            " blocks, more than max_model_len allows");
-  const PackedStep step =
-      pack_step_arrays(batch, padded_seqs, arrays_, std::span<std::byte>(host_arrays_, arrays_.total_bytes));
+  const PackedStep step = pack_step_arrays(batch, padded_seqs, arrays_,
+                                           std::span<std::byte>(host_arrays_.get(), arrays_.total_bytes));
   CUDA_CHECK(
-      cudaMemcpyAsync(device_arrays_.get(), host_arrays_, step.bytes, cudaMemcpyHostToDevice, stream_));
+      cudaMemcpyAsync(device_arrays_.get(), host_arrays_.get(), step.bytes, cudaMemcpyHostToDevice, stream_));
   if (batch.num_seqs > 0 && batch.max_blocks_per_seq > 0) {
+    // Staged as the batch has them (rows of max_blocks_per_seq), widened to table_width_ by the copy.
     const size_t row_bytes = sizeof(int32_t) * static_cast<size_t>(batch.max_blocks_per_seq);
+    std::memcpy(host_block_tables_.get(), batch.block_tables.data(), row_bytes * batch.num_seqs);
     CUDA_CHECK(cudaMemcpy2DAsync(block_tables_.get(), sizeof(int32_t) * table_width_,
-                                 batch.block_tables.data(), row_bytes, row_bytes, batch.num_seqs,
+                                 host_block_tables_.get(), row_bytes, row_bytes, batch.num_seqs,
                                  cudaMemcpyHostToDevice, stream_));
   }
   return step;
@@ -383,18 +387,31 @@ std::span<const float> CudaBackend::forward(const StepBatch& batch) {
 void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const SamplingTask> tasks,
                                      std::span<SampledToken> out) {
   if (out.size() != tasks.size()) throw std::logic_error("forward_and_sample: one output per task");
+  if (tasks.size() > host_rows_.size())
+    throw std::logic_error("forward_and_sample: more sampling tasks than max_num_seqs");
   run_forward(batch);
   if (tasks.empty()) {
     finish_step();
     return;
   }
-  host_rows_.resize(tasks.size());
-  host_history_.clear();
-  host_suppressed_.clear();
+  // The histories and suppressed lists are concatenated into pinned buffers sized first, so that
+  // the rows can point into them by offset.
+  size_t history_count = 0, suppressed_count = 0;
+  for (const SamplingTask& t : tasks) {
+    if (has_penalties(*t.params)) history_count += t.prompt.size() + t.output.size();
+    suppressed_count += t.suppressed.size();
+  }
+  host_history_.reserve(history_count);
+  host_suppressed_.reserve(suppressed_count);
+  // Growing a device buffer frees the old one, which waits for the forward pass just enqueued: it
+  // happens only when the longest history so far doubles.
+  grow(history_, history_count);
+  grow(suppressed_, suppressed_count);
+  size_t history_size = 0, suppressed_size = 0;
   for (size_t i = 0; i < tasks.size(); ++i) {
     const SamplingTask& t = tasks[i];
     const SamplingParams& p = *t.params;
-    SamplingRow& r = host_rows_[i];
+    SamplingRow& r = host_rows_.get()[i];
     r = SamplingRow{};
     r.logits_row = t.row;
     r.temperature = p.temperature;
@@ -409,43 +426,41 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
     r.seed = t.seed;
     r.draw_index = t.output.size();
     if (has_penalties(p)) {  // the history only travels when a penalty needs it
-      r.history_offset = static_cast<int32_t>(host_history_.size());
+      r.history_offset = static_cast<int32_t>(history_size);
       r.num_prompt_tokens = static_cast<int32_t>(t.prompt.size());
       r.num_output_tokens = static_cast<int32_t>(t.output.size());
-      host_history_.insert(host_history_.end(), t.prompt.begin(), t.prompt.end());
-      host_history_.insert(host_history_.end(), t.output.begin(), t.output.end());
+      int32_t* dst = host_history_.get() + history_size;
+      dst = std::copy(t.prompt.begin(), t.prompt.end(), dst);
+      std::copy(t.output.begin(), t.output.end(), dst);
+      history_size += t.prompt.size() + t.output.size();
     }
-    r.suppressed_offset = static_cast<int32_t>(host_suppressed_.size());
+    r.suppressed_offset = static_cast<int32_t>(suppressed_size);
     r.num_suppressed = static_cast<int32_t>(t.suppressed.size());
-    host_suppressed_.insert(host_suppressed_.end(), t.suppressed.begin(), t.suppressed.end());
+    std::copy(t.suppressed.begin(), t.suppressed.end(), host_suppressed_.get() + suppressed_size);
+    suppressed_size += t.suppressed.size();
   }
-  // Growing these reallocates outside any graph; the copies from pageable memory complete before
-  // the calls return, so the host vectors may change afterwards.
-  grow(history_, host_history_.size());
-  grow(suppressed_, host_suppressed_.size());
-  CUDA_CHECK(cudaMemcpyAsync(sampling_rows_.get(), host_rows_.data(), host_rows_.size() * sizeof(SamplingRow),
+  CUDA_CHECK(cudaMemcpyAsync(sampling_rows_.get(), host_rows_.get(), tasks.size() * sizeof(SamplingRow),
                              cudaMemcpyHostToDevice, stream_));
-  if (!host_history_.empty())
-    CUDA_CHECK(cudaMemcpyAsync(history_.get(), host_history_.data(), host_history_.size() * sizeof(int32_t),
+  if (history_size > 0)
+    CUDA_CHECK(cudaMemcpyAsync(history_.get(), host_history_.get(), history_size * sizeof(int32_t),
                                cudaMemcpyHostToDevice, stream_));
-  if (!host_suppressed_.empty())
-    CUDA_CHECK(cudaMemcpyAsync(suppressed_.get(), host_suppressed_.data(),
-                               host_suppressed_.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  if (suppressed_size > 0)
+    CUDA_CHECK(cudaMemcpyAsync(suppressed_.get(), host_suppressed_.get(), suppressed_size * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream_));
   const int rows = static_cast<int>(tasks.size());
   sample_rows(logits_.get(), config_.vocab_size, sampling_rows_.get(), rows, history_.get(),
               suppressed_.get(), sampling_workspace_.get(), sampling_workspace_.bytes(), sampled_.get(),
               stream_);
-  host_sampled_.resize(tasks.size());
-  CUDA_CHECK(cudaMemcpyAsync(host_sampled_.data(), sampled_.get(), rows * sizeof(SampledRow),
+  CUDA_CHECK(cudaMemcpyAsync(host_sampled_.get(), sampled_.get(), rows * sizeof(SampledRow),
                              cudaMemcpyDeviceToHost, stream_));
   finish_step();
   for (size_t i = 0; i < tasks.size(); ++i) {
-    const SampledRow& s = host_sampled_[i];
+    const SampledRow& s = host_sampled_.get()[i];
     SampledToken& o = out[i];
     o.token = s.token;
     o.logprob = s.logprob;
     o.top_logprobs.clear();
-    for (int k = 0; k < host_rows_[i].num_top_logprobs; ++k)
+    for (int k = 0; k < host_rows_.get()[i].num_top_logprobs; ++k)
       o.top_logprobs.emplace_back(s.top_ids[k], s.top_logprobs[k]);
   }
 }

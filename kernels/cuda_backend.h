@@ -114,12 +114,15 @@ class CudaBackend : public Backend {
   KvCacheLayout layout_;
   DeviceBuffer<__nv_bfloat16> kv_pool_;
 
-  // Step arrays: pinned host staging and its device mirror; block tables at a fixed width.
+  // Step arrays: pinned host staging and its device mirror; block tables at a fixed width. Every
+  // host-to-device copy of a step comes from pinned memory (PinnedBuffer says why); each staging
+  // buffer is rewritten only after finish_step() has waited for the previous step's copies.
   StepArraysLayout arrays_;
   int table_width_ = 0;
-  std::byte* host_arrays_ = nullptr;  // pinned, arrays_.total_bytes
+  PinnedBuffer<std::byte> host_arrays_;  // arrays_.total_bytes
   DeviceBuffer<std::byte> device_arrays_;
-  DeviceBuffer<int32_t> block_tables_;  // [max_seqs][table_width_]
+  PinnedBuffer<int32_t> host_block_tables_;  // this step's [num_seqs][max_blocks_per_seq]
+  DeviceBuffer<int32_t> block_tables_;       // [max_seqs][table_width_]
 
   // Activations, sized for arrays_.max_tokens tokens / max_seqs sequences.
   DeviceBuffer<float> residual_;         // [tokens][hidden]
@@ -141,9 +144,9 @@ class CudaBackend : public Backend {
   DeviceBuffer<SamplingRow> sampling_rows_;
   DeviceBuffer<SampledRow> sampled_;
   DeviceBuffer<int32_t> history_, suppressed_;
-  std::vector<SamplingRow> host_rows_;
-  std::vector<int32_t> host_history_, host_suppressed_;
-  std::vector<SampledRow> host_sampled_;
+  PinnedBuffer<SamplingRow> host_rows_;
+  PinnedBuffer<int32_t> host_history_, host_suppressed_;
+  PinnedBuffer<SampledRow> host_sampled_;
 
   // Decode graphs by padded batch size.
   std::map<int, cudaGraphExec_t> graphs_;

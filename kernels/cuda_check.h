@@ -76,4 +76,49 @@ class DeviceBuffer {
   size_t count_ = 0;
 };
 
+// An owned pinned (page-locked) host allocation of `count` elements of T. Copies to the device from
+// pinned memory are truly asynchronous; from pageable memory the driver stages them and may first
+// wait for the stream, which would stall a step in the middle. Move-only; frees on destruction.
+template <typename T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  PinnedBuffer(PinnedBuffer&& o) noexcept
+      : ptr_(std::exchange(o.ptr_, nullptr)), count_(std::exchange(o.count_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      ptr_ = std::exchange(o.ptr_, nullptr);
+      count_ = std::exchange(o.count_, 0);
+    }
+    return *this;
+  }
+  ~PinnedBuffer() { release(); }
+
+  // Grows (contents lost) when `count` exceeds the current size, to at least twice that size, so
+  // that a buffer growing a little every step reallocates rarely. The caller makes sure no copy
+  // from the old allocation is still in flight.
+  void reserve(size_t count) {
+    if (count <= count_) return;
+    const size_t grown = count < 2 * count_ ? 2 * count_ : count;
+    release();
+    CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&ptr_), grown * sizeof(T)));
+    count_ = grown;
+  }
+
+  T* get() const { return ptr_; }
+  size_t size() const { return count_; }
+
+ private:
+  void release() noexcept {
+    if (ptr_) cudaFreeHost(ptr_);
+    ptr_ = nullptr;
+    count_ = 0;
+  }
+  T* ptr_ = nullptr;
+  size_t count_ = 0;
+};
+
 }  // namespace kvserve::cuda

@@ -25,6 +25,7 @@
 
 #include "engine/cpu_backend.h"
 #include "engine/engine.h"
+#include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "tests/kernels/gpu_test_util.h"
 
@@ -223,6 +224,94 @@ TEST_P(CudaBackendModel, GreedyGpuSamplingPicksTheCpuArgmax) {
   }
   EXPECT_GT(sampled, 100);
   EXPECT_GE(exact, sampled * 3 / 4) << exact << " of " << sampled << " tokens are the CPU's argmax";
+}
+
+// The backend's own packing of the sampling inputs (rows, the concatenated histories of penalized
+// rows, the suppressed lists) against the host Sampler on the same logits: each step runs forward()
+// for the logits, then forward_and_sample() on the same batch (it rewrites the same K/V), eagerly so
+// both passes compute the same numbers bitwise. Rows mix penalized and plain requests, some with
+// their raw argmax suppressed, so a wrong offset into either list changes a token. Greedy, so the
+// comparison is exact but for near ties (the host penalizes in float64, the GPU in float32: a flip
+// needs a top-2 gap under ~1e-6 of the logits, which these tests have never shown).
+TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const auto model = load_bf16_rounded(GetParam());
+  const CudaBackendOptions opt = small_options(false);
+  SchedulerConfig cfg;
+  cfg.block_size = opt.block_size;
+  cfg.num_blocks = opt.num_blocks;
+  cfg.max_num_batched_tokens = 64;
+  cfg.max_num_seqs = opt.max_num_seqs;
+  cfg.max_model_len = opt.max_model_len;
+  Scheduler sched(cfg);
+  CudaBackend gpu(model, opt);
+  BatchBuilder builder;
+  std::vector<SamplingParams> params;
+  for (Request& r : mixed_requests(model->config.vocab_size, 24, 13)) {
+    SamplingParams p;
+    p.top_logprobs = params.size() % 4 == 0 ? 3 : 0;
+    if (params.size() % 3 == 0) p.repetition_penalty = 2.0f;
+    if (params.size() % 3 == 1) {
+      p.presence_penalty = 1.0f;
+      p.frequency_penalty = 0.5f;
+    }
+    params.push_back(p);
+    ASSERT_TRUE(
+        sched.add(std::make_unique<Sequence>(std::move(r), cfg.block_size, std::vector<TokenId>{})).ok());
+  }
+  const size_t vocab = static_cast<size_t>(model->config.vocab_size);
+  Sampler host;
+  int sampled = 0, penalty_moved = 0;
+  while (sched.has_unfinished()) {
+    const StepPlan plan = sched.schedule();
+    const StepBatch& batch = builder.build(plan, cfg.block_size);
+    const std::span<const float> gpu_logits = gpu.forward(batch);
+    const std::vector<float> logits(gpu_logits.begin(), gpu_logits.end());
+    std::vector<SamplingTask> tasks;
+    std::vector<std::vector<TokenId>> suppressed(plan.seqs.size());
+    for (size_t s = 0; s < plan.seqs.size(); ++s) {
+      if (!plan.seqs[s].emits_token) continue;
+      const Sequence& seq = *plan.seqs[s].seq;
+      const size_t request = std::stoul(seq.id().substr(1));  // "r<i>"
+      const std::span<const float> row(logits.data() + s * vocab, vocab);
+      if (request % 2 == 0)  // its raw argmax, and one id out of range
+        suppressed[s] = {static_cast<TokenId>(std::max_element(row.begin(), row.end()) - row.begin()),
+                         static_cast<TokenId>(vocab)};
+      tasks.push_back(SamplingTask{static_cast<int>(s), &params[request],
+                                   seq.tokens().first(seq.num_prompt_tokens()), seq.output(), 1000 + request,
+                                   suppressed[s]});
+    }
+    std::vector<SampledToken> got(tasks.size());
+    gpu.forward_and_sample(batch, tasks, got);
+    std::vector<TokenId> next(plan.seqs.size(), 0);
+    for (size_t k = 0; k < tasks.size(); ++k) {
+      const SamplingTask& t = tasks[k];
+      const size_t s = static_cast<size_t>(t.row);
+      const std::span<const float> row(logits.data() + s * vocab, vocab);
+      const SampledToken want =
+          host.sample(SampleInput{row, t.params, t.prompt, t.output, t.seed, t.suppressed});
+      ASSERT_EQ(got[k].token, want.token) << "sequence " << s << " (" << plan.seqs[s].seq->id() << ")";
+      // float32 against the host's float64 log-softmax: sampling_test.cc's bound.
+      const auto logprob_tol = [](float x) { return 1e-5 * std::max(1.0f, std::abs(x)); };
+      EXPECT_NEAR(got[k].logprob, want.logprob, logprob_tol(want.logprob)) << plan.seqs[s].seq->id();
+      ASSERT_EQ(got[k].top_logprobs.size(), want.top_logprobs.size()) << plan.seqs[s].seq->id();
+      for (size_t j = 0; j < want.top_logprobs.size(); ++j) {
+        EXPECT_EQ(got[k].top_logprobs[j].first, want.top_logprobs[j].first) << plan.seqs[s].seq->id();
+        EXPECT_NEAR(got[k].top_logprobs[j].second, want.top_logprobs[j].second,
+                    logprob_tol(want.top_logprobs[j].second));
+      }
+      const bool penalized = t.params->repetition_penalty != 1.0f || t.params->presence_penalty != 0.0f;
+      if (penalized && t.suppressed.empty())
+        penalty_moved +=
+            want.token != static_cast<TokenId>(std::max_element(row.begin(), row.end()) - row.begin());
+      next[s] = got[k].token;
+      ++sampled;
+    }
+    sched.complete_step(plan, next);
+  }
+  EXPECT_GT(sampled, 100);
+  // Otherwise the penalized rows' histories were never tested: a penalty must have moved a token.
+  EXPECT_GT(penalty_moved, 0) << "no penalty changed any unsuppressed token";
 }
 
 // Against the float64 PyTorch reference (expected.json, full-precision weights), teacher-forced: the
