@@ -1,15 +1,22 @@
-// Host overhead of one engine step with no model in it: Scheduler::schedule(), BatchBuilder::build()
-// and Scheduler::complete_step(). At 256 running sequences with 4k-token contexts this must stay far
-// below a GPU decode step (milliseconds) so the host never starves the device. See docs/benchmarks.md.
+// Host overhead of one engine step with no model in it, at two levels:
+//   BM_DecodeStep: Scheduler::schedule(), BatchBuilder::build() and Scheduler::complete_step();
+//   BM_EngineStep: the whole Engine::step() around a backend that costs nothing, so that also the
+//     sampling tasks, the per-request outputs and (optionally) incremental detokenization count.
+// At 256 running sequences with 4k-token contexts this must stay far below a GPU decode step
+// (milliseconds) so the host never starves the device. See docs/benchmarks.md.
 #include <benchmark/benchmark.h>
 
 #include <memory>
 #include <random>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "engine/engine.h"
 #include "engine/scheduler.h"
 #include "engine/step_batch.h"
+#include "engine/tokenizer.h"
 
 namespace kvserve {
 namespace {
@@ -76,6 +83,95 @@ BENCHMARK(BM_DecodeStep)
     ->Args({256, 4096, 0})
     ->Args({64, 4096, 1})
     ->Args({16, 512, 1})
+    ->Iterations(2000)
+    ->Unit(benchmark::kMicrosecond);
+
+// A model that answers instantly: every sampled sequence gets the next token of a fixed cycle
+// through ordinary (non-control) ids, so a detokenizer has real text to produce.
+class InstantBackend : public Backend {
+ public:
+  explicit InstantBackend(int vocab_size) : vocab_size_(vocab_size) {}
+  std::string name() const override { return "instant"; }
+  int vocab_size() const override { return vocab_size_; }
+  std::span<const float> forward(const StepBatch&) override {
+    throw std::logic_error("InstantBackend samples in forward_and_sample only");
+  }
+  void forward_and_sample(const StepBatch&, std::span<const SamplingTask> tasks,
+                          std::span<SampledToken> out) override {
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      next_ = next_ + 1 < vocab_size_ ? next_ + 1 : kFirstOrdinaryId;
+      out[i].token = next_;
+      out[i].logprob = -1.0f;
+    }
+  }
+
+  // Below this the test tokenizer keeps its control and byte-fallback ids.
+  static constexpr TokenId kFirstOrdinaryId = 300;
+
+ private:
+  int vocab_size_;
+  TokenId next_ = kFirstOrdinaryId;
+};
+
+void BM_EngineStep(benchmark::State& state) {
+  const int num_seqs = static_cast<int>(state.range(0));
+  const int context = static_cast<int>(state.range(1));
+  const bool detokenize = state.range(2) != 0;
+  // Early sequences decode while later ones prefill (8192 tokens a step), and then for the 2000
+  // measured steps: leave room so that none finishes mid-run.
+  const int headroom = 2000 + num_seqs * context / 4096 + 64;
+
+  EngineConfig cfg;
+  cfg.scheduler.block_size = kBlockSize;
+  cfg.scheduler.max_num_seqs = num_seqs;
+  cfg.scheduler.max_num_batched_tokens = 8192;
+  cfg.scheduler.max_model_len = context + headroom + 1;
+  cfg.scheduler.num_blocks = num_seqs * ((context + headroom) / kBlockSize + 1);
+  cfg.eos_token_ids = {2};
+  int vocab = 32000;
+  if (detokenize) {
+    cfg.tokenizer = Tokenizer::load(KVSERVE_TEST_DATA "/tokenizer/tokenizer.model");
+    vocab = cfg.tokenizer->vocab_size();
+  }
+  Engine engine(cfg, std::make_unique<InstantBackend>(vocab));
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<TokenId> tok(InstantBackend::kFirstOrdinaryId, vocab - 1);
+  for (int i = 0; i < num_seqs; ++i) {
+    Request r;
+    r.id = "r" + std::to_string(i);
+    r.prompt.resize(context);
+    for (TokenId& t : r.prompt)
+      t = tok(rng);
+    r.stop.max_tokens = headroom;
+    r.stop.ignore_eos = true;
+    if (!engine.add_request(std::move(r)).ok()) {
+      state.SkipWithError("the engine refused a request: the setup is wrong");
+      return;
+    }
+  }
+  // Prefill everything so that the measured steps are pure decode.
+  while (engine.scheduler().stats().num_waiting > 0 || engine.scheduler().stats().num_running < num_seqs)
+    engine.step();
+  while (engine.step().size() < static_cast<size_t>(num_seqs)) {
+  }
+
+  for (auto _ : state) {
+    const std::vector<StepOutput> outputs = engine.step();
+    if (static_cast<int>(outputs.size()) != num_seqs) {
+      state.SkipWithError("a sequence finished or was preempted: the setup is wrong");
+      break;
+    }
+    benchmark::DoNotOptimize(outputs.data());
+  }
+  state.counters["seqs"] = num_seqs;
+  state.counters["context"] = context;
+}
+BENCHMARK(BM_EngineStep)
+    ->ArgNames({"seqs", "context", "detokenize"})
+    ->Args({256, 4096, 0})
+    ->Args({256, 4096, 1})
+    ->Args({64, 4096, 0})
+    ->Args({16, 512, 0})
     ->Iterations(2000)
     ->Unit(benchmark::kMicrosecond);
 
