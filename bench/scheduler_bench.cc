@@ -23,27 +23,42 @@ namespace {
 
 constexpr int kBlockSize = 16;
 
-std::unique_ptr<Scheduler> steady_state(int num_seqs, int context, bool prefix_caching, int headroom_tokens) {
+// Room for num_seqs sequences of context + headroom_tokens tokens each.
+SchedulerConfig decode_config(int num_seqs, int context, int headroom_tokens) {
   SchedulerConfig cfg;
   cfg.block_size = kBlockSize;
   cfg.max_num_seqs = num_seqs;
   cfg.max_model_len = context + headroom_tokens + 1;
   cfg.num_blocks = num_seqs * ((context + headroom_tokens) / kBlockSize + 1);
-  cfg.enable_prefix_caching = prefix_caching;
-  auto sched = std::make_unique<Scheduler>(cfg);
+  return cfg;
+}
+
+// Requests "r0".. with random prompts of `context` ids in [first_id, last_id] that generate
+// max_tokens tokens each whatever they are.
+std::vector<Request> random_requests(int num_seqs, int context, int max_tokens, TokenId first_id,
+                                     TokenId last_id) {
   std::mt19937 rng(1);
-  std::uniform_int_distribution<TokenId> tok(1, 32000);
-  const std::vector<TokenId> eos{2};
+  std::uniform_int_distribution<TokenId> tok(first_id, last_id);
+  std::vector<Request> requests(num_seqs);
   for (int i = 0; i < num_seqs; ++i) {
-    Request r;
+    Request& r = requests[i];
     r.id = "r" + std::to_string(i);
     r.prompt.resize(context);
     for (TokenId& t : r.prompt)
       t = tok(rng);
-    r.stop.max_tokens = headroom_tokens;
+    r.stop.max_tokens = max_tokens;
     r.stop.ignore_eos = true;
-    sched->add(std::make_unique<Sequence>(std::move(r), kBlockSize, eos));
   }
+  return requests;
+}
+
+std::unique_ptr<Scheduler> steady_state(int num_seqs, int context, bool prefix_caching, int headroom_tokens) {
+  SchedulerConfig cfg = decode_config(num_seqs, context, headroom_tokens);
+  cfg.enable_prefix_caching = prefix_caching;
+  auto sched = std::make_unique<Scheduler>(cfg);
+  const std::vector<TokenId> eos{2};
+  for (Request& r : random_requests(num_seqs, context, headroom_tokens, 1, 32000))
+    sched->add(std::make_unique<Sequence>(std::move(r), kBlockSize, eos));
   // Prefill everything so that the measured steps are pure decode.
   std::vector<TokenId> sampled;
   while (sched->stats().num_waiting > 0 ||
@@ -122,11 +137,8 @@ void BM_EngineStep(benchmark::State& state) {
   const int headroom = 2000 + num_seqs * context / 4096 + 64;
 
   EngineConfig cfg;
-  cfg.scheduler.block_size = kBlockSize;
-  cfg.scheduler.max_num_seqs = num_seqs;
+  cfg.scheduler = decode_config(num_seqs, context, headroom);
   cfg.scheduler.max_num_batched_tokens = 8192;
-  cfg.scheduler.max_model_len = context + headroom + 1;
-  cfg.scheduler.num_blocks = num_seqs * ((context + headroom) / kBlockSize + 1);
   cfg.eos_token_ids = {2};
   int vocab = 32000;
   if (detokenize) {
@@ -134,24 +146,14 @@ void BM_EngineStep(benchmark::State& state) {
     vocab = cfg.tokenizer->vocab_size();
   }
   Engine engine(cfg, std::make_unique<InstantBackend>(vocab));
-  std::mt19937 rng(1);
-  std::uniform_int_distribution<TokenId> tok(InstantBackend::kFirstOrdinaryId, vocab - 1);
-  for (int i = 0; i < num_seqs; ++i) {
-    Request r;
-    r.id = "r" + std::to_string(i);
-    r.prompt.resize(context);
-    for (TokenId& t : r.prompt)
-      t = tok(rng);
-    r.stop.max_tokens = headroom;
-    r.stop.ignore_eos = true;
+  for (Request& r :
+       random_requests(num_seqs, context, headroom, InstantBackend::kFirstOrdinaryId, vocab - 1)) {
     if (!engine.add_request(std::move(r)).ok()) {
       state.SkipWithError("the engine refused a request: the setup is wrong");
       return;
     }
   }
-  // Prefill everything so that the measured steps are pure decode.
-  while (engine.scheduler().stats().num_waiting > 0 || engine.scheduler().stats().num_running < num_seqs)
-    engine.step();
+  // Prefill everything so that the measured steps are pure decode: every sequence emits a token.
   while (engine.step().size() < static_cast<size_t>(num_seqs)) {
   }
 

@@ -66,6 +66,17 @@ CudaBackendOptions small_options(bool graphs) {
   return o;
 }
 
+// The scheduler that plans for a backend built with `opt`, with its own per-step token budget.
+SchedulerConfig scheduler_config(const CudaBackendOptions& opt, int max_num_batched_tokens) {
+  SchedulerConfig cfg;
+  cfg.block_size = opt.block_size;
+  cfg.num_blocks = opt.num_blocks;
+  cfg.max_num_batched_tokens = max_num_batched_tokens;
+  cfg.max_num_seqs = opt.max_num_seqs;
+  cfg.max_model_len = opt.max_model_len;
+  return cfg;
+}
+
 double logit_tolerance(std::span<const float> reference) {
   float largest = 0.0f;
   for (float x : reference)
@@ -106,12 +117,7 @@ TEST_P(CudaBackendModel, LogitsMatchTheCpuBackendStepByStep) {
   for (bool graphs : {false, true}) {
     SCOPED_TRACE(graphs ? "CUDA graphs" : "eager");
     const CudaBackendOptions opt = small_options(graphs);
-    SchedulerConfig cfg;
-    cfg.block_size = opt.block_size;
-    cfg.num_blocks = opt.num_blocks;
-    cfg.max_num_batched_tokens = 64;
-    cfg.max_num_seqs = opt.max_num_seqs;
-    cfg.max_model_len = opt.max_model_len;
+    const SchedulerConfig cfg = scheduler_config(opt, 64);
     Scheduler sched(cfg);
     CpuBackend cpu(model, cfg.num_blocks, cfg.block_size);
     CudaBackend gpu(model, opt);
@@ -170,12 +176,7 @@ TEST_P(CudaBackendModel, GreedyGpuSamplingPicksTheCpuArgmax) {
   KVSERVE_SKIP_WITHOUT_GPU();
   const auto model = load_bf16_rounded(GetParam());
   const CudaBackendOptions opt = small_options(true);
-  SchedulerConfig cfg;
-  cfg.block_size = opt.block_size;
-  cfg.num_blocks = opt.num_blocks;
-  cfg.max_num_batched_tokens = 64;
-  cfg.max_num_seqs = opt.max_num_seqs;
-  cfg.max_model_len = opt.max_model_len;
+  const SchedulerConfig cfg = scheduler_config(opt, 64);
   Scheduler sched(cfg);
   CpuBackend cpu(model, cfg.num_blocks, cfg.block_size);
   CudaBackend gpu(model, opt);
@@ -237,12 +238,7 @@ TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
   KVSERVE_SKIP_WITHOUT_GPU();
   const auto model = load_bf16_rounded(GetParam());
   const CudaBackendOptions opt = small_options(false);
-  SchedulerConfig cfg;
-  cfg.block_size = opt.block_size;
-  cfg.num_blocks = opt.num_blocks;
-  cfg.max_num_batched_tokens = 64;
-  cfg.max_num_seqs = opt.max_num_seqs;
-  cfg.max_model_len = opt.max_model_len;
+  const SchedulerConfig cfg = scheduler_config(opt, 64);
   Scheduler sched(cfg);
   CudaBackend gpu(model, opt);
   BatchBuilder builder;
@@ -331,12 +327,7 @@ TEST_P(CudaBackendModel, ArgmaxFollowsTheFloat64Reference) {
   for (bool graphs : {false, true}) {
     SCOPED_TRACE(graphs ? "CUDA graphs" : "eager");
     const CudaBackendOptions opt = small_options(graphs);
-    SchedulerConfig cfg;
-    cfg.block_size = opt.block_size;
-    cfg.num_blocks = opt.num_blocks;
-    cfg.max_num_batched_tokens = 5;  // the prompt arrives in chunks
-    cfg.max_num_seqs = opt.max_num_seqs;
-    cfg.max_model_len = opt.max_model_len;
+    const SchedulerConfig cfg = scheduler_config(opt, 5);  // the prompt arrives in chunks
     Scheduler sched(cfg);
     CudaBackend gpu(model, opt);
     BatchBuilder builder;
