@@ -102,17 +102,20 @@ BENCHMARK(BM_DecodeStep)
     ->Unit(benchmark::kMicrosecond);
 
 // A model that answers instantly: every sampled sequence gets the next token of a fixed cycle
-// through ordinary (non-control) ids, so a detokenizer has real text to produce.
+// through ordinary (non-control) ids, so a detokenizer has real text to produce. It validates each
+// batch as the CPU and CUDA backends do (validate_step_batch), unless told not to, to show that cost.
 class InstantBackend : public Backend {
  public:
-  explicit InstantBackend(int vocab_size) : vocab_size_(vocab_size) {}
+  InstantBackend(int vocab_size, int num_blocks, bool validate)
+      : vocab_size_(vocab_size), num_blocks_(num_blocks), validate_(validate) {}
   std::string name() const override { return "instant"; }
   int vocab_size() const override { return vocab_size_; }
   std::span<const float> forward(const StepBatch&) override {
     throw std::logic_error("InstantBackend samples in forward_and_sample only");
   }
-  void forward_and_sample(const StepBatch&, std::span<const SamplingTask> tasks,
+  void forward_and_sample(const StepBatch& batch, std::span<const SamplingTask> tasks,
                           std::span<SampledToken> out) override {
+    if (validate_) validate_step_batch(batch, num_blocks_, vocab_size_);
     for (size_t i = 0; i < tasks.size(); ++i) {
       next_ = next_ + 1 < vocab_size_ ? next_ + 1 : kFirstOrdinaryId;
       out[i].token = next_;
@@ -125,6 +128,8 @@ class InstantBackend : public Backend {
 
  private:
   int vocab_size_;
+  int num_blocks_;
+  bool validate_;
   TokenId next_ = kFirstOrdinaryId;
 };
 
@@ -132,6 +137,7 @@ void BM_EngineStep(benchmark::State& state) {
   const int num_seqs = static_cast<int>(state.range(0));
   const int context = static_cast<int>(state.range(1));
   const bool detokenize = state.range(2) != 0;
+  const bool validate = state.range(3) != 0;
   // Early sequences decode while later ones prefill (8192 tokens a step), and then for the 2000
   // measured steps: leave room so that none finishes mid-run.
   const int headroom = 2000 + num_seqs * context / 4096 + 64;
@@ -145,7 +151,7 @@ void BM_EngineStep(benchmark::State& state) {
     cfg.tokenizer = Tokenizer::load(KVSERVE_TEST_DATA "/tokenizer/tokenizer.model");
     vocab = cfg.tokenizer->vocab_size();
   }
-  Engine engine(cfg, std::make_unique<InstantBackend>(vocab));
+  Engine engine(cfg, std::make_unique<InstantBackend>(vocab, cfg.scheduler.num_blocks, validate));
   for (Request& r :
        random_requests(num_seqs, context, headroom, InstantBackend::kFirstOrdinaryId, vocab - 1)) {
     if (!engine.add_request(std::move(r)).ok()) {
@@ -169,11 +175,12 @@ void BM_EngineStep(benchmark::State& state) {
   state.counters["context"] = context;
 }
 BENCHMARK(BM_EngineStep)
-    ->ArgNames({"seqs", "context", "detokenize"})
-    ->Args({256, 4096, 0})
-    ->Args({256, 4096, 1})
-    ->Args({64, 4096, 0})
-    ->Args({16, 512, 0})
+    ->ArgNames({"seqs", "context", "detokenize", "validate"})
+    ->Args({256, 4096, 0, 1})
+    ->Args({256, 4096, 0, 0})
+    ->Args({256, 4096, 1, 1})
+    ->Args({64, 4096, 0, 1})
+    ->Args({16, 512, 0, 1})
     ->Iterations(2000)
     ->Unit(benchmark::kMicrosecond);
 

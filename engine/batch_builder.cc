@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
 #include "engine/sequence.h"
 #include "engine/step_batch.h"
@@ -47,6 +49,57 @@ const StepBatch& BatchBuilder::build(const StepPlan& plan, int block_size) {
   }
   b.query_start_loc[b.num_seqs] = t;
   return b;
+}
+
+void validate_step_batch(const StepBatch& b, int num_blocks, int vocab_size) {
+  const auto fail = [](const std::string& what) { throw std::logic_error("invalid StepBatch: " + what); };
+  const auto str = [](auto v) { return std::to_string(v); };
+  if (b.num_seqs < 0 || b.num_tokens < 0 || b.num_decodes < 0 || b.num_decodes > b.num_seqs)
+    fail("counts " + str(b.num_seqs) + " seqs / " + str(b.num_tokens) + " tokens / " + str(b.num_decodes) +
+         " decodes");
+  if (b.block_size <= 0 || b.max_blocks_per_seq < 0) fail("block size " + str(b.block_size));
+  const auto tokens = static_cast<size_t>(b.num_tokens);
+  const auto seqs = static_cast<size_t>(b.num_seqs);
+  if (b.token_ids.size() != tokens || b.positions.size() != tokens || b.slot_mapping.size() != tokens)
+    fail("per-token arrays are not num_tokens (" + str(b.num_tokens) + ") long");
+  if (b.query_start_loc.size() != seqs + 1 || b.context_lens.size() != seqs || b.emits_token.size() != seqs ||
+      b.block_tables.size() != seqs * static_cast<size_t>(b.max_blocks_per_seq))
+    fail("per-sequence arrays do not match num_seqs (" + str(b.num_seqs) + ")");
+  if (b.query_start_loc[0] != 0 || b.query_start_loc[seqs] != b.num_tokens)
+    fail("query_start_loc does not run from 0 to num_tokens");
+
+  // Runs every step on the engine thread, so nothing here allocates unless it fails.
+  const auto fail_seq = [&](int s, const std::string& what) { fail("sequence " + str(s) + ": " + what); };
+  for (int s = 0; s < b.num_seqs; ++s) {
+    const int begin = b.query_start_loc[s];
+    const int len = b.query_start_loc[s + 1] - begin;
+    const int context = b.context_lens[s];
+    if (len < 1 || (s < b.num_decodes && len != 1) || begin + len > b.num_tokens)
+      fail_seq(s, "query length " + str(len));
+    if (context < len || context > static_cast<int64_t>(b.max_blocks_per_seq) * b.block_size)
+      fail_seq(s, "context length " + str(context) + " for query length " + str(len) + " and " +
+                      str(b.max_blocks_per_seq) + " blocks of " + str(b.block_size));
+    const BlockId* table = b.block_table(s);
+    for (int j = 0; j < len; ++j) {
+      const int t = begin + j;
+      const int pos = b.positions[t];
+      if (pos != context - len + j)
+        fail_seq(s, "token " + str(t) + " at position " + str(pos) + ", not " + str(context - len + j));
+      if (b.token_ids[t] < 0 || b.token_ids[t] >= vocab_size)
+        fail("token id " + str(b.token_ids[t]) + " outside the vocabulary of " + str(vocab_size));
+      // The block of each new token, and so the last block of the context, must be a pool block:
+      // rows are pool blocks followed by kPaddingBlock, so the whole row up to it is.
+      const BlockId block = table[pos / b.block_size];
+      if (block < 0 || block >= num_blocks)
+        fail_seq(s, "block " + str(block) + " at table index " + str(pos / b.block_size) +
+                        " is outside the pool of " + str(num_blocks));
+      // Attention reads what the KV write stored only if both agree on where the token lives.
+      const int64_t slot = static_cast<int64_t>(block) * b.block_size + pos % b.block_size;
+      if (b.slot_mapping[t] != slot)
+        fail_seq(s, "token " + str(t) + " has slot " + str(b.slot_mapping[t]) + ", its block table says " +
+                        str(slot));
+    }
+  }
 }
 
 }  // namespace kvserve

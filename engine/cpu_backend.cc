@@ -82,10 +82,10 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
   if (batch.block_size != block_size_)
     throw std::logic_error("CpuBackend: batch block size " + std::to_string(batch.block_size) +
                            " != pool's " + std::to_string(block_size_));
+  validate_step_batch(batch, num_blocks_, c.vocab_size);
   const int tokens = batch.num_tokens;
   const int hidden = c.hidden_size;
   const int q_width = c.num_heads * c.head_dim;
-  const int64_t num_slots = static_cast<int64_t>(num_blocks_) * block_size_;
 
   x_.resize(static_cast<size_t>(tokens) * hidden);
   for (int t = 0; t < tokens; ++t)
@@ -110,8 +110,6 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
       for (int hd = 0; hd < c.num_kv_heads; ++hd)
         apply_rope(&k_[static_cast<size_t>(t) * kv_row_ + hd * c.head_dim], c.head_dim, pos, inv_freq_);
       const int64_t slot = batch.slot_mapping[t];
-      if (slot < 0 || slot >= num_slots)
-        throw std::logic_error("slot " + std::to_string(slot) + " out of range");
       std::copy_n(&k_[static_cast<size_t>(t) * kv_row_], kv_row_, &kc[static_cast<size_t>(slot) * kv_row_]);
       std::copy_n(&v_[static_cast<size_t>(t) * kv_row_], kv_row_, &vc[static_cast<size_t>(slot) * kv_row_]);
     }

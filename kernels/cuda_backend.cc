@@ -220,6 +220,7 @@ PackedStep CudaBackend::upload_step(const StepBatch& batch, int padded_seqs) {
   if (batch.max_blocks_per_seq > table_width_)
     throw std::logic_error("CudaBackend: a sequence has " + std::to_string(batch.max_blocks_per_seq) +
                            " blocks, more than max_model_len allows");
+  validate_step_batch(batch, layout_.num_blocks, config_.vocab_size);
   const PackedStep step = pack_step_arrays(batch, padded_seqs, arrays_,
                                            std::span<std::byte>(host_arrays_.get(), arrays_.total_bytes));
   CUDA_CHECK(

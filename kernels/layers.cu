@@ -206,7 +206,7 @@ __global__ void __launch_bounds__(kNormMaxThreads)
       sumsq += x[j][e] * x[j][e];
   }
   const float sum = block_sum(sumsq);
-  // Same expression as the CPU reference: x * (1 / sqrt(sum / width + eps)) * weight.
+  // The CPU reference's x * (1 / sqrt(sum / width + eps)) * weight, with rsqrtf's <= 2 ulp error.
   const float scale = rsqrtf(sum / static_cast<float>(width) + eps);
 #pragma unroll
   for (int j = 0; j < K; ++j) {
@@ -248,7 +248,8 @@ __global__ void __launch_bounds__(kRopeMaxThreads) rope_and_kv_write_kernel(Rope
   bf16* row = a.qkv + static_cast<int64_t>(t) * a.qkv_row_stride;
   const bf16* bias = a.qkv_bias;
   const int64_t slot = a.slot_mapping[t];
-  // Out-of-range slots are a caller bug; skipping them keeps it from corrupting other memory.
+  // The backend validates slots on the host (validate_step_batch); this guard keeps a bug in a
+  // direct caller from corrupting other memory.
   const bool write = slot >= 0 && slot < static_cast<int64_t>(a.layout.num_blocks) * a.layout.block_size;
 
   // q heads then k heads are contiguous in the row: head h starts at h * head_dim.

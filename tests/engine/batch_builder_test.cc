@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "engine/scheduler.h"
@@ -77,6 +80,78 @@ TEST(BatchBuilder, DecodesComeBeforeAChunkedPrefill) {
   EXPECT_EQ(b.context_lens, (V32{3, 5}));
   EXPECT_EQ(b.emits_token, (std::vector<uint8_t>{1, 0}));  // b's chunk is not its last
   EXPECT_EQ(b.block_tables, (V32{0, StepBatch::kPaddingBlock, 1, 2}));
+}
+
+// A batch mixing a decode with a chunk of a longer prompt, and the pool it lives in.
+struct MixedBatch {
+  static constexpr int kBlocks = 16;
+  static constexpr int kVocab = 1000;
+  StepBatch batch;
+};
+MixedBatch mixed_batch() {
+  SchedulerConfig cfg;
+  cfg.block_size = 4;
+  cfg.num_blocks = MixedBatch::kBlocks;
+  cfg.max_num_batched_tokens = 6;
+  Scheduler sched(cfg);
+  EXPECT_TRUE(sched.add(make_seq("short", iota_prompt(3, 10), 4, 4)).ok());
+  BatchBuilder builder;
+  StepPlan plan = sched.schedule();
+  builder.build(plan, cfg.block_size);
+  sched.complete_step(plan, std::vector<TokenId>{70});
+  EXPECT_TRUE(sched.add(make_seq("long", iota_prompt(20, 100), 4, 4)).ok());
+  plan = sched.schedule();
+  MixedBatch m{builder.build(plan, cfg.block_size)};
+  EXPECT_EQ(m.batch.num_decodes, 1);
+  EXPECT_EQ(m.batch.num_seqs, 2);
+  return m;
+}
+
+TEST(ValidateStepBatch, AcceptsWhatTheBuilderMakes) {
+  const MixedBatch m = mixed_batch();
+  EXPECT_NO_THROW(validate_step_batch(m.batch, MixedBatch::kBlocks, MixedBatch::kVocab));
+  // The random workloads of scheduler_property_test.cc validate every batch they build, too.
+}
+
+TEST(ValidateStepBatch, RejectsEveryIndexThatWouldLeaveThePoolOrDisagree) {
+  struct Case {
+    const char* name;
+    std::function<void(StepBatch&)> corrupt;
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {"token id past the vocabulary", [](StepBatch& b) { b.token_ids[2] = MixedBatch::kVocab; },
+       "vocabulary"},
+      {"negative token id", [](StepBatch& b) { b.token_ids[0] = -1; }, "vocabulary"},
+      {"block id past the pool",
+       [](StepBatch& b) { b.block_tables[b.max_blocks_per_seq] = MixedBatch::kBlocks; }, "outside the pool"},
+      {"padding block inside the context",  // the decode's last block, which holds its new token
+       [](StepBatch& b) {
+         b.block_tables[(b.context_lens[0] - 1) / b.block_size] = StepBatch::kPaddingBlock;
+       },
+       "outside the pool"},
+      {"slot that is not the table's", [](StepBatch& b) { b.slot_mapping[0] += 1; }, "block table says"},
+      {"position off by one", [](StepBatch& b) { b.positions[1] += 1; }, "position"},
+      {"context longer than the table",
+       [](StepBatch& b) { b.context_lens[1] = b.max_blocks_per_seq * b.block_size + 1; }, "context length"},
+      {"context shorter than the query", [](StepBatch& b) { b.context_lens[1] = b.query_len(1) - 1; },
+       "context length"},
+      {"decode with two query tokens", [](StepBatch& b) { b.num_decodes = 2; }, "query length"},
+      {"empty query", [](StepBatch& b) { b.query_start_loc[1] = b.query_start_loc[0]; }, "query length"},
+      {"token count that disagrees", [](StepBatch& b) { b.num_tokens += 1; }, "num_tokens"},
+      {"block table of the wrong size", [](StepBatch& b) { b.block_tables.pop_back(); }, "num_seqs"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    StepBatch b = mixed_batch().batch;
+    c.corrupt(b);
+    try {
+      validate_step_batch(b, MixedBatch::kBlocks, MixedBatch::kVocab);
+      ADD_FAILURE() << "accepted";
+    } catch (const std::logic_error& e) {
+      EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace
