@@ -39,6 +39,9 @@ EngineRunner::~EngineRunner() {
 Status EngineRunner::submit(Request request, std::shared_ptr<OutputChannel> channel, RequestId* id_out) {
   if (Status s = engine_->validate(request); !s.ok()) return s;
   std::lock_guard lock(mu_);
+  if (!failure_.empty())
+    return Status::Unavailable("the server's engine failed (" + failure_ +
+                               ") and the server is stopping; retry on another replica");
   if (draining_ || stop_)
     return Status::Unavailable(
         "the server is shutting down and takes no new requests; retry on another replica");
@@ -83,6 +86,11 @@ void EngineRunner::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+std::string EngineRunner::failure() const {
+  std::lock_guard lock(mu_);
+  return failure_;
+}
+
 EngineStatus EngineRunner::status() const {
   std::lock_guard lock(mu_);
   return status_;
@@ -122,7 +130,20 @@ void EngineRunner::loop() {
       if (options_.metrics && busy_step_end)
         options_.metrics->engine_gap(seconds_between(*busy_step_end, start));
       const double device_before = engine_->backend().device_seconds();
-      std::vector<StepOutput> outputs = engine_->step();
+      std::vector<StepOutput> outputs;
+      try {
+        outputs = engine_->step();
+      } catch (const std::exception& e) {
+        spdlog::error("engine step failed: {}; ending every request and stopping the server", e.what());
+        // Under the lock that submit() takes, before the inbox is emptied below for the last time:
+        // every request is either in it or refused.
+        std::lock_guard lock(mu_);
+        failure_ = e.what();
+        if (failure_.empty()) failure_ = "unknown error";
+        draining_ = true;
+        status_.draining = true;
+        break;
+      }
       const auto now = Clock::now();
       step_end = now;
       if (options_.metrics)
@@ -163,6 +184,8 @@ void EngineRunner::loop() {
     end_request(id, live_.at(id), aborted_output(id));
   }
   publish_status();
+  const std::string failure = this->failure();
+  if (!failure.empty() && options_.on_engine_failure) options_.on_engine_failure(failure);
 }
 
 void EngineRunner::admit(std::vector<Pending>& pending) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,6 +35,11 @@ struct EngineRunnerOptions {
   // Sleep after every step: makes the tiny test model slow enough to cancel, drain or queue up
   // against in tests and demos. 0 in production.
   std::chrono::milliseconds step_delay{0};
+  // Called once, on the engine thread, if an engine step throws (a CUDA error, a broken batch):
+  // by then every request has ended (UNAVAILABLE to its client, which may retry elsewhere) and
+  // submit() refuses new ones. The engine's state is not trusted after that, so it never steps
+  // again; the server stops and exits non-zero for its supervisor to restart it.
+  std::function<void(const std::string& what)> on_engine_failure;
 };
 
 // What GetServerStatus reports; refreshed after every engine step.
@@ -67,6 +73,8 @@ class EngineRunner {
   bool wait_idle(std::chrono::milliseconds grace);
   // Aborts whatever is left and stops the engine thread. Idempotent.
   void stop();
+  // Why the engine failed (what its step threw), or empty while it has not.
+  std::string failure() const;
 
   EngineStatus status() const;
   // The engine's immutable parts (configuration, backend name, validation) are safe to read from
@@ -106,7 +114,8 @@ class EngineRunner {
   std::vector<RequestId> aborts_;
   bool stop_ = false;
   bool draining_ = false;
-  int in_flight_ = 0;  // submitted and not yet finished
+  std::string failure_;  // set once, when a step throws
+  int in_flight_ = 0;    // submitted and not yet finished
   EngineStatus status_;
   uint64_t next_id_ = 0;
 

@@ -6,6 +6,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -16,8 +17,11 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "engine/engine.h"
 #include "engine/model.h"
@@ -52,6 +56,7 @@ struct Flags {
   double drain_timeout_s = 30;
   std::string log_level = "info";
   int debug_step_delay_ms = 0;
+  int debug_fail_after_steps = 0;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string auth_token_file;
 };
@@ -116,6 +121,36 @@ int wait_for_signal(const sigset_t& signals) {
   sigwait(&signals, &sig);
   return sig;
 }
+
+// Testing only (--debug-fail-after-steps): the real backend for that many steps, then a throw on
+// every step, which is how a CUDA error reaches the engine. Tests the failure path end to end.
+class FailAfterSteps : public kvserve::Backend {
+ public:
+  FailAfterSteps(std::unique_ptr<kvserve::Backend> inner, int healthy_steps)
+      : inner_(std::move(inner)), healthy_steps_(healthy_steps) {}
+  std::string name() const override { return inner_->name(); }
+  int vocab_size() const override { return inner_->vocab_size(); }
+  std::span<const float> forward(const kvserve::StepBatch& batch) override {
+    count_step();
+    return inner_->forward(batch);
+  }
+  void forward_and_sample(const kvserve::StepBatch& batch, std::span<const kvserve::SamplingTask> tasks,
+                          std::span<kvserve::SampledToken> out) override {
+    count_step();
+    inner_->forward_and_sample(batch, tasks, out);
+  }
+  double device_seconds() const override { return inner_->device_seconds(); }
+
+ private:
+  void count_step() {
+    if (steps_++ >= healthy_steps_)
+      throw std::runtime_error("injected failure after " + std::to_string(healthy_steps_) +
+                               " steps (--debug-fail-after-steps)");
+  }
+  std::unique_ptr<kvserve::Backend> inner_;
+  int healthy_steps_;
+  int steps_ = 0;
+};
 
 bool signal_pending(const sigset_t& signals) {
   timespec zero{0, 0};
@@ -205,6 +240,11 @@ int main(int argc, char** argv) {
                  "testing only: sleep this long after every engine step (slows a tiny model down)")
       ->check(CLI::NonNegativeNumber)
       ->group("Debugging");
+  app.add_option(
+         "--debug-fail-after-steps", f.debug_fail_after_steps,
+         "testing only: make every engine step after this many fail, as a GPU error would (0 = never)")
+      ->check(CLI::NonNegativeNumber)
+      ->group("Debugging");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(f.log_level));
 
@@ -276,11 +316,17 @@ int main(int argc, char** argv) {
                token.empty() ? "off" : "required");
 
   kvserve::Metrics metrics;
+  if (f.debug_fail_after_steps > 0)
+    built.backend = std::make_unique<FailAfterSteps>(std::move(built.backend), f.debug_fail_after_steps);
   auto engine = std::make_unique<kvserve::Engine>(config, std::move(built.backend));
+  // An engine failure takes the path of SIGTERM (the signal is blocked everywhere, so the main
+  // thread's sigwait below receives it): health goes NOT_SERVING, the server stops, the exit
+  // status says so and the supervisor restarts the process.
   kvserve::EngineRunner runner(std::move(engine),
                                {.max_waiting = f.max_queue,
                                 .metrics = &metrics,
-                                .step_delay = std::chrono::milliseconds(f.debug_step_delay_ms)});
+                                .step_delay = std::chrono::milliseconds(f.debug_step_delay_ms),
+                                .on_engine_failure = [](const std::string&) { kill(getpid(), SIGTERM); }});
   kvserve::GenerationService service(runner, mc, tokenizer,
                                      {.default_max_tokens = f.default_max_tokens,
                                       .max_request_bytes = f.max_request_bytes,
@@ -326,8 +372,12 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   const int sig = wait_for_signal(signals);
-  spdlog::info("{}: draining; running requests get up to {:.0f} s to finish",
-               sig == SIGTERM ? "SIGTERM" : "SIGINT", f.drain_timeout_s);
+  const std::string engine_failure = runner.failure();
+  if (engine_failure.empty())
+    spdlog::info("{}: draining; running requests get up to {:.0f} s to finish",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT", f.drain_timeout_s);
+  else
+    spdlog::error("stopping: the engine failed ({})", engine_failure);
   draining = true;
   health->SetServingStatus(false);
   runner.start_draining();
@@ -350,5 +400,5 @@ int main(int argc, char** argv) {
                    std::chrono::duration_cast<std::chrono::system_clock::duration>(left));
   http.stop();
   spdlog::info("stopped after serving {} requests", runner.status().requests_served);
-  return 0;
+  return runner.failure().empty() ? 0 : 3;  // also if it failed while draining
 }

@@ -334,6 +334,21 @@ TEST_F(ServerE2E, RequestsCutByTheDrainTimeoutEndAbortedWithUnavailable) {
   EXPECT_EQ(server.wait_exit(10s), 0) << server.output();
 }
 
+TEST_F(ServerE2E, AnEngineFailureEndsRequestsUnavailableAndExitsThree) {
+  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "5", "--debug-fail-after-steps", "30"});
+  auto client = stub(server);
+  const Collected cut = generate(*client, text_request("Once upon a time", 500));
+  EXPECT_EQ(cut.finish, v1::FINISH_REASON_ABORTED);
+  EXPECT_EQ(cut.status.error_code(), grpc::StatusCode::UNAVAILABLE) << "clients must know to retry";
+  EXPECT_LT(cut.tokens.size(), 500u);
+  // The server is on its way out: a new call is refused (or finds the port closed), never hangs.
+  const Collected late = generate(*client, text_request("after the failure", 4));
+  EXPECT_EQ(late.status.error_code(), grpc::StatusCode::UNAVAILABLE) << late.status.error_message();
+  EXPECT_EQ(server.wait_exit(10s), 3) << server.output();
+  EXPECT_NE(server.output().find("engine step failed: injected failure"), std::string::npos)
+      << server.output();
+}
+
 double metric(const std::string& text, const std::string& name) {
   const size_t at = text.find("\n" + name + " ");
   if (at == std::string::npos) return -1;

@@ -1,6 +1,6 @@
 // EngineRunner on the checksum model: every request's channel hears each token once and exactly
 // one final output, aborts free blocks, the queue limit and draining refuse with the right codes,
-// and stop() ends what is left.
+// stop() ends what is left, and a failing engine step ends every request and refuses new ones.
 #include "server/engine_runner.h"
 
 #include <gtest/gtest.h>
@@ -8,7 +8,10 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <span>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/checksum_backend.h"
@@ -53,7 +56,8 @@ std::unique_ptr<EngineRunner> make_runner(int max_waiting, std::chrono::millisec
   auto engine = std::make_unique<Engine>(cfg, std::make_unique<ChecksumBackend>(64, 4, kVocab));
   return std::make_unique<EngineRunner>(
       std::move(engine),
-      EngineRunnerOptions{.max_waiting = max_waiting, .metrics = metrics, .step_delay = delay});
+      EngineRunnerOptions{
+          .max_waiting = max_waiting, .metrics = metrics, .step_delay = delay, .on_engine_failure = nullptr});
 }
 
 Request request(const std::string& id, int max_tokens) {
@@ -166,6 +170,69 @@ TEST(EngineRunner, GapBetweenStepsCountsOnlyWhileRequestsAreUnfinished) {
   EXPECT_EQ(steps, 20);
   EXPECT_GE(gap, 18 * std::chrono::duration<double>(kDelay).count());
   EXPECT_LT(gap, 1.0) << "the idle second between the requests was counted";
+}
+
+// The checksum model for `healthy_steps` steps, then a throw where a CUDA error would surface.
+class FailingBackend : public ChecksumBackend {
+ public:
+  explicit FailingBackend(int healthy_steps)
+      : ChecksumBackend(64, 4, kVocab), healthy_steps_(healthy_steps) {}
+  std::span<const float> forward(const StepBatch& batch) override {
+    if (steps_++ >= healthy_steps_)
+      throw std::runtime_error("CUDA error: an illegal memory access was encountered");
+    return ChecksumBackend::forward(batch);
+  }
+
+ private:
+  int healthy_steps_;
+  int steps_ = 0;
+};
+
+TEST(EngineRunner, AnEngineFailureEndsEveryRequestRefusesNewOnesAndIsReportedOnce) {
+  EngineConfig cfg;
+  cfg.scheduler.block_size = 4;
+  cfg.scheduler.num_blocks = 64;
+  cfg.scheduler.max_num_seqs = 2;  // of the 4 requests, 2 run and 2 wait when the step fails
+  cfg.scheduler.max_waiting = 0;
+  std::mutex mu;
+  std::vector<std::string> reported;
+  auto runner = std::make_unique<EngineRunner>(
+      std::make_unique<Engine>(cfg, std::make_unique<FailingBackend>(/*healthy_steps=*/5)),
+      EngineRunnerOptions{.step_delay = 1ms, .on_engine_failure = [&](const std::string& what) {
+                            std::lock_guard lock(mu);
+                            reported.push_back(what);
+                          }});
+  std::vector<std::shared_ptr<RecordingChannel>> channels;
+  for (int i = 0; i < 4; ++i) {
+    channels.push_back(std::make_shared<RecordingChannel>());
+    ASSERT_TRUE(runner->submit(request("f" + std::to_string(i), 50), channels.back(), nullptr).ok());
+  }
+  ASSERT_TRUE(runner->wait_idle(10s)) << "a request was left hanging";
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(channels[i]->finals(), std::vector<FinishReason>{FinishReason::kAborted}) << i;
+    // The first two ran the 5 healthy steps; the two waiting never started.
+    EXPECT_EQ(channels[i]->tokens(), reference({5, 6, 7}, i < 2 ? 5 : 0)) << i;
+  }
+  // The callback runs on the engine thread just after the last request ended.
+  for (int waited_ms = 0; waited_ms < 5000; ++waited_ms) {
+    std::lock_guard lock(mu);
+    if (!reported.empty()) break;
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_NE(runner->failure().find("illegal memory access"), std::string::npos) << runner->failure();
+  const Status late = runner->submit(request("late", 5), std::make_shared<RecordingChannel>(), nullptr);
+  EXPECT_EQ(late.code(), StatusCode::kUnavailable);
+  EXPECT_NE(late.message().find("engine failed"), std::string::npos) << late.message();
+  EXPECT_NE(late.message().find("illegal memory access"), std::string::npos) << late.message();
+  const EngineStatus s = runner->status();
+  EXPECT_TRUE(s.draining);
+  EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total) << "the failed step's blocks leaked";
+  EXPECT_EQ(s.num_running, 0);
+  EXPECT_EQ(s.requests_served, 4u);
+  runner->stop();
+  std::lock_guard lock(mu);
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_EQ(reported[0], runner->failure());
 }
 
 }  // namespace
