@@ -13,7 +13,8 @@
 // step's K/V to the pool (Backend contract).
 //
 // Supported: head_dim 16, 32, 64, 128 and 256; any block_size that is a multiple of 8 (8, 16, 32 are
-// tested); num_heads a multiple of num_kv_heads; any context up to max_blocks_per_seq * block_size.
+// tested); num_heads a multiple of num_kv_heads; any context up to max_blocks_per_seq * block_size,
+// which decode bounds by 2^30 - 1 tokens so that its token indices cannot overflow.
 // Launchers throw std::invalid_argument for anything else.
 #pragma once
 

@@ -64,7 +64,7 @@ struct DecodeParams {
   const int32_t* context_lens;
   const int32_t* block_tables;
   int max_blocks_per_seq;
-  int max_context;  // max_blocks_per_seq * block_size, capped at INT_MAX
+  int max_context;  // max_blocks_per_seq * block_size, <= INT_MAX / 2
   int num_heads;
   int head_dim;
   int group;        // query heads per KV head
@@ -411,6 +411,9 @@ void validate(const PagedAttentionArgs& a, int num_splits, const void* workspace
     invalid("layout.block_size " + std::to_string(L.block_size) + " must be a positive multiple of 8");
   if (L.num_blocks <= 0) invalid("layout.num_blocks must be > 0");
   if (a.max_blocks_per_seq <= 0) invalid("max_blocks_per_seq must be > 0");
+  // Token indices (partition ends rounded up, row bases stepping past the end) stay in int.
+  if (static_cast<int64_t>(a.max_blocks_per_seq) * L.block_size > INT_MAX / 2)
+    invalid("max_blocks_per_seq * block_size must be at most " + std::to_string(INT_MAX / 2) + " tokens");
   const int64_t width = static_cast<int64_t>(a.num_heads) * d;
   if (a.q_row_stride < width || a.q_row_stride % 8 != 0)
     invalid("q_row_stride " + std::to_string(a.q_row_stride) +
@@ -431,6 +434,8 @@ void validate(const PagedAttentionArgs& a, int num_splits, const void* workspace
   const int64_t grid_y = static_cast<int64_t>(L.num_kv_heads) * ceil_div_int(group, kMaxHeadsPerBlock);
   if (grid_y > 65535) invalid("num_heads too large for one launch (num_kv_heads * head chunks > 65535)");
   if (num_splits > 1) {
+    if (a.num_heads > 65535)
+      invalid("num_heads must be at most 65535 (the reduction's grid.y) when splitting");
     if (!workspace || !aligned16(workspace))
       invalid("workspace must be a non-null 16-byte aligned device pointer when num_splits > 1");
     const size_t need = decode_workspace_bytes(a.num_seqs, a.num_heads, d, num_splits);
@@ -501,8 +506,7 @@ void paged_decode_attention(const PagedAttentionArgs& args, int num_splits, void
   p.context_lens = args.context_lens;
   p.block_tables = args.block_tables;
   p.max_blocks_per_seq = args.max_blocks_per_seq;
-  p.max_context = static_cast<int>(
-      std::min<int64_t>(static_cast<int64_t>(args.max_blocks_per_seq) * L.block_size, INT_MAX));
+  p.max_context = args.max_blocks_per_seq * L.block_size;  // validate() bounded it by INT_MAX / 2
   p.num_heads = args.num_heads;
   p.head_dim = L.head_dim;
   p.group = args.num_heads / L.num_kv_heads;

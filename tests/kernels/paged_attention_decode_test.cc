@@ -435,6 +435,16 @@ TEST(PagedDecodeAttentionArgs, RejectsBadArgumentsNamingTheField) {
   expect_invalid(a, 4, "workspace");
   void* fake_ws = reinterpret_cast<void*>(uintptr_t{4096});
   expect_invalid(a, 4, "workspace_bytes", fake_ws, decode_workspace_bytes(3, 4, 128, 4) - 1);
+  // Token indices must stay in int (a partition end is rounded up past the context).
+  a = fake_args();
+  a.max_blocks_per_seq = (1 << 30) / 16 + 1;
+  expect_invalid(a, 1, "max_blocks_per_seq * block_size");
+  // The reduction's grid has one y per query head.
+  a = fake_args();
+  a.layout.num_kv_heads = 1;
+  a.num_heads = 65536;
+  a.q_row_stride = a.out_row_stride = int64_t{65536} * 128;
+  expect_invalid(a, 2, "reduction", fake_ws, decode_workspace_bytes(3, 65536, 128, 2));
 }
 
 TEST(PagedDecodeAttentionArgs, NoSequencesLaunchesNothing) {
