@@ -208,11 +208,16 @@ TEST(EngineRunner, AnEngineFailureEndsEveryRequestRefusesNewOnesAndIsReportedOnc
     ASSERT_TRUE(runner->submit(request("f" + std::to_string(i), 50), channels.back(), nullptr).ok());
   }
   ASSERT_TRUE(runner->wait_idle(10s)) << "a request was left hanging";
+  size_t tokens = 0;
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(channels[i]->finals(), std::vector<FinishReason>{FinishReason::kAborted}) << i;
-    // The first two ran the 5 healthy steps; the two waiting never started.
-    EXPECT_EQ(channels[i]->tokens(), reference({5, 6, 7}, i < 2 ? 5 : 0)) << i;
+    // What came before the failure is correct; when each request was admitted depends on timing.
+    const std::vector<TokenId> got = channels[i]->tokens();
+    EXPECT_LE(got.size(), 5u) << i;
+    EXPECT_EQ(got, reference({5, 6, 7}, static_cast<int>(got.size()))) << i;
+    tokens += got.size();
   }
+  EXPECT_GT(tokens, 0u) << "the 5 healthy steps produced nothing";
   // The callback runs on the engine thread just after the last request ended.
   for (int waited_ms = 0; waited_ms < 5000; ++waited_ms) {
     std::lock_guard lock(mu);
