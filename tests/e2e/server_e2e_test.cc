@@ -341,9 +341,13 @@ TEST_F(ServerE2E, AnEngineFailureEndsRequestsUnavailableAndExitsThree) {
   EXPECT_EQ(cut.finish, v1::FINISH_REASON_ABORTED);
   EXPECT_EQ(cut.status.error_code(), grpc::StatusCode::UNAVAILABLE) << "clients must know to retry";
   EXPECT_LT(cut.tokens.size(), 500u);
-  // The server is on its way out: a new call is refused (or finds the port closed), never hangs.
-  const Collected late = generate(*client, text_request("after the failure", 4));
-  EXPECT_EQ(late.status.error_code(), grpc::StatusCode::UNAVAILABLE) << late.status.error_message();
+  // The server is on its way out: a new call is refused, never served or left hanging. Refused by
+  // the runner it is UNAVAILABLE naming the failure (EngineRunner's test checks the message); once
+  // the process has begun its gRPC shutdown, CANCELLED; once the port is closed, UNAVAILABLE.
+  const Collected late = generate(*client, text_request("after the failure", 4), 10s);
+  EXPECT_TRUE(late.status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+              late.status.error_code() == grpc::StatusCode::CANCELLED)
+      << late.status.error_code() << ": " << late.status.error_message();
   EXPECT_EQ(server.wait_exit(10s), 3) << server.output();
   EXPECT_NE(server.output().find("engine step failed: injected failure"), std::string::npos)
       << server.output();
