@@ -115,7 +115,7 @@ class InstantBackend : public Backend {
   }
   void forward_and_sample(const StepBatch& batch, std::span<const SamplingTask> tasks,
                           std::span<SampledToken> out) override {
-    if (validate_) validate_step_batch(batch, num_blocks_, vocab_size_);
+    if (validate_) validate_step_batch(batch, num_blocks_, kBlockSize, vocab_size_);
     for (size_t i = 0; i < tasks.size(); ++i) {
       next_ = next_ + 1 < vocab_size_ ? next_ + 1 : kFirstOrdinaryId;
       out[i].token = next_;

@@ -51,13 +51,15 @@ const StepBatch& BatchBuilder::build(const StepPlan& plan, int block_size) {
   return b;
 }
 
-void validate_step_batch(const StepBatch& b, int num_blocks, int vocab_size) {
+void validate_step_batch(const StepBatch& b, int num_blocks, int block_size, int vocab_size) {
   const auto fail = [](const std::string& what) { throw std::logic_error("invalid StepBatch: " + what); };
   const auto str = [](auto v) { return std::to_string(v); };
   if (b.num_seqs < 0 || b.num_tokens < 0 || b.num_decodes < 0 || b.num_decodes > b.num_seqs)
     fail("counts " + str(b.num_seqs) + " seqs / " + str(b.num_tokens) + " tokens / " + str(b.num_decodes) +
          " decodes");
-  if (b.block_size <= 0 || b.max_blocks_per_seq < 0) fail("block size " + str(b.block_size));
+  if (b.block_size != block_size || block_size <= 0)
+    fail("block size " + str(b.block_size) + ", the pool's is " + str(block_size));
+  if (b.max_blocks_per_seq < 0) fail("max_blocks_per_seq " + str(b.max_blocks_per_seq));
   const auto tokens = static_cast<size_t>(b.num_tokens);
   const auto seqs = static_cast<size_t>(b.num_seqs);
   if (b.token_ids.size() != tokens || b.positions.size() != tokens || b.slot_mapping.size() != tokens)

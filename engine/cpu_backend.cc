@@ -79,10 +79,7 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int b
 std::span<const float> CpuBackend::forward(const StepBatch& batch) {
   const ModelConfig& c = model_->config;
   const ModelWeights& w = model_->weights;
-  if (batch.block_size != block_size_)
-    throw std::logic_error("CpuBackend: batch block size " + std::to_string(batch.block_size) +
-                           " != pool's " + std::to_string(block_size_));
-  validate_step_batch(batch, num_blocks_, c.vocab_size);
+  validate_step_batch(batch, num_blocks_, block_size_, c.vocab_size);
   const int tokens = batch.num_tokens;
   const int hidden = c.hidden_size;
   const int q_width = c.num_heads * c.head_dim;

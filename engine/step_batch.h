@@ -62,8 +62,9 @@ struct StepBatch {
 };
 
 // Throws std::logic_error, naming the first offending entry, unless `batch` is one a backend with a
-// pool of num_blocks blocks and a vocabulary of vocab_size tokens can run without touching memory
-// outside its arrays: every array has the length its counts say; query lengths are >= 1 (exactly 1
+// pool of num_blocks blocks of block_size tokens and a vocabulary of vocab_size tokens can run without
+// touching memory outside its arrays: the batch's block size is the pool's; every array has the
+// length its counts say; query lengths are >= 1 (exactly 1
 // for the first num_decodes); token ids are in [0, vocab_size); token j of a sequence with query
 // length L and context C sits at position C - L + j; the context fits the table's width; the block of
 // every new token is a pool block (that includes the context's last block, and a row is pool blocks
@@ -72,7 +73,7 @@ struct StepBatch {
 // the backends check anyway because on a GPU an out-of-range index is not an exception but a
 // corrupted pool or a dead CUDA context, which ends the server for everyone. O(tokens + sequences):
 // BM_EngineStep in bench/scheduler_bench.cc measures it per step.
-void validate_step_batch(const StepBatch& batch, int num_blocks, int vocab_size);
+void validate_step_batch(const StepBatch& batch, int num_blocks, int block_size, int vocab_size);
 
 // Turns a plan into a batch, reusing its buffers from step to step.
 class BatchBuilder {

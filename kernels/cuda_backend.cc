@@ -214,13 +214,10 @@ bf16* CudaBackend::v_cache(int layer) const {
 }
 
 PackedStep CudaBackend::upload_step(const StepBatch& batch, int padded_seqs) {
-  if (batch.block_size != layout_.block_size)
-    throw std::logic_error("CudaBackend: batch block size " + std::to_string(batch.block_size) +
-                           " != pool's " + std::to_string(layout_.block_size));
   if (batch.max_blocks_per_seq > table_width_)
     throw std::logic_error("CudaBackend: a sequence has " + std::to_string(batch.max_blocks_per_seq) +
                            " blocks, more than max_model_len allows");
-  validate_step_batch(batch, layout_.num_blocks, config_.vocab_size);
+  validate_step_batch(batch, layout_.num_blocks, layout_.block_size, config_.vocab_size);
   const PackedStep step = pack_step_arrays(batch, padded_seqs, arrays_,
                                            std::span<std::byte>(host_arrays_.get(), arrays_.total_bytes));
   CUDA_CHECK(

@@ -1,8 +1,11 @@
 #include "server/backend_factory.h"
 
 #include <cstdio>
+#include <span>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <utility>
 
 #include "engine/cpu_backend.h"
 #ifdef KVSERVE_WITH_CUDA
@@ -22,7 +25,39 @@ std::string pool_summary(int blocks, int block_size, size_t bytes_per_token) {
   return buf;
 }
 
+class FailAfterSteps : public Backend {
+ public:
+  FailAfterSteps(std::unique_ptr<Backend> inner, int healthy_steps)
+      : inner_(std::move(inner)), healthy_steps_(healthy_steps) {}
+  std::string name() const override { return inner_->name(); }
+  int vocab_size() const override { return inner_->vocab_size(); }
+  std::span<const float> forward(const StepBatch& batch) override {
+    count_step();
+    return inner_->forward(batch);
+  }
+  void forward_and_sample(const StepBatch& batch, std::span<const SamplingTask> tasks,
+                          std::span<SampledToken> out) override {
+    count_step();
+    inner_->forward_and_sample(batch, tasks, out);
+  }
+  double device_seconds() const override { return inner_->device_seconds(); }
+
+ private:
+  void count_step() {
+    if (steps_++ >= healthy_steps_)
+      throw std::runtime_error("injected failure after " + std::to_string(healthy_steps_) +
+                               " steps (--debug-fail-after-steps)");
+  }
+  std::unique_ptr<Backend> inner_;
+  int healthy_steps_;
+  int steps_ = 0;
+};
+
 }  // namespace
+
+std::unique_ptr<Backend> fail_after_steps(std::unique_ptr<Backend> inner, int healthy_steps) {
+  return std::make_unique<FailAfterSteps>(std::move(inner), healthy_steps);
+}
 
 std::string resolve_backend_kind(const std::string& kind) {
   if (kind != "auto") return kind;

@@ -40,4 +40,9 @@ std::string resolve_backend_kind(const std::string& kind);
 BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Model> model,
                            const SchedulerConfig& scheduler);
 
+// Testing only (kvserve --debug-fail-after-steps, and the runner's tests): `inner` for
+// healthy_steps steps, then a std::runtime_error from every step, which is how a CUDA error
+// reaches the engine.
+std::unique_ptr<Backend> fail_after_steps(std::unique_ptr<Backend> inner, int healthy_steps);
+
 }  // namespace kvserve

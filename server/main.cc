@@ -17,11 +17,8 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
-#include <span>
-#include <stdexcept>
 #include <string>
 #include <thread>
-#include <utility>
 
 #include "engine/engine.h"
 #include "engine/model.h"
@@ -121,36 +118,6 @@ int wait_for_signal(const sigset_t& signals) {
   sigwait(&signals, &sig);
   return sig;
 }
-
-// Testing only (--debug-fail-after-steps): the real backend for that many steps, then a throw on
-// every step, which is how a CUDA error reaches the engine. Tests the failure path end to end.
-class FailAfterSteps : public kvserve::Backend {
- public:
-  FailAfterSteps(std::unique_ptr<kvserve::Backend> inner, int healthy_steps)
-      : inner_(std::move(inner)), healthy_steps_(healthy_steps) {}
-  std::string name() const override { return inner_->name(); }
-  int vocab_size() const override { return inner_->vocab_size(); }
-  std::span<const float> forward(const kvserve::StepBatch& batch) override {
-    count_step();
-    return inner_->forward(batch);
-  }
-  void forward_and_sample(const kvserve::StepBatch& batch, std::span<const kvserve::SamplingTask> tasks,
-                          std::span<kvserve::SampledToken> out) override {
-    count_step();
-    inner_->forward_and_sample(batch, tasks, out);
-  }
-  double device_seconds() const override { return inner_->device_seconds(); }
-
- private:
-  void count_step() {
-    if (steps_++ >= healthy_steps_)
-      throw std::runtime_error("injected failure after " + std::to_string(healthy_steps_) +
-                               " steps (--debug-fail-after-steps)");
-  }
-  std::unique_ptr<kvserve::Backend> inner_;
-  int healthy_steps_;
-  int steps_ = 0;
-};
 
 bool signal_pending(const sigset_t& signals) {
   timespec zero{0, 0};
@@ -317,7 +284,7 @@ int main(int argc, char** argv) {
 
   kvserve::Metrics metrics;
   if (f.debug_fail_after_steps > 0)
-    built.backend = std::make_unique<FailAfterSteps>(std::move(built.backend), f.debug_fail_after_steps);
+    built.backend = kvserve::fail_after_steps(std::move(built.backend), f.debug_fail_after_steps);
   auto engine = std::make_unique<kvserve::Engine>(config, std::move(built.backend));
   // An engine failure takes the path of SIGTERM (the signal is blocked everywhere, so the main
   // thread's sigwait below receives it): health goes NOT_SERVING, the server stops, the exit

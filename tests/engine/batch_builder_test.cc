@@ -85,12 +85,13 @@ TEST(BatchBuilder, DecodesComeBeforeAChunkedPrefill) {
 // A batch mixing a decode with a chunk of a longer prompt, and the pool it lives in.
 struct MixedBatch {
   static constexpr int kBlocks = 16;
+  static constexpr int kBlockSize = 4;
   static constexpr int kVocab = 1000;
   StepBatch batch;
 };
 MixedBatch mixed_batch() {
   SchedulerConfig cfg;
-  cfg.block_size = 4;
+  cfg.block_size = MixedBatch::kBlockSize;
   cfg.num_blocks = MixedBatch::kBlocks;
   cfg.max_num_batched_tokens = 6;
   Scheduler sched(cfg);
@@ -109,7 +110,8 @@ MixedBatch mixed_batch() {
 
 TEST(ValidateStepBatch, AcceptsWhatTheBuilderMakes) {
   const MixedBatch m = mixed_batch();
-  EXPECT_NO_THROW(validate_step_batch(m.batch, MixedBatch::kBlocks, MixedBatch::kVocab));
+  EXPECT_NO_THROW(
+      validate_step_batch(m.batch, MixedBatch::kBlocks, MixedBatch::kBlockSize, MixedBatch::kVocab));
   // The random workloads of scheduler_property_test.cc validate every batch they build, too.
 }
 
@@ -140,13 +142,14 @@ TEST(ValidateStepBatch, RejectsEveryIndexThatWouldLeaveThePoolOrDisagree) {
       {"empty query", [](StepBatch& b) { b.query_start_loc[1] = b.query_start_loc[0]; }, "query length"},
       {"token count that disagrees", [](StepBatch& b) { b.num_tokens += 1; }, "num_tokens"},
       {"block table of the wrong size", [](StepBatch& b) { b.block_tables.pop_back(); }, "num_seqs"},
+      {"block size that is not the pool's", [](StepBatch& b) { b.block_size = 8; }, "the pool's is 4"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     StepBatch b = mixed_batch().batch;
     c.corrupt(b);
     try {
-      validate_step_batch(b, MixedBatch::kBlocks, MixedBatch::kVocab);
+      validate_step_batch(b, MixedBatch::kBlocks, MixedBatch::kBlockSize, MixedBatch::kVocab);
       ADD_FAILURE() << "accepted";
     } catch (const std::logic_error& e) {
       EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << e.what();

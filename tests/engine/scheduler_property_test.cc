@@ -172,7 +172,7 @@ void simulate(uint64_t seed, SimTotals& totals) {
       continue;
     }
     const StepBatch& batch = builder.build(plan, cfg.block_size);
-    ASSERT_NO_THROW(validate_step_batch(batch, cfg.num_blocks, kVocab)) << "step " << step;
+    ASSERT_NO_THROW(validate_step_batch(batch, cfg.num_blocks, cfg.block_size, kVocab)) << "step " << step;
     const auto logits = backend.forward(batch);
     std::vector<TokenId> sampled(plan.seqs.size(), -1);
     for (size_t i = 0; i < plan.seqs.size(); ++i) {

@@ -8,13 +8,12 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
-#include <span>
-#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "engine/checksum_backend.h"
+#include "server/backend_factory.h"
 #include "server/metrics.h"
 
 namespace kvserve {
@@ -172,22 +171,6 @@ TEST(EngineRunner, GapBetweenStepsCountsOnlyWhileRequestsAreUnfinished) {
   EXPECT_LT(gap, 1.0) << "the idle second between the requests was counted";
 }
 
-// The checksum model for `healthy_steps` steps, then a throw where a CUDA error would surface.
-class FailingBackend : public ChecksumBackend {
- public:
-  explicit FailingBackend(int healthy_steps)
-      : ChecksumBackend(64, 4, kVocab), healthy_steps_(healthy_steps) {}
-  std::span<const float> forward(const StepBatch& batch) override {
-    if (steps_++ >= healthy_steps_)
-      throw std::runtime_error("CUDA error: an illegal memory access was encountered");
-    return ChecksumBackend::forward(batch);
-  }
-
- private:
-  int healthy_steps_;
-  int steps_ = 0;
-};
-
 TEST(EngineRunner, AnEngineFailureEndsEveryRequestRefusesNewOnesAndIsReportedOnce) {
   EngineConfig cfg;
   cfg.scheduler.block_size = 4;
@@ -197,7 +180,8 @@ TEST(EngineRunner, AnEngineFailureEndsEveryRequestRefusesNewOnesAndIsReportedOnc
   std::mutex mu;
   std::vector<std::string> reported;
   auto runner = std::make_unique<EngineRunner>(
-      std::make_unique<Engine>(cfg, std::make_unique<FailingBackend>(/*healthy_steps=*/5)),
+      std::make_unique<Engine>(cfg, fail_after_steps(std::make_unique<ChecksumBackend>(64, 4, kVocab),
+                                                     /*healthy_steps=*/5)),
       EngineRunnerOptions{.step_delay = 1ms, .on_engine_failure = [&](const std::string& what) {
                             std::lock_guard lock(mu);
                             reported.push_back(what);
@@ -224,11 +208,11 @@ TEST(EngineRunner, AnEngineFailureEndsEveryRequestRefusesNewOnesAndIsReportedOnc
     if (!reported.empty()) break;
     std::this_thread::sleep_for(1ms);
   }
-  EXPECT_NE(runner->failure().find("illegal memory access"), std::string::npos) << runner->failure();
+  EXPECT_NE(runner->failure().find("injected failure"), std::string::npos) << runner->failure();
   const Status late = runner->submit(request("late", 5), std::make_shared<RecordingChannel>(), nullptr);
   EXPECT_EQ(late.code(), StatusCode::kUnavailable);
   EXPECT_NE(late.message().find("engine failed"), std::string::npos) << late.message();
-  EXPECT_NE(late.message().find("illegal memory access"), std::string::npos) << late.message();
+  EXPECT_NE(late.message().find("injected failure"), std::string::npos) << late.message();
   const EngineStatus s = runner->status();
   EXPECT_TRUE(s.draining);
   EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total) << "the failed step's blocks leaked";
