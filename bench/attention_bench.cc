@@ -94,7 +94,7 @@ DecodeRow bench_decode(int batch, int context, int num_sms, double copy_bw, int 
   const int64_t num_blocks = static_cast<int64_t>(batch) * blocks_per_seq;
   const kvserve::cuda::KvCacheLayout layout{static_cast<int>(num_blocks), kBlockSize, kNumKvHeads, kHeadDim};
   const size_t pool_bytes = static_cast<size_t>(layout.layer_elements()) * sizeof(bf16);
-  row.splits = kvserve::cuda::choose_decode_splits(batch, kNumKvHeads, context, num_sms);
+  row.splits = kvserve::cuda::choose_decode_splits(batch, kNumHeads, kNumKvHeads, context, num_sms);
   const size_t ws_bytes = kvserve::cuda::decode_workspace_bytes(batch, kNumHeads, kHeadDim, row.splits);
   const size_t io_bytes = static_cast<size_t>(batch) * kNumHeads * kHeadDim * sizeof(bf16);
 

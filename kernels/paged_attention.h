@@ -64,7 +64,7 @@ struct PagedAttentionArgs {
 // How many thread blocks at most share one (sequence, KV head) context. 1 = no split.
 // The kernel is correct for any value >= 1: each sequence uses as many of them as its own
 // context needs (at least kMinDecodePartition tokens each), and the reduction reads that count.
-int choose_decode_splits(int num_seqs, int num_kv_heads, int max_context_len, int num_sms);
+int choose_decode_splits(int num_seqs, int num_heads, int num_kv_heads, int max_context_len, int num_sms);
 
 // Tokens one split handles at least: shorter partitions cost more in the reduction than they win.
 inline constexpr int kMinDecodePartition = 256;

@@ -43,9 +43,8 @@ constexpr int kRowsInFlight = 4;
 // Query heads one block serves: their q and accumulators live in registers (2 * 8 floats per head
 // per thread). Larger groups are split into chunks served by different blocks.
 constexpr int kMaxHeadsPerBlock = 8;
-// choose_decode_splits: upper bound on splits, and how many decode blocks an SM holds at once.
+// choose_decode_splits: upper bound on splits.
 constexpr int kMaxDecodeSplits = 32;
-constexpr int kDecodeBlocksPerSm = 4;
 // Partitions are rounded up to a multiple of this many tokens, so that a split rarely ends with a
 // nearly empty iteration.
 constexpr int kPartitionGranule = 64;
@@ -78,6 +77,21 @@ struct DecodeParams {
 
 __host__ __device__ __forceinline__ int ceil_div_int(int a, int b) {
   return a / b + (a % b != 0 ? 1 : 0);  // no overflow near INT_MAX
+}
+
+// Heads one block serves for a group of `group` query heads per KV head, i.e. the kernel's G: the
+// smallest power of two covering the group (or a full chunk of kMaxHeadsPerBlock), so groups 1, 2,
+// 4, 8 and their multiples waste no head slots.
+__host__ __device__ constexpr int decode_heads_per_block(int group) {
+  return group <= 1 ? 1 : group == 2 ? 2 : group <= 4 ? 4 : kMaxHeadsPerBlock;
+}
+
+// Decode blocks an SM holds at once at least, for G heads per block: the kernel's launch bounds ask
+// the compiler for this occupancy, and choose_decode_splits counts waves with it. A chunk of 8 heads
+// keeps 2 x 8 x 8 fp32 accumulators per thread (about 250 registers), so only 2 blocks of 128
+// threads fit in an SM's 64K registers; smaller chunks fit 4.
+__host__ __device__ constexpr int decode_min_blocks_per_sm(int heads_per_block) {
+  return heads_per_block >= 8 ? 2 : 4;
 }
 
 // Tokens per split for a sequence of `ctx` > 0 tokens; host and device agree by construction.
@@ -126,7 +140,8 @@ __device__ __forceinline__ uint4 load16(const bf16* p) {
 
 // Block (sequence, KV head and head chunk, split). Template: head dim D, heads per block G.
 template <int D, int G>
-__global__ void __launch_bounds__(kThreads, G >= 8 ? 2 : 4) paged_decode_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(kThreads, decode_min_blocks_per_sm(G))
+    paged_decode_kernel(const DecodeParams p) {
   constexpr int kTpr = D / 8;        // lanes per row
   constexpr int kRpw = 32 / kTpr;    // rows a warp covers per step
   constexpr int kU = kRowsInFlight;  // steps per iteration
@@ -452,28 +467,37 @@ void launch_main(const DecodeParams& p, dim3 grid, cudaStream_t stream) {
 
 template <int D>
 void launch_for_dim(const DecodeParams& p, dim3 grid, cudaStream_t stream) {
-  // The smallest power of two covering the group (or a full chunk of 8): no wasted head slots
-  // for groups 1, 2, 4, 8 and their multiples.
-  if (p.group == 1)
-    launch_main<D, 1>(p, grid, stream);
-  else if (p.group == 2)
-    launch_main<D, 2>(p, grid, stream);
-  else if (p.group <= 4)
-    launch_main<D, 4>(p, grid, stream);
-  else
-    launch_main<D, 8>(p, grid, stream);
+  static_assert(kMaxHeadsPerBlock == 8, "one instantiation per decode_heads_per_block() value");
+  switch (decode_heads_per_block(p.group)) {
+    case 1:
+      launch_main<D, 1>(p, grid, stream);
+      break;
+    case 2:
+      launch_main<D, 2>(p, grid, stream);
+      break;
+    case 4:
+      launch_main<D, 4>(p, grid, stream);
+      break;
+    default:
+      launch_main<D, 8>(p, grid, stream);
+      break;
+  }
 }
 
 }  // namespace
 
-int choose_decode_splits(int num_seqs, int num_kv_heads, int max_context_len, int num_sms) {
-  if (num_seqs <= 0 || num_kv_heads <= 0 || max_context_len <= 0) return 1;
+int choose_decode_splits(int num_seqs, int num_heads, int num_kv_heads, int max_context_len, int num_sms) {
+  if (num_seqs <= 0 || num_kv_heads <= 0 || num_heads < num_kv_heads || max_context_len <= 0) return 1;
   // More splits than partitions of kMinDecodePartition tokens would leave blocks idle.
   const int useful = std::min(ceil_div_int(max_context_len, kMinDecodePartition), kMaxDecodeSplits);
   if (useful <= 1) return 1;
-  // Enough blocks for about two full waves of the GPU.
-  const int64_t target_blocks = 2LL * std::max(num_sms, 1) * kDecodeBlocksPerSm;
-  const int64_t blocks_per_split = static_cast<int64_t>(num_seqs) * num_kv_heads;
+  // Enough blocks for about two full waves of the GPU, counted as the launch does: one block per
+  // (sequence, KV head, head chunk) per split, as many per SM as the instantiation's occupancy.
+  const int group = num_heads / num_kv_heads;
+  const int heads_per_block = decode_heads_per_block(group);
+  const int64_t target_blocks = 2LL * std::max(num_sms, 1) * decode_min_blocks_per_sm(heads_per_block);
+  const int64_t blocks_per_split =
+      static_cast<int64_t>(num_seqs) * num_kv_heads * ceil_div_int(group, kMaxHeadsPerBlock);
   const int64_t want = (target_blocks + blocks_per_split - 1) / blocks_per_split;
   return static_cast<int>(std::clamp<int64_t>(want, 1, useful));
 }

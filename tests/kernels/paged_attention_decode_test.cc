@@ -203,7 +203,7 @@ void run_and_check(const DecodeProblem& p, int num_splits) {
 void check_splits(const DecodeCase& c, std::vector<int> splits) {
   const DecodeProblem p = make_problem(c);
   const int max_ctx = *std::max_element(c.contexts.begin(), c.contexts.end());
-  splits.push_back(choose_decode_splits(p.num_seqs, c.num_kv_heads, max_ctx, kH100Sms));
+  splits.push_back(choose_decode_splits(p.num_seqs, p.num_heads, c.num_kv_heads, max_ctx, kH100Sms));
   for (int n : splits)
     run_and_check(p, n);
 }
@@ -327,38 +327,58 @@ TEST(PagedDecodeAttention, ManySequences) {
 
 TEST(ChooseDecodeSplits, BoundedAtLeastOneAndMonotonic) {
   const std::vector<int> seqs = {1, 2, 3, 8, 16, 64, 256, 1024};
-  const std::vector<int> heads = {1, 2, 8, 32};
+  const std::vector<int> kv_heads = {1, 2, 8, 32};
+  const std::vector<int> groups = {1, 2, 3, 4, 8, 16};
   const std::vector<int> contexts = {0, 1, 255, 256, 257, 511, 1000, 4096, 16384, 131072, 1 << 30};
   const std::vector<int> sms = {1, 16, 132};
-  for (int kv : heads)
-    for (int sm : sms)
-      for (size_t ci = 0; ci < contexts.size(); ++ci)
-        for (size_t si = 0; si < seqs.size(); ++si) {
-          const int ctx = contexts[ci];
-          const int n = choose_decode_splits(seqs[si], kv, ctx, sm);
-          SCOPED_TRACE(::testing::Message()
-                       << "seqs=" << seqs[si] << " kv=" << kv << " ctx=" << ctx << " sms=" << sm);
-          EXPECT_GE(n, 1);
-          EXPECT_LE(n, 64);
-          const int64_t useful = (static_cast<int64_t>(ctx) + kMinDecodePartition - 1) / kMinDecodePartition;
-          EXPECT_LE(n, std::max<int64_t>(1, useful))
-              << "no split may get less than kMinDecodePartition tokens";
-          if (si > 0) {
-            EXPECT_LE(n, choose_decode_splits(seqs[si - 1], kv, ctx, sm)) << "more sequences, fewer splits";
+  for (int kv : kv_heads)
+    for (int g : groups)
+      for (int sm : sms)
+        for (size_t ci = 0; ci < contexts.size(); ++ci)
+          for (size_t si = 0; si < seqs.size(); ++si) {
+            const int ctx = contexts[ci];
+            const int heads = kv * g;
+            const int n = choose_decode_splits(seqs[si], heads, kv, ctx, sm);
+            SCOPED_TRACE(::testing::Message() << "seqs=" << seqs[si] << " heads=" << heads << " kv=" << kv
+                                              << " ctx=" << ctx << " sms=" << sm);
+            EXPECT_GE(n, 1);
+            EXPECT_LE(n, 64);
+            const int64_t useful =
+                (static_cast<int64_t>(ctx) + kMinDecodePartition - 1) / kMinDecodePartition;
+            EXPECT_LE(n, std::max<int64_t>(1, useful))
+                << "no split may get less than kMinDecodePartition tokens";
+            if (si > 0) {
+              EXPECT_LE(n, choose_decode_splits(seqs[si - 1], heads, kv, ctx, sm))
+                  << "more sequences, fewer splits";
+            }
+            if (ci > 0) {
+              EXPECT_GE(n, choose_decode_splits(seqs[si], heads, kv, contexts[ci - 1], sm))
+                  << "longer, not fewer";
+            }
+            EXPECT_LE(n, choose_decode_splits(seqs[si], heads, kv, ctx, sm * 2))
+                << "more SMs, not fewer splits";
           }
-          if (ci > 0) {
-            EXPECT_GE(n, choose_decode_splits(seqs[si], kv, contexts[ci - 1], sm)) << "longer, not fewer";
-          }
-          EXPECT_LE(n, choose_decode_splits(seqs[si], kv, ctx, sm * 2)) << "more SMs, not fewer splits";
-        }
 }
 
 TEST(ChooseDecodeSplits, SplitsLongSequencesOnlyWhenTheGpuWouldIdle) {
-  EXPECT_EQ(choose_decode_splits(1, 8, 256, kH100Sms), 1) << "one partition's worth of context";
-  EXPECT_GT(choose_decode_splits(1, 8, 16384, kH100Sms), 8) << "one long sequence must spread";
-  EXPECT_EQ(choose_decode_splits(4096, 8, 16384, kH100Sms), 1) << "a big batch already fills the GPU";
-  EXPECT_EQ(choose_decode_splits(0, 8, 16384, kH100Sms), 1);
-  EXPECT_EQ(choose_decode_splits(4, 8, 16384, 0), choose_decode_splits(4, 8, 16384, 1)) << "no SM count";
+  // Llama-3-8B's attention: 32 query heads over 8 KV heads.
+  EXPECT_EQ(choose_decode_splits(1, 32, 8, 256, kH100Sms), 1) << "one partition's worth of context";
+  EXPECT_GT(choose_decode_splits(1, 32, 8, 16384, kH100Sms), 8) << "one long sequence must spread";
+  EXPECT_EQ(choose_decode_splits(4096, 32, 8, 16384, kH100Sms), 1) << "a big batch already fills the GPU";
+  EXPECT_EQ(choose_decode_splits(0, 32, 8, 16384, kH100Sms), 1);
+  EXPECT_EQ(choose_decode_splits(4, 32, 8, 16384, 0), choose_decode_splits(4, 32, 8, 16384, 1))
+      << "no SM count";
+  EXPECT_EQ(choose_decode_splits(4, 4, 8, 16384, kH100Sms), 1) << "fewer query than KV heads: not a model";
+}
+
+TEST(ChooseDecodeSplits, CountsBlocksAsTheLaunchDoes) {
+  // 16 sequences x 8 KV heads at 16k tokens. Group 4 runs one block per KV head, 4 per SM:
+  // 2 waves x 132 SMs x 4 = 1056 blocks over 128 per split = 9 splits (rounded up).
+  EXPECT_EQ(choose_decode_splits(16, 32, 8, 16384, kH100Sms), 9);
+  // Group 8 needs ~250 registers a thread, so an SM holds only 2 of its blocks: half the target.
+  EXPECT_EQ(choose_decode_splits(16, 64, 8, 16384, kH100Sms), 5);
+  // Group 16 is served by two chunks of 8 heads: twice the blocks per split of group 8.
+  EXPECT_EQ(choose_decode_splits(16, 128, 8, 16384, kH100Sms), 3);
 }
 
 TEST(DecodeWorkspaceBytes, ZeroWithoutSplitAndEnoughForPartials) {
