@@ -67,8 +67,10 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int b
   if (c.head_dim % 2 != 0) throw std::invalid_argument("CpuBackend: head_dim must be even for RoPE");
   kv_row_ = c.num_kv_heads * c.head_dim;
   const size_t floats = static_cast<size_t>(num_blocks) * block_size * kv_row_;
-  k_cache_.assign(c.num_layers, std::vector<float>(floats));
-  v_cache_.assign(c.num_layers, std::vector<float>(floats));
+  for (int l = 0; l < c.num_layers; ++l) {
+    k_cache_.emplace_back(new float[floats]);  // default-initialized: no page is touched yet
+    v_cache_.emplace_back(new float[floats]);
+  }
   inv_freq_ = rope_inv_freq(c);
   if (num_threads > 0) {
     openblas_set_num_threads(num_threads);
@@ -98,8 +100,8 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
 
     // RoPE, then every new token's K/V go to their slots before any attention reads (the Backend
     // contract that lets sequences of one batch share blocks).
-    std::vector<float>& kc = k_cache_[layer];
-    std::vector<float>& vc = v_cache_[layer];
+    float* kc = k_cache_[layer].get();
+    float* vc = v_cache_[layer].get();
     for (int t = 0; t < tokens; ++t) {
       const int pos = batch.positions[t];
       for (int hd = 0; hd < c.num_heads; ++hd)
@@ -150,8 +152,8 @@ void CpuBackend::attention(const StepBatch& batch, int layer) {
   const int q_width = c.num_heads * head_dim;
   const int group = c.num_heads / c.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  const std::vector<float>& kc = k_cache_[layer];
-  const std::vector<float>& vc = v_cache_[layer];
+  const float* kc = k_cache_[layer].get();
+  const float* vc = v_cache_[layer].get();
   attn_.assign(static_cast<size_t>(batch.num_tokens) * q_width, 0.0f);
 
   // One work item per (sequence, query token, head); the token's position bounds what it sees.

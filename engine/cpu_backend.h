@@ -35,8 +35,10 @@ class CpuBackend : public Backend {
   int num_blocks_;
   int block_size_;
   int kv_row_;  // floats per slot in one layer's cache: kv_heads * head_dim
-  std::vector<std::vector<float>> k_cache_, v_cache_;  // [layer][slot * kv_row_]
-  std::vector<float> inv_freq_;                        // [head_dim / 2], rope_scaling applied
+  // [layer][slot * kv_row_]. Left uninitialized: a slot is written before any step reads it, and
+  // untouched pages cost no memory (or start-up time) until the pool fills.
+  std::vector<std::unique_ptr<float[]>> k_cache_, v_cache_;
+  std::vector<float> inv_freq_;  // [head_dim / 2], rope_scaling applied
 
   // Activations, resized per step: [tokens x width].
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, last_, logits_;
