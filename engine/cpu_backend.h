@@ -17,7 +17,8 @@ namespace kvserve {
 
 class CpuBackend : public Backend {
  public:
-  // The model must outlive the backend. num_threads 0 = all cores.
+  // num_threads 0 = all cores. Every weight must have its data on the host (a random model made
+  // with RandomWeights::kDeferred must be materialized first): std::invalid_argument otherwise.
   CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int block_size, int num_threads = 0);
 
   std::string name() const override { return "cpu"; }

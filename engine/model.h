@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/block_pool.h"
+#include "engine/seeded_weights.h"
 
 namespace kvserve {
 
@@ -57,9 +58,12 @@ struct ModelConfig {
 };
 
 // Row-major float32 tensor. Linear weights keep Hugging Face's [out_features, in_features] layout.
+// A tensor of a random-weight model also says how its values are generated (`seeded`), and may
+// leave `data` empty for the backend to generate them where the weights live (engine/random_model.h).
 struct Tensor {
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape;  // empty: the model has no such tensor (an absent bias, a tied lm_head)
   std::vector<float> data;
+  std::optional<SeededFill> seeded;
 
   int64_t numel() const {
     int64_t n = 1;
@@ -87,8 +91,21 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   Tensor final_norm;  // [hidden]
   Tensor lm_head;     // [vocab, hidden]; empty when tied to embed_tokens
-  const Tensor& output_projection() const { return lm_head.data.empty() ? embed_tokens : lm_head; }
+  const Tensor& output_projection() const { return lm_head.shape.empty() ? embed_tokens : lm_head; }
 };
+
+// Calls f(tensor) on every tensor of `w` (const or not), absent ones included, in a fixed order.
+template <typename Weights, typename F>
+void for_each_tensor(Weights& w, F&& f) {
+  f(w.embed_tokens);
+  for (auto& l : w.layers) {
+    for (auto* t : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias, &l.k_bias, &l.v_bias,
+                    &l.o_proj, &l.post_attention_norm, &l.gate_proj, &l.up_proj, &l.down_proj})
+      f(*t);
+  }
+  f(w.final_norm);
+  f(w.lm_head);
+}
 
 struct Model {
   std::filesystem::path dir;

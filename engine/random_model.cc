@@ -9,39 +9,12 @@
 namespace kvserve {
 namespace {
 
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
 constexpr uint64_t kSpecPrefixLen = 7;  // "random:"
 
-// splitmix64's finalizer: a bijection of 64-bit words that mixes every input bit into every output bit.
-constexpr uint64_t mix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-constexpr uint64_t tensor_key(uint64_t seed, uint64_t tensor_id) {
-  return mix(seed ^ (kGolden * (tensor_id + 1)));
-}
-
-// Sum of four 16-bit uniforms, centred: an integer in [-131070, 131070], mean 0, sd 65536/sqrt(3).
-inline int32_t centred_sum(uint64_t key, uint64_t index) {
-  const uint64_t h = mix(key + index * kGolden);
-  const uint32_t sum =
-      static_cast<uint32_t>((h & 0xFFFF) + ((h >> 16) & 0xFFFF) + ((h >> 32) & 0xFFFF) + (h >> 48));
-  return static_cast<int32_t>(sum) - 131070;
-}
-
-// The multiplier that turns centred_sum() into a value of standard deviation `std`.
+// The multiplier that turns seeded_centred_sum() into a value of standard deviation `std`.
 float scale_for(double std) {
   return static_cast<float>(std * std::sqrt(3.0) / 65536.0);
 }
-
-struct Fill {
-  Tensor* tensor;
-  uint64_t id;
-  double mean;
-  double std;
-};
 
 ModelConfig llama3_base() {
   ModelConfig c;
@@ -136,12 +109,16 @@ int64_t parameter_count(const ModelConfig& c) {
   return embed * (c.tie_word_embeddings ? 1 : 2) + hidden + layer * c.num_layers;
 }
 
-float random_weight(uint64_t seed, uint64_t tensor_id, uint64_t index, double mean, double std) {
-  const float v = static_cast<float>(centred_sum(tensor_key(seed, tensor_id), index)) * scale_for(std);
-  return mean == 0.0 ? v : static_cast<float>(mean) + v;
+float seeded_value(const SeededFill& fill, uint64_t index) {
+  const float v = static_cast<float>(seeded_centred_sum(fill.key, index)) * fill.scale;
+  return fill.mean == 0.0f ? v : fill.mean + v;
 }
 
-Model make_random_model(const ModelConfig& c, uint64_t seed) {
+float random_weight(uint64_t seed, uint64_t tensor_id, uint64_t index, double mean, double std) {
+  return seeded_value({seeded_tensor_key(seed, tensor_id), scale_for(std), static_cast<float>(mean)}, index);
+}
+
+Model make_random_model(const ModelConfig& c, uint64_t seed, RandomWeights where) {
   Model model;
   model.config = c;
   ModelWeights& w = model.weights;
@@ -151,17 +128,15 @@ Model make_random_model(const ModelConfig& c, uint64_t seed) {
   const int64_t inter = c.intermediate_size;
   constexpr double kSmall = 0.02;
 
-  std::vector<Fill> fills;
+  auto fill = [&](Tensor& t, uint64_t id, std::vector<int64_t> shape, double mean, double std) {
+    t.shape = std::move(shape);
+    t.seeded = SeededFill{seeded_tensor_key(seed, id), scale_for(std), static_cast<float>(mean)};
+  };
   auto linear = [&](Tensor& t, uint64_t id, int64_t out, int64_t in) {
-    t.shape = {out, in};
-    fills.push_back({&t, id, 0.0, 1.0 / std::sqrt(static_cast<double>(in))});
+    fill(t, id, {out, in}, 0.0, 1.0 / std::sqrt(static_cast<double>(in)));
   };
-  auto vector = [&](Tensor& t, uint64_t id, int64_t n, double mean) {
-    t.shape = {n};
-    fills.push_back({&t, id, mean, kSmall});
-  };
-  w.embed_tokens.shape = {c.vocab_size, hidden};
-  fills.push_back({&w.embed_tokens, 0, 0.0, kSmall});
+  auto vector = [&](Tensor& t, uint64_t id, int64_t n, double mean) { fill(t, id, {n}, mean, kSmall); };
+  fill(w.embed_tokens, 0, {c.vocab_size, hidden}, 0.0, kSmall);
   vector(w.final_norm, 1, hidden, 1.0);
   if (!c.tie_word_embeddings) linear(w.lm_head, 2, c.vocab_size, hidden);
   w.layers.resize(c.num_layers);
@@ -183,38 +158,44 @@ Model make_random_model(const ModelConfig& c, uint64_t seed) {
       vector(L.v_bias, base + 11, kv, 0.0);
     }
   }
+  if (where == RandomWeights::kHost) materialize_seeded_weights(model);
+  return model;
+}
 
+bool has_deferred_weights(const Model& model) {
+  bool deferred = false;
+  for_each_tensor(model.weights,
+                  [&](const Tensor& t) { deferred |= t.seeded && t.data.empty() && t.numel() > 0; });
+  return deferred;
+}
+
+void materialize_seeded_weights(Model& model) {
+  std::vector<Tensor*> todo;
+  for_each_tensor(model.weights, [&](Tensor& t) {
+    if (t.seeded && t.data.empty()) todo.push_back(&t);
+  });
   // Allocating zeroes every page on the allocating thread: spread the tensors over the threads so
   // that an 8B model's 32 GB is not touched by one core.
-  const auto n_fills = static_cast<std::ptrdiff_t>(fills.size());
+  const auto n_todo = static_cast<std::ptrdiff_t>(todo.size());
 #pragma omp parallel for schedule(dynamic, 1)
-  for (std::ptrdiff_t f = 0; f < n_fills; ++f)
-    fills[f].tensor->data.resize(static_cast<size_t>(fills[f].tensor->numel()));
+  for (std::ptrdiff_t i = 0; i < n_todo; ++i)
+    todo[i]->data.resize(static_cast<size_t>(todo[i]->numel()));
 
-  for (const Fill& f : fills) {
-    const uint64_t key = tensor_key(seed, f.id);
-    const float scale = scale_for(f.std);
-    const auto mean = static_cast<float>(f.mean);
-    float* data = f.tensor->data.data();
-    const auto n = static_cast<std::ptrdiff_t>(f.tensor->data.size());
-    if (f.mean == 0.0) {
+  for (Tensor* t : todo) {
+    const SeededFill fill = *t->seeded;
+    float* data = t->data.data();
+    const auto n = static_cast<std::ptrdiff_t>(t->data.size());
 #pragma omp parallel for schedule(static) if (n > 65536)
-      for (std::ptrdiff_t i = 0; i < n; ++i)
-        data[i] = static_cast<float>(centred_sum(key, static_cast<uint64_t>(i))) * scale;
-    } else {
-#pragma omp parallel for schedule(static) if (n > 65536)
-      for (std::ptrdiff_t i = 0; i < n; ++i)
-        data[i] = mean + static_cast<float>(centred_sum(key, static_cast<uint64_t>(i))) * scale;
-    }
+    for (std::ptrdiff_t i = 0; i < n; ++i)
+      data[i] = seeded_value(fill, static_cast<uint64_t>(i));
   }
-  return model;
 }
 
 bool is_random_model_spec(std::string_view spec) {
   return spec.starts_with("random:");
 }
 
-Model load_random_model_spec(std::string_view spec) {
+Model load_random_model_spec(std::string_view spec, RandomWeights where) {
   const std::string quoted = "model spec '" + std::string(spec) + "'";
   if (!is_random_model_spec(spec)) {
     throw ModelLoadError(quoted +
@@ -239,7 +220,7 @@ Model load_random_model_spec(std::string_view spec) {
                            std::string(name) + ":<seed>");
     }
   }
-  Model model = make_random_model(*config, seed);
+  Model model = make_random_model(*config, seed, where);
   model.dir = std::string(spec);
   return model;
 }

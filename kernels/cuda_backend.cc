@@ -10,6 +10,7 @@
 #include "kernels/cuda_device.h"
 #include "kernels/layers.h"
 #include "kernels/paged_attention.h"
+#include "kernels/seeded_fill.h"
 
 namespace kvserve::cuda {
 namespace {
@@ -20,22 +21,36 @@ using bf16 = __nv_bfloat16;
 // of the budget for them rather than fail on the first step.
 constexpr size_t kLazyAllocationHeadroom = size_t{512} << 20;
 
-// Converts host fp32 tensors to bf16 and uploads them end to end as one device array: fused
-// projections (q|k|v, gate|up) are their weights' rows one after another.
+// Uploads tensors end to end as one bf16 device array: fused projections (q|k|v, gate|up) are
+// their weights' rows one after another. Host data is converted and copied; a deferred random
+// tensor (data empty, engine/random_model.h) is generated in place on the GPU instead.
 DeviceBuffer<bf16> upload_bf16(std::initializer_list<const Tensor*> tensors, size_t* total_bytes) {
+  // An absent tensor (no shape) contributes nothing; numel() of no dimensions would be 1.
+  auto elements = [](const Tensor* t) {
+    return t->shape.empty() ? size_t{0} : static_cast<size_t>(t->numel());
+  };
   size_t count = 0;
   for (const Tensor* t : tensors)
-    count += t->data.size();
+    count += elements(t);
   DeviceBuffer<bf16> d(count);
   std::vector<bf16> host;
   size_t offset = 0;
   for (const Tensor* t : tensors) {
-    host.resize(t->data.size());
-    std::transform(t->data.begin(), t->data.end(), host.begin(), [](float x) { return __float2bfloat16(x); });
-    if (!host.empty())
-      CUDA_CHECK(
-          cudaMemcpy(d.get() + offset, host.data(), host.size() * sizeof(bf16), cudaMemcpyHostToDevice));
-    offset += host.size();
+    const size_t n = elements(t);
+    if (t->data.size() == n) {
+      host.resize(n);
+      std::transform(t->data.begin(), t->data.end(), host.begin(),
+                     [](float x) { return __float2bfloat16(x); });
+      if (n > 0)
+        CUDA_CHECK(cudaMemcpy(d.get() + offset, host.data(), n * sizeof(bf16), cudaMemcpyHostToDevice));
+    } else if (t->data.empty() && t->seeded) {
+      // The legacy stream, like the copies: the constructor's device synchronization covers both.
+      seeded_fill_bf16(d.get() + offset, static_cast<int64_t>(n), *t->seeded, nullptr);
+    } else {
+      throw std::invalid_argument("CudaBackend: a weight tensor has " + std::to_string(t->data.size()) +
+                                  " values for " + std::to_string(n) + " elements and no generator");
+    }
+    offset += n;
   }
   *total_bytes += d.bytes();
   return d;
@@ -119,7 +134,7 @@ void CudaBackend::upload_weights(const Model& model) {
   const ModelWeights& w = model.weights;
   embed_ = upload_bf16({&w.embed_tokens}, &weight_bytes_);
   final_norm_ = upload_bf16({&w.final_norm}, &weight_bytes_);
-  if (!w.lm_head.data.empty()) lm_head_ = upload_bf16({&w.lm_head}, &weight_bytes_);
+  if (!w.lm_head.shape.empty()) lm_head_ = upload_bf16({&w.lm_head}, &weight_bytes_);
   layers_.resize(w.layers.size());
   for (size_t i = 0; i < w.layers.size(); ++i) {
     const kvserve::LayerWeights& lw = w.layers[i];

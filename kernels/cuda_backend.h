@@ -53,8 +53,9 @@ struct CudaBackendOptions {
 
 class CudaBackend : public Backend {
  public:
-  // Uploads the model's weights as bf16 and sizes the KV pool. Keeps no reference to `model`: once
-  // the caller drops its own, the host copy of the weights is freed (32 GB for an 8B model). Throws
+  // Uploads the model's weights as bf16 (generating a random model's deferred tensors on the GPU)
+  // and sizes the KV pool. Keeps no reference to `model`: once the caller drops its own, the host
+  // copy of the weights is freed (32 GB for an 8B model). Throws
   // std::runtime_error when there is no GPU, the model does not fit, or the pool would hold less than one
   // max_model_len sequence.
   CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOptions& options);

@@ -261,7 +261,7 @@ start_server() {
   log "kvserve ${flags[*]}"
   "$bin/kvserve" "${flags[@]}" >"$out/logs/kvserve.out" 2>"$out/logs/kvserve.err" &
   server_pid=$!
-  # Random weights are generated on the host, then uploaded: allow minutes.
+  # The CUDA backend generates random weights on the GPU (seconds); a real checkpoint loads from disk: allow minutes.
   for _ in $(seq 1 600); do
     if ! kill -0 "$server_pid" 2>/dev/null; then
       log "kvserve exited during start-up:"; tail -20 "$out/logs/kvserve.err"; server_pid=""; return 1

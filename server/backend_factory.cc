@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "engine/cpu_backend.h"
+#include "engine/random_model.h"
 #ifdef KVSERVE_WITH_CUDA
 #include "kernels/cuda_backend.h"
 #include "kernels/cuda_device.h"
@@ -73,6 +74,12 @@ BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Mo
   const ModelConfig& mc = model->config;
   BuiltBackend built;
   if (kind == "cpu") {
+    if (has_deferred_weights(*model)) {
+      // A random model loaded for the GPU to generate: the CPU backend reads host weights.
+      auto host = std::make_shared<Model>(*model);
+      materialize_seeded_weights(*host);
+      model = std::move(host);
+    }
     const size_t per_token = CpuBackend::kv_bytes_per_token(mc);
     built.num_blocks =
         choice.num_kv_blocks > 0

@@ -35,8 +35,10 @@ struct BuiltBackend {
 std::string resolve_backend_kind(const std::string& kind);
 
 // Builds the backend for a scheduler configured as `scheduler` (its block size and step limits;
-// num_blocks is ignored and comes back in the result). Throws std::runtime_error with a message
-// that says what to change (no GPU, model too big, pool too small, unknown kind).
+// num_blocks is ignored and comes back in the result). A random model whose weights were deferred
+// (engine/random_model.h) is generated on the GPU by the CUDA backend and on the host for the CPU. Throws
+// std::runtime_error with a message that says what to change (no GPU, model too big, pool too small, unknown
+// kind).
 BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Model> model,
                            const SchedulerConfig& scheduler);
 

@@ -191,6 +191,58 @@ TEST(RandomModel, StatisticsFollowTheScales) {
   }
 }
 
+TEST(RandomModel, DeferredWeightsHaveShapesAndGeneratorsAndMaterializeToTheHostModel) {
+  const ModelConfig c = mid_shape();
+  const Model host = make_random_model(c, 9);
+  Model deferred = make_random_model(c, 9, RandomWeights::kDeferred);
+  EXPECT_FALSE(has_deferred_weights(host));
+  EXPECT_TRUE(has_deferred_weights(deferred));
+
+  // Tensor by tensor: the same shapes and generators; no values yet on the deferred side.
+  std::vector<const Tensor*> host_tensors, deferred_tensors;
+  for_each_tensor(host.weights, [&](const Tensor& t) { host_tensors.push_back(&t); });
+  for_each_tensor(deferred.weights, [&](const Tensor& t) { deferred_tensors.push_back(&t); });
+  ASSERT_EQ(host_tensors.size(), deferred_tensors.size());
+  int present = 0;
+  for (size_t i = 0; i < host_tensors.size(); ++i) {
+    const Tensor& h = *host_tensors[i];
+    const Tensor& d = *deferred_tensors[i];
+    SCOPED_TRACE(::testing::Message() << "tensor " << i);
+    EXPECT_EQ(h.shape, d.shape);
+    EXPECT_TRUE(d.data.empty());
+    ASSERT_EQ(h.seeded.has_value(), d.seeded.has_value());
+    if (h.shape.empty()) {
+      EXPECT_FALSE(h.seeded) << "an absent tensor (bias, tied lm_head) has no generator";
+      continue;
+    }
+    ++present;
+    ASSERT_TRUE(h.seeded);
+    EXPECT_EQ(h.seeded->key, d.seeded->key);
+    EXPECT_EQ(h.seeded->scale, d.seeded->scale);
+    EXPECT_EQ(h.seeded->mean, d.seeded->mean);
+    // The generator is what the host data holds (first, a middle and the last element).
+    for (int64_t idx : {int64_t{0}, h.numel() / 2, h.numel() - 1})
+      EXPECT_EQ(seeded_value(*h.seeded, static_cast<uint64_t>(idx)), h.data[static_cast<size_t>(idx)]);
+  }
+  EXPECT_EQ(present, 2 + 1 + 9 * c.num_layers) << "embed, final norm, lm_head and 9 per layer";
+
+  materialize_seeded_weights(deferred);
+  EXPECT_FALSE(has_deferred_weights(deferred));
+  EXPECT_EQ(weights_hash(deferred), weights_hash(host))
+      << "materializing must give the host model bit for bit";
+}
+
+TEST(RandomModel, CpuBackendRefusesWeightsThatAreNotOnTheHost) {
+  auto deferred =
+      std::make_shared<const Model>(load_random_model_spec("random:tiny", RandomWeights::kDeferred));
+  try {
+    CpuBackend backend(deferred, 8, 8, 1);
+    FAIL() << "a model without host weights must be refused";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("materialize_seeded_weights"), std::string::npos) << e.what();
+  }
+}
+
 TEST(RandomModel, TinyShapeGivesFiniteVariedLogitsThroughTheCpuBackend) {
   auto model = std::make_shared<const Model>(load_random_model_spec("random:tiny:3"));
   SchedulerConfig cfg;

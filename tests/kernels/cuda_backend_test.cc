@@ -25,6 +25,7 @@
 
 #include "engine/cpu_backend.h"
 #include "engine/engine.h"
+#include "engine/random_model.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "tests/kernels/gpu_test_util.h"
@@ -40,18 +41,10 @@ const std::string kModels =
 
 std::shared_ptr<const Model> load_bf16_rounded(const std::string& name) {
   auto model = std::make_shared<Model>(load_model(kModels + name));
-  const auto round = [](Tensor& t) {
+  for_each_tensor(model->weights, [](Tensor& t) {
     for (float& x : t.data)
       x = testing::round_to_bf16(x);
-  };
-  ModelWeights& w = model->weights;
-  round(w.embed_tokens);
-  round(w.final_norm);
-  round(w.lm_head);
-  for (kvserve::LayerWeights& l : w.layers)
-    for (Tensor* t : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias, &l.k_bias, &l.v_bias,
-                      &l.o_proj, &l.post_attention_norm, &l.gate_proj, &l.up_proj, &l.down_proj})
-      round(*t);
+  });
   return model;
 }
 
@@ -411,6 +404,50 @@ TEST(CudaBackend, SizesThePoolFromTheMemoryBudget) {
             CudaBackend::kv_bytes_per_token(model->config) * opt.block_size * backend.num_blocks());
   opt.num_blocks = 8;  // 128 tokens < max_model_len 1024
   EXPECT_THROW(CudaBackend(model, opt), std::runtime_error);
+}
+
+// kvserve loads random:<shape> with deferred weights, which the backend generates on the GPU. They
+// must be the host generator's values rounded to bf16, as an upload of the host model makes them:
+// then both backends hold the same bits and every logit of every step is identical.
+TEST(CudaBackend, GeneratesADeferredRandomModelAsTheHostModelUploads) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  ModelConfig shape = *random_model_shape("tiny");
+  shape.num_kv_heads = 2;  // GQA, and untied: every kind of tensor
+  shape.tie_word_embeddings = false;
+  const auto host = std::make_shared<const Model>(make_random_model(shape, 21));
+  const auto deferred = std::make_shared<const Model>(make_random_model(shape, 21, RandomWeights::kDeferred));
+  const CudaBackendOptions opt = small_options(false);
+  CudaBackend from_host(host, opt);
+  CudaBackend on_gpu(deferred, opt);
+  EXPECT_EQ(on_gpu.weight_bytes(), from_host.weight_bytes());
+
+  const SchedulerConfig cfg = scheduler_config(opt, 64);
+  Scheduler sched(cfg);
+  BatchBuilder builder;
+  for (Request& r : mixed_requests(shape.vocab_size, 8, 3))
+    ASSERT_TRUE(
+        sched.add(std::make_unique<Sequence>(std::move(r), cfg.block_size, std::vector<TokenId>{})).ok());
+  const size_t vocab = static_cast<size_t>(shape.vocab_size);
+  int compared = 0;
+  while (sched.has_unfinished()) {
+    const StepPlan plan = sched.schedule();
+    const StepBatch& batch = builder.build(plan, cfg.block_size);
+    const std::span<const float> a = from_host.forward(batch);
+    const std::vector<float> want(a.begin(), a.end());
+    const std::span<const float> got = on_gpu.forward(batch);
+    std::vector<TokenId> next(plan.seqs.size(), 0);
+    for (size_t s = 0; s < plan.seqs.size(); ++s) {
+      if (!plan.seqs[s].emits_token) continue;
+      for (size_t v = 0; v < vocab; ++v)
+        ASSERT_EQ(got[s * vocab + v], want[s * vocab + v]) << "sequence " << s << " token " << v;
+      next[s] =
+          static_cast<TokenId>(std::max_element(want.begin() + s * vocab, want.begin() + (s + 1) * vocab) -
+                               (want.begin() + s * vocab));
+      ++compared;
+    }
+    sched.complete_step(plan, next);
+  }
+  EXPECT_GT(compared, 20);
 }
 
 TEST(CudaBackend, SaysWhatToDoWithoutAGpu) {
