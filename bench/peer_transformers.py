@@ -7,7 +7,7 @@ default automatic compilation of the decode step).
 Weights: engine/random_model.h defines every weight as a function of (seed, tensor id, element
 index) through splitmix64; this file computes the same function with 64-bit integer tensor ops on
 the GPU and rounds to bf16, so the peer holds the weights kvserve's CUDA backend holds (kvserve
-keeps them in float32 on the host and rounds to bf16 on upload). `--weights hf-init` uses
+generates them on the GPU with the same function, kernels/seeded_fill.h). `--weights hf-init` uses
 transformers' own initialisation instead: the timings do not depend on weight values, only on
 shapes. Prompts are random token ids in [3, vocab) of the same lengths kvserve-bench sends (not the
 same ids: kvserve-bench draws them with std::mt19937_64; with random weights the ids change no

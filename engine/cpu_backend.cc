@@ -67,12 +67,10 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int b
   if (c.head_dim % 2 != 0) throw std::invalid_argument("CpuBackend: head_dim must be even for RoPE");
   kv_row_ = c.num_kv_heads * c.head_dim;
   const size_t floats = static_cast<size_t>(num_blocks) * block_size * kv_row_;
-  bool deferred = false;
-  for_each_tensor(model_->weights, [&](const Tensor& t) { deferred |= !t.shape.empty() && t.data.empty(); });
-  if (deferred)
+  if (has_deferred_weights(*model_))
     throw std::invalid_argument(
-        "CpuBackend: the model's weights are not on the host (a deferred random model: call "
-        "materialize_seeded_weights() first)");
+        "CpuBackend: the model's weights are not on the host (loaded with WeightLoading::kDeferred: call "
+        "materialize_weights() first)");
   for (int l = 0; l < c.num_layers; ++l) {
     k_cache_.emplace_back(new float[floats]);  // default-initialized: no page is touched yet
     v_cache_.emplace_back(new float[floats]);

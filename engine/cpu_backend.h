@@ -17,8 +17,8 @@ namespace kvserve {
 
 class CpuBackend : public Backend {
  public:
-  // num_threads 0 = all cores. Every weight must have its data on the host (a random model made
-  // with RandomWeights::kDeferred must be materialized first): std::invalid_argument otherwise.
+  // num_threads 0 = all cores. Every weight must have its data on the host (a model loaded with
+  // WeightLoading::kDeferred must be materialized first): std::invalid_argument otherwise.
   CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int block_size, int num_threads = 0);
 
   std::string name() const override { return "cpu"; }

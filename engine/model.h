@@ -1,5 +1,6 @@
 // A Llama-family model as the engine sees it: the architecture's hyper-parameters (from
-// config.json) and its weights, converted to float32 for the CPU reference backend.
+// config.json) and its weights, in float32 for the CPU reference backend, or still where they are
+// stored (a mapped checkpoint, a random generator) for a backend that reads them itself.
 //
 // Supported: LlamaForCausalLM and MistralForCausalLM (RMSNorm, RoPE with rope_theta and Llama-3
 // rope_scaling, grouped-query attention, SwiGLU, tied or untied embeddings) and Qwen2ForCausalLM
@@ -9,12 +10,14 @@
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "engine/block_pool.h"
+#include "engine/safetensors.h"
 #include "engine/seeded_weights.h"
 
 namespace kvserve {
@@ -57,13 +60,22 @@ struct ModelConfig {
   std::string dtype;                   // storage dtype of the weights: float32, float16 or bfloat16
 };
 
+// A tensor's stored values in a memory-mapped safetensors file, which this keeps mapped.
+struct MappedTensor {
+  std::shared_ptr<const SafetensorsFile> file;
+  const SafetensorsTensor* tensor = nullptr;  // one of file->tensors()
+};
+
 // Row-major float32 tensor. Linear weights keep Hugging Face's [out_features, in_features] layout.
-// A tensor of a random-weight model also says how its values are generated (`seeded`), and may
-// leave `data` empty for the backend to generate them where the weights live (engine/random_model.h).
+// Where its values come from may be recorded too: a random-weight model's generator (`seeded`,
+// engine/random_model.h) or a checkpoint's bytes (`mapped`). A tensor loaded with
+// WeightLoading::kDeferred leaves `data` empty, so a backend reads the values from there into its
+// own memory in its own format (the CUDA backend: bf16 on the GPU) without a float32 host copy.
 struct Tensor {
   std::vector<int64_t> shape;  // empty: the model has no such tensor (an absent bias, a tied lm_head)
   std::vector<float> data;
   std::optional<SeededFill> seeded;
+  std::optional<MappedTensor> mapped;
 
   int64_t numel() const {
     int64_t n = 1;
@@ -127,9 +139,24 @@ std::vector<float> rope_inv_freq(const ModelConfig& config);
 // Reads and checks config.json (throws ModelLoadError naming the file and the field).
 ModelConfig load_model_config(const std::filesystem::path& config_json);
 
+// Whether a loader fills every tensor's float32 `data` or leaves the values where they are.
+enum class WeightLoading {
+  kHost,      // float32 host copies: what the CPU backend reads
+  kDeferred,  // shapes and sources only (mapped or seeded), for a backend that reads them itself
+};
+
 // Loads a Hugging Face model directory: config.json and every *.safetensors file in it
 // (tokenizer.model is the Tokenizer's business). Every expected tensor must be present with the
-// expected shape; anything wrong throws ModelLoadError naming the file and the problem.
-Model load_model(const std::filesystem::path& dir);
+// expected shape; anything wrong throws ModelLoadError naming the file and the problem, with either
+// `loading` (the checks come before any value is read). kDeferred keeps the files mapped read-only:
+// a bf16 Llama-3-8B then costs no host memory beyond the page cache, not 32 GB of float32.
+Model load_model(const std::filesystem::path& dir, WeightLoading loading = WeightLoading::kHost);
+
+// True when some tensor's values are not in `data` yet (loaded with WeightLoading::kDeferred).
+bool has_deferred_weights(const Model& model);
+
+// Reads every deferred tensor's values into `data` (float32): the model becomes what
+// WeightLoading::kHost would have loaded, bit for bit.
+void materialize_weights(Model& model);
 
 }  // namespace kvserve

@@ -3,6 +3,7 @@
 // unexpected, duplicated) before any byte is converted, so a mismatch fails in milliseconds and
 // names the tensor, not after minutes of conversion.
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -26,7 +27,7 @@ struct ExpectedTensor {
 
 struct LocatedTensor {
   const SafetensorsTensor* tensor;
-  const SafetensorsFile* file;
+  std::shared_ptr<const SafetensorsFile> file;
 };
 
 std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, ModelWeights& w) {
@@ -71,11 +72,11 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, ModelWeights&
   return out;
 }
 
-std::string file_list(const std::vector<SafetensorsFile>& files) {
+std::string file_list(const std::vector<std::shared_ptr<const SafetensorsFile>>& files) {
   std::string out;
-  for (const SafetensorsFile& f : files) {
+  for (const auto& f : files) {
     if (!out.empty()) out += ", ";
-    out += f.path().filename().string();
+    out += f->path().filename().string();
   }
   return out;
 }
@@ -128,7 +129,7 @@ bool ignored(const ModelConfig& c, const std::string& name) {
 
 }  // namespace
 
-Model load_model(const fs::path& dir) {
+Model load_model(const fs::path& dir, WeightLoading loading) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     throw ModelLoadError(dir.string() +
@@ -152,13 +153,13 @@ Model load_model(const fs::path& dir) {
   }
   std::sort(paths.begin(), paths.end());  // deterministic "first file" in duplicate reports
 
-  std::vector<SafetensorsFile> files;
-  files.reserve(paths.size());  // LocatedTensor points at these; they must not move
+  // Shared: a deferred load's tensors keep their file mapped (MappedTensor) after this returns.
+  std::vector<std::shared_ptr<const SafetensorsFile>> files;
   std::unordered_map<std::string_view, LocatedTensor> by_name;
   for (const fs::path& path : paths) {
-    const SafetensorsFile& file = files.emplace_back(path);
-    for (const SafetensorsTensor& tensor : file.tensors()) {
-      const auto [it, inserted] = by_name.try_emplace(tensor.name, LocatedTensor{&tensor, &file});
+    const auto& file = files.emplace_back(std::make_shared<const SafetensorsFile>(path));
+    for (const SafetensorsTensor& tensor : file->tensors()) {
+      const auto [it, inserted] = by_name.try_emplace(tensor.name, LocatedTensor{&tensor, file});
       if (!inserted) {
         throw ModelLoadError(
             path.string() + ": tensor '" + tensor.name + "' is also in " + it->second.file->path().string() +
@@ -198,10 +199,10 @@ Model load_model(const fs::path& dir) {
                            "(quantized checkpoints are not supported)");
     }
   }
-  for (const SafetensorsFile& file : files) {
-    for (const SafetensorsTensor& tensor : file.tensors()) {
+  for (const auto& file : files) {
+    for (const SafetensorsTensor& tensor : file->tensors()) {
       if (expected_names.contains(tensor.name) || ignored(config, tensor.name)) continue;
-      throw ModelLoadError(file.path().string() + ": unexpected tensor '" + tensor.name + "'; " +
+      throw ModelLoadError(file->path().string() + ": unexpected tensor '" + tensor.name + "'; " +
                            unexpected_hint(config, tensor.name));
     }
   }
@@ -209,7 +210,12 @@ Model load_model(const fs::path& dir) {
   for (const ExpectedTensor& want : expected) {
     const LocatedTensor& found = by_name.at(want.name);
     want.destination->shape = want.shape;
-    want.destination->data = safetensors_to_float32(*found.tensor, found.file->path());
+    want.destination->mapped = MappedTensor{found.file, found.tensor};
+  }
+  // kHost reads the values now and lets the mappings go; kDeferred leaves them to the backend.
+  if (loading == WeightLoading::kHost) {
+    materialize_weights(model);
+    for_each_tensor(model.weights, [](Tensor& t) { t.mapped.reset(); });
   }
   return model;
 }

@@ -118,7 +118,7 @@ float random_weight(uint64_t seed, uint64_t tensor_id, uint64_t index, double me
   return seeded_value({seeded_tensor_key(seed, tensor_id), scale_for(std), static_cast<float>(mean)}, index);
 }
 
-Model make_random_model(const ModelConfig& c, uint64_t seed, RandomWeights where) {
+Model make_random_model(const ModelConfig& c, uint64_t seed, WeightLoading loading) {
   Model model;
   model.config = c;
   ModelWeights& w = model.weights;
@@ -158,44 +158,23 @@ Model make_random_model(const ModelConfig& c, uint64_t seed, RandomWeights where
       vector(L.v_bias, base + 11, kv, 0.0);
     }
   }
-  if (where == RandomWeights::kHost) materialize_seeded_weights(model);
+  if (loading == WeightLoading::kHost) materialize_weights(model);
   return model;
 }
 
-bool has_deferred_weights(const Model& model) {
-  bool deferred = false;
-  for_each_tensor(model.weights,
-                  [&](const Tensor& t) { deferred |= t.seeded && t.data.empty() && t.numel() > 0; });
-  return deferred;
-}
-
-void materialize_seeded_weights(Model& model) {
-  std::vector<Tensor*> todo;
-  for_each_tensor(model.weights, [&](Tensor& t) {
-    if (t.seeded && t.data.empty()) todo.push_back(&t);
-  });
-  // Allocating zeroes every page on the allocating thread: spread the tensors over the threads so
-  // that an 8B model's 32 GB is not touched by one core.
-  const auto n_todo = static_cast<std::ptrdiff_t>(todo.size());
-#pragma omp parallel for schedule(dynamic, 1)
-  for (std::ptrdiff_t i = 0; i < n_todo; ++i)
-    todo[i]->data.resize(static_cast<size_t>(todo[i]->numel()));
-
-  for (Tensor* t : todo) {
-    const SeededFill fill = *t->seeded;
-    float* data = t->data.data();
-    const auto n = static_cast<std::ptrdiff_t>(t->data.size());
+void seeded_values(const SeededFill& fill, std::span<float> out) {
+  float* data = out.data();
+  const auto n = static_cast<std::ptrdiff_t>(out.size());
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (std::ptrdiff_t i = 0; i < n; ++i)
-      data[i] = seeded_value(fill, static_cast<uint64_t>(i));
-  }
+  for (std::ptrdiff_t i = 0; i < n; ++i)
+    data[i] = seeded_value(fill, static_cast<uint64_t>(i));
 }
 
 bool is_random_model_spec(std::string_view spec) {
   return spec.starts_with("random:");
 }
 
-Model load_random_model_spec(std::string_view spec, RandomWeights where) {
+Model load_random_model_spec(std::string_view spec, WeightLoading loading) {
   const std::string quoted = "model spec '" + std::string(spec) + "'";
   if (!is_random_model_spec(spec)) {
     throw ModelLoadError(quoted +
@@ -220,7 +199,7 @@ Model load_random_model_spec(std::string_view spec, RandomWeights where) {
                            std::string(name) + ":<seed>");
     }
   }
-  Model model = make_random_model(*config, seed, where);
+  Model model = make_random_model(*config, seed, loading);
   model.dir = std::string(spec);
   return model;
 }

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <set>
+#include <stdexcept>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -292,7 +293,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
     check_no_overlap(path, tensors_);
     std::sort(tensors_.begin(), tensors_.end(),
               [](const SafetensorsTensor& a, const SafetensorsTensor& b) { return a.name < b.name; });
-    ::madvise(mapping_, mapping_size_, MADV_WILLNEED);  // every byte is about to be converted
+    ::madvise(mapping_, mapping_size_,
+              MADV_WILLNEED);  // every byte is about to be read, converted or uploaded
   } catch (...) {
     unmap();
     throw;
@@ -352,30 +354,40 @@ float bf16_bits_to_float(uint16_t bits) {
   return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
 }
 
-std::vector<float> safetensors_to_float32(const SafetensorsTensor& tensor,
-                                          const std::filesystem::path& file) {
-  const size_t n = static_cast<size_t>(tensor.numel());
-  std::vector<float> out(n);
-  const std::byte* src = tensor.bytes.data();
+void safetensors_to_float32(const SafetensorsTensor& tensor, const std::filesystem::path& file, size_t first,
+                            std::span<float> out) {
+  if (first > static_cast<size_t>(tensor.numel()) || out.size() > static_cast<size_t>(tensor.numel()) - first)
+    throw std::out_of_range("safetensors_to_float32: elements [" + std::to_string(first) + ", " +
+                            std::to_string(first + out.size()) + ") of tensor '" + tensor.name + "' with " +
+                            std::to_string(tensor.numel()));
+  const size_t n = out.size();
   switch (tensor.dtype) {
     case SafetensorsDtype::kF32:
-      if (n) std::memcpy(out.data(), src, n * sizeof(float));
-      return out;
+      if (n) std::memcpy(out.data(), tensor.bytes.data() + first * sizeof(float), n * sizeof(float));
+      return;
     case SafetensorsDtype::kF16:
     case SafetensorsDtype::kBF16: {
+      const std::byte* src = tensor.bytes.data() + first * sizeof(uint16_t);
       const auto widen = tensor.dtype == SafetensorsDtype::kF16 ? f16_bits_to_float : bf16_bits_to_float;
       for (size_t i = 0; i < n; ++i) {
         uint16_t bits;
         std::memcpy(&bits, src + 2 * i, sizeof bits);  // the data region need not be 2-byte aligned
         out[i] = widen(bits);
       }
-      return out;
+      return;
     }
     default:
       fail(file, "tensor '" + tensor.name + "' has dtype " + safetensors_dtype_name(tensor.dtype) +
                      "; kvserve loads weights stored as F32, F16 or BF16 - convert the checkpoint to one of "
                      "those (quantized checkpoints are not supported)");
   }
+}
+
+std::vector<float> safetensors_to_float32(const SafetensorsTensor& tensor,
+                                          const std::filesystem::path& file) {
+  std::vector<float> out(static_cast<size_t>(tensor.numel()));
+  safetensors_to_float32(tensor, file, 0, out);
+  return out;
 }
 
 }  // namespace kvserve

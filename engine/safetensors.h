@@ -96,5 +96,9 @@ float bf16_bits_to_float(uint16_t bits);
 // The tensor's values as float32, for F32, F16 and BF16 tensors; any other dtype throws
 // ModelLoadError naming `file` and the tensor.
 std::vector<float> safetensors_to_float32(const SafetensorsTensor& tensor, const std::filesystem::path& file);
+// Elements [first, first + out.size()) of it, into `out`: a backend converting a mapped checkpoint
+// through a bounded staging buffer. A range past the tensor's end throws std::out_of_range.
+void safetensors_to_float32(const SafetensorsTensor& tensor, const std::filesystem::path& file, size_t first,
+                            std::span<float> out);
 
 }  // namespace kvserve

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "kernels/cuda_device.h"
 #include "kernels/layers.h"
@@ -21,9 +23,39 @@ using bf16 = __nv_bfloat16;
 // of the budget for them rather than fail on the first step.
 constexpr size_t kLazyAllocationHeadroom = size_t{512} << 20;
 
+// Converts float32 values to bf16 (round to nearest even) and copies them to `device`.
+void upload_as_bf16(std::span<const float> values, std::vector<bf16>& staging, bf16* device) {
+  if (values.empty()) return;
+  staging.resize(values.size());
+  std::transform(values.begin(), values.end(), staging.begin(), [](float x) { return __float2bfloat16(x); });
+  // From pageable memory cudaMemcpy returns once the bytes are staged, so `staging` may be reused.
+  CUDA_CHECK(cudaMemcpy(device, staging.data(), values.size() * sizeof(bf16), cudaMemcpyHostToDevice));
+}
+
+// Copies a mapped checkpoint tensor to `device` as bf16. BF16 bytes go straight from the mapping;
+// F16 and F32 are converted through a bounded staging buffer, rounding as the float32 host path
+// does, so both give the same bits.
+void upload_mapped(const MappedTensor& m, bf16* device) {
+  const SafetensorsTensor& t = *m.tensor;
+  const auto n = static_cast<size_t>(t.numel());
+  if (t.dtype == SafetensorsDtype::kBF16) {
+    if (n > 0) CUDA_CHECK(cudaMemcpy(device, t.bytes.data(), n * sizeof(bf16), cudaMemcpyHostToDevice));
+    return;
+  }
+  constexpr size_t kChunk = size_t{1} << 22;  // 16 MiB of float32 at a time
+  std::vector<float> values(std::min(n, kChunk));
+  std::vector<bf16> staging;
+  for (size_t first = 0; first < n; first += kChunk) {
+    const size_t count = std::min(kChunk, n - first);
+    safetensors_to_float32(t, m.file->path(), first, std::span<float>(values.data(), count));
+    upload_as_bf16(std::span<const float>(values.data(), count), staging, device + first);
+  }
+}
+
 // Uploads tensors end to end as one bf16 device array: fused projections (q|k|v, gate|up) are
-// their weights' rows one after another. Host data is converted and copied; a deferred random
-// tensor (data empty, engine/random_model.h) is generated in place on the GPU instead.
+// their weights' rows one after another. Each tensor comes from wherever its values are: float32
+// host data, a mapped checkpoint (WeightLoading::kDeferred), or a random generator, run in place on
+// the GPU.
 DeviceBuffer<bf16> upload_bf16(std::initializer_list<const Tensor*> tensors, size_t* total_bytes) {
   // An absent tensor (no shape) contributes nothing; numel() of no dimensions would be 1.
   auto elements = [](const Tensor* t) {
@@ -33,22 +65,20 @@ DeviceBuffer<bf16> upload_bf16(std::initializer_list<const Tensor*> tensors, siz
   for (const Tensor* t : tensors)
     count += elements(t);
   DeviceBuffer<bf16> d(count);
-  std::vector<bf16> host;
+  std::vector<bf16> staging;
   size_t offset = 0;
   for (const Tensor* t : tensors) {
     const size_t n = elements(t);
     if (t->data.size() == n) {
-      host.resize(n);
-      std::transform(t->data.begin(), t->data.end(), host.begin(),
-                     [](float x) { return __float2bfloat16(x); });
-      if (n > 0)
-        CUDA_CHECK(cudaMemcpy(d.get() + offset, host.data(), n * sizeof(bf16), cudaMemcpyHostToDevice));
+      upload_as_bf16(t->data, staging, d.get() + offset);
+    } else if (t->data.empty() && t->mapped) {
+      upload_mapped(*t->mapped, d.get() + offset);
     } else if (t->data.empty() && t->seeded) {
       // The legacy stream, like the copies: the constructor's device synchronization covers both.
       seeded_fill_bf16(d.get() + offset, static_cast<int64_t>(n), *t->seeded, nullptr);
     } else {
       throw std::invalid_argument("CudaBackend: a weight tensor has " + std::to_string(t->data.size()) +
-                                  " values for " + std::to_string(n) + " elements and no generator");
+                                  " values for " + std::to_string(n) + " elements and no source");
     }
     offset += n;
   }

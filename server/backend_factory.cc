@@ -75,9 +75,10 @@ BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Mo
   BuiltBackend built;
   if (kind == "cpu") {
     if (has_deferred_weights(*model)) {
-      // A random model loaded for the GPU to generate: the CPU backend reads host weights.
+      // Weights loaded for the GPU to read (mapped or generated): the CPU backend needs float32
+      // host copies. The copy starts with empty data, so it costs only what it materializes.
       auto host = std::make_shared<Model>(*model);
-      materialize_seeded_weights(*host);
+      materialize_weights(*host);
       model = std::move(host);
     }
     const size_t per_token = CpuBackend::kv_bytes_per_token(mc);

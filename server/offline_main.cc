@@ -113,7 +113,8 @@ int run_checksum(const Options& o, kvserve::EngineConfig config) {
 }
 
 int run_model(const Options& o, kvserve::EngineConfig config) {
-  auto model = std::make_shared<const kvserve::Model>(kvserve::load_model(o.model));
+  auto model = std::make_shared<const kvserve::Model>(
+      kvserve::load_model(o.model, kvserve::WeightLoading::kDeferred));  // read by the backend
   std::shared_ptr<const kvserve::Tokenizer> tokenizer =
       kvserve::Tokenizer::load(model->dir / "tokenizer.model");
   const auto& mc = model->config;

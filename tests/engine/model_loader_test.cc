@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -156,6 +157,55 @@ TEST_F(ModelLoaderTest, ConvertsHalfPrecisionTensors) {
   EXPECT_TRUE(std::signbit(model.weights.final_norm.data[4]));
   EXPECT_EQ(model.weights.layers[0].input_norm.data,
             (std::vector<float>{1.0f, -1.0f, 2.0f, 0x1p-24f, -0.0f, 0.25f, 65504.0f, 3.140625f}));
+}
+
+// WeightLoading::kDeferred (how kvserve loads a checkpoint for the GPU): every tensor has its shape
+// and a mapping of its bytes, no float32 copy, and materializing gives the host load bit for bit,
+// from mixed dtypes and shards, even after the files are deleted (the mappings keep them).
+TEST_F(ModelLoaderTest, DeferredLoadMapsTheFilesAndMaterializesToTheHostLoad) {
+  tensor("model.norm.weight") = {
+      "model.norm.weight", "BF16", {8}, raw_bytes(std::vector<uint16_t>(8, 0x3F81))};
+  tensor("model.layers.1.input_layernorm.weight") = {
+      "model.layers.1.input_layernorm.weight", "F16", {8}, raw_bytes(std::vector<uint16_t>(8, 0x3C01))};
+  write(2);
+  const Model host = load_model(dir_.path());
+  Model deferred = load_model(dir_.path(), WeightLoading::kDeferred);
+  EXPECT_FALSE(has_deferred_weights(host));
+  EXPECT_TRUE(has_deferred_weights(deferred));
+  for (const RawTensor& t : tensors_) {
+    SCOPED_TRACE(t.name);
+    const Tensor* h = tensor_named(host, t.name);
+    const Tensor* d = tensor_named(deferred, t.name);
+    EXPECT_FALSE(h->mapped) << "a host load lets its files go";
+    EXPECT_EQ(d->shape, h->shape);
+    EXPECT_TRUE(d->data.empty());
+    ASSERT_TRUE(d->mapped);
+    EXPECT_EQ(d->mapped->tensor->name, t.name);
+    EXPECT_EQ(safetensors_dtype_name(d->mapped->tensor->dtype), t.dtype);
+  }
+
+  std::filesystem::remove_all(dir_.path());
+  const Model copy = deferred;  // copies share the mappings
+  deferred = Model{};
+  Model materialized = copy;
+  materialize_weights(materialized);
+  EXPECT_FALSE(has_deferred_weights(materialized));
+  EXPECT_TRUE(has_deferred_weights(copy)) << "materializing a copy leaves the original as it was";
+  for (const RawTensor& t : tensors_) {
+    SCOPED_TRACE(t.name);
+    EXPECT_EQ(tensor_named(materialized, t.name)->data, tensor_named(host, t.name)->data);
+  }
+  EXPECT_EQ(materialized.weights.final_norm.data.front(), bf16_bits_to_float(0x3F81));
+}
+
+// The checks come before any value is read, so a deferred load reports a broken checkpoint as a
+// host load does.
+TEST_F(ModelLoaderTest, DeferredLoadReportsProblemsAsTheHostLoadDoes) {
+  remove("model.layers.1.mlp.up_proj.weight");
+  write();
+  const std::string host = load_error();
+  EXPECT_EQ(model_load_error([&] { load_model(dir_.path(), WeightLoading::kDeferred); }), host);
+  EXPECT_TRUE(contains_all(host, {"model.layers.1.mlp.up_proj.weight", "missing"}));
 }
 
 TEST_F(ModelLoaderTest, NotADirectory) {

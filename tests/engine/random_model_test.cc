@@ -194,7 +194,7 @@ TEST(RandomModel, StatisticsFollowTheScales) {
 TEST(RandomModel, DeferredWeightsHaveShapesAndGeneratorsAndMaterializeToTheHostModel) {
   const ModelConfig c = mid_shape();
   const Model host = make_random_model(c, 9);
-  Model deferred = make_random_model(c, 9, RandomWeights::kDeferred);
+  Model deferred = make_random_model(c, 9, WeightLoading::kDeferred);
   EXPECT_FALSE(has_deferred_weights(host));
   EXPECT_TRUE(has_deferred_weights(deferred));
 
@@ -226,7 +226,7 @@ TEST(RandomModel, DeferredWeightsHaveShapesAndGeneratorsAndMaterializeToTheHostM
   }
   EXPECT_EQ(present, 2 + 1 + 9 * c.num_layers) << "embed, final norm, lm_head and 9 per layer";
 
-  materialize_seeded_weights(deferred);
+  materialize_weights(deferred);
   EXPECT_FALSE(has_deferred_weights(deferred));
   EXPECT_EQ(weights_hash(deferred), weights_hash(host))
       << "materializing must give the host model bit for bit";
@@ -234,12 +234,12 @@ TEST(RandomModel, DeferredWeightsHaveShapesAndGeneratorsAndMaterializeToTheHostM
 
 TEST(RandomModel, CpuBackendRefusesWeightsThatAreNotOnTheHost) {
   auto deferred =
-      std::make_shared<const Model>(load_random_model_spec("random:tiny", RandomWeights::kDeferred));
+      std::make_shared<const Model>(load_random_model_spec("random:tiny", WeightLoading::kDeferred));
   try {
     CpuBackend backend(deferred, 8, 8, 1);
     FAIL() << "a model without host weights must be refused";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("materialize_seeded_weights"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("materialize_weights"), std::string::npos) << e.what();
   }
 }
 

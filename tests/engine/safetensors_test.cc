@@ -2,10 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -171,6 +174,38 @@ TEST_F(SafetensorsFileTest, ConvertsF16AndBf16TensorsExactly) {
   ASSERT_EQ(brain.size(), kBf16Patterns.size());
   for (size_t i = 0; i < brain.size(); ++i) {
     expect_same_bits(brain[i], kBf16Patterns[i].expected, kBf16Patterns[i].bits);
+  }
+}
+
+// A backend converting a mapped tensor through a bounded staging buffer asks for ranges: any
+// split of the tensor into ranges must give the whole conversion, for each float dtype.
+TEST_F(SafetensorsFileTest, RangesConvertAsTheWholeTensorDoes) {
+  std::vector<uint16_t> halves(37);
+  for (size_t i = 0; i < halves.size(); ++i)
+    halves[i] = static_cast<uint16_t>(0x3C00 + 97 * i);  // varied exponents and mantissas
+  const auto path = write(safetensors_bytes(std::vector<RawTensor>{
+      {"flag", "BOOL", {1}, std::string(1, '\1')},  // leaves the others misaligned
+      {"f16", "F16", {37}, raw_bytes(halves)},
+      {"bf16", "BF16", {37}, raw_bytes(halves)},
+      f32_tensor("f32", {37}, -3.0f),
+  }));
+  const SafetensorsFile file(path);
+  for (const char* name : {"f16", "bf16", "f32"}) {
+    SCOPED_TRACE(name);
+    const SafetensorsTensor& t = *file.find(name);
+    const std::vector<float> whole = safetensors_to_float32(t, path);
+    for (size_t chunk : {1, 5, 16, 37}) {
+      std::vector<float> pieces(whole.size(), -1.0f);
+      for (size_t first = 0; first < pieces.size(); first += chunk) {
+        const size_t count = std::min(chunk, pieces.size() - first);
+        safetensors_to_float32(t, path, first, std::span<float>(pieces.data() + first, count));
+      }
+      EXPECT_EQ(pieces, whole) << "chunks of " << chunk;
+    }
+    std::vector<float> out(2);
+    EXPECT_THROW(safetensors_to_float32(t, path, 36, out), std::out_of_range) << "one past the end";
+    EXPECT_THROW(safetensors_to_float32(t, path, 38, std::span<float>()), std::out_of_range);
+    EXPECT_NO_THROW(safetensors_to_float32(t, path, 37, std::span<float>())) << "an empty range at the end";
   }
 }
 

@@ -406,35 +406,23 @@ TEST(CudaBackend, SizesThePoolFromTheMemoryBudget) {
   EXPECT_THROW(CudaBackend(model, opt), std::runtime_error);
 }
 
-// kvserve loads random:<shape> with deferred weights, which the backend generates on the GPU. They
-// must be the host generator's values rounded to bf16, as an upload of the host model makes them:
-// then both backends hold the same bits and every logit of every step is identical.
-TEST(CudaBackend, GeneratesADeferredRandomModelAsTheHostModelUploads) {
-  KVSERVE_SKIP_WITHOUT_GPU();
-  ModelConfig shape = *random_model_shape("tiny");
-  shape.num_kv_heads = 2;  // GQA, and untied: every kind of tensor
-  shape.tie_word_embeddings = false;
-  const auto host = std::make_shared<const Model>(make_random_model(shape, 21));
-  const auto deferred = std::make_shared<const Model>(make_random_model(shape, 21, RandomWeights::kDeferred));
-  const CudaBackendOptions opt = small_options(false);
-  CudaBackend from_host(host, opt);
-  CudaBackend on_gpu(deferred, opt);
-  EXPECT_EQ(on_gpu.weight_bytes(), from_host.weight_bytes());
-
+// Runs mixed requests through both backends in lockstep (greedy on `a`'s logits) and requires every
+// logit of every step to be bitwise equal: for two backends that must hold the same weight bits.
+void expect_identical_logits(CudaBackend& a, CudaBackend& b, const CudaBackendOptions& opt, int vocab_size) {
   const SchedulerConfig cfg = scheduler_config(opt, 64);
   Scheduler sched(cfg);
   BatchBuilder builder;
-  for (Request& r : mixed_requests(shape.vocab_size, 8, 3))
+  for (Request& r : mixed_requests(vocab_size, 8, 3))
     ASSERT_TRUE(
         sched.add(std::make_unique<Sequence>(std::move(r), cfg.block_size, std::vector<TokenId>{})).ok());
-  const size_t vocab = static_cast<size_t>(shape.vocab_size);
+  const auto vocab = static_cast<size_t>(vocab_size);
   int compared = 0;
   while (sched.has_unfinished()) {
     const StepPlan plan = sched.schedule();
     const StepBatch& batch = builder.build(plan, cfg.block_size);
-    const std::span<const float> a = from_host.forward(batch);
-    const std::vector<float> want(a.begin(), a.end());
-    const std::span<const float> got = on_gpu.forward(batch);
+    const std::span<const float> first = a.forward(batch);
+    const std::vector<float> want(first.begin(), first.end());
+    const std::span<const float> got = b.forward(batch);
     std::vector<TokenId> next(plan.seqs.size(), 0);
     for (size_t s = 0; s < plan.seqs.size(); ++s) {
       if (!plan.seqs[s].emits_token) continue;
@@ -448,6 +436,40 @@ TEST(CudaBackend, GeneratesADeferredRandomModelAsTheHostModelUploads) {
     sched.complete_step(plan, next);
   }
   EXPECT_GT(compared, 20);
+}
+
+// kvserve loads checkpoints with WeightLoading::kDeferred: BF16 tensors are copied straight from
+// the mapped file, F16 and F32 converted in chunks. The committed models are stored in F16, BF16 and
+// F32, so the three cases together cover every path, and each must upload the same bits as the
+// float32 host model.
+TEST_P(CudaBackendModel, UploadsAMappedCheckpointAsTheHostModelUploads) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const auto host = std::make_shared<const Model>(load_model(kModels + GetParam()));
+  const auto mapped =
+      std::make_shared<const Model>(load_model(kModels + GetParam(), WeightLoading::kDeferred));
+  ASSERT_TRUE(has_deferred_weights(*mapped));
+  const CudaBackendOptions opt = small_options(false);
+  CudaBackend from_host(host, opt);
+  CudaBackend from_file(mapped, opt);
+  EXPECT_EQ(from_file.weight_bytes(), from_host.weight_bytes());
+  expect_identical_logits(from_host, from_file, opt, host->config.vocab_size);
+}
+
+// kvserve loads random:<shape> with deferred weights, which the backend generates on the GPU. They
+// must be the host generator's values rounded to bf16, as an upload of the host model makes them:
+// then both backends hold the same bits and every logit of every step is identical.
+TEST(CudaBackend, GeneratesADeferredRandomModelAsTheHostModelUploads) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  ModelConfig shape = *random_model_shape("tiny");
+  shape.num_kv_heads = 2;  // GQA, and untied: every kind of tensor
+  shape.tie_word_embeddings = false;
+  const auto host = std::make_shared<const Model>(make_random_model(shape, 21));
+  const auto deferred = std::make_shared<const Model>(make_random_model(shape, 21, WeightLoading::kDeferred));
+  const CudaBackendOptions opt = small_options(false);
+  CudaBackend from_host(host, opt);
+  CudaBackend on_gpu(deferred, opt);
+  EXPECT_EQ(on_gpu.weight_bytes(), from_host.weight_bytes());
+  expect_identical_logits(from_host, on_gpu, opt, shape.vocab_size);
 }
 
 TEST(CudaBackend, SaysWhatToDoWithoutAGpu) {

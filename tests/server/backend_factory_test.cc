@@ -1,7 +1,7 @@
-// build_backend (server/backend_factory.h): what kvserve and kvserve-offline run on. A random model
-// loaded with deferred weights (as kvserve loads random:<shape>) must serve on the CPU backend
-// exactly as the host-generated model does; the pool follows the size flags; bad choices say what
-// to change.
+// build_backend (server/backend_factory.h): what kvserve and kvserve-offline run on. A model loaded
+// with deferred weights (as kvserve loads random:<shape> and checkpoints) must serve on the CPU
+// backend exactly as the host-loaded model does; the pool follows the size flags; bad choices say
+// what to change.
 #include "server/backend_factory.h"
 
 #include <gtest/gtest.h>
@@ -51,9 +51,8 @@ std::vector<float> run_logits(Backend& backend, int num_blocks, int vocab) {
   return all;
 }
 
-TEST(BuildBackend, TheCpuBackendServesADeferredRandomModelAsTheHostGeneratedOne) {
-  auto deferred =
-      std::make_shared<const Model>(load_random_model_spec("random:tiny:4", RandomWeights::kDeferred));
+void expect_cpu_serves_deferred_as_host(std::shared_ptr<const Model> deferred,
+                                        std::shared_ptr<const Model> host) {
   ASSERT_TRUE(has_deferred_weights(*deferred));
   BackendChoice choice;
   choice.kind = "cpu";
@@ -64,7 +63,6 @@ TEST(BuildBackend, TheCpuBackendServesADeferredRandomModelAsTheHostGeneratedOne)
   EXPECT_EQ(built.backend->name(), "cpu");
   EXPECT_TRUE(has_deferred_weights(*deferred)) << "the caller's model is not changed";
 
-  auto host = std::make_shared<const Model>(load_random_model_spec("random:tiny:4"));
   CpuBackend reference(host, 64, 8, 1);
   const int vocab = host->config.vocab_size;
   const std::vector<float> got = run_logits(*built.backend, 64, vocab);
@@ -73,6 +71,18 @@ TEST(BuildBackend, TheCpuBackendServesADeferredRandomModelAsTheHostGeneratedOne)
   ASSERT_FALSE(got.empty());
   // Same weights, same arithmetic, one thread each: bit for bit.
   EXPECT_EQ(got, want);
+}
+
+TEST(BuildBackend, TheCpuBackendServesADeferredRandomModelAsTheHostGeneratedOne) {
+  expect_cpu_serves_deferred_as_host(
+      std::make_shared<const Model>(load_random_model_spec("random:tiny:4", WeightLoading::kDeferred)),
+      std::make_shared<const Model>(load_random_model_spec("random:tiny:4")));
+}
+
+TEST(BuildBackend, TheCpuBackendServesAMappedCheckpointAsTheHostLoadedOne) {
+  const std::string dir = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama";
+  expect_cpu_serves_deferred_as_host(std::make_shared<const Model>(load_model(dir, WeightLoading::kDeferred)),
+                                     std::make_shared<const Model>(load_model(dir)));
 }
 
 TEST(BuildBackend, SizesTheCpuPoolFromTheMemoryBudget) {
@@ -88,7 +98,7 @@ TEST(BuildBackend, SizesTheCpuPoolFromTheMemoryBudget) {
 }
 
 TEST(BuildBackend, AnUnknownKindSaysWhatToUse) {
-  auto model = std::make_shared<const Model>(load_random_model_spec("random:tiny", RandomWeights::kDeferred));
+  auto model = std::make_shared<const Model>(load_random_model_spec("random:tiny", WeightLoading::kDeferred));
   BackendChoice choice;
   choice.kind = "tpu";
   try {
