@@ -259,6 +259,7 @@ start_server() {
   [[ $backend != none ]] && flags+=(--backend "$backend")
   flags+=("${server_args[@]}")
   log "kvserve ${flags[*]}"
+  local launched; launched=$(date +%s.%N)
   "$bin/kvserve" "${flags[@]}" >"$out/logs/kvserve.out" 2>"$out/logs/kvserve.err" &
   server_pid=$!
   # The CUDA backend generates random weights on the GPU (seconds); a real checkpoint loads from disk: allow minutes.
@@ -268,7 +269,10 @@ start_server() {
     fi
     if grep -q "serving kvserve.v1.Generation" "$out/logs/kvserve.out" &&
        "$py" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$metrics_port/health', timeout=2)" 2>/dev/null; then
-      log "kvserve healthy after $((SECONDS - start))s"
+      # Start-up, process start to healthy (weights on the GPU, KV pool sized), for the report.
+      local ready_s; ready_s=$(awk -v a="$launched" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+      echo "{\"model\": \"${model:-random:$shape:$seed}\", \"healthy_after_s\": $ready_s}" >"$out/startup.json"
+      log "kvserve healthy ${ready_s}s after launch"
       status_sampler "127.0.0.1:$port" "$out/model_info.json" -1 - 2>>"$out/logs/sampler.err"
       return 0
     fi
@@ -284,6 +288,9 @@ bench_run() {
   metrics_snapshot "$base.metrics.before"
   "$py" -c "$sampler_code" "127.0.0.1:$port" "$base.status.jsonl" 0.25 "http://127.0.0.1:$metrics_port/metrics" >/dev/null 2>>"$out/logs/sampler.err" &
   sampler_pid=$!
+  # Python and grpcio take a second or more to start on a loaded machine: wait (at most 10 s) for the
+  # first sample, or a short run would have none.
+  for _ in $(seq 1 100); do [[ -s $base.status.jsonl ]] && break; sleep 0.1; done
   "$bin/kvserve-bench" --target "127.0.0.1:$port" --timeout 300 --max-inflight 4096 --json "$base.bench.json" "$@" \
     >"$base.txt" 2>&1
   local rc=$?

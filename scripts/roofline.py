@@ -323,7 +323,7 @@ def _run_records(folder, kind, block_size):
 
 def collect(folders):
     """One results object from gpu_perf.sh output folders (later folders add to earlier ones)."""
-    res = dict(folders=list(folders), peaks=None, model_info=None, meta=[],
+    res = dict(folders=list(folders), peaks=None, model_info=None, meta=[], startups=[],
                kvserve=dict(closed=[], open=[]), peer=None)
     for folder in folders:
         peaks = _load(os.path.join(folder, "peaks.json"))
@@ -332,6 +332,9 @@ def collect(folders):
         info = _load(os.path.join(folder, "model_info.json"))
         if info:
             res["model_info"] = info
+        startup = _load(os.path.join(folder, "startup.json"))
+        if startup:
+            res["startups"].append(startup)
         meta = _load(os.path.join(folder, "meta.json"))
         if meta:
             res["meta"].append(meta)
@@ -414,6 +417,8 @@ def print_collected(m, peaks, res):
                   f"{fmt(latency(r, 'ttft'), 1)} / {fmt(latency(r, 'ttft', 'p99'), 1)} | {fmt(latency(r, 'tpot'))} | "
                   f"{b['requests'].get('delayed_by_cap')} |")
         print(f"\nrate where p99 TTFT passes 1 s: {res['kvserve']['open_rate_at_p99_ttft_1s']}")
+    for st in res["startups"]:
+        print(f"\nkvserve start-up ({st.get('model')}): healthy {fmt(st.get('healthy_after_s'))} s after launch")
     if res["kvserve"]["kv_waste_max_fraction"] is None:
         print("\nKV waste: no exact figure (the server sent no kv_slots_unfilled in GetServerStatus). "
               "Bound under the design's allocation rule: "

@@ -54,6 +54,8 @@ need([r.get("rate") for r in opened] in ([2, 50], [2.0, 50.0], [2]), f"open-loop
 need("open_rate_at_p99_ttft_1s" in res["kvserve"], "no crossing rate entry")
 need(res["kvserve"]["kv_waste_max_fraction"] is not None, "no KV waste over the runs")
 need((res.get("model_info") or {}).get("block_size", 0) > 0, f"model_info: {res.get('model_info')}")
+need([st.get("model") for st in res.get("startups", [])] == ["random:tiny:0"] and
+     res["startups"][0].get("healthy_after_s", -1) > 0, f"start-up record: {res.get('startups')}")
 if problems:
     print("gpu_perf dry run: " + "; ".join(problems))
     sys.exit(1)
