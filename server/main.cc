@@ -37,6 +37,7 @@ constexpr char kEmbedded[] = "embedded:tiny-llama";
 
 struct Flags {
   std::string model = kEmbedded;
+  bool skip_tokenizer = false;
   std::string host = "0.0.0.0";
   int port = 50051;
   std::string metrics_host = "0.0.0.0";
@@ -95,7 +96,7 @@ std::string auth_token(const Flags& f) {
   return token;
 }
 
-std::unique_ptr<kvserve::Model> load(const std::string& spec,
+std::unique_ptr<kvserve::Model> load(const std::string& spec, bool skip_tokenizer,
                                      std::shared_ptr<const kvserve::Tokenizer>* tokenizer) {
   // Weights stay where they are (mapped files, random generators) for the backend to read in its own
   // format: the CUDA backend copies a bf16 checkpoint straight to the GPU, and an 8B model never
@@ -106,7 +107,18 @@ std::unique_ptr<kvserve::Model> load(const std::string& spec,
   if (spec != kEmbedded) {
     auto model =
         std::make_unique<kvserve::Model>(kvserve::load_model(spec, kvserve::WeightLoading::kDeferred));
-    *tokenizer = kvserve::Tokenizer::load(model->dir / "tokenizer.model");
+    const std::filesystem::path tokenizer_model = model->dir / "tokenizer.model";
+    if (skip_tokenizer) {
+      spdlog::warn("--skip-tokenizer: no tokenizer; requests must send token_ids and stop_token_ids");
+      return model;
+    }
+    if (!std::filesystem::exists(tokenizer_model))
+      throw kvserve::ModelLoadError(
+          tokenizer_model.string() +
+          " does not exist: kvserve reads SentencePiece tokenizers (tokenizer.model), not yet "
+          "tokenizer.json alone (as Llama 3 ships); add the model's tokenizer.model, or pass "
+          "--skip-tokenizer to serve requests that send token_ids");
+    *tokenizer = kvserve::Tokenizer::load(tokenizer_model);
     return model;
   }
   const std::filesystem::path dir = kvserve::write_embedded_model();
@@ -139,6 +151,8 @@ int main(int argc, char** argv) {
                      " (built in), or random:<shape>[:seed] (seeded random weights of a published shape, "
                      "for benchmarks: llama3-8b, llama3.2-1b, tiny)")
       ->capture_default_str();
+  app.add_flag("--skip-tokenizer", f.skip_tokenizer,
+               "load no tokenizer (a model directory without tokenizer.model): requests send token ids");
   app.add_option("--host", f.host, "address to serve gRPC on")->capture_default_str();
   app.add_option("--port", f.port, "gRPC port (0 = any free port)")
       ->check(CLI::Range(0, 65535))
@@ -233,7 +247,7 @@ int main(int argc, char** argv) {
   // (weights to their device, the KV pool), which holds most of it for a large model on a GPU.
   const auto start = std::chrono::steady_clock::now();
   try {
-    model = load(f.model, &tokenizer);
+    model = load(f.model, f.skip_tokenizer, &tokenizer);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kvserve: %s\n", e.what());
     return 2;

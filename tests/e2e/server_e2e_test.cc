@@ -7,7 +7,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,6 +21,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "kvserve/v1/kvserve.grpc.pb.h"
 #include "tests/e2e/server_process.h"
+#include "tests/engine/model_files_test_util.h"
 
 namespace kvserve {
 namespace {
@@ -233,6 +236,43 @@ TEST_F(ServerE2E, BadInputGetsInvalidArgumentNamingTheField) {
   // Nothing leaked, and everyone else is still served.
   EXPECT_TRUE(wait_all_blocks_free(*client));
   EXPECT_TRUE(generate(*client, text_request("hello", 8)).status.ok());
+}
+
+// A model directory without tokenizer.model (Llama 3 ships only tokenizer.json) stops start-up with
+// a message naming the file and both ways on; with --skip-tokenizer it serves token-id requests as
+// the offline engine generates them and refuses text with INVALID_ARGUMENT.
+TEST_F(ServerE2E, AModelWithoutTokenizerModelNeedsSkipTokenizerAndThenServesTokenIds) {
+  model_test::TempDir dir;
+  for (const char* file : {"config.json", "model.safetensors"})
+    std::filesystem::copy_file(kModel + "/" + file, dir / file);
+  try {
+    ServerProcess refused({"--model", dir.path().string()});
+    FAIL() << "started without a tokenizer";
+  } catch (const std::runtime_error& e) {
+    const std::string out = e.what();
+    for (const std::string& part :
+         std::vector<std::string>{(dir / "tokenizer.model").string(), "does not exist", "--skip-tokenizer"})
+      EXPECT_NE(out.find(part), std::string::npos) << part << " not in:\n" << out;
+  }
+
+  ServerProcess server({"--model", dir.path().string(), "--skip-tokenizer"});
+  auto client = stub(server);
+  const std::vector<TokenId> prompt = tokenizer_->encode("Once upon a time", true);
+  v1::GenerateRequest req;
+  for (TokenId id : prompt)
+    req.mutable_token_ids()->add_ids(static_cast<uint32_t>(id));
+  req.mutable_stop()->set_max_tokens(12);
+  req.mutable_stop()->set_ignore_eos(true);
+  const Collected got = generate(*client, req);
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(std::vector<TokenId>(got.tokens.begin(), got.tokens.end()),
+            offline("Once upon a time", 12).output);
+  EXPECT_TRUE(got.text.empty()) << "no tokenizer, no text";
+
+  const Collected text = generate(*client, text_request("hello", 4));
+  EXPECT_EQ(text.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(text.status.error_message().find("send token_ids"), std::string::npos)
+      << text.status.error_message();
 }
 
 TEST_F(ServerE2E, FullQueueGetsResourceExhausted) {
