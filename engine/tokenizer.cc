@@ -12,8 +12,10 @@
 #include <unordered_set>
 #include <utility>
 
+#include "engine/hf_tokenizer.h"
 #include "engine/model.h"
 #include "engine/sentencepiece_model.h"
+#include "engine/utf8.h"
 
 namespace kvserve {
 namespace {
@@ -22,30 +24,6 @@ using PieceType = SentencePieceModel::PieceType;
 
 constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";  // U+2581 "▁"
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
-
-// Length of the well-formed UTF-8 character that starts `s` (shortest form, no surrogates, at most
-// U+10FFFF), or 0 when it does not start with one.
-size_t utf8_char_len(std::string_view s) {
-  const auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
-  const auto cont = [&](size_t i) { return i < s.size() && (b(i) & 0xC0) == 0x80; };
-  if (s.empty()) return 0;
-  const unsigned char c = b(0);
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (!cont(1) || !cont(2)) return 0;
-    if (c == 0xE0 && b(1) < 0xA0) return 0;   // overlong
-    if (c == 0xED && b(1) >= 0xA0) return 0;  // surrogate
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (!cont(1) || !cont(2) || !cont(3)) return 0;
-    if (c == 0xF0 && b(1) < 0x90) return 0;   // overlong
-    if (c == 0xF4 && b(1) >= 0x90) return 0;  // above U+10FFFF
-    return 4;
-  }
-  return 0;
-}
 
 // Appends `bytes` as UTF-8, each byte that does not belong to a well-formed character becoming one
 // U+FFFD, as SentencePiece decodes a run of byte-fallback pieces.
@@ -376,8 +354,20 @@ class BpeTokenizer final : public Tokenizer {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> Tokenizer::load(const std::filesystem::path& tokenizer_model) {
-  return std::make_unique<BpeTokenizer>(tokenizer_model, read_sentencepiece_model(tokenizer_model));
+std::unique_ptr<Tokenizer> Tokenizer::load(const std::filesystem::path& file) {
+  if (file.extension() == ".json") return load_hf_tokenizer(file);
+  return std::make_unique<BpeTokenizer>(file, read_sentencepiece_model(file));
+}
+
+std::unique_ptr<Tokenizer> Tokenizer::load_from_model_dir(const std::filesystem::path& dir) {
+  const std::filesystem::path model = dir / "tokenizer.model";
+  const std::filesystem::path json = dir / "tokenizer.json";
+  std::error_code ec;
+  if (std::filesystem::exists(model, ec)) return load(model);
+  if (std::filesystem::exists(json, ec)) return load(json);
+  throw ModelLoadError(dir.string() +
+                       " has neither tokenizer.model nor tokenizer.json: add the tokenizer file that "
+                       "ships with the model");
 }
 
 }  // namespace kvserve

@@ -1,5 +1,6 @@
-// Tokenizer: text <-> token ids through a SentencePiece model (tokenizer.model), as Llama 2,
-// Mistral and the project's tiny test models ship.
+// Tokenizer: text <-> token ids, through a SentencePiece model (tokenizer.model: Llama 2, Mistral,
+// the project's tiny test models) or a byte-level BPE tokenizer.json (Llama 3, Qwen2, GPT-2;
+// engine/hf_tokenizer.h).
 #pragma once
 
 #include <filesystem>
@@ -15,18 +16,25 @@ namespace kvserve {
 
 class Tokenizer {
  public:
-  // Throws ModelLoadError (engine/model.h) naming the file when it is missing or not a valid model.
-  static std::unique_ptr<Tokenizer> load(const std::filesystem::path& tokenizer_model);
+  // Reads a tokenizer.model, or a tokenizer.json when the file name ends in ".json". Throws
+  // ModelLoadError (engine/model.h) naming the file when it is missing or not a supported model.
+  static std::unique_ptr<Tokenizer> load(const std::filesystem::path& file);
+  // The tokenizer of a model directory: its tokenizer.model when there is one (the exact
+  // SentencePiece reading, for the models that ship both files), else its tokenizer.json. Throws
+  // ModelLoadError naming both files when there is neither.
+  static std::unique_ptr<Tokenizer> load_from_model_dir(const std::filesystem::path& dir);
   virtual ~Tokenizer() = default;
 
   virtual int vocab_size() const = 0;
   virtual std::optional<TokenId> bos_id() const = 0;
   virtual std::optional<TokenId> eos_id() const = 0;
 
-  // Token ids of `text`; with add_bos, the BOS id first (when the model has one).
+  // Token ids of `text`; with add_bos, the BOS id first (when the model has one; a tokenizer.json
+  // adds what its post-processor puts around a text).
   virtual std::vector<TokenId> encode(std::string_view text, bool add_bos) const = 0;
   // Text of `ids`, control tokens (BOS, EOS, ...) dropped. Ids outside the vocabulary are skipped.
-  // A trailing incomplete UTF-8 sequence comes out as U+FFFD, as SentencePiece decodes it.
+  // Bytes that do not form UTF-8 come out as U+FFFD, as the model's reference library decodes them
+  // (at most three at the end of the text for an incomplete character).
   virtual std::string decode(const std::vector<TokenId>& ids) const = 0;
   // True for control tokens (BOS, EOS, PAD, UNK's control kin) that never appear in text output.
   virtual bool is_control(TokenId id) const = 0;
