@@ -53,8 +53,8 @@ options (defaults in brackets):
   --bundle DIR          bundled binaries and libraries [.gpu]
   --out DIR             where results go [\$OUT, else ./perf-out]
   --shape NAME          llama3-8b, llama3.2-1b or tiny [$shape]; --seed N [$seed]
-  --model SPEC          serve this instead of random:SHAPE:SEED (the roofline still uses --shape); a
-                        Llama 3 directory (no tokenizer.model) also needs --server-arg=--skip-tokenizer
+  --model SPEC          serve this instead of random:SHAPE:SEED (the roofline still uses --shape), e.g.
+                        a Llama 3 directory (its tokenizer.json is read; the benchmark sends token ids)
   --parts LIST          peak,grid,open,peer [$parts]
   --concurrency LIST    closed-loop concurrencies [$concurrency]
   --lengths LIST        input/output pairs for grid and peer [$lengths]

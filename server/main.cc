@@ -107,18 +107,24 @@ std::unique_ptr<kvserve::Model> load(const std::string& spec, bool skip_tokenize
   if (spec != kEmbedded) {
     auto model =
         std::make_unique<kvserve::Model>(kvserve::load_model(spec, kvserve::WeightLoading::kDeferred));
-    const std::filesystem::path tokenizer_model = model->dir / "tokenizer.model";
     if (skip_tokenizer) {
       spdlog::warn("--skip-tokenizer: no tokenizer; requests must send token_ids and stop_token_ids");
       return model;
     }
-    if (!std::filesystem::exists(tokenizer_model))
+    try {
+      *tokenizer = kvserve::Tokenizer::load_from_model_dir(model->dir);
+    } catch (const kvserve::ModelLoadError& e) {
+      throw kvserve::ModelLoadError(std::string(e.what()) +
+                                    " (or pass --skip-tokenizer to serve requests that send token_ids)");
+    }
+    // Text is encoded without a per-request check of the ids: a tokenizer that can produce ids the
+    // model does not have would fail the engine on the first such request.
+    if ((*tokenizer)->vocab_size() > model->config.vocab_size)
       throw kvserve::ModelLoadError(
-          tokenizer_model.string() +
-          " does not exist: kvserve reads SentencePiece tokenizers (tokenizer.model), not yet "
-          "tokenizer.json alone (as Llama 3 ships); add the model's tokenizer.model, or pass "
-          "--skip-tokenizer to serve requests that send token_ids");
-    *tokenizer = kvserve::Tokenizer::load(tokenizer_model);
+          "the tokenizer in " + model->dir.string() + " has " + std::to_string((*tokenizer)->vocab_size()) +
+          " token ids but config.json's vocab_size is " + std::to_string(model->config.vocab_size) +
+          ": they do not belong together; pass the model's own tokenizer, or --skip-tokenizer to serve "
+          "requests that send token_ids");
     return model;
   }
   const std::filesystem::path dir = kvserve::write_embedded_model();
@@ -151,8 +157,9 @@ int main(int argc, char** argv) {
                      " (built in), or random:<shape>[:seed] (seeded random weights of a published shape, "
                      "for benchmarks: llama3-8b, llama3.2-1b, tiny)")
       ->capture_default_str();
-  app.add_flag("--skip-tokenizer", f.skip_tokenizer,
-               "load no tokenizer (a model directory without tokenizer.model): requests send token ids");
+  app.add_flag(
+      "--skip-tokenizer", f.skip_tokenizer,
+      "load no tokenizer (neither tokenizer.model nor tokenizer.json is read): requests send token ids");
   app.add_option("--host", f.host, "address to serve gRPC on")->capture_default_str();
   app.add_option("--port", f.port, "gRPC port (0 = any free port)")
       ->check(CLI::Range(0, 65535))

@@ -115,8 +115,7 @@ int run_checksum(const Options& o, kvserve::EngineConfig config) {
 int run_model(const Options& o, kvserve::EngineConfig config) {
   auto model = std::make_shared<const kvserve::Model>(
       kvserve::load_model(o.model, kvserve::WeightLoading::kDeferred));  // read by the backend
-  std::shared_ptr<const kvserve::Tokenizer> tokenizer =
-      kvserve::Tokenizer::load(model->dir / "tokenizer.model");
+  std::shared_ptr<const kvserve::Tokenizer> tokenizer = kvserve::Tokenizer::load_from_model_dir(model->dir);
   const auto& mc = model->config;
   std::printf("model: %s (%s, %d layers, hidden %d, %d heads / %d kv heads, vocab %d, weights %s)\n",
               o.model.c_str(), mc.architecture.c_str(), mc.num_layers, mc.hidden_size, mc.num_heads,

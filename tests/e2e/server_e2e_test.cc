@@ -4,10 +4,12 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <nlohmann/json.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -238,10 +240,10 @@ TEST_F(ServerE2E, BadInputGetsInvalidArgumentNamingTheField) {
   EXPECT_TRUE(generate(*client, text_request("hello", 8)).status.ok());
 }
 
-// A model directory without tokenizer.model (Llama 3 ships only tokenizer.json) stops start-up with
-// a message naming the file and both ways on; with --skip-tokenizer it serves token-id requests as
-// the offline engine generates them and refuses text with INVALID_ARGUMENT.
-TEST_F(ServerE2E, AModelWithoutTokenizerModelNeedsSkipTokenizerAndThenServesTokenIds) {
+// A model directory with no tokenizer file stops start-up with a message naming both files and the
+// way on; with --skip-tokenizer it serves token-id requests as the offline engine generates them
+// and refuses text with INVALID_ARGUMENT.
+TEST_F(ServerE2E, AModelWithoutTokenizerFilesNeedsSkipTokenizerAndThenServesTokenIds) {
   model_test::TempDir dir;
   for (const char* file : {"config.json", "model.safetensors"})
     std::filesystem::copy_file(kModel + "/" + file, dir / file);
@@ -250,8 +252,8 @@ TEST_F(ServerE2E, AModelWithoutTokenizerModelNeedsSkipTokenizerAndThenServesToke
     FAIL() << "started without a tokenizer";
   } catch (const std::runtime_error& e) {
     const std::string out = e.what();
-    for (const std::string& part :
-         std::vector<std::string>{(dir / "tokenizer.model").string(), "does not exist", "--skip-tokenizer"})
+    for (const std::string& part : std::vector<std::string>{
+             dir.path().string(), "neither tokenizer.model nor tokenizer.json", "--skip-tokenizer"})
       EXPECT_NE(out.find(part), std::string::npos) << part << " not in:\n" << out;
   }
 
@@ -273,6 +275,63 @@ TEST_F(ServerE2E, AModelWithoutTokenizerModelNeedsSkipTokenizerAndThenServesToke
   EXPECT_EQ(text.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(text.status.error_message().find("send token_ids"), std::string::npos)
       << text.status.error_message();
+}
+
+// A directory that ships only a tokenizer.json (Llama 3, Qwen2) serves text: the server's Tokenize
+// gives the ids Hugging Face's tokenizers library gave for the same file (the committed fixture),
+// a text request generates exactly what the same ids sent directly generate, and the streamed text
+// is the decoding of the streamed ids. A tokenizer whose ids exceed the model's vocabulary is
+// refused at start-up rather than failing the engine on the first request that uses them.
+TEST_F(ServerE2E, AModelWithOnlyTokenizerJsonServesTextAsTheReferenceTokenizes) {
+  const std::filesystem::path fixtures = std::filesystem::path(KVSERVE_TEST_DATA) / "tokenizer" / "bytelevel";
+  model_test::TempDir dir;
+  for (const char* file : {"config.json", "model.safetensors"})
+    std::filesystem::copy_file(kModel + "/" + file, dir / file);
+  std::filesystem::copy_file(fixtures / "llama3" / "tokenizer.json", dir / "tokenizer.json");
+  const std::shared_ptr<const Tokenizer> llama3 = Tokenizer::load(dir / "tokenizer.json");
+
+  std::ifstream in(fixtures / "expected.json");
+  const auto expected = nlohmann::json::parse(in);
+  const nlohmann::json* reference = nullptr;
+  for (const auto& c : expected.at("styles").at("llama3").at("encode"))
+    if (c.at("text") == "Hello, world! How are you?") reference = &c;
+  ASSERT_NE(reference, nullptr);
+  const std::string text = reference->at("text");
+
+  ServerProcess server({"--model", dir.path().string()});
+  auto client = stub(server);
+  grpc::ClientContext tctx;
+  v1::TokenizeRequest treq;
+  treq.set_text(text);
+  treq.set_add_bos(true);
+  v1::TokenizeResponse tresp;
+  ASSERT_TRUE(client->Tokenize(&tctx, treq, &tresp).ok());
+  EXPECT_EQ(std::vector<TokenId>(tresp.token_ids().begin(), tresp.token_ids().end()),
+            reference->at("ids_with_special").get<std::vector<TokenId>>());
+
+  const Collected by_text = generate(*client, text_request(text, 16));
+  ASSERT_TRUE(by_text.status.ok()) << by_text.status.error_message();
+  v1::GenerateRequest by_ids_request;
+  *by_ids_request.mutable_token_ids()->mutable_ids() = tresp.token_ids();
+  *by_ids_request.mutable_stop() = text_request(text, 16).stop();
+  const Collected by_ids = generate(*client, by_ids_request);
+  ASSERT_TRUE(by_ids.status.ok()) << by_ids.status.error_message();
+  EXPECT_EQ(by_text.tokens, by_ids.tokens);
+  EXPECT_EQ(by_text.usage.prompt_tokens(), static_cast<uint32_t>(tresp.token_ids_size()));
+  EXPECT_EQ(by_text.tokens.size(), 16u);
+  EXPECT_EQ(by_text.text, llama3->decode(std::vector<TokenId>(by_text.tokens.begin(), by_text.tokens.end())));
+
+  // The same tokenizer with an added token past the model's 512 ids.
+  auto too_big = nlohmann::json::parse(std::ifstream(fixtures / "llama3" / "tokenizer.json"));
+  too_big["added_tokens"].push_back({{"id", 600}, {"content", "<|extra|>"}, {"special", true}});
+  std::ofstream(dir / "tokenizer.json", std::ios::trunc) << too_big.dump();
+  try {
+    ServerProcess refused({"--model", dir.path().string()});
+    FAIL() << "started with a tokenizer larger than the model's vocabulary";
+  } catch (const std::runtime_error& e) {
+    const std::string out = e.what();
+    EXPECT_NE(out.find("has 601 token ids but config.json's vocab_size is 512"), std::string::npos) << out;
+  }
 }
 
 TEST_F(ServerE2E, FullQueueGetsResourceExhausted) {
