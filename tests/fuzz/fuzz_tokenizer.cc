@@ -1,6 +1,8 @@
-// The tokenizer on the committed tokenizer.model, fed a client's text and a client's token ids
-// (prompts and Detokenize calls carry raw ids, out-of-range and control ids included), and the
-// incremental detokenizer with stop strings, checked against properties that must always hold.
+// The tokenizers on the committed tokenizer.model and on two committed tokenizer.json files (Llama
+// 3's shape, and Qwen2's with NFC and every added-token option), fed a client's text and a
+// client's token ids (prompts and Detokenize calls carry raw ids, out-of-range and control ids
+// included), and the incremental detokenizer with stop strings over each, checked against
+// properties that must always hold.
 //
 // Input layout: byte 0 = flags, byte 1 = n, the next n bytes = stop strings separated by '\n',
 // and the rest = text. Flags: bit 0 encode with BOS; bit 1 the ids are the text's bytes taken
@@ -24,6 +26,7 @@ namespace {
 using kvserve::TokenId;
 
 constexpr const char* kModelPath = KVSERVE_TEST_DATA "/tokenizer/tokenizer.model";
+constexpr const char* kJsonDir = KVSERVE_TEST_DATA "/tokenizer/bytelevel";
 constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
 
@@ -61,8 +64,8 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-// Each byte outside a well-formed sequence replaced by U+FFFD.
-std::string repaired(std::string_view s) {
+// Each byte outside a well-formed sequence replaced by U+FFFD: how SentencePiece repairs text.
+std::string repaired_per_byte(std::string_view s) {
   std::string out;
   for (size_t i = 0; i < s.size();) {
     const size_t n = well_formed_at(s, i);
@@ -77,6 +80,39 @@ std::string repaired(std::string_view s) {
   return out;
 }
 
+// Each maximal ill-formed subsequence replaced by one U+FFFD (Unicode's "maximal subparts"): how
+// the tokenizers library repairs bytes. A maximal subpart is the longest prefix of some well-formed
+// sequence, at least one byte: found by trying the longest candidate first.
+std::string repaired_by_subparts(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    if (const size_t n = well_formed_at(s, i)) {
+      out += s.substr(i, n);
+      i += n;
+      continue;
+    }
+    size_t len = 1;
+    for (size_t k = std::min<size_t>(3, s.size() - i); k > 1; --k) {
+      // s[i, i+k) is a prefix of a well-formed sequence iff completing it with suitable
+      // continuation bytes makes one: try the smallest continuation, 0x80, and the largest, 0xBF.
+      bool prefix = false;
+      for (const char fill : {'\x80', '\xBF'}) {
+        std::string probe(s.substr(i, k));
+        probe.append(4 - k, fill);
+        const size_t n = well_formed_at(probe, 0);
+        prefix = prefix || n > k;
+      }
+      if (prefix) {
+        len = k;
+        break;
+      }
+    }
+    out += kReplacement;
+    i += len;
+  }
+  return out;
+}
+
 // Whether a stop string occurs in `text` starting at a character boundary.
 bool contains_stop(const std::string& text, const std::vector<std::string>& stops) {
   for (const std::string& s : stops) {
@@ -87,25 +123,42 @@ bool contains_stop(const std::string& text, const std::vector<std::string>& stop
   return false;
 }
 
-struct Fixture {
-  std::unique_ptr<kvserve::Tokenizer> tokenizer = kvserve::Tokenizer::load(kModelPath);
+// One tokenizer under test and the contracts that hold for it.
+struct Subject {
+  std::unique_ptr<kvserve::Tokenizer> tokenizer;
+  // Whether text can name control tokens (tokenizer.json added tokens such as "<|eot_id|>" can).
+  bool text_names_controls = false;
+  // Whether decode(encode(s)) gives s back with ill-formed bytes repaired, and how they are.
+  bool lossless = false;
+  std::string (*repaired)(std::string_view) = nullptr;
+  std::string_view unless_text_contains;  // ...for texts without this
+};
+
+std::vector<Subject> make_subjects() {
+  std::vector<Subject> subjects;
   // SentencePiece's lossless round trip holds only for these settings (no whitespace squeezing,
   // escaped spaces, every character representable); if the committed model changes, the check
   // switches itself off instead of failing on a different contract.
-  bool lossless = [] {
-    const kvserve::SentencePieceModel m = kvserve::read_sentencepiece_model(kModelPath);
-    bool ok = m.byte_fallback && m.add_dummy_prefix && m.escape_whitespaces && !m.remove_extra_whitespaces;
-    for (const auto& p : m.pieces) {
-      using Type = kvserve::SentencePieceModel::PieceType;
-      ok = ok && p.type != Type::kUserDefined && p.type != Type::kUnused;
-    }
-    return ok;
-  }();
-};
+  const kvserve::SentencePieceModel m = kvserve::read_sentencepiece_model(kModelPath);
+  bool lossless =
+      m.byte_fallback && m.add_dummy_prefix && m.escape_whitespaces && !m.remove_extra_whitespaces;
+  for (const auto& p : m.pieces) {
+    using Type = kvserve::SentencePieceModel::PieceType;
+    lossless = lossless && p.type != Type::kUserDefined && p.type != Type::kUnused;
+  }
+  subjects.push_back(
+      {kvserve::Tokenizer::load(kModelPath), false, lossless, repaired_per_byte, kSpaceSymbol});
+  // Byte-level BPE without a normalizer loses nothing but the special tokens text names ("<|").
+  subjects.push_back({kvserve::Tokenizer::load(std::string(kJsonDir) + "/llama3/tokenizer.json"), true, true,
+                      repaired_by_subparts, "<|"});
+  subjects.push_back(
+      {kvserve::Tokenizer::load(std::string(kJsonDir) + "/qwen2/tokenizer.json"), true, false});
+  return subjects;
+}
 
-const Fixture& fixture() {
-  static const Fixture* const f = new Fixture;  // leaked on purpose: no destruction-order worries
-  return *f;
+const std::vector<Subject>& subjects() {
+  static const auto* const s = new std::vector<Subject>(make_subjects());  // leaked: no destruction order
+  return *s;
 }
 
 struct Detokenized {
@@ -137,25 +190,10 @@ Detokenized detokenize(const kvserve::Tokenizer& tok, const std::vector<TokenId>
   return out;
 }
 
-}  // namespace
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  if (size < 2) return -1;
-  const Fixture& fx = fixture();
-  const kvserve::Tokenizer& tok = *fx.tokenizer;
+void check_subject(const Subject& subject, uint8_t flags, std::string_view text,
+                   const std::vector<std::string>& stops) {
+  const kvserve::Tokenizer& tok = *subject.tokenizer;
   const int vocab = tok.vocab_size();
-  const uint8_t flags = data[0];
-  const std::string_view rest(reinterpret_cast<const char*>(data) + 2, size - 2);
-  const std::string_view stop_spec = rest.substr(0, data[1]);
-  const std::string_view text = rest.substr(stop_spec.size());
-
-  std::vector<std::string> stops;
-  for (size_t begin = 0; begin <= stop_spec.size() && stops.size() < 4;) {
-    const size_t end = std::min(stop_spec.find('\n', begin), stop_spec.size());
-    if (end > begin) stops.emplace_back(stop_spec.substr(begin, end - begin));
-    begin = end + 1;
-  }
-
   // encode
   const bool add_bos = flags & 1;
   const std::vector<TokenId> encoded = tok.encode(text, add_bos);
@@ -166,13 +204,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   for (size_t i = 0; i < encoded.size(); ++i) {
     check(encoded[i] >= 0 && encoded[i] < vocab, "encode yields ids in the vocabulary");
-    if (i >= first_text_token) check(!tok.is_control(encoded[i]), "text never encodes to a control token");
+    if (i >= first_text_token && !subject.text_names_controls)
+      check(!tok.is_control(encoded[i]), "text never encodes to a control token");
   }
   check(text.empty() == (encoded.size() == first_text_token), "only empty text encodes to nothing");
   const std::string round_trip = tok.decode(encoded);
   check(valid_utf8(round_trip), "decode is valid UTF-8");
-  if (fx.lossless && text.find(kSpaceSymbol) == std::string_view::npos) {
-    check(round_trip == repaired(text), "decode(encode(text)) is the text, malformed bytes as U+FFFD");
+  if (subject.lossless && text.find(subject.unless_text_contains) == std::string_view::npos) {
+    check(round_trip == subject.repaired(text),
+          "decode(encode(text)) is the text, malformed bytes as U+FFFD");
   }
 
   // decode of arbitrary ids
@@ -211,5 +251,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::vector<TokenId> prompt(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(prompt_len));
   const std::vector<TokenId> output(ids.begin() + static_cast<std::ptrdiff_t>(prompt_len), ids.end());
   detokenize(tok, prompt, output, stops, flags >> 4);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 2) return -1;
+  const uint8_t flags = data[0];
+  const std::string_view rest(reinterpret_cast<const char*>(data) + 2, size - 2);
+  const std::string_view stop_spec = rest.substr(0, data[1]);
+  const std::string_view text = rest.substr(stop_spec.size());
+
+  std::vector<std::string> stops;
+  for (size_t begin = 0; begin <= stop_spec.size() && stops.size() < 4;) {
+    const size_t end = std::min(stop_spec.find('\n', begin), stop_spec.size());
+    if (end > begin) stops.emplace_back(stop_spec.substr(begin, end - begin));
+    begin = end + 1;
+  }
+
+  for (const Subject& subject : subjects())
+    check_subject(subject, flags, text, stops);
   return 0;
 }

@@ -307,6 +307,11 @@ void tokenizer_seeds() {
       raw += std::string{static_cast<char>(v & 0xFF), static_cast<char>(v >> 8)};
   }
   save("long_raw_byte_ids", 2 | 4, "\xE2\x82\xAC", raw);
+  // The tokenizer.json fixtures' added tokens, with each matching option's surroundings (spaces
+  // for lstrip / rstrip, word characters for single_word), and text NFC changes.
+  save("added_tokens", 1, "<|eot_id|>\n<|im_end|>",
+       "<|begin_of_text|>Hi<|eot_id|> <|im_start|>user\nx <mask> y<sep>  z [W] a[W]b <x>  "
+       "<tool_call>{}</tool_call> cafe\xCC\x81! caf\xC3\xA9! <|<|eot_id|>|>");
 }
 
 // ---- fuzz_tokenizer_model: tokenizer.model bytes ----
