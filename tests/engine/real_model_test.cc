@@ -30,7 +30,9 @@ TEST(RealModel, GreedyContinuationMatchesTheReference) {
   std::string skipped;
   for (const auto& entry : fs::directory_iterator(shared_models)) {
     const fs::path dir = entry.path();
-    if (!fs::exists(dir / "config.json") || !fs::exists(dir / "tokenizer.model")) continue;
+    if (!fs::exists(dir / "config.json") ||
+        !(fs::exists(dir / "tokenizer.model") || fs::exists(dir / "tokenizer.json")))
+      continue;
     const fs::path fixture =
         fs::path(KVSERVE_TEST_DATA) / "real_models" / (dir.filename().string() + ".json");
     if (!fs::exists(fixture)) {
@@ -44,7 +46,7 @@ TEST(RealModel, GreedyContinuationMatchesTheReference) {
     const auto greedy = expected.at("greedy_ids").get<std::vector<TokenId>>();
 
     auto model = std::make_shared<const Model>(load_model(dir));
-    std::shared_ptr<const Tokenizer> tokenizer = Tokenizer::load(dir / "tokenizer.model");
+    std::shared_ptr<const Tokenizer> tokenizer = Tokenizer::load_from_model_dir(dir);
     EngineConfig cfg;
     cfg.scheduler.num_blocks = 64;
     cfg.eos_token_ids = model->config.eos_token_ids;
