@@ -251,6 +251,20 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   std::shared_ptr<Stream> stream_;
 };
 
+// Encodes a client's text. The tokenizers are fuzzed and do not throw on any text; should one
+// still (a pattern engine's backtracking limit, say), that request fails with a message and the
+// server goes on serving everyone else.
+Status encode_text(const Tokenizer& tokenizer, const std::string& text, bool add_bos,
+                   std::vector<TokenId>* ids) {
+  try {
+    *ids = tokenizer.encode(text, add_bos);
+    return Status::Ok();
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(std::string("text: could not be tokenized (") + e.what() +
+                                   "); send token_ids instead");
+  }
+}
+
 }  // namespace
 
 grpc::Status to_grpc_status(const Status& s) {
@@ -333,7 +347,8 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
         return Status::InvalidArgument("text: the prompt is empty; send at least one character");
       if (!tokenizer_)
         return Status::InvalidArgument("text: this model has no tokenizer; send token_ids instead");
-      out->prompt = tokenizer_->encode(in.text(), /*add_bos=*/!in.no_bos());
+      if (Status s = encode_text(*tokenizer_, in.text(), /*add_bos=*/!in.no_bos(), &out->prompt); !s.ok())
+        return s;
       break;
     case v1::GenerateRequest::kTokenIds:
       if (in.token_ids().ids().empty())
@@ -430,7 +445,12 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
     reactor->Finish(s);
     return reactor;
   }
-  for (TokenId id : tokenizer_->encode(request->text(), request->add_bos()))
+  std::vector<TokenId> ids;
+  if (Status s = encode_text(*tokenizer_, request->text(), request->add_bos(), &ids); !s.ok()) {
+    reactor->Finish(reject(s));
+    return reactor;
+  }
+  for (TokenId id : ids)
     response->add_token_ids(static_cast<uint32_t>(id));
   reactor->Finish(grpc::Status::OK);
   return reactor;

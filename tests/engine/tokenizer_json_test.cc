@@ -137,17 +137,19 @@ TEST(TokenizerJson, IllFormedUtf8IsRepairedAsTheLibraryWouldReceiveIt) {
 }
 
 TEST(TokenizerJson, LongRunsOfOneCharacterClassEncodeAndRoundTrip) {
-  // The pre-tokenizer's patterns backtrack over whitespace runs: a megabyte of one class must not
-  // hit a matching limit (that would be an error for the client, not a crash, but still wrong).
+  // The pre-tokenizer's patterns backtrack over whitespace runs: a mebibyte (the server's default
+  // --max-request-bytes) of one class must not hit a matching limit (the server would refuse the
+  // request rather than crash, but it would still be wrong).
   const auto tok = load_style("llama3");
+  const auto repeat = [](const std::string& unit) {
+    std::string s;
+    while (s.size() < (1u << 20))
+      s += unit;
+    return s;
+  };
   for (const std::string& text :
-       {std::string(1 << 20, ' '), std::string(1 << 18, 'a'), std::string(1 << 18, '7'),
-        std::string(1 << 17, '\n') + "x", std::string(1 << 18, '!'), [] {
-          std::string s;
-          for (int i = 0; i < 1 << 16; ++i)
-            s += " \r\n\t";
-          return s;
-        }()}) {
+       {repeat(" "), repeat("a"), repeat("7"), repeat("\n") + "x", repeat("!"), repeat(" \r\n\t"),
+        repeat("'s"), repeat(" a"), repeat("\xE6\x97\xA5"), repeat("  \n")}) {
     const auto ids = tok->encode(text, false);
     EXPECT_FALSE(ids.empty());
     EXPECT_EQ(tok->decode(ids), text)
