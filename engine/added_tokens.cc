@@ -103,7 +103,9 @@ std::vector<AddedTokenMatcher::Piece> AddedTokenMatcher::split(std::string_view 
         (is_word_char(last_char(text.substr(0, start))) || is_word_char(first_char(text.substr(stop))))) {
       continue;
     }
-    if (token.lstrip) start = std::max(done, start - whitespace_before(text.substr(0, start)));
+    // lstrip takes whitespace back to the previous piece's end, no further. rstrip takes all of it,
+    // an added token made of whitespace included (the library would emit that one too, overlapping).
+    if (token.lstrip) start -= whitespace_before(text.substr(done, start - done));
     if (token.rstrip) stop += whitespace_after(text.substr(stop));
     if (start > done) pieces.push_back({text.substr(done, start - done), std::nullopt});
     pieces.push_back({text.substr(start, stop - start), token.id});

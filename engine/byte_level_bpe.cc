@@ -64,7 +64,7 @@ ByteLevelBpe::ByteLevelBpe(std::unordered_map<std::string, TokenId> vocab,
   const auto id_of = [&](const std::string& token, size_t rank) {
     const auto it = vocab_.find(token);
     if (it == vocab_.end())
-      throw std::invalid_argument("merge " + std::to_string(rank) + " ('" + merges[rank].first + "' + '" +
+      throw std::invalid_argument("[" + std::to_string(rank) + "] ('" + merges[rank].first + "' + '" +
                                   merges[rank].second + "') needs '" + token +
                                   "', which is not in the vocabulary");
     return it->second;
@@ -73,9 +73,9 @@ ByteLevelBpe::ByteLevelBpe(std::unordered_map<std::string, TokenId> vocab,
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const auto& [left, right] = merges[rank];
     const TokenId result = id_of(left + right, rank);
-    // A pair listed twice keeps its first (higher-priority) rank.
-    merges_.try_emplace(pair_key(id_of(left, rank), id_of(right, rank)),
-                        Merge{static_cast<uint32_t>(rank), result});
+    // A pair listed twice takes its last rank, as the tokenizers library's map of merges does.
+    merges_.insert_or_assign(pair_key(id_of(left, rank), id_of(right, rank)),
+                             Merge{static_cast<uint32_t>(rank), result});
   }
 }
 

@@ -30,8 +30,9 @@ class ByteLevelBpe {
     std::optional<TokenId> unk;  // for characters without a token; without one they are dropped
     bool fuse_unk = false;       // consecutive unknown characters become one unk
   };
-  // vocab: token text -> id; merges: token-text pairs, highest priority first. Throws
-  // std::invalid_argument naming the first merge whose parts or result are not in the vocabulary.
+  // vocab: token text -> id; merges: token-text pairs, highest priority first (a pair listed twice
+  // takes its later place). Throws std::invalid_argument starting "[i]" for the first merge i whose
+  // parts or result are not in the vocabulary.
   ByteLevelBpe(std::unordered_map<std::string, TokenId> vocab,
                const std::vector<std::pair<std::string, std::string>>& merges, Options options);
 

@@ -4,6 +4,8 @@
 #include <string_view>
 #include <utility>
 
+#include "engine/utf8.h"
+
 namespace kvserve {
 namespace {
 
@@ -18,22 +20,22 @@ constexpr size_t kPromptContext = 4;
 constexpr size_t kKeepTokens = 12;
 constexpr size_t kMaxWindow = 32;
 
-constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD in UTF-8
-
 bool starts_char(const std::string& s, size_t pos) {
   return pos >= s.size() || (static_cast<unsigned char>(s[pos]) & 0xC0) != 0x80;
 }
 
 // Bytes at the end of `text` that a later token may still change. An incomplete UTF-8 character
-// from byte-fallback tokens decodes as one U+FFFD per byte and is at most three bytes long, so
-// only the last three U+FFFD can still turn into a real character; anything before is final.
+// at the end is at most three bytes long and decodes as one U+FFFD per byte (SentencePiece's byte
+// fallback) or one in all (byte-level BPE), so only the last three U+FFFD can still turn into a
+// real character; anything before is final.
 size_t unsettled_tail(std::string_view text) {
   size_t n = 0;
-  while (n < 3 && text.size() >= (n + 1) * kReplacement.size() &&
-         text.substr(text.size() - (n + 1) * kReplacement.size(), kReplacement.size()) == kReplacement) {
+  while (n < 3 && text.size() >= (n + 1) * kReplacementCharacter.size() &&
+         text.substr(text.size() - (n + 1) * kReplacementCharacter.size(), kReplacementCharacter.size()) ==
+             kReplacementCharacter) {
     ++n;
   }
-  return n * kReplacement.size();
+  return n * kReplacementCharacter.size();
 }
 
 }  // namespace

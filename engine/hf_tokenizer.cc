@@ -29,8 +29,9 @@ class Reader {
  public:
   explicit Reader(std::filesystem::path path) : path_(std::move(path)) {}
 
-  [[noreturn]] void fail(const std::string& field, const std::string& why) const {
-    throw ModelLoadError("tokenizer " + path_.string() + ": " + field + " " + why);
+  [[noreturn]] void fail(const std::string& field, const std::string& why) const { fail(field + " " + why); }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw ModelLoadError("tokenizer " + path_.string() + ": " + what);
   }
 
   const json& member(const json& object, const std::string& field, const char* key) const {
@@ -105,14 +106,15 @@ void read_pre_tokenizer(const Reader& r, const json& j, const std::string& field
     const bool literal = pattern.is_object() && pattern.contains("String");
     if (!literal && !(pattern.is_object() && pattern.contains("Regex")))
       r.fail(field + ".pattern", "must be {\"Regex\": ...} or {\"String\": ...}");
-    const std::string text = r.string(pattern.at(literal ? "String" : "Regex"), field + ".pattern");
+    const std::string where = field + ".pattern." + (literal ? "String" : "Regex");
+    const std::string text = r.string(pattern.at(literal ? "String" : "Regex"), where);
+    const SplitBehavior behavior = read_behavior(r, r.member(j, field, "behavior"), field + ".behavior");
     try {
       out.add_split(
-          UnicodeRegex(text, literal ? UnicodeRegex::Syntax::kLiteral : UnicodeRegex::Syntax::kRegex),
-          read_behavior(r, r.member(j, field, "behavior"), field + ".behavior"),
-          r.flag(j, field, "invert", false));
+          UnicodeRegex(text, literal ? UnicodeRegex::Syntax::kLiteral : UnicodeRegex::Syntax::kOniguruma),
+          behavior, r.flag(j, field, "invert", false));
     } catch (const std::invalid_argument& e) {
-      r.fail(field + ".pattern", e.what());
+      r.fail(where, e.what());
     }
   } else if (type == "ByteLevel") {
     out.add_byte_level(r.flag(j, field, "add_prefix_space", true), r.flag(j, field, "use_regex", true));
@@ -127,6 +129,7 @@ void read_pre_tokenizer(const Reader& r, const json& j, const std::string& field
 struct Template {
   std::vector<TokenId> before;
   std::vector<TokenId> after;
+  bool seen = false;  // a TemplateProcessing was read
 };
 
 void read_post_processor(const Reader& r, const json& j, const std::string& field, Template& out) {
@@ -144,6 +147,8 @@ void read_post_processor(const Reader& r, const json& j, const std::string& fiel
     r.fail(field + ".type",
            "'" + type + "' is not supported (supported: TemplateProcessing, ByteLevel, Sequence)");
   }
+  if (out.seen) r.fail(field, "is a second TemplateProcessing; only one is supported");
+  out.seen = true;
   const json& single = r.member(j, field, "single");
   const json& specials = r.member(j, field, "special_tokens");
   if (!single.is_array()) r.fail(field + ".single", "must be a list");
@@ -166,24 +171,16 @@ void read_post_processor(const Reader& r, const json& j, const std::string& fiel
 
 class HfTokenizer final : public Tokenizer {
  public:
+  // vocab_size: one more than the largest id the parts use (checked by the loader).
   HfTokenizer(std::vector<NormalizationForm> normalizer, PreTokenizer pre_tokenizer, ByteLevelBpe model,
-              const std::vector<AddedToken>& added, Template post)
+              const std::vector<AddedToken>& added, Template post, int vocab_size)
       : normalizer_(std::move(normalizer)),
         pre_tokenizer_(std::move(pre_tokenizer)),
         model_(std::move(model)),
         raw_added_(select(added, false)),
         normalized_added_(select(added, true)),
-        post_(std::move(post)) {
-    TokenId max_id = -1;
-    for (const auto& [text, id] : model_.vocab())
-      max_id = std::max(max_id, id);
-    for (const AddedToken& t : added)
-      max_id = std::max(max_id, t.id);
-    for (TokenId id : post_.before)
-      max_id = std::max(max_id, id);
-    for (TokenId id : post_.after)
-      max_id = std::max(max_id, id);
-    pieces_.resize(static_cast<size_t>(max_id) + 1);
+        post_(std::move(post)),
+        pieces_(static_cast<size_t>(vocab_size)) {
     // What each id decodes to, as the ByteLevel decoder maps a token's text back to bytes; text
     // that is not byte-level characters (an added token's, say) stands for itself.
     const auto set = [&](TokenId id, const std::string& text, bool special) {
@@ -238,8 +235,11 @@ class HfTokenizer final : public Tokenizer {
     return utf8_lossy(bytes);
   }
 
+  // Special tokens, and ids no token has (they decode to nothing, as control tokens do).
   bool is_control(TokenId id) const override {
-    return id >= 0 && id < vocab_size() && pieces_[static_cast<size_t>(id)].special;
+    if (id < 0 || id >= vocab_size()) return false;
+    const Piece& p = pieces_[static_cast<size_t>(id)];
+    return p.special || !p.present;
   }
 
  private:
@@ -249,10 +249,15 @@ class HfTokenizer final : public Tokenizer {
     bool special = false;
   };
 
-  static AddedTokenMatcher select(const std::vector<AddedToken>& added, bool normalized) {
+  // The added tokens matched in the raw text, or those matched in the normalized text, where they
+  // are looked for normalized too (a token written in NFD still matches under NFC).
+  AddedTokenMatcher select(const std::vector<AddedToken>& added, bool normalized) const {
     std::vector<AddedToken> some;
-    for (const AddedToken& t : added)
-      if (t.normalized == normalized) some.push_back(t);
+    for (const AddedToken& t : added) {
+      if (t.normalized != normalized) continue;
+      some.push_back(t);
+      if (normalized) some.back().content = normalize(t.content);
+    }
     return AddedTokenMatcher(some);
   }
 
@@ -296,11 +301,19 @@ ByteLevelBpe read_model(const Reader& r, const json& j) {
     r.fail("model.dropout", "is set: BPE dropout is for training, not serving");
 
   const json& vocab_json = r.member(j, field, "vocab");
-  if (!vocab_json.is_object()) r.fail("model.vocab", "must be an object of token -> id");
+  if (!vocab_json.is_object() || vocab_json.empty())
+    r.fail("model.vocab", "must be a non-empty object of token -> id");
   std::unordered_map<std::string, TokenId> vocab;
   vocab.reserve(vocab_json.size());
-  for (const auto& [text, id] : vocab_json.items())
-    vocab.emplace(text, r.id(id, "model.vocab['" + text + "']"));
+  std::unordered_map<TokenId, std::string> text_of;  // to refuse an id given twice
+  text_of.reserve(vocab_json.size());
+  for (const auto& [text, id_json] : vocab_json.items()) {
+    const TokenId id = r.id(id_json, "model.vocab['" + text + "']");
+    if (const auto [it, fresh] = text_of.emplace(id, text); !fresh)
+      r.fail("model.vocab['" + text + "']",
+             "has id " + std::to_string(id) + ", which '" + it->second + "' has too");
+    vocab.emplace(text, id);
+  }
 
   const json& merges_json = r.member(j, field, "merges");
   if (!merges_json.is_array()) r.fail("model.merges", "must be a list");
@@ -334,7 +347,7 @@ ByteLevelBpe read_model(const Reader& r, const json& j) {
   try {
     return ByteLevelBpe(std::move(vocab), merges, options);
   } catch (const std::invalid_argument& e) {
-    r.fail("model.merges", e.what());
+    r.fail("model.merges" + std::string(e.what()));  // "[i] ('a' + 'b') needs ..."
   }
 }
 
@@ -396,8 +409,36 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path& path) 
   Template post;
   read_post_processor(r, j.contains("post_processor") ? j.at("post_processor") : json(), "post_processor",
                       post);
+
+  // The ids index a table of what each decodes to: a stray huge one must be an error, not gigabytes.
+  size_t defined = model.vocab().size();
+  TokenId max_id = -1;
+  std::string max_field = "model.vocab";
+  for (const auto& [text, id] : model.vocab())
+    max_id = std::max(max_id, id);
+  for (size_t i = 0; i < added.size(); ++i) {
+    const std::string field = "added_tokens[" + std::to_string(i) + "].id";
+    const auto in_vocab = model.vocab().find(added[i].content);
+    if (in_vocab != model.vocab().end() && in_vocab->second != added[i].id) {
+      r.fail(field, "is " + std::to_string(added[i].id) + " but model.vocab gives '" + added[i].content +
+                        "' the id " + std::to_string(in_vocab->second));
+    }
+    if (in_vocab == model.vocab().end()) ++defined;
+    if (added[i].id > max_id) {
+      max_id = added[i].id;
+      max_field = field;
+    }
+  }
+  for (TokenId id : post.before)
+    max_id = std::max(max_id, id);
+  for (TokenId id : post.after)
+    max_id = std::max(max_id, id);
+  if (static_cast<size_t>(max_id) + 1 > 2 * defined + 1024) {
+    r.fail(max_field, "reaches id " + std::to_string(max_id) + " with only " + std::to_string(defined) +
+                          " tokens defined: these ids are not a vocabulary's (a damaged file?)");
+  }
   return std::make_unique<HfTokenizer>(std::move(normalizer), std::move(pre_tokenizer), std::move(model),
-                                       added, std::move(post));
+                                       added, std::move(post), max_id + 1);
 }
 
 }  // namespace kvserve

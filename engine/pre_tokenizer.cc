@@ -66,9 +66,10 @@ std::vector<std::string_view> split_at_matches(std::string_view text,
       break;
     }
     case SplitBehavior::kContiguous: {
+      // Neighbours of the same kind join: matches that touch (inverted, the pieces kept).
       bool previous_delimiter = false;
       for (const Span& s : spans) {
-        if (s.delimiter && previous_delimiter && !pieces.empty()) {
+        if (s.delimiter == previous_delimiter && !pieces.empty()) {
           pieces.back().end = s.end;
         } else {
           pieces.push_back(s);

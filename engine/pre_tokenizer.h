@@ -19,12 +19,12 @@ enum class SplitBehavior {
   kIsolated,            // pieces of their own
   kMergedWithPrevious,  // appended to the piece before
   kMergedWithNext,      // prepended to the piece after
-  kContiguous,          // consecutive matches joined into one piece
+  kContiguous,          // neighbouring pieces of the same kind joined (touching matches)
 };
 
-// Cuts `text` at `matches` ([begin, end) byte offsets, ascending, non-overlapping). With `invert`
-// the matches are the pieces to keep and the text between them the delimiters. Empty pieces are
-// left out.
+// Cuts `text` at `matches` ([begin, end) byte offsets, ascending, non-overlapping; an empty match
+// is a cut). With `invert` the matches are the pieces to keep and the text between them the
+// delimiters. Empty pieces are left out.
 std::vector<std::string_view> split_at_matches(std::string_view text,
                                                const std::vector<std::pair<size_t, size_t>>& matches,
                                                SplitBehavior behavior, bool invert);

@@ -23,7 +23,6 @@ namespace {
 using PieceType = SentencePieceModel::PieceType;
 
 constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";  // U+2581 "▁"
-constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
 // Appends `bytes` as UTF-8, each byte that does not belong to a well-formed character becoming one
 // U+FFFD, as SentencePiece decodes a run of byte-fallback pieces.
@@ -31,7 +30,7 @@ void append_repaired_utf8(std::string_view bytes, std::string& out) {
   while (!bytes.empty()) {
     const size_t len = utf8_char_len(bytes);
     if (len == 0) {
-      out += kReplacement;
+      out += kReplacementCharacter;
       bytes.remove_prefix(1);
     } else {
       out += bytes.substr(0, len);
@@ -210,7 +209,7 @@ class BpeTokenizer final : public Tokenizer {
     const auto next_unit = [&](std::string_view s) -> std::pair<std::string_view, size_t> {
       if (const size_t n = user_defined_match(s)) return {s.substr(0, n), n};
       if (const size_t n = utf8_char_len(s)) return {s.substr(0, n), n};
-      return {kReplacement, 1};
+      return {kReplacementCharacter, 1};
     };
     if (m_.remove_extra_whitespaces) {
       while (!text.empty()) {
@@ -363,8 +362,21 @@ std::unique_ptr<Tokenizer> Tokenizer::load_from_model_dir(const std::filesystem:
   const std::filesystem::path model = dir / "tokenizer.model";
   const std::filesystem::path json = dir / "tokenizer.json";
   std::error_code ec;
-  if (std::filesystem::exists(model, ec)) return load(model);
-  if (std::filesystem::exists(json, ec)) return load(json);
+  const bool have_json = std::filesystem::exists(json, ec);
+  if (std::filesystem::exists(model, ec)) {
+    try {
+      return load(model);
+    } catch (const ModelLoadError& e) {
+      // Not a SentencePiece model (Llama 3's tiktoken file copied in, say): the tokenizer.json is.
+      if (!have_json) throw;
+      try {
+        return load(json);
+      } catch (const ModelLoadError& e2) {
+        throw ModelLoadError(std::string(e.what()) + "; and " + e2.what());
+      }
+    }
+  }
+  if (have_json) return load(json);
   throw ModelLoadError(dir.string() +
                        " has neither tokenizer.model nor tokenizer.json: add the tokenizer file that "
                        "ships with the model");

@@ -19,9 +19,9 @@ class Tokenizer {
   // Reads a tokenizer.model, or a tokenizer.json when the file name ends in ".json". Throws
   // ModelLoadError (engine/model.h) naming the file when it is missing or not a supported model.
   static std::unique_ptr<Tokenizer> load(const std::filesystem::path& file);
-  // The tokenizer of a model directory: its tokenizer.model when there is one (the exact
-  // SentencePiece reading, for the models that ship both files), else its tokenizer.json. Throws
-  // ModelLoadError naming both files when there is neither.
+  // The tokenizer of a model directory: its tokenizer.model when there is one that reads (the
+  // exact SentencePiece reading, for the models that ship both files), else its tokenizer.json.
+  // Throws ModelLoadError naming both files when neither is there or neither reads.
   static std::unique_ptr<Tokenizer> load_from_model_dir(const std::filesystem::path& dir);
   virtual ~Tokenizer() = default;
 

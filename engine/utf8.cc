@@ -3,8 +3,6 @@
 namespace kvserve {
 namespace {
 
-constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
-
 // How many bytes of `s` form the longest prefix of a well-formed character (Unicode table 3-7):
 // the character's length when it is complete, fewer when it is cut short or broken, and at least
 // 1 (a byte that cannot start a character is a maximal subpart on its own).
@@ -88,7 +86,7 @@ std::string utf8_lossy(std::string_view bytes) {
     if (complete) {
       out += bytes.substr(0, n);
     } else {
-      out += kReplacement;
+      out += kReplacementCharacter;
     }
     bytes.remove_prefix(n);
   }

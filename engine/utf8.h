@@ -8,6 +8,8 @@
 
 namespace kvserve {
 
+inline constexpr std::string_view kReplacementCharacter = "\xEF\xBF\xBD";  // U+FFFD in UTF-8
+
 // Length of the well-formed UTF-8 character that starts `s` (shortest form, no surrogates, at most
 // U+10FFFF), or 0 when it does not start with one.
 size_t utf8_char_len(std::string_view s);

@@ -98,7 +98,9 @@ const STYLES = {
       added(507, '[W]', { single_word: true }),
       added(508, 'caf\u00e9!', { special: false, normalized: true }),
       added(509, '<x>', { special: false, lstrip: true, rstrip: true }),
-      added(510, '<|fim_prefix|>'), added(511, '<|fim_suffix|>'),
+      added(510, '<|fim_prefix|>'),
+      // Written in NFD: matched in NFC text after the normalizer (the library normalizes it too).
+      added(511, 'n\u0303o!', { special: false, normalized: true }),
     ],
     post_processor: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
     ignore_merges: false,
@@ -116,6 +118,7 @@ const STYLES = {
         { type: 'Split', pattern: { Regex: '[,;]' }, behavior: 'Removed', invert: false },
         { type: 'Split', pattern: { Regex: '\\p{Lu}\\p{Ll}*' }, behavior: 'MergedWithNext', invert: false },
         { type: 'Split', pattern: { Regex: '[a-z]+' }, behavior: 'Isolated', invert: true },
+        { type: 'Split', pattern: { Regex: '[aeiou]' }, behavior: 'Contiguous', invert: true },
         { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
       ],
     },
@@ -132,6 +135,31 @@ const STYLES = {
     },
     ignore_merges: false,
     merges_as_pairs: true,
+    // Merge 0 listed again at the end. The library lets the later place count (its map of merges
+    // is collected in order); none of these texts happens to show the difference.
+    duplicate_merge: 0,
+    train_on_lines: true,
+  },
+  // Oniguruma constructs a pattern may use whose PCRE2 reading had to be made to agree: the m
+  // option ('.' takes a newline: here it decides where 5-character chunks fall), line anchors
+  // (DeepSeek's \\s+$), a zero-width split (before vowels, which common merges cross).
+  anchors: {
+    normalizer: null,
+    pre_tokenizer: {
+      type: 'Sequence',
+      pretokenizers: [
+        { type: 'Split', pattern: { Regex: '(?m:.{5})' }, behavior: 'Isolated', invert: false },
+        { type: 'Split', pattern: { Regex: '\\s+$' }, behavior: 'Isolated', invert: false },
+        { type: 'Split', pattern: { Regex: '^\\p{L}' }, behavior: 'Isolated', invert: false },
+        { type: 'Split', pattern: { Regex: '(?=[aeo])' }, behavior: 'Isolated', invert: false },
+        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+      ],
+    },
+    added_tokens: [added(500, '<|endoftext|>')],
+    post_processor: null,
+    ignore_merges: false,
+    merges_as_pairs: false,
+    train_on_lines: true,
   },
   gpt2: {
     normalizer: null,
@@ -140,6 +168,7 @@ const STYLES = {
     post_processor: null,
     ignore_merges: false,
     merges_as_pairs: false,
+    added_in_vocab: true,  // GPT-2 lists <|endoftext|> in its vocabulary too
   },
 };
 
@@ -186,6 +215,12 @@ function trainMerges(corpus, preTokenizer) {
 }
 
 function tokenizerJson(style, model) {
+  const vocab = { ...model.vocab };
+  if (style.added_in_vocab) for (const t of style.added_tokens) vocab[t.content] = t.id;
+  const merges = [...model.merges];
+  if (style.duplicate_merge !== undefined && merges.length > style.duplicate_merge) {
+    merges.push(merges[style.duplicate_merge]);
+  }
   return {
     version: '1.0',
     truncation: null,
@@ -198,8 +233,8 @@ function tokenizerJson(style, model) {
     model: {
       type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
       fuse_unk: false, byte_fallback: false, ignore_merges: style.ignore_merges,
-      vocab: model.vocab,
-      merges: style.merges_as_pairs ? model.merges : model.merges.map(([a, b]) => `${a} ${b}`),
+      vocab,
+      merges: style.merges_as_pairs ? merges : merges.map(([a, b]) => `${a} ${b}`),
     },
   };
 }
@@ -228,7 +263,7 @@ const HANDWRITTEN = [
   'word[W]word', 'word [W] word', '[W]', '_[W]_', '9[W]9', '<x>', '  <x>  ', 'a<x>b',
   '<|endoftext|><|endoftext|>', '\u0000control\u0001chars\u007f', 'mixed123abc456', "it's 'quoted' \"double\"",
   'snake_case_identifier and camelCaseIdentifier', '    indented code:\n        return x + 1\n',
-  '!!!???...,,,;;;', "it'\u017F (long s folds to s) I'\u212A", '\u2028line\u2029para\u000bvt\u000cff', '$100.00 & 50% off #hashtag @user', '\u00bd \u2153 \u2460 \u0663\u0664',
+  '!!!???...,,,;;;', 'se\u00f1or n\u0303o! and \u00f1o! and no!', 'Line one.  \nLine Two!\t\n\nThree. \n', "it'\u017F (long s folds to s) I'\u212A", '\u2028line\u2029para\u000bvt\u000cff', '$100.00 & 50% off #hashtag @user', '\u00bd \u2153 \u2460 \u0663\u0664',
 ];
 
 const FRAGMENTS = [
@@ -238,6 +273,7 @@ const FRAGMENTS = [
   '\u{1F600}', '\u{1F468}\u200D\u{1F469}', '\u00bd', '\u0663', '_', 'x_y', 'ABC', 'aBc', '<|eot_id|>',
   '<|begin_of_text|>', '<|im_end|>', '<|endoftext|>', '<tool_call>', '<mask>', '<sep>', '[W]', '<x>', 'caf\u00e9!',
   '<|', '|>', '<', '>', '$', '%', '#', '@', '\u0000', '\u007f', 'kvserve', ' paged', ' attention',
+  'n\u0303o!', '\u00f1o!', 'Upper', ' Title', '. \n', '!\n', ' \t\n', 'x\n', '\u2028',
 ];
 
 function randomTexts(count, seed) {
@@ -270,8 +306,13 @@ async function main() {
   const texts = [...HANDWRITTEN, ...randomTexts(160, 20261206)];
   const idLists = randomIdLists(120, 7);
   for (const [name, style] of Object.entries(STYLES)) {
-    // Training only needs the style's pre-tokenizer: run it through the reference on an empty model.
-    const bare = hf.Tokenizer.fromString(JSON.stringify(tokenizerJson(style, { vocab: {}, merges: [] })));
+    // Training only needs a pre-tokenizer: run it through the reference on an empty model. The
+    // published shapes learn their merges within their own words, as real ones do; the two test
+    // shapes learn them on whole lines, so that merges span their cuts and every cut shows in the ids.
+    const trainer = style.train_on_lines
+      ? { ...style, pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false } }
+      : style;
+    const bare = hf.Tokenizer.fromString(JSON.stringify(tokenizerJson(trainer, { vocab: {}, merges: [] })));
     const model = trainMerges(corpus, bare.getPreTokenizer());
     const json = tokenizerJson(style, model);
     fs.mkdirSync(path.join(OUT, name), { recursive: true });
@@ -292,7 +333,17 @@ async function main() {
     }
     expected.styles[name] = { encode, decode };
   }
-  fs.writeFileSync(path.join(OUT, 'expected.json'), JSON.stringify(expected, null, 1) + '\n');
+  // One case per line: small, and a regenerated file diffs case by case.
+  const lines = ['{"reference": ' + JSON.stringify(REFERENCE) + ', "styles": {'];
+  Object.entries(expected.styles).forEach(([name, { encode, decode }], i, all) => {
+    lines.push(` ${JSON.stringify(name)}: {"encode": [`);
+    encode.forEach((c, k) => lines.push('  ' + JSON.stringify(c) + (k + 1 < encode.length ? ',' : '')));
+    lines.push(' ], "decode": [');
+    decode.forEach((c, k) => lines.push('  ' + JSON.stringify(c) + (k + 1 < decode.length ? ',' : '')));
+    lines.push(' ]}' + (i + 1 < all.length ? ',' : ''));
+  });
+  lines.push('}}');
+  fs.writeFileSync(path.join(OUT, 'expected.json'), lines.join('\n') + '\n');
   console.log(`wrote ${OUT}: ${texts.length} texts and ${idLists.length} id lists per style`);
 }
 

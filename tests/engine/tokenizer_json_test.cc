@@ -1,7 +1,8 @@
 // The tokenizer.json reader (engine/hf_tokenizer.h) against Hugging Face's tokenizers library: the
 // committed fixtures under tests/data/tokenizer/bytelevel/ hold tokenizers in the shapes Llama 3,
-// Qwen2 and GPT-2 ship, one with the rarer options, and for each the ids and text that the
-// library (tokenizers 0.22.2, the Rust crate) gave for 210 texts and 120 id lists
+// Qwen2 and GPT-2 ship, one with the rarer options, one with the pattern constructs PCRE2 had to be
+// made to read as Oniguruma does, and for each the ids and text that the library (tokenizers
+// 0.22.2, the Rust crate) gave for 212 texts and 120 id lists
 // (scripts/make_bytelevel_tokenizers.js). Ids are integers: every one must be equal, no tolerance.
 #include <gtest/gtest.h>
 
@@ -55,7 +56,7 @@ TEST_P(TokenizerJsonStyle, EncodesEveryTextAsTheReferenceLibraryDoes) {
         << GetParam() << " text " << printable(text) << " with special tokens";
     ++checked;
   }
-  EXPECT_EQ(checked, 210);
+  EXPECT_EQ(checked, 212);
 }
 
 TEST_P(TokenizerJsonStyle, DecodesAsTheReferenceLibraryDoesSkippingSpecialTokens) {
@@ -94,7 +95,8 @@ TEST_P(TokenizerJsonStyle, IncrementalDetokenizationStreamsTheWholeDecodedText) 
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerJsonStyle, ::testing::Values("llama3", "qwen2", "gpt2", "edge"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerJsonStyle,
+                         ::testing::Values("llama3", "qwen2", "gpt2", "edge", "anchors"));
 
 std::unique_ptr<Tokenizer> load_style(const std::string& style) {
   return Tokenizer::load(kDir / style / "tokenizer.json");
@@ -216,13 +218,20 @@ TEST_F(BrokenTokenizerJson, UnsupportedOrMalformedPartsAreErrorsNamingTheField) 
   expect_error(j, "normalizer.type", "'Lowercase' is not supported");
   j = base_;
   j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(unclosed";
-  expect_error(j, "pre_tokenizer.pretokenizers[0].pattern", "does not compile");
+  expect_error(j, "pre_tokenizer.pretokenizers[0].pattern.Regex", "does not compile");
+  // What Oniguruma (the reference's engine) and PCRE2 read differently is refused, not guessed.
+  for (const char* pattern : {"\\w+", "a\\b", "\\h", "[a[b]]", "[a-z&&[^aeiou]]", "(?x) a # b", "(?W:\\s)"}) {
+    j = base_;
+    j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = pattern;
+    expect_error(j, "pre_tokenizer.pretokenizers[0].pattern.Regex",
+                 "Oniguruma and PCRE2 read it differently");
+  }
   j = base_;
   j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Sideways";
   expect_error(j, "pre_tokenizer.pretokenizers[0].behavior", "'Sideways'");
   j = base_;
   j["model"]["merges"].push_back("zz qq");
-  expect_error(j, "model.merges", "not in the vocabulary");
+  expect_error(j, "model.merges[244] ('zz' + 'qq')", "not in the vocabulary");
   j = base_;
   j["model"]["merges"][0] = "nospace";
   expect_error(j, "model.merges[0]", "two tokens");
@@ -230,11 +239,26 @@ TEST_F(BrokenTokenizerJson, UnsupportedOrMalformedPartsAreErrorsNamingTheField) 
   j["model"]["vocab"]["a"] = "seven";
   expect_error(j, "model.vocab['a']", "token id");
   j = base_;
+  j["model"]["vocab"]["zz"] = 72;  // 'H' has 72
+  expect_error(j, "model.vocab[", "has id 72");
+  j = base_;
+  j["model"]["vocab"] = json::object();
+  expect_error(j, "model.vocab", "non-empty");
+  j = base_;
   j["added_tokens"][0]["content"] = "";
   expect_error(j, "added_tokens[0].content", "non-empty");
   j = base_;
+  j["added_tokens"][0]["content"] = "H";  // in the vocabulary with id 72
+  expect_error(j, "added_tokens[0].id", "model.vocab gives 'H' the id 72");
+  j = base_;
+  j["added_tokens"][11]["id"] = 1 << 29;  // a stray id must not become a half-gigabyte table
+  expect_error(j, "added_tokens[11].id", "not a vocabulary's");
+  j = base_;
   j["post_processor"] = {{"type", "RobertaProcessing"}};
   expect_error(j, "post_processor.type", "'RobertaProcessing'");
+  j = base_;
+  j["post_processor"]["processors"].push_back(j["post_processor"]["processors"][1]);
+  expect_error(j, "post_processor.processors[2]", "second TemplateProcessing");
   j = base_;
   j["post_processor"]["processors"][1]["special_tokens"] = json::object();
   expect_error(j, "post_processor.processors[1].special_tokens", "'<|begin_of_text|>'");
@@ -255,6 +279,10 @@ TEST_F(BrokenTokenizerJson, AModelDirectoryPrefersTokenizerModelAndNamesBothWhen
   }
   fs::copy_file(kDir / "llama3" / "tokenizer.json", dir_ / "tokenizer.json");
   EXPECT_EQ(Tokenizer::load_from_model_dir(dir_)->bos_id(), 500);  // the tokenizer.json
+  // A tokenizer.model that is not SentencePiece's (Llama 3's tiktoken file, say) gives way to it.
+  std::ofstream(dir_ / "tokenizer.model") << "IQ== 0\nIg== 1\n";
+  EXPECT_EQ(Tokenizer::load_from_model_dir(dir_)->bos_id(), 500);
+  fs::remove(dir_ / "tokenizer.model");
   fs::copy_file(fs::path(KVSERVE_TEST_DATA) / "tokenizer" / "tokenizer.model", dir_ / "tokenizer.model");
   EXPECT_EQ(Tokenizer::load_from_model_dir(dir_)->bos_id(), 1);  // the SentencePiece model's <s>
 }
