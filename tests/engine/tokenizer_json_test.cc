@@ -73,25 +73,24 @@ TEST_P(TokenizerJsonStyle, DecodesAsTheReferenceLibraryDoesSkippingSpecialTokens
   }
 }
 
+// Every delta the incremental detokenizer sends for `ids`, one token at a time, then its finish().
+std::string streamed(const Tokenizer& tok, const std::vector<TokenId>& ids) {
+  IncrementalDetokenizer detok(tok, /*prompt=*/{}, /*stop=*/{});
+  std::string text;
+  for (TokenId id : ids)
+    text += detok.push(id).text;
+  return text + detok.finish();
+}
+
 TEST_P(TokenizerJsonStyle, IncrementalDetokenizationStreamsTheWholeDecodedText) {
   for (const json& c : cases().at("encode")) {
     const auto ids = c.at("ids").get<std::vector<TokenId>>();
-    IncrementalDetokenizer detok(*tok_, /*prompt=*/{}, /*stop=*/{});
-    std::string streamed;
-    for (TokenId id : ids)
-      streamed += detok.push(id).text;
-    streamed += detok.finish();
-    EXPECT_EQ(streamed, tok_->decode(ids)) << GetParam() << " ids of " << printable(c.at("text"));
+    EXPECT_EQ(streamed(*tok_, ids), tok_->decode(ids)) << GetParam() << " ids of " << printable(c.at("text"));
   }
   // Ids that cut characters apart: held back while a later byte may complete them, then U+FFFD.
   for (const json& c : cases().at("decode")) {
-    const auto ids = c.at("ids").get<std::vector<TokenId>>();
-    IncrementalDetokenizer detok(*tok_, /*prompt=*/{}, /*stop=*/{});
-    std::string streamed;
-    for (TokenId id : ids)
-      streamed += detok.push(id).text;
-    streamed += detok.finish();
-    EXPECT_EQ(streamed, c.at("text").get<std::string>()) << GetParam() << " ids " << c.at("ids").dump();
+    EXPECT_EQ(streamed(*tok_, c.at("ids").get<std::vector<TokenId>>()), c.at("text").get<std::string>())
+        << GetParam() << " ids " << c.at("ids").dump();
   }
 }
 
