@@ -1,0 +1,139 @@
+#include "engine/chat_template.h"
+
+#include <ctime>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/jinja.h"
+#include "engine/model.h"
+
+namespace kvserve {
+namespace {
+
+std::string read_text(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw ModelLoadError("cannot read the chat template file " + file.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw ModelLoadError("cannot read the chat template file " + file.string());
+  return text.str();
+}
+
+// tokenizer_config.json's special tokens are a string or an AddedToken object {"content": ...}.
+std::string token_string(const nlohmann::json& config, const char* key, const std::string& fallback) {
+  const auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return fallback;
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
+    return (*it)["content"].get<std::string>();
+  return fallback;
+}
+
+std::optional<nlohmann::json> read_tokenizer_config(const std::filesystem::path& dir) {
+  const std::filesystem::path file = dir / "tokenizer_config.json";
+  if (dir.empty() || !std::filesystem::exists(file)) return std::nullopt;
+  try {
+    nlohmann::json config = nlohmann::json::parse(read_text(file));
+    if (!config.is_object()) throw ModelLoadError(file.string() + " is not a JSON object");
+    return config;
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelLoadError(file.string() + " is not valid JSON: " + e.what());
+  }
+}
+
+ChatTemplate parse_or_throw(const std::string& source, const std::string& where, std::string bos,
+                            std::string eos) {
+  try {
+    return ChatTemplate(source, std::move(bos), std::move(eos));
+  } catch (const ChatTemplateError& e) {
+    throw ModelLoadError("the chat template in " + where + " cannot be used: " + e.what());
+  }
+}
+
+}  // namespace
+
+ChatTemplate::ChatTemplate(const std::string& source, std::string bos_token, std::string eos_token)
+    : bos_token_(std::move(bos_token)), eos_token_(std::move(eos_token)) {
+  try {
+    template_ = std::make_unique<jinja::Template>(source);
+  } catch (const jinja::Error& e) {
+    throw ChatTemplateError(e.what());
+  }
+}
+
+ChatTemplate::~ChatTemplate() = default;
+ChatTemplate::ChatTemplate(ChatTemplate&&) noexcept = default;
+ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;
+
+std::unique_ptr<ChatTemplate> ChatTemplate::load_from_model_dir(const std::filesystem::path& dir,
+                                                                const std::string& fallback_bos,
+                                                                const std::string& fallback_eos) {
+  const std::optional<nlohmann::json> config = read_tokenizer_config(dir);
+  const std::string bos = config ? token_string(*config, "bos_token", fallback_bos) : fallback_bos;
+  const std::string eos = config ? token_string(*config, "eos_token", fallback_eos) : fallback_eos;
+  // Newer transformers save the template as its own file; it wins over the config's copy.
+  const std::filesystem::path jinja_file = dir / "chat_template.jinja";
+  if (std::filesystem::exists(jinja_file))
+    return std::make_unique<ChatTemplate>(
+        parse_or_throw(read_text(jinja_file), jinja_file.string(), bos, eos));
+  if (!config || !config->contains("chat_template") || (*config)["chat_template"].is_null()) return nullptr;
+  const std::string where = (dir / "tokenizer_config.json").string();
+  const nlohmann::json& field = (*config)["chat_template"];
+  if (field.is_string())
+    return std::make_unique<ChatTemplate>(parse_or_throw(field.get<std::string>(), where, bos, eos));
+  if (field.is_array()) {
+    // Several named templates (e.g. "default", "tool_use", "rag"): chat input uses the default.
+    std::string names;
+    for (const auto& entry : field) {
+      if (!entry.is_object() || !entry.contains("name") || !entry.contains("template") ||
+          !entry["name"].is_string() || !entry["template"].is_string())
+        throw ModelLoadError(where + ": chat_template entries must be {\"name\": ..., \"template\": ...}");
+      if (entry["name"] == "default")
+        return std::make_unique<ChatTemplate>(parse_or_throw(entry["template"].get<std::string>(),
+                                                             where + " (template \"default\")", bos, eos));
+      names += (names.empty() ? "" : ", ") + entry["name"].get<std::string>();
+    }
+    throw ModelLoadError(where + " has chat templates named " + names +
+                         " but none named \"default\"; pass one with --chat-template FILE");
+  }
+  throw ModelLoadError(where + ": chat_template must be a string or a list of named templates");
+}
+
+ChatTemplate ChatTemplate::load_file(const std::filesystem::path& file,
+                                     const std::filesystem::path& model_dir, const std::string& fallback_bos,
+                                     const std::string& fallback_eos) {
+  const std::optional<nlohmann::json> config = read_tokenizer_config(model_dir);
+  return parse_or_throw(read_text(file), file.string(),
+                        config ? token_string(*config, "bos_token", fallback_bos) : fallback_bos,
+                        config ? token_string(*config, "eos_token", fallback_eos) : fallback_eos);
+}
+
+std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+  jinja::List list;
+  list.reserve(messages.size());
+  for (const ChatMessage& m : messages) {
+    jinja::Dict d;
+    d.set("role", jinja::Value(m.role));
+    d.set("content", jinja::Value(m.content));
+    list.emplace_back(std::move(d));
+  }
+  jinja::Dict vars;
+  vars.set("messages", jinja::Value(std::move(list)));
+  vars.set("add_generation_prompt", jinja::Value(add_generation_prompt));
+  vars.set("bos_token", jinja::Value(bos_token_));
+  vars.set("eos_token", jinja::Value(eos_token_));
+  jinja::RenderOptions options;
+  const std::time_t now = std::time(nullptr);
+  localtime_r(&now, &options.now);  // strftime_now() is the server's local time, as in transformers
+  try {
+    return template_->render(jinja::Value(std::move(vars)), options);
+  } catch (const jinja::RaisedError& e) {
+    throw ChatTemplateError(e.what());
+  } catch (const jinja::Error& e) {
+    throw ChatTemplateError(std::string("the chat template failed on this conversation: ") + e.what());
+  }
+}
+
+}  // namespace kvserve

@@ -1,0 +1,68 @@
+// Chat templates: a conversation (role, content messages) turned into the prompt text a chat model
+// was trained on, by the Jinja template that ships with the model (tokenizer_config.json's
+// "chat_template", or a chat_template.jinja file beside it), rendered as Hugging Face transformers
+// renders it (engine/jinja.h: trim_blocks, lstrip_blocks, loop controls, raise_exception,
+// strftime_now, HF's tojson). The prompt is then tokenized with special-token spellings standing for
+// their tokens and no BOS added (the template writes bos_token itself).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace kvserve {
+
+namespace jinja {
+class Template;
+}
+
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant", or whatever else the template accepts
+  std::string content;
+};
+
+// A conversation the template refuses (its raise_exception, e.g. roles that do not alternate) or
+// cannot render (a type error inside the template): the message says which.
+class ChatTemplateError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class ChatTemplate {
+ public:
+  // Parses `source`; throws ChatTemplateError ("line N: ...") for syntax errors and for Jinja the
+  // interpreter does not support. bos_token / eos_token are the strings the template sees.
+  ChatTemplate(const std::string& source, std::string bos_token, std::string eos_token);
+  ~ChatTemplate();
+  ChatTemplate(ChatTemplate&&) noexcept;
+  ChatTemplate& operator=(ChatTemplate&&) noexcept;
+
+  // The template of a model directory: chat_template.jinja when present, else tokenizer_config.json's
+  // "chat_template" (a string, or a list of {name, template} of which "default" is taken), with
+  // bos_token / eos_token from tokenizer_config.json (a string or an {"content": ...} object) or,
+  // where it has none, `fallback_bos` / `fallback_eos`. nullptr when the directory has no template.
+  // Throws ModelLoadError (engine/model.h) naming the file when one is there but does not read or parse.
+  static std::unique_ptr<ChatTemplate> load_from_model_dir(const std::filesystem::path& dir,
+                                                           const std::string& fallback_bos,
+                                                           const std::string& fallback_eos);
+  // A template file given by the operator (--chat-template); bos/eos as for load_from_model_dir of
+  // `model_dir` (which may be empty). Throws ModelLoadError naming the file.
+  static ChatTemplate load_file(const std::filesystem::path& file, const std::filesystem::path& model_dir,
+                                const std::string& fallback_bos, const std::string& fallback_eos);
+
+  // The prompt for `messages`; with add_generation_prompt the template opens the assistant's turn.
+  // Throws ChatTemplateError when the template refuses the conversation or fails on it.
+  std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+
+  const std::string& bos_token() const { return bos_token_; }
+  const std::string& eos_token() const { return eos_token_; }
+
+ private:
+  std::unique_ptr<jinja::Template> template_;
+  std::string bos_token_;
+  std::string eos_token_;
+};
+
+}  // namespace kvserve

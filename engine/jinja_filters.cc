@@ -1,0 +1,432 @@
+// Jinja's filters as jinja2 3.1 defines them (the subset chat templates use). Each returns what
+// jinja2 returns for the same input; the fixtures in tests/data/chat_templates were rendered by
+// jinja2 itself. Where jinja2 returns a generator (map, select, ...), a list is returned: printing
+// one is the only way to tell, and templates print them through join or list.
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <unordered_map>
+
+#include "engine/jinja_builtins.h"
+#include "engine/jinja_text.h"
+
+namespace kvserve::jinja {
+namespace {
+
+[[noreturn]] void fail(const std::string& what) {
+  throw Error(what);
+}
+
+using FilterFn = Value (*)(const Value&, CallArgs&);
+
+bool given(const Value& v) {
+  return !v.is_undefined() && !v.is_none();
+}
+
+// Jinja's attribute paths: "a.b.0" looks up a, then b, then item 0.
+Value attribute_path(const Value& v, const std::string& path) {
+  Value cur = v;
+  size_t from = 0;
+  while (true) {
+    const size_t dot = path.find('.', from);
+    const std::string part = path.substr(from, dot == std::string::npos ? std::string::npos : dot - from);
+    const bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
+    cur = numeric ? get_item(cur, Value(static_cast<int64_t>(std::stoll(part)))) : get_item(cur, Value(part));
+    if (dot == std::string::npos) return cur;
+    if (cur.is_undefined()) return cur;
+    from = dot + 1;
+  }
+}
+
+// Key of the sort/unique/min/max filters: strings compare case-insensitively unless asked.
+Value sort_key(const Value& item, bool case_sensitive, const Value& attribute) {
+  Value v = given(attribute) ? attribute_path(item, attribute.str()) : item;
+  if (!case_sensitive && v.is_string()) return Value(text::lower(v.as_string()));
+  return v;
+}
+
+int64_t length_of(const Value& v) {
+  if (v.is_string()) return static_cast<int64_t>(text::length(v.as_string()));
+  if (v.is_list()) return static_cast<int64_t>(v.as_list().size());
+  if (v.is_dict() || v.is_namespace())
+    return static_cast<int64_t>((v.is_dict() ? v.as_dict() : v.namespace_dict()).items.size());
+  if (v.is_undefined()) return 0;
+  fail("object of type '" + v.type_name() + "' has no len()");
+}
+
+List as_items(const Value& v) {
+  return v.iterate();
+}
+
+// ---- filters ----
+
+Value f_abs(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  if (v.kind() == Value::Kind::kFloat) return Value(std::fabs(v.as_float()));
+  if (v.is_number()) return v.as_int() < 0 ? negate(v) : Value(v.as_int());
+  fail("bad operand type for abs(): '" + v.type_name() + "'");
+}
+Value f_capitalize(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  return Value(text::capitalize(v.str()));
+}
+Value f_length(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  return Value(length_of(v));
+}
+Value f_default(const Value& v, CallArgs& a) {
+  a.expect(2, {"default_value", "boolean"});
+  const Value fallback = a.get(0, "default_value", Value(""));
+  const bool boolean = a.get(1, "boolean", Value(false)).truthy();
+  if (v.is_undefined() || (boolean && !v.truthy())) return fallback;
+  return v;
+}
+Value f_first(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  const List items = as_items(v);
+  return items.empty() ? Value::undefined("No first item, sequence was empty.") : items.front();
+}
+Value f_last(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  const List items = as_items(v);
+  return items.empty() ? Value::undefined("No last item, sequence was empty.") : items.back();
+}
+Value f_float(const Value& v, CallArgs& a) {
+  a.expect(1, {"default"});
+  const Value fallback = a.get(0, "default", Value(0.0));
+  if (v.is_number()) return Value(v.as_float());
+  if (v.is_string()) {
+    const std::string s = text::strip(v.as_string(), nullptr, true, true);
+    char* end = nullptr;
+    const double d = std::strtod(s.c_str(), &end);
+    if (!s.empty() && end == s.c_str() + s.size()) return Value(d);
+  }
+  return fallback;
+}
+Value f_int(const Value& v, CallArgs& a) {
+  a.expect(2, {"default", "base"});
+  const Value fallback = a.get(0, "default", Value(int64_t{0}));
+  const int base = static_cast<int>(a.get(1, "base", Value(int64_t{10})).as_int());
+  if (v.kind() == Value::Kind::kFloat) {
+    const double d = v.as_float();
+    if (!std::isfinite(d) || std::fabs(d) >= 9.2e18) return fallback;
+    return Value(static_cast<int64_t>(d));
+  }
+  if (v.is_number()) return Value(v.as_int());
+  if (v.is_string()) {
+    std::string s = text::strip(v.as_string(), nullptr, true, true);
+    s.erase(std::remove(s.begin(), s.end(), '_'), s.end());
+    char* end = nullptr;
+    errno = 0;
+    const long long i = std::strtoll(s.c_str(), &end, base);
+    if (!s.empty() && end == s.c_str() + s.size() && errno == 0) return Value(static_cast<int64_t>(i));
+    const double d = std::strtod(s.c_str(), &end);  // jinja2 falls back to int(float(s))
+    if (!s.empty() && end == s.c_str() + s.size() && std::isfinite(d) && std::fabs(d) < 9.2e18)
+      return Value(static_cast<int64_t>(d));
+  }
+  return fallback;
+}
+Value f_items(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  if (v.is_undefined()) return Value(List{});
+  if (!v.is_dict()) fail("items filter: can only get item pairs from a mapping, not " + v.type_name());
+  List out;
+  for (const auto& [k, x] : v.as_dict().items)
+    out.emplace_back(List{Value(k), x}, true);
+  return Value(std::move(out));
+}
+Value f_join(const Value& v, CallArgs& a) {
+  a.expect(2, {"d", "attribute"});
+  const std::string sep = a.get(0, "d", Value("")).str();
+  const Value attribute = a.get(1, "attribute");
+  std::string out;
+  bool first = true;
+  for (const Value& item : as_items(v)) {
+    if (!first) out += sep;
+    out += (given(attribute) ? attribute_path(item, attribute.str()) : item).str();
+    first = false;
+  }
+  return Value(std::move(out));
+}
+Value f_list(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  return Value(as_items(v));
+}
+Value f_lower(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  return Value(text::lower(v.str()));
+}
+Value f_upper(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  return Value(text::upper(v.str()));
+}
+Value f_title(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  return Value(text::title_jinja(v.str()));
+}
+Value f_trim(const Value& v, CallArgs& a) {
+  a.expect(1, {"chars"});
+  const Value chars = a.get(0, "chars");
+  const std::string set = chars.str();
+  return Value(text::strip(v.str(), given(chars) ? &set : nullptr, true, true));
+}
+Value f_string(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  return Value(v.str());
+}
+Value f_safe(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  return v;
+}
+Value f_replace(const Value& v, CallArgs& a) {
+  a.expect(3, {"count"});
+  if (a.positional.size() < 2) fail("replace filter takes the old and the new string");
+  const Value count = a.get(2, "count");
+  return Value(text::replace(v.str(), a.positional[0].str(), a.positional[1].str(),
+                             given(count) ? count.as_int() : -1));
+}
+Value f_reverse(const Value& v, CallArgs& a) {
+  a.expect(0, {});
+  if (v.is_string()) {
+    std::u32string u = text::decode(v.as_string());
+    std::reverse(u.begin(), u.end());
+    return Value(text::encode(u));
+  }
+  List items = as_items(v);
+  std::reverse(items.begin(), items.end());
+  return Value(std::move(items));
+}
+Value f_round(const Value& v, CallArgs& a) {
+  a.expect(2, {"precision", "method"});
+  const int64_t precision = a.get(0, "precision", Value(int64_t{0})).as_int();
+  const std::string method = a.get(1, "method", Value("common")).str();
+  if (!v.is_number()) fail("round filter: " + v.type_name() + " is not a number");
+  const double x = v.as_float();
+  if (method == "common" && v.kind() != Value::Kind::kFloat)
+    return Value(v.as_int());  // round(int) is an int
+  if (method == "common") {
+    // Python's round(x, n): correctly rounded, ties to even, which printf's exact decimal gives.
+    if (precision < 0 || precision > 300) fail("round filter: precision out of range");
+    char buf[400];
+    std::snprintf(buf, sizeof buf, "%.*f", static_cast<int>(precision), x);
+    return Value(std::strtod(buf, nullptr));
+  }
+  if (method != "floor" && method != "ceil") fail("round filter: method must be 'common', 'ceil' or 'floor'");
+  const double scale = std::pow(10.0, static_cast<double>(precision));
+  return Value((method == "floor" ? std::floor(x * scale) : std::ceil(x * scale)) / scale);
+}
+Value f_sort(const Value& v, CallArgs& a) {
+  a.expect(3, {"reverse", "case_sensitive", "attribute"});
+  const bool reverse = a.get(0, "reverse", Value(false)).truthy();
+  const bool cs = a.get(1, "case_sensitive", Value(false)).truthy();
+  const Value attribute = a.get(2, "attribute");
+  List items = as_items(v);
+  std::stable_sort(items.begin(), items.end(), [&](const Value& x, const Value& y) {
+    const int c = compare(sort_key(x, cs, attribute), sort_key(y, cs, attribute));
+    return reverse ? c > 0 : c < 0;
+  });
+  return Value(std::move(items));
+}
+Value f_dictsort(const Value& v, CallArgs& a) {
+  a.expect(3, {"case_sensitive", "by", "reverse"});
+  const bool cs = a.get(0, "case_sensitive", Value(false)).truthy();
+  const std::string by = a.get(1, "by", Value("key")).str();
+  const bool reverse = a.get(2, "reverse", Value(false)).truthy();
+  CallArgs none;
+  List items = f_items(v, none).as_list();
+  const size_t pos = by == "value" ? 1 : 0;
+  std::stable_sort(items.begin(), items.end(), [&](const Value& x, const Value& y) {
+    const int c = compare(sort_key(x.as_list()[pos], cs, Value()), sort_key(y.as_list()[pos], cs, Value()));
+    return reverse ? c > 0 : c < 0;
+  });
+  return Value(std::move(items));
+}
+Value f_unique(const Value& v, CallArgs& a) {
+  a.expect(2, {"case_sensitive", "attribute"});
+  const bool cs = a.get(0, "case_sensitive", Value(false)).truthy();
+  const Value attribute = a.get(1, "attribute");
+  List out;
+  List seen;
+  for (const Value& item : as_items(v)) {
+    const Value key = sort_key(item, cs, attribute);
+    if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return equals(s, key); })) {
+      seen.push_back(key);
+      out.push_back(item);
+    }
+  }
+  return Value(std::move(out));
+}
+Value extreme(const Value& v, CallArgs& a, bool want_max) {
+  a.expect(2, {"case_sensitive", "attribute"});
+  const bool cs = a.get(0, "case_sensitive", Value(false)).truthy();
+  const Value attribute = a.get(1, "attribute");
+  const List items = as_items(v);
+  if (items.empty()) return Value::undefined("No aggregated item, sequence was empty.");
+  const Value* best = &items[0];
+  for (const Value& item : items) {
+    const int c = compare(sort_key(item, cs, attribute), sort_key(*best, cs, attribute));
+    if (want_max ? c > 0 : c < 0) best = &item;
+  }
+  return *best;
+}
+Value f_max(const Value& v, CallArgs& a) {
+  return extreme(v, a, true);
+}
+Value f_min(const Value& v, CallArgs& a) {
+  return extreme(v, a, false);
+}
+Value f_sum(const Value& v, CallArgs& a) {
+  a.expect(2, {"attribute", "start"});
+  const Value attribute = a.get(0, "attribute");
+  Value total = a.get(1, "start", Value(int64_t{0}));
+  for (const Value& item : as_items(v))
+    total = add(total, given(attribute) ? attribute_path(item, attribute.str()) : item);
+  return total;
+}
+Value f_tojson(const Value& v, CallArgs& a) {
+  a.expect(4, {"ensure_ascii", "indent", "separators", "sort_keys"});
+  return Value(to_json_text(v, a.get(0, "ensure_ascii", Value(false)).truthy(), a.get(1, "indent"),
+                            a.get(2, "separators"), a.get(3, "sort_keys", Value(false)).truthy()));
+}
+Value f_indent(const Value& v, CallArgs& a) {
+  a.expect(3, {"width", "first", "blank"});
+  const Value width = a.get(0, "width", Value(int64_t{4}));
+  const std::string indention =
+      width.is_string() ? width.as_string()
+                        : std::string(static_cast<size_t>(std::max<int64_t>(0, width.as_int())), ' ');
+  const bool first = a.get(1, "first", Value(false)).truthy();
+  const bool blank = a.get(2, "blank", Value(false)).truthy();
+  // jinja2 appends a newline before splitting, so a trailing newline survives as an empty last line.
+  const std::vector<std::string> lines = text::splitlines(v.str() + "\n");
+  std::string out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (i > 0) out += "\n";
+    if (i > 0 && (blank || !lines[i].empty())) out += indention;
+    out += lines[i];
+  }
+  if (first && (blank || !out.empty() || lines.empty())) out = indention + out;
+  return Value(std::move(out));
+}
+Value f_attr(const Value& v, CallArgs& a) {
+  a.expect(1, {});
+  if (a.positional.empty()) fail("attr filter takes a name");
+  return get_attribute(v, a.positional[0].str());
+}
+
+// map(attribute='x', default=d) or map('filter', args...).
+Value f_map(const Value& v, CallArgs& a) {
+  List out;
+  const Value attribute = a.named("attribute");
+  if (given(attribute)) {
+    const Value fallback = a.named("default");
+    for (const Value& item : as_items(v)) {
+      Value x = attribute_path(item, attribute.str());
+      out.push_back(x.is_undefined() && !fallback.is_undefined() ? fallback : x);
+    }
+    return Value(std::move(out));
+  }
+  if (a.positional.empty()) fail("map filter takes a filter name or attribute=");
+  const std::string name = a.positional[0].str();
+  if (!has_filter(name)) fail("no filter named '" + name + "'");
+  for (const Value& item : as_items(v)) {
+    CallArgs rest{List(a.positional.begin() + 1, a.positional.end()), a.keyword, name};
+    out.push_back(apply_filter(name, item, rest));
+  }
+  return Value(std::move(out));
+}
+
+// select / reject (test on the item) and selectattr / rejectattr (test on an attribute of it).
+Value select_items(const Value& v, CallArgs& a, bool by_attribute, bool keep) {
+  size_t next = 0;
+  std::string attribute;
+  if (by_attribute) {
+    if (a.positional.empty()) fail(a.callee + " filter takes an attribute name");
+    attribute = a.positional[next++].str();
+  }
+  std::string test;
+  if (next < a.positional.size()) test = a.positional[next++].str();
+  if (!test.empty() && !has_test(test)) fail("no test named '" + test + "'");
+  List out;
+  for (const Value& item : as_items(v)) {
+    const Value x = by_attribute ? attribute_path(item, attribute) : item;
+    bool pass;
+    if (test.empty()) {
+      pass = x.truthy();
+    } else {
+      CallArgs rest{List(a.positional.begin() + static_cast<long>(next), a.positional.end()), {}, test};
+      pass = apply_test(test, x, rest);
+    }
+    if (pass == keep) out.push_back(item);
+  }
+  return Value(std::move(out));
+}
+Value f_select(const Value& v, CallArgs& a) {
+  return select_items(v, a, false, true);
+}
+Value f_reject(const Value& v, CallArgs& a) {
+  return select_items(v, a, false, false);
+}
+Value f_selectattr(const Value& v, CallArgs& a) {
+  return select_items(v, a, true, true);
+}
+Value f_rejectattr(const Value& v, CallArgs& a) {
+  return select_items(v, a, true, false);
+}
+
+const std::unordered_map<std::string_view, FilterFn>& filters() {
+  static const std::unordered_map<std::string_view, FilterFn> kFilters = {
+      {"abs", f_abs},
+      {"attr", f_attr},
+      {"capitalize", f_capitalize},
+      {"count", f_length},
+      {"d", f_default},
+      {"default", f_default},
+      {"dictsort", f_dictsort},
+      {"first", f_first},
+      {"float", f_float},
+      {"indent", f_indent},
+      {"int", f_int},
+      {"items", f_items},
+      {"join", f_join},
+      {"last", f_last},
+      {"length", f_length},
+      {"list", f_list},
+      {"lower", f_lower},
+      {"map", f_map},
+      {"max", f_max},
+      {"min", f_min},
+      {"reject", f_reject},
+      {"rejectattr", f_rejectattr},
+      {"replace", f_replace},
+      {"reverse", f_reverse},
+      {"round", f_round},
+      {"safe", f_safe},
+      {"select", f_select},
+      {"selectattr", f_selectattr},
+      {"sort", f_sort},
+      {"string", f_string},
+      {"sum", f_sum},
+      {"title", f_title},
+      {"tojson", f_tojson},
+      {"trim", f_trim},
+      {"unique", f_unique},
+      {"upper", f_upper},
+  };
+  return kFilters;
+}
+
+}  // namespace
+
+bool has_filter(std::string_view name) {
+  return filters().count(name) > 0;
+}
+
+Value apply_filter(std::string_view name, const Value& input, CallArgs& args) {
+  args.callee = std::string(name);
+  return filters().at(name)(input, args);
+}
+
+}  // namespace kvserve::jinja

@@ -1,0 +1,375 @@
+#include "engine/jinja_value.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include <unictype.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/jinja_text.h"
+
+namespace kvserve::jinja {
+namespace {
+
+template <typename Json>
+Value value_from_json(const Json& j) {
+  switch (j.type()) {
+    case nlohmann::json::value_t::null:
+      return Value::none();
+    case nlohmann::json::value_t::boolean:
+      return Value(j.template get<bool>());
+    case nlohmann::json::value_t::number_integer:
+      return Value(j.template get<int64_t>());
+    case nlohmann::json::value_t::number_unsigned: {
+      const auto u = j.template get<uint64_t>();
+      if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        return Value(static_cast<double>(u));
+      return Value(static_cast<int64_t>(u));
+    }
+    case nlohmann::json::value_t::number_float:
+      return Value(j.template get<double>());
+    case nlohmann::json::value_t::string:
+      return Value(j.template get<std::string>());
+    case nlohmann::json::value_t::array: {
+      List list;
+      list.reserve(j.size());
+      for (const auto& e : j)
+        list.push_back(value_from_json(e));
+      return Value(std::move(list));
+    }
+    case nlohmann::json::value_t::object: {
+      Dict dict;
+      for (const auto& [k, v] : j.items())
+        dict.items.emplace_back(k, value_from_json(v));
+      return Value(std::move(dict));
+    }
+    default:
+      throw Error("a JSON value of this type cannot be given to a template");
+  }
+}
+
+}  // namespace
+
+const Value* Dict::find(std::string_view key) const {
+  for (const auto& [k, v] : items)
+    if (k == key) return &v;
+  return nullptr;
+}
+
+void Dict::set(const std::string& key, Value value) {
+  for (auto& [k, v] : items) {
+    if (k == key) {
+      v = std::move(value);
+      return;
+    }
+  }
+  items.emplace_back(key, std::move(value));
+}
+
+Value Value::undefined(std::string message) {
+  Value v;
+  v.s_ = std::move(message);
+  return v;
+}
+Value Value::none() {
+  Value v;
+  v.kind_ = Kind::kNone;
+  return v;
+}
+Value::Value(bool b) : kind_(Kind::kBool), b_(b) {}
+Value::Value(int64_t i) : kind_(Kind::kInt), i_(i) {}
+Value::Value(double d) : kind_(Kind::kFloat), d_(d) {}
+Value::Value(std::string s) : kind_(Kind::kString), s_(std::move(s)) {}
+Value::Value(List list, bool tuple)
+    : kind_(Kind::kList), tuple_(tuple), list_(std::make_shared<const List>(std::move(list))) {}
+Value::Value(Dict dict) : kind_(Kind::kDict), dict_(std::make_shared<Dict>(std::move(dict))) {}
+
+Value Value::namespace_of(Dict dict) {
+  Value v(std::move(dict));
+  v.kind_ = Kind::kNamespace;
+  return v;
+}
+
+Value Value::function(std::string name, Function f) {
+  Value v;
+  v.kind_ = Kind::kFunction;
+  v.s_ = std::move(name);
+  v.fn_ = std::make_shared<const Function>(std::move(f));
+  return v;
+}
+
+Value Value::from_json(const nlohmann::json& j) {
+  return value_from_json(j);
+}
+Value Value::from_json(const nlohmann::ordered_json& j) {
+  return value_from_json(j);
+}
+
+int64_t Value::as_int() const {
+  return kind_ == Kind::kBool ? (b_ ? 1 : 0) : i_;
+}
+
+double Value::as_float() const {
+  return kind_ == Kind::kFloat ? d_ : static_cast<double>(as_int());
+}
+
+bool Value::truthy() const {
+  switch (kind_) {
+    case Kind::kUndefined:
+    case Kind::kNone:
+      return false;
+    case Kind::kBool:
+      return b_;
+    case Kind::kInt:
+      return i_ != 0;
+    case Kind::kFloat:
+      return d_ != 0.0;
+    case Kind::kString:
+      return !s_.empty();
+    case Kind::kList:
+      return !list_->empty();
+    case Kind::kDict:
+      return !dict_->items.empty();
+    case Kind::kNamespace:
+    case Kind::kFunction:
+      return true;
+  }
+  return false;
+}
+
+std::string Value::type_name() const {
+  switch (kind_) {
+    case Kind::kUndefined:
+      return "Undefined";
+    case Kind::kNone:
+      return "NoneType";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kString:
+      return "str";
+    case Kind::kList:
+      return tuple_ ? "tuple" : "list";
+    case Kind::kDict:
+      return "dict";
+    case Kind::kNamespace:
+      return "Namespace";
+    case Kind::kFunction:
+      return "function";
+  }
+  return "object";
+}
+
+std::string float_repr(double d) {
+  if (std::isnan(d)) return "nan";
+  if (std::isinf(d)) return d > 0 ? "inf" : "-inf";
+  // Shortest round-trip digits, then Python's layout: fixed for -4 < exponent + 1 <= 16.
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::scientific);
+  std::string sci(buf, res.ptr);
+  const size_t e = sci.find('e');
+  std::string mantissa = sci.substr(0, e);
+  const int exp10 = std::stoi(sci.substr(e + 1));
+  const bool negative = mantissa[0] == '-';
+  if (negative) mantissa.erase(0, 1);
+  std::string digits;
+  for (char c : mantissa)
+    if (c != '.') digits += c;
+  const int decpt = exp10 + 1;
+  std::string out = negative ? "-" : "";
+  if (decpt <= -4 || decpt > 16) {
+    out += digits.substr(0, 1);
+    if (digits.size() > 1) out += "." + digits.substr(1);
+    char ebuf[16];
+    std::snprintf(ebuf, sizeof ebuf, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
+    return out + ebuf;
+  }
+  if (decpt <= 0) return out + "0." + std::string(static_cast<size_t>(-decpt), '0') + digits;
+  if (static_cast<size_t>(decpt) >= digits.size())
+    return out + digits + std::string(static_cast<size_t>(decpt) - digits.size(), '0') + ".0";
+  return out + digits.substr(0, static_cast<size_t>(decpt)) + "." + digits.substr(static_cast<size_t>(decpt));
+}
+
+std::string string_repr(std::string_view s) {
+  const bool has_single = s.find('\'') != std::string_view::npos;
+  const bool has_double = s.find('"') != std::string_view::npos;
+  const char quote = has_single && !has_double ? '"' : '\'';
+  std::string out(1, quote);
+  for (char32_t c : text::decode(s)) {
+    char buf[16];
+    if (c == static_cast<char32_t>(quote) || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c >= 0xDC80 && c <= 0xDCFF) {  // a byte that is not UTF-8 (Python's surrogateescape)
+      std::snprintf(buf, sizeof buf, "\\udc%02x", static_cast<unsigned>(c - 0xDC00));
+      out += buf;
+    } else if (c != ' ' &&
+               (uc_is_general_category(c, UC_CATEGORY_C) || uc_is_general_category(c, UC_CATEGORY_Z))) {
+      // Python's str.isprintable() is false for categories C* and Z* but the space.
+      if (c < 0x100)
+        std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(c));
+      else if (c < 0x10000)
+        std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+      else
+        std::snprintf(buf, sizeof buf, "\\U%08x", static_cast<unsigned>(c));
+      out += buf;
+    } else {
+      out += text::encode(std::u32string(1, c));
+    }
+  }
+  out += quote;
+  return out;
+}
+
+std::string Value::str() const {
+  switch (kind_) {
+    case Kind::kUndefined:
+      return "";
+    case Kind::kString:
+      return s_;
+    case Kind::kNamespace:
+      return "<Namespace " + Value(*dict_).repr() + ">";
+    default:
+      return repr();
+  }
+}
+
+std::string Value::repr() const {
+  switch (kind_) {
+    case Kind::kUndefined:
+      return "Undefined";
+    case Kind::kNone:
+      return "None";
+    case Kind::kBool:
+      return b_ ? "True" : "False";
+    case Kind::kInt:
+      return std::to_string(i_);
+    case Kind::kFloat:
+      return float_repr(d_);
+    case Kind::kString:
+      return string_repr(s_);
+    case Kind::kList: {
+      std::string out = tuple_ ? "(" : "[";
+      for (size_t i = 0; i < list_->size(); ++i)
+        out += (i ? ", " : "") + (*list_)[i].repr();
+      if (tuple_ && list_->size() == 1) out += ",";
+      return out + (tuple_ ? ")" : "]");
+    }
+    case Kind::kDict: {
+      std::string out = "{";
+      for (size_t i = 0; i < dict_->items.size(); ++i)
+        out += (i ? ", " : "") + string_repr(dict_->items[i].first) + ": " + dict_->items[i].second.repr();
+      return out + "}";
+    }
+    case Kind::kNamespace:
+      return str();
+    case Kind::kFunction:
+      return "<function " + s_ + ">";
+  }
+  return "";
+}
+
+nlohmann::json Value::to_json() const {
+  switch (kind_) {
+    case Kind::kNone:
+      return nullptr;
+    case Kind::kBool:
+      return b_;
+    case Kind::kInt:
+      return i_;
+    case Kind::kFloat:
+      return d_;
+    case Kind::kString:
+      return s_;
+    case Kind::kList: {
+      nlohmann::json out = nlohmann::json::array();
+      for (const Value& v : *list_)
+        out.push_back(v.to_json());
+      return out;
+    }
+    case Kind::kDict: {
+      nlohmann::json out = nlohmann::json::object();
+      for (const auto& [k, v] : dict_->items)
+        out[k] = v.to_json();
+      return out;
+    }
+    default:
+      throw Error("Object of type " + type_name() + " is not JSON serializable");
+  }
+}
+
+List Value::iterate() const {
+  switch (kind_) {
+    case Kind::kUndefined:
+      return {};
+    case Kind::kList:
+      return *list_;
+    case Kind::kDict: {
+      List keys;
+      for (const auto& item : dict_->items)
+        keys.emplace_back(item.first);
+      return keys;
+    }
+    case Kind::kString: {
+      List chars;
+      for (size_t i = 0; i < s_.size();) {
+        size_t n = 1;
+        const auto c = static_cast<unsigned char>(s_[i]);
+        if (c >= 0xF0)
+          n = 4;
+        else if (c >= 0xE0)
+          n = 3;
+        else if (c >= 0xC0)
+          n = 2;
+        n = std::min(n, s_.size() - i);
+        chars.emplace_back(s_.substr(i, n));
+        i += n;
+      }
+      return chars;
+    }
+    default:
+      throw Error("'" + type_name() + "' object is not iterable");
+  }
+}
+
+Value CallArgs::get(size_t index, std::string_view name, Value fallback) const {
+  const Value* by_name = nullptr;
+  for (const auto& [k, v] : keyword)
+    if (k == name) by_name = &v;
+  if (index < positional.size()) {
+    if (by_name) throw Error(callee + "() got multiple values for argument '" + std::string(name) + "'");
+    return positional[index];
+  }
+  return by_name ? *by_name : fallback;
+}
+
+Value CallArgs::named(std::string_view name, Value fallback) const {
+  for (const auto& [k, v] : keyword)
+    if (k == name) return v;
+  return fallback;
+}
+
+void CallArgs::expect(size_t max_positional, std::initializer_list<std::string_view> names) const {
+  if (positional.size() > max_positional)
+    throw Error(callee + "() takes at most " + std::to_string(max_positional) + " positional argument(s), " +
+                std::to_string(positional.size()) + " given");
+  for (const auto& [k, v] : keyword) {
+    bool known = false;
+    for (std::string_view n : names)
+      known = known || n == k;
+    if (!known) throw Error(callee + "() got an unexpected keyword argument '" + k + "'");
+  }
+}
+
+}  // namespace kvserve::jinja

@@ -1,0 +1,156 @@
+// ChatTemplate: where a model directory keeps its template and special tokens, and rendering a
+// conversation. The interpreter itself is checked against jinja2 in jinja_test.cc; here the
+// expected prompts are jinja2's renderings from tests/data/chat_templates/cases.json.
+#include "engine/chat_template.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "engine/model.h"
+
+namespace kvserve {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kDir = std::string(KVSERVE_TEST_DATA) + "/chat_templates/";
+
+std::string read(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void write(const fs::path& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "kvserve-chat-XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// Every fixture conversation of a template without strftime_now (whose clock the fixtures fix).
+TEST(ChatTemplate, RendersConversationsAsJinja2Does) {
+  const auto fixture = nlohmann::ordered_json::parse(read(kDir + "cases.json"));
+  int checked = 0;
+  for (const char* file : {"llama3.jinja", "chatml.jinja", "mistral.jinja", "gemma.jinja", "llama2.jinja"}) {
+    for (const auto& c : fixture["cases"]) {
+      if (c.value("template_file", "") != file) continue;
+      const auto& ctx = c["context"];
+      SCOPED_TRACE(c["name"].get<std::string>());
+      std::vector<ChatMessage> messages;
+      for (const auto& m : ctx["messages"])
+        messages.push_back({m["role"], m["content"]});
+      const ChatTemplate t(read(kDir + file), ctx["bos_token"], ctx["eos_token"]);
+      if (c.contains("output")) {
+        EXPECT_EQ(t.render(messages, ctx["add_generation_prompt"]), c["output"].get<std::string>());
+      } else {
+        try {
+          t.render(messages, ctx["add_generation_prompt"]);
+          ADD_FAILURE() << "jinja2 raised " << c["error"];
+        } catch (const ChatTemplateError& e) {
+          EXPECT_EQ(std::string(e.what()), c["error"].get<std::string>());  // the template's own words
+        }
+      }
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 5 * 25);
+}
+
+TEST(ChatTemplate, RenderErrorsAreChatTemplateErrors) {
+  const ChatTemplate t("{{ messages[0].content.nosuch() }}", "", "");
+  EXPECT_THROW(t.render({{"user", "hi"}}, true), ChatTemplateError);
+  EXPECT_THROW(ChatTemplate("{% if %}", "", ""), ChatTemplateError);
+}
+
+TEST(ChatTemplate, ReadsTheTokenizerConfig) {
+  TempDir dir;
+  write(dir.path() / "tokenizer_config.json",
+        R"({"bos_token": {"content": "<B>", "lstrip": false}, "eos_token": "<E>",
+            "chat_template": "{{ bos_token }}{% for m in messages %}{{ m.role }}:{{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"})");
+  const auto t = ChatTemplate::load_from_model_dir(dir.path(), "<fb>", "<fe>");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->bos_token(), "<B>");
+  EXPECT_EQ(t->eos_token(), "<E>");
+  EXPECT_EQ(t->render({{"system", "s"}, {"user", "u"}}, true), "<B>system:s<E>user:u<E>assistant:");
+  EXPECT_EQ(t->render({{"user", "u"}}, false), "<B>user:u<E>");
+}
+
+TEST(ChatTemplate, ChatTemplateJinjaFileWinsAndTokensFallBack) {
+  TempDir dir;
+  write(dir.path() / "tokenizer_config.json", R"({"chat_template": "from config", "eos_token": null})");
+  write(dir.path() / "chat_template.jinja", "{{ bos_token }}|{{ eos_token }}|file\n");
+  const auto t = ChatTemplate::load_from_model_dir(dir.path(), "<fb>", "<fe>");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->render({{"user", "u"}}, true), "<fb>|<fe>|file");  // jinja drops one trailing newline
+}
+
+TEST(ChatTemplate, NamedTemplatesUseDefault) {
+  TempDir dir;
+  write(
+      dir.path() / "tokenizer_config.json",
+      R"({"chat_template": [{"name": "tool_use", "template": "tools"}, {"name": "default", "template": "plain"}]})");
+  EXPECT_EQ(ChatTemplate::load_from_model_dir(dir.path(), "", "")->render({{"user", "u"}}, true), "plain");
+  write(dir.path() / "tokenizer_config.json", R"({"chat_template": [{"name": "rag", "template": "x"}]})");
+  try {
+    ChatTemplate::load_from_model_dir(dir.path(), "", "");
+    FAIL() << "loaded";
+  } catch (const ModelLoadError& e) {
+    EXPECT_NE(std::string(e.what()).find("rag"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--chat-template"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ChatTemplate, NoTemplateIsNullAndBrokenOnesNameTheFile) {
+  TempDir dir;
+  EXPECT_EQ(ChatTemplate::load_from_model_dir(dir.path(), "", ""), nullptr);  // no tokenizer_config.json
+  write(dir.path() / "tokenizer_config.json", R"({"bos_token": "<s>"})");
+  EXPECT_EQ(ChatTemplate::load_from_model_dir(dir.path(), "", ""), nullptr);  // no chat_template
+  const auto expect_error_naming = [&](const std::string& file) {
+    try {
+      ChatTemplate::load_from_model_dir(dir.path(), "", "");
+      ADD_FAILURE() << "loaded";
+    } catch (const ModelLoadError& e) {
+      EXPECT_NE(std::string(e.what()).find(file), std::string::npos) << e.what();
+    }
+  };
+  write(dir.path() / "tokenizer_config.json", R"({"chat_template": "{% for %}"})");
+  expect_error_naming("tokenizer_config.json");
+  write(dir.path() / "tokenizer_config.json", R"({"chat_template": 7})");
+  expect_error_naming("tokenizer_config.json");
+  write(dir.path() / "tokenizer_config.json", "{not json");
+  expect_error_naming("tokenizer_config.json");
+  fs::remove(dir.path() / "tokenizer_config.json");
+  write(dir.path() / "chat_template.jinja", "{{ unclosed");
+  expect_error_naming("chat_template.jinja");
+}
+
+TEST(ChatTemplate, LoadFileTakesTokensFromTheModel) {
+  TempDir dir;
+  write(dir.path() / "tokenizer_config.json", R"({"bos_token": "<B>"})");
+  write(dir.path() / "mine.jinja", "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}");
+  const ChatTemplate t = ChatTemplate::load_file(dir.path() / "mine.jinja", dir.path(), "<fb>", "<fe>");
+  EXPECT_EQ(t.render({{"user", "hi"}}, true), "<B>hi<fe>");
+  EXPECT_THROW(ChatTemplate::load_file(dir.path() / "missing.jinja", dir.path(), "", ""), ModelLoadError);
+  const ChatTemplate no_model = ChatTemplate::load_file(dir.path() / "mine.jinja", "", "<fb>", "<fe>");
+  EXPECT_EQ(no_model.render({{"user", "hi"}}, true), "<fb>hi<fe>");
+}
+
+}  // namespace
+}  // namespace kvserve
