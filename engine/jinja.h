@@ -5,6 +5,7 @@
 // the template is parsed, with the line, rather than rendered differently.
 #pragma once
 
+#include <chrono>
 #include <ctime>
 #include <memory>
 #include <string>
@@ -23,6 +24,9 @@ struct RenderOptions {
   std::tm now{};                               // what strftime_now() formats
   size_t max_output_bytes = size_t{64} << 20;  // a template that writes more fails instead
   int max_call_depth = 64;                     // macro recursion
+  // Chat templates render in microseconds; one that loops over something huge fails instead of
+  // holding a request thread. Also bounded: strings (kMaxStringBytes) and lists (kMaxListItems).
+  std::chrono::milliseconds time_limit{2000};
 };
 
 class Template {

@@ -147,6 +147,7 @@ Value f_join(const Value& v, CallArgs& a) {
   for (const Value& item : as_items(v)) {
     if (!first) out += sep;
     out += (given(attribute) ? attribute_path(item, attribute.str()) : item).str();
+    check_string_size(out.size());
     first = false;
   }
   return Value(std::move(out));
@@ -306,6 +307,7 @@ Value f_indent(const Value& v, CallArgs& a) {
     if (i > 0) out += "\n";
     if (i > 0 && (blank || !lines[i].empty())) out += indention;
     out += lines[i];
+    check_string_size(out.size());
   }
   if (first && (blank || !out.empty() || lines.empty())) out = indention + out;
   return Value(std::move(out));

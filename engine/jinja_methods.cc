@@ -236,6 +236,7 @@ void json_value(const Value& v, const JsonStyle& style, int level, std::string& 
         if (i) out += style.item_separator;
         newline(level + 1);
         json_value(v.as_list()[i], style, level + 1, out);
+        check_string_size(out.size());
       }
       newline(level);
       out += ']';
@@ -258,6 +259,7 @@ void json_value(const Value& v, const JsonStyle& style, int level, std::string& 
         json_string(items[i]->first, style.ensure_ascii, out);
         out += style.key_separator;
         json_value(items[i]->second, style, level + 1, out);
+        check_string_size(out.size());
       }
       newline(level);
       out += '}';

@@ -44,17 +44,20 @@ int64_t floor_div(int64_t a, int64_t b) {
 }
 
 Value repeat(const Value& seq, int64_t times) {
-  if (times < 0) times = 0;
+  const bool empty = seq.is_string() ? seq.as_string().empty() : seq.as_list().empty();
+  if (times < 0 || empty) times = 0;
   if (seq.is_string()) {
-    if (times > 0 && seq.as_string().size() > (size_t{1} << 26) / static_cast<size_t>(times))
-      type_error("string repetition too large");
+    if (times > 0)
+      check_string_size(seq.as_string().size() *
+                        std::min<uint64_t>(static_cast<uint64_t>(times), kMaxStringBytes + 1));
     std::string out;
     for (int64_t i = 0; i < times; ++i)
       out += seq.as_string();
     return Value(std::move(out));
   }
-  if (times > 0 && seq.as_list().size() > (size_t{1} << 22) / static_cast<size_t>(times))
-    type_error("list repetition too large");
+  if (times > 0)
+    check_list_size(seq.as_list().size() *
+                    std::min<uint64_t>(static_cast<uint64_t>(times), kMaxListItems + 1));
   List out;
   for (int64_t i = 0; i < times; ++i)
     out.insert(out.end(), seq.as_list().begin(), seq.as_list().end());
@@ -127,6 +130,7 @@ Value add(const Value& a, const Value& b) {
   if (a.is_number() && b.is_number()) return Value(a.as_float() + b.as_float());
   if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
   if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+    check_list_size(a.as_list().size() + b.as_list().size());
     List out = a.as_list();
     out.insert(out.end(), b.as_list().begin(), b.as_list().end());
     return Value(std::move(out), a.is_tuple());

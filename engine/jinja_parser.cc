@@ -108,7 +108,25 @@ class Parser {
     return next().text;
   }
 
+  // Nesting (blocks in blocks, parentheses, unary operators) deeper than any real template: the
+  // recursive descent would otherwise run out of stack on a hostile one.
+  static constexpr int kMaxNesting = 200;
+  class Nesting {
+   public:
+    Nesting(Parser& p, int line) : p_(p) {
+      if (++p_.nesting_ > kMaxNesting)
+        syntax_error(line, "nested more than " + std::to_string(kMaxNesting) + " deep");
+    }
+    ~Nesting() { --p_.nesting_; }
+    Nesting(const Nesting&) = delete;
+    Nesting& operator=(const Nesting&) = delete;
+
+   private:
+    Parser& p_;
+  };
+
   StmtPtr parse_statement() {
+    const Nesting nesting(*this, peek().line);
     const Token& tok = next();
     const int line = tok.line;
     const std::string& kw = tok.text;
@@ -290,6 +308,7 @@ class Parser {
   }
 
   ExprPtr parse_not() {
+    const Nesting nesting(*this, peek().line);
     if (at_name("not")) {
       const int line = next().line;
       return std::make_unique<UnaryExpr>(line, UnaryOp::kNot, parse_not());
@@ -373,6 +392,7 @@ class Parser {
 
   ExprPtr parse_unary(bool with_filter) {
     const int line = peek().line;
+    const Nesting nesting(*this, line);
     ExprPtr e;
     if (accept_op("-")) {
       e = std::make_unique<UnaryExpr>(line, UnaryOp::kNegate, parse_unary(false));
@@ -540,6 +560,7 @@ class Parser {
   std::vector<Token> t_;
   size_t i_ = 0;
   int loop_depth_ = 0;  // for-loop bodies the parser is inside, for break / continue
+  int nesting_ = 0;
 };
 
 }  // namespace

@@ -13,7 +13,10 @@ namespace kvserve::jinja {
 class Context {
  public:
   Context(const RenderOptions& options, const Value& variables)
-      : options(options), globals_(make_globals(options.now)), variables_(variables) {
+      : options(options),
+        deadline_(std::chrono::steady_clock::now() + options.time_limit),
+        globals_(make_globals(options.now)),
+        variables_(variables) {
     scopes_.emplace_back();
   }
 
@@ -65,8 +68,15 @@ class Context {
     std::vector<std::unordered_map<std::string, Value>> saved_;
   };
 
+  // Called for every statement and loop item.
+  void tick() const {
+    if (std::chrono::steady_clock::now() > deadline_)
+      throw Error("the template ran for longer than " + std::to_string(options.time_limit.count()) + " ms");
+  }
+
   void render_body(const Body& body, std::string& out) {
     for (const StmtPtr& s : body) {
+      tick();
       line = s->line;
       s->render(*this, out);
       if (out.size() > options.max_output_bytes)
@@ -80,6 +90,7 @@ class Context {
   int line = 0;  // of the statement being rendered, for error messages
 
  private:
+  std::chrono::steady_clock::time_point deadline_;
   Dict globals_;
   const Value& variables_;
   std::vector<std::unordered_map<std::string, Value>> scopes_;
@@ -300,6 +311,7 @@ void ForStmt::render(Context& ctx, std::string& out) const {
   if (filter) {
     List kept;
     for (Value& item : items) {
+      ctx.tick();
       Context::ScopeGuard scope(ctx);
       bind_targets(ctx, targets, item);
       if (filter->eval(ctx).truthy()) kept.push_back(std::move(item));
@@ -309,6 +321,7 @@ void ForStmt::render(Context& ctx, std::string& out) const {
   const int64_t n = static_cast<int64_t>(items.size());
   bool completed = false;  // jinja2 renders `else` unless some iteration ran its body to the end
   for (int64_t i = 0; i < n; ++i) {
+    ctx.tick();
     Context::ScopeGuard scope(ctx);
     Dict loop;
     loop.set("index", Value(i + 1));

@@ -6,6 +6,7 @@
 #include <unictype.h>
 #include <cstdlib>
 
+#include "engine/jinja_value.h"
 #include "engine/utf8.h"
 
 namespace kvserve::jinja::text {
@@ -195,6 +196,7 @@ std::string replace(std::string_view s, std::string_view old, std::string_view w
         ++done;
       }
       out += encode(std::u32string(1, c));
+      check_string_size(out.size());
     }
     if (count < 0 || done < count) out += with;
     return out;
@@ -205,6 +207,7 @@ std::string replace(std::string_view s, std::string_view old, std::string_view w
     if (at == std::string_view::npos) break;
     out += s.substr(from, at - from);
     out += with;
+    check_string_size(out.size());
     from = at + old.size();
   }
   out += s.substr(from);

@@ -8,7 +8,7 @@
 #include <unictype.h>
 #include <nlohmann/json.hpp>
 
-#include "engine/jinja_text.h"
+#include "engine/utf8.h"
 
 namespace kvserve::jinja {
 namespace {
@@ -70,7 +70,7 @@ void Dict::set(const std::string& key, Value value) {
 
 Value Value::undefined(std::string message) {
   Value v;
-  v.s_ = std::move(message);
+  v.s_ = std::make_shared<const std::string>(std::move(message));
   return v;
 }
 Value Value::none() {
@@ -81,7 +81,10 @@ Value Value::none() {
 Value::Value(bool b) : kind_(Kind::kBool), b_(b) {}
 Value::Value(int64_t i) : kind_(Kind::kInt), i_(i) {}
 Value::Value(double d) : kind_(Kind::kFloat), d_(d) {}
-Value::Value(std::string s) : kind_(Kind::kString), s_(std::move(s)) {}
+Value::Value(std::string s) : kind_(Kind::kString) {
+  check_string_size(s.size());
+  s_ = std::make_shared<const std::string>(std::move(s));
+}
 Value::Value(List list, bool tuple)
     : kind_(Kind::kList), tuple_(tuple), list_(std::make_shared<const List>(std::move(list))) {}
 Value::Value(Dict dict) : kind_(Kind::kDict), dict_(std::make_shared<Dict>(std::move(dict))) {}
@@ -95,7 +98,7 @@ Value Value::namespace_of(Dict dict) {
 Value Value::function(std::string name, Function f) {
   Value v;
   v.kind_ = Kind::kFunction;
-  v.s_ = std::move(name);
+  v.s_ = std::make_shared<const std::string>(std::move(name));
   v.fn_ = std::make_shared<const Function>(std::move(f));
   return v;
 }
@@ -105,6 +108,21 @@ Value Value::from_json(const nlohmann::json& j) {
 }
 Value Value::from_json(const nlohmann::ordered_json& j) {
   return value_from_json(j);
+}
+
+const std::string& Value::text() const {
+  static const std::string kEmpty;
+  return s_ ? *s_ : kEmpty;
+}
+
+void check_string_size(size_t bytes) {
+  if (bytes > kMaxStringBytes)
+    throw Error("the template builds a string of over " + std::to_string(kMaxStringBytes >> 20) + " MiB");
+}
+
+void check_list_size(size_t items) {
+  if (items > kMaxListItems)
+    throw Error("the template builds a list of over " + std::to_string(kMaxListItems) + " items");
 }
 
 int64_t Value::as_int() const {
@@ -127,7 +145,7 @@ bool Value::truthy() const {
     case Kind::kFloat:
       return d_ != 0.0;
     case Kind::kString:
-      return !s_.empty();
+      return !text().empty();
     case Kind::kList:
       return !list_->empty();
     case Kind::kDict:
@@ -200,23 +218,39 @@ std::string string_repr(std::string_view s) {
   const bool has_double = s.find('"') != std::string_view::npos;
   const char quote = has_single && !has_double ? '"' : '\'';
   std::string out(1, quote);
-  for (char32_t c : text::decode(s)) {
-    char buf[16];
-    if (c == static_cast<char32_t>(quote) || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c >= 0xDC80 && c <= 0xDCFF) {  // a byte that is not UTF-8 (Python's surrogateescape)
-      std::snprintf(buf, sizeof buf, "\\udc%02x", static_cast<unsigned>(c - 0xDC00));
+  out.reserve(s.size() + 2);
+  char buf[16];
+  for (size_t i = 0; i < s.size();) {
+    const auto byte = static_cast<unsigned char>(s[i]);
+    if (byte < 0x80) {
+      ++i;
+      if (byte == static_cast<unsigned char>(quote) || byte == '\\') {
+        out += '\\';
+        out += static_cast<char>(byte);
+      } else if (byte == '\n') {
+        out += "\\n";
+      } else if (byte == '\r') {
+        out += "\\r";
+      } else if (byte == '\t') {
+        out += "\\t";
+      } else if (byte < 0x20 || byte == 0x7F) {
+        std::snprintf(buf, sizeof buf, "\\x%02x", byte);
+        out += buf;
+      } else {
+        out += static_cast<char>(byte);
+      }
+      continue;
+    }
+    const size_t len = utf8_char_len(s.substr(i));
+    if (len == 0) {  // a byte that is not UTF-8: Python's surrogateescape shows it as \udcXX
+      std::snprintf(buf, sizeof buf, "\\udc%02x", byte);
       out += buf;
-    } else if (c != ' ' &&
-               (uc_is_general_category(c, UC_CATEGORY_C) || uc_is_general_category(c, UC_CATEGORY_Z))) {
-      // Python's str.isprintable() is false for categories C* and Z* but the space.
+      ++i;
+      continue;
+    }
+    const char32_t c = utf8_decode(s.substr(i), len);
+    if (uc_is_general_category(c, UC_CATEGORY_C) || uc_is_general_category(c, UC_CATEGORY_Z)) {
+      // Python's str.isprintable() is false for categories C* and Z* (but the ASCII space).
       if (c < 0x100)
         std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned>(c));
       else if (c < 0x10000)
@@ -225,8 +259,9 @@ std::string string_repr(std::string_view s) {
         std::snprintf(buf, sizeof buf, "\\U%08x", static_cast<unsigned>(c));
       out += buf;
     } else {
-      out += text::encode(std::u32string(1, c));
+      out.append(s.substr(i, len));
     }
+    i += len;
   }
   out += quote;
   return out;
@@ -237,7 +272,7 @@ std::string Value::str() const {
     case Kind::kUndefined:
       return "";
     case Kind::kString:
-      return s_;
+      return text();
     case Kind::kNamespace:
       return "<Namespace " + Value(*dict_).repr() + ">";
     default:
@@ -258,24 +293,28 @@ std::string Value::repr() const {
     case Kind::kFloat:
       return float_repr(d_);
     case Kind::kString:
-      return string_repr(s_);
+      return string_repr(text());
     case Kind::kList: {
       std::string out = tuple_ ? "(" : "[";
-      for (size_t i = 0; i < list_->size(); ++i)
+      for (size_t i = 0; i < list_->size(); ++i) {
         out += (i ? ", " : "") + (*list_)[i].repr();
+        check_string_size(out.size());
+      }
       if (tuple_ && list_->size() == 1) out += ",";
       return out + (tuple_ ? ")" : "]");
     }
     case Kind::kDict: {
       std::string out = "{";
-      for (size_t i = 0; i < dict_->items.size(); ++i)
+      for (size_t i = 0; i < dict_->items.size(); ++i) {
         out += (i ? ", " : "") + string_repr(dict_->items[i].first) + ": " + dict_->items[i].second.repr();
+        check_string_size(out.size());
+      }
       return out + "}";
     }
     case Kind::kNamespace:
       return str();
     case Kind::kFunction:
-      return "<function " + s_ + ">";
+      return "<function " + text() + ">";
   }
   return "";
 }
@@ -291,7 +330,7 @@ nlohmann::json Value::to_json() const {
     case Kind::kFloat:
       return d_;
     case Kind::kString:
-      return s_;
+      return text();
     case Kind::kList: {
       nlohmann::json out = nlohmann::json::array();
       for (const Value& v : *list_)
@@ -323,17 +362,18 @@ List Value::iterate() const {
     }
     case Kind::kString: {
       List chars;
-      for (size_t i = 0; i < s_.size();) {
+      const std::string& s = text();
+      for (size_t i = 0; i < s.size();) {
         size_t n = 1;
-        const auto c = static_cast<unsigned char>(s_[i]);
+        const auto c = static_cast<unsigned char>(s[i]);
         if (c >= 0xF0)
           n = 4;
         else if (c >= 0xE0)
           n = 3;
         else if (c >= 0xC0)
           n = 2;
-        n = std::min(n, s_.size() - i);
-        chars.emplace_back(s_.substr(i, n));
+        n = std::min(n, s.size() - i);
+        chars.emplace_back(s.substr(i, n));
         i += n;
       }
       return chars;

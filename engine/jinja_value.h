@@ -76,13 +76,13 @@ class Value {
   bool as_bool() const { return b_; }
   int64_t as_int() const;   // bool and int
   double as_float() const;  // bool, int and float
-  const std::string& as_string() const { return s_; }
+  const std::string& as_string() const { return text(); }
   const List& as_list() const { return *list_; }
   const Dict& as_dict() const { return *dict_; }
   Dict& namespace_dict() const { return *dict_; }  // namespaces are the one mutable value
-  const std::string& function_name() const { return s_; }
+  const std::string& function_name() const { return text(); }
   const Function& as_function() const { return *fn_; }
-  const std::string& undefined_message() const { return s_; }
+  const std::string& undefined_message() const { return text(); }
 
   bool truthy() const;
   std::string str() const;   // Python str(): what {{ }} prints ("" for undefined)
@@ -100,11 +100,21 @@ class Value {
   bool tuple_ = false;
   int64_t i_ = 0;
   double d_ = 0;
-  std::string s_;  // string value, undefined value's message, or function name
+  const std::string& text() const;
+  // String value, undefined value's message, or function name. Shared: templates copy values
+  // freely (loop items, list repetition), and a message's content should not be copied each time.
+  std::shared_ptr<const std::string> s_;
   std::shared_ptr<const List> list_;
   std::shared_ptr<Dict> dict_;
   std::shared_ptr<const Function> fn_;
 };
+
+// The longest string a template may build (by repetition, joining, printing a value, ...): a
+// template that tries fails with Error instead of exhausting memory.
+inline constexpr size_t kMaxStringBytes = size_t{64} << 20;
+inline constexpr size_t kMaxListItems = size_t{1} << 20;
+void check_string_size(size_t bytes);  // throws Error above kMaxStringBytes
+void check_list_size(size_t items);    // throws Error above kMaxListItems
 
 // Arguments of a call: positional, then keyword, in the order written.
 struct CallArgs {

@@ -127,6 +127,28 @@ TEST(Jinja, BoundsOutputAndRecursion) {
   EXPECT_THROW(Template("{{ 2 ** 100 }}").render(nlohmann::ordered_json::object(), RenderOptions{}), Error);
   EXPECT_EQ(Template("{{ 1 ** 1000000000000 }}").render(nlohmann::ordered_json::object(), RenderOptions{}),
             "1");
+  const auto render = [](const std::string& source, const RenderOptions& options = RenderOptions{}) {
+    return Template(source).render(nlohmann::ordered_json::object(), options);
+  };
+  EXPECT_EQ(render("{{ '' * 1000000000000 }}|{{ [] * 1000000000000 }}"), "|[]");
+  EXPECT_THROW(render("{{ 'abc' * 100000000 }}"), Error);
+  EXPECT_THROW(render("{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}"
+                      "{% endfor %}"),
+               Error);
+  // Printing a value shared many times over is bounded as it is built, not after.
+  EXPECT_THROW(render("{% set a = ['x' * 1000] * 1000 %}{{ [a] * 1000 }}"), Error);
+  RenderOptions quick;
+  quick.time_limit = std::chrono::milliseconds(50);
+  EXPECT_THROW(
+      render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", quick),
+      Error);
+  // Nesting deeper than any template: an error, not a stack overflow.
+  EXPECT_THROW(Template("{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}"), Error);
+  EXPECT_THROW(Template("{{ " + std::string(100000, '-') + "1 }}"), Error);
+  std::string ifs;
+  for (int i = 0; i < 10000; ++i)
+    ifs += "{% if true %}";
+  EXPECT_THROW(Template{ifs}, Error);
 }
 
 }  // namespace
