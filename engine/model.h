@@ -136,7 +136,8 @@ inline int max_supported_len(const ModelConfig& c) {
 // the published implementations compute them, so positions map to the same angles.
 std::vector<float> rope_inv_freq(const ModelConfig& config);
 
-// Reads and checks config.json (throws ModelLoadError naming the file and the field).
+// Reads and checks config.json, and generation_config.json beside it when there is one (its
+// eos_token_id adds to config.json's). Throws ModelLoadError naming the file and the field.
 ModelConfig load_model_config(const std::filesystem::path& config_json);
 
 // Whether a loader fills every tensor's float32 `data` or leaves the values where they are.

@@ -152,6 +152,40 @@ json read_json_file(const std::filesystem::path& path) {
   }
 }
 
+// generation_config.json's eos_token_id joins config.json's: instruct models end a turn with a
+// token config.json may not list (Qwen2 <|im_end|>, Llama 3 <|eot_id|>), and transformers and
+// the other servers stop on either.
+void read_generation_eos(const std::filesystem::path& dir, ModelConfig& config) {
+  const std::filesystem::path path = dir / "generation_config.json";
+  if (!std::filesystem::exists(path)) return;
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  json root;
+  try {
+    root = json::parse(text.str());
+  } catch (const json::exception& e) {
+    throw ModelLoadError(path.string() + ": not valid JSON (" + e.what() + "); fix or remove it");
+  }
+  if (!root.is_object())
+    throw ModelLoadError(path.string() + ": must hold a JSON object, got " + described(root) +
+                         "; fix or remove it");
+  const Fields fields(path, root, "");
+  const json* eos = fields.find("eos_token_id");
+  if (!eos) return;
+  const auto add = [&](const json& value) {
+    const TokenId id = fields.token_id("eos_token_id", value, config.vocab_size);
+    if (std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) == config.eos_token_ids.end())
+      config.eos_token_ids.push_back(id);
+  };
+  if (eos->is_array()) {
+    for (const json& id : *eos)
+      add(id);
+  } else {
+    add(*eos);
+  }
+}
+
 std::string read_architecture(const Fields& fields) {
   const json* list = fields.find("architectures");
   if (!list) {
@@ -313,6 +347,7 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
       config.eos_token_ids.push_back(fields.token_id("eos_token_id", *eos, config.vocab_size));
     }
   }
+  read_generation_eos(config_json.parent_path(), config);
   config.dtype = read_dtype(fields);
   reject_unsupported_options(fields, config);
   return config;

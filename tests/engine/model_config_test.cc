@@ -140,6 +140,25 @@ TEST_F(ModelConfigTest, EosListAndBos) {
   EXPECT_EQ(c.bos_token_id, std::optional<TokenId>(0));
 }
 
+TEST_F(ModelConfigTest, GenerationConfigAddsEndOfTurnTokens) {
+  json config = minimal();
+  config["eos_token_id"] = 2;
+  write_file(dir_ / "generation_config.json", R"({"eos_token_id": [7, 2, 9], "temperature": 0.6})");
+  EXPECT_EQ(load(config).eos_token_ids, (std::vector<TokenId>{2, 7, 9}));
+  write_file(dir_ / "generation_config.json", R"({"eos_token_id": 5})");
+  EXPECT_EQ(load(config).eos_token_ids, (std::vector<TokenId>{2, 5}));
+  write_file(dir_ / "generation_config.json", R"({"do_sample": true})");
+  EXPECT_EQ(load(config).eos_token_ids, (std::vector<TokenId>{2}));
+  const auto gen_error = [&](const std::string& text) {
+    write_file(dir_ / "generation_config.json", text);
+    return model_load_error([&] { load(config); });
+  };
+  EXPECT_TRUE(contains_all(gen_error(R"({"eos_token_id": [2, 100]})"),
+                           {"generation_config.json", "'eos_token_id'", "[0, vocab_size 100)"}));
+  EXPECT_TRUE(contains_all(gen_error("{not json"), {"generation_config.json", "not valid JSON"}));
+  EXPECT_TRUE(contains_all(gen_error("[1]"), {"generation_config.json", "JSON object"}));
+}
+
 TEST_F(ModelConfigTest, MistralSlidingWindow) {
   json config = minimal("MistralForCausalLM");
   config["sliding_window"] = 4096;
