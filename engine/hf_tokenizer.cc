@@ -185,6 +185,7 @@ class HfTokenizer final : public Tokenizer {
     // that is not byte-level characters (an added token's, say) stands for itself.
     const auto set = [&](TokenId id, const std::string& text, bool special) {
       Piece& p = pieces_[static_cast<size_t>(id)];
+      p.spelling = text;
       p.bytes.clear();
       if (!from_byte_level(text, p.bytes)) p.bytes = text;
       p.present = true;
@@ -225,6 +226,15 @@ class HfTokenizer final : public Tokenizer {
     return out;
   }
 
+  // encode() already finds added tokens, special ones included, wherever the text spells them.
+  std::vector<TokenId> encode_with_special_tokens(std::string_view text) const override {
+    return encode(text, false);
+  }
+
+  std::string token_spelling(TokenId id) const override {
+    return id >= 0 && id < vocab_size() ? pieces_[static_cast<size_t>(id)].spelling : std::string();
+  }
+
   std::string decode(const std::vector<TokenId>& ids) const override {
     std::string bytes;
     for (TokenId id : ids) {
@@ -244,6 +254,7 @@ class HfTokenizer final : public Tokenizer {
 
  private:
   struct Piece {
+    std::string spelling;  // as the file writes it (byte-level characters for the vocabulary's)
     std::string bytes;     // what the id decodes to
     bool present = false;  // ids between the vocabulary's and the added tokens' may be unassigned
     bool special = false;

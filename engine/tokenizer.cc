@@ -12,6 +12,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "engine/added_tokens.h"
 #include "engine/hf_tokenizer.h"
 #include "engine/model.h"
 #include "engine/sentencepiece_model.h"
@@ -109,6 +110,7 @@ class BpeTokenizer final : public Tokenizer {
       }
     }
     if (unk_id_ < 0) fail("is not a valid SentencePiece model (it has no unknown piece)");
+    specials_ = special_spellings();
     if (m_.byte_fallback) {
       for (TokenId id : byte_ids_) {
         if (id < 0)
@@ -129,6 +131,26 @@ class BpeTokenizer final : public Tokenizer {
     const std::string normalized = normalize(text);
     if (!normalized.empty()) bpe(normalized, out);
     return out;
+  }
+
+  // Hugging Face's Llama and Mistral tokenizers hold the control and unknown pieces as special
+  // added tokens, and their legacy fast tokenizers encode each stretch of text between two as a
+  // text of its own, dummy prefix included ("<s>[INST]" -> <s> "▁[" "INST" "]").
+  std::vector<TokenId> encode_with_special_tokens(std::string_view text) const override {
+    std::vector<TokenId> out;
+    for (const auto& piece : specials_.split(text)) {
+      if (piece.id) {
+        out.push_back(*piece.id);
+      } else {
+        const std::string normalized = normalize(piece.text);
+        if (!normalized.empty()) bpe(normalized, out);
+      }
+    }
+    return out;
+  }
+
+  std::string token_spelling(TokenId id) const override {
+    return id >= 0 && id < vocab_size_ ? m_.pieces[static_cast<size_t>(id)].text : std::string();
   }
 
   std::string decode(const std::vector<TokenId>& ids) const override {
@@ -189,6 +211,17 @@ class BpeTokenizer final : public Tokenizer {
       return a.left > b.left;  // equal scores: the leftmost pair first
     }
   };
+
+  // Control and unknown pieces, matched by their spelling (longest first where two overlap).
+  AddedTokenMatcher special_spellings() const {
+    std::vector<AddedToken> specials;
+    for (TokenId id = 0; id < vocab_size_; ++id) {
+      const auto& p = m_.pieces[static_cast<size_t>(id)];
+      if (p.type == PieceType::kControl || p.type == PieceType::kUnknown)
+        specials.push_back({.content = p.text, .id = id, .special = true});
+    }
+    return AddedTokenMatcher(specials);
+  }
 
   std::optional<TokenId> control_piece(const std::string& piece) const {
     const auto it = ids_.find(piece);
@@ -349,6 +382,7 @@ class BpeTokenizer final : public Tokenizer {
   std::array<TokenId, 256> byte_ids_{};
   std::unordered_set<std::string_view> user_defined_;
   size_t max_user_defined_len_ = 0;
+  AddedTokenMatcher specials_{{}};
 };
 
 }  // namespace

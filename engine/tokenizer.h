@@ -32,6 +32,14 @@ class Tokenizer {
   // Token ids of `text`; with add_bos, the BOS id first (when the model has one; a tokenizer.json
   // adds what its post-processor puts around a text).
   virtual std::vector<TokenId> encode(std::string_view text, bool add_bos) const = 0;
+  // Token ids of `text` in which the spelling of a special token ("<s>", "<|eot_id|>") stands for
+  // that token, no BOS added: a rendered chat template, which writes its special tokens itself, as
+  // Hugging Face tokenizes it (add_special_tokens=False). A tokenizer.json's encode() already reads
+  // its added tokens so; a SentencePiece model's reads "<s>" as three characters.
+  virtual std::vector<TokenId> encode_with_special_tokens(std::string_view text) const = 0;
+  // The token's spelling in the vocabulary ("<s>", "<|begin_of_text|>"); empty for an id outside
+  // it. What a chat template gets as bos_token / eos_token when the model's files name none.
+  virtual std::string token_spelling(TokenId id) const = 0;
   // Text of `ids`, control tokens (BOS, EOS, ...) dropped. Ids outside the vocabulary are skipped.
   // Bytes that do not form UTF-8 come out as U+FFFD, as the model's reference library decodes them
   // (at most three at the end of the text for an incomplete character).
