@@ -10,10 +10,11 @@ namespace kvserve {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,    // the request can never be served as sent
-  kNotFound,           // unknown request id
-  kResourceExhausted,  // too much load right now; retry later
-  kUnavailable,        // the engine is shutting down
+  kInvalidArgument,     // the request can never be served as sent
+  kNotFound,            // unknown request id
+  kResourceExhausted,   // too much load right now; retry later
+  kUnavailable,         // the engine is shutting down
+  kFailedPrecondition,  // the server is not set up for this kind of request (no chat template, say)
   kInternal,
 };
 
@@ -27,6 +28,9 @@ class Status {
     return {StatusCode::kResourceExhausted, std::move(msg)};
   }
   static Status Unavailable(std::string msg) { return {StatusCode::kUnavailable, std::move(msg)}; }
+  static Status FailedPrecondition(std::string msg) {
+    return {StatusCode::kFailedPrecondition, std::move(msg)};
+  }
   static Status Internal(std::string msg) { return {StatusCode::kInternal, std::move(msg)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }

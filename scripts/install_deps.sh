@@ -11,7 +11,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libpcre2-dev libunistring-dev
   sentencepiece
   libopenblas-dev
-  python3-grpcio python3-protobuf openssl
+  python3-grpcio python3-protobuf python3-jinja2 openssl
 )
 
 missing=()

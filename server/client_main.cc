@@ -1,5 +1,6 @@
 // kvserve-client: sends one prompt to a kvserve server and streams the text back as it arrives,
-// the quickest way to see the server work (scripts/run.sh uses it for its demo request).
+// the quickest way to see the server work (scripts/run.sh uses it for its demo request). With
+// --chat the prompt is one user message, rendered by the server's chat template.
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
@@ -12,14 +13,17 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"kvserve-client: stream one generation from a kvserve server"};
-  std::string target = "127.0.0.1:50051", prompt;
+  std::string target = "127.0.0.1:50051", prompt, system;
+  bool chat = false;
   int max_tokens = 64;
   float temperature = 0.0f;
   uint64_t seed = 0;
   bool has_seed = false;
   std::vector<std::string> stops;
   double timeout_s = 60, wait_ready_s = 0;
-  app.add_option("prompt", prompt, "the prompt text")->required();
+  app.add_option("prompt", prompt, "the prompt text (with --chat, the user's message)")->required();
+  app.add_flag("--chat", chat, "send the prompt as a chat: one user message, in the model's chat template");
+  app.add_option("--system", system, "with --chat: a system message before the user's")->needs("--chat");
   app.add_option("--target", target, "server address host:port")->capture_default_str();
   app.add_option("--max-tokens", max_tokens, "tokens to generate at most")->capture_default_str();
   app.add_option("--temperature", temperature, "0 = greedy")->capture_default_str();
@@ -39,7 +43,19 @@ int main(int argc, char** argv) {
   }
   auto stub = kvserve::v1::Generation::NewStub(channel);
   kvserve::v1::GenerateRequest request;
-  request.set_text(prompt);
+  if (chat) {
+    kvserve::v1::Chat* conversation = request.mutable_chat();
+    if (!system.empty()) {
+      kvserve::v1::ChatMessage* m = conversation->add_messages();
+      m->set_role("system");
+      m->set_content(system);
+    }
+    kvserve::v1::ChatMessage* m = conversation->add_messages();
+    m->set_role("user");
+    m->set_content(prompt);
+  } else {
+    request.set_text(prompt);
+  }
   request.mutable_stop()->set_max_tokens(static_cast<uint32_t>(max_tokens));
   for (const std::string& s : stops)
     request.mutable_stop()->add_stop(s);
@@ -53,7 +69,7 @@ int main(int argc, char** argv) {
   double ttft_ms = -1;
   auto reader = stub->Generate(&ctx, request);
   kvserve::v1::GenerateResponse msg, last;
-  std::printf("%s", prompt.c_str());
+  if (!chat) std::printf("%s", prompt.c_str());  // a chat's answer stands on its own
   while (reader->Read(&msg)) {
     if (ttft_ms < 0)
       ttft_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();

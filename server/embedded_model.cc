@@ -18,11 +18,13 @@
 KVSERVE_EMBED(kvserve_embedded_config, "config.json");
 KVSERVE_EMBED(kvserve_embedded_weights, "model.safetensors");
 KVSERVE_EMBED(kvserve_embedded_tokenizer, "tokenizer.model");
+KVSERVE_EMBED(kvserve_embedded_tokenizer_config, "tokenizer_config.json");  // the chat template
 
 extern "C" {
 extern const char kvserve_embedded_config_begin[], kvserve_embedded_config_end[];
 extern const char kvserve_embedded_weights_begin[], kvserve_embedded_weights_end[];
 extern const char kvserve_embedded_tokenizer_begin[], kvserve_embedded_tokenizer_end[];
+extern const char kvserve_embedded_tokenizer_config_begin[], kvserve_embedded_tokenizer_config_end[];
 }
 
 namespace kvserve {
@@ -45,6 +47,8 @@ std::filesystem::path write_embedded_model() {
   write_file(dir / "config.json", kvserve_embedded_config_begin, kvserve_embedded_config_end);
   write_file(dir / "model.safetensors", kvserve_embedded_weights_begin, kvserve_embedded_weights_end);
   write_file(dir / "tokenizer.model", kvserve_embedded_tokenizer_begin, kvserve_embedded_tokenizer_end);
+  write_file(dir / "tokenizer_config.json", kvserve_embedded_tokenizer_config_begin,
+             kvserve_embedded_tokenizer_config_end);
   return dir;
 }
 

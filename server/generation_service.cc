@@ -9,7 +9,9 @@
 #include <thread>
 #include <utility>
 
+#include "engine/chat_template.h"
 #include "engine/sampler.h"
+#include "server/chat_prompt.h"
 #include "server/metrics.h"
 
 namespace kvserve {
@@ -83,6 +85,8 @@ const char* code_name(StatusCode code) {
       return "RESOURCE_EXHAUSTED";
     case StatusCode::kUnavailable:
       return "UNAVAILABLE";
+    case StatusCode::kFailedPrecondition:
+      return "FAILED_PRECONDITION";
     case StatusCode::kInternal:
       return "INTERNAL";
   }
@@ -279,6 +283,8 @@ grpc::Status to_grpc_status(const Status& s) {
       return {grpc::StatusCode::RESOURCE_EXHAUSTED, s.message()};
     case StatusCode::kUnavailable:
       return {grpc::StatusCode::UNAVAILABLE, s.message()};
+    case StatusCode::kFailedPrecondition:
+      return {grpc::StatusCode::FAILED_PRECONDITION, s.message()};
     case StatusCode::kInternal:
       return {grpc::StatusCode::INTERNAL, s.message()};
   }
@@ -363,8 +369,15 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
         out->prompt.push_back(static_cast<TokenId>(id));
       }
       break;
+    case v1::GenerateRequest::kChat: {
+      ChatPrompt prompt;
+      if (Status s = render_chat(in.chat(), options_.chat_template.get(), tokenizer_.get(), &prompt); !s.ok())
+        return s;
+      out->prompt = std::move(prompt.ids);
+      break;
+    }
     case v1::GenerateRequest::INPUT_NOT_SET:
-      return Status::InvalidArgument("input: set either text or token_ids");
+      return Status::InvalidArgument("input: set one of text, token_ids or chat");
   }
 
   const v1::SamplingParams& sp = in.sampling();
@@ -446,7 +459,19 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
     return reactor;
   }
   std::vector<TokenId> ids;
-  if (Status s = encode_text(*tokenizer_, request->text(), request->add_bos(), &ids); !s.ok()) {
+  if (request->has_chat()) {
+    // The prompt a chat Generate would get, and its text: how a template is debugged.
+    ChatPrompt prompt;
+    Status s = request->text().empty()
+                   ? render_chat(request->chat(), options_.chat_template.get(), tokenizer_.get(), &prompt)
+                   : Status::InvalidArgument("text: must be empty when chat is set; send one or the other");
+    if (!s.ok()) {
+      reactor->Finish(reject(s));
+      return reactor;
+    }
+    response->set_prompt(std::move(prompt.text));
+    ids = std::move(prompt.ids);
+  } else if (Status s = encode_text(*tokenizer_, request->text(), request->add_bos(), &ids); !s.ok()) {
     reactor->Finish(reject(s));
     return reactor;
   }
@@ -505,6 +530,7 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
   info->set_device(options_.device);
   info->set_max_num_seqs(static_cast<uint32_t>(sc.max_num_seqs));
   info->set_max_num_batched_tokens(static_cast<uint32_t>(sc.max_num_batched_tokens));
+  info->set_chat_template(options_.chat_template != nullptr && tokenizer_ != nullptr);
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

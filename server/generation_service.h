@@ -15,6 +15,7 @@
 
 namespace kvserve {
 
+class ChatTemplate;
 class Metrics;
 class StreamWriter;
 
@@ -29,6 +30,9 @@ struct ServiceOptions {
   // When set, every call must carry metadata "authorization: Bearer <token>" (UNAUTHENTICATED
   // otherwise). The health and reflection services stay open.
   std::string auth_token;
+  // The model's chat template, for requests that send a conversation; null = no chat input
+  // (FAILED_PRECONDITION), as for a model that ships none.
+  std::shared_ptr<const ChatTemplate> chat_template;
 };
 
 class GenerationService final : public v1::Generation::CallbackService {
@@ -52,8 +56,8 @@ class GenerationService final : public v1::Generation::CallbackService {
                                             const v1::GetServerStatusRequest* request,
                                             v1::ServerStatus* response) override;
 
-  // Turns a wire request into an engine request, or says (INVALID_ARGUMENT) which field is wrong.
-  // Public for tests.
+  // Turns a wire request into an engine request, or says (INVALID_ARGUMENT) which field is wrong
+  // (FAILED_PRECONDITION for chat input without a chat template). Public for tests.
   Status to_engine_request(const v1::GenerateRequest& in, Request* out) const;
 
  private:

@@ -22,22 +22,17 @@
 
 #include "engine/engine.h"
 #include "engine/model.h"
-#include "engine/random_model.h"
-#include "engine/tokenizer.h"
 #include "server/backend_factory.h"
-#include "server/embedded_model.h"
 #include "server/engine_runner.h"
 #include "server/generation_service.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
+#include "server/served_model.h"
 
 namespace {
 
-constexpr char kEmbedded[] = "embedded:tiny-llama";
-
 struct Flags {
-  std::string model = kEmbedded;
-  bool skip_tokenizer = false;
+  kvserve::ServedModelFlags model;
   std::string host = "0.0.0.0";
   int port = 50051;
   std::string metrics_host = "0.0.0.0";
@@ -96,45 +91,6 @@ std::string auth_token(const Flags& f) {
   return token;
 }
 
-std::unique_ptr<kvserve::Model> load(const std::string& spec, bool skip_tokenizer,
-                                     std::shared_ptr<const kvserve::Tokenizer>* tokenizer) {
-  // Weights stay where they are (mapped files, random generators) for the backend to read in its own
-  // format: the CUDA backend copies a bf16 checkpoint straight to the GPU, and an 8B model never
-  // occupies host memory as float32. Random models (benchmarks) have no files and no tokenizer.
-  if (kvserve::is_random_model_spec(spec))
-    return std::make_unique<kvserve::Model>(
-        kvserve::load_random_model_spec(spec, kvserve::WeightLoading::kDeferred));
-  if (spec != kEmbedded) {
-    auto model =
-        std::make_unique<kvserve::Model>(kvserve::load_model(spec, kvserve::WeightLoading::kDeferred));
-    if (skip_tokenizer) {
-      spdlog::warn("--skip-tokenizer: no tokenizer; requests must send token_ids and stop_token_ids");
-      return model;
-    }
-    try {
-      *tokenizer = kvserve::Tokenizer::load_from_model_dir(model->dir);
-    } catch (const kvserve::ModelLoadError& e) {
-      throw kvserve::ModelLoadError(std::string(e.what()) +
-                                    " (or pass --skip-tokenizer to serve requests that send token_ids)");
-    }
-    // Text is encoded without a per-request check of the ids: a tokenizer that can produce ids the
-    // model does not have would fail the engine on the first such request.
-    if ((*tokenizer)->vocab_size() > model->config.vocab_size)
-      throw kvserve::ModelLoadError(
-          "the tokenizer in " + model->dir.string() + " has " + std::to_string((*tokenizer)->vocab_size()) +
-          " token ids but config.json's vocab_size is " + std::to_string(model->config.vocab_size) +
-          ": they do not belong together; pass the model's own tokenizer, or --skip-tokenizer to serve "
-          "requests that send token_ids");
-    return model;
-  }
-  const std::filesystem::path dir = kvserve::write_embedded_model();
-  auto model = std::make_unique<kvserve::Model>(kvserve::load_model(dir));
-  *tokenizer = kvserve::Tokenizer::load(dir / "tokenizer.model");
-  std::filesystem::remove_all(dir);  // everything is in memory now
-  model->dir = spec;
-  return model;
-}
-
 // Waits for SIGTERM/SIGINT (blocked in every thread, so only this wait sees them).
 int wait_for_signal(const sigset_t& signals) {
   int sig = 0;
@@ -152,14 +108,18 @@ bool signal_pending(const sigset_t& signals) {
 int main(int argc, char** argv) {
   CLI::App app{"kvserve: an LLM inference server with a paged KV cache, over gRPC"};
   Flags f;
-  app.add_option("--model", f.model,
-                 "Hugging Face model directory, " + std::string(kEmbedded) +
+  app.add_option("--model", f.model.model,
+                 "Hugging Face model directory, " + std::string(kvserve::kEmbeddedModelSpec) +
                      " (built in), or random:<shape>[:seed] (seeded random weights of a published shape, "
                      "for benchmarks: llama3-8b, llama3.2-1b, tiny)")
       ->capture_default_str();
   app.add_flag(
-      "--skip-tokenizer", f.skip_tokenizer,
+      "--skip-tokenizer", f.model.skip_tokenizer,
       "load no tokenizer (neither tokenizer.model nor tokenizer.json is read): requests send token ids");
+  app.add_option(
+      "--chat-template", f.model.chat_template,
+      "Jinja chat template file for chat input, instead of the model's own (chat_template.jinja or "
+      "tokenizer_config.json's chat_template); docs/models.md#chat-templates says what it may use");
   app.add_option("--host", f.host, "address to serve gRPC on")->capture_default_str();
   app.add_option("--port", f.port, "gRPC port (0 = any free port)")
       ->check(CLI::Range(0, 65535))
@@ -248,13 +208,14 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  std::shared_ptr<const kvserve::Tokenizer> tokenizer;
+  kvserve::ServedModel served;
   std::shared_ptr<const kvserve::Model> model;
   // Start-up time is logged in two parts: reading the model files, and building the backend
   // (weights to their device, the KV pool), which holds most of it for a large model on a GPU.
   const auto start = std::chrono::steady_clock::now();
   try {
-    model = load(f.model, f.skip_tokenizer, &tokenizer);
+    served = kvserve::load_served_model(f.model);
+    model = std::move(served.model);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kvserve: %s\n", e.what());
     return 2;
@@ -271,7 +232,7 @@ int main(int argc, char** argv) {
                                        : kvserve::max_supported_len(mc);
   config.scheduler.max_waiting = 0;  // the runner enforces --max-queue, counting its inbox too
   config.eos_token_ids = mc.eos_token_ids;
-  config.tokenizer = tokenizer;
+  config.tokenizer = served.tokenizer;
   // The backend sizes the KV pool (from GPU memory, or --kv-cache-gib on the CPU); the scheduler
   // then allocates from exactly that many blocks.
   kvserve::BuiltBackend built;
@@ -301,9 +262,10 @@ int main(int argc, char** argv) {
 
   spdlog::info(
       "model {}: {} ({} layers, hidden {}, {} heads / {} kv heads, head_dim {}, vocab {}, weights {})",
-      f.model, mc.architecture, mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_kv_heads, mc.head_dim,
-      mc.vocab_size, mc.dtype);
+      f.model.model, mc.architecture, mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_kv_heads,
+      mc.head_dim, mc.vocab_size, mc.dtype);
   spdlog::info("{}", built.description);
+  spdlog::info("chat input {}{}", served.chat_template ? "on, template from " : "", served.chat_source);
   spdlog::info("start-up: model {:.2f} s, backend {:.2f} s",
                std::chrono::duration<double>(loaded - start).count(),
                std::chrono::duration<double>(built_at - loaded).count());
@@ -328,14 +290,15 @@ int main(int argc, char** argv) {
                                 .metrics = &metrics,
                                 .step_delay = std::chrono::milliseconds(f.debug_step_delay_ms),
                                 .on_engine_failure = [](const std::string&) { kill(getpid(), SIGTERM); }});
-  kvserve::GenerationService service(runner, mc, tokenizer,
+  kvserve::GenerationService service(runner, mc, served.tokenizer,
                                      {.default_max_tokens = f.default_max_tokens,
                                       .max_request_bytes = f.max_request_bytes,
                                       .max_stop_strings = f.max_stop_strings,
-                                      .model_name = f.model,
+                                      .model_name = f.model.model,
                                       .device = built.device,
                                       .metrics = &metrics,
-                                      .auth_token = token});
+                                      .auth_token = token,
+                                      .chat_template = served.chat_template});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

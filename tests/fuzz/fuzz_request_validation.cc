@@ -4,7 +4,8 @@
 // sanitizer reports are bugs, and a request both accept must really be admissible.
 //
 // The engine is the checksum stand-in (vocabulary 512, like the tiny model's tokenizer), so
-// building it costs nothing; no request is ever submitted, so it never generates.
+// building it costs nothing; no request is ever submitted, so it never generates. Chat input is
+// rendered with the tiny model's chat template (tokenizer_config.json), as kvserve serves it.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -14,6 +15,7 @@
 
 #include <google/protobuf/stubs/logging.h>
 
+#include "engine/chat_template.h"
 #include "engine/checksum_backend.h"
 #include "engine/detokenizer.h"
 #include "engine/engine.h"
@@ -59,6 +61,7 @@ struct Fixture {
     options.max_request_bytes = 4096;  // small, so that the limit itself is reachable
     options.max_stop_strings = 4;
     options.max_stop_string_bytes = 32;
+    options.chat_template = kvserve::ChatTemplate::load_from_model_dir(kModelDir, "<s>", "</s>");
     service = std::make_unique<kvserve::GenerationService>(*runner, model, tokenizer, options);
   }
 };

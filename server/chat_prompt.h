@@ -1,0 +1,28 @@
+// Chat input: a client's conversation (v1::Chat) rendered into the prompt by the model's chat
+// template (engine/chat_template.h) and tokenized with the template's special-token spellings as
+// their ids, the same for Generate and Tokenize, on the gRPC handler thread.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/block_pool.h"
+#include "engine/chat_template.h"
+#include "engine/status.h"
+#include "engine/tokenizer.h"
+#include "kvserve/v1/kvserve.pb.h"
+
+namespace kvserve {
+
+struct ChatPrompt {
+  std::string text;  // what the template rendered
+  std::vector<TokenId> ids;
+};
+
+// The prompt for `chat`, or why not: INVALID_ARGUMENT for a conversation that cannot be served as
+// sent (no messages, an empty role, one the template refuses) and without a tokenizer;
+// FAILED_PRECONDITION when the server has no template (`chat_template` null).
+Status render_chat(const v1::Chat& chat, const ChatTemplate* chat_template, const Tokenizer* tokenizer,
+                   ChatPrompt* out);
+
+}  // namespace kvserve

@@ -1,0 +1,285 @@
+// End-to-end tests of chat input: the real kvserve binary renders a conversation with the model's
+// chat template (the embedded tiny model's tokenizer_config.json, or --chat-template) and serves it.
+// The expected prompt is worked out by hand from that template (tests/data/models/README.md), and
+// the expected ids from the server's plain text tokenization of the pieces between the special
+// tokens, which are <s> = 1 and </s> = 2 in the tiny model's vocabulary.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "kvserve/v1/kvserve.grpc.pb.h"
+#include "tests/e2e/server_process.h"
+#include "tests/engine/model_files_test_util.h"
+
+namespace kvserve {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ServerProcess;
+namespace fs = std::filesystem;
+
+const fs::path kModels = fs::path(KVSERVE_TEST_DATA) / "models";
+
+// A system message, two user turns and an assistant turn between them, with whitespace for the
+// template's `| trim` to take off.
+v1::Chat conversation() {
+  v1::Chat chat;
+  for (const auto& [role, content] :
+       std::vector<std::pair<std::string, std::string>>{{"system", "You are terse."},
+                                                        {"user", " Hi there! "},
+                                                        {"assistant", "Hello. "},
+                                                        {"user", "Tell me a story."}}) {
+    v1::ChatMessage* m = chat.add_messages();
+    m->set_role(role);
+    m->set_content(content);
+  }
+  return chat;
+}
+
+// The tiny model's template applied by hand: the system prompt folded into the first user turn,
+// each user turn "<s>[INST] ... [/INST]", each assistant turn " ... </s>".
+const std::string kFirstTurn = "[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHi there! [/INST] Hello. ";
+const std::string kSecondTurn = "[INST] Tell me a story. [/INST]";
+const std::string kPrompt = "<s>" + kFirstTurn + "</s><s>" + kSecondTurn;
+
+std::unique_ptr<v1::Generation::Stub> stub(const ServerProcess& server) {
+  return v1::Generation::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+}
+
+struct Generated {
+  grpc::Status status;
+  std::vector<uint32_t> tokens;
+  uint32_t prompt_tokens = 0;
+};
+
+Generated generate(v1::Generation::Stub& client, v1::GenerateRequest request) {
+  request.mutable_stop()->set_max_tokens(12);
+  request.mutable_stop()->set_ignore_eos(true);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 30s);
+  auto reader = client.Generate(&ctx, request);
+  Generated g;
+  v1::GenerateResponse msg;
+  while (reader->Read(&msg)) {
+    g.tokens.insert(g.tokens.end(), msg.token_ids().begin(), msg.token_ids().end());
+    if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) g.prompt_tokens = msg.usage().prompt_tokens();
+  }
+  g.status = reader->Finish();
+  return g;
+}
+
+Generated generate_chat(v1::Generation::Stub& client, const v1::Chat& chat) {
+  v1::GenerateRequest request;
+  *request.mutable_chat() = chat;
+  return generate(client, request);
+}
+
+grpc::Status tokenize(v1::Generation::Stub& client, const v1::TokenizeRequest& request,
+                      v1::TokenizeResponse* response) {
+  grpc::ClientContext ctx;
+  return client.Tokenize(&ctx, request, response);
+}
+
+std::vector<uint32_t> tokenize_text(v1::Generation::Stub& client, const std::string& text) {
+  v1::TokenizeRequest request;
+  request.set_text(text);
+  v1::TokenizeResponse response;
+  EXPECT_TRUE(tokenize(client, request, &response).ok());
+  return {response.token_ids().begin(), response.token_ids().end()};
+}
+
+bool has_chat_template(v1::Generation::Stub& client) {
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  EXPECT_TRUE(client.GetModelInfo(&ctx, {}, &info).ok());
+  return info.chat_template();
+}
+
+// Tokenize(chat) gives the hand-made prompt and ids; Generate(chat) generates what those ids do.
+void expect_chat_served_as_worked_out(v1::Generation::Stub& client) {
+  v1::TokenizeRequest request;
+  *request.mutable_chat() = conversation();
+  v1::TokenizeResponse response;
+  const grpc::Status s = tokenize(client, request, &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(response.prompt(), kPrompt);
+  std::vector<uint32_t> want{1};
+  for (uint32_t id : tokenize_text(client, kFirstTurn))
+    want.push_back(id);
+  want.insert(want.end(), {2, 1});
+  for (uint32_t id : tokenize_text(client, kSecondTurn))
+    want.push_back(id);
+  const std::vector<uint32_t> got(response.token_ids().begin(), response.token_ids().end());
+  EXPECT_EQ(got, want);
+  // Sent as text, the same characters are only characters: "<s>" is not BOS there.
+  const std::vector<uint32_t> as_text = tokenize_text(client, kPrompt);
+  EXPECT_EQ(std::count(as_text.begin(), as_text.end(), 1u), 0);
+  EXPECT_NE(as_text, got);
+
+  const Generated by_chat = generate_chat(client, conversation());
+  ASSERT_TRUE(by_chat.status.ok()) << by_chat.status.error_message();
+  v1::GenerateRequest by_ids_request;
+  *by_ids_request.mutable_token_ids()->mutable_ids() = response.token_ids();
+  const Generated by_ids = generate(client, by_ids_request);
+  ASSERT_TRUE(by_ids.status.ok()) << by_ids.status.error_message();
+  EXPECT_EQ(by_chat.tokens.size(), 12u);
+  EXPECT_EQ(by_chat.tokens, by_ids.tokens);
+  EXPECT_EQ(by_chat.prompt_tokens, want.size());
+}
+
+TEST(ChatE2E, TheEmbeddedModelRendersItsTemplateTokenizesItAndRefusesBadConversations) {
+  ServerProcess server(std::vector<std::string>{});  // embedded:tiny-llama and its tokenizer_config.json
+  EXPECT_NE(server.output().find("chat input on, template from embedded:tiny-llama/tokenizer_config.json"),
+            std::string::npos)
+      << server.output();
+  auto client = stub(server);
+  EXPECT_TRUE(has_chat_template(*client));
+  expect_chat_served_as_worked_out(*client);
+
+  struct Case {
+    std::string name;
+    v1::Chat chat;
+    std::string message;  // a part of the error message
+  };
+  std::vector<Case> cases;
+  cases.push_back({"no messages", v1::Chat(), "chat.messages: empty"});
+  v1::Chat no_role = conversation();
+  no_role.mutable_messages(1)->clear_role();
+  cases.push_back({"empty role", no_role, "chat.messages[1].role"});
+  v1::Chat two_users;
+  for (int i = 0; i < 2; ++i) {
+    two_users.add_messages()->set_role("user");
+    two_users.mutable_messages(i)->set_content("hi");
+  }
+  cases.push_back({"roles that do not alternate", two_users,
+                   "chat template refused the conversation: Conversation roles must alternate "
+                   "user/assistant/user/assistant/..."});
+  v1::Chat system_only;
+  system_only.add_messages()->set_role("system");
+  cases.push_back({"a prompt the template leaves empty", system_only, "empty prompt"});
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const Generated g = generate_chat(*client, c.chat);
+    EXPECT_EQ(g.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << g.status.error_message();
+    EXPECT_NE(g.status.error_message().find(c.message), std::string::npos) << g.status.error_message();
+    EXPECT_TRUE(g.tokens.empty());
+    v1::TokenizeRequest request;
+    *request.mutable_chat() = c.chat;
+    v1::TokenizeResponse response;
+    const grpc::Status t = tokenize(*client, request, &response);
+    EXPECT_EQ(t.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << t.error_message();
+    EXPECT_NE(t.error_message().find(c.message), std::string::npos) << t.error_message();
+  }
+  v1::TokenizeRequest both;
+  both.set_text("hello");
+  *both.mutable_chat() = conversation();
+  v1::TokenizeResponse response;
+  const grpc::Status t = tokenize(*client, both, &response);
+  EXPECT_EQ(t.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(t.error_message().find("text: must be empty when chat is set"), std::string::npos)
+      << t.error_message();
+  // Everyone else is still served.
+  EXPECT_TRUE(generate_chat(*client, conversation()).status.ok());
+}
+
+std::string tiny_llama_template() {
+  std::ifstream in(kModels / "tiny-llama" / "tokenizer_config.json");
+  return nlohmann::json::parse(in).at("chat_template").get<std::string>();
+}
+
+// tiny-llama3-gqa ships no template: chat is refused with FAILED_PRECONDITION naming the way on,
+// and --chat-template gives it one, whose bos_token / eos_token then come from the vocabulary.
+TEST(ChatE2E, AModelWithoutATemplateRefusesChatUntilTheOperatorGivesItOne) {
+  const fs::path model = kModels / "tiny-llama3-gqa";
+  ASSERT_FALSE(fs::exists(model / "tokenizer_config.json"));
+  ASSERT_FALSE(fs::exists(model / "chat_template.jinja"));
+  {
+    ServerProcess server({"--model", model.string()});
+    auto client = stub(server);
+    EXPECT_FALSE(has_chat_template(*client));
+    const Generated g = generate_chat(*client, conversation());
+    EXPECT_EQ(g.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << g.status.error_message();
+    EXPECT_NE(g.status.error_message().find("this model has no chat template; start kvserve with "
+                                            "--chat-template FILE, or send text"),
+              std::string::npos)
+        << g.status.error_message();
+    v1::TokenizeRequest request;
+    *request.mutable_chat() = conversation();
+    v1::TokenizeResponse response;
+    EXPECT_EQ(tokenize(*client, request, &response).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  model_test::TempDir dir;
+  std::ofstream(dir / "llama2.jinja") << tiny_llama_template();
+  ServerProcess server({"--model", model.string(), "--chat-template", (dir / "llama2.jinja").string()});
+  auto client = stub(server);
+  EXPECT_TRUE(has_chat_template(*client));
+  expect_chat_served_as_worked_out(*client);
+}
+
+// Exit status and output of kvserve run with `args`, for runs that must stop at start-up.
+std::pair<int, std::string> run_kvserve(const std::string& args) {
+  // `timeout`: a kvserve that wrongly starts serving must not hang the test.
+  const std::string command =
+      "timeout 60 " + std::string(KVSERVE_BINARY) + " --port 0 --metrics-port -1 " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) throw std::runtime_error("popen failed");
+  std::string output;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;)
+    output.append(buf, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+TEST(ChatE2E, AChatTemplateFlagThatDoesNotLoadStopsStartUpNamingTheFile) {
+  model_test::TempDir dir;
+  const fs::path broken = dir / "broken.jinja";
+  std::ofstream(broken) << "{% for message in messages %}{{ message['content'] }}";  // no endfor
+  const fs::path missing = dir / "missing.jinja";
+  const std::string model = " --model " + (kModels / "tiny-llama3-gqa").string();
+  for (const fs::path& file : {broken, missing}) {
+    SCOPED_TRACE(file.string());
+    const auto [code, output] = run_kvserve(model + " --chat-template " + file.string());
+    EXPECT_NE(code, 0) << output;
+    EXPECT_NE(output.find(file.string()), std::string::npos) << output;
+    EXPECT_EQ(output.find("serving kvserve.v1.Generation"), std::string::npos) << output;
+  }
+  const auto [code, output] = run_kvserve(model + " --skip-tokenizer --chat-template " + broken.string());
+  EXPECT_NE(code, 0) << output;
+  EXPECT_NE(output.find("--chat-template needs a tokenizer"), std::string::npos) << output;
+}
+
+// A template in the model's own files that does not parse turns chat off with a warning that says
+// why; the model still serves text.
+TEST(ChatE2E, ABrokenTemplateInTheModelDirectoryTurnsChatOffAndTextStillWorks) {
+  model_test::TempDir dir;
+  for (const char* file : {"config.json", "model.safetensors", "tokenizer.model"})
+    fs::copy_file(kModels / "tiny-llama" / file, dir / file);
+  std::ofstream(dir / "tokenizer_config.json")
+      << nlohmann::json{{"bos_token", "<s>"}, {"chat_template", "{% if messages %}unclosed"}}.dump();
+  ServerProcess server({"--model", dir.path().string()});
+  EXPECT_NE(server.output().find("chat input is off"), std::string::npos) << server.output();
+  EXPECT_NE(server.output().find("tokenizer_config.json"), std::string::npos) << server.output();
+  auto client = stub(server);
+  EXPECT_FALSE(has_chat_template(*client));
+  EXPECT_EQ(generate_chat(*client, conversation()).status.error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  v1::GenerateRequest text;
+  text.set_text("Once upon a time");
+  EXPECT_TRUE(generate(*client, text).status.ok());
+}
+
+}  // namespace
+}  // namespace kvserve
