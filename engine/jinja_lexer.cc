@@ -101,9 +101,9 @@ class Lexer {
   }
 
   // {% raw %} ... {% endraw %}: the text between is data, tags and all.
+  // pos_ is just past "{%" and its modifier.
   bool starts_raw() const {
-    size_t p = pos_ + (src_[pos_ + 1] == '-' || src_[pos_ + 1] == '+' ? 1 : 0);
-    p = src_.find_first_not_of(" \t\n", p + 1);
+    const size_t p = src_.find_first_not_of(" \t\n", pos_);
     if (p == std::string::npos || src_.compare(p, 3, "raw") != 0) return false;
     const size_t q = src_.find_first_not_of(" \t\n", p + 3);
     return q != std::string::npos && (src_.compare(q, 2, "%}") == 0 || src_.compare(q, 3, "-%}") == 0);

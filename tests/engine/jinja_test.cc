@@ -99,6 +99,19 @@ TEST(Jinja, ReportsTheLineOfASyntaxError) {
   }
 }
 
+// Found by fuzz_chat_template (a raw tag read out of bounds); outputs from jinja2 3.1.2.
+TEST(Jinja, RawTagsWithoutSpaces) {
+  const auto render = [](const std::string& source) {
+    return Template(source).render(nlohmann::ordered_json::object(), RenderOptions{});
+  };
+  EXPECT_EQ(render("{%raw%}{{x}}{%endraw%}"), "{{x}}");
+  EXPECT_EQ(render("{%- raw -%}  a {{ b }} {%- endraw %}|"), "a {{ b }}|");
+  EXPECT_THROW(Template("x{%+ raw +%}\n y{% endraw %}"), Error);
+  EXPECT_THROW(Template("{% raw %}never closed"), Error);
+  EXPECT_THROW(Template("{%"), Error);
+  EXPECT_THROW(Template("{%raw"), Error);
+}
+
 TEST(Jinja, RefusesUnsupportedStatementsWhenParsed) {
   for (const char* source : {"{% include 'x' %}", "{% extends 'base' %}", "{% import 'm' as m %}",
                              "{% for x in y recursive %}{% endfor %}", "{% break %}"}) {

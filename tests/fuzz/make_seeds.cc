@@ -258,6 +258,26 @@ void request_seeds() {
     save("invalid_max_tokens_31_bits", r);
   }
   save("invalid_no_input", kvserve::v1::GenerateRequest());
+  const auto add_message = [](kvserve::v1::GenerateRequest& r, const char* role, const char* content) {
+    kvserve::v1::ChatMessage* m = r.mutable_chat()->add_messages();
+    m->set_role(role);
+    m->set_content(content);
+  };
+  {
+    kvserve::v1::GenerateRequest r;
+    add_message(r, "system", "Be brief.");
+    add_message(r, "user", "Hello <s> caf\xC3\xA9");
+    add_message(r, "assistant", " Hi. ");
+    add_message(r, "user", "[INST] again </s>");
+    r.mutable_chat()->set_add_generation_prompt(false);
+    save("valid_chat", r);
+  }
+  {
+    kvserve::v1::GenerateRequest r;
+    add_message(r, "user", "one");
+    add_message(r, "user", "two");
+    save("invalid_chat_roles_do_not_alternate", r);
+  }
 }
 
 // ---- fuzz_tokenizer: [flags][n][n bytes of '\n'-separated stop strings][text] ----
@@ -367,6 +387,27 @@ void tokenizer_model_seeds(const fs::path& committed_model) {
 
 }  // namespace
 
+// ---- fuzz_chat_template: [flags][conversation] or [flags|1][template source]\0[conversation] ----
+// A conversation is messages separated by '\1', each led by a role byte (0 system, 5 user,
+// 2 assistant, 3 tool: the byte modulo 4).
+
+void chat_template_seeds(const fs::path& templates) {
+  const std::string target = "fuzz_chat_template";
+  const std::string chat = std::string(1, '\0') + "You are terse.\x01" + "\x05" +
+                           "Hello {{ not a tag }} \xC3\xA9\x01" + "\x02" + "Hi! </s> <|eot_id|>\x01" +
+                           "\x05" + "And now?";
+  write_seed(target, "conversation_all_templates", std::string("\x02") + chat);
+  write_seed(target, "conversation_roles_do_not_alternate",
+             std::string(1, '\0') + "\x05" + "one\x01" + "\x05" + "two\x01" + "\x03" + "tool");
+  for (const auto& entry : fs::directory_iterator(templates)) {
+    if (entry.path().extension() != ".jinja") continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::string source((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    write_seed(target, "template_" + entry.path().stem().string(),
+               std::string("\x03") + source + '\0' + chat);
+  }
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::cerr << "usage: " << argv[0] << " CORPUS_ROOT (tests/fuzz/corpus)\n";
@@ -377,6 +418,7 @@ int main(int argc, char** argv) {
   request_seeds();
   tokenizer_seeds();
   tokenizer_model_seeds(fs::path(KVSERVE_TEST_DATA) / "tokenizer" / "tokenizer.model");
+  chat_template_seeds(fs::path(KVSERVE_TEST_DATA) / "chat_templates");
   std::cout << "seeds written under " << g_root << "\n";
   return 0;
 }
