@@ -43,10 +43,29 @@ std::optional<nlohmann::json> read_tokenizer_config(const std::filesystem::path&
   }
 }
 
+ExtraSpecialTokens extra_tokens(const std::optional<nlohmann::json>& config) {
+  ExtraSpecialTokens extra;
+  if (!config) return extra;
+  for (const char* key : {"unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
+    if (config->contains(key) && !(*config)[key].is_null())
+      extra.named.emplace_back(key, token_string(*config, key, ""));
+  }
+  if (const auto it = config->find("additional_special_tokens"); it != config->end() && it->is_array()) {
+    extra.has_additional = true;
+    for (const auto& token : *it) {
+      if (token.is_string())
+        extra.additional.push_back(token.get<std::string>());
+      else if (token.is_object() && token.contains("content") && token["content"].is_string())
+        extra.additional.push_back(token["content"].get<std::string>());
+    }
+  }
+  return extra;
+}
+
 ChatTemplate parse_or_throw(const std::string& source, const std::string& where, std::string bos,
-                            std::string eos) {
+                            std::string eos, const std::optional<nlohmann::json>& config) {
   try {
-    return ChatTemplate(source, std::move(bos), std::move(eos));
+    return ChatTemplate(source, std::move(bos), std::move(eos), extra_tokens(config));
   } catch (const ChatTemplateError& e) {
     throw ModelLoadError("the chat template in " + where + " cannot be used: " + e.what());
   }
@@ -54,8 +73,9 @@ ChatTemplate parse_or_throw(const std::string& source, const std::string& where,
 
 }  // namespace
 
-ChatTemplate::ChatTemplate(const std::string& source, std::string bos_token, std::string eos_token)
-    : bos_token_(std::move(bos_token)), eos_token_(std::move(eos_token)) {
+ChatTemplate::ChatTemplate(const std::string& source, std::string bos_token, std::string eos_token,
+                           ExtraSpecialTokens extra)
+    : bos_token_(std::move(bos_token)), eos_token_(std::move(eos_token)), extra_(std::move(extra)) {
   try {
     template_ = std::make_unique<jinja::Template>(source);
   } catch (const jinja::Error& e) {
@@ -77,12 +97,12 @@ std::unique_ptr<ChatTemplate> ChatTemplate::load_from_model_dir(const std::files
   const std::filesystem::path jinja_file = dir / "chat_template.jinja";
   if (std::filesystem::exists(jinja_file))
     return std::make_unique<ChatTemplate>(
-        parse_or_throw(read_text(jinja_file), jinja_file.string(), bos, eos));
+        parse_or_throw(read_text(jinja_file), jinja_file.string(), bos, eos, config));
   if (!config || !config->contains("chat_template") || (*config)["chat_template"].is_null()) return nullptr;
   const std::string where = (dir / "tokenizer_config.json").string();
   const nlohmann::json& field = (*config)["chat_template"];
   if (field.is_string())
-    return std::make_unique<ChatTemplate>(parse_or_throw(field.get<std::string>(), where, bos, eos));
+    return std::make_unique<ChatTemplate>(parse_or_throw(field.get<std::string>(), where, bos, eos, config));
   if (field.is_array()) {
     // Several named templates (e.g. "default", "tool_use", "rag"): chat input uses the default.
     std::string names;
@@ -91,8 +111,8 @@ std::unique_ptr<ChatTemplate> ChatTemplate::load_from_model_dir(const std::files
           !entry["name"].is_string() || !entry["template"].is_string())
         throw ModelLoadError(where + ": chat_template entries must be {\"name\": ..., \"template\": ...}");
       if (entry["name"] == "default")
-        return std::make_unique<ChatTemplate>(parse_or_throw(entry["template"].get<std::string>(),
-                                                             where + " (template \"default\")", bos, eos));
+        return std::make_unique<ChatTemplate>(parse_or_throw(
+            entry["template"].get<std::string>(), where + " (template \"default\")", bos, eos, config));
       names += (names.empty() ? "" : ", ") + entry["name"].get<std::string>();
     }
     throw ModelLoadError(where + " has chat templates named " + names +
@@ -107,7 +127,7 @@ ChatTemplate ChatTemplate::load_file(const std::filesystem::path& file,
   const std::optional<nlohmann::json> config = read_tokenizer_config(model_dir);
   return parse_or_throw(read_text(file), file.string(),
                         config ? token_string(*config, "bos_token", fallback_bos) : fallback_bos,
-                        config ? token_string(*config, "eos_token", fallback_eos) : fallback_eos);
+                        config ? token_string(*config, "eos_token", fallback_eos) : fallback_eos, config);
 }
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
@@ -124,6 +144,17 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
   vars.set("add_generation_prompt", jinja::Value(add_generation_prompt));
   vars.set("bos_token", jinja::Value(bos_token_));
   vars.set("eos_token", jinja::Value(eos_token_));
+  for (const auto& [key, value] : extra_.named)
+    vars.set(key, jinja::Value(value));
+  if (extra_.has_additional) {
+    jinja::List additional;
+    for (const std::string& token : extra_.additional)
+      additional.emplace_back(token);
+    vars.set("additional_special_tokens", jinja::Value(std::move(additional)));
+  }
+  // transformers passes these on every call: none when the request has no tools or documents.
+  vars.set("tools", jinja::Value::none());
+  vars.set("documents", jinja::Value::none());
   jinja::RenderOptions options;
   const std::time_t now = std::time(nullptr);
   localtime_r(&now, &options.now);  // strftime_now() is the server's local time, as in transformers

@@ -10,6 +10,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kvserve {
@@ -30,11 +31,21 @@ class ChatTemplateError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The rest of transformers' special_tokens_map, which it passes to templates beside bos_token and
+// eos_token: unk_token, pad_token, sep_token, cls_token, mask_token where tokenizer_config.json sets
+// them, and additional_special_tokens.
+struct ExtraSpecialTokens {
+  std::vector<std::pair<std::string, std::string>> named;
+  std::vector<std::string> additional;
+  bool has_additional = false;
+};
+
 class ChatTemplate {
  public:
   // Parses `source`; throws ChatTemplateError ("line N: ...") for syntax errors and for Jinja the
-  // interpreter does not support. bos_token / eos_token are the strings the template sees.
-  ChatTemplate(const std::string& source, std::string bos_token, std::string eos_token);
+  // interpreter does not support. bos_token / eos_token (and `extra`) are the strings the template sees.
+  ChatTemplate(const std::string& source, std::string bos_token, std::string eos_token,
+               ExtraSpecialTokens extra = {});
   ~ChatTemplate();
   ChatTemplate(ChatTemplate&&) noexcept;
   ChatTemplate& operator=(ChatTemplate&&) noexcept;
@@ -53,6 +64,7 @@ class ChatTemplate {
                                 const std::string& fallback_bos, const std::string& fallback_eos);
 
   // The prompt for `messages`; with add_generation_prompt the template opens the assistant's turn.
+  // The template also sees tools and documents as none, as transformers passes them without tools.
   // Throws ChatTemplateError when the template refuses the conversation or fails on it.
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
 
@@ -63,6 +75,7 @@ class ChatTemplate {
   std::unique_ptr<jinja::Template> template_;
   std::string bos_token_;
   std::string eos_token_;
+  ExtraSpecialTokens extra_;
 };
 
 }  // namespace kvserve

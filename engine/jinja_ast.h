@@ -19,6 +19,7 @@ struct Expr {
   virtual ~Expr() = default;
   virtual Value eval(Context& ctx) const = 0;
   int line;
+  int depth = 1;  // of the tree below, this node included; the parser bounds it
 };
 using ExprPtr = std::unique_ptr<Expr>;
 

@@ -59,7 +59,7 @@ bool t_iterable(const Value& v, CallArgs&) {
   return v.is_list() || v.is_dict() || v.is_string() || v.is_undefined();
 }
 bool t_sequence(const Value& v, CallArgs&) {
-  return v.is_list() || v.is_dict() || v.is_string();
+  return v.is_sequence() || v.is_dict() || v.is_string();
 }
 bool t_callable(const Value& v, CallArgs&) {
   return v.is_function();
@@ -99,11 +99,14 @@ bool t_sameas(const Value& v, CallArgs& a) {
   if (v.is_none() || v.kind() == Value::Kind::kBool) return v.kind() == o.kind() && equals(v, o);
   return false;
 }
+// str.islower() / isupper(): at least one cased character, and none of the other case.
 bool t_lower(const Value& v, CallArgs&) {
-  return v.is_string() && text::lower(v.as_string()) == v.as_string();
+  return v.is_string() && text::upper(v.as_string()) != v.as_string() &&
+         text::lower(v.as_string()) == v.as_string();
 }
 bool t_upper(const Value& v, CallArgs&) {
-  return v.is_string() && text::upper(v.as_string()) == v.as_string();
+  return v.is_string() && text::lower(v.as_string()) != v.as_string() &&
+         text::upper(v.as_string()) == v.as_string();
 }
 
 const std::unordered_map<std::string_view, TestFn>& tests() {
@@ -162,13 +165,17 @@ Value g_range(CallArgs& a) {
   const int64_t stop = a.positional.size() == 1 ? num(0) : num(1);
   const int64_t step = a.positional.size() == 3 ? num(2) : 1;
   if (step == 0) fail("range() arg 3 must not be zero");
+  // Counted in unsigned 64-bit arithmetic: stop - start may not fit in int64_t.
+  const bool up = step > 0;
+  const uint64_t span = up ? static_cast<uint64_t>(stop) - static_cast<uint64_t>(start)
+                           : static_cast<uint64_t>(start) - static_cast<uint64_t>(stop);
+  const uint64_t stride = up ? static_cast<uint64_t>(step) : uint64_t{0} - static_cast<uint64_t>(step);
+  const uint64_t count = (up ? start < stop : start > stop) ? (span - 1) / stride + 1 : 0;
   // jinja2's sandbox refuses ranges over 100000 items (MAX_RANGE).
-  const double n =
-      std::ceil((static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step));
-  if (n > 100000) fail("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
+  if (count > 100000) fail("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
   List out;
-  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
-    out.emplace_back(i);
+  for (uint64_t k = 0; k < count; ++k)
+    out.emplace_back(static_cast<int64_t>(static_cast<uint64_t>(start) + k * static_cast<uint64_t>(step)));
   return Value(std::move(out));
 }
 
@@ -215,9 +222,25 @@ Dict make_globals(const std::tm& now) {
           a.expect(1, {});
           if (a.positional.empty() || !a.positional[0].is_string())
             fail("strftime_now() takes a format string");
-          char buf[512];
-          const size_t n = std::strftime(buf, sizeof buf, a.positional[0].as_string().c_str(), &now);
-          return Value(std::string(buf, n));
+          // Python formats a naive datetime: %Z and %z are empty. strftime's 0 is ambiguous (an
+          // empty result or too small a buffer), so grow the buffer a few times before deciding.
+          const std::string& given = a.positional[0].as_string();
+          std::string format;
+          for (size_t i = 0; i < given.size(); ++i) {
+            if (given[i] == '%' && i + 1 < given.size()) {
+              if (given[i + 1] != 'Z' && given[i + 1] != 'z') format += given.substr(i, 2);
+              ++i;
+            } else {
+              format += given[i];
+            }
+          }
+          if (format.empty()) return Value("");
+          for (size_t size = 256; size <= (size_t{1} << 20); size *= 16) {
+            std::string buf(size, '\0');
+            const size_t n = std::strftime(buf.data(), buf.size(), format.c_str(), &now);
+            if (n > 0) return Value(buf.substr(0, n));
+          }
+          return Value("");
         }));
   return g;
 }

@@ -1,7 +1,7 @@
 // What a chat template can call: Jinja's filters and tests (the subset chat templates use), the
 // methods of str and dict, and the globals Hugging Face provides (range, namespace, dict,
-// raise_exception, strftime_now). Names outside these are refused when the template is parsed
-// (filters, tests) or raise when called (methods, globals), never silently ignored.
+// raise_exception, strftime_now). Names outside these raise where rendering reaches them (as jinja2
+// treats an unknown filter inside a branch), never silently ignored.
 #pragma once
 
 #include <ctime>

@@ -1,14 +1,17 @@
 // Jinja's filters as jinja2 3.1 defines them (the subset chat templates use). Each returns what
 // jinja2 returns for the same input; the fixtures in tests/data/chat_templates were rendered by
-// jinja2 itself. Where jinja2 returns a generator (map, select, ...), a list is returned: printing
-// one is the only way to tell, and templates print them through join or list.
+// jinja2 itself. Where jinja2 returns a generator (map, select, ...), so does this (Value::lazy).
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
+#include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "engine/jinja_builtins.h"
 #include "engine/jinja_text.h"
@@ -34,7 +37,10 @@ Value attribute_path(const Value& v, const std::string& path) {
     const size_t dot = path.find('.', from);
     const std::string part = path.substr(from, dot == std::string::npos ? std::string::npos : dot - from);
     const bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
-    cur = numeric ? get_item(cur, Value(static_cast<int64_t>(std::stoll(part)))) : get_item(cur, Value(part));
+    int64_t index = 0;
+    if (numeric && std::from_chars(part.data(), part.data() + part.size(), index).ec != std::errc())
+      return Value::undefined("no item " + part);  // past 64 bits: no sequence is that long
+    cur = numeric ? get_item(cur, Value(index)) : get_item(cur, Value(part));
     if (dot == std::string::npos) return cur;
     if (cur.is_undefined()) return cur;
     from = dot + 1;
@@ -50,6 +56,7 @@ Value sort_key(const Value& item, bool case_sensitive, const Value& attribute) {
 
 int64_t length_of(const Value& v) {
   if (v.is_string()) return static_cast<int64_t>(text::length(v.as_string()));
+  if (v.is_lazy()) fail("object of type 'generator' has no len(); convert it with |list first");
   if (v.is_list()) return static_cast<int64_t>(v.as_list().size());
   if (v.is_dict() || v.is_namespace())
     return static_cast<int64_t>((v.is_dict() ? v.as_dict() : v.namespace_dict()).items.size());
@@ -91,44 +98,128 @@ Value f_first(const Value& v, CallArgs& a) {
 }
 Value f_last(const Value& v, CallArgs& a) {
   a.expect(0, {});
+  if (v.is_lazy()) fail("'generator' object is not reversible; convert it with |list before |last");
   const List items = as_items(v);
   return items.empty() ? Value::undefined("No last item, sequence was empty.") : items.back();
 }
+// Python's float(str): surrounding whitespace, a sign, digits with single underscores between
+// them, an optional fraction and exponent, or inf / infinity / nan in any case; nothing else.
+bool parse_python_float(std::string_view s, double* out) {
+  std::string t = text::strip(s, nullptr, true, true);
+  std::string lower = text::lower(t);
+  const size_t sign = !lower.empty() && (lower[0] == '+' || lower[0] == '-') ? 1 : 0;
+  const std::string word = lower.substr(sign);
+  if (word == "inf" || word == "infinity" || word == "nan") {
+    *out = std::strtod(lower.c_str(), nullptr);
+    return true;
+  }
+  std::string clean = t.substr(0, sign);
+  bool digits = false;
+  bool exponent = false;
+  for (size_t i = sign; i < t.size(); ++i) {
+    const char c = t[i];
+    const bool prev_digit = i > 0 && std::isdigit(static_cast<unsigned char>(t[i - 1]));
+    const bool next_digit = i + 1 < t.size() && std::isdigit(static_cast<unsigned char>(t[i + 1]));
+    if (std::isdigit(static_cast<unsigned char>(c))) {
+      digits = true;
+    } else if (c == '_') {
+      if (!prev_digit || !next_digit) return false;
+      continue;
+    } else if (c == '.' && !exponent) {
+    } else if ((c == 'e' || c == 'E') && digits && !exponent) {
+      exponent = true;
+      if (i + 1 < t.size() && (t[i + 1] == '+' || t[i + 1] == '-')) clean += t[i++];
+    } else {
+      return false;
+    }
+    clean += c;
+  }
+  if (!digits) return false;
+  char* end = nullptr;
+  *out = std::strtod(clean.c_str(), &end);
+  return end == clean.c_str() + clean.size();
+}
+
+// Python's int(str, base) for base 0 and 2..36: a sign, the base's prefix where it has one (base 0
+// reads it to choose, and then refuses leading zeros), digits with single underscores between.
+// nullopt where Python raises ValueError; Error where the value is past 64 bits.
+std::optional<int64_t> parse_python_int(std::string_view s, int base) {
+  std::string t = text::lower(text::strip(s, nullptr, true, true));
+  bool negative = false;
+  size_t i = 0;
+  if (i < t.size() && (t[i] == '+' || t[i] == '-')) negative = t[i++] == '-';
+  const auto prefix = [&](char p) { return t.size() >= i + 2 && t[i] == '0' && t[i + 1] == p; };
+  bool prefixed = false;
+  const bool auto_base = base == 0;
+  if (base == 0) {
+    base = prefix('x') ? 16 : prefix('o') ? 8 : prefix('b') ? 2 : 10;
+    prefixed = base != 10;
+  } else if ((base == 16 && prefix('x')) || (base == 8 && prefix('o')) || (base == 2 && prefix('b'))) {
+    prefixed = true;
+  }
+  if (prefixed) {
+    i += 2;
+    if (i < t.size() && t[i] == '_') ++i;  // Python allows one underscore after the prefix
+  } else if (auto_base && i < t.size() && t[i] == '0' && t.find_first_not_of("0_", i) != std::string::npos) {
+    return std::nullopt;  // base 0 reads "017" as neither octal nor decimal
+  }
+  constexpr uint64_t kLimit = uint64_t{1} << 63;  // |INT64_MIN|
+  uint64_t value = 0;
+  bool any = false;
+  for (; i < t.size(); ++i) {
+    const char c = t[i];
+    if (c == '_') {
+      if (!any || i + 1 >= t.size() || t[i + 1] == '_') return std::nullopt;
+      continue;
+    }
+    const int d = std::isdigit(static_cast<unsigned char>(c)) ? c - '0'
+                  : (c >= 'a' && c <= 'z')                    ? c - 'a' + 10
+                                                              : 99;
+    if (d >= base) return std::nullopt;
+    if (__builtin_mul_overflow(value, static_cast<uint64_t>(base), &value) ||
+        __builtin_add_overflow(value, static_cast<uint64_t>(d), &value) || value > kLimit)
+      fail("int filter: the number is past 64 bits");
+    any = true;
+  }
+  if (!any) return std::nullopt;
+  if (!negative && value == kLimit) fail("int filter: the number is past 64 bits");
+  return negative ? -static_cast<int64_t>(value - 1) - 1 : static_cast<int64_t>(value);
+}
+
+// int(float), refusing what Python would answer with an integer past 64 bits.
+Value truncate_float(double d) {
+  if (std::isinf(d)) fail("int filter: cannot convert float infinity to integer");
+  if (std::fabs(d) >= 9223372036854775808.0) fail("int filter: the number is past 64 bits");
+  return Value(static_cast<int64_t>(d));
+}
+
 Value f_float(const Value& v, CallArgs& a) {
   a.expect(1, {"default"});
   const Value fallback = a.get(0, "default", Value(0.0));
+  if (v.is_undefined()) fail(v.undefined_message());
   if (v.is_number()) return Value(v.as_float());
-  if (v.is_string()) {
-    const std::string s = text::strip(v.as_string(), nullptr, true, true);
-    char* end = nullptr;
-    const double d = std::strtod(s.c_str(), &end);
-    if (!s.empty() && end == s.c_str() + s.size()) return Value(d);
-  }
+  double d;
+  if (v.is_string() && parse_python_float(v.as_string(), &d)) return Value(d);
   return fallback;
 }
+
+// jinja2: int(value, base) for a string, int(value) otherwise, then int(float(value)), then the default.
 Value f_int(const Value& v, CallArgs& a) {
   a.expect(2, {"default", "base"});
   const Value fallback = a.get(0, "default", Value(int64_t{0}));
-  const int base = static_cast<int>(a.get(1, "base", Value(int64_t{10})).as_int());
-  if (v.kind() == Value::Kind::kFloat) {
-    const double d = v.as_float();
-    if (!std::isfinite(d) || std::fabs(d) >= 9.2e18) return fallback;
-    return Value(static_cast<int64_t>(d));
-  }
+  const int64_t base = a.get(1, "base", Value(int64_t{10})).as_int();
+  if (base != 0 && (base < 2 || base > 36)) fail("int filter: base must be 0 or in 2..36");
+  if (v.is_undefined()) fail(v.undefined_message());
+  if (v.kind() == Value::Kind::kFloat)
+    return std::isnan(v.as_float()) ? fallback : truncate_float(v.as_float());
   if (v.is_number()) return Value(v.as_int());
-  if (v.is_string()) {
-    std::string s = text::strip(v.as_string(), nullptr, true, true);
-    s.erase(std::remove(s.begin(), s.end(), '_'), s.end());
-    char* end = nullptr;
-    errno = 0;
-    const long long i = std::strtoll(s.c_str(), &end, base);
-    if (!s.empty() && end == s.c_str() + s.size() && errno == 0) return Value(static_cast<int64_t>(i));
-    const double d = std::strtod(s.c_str(), &end);  // jinja2 falls back to int(float(s))
-    if (!s.empty() && end == s.c_str() + s.size() && std::isfinite(d) && std::fabs(d) < 9.2e18)
-      return Value(static_cast<int64_t>(d));
-  }
+  if (!v.is_string()) return fallback;
+  if (const auto i = parse_python_int(v.as_string(), static_cast<int>(base))) return Value(*i);
+  double d;
+  if (parse_python_float(v.as_string(), &d)) return std::isnan(d) ? fallback : truncate_float(d);
   return fallback;
 }
+
 Value f_items(const Value& v, CallArgs& a) {
   a.expect(0, {});
   if (v.is_undefined()) return Value(List{});
@@ -136,7 +227,7 @@ Value f_items(const Value& v, CallArgs& a) {
   List out;
   for (const auto& [k, x] : v.as_dict().items)
     out.emplace_back(List{Value(k), x}, true);
-  return Value(std::move(out));
+  return Value::lazy(std::move(out));
 }
 Value f_join(const Value& v, CallArgs& a) {
   a.expect(2, {"d", "attribute"});
@@ -196,9 +287,12 @@ Value f_reverse(const Value& v, CallArgs& a) {
     std::reverse(u.begin(), u.end());
     return Value(text::encode(u));
   }
+  // jinja2 returns reversed(list), an iterator, for a sequence, and a reversed list for anything
+  // that cannot be reversed in place (a generator).
+  const bool was_lazy = v.is_lazy();
   List items = as_items(v);
   std::reverse(items.begin(), items.end());
-  return Value(std::move(items));
+  return was_lazy ? Value(std::move(items)) : Value::lazy(std::move(items));
 }
 Value f_round(const Value& v, CallArgs& a) {
   a.expect(2, {"precision", "method"});
@@ -245,21 +339,49 @@ Value f_dictsort(const Value& v, CallArgs& a) {
   });
   return Value(std::move(items));
 }
+// jinja2 keeps a Python set of the keys seen: equal numbers (1, 1.0, True) are one key, and a
+// list or dict, being unhashable, is a TypeError. A string key per value gives the same, in O(n).
+std::string hash_key(const Value& v) {
+  switch (v.kind()) {
+    case Value::Kind::kNone:
+      return "N";
+    case Value::Kind::kBool:
+    case Value::Kind::kInt:
+      return "n" + std::to_string(v.as_int());
+    case Value::Kind::kFloat: {
+      const double d = v.as_float();
+      if (std::isfinite(d) && d == std::trunc(d) && std::fabs(d) < 9.2e18)
+        return "n" + std::to_string(static_cast<int64_t>(d));
+      return "f" + float_repr(d);
+    }
+    case Value::Kind::kString:
+      return "s" + v.as_string();
+    case Value::Kind::kList:
+      if (v.is_tuple()) {
+        std::string key = "t";
+        for (const Value& item : v.as_list())
+          key += hash_key(item) + '\0';
+        return key;
+      }
+      [[fallthrough]];
+    default:
+      if (v.is_undefined()) fail(v.undefined_message());
+      fail("unhashable type: '" + v.type_name() + "'");
+  }
+}
+
 Value f_unique(const Value& v, CallArgs& a) {
   a.expect(2, {"case_sensitive", "attribute"});
   const bool cs = a.get(0, "case_sensitive", Value(false)).truthy();
   const Value attribute = a.get(1, "attribute");
   List out;
-  List seen;
+  std::unordered_set<std::string> seen;
   for (const Value& item : as_items(v)) {
-    const Value key = sort_key(item, cs, attribute);
-    if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return equals(s, key); })) {
-      seen.push_back(key);
-      out.push_back(item);
-    }
+    if (seen.insert(hash_key(sort_key(item, cs, attribute))).second) out.push_back(item);
   }
-  return Value(std::move(out));
+  return Value::lazy(std::move(out));
 }
+
 Value extreme(const Value& v, CallArgs& a, bool want_max) {
   a.expect(2, {"case_sensitive", "attribute"});
   const bool cs = a.get(0, "case_sensitive", Value(false)).truthy();
@@ -328,7 +450,7 @@ Value f_map(const Value& v, CallArgs& a) {
       Value x = attribute_path(item, attribute.str());
       out.push_back(x.is_undefined() && !fallback.is_undefined() ? fallback : x);
     }
-    return Value(std::move(out));
+    return Value::lazy(std::move(out));
   }
   if (a.positional.empty()) fail("map filter takes a filter name or attribute=");
   const std::string name = a.positional[0].str();
@@ -337,7 +459,7 @@ Value f_map(const Value& v, CallArgs& a) {
     CallArgs rest{List(a.positional.begin() + 1, a.positional.end()), a.keyword, name};
     out.push_back(apply_filter(name, item, rest));
   }
-  return Value(std::move(out));
+  return Value::lazy(std::move(out));
 }
 
 // select / reject (test on the item) and selectattr / rejectattr (test on an attribute of it).
@@ -363,7 +485,7 @@ Value select_items(const Value& v, CallArgs& a, bool by_attribute, bool keep) {
     }
     if (pass == keep) out.push_back(item);
   }
-  return Value(std::move(out));
+  return Value::lazy(std::move(out));
 }
 Value f_select(const Value& v, CallArgs& a) {
   return select_items(v, a, false, true);

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "engine/jinja_text.h"
 #include "engine/utf8.h"
 
 namespace kvserve::jinja {
@@ -40,7 +41,8 @@ class Lexer {
       const size_t open = next_opener(pos_);
       std::string data = src_.substr(pos_, open - pos_);
       const bool line_start = pos_ == 0 || src_[pos_ - 1] == '\n';
-      if (strip_next) data.erase(0, std::min(data.size(), data.find_first_not_of(" \t\n\r\f\v")));
+      // Whitespace is Python's (str.strip(), re's \s): Unicode spaces count, as in jinja2.
+      if (strip_next) data = text::strip(data, nullptr, /*left=*/true, /*right=*/false);
       if (open == src_.size()) {
         emit_data(std::move(data));
         break;
@@ -48,15 +50,9 @@ class Lexer {
       const char kind = src_[open + 1];  // '{', '%' or '#'
       const char mod = open + 2 < src_.size() ? src_[open + 2] : '\0';
       if (mod == '-') {
-        while (!data.empty() && is_space(data.back()))
-          data.pop_back();
+        data = text::strip(data, nullptr, /*left=*/false, /*right=*/true);
       } else if (mod != '+' && kind != '{') {
-        // lstrip_blocks: a block or comment tag preceded on its line only by spaces and tabs.
-        const size_t nl = data.rfind('\n');
-        const size_t from = nl == std::string::npos ? 0 : nl + 1;
-        if ((nl != std::string::npos || line_start) &&
-            data.find_first_not_of(" \t", from) == std::string::npos)
-          data.erase(from);
+        lstrip_block(data, line_start);
       }
       emit_data(std::move(data));
       const int start_line = line_at(open);
@@ -71,7 +67,7 @@ class Lexer {
       } else if (kind == '%' && starts_raw()) {
         read_raw(start_line);
         strip_next = raw_strip_after_;
-        trim = true;
+        trim = raw_trim_after_;
       } else {
         read_tag(kind == '{' ? Tok::kVarBegin : Tok::kBlockBegin, start_line, &strip_next, &trim);
         if (kind == '{') trim = false;
@@ -83,6 +79,15 @@ class Lexer {
   }
 
  private:
+  // lstrip_blocks: a block or comment tag preceded on its line only by whitespace takes it away.
+  static void lstrip_block(std::string& data, bool data_starts_line) {
+    const size_t nl = data.rfind('\n');
+    const size_t from = nl == std::string::npos ? 0 : nl + 1;
+    if ((nl != std::string::npos || data_starts_line) &&
+        text::strip(std::string_view(data).substr(from), nullptr, true, false).empty())
+      data.erase(from);
+  }
+
   size_t next_opener(size_t from) const {
     for (size_t i = src_.find('{', from); i != std::string::npos; i = src_.find('{', i + 1)) {
       if (i + 1 < src_.size() && (src_[i + 1] == '{' || src_[i + 1] == '%' || src_[i + 1] == '#')) return i;
@@ -120,13 +125,15 @@ class Lexer {
       if (q == std::string::npos || src_.compare(q, 6, "endraw") != 0) continue;
       const size_t close = src_.find("%}", q);
       if (close == std::string::npos) break;
-      std::string text = src_.substr(body, p - body);
-      if (strip_inside) text.erase(0, std::min(text.size(), text.find_first_not_of(" \t\n")));
+      std::string content = src_.substr(body, p - body);
+      if (strip_inside) content = text::strip(content, nullptr, /*left=*/true, /*right=*/false);
       if (src_[p + 2] == '-')
-        while (!text.empty() && is_space(text.back()))
-          text.pop_back();
-      emit_data(std::move(text));
+        content = text::strip(content, nullptr, /*left=*/false, /*right=*/true);
+      else if (src_[p + 2] != '+')
+        lstrip_block(content, /*data_starts_line=*/false);  // {% endraw %} is a block tag too
+      emit_data(std::move(content));
       raw_strip_after_ = src_[close - 1] == '-';
+      raw_trim_after_ = src_[close - 1] != '+';
       pos_ = close + 2;
       return;
     }
@@ -317,6 +324,7 @@ class Lexer {
   size_t line_pos_ = 0;
   int line_ = 1;
   bool raw_strip_after_ = false;
+  bool raw_trim_after_ = true;
   std::vector<Token> tokens_;
 };
 

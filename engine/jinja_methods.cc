@@ -138,6 +138,8 @@ void slice_bounds(int64_t n, const Value& start, const Value& stop, const Value&
   const auto given = [](const Value& v) { return !v.is_none() && !v.is_undefined(); };
   *s = given(step) ? int_arg(step, "slice step") : 1;
   if (*s == 0) fail("slice step cannot be zero");
+  // A step past the sequence's length takes the first item only; clamping keeps i += step in range.
+  *s = std::clamp<int64_t>(*s, -(n + 1), n + 1);
   const auto clip = [&](const Value& v, int64_t fallback) {
     if (!given(v)) return fallback;
     int64_t i = int_arg(v, "slice index");
@@ -302,9 +304,9 @@ Value get_attribute(const Value& object, const std::string& name) {
 
 Value get_item(const Value& object, const Value& key) {
   if (object.is_undefined()) fail(object.undefined_message());
-  if ((object.is_list() || object.is_string()) &&
+  if ((object.is_sequence() || object.is_string()) &&
       (key.kind() == Value::Kind::kInt || key.kind() == Value::Kind::kBool)) {
-    if (object.is_list()) {
+    if (object.is_sequence()) {
       const List& l = object.as_list();
       int64_t i = key.as_int();
       if (i < 0) i += static_cast<int64_t>(l.size());
@@ -329,7 +331,7 @@ Value get_item(const Value& object, const Value& key) {
 Value slice(const Value& object, const Value& start, const Value& stop, const Value& step) {
   if (object.is_undefined()) fail(object.undefined_message());
   const bool is_str = object.is_string();
-  if (!is_str && !object.is_list()) fail("'" + object.type_name() + "' object is not subscriptable");
+  if (!is_str && !object.is_sequence()) fail("'" + object.type_name() + "' object is not subscriptable");
   const std::u32string u = is_str ? text::decode(object.as_string()) : std::u32string();
   const int64_t n = is_str ? static_cast<int64_t>(u.size()) : static_cast<int64_t>(object.as_list().size());
   int64_t b, e, s;

@@ -50,9 +50,15 @@ Value repeat(const Value& seq, int64_t times) {
     if (times > 0)
       check_string_size(seq.as_string().size() *
                         std::min<uint64_t>(static_cast<uint64_t>(times), kMaxStringBytes + 1));
+    // By doubling: 'x' * 60000000 is a few large copies, not sixty million appends.
+    const std::string& unit = seq.as_string();
+    const size_t total = unit.size() * static_cast<size_t>(times);
     std::string out;
-    for (int64_t i = 0; i < times; ++i)
-      out += seq.as_string();
+    out.reserve(total);
+    out += unit;
+    while (out.size() < total)
+      out.append(out, 0, std::min(out.size(), total - out.size()));
+    if (times == 0) out.clear();
     return Value(std::move(out));
   }
   if (times > 0)
@@ -67,6 +73,8 @@ Value repeat(const Value& seq, int64_t times) {
 }  // namespace
 
 bool equals(const Value& a, const Value& b) {
+  // A generator equals only itself (and a copy of it, which is the same object).
+  if (a.is_lazy() || b.is_lazy()) return a.is_lazy() && b.is_lazy() && &a.as_list() == &b.as_list();
   if (a.is_number() && b.is_number()) {
     if (is_integral(a) && is_integral(b)) return a.as_int() == b.as_int();
     return a.as_float() == b.as_float();
@@ -110,7 +118,7 @@ int compare(const Value& a, const Value& b) {
     const int c = a.as_string().compare(b.as_string());  // UTF-8 byte order is code point order
     return c < 0 ? -1 : c > 0;
   }
-  if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+  if (a.is_sequence() && b.is_sequence() && a.is_tuple() == b.is_tuple()) {
     const List& x = a.as_list();
     const List& y = b.as_list();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i)
@@ -129,7 +137,7 @@ Value add(const Value& a, const Value& b) {
   }
   if (a.is_number() && b.is_number()) return Value(a.as_float() + b.as_float());
   if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
-  if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+  if (a.is_sequence() && b.is_sequence() && a.is_tuple() == b.is_tuple()) {
     check_list_size(a.as_list().size() + b.as_list().size());
     List out = a.as_list();
     out.insert(out.end(), b.as_list().begin(), b.as_list().end());
@@ -153,8 +161,8 @@ Value multiply(const Value& a, const Value& b) {
                    [](int64_t x, int64_t y, int64_t* r) { return __builtin_mul_overflow(x, y, r); });
   }
   if (a.is_number() && b.is_number()) return Value(a.as_float() * b.as_float());
-  if ((a.is_string() || a.is_list()) && is_integral(b)) return repeat(a, b.as_int());
-  if (is_integral(a) && (b.is_string() || b.is_list())) return repeat(b, a.as_int());
+  if ((a.is_string() || a.is_sequence()) && is_integral(b)) return repeat(a, b.as_int());
+  if (is_integral(a) && (b.is_string() || b.is_sequence())) return repeat(b, a.as_int());
   unsupported("*", a, b);
 }
 
@@ -168,7 +176,16 @@ Value floor_divide(const Value& a, const Value& b) {
   if (!a.is_number() || !b.is_number()) unsupported("//", a, b);
   if (b.as_float() == 0.0) type_error("integer division or modulo by zero");
   if (is_integral(a) && is_integral(b)) return Value(floor_div(a.as_int(), b.as_int()));
-  return Value(std::floor(a.as_float() / b.as_float()));
+  // CPython's float floor division, from fmod, so that 2.5 // 0.1 is 24.0 as 2.5 % 0.1 implies.
+  const double x = a.as_float();
+  const double y = b.as_float();
+  const double mod = std::fmod(x, y);
+  double div = (x - mod) / y;
+  if (mod != 0.0 && ((y < 0) != (mod < 0))) div -= 1.0;
+  if (div == 0.0) return Value(std::copysign(0.0, x / y));
+  double floored = std::floor(div);
+  if (div - floored > 0.5) floored += 1.0;
+  return Value(floored);
 }
 
 Value modulo(const Value& a, const Value& b) {

@@ -1,6 +1,7 @@
 // Tokens -> AST. Operator precedence and the statement forms follow Jinja's own parser
 // (jinja2/parser.py): or < and < not < comparisons < + - < ~ < * / // % < ** < unary - + < postfix
 // (attribute, item, call), filters and tests.
+#include <algorithm>
 #include <string_view>
 #include <unordered_set>
 
@@ -124,6 +125,39 @@ class Parser {
    private:
     Parser& p_;
   };
+
+  // Expressions are evaluated and freed by recursion: a tree deeper than any real template (a sum
+  // of 40000 terms, say) is refused here instead of overflowing the stack when rendered.
+  static constexpr int kMaxExprDepth = 512;
+  static int depth(const ExprPtr& e) { return e ? e->depth : 0; }
+  static int depth(const std::vector<ExprPtr>& items) {
+    int d = 0;
+    for (const ExprPtr& e : items)
+      d = std::max(d, e->depth);
+    return d;
+  }
+  static int depth(const ArgExprs& args) {
+    int d = depth(args.positional);
+    for (const auto& kw : args.keyword)
+      d = std::max(d, kw.second->depth);
+    return d;
+  }
+  template <typename Node>
+  static std::unique_ptr<Node> sized(std::unique_ptr<Node> node, int children_depth) {
+    node->depth = children_depth + 1;
+    if (node->depth > kMaxExprDepth)
+      syntax_error(node->line, "the expression nests more than " + std::to_string(kMaxExprDepth) + " deep");
+    return node;
+  }
+
+  static ExprPtr binary(int line, BinaryOp op, ExprPtr lhs, ExprPtr rhs) {
+    const int d = std::max(lhs->depth, rhs->depth);
+    return sized(std::make_unique<BinaryExpr>(line, op, std::move(lhs), std::move(rhs)), d);
+  }
+  static ExprPtr unary(int line, UnaryOp op, ExprPtr operand) {
+    const int d = operand->depth;
+    return sized(std::make_unique<UnaryExpr>(line, op, std::move(operand)), d);
+  }
 
   StmtPtr parse_statement() {
     const Nesting nesting(*this, peek().line);
@@ -273,7 +307,8 @@ class Parser {
       if (peek().type == Tok::kBlockEnd || peek().type == Tok::kVarEnd || at_op(")") || at_name("in")) break;
       tuple->items.push_back(with_condexpr ? parse_expression() : parse_or());
     }
-    return tuple;
+    const int d = depth(tuple->items);
+    return sized(std::move(tuple), d);
   }
 
   ExprPtr parse_expression() {
@@ -284,7 +319,8 @@ class Parser {
       c->then = std::move(e);
       c->cond = parse_or();
       if (accept_name("else")) c->otherwise = parse_expression();
-      e = std::move(c);
+      const int d = std::max({depth(c->then), depth(c->cond), depth(c->otherwise)});
+      e = sized(std::move(c), d);
     }
     return e;
   }
@@ -293,7 +329,7 @@ class Parser {
     ExprPtr e = parse_and();
     while (at_name("or")) {
       const int line = next().line;
-      e = std::make_unique<BinaryExpr>(line, BinaryOp::kOr, std::move(e), parse_and());
+      e = binary(line, BinaryOp::kOr, std::move(e), parse_and());
     }
     return e;
   }
@@ -302,7 +338,7 @@ class Parser {
     ExprPtr e = parse_not();
     while (at_name("and")) {
       const int line = next().line;
-      e = std::make_unique<BinaryExpr>(line, BinaryOp::kAnd, std::move(e), parse_not());
+      e = binary(line, BinaryOp::kAnd, std::move(e), parse_not());
     }
     return e;
   }
@@ -311,7 +347,7 @@ class Parser {
     const Nesting nesting(*this, peek().line);
     if (at_name("not")) {
       const int line = next().line;
-      return std::make_unique<UnaryExpr>(line, UnaryOp::kNot, parse_not());
+      return unary(line, UnaryOp::kNot, parse_not());
     }
     return parse_compare();
   }
@@ -345,16 +381,18 @@ class Parser {
       if (!cmp) cmp = std::make_unique<CompareExpr>(line, std::move(first));
       cmp->rest.emplace_back(op, parse_math1());
     }
-    if (cmp) return cmp;
-    return first;
+    if (!cmp) return first;
+    int d = cmp->first->depth;
+    for (const auto& r : cmp->rest)
+      d = std::max(d, r.second->depth);
+    return sized(std::move(cmp), d);
   }
 
   ExprPtr parse_math1() {
     ExprPtr e = parse_concat();
     while (at_op("+") || at_op("-")) {
       const Token& t = next();
-      e = std::make_unique<BinaryExpr>(t.line, t.text == "+" ? BinaryOp::kAdd : BinaryOp::kSub, std::move(e),
-                                       parse_concat());
+      e = binary(t.line, t.text == "+" ? BinaryOp::kAdd : BinaryOp::kSub, std::move(e), parse_concat());
     }
     return e;
   }
@@ -363,7 +401,7 @@ class Parser {
     ExprPtr e = parse_math2();
     while (at_op("~")) {
       const int line = next().line;
-      e = std::make_unique<BinaryExpr>(line, BinaryOp::kConcat, std::move(e), parse_math2());
+      e = binary(line, BinaryOp::kConcat, std::move(e), parse_math2());
     }
     return e;
   }
@@ -376,7 +414,7 @@ class Parser {
                           : t.text == "/"  ? BinaryOp::kDiv
                           : t.text == "//" ? BinaryOp::kFloorDiv
                                            : BinaryOp::kMod;
-      e = std::make_unique<BinaryExpr>(t.line, op, std::move(e), parse_pow());
+      e = binary(t.line, op, std::move(e), parse_pow());
     }
     return e;
   }
@@ -385,7 +423,7 @@ class Parser {
     ExprPtr e = parse_unary(true);
     while (at_op("**")) {
       const int line = next().line;
-      e = std::make_unique<BinaryExpr>(line, BinaryOp::kPow, std::move(e), parse_unary(true));
+      e = binary(line, BinaryOp::kPow, std::move(e), parse_unary(true));
     }
     return e;
   }
@@ -395,9 +433,9 @@ class Parser {
     const Nesting nesting(*this, line);
     ExprPtr e;
     if (accept_op("-")) {
-      e = std::make_unique<UnaryExpr>(line, UnaryOp::kNegate, parse_unary(false));
+      e = unary(line, UnaryOp::kNegate, parse_unary(false));
     } else if (accept_op("+")) {
-      e = std::make_unique<UnaryExpr>(line, UnaryOp::kPlus, parse_unary(false));
+      e = unary(line, UnaryOp::kPlus, parse_unary(false));
     } else {
       e = parse_primary();
     }
@@ -438,7 +476,8 @@ class Parser {
             if (accept_op("]")) break;
             list->items.push_back(parse_expression());
           }
-          return list;
+          const int d = depth(list->items);
+          return sized(std::move(list), d);
         }
         if (t.text == "{") {
           auto dict = std::make_unique<DictExpr>(t.line);
@@ -449,7 +488,10 @@ class Parser {
             expect_op(":");
             dict->items.emplace_back(std::move(key), parse_expression());
           }
-          return dict;
+          int d = 0;
+          for (const auto& [k, v] : dict->items)
+            d = std::max({d, k->depth, v->depth});
+          return sized(std::move(dict), d);
         }
         break;
       default:
@@ -464,17 +506,21 @@ class Parser {
       const int line = peek().line;
       if (accept_op(".")) {
         if (peek().type == Tok::kInt) {
-          e = std::make_unique<ItemExpr>(line, std::move(e),
-                                         std::make_unique<LiteralExpr>(line, next().literal));
+          const int d = e->depth + 1;
+          e = sized(std::make_unique<ItemExpr>(line, std::move(e),
+                                               std::make_unique<LiteralExpr>(line, next().literal)),
+                    d);
         } else {
-          e = std::make_unique<AttrExpr>(line, std::move(e), expect_identifier());
+          const int d = e->depth;
+          e = sized(std::make_unique<AttrExpr>(line, std::move(e), expect_identifier()), d);
         }
       } else if (accept_op("[")) {
         e = parse_subscript(line, std::move(e));
       } else if (at_op("(")) {
         auto call = std::make_unique<CallExpr>(line, std::move(e));
         call->args = parse_call_args();
-        e = std::move(call);
+        const int d = std::max(call->callee->depth, depth(call->args));
+        e = sized(std::move(call), d);
       } else {
         return e;
       }
@@ -494,13 +540,15 @@ class Parser {
     }
     if (colons == 0) {
       if (!parts[0]) syntax_error(line, "empty subscript []");
-      return std::make_unique<ItemExpr>(line, std::move(object), std::move(parts[0]));
+      const int d = std::max(object->depth, parts[0]->depth);
+      return sized(std::make_unique<ItemExpr>(line, std::move(object), std::move(parts[0])), d);
     }
     auto s = std::make_unique<SliceExpr>(line, std::move(object));
     s->start = std::move(parts[0]);
     s->stop = std::move(parts[1]);
     s->step = std::move(parts[2]);
-    return s;
+    const int d = std::max({depth(s->object), depth(s->start), depth(s->stop), depth(s->step)});
+    return sized(std::move(s), d);
   }
 
   ArgExprs parse_call_args() {
@@ -529,7 +577,8 @@ class Parser {
       name += "." + expect_identifier();
     auto f = std::make_unique<FilterExpr>(line, std::move(value), std::move(name));
     if (at_op("(")) f->args = parse_call_args();
-    return f;
+    const int d = std::max(depth(f->value), depth(f->args));
+    return sized(std::move(f), d);
   }
 
   ExprPtr parse_filters_and_tests(ExprPtr e) {
@@ -550,7 +599,8 @@ class Parser {
                    at_op("{")) {
           test->args.positional.push_back(parse_postfix(parse_primary()));  // `is divisibleby 3`
         }
-        e = std::move(test);
+        const int d = std::max(test->value->depth, depth(test->args));
+        e = sized(std::move(test), d);
       } else {
         return e;
       }

@@ -43,15 +43,25 @@ class Context {
     Context& ctx_;
   };
 
-  // Only the template's top-level scope (and a new one) visible, for a macro's body.
+  using Scope = std::unordered_map<std::string, Value>;
+
+  // The scopes a macro defined now closes over (the top-level one is read live instead).
+  std::shared_ptr<const std::vector<Scope>> enclosing_scopes() const {
+    return std::make_shared<const std::vector<Scope>>(scopes_.begin() + 1, scopes_.end());
+  }
+
+  // For a macro's body: the top-level scope, the scopes the macro closed over, and a new one.
   class MacroFrame {
    public:
-    explicit MacroFrame(Context& ctx) : ctx_(ctx) {
-      if (++ctx_.depth_ > ctx_.options.max_call_depth)
+    MacroFrame(Context& ctx, const std::vector<Scope>& closure) : ctx_(ctx) {
+      if (++ctx_.depth_ > ctx_.options.max_call_depth) {
+        --ctx_.depth_;
         throw Error("macro calls nest deeper than " + std::to_string(ctx_.options.max_call_depth));
+      }
       saved_.assign(std::make_move_iterator(ctx_.scopes_.begin() + 1),
                     std::make_move_iterator(ctx_.scopes_.end()));
       ctx_.scopes_.resize(1);
+      ctx_.scopes_.insert(ctx_.scopes_.end(), closure.begin(), closure.end());
       ctx_.scopes_.emplace_back();
     }
     ~MacroFrame() {
@@ -65,7 +75,7 @@ class Context {
 
    private:
     Context& ctx_;
-    std::vector<std::unordered_map<std::string, Value>> saved_;
+    std::vector<Scope> saved_;
   };
 
   // Called for every statement and loop item.
@@ -90,6 +100,7 @@ class Context {
   int line = 0;  // of the statement being rendered, for error messages
 
  private:
+  RenderBudget budget_;
   std::chrono::steady_clock::time_point deadline_;
   Dict globals_;
   const Value& variables_;
@@ -257,8 +268,11 @@ Value BinaryExpr::eval(Context& ctx) const {
       return modulo(a, b);
     case BinaryOp::kPow:
       return power(a, b);
-    case BinaryOp::kConcat:
-      return Value(a.str() + b.str());
+    case BinaryOp::kConcat: {
+      std::string joined = a.str();
+      joined += b.str();
+      return Value(std::move(joined));
+    }
     default:
       return Value(compare_op(op, a, b));
   }
@@ -349,7 +363,10 @@ void ForStmt::render(Context& ctx, std::string& out) const {
     if (c == LoopControl::kBreak) break;
     completed = completed || c == LoopControl::kNone;
   }
-  if (!completed) ctx.render_body(otherwise, out);
+  if (!completed) {
+    Context::ScopeGuard scope(ctx);  // the else body is a scope of its own too
+    ctx.render_body(otherwise, out);
+  }
 }
 
 void SetStmt::render(Context& ctx, std::string& out) const {
@@ -370,13 +387,21 @@ void SetStmt::render(Context& ctx, std::string& out) const {
   }
   const Value ns = ctx.lookup(targets[0]);
   if (!ns.is_namespace()) throw Error("cannot assign attribute on non-namespace object '" + targets[0] + "'");
+  // Namespaces are the one mutable value: one holding a namespace or a macro could come to hold
+  // itself, and nesting would grow past what was checked when the value was built.
+  if (v.holds_reference()) throw Error("a namespace attribute cannot hold a namespace or a macro");
+  if (v.nesting() + 1 > kMaxNesting)
+    throw Error("the template nests lists or dicts more than " + std::to_string(kMaxNesting) + " deep");
   ns.namespace_dict().set(attribute, std::move(v));
 }
 
 void MacroStmt::render(Context& ctx, std::string&) const {
   Context* c = &ctx;  // macros cannot outlive the render they are defined in
   const MacroStmt* self = this;
-  ctx.assign(name, Value::function(name, [c, self](CallArgs& a) {
+  // jinja2's macros close over the scope they are defined in (a loop variable, an outer macro's
+  // parameters); taken before the macro is named in it, so no closure holds itself.
+  auto closure = ctx.enclosing_scopes();
+  ctx.assign(name, Value::function(name, [c, self, closure](CallArgs& a) {
                if (a.positional.size() > self->params.size())
                  throw Error("macro '" + self->name + "' takes not more than " +
                              std::to_string(self->params.size()) + " argument(s)");
@@ -395,7 +420,7 @@ void MacroStmt::render(Context& ctx, std::string&) const {
                  bound[i] = v;
                  given[i] = true;
                }
-               Context::MacroFrame frame(*c);
+               Context::MacroFrame frame(*c, *closure);
                for (size_t i = 0; i < self->params.size(); ++i) {
                  const auto& [param, fallback] = self->params[i];
                  Value v = given[i]   ? bound[i]
@@ -422,6 +447,7 @@ void FilterBlockStmt::render(Context& ctx, std::string& out) const {
   }
   std::string captured;
   ctx.render_body(body, captured);
+  if (ctx.control != LoopControl::kNone) return;  // break / continue inside: jinja2 writes nothing
   Value v(std::move(captured));
   for (const auto& f : filters)
     v = f->apply(ctx, v);

@@ -4,6 +4,7 @@
 #include <uninorm.h>
 
 #include <unictype.h>
+#include <algorithm>
 #include <cstdlib>
 
 #include "engine/jinja_value.h"
@@ -107,10 +108,9 @@ std::string lower(std::string_view s) {
 }
 
 std::string capitalize(std::string_view s) {
-  std::u32string u = decode(s);
-  for (size_t i = 0; i < u.size(); ++i)
-    u[i] = map_case(u[i], i == 0 ? uc_totitle : uc_tolower);
-  return encode(u);
+  const size_t first = std::max<size_t>(1, utf8_char_len(s));  // a stray byte stays as it is
+  if (s.empty()) return "";
+  return full_case(s.substr(0, first), u8_totitle, uc_totitle) + lower(s.substr(first));
 }
 
 std::string title_python(std::string_view s) {
@@ -143,6 +143,7 @@ std::vector<std::string> split(std::string_view s, const std::string* sep, int64
       const size_t at = s.find(*sep, from);
       if (at == std::string_view::npos) break;
       out.emplace_back(s.substr(from, at - from));
+      check_list_size(out.size());
       from = at + sep->size();
     }
     out.emplace_back(s.substr(from));
@@ -162,6 +163,7 @@ std::vector<std::string> split(std::string_view s, const std::string* sep, int64
     while (j < u.size() && !is_space(u[j]))
       ++j;
     out.push_back(encode(std::u32string_view(u).substr(i, j - i)));
+    check_list_size(out.size());
     i = j;
   }
   return out;
@@ -177,6 +179,7 @@ std::vector<std::string> splitlines(std::string_view s) {
                         c == 0x85 || c == 0x2028 || c == 0x2029;
     if (!breaks) continue;
     out.push_back(encode(std::u32string_view(u).substr(start, i - start)));
+    check_list_size(out.size());
     if (c == '\r' && i + 1 < u.size() && u[i + 1] == '\n') ++i;
     start = i + 1;
   }

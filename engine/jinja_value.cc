@@ -81,18 +81,62 @@ Value Value::none() {
 Value::Value(bool b) : kind_(Kind::kBool), b_(b) {}
 Value::Value(int64_t i) : kind_(Kind::kInt), i_(i) {}
 Value::Value(double d) : kind_(Kind::kFloat), d_(d) {}
+namespace {
+thread_local size_t* g_render_bytes = nullptr;  // the innermost RenderBudget's count
+}  // namespace
+
+RenderBudget::RenderBudget() : outer_(g_render_bytes) {
+  g_render_bytes = &used_;
+}
+RenderBudget::~RenderBudget() {
+  g_render_bytes = outer_;
+}
+
 Value::Value(std::string s) : kind_(Kind::kString) {
   check_string_size(s.size());
+  if (g_render_bytes && (*g_render_bytes += s.size()) > kMaxRenderStringBytes)
+    throw Error("the template built more than " + std::to_string(kMaxRenderStringBytes >> 20) +
+                " MiB of strings");
   s_ = std::make_shared<const std::string>(std::move(s));
 }
 Value::Value(List list, bool tuple)
-    : kind_(Kind::kList), tuple_(tuple), list_(std::make_shared<const List>(std::move(list))) {}
-Value::Value(Dict dict) : kind_(Kind::kDict), dict_(std::make_shared<Dict>(std::move(dict))) {}
+    : kind_(Kind::kList), tuple_(tuple), list_(std::make_shared<const List>(std::move(list))) {
+  set_children_facts();
+}
+Value::Value(Dict dict) : kind_(Kind::kDict), dict_(std::make_shared<Dict>(std::move(dict))) {
+  set_children_facts();
+}
+
+Value Value::lazy(List list) {
+  Value v(std::move(list));
+  v.lazy_ = true;
+  return v;
+}
 
 Value Value::namespace_of(Dict dict) {
   Value v(std::move(dict));
+  if (v.holds_reference_) throw Error("a namespace cannot hold a namespace or a macro");
   v.kind_ = Kind::kNamespace;
+  v.holds_reference_ = true;
   return v;
+}
+
+void Value::set_children_facts() {
+  int deepest = 0;
+  const auto visit = [&](const Value& child) {
+    deepest = std::max<int>(deepest, child.nesting_);
+    holds_reference_ = holds_reference_ || child.holds_reference_;
+  };
+  if (list_) {
+    for (const Value& v : *list_)
+      visit(v);
+  } else {
+    for (const auto& item : dict_->items)
+      visit(item.second);
+  }
+  if (deepest + 1 > kMaxNesting)
+    throw Error("the template nests lists or dicts more than " + std::to_string(kMaxNesting) + " deep");
+  nesting_ = static_cast<uint16_t>(deepest + 1);
 }
 
 Value Value::function(std::string name, Function f) {
@@ -100,6 +144,7 @@ Value Value::function(std::string name, Function f) {
   v.kind_ = Kind::kFunction;
   v.s_ = std::make_shared<const std::string>(std::move(name));
   v.fn_ = std::make_shared<const Function>(std::move(f));
+  v.holds_reference_ = true;
   return v;
 }
 
@@ -147,6 +192,7 @@ bool Value::truthy() const {
     case Kind::kString:
       return !text().empty();
     case Kind::kList:
+      if (lazy_) return true;  // a generator object is always true
       return !list_->empty();
     case Kind::kDict:
       return !dict_->items.empty();
@@ -172,6 +218,7 @@ std::string Value::type_name() const {
     case Kind::kString:
       return "str";
     case Kind::kList:
+      if (lazy_) return "generator";
       return tuple_ ? "tuple" : "list";
     case Kind::kDict:
       return "dict";
@@ -295,6 +342,10 @@ std::string Value::repr() const {
     case Kind::kString:
       return string_repr(text());
     case Kind::kList: {
+      if (lazy_)
+        throw Error(
+            "a generator (what select, map, unique, items or reverse return) cannot be printed; "
+            "convert it with |list or |join");
       std::string out = tuple_ ? "(" : "[";
       for (size_t i = 0; i < list_->size(); ++i) {
         out += (i ? ", " : "") + (*list_)[i].repr();
@@ -332,6 +383,7 @@ nlohmann::json Value::to_json() const {
     case Kind::kString:
       return text();
     case Kind::kList: {
+      if (lazy_) throw Error("Object of type generator is not JSON serializable; convert it with |list");
       nlohmann::json out = nlohmann::json::array();
       for (const Value& v : *list_)
         out.push_back(v.to_json());
@@ -374,6 +426,7 @@ List Value::iterate() const {
           n = 2;
         n = std::min(n, s.size() - i);
         chars.emplace_back(s.substr(i, n));
+        if (chars.size() > kMaxListItems) check_list_size(chars.size());
         i += n;
       }
       return chars;

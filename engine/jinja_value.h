@@ -56,6 +56,11 @@ class Value {
   Value(const char* s) : Value(std::string(s)) {}
   Value(List list, bool tuple = false);
   Value(Dict dict);
+  // What select, map, unique, items and reverse return in jinja2: a generator (or iterator). It
+  // iterates like a list but is always true, has no length or items, prints as an object address
+  // and equals nothing else; templates convert it with |list. Operations that would tell it from
+  // a list raise instead.
+  static Value lazy(List list);
   static Value namespace_of(Dict dict);  // the mutable object namespace(...) makes
   static Value function(std::string name, Function f);
   // JSON objects keep their order only from an ordered_json, as Python's json.loads keeps it.
@@ -69,6 +74,8 @@ class Value {
   bool is_string() const { return kind_ == Kind::kString; }
   bool is_list() const { return kind_ == Kind::kList; }
   bool is_tuple() const { return kind_ == Kind::kList && tuple_; }
+  bool is_lazy() const { return kind_ == Kind::kList && lazy_; }
+  bool is_sequence() const { return kind_ == Kind::kList && !lazy_; }  // a list or tuple proper
   bool is_dict() const { return kind_ == Kind::kDict; }
   bool is_namespace() const { return kind_ == Kind::kNamespace; }
   bool is_function() const { return kind_ == Kind::kFunction; }
@@ -83,6 +90,12 @@ class Value {
   const std::string& function_name() const { return text(); }
   const Function& as_function() const { return *fn_; }
   const std::string& undefined_message() const { return text(); }
+  // Lists and dicts inside lists and dicts, counted; bounded by kMaxNesting when built, so that
+  // printing, comparing and freeing a value cannot exhaust the stack.
+  int nesting() const { return nesting_; }
+  // A namespace or a function (a macro's closure) is in the value: a namespace may not hold one,
+  // so that no value can contain itself.
+  bool holds_reference() const { return holds_reference_; }
 
   bool truthy() const;
   std::string str() const;   // Python str(): what {{ }} prints ("" for undefined)
@@ -98,6 +111,10 @@ class Value {
   Kind kind_ = Kind::kUndefined;
   bool b_ = false;
   bool tuple_ = false;
+  bool lazy_ = false;
+  bool holds_reference_ = false;
+  uint16_t nesting_ = 0;
+  void set_children_facts();
   int64_t i_ = 0;
   double d_ = 0;
   const std::string& text() const;
@@ -113,8 +130,24 @@ class Value {
 // template that tries fails with Error instead of exhausting memory.
 inline constexpr size_t kMaxStringBytes = size_t{64} << 20;
 inline constexpr size_t kMaxListItems = size_t{1} << 20;
+inline constexpr int kMaxNesting = 256;
 void check_string_size(size_t bytes);  // throws Error above kMaxStringBytes
-void check_list_size(size_t items);    // throws Error above kMaxListItems
+
+// Bytes of strings one render may create in all: a template that keeps building strings fails
+// instead of growing memory until its time limit. Counted while a RenderBudget lives on the thread.
+inline constexpr size_t kMaxRenderStringBytes = size_t{1} << 30;
+class RenderBudget {
+ public:
+  RenderBudget();
+  ~RenderBudget();
+  RenderBudget(const RenderBudget&) = delete;
+  RenderBudget& operator=(const RenderBudget&) = delete;
+
+ private:
+  size_t used_ = 0;
+  size_t* outer_;
+};
+void check_list_size(size_t items);  // throws Error above kMaxListItems
 
 // Arguments of a call: positional, then keyword, in the order written.
 struct CallArgs {

@@ -19,7 +19,7 @@ ensure_ascii=False (no HTML escaping).
 Two kinds of case:
   Part A: each *.jinja chat template in tests/data/chat_templates rendered with ~25 seeded-random
           conversations (some with invalid role orders, which the templates refuse).
-  Part B: about 640 small inline templates, one Jinja feature each, grouped by name prefix; the
+  Part B: about 670 small inline templates, one Jinja feature each, grouped by name prefix; the
           "error-" group records that jinja2 raised (class name and message).
 """
 
@@ -1085,6 +1085,44 @@ def part_b_cases():
     c("error-filter-bad-round-method", "{{ 2.5|round(method='up') }}")
     c("error-undefined-iter-attr", "{% for x in nope.items() %}{% endfor %}")
     c("error-endgeneration-missing", "{% generation %}x")
+
+    # --- found by review: generators, closures, Python's number and case rules ------------------
+    c("gen-selectattr-truthy-when-empty",
+      "{% if messages|selectattr('role', 'equalto', 'system') %}S{% else %}N{% endif %}", messages=MSGS[1:])
+    c("gen-select-not-indexable", "{{ (xs|select('odd'))[0] }}|", xs=[1, 2, 3])
+    c("gen-select-not-equal-to-list", "{{ xs|select('odd') == [1, 3] }}", xs=[1, 2, 3])
+    c("gen-reverse-truthy", "{% if []|reverse %}T{% else %}F{% endif %}{{ [1, 2]|reverse|list }}")
+    c("gen-first-in-join", "{{ xs|select('odd')|first }} {{ 3 in xs|select('odd') }} {{ xs|map('string')|join }}",
+      xs=[1, 2, 3])
+    c("gen-items-list", "{{ d|items|list }}", d={"b": 1, "a": 2})
+    c("gen-unique-numbers-hash-equal", "{{ [1, 1.0, true, 2, '1', 'A', 'a']|unique|list }}")
+    c("error-gen-length", "{{ xs|select('odd')|length }}", xs=[1, 2, 3])
+    c("error-gen-last", "{{ xs|select('odd')|last }}", xs=[1, 2, 3])
+    c("error-unique-unhashable", "{{ [[1], [1]]|unique|list }}")
+    c("macro-closure-loop-variable", "{% for i in [1, 2] %}{% macro m() %}{{ i }}{% endmacro %}{{ m() }}{% endfor %}")
+    c("macro-closure-outer-parameter",
+      "{% macro o(a) %}{% macro i() %}[{{ a }}]{% endmacro %}{{ i() }}{% endmacro %}{{ o(1) }}")
+    c("ws-endraw-lstrip", "{% raw %}\nabc\n    {% endraw %}\nz")
+    c("ws-lstrip-unicode-space", "a\n\u00a0{# c #}b")
+    c("ws-minus-strips-unicode-space", "x \u3000{%- if true %}y{% endif %}{% if true -%}\u00a0 z{% endif %}")
+    c("for-else-scope", "{% for a in [] %}{% else %}{% set z = 3 %}{% endfor %}[{{ z }}]")
+    c("filter-block-continue", "{% for i in [1, 2] %}{% filter upper %}xx{% continue %}{% endfilter %}{% endfor %}.")
+    c("filter-int-python-rules",
+      "{{ '0b11'|int(0, 2) }} {{ '0x1f'|int(0, 0) }} {{ '017'|int(0, 0) }} {{ '0o17'|int(0, 0) }} "
+      "{{ '1__0'|int }} {{ '_10'|int }} {{ ' 1_0 '|int }} {{ 'nan'|int }} {{ '12abc'|int }} {{ none|int }} "
+      "{{ '-0x10'|int(0, 16) }} {{ '1e3'|int }}")
+    c("filter-float-python-rules",
+      "{{ '0x10'|float }} {{ '1_000.5'|float }} {{ ' -2.5e1 '|float }} {{ 'Infinity'|float }} {{ '1._5'|float }}")
+    c("error-int-undefined", "{{ nope|int }}")
+    c("error-float-undefined", "{{ nope|float }}")
+    c("error-int-infinity", "{{ 'inf'|int }}")
+    c("filter-capitalize-full-case", "{{ 'ßa'|capitalize }} {{ 'ǆx'|capitalize }} {{ 'éCOLE'|capitalize }}")
+    c("op-float-floordiv-python", "{{ 2.5 // 0.1 }} {{ -2.5 // 0.1 }} {{ 7.0 // -2 }} {{ 0.0 // -1 }}")
+    c("test-upper-lower-need-cased", "{{ '' is upper }}{{ '' is lower }}{{ '1' is upper }}{{ 'A1' is upper }}{{ 'a1' is lower }}")
+    c("time-strftime-zone-empty", "{{ strftime_now('%Z|%z|%%Z|%H') }}")
+    c("attr-slice-huge-step", "{{ 'abc'[1::9223372036854775807] }}{{ [1, 2, 3][::-9223372036854775807] }}")
+    c("range-huge-step", "{{ range(5, 10, 9223372036854775807)|list }}{{ range(10, 5, -9223372036854775807)|list }}")
+    c("filter-map-huge-index-attribute", "{{ users|map(attribute='99999999999999999999')|list }}", users=USERS)
     return out
 
 

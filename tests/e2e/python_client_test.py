@@ -51,8 +51,8 @@ def render_with_jinja2(model_dir, messages):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
     return env.from_string(config["chat_template"]).render(
-        messages=messages, add_generation_prompt=True, bos_token=config["bos_token"],
-        eos_token=config["eos_token"])
+        messages=messages, tools=None, documents=None, add_generation_prompt=True,
+        bos_token=config["bos_token"], eos_token=config["eos_token"])
 
 
 def main():

@@ -1,6 +1,6 @@
 // The Jinja interpreter against Python's jinja2 itself: tests/data/chat_templates/cases.json holds
 // what jinja2 3.1.2, set up as Hugging Face transformers sets it up, rendered (or raised) for nine
-// chat templates over seeded random conversations and ~640 small templates covering each
+// chat templates over seeded random conversations and ~670 small templates covering each
 // supported construct (scripts/make_chat_fixtures.py). The rendered text must match byte for byte:
 // a prompt that differs by one space tokenizes differently, so there is no tolerance. Where jinja2
 // raised, the interpreter must raise too, with the template's own message for raise_exception.
@@ -158,6 +158,29 @@ TEST(Jinja, BoundsOutputAndRecursion) {
   // Nesting deeper than any template: an error, not a stack overflow.
   EXPECT_THROW(Template("{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}"), Error);
   EXPECT_THROW(Template("{{ " + std::string(100000, '-') + "1 }}"), Error);
+  // Found by review: values nested by a loop, long operator and filter chains, values holding
+  // themselves, lists and strings built by filters, and memory held across statements.
+  EXPECT_THROW(
+      render("{% set ns = namespace(x=[]) %}{% for i in range(40000) %}{% set ns.x = [ns.x] %}{% endfor %}"
+             "{{ ns.x }}"),
+      Error);
+  std::string sum = "{{ 1";
+  for (int i = 0; i < 40000; ++i)
+    sum += "+1";
+  EXPECT_THROW(Template(sum + " }}"), Error);
+  std::string trims = "{{ 'a'";
+  for (int i = 0; i < 40000; ++i)
+    trims += "|trim";
+  EXPECT_THROW(Template(trims + " }}"), Error);
+  EXPECT_THROW(render("{% set ns = namespace() %}{% set ns.me = ns %}"), Error);
+  EXPECT_THROW(render("{% set ns = namespace() %}{% set ns.l = [1, [ns]] %}"), Error);
+  EXPECT_THROW(render("{% macro m() %}{% endmacro %}{% set ns = namespace() %}{% set ns.f = m %}"), Error);
+  EXPECT_THROW(render("{{ ('x' * 1100000)|list|length }}"), Error);
+  EXPECT_THROW(render("{{ ('x ' * 1100000).split()|length }}"), Error);
+  EXPECT_EQ(render("{{ range(100000)|unique|list|length }}"), "100000");  // O(n), as a set is
+  EXPECT_THROW(render("{% set ns = namespace(s='') %}{% for i in range(100000) %}"
+                      "{% set ns.s = 'x' * 60000000 ~ i %}{% endfor %}"),
+               Error);
   std::string ifs;
   for (int i = 0; i < 10000; ++i)
     ifs += "{% if true %}";
