@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "engine/added_tokens.h"
+#include "engine/config_added_tokens.h"
 #include "engine/hf_tokenizer.h"
 #include "engine/model.h"
 #include "engine/sentencepiece_model.h"
@@ -128,26 +129,42 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<TokenId> encode(std::string_view text, bool add_bos) const override {
     std::vector<TokenId> out;
     if (add_bos && bos_id_) out.push_back(*bos_id_);
-    const std::string normalized = normalize(text);
-    if (!normalized.empty()) bpe(normalized, out);
+    const std::vector<TokenId> ids = encode_stretch(text, true, false);
+    out.insert(out.end(), ids.begin(), ids.end());
     return out;
   }
 
-  // Hugging Face's Llama and Mistral tokenizers hold the control and unknown pieces as special
-  // added tokens, and their legacy fast tokenizers encode each stretch of text between two as a
-  // text of its own, dummy prefix included ("<s>[INST]" -> <s> "▁[" "INST" "]").
   std::vector<TokenId> encode_with_special_tokens(std::string_view text) const override {
+    return encode_stretch(text, true, true);
+  }
+
+  // Hugging Face's Llama and Mistral tokenizers hold the control and unknown pieces as special
+  // added tokens and encode each stretch of text between two as a text of its own: legacy ones
+  // with the dummy prefix ("<s>[INST]" -> <s> "▁[" "INST" "]"), others only at the text's start.
+  std::vector<TokenId> encode_stretch(std::string_view text, bool at_text_start,
+                                      bool with_special_tokens) const override {
     std::vector<TokenId> out;
+    const auto encode_text = [&](std::string_view part) {
+      const bool starts = at_text_start && part.data() == text.data();
+      const std::string normalized = normalize(part, legacy_ || starts);
+      if (!normalized.empty()) bpe(normalized, out);
+    };
+    if (!with_special_tokens) {
+      encode_text(text);
+      return out;
+    }
     for (const auto& piece : specials_.split(text)) {
-      if (piece.id) {
+      if (piece.id)
         out.push_back(*piece.id);
-      } else {
-        const std::string normalized = normalize(piece.text);
-        if (!normalized.empty()) bpe(normalized, out);
-      }
+      else
+        encode_text(piece.text);
     }
     return out;
   }
+
+  // transformers' legacy=False (or a tokenizer.json whose Metaspace prepends only to the first
+  // stretch): no dummy prefix after a special token.
+  void set_legacy(bool legacy) { legacy_ = legacy; }
 
   std::string token_spelling(TokenId id) const override {
     return id >= 0 && id < vocab_size_ ? m_.pieces[static_cast<size_t>(id)].text : std::string();
@@ -237,7 +254,7 @@ class BpeTokenizer final : public Tokenizer {
   }
 
   // The text SentencePiece's model sees: identity normalization, with its whitespace handling.
-  std::string normalize(std::string_view text) const {
+  std::string normalize(std::string_view text, bool dummy_prefix = true) const {
     // One unit at a time: a user-defined piece, a character, or a malformed byte (read as U+FFFD).
     const auto next_unit = [&](std::string_view s) -> std::pair<std::string_view, size_t> {
       if (const size_t n = user_defined_match(s)) return {s.substr(0, n), n};
@@ -255,7 +272,7 @@ class BpeTokenizer final : public Tokenizer {
     if (text.empty()) return out;
     const std::string_view space = m_.escape_whitespaces ? kSpaceSymbol : std::string_view(" ");
     out.reserve(text.size() * 3 / 2 + space.size());
-    if (m_.add_dummy_prefix) out += space;
+    if (m_.add_dummy_prefix && dummy_prefix) out += space;
     bool prev_space = m_.remove_extra_whitespaces;
     while (!text.empty()) {
       auto [unit, consumed] = next_unit(text);
@@ -383,6 +400,7 @@ class BpeTokenizer final : public Tokenizer {
   std::unordered_set<std::string_view> user_defined_;
   size_t max_user_defined_len_ = 0;
   AddedTokenMatcher specials_{{}};
+  bool legacy_ = true;
 };
 
 }  // namespace
@@ -398,8 +416,9 @@ std::unique_ptr<Tokenizer> Tokenizer::load_from_model_dir(const std::filesystem:
   std::error_code ec;
   const bool have_json = std::filesystem::exists(json, ec);
   if (std::filesystem::exists(model, ec)) {
+    std::unique_ptr<BpeTokenizer> spm;
     try {
-      return load(model);
+      spm = std::make_unique<BpeTokenizer>(model, read_sentencepiece_model(model));
     } catch (const ModelLoadError& e) {
       // Not a SentencePiece model (Llama 3's tiktoken file copied in, say): the tokenizer.json is.
       if (!have_json) throw;
@@ -409,6 +428,11 @@ std::unique_ptr<Tokenizer> Tokenizer::load_from_model_dir(const std::filesystem:
         throw ModelLoadError(std::string(e.what()) + "; and " + e2.what());
       }
     }
+    // How transformers reads the model: legacy or not, and the tokens a fine-tune added past the
+    // SentencePiece vocabulary, live in its own files.
+    spm->set_legacy(sentencepiece_is_legacy(dir));
+    const TokenId first_added = spm->vocab_size();
+    return with_added_tokens(std::move(spm), read_config_added_tokens(dir, first_added));
   }
   if (have_json) return load(json);
   throw ModelLoadError(dir.string() +

@@ -20,7 +20,8 @@ class Tokenizer {
   // ModelLoadError (engine/model.h) naming the file when it is missing or not a supported model.
   static std::unique_ptr<Tokenizer> load(const std::filesystem::path& file);
   // The tokenizer of a model directory: its tokenizer.model when there is one that reads (the
-  // exact SentencePiece reading, for the models that ship both files), else its tokenizer.json.
+  // exact SentencePiece reading, for the models that ship both files), with the tokens a fine-tune
+  // added past its vocabulary (engine/config_added_tokens.h), else its tokenizer.json.
   // Throws ModelLoadError naming both files when neither is there or neither reads.
   static std::unique_ptr<Tokenizer> load_from_model_dir(const std::filesystem::path& dir);
   virtual ~Tokenizer() = default;
@@ -37,6 +38,15 @@ class Tokenizer {
   // Hugging Face tokenizes it (add_special_tokens=False). A tokenizer.json's encode() already reads
   // its added tokens so; a SentencePiece model's reads "<s>" as three characters.
   virtual std::vector<TokenId> encode_with_special_tokens(std::string_view text) const = 0;
+  // For a tokenizer wrapping this one (engine/config_added_tokens.h): `text` as one stretch of a
+  // longer text already cut at the wrapper's tokens, with or without this tokenizer's own special
+  // spellings standing for their ids. A SentencePiece model transformers reads as non-legacy puts
+  // no dummy prefix on a stretch that does not start the text.
+  virtual std::vector<TokenId> encode_stretch(std::string_view text, bool at_text_start,
+                                              bool with_special_tokens) const {
+    (void)at_text_start;
+    return with_special_tokens ? encode_with_special_tokens(text) : encode(text, false);
+  }
   // The token's spelling in the vocabulary ("<s>", "<|begin_of_text|>"); empty for an id outside
   // it. What a chat template gets as bos_token / eos_token when the model's files name none.
   virtual std::string token_spelling(TokenId id) const = 0;

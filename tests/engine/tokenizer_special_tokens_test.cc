@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/model.h"
 #include "engine/tokenizer.h"
 #include "tests/engine/tokenizer_spm_test_util.h"
 
@@ -153,6 +154,100 @@ TEST(ByteLevelSpecialTokensLlama3, AHeaderOfTheLlama3ChatFormatIsItsSpecialIds) 
             concat({{500, 504}, tok->encode("user", false), {505}}));
   EXPECT_EQ(tok->encode_with_special_tokens("<|begin_of_text|>Hello<|eot_id|>"),
             (std::vector<TokenId>{500, 72, 369, 274, 507}));  // expected.json's reference ids
+}
+
+}  // namespace
+}  // namespace kvserve
+
+// A ChatML fine-tune of a SentencePiece model keeps its new tokens past the vocabulary in
+// tokenizer_config.json (and older ones in added_tokens.json): they must be single tokens in any
+// text, and the text between them SentencePiece's own encoding of it.
+namespace kvserve {
+namespace {
+
+class SpmAddedTokens : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = (fs::temp_directory_path() / "kvserve-added-XXXXXX").string();
+    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+    fs::copy_file(tokenizer_test::kModelPath, dir_ / "tokenizer.model");
+    base_ = Tokenizer::load(tokenizer_test::kModelPath);
+    ASSERT_EQ(base_->vocab_size(), 512);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  void write(const std::string& name, const std::string& text) { std::ofstream(dir_ / name) << text; }
+
+  fs::path dir_;
+  std::unique_ptr<Tokenizer> base_;
+};
+
+TEST_F(SpmAddedTokens, ConfigTokensAreSingleTokensInAnyText) {
+  write("tokenizer_config.json", R"({"added_tokens_decoder": {
+      "0": {"content": "<unk>", "special": true},
+      "512": {"content": "<|im_start|>", "special": true},
+      "513": {"content": "<|im_end|>", "special": true},
+      "514": {"content": "<think>", "special": false}}})");
+  const auto tok = Tokenizer::load_from_model_dir(dir_);
+  EXPECT_EQ(tok->vocab_size(), 515);
+  const auto user = base_->encode("user hi", false);
+  EXPECT_EQ(tok->encode("<|im_start|>user hi<|im_end|>", false), concat({{512}, user, {513}}));
+  EXPECT_EQ(tok->encode("<|im_start|>user hi", true), concat({{1, 512}, user}));
+  EXPECT_EQ(tok->encode_with_special_tokens("<s><|im_start|>user hi</s>"), concat({{1, 512}, user, {2}}));
+  EXPECT_EQ(tok->encode("plain text", false), base_->encode("plain text", false));
+  const auto hi = base_->encode("hi", false);
+  EXPECT_EQ(tok->decode(concat({{512}, hi, {513, 514}})), base_->decode(hi) + "<think>");
+  EXPECT_TRUE(tok->is_control(512));
+  EXPECT_FALSE(tok->is_control(514));
+  EXPECT_TRUE(tok->is_control(1));
+  EXPECT_EQ(tok->token_spelling(513), "<|im_end|>");
+  EXPECT_EQ(tok->token_spelling(1), "<s>");
+}
+
+TEST_F(SpmAddedTokens, AddedTokensJsonAndNoneAtAll) {
+  EXPECT_EQ(Tokenizer::load_from_model_dir(dir_)->vocab_size(), 512);
+  write("added_tokens.json", R"({"<|im_end|>": 512, "<s>": 1})");
+  const auto tok = Tokenizer::load_from_model_dir(dir_);
+  EXPECT_EQ(tok->vocab_size(), 513);
+  EXPECT_EQ(tok->encode("a<|im_end|>", false), concat({base_->encode("a", false), {512}}));
+  EXPECT_FALSE(tok->is_control(512));  // added_tokens.json does not say special
+}
+
+// transformers' non-legacy reading (legacy: false, or a tokenizer.json whose Metaspace prepends to
+// the first stretch only) puts no dummy prefix after a special token: " hello" after <s> is then
+// "▁hello", what "hello" alone encodes to, where the legacy reading gives "▁▁hello".
+TEST_F(SpmAddedTokens, NonLegacyModelsPrefixOnlyTheTextsStart) {
+  const auto legacy = Tokenizer::load_from_model_dir(dir_);
+  EXPECT_EQ(legacy->encode_with_special_tokens("<s> hello"), concat({{1}, base_->encode(" hello", false)}));
+  const auto expect_non_legacy = [&] {
+    const auto tok = Tokenizer::load_from_model_dir(dir_);
+    EXPECT_EQ(tok->encode_with_special_tokens("<s> hello"), concat({{1}, base_->encode("hello", false)}));
+    EXPECT_EQ(tok->encode_with_special_tokens("hello<s>"), concat({base_->encode("hello", false), {1}}));
+    EXPECT_EQ(tok->encode("plain text", false), base_->encode("plain text", false));
+  };
+  write("tokenizer_config.json", R"({"legacy": false})");
+  expect_non_legacy();
+  write("tokenizer_config.json", R"({"legacy": true})");
+  write("tokenizer.json",
+        R"({"pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first"}})");
+  expect_non_legacy();  // the fast tokenizer, transformers' default, decides
+  write("tokenizer.json",
+        R"({"pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always"}})");
+  EXPECT_EQ(Tokenizer::load_from_model_dir(dir_)->encode_with_special_tokens("<s> hello"),
+            concat({{1}, base_->encode(" hello", false)}));
+}
+
+TEST_F(SpmAddedTokens, BrokenFilesNameThemselves) {
+  write("tokenizer_config.json", R"({"added_tokens_decoder": {"x": {"content": "<a>"}}})");
+  try {
+    Tokenizer::load_from_model_dir(dir_);
+    FAIL() << "loaded";
+  } catch (const ModelLoadError& e) {
+    EXPECT_NE(std::string(e.what()).find("added_tokens_decoder"), std::string::npos) << e.what();
+  }
+  write("tokenizer_config.json", "{}");
+  write("added_tokens.json", "[1]");
+  EXPECT_THROW(Tokenizer::load_from_model_dir(dir_), ModelLoadError);
 }
 
 }  // namespace
