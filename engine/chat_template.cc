@@ -131,17 +131,54 @@ ChatTemplate ChatTemplate::load_file(const std::filesystem::path& file,
 }
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+  ChatInput input;
+  input.messages = messages;
+  input.add_generation_prompt = add_generation_prompt;
+  return render(input);
+}
+
+namespace {
+
+// `text` as JSON, or a ChatInputError naming `field`.
+nlohmann::ordered_json parse_field(const std::string& text, const std::string& field) {
+  try {
+    return nlohmann::ordered_json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw ChatInputError(field + ": not valid JSON (" + e.what() + ")");
+  }
+}
+
+jinja::Value from_json_field(const nlohmann::ordered_json& j, const std::string& field) {
+  try {
+    return jinja::Value::from_json(j);
+  } catch (const jinja::Error& e) {
+    throw ChatInputError(field + ": " + e.what());
+  }
+}
+
+}  // namespace
+
+std::string ChatTemplate::render(const ChatInput& input) const {
   jinja::List list;
-  list.reserve(messages.size());
-  for (const ChatMessage& m : messages) {
+  list.reserve(input.messages.size());
+  for (size_t i = 0; i < input.messages.size(); ++i) {
+    const ChatMessage& m = input.messages[i];
     jinja::Dict d;
     d.set("role", jinja::Value(m.role));
     d.set("content", jinja::Value(m.content));
+    if (!m.extra_json.empty()) {
+      const std::string field = "chat.messages[" + std::to_string(i) + "].extra_json";
+      const auto extra = parse_field(m.extra_json, field);
+      if (!extra.is_object())
+        throw ChatInputError(field + ": must be a JSON object of the message's further fields");
+      for (const auto& [key, value] : extra.items())
+        d.set(key, from_json_field(value, field));
+    }
     list.emplace_back(std::move(d));
   }
   jinja::Dict vars;
   vars.set("messages", jinja::Value(std::move(list)));
-  vars.set("add_generation_prompt", jinja::Value(add_generation_prompt));
+  vars.set("add_generation_prompt", jinja::Value(input.add_generation_prompt));
   vars.set("bos_token", jinja::Value(bos_token_));
   vars.set("eos_token", jinja::Value(eos_token_));
   for (const auto& [key, value] : extra_.named)
@@ -152,9 +189,26 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
       additional.emplace_back(token);
     vars.set("additional_special_tokens", jinja::Value(std::move(additional)));
   }
-  // transformers passes these on every call: none when the request has no tools or documents.
-  vars.set("tools", jinja::Value::none());
+  // transformers passes tools and documents on every call: none when the request has none.
+  jinja::Value tools = jinja::Value::none();
+  if (!input.tools_json.empty()) {
+    const auto parsed = parse_field(input.tools_json, "chat.tools_json");
+    if (!parsed.is_array() && !parsed.is_null())
+      throw ChatInputError("chat.tools_json: must be a JSON array of tool specifications");
+    tools = from_json_field(parsed, "chat.tools_json");
+  }
+  vars.set("tools", tools);
   vars.set("documents", jinja::Value::none());
+  if (!input.template_kwargs_json.empty()) {
+    const auto kwargs = parse_field(input.template_kwargs_json, "chat.template_kwargs_json");
+    if (!kwargs.is_object())
+      throw ChatInputError("chat.template_kwargs_json: must be a JSON object of variables");
+    for (const auto& [key, value] : kwargs.items()) {
+      if (key == "messages" || key == "tools" || key == "documents" || key == "add_generation_prompt")
+        throw ChatInputError("chat.template_kwargs_json: '" + key + "' has a field of its own; set it there");
+      vars.set(key, from_json_field(value, "chat.template_kwargs_json"));  // may replace a special token
+    }
+  }
   jinja::RenderOptions options;
   const std::time_t now = std::time(nullptr);
   localtime_r(&now, &options.now);  // strftime_now() is the server's local time, as in transformers

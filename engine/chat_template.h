@@ -20,8 +20,30 @@ class Template;
 }
 
 struct ChatMessage {
+  ChatMessage() = default;
+  ChatMessage(std::string r, std::string c, std::string extra = {})
+      : role(std::move(r)), content(std::move(c)), extra_json(std::move(extra)) {}
+
   std::string role;  // "system", "user", "assistant", or whatever else the template accepts
   std::string content;
+  // Further fields of the message as a JSON object (tool_calls, tool_call_id, name, ...: what
+  // tool-calling templates read), set after role and content, so {"content": null} replaces it.
+  std::string extra_json;
+};
+
+// A conversation with everything transformers' apply_chat_template can pass a template.
+struct ChatInput {
+  std::vector<ChatMessage> messages;
+  bool add_generation_prompt = true;
+  std::string tools_json;            // a JSON array of tool specifications; empty: tools is none
+  std::string template_kwargs_json;  // a JSON object of further variables (enable_thinking, ...)
+};
+
+// A field of a ChatInput that is not what it must be (JSON that does not parse, a kwarg named like
+// one of the template's own variables): the message names the field as the gRPC API spells it.
+class ChatInputError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
 };
 
 // A conversation the template refuses (its raise_exception, e.g. roles that do not alternate) or
@@ -63,9 +85,12 @@ class ChatTemplate {
   static ChatTemplate load_file(const std::filesystem::path& file, const std::filesystem::path& model_dir,
                                 const std::string& fallback_bos, const std::string& fallback_eos);
 
-  // The prompt for `messages`; with add_generation_prompt the template opens the assistant's turn.
-  // The template also sees tools and documents as none, as transformers passes them without tools.
-  // Throws ChatTemplateError when the template refuses the conversation or fails on it.
+  // The prompt for the conversation; with add_generation_prompt the template opens the assistant's
+  // turn. The template sees what transformers passes: messages, tools (none without), documents
+  // (none), add_generation_prompt, the special tokens, and the request's template kwargs. Throws
+  // ChatInputError for a field that does not read, ChatTemplateError when the template refuses the
+  // conversation or fails on it.
+  std::string render(const ChatInput& input) const;
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
 
   const std::string& bos_token() const { return bos_token_; }

@@ -13,8 +13,10 @@
 namespace kvserve::jinja {
 namespace {
 
+// `depth` guards the recursion: JSON from a request may nest deeper than any value may.
 template <typename Json>
-Value value_from_json(const Json& j) {
+Value value_from_json(const Json& j, int depth = 0) {
+  if (depth > kMaxNesting) throw Error("the JSON nests more than " + std::to_string(kMaxNesting) + " deep");
   switch (j.type()) {
     case nlohmann::json::value_t::null:
       return Value::none();
@@ -25,7 +27,7 @@ Value value_from_json(const Json& j) {
     case nlohmann::json::value_t::number_unsigned: {
       const auto u = j.template get<uint64_t>();
       if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-        return Value(static_cast<double>(u));
+        throw Error("the JSON holds an integer past 64 bits, " + std::to_string(u));
       return Value(static_cast<int64_t>(u));
     }
     case nlohmann::json::value_t::number_float:
@@ -36,13 +38,13 @@ Value value_from_json(const Json& j) {
       List list;
       list.reserve(j.size());
       for (const auto& e : j)
-        list.push_back(value_from_json(e));
+        list.push_back(value_from_json(e, depth + 1));
       return Value(std::move(list));
     }
     case nlohmann::json::value_t::object: {
       Dict dict;
       for (const auto& [k, v] : j.items())
-        dict.items.emplace_back(k, value_from_json(v));
+        dict.items.emplace_back(k, value_from_json(v, depth + 1));
       return Value(std::move(dict));
     }
     default:

@@ -13,20 +13,24 @@ Status render_chat(const v1::Chat& chat, const ChatTemplate* chat_template, cons
         "this model has no chat template; start kvserve with --chat-template FILE, or send text");
   if (chat.messages().empty())
     return Status::InvalidArgument("chat.messages: empty; send at least one message");
-  std::vector<ChatMessage> messages;
-  messages.reserve(static_cast<size_t>(chat.messages_size()));
+  ChatInput input;
+  input.messages.reserve(static_cast<size_t>(chat.messages_size()));
   for (int i = 0; i < chat.messages_size(); ++i) {
     const v1::ChatMessage& m = chat.messages(i);
     if (m.role().empty())
       return Status::InvalidArgument(
           "chat.messages[" + std::to_string(i) +
           "].role: empty; say who speaks (\"system\", \"user\", \"assistant\", ...)");
-    messages.push_back({m.role(), m.content()});
+    input.messages.emplace_back(m.role(), m.content(), m.extra_json());
   }
   // proto3 `optional`: unset means the usual case, a prompt that opens the assistant's turn.
-  const bool add_generation_prompt = !chat.has_add_generation_prompt() || chat.add_generation_prompt();
+  input.add_generation_prompt = !chat.has_add_generation_prompt() || chat.add_generation_prompt();
+  input.tools_json = chat.tools_json();
+  input.template_kwargs_json = chat.template_kwargs_json();
   try {
-    out->text = chat_template->render(messages, add_generation_prompt);
+    out->text = chat_template->render(input);
+  } catch (const ChatInputError& e) {
+    return Status::InvalidArgument(e.what());  // names the field
   } catch (const ChatTemplateError& e) {
     return Status::InvalidArgument(std::string("chat: the model's chat template refused the conversation: ") +
                                    e.what());

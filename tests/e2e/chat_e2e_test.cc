@@ -228,6 +228,66 @@ TEST(ChatE2E, AModelWithoutATemplateRefusesChatUntilTheOperatorGivesItOne) {
   expect_chat_served_as_worked_out(*client);
 }
 
+// Tool calling over the wire: tools_json, and tool_calls / name / a null content as a message's
+// extra_json, through --chat-template with the committed tool-calling template, give the prompt
+// Python's jinja2 rendered for the same conversation (tests/data/chat_templates/cases.json).
+TEST(ChatE2E, ToolsAndMessageFieldsRenderAsJinja2RendersThem) {
+  const fs::path templates = fs::path(KVSERVE_TEST_DATA) / "chat_templates";
+  ServerProcess server({"--model", (kModels / "tiny-llama3-gqa").string(), "--chat-template",
+                        (templates / "tools.jinja").string()});
+  auto client = stub(server);
+  std::ifstream in(templates / "cases.json");
+  const auto fixture = nlohmann::ordered_json::parse(in);
+  int checked = 0;
+  for (const auto& c : fixture["cases"]) {
+    if (c.value("template_file", "") != "tools.jinja" || !c.contains("output") ||
+        !c["context"].contains("tools"))
+      continue;
+    const auto& ctx = c["context"];
+    SCOPED_TRACE(c["name"].get<std::string>());
+    v1::TokenizeRequest request;
+    v1::Chat* chat = request.mutable_chat();
+    bool representable = true;
+    for (const auto& m : ctx["messages"]) {
+      v1::ChatMessage* message = chat->add_messages();
+      message->set_role(m["role"].get<std::string>());
+      nlohmann::ordered_json extra = nlohmann::ordered_json::object();
+      for (const auto& [key, value] : m.items()) {
+        if (key == "role") continue;
+        if (key == "content" && value.is_string())
+          message->set_content(value.get<std::string>());
+        else
+          extra[key] = value;
+      }
+      representable = representable && m.contains("content");
+      if (!extra.empty()) message->set_extra_json(extra.dump());
+    }
+    if (!representable) continue;
+    chat->set_add_generation_prompt(ctx["add_generation_prompt"].get<bool>());
+    chat->set_tools_json(ctx["tools"].dump());
+    v1::TokenizeResponse response;
+    const grpc::Status s = tokenize(*client, request, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(response.prompt(), c["output"].get<std::string>());
+    EXPECT_FALSE(response.token_ids().empty());
+    if (++checked == 4) break;
+  }
+  EXPECT_EQ(checked, 4);
+
+  v1::TokenizeRequest bad;
+  *bad.mutable_chat() = conversation();
+  bad.mutable_chat()->set_tools_json("{\"not\": \"a list\"}");
+  v1::TokenizeResponse response;
+  grpc::Status s = tokenize(*client, bad, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("chat.tools_json"), std::string::npos) << s.error_message();
+  bad.mutable_chat()->clear_tools_json();
+  bad.mutable_chat()->mutable_messages(0)->set_extra_json("[");
+  s = tokenize(*client, bad, &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("chat.messages[0].extra_json"), std::string::npos) << s.error_message();
+}
+
 // Exit status and output of kvserve run with `args`, for runs that must stop at start-up.
 std::pair<int, std::string> run_kvserve(const std::string& args) {
   // `timeout`: a kvserve that wrongly starts serving must not hang the test.

@@ -73,6 +73,81 @@ TEST(ChatTemplate, RendersConversationsAsJinja2Does) {
   EXPECT_EQ(checked, 5 * 25);
 }
 
+// The tool-calling template's fixture conversations as a request carries them: tools as JSON,
+// each message's tool_calls / name (and a null content) as its extra JSON fields.
+TEST(ChatTemplate, RendersToolsAndMessageFieldsAsJinja2Does) {
+  const auto fixture = nlohmann::ordered_json::parse(read(kDir + "cases.json"));
+  const std::string source = read(kDir + "tools.jinja");
+  int checked = 0;
+  for (const auto& c : fixture["cases"]) {
+    if (c.value("template_file", "") != "tools.jinja") continue;
+    const auto& ctx = c["context"];
+    SCOPED_TRACE(c["name"].get<std::string>());
+    ChatInput input;
+    bool representable = true;
+    for (const auto& m : ctx["messages"]) {
+      ChatMessage message{m["role"], "", ""};
+      nlohmann::ordered_json extra = nlohmann::ordered_json::object();
+      for (const auto& [key, value] : m.items()) {
+        if (key == "role") continue;
+        if (key == "content" && value.is_string())
+          message.content = value.get<std::string>();
+        else
+          extra[key] = value;
+      }
+      representable = representable && m.contains("content");  // a missing content has no field
+      if (!extra.empty()) message.extra_json = extra.dump();
+      input.messages.push_back(message);
+    }
+    if (!representable) continue;
+    input.add_generation_prompt = ctx["add_generation_prompt"];
+    if (ctx.contains("tools")) input.tools_json = ctx["tools"].dump();
+    const ChatTemplate t(source, ctx["bos_token"], ctx["eos_token"]);
+    if (c.contains("output")) {
+      EXPECT_EQ(t.render(input), c["output"].get<std::string>());
+    } else {
+      EXPECT_THROW(t.render(input), ChatTemplateError);
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 20);
+}
+
+TEST(ChatTemplate, TemplateKwargsAndBadJsonFields) {
+  const ChatTemplate t("{{ bos_token }}|{{ enable_thinking }}|{{ tools is none }}|{{ messages[0].name }}",
+                       "<s>", "");
+  ChatInput input;
+  input.messages = {{"user", "hi", R"({"name": "ann"})"}};
+  input.template_kwargs_json = R"({"enable_thinking": false, "bos_token": "<B>"})";
+  EXPECT_EQ(t.render(input), "<B>|False|True|ann");
+  const auto error_for = [&](ChatInput in) {
+    try {
+      t.render(in);
+    } catch (const ChatInputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  ChatInput bad = input;
+  bad.template_kwargs_json = R"({"messages": []})";
+  EXPECT_NE(error_for(bad).find("chat.template_kwargs_json: 'messages'"), std::string::npos)
+      << error_for(bad);
+  bad.template_kwargs_json = "[1]";
+  EXPECT_NE(error_for(bad).find("chat.template_kwargs_json"), std::string::npos);
+  bad = input;
+  bad.tools_json = "{\"a\": 1}";
+  EXPECT_NE(error_for(bad).find("chat.tools_json"), std::string::npos);
+  bad.tools_json = "[1,";
+  EXPECT_NE(error_for(bad).find("chat.tools_json: not valid JSON"), std::string::npos);
+  bad = input;
+  bad.messages[0].extra_json = "7";
+  EXPECT_NE(error_for(bad).find("chat.messages[0].extra_json"), std::string::npos);
+  bad.messages[0].extra_json = std::string(100000, '[') + std::string(100000, ']');  // deep, not a crash
+  EXPECT_NE(error_for(bad).find("chat.messages[0].extra_json"), std::string::npos);
+  bad.messages[0].extra_json = R"({"n": 18446744073709551615})";  // past int64: not silently a float
+  EXPECT_NE(error_for(bad).find("64 bits"), std::string::npos);
+}
+
 TEST(ChatTemplate, RenderErrorsAreChatTemplateErrors) {
   const ChatTemplate t("{{ messages[0].content.nosuch() }}", "", "");
   EXPECT_THROW(t.render({{"user", "hi"}}, true), ChatTemplateError);

@@ -278,6 +278,21 @@ void request_seeds() {
     add_message(r, "user", "two");
     save("invalid_chat_roles_do_not_alternate", r);
   }
+  {
+    kvserve::v1::GenerateRequest r;
+    add_message(r, "user", "Weather in Z\xC3\xBCrich?");
+    add_message(r, "assistant", "");
+    r.mutable_chat()->mutable_messages(1)->set_extra_json(
+        R"({"content": null, "tool_calls": [{"type": "function", "function": {"name": "get_weather", )"
+        R"("arguments": {"city": "Z\u00fcrich", "days": 2}}}]})");
+    add_message(r, "tool", "Sunny, 24 C");
+    r.mutable_chat()->mutable_messages(2)->set_extra_json(R"({"name": "get_weather"})");
+    r.mutable_chat()->set_tools_json(
+        R"([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", )"
+        R"("properties": {"city": {"type": "string"}, "days": {"type": "integer", "default": 1}}}}}])");
+    r.mutable_chat()->set_template_kwargs_json(R"({"enable_thinking": false, "date_string": "4 Jul 2026"})");
+    save("valid_chat_tools_and_fields", r);
+  }
 }
 
 // ---- fuzz_tokenizer: [flags][n][n bytes of '\n'-separated stop strings][text] ----
