@@ -127,11 +127,7 @@ class BpeTokenizer final : public Tokenizer {
   std::optional<TokenId> eos_id() const override { return eos_id_; }
 
   std::vector<TokenId> encode(std::string_view text, bool add_bos) const override {
-    std::vector<TokenId> out;
-    if (add_bos && bos_id_) out.push_back(*bos_id_);
-    const std::vector<TokenId> ids = encode_stretch(text, true, false);
-    out.insert(out.end(), ids.begin(), ids.end());
-    return out;
+    return encode_as_stretch(text, add_bos);
   }
 
   std::vector<TokenId> encode_with_special_tokens(std::string_view text) const override {

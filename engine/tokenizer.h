@@ -47,6 +47,7 @@ class Tokenizer {
     (void)at_text_start;
     return with_special_tokens ? encode_with_special_tokens(text) : encode(text, false);
   }
+
   // The token's spelling in the vocabulary ("<s>", "<|begin_of_text|>"); empty for an id outside
   // it. What a chat template gets as bos_token / eos_token when the model's files name none.
   virtual std::string token_spelling(TokenId id) const = 0;
@@ -56,6 +57,16 @@ class Tokenizer {
   virtual std::string decode(const std::vector<TokenId>& ids) const = 0;
   // True for control tokens (BOS, EOS, PAD, UNK's control kin) that never appear in text output.
   virtual bool is_control(TokenId id) const = 0;
+
+ protected:
+  // encode() for a tokenizer whose work is in encode_stretch(): the BOS, then the whole text.
+  std::vector<TokenId> encode_as_stretch(std::string_view text, bool add_bos) const {
+    std::vector<TokenId> out;
+    if (add_bos && bos_id()) out.push_back(*bos_id());
+    const std::vector<TokenId> ids = encode_stretch(text, true, false);
+    out.insert(out.end(), ids.begin(), ids.end());
+    return out;
+  }
 };
 
 }  // namespace kvserve
