@@ -1,5 +1,7 @@
 #include "engine/chat_template.h"
 
+#include <cctype>
+#include <charconv>
 #include <ctime>
 #include <fstream>
 #include <sstream>
@@ -139,8 +141,36 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
 
 namespace {
 
+// Python reads a JSON integer of any size; nlohmann turns one past 64 bits into a double, which
+// would print differently. Such integers are refused instead: found in the text, outside strings.
+void refuse_huge_integers(const std::string& text, const std::string& field) {
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '"') {
+      for (++i; i < text.size() && text[i] != '"'; ++i)
+        if (text[i] == '\\') ++i;
+      continue;
+    }
+    if (c != '-' && !std::isdigit(static_cast<unsigned char>(c))) continue;
+    size_t end = i + 1;
+    bool integral = true;
+    while (end < text.size() &&
+           (std::isdigit(static_cast<unsigned char>(text[end])) || text[end] == '.' || text[end] == 'e' ||
+            text[end] == 'E' || text[end] == '+' || text[end] == '-')) {
+      integral = integral && std::isdigit(static_cast<unsigned char>(text[end]));
+      ++end;
+    }
+    int64_t value = 0;
+    if (integral &&
+        std::from_chars(text.data() + i, text.data() + end, value).ec == std::errc::result_out_of_range)
+      throw ChatInputError(field + ": the integer " + text.substr(i, end - i) + " is past 64 bits");
+    i = end - 1;
+  }
+}
+
 // `text` as JSON, or a ChatInputError naming `field`.
 nlohmann::ordered_json parse_field(const std::string& text, const std::string& field) {
+  refuse_huge_integers(text, field);
   try {
     return nlohmann::ordered_json::parse(text);
   } catch (const nlohmann::json::exception& e) {

@@ -93,6 +93,10 @@ Value f_default(const Value& v, CallArgs& a) {
 }
 Value f_first(const Value& v, CallArgs& a) {
   a.expect(0, {});
+  if (v.is_lazy()) {
+    const Value* next = v.next_item();
+    return next ? *next : Value::undefined("No first item, sequence was empty.");
+  }
   const List items = as_items(v);
   return items.empty() ? Value::undefined("No first item, sequence was empty.") : items.front();
 }
@@ -417,6 +421,7 @@ Value f_tojson(const Value& v, CallArgs& a) {
 Value f_indent(const Value& v, CallArgs& a) {
   a.expect(3, {"width", "first", "blank"});
   const Value width = a.get(0, "width", Value(int64_t{4}));
+  if (!width.is_string()) check_string_size(static_cast<size_t>(std::max<int64_t>(0, width.as_int())));
   const std::string indention =
       width.is_string() ? width.as_string()
                         : std::string(static_cast<size_t>(std::max<int64_t>(0, width.as_int())), ' ');

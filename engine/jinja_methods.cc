@@ -229,6 +229,7 @@ void json_value(const Value& v, const JsonStyle& style, int level, std::string& 
       json_string(v.as_string(), style.ensure_ascii, out);
       return;
     case Value::Kind::kList: {
+      if (v.is_lazy()) fail("Object of type generator is not JSON serializable; convert it with |list");
       if (v.as_list().empty()) {
         out += "[]";
         return;

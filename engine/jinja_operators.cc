@@ -199,6 +199,7 @@ Value modulo(const Value& a, const Value& b) {
   const double y = b.as_float();
   double r = std::fmod(x, y);
   if (r != 0 && ((r < 0) != (y < 0))) r += y;
+  if (r == 0) r = std::copysign(0.0, y);  // Python: a zero remainder takes the divisor's sign
   return Value(r);
 }
 
@@ -233,6 +234,11 @@ bool contains(const Value& container, const Value& item) {
     if (!item.is_string())
       type_error("'in <string>' requires string as left operand, not " + item.type_name());
     return container.as_string().find(item.as_string()) != std::string::npos;
+  }
+  if (container.is_lazy()) {  // a generator stops after the match, as Python's `in` does
+    while (const Value* v = container.next_item())
+      if (equals(*v, item)) return true;
+    return false;
   }
   if (container.is_list()) {
     for (const Value& v : container.as_list())

@@ -313,6 +313,7 @@ class Parser {
 
   ExprPtr parse_expression() {
     const int line = peek().line;
+    const Nesting nesting(*this, line);  // `a if b else c if d else ...` recurses here
     ExprPtr e = parse_or();
     while (accept_name("if")) {
       auto c = std::make_unique<CondExpr>(line);

@@ -12,30 +12,39 @@ namespace kvserve::jinja {
 
 class Context {
  public:
+  using Scope = std::unordered_map<std::string, Value>;
+  using ScopePtr = std::shared_ptr<Scope>;
+  using Closure = std::vector<ScopePtr>;
+
   Context(const RenderOptions& options, const Value& variables)
       : options(options),
+        stack_base_(reinterpret_cast<uintptr_t>(__builtin_frame_address(0))),
         deadline_(std::chrono::steady_clock::now() + options.time_limit),
         globals_(make_globals(options.now)),
         variables_(variables) {
-    scopes_.emplace_back();
+    scopes_.push_back(std::make_shared<Scope>());
   }
 
   Value lookup(const std::string& name) const {
     for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it) {
-      const auto found = it->find(name);
-      if (found != it->end()) return found->second;
+      const auto found = (*it)->find(name);
+      if (found != (*it)->end()) return found->second;
     }
     if (const Value* v = variables_.as_dict().find(name)) return *v;
     if (const Value* v = globals_.find(name)) return *v;
     return Value::undefined("'" + name + "' is undefined");
   }
-  void assign(const std::string& name, Value v) { scopes_.back()[name] = std::move(v); }
+  void assign(const std::string& name, Value v) { (*scopes_.back())[name] = std::move(v); }
 
-  // A new innermost scope for as long as it lives.
+  // A new innermost scope for as long as it lives. Emptied when it ends: a macro defined in it,
+  // whose closure holds the scope that holds the macro, is freed then.
   class ScopeGuard {
    public:
-    explicit ScopeGuard(Context& ctx) : ctx_(ctx) { ctx_.scopes_.emplace_back(); }
-    ~ScopeGuard() { ctx_.scopes_.pop_back(); }
+    explicit ScopeGuard(Context& ctx) : ctx_(ctx) { ctx_.scopes_.push_back(std::make_shared<Scope>()); }
+    ~ScopeGuard() {
+      ctx_.scopes_.back()->clear();
+      ctx_.scopes_.pop_back();
+    }
     ScopeGuard(const ScopeGuard&) = delete;
     ScopeGuard& operator=(const ScopeGuard&) = delete;
 
@@ -43,31 +52,27 @@ class Context {
     Context& ctx_;
   };
 
-  using Scope = std::unordered_map<std::string, Value>;
-
-  // The scopes a macro defined now closes over (the top-level one is read live instead).
-  std::shared_ptr<const std::vector<Scope>> enclosing_scopes() const {
-    return std::make_shared<const std::vector<Scope>>(scopes_.begin() + 1, scopes_.end());
-  }
+  // The scopes a macro defined now closes over, shared, not copied: as in jinja2 it sees later
+  // assignments there and itself (the top-level scope is always visible anyway).
+  Closure enclosing_scopes() const { return Closure(scopes_.begin() + 1, scopes_.end()); }
 
   // For a macro's body: the top-level scope, the scopes the macro closed over, and a new one.
   class MacroFrame {
    public:
-    MacroFrame(Context& ctx, const std::vector<Scope>& closure) : ctx_(ctx) {
-      if (++ctx_.depth_ > ctx_.options.max_call_depth) {
-        --ctx_.depth_;
+    MacroFrame(Context& ctx, const Closure& closure) : ctx_(ctx) {
+      if (ctx_.depth_ + 1 > ctx_.options.max_call_depth)
         throw Error("macro calls nest deeper than " + std::to_string(ctx_.options.max_call_depth));
-      }
-      saved_.assign(std::make_move_iterator(ctx_.scopes_.begin() + 1),
-                    std::make_move_iterator(ctx_.scopes_.end()));
+      ctx_.check_stack();
+      ++ctx_.depth_;
+      saved_.assign(ctx_.scopes_.begin() + 1, ctx_.scopes_.end());
       ctx_.scopes_.resize(1);
       ctx_.scopes_.insert(ctx_.scopes_.end(), closure.begin(), closure.end());
-      ctx_.scopes_.emplace_back();
+      ctx_.scopes_.push_back(std::make_shared<Scope>());
     }
     ~MacroFrame() {
+      ctx_.scopes_.back()->clear();
       ctx_.scopes_.resize(1);
-      ctx_.scopes_.insert(ctx_.scopes_.end(), std::make_move_iterator(saved_.begin()),
-                          std::make_move_iterator(saved_.end()));
+      ctx_.scopes_.insert(ctx_.scopes_.end(), saved_.begin(), saved_.end());
       --ctx_.depth_;
     }
     MacroFrame(const MacroFrame&) = delete;
@@ -75,7 +80,7 @@ class Context {
 
    private:
     Context& ctx_;
-    std::vector<Scope> saved_;
+    Closure saved_;
   };
 
   // Called for every statement and loop item.
@@ -84,7 +89,19 @@ class Context {
       throw Error("the template ran for longer than " + std::to_string(options.time_limit.count()) + " ms");
   }
 
+  // Recursion a template controls (macros calling macros inside nested blocks around deep
+  // expressions) multiplies each bound; what bounds the product is the stack it takes: past
+  // kMaxRenderStack bytes the render fails instead of overflowing the thread's stack.
+  void check_stack() const {
+    static constexpr uintptr_t kMaxRenderStack = uintptr_t{1} << 20;
+    const auto here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+    const uintptr_t used = stack_base_ > here ? stack_base_ - here : here - stack_base_;
+    if (used > kMaxRenderStack)
+      throw Error("the template nests too deeply (macros calling macros inside nested blocks)");
+  }
+
   void render_body(const Body& body, std::string& out) {
+    check_stack();
     for (const StmtPtr& s : body) {
       tick();
       line = s->line;
@@ -101,10 +118,11 @@ class Context {
 
  private:
   RenderBudget budget_;
+  uintptr_t stack_base_;
   std::chrono::steady_clock::time_point deadline_;
   Dict globals_;
   const Value& variables_;
-  std::vector<std::unordered_map<std::string, Value>> scopes_;
+  std::vector<ScopePtr> scopes_;
   int depth_ = 0;
 };
 
@@ -400,39 +418,43 @@ void MacroStmt::render(Context& ctx, std::string&) const {
   const MacroStmt* self = this;
   // jinja2's macros close over the scope they are defined in (a loop variable, an outer macro's
   // parameters); taken before the macro is named in it, so no closure holds itself.
-  auto closure = ctx.enclosing_scopes();
-  ctx.assign(name, Value::function(name, [c, self, closure](CallArgs& a) {
-               if (a.positional.size() > self->params.size())
-                 throw Error("macro '" + self->name + "' takes not more than " +
-                             std::to_string(self->params.size()) + " argument(s)");
-               std::vector<Value> bound(self->params.size());
-               std::vector<bool> given(self->params.size(), false);
-               for (size_t i = 0; i < a.positional.size(); ++i) {
-                 bound[i] = a.positional[i];
-                 given[i] = true;
-               }
-               for (const auto& [k, v] : a.keyword) {
-                 size_t i = 0;
-                 while (i < self->params.size() && self->params[i].first != k)
-                   ++i;
-                 if (i == self->params.size())
-                   throw Error("macro '" + self->name + "' takes no keyword argument '" + k + "'");
-                 bound[i] = v;
-                 given[i] = true;
-               }
-               Context::MacroFrame frame(*c, *closure);
-               for (size_t i = 0; i < self->params.size(); ++i) {
-                 const auto& [param, fallback] = self->params[i];
-                 Value v = given[i]   ? bound[i]
-                           : fallback ? fallback->eval(*c)
-                                      : Value::undefined("parameter '" + param + "' was not provided");
-                 c->assign(param, std::move(v));
-               }
-               std::string out;
-               c->render_body(self->body, out);
-               c->control = LoopControl::kNone;
-               return Value(std::move(out));
-             }));
+  Context::Closure closure = ctx.enclosing_scopes();
+  ctx.assign(name, Value::function(
+                       name,
+                       [c, self, closure](CallArgs& a) {
+                         if (a.positional.size() > self->params.size())
+                           throw Error("macro '" + self->name + "' takes not more than " +
+                                       std::to_string(self->params.size()) + " argument(s)");
+                         std::vector<Value> bound(self->params.size());
+                         std::vector<bool> given(self->params.size(), false);
+                         for (size_t i = 0; i < a.positional.size(); ++i) {
+                           bound[i] = a.positional[i];
+                           given[i] = true;
+                         }
+                         for (const auto& [k, v] : a.keyword) {
+                           size_t i = 0;
+                           while (i < self->params.size() && self->params[i].first != k)
+                             ++i;
+                           if (i == self->params.size())
+                             throw Error("macro '" + self->name + "' takes no keyword argument '" + k + "'");
+                           bound[i] = v;
+                           given[i] = true;
+                         }
+                         Context::MacroFrame frame(*c, closure);
+                         for (size_t i = 0; i < self->params.size(); ++i) {
+                           const auto& [param, fallback] = self->params[i];
+                           Value v = given[i] ? bound[i]
+                                     : fallback
+                                         ? fallback->eval(*c)
+                                         : Value::undefined("parameter '" + param + "' was not provided");
+                           c->assign(param, std::move(v));
+                         }
+                         std::string out;
+                         c->render_body(self->body, out);
+                         c->control = LoopControl::kNone;
+                         return Value(std::move(out));
+                       },
+                       /*closes_over_scopes=*/true));
 }
 
 void LoopControlStmt::render(Context& ctx, std::string&) const {

@@ -16,7 +16,10 @@ namespace {
 // `depth` guards the recursion: JSON from a request may nest deeper than any value may.
 template <typename Json>
 Value value_from_json(const Json& j, int depth = 0) {
-  if (depth > kMaxNesting) throw Error("the JSON nests more than " + std::to_string(kMaxNesting) + " deep");
+  // A few levels short of kMaxNesting: the request's JSON is wrapped in messages and variables.
+  constexpr int kMaxJsonNesting = kMaxNesting - 8;
+  if (depth > kMaxJsonNesting)
+    throw Error("the JSON nests more than " + std::to_string(kMaxJsonNesting) + " deep");
   switch (j.type()) {
     case nlohmann::json::value_t::null:
       return Value::none();
@@ -112,7 +115,13 @@ Value::Value(Dict dict) : kind_(Kind::kDict), dict_(std::make_shared<Dict>(std::
 Value Value::lazy(List list) {
   Value v(std::move(list));
   v.lazy_ = true;
+  v.cursor_ = std::make_shared<size_t>(0);
   return v;
+}
+
+const Value* Value::next_item() const {
+  if (!lazy_ || *cursor_ >= list_->size()) return nullptr;
+  return &(*list_)[(*cursor_)++];
 }
 
 Value Value::namespace_of(Dict dict) {
@@ -141,12 +150,12 @@ void Value::set_children_facts() {
   nesting_ = static_cast<uint16_t>(deepest + 1);
 }
 
-Value Value::function(std::string name, Function f) {
+Value Value::function(std::string name, Function f, bool closes_over_scopes) {
   Value v;
   v.kind_ = Kind::kFunction;
   v.s_ = std::make_shared<const std::string>(std::move(name));
   v.fn_ = std::make_shared<const Function>(std::move(f));
-  v.holds_reference_ = true;
+  v.holds_reference_ = closes_over_scopes;
   return v;
 }
 
@@ -407,6 +416,11 @@ List Value::iterate() const {
     case Kind::kUndefined:
       return {};
     case Kind::kList:
+      if (lazy_) {
+        List rest(list_->begin() + static_cast<std::ptrdiff_t>(*cursor_), list_->end());
+        *cursor_ = list_->size();
+        return rest;
+      }
       return *list_;
     case Kind::kDict: {
       List keys;

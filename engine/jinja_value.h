@@ -62,7 +62,8 @@ class Value {
   // a list raise instead.
   static Value lazy(List list);
   static Value namespace_of(Dict dict);  // the mutable object namespace(...) makes
-  static Value function(std::string name, Function f);
+  // `closes_over_scopes`: a macro, which holds the scopes it was defined in (holds_reference()).
+  static Value function(std::string name, Function f, bool closes_over_scopes = false);
   // JSON objects keep their order only from an ordered_json, as Python's json.loads keeps it.
   static Value from_json(const nlohmann::json& j);
   static Value from_json(const nlohmann::ordered_json& j);
@@ -76,6 +77,9 @@ class Value {
   bool is_tuple() const { return kind_ == Kind::kList && tuple_; }
   bool is_lazy() const { return kind_ == Kind::kList && lazy_; }
   bool is_sequence() const { return kind_ == Kind::kList && !lazy_; }  // a list or tuple proper
+  // A generator runs once, as in jinja2: what it hands out (iterate, next_item) is gone from all
+  // its copies. next_item gives the next item, or nullptr at the end.
+  const Value* next_item() const;
   bool is_dict() const { return kind_ == Kind::kDict; }
   bool is_namespace() const { return kind_ == Kind::kNamespace; }
   bool is_function() const { return kind_ == Kind::kFunction; }
@@ -93,7 +97,7 @@ class Value {
   // Lists and dicts inside lists and dicts, counted; bounded by kMaxNesting when built, so that
   // printing, comparing and freeing a value cannot exhaust the stack.
   int nesting() const { return nesting_; }
-  // A namespace or a function (a macro's closure) is in the value: a namespace may not hold one,
+  // A namespace or a macro (which holds its scopes) is in the value: a namespace may not hold one,
   // so that no value can contain itself.
   bool holds_reference() const { return holds_reference_; }
 
@@ -124,6 +128,7 @@ class Value {
   std::shared_ptr<const List> list_;
   std::shared_ptr<Dict> dict_;
   std::shared_ptr<const Function> fn_;
+  std::shared_ptr<size_t> cursor_;  // a generator's next item, shared by its copies
 };
 
 // The longest string a template may build (by repetition, joining, printing a value, ...): a

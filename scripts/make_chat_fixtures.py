@@ -1123,6 +1123,18 @@ def part_b_cases():
     c("attr-slice-huge-step", "{{ 'abc'[1::9223372036854775807] }}{{ [1, 2, 3][::-9223372036854775807] }}")
     c("range-huge-step", "{{ range(5, 10, 9223372036854775807)|list }}{{ range(10, 5, -9223372036854775807)|list }}")
     c("filter-map-huge-index-attribute", "{{ users|map(attribute='99999999999999999999')|list }}", users=USERS)
+    c("gen-runs-once-loops", "{% set g = xs|select %}{% for x in g %}{{ x }}{% endfor %}|{% for x in g %}{{ x }}{% endfor %}",
+      xs=[1, 2, 3])
+    c("gen-runs-once-list", "{% set g = xs|select %}{{ g|list }}{{ g|list }}", xs=[1, 2, 3])
+    c("gen-runs-once-in", "{% set g = xs|select %}{{ 2 in g }}{{ 1 in g }}{{ 3 in g }}", xs=[1, 2, 3])
+    c("gen-runs-once-first", "{% set g = xs|select %}{{ g|first }}{{ g|first }}{{ g|list }}", xs=[1, 2, 3])
+    c("error-gen-tojson", "{{ xs|select|tojson }}", xs=[1, 2])
+    c("macro-closure-sees-later-set",
+      "{% for i in xs %}{% set y = 4 %}{% macro m() %}{{ y }}{% endmacro %}{% set y = 5 %}{{ m() }}{% endfor %}", xs=[1])
+    c("macro-recursive-in-loop",
+      "{% for i in [1] %}{% macro f(n) %}{{ n }}{% if n > 0 %}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(2) }}{% endfor %}")
+    c("namespace-holds-loop", "{% set ns = namespace() %}{% for i in [7, 8] %}{% set ns.l = loop %}{% endfor %}{{ ns.l.index }}")
+    c("op-float-mod-zero-sign", "{{ -0.5 % 0.5 }} {{ 0.5 % -0.5 }} {{ 1.0 % 1 }}")
     return out
 
 

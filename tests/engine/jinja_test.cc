@@ -181,6 +181,23 @@ TEST(Jinja, BoundsOutputAndRecursion) {
   EXPECT_THROW(render("{% set ns = namespace(s='') %}{% for i in range(100000) %}"
                       "{% set ns.s = 'x' * 60000000 ~ i %}{% endfor %}"),
                Error);
+  // Found by the second review: an else-chain recursing in the parser, and recursion that stays
+  // inside each bound (32 macro levels, 200 blocks, 512-deep expressions) but not their product.
+  std::string chain = "{{ 1";
+  for (int i = 0; i < 100000; ++i)
+    chain += " if x else 1";
+  EXPECT_THROW(Template(chain + " }}"), Error);
+  std::string deep = "{% macro m(n) %}";
+  for (int i = 0; i < 185; ++i)
+    deep += "{% for i in [1] %}";
+  deep += "{{ (m(n - 1) if n > 0 else '')";
+  for (int i = 0; i < 500; ++i)
+    deep += " ~ ''";
+  deep += " }}";
+  for (int i = 0; i < 185; ++i)
+    deep += "{% endfor %}";
+  deep += "{% endmacro %}{{ m(31) }}";
+  EXPECT_THROW(render(deep), Error);
   std::string ifs;
   for (int i = 0; i < 10000; ++i)
     ifs += "{% if true %}";
