@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <string>
@@ -73,9 +74,20 @@ class AddedTokensTokenizer final : public Tokenizer {
   }
 
   // Runs of the base vocabulary decode as the base decodes them; an added token is its content.
+  // Only the text's first piece loses its "▁" as the dummy prefix: one after an added token is a
+  // space (transformers decodes the whole sequence at once).
   std::string decode(const std::vector<TokenId>& ids) const override {
     std::string text;
     std::vector<TokenId> run;
+    bool after_added = false;
+    const auto flush = [&] {
+      std::string part = base_->decode(run);
+      if (after_added && !run.empty() && !part.starts_with(' ') &&
+          base_->token_spelling(run.front()).starts_with("\xE2\x96\x81"))
+        part.insert(0, 1, ' ');
+      text += part;
+      run.clear();
+    };
     for (TokenId id : ids) {
       const auto it = by_id_.find(id);
       if (it == by_id_.end()) {
@@ -83,11 +95,12 @@ class AddedTokensTokenizer final : public Tokenizer {
         continue;
       }
       if (it->second.special) continue;  // control tokens stay out of the text, as skip_special_tokens
-      text += base_->decode(run);
-      run.clear();
+      flush();
       text += it->second.content;
+      after_added = true;
     }
-    return text + base_->decode(run);
+    flush();
+    return text;
   }
 
   bool is_control(TokenId id) const override {
@@ -119,8 +132,8 @@ std::vector<AddedToken> read_config_added_tokens(const std::filesystem::path& di
         TokenId id = -1;
         const auto parsed = std::from_chars(key.data(), key.data() + key.size(), id);
         if (parsed.ec != std::errc() || parsed.ptr != key.data() + key.size() || id < 0 ||
-            !entry.is_object() || !entry.contains("content") || !entry["content"].is_string() ||
-            entry["content"].get<std::string>().empty())
+            id == std::numeric_limits<TokenId>::max() || !entry.is_object() || !entry.contains("content") ||
+            !entry["content"].is_string() || entry["content"].get<std::string>().empty())
           throw ModelLoadError(config_file.string() + ": added_tokens_decoder[\"" + key +
                                "\"] must be a token id with an object holding a non-empty \"content\"");
         if (id < first_id) continue;
@@ -141,6 +154,8 @@ std::vector<AddedToken> read_config_added_tokens(const std::filesystem::path& di
     for (const auto& [content, id] : added->items()) {
       if (!id.is_number_integer() || content.empty())
         throw ModelLoadError(added_file.string() + ": \"" + content + "\" must map to a token id");
+      if (id.get<int64_t>() < 0 || id.get<int64_t>() >= std::numeric_limits<TokenId>::max())
+        throw ModelLoadError(added_file.string() + ": \"" + content + "\" maps to an id out of range");
       const TokenId tid = id.get<TokenId>();
       if (tid >= first_id && !found.count(tid)) found[tid] = AddedToken{.content = content, .id = tid};
     }
@@ -151,34 +166,42 @@ std::vector<AddedToken> read_config_added_tokens(const std::filesystem::path& di
   return out;
 }
 
-bool sentencepiece_is_legacy(const std::filesystem::path& dir) {
-  // transformers' default is the fast tokenizer: its tokenizer.json decides where there is one.
-  // Metaspace with prepend_scheme "first" prefixes the first stretch only; Llama 2's legacy file
-  // prepends "▁" in its normalizer, to every stretch.
+DummyPrefixRule sentencepiece_prefix_rule(const std::filesystem::path& dir) {
+  using Where = DummyPrefixRule::Where;
   std::optional<json> fast;
   try {
     fast = read_json(dir / "tokenizer.json");
   } catch (const ModelLoadError&) {
-    // Not kvserve's to read (the tokenizer.model is used): the config's flag decides.
+    // Not kvserve's to read (the tokenizer.model is used): the config decides.
   }
-  if (fast && fast->is_object() && fast->contains("pre_tokenizer")) {
-    const json& pre = (*fast)["pre_tokenizer"];
-    std::vector<const json*> parts{&pre};
-    if (pre.is_object() && pre.value("type", "") == "Sequence" && pre.contains("pretokenizers")) {
-      parts.clear();
-      for (const auto& p : pre["pretokenizers"])
-        parts.push_back(&p);
-    }
-    for (const json* p : parts) {
-      if (p->is_object() && p->value("type", "") == "Metaspace")
-        return p->value("prepend_scheme", "always") != "first";
+  // A component alone or inside a Sequence.
+  const auto find_type = [](const json& root, const char* key, const char* list_key, const char* type) {
+    const json* found = nullptr;
+    if (!root.is_object() || !root.contains(key)) return found;
+    const json& part = root[key];
+    if (part.is_object() && part.value("type", "") == type) return &part;
+    if (part.is_object() && part.value("type", "") == "Sequence" && part.contains(list_key) &&
+        part[list_key].is_array())
+      for (const auto& p : part[list_key])
+        if (p.is_object() && p.value("type", "") == type) return &p;
+    return found;
+  };
+  if (fast) {
+    if (find_type(*fast, "normalizer", "normalizers", "Prepend")) return {Where::kEveryStretch, false};
+    if (const json* meta = find_type(*fast, "pre_tokenizer", "pretokenizers", "Metaspace")) {
+      std::string scheme = meta->value("prepend_scheme", "");
+      if (scheme.empty()) scheme = meta->value("add_prefix_space", true) ? "always" : "never";
+      if (scheme == "first") return {Where::kTextStart, true};
+      if (scheme == "never") return {Where::kNever, false};
+      return {Where::kEveryStretch, true};
     }
   }
   if (const auto config = read_json(dir / "tokenizer_config.json"); config && config->is_object()) {
     const auto legacy = config->find("legacy");
-    if (legacy != config->end() && legacy->is_boolean()) return legacy->get<bool>();
+    if (legacy != config->end() && legacy->is_boolean() && !legacy->get<bool>())
+      return {Where::kTextStart, false};
   }
-  return true;
+  return {};
 }
 
 std::unique_ptr<Tokenizer> with_added_tokens(std::unique_ptr<Tokenizer> base, std::vector<AddedToken> added) {

@@ -17,10 +17,18 @@ namespace kvserve {
 // SentencePiece model's own pieces). Throws ModelLoadError naming the file for one that does not read.
 std::vector<AddedToken> read_config_added_tokens(const std::filesystem::path& dir, TokenId first_id);
 
-// Whether transformers reads the directory's tokenizer.model as "legacy" (a dummy prefix on every
-// stretch of text between special tokens): unless tokenizer_config.json says "legacy": false or
-// tokenizer.json's Metaspace prepends only to the first stretch (prepend_scheme "first").
-bool sentencepiece_is_legacy(const std::filesystem::path& dir);
+// Where transformers puts SentencePiece's dummy prefix "▁" in a text cut at special tokens.
+struct DummyPrefixRule {
+  enum class Where { kEveryStretch, kTextStart, kNever };
+  Where where = Where::kEveryStretch;  // SentencePiece's own, and Llama 2's "legacy" files
+  bool unless_space = false;           // Metaspace: not before a stretch that starts with a space
+};
+
+// The rule for a directory's tokenizer.model, as transformers reads it: from its tokenizer.json
+// when that reads (its fast tokenizer is the default: a Prepend normalizer prefixes every stretch;
+// Metaspace prefixes per prepend_scheme), else tokenizer_config.json's "legacy": false prefixes
+// only the text's start (the slow tokenizer), else every stretch.
+DummyPrefixRule sentencepiece_prefix_rule(const std::filesystem::path& dir);
 
 // `base` (a SentencePiece tokenizer) extended by `added` (ids at or past its vocabulary): they are
 // matched in text first and each stretch between them goes to `base` as a text of its own, as

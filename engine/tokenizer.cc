@@ -135,14 +135,19 @@ class BpeTokenizer final : public Tokenizer {
   }
 
   // Hugging Face's Llama and Mistral tokenizers hold the control and unknown pieces as special
-  // added tokens and encode each stretch of text between two as a text of its own: legacy ones
-  // with the dummy prefix ("<s>[INST]" -> <s> "▁[" "INST" "]"), others only at the text's start.
+  // added tokens and encode each stretch of text between two as a text of its own, with the dummy
+  // prefix where prefix_rule_ says: Llama 2's on every stretch ("<s>[INST]" -> <s> "▁[" "INST" "]"),
+  // Mistral v0.3's only at the text's start.
   std::vector<TokenId> encode_stretch(std::string_view text, bool at_text_start,
                                       bool with_special_tokens) const override {
     std::vector<TokenId> out;
     const auto encode_text = [&](std::string_view part) {
       const bool starts = at_text_start && part.data() == text.data();
-      const std::string normalized = normalize(part, legacy_ || starts);
+      using Where = DummyPrefixRule::Where;
+      bool prefix =
+          prefix_rule_.where == Where::kEveryStretch || (prefix_rule_.where == Where::kTextStart && starts);
+      if (prefix_rule_.unless_space && part.starts_with(' ')) prefix = false;
+      const std::string normalized = normalize(part, prefix);
       if (!normalized.empty()) bpe(normalized, out);
     };
     if (!with_special_tokens) {
@@ -158,9 +163,8 @@ class BpeTokenizer final : public Tokenizer {
     return out;
   }
 
-  // transformers' legacy=False (or a tokenizer.json whose Metaspace prepends only to the first
-  // stretch): no dummy prefix after a special token.
-  void set_legacy(bool legacy) { legacy_ = legacy; }
+  // Where transformers puts the dummy prefix for this model (engine/config_added_tokens.h).
+  void set_prefix_rule(DummyPrefixRule rule) { prefix_rule_ = rule; }
 
   std::string token_spelling(TokenId id) const override {
     return id >= 0 && id < vocab_size_ ? m_.pieces[static_cast<size_t>(id)].text : std::string();
@@ -396,7 +400,7 @@ class BpeTokenizer final : public Tokenizer {
   std::unordered_set<std::string_view> user_defined_;
   size_t max_user_defined_len_ = 0;
   AddedTokenMatcher specials_{{}};
-  bool legacy_ = true;
+  DummyPrefixRule prefix_rule_;  // SentencePiece's own: every stretch
 };
 
 }  // namespace
@@ -426,7 +430,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load_from_model_dir(const std::filesystem:
     }
     // How transformers reads the model: legacy or not, and the tokens a fine-tune added past the
     // SentencePiece vocabulary, live in its own files.
-    spm->set_legacy(sentencepiece_is_legacy(dir));
+    spm->set_prefix_rule(sentencepiece_prefix_rule(dir));
     const TokenId first_added = spm->vocab_size();
     return with_added_tokens(std::move(spm), read_config_added_tokens(dir, first_added));
   }

@@ -40,8 +40,8 @@ class Tokenizer {
   virtual std::vector<TokenId> encode_with_special_tokens(std::string_view text) const = 0;
   // For a tokenizer wrapping this one (engine/config_added_tokens.h): `text` as one stretch of a
   // longer text already cut at the wrapper's tokens, with or without this tokenizer's own special
-  // spellings standing for their ids. A SentencePiece model transformers reads as non-legacy puts
-  // no dummy prefix on a stretch that does not start the text.
+  // spellings standing for their ids. A SentencePiece model puts its dummy prefix on the stretch
+  // where transformers would (engine/config_added_tokens.h), which depends on `at_text_start`.
   virtual std::vector<TokenId> encode_stretch(std::string_view text, bool at_text_start,
                                               bool with_special_tokens) const {
     (void)at_text_start;

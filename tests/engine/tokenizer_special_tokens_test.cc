@@ -197,6 +197,9 @@ TEST_F(SpmAddedTokens, ConfigTokensAreSingleTokensInAnyText) {
   EXPECT_EQ(tok->encode("plain text", false), base_->encode("plain text", false));
   const auto hi = base_->encode("hi", false);
   EXPECT_EQ(tok->decode(concat({{512}, hi, {513, 514}})), base_->decode(hi) + "<think>");
+  // After an added token a piece's "▁" is a space, not a dummy prefix to strip.
+  const auto world = base_->encode("world", false);
+  EXPECT_EQ(tok->decode(concat({hi, {514}, world})), base_->decode(hi) + "<think> " + base_->decode(world));
   EXPECT_TRUE(tok->is_control(512));
   EXPECT_FALSE(tok->is_control(514));
   EXPECT_TRUE(tok->is_control(1));
@@ -213,28 +216,47 @@ TEST_F(SpmAddedTokens, AddedTokensJsonAndNoneAtAll) {
   EXPECT_FALSE(tok->is_control(512));  // added_tokens.json does not say special
 }
 
-// transformers' non-legacy reading (legacy: false, or a tokenizer.json whose Metaspace prepends to
-// the first stretch only) puts no dummy prefix after a special token: " hello" after <s> is then
-// "▁hello", what "hello" alone encodes to, where the legacy reading gives "▁▁hello".
-TEST_F(SpmAddedTokens, NonLegacyModelsPrefixOnlyTheTextsStart) {
-  const auto legacy = Tokenizer::load_from_model_dir(dir_);
-  EXPECT_EQ(legacy->encode_with_special_tokens("<s> hello"), concat({{1}, base_->encode(" hello", false)}));
-  const auto expect_non_legacy = [&] {
+// Where transformers puts the dummy prefix: " hello" after <s> is "▁▁hello" (what " hello" alone
+// encodes to) where every stretch is prefixed, "▁hello" (what "hello" encodes to) where only the
+// text's start is or where Metaspace skips a stretch that starts with a space.
+TEST_F(SpmAddedTokens, DummyPrefixWhereTransformersPutsIt) {
+  const auto spaced = concat({{1}, base_->encode(" hello", false)});
+  const auto plain = concat({{1}, base_->encode("hello", false)});
+  const auto check = [&](const std::vector<TokenId>& space_after_bos,
+                         const std::vector<TokenId>& word_after_bos, const char* what,
+                         bool start_prefixed = true) {
+    SCOPED_TRACE(what);
     const auto tok = Tokenizer::load_from_model_dir(dir_);
-    EXPECT_EQ(tok->encode_with_special_tokens("<s> hello"), concat({{1}, base_->encode("hello", false)}));
-    EXPECT_EQ(tok->encode_with_special_tokens("hello<s>"), concat({base_->encode("hello", false), {1}}));
-    EXPECT_EQ(tok->encode("plain text", false), base_->encode("plain text", false));
+    EXPECT_EQ(tok->encode_with_special_tokens("<s> hello"), space_after_bos);
+    EXPECT_EQ(tok->encode_with_special_tokens("<s>hello"), word_after_bos);
+    if (start_prefixed) {
+      EXPECT_EQ(tok->encode_with_special_tokens("hello<s>"), concat({base_->encode("hello", false), {1}}));
+    }
   };
+  check(spaced, plain, "SentencePiece's own: every stretch");
   write("tokenizer_config.json", R"({"legacy": false})");
-  expect_non_legacy();
-  write("tokenizer_config.json", R"({"legacy": true})");
+  const auto no_prefix_word = [&] {
+    const auto tok = Tokenizer::load_from_model_dir(dir_);
+    return tok->encode_with_special_tokens("<s>hello");
+  }();
+  check(plain, no_prefix_word, "slow tokenizer, legacy false: the text's start only");
+  EXPECT_NE(no_prefix_word, plain);
+  // The fast tokenizer decides, whatever the config says.
+  write("tokenizer.json",
+        R"({"normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+      {"type": "Replace"}]}, "pre_tokenizer": null})");
+  check(spaced, plain, "Llama 2's tokenizer.json: Prepend, every stretch");
   write("tokenizer.json",
         R"({"pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first"}})");
-  expect_non_legacy();  // the fast tokenizer, transformers' default, decides
+  check(plain, no_prefix_word, "Metaspace first: the text's start");
   write("tokenizer.json",
         R"({"pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always"}})");
-  EXPECT_EQ(Tokenizer::load_from_model_dir(dir_)->encode_with_special_tokens("<s> hello"),
-            concat({{1}, base_->encode(" hello", false)}));
+  check(plain, plain, "Metaspace always: every stretch, unless it starts with a space");
+  write("tokenizer.json",
+        R"({"pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "never"}})");
+  check(plain, no_prefix_word, "Metaspace never", /*start_prefixed=*/false);
+  EXPECT_EQ(Tokenizer::load_from_model_dir(dir_)->encode("hello", false),
+            std::vector<TokenId>(no_prefix_word.begin() + 1, no_prefix_word.end()));
 }
 
 TEST_F(SpmAddedTokens, BrokenFilesNameThemselves) {
