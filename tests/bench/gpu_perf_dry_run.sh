@@ -20,8 +20,10 @@ socks = [socket.socket() for _ in range(2)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 
+# The open loop's top rate stays well under what 2 busy cores serve (~40 requests/s of 32/96): at
+# 50/s, with CI's other tests beside it, a 2 s run could end before any request finished.
 PYTHON=$py "$root/scripts/gpu_perf.sh" --bundle "$tmp/bundle" --out "$tmp/out" --backend cpu --shape tiny \
-  --parts grid,open --concurrency 1,4 --lengths 32/96 --duration 2 --rates 2,50 --open-lengths 32/96 --open-duration 2 \
+  --parts grid,open --concurrency 1,4 --lengths 32/96 --duration 2 --rates 2,20 --open-lengths 32/96 --open-duration 2 \
   --budget-s 240 --port "$port" --metrics-port "$metrics_port" --server-arg=--kv-cache-gib=0.01
 
 "$py" - "$tmp/out/gpu_perf.json" <<'PY'
@@ -50,7 +52,7 @@ for r in closed:  # the open loop's low rates leave the engine idle at most samp
     # The exact count never exceeds what the allocation rule allows (block_size - 1 per running request).
     need(kv.get("waste_max", 1) <= kv.get("waste_bound_max", 0) + 1e-12, f"{name}: waste over its bound {kv}")
 need("gpu_idle_fraction" not in (closed[0].get("engine") or {}), "the CPU backend has no device time to report")
-need([r.get("rate") for r in opened] in ([2, 50], [2.0, 50.0], [2]), f"open-loop rates: {[r.get('rate') for r in opened]}")
+need([r.get("rate") for r in opened] in ([2, 20], [2.0, 20.0], [2]), f"open-loop rates: {[r.get('rate') for r in opened]}")
 need("open_rate_at_p99_ttft_1s" in res["kvserve"], "no crossing rate entry")
 need(res["kvserve"]["kv_waste_max_fraction"] is not None, "no KV waste over the runs")
 need((res.get("model_info") or {}).get("block_size", 0) > 0, f"model_info: {res.get('model_info')}")
