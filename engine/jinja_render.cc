@@ -416,8 +416,10 @@ void SetStmt::render(Context& ctx, std::string& out) const {
 void MacroStmt::render(Context& ctx, std::string&) const {
   Context* c = &ctx;  // macros cannot outlive the render they are defined in
   const MacroStmt* self = this;
-  // jinja2's macros close over the scope they are defined in (a loop variable, an outer macro's
-  // parameters); taken before the macro is named in it, so no closure holds itself.
+  // jinja2's macros close over the scopes they are defined in (a loop variable, an outer macro's
+  // parameters), shared rather than copied: later assignments there are seen, and the macro, named
+  // in the innermost one, can call itself. That scope holding the macro holding the scope is a
+  // cycle, broken when the scope ends (ScopeGuard and MacroFrame empty it).
   Context::Closure closure = ctx.enclosing_scopes();
   ctx.assign(name, Value::function(
                        name,
