@@ -35,17 +35,8 @@ std::vector<TokenId> concat(std::initializer_list<std::vector<TokenId>> parts) {
 
 class SpmSpecialTokens : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { tok_ = Tokenizer::load(kModelPath).release(); }
-  static void TearDownTestSuite() {
-    delete tok_;
-    tok_ = nullptr;
-  }
-  static const Tokenizer& tok() { return *tok_; }
-
- private:
-  static Tokenizer* tok_;
+  static const Tokenizer& tok() { return committed_tokenizer(); }
 };
-Tokenizer* SpmSpecialTokens::tok_ = nullptr;
 
 TEST_F(SpmSpecialTokens, BosAndEosSpellingsBecomeTheirIdsAroundTheSpmEncodedText) {
   // The ids between them are spm_encode's for the text (tokenizer_test.cc): unk 0, bos 1, eos 2.

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -25,6 +26,12 @@ namespace fs = std::filesystem;
 
 inline const std::string kDataDir = std::string(KVSERVE_TEST_DATA) + "/tokenizer";
 inline const std::string kModelPath = kDataDir + "/tokenizer.model";
+
+// The committed tokenizer.model, loaded once for every test that reads it.
+inline const Tokenizer& committed_tokenizer() {
+  static const std::unique_ptr<Tokenizer> tok = Tokenizer::load(kModelPath);
+  return *tok;
+}
 
 inline std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

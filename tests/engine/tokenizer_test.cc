@@ -7,11 +7,11 @@
 #include <vector>
 
 #include "engine/model.h"
+#include "tests/engine/tokenizer_spm_test_util.h"
 
 namespace kvserve {
 namespace {
 
-const std::string kModelPath = std::string(KVSERVE_TEST_DATA) + "/tokenizer/tokenizer.model";
 const std::string kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
 // The test model's byte-fallback pieces <0x00>..<0xFF> follow unk, bos and eos.
@@ -28,17 +28,8 @@ std::vector<TokenId> byte_ids(const std::string& s) {
 
 class TokenizerTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { tok_ = Tokenizer::load(kModelPath).release(); }
-  static void TearDownTestSuite() {
-    delete tok_;
-    tok_ = nullptr;
-  }
-  static const Tokenizer& tok() { return *tok_; }
-
- private:
-  static Tokenizer* tok_;
+  static const Tokenizer& tok() { return tokenizer_test::committed_tokenizer(); }
 };
-Tokenizer* TokenizerTest::tok_ = nullptr;
 
 TEST_F(TokenizerTest, ReportsTheModelsVocabularyAndSpecialIds) {
   EXPECT_EQ(tok().vocab_size(), 512);
