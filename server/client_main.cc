@@ -1,6 +1,7 @@
 // kvserve-client: sends one prompt to a kvserve server and streams the text back as it arrives,
 // the quickest way to see the server work (scripts/run.sh uses it for its demo request). With
-// --chat the prompt is one user message, rendered by the server's chat template.
+// --chat the prompt is one user message, rendered by the server's chat template. With --n above 1
+// the choices arrive interleaved, so each is printed whole once the call ends.
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
@@ -16,6 +17,7 @@ int main(int argc, char** argv) {
   std::string target = "127.0.0.1:50051", prompt, system;
   bool chat = false;
   int max_tokens = 64;
+  unsigned n = 1;
   float temperature = 0.0f;
   uint64_t seed = 0;
   bool has_seed = false;
@@ -27,6 +29,9 @@ int main(int argc, char** argv) {
   app.add_option("--target", target, "server address host:port")->capture_default_str();
   app.add_option("--max-tokens", max_tokens, "tokens to generate at most")->capture_default_str();
   app.add_option("--temperature", temperature, "0 = greedy")->capture_default_str();
+  app.add_option("--n", n, "choices to generate from the prompt (each printed whole at the end)")
+      ->check(CLI::Range(1u, 128u))
+      ->capture_default_str();
   app.add_option("--seed", seed, "sampling seed")->each([&](const std::string&) { has_seed = true; });
   app.add_option("--stop", stops, "stop string (repeatable)");
   app.add_option("--timeout", timeout_s, "seconds before the request is abandoned")->capture_default_str();
@@ -61,6 +66,7 @@ int main(int argc, char** argv) {
     request.mutable_stop()->add_stop(s);
   request.mutable_sampling()->set_temperature(temperature);
   if (has_seed) request.mutable_sampling()->set_seed(seed);
+  request.set_n(n);
 
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() +
@@ -68,28 +74,41 @@ int main(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   double ttft_ms = -1;
   auto reader = stub->Generate(&ctx, request);
-  kvserve::v1::GenerateResponse msg, last;
-  if (!chat) std::printf("%s", prompt.c_str());  // a chat's answer stands on its own
+  kvserve::v1::GenerateResponse msg;
+  std::vector<kvserve::v1::GenerateResponse> last(n);  // each choice's final message
+  std::vector<std::string> texts(n);
+  const std::string echo = chat ? "" : prompt;  // a chat's answer stands on its own
+  if (n == 1) std::printf("%s", echo.c_str());
   while (reader->Read(&msg)) {
     if (ttft_ms < 0)
       ttft_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    std::printf("%s", msg.text().c_str());
-    std::fflush(stdout);
-    if (msg.finish_reason() != kvserve::v1::FINISH_REASON_UNSPECIFIED) last = msg;
+    if (msg.index() >= n) continue;  // not from a kvserve that honours n
+    if (n == 1) {
+      std::printf("%s", msg.text().c_str());
+      std::fflush(stdout);
+    }
+    texts[msg.index()] += msg.text();
+    if (msg.finish_reason() != kvserve::v1::FINISH_REASON_UNSPECIFIED) last[msg.index()] = msg;
   }
-  std::printf("\n");
+  if (n == 1) std::printf("\n");
   const grpc::Status status = reader->Finish();
+  if (n > 1)
+    for (unsigned i = 0; i < n; ++i)
+      std::printf("--- choice %u ---\n%s%s\n", i, echo.c_str(), texts[i].c_str());
   if (!status.ok()) {
     std::fprintf(stderr, "kvserve-client: %s: %s\n", target.c_str(), status.error_message().c_str());
     return 1;
   }
   const double total_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(stderr,
-               "[%s: finish=%s prompt_tokens=%u completion_tokens=%u cached_prompt_tokens=%u ttft=%.1fms "
-               "total=%.1fms]\n",
-               last.request_id().c_str(), kvserve::v1::FinishReason_Name(last.finish_reason()).c_str(),
-               last.usage().prompt_tokens(), last.usage().completion_tokens(),
-               last.usage().cached_prompt_tokens(), ttft_ms, total_ms);
+  for (unsigned i = 0; i < n; ++i) {
+    const kvserve::v1::GenerateResponse& end = last[i];
+    std::fprintf(stderr,
+                 "[%s%s: finish=%s prompt_tokens=%u completion_tokens=%u cached_prompt_tokens=%u ttft=%.1fms "
+                 "total=%.1fms]\n",
+                 end.request_id().c_str(), n > 1 ? ("/" + std::to_string(i)).c_str() : "",
+                 kvserve::v1::FinishReason_Name(end.finish_reason()).c_str(), end.usage().prompt_tokens(),
+                 end.usage().completion_tokens(), end.usage().cached_prompt_tokens(), ttft_ms, total_ms);
+  }
   return 0;
 }

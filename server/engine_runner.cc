@@ -37,7 +37,27 @@ EngineRunner::~EngineRunner() {
 }
 
 Status EngineRunner::submit(Request request, std::shared_ptr<OutputChannel> channel, RequestId* id_out) {
-  if (Status s = engine_->validate(request); !s.ok()) return s;
+  std::vector<Request> requests;
+  requests.push_back(std::move(request));
+  std::vector<RequestId> ids;
+  Status s = submit_all(std::move(requests), {std::move(channel)}, &ids);
+  if (s.ok() && id_out) *id_out = ids.front();
+  return s;
+}
+
+Status EngineRunner::submit_all(std::vector<Request> requests,
+                                std::vector<std::shared_ptr<OutputChannel>> channels,
+                                std::vector<RequestId>* ids_out) {
+  if (requests.empty() || requests.size() != channels.size())
+    return Status::Internal("submit_all: " + std::to_string(requests.size()) + " requests for " +
+                            std::to_string(channels.size()) + " channels");
+  for (const Request& request : requests)
+    if (Status s = engine_->validate(request); !s.ok()) return s;
+  const int count = static_cast<int>(requests.size());
+  if (options_.max_waiting > 0 && count > options_.max_waiting)
+    return Status::InvalidArgument("n = " + std::to_string(count) + " choices need as many queue places, " +
+                                   "more than this server's whole queue of " +
+                                   std::to_string(options_.max_waiting) + " (--max-queue); ask for fewer");
   std::lock_guard lock(mu_);
   if (!failure_.empty())
     return Status::Unavailable("the server's engine failed (" + failure_ +
@@ -46,14 +66,20 @@ Status EngineRunner::submit(Request request, std::shared_ptr<OutputChannel> chan
     return Status::Unavailable(
         "the server is shutting down and takes no new requests; retry on another replica");
   const int waiting = static_cast<int>(inbox_.size()) + status_.num_waiting;
-  if (options_.max_waiting > 0 && waiting >= options_.max_waiting)
-    return Status::ResourceExhausted("the server's queue is full (" + std::to_string(waiting) +
-                                     " requests waiting); retry later");
-  std::string client_id = std::move(request.id);
-  request.id = "r" + std::to_string(next_id_++);
-  if (id_out) *id_out = request.id;
-  inbox_.push_back({std::move(request), std::move(client_id), std::move(channel), Clock::now()});
-  ++in_flight_;
+  if (options_.max_waiting > 0 && waiting + count > options_.max_waiting)
+    return Status::ResourceExhausted(
+        "the server's queue is full (" + std::to_string(waiting) + " requests waiting" +
+        (count > 1 ? ", " + std::to_string(count) + " more asked for" : "") + "); retry later");
+  const auto now = Clock::now();
+  if (ids_out) ids_out->clear();
+  for (int i = 0; i < count; ++i) {
+    Request& request = requests[i];
+    std::string client_id = std::move(request.id);
+    request.id = "r" + std::to_string(next_id_++);
+    if (ids_out) ids_out->push_back(request.id);
+    inbox_.push_back({std::move(request), std::move(client_id), std::move(channels[i]), now});
+  }
+  in_flight_ += count;
   wake_.notify_one();
   return Status::Ok();
 }

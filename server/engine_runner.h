@@ -63,6 +63,12 @@ class EngineRunner {
   // Validates and queues a request; request.id is replaced by a unique internal id, returned in
   // `id_out` for abort(). On error nothing is queued and the channel is never called.
   Status submit(Request request, std::shared_ptr<OutputChannel> channel, RequestId* id_out);
+  // The same for several requests at once (the choices of one call), all or none: each is
+  // validated, the queue must have room for all of them, and they reach the engine in the same
+  // step, in order, so that later ones find the first one's prompt blocks in the prefix cache.
+  // channels[i] receives requests[i]'s outputs; ids_out gets their internal ids in order.
+  Status submit_all(std::vector<Request> requests, std::vector<std::shared_ptr<OutputChannel>> channels,
+                    std::vector<RequestId>* ids_out);
   // Ends a request (client cancel, deadline): its blocks are freed at the start of the next step
   // and its channel gets a final output with finish kAborted. Unknown or finished ids are ignored.
   void abort(const RequestId& id);

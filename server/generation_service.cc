@@ -72,6 +72,9 @@ namespace {
 
 // The id is echoed on every message and logged: a long one would multiply what the server sends.
 constexpr size_t kMaxRequestIdBytes = 256;
+// Choices per call: enough for best-of-n and RL rollouts, few enough that one call cannot flood
+// the queue (each choice also takes a place in it).
+constexpr uint32_t kMaxChoices = 128;
 
 const char* code_name(StatusCode code) {
   switch (code) {
@@ -107,21 +110,25 @@ v1::FinishReason to_wire(FinishReason r) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
-// One Generate call. The engine thread pushes outputs in through on_output(); gRPC allows one write
-// in flight, so outputs that arrive meanwhile are merged into the next message (a slow client gets
-// fewer, larger messages instead of an unbounded queue of small ones).
+// One Generate call, with one or more choices. The engine thread pushes each choice's outputs in
+// through its ChoiceChannel; gRPC allows one write in flight, so outputs that arrive meanwhile are
+// merged into the next message of their choice (a slow client gets fewer, larger messages instead
+// of an unbounded queue of small ones).
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
   GenerateReactor(EngineRunner& runner, StreamWriter& writer, std::string client_id)
       : runner_(runner), stream_(std::make_shared<Stream>(this, writer, std::move(client_id))) {}
 
-  // Submits the request; on failure returns why, and the caller finishes the call with reject().
-  // The stream's lock is held across submit() so that a cancel arriving meanwhile sees the id.
-  Status start(Request request) {
+  // Submits the choices (requests[i] is choice i); on failure returns why, and the caller
+  // finishes the call with reject(). The stream's lock is held across submit_all() so that a
+  // cancel arriving meanwhile sees the ids.
+  Status start(std::vector<Request> requests) {
     std::lock_guard lock(stream_->mu);
-    RequestId id;
-    Status s = runner_.submit(std::move(request), stream_, &id);
-    if (s.ok()) stream_->internal_id = id;
+    std::vector<std::shared_ptr<OutputChannel>> channels;
+    for (size_t i = 0; i < requests.size(); ++i)
+      channels.push_back(std::make_shared<ChoiceChannel>(stream_, static_cast<uint32_t>(i)));
+    Status s = runner_.submit_all(std::move(requests), std::move(channels), &stream_->internal_ids);
+    if (s.ok()) stream_->num_choices = stream_->internal_ids.size();
     return s;
   }
 
@@ -138,7 +145,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
     stream_->writing = false;
     if (!ok || stream_->cancelled) {
       finish_locked(lock, grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
-    } else if (stream_->last_written) {
+    } else if (stream_->all_written()) {
       finish_locked(lock,
                     stream_->aborted_by_server
                         ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -152,7 +159,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   void OnCancel() override {
     std::unique_lock lock(stream_->mu);
     stream_->cancelled = true;
-    if (!stream_->internal_id.empty() && !stream_->last_written) runner_.abort(stream_->internal_id);
+    // Choices already finished are unknown to the runner by now, which ignores them.
+    if (!stream_->all_written())
+      for (const RequestId& id : stream_->internal_ids)
+        runner_.abort(id);
     if (!stream_->writing)
       finish_locked(lock, grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
   }
@@ -166,16 +176,16 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   }
 
  private:
-  struct Stream : OutputChannel, StreamWriter::Flushable, std::enable_shared_from_this<Stream> {
+  struct Stream : StreamWriter::Flushable, std::enable_shared_from_this<Stream> {
     Stream(GenerateReactor* r, StreamWriter& w, std::string id)
         : reactor(r), writer(w), client_id(std::move(id)) {}
 
     // Engine thread: queue the output; the writer thread (or the completion of the write in
     // flight) sends it.
-    void on_output(StepOutput output) override {
+    void on_output(uint32_t index, StepOutput output) {
       std::unique_lock lock(mu);
       if (!reactor || cancelled || finish_called) return;
-      pending.push_back(std::move(output));
+      pending.push_back({index, std::move(output)});
       if (writing || flush_scheduled) return;
       flush_scheduled = true;
       lock.unlock();
@@ -190,13 +200,24 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
       start_write_locked(lock);
     }
 
-    // Merges everything pending into `response` and starts writing it; releases the lock first,
-    // since gRPC may run the completion inline.
+    bool all_written() const { return num_choices > 0 && num_choices_written == num_choices; }
+
+    // Merges everything pending for the choice of the oldest pending output into `response` and
+    // starts writing it (the other choices' outputs wait for the next writes, oldest first); releases
+    // the lock first, since gRPC may run the completion inline.
     void start_write_locked(std::unique_lock<std::mutex>& lock) {
+      const uint32_t index = pending.front().index;
       response.Clear();
       response.set_request_id(client_id);
+      response.set_index(index);
       std::string text;
-      for (StepOutput& out : pending) {
+      std::deque<PendingOutput> other_choices;
+      for (PendingOutput& p : pending) {
+        if (p.index != index) {
+          other_choices.push_back(std::move(p));
+          continue;
+        }
+        StepOutput& out = p.output;
         if (out.token >= 0) {
           response.add_token_ids(static_cast<uint32_t>(out.token));
           v1::TokenLogprob* lp = response.add_logprobs();
@@ -215,33 +236,47 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
           usage->set_prompt_tokens(static_cast<uint32_t>(out.num_prompt_tokens));
           usage->set_completion_tokens(static_cast<uint32_t>(out.num_output_tokens));
           usage->set_cached_prompt_tokens(static_cast<uint32_t>(out.num_cached_prompt_tokens));
-          last_written = true;
-          aborted_by_server = out.finish == FinishReason::kAborted;
+          ++num_choices_written;
+          if (out.finish == FinishReason::kAborted) aborted_by_server = true;
         }
       }
+      pending.swap(other_choices);
       response.set_text(std::move(text));
-      pending.clear();
       writing = true;
       GenerateReactor* r = reactor;
       lock.unlock();
       r->StartWrite(&response);
     }
 
+    struct PendingOutput {
+      uint32_t index;
+      StepOutput output;
+    };
+
     std::mutex mu;
     GenerateReactor* reactor;  // null once gRPC is done with the call
     StreamWriter& writer;
     bool flush_scheduled = false;  // queued on the writer, which will start the next write
     std::string client_id;
-    RequestId internal_id;
-    std::deque<StepOutput> pending;
+    std::vector<RequestId> internal_ids;  // one per choice
+    size_t num_choices = 0;               // set once submitted
+    size_t num_choices_written = 0;       // choices whose final message is out (or going out)
+    std::deque<PendingOutput> pending;
     v1::GenerateResponse response;  // the message being written
     bool writing = false;
-    bool last_written = false;  // the final message is out (or going out)
-    // The engine ended the request (shutdown) rather than the client: the call then ends
+    // The engine ended a choice (shutdown) rather than the client: the call then ends
     // UNAVAILABLE, which clients and balancers retry, not OK, which they take as complete.
     bool aborted_by_server = false;
     bool cancelled = false;
     bool finish_called = false;
+  };
+
+  // The runner's channel for one choice: tags its outputs with the choice's index.
+  struct ChoiceChannel : OutputChannel {
+    ChoiceChannel(std::shared_ptr<Stream> s, uint32_t i) : stream(std::move(s)), index(i) {}
+    void on_output(StepOutput output) override { stream->on_output(index, std::move(output)); }
+    std::shared_ptr<Stream> stream;
+    uint32_t index;
   };
 
   void finish_locked(std::unique_lock<std::mutex>& lock, const grpc::Status& status) {
@@ -254,6 +289,24 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   EngineRunner& runner_;
   std::shared_ptr<Stream> stream_;
 };
+
+// The choices of one call: copies of the request, choice i seeded with seed + i (when a seed is
+// given) and logged as "<id>/<i>".
+std::vector<Request> expand_choices(Request request, uint32_t n) {
+  std::vector<Request> choices;
+  if (n <= 1) {
+    choices.push_back(std::move(request));
+    return choices;
+  }
+  choices.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    Request choice = request;
+    choice.id = request.id + "/" + std::to_string(i);
+    if (request.sampling.seed) choice.sampling.seed = *request.sampling.seed + i;  // wraps, as uint64
+    choices.push_back(std::move(choice));
+  }
+  return choices;
+}
 
 // Encodes a client's text. The tokenizers are fuzzed and do not throw on any text; should one
 // still (a pattern engine's backtracking limit, say), that request fails with a message and the
@@ -347,6 +400,9 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
     return Status::InvalidArgument("request_id is " + std::to_string(in.request_id().size()) +
                                    " bytes, at most " + std::to_string(kMaxRequestIdBytes) + " allowed");
   out->id = in.request_id();
+  if (in.n() > kMaxChoices)
+    return Status::InvalidArgument("n must be at most " + std::to_string(kMaxChoices) + " choices, got " +
+                                   std::to_string(in.n()));
   switch (in.input_case()) {
     case v1::GenerateRequest::kText:
       if (in.text().empty())
@@ -446,7 +502,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     return reactor;
   }
   engine_request.id = client_id;
-  if (Status s = reactor->start(std::move(engine_request)); !s.ok()) reactor->reject(reject(s));
+  if (Status s = reactor->start(expand_choices(std::move(engine_request), request->n())); !s.ok())
+    reactor->reject(reject(s));
   return reactor;
 }
 

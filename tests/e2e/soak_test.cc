@@ -1,7 +1,7 @@
-// Soak: thousands of requests at high concurrency against the real server, with random cancels,
-// short deadlines, malformed requests and abandoned clients. Afterwards every KV block is free, the
-// server's memory has not grown beyond a bound, and it still answers correctly. Bounded in requests
-// and time; loopback only.
+// Soak: thousands of requests at high concurrency against the real server (some with several
+// choices), with random cancels, short deadlines, malformed requests and abandoned clients.
+// Afterwards every KV block is free, the server's memory has not grown beyond a bound, and it
+// still answers correctly. Bounded in requests and time; loopback only.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -56,6 +56,9 @@ void one_request(v1::Generation::Stub& stub, std::mt19937& rng, Tally& tally) {
   req.mutable_stop()->set_max_tokens(std::uniform_int_distribution<int>(1, 64)(rng));
   req.mutable_stop()->set_ignore_eos(true);
   req.mutable_sampling()->set_temperature(std::uniform_real_distribution<float>(0.0f, 1.5f)(rng));
+  // One call in four asks for several choices, which share the prompt's blocks.
+  if (std::uniform_int_distribution<int>(0, 3)(rng) == 0)
+    req.set_n(std::uniform_int_distribution<int>(2, 4)(rng));
   if (kind == Kind::kMalformed) {
     switch (std::uniform_int_distribution<int>(0, 3)(rng)) {
       case 0:
@@ -163,7 +166,7 @@ TEST(Soak, ThousandsOfUnrulyRequestsLeaveNoTrace) {
   EXPECT_EQ(after, greedy()) << "the soaked server must answer as a fresh one does";
 
   const auto [rss_after, peak_after] = rss_kib(server.pid());
-  std::printf("soak: %d requests sent, %llu served;", sent.load(),
+  std::printf("soak: %d calls sent, %llu choices served;", sent.load(),
               static_cast<unsigned long long>(status.requests_served()));
   for (const auto& [outcome, n] : tally.by_outcome)
     std::printf(" %s=%d", outcome.c_str(), n);

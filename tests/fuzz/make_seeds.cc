@@ -258,6 +258,16 @@ void request_seeds() {
     save("invalid_max_tokens_31_bits", r);
   }
   save("invalid_no_input", kvserve::v1::GenerateRequest());
+  {
+    kvserve::v1::GenerateRequest r;
+    r.set_text("choices");
+    r.set_n(8);
+    r.mutable_sampling()->set_temperature(1.0f);
+    r.mutable_sampling()->set_seed(0xFFFFFFFFFFFFFFFEull);  // choice i's seed + i wraps
+    save("valid_choices", r);
+    r.set_n(129);
+    save("invalid_too_many_choices", r);
+  }
   const auto add_message = [](kvserve::v1::GenerateRequest& r, const char* role, const char* content) {
     kvserve::v1::ChatMessage* m = r.mutable_chat()->add_messages();
     m->set_role(role);

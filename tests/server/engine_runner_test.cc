@@ -28,7 +28,10 @@ class RecordingChannel : public OutputChannel {
   void on_output(StepOutput output) override {
     std::lock_guard lock(mu_);
     if (output.token >= 0) tokens_.push_back(output.token);
-    if (output.finish != FinishReason::kNone) finals_.push_back(output.finish);
+    if (output.finish != FinishReason::kNone) {
+      finals_.push_back(output.finish);
+      cached_prompt_tokens_ = output.num_cached_prompt_tokens;
+    }
   }
   std::vector<TokenId> tokens() {
     std::lock_guard lock(mu_);
@@ -38,11 +41,16 @@ class RecordingChannel : public OutputChannel {
     std::lock_guard lock(mu_);
     return finals_;
   }
+  int cached_prompt_tokens() {  // as the final output reported it
+    std::lock_guard lock(mu_);
+    return cached_prompt_tokens_;
+  }
 
  private:
   std::mutex mu_;
   std::vector<TokenId> tokens_;
   std::vector<FinishReason> finals_;
+  int cached_prompt_tokens_ = -1;
 };
 
 std::unique_ptr<EngineRunner> make_runner(int max_waiting, std::chrono::milliseconds delay = 0ms,
@@ -138,6 +146,77 @@ TEST(EngineRunner, QueueLimitDrainAndValidationRefuseWithTheRightCodes) {
   }
   const EngineStatus s = runner->status();
   EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
+}
+
+// The choices of one Generate call go in together or not at all.
+TEST(EngineRunner, SubmitAllQueuesEveryRequestOrNone) {
+  auto runner = make_runner(/*max_waiting=*/5, 20ms);
+  auto group = [](int count, const std::string& prefix, int max_tokens) {
+    std::vector<Request> requests;
+    std::vector<std::shared_ptr<OutputChannel>> channels;
+    for (int i = 0; i < count; ++i) {
+      requests.push_back(request(prefix + std::to_string(i), max_tokens));
+      channels.push_back(std::make_shared<RecordingChannel>());
+    }
+    return std::make_pair(requests, channels);
+  };
+  std::vector<RequestId> ids;
+  auto [six, six_channels] = group(6, "six", 5);
+  const Status too_many = runner->submit_all(six, six_channels, &ids);
+  EXPECT_EQ(too_many.code(), StatusCode::kInvalidArgument);  // more than the whole queue: never
+  EXPECT_NE(too_many.message().find("--max-queue"), std::string::npos) << too_many.message();
+  EXPECT_TRUE(ids.empty());
+
+  auto [bad, bad_channels] = group(3, "bad", 5);
+  bad[2].prompt = {kVocab};  // one invalid request refuses the whole group
+  EXPECT_EQ(runner->submit_all(bad, bad_channels, &ids).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(ids.empty());
+  EXPECT_EQ(runner->status().num_waiting, 0);
+
+  // Five long requests: two run (max_num_seqs) and three wait, so three more do not fit in a queue
+  // of five whether or not the engine thread has taken the first five from its inbox yet.
+  auto [five, five_channels] = group(5, "five", 200);
+  ASSERT_TRUE(runner->submit_all(five, five_channels, &ids).ok());
+  ASSERT_EQ(ids.size(), 5u);
+  std::vector<RequestId> more_ids;
+  auto [three, three_channels] = group(3, "three", 5);
+  const Status full = runner->submit_all(three, three_channels, &more_ids);
+  EXPECT_EQ(full.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(full.message().find("3 more asked for"), std::string::npos) << full.message();
+  EXPECT_TRUE(more_ids.empty());
+  runner->stop();  // aborts the five
+  for (auto& channel : three_channels)
+    EXPECT_TRUE(static_cast<RecordingChannel&>(*channel).finals().empty()) << "a refused request ran";
+  for (auto& channel : five_channels)
+    EXPECT_EQ(static_cast<RecordingChannel&>(*channel).finals().size(), 1u);
+  const EngineStatus s = runner->status();
+  EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
+}
+
+// Choices share their prompt: every one after the first finds the prompt's full blocks (all but
+// the one holding the last token, which must be computed for logits) in the prefix cache.
+TEST(EngineRunner, RequestsSubmittedTogetherShareTheirPromptBlocks) {
+  auto runner = make_runner(0);
+  std::vector<Request> requests;
+  std::vector<std::shared_ptr<OutputChannel>> channels;
+  std::vector<std::shared_ptr<RecordingChannel>> recorders;
+  const std::vector<TokenId> prompt = {9, 8, 7, 6, 5, 4, 3, 2, 1};  // 9 tokens, block size 4
+  for (int i = 0; i < 3; ++i) {
+    requests.push_back(request("choice", 6));
+    requests.back().prompt = prompt;
+    recorders.push_back(std::make_shared<RecordingChannel>());
+    channels.push_back(recorders.back());
+  }
+  std::vector<RequestId> ids;
+  ASSERT_TRUE(runner->submit_all(requests, channels, &ids).ok());
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_NE(ids[0], ids[1]);
+  ASSERT_TRUE(runner->wait_idle(10s));
+  runner->stop();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(recorders[i]->tokens(), reference(prompt, 6)) << i;
+    EXPECT_EQ(recorders[i]->cached_prompt_tokens(), i == 0 ? 0 : 8) << i;
+  }
 }
 
 // The value of an unlabelled sample in a Prometheus exposition (-1 when absent).

@@ -1,0 +1,230 @@
+// End-to-end tests of GenerateRequest.n: several choices from one prompt over one stream. Each
+// choice must be exactly what a request of its own with seed + i generates (the reference: the
+// same server, one choice at a time), the prompt's full blocks must be computed once, and
+// cancelling, refusing or preempting a multi-choice call must lose no block and hang no choice.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kvserve/v1/kvserve.grpc.pb.h"
+#include "tests/e2e/server_process.h"
+
+namespace kvserve {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ServerProcess;
+
+const std::string kModel = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama";
+constexpr uint32_t kBlockSize = 16;  // kvserve's default --block-size
+
+struct Choice {
+  std::vector<uint32_t> tokens;
+  std::string text;
+  int final_messages = 0;
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+  v1::Usage usage;
+};
+
+struct Call {
+  grpc::Status status;
+  std::map<uint32_t, Choice> choices;  // by index
+  std::vector<std::string> request_ids;
+  int messages = 0;
+};
+
+// Streams one Generate call to the end (or cancels it after `cancel_after` messages), sorting
+// each message into its choice.
+Call generate(v1::Generation::Stub& stub, const v1::GenerateRequest& request, int cancel_after = -1) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 60s);
+  auto reader = stub.Generate(&ctx, request);
+  Call call;
+  v1::GenerateResponse msg;
+  while (reader->Read(&msg)) {
+    ++call.messages;
+    call.request_ids.push_back(msg.request_id());
+    Choice& choice = call.choices[msg.index()];
+    EXPECT_EQ(choice.final_messages, 0) << "choice " << msg.index() << " got a message after its last";
+    choice.tokens.insert(choice.tokens.end(), msg.token_ids().begin(), msg.token_ids().end());
+    choice.text += msg.text();
+    if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+      ++choice.final_messages;
+      choice.finish = msg.finish_reason();
+      choice.usage = msg.usage();
+    }
+    if (call.messages == cancel_after) ctx.TryCancel();
+  }
+  call.status = reader->Finish();
+  return call;
+}
+
+v1::GenerateRequest sampled_request(const std::string& text, uint32_t n, uint64_t seed, uint32_t max_tokens) {
+  v1::GenerateRequest r;
+  r.set_text(text);
+  r.set_n(n);
+  r.mutable_sampling()->set_temperature(1.0f);
+  r.mutable_sampling()->set_top_p(0.95f);
+  r.mutable_sampling()->set_seed(seed);
+  r.mutable_stop()->set_max_tokens(max_tokens);
+  r.mutable_stop()->set_ignore_eos(true);
+  return r;
+}
+
+std::unique_ptr<v1::Generation::Stub> stub(const ServerProcess& server) {
+  return v1::Generation::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+}
+
+v1::ServerStatus status(v1::Generation::Stub& stub) {
+  grpc::ClientContext ctx;
+  v1::ServerStatus s;
+  EXPECT_TRUE(stub.GetServerStatus(&ctx, {}, &s).ok());
+  return s;
+}
+
+bool wait_all_blocks_free(v1::Generation::Stub& stub) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const v1::ServerStatus s = status(stub);
+    if (s.num_running() == 0 && s.num_waiting() == 0 && s.kv_blocks_free() == s.kv_blocks_total())
+      return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+// Every choice i equals the same request alone with seed + i, generated afterwards on the same
+// server: the choices are independent samples, reproducible one by one.
+void expect_choices_equal_single_requests(v1::Generation::Stub& client, const v1::GenerateRequest& request,
+                                          const Call& call) {
+  ASSERT_EQ(call.choices.size(), request.n());
+  for (uint32_t i = 0; i < request.n(); ++i) {
+    SCOPED_TRACE("choice " + std::to_string(i));
+    v1::GenerateRequest alone = request;
+    alone.set_n(1);
+    alone.mutable_sampling()->set_seed(request.sampling().seed() + i);
+    const Call want = generate(client, alone);
+    ASSERT_TRUE(want.status.ok()) << want.status.error_message();
+    const Choice& got = call.choices.at(i);
+    EXPECT_EQ(got.tokens, want.choices.at(0).tokens);
+    EXPECT_EQ(got.text, want.choices.at(0).text);
+    EXPECT_EQ(got.final_messages, 1);
+    EXPECT_EQ(got.finish, v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(got.usage.completion_tokens(), request.stop().max_tokens());
+  }
+}
+
+TEST(ChoicesE2E, EachChoiceStreamsUnderItsIndexIsSeededApartAndSharesThePrompt) {
+  // A 2 ms step so that the choices stream side by side rather than merge into one message each.
+  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "2"});
+  auto client = stub(server);
+  v1::GenerateRequest request = sampled_request(
+      "Four choices share this prompt, which is long enough to fill a few blocks of sixteen tokens.", 4,
+      /*seed=*/1234, /*max_tokens=*/16);
+  request.set_request_id("many");
+  const Call call = generate(*client, request);
+  ASSERT_TRUE(call.status.ok()) << call.status.error_message();
+  for (const std::string& id : call.request_ids)
+    EXPECT_EQ(id, "many");
+  EXPECT_GT(call.messages, 4) << "choices must stream, not arrive at the end";
+
+  // The prompt is computed once: the choices after the first find all its full blocks but the one
+  // holding the last token (computed anew for the logits) in the prefix cache.
+  ASSERT_EQ(call.choices.size(), 4u);
+  const uint32_t prompt_tokens = call.choices.at(0).usage.prompt_tokens();
+  ASSERT_GT(prompt_tokens, 2 * kBlockSize);
+  EXPECT_EQ(call.choices.at(0).usage.cached_prompt_tokens(), 0u);
+  for (uint32_t i = 1; i < 4; ++i) {
+    EXPECT_EQ(call.choices.at(i).usage.prompt_tokens(), prompt_tokens);
+    EXPECT_EQ(call.choices.at(i).usage.cached_prompt_tokens(), (prompt_tokens - 1) / kBlockSize * kBlockSize)
+        << "choice " << i;
+  }
+  bool any_differ = false;
+  for (uint32_t i = 1; i < 4; ++i)
+    any_differ |= call.choices.at(i).tokens != call.choices.at(0).tokens;
+  EXPECT_TRUE(any_differ) << "four samples at temperature 1 came out identical: the seeds are not apart";
+
+  expect_choices_equal_single_requests(*client, request, call);
+  EXPECT_TRUE(wait_all_blocks_free(*client));
+  EXPECT_EQ(status(*client).requests_served(), 8u) << "each choice counts as a request";
+}
+
+TEST(ChoicesE2E, NZeroAndOneAreOneChoiceAndGreedyChoicesAgree) {
+  ServerProcess server({"--model", kModel});
+  auto client = stub(server);
+  v1::GenerateRequest request;
+  request.set_text("Greedy choices");
+  request.mutable_stop()->set_max_tokens(10);
+  request.mutable_stop()->set_ignore_eos(true);
+  const Call single = generate(*client, request);  // n unset
+  ASSERT_TRUE(single.status.ok()) << single.status.error_message();
+  ASSERT_EQ(single.choices.size(), 1u);
+  ASSERT_TRUE(single.choices.contains(0));
+  request.set_n(1);
+  const Call one = generate(*client, request);
+  ASSERT_EQ(one.choices.size(), 1u);
+  EXPECT_EQ(one.choices.at(0).tokens, single.choices.at(0).tokens);
+
+  request.set_n(3);
+  const Call three = generate(*client, request);
+  ASSERT_TRUE(three.status.ok()) << three.status.error_message();
+  ASSERT_EQ(three.choices.size(), 3u);
+  for (const auto& [index, choice] : three.choices) {
+    EXPECT_EQ(choice.tokens, single.choices.at(0).tokens) << "greedy choice " << index;
+    EXPECT_EQ(choice.final_messages, 1);
+  }
+}
+
+TEST(ChoicesE2E, TooManyChoicesAreRefusedNamingTheLimit) {
+  ServerProcess server({"--model", kModel, "--max-queue", "4"});
+  auto client = stub(server);
+  v1::GenerateRequest request = sampled_request("refused", 129, 1, 4);
+  Call call = generate(*client, request);
+  EXPECT_EQ(call.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(call.status.error_message().find("n must be at most 128"), std::string::npos)
+      << call.status.error_message();
+
+  request.set_n(5);  // more choices than the whole queue holds: never servable here
+  call = generate(*client, request);
+  EXPECT_EQ(call.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(call.status.error_message().find("--max-queue"), std::string::npos)
+      << call.status.error_message();
+  EXPECT_EQ(call.messages, 0);
+
+  request.set_n(4);
+  call = generate(*client, request);
+  EXPECT_TRUE(call.status.ok()) << call.status.error_message();
+  EXPECT_EQ(call.choices.size(), 4u);
+  EXPECT_TRUE(wait_all_blocks_free(*client));
+}
+
+TEST(ChoicesE2E, CancellingACallAbortsEveryChoiceAndFreesTheirBlocks) {
+  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "5"});
+  auto client = stub(server);
+  const Call cancelled = generate(*client, sampled_request("Cancel us all", 8, 7, 900), /*cancel_after=*/3);
+  EXPECT_EQ(cancelled.status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(wait_all_blocks_free(*client)) << "blocks of cancelled choices must return to the pool";
+  EXPECT_EQ(status(*client).requests_served(), 8u) << "every choice must end";
+  EXPECT_TRUE(generate(*client, sampled_request("still there?", 2, 7, 4)).status.ok());
+}
+
+TEST(ChoicesE2E, ChoicesPreemptedForWantOfBlocksComeOutUnchanged) {
+  // 8 choices of ~40 tokens each with 10 blocks of 16 tokens: they cannot all hold their blocks at
+  // once, so the scheduler preempts and recomputes; the seeded draws must not notice.
+  ServerProcess server({"--model", kModel, "--num-kv-blocks", "10", "--max-model-len", "96"});
+  auto client = stub(server);
+  const v1::GenerateRequest request = sampled_request("Preempt the choices", 8, 99, 32);
+  const Call call = generate(*client, request);
+  ASSERT_TRUE(call.status.ok()) << call.status.error_message();
+  EXPECT_GT(status(*client).preemptions(), 0u) << "the pool was meant to run short";
+  expect_choices_equal_single_requests(*client, request, call);
+  EXPECT_TRUE(wait_all_blocks_free(*client));
+}
+
+}  // namespace
+}  // namespace kvserve
