@@ -25,20 +25,23 @@ void linear(const std::vector<float>& x, int rows, const Tensor& w, const Tensor
       y[static_cast<size_t>(r) * out + o] += bias.data[o];
 }
 
+// y = x * rsqrt(mean(x^2) + eps) * weight for one row; y may be x.
+void rms_norm_row(const float* x, int width, const Tensor& weight, double eps, float* y) {
+  float sum = 0.0f;
+  for (int i = 0; i < width; ++i)
+    sum += x[i] * x[i];
+  const float scale = 1.0f / std::sqrt(sum / static_cast<float>(width) + static_cast<float>(eps));
+  for (int i = 0; i < width; ++i)
+    y[i] = x[i] * scale * weight.data[i];
+}
+
 // out = x * rsqrt(mean(x^2) + eps) * weight, row by row.
 void rms_norm(const std::vector<float>& x, int rows, int width, const Tensor& weight, double eps,
               std::vector<float>& out) {
   out.resize(static_cast<size_t>(rows) * width);
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = &x[static_cast<size_t>(r) * width];
-    float* yr = &out[static_cast<size_t>(r) * width];
-    float sum = 0.0f;
-    for (int i = 0; i < width; ++i)
-      sum += xr[i] * xr[i];
-    const float scale = 1.0f / std::sqrt(sum / static_cast<float>(width) + static_cast<float>(eps));
-    for (int i = 0; i < width; ++i)
-      yr[i] = xr[i] * scale * weight.data[i];
-  }
+  for (int r = 0; r < rows; ++r)
+    rms_norm_row(&x[static_cast<size_t>(r) * width], width, weight, eps,
+                 &out[static_cast<size_t>(r) * width]);
 }
 
 // Hugging Face's rotate-half RoPE: dimension i pairs with i + head_dim / 2.
@@ -102,16 +105,22 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
     linear(h_, tokens, lw.k_proj, lw.k_bias, k_);
     linear(h_, tokens, lw.v_proj, lw.v_bias, v_);
 
-    // RoPE, then every new token's K/V go to their slots before any attention reads (the Backend
-    // contract that lets sequences of one batch share blocks).
+    // (Qwen3: each head's q and k normalized,) RoPE, then every new token's K/V go to their slots
+    // before any attention reads (the Backend contract that lets sequences of one batch share blocks).
     float* kc = k_cache_[layer].get();
     float* vc = v_cache_[layer].get();
     for (int t = 0; t < tokens; ++t) {
       const int pos = batch.positions[t];
-      for (int hd = 0; hd < c.num_heads; ++hd)
-        apply_rope(&q_[static_cast<size_t>(t) * q_width + hd * c.head_dim], c.head_dim, pos, inv_freq_);
-      for (int hd = 0; hd < c.num_kv_heads; ++hd)
-        apply_rope(&k_[static_cast<size_t>(t) * kv_row_ + hd * c.head_dim], c.head_dim, pos, inv_freq_);
+      for (int hd = 0; hd < c.num_heads; ++hd) {
+        float* q = &q_[static_cast<size_t>(t) * q_width + hd * c.head_dim];
+        if (c.qk_norm) rms_norm_row(q, c.head_dim, lw.q_norm, c.rms_norm_eps, q);
+        apply_rope(q, c.head_dim, pos, inv_freq_);
+      }
+      for (int hd = 0; hd < c.num_kv_heads; ++hd) {
+        float* k = &k_[static_cast<size_t>(t) * kv_row_ + hd * c.head_dim];
+        if (c.qk_norm) rms_norm_row(k, c.head_dim, lw.k_norm, c.rms_norm_eps, k);
+        apply_rope(k, c.head_dim, pos, inv_freq_);
+      }
       const int64_t slot = batch.slot_mapping[t];
       std::copy_n(&k_[static_cast<size_t>(t) * kv_row_], kv_row_, &kc[static_cast<size_t>(slot) * kv_row_]);
       std::copy_n(&v_[static_cast<size_t>(t) * kv_row_], kv_row_, &vc[static_cast<size_t>(slot) * kv_row_]);

@@ -3,8 +3,9 @@
 // stored (a mapped checkpoint, a random generator) for a backend that reads them itself.
 //
 // Supported: LlamaForCausalLM and MistralForCausalLM (RMSNorm, RoPE with rope_theta and Llama-3
-// rope_scaling, grouped-query attention, SwiGLU, tied or untied embeddings) and Qwen2ForCausalLM
-// (the same plus a bias on q/k/v). Weights in float32, float16 or bfloat16 safetensors.
+// rope_scaling, grouped-query attention, SwiGLU, tied or untied embeddings), Qwen2ForCausalLM
+// (the same plus a bias on q/k/v) and Qwen3ForCausalLM (Llama plus an RMSNorm over each head's
+// q and k before RoPE, optional q/k/v biases). Weights in float32, float16 or bfloat16 safetensors.
 #pragma once
 
 #include <algorithm>
@@ -38,7 +39,8 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string architecture;  // "LlamaForCausalLM", "MistralForCausalLM" or "Qwen2ForCausalLM"
+  std::string
+      architecture;  // "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"
   int vocab_size = 0;
   int hidden_size = 0;
   int intermediate_size = 0;
@@ -54,7 +56,10 @@ struct ModelConfig {
   std::optional<int> sliding_window;
   int max_position_embeddings = 0;
   bool tie_word_embeddings = false;
-  bool qkv_bias = false;  // Qwen2
+  bool qkv_bias = false;  // Qwen2; Qwen3 with attention_bias
+  // Qwen3: each head's q and k (after any bias) are RMS-normalized over head_dim with their own
+  // weights (q_norm, k_norm) and rms_norm_eps, then rotated.
+  bool qk_norm = false;
   std::optional<TokenId> bos_token_id;
   std::vector<TokenId> eos_token_ids;  // config.json's eos_token_id, a number or a list
   std::string dtype;                   // storage dtype of the weights: float32, float16 or bfloat16
@@ -91,6 +96,7 @@ struct LayerWeights {
   Tensor k_proj;                  // [kv_heads * head_dim, hidden]
   Tensor v_proj;                  // [kv_heads * head_dim, hidden]
   Tensor q_bias, k_bias, v_bias;  // Qwen2 only; empty otherwise
+  Tensor q_norm, k_norm;          // [head_dim] each, Qwen3 only  self_attn.{q,k}_norm.weight
   Tensor o_proj;                  // [hidden, heads * head_dim]
   Tensor post_attention_norm;     // [hidden]                      post_attention_layernorm.weight
   Tensor gate_proj;               // [intermediate, hidden]
@@ -111,8 +117,9 @@ template <typename Weights, typename F>
 void for_each_tensor(Weights& w, F&& f) {
   f(w.embed_tokens);
   for (auto& l : w.layers) {
-    for (auto* t : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias, &l.k_bias, &l.v_bias,
-                    &l.o_proj, &l.post_attention_norm, &l.gate_proj, &l.up_proj, &l.down_proj})
+    for (auto* t :
+         {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias, &l.k_bias, &l.v_bias, &l.q_norm,
+          &l.k_norm, &l.o_proj, &l.post_attention_norm, &l.gate_proj, &l.up_proj, &l.down_proj})
       f(*t);
   }
   f(w.final_norm);

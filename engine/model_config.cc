@@ -19,7 +19,8 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kSupportedArchitectures = "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM";
+constexpr const char* kSupportedArchitectures =
+    "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
 
 std::string excerpt(const json& value) {
   std::string text = value.dump();
@@ -197,7 +198,8 @@ std::string read_architecture(const Fields& fields) {
                 "; fix config.json");
   }
   const std::string arch = (*list)[0].get<std::string>();
-  if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM" && arch != "Qwen2ForCausalLM") {
+  if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM" && arch != "Qwen2ForCausalLM" &&
+      arch != "Qwen3ForCausalLM") {
     fields.fail("architecture '" + arch + "' is not supported; kvserve runs " + kSupportedArchitectures);
   }
   return arch;
@@ -310,6 +312,8 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   }
   if (const auto head_dim = fields.optional_positive_int("head_dim")) {
     config.head_dim = *head_dim;
+  } else if (config.architecture == "Qwen3ForCausalLM") {
+    config.head_dim = 128;  // transformers' Qwen3Config default, whatever hidden_size / heads is
   } else {
     if (config.hidden_size % config.num_heads != 0) {
       fields.fail("hidden_size (" + std::to_string(config.hidden_size) +
@@ -326,14 +330,24 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   read_rope(config_json, fields, config);
   config.max_position_embeddings = fields.optional_positive_int("max_position_embeddings").value_or(2048);
   config.tie_word_embeddings = fields.boolean_or("tie_word_embeddings", false);
-  config.qkv_bias = config.architecture == "Qwen2ForCausalLM";
+  config.qkv_bias = config.architecture == "Qwen2ForCausalLM" ||
+                    (config.architecture == "Qwen3ForCausalLM" && fields.boolean_or("attention_bias", false));
+  config.qk_norm = config.architecture == "Qwen3ForCausalLM";
 
   if (config.architecture == "MistralForCausalLM") {
     config.sliding_window = fields.optional_positive_int("sliding_window");
-  } else if (config.architecture == "Qwen2ForCausalLM" && fields.boolean_or("use_sliding_window", false)) {
-    // Qwen2 windows only the layers from max_window_layers on; one window for all layers would be wrong.
-    fields.fail(
-        "use_sliding_window is true, which kvserve does not support for Qwen2ForCausalLM; set it to false");
+  } else if (config.architecture == "Qwen2ForCausalLM" || config.architecture == "Qwen3ForCausalLM") {
+    // Qwen windows only the layers from max_window_layers on (or those layer_types names); one
+    // window for all layers would be wrong.
+    bool windowed = fields.boolean_or("use_sliding_window", false);
+    if (const json* types = fields.find("layer_types"); types && types->is_array())
+      for (const json& type : *types)
+        windowed |= type.is_string() && type.get<std::string>() == "sliding_attention";
+    if (windowed)
+      fields.fail(
+          "use_sliding_window is true (or layer_types names sliding_attention), which kvserve does "
+          "not support for " +
+          config.architecture + "; set it to false");
   }
 
   if (const json* bos = fields.find("bos_token_id")) {

@@ -54,6 +54,10 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, ModelWeights&
       out.push_back({p + "self_attn.k_proj.bias", {kv_rows}, "num_key_value_heads*head_dim", &l.k_bias});
       out.push_back({p + "self_attn.v_proj.bias", {kv_rows}, "num_key_value_heads*head_dim", &l.v_bias});
     }
+    if (c.qk_norm) {
+      out.push_back({p + "self_attn.q_norm.weight", {c.head_dim}, "head_dim", &l.q_norm});
+      out.push_back({p + "self_attn.k_norm.weight", {c.head_dim}, "head_dim", &l.k_norm});
+    }
     out.push_back({p + "self_attn.o_proj.weight",
                    {hidden, q_rows},
                    "hidden_size x num_attention_heads*head_dim",
@@ -93,8 +97,15 @@ std::string missing_hint(const ModelConfig& c, const std::string& name) {
            "config.json";
   }
   if (name.find("_proj.bias") != std::string::npos) {
-    return "Qwen2ForCausalLM has biases on q/k/v; if this checkpoint has none, config.json names the wrong "
-           "architecture";
+    return c.architecture == "Qwen3ForCausalLM"
+               ? "config.json sets attention_bias to true; if this checkpoint has no q/k/v biases, set it to "
+                 "false"
+               : "Qwen2ForCausalLM has biases on q/k/v; if this checkpoint has none, config.json names the "
+                 "wrong architecture";
+  }
+  if (name.find("_norm.weight") != std::string::npos && name.find("self_attn.") != std::string::npos) {
+    return "Qwen3ForCausalLM normalizes each head's q and k; if this checkpoint has no q_norm/k_norm, "
+           "config.json names the wrong architecture";
   }
   if (name.starts_with("model.layers.")) {
     return "config.json says num_hidden_layers is " + std::to_string(c.num_layers) +

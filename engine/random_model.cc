@@ -105,6 +105,7 @@ int64_t parameter_count(const ModelConfig& c) {
   const int64_t kv = int64_t{c.num_kv_heads} * c.head_dim;
   int64_t layer = 2 * hidden + hidden * q + 2 * hidden * kv + q * hidden + 3 * hidden * c.intermediate_size;
   if (c.qkv_bias) layer += q + 2 * kv;
+  if (c.qk_norm) layer += 2 * int64_t{c.head_dim};
   const int64_t embed = int64_t{c.vocab_size} * hidden;
   return embed * (c.tie_word_embeddings ? 1 : 2) + hidden + layer * c.num_layers;
 }
@@ -156,6 +157,10 @@ Model make_random_model(const ModelConfig& c, uint64_t seed, WeightLoading loadi
       vector(L.q_bias, base + 9, q, 0.0);
       vector(L.k_bias, base + 10, kv, 0.0);
       vector(L.v_bias, base + 11, kv, 0.0);
+    }
+    if (c.qk_norm) {
+      vector(L.q_norm, base + 12, c.head_dim, 1.0);
+      vector(L.k_norm, base + 13, c.head_dim, 1.0);
     }
   }
   if (loading == WeightLoading::kHost) materialize_weights(model);

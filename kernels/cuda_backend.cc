@@ -172,6 +172,16 @@ void CudaBackend::upload_weights(const Model& model) {
     d.input_norm = upload_bf16({&lw.input_norm}, &weight_bytes_);
     d.qkv = upload_bf16({&lw.q_proj, &lw.k_proj, &lw.v_proj}, &weight_bytes_);
     if (config_.qkv_bias) d.qkv_bias = upload_bf16({&lw.q_bias, &lw.k_bias, &lw.v_bias}, &weight_bytes_);
+    if (config_.qk_norm) {
+      d.q_norm = upload_bf16({&lw.q_norm}, &weight_bytes_);
+      d.k_norm = upload_bf16({&lw.k_norm}, &weight_bytes_);
+      // rope_and_kv_write reads head_dim values of each (and takes two nulls for "no norm").
+      if (d.q_norm.size() != static_cast<size_t>(config_.head_dim) ||
+          d.k_norm.size() != static_cast<size_t>(config_.head_dim))
+        throw std::invalid_argument("CudaBackend: layer " + std::to_string(i) +
+                                    "'s q_norm / k_norm weights are not head_dim (" +
+                                    std::to_string(config_.head_dim) + ") values each");
+    }
     d.o = upload_bf16({&lw.o_proj}, &weight_bytes_);
     d.post_norm = upload_bf16({&lw.post_attention_norm}, &weight_bytes_);
     d.gate_up = upload_bf16({&lw.gate_proj, &lw.up_proj}, &weight_bytes_);
@@ -315,6 +325,11 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
     rope.layout = layout_;
     rope.num_tokens = tokens;
     rope.num_heads = c.num_heads;
+    if (c.qk_norm) {
+      rope.q_norm = w.q_norm.get();
+      rope.k_norm = w.k_norm.get();
+      rope.norm_eps = eps;
+    }
     rope_and_kv_write(rope, stream_);
 
     PagedAttentionArgs attn;

@@ -4,7 +4,8 @@
 //
 // One forward pass (kernels/*.h say what each piece computes):
 //   upload the step's arrays -> embedding_gather -> per layer:
-//     add_rms_norm -> QKV GEMM -> rope_and_kv_write -> decode / prefill paged attention -> O GEMM
+//     add_rms_norm -> QKV GEMM -> rope_and_kv_write (q/k/v bias, Qwen3's q/k norm, RoPE, K/V to
+//     the pool) -> decode / prefill paged attention -> O GEMM
 //     -> add_rms_norm -> gate_up GEMM -> silu_and_mul -> down GEMM
 //   -> final add_rms_norm -> gather each sequence's last token -> final norm -> LM head (fp32 logits)
 //   -> sample_rows -> token ids (and logprobs) back to the host.
@@ -80,6 +81,7 @@ class CudaBackend : public Backend {
  private:
   struct LayerWeights {
     DeviceBuffer<__nv_bfloat16> input_norm, qkv, qkv_bias, o, post_norm, gate_up, down;
+    DeviceBuffer<__nv_bfloat16> q_norm, k_norm;  // [head_dim] each, Qwen3 only (empty otherwise)
   };
 
   void upload_weights(const Model& model);

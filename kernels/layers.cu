@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -26,6 +27,7 @@ constexpr int kNormMaxThreads = 512;
 constexpr int kNormMaxVecsPerThread = 8;  // => widths up to 512 * 8 * 8 = 32768
 constexpr int kRopeMaxThreads = 256;
 constexpr int kMaxHeadDim = 256;
+constexpr int kRopeMaxNormHeads = 1024;  // q + k heads with q_norm / k_norm: 4 KiB of shared memory
 
 // ---- Host-side validation (no CUDA call before these pass). ----
 
@@ -225,16 +227,25 @@ __global__ void __launch_bounds__(kNormMaxThreads)
 // One block per token. Each (head, group of V pair indices) of q and k is rotated by one thread,
 // which reads dimensions i .. i+V-1 and their partners i + half .. : the two 16-byte halves of a
 // rotation. The cos/sin of the token's half angles are computed once, in double, into shared memory.
-// k and v of qkv are left as they are (bias not added): only the pool gets them.
-template <int V>
+// kQkNorm (Qwen3): before the rotation, each warp in turn takes a q or k head, sums the squares of
+// its biased values (lanes stride over head_dim, then a shuffle reduction) and leaves the head's
+// inverse RMS in dynamic shared memory ((num_heads + num_kv_heads) floats); the rotating threads
+// then scale their x1 / x2 by it and by the norm weight. The head is read twice (once for the sum,
+// once to rotate), the second time from L1. Without the norm the kernel is the plain one: no
+// dynamic shared memory, no extra pass.
+// k and v of qkv are left as they are (bias, norm and rotation not applied): only the pool gets them.
+template <int V, bool kQkNorm>
 __global__ void __launch_bounds__(kRopeMaxThreads) rope_and_kv_write_kernel(RopeKvWriteArgs a) {
   __shared__ float cos_s[kMaxHeadDim / 2];
   __shared__ float sin_s[kMaxHeadDim / 2];
+  extern __shared__ float inv_rms_s[];  // [num_heads + num_kv_heads], kQkNorm only
   const int t = blockIdx.x;
   const int head_dim = a.layout.head_dim;
   const int half = head_dim / 2;
   const int num_heads = a.num_heads;
   const int num_kv_heads = a.layout.num_kv_heads;
+  bf16* row = a.qkv + static_cast<int64_t>(t) * a.qkv_row_stride;
+  const bf16* bias = a.qkv_bias;
 
   const double pos = static_cast<double>(a.positions[t]);
   for (int i = threadIdx.x; i < half; i += blockDim.x) {
@@ -243,10 +254,37 @@ __global__ void __launch_bounds__(kRopeMaxThreads) rope_and_kv_write_kernel(Rope
     cos_s[i] = static_cast<float>(c);
     sin_s[i] = static_cast<float>(s);
   }
+  if constexpr (kQkNorm) {
+    // Warp-uniform loop (blockDim.x is a multiple of 32), so every lane reaches the shuffles.
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const int num_warps = blockDim.x / 32;
+    for (int h = warp; h < num_heads + num_kv_heads; h += num_warps) {
+      const int head = h * head_dim;
+      float sumsq = 0.0f;
+      for (int i = lane * V; i < head_dim; i += 32 * V) {
+        float x[V];
+        load_bf16v<V>(row + head + i, x);
+        if (bias != nullptr) {
+          float b[V];
+          load_bf16v<V>(bias + head + i, b);
+#pragma unroll
+          for (int e = 0; e < V; ++e)
+            x[e] += b[e];
+        }
+#pragma unroll
+        for (int e = 0; e < V; ++e)
+          sumsq += x[e] * x[e];
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1)
+        sumsq += __shfl_xor_sync(0xffffffffu, sumsq, o);
+      // The CPU reference's 1 / sqrt(sum / head_dim + eps), with rsqrtf's <= 2 ulp error.
+      if (lane == 0) inv_rms_s[h] = rsqrtf(sumsq / static_cast<float>(head_dim) + a.norm_eps);
+    }
+  }
   __syncthreads();
 
-  bf16* row = a.qkv + static_cast<int64_t>(t) * a.qkv_row_stride;
-  const bf16* bias = a.qkv_bias;
   const int64_t slot = a.slot_mapping[t];
   // The backend validates slots on the host (validate_step_batch); this guard keeps a bug in a
   // direct caller from corrupting other memory.
@@ -270,6 +308,19 @@ __global__ void __launch_bounds__(kRopeMaxThreads) rope_and_kv_write_kernel(Rope
       for (int e = 0; e < V; ++e) {
         x1[e] += b1[e];
         x2[e] += b2[e];
+      }
+    }
+    if constexpr (kQkNorm) {
+      // x * inv_rms * weight, in the CPU reference's order.
+      const bf16* weight = h < num_heads ? a.q_norm : a.k_norm;
+      const float inv_rms = inv_rms_s[h];
+      float w1[V], w2[V];
+      load_bf16v<V>(weight + i0, w1);
+      load_bf16v<V>(weight + i0 + half, w2);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        x1[e] = x1[e] * inv_rms * w1[e];
+        x2[e] = x2[e] * inv_rms * w2[e];
       }
     }
     float y1[V], y2[V];
@@ -412,6 +463,20 @@ void rope_and_kv_write(const RopeKvWriteArgs& args, cudaStream_t stream) {
   if (args.qkv_row_stride < width)
     fail(fn, "qkv_row_stride " + std::to_string(args.qkv_row_stride) + " is below the row width " +
                  std::to_string(width));
+  // Qwen3's q/k norm: both weights or neither.
+  const bool qk_norm = args.q_norm != nullptr || args.k_norm != nullptr;
+  if (qk_norm) {
+    if (args.q_norm == nullptr)
+      fail(fn, "q_norm is null but k_norm is not; give both norm weights or neither");
+    if (args.k_norm == nullptr)
+      fail(fn, "k_norm is null but q_norm is not; give both norm weights or neither");
+    const int64_t heads = static_cast<int64_t>(args.num_heads) + l.num_kv_heads;
+    if (heads > kRopeMaxNormHeads)
+      fail(fn, "num_heads + num_kv_heads " + std::to_string(heads) + " exceeds the " +
+                   std::to_string(kRopeMaxNormHeads) + " supported with q_norm and k_norm");
+    if (!(args.norm_eps >= 0.0f) || !std::isfinite(args.norm_eps))
+      fail(fn, "norm_eps " + std::to_string(args.norm_eps) + " must be finite and non-negative");
+  }
   require_rows(fn, "num_tokens", args.num_tokens);
   if (args.num_tokens == 0) return;
   require_pointer(fn, "qkv", args.qkv);
@@ -424,17 +489,27 @@ void rope_and_kv_write(const RopeKvWriteArgs& args, cudaStream_t stream) {
   // 16-byte accesses need both halves of a head (head_dim / 2) and every row start on 8 elements.
   const bool vectorized = l.head_dim % (2 * kVec) == 0 && args.qkv_row_stride % kVec == 0 &&
                           aligned16(args.qkv) && aligned16(args.qkv_bias) && aligned16(args.k_cache) &&
-                          aligned16(args.v_cache);
+                          aligned16(args.v_cache) && aligned16(args.q_norm) && aligned16(args.k_norm);
   const int v_per_unit = vectorized ? kVec : 1;
   const int rope_units = (args.num_heads + l.num_kv_heads) * (l.head_dim / 2 / v_per_unit);
   const int v_units = l.num_kv_heads * (l.head_dim / v_per_unit);
-  const int work = std::max({rope_units, v_units, l.head_dim / 2});
+  int work = std::max({rope_units, v_units, l.head_dim / 2});
+  // The norm's sums take a warp per head: up to one head per warp.
+  if (qk_norm) work = std::max(work, 32 * (args.num_heads + l.num_kv_heads));
   const int threads = std::min(round_up(work, 32), kRopeMaxThreads);
   const auto grid = static_cast<unsigned>(args.num_tokens);
-  if (vectorized)
-    rope_and_kv_write_kernel<kVec><<<grid, threads, 0, stream>>>(args);
-  else
-    rope_and_kv_write_kernel<1><<<grid, threads, 0, stream>>>(args);
+  if (qk_norm) {
+    const size_t shared = sizeof(float) * static_cast<size_t>(args.num_heads + l.num_kv_heads);
+    if (vectorized)
+      rope_and_kv_write_kernel<kVec, true><<<grid, threads, shared, stream>>>(args);
+    else
+      rope_and_kv_write_kernel<1, true><<<grid, threads, shared, stream>>>(args);
+  } else {
+    if (vectorized)
+      rope_and_kv_write_kernel<kVec, false><<<grid, threads, 0, stream>>>(args);
+    else
+      rope_and_kv_write_kernel<1, false><<<grid, threads, 0, stream>>>(args);
+  }
   CUDA_CHECK_LAUNCH();
 }
 

@@ -30,13 +30,21 @@ void add_rms_norm(float* residual, const bf16* delta, const bf16* weight, float 
 
 // The attention input step, per token t of num_tokens, on the fused QKV projection's output
 // qkv[t] = [q (num_heads * head_dim) | k (num_kv_heads * head_dim) | v (num_kv_heads * head_dim)]:
-//   1. adds qkv_bias (same layout, one row; null = none: Qwen2 only);
-//   2. rotates q and k by RoPE at positions[t] (Hugging Face rotate-half: dimension i pairs with
+//   1. adds qkv_bias (same layout, one row; null = none: Qwen2, Qwen3 with attention_bias);
+//   2. with q_norm and k_norm (Qwen3; both null = none): RMS-normalizes each q head and each k head
+//      over its head_dim values, in fp32 on the biased values: x * rsqrt(mean(x^2) + norm_eps) *
+//      weight, weight = q_norm for q heads and k_norm for k heads (one [head_dim] vector each,
+//      shared by all heads); v is not normalized;
+//   3. rotates q and k by RoPE at positions[t] (Hugging Face rotate-half: dimension i pairs with
 //      i + head_dim / 2, angle = position * inv_freq[i], computed in double so long contexts keep
 //      their precision), writing q back in place;
-//   3. writes k and v to the pool at slot_mapping[t] (kv_cache_layout.h); a negative slot skips
+//   4. writes k and v to the pool at slot_mapping[t] (kv_cache_layout.h); a negative slot skips
 //      the write (padding rows of a CUDA-graph bucket).
-// inv_freq: device [head_dim / 2], rope scaling already applied. head_dim % 2 == 0, <= 256.
+// k and v in qkv are left as they were (no bias, norm or rotation): only the pool gets them.
+// inv_freq: device [head_dim / 2], rope scaling already applied. head_dim % 2 == 0, <= 256. With
+// the norm, num_heads + num_kv_heads <= 1024, and exactly one null norm weight is an error.
+// Pointers need no alignment; 16-byte aligned ones (all of qkv, qkv_bias, q_norm, k_norm, the
+// caches), head_dim % 16 == 0 and qkv_row_stride % 8 == 0 take the 16-byte access path.
 struct RopeKvWriteArgs {
   bf16* qkv = nullptr;
   int64_t qkv_row_stride = 0;  // elements between tokens, >= (num_heads + 2 * num_kv_heads) * head_dim
@@ -49,6 +57,9 @@ struct RopeKvWriteArgs {
   KvCacheLayout layout;  // num_kv_heads and head_dim come from here
   int num_tokens = 0;
   int num_heads = 0;
+  const bf16* q_norm = nullptr;  // [head_dim]: Qwen3's per-head q RMSNorm weight
+  const bf16* k_norm = nullptr;  // [head_dim]: Qwen3's per-head k RMSNorm weight
+  float norm_eps = 0.0f;         // the RMSNorm epsilon (rms_norm_eps) of q_norm and k_norm
 };
 void rope_and_kv_write(const RopeKvWriteArgs& args, cudaStream_t stream);
 

@@ -31,6 +31,7 @@ ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
 }
 SAFETENSORS_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 TRANSFORMERS_VERSION = "4.46.0"
@@ -56,6 +57,7 @@ def parse_args(argv):
                    help="add Llama 3 rope_scaling with this factor (low 1, high 4, "
                         "original_max_position_embeddings = max_pos / FACTOR)")
     p.add_argument("--sliding-window", type=int, help="mistral only: config.json's sliding_window")
+    p.add_argument("--attention-bias", action="store_true", help="qwen3 only: q/k/v biases (attention_bias)")
     p.add_argument("--max-pos", type=int, default=1024)
     p.add_argument("--rms-norm-eps", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
@@ -72,6 +74,8 @@ def parse_args(argv):
         p.error("--hidden must be divisible by --heads (or give --head-dim)")
     if (args.head_dim or args.hidden // args.heads) % 2:
         p.error("the head dimension must be even (RoPE rotates pairs)")
+    if args.attention_bias and args.arch != "qwen3":
+        sys.exit("--attention-bias is for --arch qwen3 (qwen2 always has q/k/v biases, the others none)")
     if args.sliding_window is not None and args.arch != "mistral":
         p.error("--sliding-window is a mistral option")
     return args
@@ -129,9 +133,11 @@ def tensor_shapes(args):
             p + "mlp.up_proj.weight": (inter, h),
             p + "mlp.down_proj.weight": (h, inter),
         })
-        if args.arch == "qwen2":
+        if args.arch == "qwen2" or args.attention_bias:
             shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
                            p + "self_attn.v_proj.bias": (kv,)})
+        if args.arch == "qwen3":  # an RMSNorm over each head's q and k
+            shapes.update({p + "self_attn.q_norm.weight": (head_dim,), p + "self_attn.k_norm.weight": (head_dim,)})
     return shapes
 
 
@@ -208,6 +214,8 @@ def config_json(args):
     }
     if args.head_dim is not None:
         config["head_dim"] = args.head_dim
+    elif args.arch == "qwen3":  # Qwen3Config's default is 128, not hidden / heads
+        config["head_dim"] = args.hidden // args.heads
     if args.llama3_rope_scaling is not None:
         config["rope_scaling"] = {
             "rope_type": "llama3",
@@ -218,8 +226,10 @@ def config_json(args):
         }
     if args.arch == "mistral":
         config["sliding_window"] = args.sliding_window
-    if args.arch == "qwen2":
+    if args.arch in ("qwen2", "qwen3"):
         config["use_sliding_window"] = False
+    if args.arch == "qwen3":
+        config["attention_bias"] = args.attention_bias
     return config
 
 

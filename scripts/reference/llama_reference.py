@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """Independent reference for kvserve's whole-model tests.
 
-A plain PyTorch implementation of the published Llama / Mistral / Qwen2 architectures (RMSNorm,
-rotate-half RoPE with Llama-3 frequency scaling, grouped-query attention, SwiGLU, optional q/k/v
-bias, tied or untied embeddings), run in float64 with no KV cache: every step recomputes the whole
+A plain PyTorch implementation of the published Llama / Mistral / Qwen2 / Qwen3 architectures
+(RMSNorm, rotate-half RoPE with Llama-3 frequency scaling, grouped-query attention, SwiGLU, optional
+q/k/v bias, Qwen3's RMSNorm of each head's q and k before RoPE, tied or untied embeddings), run in float64 with no KV cache: every step recomputes the whole
 sequence, so nothing here shares a code path or a bookkeeping idea with the engine.
 
 For a model directory and a prompt it writes expected.json: the prompt ids, the greedy
@@ -75,7 +75,8 @@ class Reference:
         c = self.cfg
         self.heads = c["num_attention_heads"]
         self.kv_heads = c.get("num_key_value_heads", self.heads)
-        self.head_dim = c.get("head_dim") or c["hidden_size"] // self.heads
+        default_head_dim = 128 if c["architectures"][0] == "Qwen3ForCausalLM" else c["hidden_size"] // self.heads
+        self.head_dim = c.get("head_dim") or default_head_dim
         self.eps = c.get("rms_norm_eps", 1e-6)
         self.inv_freq = rope_inv_freq(c, self.head_dim)
         tied = c.get("tie_word_embeddings", False)
@@ -106,8 +107,12 @@ class Reference:
                 bias = w.get(p + f"self_attn.{name}.bias")
                 return out if bias is None else out + bias
 
-            q = self.rope(proj("q_proj").view(n, self.heads, self.head_dim), positions)
-            k = self.rope(proj("k_proj").view(n, self.kv_heads, self.head_dim), positions)
+            def head_norm(x, name):  # Qwen3: RMSNorm over each head's vector, before RoPE
+                weight = w.get(p + f"self_attn.{name}.weight")
+                return x if weight is None else self.norm(x, weight)
+
+            q = self.rope(head_norm(proj("q_proj").view(n, self.heads, self.head_dim), "q_norm"), positions)
+            k = self.rope(head_norm(proj("k_proj").view(n, self.kv_heads, self.head_dim), "k_norm"), positions)
             v = proj("v_proj").view(n, self.kv_heads, self.head_dim)
             group = self.heads // self.kv_heads
             k = k.repeat_interleave(group, dim=1)

@@ -153,5 +153,21 @@ TEST(ModelLoaderCommitted, TinyQwen2GqaFloat32WithBiases) {
   expect_matches_file(model, "F32");
 }
 
+TEST(ModelLoaderCommitted, TinyQwen3TiedBfloat16WithHeadNormsAndBiases) {
+  const Model model = load_model(kModels / "tiny-qwen3");
+  EXPECT_EQ(model.config.architecture, "Qwen3ForCausalLM");
+  const ModelWeights& w = model.weights;
+  ASSERT_EQ(w.layers.size(), 2u);
+  EXPECT_EQ(&w.output_projection(), &w.embed_tokens);
+  for (const LayerWeights& l : w.layers) {
+    expect_shape(l.q_proj, {128, 64});  // 8 heads x head_dim 16
+    expect_shape(l.k_proj, {32, 64});
+    expect_shape(l.q_bias, {128});
+    expect_shape(l.q_norm, {16});  // one weight per head dimension, shared by the heads
+    expect_shape(l.k_norm, {16});
+  }
+  expect_matches_file(model, "BF16");
+}
+
 }  // namespace
 }  // namespace kvserve

@@ -156,7 +156,7 @@ TEST_P(TinyModel, BatchInvariance) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, TinyModel,
-                         ::testing::Values("tiny-llama", "tiny-llama3-gqa", "tiny-qwen2-gqa"),
+                         ::testing::Values("tiny-llama", "tiny-llama3-gqa", "tiny-qwen2-gqa", "tiny-qwen3"),
                          [](const auto& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');

@@ -72,7 +72,21 @@ TEST(ModelConfigCommitted, TinyQwen2Gqa) {
   EXPECT_FALSE(c.sliding_window.has_value());
   EXPECT_FALSE(c.tie_word_embeddings);
   EXPECT_TRUE(c.qkv_bias);
+  EXPECT_FALSE(c.qk_norm);
   EXPECT_EQ(c.dtype, "float32");
+}
+
+TEST(ModelConfigCommitted, TinyQwen3) {
+  const ModelConfig c = load_model_config(kModels / "tiny-qwen3" / "config.json");
+  EXPECT_EQ(c.architecture, "Qwen3ForCausalLM");
+  EXPECT_EQ(c.num_heads, 8);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_TRUE(c.qkv_bias);  // attention_bias: true
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.sliding_window.has_value());
+  EXPECT_EQ(c.dtype, "bfloat16");
 }
 
 // Writes config.json variants into a temporary directory.
@@ -178,6 +192,23 @@ TEST_F(ModelConfigTest, Qwen2HasQkvBiasAndIgnoresAnUnusedWindow) {
   EXPECT_FALSE(c.sliding_window.has_value());
 }
 
+TEST_F(ModelConfigTest, Qwen3NormalizesHeadsDefaultsHeadDimTo128AndBiasToOff) {
+  json config = minimal("Qwen3ForCausalLM");
+  config["use_sliding_window"] = false;
+  config["sliding_window"] = 4096;
+  config["layer_types"] = {"full_attention", "full_attention", "full_attention"};
+  ModelConfig c = load(config);
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_EQ(c.head_dim, 128) << "Qwen3Config's default, not hidden_size / heads (8)";
+  EXPECT_FALSE(c.sliding_window.has_value());
+  config["attention_bias"] = true;
+  config["head_dim"] = 16;
+  c = load(config);
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_EQ(c.head_dim, 16);
+}
+
 TEST_F(ModelConfigTest, RopeScalingDefaultAndOlderTypeKey) {
   json config = minimal();
   config["rope_scaling"] = {{"rope_type", "default"}};
@@ -263,7 +294,7 @@ TEST_F(ModelConfigTest, FieldOfWrongType) {
 TEST_F(ModelConfigTest, UnknownArchitecture) {
   EXPECT_TRUE(contains_all(error(minimal("GPT2LMHeadModel")),
                            {"architecture 'GPT2LMHeadModel' is not supported", "LlamaForCausalLM",
-                            "MistralForCausalLM", "Qwen2ForCausalLM"}));
+                            "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}));
 }
 
 TEST_F(ModelConfigTest, UnsupportedDtype) {
@@ -320,6 +351,12 @@ TEST_F(ModelConfigTest, UnimplementedOptionsAreRefused) {
   config = minimal("Qwen2ForCausalLM");
   config["use_sliding_window"] = true;
   EXPECT_TRUE(contains_all(error(config), {"use_sliding_window", "Qwen2ForCausalLM"}));
+  config = minimal("Qwen3ForCausalLM");
+  config["use_sliding_window"] = true;
+  EXPECT_TRUE(contains_all(error(config), {"use_sliding_window", "Qwen3ForCausalLM"}));
+  config = minimal("Qwen3ForCausalLM");
+  config["layer_types"] = {"full_attention", "sliding_attention", "full_attention"};
+  EXPECT_TRUE(contains_all(error(config), {"sliding_attention", "Qwen3ForCausalLM"}));
 }
 
 }  // namespace

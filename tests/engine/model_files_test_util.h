@@ -150,6 +150,8 @@ inline const Tensor* tensor_named(const Model& model, const std::string& name) {
       {"self_attn.q_proj.bias", &l.q_bias},
       {"self_attn.k_proj.bias", &l.k_bias},
       {"self_attn.v_proj.bias", &l.v_bias},
+      {"self_attn.q_norm.weight", &l.q_norm},
+      {"self_attn.k_norm.weight", &l.k_norm},
       {"self_attn.o_proj.weight", &l.o_proj},
       {"post_attention_layernorm.weight", &l.post_attention_norm},
       {"mlp.gate_proj.weight", &l.gate_proj},

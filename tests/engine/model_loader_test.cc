@@ -296,6 +296,28 @@ TEST_F(ModelLoaderTest, ArchitectureMismatchBothWays) {
   EXPECT_TRUE(contains_all(load_error(), {"unexpected tensor 'model.layers.0.self_attn.q_proj.bias'"}));
 }
 
+TEST_F(ModelLoaderTest, Qwen3NeedsItsHeadNormsAndSaysWhich) {
+  config_["architectures"] = {"Qwen3ForCausalLM"};
+  config_["head_dim"] = 4;
+  write();  // a Llama checkpoint: no q_norm / k_norm
+  EXPECT_TRUE(contains_all(load_error(), {"'model.layers.0.self_attn.q_norm.weight' is missing",
+                                          "Qwen3ForCausalLM", "q_norm/k_norm"}));
+  for (int i = 0; i < 2; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    add(p + "self_attn.q_norm.weight", {4});
+    add(p + "self_attn.k_norm.weight", {4});
+  }
+  write();
+  const Model model = load_model(dir_.path());
+  EXPECT_EQ(model.weights.layers[1].k_norm.shape, std::vector<int64_t>{4});
+  EXPECT_EQ(model.weights.layers[1].k_norm.data[0], first_value_of("model.layers.1.self_attn.k_norm.weight"));
+
+  config_["attention_bias"] = true;  // then the q/k/v biases are required too
+  write();
+  EXPECT_TRUE(
+      contains_all(load_error(), {"'model.layers.0.self_attn.q_proj.bias' is missing", "attention_bias"}));
+}
+
 TEST_F(ModelLoaderTest, UnsupportedTensorDtype) {
   tensor("model.layers.0.post_attention_layernorm.weight") = {
       "model.layers.0.post_attention_layernorm.weight", "I32", {8}, raw_bytes(std::vector<int32_t>(8, 1))};

@@ -91,7 +91,7 @@ std::string model_input(const std::string& config, const std::string& weights) {
 
 struct Shape {
   int vocab = 16, hidden = 8, inter = 16, layers = 1, heads = 2, kv_heads = 2, head_dim = 4;
-  bool tied = true, bias = false;
+  bool tied = true, bias = false, head_norms = false;
   std::string dtype = "F16";
 };
 
@@ -114,6 +114,10 @@ std::vector<TensorSpec> model_tensors(const Shape& s) {
       t.push_back({p + "self_attn.k_proj.bias", s.dtype, {kv}});
       t.push_back({p + "self_attn.q_proj.bias", s.dtype, {q}});
       t.push_back({p + "self_attn.v_proj.bias", s.dtype, {kv}});
+    }
+    if (s.head_norms) {
+      t.push_back({p + "self_attn.k_norm.weight", s.dtype, {s.head_dim}});
+      t.push_back({p + "self_attn.q_norm.weight", s.dtype, {s.head_dim}});
     }
   }
   t.push_back({"model.norm.weight", s.dtype, {s.hidden}});
@@ -177,6 +181,21 @@ void model_file_seeds() {
                     R"("low_freq_factor":1.0,"high_freq_factor":4.0,)"
                     R"("original_max_position_embeddings":8192},"attention_bias":false,"dtype":"float16"})",
                     safetensors(t)));
+  }
+  {
+    Shape s;
+    s.kv_heads = 1;
+    s.head_dim = 8;  // heads x head_dim = 16, twice hidden, as Qwen3 models have it
+    s.head_norms = true;
+    s.dtype = "BF16";
+    write_seed(target, "qwen3_bf16_head_norms_tied",
+               model_input(R"({"architectures":["Qwen3ForCausalLM"],"vocab_size":16,"hidden_size":8,)"
+                           R"("intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,)"
+                           R"("num_key_value_heads":1,"head_dim":8,"attention_bias":false,)"
+                           R"("use_sliding_window":false,"sliding_window":null,"max_window_layers":28,)"
+                           R"("layer_types":["full_attention"],"tie_word_embeddings":true,)"
+                           R"("rope_theta":1000000,"dtype":"bfloat16"})",
+                           safetensors(model_tensors(s))));
   }
   // The reader alone: every dtype family, a zero-size tensor, metadata with a non-string value.
   write_seed(target, "reader_only_mixed_dtypes",

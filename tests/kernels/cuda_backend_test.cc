@@ -390,7 +390,7 @@ TEST_P(CudaBackendModel, SeededSamplingIsReproducible) {
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, CudaBackendModel,
-                         ::testing::Values("tiny-llama", "tiny-llama3-gqa", "tiny-qwen2-gqa"));
+                         ::testing::Values("tiny-llama", "tiny-llama3-gqa", "tiny-qwen2-gqa", "tiny-qwen3"));
 
 TEST(CudaBackend, SizesThePoolFromTheMemoryBudget) {
   KVSERVE_SKIP_WITHOUT_GPU();
@@ -460,16 +460,28 @@ TEST_P(CudaBackendModel, UploadsAMappedCheckpointAsTheHostModelUploads) {
 // then both backends hold the same bits and every logit of every step is identical.
 TEST(CudaBackend, GeneratesADeferredRandomModelAsTheHostModelUploads) {
   KVSERVE_SKIP_WITHOUT_GPU();
-  ModelConfig shape = *random_model_shape("tiny");
-  shape.num_kv_heads = 2;  // GQA, and untied: every kind of tensor
-  shape.tie_word_embeddings = false;
-  const auto host = std::make_shared<const Model>(make_random_model(shape, 21));
-  const auto deferred = std::make_shared<const Model>(make_random_model(shape, 21, WeightLoading::kDeferred));
-  const CudaBackendOptions opt = small_options(false);
-  CudaBackend from_host(host, opt);
-  CudaBackend on_gpu(deferred, opt);
-  EXPECT_EQ(on_gpu.weight_bytes(), from_host.weight_bytes());
-  expect_identical_logits(from_host, on_gpu, opt, shape.vocab_size);
+  // Llama, then Qwen3 (q/k/v biases and the q/k norm weights): every kind of tensor.
+  for (const bool qwen3 : {false, true}) {
+    SCOPED_TRACE(qwen3 ? "Qwen3" : "Llama");
+    ModelConfig shape = *random_model_shape("tiny");
+    shape.num_kv_heads = 2;  // GQA, and untied
+    shape.tie_word_embeddings = false;
+    if (qwen3) {
+      shape.architecture = "Qwen3ForCausalLM";
+      shape.qkv_bias = true;
+      shape.qk_norm = true;
+    }
+    const auto host = std::make_shared<const Model>(make_random_model(shape, 21));
+    const auto deferred =
+        std::make_shared<const Model>(make_random_model(shape, 21, WeightLoading::kDeferred));
+    const CudaBackendOptions opt = small_options(false);
+    CudaBackend from_host(host, opt);
+    CudaBackend on_gpu(deferred, opt);
+    EXPECT_EQ(on_gpu.weight_bytes(), from_host.weight_bytes());
+    // bf16 weights, 2 bytes a parameter: the q/k norm weights are counted too.
+    EXPECT_EQ(on_gpu.weight_bytes(), 2 * static_cast<size_t>(parameter_count(shape)));
+    expect_identical_logits(from_host, on_gpu, opt, shape.vocab_size);
+  }
 }
 
 TEST(CudaBackend, SaysWhatToDoWithoutAGpu) {

@@ -16,6 +16,14 @@
 //     cos/sin are each 2^-24 relative; 1e-6 is ~16 of those). The angle itself is computed in double
 //     on both sides, so positions up to 100k lose nothing (an fp32 angle would be off by up to
 //     2^-7 rad there and fail this bound).
+//   - With Qwen3's per-head q/k RMSNorm before RoPE, a and b are the normalized values and the bound
+//     is 2^-8 |want| + 4e-6 (|a| + |b|). The norm adds fp32 error relative to each value, with no
+//     cancellation: the sum of squares (non-negative terms, at most 8 sequential adds per lane then
+//     5 shuffle levels: <= 13 * 2^-24 relative, half of it in the inverse square root), the division
+//     and the epsilon (2 * 2^-24), rsqrtf's 2 ulp (4 * 2^-24), the biased x and the two products
+//     x * inv_rms * weight (3 * 2^-24): ~16 * 2^-24 ~ 1e-6 on top of RoPE's, so 4e-6 leaves a 2x
+//     margin over the ~2e-6 sum. A wrong head's inv_rms (heads are scaled by 2^-10 .. 2^4) or a
+//     swapped q/k weight (1 + 0.1 z each) is off by percents or more.
 #include "kernels/layers.h"
 
 #include <gtest/gtest.h>
@@ -167,10 +175,17 @@ struct RopeCase {
   double theta;
 };
 
-std::string describe(const RopeCase& c, bool bias, uint64_t seed) {
+// Qwen3's q/k norm for a rope case: off, or on with 16-byte aligned weights or with one of the two
+// weights at an odd element offset (which must force the scalar path, not a misaligned 16-byte load).
+enum class QkNorm { kOff, kOn, kQNormMisaligned, kKNormMisaligned };
+
+std::string describe(const RopeCase& c, bool bias, QkNorm norm, uint64_t seed) {
+  static const char* const kNormNames[] = {"", ", q/k norm", ", q/k norm (q_norm misaligned)",
+                                           ", q/k norm (k_norm misaligned)"};
   return "head_dim " + std::to_string(c.head_dim) + " heads " + std::to_string(c.num_heads) + "/" +
          std::to_string(c.num_kv_heads) + " block " + std::to_string(c.block_size) + " pad " +
-         std::to_string(c.stride_pad) + (bias ? " with" : " without") + " bias, seed " + std::to_string(seed);
+         std::to_string(c.stride_pad) + (bias ? " with" : " without") + " bias" +
+         kNormNames[static_cast<int>(norm)] + ", seed " + std::to_string(seed);
 }
 
 // Collects failures of one comparison kind and reports the count and the first.
@@ -182,8 +197,10 @@ struct Failures {
   }
 };
 
-void run_rope_case(const RopeCase& c, bool with_bias, uint64_t seed) {
-  SCOPED_TRACE(describe(c, with_bias, seed));
+void run_rope_case(const RopeCase& c, bool with_bias, uint64_t seed, QkNorm norm = QkNorm::kOff) {
+  SCOPED_TRACE(describe(c, with_bias, norm, seed));
+  const bool with_norm = norm != QkNorm::kOff;
+  const float eps = 1e-6f;  // Qwen3's rms_norm_eps
   const int tokens = 45;
   const int hd = c.head_dim, half = hd / 2, nh = c.num_heads, nkv = c.num_kv_heads;
   const int width = (nh + 2 * nkv) * hd;
@@ -196,9 +213,28 @@ void run_rope_case(const RopeCase& c, bool with_bias, uint64_t seed) {
   const int64_t num_slots = static_cast<int64_t>(layout.num_blocks) * layout.block_size;
 
   std::mt19937_64 rng(seed);
-  const std::vector<float> qkv = random_bf16_values(static_cast<size_t>(tokens * stride), seed + 1);
+  std::vector<float> qkv = random_bf16_values(static_cast<size_t>(tokens * stride), seed + 1);
   const std::vector<float> bias =
       with_bias ? random_bf16_values(width, seed + 2, 0.5f) : std::vector<float>();
+  // The norm's weights, 1 + 0.1 z in bf16; and q/k heads of very different sizes (2^-10 .. 2^4
+  // times N(0, 1): still exact in bf16), so that each head's inverse RMS differs, and for the
+  // smallest the epsilon matters (mean(x^2) ~ 1e-6).
+  std::vector<float> q_norm, k_norm;
+  if (with_norm) {
+    q_norm = random_floats(hd, seed + 3, 0.1f);
+    k_norm = random_floats(hd, seed + 4, 0.1f);
+    for (std::vector<float>* w : {&q_norm, &k_norm})
+      for (float& x : *w)
+        x = testing::round_to_bf16(1.0f + x);
+    for (int t = 0; t < tokens; ++t)
+      for (int h = 0; h < nh + nkv; ++h) {
+        const int exponent = (5 * t + 3 * h) % 15 - 10;
+        for (int d = 0; d < hd; ++d) {
+          float& x = qkv[static_cast<size_t>(t) * stride + static_cast<size_t>(h) * hd + d];
+          x = std::ldexp(x, exponent);
+        }
+      }
+  }
   std::vector<int32_t> positions(tokens);
   for (int32_t& p : positions)
     p = static_cast<int32_t>(rng() % 100001);
@@ -225,6 +261,15 @@ void run_rope_case(const RopeCase& c, bool with_bias, uint64_t seed) {
   auto d_inv = upload(inv_freq);
   auto d_k = poisoned<bf16>(layout.layer_elements());
   auto d_v = poisoned<bf16>(layout.layer_elements());
+  // Each weight after one element of padding when it is to be misaligned (cudaMalloc is 256-aligned).
+  auto padded = [](const std::vector<float>& w, bool misalign) {
+    std::vector<float> out(misalign ? 1 : 0, 0.0f);
+    out.insert(out.end(), w.begin(), w.end());
+    return out;
+  };
+  const bool q_misaligned = norm == QkNorm::kQNormMisaligned, k_misaligned = norm == QkNorm::kKNormMisaligned;
+  auto d_q_norm = upload(to_bf16(padded(q_norm, q_misaligned)));
+  auto d_k_norm = upload(to_bf16(padded(k_norm, k_misaligned)));
   RopeKvWriteArgs args;
   args.qkv = d_qkv.get();
   args.qkv_row_stride = stride;
@@ -237,6 +282,11 @@ void run_rope_case(const RopeCase& c, bool with_bias, uint64_t seed) {
   args.layout = layout;
   args.num_tokens = tokens;
   args.num_heads = nh;
+  if (with_norm) {
+    args.q_norm = d_q_norm.get() + (q_misaligned ? 1 : 0);
+    args.k_norm = d_k_norm.get() + (k_misaligned ? 1 : 0);
+    args.norm_eps = eps;
+  }
   rope_and_kv_write(args, nullptr);
 
   const std::vector<bf16> got_qkv = download(d_qkv);
@@ -251,17 +301,31 @@ void run_rope_case(const RopeCase& c, bool with_bias, uint64_t seed) {
       f.add(where + ": got " + std::to_string(got) + ", want " + std::to_string(want));
   };
 
+  const double slack_rel = with_norm ? 4e-6 : 1e-6;
+  std::vector<double> xs(hd);  // one head's input to RoPE
   for (int t = 0; t < tokens; ++t) {
     const size_t row = static_cast<size_t>(t) * stride;
     const int64_t slot = slots[t];
     for (int h = 0; h < nh + nkv; ++h) {
+      // The head's input to RoPE: biased, then (Qwen3) RMS-normalized with its q or k weight.
+      for (int d = 0; d < hd; ++d)
+        xs[d] = qkv[row + h * hd + d] + b(h * hd + d);
+      if (with_norm) {
+        double sumsq = 0.0;
+        for (int d = 0; d < hd; ++d)
+          sumsq += xs[d] * xs[d];
+        const double inv_rms = 1.0 / std::sqrt(sumsq / hd + static_cast<double>(eps));
+        const std::vector<float>& w = h < nh ? q_norm : k_norm;
+        for (int d = 0; d < hd; ++d)
+          xs[d] = xs[d] * inv_rms * w[d];
+      }
       for (int i = 0; i < half; ++i) {
         const int off = h * hd + i;
-        const double x1 = qkv[row + off] + b(off), x2 = qkv[row + off + half] + b(off + half);
+        const double x1 = xs[i], x2 = xs[i + half];
         const double angle = static_cast<double>(positions[t]) * inv_freq[i];
         const double co = std::cos(angle), si = std::sin(angle);
         const double y1 = x1 * co - x2 * si, y2 = x2 * co + x1 * si;
-        const double slack = 1e-6 * (std::abs(x1) + std::abs(x2));
+        const double slack = slack_rel * (std::abs(x1) + std::abs(x2));
         const std::string where =
             "t " + std::to_string(t) + " head " + std::to_string(h) + " i " + std::to_string(i);
         if (h < nh) {
@@ -324,6 +388,29 @@ TEST(RopeAndKvWrite, MatchesTheDoubleReferenceAndWritesOnlyValidSlots) {
   for (const RopeCase& c : cases)
     for (const bool bias : {false, true})
       run_rope_case(c, bias, seed++);
+}
+
+// Qwen3: each q and k head RMS-normalized (biased values, fp32) with its weight, then rotated.
+TEST(RopeAndKvWrite, NormalizesEachQAndKHeadBeforeRope) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const RopeCase cases[] = {
+      {64, 8, 8, 16, 0, 1000000.0},     // MHA, head_dim 64
+      {64, 8, 2, 16, 8, 1000000.0},     // GQA 4:1, padded row stride
+      {128, 16, 16, 16, 0, 1000000.0},  // MHA, head_dim 128
+      {128, 32, 8, 16, 0, 1000000.0},   // Qwen3-8B: GQA 4:1, more heads than warps
+      {128, 64, 8, 32, 0, 1000000.0},   // Qwen3-32B: 72 heads, 9 per warp
+      {128, 8, 2, 16, 2, 1000000.0},    // row stride not a multiple of 8: scalar path
+      {16, 4, 4, 8, 0, 10000.0},        // head_dim 16: two lanes of a warp sum a head
+      {24, 4, 2, 8, 0, 10000.0},        // head_dim / 2 not a multiple of 8: scalar path
+      {256, 4, 1, 16, 0, 1000000.0},    // widest head: every lane of the warp sums
+  };
+  uint64_t seed = 3500;
+  for (const RopeCase& c : cases)
+    for (const bool bias : {false, true})
+      run_rope_case(c, bias, seed++, QkNorm::kOn);
+  // An unaligned norm weight must take the scalar path (a 16-byte load there would fault).
+  run_rope_case(cases[1], true, seed++, QkNorm::kQNormMisaligned);
+  run_rope_case(cases[3], false, seed++, QkNorm::kKNormMisaligned);
 }
 
 // ---- silu_and_mul ----
@@ -435,6 +522,32 @@ TEST(LayerKernelValidation, RejectsUnsupportedWidthsAndAlignments) {
   expect_invalid(with([](RopeKvWriteArgs& a) { a.layout.block_size = 0; }), "block_size");
   expect_invalid(with([](RopeKvWriteArgs& a) { a.num_tokens = -2; }), "num_tokens");
   expect_invalid(with([](RopeKvWriteArgs& a) { a.slot_mapping = nullptr; }), "slot_mapping");
+  // Qwen3's q/k norm: both weights or neither; a bounded number of heads; a sane epsilon.
+  const bf16* norm = fake_pointer<const bf16>(0x5000);
+  auto with_norm = [&](auto change) {
+    return with([&](RopeKvWriteArgs& a) {
+      a.q_norm = norm;
+      a.k_norm = norm;
+      a.norm_eps = 1e-6f;
+      change(a);
+    });
+  };
+  expect_invalid(with([&](RopeKvWriteArgs& a) { a.q_norm = norm; }), "k_norm is null");
+  expect_invalid(with([&](RopeKvWriteArgs& a) { a.k_norm = norm; }), "q_norm is null");
+  expect_invalid(with_norm([](RopeKvWriteArgs& a) { a.k_norm = nullptr; }), "k_norm is null");
+  expect_invalid(with_norm([](RopeKvWriteArgs& a) { a.q_norm = nullptr; }), "q_norm is null");
+  expect_invalid(with_norm([](RopeKvWriteArgs& a) {
+                   a.q_norm = nullptr;
+                   a.num_tokens = 0;  // checked before the early return of an empty step
+                 }),
+                 "q_norm is null");
+  expect_invalid(with_norm([](RopeKvWriteArgs& a) {
+                   a.num_heads = 1023;
+                   a.qkv_row_stride = (1023 + 2 * 2) * 64;
+                 }),
+                 "num_heads + num_kv_heads");
+  expect_invalid(with_norm([](RopeKvWriteArgs& a) { a.norm_eps = -1e-6f; }), "norm_eps");
+  expect_invalid(with_norm([](RopeKvWriteArgs& a) { a.norm_eps = std::nanf(""); }), "norm_eps");
 
   expect_invalid([&] { silu_and_mul(bf, 4, 12, bf, nullptr); }, "intermediate");
   expect_invalid([&] { silu_and_mul(bf, 4, 64, fake_pointer<bf16>(0x2004), nullptr); }, "out must");
@@ -453,6 +566,10 @@ TEST(LayerKernelValidation, ZeroRowsLaunchNothing) {
   rope.layout = KvCacheLayout{4, 16, 2, 64};
   rope.num_heads = 8;
   rope.num_tokens = 0;
+  EXPECT_NO_THROW(rope_and_kv_write(rope, nullptr));
+  rope.q_norm = fake_pointer<const bf16>(0x5000);
+  rope.k_norm = fake_pointer<const bf16>(0x5000);
+  rope.norm_eps = 1e-6f;
   EXPECT_NO_THROW(rope_and_kv_write(rope, nullptr));
 }
 
