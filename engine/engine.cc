@@ -30,6 +30,11 @@ Status Engine::validate(const Request& request) const {
       return Status::InvalidArgument("stop token id " + std::to_string(t) +
                                      " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
   }
+  for (const auto& [t, bias] : request.sampling.logit_bias) {
+    if (t < 0 || t >= vocab)
+      return Status::InvalidArgument("logit_bias token id " + std::to_string(t) +
+                                     " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  }
   const bool has_stop_strings = std::any_of(request.stop.stop.begin(), request.stop.stop.end(),
                                             [](const std::string& s) { return !s.empty(); });
   if (has_stop_strings && !config_.tokenizer)

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/block_pool.h"
@@ -24,6 +25,10 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;
   std::optional<uint64_t> seed;
   int top_logprobs = 0;  // how many alternatives to report per token; 0 = none
+  // Added to the logits of these ids before penalties and sampling (OpenAI's logit_bias): -100
+  // all but bans a token, +100 all but forces it. Ids unique and in the vocabulary, biases in
+  // [-100, 100], at most kMaxLogitBias entries (engine/sampler.h).
+  std::vector<std::pair<TokenId, float>> logit_bias;
 };
 
 struct StopCriteria {

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <limits>
 #include <numeric>
+#include <string>
+#include <vector>
 
 namespace kvserve {
 namespace {
@@ -183,6 +185,21 @@ Status validate_sampling_params(const SamplingParams& p) {
   if (p.top_logprobs < 0 || p.top_logprobs > kMaxTopLogprobs) {
     return out_of_range("top_logprobs", "in [0, 20]", p.top_logprobs);
   }
+  if (p.logit_bias.size() > static_cast<size_t>(kMaxLogitBias)) {
+    return Status::InvalidArgument("logit_bias has " + std::to_string(p.logit_bias.size()) +
+                                   " entries, at most " + std::to_string(kMaxLogitBias) + " allowed");
+  }
+  std::vector<TokenId> ids;
+  ids.reserve(p.logit_bias.size());
+  for (const auto& [id, bias] : p.logit_bias) {
+    if (!(bias >= -kMaxLogitBiasValue && bias <= kMaxLogitBiasValue)) {
+      return out_of_range(("logit_bias[" + std::to_string(id) + "]").c_str(), "in [-100, 100]", bias);
+    }
+    ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  if (const auto twice = std::adjacent_find(ids.begin(), ids.end()); twice != ids.end())
+    return Status::InvalidArgument("logit_bias names token " + std::to_string(*twice) + " twice");
   return Status::Ok();
 }
 
@@ -218,6 +235,9 @@ SampledToken Sampler::sample(const SampleInput& in) {
   }
   for (TokenId id : in.suppressed) {
     if (in_vocab(id, vocab)) work_[static_cast<size_t>(id)] = -kInf;
+  }
+  for (const auto& [id, bias] : p.logit_bias) {
+    if (in_vocab(id, vocab)) work_[static_cast<size_t>(id)] += bias;  // -inf + bias stays -inf
   }
 
   // 2. Penalties. Each token counts once for the repetition penalty however often it occurs.

@@ -2,6 +2,7 @@
 //
 // Order of operations on a row of logits (as vLLM and Hugging Face do):
 //   1. suppress: ids in `suppressed` get -inf (EOS and stop ids before min_tokens is reached);
+//      then the request's logit_bias is added (a suppressed id stays -inf);
 //   2. penalties: repetition (prompt + output tokens: positive logits divided, negative multiplied),
 //      then presence and frequency (output tokens only: logit -= presence + frequency * count);
 //   3. temperature 0 -> greedy argmax (ties: lowest id). Otherwise logits / temperature, then
@@ -30,8 +31,11 @@
 namespace kvserve {
 
 inline constexpr int kMaxTopLogprobs = 20;
+inline constexpr int kMaxLogitBias = 1024;           // entries per request
+inline constexpr float kMaxLogitBiasValue = 100.0f;  // |bias| at most, as OpenAI's API allows
 
-// Checks every field; the message names the field and the allowed range.
+// Checks every field; the message names the field and the allowed range. Token ids (of
+// logit_bias too) are checked against the vocabulary by the engine, which knows it.
 Status validate_sampling_params(const SamplingParams& params);
 
 // sample_uniform(seed, index) (engine/sample_uniform.h): the uniform number in [0, 1) that draws

@@ -233,6 +233,8 @@ void CudaBackend::allocate_activations() {
   host_sampled_.reserve(max_seqs);
   history_.resize(1);
   suppressed_.resize(1);
+  bias_ids_.resize(1);
+  bias_values_.resize(1);
 }
 
 void CudaBackend::size_kv_pool(const CudaBackendOptions& options) {
@@ -452,20 +454,25 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
     finish_step();
     return;
   }
-  // The histories and suppressed lists are concatenated into pinned buffers sized first, so that
-  // the rows can point into them by offset.
-  size_t history_count = 0, suppressed_count = 0;
+  // The histories, suppressed lists and logit biases are concatenated into pinned buffers sized
+  // first, so that the rows can point into them by offset.
+  size_t history_count = 0, suppressed_count = 0, bias_count = 0;
   for (const SamplingTask& t : tasks) {
     if (has_penalties(*t.params)) history_count += t.prompt.size() + t.output.size();
     suppressed_count += t.suppressed.size();
+    bias_count += t.params->logit_bias.size();
   }
   host_history_.reserve(history_count);
   host_suppressed_.reserve(suppressed_count);
+  host_bias_ids_.reserve(bias_count);
+  host_bias_values_.reserve(bias_count);
   // Growing a device buffer frees the old one, which waits for the forward pass just enqueued: it
-  // happens only when the longest history so far doubles.
+  // happens only when the longest history (or the most biases) so far doubles.
   grow(history_, history_count);
   grow(suppressed_, suppressed_count);
-  size_t history_size = 0, suppressed_size = 0;
+  grow(bias_ids_, bias_count);
+  grow(bias_values_, bias_count);
+  size_t history_size = 0, suppressed_size = 0, bias_size = 0;
   for (size_t i = 0; i < tasks.size(); ++i) {
     const SamplingTask& t = tasks[i];
     const SamplingParams& p = *t.params;
@@ -496,6 +503,13 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
     r.num_suppressed = static_cast<int32_t>(t.suppressed.size());
     std::copy(t.suppressed.begin(), t.suppressed.end(), host_suppressed_.get() + suppressed_size);
     suppressed_size += t.suppressed.size();
+    r.bias_offset = static_cast<int32_t>(bias_size);
+    r.num_bias = static_cast<int32_t>(p.logit_bias.size());
+    for (const auto& [id, bias] : p.logit_bias) {
+      host_bias_ids_.get()[bias_size] = id;
+      host_bias_values_.get()[bias_size] = bias;
+      ++bias_size;
+    }
   }
   CUDA_CHECK(cudaMemcpyAsync(sampling_rows_.get(), host_rows_.get(), tasks.size() * sizeof(SamplingRow),
                              cudaMemcpyHostToDevice, stream_));
@@ -505,10 +519,16 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
   if (suppressed_size > 0)
     CUDA_CHECK(cudaMemcpyAsync(suppressed_.get(), host_suppressed_.get(), suppressed_size * sizeof(int32_t),
                                cudaMemcpyHostToDevice, stream_));
+  if (bias_size > 0) {
+    CUDA_CHECK(cudaMemcpyAsync(bias_ids_.get(), host_bias_ids_.get(), bias_size * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(bias_values_.get(), host_bias_values_.get(), bias_size * sizeof(float),
+                               cudaMemcpyHostToDevice, stream_));
+  }
   const int rows = static_cast<int>(tasks.size());
   sample_rows(logits_.get(), config_.vocab_size, sampling_rows_.get(), rows, history_.get(),
-              suppressed_.get(), sampling_workspace_.get(), sampling_workspace_.bytes(), sampled_.get(),
-              stream_);
+              suppressed_.get(), bias_ids_.get(), bias_values_.get(), sampling_workspace_.get(),
+              sampling_workspace_.bytes(), sampled_.get(), stream_);
   CUDA_CHECK(cudaMemcpyAsync(host_sampled_.get(), sampled_.get(), rows * sizeof(SampledRow),
                              cudaMemcpyDeviceToHost, stream_));
   finish_step();

@@ -15,7 +15,7 @@
 // Everything is allocated at construction for the largest step the scheduler may plan
 // (max_num_batched_tokens, max_num_seqs, max_model_len), then the KV pool takes what the memory
 // budget leaves. A step allocates nothing, but for the rare doubling of the buffers that carry
-// penalized requests' token histories to the sampler.
+// penalized requests' token histories (and the suppressed lists and logit biases) to the sampler.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -146,9 +146,11 @@ class CudaBackend : public Backend {
   DeviceBuffer<std::byte> sampling_workspace_;
   DeviceBuffer<SamplingRow> sampling_rows_;
   DeviceBuffer<SampledRow> sampled_;
-  DeviceBuffer<int32_t> history_, suppressed_;
+  DeviceBuffer<int32_t> history_, suppressed_, bias_ids_;
+  DeviceBuffer<float> bias_values_;
   PinnedBuffer<SamplingRow> host_rows_;
-  PinnedBuffer<int32_t> host_history_, host_suppressed_;
+  PinnedBuffer<int32_t> host_history_, host_suppressed_, host_bias_ids_;
+  PinnedBuffer<float> host_bias_values_;
   PinnedBuffer<SampledRow> host_sampled_;
 
   // Decode graphs by padded batch size.

@@ -17,6 +17,12 @@
 //
 // Logprobs are log_softmax of the raw logits with the max and the sum of exp in double over fp32
 // exponentials (relative error ~1e-7). The top logprobs are a select by rank on the raw logits.
+//
+// logit_bias takes no workspace of its own: a row with num_bias > 0 marks its listed ids with the
+// kBiased state bit and parks each one's bias (a float, exact as a double) in that id's slot of the
+// weight array, which holds nothing else until the weights pass of step 4. The bias is read only
+// in step 2 and in step 4, where the thread that owns id i reads it in the same iteration that then
+// overwrites weight[i] with the weight; nothing after that reads it.
 #include <cfloat>
 #include <climits>
 #include <cmath>
@@ -41,7 +47,7 @@ constexpr size_t kAlign = 256;
 size_t align_up(size_t n) {
   return (n + kAlign - 1) / kAlign * kAlign;
 }
-// Per row: int32 penalty state [vocab], then double weights [vocab].
+// Per row: int32 penalty state [vocab], then double weights [vocab] (which first hold the biases).
 size_t state_bytes(int vocab) {
   return align_up(sizeof(int32_t) * static_cast<size_t>(vocab));
 }
@@ -107,13 +113,23 @@ union ReduceScratch {
 
 // ---- the host's arithmetic, step for step ----
 
-// state bits: 1 = suppressed, 2 = in prompt or output (repetition penalty on), count of the token
-// in the output << 2 (presence / frequency penalty on).
-__device__ double penalized(float raw, int32_t state, double rep, double presence, double frequency) {
+// State bits of an id: suppressed; in prompt or output (repetition penalty on); listed in
+// logit_bias; and above them the count of the token in the output (presence / frequency penalty
+// on), < 2^28 as no sequence comes near that length.
+constexpr int32_t kSuppressed = 1;
+constexpr int32_t kRepeated = 2;
+constexpr int32_t kBiased = 4;
+constexpr int kCountShift = 3;
+
+// The host's work_[i]: NaN and suppressed -> -inf, + bias (-inf stays -inf), then the penalties.
+// `bias` is read only with kBiased set.
+__device__ double penalized(float raw, int32_t state, double bias, double rep, double presence,
+                            double frequency) {
   double v = isnan(raw) ? -INFINITY : static_cast<double>(raw);
-  if (state & 1) v = -INFINITY;
-  if (state & 2) v = v > 0.0 ? v / rep : v * rep;
-  const int32_t count = state >> 2;
+  if (state & kSuppressed) v = -INFINITY;
+  if (state & kBiased) v = __dadd_rn(v, bias);
+  if (state & kRepeated) v = v > 0.0 ? v / rep : v * rep;
+  const int32_t count = state >> kCountShift;
   // Explicit roundings: the host computes presence + frequency * count without a fused multiply-add.
   if (count > 0) v = __dsub_rn(v, __dadd_rn(presence, __dmul_rn(frequency, static_cast<double>(count))));
   return v;
@@ -323,8 +339,9 @@ __device__ u64 ceil_fraction(float p, u64 m) {
 
 __global__ void __launch_bounds__(kThreads, 1)
     sample_rows_kernel(const float* logits, int vocab, const SamplingRow* rows, const int32_t* history,
-                       const int32_t* suppressed, char* workspace, size_t row_stride, size_t state_stride,
-                       int id_bytes, int mass_shift, SampledRow* out) {
+                       const int32_t* suppressed, const int32_t* bias_ids, const float* bias_values,
+                       char* workspace, size_t row_stride, size_t state_stride, int id_bytes, int mass_shift,
+                       SampledRow* out) {
   __shared__ SelectShared sel;
   __shared__ ReduceScratch scratch;
   __shared__ u64 top_hi[kMaxGpuTopLogprobs];
@@ -349,36 +366,49 @@ __global__ void __launch_bounds__(kThreads, 1)
   int32_t* state = reinterpret_cast<int32_t*>(workspace + blockIdx.x * row_stride);
   double* weight = reinterpret_cast<double*>(workspace + blockIdx.x * row_stride + state_stride);
 
-  // 1. Suppression and penalty marks, only for a row that has any.
+  // 1. Suppression, logit_bias and penalty marks, only for a row that has any.
   const bool rep_on = row.repetition_penalty != 1.0f;
   const bool pf_on = row.presence_penalty != 0.0f || row.frequency_penalty != 0.0f;
   const int num_history = row.num_prompt_tokens + row.num_output_tokens;
-  const bool use_state =
-      row.num_suppressed > 0 || (rep_on && num_history > 0) || (pf_on && row.num_output_tokens > 0);
+  const bool use_state = row.num_suppressed > 0 || row.num_bias > 0 || (rep_on && num_history > 0) ||
+                         (pf_on && row.num_output_tokens > 0);
   if (use_state) {
     for (int i = tid; i < vocab; i += kThreads)
       state[i] = 0;
     __syncthreads();
     for (int j = tid; j < row.num_suppressed; j += kThreads) {
       const int32_t id = suppressed[row.suppressed_offset + j];
-      if (id >= 0 && id < vocab) atomicOr(&state[id], 1);
+      if (id >= 0 && id < vocab) atomicOr(&state[id], kSuppressed);
+    }
+    // Ids are unique, so each weight[id] has one writer; it is read after the barrier below.
+    for (int j = tid; j < row.num_bias; j += kThreads) {
+      const int32_t id = bias_ids[row.bias_offset + j];
+      if (id >= 0 && id < vocab) {
+        atomicOr(&state[id], kBiased);
+        weight[id] = static_cast<double>(bias_values[row.bias_offset + j]);
+      }
     }
     if (rep_on) {
       for (int j = tid; j < num_history; j += kThreads) {
         const int32_t id = history[row.history_offset + j];
-        if (id >= 0 && id < vocab) atomicOr(&state[id], 2);
+        if (id >= 0 && id < vocab) atomicOr(&state[id], kRepeated);
       }
     }
     if (pf_on) {
       for (int j = tid; j < row.num_output_tokens; j += kThreads) {
         const int32_t id = history[row.history_offset + row.num_prompt_tokens + j];
-        if (id >= 0 && id < vocab) atomicAdd(&state[id], 4);
+        if (id >= 0 && id < vocab) atomicAdd(&state[id], 1 << kCountShift);
       }
     }
     __syncthreads();
   }
   const double rep = row.repetition_penalty;
   const double presence = row.presence_penalty, frequency = row.frequency_penalty;
+  // The host's work_[i]. The bias of a biased id is in weight[i] until step 4 overwrites it.
+  const auto value = [&](int i) {
+    const int32_t s = use_state ? state[i] : 0;
+    return penalized(x[i], s, (s & kBiased) ? weight[i] : 0.0, rep, presence, frequency);
+  };
 
   // 2. One pass: max and +inf count of the raw logits, argmax of the penalized ones.
   float raw_max = -INFINITY;
@@ -388,7 +418,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const float r = x[i];
     raw_max = fmaxf(raw_max, r);
     infinite += (r == INFINITY);
-    const double v = penalized(r, use_state ? state[i] : 0, rep, presence, frequency);
+    const double v = value(i);
     if (best.id < 0 || v > best.v) best = ArgMax{v, i};  // ids rise: the first maximum stays
   }
   raw_max = block_reduce(raw_max, MaxF{}, scratch.f);
@@ -459,7 +489,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const double min_p = row.min_p;
     u64 n = 0, total = 0, n_min_p = 0, mass_min_p = 0;
     for (int i = tid; i < vocab; i += kThreads) {
-      const double v = penalized(x[i], use_state ? state[i] : 0, rep, presence, frequency);
+      const double v = value(i);  // reads the bias in weight[i] (this thread's) before it is replaced
       const double w = xmax == INFINITY ? (v == INFINITY ? 1.0 : 0.0) : exp((v - xmax) / t);
       weight[i] = w;
       if (w > 0.0) {
@@ -518,8 +548,9 @@ size_t sampling_workspace_bytes(int num_rows, int vocab) {
 }
 
 void sample_rows(const float* logits, int vocab, const SamplingRow* rows, int num_rows,
-                 const int32_t* history, const int32_t* suppressed, void* workspace, size_t workspace_bytes,
-                 SampledRow* out, cudaStream_t stream) {
+                 const int32_t* history, const int32_t* suppressed, const int32_t* bias_ids,
+                 const float* bias_values, void* workspace, size_t workspace_bytes, SampledRow* out,
+                 cudaStream_t stream) {
   if (num_rows <= 0) return;
   const size_t need = sampling_workspace_bytes(num_rows, vocab);
   if (workspace_bytes < need) {
@@ -534,9 +565,9 @@ void sample_rows(const float* logits, int vocab, const SamplingRow* rows, int nu
     ++log2_vocab;
   const size_t stride = vocab > 0 ? row_bytes(vocab) : 0;
   const size_t state_stride = vocab > 0 ? state_bytes(vocab) : 0;
-  sample_rows_kernel<<<num_rows, kThreads, 0, stream>>>(logits, vocab, rows, history, suppressed,
-                                                        static_cast<char*>(workspace), stride, state_stride,
-                                                        id_bytes, 62 - log2_vocab, out);
+  sample_rows_kernel<<<num_rows, kThreads, 0, stream>>>(logits, vocab, rows, history, suppressed, bias_ids,
+                                                        bias_values, static_cast<char*>(workspace), stride,
+                                                        state_stride, id_bytes, 62 - log2_vocab, out);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,10 +1,11 @@
 // Sampling on the GPU: each row of the LM head's fp32 logits becomes one token id (plus logprobs
 // when asked) without the logits leaving the device. Same semantics as the host Sampler
-// (engine/sampler.h, the reference): suppression, repetition / presence / frequency penalties,
-// greedy argmax with ties to the lowest id, temperature, top-k, top-p, min-p, and a draw that
-// inverts the cumulative distribution along (probability desc, id asc) with the uniform
+// (engine/sampler.h, the reference): suppression, logit_bias, repetition / presence / frequency
+// penalties, greedy argmax with ties to the lowest id, temperature, top-k, top-p, min-p, and a draw
+// that inverts the cumulative distribution along (probability desc, id asc) with the uniform
 // sample_uniform(seed, draw_index) - the very same number the host would use, so a request's seed
-// means the same thing on both backends. Logprobs are log_softmax of the raw logits.
+// means the same thing on both backends. Logprobs are log_softmax of the raw logits (no bias, no
+// penalty).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -38,6 +39,11 @@ struct SamplingRow {
   // suppressed[suppressed_offset ...].
   int32_t suppressed_offset = 0;
   int32_t num_suppressed = 0;
+  // logit_bias: bias_values[bias_offset + j] is added to the logit of bias_ids[bias_offset + j],
+  // j < num_bias, after the suppression and before the penalties (a suppressed id stays -inf).
+  // Ids must be unique (the engine validates them); ids outside the vocabulary are skipped.
+  int32_t bias_offset = 0;
+  int32_t num_bias = 0;
 };
 
 struct SampledRow {
@@ -47,12 +53,15 @@ struct SampledRow {
   float top_logprobs[kMaxGpuTopLogprobs];  // descending; the first num_top_logprobs are valid
 };
 
-// Scratch for sample_rows (penalized logits and per-row state).
+// Scratch for sample_rows (per-row state and weights; logit_bias needs none of its own).
 size_t sampling_workspace_bytes(int num_rows, int vocab);
 
-// rows, history, suppressed and out are device arrays; logits is [>= max logits_row + 1][vocab].
+// rows, history, suppressed, bias_ids, bias_values and out are device arrays; logits is
+// [>= max logits_row + 1][vocab]. bias_ids and bias_values may be null when no row has num_bias > 0
+// (likewise history and suppressed for rows that use none).
 void sample_rows(const float* logits, int vocab, const SamplingRow* rows, int num_rows,
-                 const int32_t* history, const int32_t* suppressed, void* workspace, size_t workspace_bytes,
-                 SampledRow* out, cudaStream_t stream);
+                 const int32_t* history, const int32_t* suppressed, const int32_t* bias_ids,
+                 const float* bias_values, void* workspace, size_t workspace_bytes, SampledRow* out,
+                 cudaStream_t stream);
 
 }  // namespace kvserve::cuda

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <limits>
@@ -445,6 +446,15 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
   out->sampling.presence_penalty = sp.presence_penalty();
   out->sampling.frequency_penalty = sp.frequency_penalty();
   if (sp.has_seed()) out->sampling.seed = sp.seed();
+  for (const auto& [id, bias] : sp.logit_bias()) {
+    if (id >= static_cast<uint32_t>(model_.vocab_size))
+      return Status::InvalidArgument("sampling.logit_bias: token id " + std::to_string(id) +
+                                     " is outside the vocabulary [0, " + std::to_string(model_.vocab_size) +
+                                     ")");
+    out->sampling.logit_bias.emplace_back(static_cast<TokenId>(id), bias);
+  }
+  // The wire map has no order; the engine's list gets one, so equal requests are equal.
+  std::sort(out->sampling.logit_bias.begin(), out->sampling.logit_bias.end());
   if (in.top_logprobs() > static_cast<uint32_t>(kMaxTopLogprobs))
     return Status::InvalidArgument("top_logprobs must be at most " + std::to_string(kMaxTopLogprobs) +
                                    ", got " + std::to_string(in.top_logprobs()));

@@ -138,6 +138,25 @@ def main():
             outputs.append([t for msg in generate(r, timeout=30) for t in msg.token_ids])
         check(len(outputs[0]) == 8 and outputs[0] == outputs[1], "a chat generates what its token ids generate")
 
+        # logit_bias: +100 on one token makes greedy decoding repeat it; the logprobs stay the
+        # model's own (far below 0 for a token it would not pick); an id outside the vocabulary is
+        # INVALID_ARGUMENT naming the field.
+        forced = pb.GenerateRequest(text="Bias me")
+        forced.sampling.logit_bias[77] = 100.0
+        forced.stop.max_tokens = 5
+        forced.stop.ignore_eos = True
+        got = [(lp.token_id, lp.logprob) for msg in generate(forced, timeout=30) for lp in msg.logprobs]
+        check([t for t, _ in got] == [77] * 5, "logit_bias +100 forces the token")
+        check(all(lp < -0.01 for _, lp in got), "logprobs under logit_bias are the model's own")
+        bad_bias = pb.GenerateRequest(text="Bias me")
+        bad_bias.sampling.logit_bias[100000] = 1.0
+        try:
+            list(generate(bad_bias, timeout=10))
+            check(False, "logit_bias outside the vocabulary rejected")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.INVALID_ARGUMENT and "logit_bias" in e.details(),
+                  "logit_bias outside the vocabulary is INVALID_ARGUMENT naming the field")
+
         # Three seeded choices in one call: each under its index, each ending once, each equal to
         # the same request alone with seed + index.
         many = pb.GenerateRequest(text="Three ways to go on", n=3)

@@ -219,6 +219,10 @@ TEST_F(ServerE2E, BadInputGetsInvalidArgumentNamingTheField) {
   add("top_p above 1", "top_p", [](auto& r) { r.mutable_sampling()->set_top_p(1.5f); });
   add("NaN min_p", "min_p", [](auto& r) { r.mutable_sampling()->set_min_p(NAN); });
   add("top_logprobs too many", "top_logprobs", [](auto& r) { r.set_top_logprobs(21); });
+  add("logit_bias id outside the vocab", "sampling.logit_bias: token id 512",
+      [](auto& r) { (*r.mutable_sampling()->mutable_logit_bias())[512] = 1.0f; });
+  add("logit_bias over 100", "logit_bias[7] must be in [-100, 100]",
+      [](auto& r) { (*r.mutable_sampling()->mutable_logit_bias())[7] = 250.0f; });
   add("too many stop strings", "stop", [](auto& r) {
     for (int i = 0; i < 17; ++i)
       r.mutable_stop()->add_stop("s" + std::to_string(i));

@@ -27,6 +27,9 @@ std::vector<double> ref_penalized(const std::vector<float>& logits, const Sampli
   for (TokenId t : suppressed) {
     if (in(t)) x[t] = -kInf;
   }
+  for (const auto& [t, bias] : p.logit_bias) {
+    if (in(t) && x[t] != -kInf) x[t] = x[t] + bias;
+  }
   std::set<TokenId> seen(prompt.begin(), prompt.end());
   seen.insert(output.begin(), output.end());
   for (TokenId t : seen) {
@@ -186,6 +189,10 @@ TEST(SamplerValidation, AcceptsTheDefaultsAndEveryBoundary) {
         with(&SP::top_logprobs, kMaxTopLogprobs)}) {
     EXPECT_TRUE(validate_sampling_params(p).ok()) << validate_sampling_params(p).message();
   }
+  SamplingParams biased;
+  for (int i = 0; i < kMaxLogitBias; ++i)
+    biased.logit_bias.emplace_back(i, i % 2 ? 100.0f : -100.0f);
+  EXPECT_TRUE(validate_sampling_params(biased).ok()) << validate_sampling_params(biased).message();
 }
 
 TEST(SamplerValidation, RejectsEachBadFieldNamingValueAndRange) {
@@ -219,6 +226,22 @@ TEST(SamplerValidation, RejectsEachBadFieldNamingValueAndRange) {
       {with(&SP::top_logprobs, 21), "top_logprobs must be in [0, 20], got 21"},
   };
   for (const auto& [p, msg] : bad) {
+    const Status st = validate_sampling_params(p);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << msg;
+    EXPECT_EQ(st.message(), msg);
+  }
+  using Bias = std::vector<std::pair<TokenId, float>>;
+  const std::vector<std::pair<Bias, std::string>> bad_bias{
+      {{{7, 100.5f}}, "logit_bias[7] must be in [-100, 100], got 100.5"},
+      {{{3, 1.0f}, {7, -101.0f}}, "logit_bias[7] must be in [-100, 100], got -101"},
+      {{{7, kNan}}, "logit_bias[7] must be in [-100, 100], got nan"},
+      {{{7, inf}}, "logit_bias[7] must be in [-100, 100], got inf"},
+      {{{9, 1.0f}, {4, 2.0f}, {9, 3.0f}}, "logit_bias names token 9 twice"},
+      {Bias(kMaxLogitBias + 1, {0, 0.0f}), "logit_bias has 1025 entries, at most 1024 allowed"},
+  };
+  for (const auto& [bias, msg] : bad_bias) {
+    SamplingParams p;
+    p.logit_bias = bias;
     const Status st = validate_sampling_params(p);
     EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << msg;
     EXPECT_EQ(st.message(), msg);
@@ -308,6 +331,8 @@ TEST(SamplerPenalties, GreedyMatchesTheReferenceOnRandomRows) {
     SamplingParams p;
     p.repetition_penalty = 0.5f + 2 * uni(rng), p.presence_penalty = 4 * uni(rng) - 2;
     p.frequency_penalty = 4 * uni(rng) - 2;
+    for (int b = static_cast<int>(rng() % 8); b > 0; --b)  // ids may repeat the penalized ones
+      p.logit_bias.emplace_back(static_cast<TokenId>(b * 13 + rng() % 13), 20 * uni(rng) - 10);
     const Dist d = ref_distribution(ref_penalized(logits, p, prompt, output, suppressed), p);
     Sampler s;
     ASSERT_EQ(draw(s, logits, p, seed, prompt, output, suppressed).token, d.ids[0]);
@@ -322,6 +347,38 @@ TEST(SamplerSuppression, SuppressedTokensAreNeverChosen) {
   expect_distribution(known_logits(), params(1), {}, {}, {1, 4});
   // With nothing left the sampler still answers with a token of the vocabulary (the lowest id).
   EXPECT_EQ(draw(s, logits, params(1), 1, {}, {}, {0, 1, 2, 3}).token, 0);
+}
+
+// ---- Logit bias: added after suppression, before the penalties; the logprobs stay raw.
+
+TEST(SamplerLogitBias, MovesBansAndForcesTokensButNeverRevivesASuppressedOne) {
+  Sampler s;
+  const std::vector<float> logits{0.5f, 2.0f, -1.0f, 1.9f};
+  SamplingParams p = params(0);
+  p.logit_bias = {{1, -0.2f}};  // 1.8 < 1.9
+  EXPECT_EQ(draw(s, logits, p, 1).token, 3);
+  p.logit_bias = {{1, -100.0f}, {2, 3.4f}};  // 2.4 beats 1.9
+  EXPECT_EQ(draw(s, logits, p, 1).token, 2);
+  p.logit_bias = {{0, 100.0f}};
+  const SampledToken forced = draw(s, logits, p, 1);
+  EXPECT_EQ(forced.token, 0);
+  EXPECT_NEAR(forced.logprob, ref_log_softmax(logits)[0], 1e-6) << "the logprob is the model's own";
+  EXPECT_EQ(draw(s, logits, p, 1, {}, {}, {0}).token, 1) << "a suppressed token stays suppressed";
+  // +100 leaves every other token e^-98 or less as likely: sampling picks the forced one too.
+  p.temperature = 1.0f;
+  for (uint64_t seed = 0; seed < 200; ++seed)
+    ASSERT_EQ(draw(s, logits, p, seed).token, 0) << "seed " << seed;
+}
+
+TEST(SamplerLogitBias, ShapesTheDistributionAsTheReferenceDoes) {
+  SamplingParams p = params(1);
+  p.logit_bias = {{1, -1.5f}, {2, 2.0f}, {5, 0.5f}};
+  expect_distribution(known_logits(), p);
+  p = params(0.8f, 0, 0.9f);
+  p.logit_bias = {{4, 1.0f}, {6, -0.7f}};
+  p.repetition_penalty = 1.3f;
+  p.presence_penalty = 0.4f;
+  expect_distribution(known_logits(), p, {4, 1}, {6, 6, 0}, {3});
 }
 
 // ---- Sampling distributions

@@ -235,6 +235,8 @@ void request_seeds() {
     r.mutable_sampling()->set_presence_penalty(0.5f);
     r.mutable_sampling()->set_frequency_penalty(-0.5f);
     r.mutable_sampling()->set_seed(42);
+    (*r.mutable_sampling()->mutable_logit_bias())[67] = -100.0f;
+    (*r.mutable_sampling()->mutable_logit_bias())[300] = 2.5f;
     r.mutable_stop()->set_max_tokens(16);
     r.mutable_stop()->set_min_tokens(2);
     r.mutable_stop()->add_stop("\n\n");

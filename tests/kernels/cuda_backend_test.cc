@@ -221,12 +221,13 @@ TEST_P(CudaBackendModel, GreedyGpuSamplingPicksTheCpuArgmax) {
 }
 
 // The backend's own packing of the sampling inputs (rows, the concatenated histories of penalized
-// rows, the suppressed lists) against the host Sampler on the same logits: each step runs forward()
-// for the logits, then forward_and_sample() on the same batch (it rewrites the same K/V), eagerly so
-// both passes compute the same numbers bitwise. Rows mix penalized and plain requests, some with
-// their raw argmax suppressed, so a wrong offset into either list changes a token. Greedy, so the
-// comparison is exact but for near ties (the host penalizes in float64, the GPU in float32: a flip
-// needs a top-2 gap under ~1e-6 of the logits, which these tests have never shown).
+// rows, the suppressed lists, the logit biases) against the host Sampler on the same logits: each
+// step runs forward() for the logits, then forward_and_sample() on the same batch (it rewrites the
+// same K/V), eagerly so both passes compute the same numbers bitwise. Rows mix penalized, biased and
+// plain requests, some with their raw argmax suppressed, so a wrong offset into any list changes a
+// token. Greedy, so the comparison is exact but for near ties (the host penalizes in float64, the
+// GPU in float32: a flip needs a top-2 gap under ~1e-6 of the logits, which these tests have never
+// shown).
 TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
   KVSERVE_SKIP_WITHOUT_GPU();
   const auto model = load_bf16_rounded(GetParam());
@@ -244,13 +245,23 @@ TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
       p.presence_penalty = 1.0f;
       p.frequency_penalty = 0.5f;
     }
+    if (params.size() % 4 == 1 || params.size() % 4 == 2) {  // biases of either sign on a few ids
+      const int vocab = model->config.vocab_size;
+      for (int k = 0; k < 6; ++k) {
+        const auto id =
+            static_cast<TokenId>((params.size() * 131 + static_cast<size_t>(k) * 977 + 3) % vocab);
+        const bool listed = std::any_of(p.logit_bias.begin(), p.logit_bias.end(),
+                                        [&](const auto& e) { return e.first == id; });
+        if (!listed) p.logit_bias.emplace_back(id, k % 2 ? -1.5f * static_cast<float>(k) : 2.0f + k);
+      }
+    }
     params.push_back(p);
     ASSERT_TRUE(
         sched.add(std::make_unique<Sequence>(std::move(r), cfg.block_size, std::vector<TokenId>{})).ok());
   }
   const size_t vocab = static_cast<size_t>(model->config.vocab_size);
   Sampler host;
-  int sampled = 0, penalty_moved = 0;
+  int sampled = 0, penalty_moved = 0, bias_moved = 0;
   while (sched.has_unfinished()) {
     const StepPlan plan = sched.schedule();
     const StepBatch& batch = builder.build(plan, cfg.block_size);
@@ -293,6 +304,13 @@ TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
       if (penalized && t.suppressed.empty())
         penalty_moved +=
             want.token != static_cast<TokenId>(std::max_element(row.begin(), row.end()) - row.begin());
+      if (!t.params->logit_bias.empty()) {
+        SamplingParams unbiased = *t.params;
+        unbiased.logit_bias.clear();
+        bias_moved +=
+            want.token !=
+            host.sample(SampleInput{row, &unbiased, t.prompt, t.output, t.seed, t.suppressed}).token;
+      }
       next[s] = got[k].token;
       ++sampled;
     }
@@ -301,6 +319,7 @@ TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
   EXPECT_GT(sampled, 100);
   // Otherwise the penalized rows' histories were never tested: a penalty must have moved a token.
   EXPECT_GT(penalty_moved, 0) << "no penalty changed any unsuppressed token";
+  EXPECT_GT(bias_moved, 0) << "no logit_bias changed any token";
 }
 
 // Against the float64 PyTorch reference (expected.json, full-precision weights), teacher-forced: the
