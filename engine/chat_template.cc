@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/jinja.h"
+#include "engine/jinja_text.h"
 #include "engine/model.h"
 
 namespace kvserve {
@@ -186,9 +187,48 @@ jinja::Value from_json_field(const nlohmann::ordered_json& j, const std::string&
   }
 }
 
+// The final message's content as text, for continue_final_message: its content field, or what
+// extra_json puts there (a string, or a list of content blocks of which the last with a "text").
+std::string final_content(const ChatMessage& m) {
+  if (m.extra_json.empty()) return m.content;
+  const auto extra = nlohmann::json::parse(m.extra_json, nullptr, /*allow_exceptions=*/false);
+  const auto it = extra.is_object() ? extra.find("content") : extra.end();
+  if (it == extra.end()) return m.content;
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_array())
+    for (auto block = it->rbegin(); block != it->rend(); ++block)
+      if (block->is_object() && block->contains("text") && (*block)["text"].is_string())
+        return (*block)["text"].get<std::string>();
+  throw ChatInputError(
+      "chat.continue_final_message: the final message's content must be text (or content blocks with a "
+      "\"text\"), to know where to cut the prompt");
+}
+
+// transformers' rule: find the stripped content's last occurrence; keep the content's trailing
+// whitespace only when the template reproduced the content exactly (no leading whitespace lost).
+std::string cut_after_final_message(const std::string& rendered, const std::string& content) {
+  const std::string stripped = jinja::text::strip(content, nullptr, true, true);
+  const size_t at = rendered.rfind(stripped);
+  if (at == std::string::npos)
+    throw ChatTemplateError(
+        "chat.continue_final_message: the final message's content does not appear in the prompt the chat "
+        "template rendered (the template changes it), so there is nowhere to continue from");
+  const size_t kept = jinja::text::strip(content, nullptr, true, false).size();
+  if (rendered.compare(at, kept, content) == 0) return rendered.substr(0, at + kept);
+  return rendered.substr(0, at + stripped.size());
+}
+
 }  // namespace
 
 std::string ChatTemplate::render(const ChatInput& input) const {
+  if (input.continue_final_message) {
+    if (input.add_generation_prompt)
+      throw ChatInputError(
+          "chat: continue_final_message and add_generation_prompt exclude each other: continue the final "
+          "message, or open a new assistant turn after it");
+    if (input.messages.empty())
+      throw ChatInputError("chat.continue_final_message: there are no messages, so no final one to continue");
+  }
   jinja::List list;
   list.reserve(input.messages.size());
   for (size_t i = 0; i < input.messages.size(); ++i) {
@@ -243,7 +283,9 @@ std::string ChatTemplate::render(const ChatInput& input) const {
   const std::time_t now = std::time(nullptr);
   localtime_r(&now, &options.now);  // strftime_now() is the server's local time, as in transformers
   try {
-    return template_->render(jinja::Value(std::move(vars)), options);
+    std::string prompt = template_->render(jinja::Value(std::move(vars)), options);
+    if (!input.continue_final_message) return prompt;
+    return cut_after_final_message(prompt, final_content(input.messages.back()));
   } catch (const jinja::RaisedError& e) {
     throw ChatTemplateError(e.what());
   } catch (const jinja::Error& e) {

@@ -35,6 +35,11 @@ struct ChatMessage {
 struct ChatInput {
   std::vector<ChatMessage> messages;
   bool add_generation_prompt = true;
+  // The prompt ends inside the final message (an assistant's answer begun by the client, "prefill"),
+  // cut after its content as transformers' apply_chat_template(continue_final_message=True) cuts
+  // it, so that the model continues that message rather than starting a new turn. Not with
+  // add_generation_prompt.
+  bool continue_final_message = false;
   std::string tools_json;            // a JSON array of tool specifications; empty: tools is none
   std::string template_kwargs_json;  // a JSON object of further variables (enable_thinking, ...)
 };
@@ -86,10 +91,10 @@ class ChatTemplate {
                                 const std::string& fallback_bos, const std::string& fallback_eos);
 
   // The prompt for the conversation; with add_generation_prompt the template opens the assistant's
-  // turn. The template sees what transformers passes: messages, tools (none without), documents
-  // (none), add_generation_prompt, the special tokens, and the request's template kwargs. Throws
-  // ChatInputError for a field that does not read, ChatTemplateError when the template refuses the
-  // conversation or fails on it.
+  // turn, with continue_final_message the prompt stops after the final message's content. The template sees
+  // what transformers passes: messages, tools (none without), documents (none), add_generation_prompt, the
+  // special tokens, and the request's template kwargs. Throws ChatInputError for a field that does not read,
+  // ChatTemplateError when the template refuses the conversation or fails on it.
   std::string render(const ChatInput& input) const;
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
 

@@ -21,6 +21,11 @@ Two kinds of case:
           conversations (some with invalid role orders, which the templates refuse).
   Part B: about 670 small inline templates, one Jinja feature each, grouped by name prefix; the
           "error-" group records that jinja2 raised (class name and message).
+
+A second file, continue_final_message.json, holds Part C: conversations that end with a partial
+assistant message, rendered without a generation prompt and cut after that message's content as
+transformers' apply_chat_template(continue_final_message=True) documents it (continue_final below
+is our own code for that rule), so that the model continues the message instead of a new turn.
 """
 
 import datetime
@@ -39,6 +44,7 @@ import jinja2.sandbox
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data" / "chat_templates"
 OUT = DATA / "cases.json"
+CONTINUE_OUT = DATA / "continue_final_message.json"
 SEED = 20260704
 FIXED_NOW = datetime.datetime(2026, 7, 4, 9, 5, 3)
 CASES_PER_TEMPLATE = 25
@@ -1140,6 +1146,73 @@ def part_b_cases():
 
 # ---------------------------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------------------------
+# Part C: continue_final_message
+# ---------------------------------------------------------------------------------------------
+
+PARTIAL_ANSWERS = [
+    "Sure, here is",
+    "The answer is ",
+    " leading space",
+    "trailing newline\n",
+    "\n\nblank lines around\n\n",
+    "{\"name\": \"",
+    "你好，",
+    "x",
+    "",
+    "  ",
+    "Step 1:\n- ",
+]
+
+
+def continue_final(rendered, final):
+    """The prompt cut after the final message's content, or None when the template dropped it.
+
+    Whitespace is Python's str.strip() set. When the template kept the content as it was (its
+    start found by the stripped text and no leading whitespace to lose), the cut keeps the content's
+    trailing whitespace; otherwise it ends at the stripped content.
+    """
+    stripped = final.strip()
+    if stripped not in rendered:
+        return None
+    loc = rendered.rindex(stripped)
+    if rendered[loc:loc + len(final.lstrip())] == final:
+        return rendered[:loc + len(final.lstrip())]
+    return rendered[:loc + len(stripped)]
+
+
+def part_c_cases(env):
+    cases = []
+    for index, (file, bos, eos, allow_system) in enumerate(TEMPLATES):
+        stem = file[:-len(".jinja")]
+        if stem in ("tools", "generation", "llama31"):
+            continue
+        rng = random.Random(SEED * 1000 + index)
+        source = (DATA / file).read_bytes().decode("utf-8")
+        for i, answer in enumerate(PARTIAL_ANSWERS):
+            roles = valid_roles(rng, allow_system)
+            if not roles or roles[-1] != "user":
+                roles.append("user" if not roles or roles[-1] != "user" else "assistant")
+            if roles[-1] != "user":
+                roles.append("user")
+            messages = [{"role": r, "content": random_content(rng)} for r in roles]
+            messages.append({"role": "assistant", "content": answer})
+            context = OrderedDict(messages=messages, add_generation_prompt=False, bos_token=bos,
+                                  eos_token=eos)
+            kind, rendered = render(env, source, context)
+            entry = {"name": f"continue-{stem}-{i:02d}", "template_file": file, "context": context}
+            if kind != "output":
+                entry["error"] = rendered[1]
+            else:
+                cut = continue_final(rendered, answer)
+                if cut is None:
+                    entry["error"] = "the final message's content does not appear in the rendered prompt"
+                else:
+                    entry["output"] = cut
+            cases.append(entry)
+    return cases
+
+
 def group_of(case):
     if "template_file" in case:
         return "A:" + case["template_file"][:-len(".jinja")]
@@ -1180,6 +1253,13 @@ def main():
            "strftime_now": FIXED_NOW.isoformat(), "cases": done}
     text = json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
     OUT.write_text(text, encoding="utf-8")
+
+    continued = part_c_cases(env)
+    doc = {"generator": "scripts/make_chat_fixtures.py", "jinja2": jinja2.__version__,
+           "rule": "transformers apply_chat_template(continue_final_message=True)", "cases": continued}
+    CONTINUE_OUT.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"{CONTINUE_OUT.relative_to(REPO)}: {len(continued)} cases, "
+          f"{sum(1 for c in continued if 'error' in c)} of them errors")
 
     # Summary.
     stats = OrderedDict()

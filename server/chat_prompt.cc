@@ -23,8 +23,11 @@ Status render_chat(const v1::Chat& chat, const ChatTemplate* chat_template, cons
           "].role: empty; say who speaks (\"system\", \"user\", \"assistant\", ...)");
     input.messages.emplace_back(m.role(), m.content(), m.extra_json());
   }
-  // proto3 `optional`: unset means the usual case, a prompt that opens the assistant's turn.
-  input.add_generation_prompt = !chat.has_add_generation_prompt() || chat.add_generation_prompt();
+  // proto3 `optional`: unset means the usual case, a prompt that opens the assistant's turn (unless
+  // the final message is to be continued, which excludes that).
+  input.continue_final_message = chat.continue_final_message();
+  input.add_generation_prompt =
+      chat.has_add_generation_prompt() ? chat.add_generation_prompt() : !chat.continue_final_message();
   input.tools_json = chat.tools_json();
   input.template_kwargs_json = chat.template_kwargs_json();
   try {

@@ -73,6 +73,66 @@ TEST(ChatTemplate, RendersConversationsAsJinja2Does) {
   EXPECT_EQ(checked, 5 * 25);
 }
 
+// Conversations ending in a partial assistant answer, cut after it as transformers cuts them
+// (scripts/make_chat_fixtures.py applies its documented rule to jinja2's renderings).
+TEST(ChatTemplate, ContinuesTheFinalMessageAsTransformersCutsIt) {
+  const auto fixture = nlohmann::ordered_json::parse(read(kDir + "continue_final_message.json"));
+  int checked = 0, cut_before_trailing_space = 0;
+  for (const auto& c : fixture["cases"]) {
+    const auto& ctx = c["context"];
+    SCOPED_TRACE(c["name"].get<std::string>());
+    ChatInput input;
+    for (const auto& m : ctx["messages"])
+      input.messages.push_back({m["role"], m["content"]});
+    input.add_generation_prompt = false;
+    input.continue_final_message = true;
+    const ChatTemplate t(read(kDir + c["template_file"].get<std::string>()), ctx["bos_token"],
+                         ctx["eos_token"]);
+    if (c.contains("output")) {
+      const std::string want = c["output"];
+      EXPECT_EQ(t.render(input), want);
+      const std::string& answer = input.messages.back().content;
+      if (!answer.empty() && answer.back() == ' ' && want.back() != ' ') ++cut_before_trailing_space;
+    } else {
+      EXPECT_THROW(t.render(input), ChatTemplateError) << c["error"];
+    }
+    ++checked;
+  }
+  EXPECT_EQ(checked, 6 * 11);
+  EXPECT_GT(cut_before_trailing_space, 0) << "the fixtures should exercise the stripped cut";
+}
+
+TEST(ChatTemplate, ContinueFinalMessageRefusesWhatItCannotCut) {
+  const ChatTemplate plain("{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endfor %}",
+                           "", "");
+  ChatInput input;
+  input.messages = {{"user", "Name a colour."}, {"assistant", "  Blue, or "}};
+  input.continue_final_message = true;
+  input.add_generation_prompt = true;
+  EXPECT_THROW(plain.render(input), ChatInputError);  // the two exclude each other
+  input.add_generation_prompt = false;
+  // Leading whitespace in the content: the cut ends at the stripped text, as in transformers.
+  EXPECT_EQ(plain.render(input), "<user>Name a colour.</user><assistant>  Blue, or");
+  input.messages.back().content = "Blue, or ";
+  EXPECT_EQ(plain.render(input), "<user>Name a colour.</user><assistant>Blue, or ");
+  // Content blocks from extra_json: the last one with a text is the final content.
+  input.messages.back().extra_json = R"({"content": [{"type": "text", "text": "Red"}, {"type": "image"}]})";
+  const ChatTemplate blocks(
+      "{% for m in messages %}[{{ m.content[0].text if m.content is not string "
+      "else m.content }}]{% endfor %}",
+      "", "");
+  EXPECT_EQ(blocks.render(input), "[Name a colour.][Red");
+  input.messages.back().extra_json = R"({"content": null})";  // no text to find
+  EXPECT_THROW(plain.render(input), ChatInputError);
+  input.messages.back().extra_json.clear();
+  // A template that does not write the content out leaves nowhere to cut.
+  const ChatTemplate upper("{% for m in messages %}{{ m.content | upper }}{% endfor %}", "", "");
+  input.messages.back().content = "blue";
+  EXPECT_THROW(upper.render(input), ChatTemplateError);
+  input.messages.clear();
+  EXPECT_THROW(plain.render(input), ChatInputError);
+}
+
 // The tool-calling template's fixture conversations as a request carries them: tools as JSON,
 // each message's tool_calls / name (and a null content) as its extra JSON fields.
 TEST(ChatTemplate, RendersToolsAndMessageFieldsAsJinja2Does) {

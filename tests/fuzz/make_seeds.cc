@@ -302,6 +302,10 @@ void request_seeds() {
     add_message(r, "user", "[INST] again </s>");
     r.mutable_chat()->set_add_generation_prompt(false);
     save("valid_chat", r);
+    add_message(r, "assistant", "Sure, ");
+    r.mutable_chat()->clear_add_generation_prompt();
+    r.mutable_chat()->set_continue_final_message(true);
+    save("valid_chat_continue_final_message", r);
   }
   {
     kvserve::v1::GenerateRequest r;
