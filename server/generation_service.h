@@ -1,6 +1,6 @@
-// The kvserve.v1.Generation service over gRPC's callback API: no thread per request. Generate
-// streams each request's outputs as the engine produces them; a cancelled or expired call aborts its
-// request, whose blocks return to the pool at the next engine step.
+// The kvserve.v1.Generation service over gRPC's callback API: no thread per request. It checks and
+// translates requests; Generate's streaming of outputs (and aborting on cancel) is
+// server/generate_stream.h's.
 #pragma once
 
 #include <atomic>

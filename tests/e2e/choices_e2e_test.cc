@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <csignal>
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
@@ -154,29 +157,29 @@ TEST(ChoicesE2E, EachChoiceStreamsUnderItsIndexIsSeededApartAndSharesThePrompt) 
   EXPECT_EQ(status(*client).requests_served(), 8u) << "each choice counts as a request";
 }
 
-TEST(ChoicesE2E, NZeroAndOneAreOneChoiceAndGreedyChoicesAgree) {
+// Greedy choices are all the model's greedy continuation: the PyTorch reference's, committed in
+// the model's expected.json.
+TEST(ChoicesE2E, NZeroAndOneAreOneChoiceAndGreedyChoicesEqualTheReference) {
+  std::ifstream in(kModel + "/expected.json");
+  const auto expected = nlohmann::json::parse(in);
+  const auto greedy = expected.at("greedy_ids").get<std::vector<uint32_t>>();
   ServerProcess server({"--model", kModel});
   auto client = stub(server);
   v1::GenerateRequest request;
-  request.set_text("Greedy choices");
-  request.mutable_stop()->set_max_tokens(10);
+  for (uint32_t id : expected.at("prompt_ids").get<std::vector<uint32_t>>())
+    request.mutable_token_ids()->add_ids(id);
+  request.mutable_stop()->set_max_tokens(static_cast<uint32_t>(greedy.size()));
   request.mutable_stop()->set_ignore_eos(true);
-  const Call single = generate(*client, request);  // n unset
-  ASSERT_TRUE(single.status.ok()) << single.status.error_message();
-  ASSERT_EQ(single.choices.size(), 1u);
-  ASSERT_TRUE(single.choices.contains(0));
-  request.set_n(1);
-  const Call one = generate(*client, request);
-  ASSERT_EQ(one.choices.size(), 1u);
-  EXPECT_EQ(one.choices.at(0).tokens, single.choices.at(0).tokens);
-
-  request.set_n(3);
-  const Call three = generate(*client, request);
-  ASSERT_TRUE(three.status.ok()) << three.status.error_message();
-  ASSERT_EQ(three.choices.size(), 3u);
-  for (const auto& [index, choice] : three.choices) {
-    EXPECT_EQ(choice.tokens, single.choices.at(0).tokens) << "greedy choice " << index;
-    EXPECT_EQ(choice.final_messages, 1);
+  for (const uint32_t n : {0u, 1u, 3u}) {
+    SCOPED_TRACE("n = " + std::to_string(n));
+    request.set_n(n);
+    const Call call = generate(*client, request);
+    ASSERT_TRUE(call.status.ok()) << call.status.error_message();
+    ASSERT_EQ(call.choices.size(), std::max(n, 1u));
+    for (const auto& [index, choice] : call.choices) {
+      EXPECT_EQ(choice.tokens, greedy) << "greedy choice " << index;
+      EXPECT_EQ(choice.final_messages, 1);
+    }
   }
 }
 
@@ -211,6 +214,59 @@ TEST(ChoicesE2E, CancellingACallAbortsEveryChoiceAndFreesTheirBlocks) {
   EXPECT_TRUE(wait_all_blocks_free(*client)) << "blocks of cancelled choices must return to the pool";
   EXPECT_EQ(status(*client).requests_served(), 8u) << "every choice must end";
   EXPECT_TRUE(generate(*client, sampled_request("still there?", 2, 7, 4)).status.ok());
+}
+
+// Choices end at different times (seeded draws hit a stop token sooner or later); cancelling the
+// call after one has ended aborts the others and frees every block. With these stop ids and seed
+// the eight choices end after 3, 38, 48, 89, 102, 161, 336 and 580 tokens (found by trying seeds).
+const std::vector<uint32_t> kStopIds = {3, 10, 20, 30, 40, 50};
+constexpr uint64_t kEarlyAndLateSeed = 18;
+
+TEST(ChoicesE2E, CancellingAfterSomeChoicesEndedAbortsTheRest) {
+  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "5"});
+  auto client = stub(server);
+  v1::GenerateRequest request = sampled_request("Some end early", 8, kEarlyAndLateSeed, 900);
+  for (uint32_t id : kStopIds)
+    request.mutable_stop()->add_stop_token_ids(id);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 60s);
+  auto reader = client->Generate(&ctx, request);
+  v1::GenerateResponse msg;
+  std::map<uint32_t, int> finals;
+  while (reader->Read(&msg)) {
+    if (msg.finish_reason() == v1::FINISH_REASON_UNSPECIFIED) continue;
+    EXPECT_EQ(msg.finish_reason(), v1::FINISH_REASON_STOP);
+    ++finals[msg.index()];
+    ctx.TryCancel();  // with the first choice to end; reads go on until the stream ends
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_GE(finals.size(), 1u);
+  EXPECT_LT(finals.size(), 8u) << "every choice ended before the cancel: pick another seed";
+  for (const auto& [index, count] : finals)
+    EXPECT_EQ(count, 1) << "choice " << index;
+  EXPECT_TRUE(wait_all_blocks_free(*client)) << "the unfinished choices' blocks must return to the pool";
+  EXPECT_EQ(status(*client).requests_served(), 8u) << "every choice must end";
+}
+
+// A shutdown that cuts a call short ends every choice with its own ABORTED message, and the call
+// UNAVAILABLE so that the client retries.
+TEST(ChoicesE2E, ADrainTimeoutEndsEveryChoiceAbortedAndTheCallUnavailable) {
+  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "10", "--drain-timeout", "0.2"});
+  auto client = stub(server);
+  Call cut;
+  std::thread in_flight([&] { cut = generate(*client, sampled_request("Cut short", 3, 5, 500)); });
+  while (status(*client).num_running() < 3)
+    std::this_thread::sleep_for(5ms);
+  server.signal(SIGTERM);
+  in_flight.join();
+  EXPECT_EQ(cut.status.error_code(), grpc::StatusCode::UNAVAILABLE) << "clients must know to retry";
+  ASSERT_EQ(cut.choices.size(), 3u);
+  for (const auto& [index, choice] : cut.choices) {
+    EXPECT_EQ(choice.final_messages, 1) << "choice " << index;
+    EXPECT_EQ(choice.finish, v1::FINISH_REASON_ABORTED) << "choice " << index;
+    EXPECT_LT(choice.tokens.size(), 500u);
+  }
+  EXPECT_EQ(server.wait_exit(10s), 0) << server.output();
 }
 
 TEST(ChoicesE2E, ChoicesPreemptedForWantOfBlocksComeOutUnchanged) {
