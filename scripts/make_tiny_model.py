@@ -35,6 +35,7 @@ ARCHITECTURES = {
 }
 SAFETENSORS_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 TRANSFORMERS_VERSION = "4.46.0"
+QWEN3_TRANSFORMERS_VERSION = "4.51.0"  # the first with Qwen3
 TIED_EMBEDDING_STD = 0.05
 
 
@@ -210,7 +211,7 @@ def config_json(args):
         "eos_token_id": 2,
         "torch_dtype": args.dtype,
         "dtype": args.dtype,
-        "transformers_version": TRANSFORMERS_VERSION,
+        "transformers_version": QWEN3_TRANSFORMERS_VERSION if args.arch == "qwen3" else TRANSFORMERS_VERSION,
     }
     if args.head_dim is not None:
         config["head_dim"] = args.head_dim

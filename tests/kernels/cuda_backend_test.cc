@@ -225,9 +225,8 @@ TEST_P(CudaBackendModel, GreedyGpuSamplingPicksTheCpuArgmax) {
 // step runs forward() for the logits, then forward_and_sample() on the same batch (it rewrites the
 // same K/V), eagerly so both passes compute the same numbers bitwise. Rows mix penalized, biased and
 // plain requests, some with their raw argmax suppressed, so a wrong offset into any list changes a
-// token. Greedy, so the comparison is exact but for near ties (the host penalizes in float64, the
-// GPU in float32: a flip needs a top-2 gap under ~1e-6 of the logits, which these tests have never
-// shown).
+// token. Greedy, and both samplers penalize in float64 with the same roundings, so the comparison
+// is exact.
 TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
   KVSERVE_SKIP_WITHOUT_GPU();
   const auto model = load_bf16_rounded(GetParam());
