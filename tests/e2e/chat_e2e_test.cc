@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kvserve/v1/kvserve.grpc.pb.h"
+#include "tests/e2e/generation_client.h"
 #include "tests/e2e/server_process.h"
 #include "tests/engine/model_files_test_util.h"
 
@@ -28,6 +29,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::ServerProcess;
+using testing::stub;
 namespace fs = std::filesystem;
 
 const fs::path kModels = fs::path(KVSERVE_TEST_DATA) / "models";
@@ -53,10 +55,6 @@ v1::Chat conversation() {
 const std::string kFirstTurn = "[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHi there! [/INST] Hello. ";
 const std::string kSecondTurn = "[INST] Tell me a story. [/INST]";
 const std::string kPrompt = "<s>" + kFirstTurn + "</s><s>" + kSecondTurn;
-
-std::unique_ptr<v1::Generation::Stub> stub(const ServerProcess& server) {
-  return v1::Generation::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
-}
 
 struct Generated {
   grpc::Status status;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kvserve/v1/kvserve.grpc.pb.h"
+#include "tests/e2e/generation_client.h"
 #include "tests/e2e/server_process.h"
 
 namespace kvserve {
@@ -22,6 +23,9 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::ServerProcess;
+using testing::status;
+using testing::stub;
+using testing::wait_all_blocks_free;
 
 const std::string kModel = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama";
 constexpr uint32_t kBlockSize = 16;  // kvserve's default --block-size
@@ -77,28 +81,6 @@ v1::GenerateRequest sampled_request(const std::string& text, uint32_t n, uint64_
   r.mutable_stop()->set_max_tokens(max_tokens);
   r.mutable_stop()->set_ignore_eos(true);
   return r;
-}
-
-std::unique_ptr<v1::Generation::Stub> stub(const ServerProcess& server) {
-  return v1::Generation::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
-}
-
-v1::ServerStatus status(v1::Generation::Stub& stub) {
-  grpc::ClientContext ctx;
-  v1::ServerStatus s;
-  EXPECT_TRUE(stub.GetServerStatus(&ctx, {}, &s).ok());
-  return s;
-}
-
-bool wait_all_blocks_free(v1::Generation::Stub& stub) {
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    const v1::ServerStatus s = status(stub);
-    if (s.num_running() == 0 && s.num_waiting() == 0 && s.kv_blocks_free() == s.kv_blocks_total())
-      return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return false;
 }
 
 // Every choice i equals the same request alone with seed + i, generated afterwards on the same

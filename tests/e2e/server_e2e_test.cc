@@ -22,6 +22,7 @@
 #include "engine/tokenizer.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "kvserve/v1/kvserve.grpc.pb.h"
+#include "tests/e2e/generation_client.h"
 #include "tests/e2e/server_process.h"
 #include "tests/engine/model_files_test_util.h"
 
@@ -30,6 +31,9 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::ServerProcess;
+using testing::status;
+using testing::stub;
+using testing::wait_all_blocks_free;
 
 const std::string kModel = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama";
 
@@ -98,29 +102,6 @@ class ServerE2E : public ::testing::Test {
     r.stop.max_tokens = max_tokens;
     r.stop.ignore_eos = true;
     return engine.generate({r})[0];
-  }
-
-  static std::unique_ptr<v1::Generation::Stub> stub(const ServerProcess& server) {
-    return v1::Generation::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
-  }
-
-  static v1::ServerStatus status(v1::Generation::Stub& stub) {
-    grpc::ClientContext ctx;
-    v1::ServerStatus s;
-    EXPECT_TRUE(stub.GetServerStatus(&ctx, {}, &s).ok());
-    return s;
-  }
-
-  // Polls until every KV block is free and nothing runs, or the timeout passes.
-  static bool wait_all_blocks_free(v1::Generation::Stub& stub, std::chrono::milliseconds timeout = 5s) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      const v1::ServerStatus s = status(stub);
-      if (s.num_running() == 0 && s.num_waiting() == 0 && s.kv_blocks_free() == s.kv_blocks_total())
-        return true;
-      std::this_thread::sleep_for(10ms);
-    }
-    return false;
   }
 
   static std::shared_ptr<const Model> model_;

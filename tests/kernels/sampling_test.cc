@@ -233,6 +233,18 @@ std::vector<TokenId> best_ids(const std::vector<float>& logits, int vocab, int r
   return ids;
 }
 
+// n ids drawn (with repeats) from `top`, plus n / 4 anywhere in the vocabulary, shuffled: a
+// history (or a bias list) that meets the tokens a row is likely to pick.
+std::vector<TokenId> ids_among(std::mt19937_64& rng, const std::vector<TokenId>& top, int vocab, size_t n) {
+  std::vector<TokenId> ids;
+  for (TokenId j : random_ids(rng, n, 0, static_cast<int>(top.size()) - 1))
+    ids.push_back(top[j]);
+  for (TokenId id : random_ids(rng, n / 4, 0, vocab - 1))
+    ids.push_back(id);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  return ids;
+}
+
 constexpr int kVocabs[] = {512, 32000, 128256};
 
 TEST(SamplingCpu, SampleUniformKeepsItsValues) {
@@ -312,15 +324,7 @@ TEST(SamplingGpu, PenaltiesMatchHost) {
       c.logits_row = i % kRows;
       // History drawn from the best 40 ids, with repeats, plus a few anywhere and a few invalid ids.
       const auto top = best_ids(logits, vocab, c.logits_row, 40);
-      const auto pick = [&](size_t n) {
-        std::vector<TokenId> ids;
-        for (TokenId j : random_ids(rng, n, 0, 39))
-          ids.push_back(top[j]);
-        for (TokenId id : random_ids(rng, n / 4, 0, vocab - 1))
-          ids.push_back(id);
-        std::shuffle(ids.begin(), ids.end(), rng);
-        return ids;
-      };
+      const auto pick = [&](size_t n) { return ids_among(rng, top, vocab, n); };
       c.prompt = pick(static_cast<size_t>(i * 5));
       c.output = pick(static_cast<size_t>(i % 16) * 3);
       if (i % 5 == 0) c.output.push_back(-1);
@@ -608,15 +612,7 @@ TEST(SamplingGpu, LogitBiasWithPenaltiesMatchesHost) {
       c.logits_row = i % kRows;
       // History and biases drawn from the same best 40 ids, so that they meet on the same tokens.
       const auto top = best_ids(logits, vocab, c.logits_row, 40);
-      const auto pick = [&](size_t n) {
-        std::vector<TokenId> ids;
-        for (TokenId j : random_ids(rng, n, 0, 39))
-          ids.push_back(top[j]);
-        for (TokenId id : random_ids(rng, n / 4, 0, vocab - 1))
-          ids.push_back(id);
-        std::shuffle(ids.begin(), ids.end(), rng);
-        return ids;
-      };
+      const auto pick = [&](size_t n) { return ids_among(rng, top, vocab, n); };
       c.prompt = pick(static_cast<size_t>(i * 3));
       c.output = pick(static_cast<size_t>(i % 16) * 3);
       c.params.repetition_penalty = reps[i % 4];
