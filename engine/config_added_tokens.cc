@@ -35,7 +35,7 @@ bool flag(const json& entry, const char* key) {
   return it != entry.end() && it->is_boolean() && it->get<bool>();
 }
 
-class AddedTokensTokenizer final : public Tokenizer {
+class AddedTokensTokenizer final : public StretchTokenizer {
  public:
   AddedTokensTokenizer(std::unique_ptr<Tokenizer> base, std::vector<AddedToken> added)
       : base_(std::move(base)), matcher_(added) {
@@ -49,14 +49,6 @@ class AddedTokensTokenizer final : public Tokenizer {
   int vocab_size() const override { return vocab_size_; }
   std::optional<TokenId> bos_id() const override { return base_->bos_id(); }
   std::optional<TokenId> eos_id() const override { return base_->eos_id(); }
-
-  std::vector<TokenId> encode(std::string_view text, bool add_bos) const override {
-    return encode_as_stretch(text, add_bos);
-  }
-
-  std::vector<TokenId> encode_with_special_tokens(std::string_view text) const override {
-    return encode_stretch(text, true, true);
-  }
 
   std::vector<TokenId> encode_stretch(std::string_view text, bool at_text_start,
                                       bool with_special_tokens) const override {

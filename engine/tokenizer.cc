@@ -68,7 +68,7 @@ const char* model_type_name(SentencePieceModel::ModelType type) {
   return "unknown";
 }
 
-class BpeTokenizer final : public Tokenizer {
+class BpeTokenizer final : public StretchTokenizer {
  public:
   BpeTokenizer(const std::filesystem::path& path, SentencePieceModel model) : m_(std::move(model)) {
     const auto fail = [&](const std::string& why) {
@@ -125,14 +125,6 @@ class BpeTokenizer final : public Tokenizer {
   int vocab_size() const override { return vocab_size_; }
   std::optional<TokenId> bos_id() const override { return bos_id_; }
   std::optional<TokenId> eos_id() const override { return eos_id_; }
-
-  std::vector<TokenId> encode(std::string_view text, bool add_bos) const override {
-    return encode_as_stretch(text, add_bos);
-  }
-
-  std::vector<TokenId> encode_with_special_tokens(std::string_view text) const override {
-    return encode_stretch(text, true, true);
-  }
 
   // Hugging Face's Llama and Mistral tokenizers hold the control and unknown pieces as special
   // added tokens and encode each stretch of text between two as a text of its own, with the dummy

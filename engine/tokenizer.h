@@ -57,16 +57,25 @@ class Tokenizer {
   virtual std::string decode(const std::vector<TokenId>& ids) const = 0;
   // True for control tokens (BOS, EOS, PAD, UNK's control kin) that never appear in text output.
   virtual bool is_control(TokenId id) const = 0;
+};
 
- protected:
-  // encode() for a tokenizer whose work is in encode_stretch(): the BOS, then the whole text.
-  std::vector<TokenId> encode_as_stretch(std::string_view text, bool add_bos) const {
+// A tokenizer whose work is all in encode_stretch() (the SentencePiece model, and the wrapper that
+// adds a fine-tune's tokens to it): encode() is the BOS, then the whole text as one stretch, and
+// encode_with_special_tokens() the whole text with special spellings read as their ids.
+class StretchTokenizer : public Tokenizer {
+ public:
+  std::vector<TokenId> encode(std::string_view text, bool add_bos) const final {
     std::vector<TokenId> out;
     if (add_bos && bos_id()) out.push_back(*bos_id());
     const std::vector<TokenId> ids = encode_stretch(text, true, false);
     out.insert(out.end(), ids.begin(), ids.end());
     return out;
   }
+  std::vector<TokenId> encode_with_special_tokens(std::string_view text) const final {
+    return encode_stretch(text, true, true);
+  }
+  std::vector<TokenId> encode_stretch(std::string_view text, bool at_text_start,
+                                      bool with_special_tokens) const override = 0;
 };
 
 }  // namespace kvserve
