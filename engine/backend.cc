@@ -12,7 +12,7 @@ void Backend::forward_and_sample(const StepBatch& batch, std::span<const Samplin
   for (size_t i = 0; i < tasks.size(); ++i) {
     const SamplingTask& t = tasks[i];
     out[i] = host_sampler_.sample(SampleInput{logits.subspan(static_cast<size_t>(t.row) * vocab, vocab),
-                                              t.params, t.prompt, t.output, t.seed, t.suppressed});
+                                              t.params, t.prompt, t.output, t.seed, t.suppressed, t.allowed});
   }
 }
 

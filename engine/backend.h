@@ -23,6 +23,7 @@ struct SamplingTask {
   std::span<const TokenId> output;  // tokens generated so far
   uint64_t seed = 0;
   std::span<const TokenId> suppressed;
+  std::span<const uint32_t> allowed;  // structured output's token mask (engine/sampler.h)
 };
 
 class Backend {

@@ -227,11 +227,12 @@ SampledToken Sampler::sample(const SampleInput& in) {
     }
   }
 
-  // 1. Suppression. NaN (a broken model output) is treated like a suppressed token.
+  // 1. Suppression. NaN (a broken model output) is treated like a suppressed token, and so is an
+  // id the structured-output mask does not allow.
   work_.resize(vocab);
   for (size_t i = 0; i < vocab; ++i) {
     const double x = in.logits[i];
-    work_[i] = std::isnan(x) ? -kInf : x;
+    work_[i] = std::isnan(x) || !token_allowed(in.allowed, static_cast<TokenId>(i)) ? -kInf : x;
   }
   for (TokenId id : in.suppressed) {
     if (in_vocab(id, vocab)) work_[static_cast<size_t>(id)] = -kInf;

@@ -1,8 +1,10 @@
 // Sampler: picks each sequence's next token from its logits under the request's SamplingParams.
 //
 // Order of operations on a row of logits (as vLLM and Hugging Face do):
-//   1. suppress: ids in `suppressed` get -inf (EOS and stop ids before min_tokens is reached);
-//      then the request's logit_bias is added (a suppressed id stays -inf);
+//   1. suppress: ids in `suppressed` get -inf (EOS and stop ids before min_tokens is reached), and
+//      so do ids outside the `allowed` mask when there is one (structured output: the tokens the
+//      response format allows next, engine/token_constraint.h); then the request's logit_bias is
+//      added (a suppressed id stays -inf);
 //   2. penalties: repetition (prompt + output tokens: positive logits divided, negative multiplied),
 //      then presence and frequency (output tokens only: logit -= presence + frequency * count);
 //   3. temperature 0 -> greedy argmax (ties: lowest id). Otherwise logits / temperature, then
@@ -49,7 +51,17 @@ struct SampleInput {
   std::span<const TokenId> output;  // tokens generated so far
   uint64_t seed;                    // the request's seed (resolved by the engine when unset)
   std::span<const TokenId> suppressed;
+  // Empty: every id may be drawn. Otherwise a bitmask over the vocabulary, bit (id % 32) of word
+  // id / 32 set when the id may be drawn; ids past the mask's end may not.
+  std::span<const uint32_t> allowed;
 };
+
+// True when `allowed` (a SampleInput::allowed mask) lets `id` be drawn.
+inline bool token_allowed(std::span<const uint32_t> allowed, TokenId id) {
+  if (allowed.empty()) return true;
+  const size_t word = static_cast<size_t>(id) / 32;
+  return id >= 0 && word < allowed.size() && ((allowed[word] >> (id % 32)) & 1u) != 0;
+}
 
 struct SampledToken {
   TokenId token = -1;

@@ -102,6 +102,12 @@ bool has_penalties(const SamplingParams& p) {
   return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f;
 }
 
+// The words of a token mask that travel to the device: those past the vocabulary's last word name
+// no token (and a shorter mask disallows the ids past its end on the device as on the host).
+size_t allowed_words(std::span<const uint32_t> allowed, int vocab) {
+  return std::min(allowed.size(), (static_cast<size_t>(vocab) + 31) / 32);
+}
+
 }  // namespace
 
 size_t CudaBackend::kv_bytes_per_token(const ModelConfig& c) {
@@ -454,25 +460,28 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
     finish_step();
     return;
   }
-  // The histories, suppressed lists and logit biases are concatenated into pinned buffers sized
-  // first, so that the rows can point into them by offset.
-  size_t history_count = 0, suppressed_count = 0, bias_count = 0;
+  // The histories, suppressed lists, logit biases and token masks are concatenated into pinned
+  // buffers sized first, so that the rows can point into them by offset.
+  size_t history_count = 0, suppressed_count = 0, bias_count = 0, allowed_count = 0;
   for (const SamplingTask& t : tasks) {
     if (has_penalties(*t.params)) history_count += t.prompt.size() + t.output.size();
     suppressed_count += t.suppressed.size();
     bias_count += t.params->logit_bias.size();
+    allowed_count += allowed_words(t.allowed, config_.vocab_size);
   }
   host_history_.reserve(history_count);
   host_suppressed_.reserve(suppressed_count);
   host_bias_ids_.reserve(bias_count);
   host_bias_values_.reserve(bias_count);
+  host_allowed_.reserve(allowed_count);
   // Growing a device buffer frees the old one, which waits for the forward pass just enqueued: it
-  // happens only when the longest history (or the most biases) so far doubles.
+  // happens only when the longest history (or the most biases, or masks) so far doubles.
   grow(history_, history_count);
   grow(suppressed_, suppressed_count);
   grow(bias_ids_, bias_count);
   grow(bias_values_, bias_count);
-  size_t history_size = 0, suppressed_size = 0, bias_size = 0;
+  grow(allowed_, allowed_count);
+  size_t history_size = 0, suppressed_size = 0, bias_size = 0, allowed_size = 0;
   for (size_t i = 0; i < tasks.size(); ++i) {
     const SamplingTask& t = tasks[i];
     const SamplingParams& p = *t.params;
@@ -510,6 +519,14 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
       host_bias_values_.get()[bias_size] = bias;
       ++bias_size;
     }
+    // An empty mask allows every id, as on the host: the row gets none (allowed_offset stays -1).
+    if (!t.allowed.empty()) {
+      const size_t words = allowed_words(t.allowed, config_.vocab_size);
+      r.allowed_offset = static_cast<int32_t>(allowed_size);
+      r.num_allowed_words = static_cast<int32_t>(words);
+      std::copy_n(t.allowed.begin(), words, host_allowed_.get() + allowed_size);
+      allowed_size += words;
+    }
   }
   CUDA_CHECK(cudaMemcpyAsync(sampling_rows_.get(), host_rows_.get(), tasks.size() * sizeof(SamplingRow),
                              cudaMemcpyHostToDevice, stream_));
@@ -525,9 +542,13 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
     CUDA_CHECK(cudaMemcpyAsync(bias_values_.get(), host_bias_values_.get(), bias_size * sizeof(float),
                                cudaMemcpyHostToDevice, stream_));
   }
+  if (allowed_size > 0)
+    CUDA_CHECK(cudaMemcpyAsync(allowed_.get(), host_allowed_.get(), allowed_size * sizeof(uint32_t),
+                               cudaMemcpyHostToDevice, stream_));
   const int rows = static_cast<int>(tasks.size());
   sample_rows(logits_.get(), config_.vocab_size, sampling_rows_.get(), rows, history_.get(),
-              suppressed_.get(), bias_ids_.get(), bias_values_.get(), sampling_workspace_.get(),
+              suppressed_.get(), bias_ids_.get(), bias_values_.get(),
+              allowed_size > 0 ? allowed_.get() : nullptr, sampling_workspace_.get(),
               sampling_workspace_.bytes(), sampled_.get(), stream_);
   CUDA_CHECK(cudaMemcpyAsync(host_sampled_.get(), sampled_.get(), rows * sizeof(SampledRow),
                              cudaMemcpyDeviceToHost, stream_));

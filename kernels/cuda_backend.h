@@ -15,7 +15,8 @@
 // Everything is allocated at construction for the largest step the scheduler may plan
 // (max_num_batched_tokens, max_num_seqs, max_model_len), then the KV pool takes what the memory
 // budget leaves. A step allocates nothing, but for the rare doubling of the buffers that carry
-// penalized requests' token histories (and the suppressed lists and logit biases) to the sampler.
+// penalized requests' token histories (and the suppressed lists, logit biases and structured
+// output's token masks) to the sampler.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -148,9 +149,11 @@ class CudaBackend : public Backend {
   DeviceBuffer<SampledRow> sampled_;
   DeviceBuffer<int32_t> history_, suppressed_, bias_ids_;
   DeviceBuffer<float> bias_values_;
+  DeviceBuffer<uint32_t> allowed_;  // the token masks, SamplingRow::allowed_offset
   PinnedBuffer<SamplingRow> host_rows_;
   PinnedBuffer<int32_t> host_history_, host_suppressed_, host_bias_ids_;
   PinnedBuffer<float> host_bias_values_;
+  PinnedBuffer<uint32_t> host_allowed_;
   PinnedBuffer<SampledRow> host_sampled_;
 
   // Decode graphs by padded batch size.

@@ -23,6 +23,14 @@
 // weight array, which holds nothing else until the weights pass of step 4. The bias is read only
 // in step 2 and in step 4, where the thread that owns id i reads it in the same iteration that then
 // overwrites weight[i] with the weight; nothing after that reads it.
+//
+// The structured-output token mask takes no workspace and no pass of its own either: wherever the
+// kernel computes an id's penalized value it reads the id's bit straight from the row's mask and,
+// when the bit is clear, adds kSuppressed to the id's state bits, so a masked-out id is a suppressed
+// one everywhere (greedy, top-k / top-p / min-p, the draw). A warp's 32 ids in one iteration are 32
+// consecutive ids from a multiple of 32 (kThreads is one), which share one mask word: one
+// broadcast load per warp. Marking the mask in the state array instead would cost every masked row
+// a vocab-wide write pass (and the reads of state in rows that otherwise need none).
 #include <cfloat>
 #include <climits>
 #include <cmath>
@@ -113,9 +121,9 @@ union ReduceScratch {
 
 // ---- the host's arithmetic, step for step ----
 
-// State bits of an id: suppressed; in prompt or output (repetition penalty on); listed in
-// logit_bias; and above them the count of the token in the output (presence / frequency penalty
-// on), < 2^28 as no sequence comes near that length.
+// State bits of an id: suppressed (or masked out, which value() adds and never stores); in prompt
+// or output (repetition penalty on); listed in logit_bias; and above them the count of the token
+// in the output (presence / frequency penalty on), < 2^28 as no sequence comes near that length.
 constexpr int32_t kSuppressed = 1;
 constexpr int32_t kRepeated = 2;
 constexpr int32_t kBiased = 4;
@@ -340,8 +348,8 @@ __device__ u64 ceil_fraction(float p, u64 m) {
 __global__ void __launch_bounds__(kThreads, 1)
     sample_rows_kernel(const float* logits, int vocab, const SamplingRow* rows, const int32_t* history,
                        const int32_t* suppressed, const int32_t* bias_ids, const float* bias_values,
-                       char* workspace, size_t row_stride, size_t state_stride, int id_bytes, int mass_shift,
-                       SampledRow* out) {
+                       const uint32_t* allowed_words, char* workspace, size_t row_stride, size_t state_stride,
+                       int id_bytes, int mass_shift, SampledRow* out) {
   __shared__ SelectShared sel;
   __shared__ ReduceScratch scratch;
   __shared__ u64 top_hi[kMaxGpuTopLogprobs];
@@ -366,7 +374,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   int32_t* state = reinterpret_cast<int32_t*>(workspace + blockIdx.x * row_stride);
   double* weight = reinterpret_cast<double*>(workspace + blockIdx.x * row_stride + state_stride);
 
-  // 1. Suppression, logit_bias and penalty marks, only for a row that has any.
+  // 1. Suppression, logit_bias and penalty marks, only for a row that has any (the token mask is
+  // read where it is needed instead, see value below).
   const bool rep_on = row.repetition_penalty != 1.0f;
   const bool pf_on = row.presence_penalty != 0.0f || row.frequency_penalty != 0.0f;
   const int num_history = row.num_prompt_tokens + row.num_output_tokens;
@@ -404,9 +413,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   const double rep = row.repetition_penalty;
   const double presence = row.presence_penalty, frequency = row.frequency_penalty;
+  // The token mask, if the row has one: ids past its last word are not allowed.
+  const bool masked = row.allowed_offset >= 0;
+  const uint32_t* allowed = masked ? allowed_words + row.allowed_offset : nullptr;
+  const int num_allowed_words = row.num_allowed_words;
   // The host's work_[i]. The bias of a biased id is in weight[i] until step 4 overwrites it.
   const auto value = [&](int i) {
-    const int32_t s = use_state ? state[i] : 0;
+    int32_t s = use_state ? state[i] : 0;
+    if (masked) {
+      const int w = i >> 5;
+      if (w >= num_allowed_words || ((allowed[w] >> (i & 31)) & 1u) == 0) s |= kSuppressed;
+    }
     return penalized(x[i], s, (s & kBiased) ? weight[i] : 0.0, rep, presence, frequency);
   };
 
@@ -549,8 +566,8 @@ size_t sampling_workspace_bytes(int num_rows, int vocab) {
 
 void sample_rows(const float* logits, int vocab, const SamplingRow* rows, int num_rows,
                  const int32_t* history, const int32_t* suppressed, const int32_t* bias_ids,
-                 const float* bias_values, void* workspace, size_t workspace_bytes, SampledRow* out,
-                 cudaStream_t stream) {
+                 const float* bias_values, const uint32_t* allowed_words, void* workspace,
+                 size_t workspace_bytes, SampledRow* out, cudaStream_t stream) {
   if (num_rows <= 0) return;
   const size_t need = sampling_workspace_bytes(num_rows, vocab);
   if (workspace_bytes < need) {
@@ -565,9 +582,9 @@ void sample_rows(const float* logits, int vocab, const SamplingRow* rows, int nu
     ++log2_vocab;
   const size_t stride = vocab > 0 ? row_bytes(vocab) : 0;
   const size_t state_stride = vocab > 0 ? state_bytes(vocab) : 0;
-  sample_rows_kernel<<<num_rows, kThreads, 0, stream>>>(logits, vocab, rows, history, suppressed, bias_ids,
-                                                        bias_values, static_cast<char*>(workspace), stride,
-                                                        state_stride, id_bytes, 62 - log2_vocab, out);
+  sample_rows_kernel<<<num_rows, kThreads, 0, stream>>>(
+      logits, vocab, rows, history, suppressed, bias_ids, bias_values, allowed_words,
+      static_cast<char*>(workspace), stride, state_stride, id_bytes, 62 - log2_vocab, out);
   CUDA_CHECK_LAUNCH();
 }
 

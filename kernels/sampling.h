@@ -1,11 +1,11 @@
 // Sampling on the GPU: each row of the LM head's fp32 logits becomes one token id (plus logprobs
 // when asked) without the logits leaving the device. Same semantics as the host Sampler
-// (engine/sampler.h, the reference): suppression, logit_bias, repetition / presence / frequency
-// penalties, greedy argmax with ties to the lowest id, temperature, top-k, top-p, min-p, and a draw
-// that inverts the cumulative distribution along (probability desc, id asc) with the uniform
-// sample_uniform(seed, draw_index) - the very same number the host would use, so a request's seed
-// means the same thing on both backends. Logprobs are log_softmax of the raw logits (no bias, no
-// penalty).
+// (engine/sampler.h, the reference): suppression (of listed ids and of ids outside a structured
+// output's token mask), logit_bias, repetition / presence / frequency penalties, greedy argmax with ties to
+// the lowest id, temperature, top-k, top-p, min-p, and a draw that inverts the cumulative distribution along
+// (probability desc, id asc) with the uniform sample_uniform(seed, draw_index) - the very same number the
+// host would use, so a request's seed means the same thing on both backends. Logprobs are log_softmax of the
+// raw logits (no bias, no penalty).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -44,6 +44,12 @@ struct SamplingRow {
   // Ids must be unique (the engine validates them); ids outside the vocabulary are skipped.
   int32_t bias_offset = 0;
   int32_t num_bias = 0;
+  // Structured output's token mask (engine/sampler.h's SampleInput::allowed), at
+  // allowed_words[allowed_offset ...]: id i may be drawn only when i / 32 < num_allowed_words and
+  // bit i % 32 of word i / 32 is set. A masked-out id is a suppressed one (-inf before the bias and
+  // the penalties). -1: no mask, every id allowed.
+  int32_t allowed_offset = -1;
+  int32_t num_allowed_words = 0;
 };
 
 struct SampledRow {
@@ -53,15 +59,17 @@ struct SampledRow {
   float top_logprobs[kMaxGpuTopLogprobs];  // descending; the first num_top_logprobs are valid
 };
 
-// Scratch for sample_rows (per-row state and weights; logit_bias needs none of its own).
+// Scratch for sample_rows (per-row state and weights; logit_bias and the token masks need none of
+// their own).
 size_t sampling_workspace_bytes(int num_rows, int vocab);
 
-// rows, history, suppressed, bias_ids, bias_values and out are device arrays; logits is
-// [>= max logits_row + 1][vocab]. bias_ids and bias_values may be null when no row has num_bias > 0
-// (likewise history and suppressed for rows that use none).
+// rows, history, suppressed, bias_ids, bias_values, allowed_words and out are device arrays; logits
+// is [>= max logits_row + 1][vocab]. bias_ids and bias_values may be null when no row has
+// num_bias > 0, allowed_words when no row has allowed_offset >= 0 (likewise history and suppressed
+// for rows that use none).
 void sample_rows(const float* logits, int vocab, const SamplingRow* rows, int num_rows,
                  const int32_t* history, const int32_t* suppressed, const int32_t* bias_ids,
-                 const float* bias_values, void* workspace, size_t workspace_bytes, SampledRow* out,
-                 cudaStream_t stream);
+                 const float* bias_values, const uint32_t* allowed_words, void* workspace,
+                 size_t workspace_bytes, SampledRow* out, cudaStream_t stream);
 
 }  // namespace kvserve::cuda

@@ -125,7 +125,7 @@ std::vector<double> ref_log_softmax(const std::vector<float>& logits) {
 
 SampledToken draw(Sampler& s, const std::vector<float>& logits, const SamplingParams& p, uint64_t seed,
                   const Ids& prompt = {}, const Ids& output = {}, const Ids& suppressed = {}) {
-  return s.sample({logits, &p, prompt, output, seed, suppressed});
+  return s.sample({logits, &p, prompt, output, seed, suppressed, {}});
 }
 
 SamplingParams params(float temperature, int top_k = 0, float top_p = 1, float min_p = 0) {
@@ -347,6 +347,64 @@ TEST(SamplerSuppression, SuppressedTokensAreNeverChosen) {
   expect_distribution(known_logits(), params(1), {}, {}, {1, 4});
   // With nothing left the sampler still answers with a token of the vocabulary (the lowest id).
   EXPECT_EQ(draw(s, logits, params(1), 1, {}, {}, {0, 1, 2, 3}).token, 0);
+}
+
+// ---- The structured-output mask: an id outside it is exactly a suppressed id.
+
+TEST(SamplerMask, DrawsAsTheReferenceDoesWithEveryIdOutsideTheMaskSuppressed) {
+  std::mt19937_64 rng(23);
+  std::normal_distribution<float> normal(0.0f, 1.5f);
+  const size_t vocab = 3000;
+  std::vector<float> row(vocab);
+  for (float& x : row)
+    x = normal(rng);
+  const std::vector<float> lp = [&] {
+    std::vector<float> out;
+    for (double v : ref_log_softmax(row))
+      out.push_back(static_cast<float>(v));
+    return out;
+  }();
+  Sampler s;
+  // Sparse (a few ids), dense (most ids), without the argmax, and shorter than the vocabulary
+  // (the ids past its end are not allowed).
+  for (const double density : {0.002, 0.3, 0.97}) {
+    for (const size_t words : {vocab / 32 + 1, vocab / 64}) {
+      std::vector<uint32_t> mask(words, 0u);
+      Ids outside;
+      for (size_t id = 0; id < vocab; ++id) {
+        const bool allowed = id / 32 < words && std::bernoulli_distribution(density)(rng);
+        if (allowed)
+          mask[id / 32] |= 1u << (id % 32);
+        else
+          outside.push_back(static_cast<TokenId>(id));
+      }
+      if (outside.size() == vocab) {
+        mask[0] |= 1u << 5;  // keep at least one id
+        std::erase(outside, 5);
+      }
+      for (const SamplingParams& p :
+           {params(0), params(1), params(0.8f, 40, 0.9f), params(1.2f, 0, 1, 0.05f)}) {
+        const Dist d = ref_distribution(ref_penalized(row, p, {}, {}, outside), p);
+        for (uint64_t seed = 0; seed < 40; ++seed) {
+          const Ids output(seed % 5, 7);
+          const SampledToken got = s.sample({row, &p, {}, output, seed, {}, mask});
+          ASSERT_TRUE(token_allowed(mask, got.token)) << got.token;
+          if (p.temperature == 0.0f) {
+            TokenId best = -1;
+            for (size_t id = 0; id < vocab; ++id)
+              if (token_allowed(mask, static_cast<TokenId>(id)) &&
+                  (best < 0 || row[id] > row[static_cast<size_t>(best)]))
+                best = static_cast<TokenId>(id);
+            ASSERT_EQ(got.token, best);
+          } else {
+            ASSERT_EQ(got.token, ref_draw(d, sample_uniform(seed, output.size()))) << "seed " << seed;
+          }
+          ASSERT_NEAR(got.logprob, lp[static_cast<size_t>(got.token)], 1e-5)
+              << "the logprob is the model's own";
+        }
+      }
+    }
+  }
 }
 
 // ---- Logit bias: added after suppression, before the penalties; the logprobs stay raw.

@@ -190,8 +190,13 @@ TEST_P(CudaBackendModel, GreedyGpuSamplingPicksTheCpuArgmax) {
     for (size_t s = 0; s < plan.seqs.size(); ++s) {
       if (!plan.seqs[s].emits_token) continue;
       const Sequence& seq = *plan.seqs[s].seq;
-      tasks.push_back(SamplingTask{
-          static_cast<int>(s), &greedy, seq.tokens().first(seq.num_prompt_tokens()), seq.output(), 1, {}});
+      tasks.push_back(SamplingTask{static_cast<int>(s),
+                                   &greedy,
+                                   seq.tokens().first(seq.num_prompt_tokens()),
+                                   seq.output(),
+                                   1,
+                                   {},
+                                   {}});
     }
     std::vector<SampledToken> got(tasks.size());
     gpu.forward_and_sample(batch, tasks, got);
@@ -221,12 +226,12 @@ TEST_P(CudaBackendModel, GreedyGpuSamplingPicksTheCpuArgmax) {
 }
 
 // The backend's own packing of the sampling inputs (rows, the concatenated histories of penalized
-// rows, the suppressed lists, the logit biases) against the host Sampler on the same logits: each
-// step runs forward() for the logits, then forward_and_sample() on the same batch (it rewrites the
-// same K/V), eagerly so both passes compute the same numbers bitwise. Rows mix penalized, biased and
-// plain requests, some with their raw argmax suppressed, so a wrong offset into any list changes a
-// token. Greedy, and both samplers penalize in float64 with the same roundings, so the comparison
-// is exact.
+// rows, the suppressed lists, the logit biases, the token masks) against the host Sampler on the
+// same logits: each step runs forward() for the logits, then forward_and_sample() on the same batch
+// (it rewrites the same K/V), eagerly so both passes compute the same numbers bitwise. Rows mix
+// penalized, biased, masked and plain requests, some with their raw argmax suppressed, so a wrong
+// offset into any list changes a token. Greedy, and both samplers penalize in float64 with the
+// same roundings, so the comparison is exact.
 TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
   KVSERVE_SKIP_WITHOUT_GPU();
   const auto model = load_bf16_rounded(GetParam());
@@ -260,14 +265,15 @@ TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
   }
   const size_t vocab = static_cast<size_t>(model->config.vocab_size);
   Sampler host;
-  int sampled = 0, penalty_moved = 0, bias_moved = 0;
-  while (sched.has_unfinished()) {
+  int sampled = 0, penalty_moved = 0, bias_moved = 0, mask_moved = 0;
+  for (int step = 0; sched.has_unfinished(); ++step) {
     const StepPlan plan = sched.schedule();
     const StepBatch& batch = builder.build(plan, cfg.block_size);
     const std::span<const float> gpu_logits = gpu.forward(batch);
     const std::vector<float> logits(gpu_logits.begin(), gpu_logits.end());
     std::vector<SamplingTask> tasks;
     std::vector<std::vector<TokenId>> suppressed(plan.seqs.size());
+    std::vector<std::vector<uint32_t>> allowed(plan.seqs.size());
     for (size_t s = 0; s < plan.seqs.size(); ++s) {
       if (!plan.seqs[s].emits_token) continue;
       const Sequence& seq = *plan.seqs[s].seq;
@@ -276,9 +282,28 @@ TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
       if (request % 2 == 0)  // its raw argmax, and one id out of range
         suppressed[s] = {static_cast<TokenId>(std::max_element(row.begin(), row.end()) - row.begin()),
                          static_cast<TokenId>(vocab)};
+      if (request % 3 == 2 || request % 7 == 0) {  // a token mask, a different kind every step
+        const auto argmax = static_cast<size_t>(std::max_element(row.begin(), row.end()) - row.begin());
+        std::vector<uint32_t>& m = allowed[s];
+        const size_t kind = (request + static_cast<size_t>(step)) % 3;
+        if (kind == 0) {  // dense: all but the raw argmax and every fifth id or so
+          m.assign((vocab + 31) / 32, 0);
+          for (size_t id = 0; id < vocab; ++id) {
+            if (id != argmax && (id * 7 + request) % 5 != 0) m[id / 32] |= 1u << (id % 32);
+          }
+        } else if (kind == 1) {  // sparse: three ids
+          m.assign((vocab + 31) / 32, 0);
+          for (size_t k = 0; k < 3; ++k) {
+            const size_t id = (request * 37 + static_cast<size_t>(step) * 11 + k * 101) % vocab;
+            m[id / 32] |= 1u << (id % 32);
+          }
+        } else {  // shorter than the vocabulary: only its first half, all of it
+          m.assign(vocab / 64, ~0u);
+        }
+      }
       tasks.push_back(SamplingTask{static_cast<int>(s), &params[request],
                                    seq.tokens().first(seq.num_prompt_tokens()), seq.output(), 1000 + request,
-                                   suppressed[s]});
+                                   suppressed[s], allowed[s]});
     }
     std::vector<SampledToken> got(tasks.size());
     gpu.forward_and_sample(batch, tasks, got);
@@ -288,7 +313,7 @@ TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
       const size_t s = static_cast<size_t>(t.row);
       const std::span<const float> row(logits.data() + s * vocab, vocab);
       const SampledToken want =
-          host.sample(SampleInput{row, t.params, t.prompt, t.output, t.seed, t.suppressed});
+          host.sample(SampleInput{row, t.params, t.prompt, t.output, t.seed, t.suppressed, t.allowed});
       ASSERT_EQ(got[k].token, want.token) << "sequence " << s << " (" << plan.seqs[s].seq->id() << ")";
       // float32 against the host's float64 log-softmax: sampling_test.cc's bound.
       const auto logprob_tol = [](float x) { return 1e-5 * std::max(1.0f, std::abs(x)); };
@@ -300,15 +325,21 @@ TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
                     logprob_tol(want.top_logprobs[j].second));
       }
       const bool penalized = t.params->repetition_penalty != 1.0f || t.params->presence_penalty != 0.0f;
-      if (penalized && t.suppressed.empty())
+      if (penalized && t.suppressed.empty() && t.allowed.empty())
         penalty_moved +=
             want.token != static_cast<TokenId>(std::max_element(row.begin(), row.end()) - row.begin());
       if (!t.params->logit_bias.empty()) {
         SamplingParams unbiased = *t.params;
         unbiased.logit_bias.clear();
-        bias_moved +=
+        bias_moved += want.token != host.sample(SampleInput{row, &unbiased, t.prompt, t.output, t.seed,
+                                                            t.suppressed, t.allowed})
+                                        .token;
+      }
+      if (!t.allowed.empty()) {
+        EXPECT_TRUE(token_allowed(t.allowed, got[k].token)) << plan.seqs[s].seq->id();
+        mask_moved +=
             want.token !=
-            host.sample(SampleInput{row, &unbiased, t.prompt, t.output, t.seed, t.suppressed}).token;
+            host.sample(SampleInput{row, t.params, t.prompt, t.output, t.seed, t.suppressed, {}}).token;
       }
       next[s] = got[k].token;
       ++sampled;
@@ -319,6 +350,7 @@ TEST_P(CudaBackendModel, GpuSamplingInputsMatchTheHostSamplerOnTheSameLogits) {
   // Otherwise the penalized rows' histories were never tested: a penalty must have moved a token.
   EXPECT_GT(penalty_moved, 0) << "no penalty changed any unsuppressed token";
   EXPECT_GT(bias_moved, 0) << "no logit_bias changed any token";
+  EXPECT_GT(mask_moved, 0) << "no token mask changed any token";
 }
 
 // Against the float64 PyTorch reference (expected.json, full-precision weights), teacher-forced: the

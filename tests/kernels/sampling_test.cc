@@ -14,6 +14,9 @@
 // under e^-50 of its weight (no mass on either side), so forced draws are exact too. Logprobs (the
 // token's and the top ones) stay those of the raw logits: checked bit for bit against a twin row
 // without the bias, and within the tolerance above against a log_softmax of the raw row.
+//
+// Token masks (structured output): a masked-out id is a suppressed one on both sides, so the
+// tolerances above stand too, and the logprobs stay the raw row's (checked as for logit_bias).
 #include "kernels/sampling.h"
 
 #include <gtest/gtest.h>
@@ -21,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -50,6 +54,7 @@ struct Case {
   SamplingParams params;
   uint64_t seed = 0;
   std::vector<TokenId> prompt, output, suppressed;
+  std::vector<uint32_t> allowed;  // SampleInput::allowed: empty = no mask
 };
 
 // Runs the cases on the GPU, a chunk of rows per call (the workspace grows with rows * vocab).
@@ -62,6 +67,7 @@ std::vector<SampledRow> run_gpu(const std::vector<float>& logits, int vocab, con
     std::vector<SamplingRow> rows(n);
     std::vector<int32_t> history, suppressed, bias_ids;
     std::vector<float> bias_values;
+    std::vector<uint32_t> allowed;
     for (size_t i = 0; i < n; ++i) {
       const Case& c = cases[first + i];
       SamplingRow& r = rows[i];
@@ -90,18 +96,24 @@ std::vector<SampledRow> run_gpu(const std::vector<float>& logits, int vocab, con
         bias_ids.push_back(id);
         bias_values.push_back(bias);
       }
+      if (!c.allowed.empty()) {  // the backend's packing: no mask travels for an empty one
+        r.allowed_offset = static_cast<int32_t>(allowed.size());
+        r.num_allowed_words = static_cast<int32_t>(c.allowed.size());
+        allowed.insert(allowed.end(), c.allowed.begin(), c.allowed.end());
+      }
     }
     const auto d_rows = upload(rows);
     const auto d_history = upload(history);
     const auto d_suppressed = upload(suppressed);
     const auto d_bias_ids = upload(bias_ids);
     const auto d_bias_values = upload(bias_values);
+    const auto d_allowed = upload(allowed);
     // Poisoned (state -1: every mark set; weights NaN): the kernel must write what it reads.
     auto workspace = poisoned<unsigned char>(sampling_workspace_bytes(static_cast<int>(n), vocab));
     auto d_out = poisoned<SampledRow>(n);
     sample_rows(d_logits.get(), vocab, d_rows.get(), static_cast<int>(n), d_history.get(), d_suppressed.get(),
-                d_bias_ids.get(), d_bias_values.get(), workspace.get(), workspace.bytes(), d_out.get(),
-                nullptr);
+                d_bias_ids.get(), d_bias_values.get(), allowed.empty() ? nullptr : d_allowed.get(),
+                workspace.get(), workspace.bytes(), d_out.get(), nullptr);
     const auto out = download(d_out);
     result.insert(result.end(), out.begin(), out.end());
   }
@@ -116,7 +128,8 @@ SampledToken run_host(const std::vector<float>& logits, int vocab, const Case& c
       c.prompt,
       c.output,
       c.seed,
-      c.suppressed};
+      c.suppressed,
+      c.allowed};
   return sampler.sample(in);
 }
 
@@ -144,7 +157,7 @@ size_t rank_in_order(const std::vector<float>& logits, int vocab, const Case& c,
   std::vector<double> v(vocab);
   for (int i = 0; i < vocab; ++i) {
     const float x = logits[static_cast<size_t>(c.logits_row) * vocab + i];
-    v[i] = std::isnan(x) ? -std::numeric_limits<double>::infinity() : x;
+    v[i] = std::isnan(x) || !token_allowed(c.allowed, i) ? -std::numeric_limits<double>::infinity() : x;
   }
   const auto in_vocab = [&](TokenId id) { return id >= 0 && id < vocab; };
   for (TokenId id : c.suppressed) {
@@ -174,10 +187,12 @@ size_t rank_in_order(const std::vector<float>& logits, int vocab, const Case& c,
   return rank;
 }
 
-// Tokens must agree exactly (greedy, or draws far from any boundary).
-void expect_same_tokens(const std::vector<float>& logits, int vocab, const std::vector<Case>& cases) {
+// Tokens must agree exactly (greedy, or draws far from any boundary). Returns the GPU's rows.
+std::vector<SampledRow> expect_same_tokens(const std::vector<float>& logits, int vocab,
+                                           const std::vector<Case>& cases) {
   const auto got = run_gpu(logits, vocab, cases);
-  ASSERT_EQ(got.size(), cases.size());
+  EXPECT_EQ(got.size(), cases.size());
+  if (got.size() != cases.size()) return got;
   for (size_t i = 0; i < cases.size(); ++i) {
     SCOPED_TRACE(::testing::Message() << "vocab " << vocab << " case " << i << " seed " << cases[i].seed);
     const SampledToken want = run_host(logits, vocab, cases[i]);
@@ -185,12 +200,15 @@ void expect_same_tokens(const std::vector<float>& logits, int vocab, const std::
     expect_logprob(got[i].logprob, want.logprob);
     expect_top_logprobs(got[i], want);
   }
+  return got;
 }
 
-// Draws: at least 99% agree, and a disagreement is a neighbour in the order.
-void expect_same_draws(const std::vector<float>& logits, int vocab, const std::vector<Case>& cases) {
+// Draws: at least 99% agree, and a disagreement is a neighbour in the order. Returns the GPU's rows.
+std::vector<SampledRow> expect_same_draws(const std::vector<float>& logits, int vocab,
+                                          const std::vector<Case>& cases) {
   const auto got = run_gpu(logits, vocab, cases);
-  ASSERT_EQ(got.size(), cases.size());
+  EXPECT_EQ(got.size(), cases.size());
+  if (got.size() != cases.size()) return got;
   size_t mismatches = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
     SCOPED_TRACE(::testing::Message() << "vocab " << vocab << " case " << i << " seed " << cases[i].seed);
@@ -201,13 +219,16 @@ void expect_same_draws(const std::vector<float>& logits, int vocab, const std::v
       continue;
     }
     ++mismatches;
-    ASSERT_GE(got[i].token, 0);
-    ASSERT_LT(got[i].token, vocab);
+    if (got[i].token < 0 || got[i].token >= vocab) {
+      ADD_FAILURE() << "token " << got[i].token << " outside the vocabulary";
+      continue;
+    }
     const size_t g = rank_in_order(logits, vocab, cases[i], got[i].token);
     const size_t w = rank_in_order(logits, vocab, cases[i], want.token);
     EXPECT_EQ(std::max(g, w) - std::min(g, w), 1u) << "gpu " << got[i].token << " host " << want.token;
   }
   EXPECT_LE(mismatches * 100, cases.size()) << mismatches << " of " << cases.size() << " draws differ";
+  return got;
 }
 
 // Rows of N(0, stddev) logits rounded to bf16, so exact ties are common.
@@ -476,13 +497,18 @@ float raw_logprob(const std::vector<float>& logits, int vocab, int row, int id) 
   return static_cast<float>(static_cast<double>(x[id]) - max - std::log(sum));
 }
 
-// Each biased case runs with a twin without the bias: the twin's top logprobs must be the biased
-// row's bit for bit, and the token's logprob must be its raw one.
+void clear_bias(Case& c) {
+  c.params.logit_bias.clear();
+}
+
+// Each biased case runs with a twin without the bias (or whatever `strip` takes away): the twin's
+// top logprobs must be the biased row's bit for bit, and the token's logprob must be its raw one.
 std::vector<SampledRow> expect_raw_logprobs(const std::vector<float>& logits, int vocab,
-                                            const std::vector<Case>& cases) {
+                                            const std::vector<Case>& cases,
+                                            const std::function<void(Case&)>& strip = clear_bias) {
   std::vector<Case> both = cases;
   for (Case c : cases) {
-    c.params.logit_bias.clear();
+    strip(c);
     both.push_back(c);
   }
   auto got = run_gpu(logits, vocab, both);
@@ -765,6 +791,367 @@ TEST(SamplingGpu, OnlySomeRowsBiasedInOneLaunch) {
         EXPECT_EQ(got[i].top_ids[j], plain[i].top_ids[j]);
         EXPECT_EQ(got[i].top_logprobs[j], plain[i].top_logprobs[j]);
       }
+    }
+  }
+}
+
+// ---- token masks (structured output) ----
+
+using Mask = std::vector<uint32_t>;
+
+size_t mask_words(int vocab) {
+  return (static_cast<size_t>(vocab) + 31) / 32;
+}
+
+void allow(Mask& m, TokenId id) {
+  m[static_cast<size_t>(id) / 32] |= 1u << (id % 32);
+}
+
+void disallow(Mask& m, TokenId id) {
+  m[static_cast<size_t>(id) / 32] &= ~(1u << (id % 32));
+}
+
+// A mask over the whole vocabulary that allows exactly `ids`.
+Mask mask_of(int vocab, const std::vector<TokenId>& ids) {
+  Mask m(mask_words(vocab), 0);
+  for (TokenId id : ids)
+    allow(m, id);
+  return m;
+}
+
+// Every id allowed with probability `density`.
+Mask random_mask(std::mt19937_64& rng, int vocab, double density) {
+  std::bernoulli_distribution keep(density);
+  Mask m(mask_words(vocab), 0);
+  for (TokenId id = 0; id < vocab; ++id) {
+    if (keep(rng)) allow(m, id);
+  }
+  return m;
+}
+
+// `n` ids anywhere, and with `likely` two of the row's best 10 too: a mask that allows a few ids.
+Mask sparse_mask(std::mt19937_64& rng, const std::vector<float>& logits, int vocab, int row, int n,
+                 bool likely) {
+  std::vector<TokenId> ids = random_ids(rng, static_cast<size_t>(n), 0, vocab - 1);
+  if (likely) {
+    const auto top = best_ids(logits, vocab, row, 10);
+    ids.push_back(top[rng() % 10]);
+    ids.push_back(top[rng() % 10]);
+  }
+  return mask_of(vocab, ids);
+}
+
+// Every token the GPU gave is one its mask allows, where the mask allows some id of the vocabulary
+// (all logits of these rows are finite; otherwise the fallback is id 0, allowed or not).
+void expect_allowed(const std::vector<SampledRow>& got, const std::vector<Case>& cases, int vocab) {
+  ASSERT_EQ(got.size(), cases.size());
+  for (size_t i = 0; i < cases.size(); ++i) {
+    bool any = false;
+    for (TokenId id = 0; id < vocab && !any; ++id)
+      any = token_allowed(cases[i].allowed, id);
+    if (any) {
+      EXPECT_TRUE(token_allowed(cases[i].allowed, got[i].token)) << "case " << i << " token " << got[i].token;
+    }
+  }
+}
+
+void clear_mask_and_bias(Case& c) {
+  c.allowed.clear();
+  c.params.logit_bias.clear();
+}
+
+// Greedy and drawn rows under masks that allow a few ids (sparse) or most of them (dense), some
+// dense ones without the row's best ids (the argmax among them), the draws under mixed filters.
+TEST(SamplingGpu, TokenMaskSparseAndDenseMatchHost) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(37);
+  for (int vocab : kVocabs) {
+    constexpr int kRows = 4;
+    const auto logits = random_rows(kRows, vocab, 10000 + vocab);
+    std::vector<Case> greedy;
+    std::vector<TokenId> excluded;  // the row's argmax where the mask leaves it out, else -1
+    for (int i = 0; i < 48; ++i) {
+      Case c;
+      c.logits_row = i % kRows;
+      const auto top = best_ids(logits, vocab, c.logits_row, 6);
+      TokenId out = -1;
+      switch (i % 4) {
+        case 0:
+          c.allowed = sparse_mask(rng, logits, vocab, c.logits_row, 1 + i % 7, false);
+          break;
+        case 1:
+          c.allowed = sparse_mask(rng, logits, vocab, c.logits_row, 1 + i % 7, true);
+          break;
+        case 2:
+          c.allowed = random_mask(rng, vocab, i % 8 == 2 ? 0.9 : 0.5);
+          break;
+        default:
+          c.allowed = random_mask(rng, vocab, 0.97);
+          for (int k = 0; k <= i % 5; ++k)
+            disallow(c.allowed, top[k]);
+          out = top[0];
+          break;
+      }
+      c.params.top_logprobs = i % 3 == 0 ? 5 : 0;
+      c.seed = 900 + i;
+      greedy.push_back(c);
+      excluded.push_back(out);
+    }
+    const auto got = expect_same_tokens(logits, vocab, greedy);
+    expect_allowed(got, greedy, vocab);
+    for (size_t i = 0; i < greedy.size(); ++i) {
+      if (excluded[i] >= 0) {
+        EXPECT_NE(got[i].token, excluded[i]) << "case " << i;
+      }
+    }
+    // The same masks (on the same rows: 48 is a multiple of kRows) under mixed filters.
+    auto drawn = mixed_draws(vocab, kRows, 480, 37 + vocab);
+    for (size_t i = 0; i < drawn.size(); ++i)
+      drawn[i].allowed = greedy[i % greedy.size()].allowed;
+    expect_allowed(expect_same_draws(logits, vocab, drawn), drawn, vocab);
+  }
+}
+
+// Four allowed ids of equal logit among better disallowed ones: the draw with u picks the
+// (u * 4)-th of them in id order, whatever the disallowed ids weigh.
+TEST(SamplingGpu, TokenMaskDrawsFollowTheUniformOverTheAllowedIds) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  constexpr int kVocab = 512;
+  std::vector<float> logits(kVocab, 5.0f);
+  const std::vector<TokenId> ids = {31, 32, 200, 511};
+  for (TokenId id : ids)
+    logits[id] = 0.0f;
+  std::vector<Case> cases;
+  for (uint64_t seed = 0; seed < 400; ++seed) {
+    Case c;
+    c.params.temperature = 1.0f;
+    c.seed = seed;
+    c.allowed = mask_of(kVocab, ids);
+    cases.push_back(c);
+  }
+  const auto got = expect_same_tokens(logits, kVocab, cases);
+  std::vector<int> seen(ids.size(), 0);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const double u = sample_uniform(cases[i].seed, 0);
+    const auto k = static_cast<size_t>(u * 4);
+    EXPECT_EQ(got[i].token, ids[k]) << "seed " << cases[i].seed << " u " << u;
+    ++seen[k];
+  }
+  for (size_t k = 0; k < ids.size(); ++k)
+    EXPECT_GT(seen[k], 50) << "id " << ids[k];
+}
+
+// Masks with logit_bias, penalties and suppressed ids on the same likely tokens: a bias never
+// brings a masked-out id back, a suppressed id stays out whatever the mask allows, and the
+// penalties act on the allowed ids only.
+TEST(SamplingGpu, TokenMaskWithBiasPenaltiesAndSuppressionMatchesHost) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(41);
+  for (int vocab : kVocabs) {
+    constexpr int kRows = 4;
+    const auto logits = random_rows(kRows, vocab, 11000 + vocab);
+    std::vector<Case> greedy, drawn;
+    std::vector<TokenId> never;  // a token each case must not give (-1: none)
+    const float reps[] = {1.0f, 1.3f, 0.7f, 2.0f};
+    const float presences[] = {0.0f, 0.5f, -1.0f, 2.0f};
+    const float frequencies[] = {0.0f, 0.3f, 2.0f, -0.5f};
+    for (int i = 0; i < 64; ++i) {
+      Case c;
+      c.logits_row = i % kRows;
+      const auto top = best_ids(logits, vocab, c.logits_row, 40);
+      const auto pick = [&](size_t n) { return ids_among(rng, top, vocab, n); };
+      c.prompt = pick(static_cast<size_t>(i * 3));
+      c.output = pick(static_cast<size_t>(i % 16) * 3);
+      c.params.repetition_penalty = reps[i % 4];
+      c.params.presence_penalty = presences[(i / 4) % 4];
+      c.params.frequency_penalty = frequencies[(i / 16) % 4];
+      // Half of the best 40 allowed, and elsewhere dense or sparse.
+      c.allowed = random_mask(rng, vocab, i % 2 ? 0.8 : 0.01);
+      for (TokenId id : top) {
+        if (rng() % 2) {
+          allow(c.allowed, id);
+        } else {
+          disallow(c.allowed, id);
+        }
+      }
+      if (i % 8 != 7)
+        c.params.logit_bias = make_bias(rng, pick(static_cast<size_t>(1 + i % 8 * 4)), -6.0f, 6.0f);
+      TokenId out = -1;
+      if (i % 4 == 1) {  // +100 on a masked-out id
+        out = top[static_cast<size_t>(i) % top.size()];
+        disallow(c.allowed, out);
+      }
+      if (i % 4 == 2) {  // +100 on an allowed but suppressed id
+        out = top[static_cast<size_t>(i) % top.size()];
+        allow(c.allowed, out);
+        c.suppressed = {out, top[0]};
+      }
+      if (out >= 0) {
+        std::erase_if(c.params.logit_bias, [&](const auto& e) { return e.first == out; });
+        c.params.logit_bias.emplace_back(out, 100.0f);
+      }
+      c.params.top_logprobs = i % 3 == 0 ? 3 : 0;
+      c.seed = 1100 + i;
+      greedy.push_back(c);
+      never.push_back(out);
+      c.params.temperature = i % 2 ? 1.0f : 0.8f;
+      drawn.push_back(c);
+    }
+    const auto got = expect_same_tokens(logits, vocab, greedy);
+    expect_allowed(got, greedy, vocab);
+    const auto got_drawn = expect_same_draws(logits, vocab, drawn);
+    expect_allowed(got_drawn, drawn, vocab);
+    for (size_t i = 0; i < greedy.size(); ++i) {
+      if (never[i] < 0) continue;
+      EXPECT_NE(got[i].token, never[i]) << "case " << i;
+      EXPECT_NE(got_drawn[i].token, never[i]) << "case " << i;
+    }
+    expect_raw_logprobs(logits, vocab, greedy, clear_mask_and_bias);
+  }
+}
+
+// Rows with and without masks in one launch: each masked row allows one id of its own (forced,
+// greedy or not) or a random half of the vocabulary. A wrong offset into the masks, or a mask
+// leaking into another row, changes a token; the rows without one must come out bit for bit as
+// from a launch where no row has a mask (and the kernel gets no mask array at all).
+TEST(SamplingGpu, OnlySomeRowsMaskedInOneLaunch) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(43);
+  for (int vocab : kVocabs) {
+    constexpr int kRows = 4;
+    const auto logits = random_rows(kRows, vocab, 12000 + vocab);
+    std::vector<Case> cases;
+    std::vector<TokenId> forced;
+    for (int i = 0; i < 40; ++i) {
+      Case c;
+      c.logits_row = i % kRows;
+      c.params.temperature = i % 4 < 2 ? 0.0f : 1.0f;
+      c.params.top_logprobs = i % 5 == 0 ? 4 : 0;
+      c.seed = 1300 + i;
+      if (i % 6 == 3) {  // a penalized row: it uses the state
+        c.params.repetition_penalty = 1.4f;
+        c.prompt = best_ids(logits, vocab, c.logits_row, 5);
+      }
+      TokenId f = -1;
+      if (i % 3 == 0) {
+        f = static_cast<TokenId>(1300 + 37 * i) % vocab;  // distinct for i < 40 at every vocabulary
+        c.allowed = mask_of(vocab, {f});
+      } else if (i % 3 == 2) {
+        c.allowed = random_mask(rng, vocab, 0.5);
+      }
+      cases.push_back(c);
+      forced.push_back(f);
+    }
+    expect_allowed(expect_same_tokens(logits, vocab, cases), cases, vocab);
+    std::vector<Case> unmasked = cases;
+    for (Case& c : unmasked)
+      c.allowed.clear();
+    const auto got = run_gpu(logits, vocab, cases);
+    const auto plain = run_gpu(logits, vocab, unmasked);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      SCOPED_TRACE(::testing::Message() << "vocab " << vocab << " case " << i);
+      if (forced[i] >= 0) {
+        EXPECT_EQ(got[i].token, forced[i]);
+        continue;
+      }
+      if (!cases[i].allowed.empty()) continue;
+      EXPECT_EQ(got[i].token, plain[i].token);
+      EXPECT_EQ(got[i].logprob, plain[i].logprob);
+      for (int j = 0; j < cases[i].params.top_logprobs; ++j) {
+        EXPECT_EQ(got[i].top_ids[j], plain[i].top_ids[j]);
+        EXPECT_EQ(got[i].top_logprobs[j], plain[i].top_logprobs[j]);
+      }
+    }
+  }
+}
+
+// A mask of fewer words than the vocabulary needs disallows every id past its end, even where the
+// row's best ids lie there; one of more words than needed (bits set past the vocabulary, whose
+// size need not be a multiple of 32) names no extra id; one that allows nothing leaves the host's
+// fallback, id 0.
+TEST(SamplingGpu, TokenMaskShorterThanTheVocabularyDisallowsTheRest) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(47);
+  for (int vocab : {512, 1000, 32000, 128256}) {
+    constexpr int kRows = 2;
+    auto logits = random_rows(kRows, vocab, 13000 + vocab);
+    // The best logits at the end of the vocabulary.
+    for (int row = 0; row < kRows; ++row) {
+      for (int k = 1; k <= 40; ++k)
+        logits[static_cast<size_t>(row) * vocab + vocab - k] = 10.0f + static_cast<float>(k % 7);
+    }
+    const auto full = static_cast<int>(mask_words(vocab));
+    std::vector<Case> cases;
+    std::vector<int> limit;  // every token must lie below it
+    for (int words : {1, 3, full / 2, full - 1, full, full + 2}) {
+      for (int i = 0; i < 8; ++i) {
+        Case c;
+        c.logits_row = i % kRows;
+        c.params.temperature = i < 2 ? 0.0f : i < 5 ? 1.0f : 3.0f;
+        c.params.top_k = i == 6 ? 20 : 0;
+        c.params.top_p = i == 7 ? 0.8f : 1.0f;
+        c.params.top_logprobs = i == 0 ? 20 : 0;
+        c.seed = 1500 + static_cast<uint64_t>(words * 8 + i);
+        if (i % 2) {
+          c.allowed.assign(static_cast<size_t>(words), ~0u);
+        } else {
+          c.allowed = random_mask(rng, 32 * words, 0.3);
+          c.allowed[0] |= 1u;  // something allowed in every mask
+        }
+        cases.push_back(c);
+        limit.push_back(std::min(vocab, 32 * words));
+      }
+    }
+    for (int row = 0; row < kRows; ++row) {  // nothing allowed: a mask of zeros, short or full
+      for (int words : {1, full}) {
+        Case c;
+        c.logits_row = row;
+        c.params.temperature = 1.0f;
+        c.params.top_logprobs = 2;
+        c.allowed.assign(static_cast<size_t>(words), 0u);
+        cases.push_back(c);
+        limit.push_back(1);
+      }
+    }
+    const auto got = expect_same_tokens(logits, vocab, cases);
+    ASSERT_EQ(got.size(), cases.size());
+    for (size_t i = 0; i < cases.size(); ++i) {
+      EXPECT_GE(got[i].token, 0) << "case " << i;
+      EXPECT_LT(got[i].token, limit[i]) << "case " << i;
+    }
+  }
+}
+
+// The mask moves tokens but not logprobs: the top logprobs (masked-out ids included) are a twin's
+// without the mask bit for bit, and the token's logprob is its raw one.
+TEST(SamplingGpu, TokenMaskLeavesLogprobsRaw) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(53);
+  for (int vocab : kVocabs) {
+    constexpr int kRows = 3;
+    const auto logits = random_rows(kRows, vocab, 14000 + vocab);
+    std::vector<Case> cases;
+    for (int i = 0; i < 24; ++i) {
+      Case c;
+      c.logits_row = i % kRows;
+      c.params.temperature = i % 2 ? 1.0f : 0.0f;
+      c.params.top_logprobs = 1 + i % 20;
+      c.seed = 1700 + i;
+      // Never the best 10 ids, which the top logprobs report all the same.
+      const auto top = best_ids(logits, vocab, c.logits_row, 10);
+      c.allowed =
+          i % 3 ? random_mask(rng, vocab, 0.5) : sparse_mask(rng, logits, vocab, c.logits_row, 3, false);
+      for (TokenId id : top)
+        disallow(c.allowed, id);
+      if (i % 4 == 0) c.params.logit_bias = {{top[1], 5.0f}};
+      cases.push_back(c);
+    }
+    const auto got = expect_same_tokens(logits, vocab, cases);
+    expect_allowed(got, cases, vocab);
+    expect_raw_logprobs(logits, vocab, cases, clear_mask_and_bias);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      // The best raw logit is reported, though masked out.
+      EXPECT_FALSE(token_allowed(cases[i].allowed, got[i].top_ids[0])) << "case " << i;
     }
   }
 }
