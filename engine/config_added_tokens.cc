@@ -105,6 +105,12 @@ class AddedTokensTokenizer final : public StretchTokenizer {
     return it != by_id_.end() ? it->second.content : base_->token_spelling(id);
   }
 
+  std::string token_bytes(TokenId id) const override {
+    const auto it = by_id_.find(id);
+    if (it == by_id_.end()) return base_->token_bytes(id);
+    return it->second.special ? std::string() : it->second.content;
+  }
+
  private:
   std::unique_ptr<Tokenizer> base_;
   AddedTokenMatcher matcher_;

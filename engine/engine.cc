@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "engine/sequence.h"
+#include "engine/token_constraint.h"
 
 namespace kvserve {
 
@@ -34,6 +35,18 @@ Status Engine::validate(const Request& request) const {
     if (t < 0 || t >= vocab)
       return Status::InvalidArgument("logit_bias token id " + std::to_string(t) +
                                      " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  }
+  if (request.constraint) {
+    // EOS is how a structured output says it is complete: a rule that holds EOS back would leave
+    // the sampler nothing to draw once the match is whole.
+    if (request.stop.ignore_eos)
+      return Status::InvalidArgument("stop.ignore_eos cannot be combined with response_format; unset one");
+    if (request.stop.min_tokens > 0)
+      return Status::InvalidArgument("stop.min_tokens cannot be combined with response_format; unset one");
+    if (request.constraint->vocab().vocab_size() != vocab)
+      return Status::Internal("response_format was compiled for a vocabulary of " +
+                              std::to_string(request.constraint->vocab().vocab_size()) +
+                              " tokens, the model has " + std::to_string(vocab));
   }
   const bool has_stop_strings = std::any_of(request.stop.stop.begin(), request.stop.stop.end(),
                                             [](const std::string& s) { return !s.empty(); });
@@ -85,7 +98,7 @@ std::vector<StepOutput> Engine::step() {
     }
     tasks_.push_back(SamplingTask{static_cast<int>(i), &seq.sampling(),
                                   seq.tokens().first(seq.num_prompt_tokens()), seq.output(),
-                                  states_.at(seq.id()).seed, suppressed});
+                                  states_.at(seq.id()).seed, suppressed, seq.allowed_tokens()});
     task_plan_index_.push_back(i);
   }
   task_results_.assign(tasks_.size(), SampledToken{});

@@ -245,6 +245,12 @@ class HfTokenizer final : public Tokenizer {
     return utf8_lossy(bytes);
   }
 
+  std::string token_bytes(TokenId id) const override {
+    if (id < 0 || id >= vocab_size()) return {};
+    const Piece& p = pieces_[static_cast<size_t>(id)];
+    return p.present && !p.special ? p.bytes : std::string();
+  }
+
   // Special tokens, and ids no token has (they decode to nothing, as control tokens do).
   bool is_control(TokenId id) const override {
     if (id < 0 || id >= vocab_size()) return false;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -14,6 +15,7 @@
 namespace kvserve {
 
 using RequestId = std::string;
+class TokenConstraint;
 
 struct SamplingParams {
   float temperature = 0.0f;  // 0 = greedy
@@ -44,6 +46,9 @@ struct Request {
   std::vector<TokenId> prompt;
   SamplingParams sampling;
   StopCriteria stop;
+  // Structured output: only tokens that keep the output a prefix of a match of this pattern are
+  // drawn, EOS only once it is a whole match (engine/token_constraint.h). Null: free text.
+  std::shared_ptr<const TokenConstraint> constraint;
 };
 
 enum class FinishReason {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "engine/token_constraint.h"
+
 namespace kvserve {
 
 const char* finish_reason_name(FinishReason r) {
@@ -26,6 +28,11 @@ Sequence::Sequence(Request request, int block_size, std::span<const TokenId> eos
       num_prompt_tokens_(static_cast<int>(request_.prompt.size())),
       table_(block_size) {
   tokens_.reserve(tokens_.size() + std::max(0, request_.stop.max_tokens));
+  if (request_.constraint) constraint_state_ = request_.constraint->start();
+}
+
+std::span<const uint32_t> Sequence::allowed_tokens() const {
+  return request_.constraint ? request_.constraint->allowed(constraint_state_) : std::span<const uint32_t>();
 }
 
 std::span<const BlockHash> Sequence::block_hashes() {
@@ -48,6 +55,13 @@ FinishReason Sequence::append_token(TokenId token) {
       return std::find(ids.begin(), ids.end(), token) != ids.end();
     };
     if ((!stop.ignore_eos && has(eos_token_ids_)) || has(stop.stop_token_ids)) return FinishReason::kStop;
+  }
+  if (request_.constraint) {
+    // The sampler drew from the allowed tokens, so the automaton has a live state; when nothing
+    // may follow it (a whole match and no EOS in the model), the output is done.
+    constraint_state_ = request_.constraint->advance(constraint_state_, token);
+    const std::span<const uint32_t> next = allowed_tokens();
+    if (std::all_of(next.begin(), next.end(), [](uint32_t w) { return w == 0; })) return FinishReason::kStop;
   }
   if (produced >= stop.max_tokens) return FinishReason::kLength;
   return FinishReason::kNone;

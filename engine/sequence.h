@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -66,9 +67,14 @@ class Sequence {
   void mark_scheduled() { ever_scheduled_ = true; }
 
   // Appends a generated token and applies the token-level stop rules: max_tokens, EOS (unless
-  // ignore_eos), stop token ids, all but max_tokens held off until min_tokens tokens exist.
+  // ignore_eos), stop token ids, all but max_tokens held off until min_tokens tokens exist; and,
+  // under a structured-output constraint, kStop once no token may follow.
   // Returns kNone while the sequence should go on.
   FinishReason append_token(TokenId token);
+
+  // The tokens the request's constraint allows next (a SampleInput::allowed mask); empty when it
+  // has none.
+  std::span<const uint32_t> allowed_tokens() const;
 
  private:
   Request request_;
@@ -84,6 +90,7 @@ class Sequence {
   int num_cached_prompt_tokens_ = 0;
   int num_preemptions_ = 0;
   bool ever_scheduled_ = false;
+  int32_t constraint_state_ = -1;  // the constraint's automaton state after the output so far
 };
 
 }  // namespace kvserve

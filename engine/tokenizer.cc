@@ -199,6 +199,16 @@ class BpeTokenizer final : public StretchTokenizer {
     return id >= 0 && id < vocab_size_ && m_.pieces[static_cast<size_t>(id)].type == PieceType::kControl;
   }
 
+  std::string token_bytes(TokenId id) const override {
+    if (id < 0 || id >= vocab_size_ || is_control(id)) return {};
+    const auto& p = m_.pieces[static_cast<size_t>(id)];
+    if (p.type == PieceType::kByte) return std::string(1, static_cast<char>(byte_piece_value(p.text)));
+    if (p.type == PieceType::kUnknown) return m_.unk_surface;
+    std::string bytes;
+    append_unescaped(p.text, bytes);
+    return bytes;
+  }
+
  private:
   // A run of the normalized text, [begin, begin + size), in a doubly linked list of symbols.
   struct Symbol {

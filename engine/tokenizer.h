@@ -57,6 +57,11 @@ class Tokenizer {
   virtual std::string decode(const std::vector<TokenId>& ids) const = 0;
   // True for control tokens (BOS, EOS, PAD, UNK's control kin) that never appear in text output.
   virtual bool is_control(TokenId id) const = 0;
+  // The bytes the token adds to generated text, which always follows a prompt: a SentencePiece
+  // "▁" is a space (never a dummy prefix to strip), a byte-fallback token is its one byte (alone
+  // perhaps part of a UTF-8 character). Empty for control tokens and ids outside the vocabulary.
+  // Structured output (engine/token_constraint.h) matches these against its pattern.
+  virtual std::string token_bytes(TokenId id) const = 0;
 };
 
 // A tokenizer whose work is all in encode_stretch() (the SentencePiece model, and the wrapper that

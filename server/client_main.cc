@@ -1,12 +1,15 @@
 // kvserve-client: sends one prompt to a kvserve server and streams the text back as it arrives,
 // the quickest way to see the server work (scripts/run.sh uses it for its demo request). With
 // --chat the prompt is one user message, rendered by the server's chat template. With --n above 1
-// the choices arrive interleaved, so each is printed whole once the call ends.
+// the choices arrive interleaved, so each is printed whole once the call ends. --regex,
+// --json-schema (a file) and --choice ask for structured output.
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,7 +24,8 @@ int main(int argc, char** argv) {
   float temperature = 0.0f;
   uint64_t seed = 0;
   bool has_seed = false;
-  std::vector<std::string> stops;
+  std::vector<std::string> stops, choices;
+  std::string regex, json_schema_file;
   double timeout_s = 60, wait_ready_s = 0;
   app.add_option("prompt", prompt, "the prompt text (with --chat, the user's message)")->required();
   app.add_flag("--chat", chat, "send the prompt as a chat: one user message, in the model's chat template");
@@ -34,6 +38,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--seed", seed, "sampling seed")->each([&](const std::string&) { has_seed = true; });
   app.add_option("--stop", stops, "stop string (repeatable)");
+  auto* format_regex =
+      app.add_option("--regex", regex, "structured output: the whole output matches this regex");
+  auto* format_schema = app.add_option("--json-schema", json_schema_file,
+                                       "structured output: a JSON schema file the output is an instance of")
+                            ->check(CLI::ExistingFile);
+  auto* format_choice = app.add_option("--choice", choices,
+                                       "structured output: the output is one of these strings (repeatable)");
+  format_regex->excludes(format_schema)->excludes(format_choice);
+  format_schema->excludes(format_choice);
   app.add_option("--timeout", timeout_s, "seconds before the request is abandoned")->capture_default_str();
   app.add_option("--wait-ready", wait_ready_s, "seconds to wait for the server to come up")
       ->capture_default_str();
@@ -67,6 +80,15 @@ int main(int argc, char** argv) {
   request.mutable_sampling()->set_temperature(temperature);
   if (has_seed) request.mutable_sampling()->set_seed(seed);
   request.set_n(n);
+  if (!regex.empty()) request.mutable_response_format()->set_regex(regex);
+  if (!json_schema_file.empty()) {
+    std::ifstream in(json_schema_file);
+    std::ostringstream text;
+    text << in.rdbuf();
+    request.mutable_response_format()->set_json_schema(text.str());
+  }
+  for (const std::string& c : choices)
+    request.mutable_response_format()->mutable_choice()->add_values(c);
 
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() +

@@ -7,7 +7,9 @@
 #include <utility>
 
 #include "engine/chat_template.h"
+#include "engine/response_format.h"
 #include "engine/sampler.h"
+#include "engine/token_constraint.h"
 #include "server/chat_prompt.h"
 #include "server/generate_stream.h"
 #include "server/metrics.h"
@@ -84,7 +86,12 @@ GenerationService::GenerationService(EngineRunner& runner, const ModelConfig& mo
       model_(model),
       tokenizer_(std::move(tokenizer)),
       options_(std::move(options)),
-      writer_(std::make_unique<StreamWriter>()) {}
+      writer_(std::make_unique<StreamWriter>()) {
+  if (tokenizer_)
+    constraints_ = std::make_unique<ConstraintCache>(
+        TokenVocabulary::from_tokenizer(*tokenizer_, model_.vocab_size, model_.eos_token_ids),
+        ConstraintLimits{});
+}
 
 GenerationService::~GenerationService() = default;
 
@@ -223,7 +230,34 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
                                      ")");
     out->stop.stop_token_ids.push_back(static_cast<TokenId>(id));
   }
+  if (in.has_response_format()) return compile_response_format(in.response_format(), &out->constraint);
   return Status::Ok();
+}
+
+Status GenerationService::compile_response_format(const v1::ResponseFormat& format,
+                                                  std::shared_ptr<const TokenConstraint>* out) const {
+  if (!constraints_)
+    return Status::FailedPrecondition("response_format needs the model's tokenizer, and this model has none");
+  ResponseFormat f;
+  switch (format.format_case()) {
+    case v1::ResponseFormat::kRegex:
+      f.kind = ResponseFormat::Kind::kRegex;
+      f.text = format.regex();
+      break;
+    case v1::ResponseFormat::kJsonSchema:
+      f.kind = ResponseFormat::Kind::kJsonSchema;
+      f.text = format.json_schema();
+      break;
+    case v1::ResponseFormat::kChoice:
+      f.kind = ResponseFormat::Kind::kChoice;
+      f.choices.assign(format.choice().values().begin(), format.choice().values().end());
+      break;
+    case v1::ResponseFormat::FORMAT_NOT_SET:
+      return Status::InvalidArgument("response_format: set one of regex, json_schema or choice");
+  }
+  std::string regex;
+  if (Status s = response_format_regex(f, &regex); !s.ok()) return s;
+  return constraints_->get(regex, out);
 }
 
 int GenerationService::model_max_len() const {

@@ -16,6 +16,7 @@
 namespace kvserve {
 
 class ChatTemplate;
+class ConstraintCache;
 class Metrics;
 class StreamWriter;
 
@@ -67,13 +68,17 @@ class GenerationService final : public v1::Generation::CallbackService {
   // What Tokenize and Detokenize check before any work: auth, a tokenizer, the size limit.
   grpc::Status check_tokenizer_call(const grpc::CallbackServerContext& context, size_t request_bytes) const;
   int model_max_len() const;
+  // The compiled constraint of a request's response_format (cached by pattern).
+  Status compile_response_format(const v1::ResponseFormat& format,
+                                 std::shared_ptr<const TokenConstraint>* out) const;
 
   EngineRunner& runner_;
   const ModelConfig& model_;
   std::shared_ptr<const Tokenizer> tokenizer_;
   ServiceOptions options_;
   mutable std::atomic<uint64_t> next_request_number_{0};
-  std::unique_ptr<StreamWriter> writer_;  // sends stream messages off the engine thread
+  std::unique_ptr<StreamWriter> writer_;          // sends stream messages off the engine thread
+  std::unique_ptr<ConstraintCache> constraints_;  // structured output; null without a tokenizer
 };
 
 // The gRPC status for an engine status (same codes, same message).

@@ -157,6 +157,26 @@ def main():
             check(e.code() == grpc.StatusCode.INVALID_ARGUMENT and "logit_bias" in e.details(),
                   "logit_bias outside the vocabulary is INVALID_ARGUMENT naming the field")
 
+        # Structured output: a JSON schema sent from Python; every sampled choice parses as an
+        # instance (Python's json module is the independent reader here).
+        shaped = pb.GenerateRequest(text="As JSON:", n=4)
+        shaped.sampling.temperature = 1.0
+        shaped.sampling.seed = 5
+        shaped.stop.max_tokens = 120
+        shaped.response_format.json_schema = json.dumps({
+            "type": "object",
+            "properties": {"id": {"type": "integer"}, "ok": {"type": "boolean"},
+                           "tag": {"enum": ["x", "y"]}},
+            "required": ["id", "ok", "tag"]})
+        texts = {}
+        for msg in generate(shaped, timeout=30):
+            texts[msg.index] = texts.get(msg.index, "") + msg.text
+        parsed = [json.loads(t) for t in texts.values()]
+        check(len(parsed) == 4 and all(list(p) == ["id", "ok", "tag"] and isinstance(p["id"], int)
+                                       and isinstance(p["ok"], bool) and p["tag"] in ("x", "y")
+                                       for p in parsed),
+              "response_format.json_schema: every choice is an instance, properties in schema order")
+
         # Three seeded choices in one call: each under its index, each ending once, each equal to
         # the same request alone with seed + index.
         many = pb.GenerateRequest(text="Three ways to go on", n=3)

@@ -1,7 +1,7 @@
 // Soak: thousands of requests at high concurrency against the real server (some with several
-// choices), with random cancels, short deadlines, malformed requests and abandoned clients.
-// Afterwards every KV block is free, the server's memory has not grown beyond a bound, and it
-// still answers correctly. Bounded in requests and time; loopback only.
+// choices, some with structured output), with random cancels, short deadlines, malformed requests and
+// abandoned clients. Afterwards every KV block is free, the server's memory has not grown beyond a bound, and
+// it still answers correctly. Bounded in requests and time; loopback only.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -59,6 +59,14 @@ void one_request(v1::Generation::Stub& stub, std::mt19937& rng, Tally& tally) {
   // One call in four asks for several choices, which share the prompt's blocks.
   if (std::uniform_int_distribution<int>(0, 3)(rng) == 0)
     req.set_n(std::uniform_int_distribution<int>(2, 4)(rng));
+  // One in eight is structured output (the same few patterns, so the constraint cache is shared
+  // between threads); it needs EOS to end, so ignore_eos goes.
+  if (std::uniform_int_distribution<int>(0, 7)(rng) == 0) {
+    static const char* const kPatterns[] = {"[a-z ]{1,40}", "(yes|no|[0-9]{1,6})",
+                                            "\\{\"k\": ?[0-9]{1,3}\\}"};
+    req.mutable_response_format()->set_regex(kPatterns[std::uniform_int_distribution<int>(0, 2)(rng)]);
+    req.mutable_stop()->set_ignore_eos(false);
+  }
   if (kind == Kind::kMalformed) {
     switch (std::uniform_int_distribution<int>(0, 3)(rng)) {
       case 0:

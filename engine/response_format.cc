@@ -1,0 +1,46 @@
+#include "engine/response_format.h"
+
+#include <nlohmann/json.hpp>
+
+#include "engine/json_schema_regex.h"
+
+namespace kvserve {
+
+Status response_format_regex(const ResponseFormat& format, std::string* regex) {
+  switch (format.kind) {
+    case ResponseFormat::Kind::kRegex:
+      if (format.text.empty())
+        return Status::InvalidArgument(
+            "response_format.regex is empty; give the pattern the output must match");
+      *regex = format.text;
+      return Status::Ok();
+    case ResponseFormat::Kind::kJsonSchema: {
+      nlohmann::ordered_json schema;  // keeps the properties in the schema's order
+      try {
+        schema = nlohmann::ordered_json::parse(format.text);
+      } catch (const nlohmann::json::parse_error& e) {
+        return Status::InvalidArgument(std::string("response_format.json_schema is not valid JSON: ") +
+                                       e.what());
+      }
+      return json_schema_to_regex(schema, regex);
+    }
+    case ResponseFormat::Kind::kChoice: {
+      if (format.choices.empty())
+        return Status::InvalidArgument("response_format.choice is empty; list the strings the output may be");
+      if (format.choices.size() > static_cast<size_t>(kMaxResponseChoices))
+        return Status::InvalidArgument("response_format.choice has " + std::to_string(format.choices.size()) +
+                                       " strings, at most " + std::to_string(kMaxResponseChoices) +
+                                       " allowed");
+      std::string alternatives;
+      for (const std::string& choice : format.choices) {
+        if (!alternatives.empty()) alternatives += '|';
+        alternatives += regex_escape(choice);
+      }
+      *regex = "(?:" + alternatives + ")";
+      return Status::Ok();
+    }
+  }
+  return Status::InvalidArgument("response_format: unknown kind");
+}
+
+}  // namespace kvserve

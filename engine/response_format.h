@@ -1,0 +1,26 @@
+// What a request asks its output to look like (structured output), as one regex for
+// engine/token_constraint.h: a regex as given, a JSON schema (engine/json_schema_regex.h), or a
+// list of strings the output must be exactly one of.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/status.h"
+
+namespace kvserve {
+
+struct ResponseFormat {
+  enum class Kind { kRegex, kJsonSchema, kChoice };
+  Kind kind = Kind::kRegex;
+  std::string text;                  // the regex, or the schema's JSON text
+  std::vector<std::string> choices;  // kChoice
+};
+
+inline constexpr int kMaxResponseChoices = 1024;
+
+// The regex the output must match, or InvalidArgument naming the response_format field at fault
+// (JSON that does not parse, a schema keyword that is not supported, an empty list).
+Status response_format_regex(const ResponseFormat& format, std::string* regex);
+
+}  // namespace kvserve
