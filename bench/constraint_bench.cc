@@ -1,6 +1,7 @@
 // Structured output's host-side costs (engine/token_constraint.h), on a vocabulary the size of
 // Llama 3's (128,256 tokens): building the token trie (once per server start), compiling a
-// response_format (once per distinct pattern, on the gRPC thread, then cached), and what a step
+// response_format (once per distinct pattern, on the gRPC thread, then cached; also the way with a
+// trie walk per automaton state, BM_CompilePerState, for comparison), and what a step
 // adds per constrained sequence (looking up the mask, advancing by the drawn token). The
 // vocabulary is synthetic but shaped like a byte-level BPE one: every byte, then pieces of the
 // committed English corpus and made-up words, with and without a leading space, and pieces of
@@ -70,6 +71,21 @@ std::shared_ptr<const TokenVocabulary> vocabulary() {
   return v;
 }
 
+// The same with a few dozen tokens longer than TokenVocabulary::kShortTokenBytes in place of
+// made-up words: runs of 17-128 spaces or punctuation, as real BPE vocabularies have.
+std::shared_ptr<const TokenVocabulary> vocabulary_with_long_tokens() {
+  static const auto v = [] {
+    std::vector<std::string> tokens = synthetic_vocabulary();
+    tokens.resize(kVocabSize);
+    size_t id = kVocabSize - 8;
+    for (const char c : std::string(" =-#/*"))
+      for (const size_t length : {17, 24, 32, 48, 64, 96, 128})
+        tokens[--id] = std::string(length, c);
+    return std::make_shared<const TokenVocabulary>(tokens, kVocabSize, std::vector<TokenId>{kVocabSize - 1});
+  }();
+  return v;
+}
+
 std::string schema_regex(const char* schema) {
   ResponseFormat f;
   f.kind = ResponseFormat::Kind::kJsonSchema;
@@ -107,18 +123,35 @@ void BM_BuildVocabulary(benchmark::State& state) {
   }
 }
 
-void BM_Compile(benchmark::State& state, const std::string& pattern) {
-  const auto vocab = vocabulary();
+// A bounded string: ~9000 automaton states (UTF-8 characters, each up to 4 bytes, counted to 700).
+const char* const kLongStringSchema = R"({"type": "string", "maxLength": 700})";
+
+using CompileFn = Status (*)(std::string_view, std::shared_ptr<const TokenVocabulary>,
+                             const ConstraintLimits&, std::shared_ptr<const TokenConstraint>*);
+
+void compile_loop(benchmark::State& state, const std::string& pattern, bool long_tokens, CompileFn compile) {
+  const auto vocab = long_tokens ? vocabulary_with_long_tokens() : vocabulary();
   std::shared_ptr<const TokenConstraint> c;
   for (auto _ : state) {
-    if (!TokenConstraint::compile(pattern, vocab, ConstraintLimits{}, &c).ok()) {
-      state.SkipWithError("the pattern did not compile");
+    if (const Status s = compile(pattern, vocab, ConstraintLimits{}, &c); !s.ok()) {
+      state.SkipWithError(s.message().c_str());
       return;
     }
   }
   state.counters["states"] = static_cast<double>(c->num_states());
   state.counters["masks"] = static_cast<double>(c->num_distinct_masks());
   state.counters["MiB"] = static_cast<double>(c->memory_bytes()) / (1 << 20);
+}
+
+// What the server does: one trie walk per class of states that no token can tell apart.
+void BM_Compile(benchmark::State& state, const std::string& pattern, bool long_tokens = false) {
+  compile_loop(state, pattern, long_tokens, &TokenConstraint::compile);
+}
+
+// The same constraint with one trie walk per state (how compile() worked before the classes): the
+// baseline for the docs' ratio.
+void BM_CompilePerState(benchmark::State& state, const std::string& pattern, bool long_tokens = false) {
+  compile_loop(state, pattern, long_tokens, &TokenConstraint::compile_per_state);
 }
 
 // Per token of a constrained sequence: the mask the sampler gets, and the advance by the token
@@ -141,13 +174,16 @@ void BM_StepMaskAndAdvance(benchmark::State& state) {
 }
 
 BENCHMARK(BM_BuildVocabulary)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Compile, choice_of_4, std::string("(?:red|green|blue|light blue)"))
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Compile, date_regex, std::string("[0-9]{4}-[0-9]{2}-[0-9]{2}"))
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Compile, schema_free_string, schema_regex(kFreeStringSchema))
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Compile, schema_order, schema_regex(kOrderSchema))->Unit(benchmark::kMillisecond);
+#define COMPILE_BENCHMARKS(name, ...)                                              \
+  BENCHMARK_CAPTURE(BM_Compile, name, __VA_ARGS__)->Unit(benchmark::kMillisecond); \
+  BENCHMARK_CAPTURE(BM_CompilePerState, name, __VA_ARGS__)->Unit(benchmark::kMillisecond)
+COMPILE_BENCHMARKS(choice_of_4, std::string("(?:red|green|blue|light blue)"));
+COMPILE_BENCHMARKS(date_regex, std::string("[0-9]{4}-[0-9]{2}-[0-9]{2}"));
+COMPILE_BENCHMARKS(schema_free_string, schema_regex(kFreeStringSchema));
+COMPILE_BENCHMARKS(schema_order, schema_regex(kOrderSchema));
+COMPILE_BENCHMARKS(schema_string_max700, schema_regex(kLongStringSchema));
+COMPILE_BENCHMARKS(printable_0_1000, std::string("[ -~]{0,1000}"));
+COMPILE_BENCHMARKS(schema_string_max700_long_tokens, schema_regex(kLongStringSchema), true);
 BENCHMARK(BM_StepMaskAndAdvance);
 
 }  // namespace

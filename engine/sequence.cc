@@ -60,8 +60,7 @@ FinishReason Sequence::append_token(TokenId token) {
     // The sampler drew from the allowed tokens, so the automaton has a live state; when nothing
     // may follow it (a whole match and no EOS in the model), the output is done.
     constraint_state_ = request_.constraint->advance(constraint_state_, token);
-    const std::span<const uint32_t> next = allowed_tokens();
-    if (std::all_of(next.begin(), next.end(), [](uint32_t w) { return w == 0; })) return FinishReason::kStop;
+    if (request_.constraint->exhausted(constraint_state_)) return FinishReason::kStop;
   }
   if (produced >= stop.max_tokens) return FinishReason::kLength;
   return FinishReason::kNone;
