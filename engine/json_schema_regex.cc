@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <set>
 #include <string>
 #include <string_view>
@@ -27,7 +28,7 @@ constexpr int kMaxCount = RegexLimits{}.max_repeat;
 constexpr std::string_view kStringChar = R"((?:[^"\\\x00-\x1F]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4}))";
 // Digit counts are bounded so that a model cannot emit digits forever.
 constexpr std::string_view kIntegerRegex = "-?(?:0|[1-9][0-9]{0,15})";
-constexpr std::string_view kFractionAndExponent = R"((?:\.[0-9]{1,16})?(?:[eE][+\-]?[0-9]{1,3})?)";
+constexpr std::string_view kFractionAndExponent = R"((?:\.[0-9]{1,16})?(?:[eE][+\-]?[0-9]{1,2})?)";
 // RFC 3339 full-date and full-time (a leap second is allowed; days are not checked per month).
 constexpr std::string_view kDateRegex = R"([0-9]{4}\-(?:0[1-9]|1[0-2])\-(?:0[1-9]|[12][0-9]|3[01]))";
 constexpr std::string_view kTimeRegex =
@@ -474,9 +475,20 @@ class SchemaConverter {
       node = &(*node)[key];
       pos = end + 1;
     }
+    // Each target is converted once per depth. Converted again wherever it is referenced, a target
+    // whose regex is short but whose conversion is not (an enum whose values the type drops or that
+    // repeat) cost its work once per reference, up to thousands of times, and references of
+    // references multiplied that. Keyed by depth too, so that the depth limit refuses exactly what
+    // it did before; at most one regex per depth and target is kept, each part of the result.
+    const auto key = std::make_pair(target_pointer, depth);
+    if (const auto it = converted_refs_.find(key); it != converted_refs_.end()) {
+      *out = it->second;
+      return Status::Ok();
+    }
     expanding_.push_back(target_pointer);
     Status status = convert(*node, target_pointer, depth + 1, out);
     expanding_.pop_back();
+    if (status.ok()) converted_refs_.emplace(key, *out);
     return status;
   }
 
@@ -737,6 +749,7 @@ class SchemaConverter {
     }
     if (schema.contains(rest_keyword)) rest = &schema[rest_keyword];
     std::vector<std::string> tuple;
+    size_t tuple_bytes = 0;  // checked as the items come: a huge tuple must not be held first
     if (prefix != nullptr) {
       if (!prefix->is_array()) {
         return error("'" + prefix_keyword + "' at " + where(pointer) + " must be an array");
@@ -748,12 +761,19 @@ class SchemaConverter {
         std::string re;
         status = convert((*prefix)[i], prefix_pointer + "/" + std::to_string(i), depth + 1, &re);
         if (!status.ok()) return status;
+        tuple_bytes += re.size();
+        if (tuple_bytes > kMaxRegexBytes) return too_big(pointer);
         tuple.push_back(std::move(re));
       }
     }
     const bool rest_allowed = !(rest != nullptr && rest->is_boolean() && !rest->template get<bool>());
+    const int k = static_cast<int>(tuple.size());
     std::string rest_item;
-    if (rest_allowed) {
+    // Like tuple items past maxItems, the items after the tuple are converted only when one can
+    // appear: every regex converted is then part of the result, so that the 64 KB cap on it bounds
+    // the work and memory of the whole conversion (a regex dropped here escaped the cap, and with
+    // $ref the same subschema could be converted 10^10 times under maxItems 0).
+    if (rest_allowed && (max_items < 0 || max_items > k)) {
       if (rest == nullptr || rest->is_boolean()) {
         rest_item = any_value_regex(kAnyJsonDepth - 1);
       } else {
@@ -761,7 +781,6 @@ class SchemaConverter {
         if (!status.ok()) return status;
       }
     }
-    const int k = static_cast<int>(tuple.size());
     if (!rest_allowed && min_items > k) {
       return error("'minItems' at " + where(pointer) + " asks for more items than '" + prefix_keyword +
                    "' allows: no array matches");
@@ -800,6 +819,7 @@ class SchemaConverter {
 
   const Json& root_;
   std::vector<std::string> expanding_;  // the $ref targets being converted, outermost first
+  std::map<std::pair<std::string, int>, std::string> converted_refs_;  // (target, depth) -> its regex
 };
 
 template <typename Json>

@@ -36,7 +36,8 @@
 //     invalid JSON); format date, time, date-time (RFC 3339; days are not checked per month),
 //     uuid. pattern, format and the lengths are not combined with each other.
 //   integer: -?(0|[1-9][0-9]{0,15}); number: that, then an optional fraction of 1-16 digits and
-//     an optional exponent of 1-3 digits (bounded so that a model cannot emit digits forever);
+//     an optional exponent of 1-2 digits (bounded so that a model cannot emit digits forever, and
+//     so that every number fits a double: 1e999 would overflow the client's parser);
 //     minimum, maximum, multipleOf and the like are refused.
 // Counts (minItems, maxLength, ...) above RegexLimits::max_repeat are refused.
 // A value with no constraints ({} or true) is any JSON value nested at most kAnyJsonDepth deep.

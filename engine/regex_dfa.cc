@@ -267,7 +267,11 @@ class Parser {
     std::vector<int> items;
     while (!at_end() && p_[pos_] != '|' && p_[pos_] != ')') {
       const int atom = parse_atom(depth);
-      if (atom != kNoAtom) items.push_back(parse_quantifier(atom));
+      if (atom == kNoAtom) continue;
+      const int item = parse_quantifier(atom);
+      // An item that matches only the empty text (an empty group, x{0}) adds nothing to a sequence,
+      // and left out it costs the NFA builder nothing either (see parse_quantifier).
+      if (nodes_[static_cast<size_t>(item)].kind != Node::Kind::kEmpty) items.push_back(item);
     }
     return add_list(Node::Kind::kConcat, std::move(items));
   }
@@ -417,6 +421,11 @@ class Parser {
     }
     if (min == 1 && max == 1) return atom;
     if (max == 0) return add(Node{});
+    // Any repeat of the empty text is the empty text. Kept as a repeat, it would cost the NFA
+    // builder one call per copy without adding a state, so the state limit would never stop nested
+    // counts: ((((){1000}){1000}){1000}){1000} took 10^12 steps. With this and parse_concat leaving
+    // empty items out, every node the builder expands adds a state.
+    if (nodes_[static_cast<size_t>(atom)].kind == Node::Kind::kEmpty) return atom;
     Node node;
     node.kind = Node::Kind::kRepeat;
     node.children = {atom};

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <memory>
 #include <random>
@@ -698,12 +699,12 @@ TEST(JsonSchemaRegex, StringLengthsCountEscapesAndCharactersOnce) {
 TEST(JsonSchemaRegex, Numbers) {
   const auto number = compile_schema({{"type", "number"}});
   for (const std::string text :
-       {"0", "-0", "1.5", "-12.25e+10", "1E5", "3e-7", "1234567890123456", "0.1234567890123456", "1e999"}) {
+       {"0", "-0", "1.5", "-12.25e+10", "1E5", "3e-7", "1234567890123456", "0.1234567890123456", "1e99"}) {
     EXPECT_TRUE(number->matches(text)) << text;
   }
   for (const std::string text :
-       {"01", "-", "1.", ".5", "+1", "1e", "1e1234", "12345678901234567", "0.12345678901234567", "NaN",
-        "Infinity", "0x10", "1 ", "- 1", "1.5.2", "--1"}) {
+       {"01", "-", "1.", ".5", "+1", "1e", "1e999", "1e1234", "12345678901234567", "0.12345678901234567",
+        "NaN", "Infinity", "0x10", "1 ", "- 1", "1.5.2", "--1"}) {
     EXPECT_FALSE(number->matches(text)) << text;
   }
   const auto integer = compile_schema({{"type", "integer"}});
@@ -895,6 +896,76 @@ TEST(JsonSchemaRegex, RefusedSchemas) {
   }
   doubling["$ref"] = "#/$defs/d0";
   expect_error(doubling, {"longer than 65536 bytes"});
+}
+
+TEST(JsonSchemaRegex, ItemsThatCannotAppearAreNotConverted) {
+  // A hang found with a hand-made input to fuzz_response_format: the items of an array under
+  // maxItems 0 were converted and their regex dropped, out of reach of the 64 KB cap on the result:
+  // ten levels of ten references each (under 3 KB of schema) took 10^10 conversions. Like tuple
+  // items past maxItems, they are no longer converted (so their schemas need not be supported).
+  Json defs = {{"d0", {{"type", "null"}}}};
+  for (int level = 1; level <= 10; ++level) {
+    Json refs = Json::array();
+    for (int i = 0; i < 10; ++i)
+      refs.push_back({{"$ref", "#/$defs/d" + std::to_string(level - 1)}});
+    defs["d" + std::to_string(level)] = {{"type", "array"}, {"maxItems", 0}, {"items", {{"anyOf", refs}}}};
+  }
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(to_regex({{"$defs", defs}, {"$ref", "#/$defs/d10"}}), R"(\[\])");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 10.0);
+
+  EXPECT_EQ(to_regex(Json::parse(R"({"type":"array","maxItems":0,"items":{"format":"email"}})")), R"(\[\])");
+  const auto tuple = compile_schema(
+      Json::parse(R"({"prefixItems":[{"type":"null"}],"maxItems":1,"items":{"format":"email"}})"));
+  EXPECT_TRUE(tuple->matches("[]"));
+  EXPECT_TRUE(tuple->matches("[null]"));
+  EXPECT_FALSE(tuple->matches("[null,null]"));
+  EXPECT_NE(
+      error_of(Json::parse(R"({"prefixItems":[{"type":"null"}],"maxItems":2,"items":{"format":"email"}})"))
+          .find("format 'email' at /items"),
+      std::string::npos);
+}
+
+TEST(JsonSchemaRegex, ARefIsConvertedOncePerDepth) {
+  // Converted again at every reference, a target whose regex is short but whose conversion is not
+  // (an enum of 100000 values the type drops, regex "null") cost 10^4 times its work here: 10^9
+  // values written out.
+  Json values = Json::array();
+  for (int i = 0; i < 100000; ++i)
+    values.push_back(0);
+  values.push_back(nullptr);
+  Json refs_to_a = Json::array();
+  Json refs_to_b = Json::array();
+  for (int i = 0; i < 100; ++i) {
+    refs_to_a.push_back({{"$ref", "#/$defs/a"}});
+    refs_to_b.push_back({{"$ref", "#/$defs/b"}});
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::string regex =
+      to_regex({{"$defs", {{"a", {{"type", "null"}, {"enum", values}}}, {"b", {{"anyOf", refs_to_a}}}}},
+                {"anyOf", refs_to_b}});
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 10.0);
+  std::string b = "(?:null";
+  for (int i = 1; i < 100; ++i)
+    b += "|null";
+  b += ")";
+  std::string expected = "(?:" + b;
+  for (int i = 1; i < 100; ++i)
+    expected += "|" + b;
+  EXPECT_EQ(regex, expected + ")");
+
+  // A target reached once near the root and once deeper than 32 levels is still refused there:
+  // the conversion at the shallow depth does not stand in for the deep one.
+  Json deep = {{"$ref", "#/$defs/pair"}};
+  for (int i = 0; i < 29; ++i)
+    deep = {{"type", "array"}, {"items", deep}};
+  const Json pair = {{"type", "array"}, {"items", {{"type", "array"}, {"items", {{"type", "null"}}}}}};
+  const std::string message = error_of({{"$defs", {{"pair", pair}}},
+                                        {"type", "object"},
+                                        {"properties", {{"a", {{"$ref", "#/$defs/pair"}}}, {"b", deep}}}});
+  EXPECT_NE(message.find("nests deeper than 32 levels"), std::string::npos) << message;
 }
 
 // ---- (6) The regexes through RegexDfa under the default limits: it must agree with PCRE2 on

@@ -893,6 +893,27 @@ TEST(RegexDfaLimits, CostlyConstructionsAreRefusedQuickly) {
   EXPECT_LT(seconds, 10.0);
 }
 
+TEST(RegexDfaLimits, RepeatsOfTheEmptyTextCostNothing) {
+  // A hang found with a hand-made input to fuzz_response_format: a counted repeat of an empty group
+  // was expanded copy by copy without adding an NFA state, so the state limit never stopped nested
+  // counts; this pattern took 10^12 steps. A repeat of the empty text is now the empty text, and
+  // empty items of a sequence are left out.
+  const auto start = std::chrono::steady_clock::now();
+  const RegexDfa empty = compile_ok("((((){1000}){1000}){1000}){1000}");
+  EXPECT_EQ(empty.num_states(), 1);
+  EXPECT_TRUE(empty.matches(""));
+  EXPECT_FALSE(empty.matches("a"));
+  const RegexDfa mixed = compile_ok("(?:a(?:)()((){9}){7}b{0}){1000}x((){1000}|()){3}");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 10.0);
+  EXPECT_TRUE(mixed.matches(std::string(1000, 'a') + "x"));
+  EXPECT_FALSE(mixed.matches(std::string(999, 'a') + "x"));
+  EXPECT_FALSE(mixed.matches(std::string(1000, 'a') + "bx"));
+  // What is not empty still counts toward the limits.
+  EXPECT_NE(compile_error("((()a()){1000}){1000}").find("needs more than 200000 NFA states"),
+            std::string::npos);
+}
+
 TEST(RegexDfaLimits, GroupsNestUpTo200Deep) {
   const std::string deep = std::string(200, '(') + "a" + std::string(200, ')');
   EXPECT_TRUE(compile_ok(deep).matches("a"));

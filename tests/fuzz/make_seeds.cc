@@ -330,6 +330,52 @@ void request_seeds() {
   }
 }
 
+// ---- fuzz_response_format: [kind: 0 regex, 1 json_schema, 2 choice][text; choices split by '\n'] ----
+
+void response_format_seeds() {
+  const std::string target = "fuzz_response_format";
+  const auto save = [&](const std::string& name, char kind, const std::string& text) {
+    write_seed(target, name, std::string(1, kind) + text);
+  };
+  constexpr char kRegex = 0, kSchema = 1, kChoice = 2;
+  save("regex_classes", kRegex, R"([A-Z][a-z]{1,8}(?: [a-z0-9_]+){0,3}[.!?]|[^\sa-z]\w*)");
+  save("regex_unicode", kRegex,
+       "caf\\u00e9|\xE6\x97\xA5\xE6\x9C\xAC(?:\xE8\xAA\x9E|\xE4\xBA\xBA)?|\\uD83D\\uDE00+|"
+       "[\xCE\xB1-\xCF\x89]{2,4}|[^\\x00-\\x7F]\\.");
+  save("regex_counted_repeats", kRegex, R"((?:\d{3}\-){2}\d{4}|x{5,}|(ab){0,3}c?|[01]{8}(?:,[01]{8}){0,3})");
+  save("regex_alternations_anchors", kRegex, R"(^ ?(yes|no|maybe|n\/a|(?:un)?known)$)");
+  save("regex_escapes", kRegex, R"(\w+@\w+\.(?:com|org)\s?\S*\t\n\x41\/\-\{\}\v\f\0.)");
+  save("regex_refused_lookahead", kRegex, "(?=a)b");
+  save("schema_nested_optional", kSchema,
+       R"({"type": "object", "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 20}, )"
+       R"("age": {"type": "integer"}, "score": {"type": ["number", "null"]}, "address": {"type": "object", )"
+       R"("properties": {"city": {"type": "string"}, "zip": {"type": "string", "pattern": "^[0-9]{5}$"}}, )"
+       R"("required": ["city"], "additionalProperties": false}}, "required": ["name"], "title": "person"})");
+  save("schema_arrays", kSchema,
+       R"({"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string", )"
+       R"("maxLength": 8}, "minItems": 1, "maxItems": 4, "uniqueItems": false}, "pair": {"prefixItems": )"
+       R"([{"type": "integer"}, {"type": "boolean"}], "items": false}, "any": {"type": "array"}, )"
+       R"("old": {"items": [{"const": 1}], "additionalItems": {"type": "null"}, "maxItems": 3}}})");
+  save("schema_enum_const", kSchema,
+       R"({"anyOf": [{"enum": ["red", "gr\"een", 3, 2.5, null, true, {"a": [1, "\u00e9"]}]}, )"
+       R"({"const": "caf\u00e9\n"}, {"type": "integer", "enum": [1, 1.0, "x", 7]}]})");
+  save("schema_defs_ref", kSchema,
+       R"({"$defs": {"point": {"type": "object", "properties": {"x": {"type": "number"}, "y": )"
+       R"({"type": "number"}}, "required": ["x", "y"]}}, "definitions": {"label": {"type": "string"}}, )"
+       R"("type": "object", "properties": {"from": {"$ref": "#/$defs/point"}, "to": {"$ref": )"
+       R"("#/$defs/point"}, "label": {"$ref": "#/definitions/label"}}, "required": ["from", "to"]})");
+  save("schema_formats_oneof", kSchema,
+       R"({"oneOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "uuid"}, )"
+       R"({"format": "date"}, {"format": "time"}, {"allOf": [{"type": ["boolean", "integer"]}]}]})");
+  save("schema_map_and_any", kSchema,
+       R"({"type": "object", "additionalProperties": {"type": "array", "items": {}, "maxItems": 2}})");
+  save("schema_any_value", kSchema, "true");
+  save("schema_refused_minimum", kSchema, R"({"type": "integer", "minimum": 0})");
+  save("choice_words", kChoice, "yes\nno\nmaybe\n");
+  save("choice_special_characters", kChoice,
+       "a.b\n(c)|d*\n[x]{2}\n\t\x7F\\\ncaf\xC3\xA9 \xF0\x9F\x98\x80\n^$/-+?");
+}
+
 // ---- fuzz_tokenizer: [flags][n][n bytes of '\n'-separated stop strings][text] ----
 
 void tokenizer_seeds() {
@@ -466,6 +512,7 @@ int main(int argc, char** argv) {
   g_root = argv[1];
   model_file_seeds();
   request_seeds();
+  response_format_seeds();
   tokenizer_seeds();
   tokenizer_model_seeds(fs::path(KVSERVE_TEST_DATA) / "tokenizer" / "tokenizer.model");
   chat_template_seeds(fs::path(KVSERVE_TEST_DATA) / "chat_templates");
