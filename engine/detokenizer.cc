@@ -41,7 +41,8 @@ size_t unsettled_tail(std::string_view text) {
 }  // namespace
 
 IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer, const std::vector<TokenId>& prompt,
-                                               std::vector<std::string> stop, int min_tokens)
+                                               std::vector<std::string> stop, int min_tokens,
+                                               bool continuation)
     : tokenizer_(tokenizer), min_tokens_(min_tokens) {
   for (auto& s : stop) {
     if (!s.empty()) stop_.push_back(std::move(s));
@@ -56,6 +57,11 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer, const
   std::string context = tokenizer_.decode(window_);
   while (!window_.empty() && unsettled_tail(context) > 0) {
     window_.pop_back();
+    context = tokenizer_.decode(window_);
+  }
+  if (window_.empty() && continuation) {
+    // Any plain text will do as the context; its bytes count as already emitted.
+    window_ = tokenizer_.encode("x", false);
     context = tokenizer_.decode(window_);
   }
   window_done_ = context.size();

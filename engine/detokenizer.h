@@ -23,9 +23,13 @@ class IncrementalDetokenizer {
   // prompt: the request's prompt ids (decoding context so the first token's leading space is
   // right); stop: the request's stop strings (empty strings are ignored); min_tokens: stop strings
   // are looked for only in text that arrives once this many tokens have been pushed (text streamed
-  // before then is never matched, as it has already gone to the client).
+  // before then is never matched, as it has already gone to the client). A prompt without text
+  // (only BOS) leaves the first token first in the decoded text, where SentencePiece drops its
+  // leading space, as transformers' decode does; with `continuation` the output is decoded as
+  // text that follows other text even then, so it is the tokens' Tokenizer::token_bytes, which
+  // structured output matches.
   IncrementalDetokenizer(const Tokenizer& tokenizer, const std::vector<TokenId>& prompt,
-                         std::vector<std::string> stop, int min_tokens = 0);
+                         std::vector<std::string> stop, int min_tokens = 0, bool continuation = false);
 
   struct Delta {
     std::string text;      // new text to send; may be empty (held back)

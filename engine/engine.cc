@@ -1,9 +1,12 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <bit>
+#include <limits>
 #include <stdexcept>
 #include <utility>
 
+#include "engine/response_format.h"
 #include "engine/sequence.h"
 #include "engine/token_constraint.h"
 
@@ -37,12 +40,7 @@ Status Engine::validate(const Request& request) const {
                                      " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
   }
   if (request.constraint) {
-    // EOS is how a structured output says it is complete: a rule that holds EOS back would leave
-    // the sampler nothing to draw once the match is whole.
-    if (request.stop.ignore_eos)
-      return Status::InvalidArgument("stop.ignore_eos cannot be combined with response_format; unset one");
-    if (request.stop.min_tokens > 0)
-      return Status::InvalidArgument("stop.min_tokens cannot be combined with response_format; unset one");
+    if (Status s = check_stop_criteria_for_response_format(request.stop); !s.ok()) return s;
     if (request.constraint->vocab().vocab_size() != vocab)
       return Status::Internal("response_format was compiled for a vocabulary of " +
                               std::to_string(request.constraint->vocab().vocab_size()) +
@@ -63,8 +61,9 @@ Status Engine::add_request(Request request) {
   RequestState state;
   state.seed = request.sampling.seed.value_or(seed_source_());
   if (config_.tokenizer)
-    state.detokenizer = std::make_unique<IncrementalDetokenizer>(*config_.tokenizer, request.prompt,
-                                                                 request.stop.stop, request.stop.min_tokens);
+    state.detokenizer = std::make_unique<IncrementalDetokenizer>(
+        *config_.tokenizer, request.prompt, request.stop.stop, request.stop.min_tokens,
+        /*continuation=*/request.constraint != nullptr);
   const RequestId id = request.id;
   Status s = scheduler_.add(
       std::make_unique<Sequence>(std::move(request), config_.scheduler.block_size, config_.eos_token_ids));
@@ -103,6 +102,20 @@ std::vector<StepOutput> Engine::step() {
   }
   task_results_.assign(tasks_.size(), SampledToken{});
   backend_->forward_and_sample(batch, tasks_, task_results_);
+  for (size_t k = 0; k < tasks_.size(); ++k) {
+    // A sampler left with no finite logit among the allowed tokens (a broken model output) falls
+    // back to the lowest id, which the structured-output mask may forbid; its lowest allowed id
+    // keeps the output on the pattern instead.
+    const std::span<const uint32_t> allowed = tasks_[k].allowed;
+    SampledToken& r = task_results_[k];
+    if (token_allowed(allowed, r.token)) continue;
+    for (size_t w = 0; w < allowed.size(); ++w) {
+      if (allowed[w] == 0) continue;
+      r.token = static_cast<TokenId>(w * 32 + static_cast<size_t>(std::countr_zero(allowed[w])));
+      r.logprob = -std::numeric_limits<float>::infinity();
+      break;
+    }
+  }
 
   sampled_.assign(plan.seqs.size(), SampledToken{});
   sampled_ids_.assign(plan.seqs.size(), -1);

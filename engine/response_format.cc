@@ -6,6 +6,14 @@
 
 namespace kvserve {
 
+Status check_stop_criteria_for_response_format(const StopCriteria& stop) {
+  if (stop.ignore_eos)
+    return Status::InvalidArgument("stop.ignore_eos cannot be combined with response_format; unset one");
+  if (stop.min_tokens > 0)
+    return Status::InvalidArgument("stop.min_tokens cannot be combined with response_format; unset one");
+  return Status::Ok();
+}
+
 Status response_format_regex(const ResponseFormat& format, std::string* regex) {
   switch (format.kind) {
     case ResponseFormat::Kind::kRegex:
@@ -18,7 +26,7 @@ Status response_format_regex(const ResponseFormat& format, std::string* regex) {
       nlohmann::ordered_json schema;  // keeps the properties in the schema's order
       try {
         schema = nlohmann::ordered_json::parse(format.text);
-      } catch (const nlohmann::json::parse_error& e) {
+      } catch (const nlohmann::json::exception& e) {  // a syntax error, or a number out of range
         return Status::InvalidArgument(std::string("response_format.json_schema is not valid JSON: ") +
                                        e.what());
       }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/request.h"
 #include "engine/status.h"
 
 namespace kvserve {
@@ -22,5 +23,10 @@ inline constexpr int kMaxResponseChoices = 1024;
 // The regex the output must match, or InvalidArgument naming the response_format field at fault
 // (JSON that does not parse, a schema keyword that is not supported, an empty list).
 Status response_format_regex(const ResponseFormat& format, std::string* regex);
+
+// EOS is how a structured output says it is complete: stop rules that hold EOS back (ignore_eos,
+// min_tokens) would leave the sampler nothing to draw once the match is whole, so they are refused
+// with a response format. The server checks this before compiling, the engine again on admission.
+Status check_stop_criteria_for_response_format(const StopCriteria& stop);
 
 }  // namespace kvserve

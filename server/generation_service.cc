@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <exception>
 #include <limits>
 #include <utility>
 
@@ -230,7 +231,11 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
                                      ")");
     out->stop.stop_token_ids.push_back(static_cast<TokenId>(id));
   }
-  if (in.has_response_format()) return compile_response_format(in.response_format(), &out->constraint);
+  if (in.has_response_format()) {
+    // The cheap refusal first: compiling a large pattern can take a while.
+    if (Status s = check_stop_criteria_for_response_format(out->stop); !s.ok()) return s;
+    return compile_response_format(in.response_format(), &out->constraint);
+  }
   return Status::Ok();
 }
 
@@ -274,8 +279,16 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     return reactor;
   }
   Request engine_request;
-  if (Status s = to_engine_request(*request, &engine_request); !s.ok()) {
-    reactor->reject(reject(s));
+  Status translated;
+  try {
+    translated = to_engine_request(*request, &engine_request);
+  } catch (const std::exception& e) {
+    // Every bad input has its own clear error; this is the net under them, so that a case they
+    // missed still answers the call (and frees the reactor) rather than escaping into gRPC.
+    translated = Status::Internal(std::string("could not read the request: ") + e.what());
+  }
+  if (!translated.ok()) {
+    reactor->reject(reject(translated));
     return reactor;
   }
   engine_request.id = client_id;

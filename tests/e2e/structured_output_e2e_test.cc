@@ -168,6 +168,8 @@ TEST_F(StructuredOutputE2E, BadFormatsAreRefusedWithWhatToChangeAndTheServerServ
   refused(r, "minimum");
   r.mutable_response_format()->set_json_schema("{not json");
   refused(r, "not valid JSON");
+  r.mutable_response_format()->set_json_schema(R"({"type": "integer", "default": 1e999})");  // out of range
+  refused(r, "not valid JSON");
   r.mutable_response_format()->mutable_choice();  // an empty list
   refused(r, "response_format.choice is empty");
   r.mutable_response_format()->Clear();

@@ -8,12 +8,14 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
 #include "engine/cpu_backend.h"
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/token_constraint.h"
 #include "engine/tokenizer.h"
 
 namespace kvserve {
@@ -160,6 +162,68 @@ TEST_F(EngineSampling, InvalidSamplingValuesAreRejectedBeforeAdmission) {
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("top_p"), std::string::npos) << s.message();
   EXPECT_FALSE(engine->has_unfinished());
+}
+
+// A model whose logits are all NaN leaves the sampler nothing to draw; under a structured-output
+// mask the engine then takes the lowest allowed id, so the output still follows the pattern.
+class NanBackend final : public Backend {
+ public:
+  std::string name() const override { return "nan"; }
+  int vocab_size() const override { return 512; }
+  std::span<const float> forward(const StepBatch& batch) override {
+    logits_.assign(static_cast<size_t>(batch.num_seqs) * 512, NAN);
+    return logits_;
+  }
+
+ private:
+  std::vector<float> logits_;
+};
+
+TEST_F(EngineSampling, ARowWithNoFiniteLogitStillFollowsTheResponseFormat) {
+  EngineConfig cfg;
+  cfg.scheduler.block_size = 8;
+  cfg.scheduler.num_blocks = 16;
+  cfg.eos_token_ids = model_->config.eos_token_ids;
+  cfg.tokenizer = tokenizer_;
+  Engine engine(cfg, std::make_unique<NanBackend>());
+  auto vocab = TokenVocabulary::from_tokenizer(*tokenizer_, 512, model_->config.eos_token_ids);
+  std::shared_ptr<const TokenConstraint> c;
+  ASSERT_TRUE(TokenConstraint::compile("(xy|z)[0-9]", vocab, ConstraintLimits{}, &c).ok());
+  Request r = request("nan", "hi", 8);
+  r.stop.ignore_eos = false;
+  r.constraint = c;
+  const GenerationResult result = engine.generate({r})[0];
+  std::string text;
+  for (const TokenId t : result.output)
+    text += vocab->bytes(t);
+  EXPECT_EQ(result.finish, FinishReason::kStop);
+  EXPECT_TRUE(std::regex_match(text, std::regex("(xy|z)[0-9]"))) << text;
+}
+
+// With only BOS for a prompt, SentencePiece would drop the first output piece's leading space;
+// under a response format the text must stay what the pattern matched (the tokens' bytes).
+TEST_F(EngineSampling, AResponseFormatAfterAPromptWithoutTextKeepsTheFirstSpace) {
+  auto engine = make_engine();
+  auto vocab =
+      TokenVocabulary::from_tokenizer(*tokenizer_, model_->config.vocab_size, model_->config.eos_token_ids);
+  std::shared_ptr<const TokenConstraint> c;
+  ASSERT_TRUE(TokenConstraint::compile(" the| to| and", vocab, ConstraintLimits{}, &c).ok());
+  std::vector<Request> requests;
+  for (int i = 0; i < 12; ++i) {
+    Request r;
+    r.id = "bos" + std::to_string(i);
+    r.prompt = {*tokenizer_->bos_id()};
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = i;
+    r.stop.max_tokens = 8;
+    r.constraint = c;
+    requests.push_back(std::move(r));
+  }
+  for (const GenerationResult& res : engine->generate(std::move(requests))) {
+    EXPECT_EQ(res.finish, FinishReason::kStop) << res.id;
+    EXPECT_TRUE(res.text == " the" || res.text == " to" || res.text == " and")
+        << res.id << ": '" << res.text << "'";
+  }
 }
 
 }  // namespace
