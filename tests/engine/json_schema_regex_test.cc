@@ -7,9 +7,6 @@
 
 #include <gtest/gtest.h>
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -23,78 +20,13 @@
 #include <vector>
 
 #include "engine/regex_dfa.h"
+#include "tests/engine/pcre2_reference.h"
 
 namespace kvserve {
 namespace {
 
 using Json = nlohmann::ordered_json;
-
-// ---- The independent reference: PCRE2 with the whole subject anchored, in UTF mode (so that a
-// class matches whole characters, as the automaton does).
-
-// Well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
-bool valid_utf8(std::string_view text) {
-  for (size_t i = 0; i < text.size();) {
-    const auto lead = static_cast<unsigned char>(text[i]);
-    const size_t n = lead < 0x80                   ? 1
-                     : lead >= 0xC2 && lead < 0xE0 ? 2
-                     : lead >= 0xE0 && lead < 0xF0 ? 3
-                     : lead >= 0xF0 && lead < 0xF5 ? 4
-                                                   : 0;
-    if (n == 0 || i + n > text.size()) return false;
-    char32_t c = n == 1 ? lead : lead & (0x7F >> n);
-    for (size_t k = 1; k < n; ++k) {
-      const auto next = static_cast<unsigned char>(text[i + k]);
-      if ((next & 0xC0) != 0x80) return false;
-      c = (c << 6) | (next & 0x3F);
-    }
-    constexpr char32_t kSmallest[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (c < kSmallest[n] || (c >= 0xD800 && c < 0xE000) || c > 0x10FFFF) return false;
-    i += n;
-  }
-  return true;
-}
-
-class Pcre {
- public:
-  explicit Pcre(const std::string& pattern) {
-    int error_code = 0;
-    PCRE2_SIZE error_offset = 0;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF,
-                          &error_code, &error_offset, nullptr);
-    if (code_ == nullptr) {
-      PCRE2_UCHAR message[256];
-      pcre2_get_error_message(error_code, message, sizeof message);
-      error_ =
-          std::string(reinterpret_cast<const char*>(message)) + " at offset " + std::to_string(error_offset);
-      return;
-    }
-    match_data_ = pcre2_match_data_create_from_pattern(code_, nullptr);
-  }
-  ~Pcre() {
-    pcre2_match_data_free(match_data_);
-    pcre2_code_free(code_);
-  }
-  Pcre(const Pcre&) = delete;
-  Pcre& operator=(const Pcre&) = delete;
-
-  bool ok() const { return code_ != nullptr; }
-  const std::string& error() const { return error_; }
-
-  // Invalid UTF-8 never matches (as in the automaton); PCRE2 refuses to look at it.
-  bool matches(std::string_view text) const {
-    if (code_ == nullptr || !valid_utf8(text)) return false;
-    const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0,
-                               PCRE2_ANCHORED | PCRE2_ENDANCHORED, match_data_, nullptr);
-    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) ADD_FAILURE() << "pcre2_match error " << rc << " on " << text;
-    return rc >= 0;
-  }
-
- private:
-  pcre2_code* code_ = nullptr;
-  pcre2_match_data* match_data_ = nullptr;
-  std::string error_;
-};
+using testing::Pcre2Reference;
 
 std::string to_regex(const Json& schema) {
   std::string regex;
@@ -104,8 +36,8 @@ std::string to_regex(const Json& schema) {
 }
 
 // Compiles the schema's regex with PCRE2; a failure is reported (and the result matches nothing).
-std::unique_ptr<Pcre> compile_schema(const Json& schema) {
-  auto pcre = std::make_unique<Pcre>(to_regex(schema));
+std::unique_ptr<Pcre2Reference> compile_schema(const Json& schema) {
+  auto pcre = std::make_unique<Pcre2Reference>(to_regex(schema), Pcre2Reference::utf());
   EXPECT_TRUE(pcre->ok()) << pcre->error() << "\nschema: " << schema.dump();
   return pcre;
 }
@@ -551,14 +483,14 @@ TEST(JsonSchemaRegex, OptionalPropertiesKeepTheRegexLinear) {
   EXPECT_LT(all_optional.size(), 5 * all_required.size() / 2);
   EXPECT_LT(one_required.size(), 5 * all_required.size() / 2);
 
-  const Pcre optional(all_optional);
+  const Pcre2Reference optional(all_optional, Pcre2Reference::utf());
   ASSERT_TRUE(optional.ok()) << optional.error();
   EXPECT_TRUE(optional.matches(R"({"p117":1,"p139":2})"));
   EXPECT_TRUE(optional.matches(R"({"p139":2})"));
   EXPECT_TRUE(optional.matches("{}"));
   EXPECT_FALSE(optional.matches(R"({"p139":2,"p117":1})"));
   EXPECT_FALSE(optional.matches(R"({"p117":1,"p117":1})"));
-  const Pcre required(one_required);
+  const Pcre2Reference required(one_required, Pcre2Reference::utf());
   ASSERT_TRUE(required.ok()) << required.error();
   EXPECT_TRUE(required.matches(R"({"p120":0})"));
   EXPECT_TRUE(required.matches(R"({"p100":1, "p119":1, "p120":0, "p139":2})"));
@@ -1017,7 +949,7 @@ DfaCheck check_dfa_against_pcre(const Json& schema, uint32_t seed, int instances
   EXPECT_TRUE(status.ok()) << status.message() << "\nschema: " << schema.dump();
   if (!status.ok()) return check;
   check.dfa_states = dfa.num_states();
-  const Pcre pcre(regex);
+  const Pcre2Reference pcre(regex, Pcre2Reference::utf());
   EXPECT_TRUE(pcre.ok()) << pcre.error();
   if (!pcre.ok()) return check;
   InstanceGenerator generator(schema, seed);
@@ -1047,7 +979,7 @@ TEST(JsonSchemaRegex, RealisticSchemaCompilesToADfaThatAgreesWithPcre2) {
   const std::string regex = to_regex(kOrder);
   RegexDfa dfa;
   ASSERT_TRUE(RegexDfa::compile(regex, RegexLimits{}, &dfa).ok());
-  const Pcre pcre(regex);
+  const Pcre2Reference pcre(regex, Pcre2Reference::utf());
   // Properties in the schema's order: order_id, customer, status, total, paid, placed_at, note,
   // items; in an item: sku, quantity, price, gift.
   const std::string valid =
@@ -1100,7 +1032,7 @@ TEST(JsonSchemaRegex, EscapeRoundTrip) {
     std::string text;
     for (int n = static_cast<int>(rng() % 12); n > 0; --n)
       text += pieces[rng() % pieces.size()];
-    const Pcre re(regex_escape(text));
+    const Pcre2Reference re(regex_escape(text), Pcre2Reference::utf());
     ASSERT_TRUE(re.ok()) << re.error() << " for " << Json(text).dump();
     EXPECT_TRUE(re.matches(text)) << Json(text).dump();
     EXPECT_FALSE(re.matches(text + "a")) << Json(text).dump();

@@ -8,9 +8,6 @@
 
 #include <gtest/gtest.h>
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -21,9 +18,12 @@
 #include <vector>
 
 #include "engine/utf8.h"
+#include "tests/engine/pcre2_reference.h"
 
 namespace kvserve {
 namespace {
+
+using testing::Pcre2Reference;
 
 RegexDfa compile_ok(std::string_view pattern, const RegexLimits& limits = {}) {
   RegexDfa dfa;
@@ -39,108 +39,11 @@ std::string compile_error(std::string_view pattern, const RegexLimits& limits = 
   return status.message();
 }
 
-bool valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const size_t n = utf8_char_len(s.substr(i));
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
-}
-
 std::string utf8(char32_t c) {
   std::string s;
   append_utf8(c, s);
   return s;
 }
-
-// ---- The PCRE2 reference.
-
-// ECMAScript's \s, in PCRE2 syntax (PCRE2's own \s is ASCII only without PCRE2_UCP).
-constexpr std::string_view kSpaceItems =
-    "\\t\\n\\x0b\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff";
-
-// The pattern as PCRE2 reads it with the same meaning: \s and \S spelt out, \v as the VT character
-// (PCRE2's \v is a class of vertical spaces). Everything else in the dialect means the same to
-// PCRE2 given PCRE2_ALT_BSUX (which reads \uHHHH and exactly two digits after \x, as ECMAScript).
-std::string to_pcre(std::string_view pattern) {
-  std::string out;
-  bool in_class = false;
-  for (size_t i = 0; i < pattern.size(); ++i) {
-    const char c = pattern[i];
-    if (c == '\\' && i + 1 < pattern.size()) {
-      const char e = pattern[++i];
-      if (e == 's') {
-        out += in_class ? std::string(kSpaceItems) : "[" + std::string(kSpaceItems) + "]";
-      } else if (e == 'S') {
-        EXPECT_FALSE(in_class) << "no PCRE2 spelling for \\S inside a class: " << pattern;
-        out += "[^" + std::string(kSpaceItems) + "]";
-      } else if (e == 'v') {
-        out += "\\x0b";
-      } else {
-        out += c;
-        out += e;
-      }
-      continue;
-    }
-    if (c == '[' && !in_class) {
-      in_class = true;
-      out += c;
-      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
-      continue;
-    }
-    if (c == ']' && in_class) in_class = false;
-    out += c;
-  }
-  return out;
-}
-
-class Pcre {
- public:
-  explicit Pcre(std::string_view pattern) {
-    const std::string source = to_pcre(pattern);
-    pcre2_compile_context* context = pcre2_compile_context_create(nullptr);
-    pcre2_set_newline(context, PCRE2_NEWLINE_LF);  // '.' excludes \n only, as in the dialect
-    int error = 0;
-    PCRE2_SIZE offset = 0;
-    // Anchored at both ends: the whole text must match. DOLLAR_ENDONLY keeps a trailing $ from
-    // matching before a final newline.
-    const uint32_t options =
-        PCRE2_UTF | PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_DOLLAR_ENDONLY | PCRE2_ALT_BSUX;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(source.data()), source.size(), options, &error,
-                          &offset, context);
-    pcre2_compile_context_free(context);
-    if (code_ == nullptr) {
-      PCRE2_UCHAR message[256];
-      pcre2_get_error_message(error, message, sizeof message);
-      ADD_FAILURE() << "PCRE2 cannot compile " << source << ": " << reinterpret_cast<const char*>(message)
-                    << " at " << offset;
-      return;
-    }
-    data_ = pcre2_match_data_create_from_pattern(code_, nullptr);
-  }
-  ~Pcre() {
-    pcre2_match_data_free(data_);
-    pcre2_code_free(code_);
-  }
-  Pcre(const Pcre&) = delete;
-  Pcre& operator=(const Pcre&) = delete;
-
-  bool ok() const { return code_ != nullptr; }
-
-  // Invalid UTF-8 never matches: PCRE2 refuses such a subject, and no pattern can match one.
-  bool matches(std::string_view text) const {
-    if (!valid_utf8(text)) return false;
-    const int rc =
-        pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0, 0, data_, nullptr);
-    EXPECT_TRUE(rc > 0 || rc == PCRE2_ERROR_NOMATCH) << "pcre2_match returned " << rc;
-    return rc > 0;
-  }
-
- private:
-  pcre2_code* code_ = nullptr;
-  pcre2_match_data* data_ = nullptr;
-};
 
 // ---- Generating strings.
 
@@ -400,8 +303,8 @@ TEST(RegexDfaReference, AgreesWithPcre2OnRandomWalkedAndMutatedTexts) {
   for (const std::string& pattern : corpus()) {
     SCOPED_TRACE("pattern " + pattern);
     const RegexDfa dfa = compile_ok(pattern);
-    const Pcre pcre(pattern);
-    ASSERT_TRUE(pcre.ok());
+    const Pcre2Reference pcre(pattern, Pcre2Reference::dialect());
+    ASSERT_TRUE(pcre.ok()) << pcre.error();
     std::mt19937 rng(seed++);
     const std::vector<std::string> own = pattern_pieces(pattern);
     std::vector<std::string> pieces = own;
@@ -457,8 +360,8 @@ TEST(RegexDfaReference, AgreesWithPcre2OnEveryShortTextOverSmallAlphabets) {
   for (const auto& c : cases) {
     SCOPED_TRACE("pattern " + c.pattern);
     const RegexDfa dfa = compile_ok(c.pattern);
-    const Pcre pcre(c.pattern);
-    ASSERT_TRUE(pcre.ok());
+    const Pcre2Reference pcre(c.pattern, Pcre2Reference::dialect());
+    ASSERT_TRUE(pcre.ok()) << pcre.error();
     std::vector<std::string> layer = {""};
     int mismatches = 0;
     for (int length = 0; length <= c.max_length; ++length) {
@@ -482,8 +385,8 @@ TEST(RegexDfaReference, CharacterClassesAgreeWithPcre2OnEveryCodePoint) {
                                     "[\\u07ff-\\u0801𐀀-😀]", "[^\\ud7ff\\ue000]", "[^\\n-\\uffff]"}) {
     SCOPED_TRACE("pattern " + pattern);
     const RegexDfa dfa = compile_ok(pattern);
-    const Pcre pcre(pattern);
-    ASSERT_TRUE(pcre.ok());
+    const Pcre2Reference pcre(pattern, Pcre2Reference::dialect());
+    ASSERT_TRUE(pcre.ok()) << pcre.error();
     int mismatches = 0;
     for (char32_t c = 0; c <= 0x10FFFF; ++c) {
       if (c >= 0xD800 && c <= 0xDFFF) continue;

@@ -4,9 +4,6 @@
 // Tokenizer::token_bytes, the bytes that matching reads, against each tokenizer's decode().
 #include <gtest/gtest.h>
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <algorithm>
 #include <memory>
 #include <random>
@@ -23,67 +20,12 @@
 #include "engine/token_constraint.h"
 #include "engine/tokenizer.h"
 #include "engine/utf8.h"
+#include "tests/engine/pcre2_reference.h"
 
 namespace kvserve {
 namespace {
 
-// How many continuation bytes the text's last character still lacks (0 when it is complete or
-// not UTF-8 at all, which PCRE2 then rejects).
-int missing_utf8_bytes(const std::string& text) {
-  for (size_t back = 1; back <= 3 && back <= text.size(); ++back) {
-    const auto c = static_cast<unsigned char>(text[text.size() - back]);
-    if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
-    const int length = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-    return std::max(0, length - static_cast<int>(back));
-  }
-  return 0;
-}
-
-// The reference: PCRE2 with the pattern anchored at both ends, in UTF mode (so '.' and classes
-// take whole characters, as the dialect says) with ECMAScript's \uHHHH and \xHH (ALT_BSUX). A text is a
-// viable prefix when it matches whole or partially (PCRE2_PARTIAL_HARD: the subject ended while a match was
-// still possible).
-class Pcre2Pattern {
- public:
-  explicit Pcre2Pattern(const std::string& pattern) {
-    // \z, not $: PCRE's $ also matches before a final newline.
-    const std::string anchored = "^(?:" + pattern + ")\\z";
-    int error = 0;
-    PCRE2_SIZE offset = 0;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(anchored.data()), anchored.size(),
-                          PCRE2_UTF | PCRE2_ALT_BSUX, &error, &offset, nullptr);
-    EXPECT_NE(code_, nullptr) << "PCRE2 cannot compile " << anchored;
-    data_ = pcre2_match_data_create_from_pattern(code_, nullptr);
-  }
-  ~Pcre2Pattern() {
-    pcre2_match_data_free(data_);
-    pcre2_code_free(code_);
-  }
-  Pcre2Pattern(const Pcre2Pattern&) = delete;
-  Pcre2Pattern& operator=(const Pcre2Pattern&) = delete;
-
-  bool full(const std::string& text) const { return run(text, 0) >= 0; }
-  // PCRE2 refuses a subject that ends inside a UTF-8 character, which a token may well do ("\xC3"
-  // of "é"): such a text is viable when some completion of the character is.
-  bool viable_prefix(const std::string& text) const {
-    if (const int missing = missing_utf8_bytes(text); missing > 0) {
-      for (int b = 0x80; b <= 0xBF; ++b) {
-        if (viable_prefix(text + static_cast<char>(b))) return true;
-      }
-      return false;
-    }
-    const int rc = run(text, PCRE2_PARTIAL_HARD);
-    return rc >= 0 || rc == PCRE2_ERROR_PARTIAL;
-  }
-
- private:
-  int run(const std::string& text, uint32_t options) const {
-    return pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0, options, data_,
-                       nullptr);
-  }
-  pcre2_code* code_ = nullptr;
-  pcre2_match_data* data_ = nullptr;
-};
+using testing::Pcre2Reference;
 
 bool bit(std::span<const uint32_t> mask, TokenId id) {
   return token_allowed(mask, id);
@@ -126,7 +68,8 @@ TEST(TokenConstraint, AllowedSetsEqualPcre2PartialMatchingAlongRandomWalks) {
     std::shared_ptr<const TokenConstraint> c;
     const Status s = TokenConstraint::compile(pattern, vocab, ConstraintLimits{}, &c);
     ASSERT_TRUE(s.ok()) << s.message();
-    const Pcre2Pattern ref(pattern);
+    const Pcre2Reference ref(pattern, Pcre2Reference::utf_alt_bsux());
+    EXPECT_TRUE(ref.ok()) << ref.error();
     for (int walk = 0; walk < 40; ++walk) {
       std::string text;
       int32_t state = c->start();
@@ -135,13 +78,13 @@ TEST(TokenConstraint, AllowedSetsEqualPcre2PartialMatchingAlongRandomWalks) {
         ASSERT_EQ(allowed.size(), static_cast<size_t>((vocab_size + 31) / 32));
         std::vector<TokenId> choices;
         for (TokenId id = 0; id < vocab_size; ++id) {
-          const bool expected = id == eos  ? ref.full(text)
+          const bool expected = id == eos  ? ref.matches(text)
                                 : id < eos ? ref.viable_prefix(text + tokens[static_cast<size_t>(id)])
                                            : false;
           ASSERT_EQ(bit(allowed, id), expected) << "text '" << text << "' token " << id;
           if (expected && id != eos) choices.push_back(id);
         }
-        EXPECT_EQ(c->complete(state), ref.full(text));
+        EXPECT_EQ(c->complete(state), ref.matches(text));
         if (choices.empty()) break;
         const TokenId pick = choices[rng() % choices.size()];
         text += tokens[static_cast<size_t>(pick)];
@@ -589,12 +532,13 @@ TEST(ResponseFormat, ChoiceListsAndSchemasBecomeRegexes) {
   f.kind = ResponseFormat::Kind::kChoice;
   f.choices = {"a.b", "(x)", "é|?"};
   ASSERT_TRUE(response_format_regex(f, &regex).ok());
-  const Pcre2Pattern choice(regex);
-  EXPECT_TRUE(choice.full("a.b"));
-  EXPECT_TRUE(choice.full("(x)"));
-  EXPECT_TRUE(choice.full("é|?"));
-  EXPECT_FALSE(choice.full("aXb"));
-  EXPECT_FALSE(choice.full("x"));
+  const Pcre2Reference choice(regex, Pcre2Reference::utf_alt_bsux());
+  EXPECT_TRUE(choice.ok()) << choice.error();
+  EXPECT_TRUE(choice.matches("a.b"));
+  EXPECT_TRUE(choice.matches("(x)"));
+  EXPECT_TRUE(choice.matches("é|?"));
+  EXPECT_FALSE(choice.matches("aXb"));
+  EXPECT_FALSE(choice.matches("x"));
   f.choices.clear();
   EXPECT_NE(response_format_regex(f, &regex).message().find("response_format.choice is empty"),
             std::string::npos);
@@ -603,7 +547,9 @@ TEST(ResponseFormat, ChoiceListsAndSchemasBecomeRegexes) {
   EXPECT_NE(response_format_regex(f, &regex).message().find("not valid JSON"), std::string::npos);
   f.text = R"({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]})";
   ASSERT_TRUE(response_format_regex(f, &regex).ok());
-  EXPECT_TRUE(Pcre2Pattern(regex).full(R"({"ok": true})"));
+  const Pcre2Reference object(regex, Pcre2Reference::utf_alt_bsux());
+  EXPECT_TRUE(object.ok()) << object.error();
+  EXPECT_TRUE(object.matches(R"({"ok": true})"));
   f.kind = ResponseFormat::Kind::kRegex;
   f.text.clear();
   EXPECT_NE(response_format_regex(f, &regex).message().find("response_format.regex is empty"),
@@ -669,7 +615,8 @@ TEST(ConstrainedGeneration, EveryOutputMatchesThePattern) {
     std::shared_ptr<const TokenConstraint> c;
     const Status cs = TokenConstraint::compile(pattern, vocab, ConstraintLimits{}, &c);
     ASSERT_TRUE(cs.ok()) << cs.message();
-    const Pcre2Pattern ref(pattern);
+    const Pcre2Reference ref(pattern, Pcre2Reference::utf_alt_bsux());
+    EXPECT_TRUE(ref.ok()) << ref.error();
     std::vector<Request> requests;
     for (int i = 0; i < 16; ++i) {
       Request r;
@@ -688,7 +635,7 @@ TEST(ConstrainedGeneration, EveryOutputMatchesThePattern) {
         text += vocab->bytes(t);
       if (res.finish == FinishReason::kStop) {
         ++stopped;
-        EXPECT_TRUE(ref.full(text)) << res.id << ": '" << text << "'";
+        EXPECT_TRUE(ref.matches(text)) << res.id << ": '" << text << "'";
         EXPECT_EQ(res.text, text);  // the detokenizer's text is the same bytes
       } else {
         EXPECT_EQ(res.finish, FinishReason::kLength);
