@@ -330,37 +330,62 @@ TEST(SamplingGpu, GreedyTiesNanInfAndLogprobs) {
   }
 }
 
+// n ids among a row's best ones and a few anywhere (ids_among), from the test's generator.
+using Pick = std::function<std::vector<TokenId>(size_t n)>;
+
+constexpr int kGridRows = 4;
+
+// The penalty grid: 64 greedy rows over kGridRows logits rows, every combination of a repetition
+// (i % 4), presence (i / 4 % 4) and frequency (i / 16 % 4) penalty, over a history drawn from the
+// row's best 40 ids with repeats, plus a few anywhere (`prompt_step` * i prompt tokens, i % 16 * 3
+// output ones). `add(c, i, top, pick)` then gives row i what the test is about (`top`: those best
+// 40 ids; `pick`: more ids as the history's, from the same generator). Every third row reports 3
+// top logprobs; seeds `seed` + i.
+std::vector<Case> penalty_grid(
+    const std::vector<float>& logits, int vocab, std::mt19937_64& rng, size_t prompt_step, uint64_t seed,
+    const std::function<void(Case&, int, const std::vector<TokenId>&, const Pick&)>& add) {
+  const float reps[] = {1.0f, 1.3f, 0.7f, 2.0f};
+  const float presences[] = {0.0f, 0.5f, -1.0f, 2.0f};
+  const float frequencies[] = {0.0f, 0.3f, 2.0f, -0.5f};
+  std::vector<Case> cases;
+  for (int i = 0; i < 64; ++i) {
+    Case c;
+    c.logits_row = i % kGridRows;
+    const auto top = best_ids(logits, vocab, c.logits_row, 40);
+    const Pick pick = [&](size_t n) { return ids_among(rng, top, vocab, n); };
+    c.prompt = pick(prompt_step * static_cast<size_t>(i));
+    c.output = pick(static_cast<size_t>(i % 16) * 3);
+    c.params.repetition_penalty = reps[i % 4];
+    c.params.presence_penalty = presences[(i / 4) % 4];
+    c.params.frequency_penalty = frequencies[(i / 16) % 4];
+    add(c, i, top, pick);
+    c.params.top_logprobs = i % 3 == 0 ? 3 : 0;
+    c.seed = seed + i;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+// The cases again, drawn: case i at temperature t(i).
+std::vector<Case> at_temperature(std::vector<Case> cases, const std::function<float(int)>& t) {
+  for (size_t i = 0; i < cases.size(); ++i)
+    cases[i].params.temperature = t(static_cast<int>(i));
+  return cases;
+}
+
 TEST(SamplingGpu, PenaltiesMatchHost) {
   KVSERVE_SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(7);
   for (int vocab : kVocabs) {
-    constexpr int kRows = 4;
-    const auto logits = random_rows(kRows, vocab, 2000 + vocab);
-    std::vector<Case> greedy, drawn;
-    const float reps[] = {1.0f, 1.3f, 0.7f, 2.0f};
-    const float presences[] = {0.0f, 0.5f, -1.0f, 2.0f};
-    const float frequencies[] = {0.0f, 0.3f, 2.0f, -0.5f};
-    for (int i = 0; i < 64; ++i) {
-      Case c;
-      c.logits_row = i % kRows;
-      // History drawn from the best 40 ids, with repeats, plus a few anywhere and a few invalid ids.
-      const auto top = best_ids(logits, vocab, c.logits_row, 40);
-      const auto pick = [&](size_t n) { return ids_among(rng, top, vocab, n); };
-      c.prompt = pick(static_cast<size_t>(i * 5));
-      c.output = pick(static_cast<size_t>(i % 16) * 3);
-      if (i % 5 == 0) c.output.push_back(-1);
-      if (i % 7 == 0) c.prompt.push_back(vocab + 3);
-      c.params.repetition_penalty = reps[i % 4];
-      c.params.presence_penalty = presences[(i / 4) % 4];
-      c.params.frequency_penalty = frequencies[(i / 16) % 4];
-      c.params.top_logprobs = i % 3 == 0 ? 3 : 0;
-      c.seed = 100 + i;
-      greedy.push_back(c);
-      c.params.temperature = 1.0f;
-      drawn.push_back(c);
-    }
+    const auto logits = random_rows(kGridRows, vocab, 2000 + vocab);
+    const auto greedy =
+        penalty_grid(logits, vocab, rng, 5, 100, [&](Case& c, int i, const auto&, const auto&) {
+          // A few invalid ids in the history.
+          if (i % 5 == 0) c.output.push_back(-1);
+          if (i % 7 == 0) c.prompt.push_back(vocab + 3);
+        });
     expect_same_tokens(logits, vocab, greedy);
-    expect_same_draws(logits, vocab, drawn);
+    expect_same_draws(logits, vocab, at_temperature(greedy, [](int) { return 1.0f; }));
   }
 }
 
@@ -430,6 +455,19 @@ TEST(SamplingGpu, DrawsMatchHost) {
   }
 }
 
+// Row 0 drawn at temperature 1 under `allowed`, once with each seed in [0, 400).
+std::vector<Case> draws_per_seed(const std::vector<uint32_t>& allowed = {}) {
+  std::vector<Case> cases;
+  for (uint64_t seed = 0; seed < 400; ++seed) {
+    Case c;
+    c.params.temperature = 1.0f;
+    c.seed = seed;
+    c.allowed = allowed;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
 TEST(SamplingGpu, DrawsFollowTheUniform) {
   KVSERVE_SKIP_WITHOUT_GPU();
   // Four tokens with probabilities 0.1 each and 0.7, the rest nothing: the draw with u picks the
@@ -439,13 +477,7 @@ TEST(SamplingGpu, DrawsFollowTheUniform) {
   logits[300] = std::log(0.7f);
   for (int id : {10, 20, 400})
     logits[id] = std::log(0.1f);
-  std::vector<Case> cases;
-  for (uint64_t seed = 0; seed < 400; ++seed) {
-    Case c;
-    c.params.temperature = 1.0f;
-    c.seed = seed;
-    cases.push_back(c);
-  }
+  const auto cases = draws_per_seed();
   const auto got = run_gpu(logits, kVocab, cases);
   for (size_t i = 0; i < cases.size(); ++i) {
     const double u = sample_uniform(cases[i].seed, 0);
@@ -501,6 +533,11 @@ void clear_bias(Case& c) {
   c.params.logit_bias.clear();
 }
 
+void clear_mask_and_bias(Case& c) {
+  c.allowed.clear();
+  c.params.logit_bias.clear();
+}
+
 // Each biased case runs with a twin without the bias (or whatever `strip` takes away): the twin's
 // top logprobs must be the biased row's bit for bit, and the token's logprob must be its raw one.
 std::vector<SampledRow> expect_raw_logprobs(const std::vector<float>& logits, int vocab,
@@ -530,6 +567,25 @@ std::vector<SampledRow> expect_raw_logprobs(const std::vector<float>& logits, in
   return got;
 }
 
+// The token a case must give, and one it must not give (-1: no such check).
+struct Expected {
+  TokenId token = -1;
+  TokenId not_token = -1;
+};
+
+void expect_tokens(const std::vector<SampledRow>& got, const std::vector<Expected>& expected, int vocab) {
+  ASSERT_EQ(got.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << "vocab " << vocab << " case " << i);
+    if (expected[i].token >= 0) {
+      EXPECT_EQ(got[i].token, expected[i].token);
+    }
+    if (expected[i].not_token >= 0) {
+      EXPECT_NE(got[i].token, expected[i].not_token);
+    }
+  }
+}
+
 TEST(SamplingGpu, LogitBiasMovesTokensButNotLogprobs) {
   KVSERVE_SKIP_WITHOUT_GPU();
   for (int vocab : kVocabs) {
@@ -548,13 +604,11 @@ TEST(SamplingGpu, LogitBiasMovesTokensButNotLogprobs) {
     const TokenId low = static_cast<TokenId>(std::min_element(logits.begin(), logits.begin() + vocab) -
                                              logits.begin());  // ~-9: +100 wins
     std::vector<Case> cases;
-    std::vector<TokenId> want;   // the token each case must give (-1: whatever the host gives)
-    std::vector<TokenId> never;  // a token each case must not give (-1: none)
+    std::vector<Expected> expected;  // token -1: whatever the host gives
     const auto add = [&](Case c, TokenId must, TokenId must_not) {
       c.params.top_logprobs = static_cast<int>(cases.size() % 3) * 5;
       cases.push_back(std::move(c));
-      want.push_back(must);
-      never.push_back(must_not);
+      expected.push_back({.token = must, .not_token = must_not});
     };
     {  // -100 on the argmax: greedy moves off it
       Case c;
@@ -610,56 +664,32 @@ TEST(SamplingGpu, LogitBiasMovesTokensButNotLogprobs) {
       }
     }
     expect_same_tokens(logits, vocab, cases);
-    const auto got = expect_raw_logprobs(logits, vocab, cases);
-    for (size_t i = 0; i < cases.size(); ++i) {
-      SCOPED_TRACE(::testing::Message() << "vocab " << vocab << " case " << i);
-      if (want[i] >= 0) {
-        EXPECT_EQ(got[i].token, want[i]);
-      }
-      if (never[i] >= 0) {
-        EXPECT_NE(got[i].token, never[i]);
-      }
-    }
+    expect_tokens(expect_raw_logprobs(logits, vocab, cases), expected, vocab);
   }
+}
+
+float alternately_hot(int i) {
+  return i % 2 ? 1.0f : 0.8f;
 }
 
 TEST(SamplingGpu, LogitBiasWithPenaltiesMatchesHost) {
   KVSERVE_SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(17);
   for (int vocab : kVocabs) {
-    constexpr int kRows = 4;
-    const auto logits = random_rows(kRows, vocab, 6000 + vocab);
-    std::vector<Case> greedy, drawn;
-    const float reps[] = {1.0f, 1.3f, 0.7f, 2.0f};
-    const float presences[] = {0.0f, 0.5f, -1.0f, 2.0f};
-    const float frequencies[] = {0.0f, 0.3f, 2.0f, -0.5f};
-    for (int i = 0; i < 64; ++i) {
-      Case c;
-      c.logits_row = i % kRows;
-      // History and biases drawn from the same best 40 ids, so that they meet on the same tokens.
-      const auto top = best_ids(logits, vocab, c.logits_row, 40);
-      const auto pick = [&](size_t n) { return ids_among(rng, top, vocab, n); };
-      c.prompt = pick(static_cast<size_t>(i * 3));
-      c.output = pick(static_cast<size_t>(i % 16) * 3);
-      c.params.repetition_penalty = reps[i % 4];
-      c.params.presence_penalty = presences[(i / 4) % 4];
-      c.params.frequency_penalty = frequencies[(i / 16) % 4];
-      // Biases of either sign, large enough to flip signs (which the repetition penalty looks at)
-      // and to reorder the best ids; in every third row every 7th is -100 or +100. Rows i % 8 == 7
-      // have none.
-      if (i % 8 != 7)
-        c.params.logit_bias =
-            make_bias(rng, pick(static_cast<size_t>(1 + i % 8 * 4)), -6.0f, 6.0f, i % 3 ? 0 : 7);
-      if (i % 5 == 0 && !c.params.logit_bias.empty())
-        c.suppressed = {c.params.logit_bias.back().first, top[0]};
-      c.params.top_logprobs = i % 3 == 0 ? 3 : 0;
-      c.seed = 300 + i;
-      greedy.push_back(c);
-      c.params.temperature = i % 2 ? 1.0f : 0.8f;
-      drawn.push_back(c);
-    }
+    const auto logits = random_rows(kGridRows, vocab, 6000 + vocab);
+    const auto greedy =
+        penalty_grid(logits, vocab, rng, 3, 300, [&](Case& c, int i, const auto& top, const Pick& pick) {
+          // Biases drawn as the history, so that they meet on the same tokens; of either sign, large
+          // enough to flip signs (which the repetition penalty looks at) and to reorder the best ids;
+          // in every third row every 7th is -100 or +100. Rows i % 8 == 7 have none.
+          if (i % 8 != 7)
+            c.params.logit_bias =
+                make_bias(rng, pick(static_cast<size_t>(1 + i % 8 * 4)), -6.0f, 6.0f, i % 3 ? 0 : 7);
+          if (i % 5 == 0 && !c.params.logit_bias.empty())
+            c.suppressed = {c.params.logit_bias.back().first, top[0]};
+        });
     expect_same_tokens(logits, vocab, greedy);
-    expect_same_draws(logits, vocab, drawn);
+    expect_same_draws(logits, vocab, at_temperature(greedy, alternately_hot));
     expect_raw_logprobs(logits, vocab, greedy);
   }
 }
@@ -739,59 +769,81 @@ TEST(SamplingGpu, ManyLogitBiasEntriesMatchHost) {
   }
 }
 
-// Rows with and without biases in one launch, each biased row forcing its own token: a wrong
-// offset into the bias arrays, or a bias leaking into another row, changes a token. The rows
-// without a bias must come out bit for bit as from a launch where no row has one.
+// ---- rows with and without a bias or a mask in one launch ----
+
+constexpr int kMixedRows = 4;
+
+// 40 rows over kMixedRows logits rows for one launch: greedy (i % 4 < 2) or drawn, every fifth
+// with 4 top logprobs, every sixth (i % 6 == 3) penalized, so that it uses the state; seeds `seed`
+// + i. `mark(c, i, f)` gives row i a bias or a mask, or neither, and says whether the row must then
+// give `f`, an id distinct for every row at every vocabulary.
+struct MixedLaunch {
+  std::vector<Case> cases;
+  std::vector<Expected> expected;
+};
+
+MixedLaunch mixed_launch(const std::vector<float>& logits, int vocab, uint64_t seed,
+                         const std::function<bool(Case&, int, TokenId)>& mark) {
+  MixedLaunch launch;
+  for (int i = 0; i < 40; ++i) {
+    Case c;
+    c.logits_row = i % kMixedRows;
+    c.params.temperature = i % 4 < 2 ? 0.0f : 1.0f;
+    c.params.top_logprobs = i % 5 == 0 ? 4 : 0;
+    c.seed = seed + i;
+    if (i % 6 == 3) {
+      c.params.repetition_penalty = 1.4f;
+      c.prompt = best_ids(logits, vocab, c.logits_row, 5);
+    }
+    const TokenId f = static_cast<TokenId>(seed + 37 * i) % vocab;  // distinct for i < 40 at every vocabulary
+    const bool forced = mark(c, i, f);
+    launch.cases.push_back(c);
+    launch.expected.push_back({.token = forced ? f : -1});
+  }
+  return launch;
+}
+
+// The launch runs, and again with no bias and no mask in any row: a forced row must give its token,
+// and the rows without a bias or a mask must come out bit for bit as from the plain launch. A wrong
+// offset into the bias or mask arrays, or one leaking into another row, changes a token.
+void expect_only_marked_rows_change(const std::vector<float>& logits, int vocab, const MixedLaunch& launch) {
+  std::vector<Case> unmarked = launch.cases;
+  for (Case& c : unmarked)
+    clear_mask_and_bias(c);
+  const auto got = run_gpu(logits, vocab, launch.cases);
+  const auto plain = run_gpu(logits, vocab, unmarked);
+  expect_tokens(got, launch.expected, vocab);
+  for (size_t i = 0; i < launch.cases.size(); ++i) {
+    const Case& c = launch.cases[i];
+    if (!c.allowed.empty() || !c.params.logit_bias.empty()) continue;
+    SCOPED_TRACE(::testing::Message() << "vocab " << vocab << " case " << i);
+    EXPECT_EQ(got[i].token, plain[i].token);
+    EXPECT_EQ(got[i].logprob, plain[i].logprob);
+    for (int j = 0; j < c.params.top_logprobs; ++j) {
+      EXPECT_EQ(got[i].top_ids[j], plain[i].top_ids[j]);
+      EXPECT_EQ(got[i].top_logprobs[j], plain[i].top_logprobs[j]);
+    }
+  }
+}
+
+// Two rows in three biased, each forcing its own token (+100) among small biases on its best ids.
 TEST(SamplingGpu, OnlySomeRowsBiasedInOneLaunch) {
   KVSERVE_SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(31);
   for (int vocab : kVocabs) {
-    constexpr int kRows = 4;
-    const auto logits = random_rows(kRows, vocab, 9000 + vocab);
-    std::vector<Case> cases;
-    std::vector<TokenId> forced;
-    for (int i = 0; i < 40; ++i) {
-      Case c;
-      c.logits_row = i % kRows;
-      c.params.temperature = i % 4 < 2 ? 0.0f : 1.0f;
-      c.params.top_logprobs = i % 5 == 0 ? 4 : 0;
-      c.seed = 700 + i;
-      if (i % 6 == 3) {  // a penalized row without a bias: it uses the state, the bias bit unset
-        c.params.repetition_penalty = 1.4f;
-        c.prompt = best_ids(logits, vocab, c.logits_row, 5);
-      }
-      TokenId f = -1;
-      if (i % 3 != 1) {
-        f = static_cast<TokenId>(700 + 37 * i) % vocab;  // distinct for i < 40 at every vocabulary
-        auto ids = best_ids(logits, vocab, c.logits_row, 20);
-        ids.resize(1 + i % 20);
-        ids.erase(std::remove(ids.begin(), ids.end(), f), ids.end());
-        c.params.logit_bias = make_bias(rng, ids, -3.0f, 3.0f);
-        c.params.logit_bias.emplace_back(f, 100.0f);
-        std::shuffle(c.params.logit_bias.begin(), c.params.logit_bias.end(), rng);
-      }
-      cases.push_back(c);
-      forced.push_back(f);
-    }
-    expect_same_tokens(logits, vocab, cases);
-    std::vector<Case> unbiased = cases;
-    for (Case& c : unbiased)
-      c.params.logit_bias.clear();
-    const auto got = run_gpu(logits, vocab, cases);
-    const auto plain = run_gpu(logits, vocab, unbiased);
-    for (size_t i = 0; i < cases.size(); ++i) {
-      SCOPED_TRACE(::testing::Message() << "vocab " << vocab << " case " << i);
-      if (forced[i] >= 0) {
-        EXPECT_EQ(got[i].token, forced[i]);
-        continue;
-      }
-      EXPECT_EQ(got[i].token, plain[i].token);
-      EXPECT_EQ(got[i].logprob, plain[i].logprob);
-      for (int j = 0; j < cases[i].params.top_logprobs; ++j) {
-        EXPECT_EQ(got[i].top_ids[j], plain[i].top_ids[j]);
-        EXPECT_EQ(got[i].top_logprobs[j], plain[i].top_logprobs[j]);
-      }
-    }
+    const auto logits = random_rows(kMixedRows, vocab, 9000 + vocab);
+    const auto launch = mixed_launch(logits, vocab, 700, [&](Case& c, int i, TokenId f) {
+      if (i % 3 == 1) return false;
+      auto ids = best_ids(logits, vocab, c.logits_row, 20);
+      ids.resize(1 + i % 20);
+      ids.erase(std::remove(ids.begin(), ids.end(), f), ids.end());
+      c.params.logit_bias = make_bias(rng, ids, -3.0f, 3.0f);
+      c.params.logit_bias.emplace_back(f, 100.0f);
+      std::shuffle(c.params.logit_bias.begin(), c.params.logit_bias.end(), rng);
+      return true;
+    });
+    expect_same_tokens(logits, vocab, launch.cases);
+    expect_only_marked_rows_change(logits, vocab, launch);
   }
 }
 
@@ -855,11 +907,6 @@ void expect_allowed(const std::vector<SampledRow>& got, const std::vector<Case>&
   }
 }
 
-void clear_mask_and_bias(Case& c) {
-  c.allowed.clear();
-  c.params.logit_bias.clear();
-}
-
 // Greedy and drawn rows under masks that allow a few ids (sparse) or most of them (dense), some
 // dense ones without the row's best ids (the argmax among them), the draws under mixed filters.
 TEST(SamplingGpu, TokenMaskSparseAndDenseMatchHost) {
@@ -869,7 +916,7 @@ TEST(SamplingGpu, TokenMaskSparseAndDenseMatchHost) {
     constexpr int kRows = 4;
     const auto logits = random_rows(kRows, vocab, 10000 + vocab);
     std::vector<Case> greedy;
-    std::vector<TokenId> excluded;  // the row's argmax where the mask leaves it out, else -1
+    std::vector<Expected> expected;  // not the row's argmax where the mask leaves it out
     for (int i = 0; i < 48; ++i) {
       Case c;
       c.logits_row = i % kRows;
@@ -895,15 +942,11 @@ TEST(SamplingGpu, TokenMaskSparseAndDenseMatchHost) {
       c.params.top_logprobs = i % 3 == 0 ? 5 : 0;
       c.seed = 900 + i;
       greedy.push_back(c);
-      excluded.push_back(out);
+      expected.push_back({.token = -1, .not_token = out});
     }
     const auto got = expect_same_tokens(logits, vocab, greedy);
     expect_allowed(got, greedy, vocab);
-    for (size_t i = 0; i < greedy.size(); ++i) {
-      if (excluded[i] >= 0) {
-        EXPECT_NE(got[i].token, excluded[i]) << "case " << i;
-      }
-    }
+    expect_tokens(got, expected, vocab);
     // The same masks (on the same rows: 48 is a multiple of kRows) under mixed filters.
     auto drawn = mixed_draws(vocab, kRows, 480, 37 + vocab);
     for (size_t i = 0; i < drawn.size(); ++i)
@@ -921,14 +964,7 @@ TEST(SamplingGpu, TokenMaskDrawsFollowTheUniformOverTheAllowedIds) {
   const std::vector<TokenId> ids = {31, 32, 200, 511};
   for (TokenId id : ids)
     logits[id] = 0.0f;
-  std::vector<Case> cases;
-  for (uint64_t seed = 0; seed < 400; ++seed) {
-    Case c;
-    c.params.temperature = 1.0f;
-    c.seed = seed;
-    c.allowed = mask_of(kVocab, ids);
-    cases.push_back(c);
-  }
+  const auto cases = draws_per_seed(mask_of(kVocab, ids));
   const auto got = expect_same_tokens(logits, kVocab, cases);
   std::vector<int> seen(ids.size(), 0);
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -948,120 +984,62 @@ TEST(SamplingGpu, TokenMaskWithBiasPenaltiesAndSuppressionMatchesHost) {
   KVSERVE_SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(41);
   for (int vocab : kVocabs) {
-    constexpr int kRows = 4;
-    const auto logits = random_rows(kRows, vocab, 11000 + vocab);
-    std::vector<Case> greedy, drawn;
-    std::vector<TokenId> never;  // a token each case must not give (-1: none)
-    const float reps[] = {1.0f, 1.3f, 0.7f, 2.0f};
-    const float presences[] = {0.0f, 0.5f, -1.0f, 2.0f};
-    const float frequencies[] = {0.0f, 0.3f, 2.0f, -0.5f};
-    for (int i = 0; i < 64; ++i) {
-      Case c;
-      c.logits_row = i % kRows;
-      const auto top = best_ids(logits, vocab, c.logits_row, 40);
-      const auto pick = [&](size_t n) { return ids_among(rng, top, vocab, n); };
-      c.prompt = pick(static_cast<size_t>(i * 3));
-      c.output = pick(static_cast<size_t>(i % 16) * 3);
-      c.params.repetition_penalty = reps[i % 4];
-      c.params.presence_penalty = presences[(i / 4) % 4];
-      c.params.frequency_penalty = frequencies[(i / 16) % 4];
-      // Half of the best 40 allowed, and elsewhere dense or sparse.
-      c.allowed = random_mask(rng, vocab, i % 2 ? 0.8 : 0.01);
-      for (TokenId id : top) {
-        if (rng() % 2) {
-          allow(c.allowed, id);
-        } else {
-          disallow(c.allowed, id);
-        }
-      }
-      if (i % 8 != 7)
-        c.params.logit_bias = make_bias(rng, pick(static_cast<size_t>(1 + i % 8 * 4)), -6.0f, 6.0f);
-      TokenId out = -1;
-      if (i % 4 == 1) {  // +100 on a masked-out id
-        out = top[static_cast<size_t>(i) % top.size()];
-        disallow(c.allowed, out);
-      }
-      if (i % 4 == 2) {  // +100 on an allowed but suppressed id
-        out = top[static_cast<size_t>(i) % top.size()];
-        allow(c.allowed, out);
-        c.suppressed = {out, top[0]};
-      }
-      if (out >= 0) {
-        std::erase_if(c.params.logit_bias, [&](const auto& e) { return e.first == out; });
-        c.params.logit_bias.emplace_back(out, 100.0f);
-      }
-      c.params.top_logprobs = i % 3 == 0 ? 3 : 0;
-      c.seed = 1100 + i;
-      greedy.push_back(c);
-      never.push_back(out);
-      c.params.temperature = i % 2 ? 1.0f : 0.8f;
-      drawn.push_back(c);
-    }
+    const auto logits = random_rows(kGridRows, vocab, 11000 + vocab);
+    std::vector<Expected> expected;
+    const auto greedy =
+        penalty_grid(logits, vocab, rng, 3, 1100, [&](Case& c, int i, const auto& top, const Pick& pick) {
+          // Half of the best 40 allowed, and elsewhere dense or sparse.
+          c.allowed = random_mask(rng, vocab, i % 2 ? 0.8 : 0.01);
+          for (TokenId id : top) {
+            if (rng() % 2) {
+              allow(c.allowed, id);
+            } else {
+              disallow(c.allowed, id);
+            }
+          }
+          if (i % 8 != 7)
+            c.params.logit_bias = make_bias(rng, pick(static_cast<size_t>(1 + i % 8 * 4)), -6.0f, 6.0f);
+          TokenId out = -1;
+          if (i % 4 == 1) {  // +100 on a masked-out id
+            out = top[static_cast<size_t>(i) % top.size()];
+            disallow(c.allowed, out);
+          }
+          if (i % 4 == 2) {  // +100 on an allowed but suppressed id
+            out = top[static_cast<size_t>(i) % top.size()];
+            allow(c.allowed, out);
+            c.suppressed = {out, top[0]};
+          }
+          if (out >= 0) {
+            std::erase_if(c.params.logit_bias, [&](const auto& e) { return e.first == out; });
+            c.params.logit_bias.emplace_back(out, 100.0f);
+          }
+          expected.push_back({.token = -1, .not_token = out});
+        });
+    const auto drawn = at_temperature(greedy, alternately_hot);
     const auto got = expect_same_tokens(logits, vocab, greedy);
     expect_allowed(got, greedy, vocab);
     const auto got_drawn = expect_same_draws(logits, vocab, drawn);
     expect_allowed(got_drawn, drawn, vocab);
-    for (size_t i = 0; i < greedy.size(); ++i) {
-      if (never[i] < 0) continue;
-      EXPECT_NE(got[i].token, never[i]) << "case " << i;
-      EXPECT_NE(got_drawn[i].token, never[i]) << "case " << i;
-    }
+    expect_tokens(got, expected, vocab);
+    expect_tokens(got_drawn, expected, vocab);
     expect_raw_logprobs(logits, vocab, greedy, clear_mask_and_bias);
   }
 }
 
-// Rows with and without masks in one launch: each masked row allows one id of its own (forced,
-// greedy or not) or a random half of the vocabulary. A wrong offset into the masks, or a mask
-// leaking into another row, changes a token; the rows without one must come out bit for bit as
-// from a launch where no row has a mask (and the kernel gets no mask array at all).
+// Two rows in three masked: one allowing one id of its own (forced, greedy or not), the other a
+// random half of the vocabulary. The plain launch gets no mask array at all.
 TEST(SamplingGpu, OnlySomeRowsMaskedInOneLaunch) {
   KVSERVE_SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(43);
   for (int vocab : kVocabs) {
-    constexpr int kRows = 4;
-    const auto logits = random_rows(kRows, vocab, 12000 + vocab);
-    std::vector<Case> cases;
-    std::vector<TokenId> forced;
-    for (int i = 0; i < 40; ++i) {
-      Case c;
-      c.logits_row = i % kRows;
-      c.params.temperature = i % 4 < 2 ? 0.0f : 1.0f;
-      c.params.top_logprobs = i % 5 == 0 ? 4 : 0;
-      c.seed = 1300 + i;
-      if (i % 6 == 3) {  // a penalized row: it uses the state
-        c.params.repetition_penalty = 1.4f;
-        c.prompt = best_ids(logits, vocab, c.logits_row, 5);
-      }
-      TokenId f = -1;
-      if (i % 3 == 0) {
-        f = static_cast<TokenId>(1300 + 37 * i) % vocab;  // distinct for i < 40 at every vocabulary
-        c.allowed = mask_of(vocab, {f});
-      } else if (i % 3 == 2) {
-        c.allowed = random_mask(rng, vocab, 0.5);
-      }
-      cases.push_back(c);
-      forced.push_back(f);
-    }
-    expect_allowed(expect_same_tokens(logits, vocab, cases), cases, vocab);
-    std::vector<Case> unmasked = cases;
-    for (Case& c : unmasked)
-      c.allowed.clear();
-    const auto got = run_gpu(logits, vocab, cases);
-    const auto plain = run_gpu(logits, vocab, unmasked);
-    for (size_t i = 0; i < cases.size(); ++i) {
-      SCOPED_TRACE(::testing::Message() << "vocab " << vocab << " case " << i);
-      if (forced[i] >= 0) {
-        EXPECT_EQ(got[i].token, forced[i]);
-        continue;
-      }
-      if (!cases[i].allowed.empty()) continue;
-      EXPECT_EQ(got[i].token, plain[i].token);
-      EXPECT_EQ(got[i].logprob, plain[i].logprob);
-      for (int j = 0; j < cases[i].params.top_logprobs; ++j) {
-        EXPECT_EQ(got[i].top_ids[j], plain[i].top_ids[j]);
-        EXPECT_EQ(got[i].top_logprobs[j], plain[i].top_logprobs[j]);
-      }
-    }
+    const auto logits = random_rows(kMixedRows, vocab, 12000 + vocab);
+    const auto launch = mixed_launch(logits, vocab, 1300, [&](Case& c, int i, TokenId f) {
+      if (i % 3 == 0) c.allowed = mask_of(vocab, {f});
+      if (i % 3 == 2) c.allowed = random_mask(rng, vocab, 0.5);
+      return i % 3 == 0;
+    });
+    expect_allowed(expect_same_tokens(logits, vocab, launch.cases), launch.cases, vocab);
+    expect_only_marked_rows_change(logits, vocab, launch);
   }
 }
 
