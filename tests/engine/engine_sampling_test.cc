@@ -1,6 +1,8 @@
 // The engine with a real (tiny) model, a tokenizer and the sampler: seeded sampling is batch
 // invariant, stop strings end generation without appearing in the text, min_tokens suppresses the
-// stop tokens, logprobs match the reference's logits, and bad sampling values are refused.
+// stop tokens, logprobs match the reference's logits, and bad sampling values are refused. Under a
+// response format (structured output) every output matches the pattern (PCRE2 the reference),
+// whatever the seed, even when the model's logits are useless or the prompt has no text.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,9 +19,12 @@
 #include "engine/model.h"
 #include "engine/token_constraint.h"
 #include "engine/tokenizer.h"
+#include "tests/engine/pcre2_reference.h"
 
 namespace kvserve {
 namespace {
+
+using testing::Pcre2Reference;
 
 const std::string kModelDir = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama3-gqa";
 
@@ -49,6 +54,12 @@ class EngineSampling : public ::testing::Test {
     r.stop.max_tokens = max_tokens;
     r.stop.ignore_eos = true;
     return r;
+  }
+
+  // The model's tokens as structured output matches them.
+  static std::shared_ptr<const TokenVocabulary> vocabulary() {
+    return TokenVocabulary::from_tokenizer(*tokenizer_, model_->config.vocab_size,
+                                           model_->config.eos_token_ids);
   }
 
   static std::shared_ptr<const Model> model_;
@@ -186,7 +197,7 @@ TEST_F(EngineSampling, ARowWithNoFiniteLogitStillFollowsTheResponseFormat) {
   cfg.eos_token_ids = model_->config.eos_token_ids;
   cfg.tokenizer = tokenizer_;
   Engine engine(cfg, std::make_unique<NanBackend>());
-  auto vocab = TokenVocabulary::from_tokenizer(*tokenizer_, 512, model_->config.eos_token_ids);
+  const auto vocab = vocabulary();
   std::shared_ptr<const TokenConstraint> c;
   ASSERT_TRUE(TokenConstraint::compile("(xy|z)[0-9]", vocab, ConstraintLimits{}, &c).ok());
   Request r = request("nan", "hi", 8);
@@ -204,8 +215,7 @@ TEST_F(EngineSampling, ARowWithNoFiniteLogitStillFollowsTheResponseFormat) {
 // under a response format the text must stay what the pattern matched (the tokens' bytes).
 TEST_F(EngineSampling, AResponseFormatAfterAPromptWithoutTextKeepsTheFirstSpace) {
   auto engine = make_engine();
-  auto vocab =
-      TokenVocabulary::from_tokenizer(*tokenizer_, model_->config.vocab_size, model_->config.eos_token_ids);
+  const auto vocab = vocabulary();
   std::shared_ptr<const TokenConstraint> c;
   ASSERT_TRUE(TokenConstraint::compile(" the| to| and", vocab, ConstraintLimits{}, &c).ok());
   std::vector<Request> requests;
@@ -224,6 +234,73 @@ TEST_F(EngineSampling, AResponseFormatAfterAPromptWithoutTextKeepsTheFirstSpace)
     EXPECT_TRUE(res.text == " the" || res.text == " to" || res.text == " and")
         << res.id << ": '" << res.text << "'";
   }
+}
+
+// The whole engine, on a real (tiny, random-weight) model: whatever the seed, an output that ends
+// with EOS matches the pattern, and one cut by max_tokens is a prefix of a match.
+TEST_F(EngineSampling, EveryOutputUnderAResponseFormatMatchesThePattern) {
+  auto engine = make_engine();
+  const auto vocab = vocabulary();
+
+  const std::vector<std::string> patterns = {
+      " ?(yes|no|maybe)",
+      "[A-Z][a-z]{1,8}( [a-z]{1,8}){0,3}\\.",
+      R"(\{"name":[ ]?"[a-zA-Z ]{1,12}",[ ]?"age":[ ]?(0|[1-9][0-9]{0,2})\})",
+  };
+  int stopped = 0;
+  for (const std::string& pattern : patterns) {
+    SCOPED_TRACE(pattern);
+    std::shared_ptr<const TokenConstraint> c;
+    const Status cs = TokenConstraint::compile(pattern, vocab, ConstraintLimits{}, &c);
+    ASSERT_TRUE(cs.ok()) << cs.message();
+    const Pcre2Reference ref(pattern, Pcre2Reference::utf_alt_bsux());
+    EXPECT_TRUE(ref.ok()) << ref.error();
+    std::vector<Request> requests;
+    for (int i = 0; i < 16; ++i) {
+      Request r;
+      r.id = "r" + std::to_string(i);
+      r.prompt = tokenizer_->encode("Answer:", true);
+      r.sampling.temperature = i == 0 ? 0.0f : 1.0f;  // greedy once, then draws
+      r.sampling.seed = 100 + i;
+      r.stop.max_tokens = 60;
+      r.constraint = c;
+      requests.push_back(std::move(r));
+    }
+    for (const GenerationResult& res : engine->generate(std::move(requests))) {
+      ASSERT_TRUE(res.status.ok()) << res.status.message();
+      std::string text;
+      for (const TokenId t : res.output)
+        text += vocab->bytes(t);
+      if (res.finish == FinishReason::kStop) {
+        ++stopped;
+        EXPECT_TRUE(ref.matches(text)) << res.id << ": '" << text << "'";
+        EXPECT_EQ(res.text, text);  // the detokenizer's text is the same bytes
+      } else {
+        EXPECT_EQ(res.finish, FinishReason::kLength);
+        EXPECT_TRUE(ref.viable_prefix(text)) << res.id << ": '" << text << "'";
+      }
+    }
+  }
+  EXPECT_GT(stopped, 24);  // most outputs complete well within 60 tokens
+  EXPECT_FALSE(engine->has_unfinished());
+}
+
+TEST_F(EngineSampling, StopRulesThatHoldBackEosAreRefusedWithAResponseFormat) {
+  auto engine = make_engine();
+  std::shared_ptr<const TokenConstraint> c;
+  ASSERT_TRUE(TokenConstraint::compile("[a-z]+", vocabulary(), ConstraintLimits{}, &c).ok());
+  Request r;
+  r.id = "a";
+  r.prompt = {1, 5};
+  r.constraint = c;
+  r.stop.ignore_eos = true;
+  Status s = engine->add_request(r);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("stop.ignore_eos"), std::string::npos) << s.message();
+  r.stop.ignore_eos = false;
+  r.stop.min_tokens = 3;
+  s = engine->add_request(r);
+  EXPECT_NE(s.message().find("stop.min_tokens"), std::string::npos) << s.message();
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Structured output at the token level (engine/token_constraint.h): the allowed set of every state
-// equals what an independent regex engine (PCRE2's partial matching) says may follow the text, and
-// the engine's outputs under a constraint match the pattern, whatever the seed. Also
-// Tokenizer::token_bytes, the bytes that matching reads, against each tokenizer's decode().
+// equals what an independent regex engine (PCRE2's partial matching) says may follow the text,
+// also for vocabularies that cannot spell every byte; class-shared compiling gives the per-state
+// masks; the cache; and Tokenizer::token_bytes, the bytes that matching reads, against each
+// tokenizer's decode(). The engine under a constraint: tests/engine/engine_sampling_test.cc.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,11 +13,9 @@
 #include <thread>
 #include <vector>
 
-#include "engine/cpu_backend.h"
-#include "engine/engine.h"
-#include "engine/model.h"
 #include "engine/regex_dfa.h"
 #include "engine/response_format.h"
+#include "engine/sampler.h"
 #include "engine/token_constraint.h"
 #include "engine/tokenizer.h"
 #include "engine/utf8.h"
@@ -585,93 +584,6 @@ TEST(TokenBytes, AgreesWithDecodeAfterOtherText) {
     }
     EXPECT_GT(checked, tok->vocab_size() / 2);
   }
-}
-
-// The whole engine, on a real (tiny, random-weight) model: whatever the seed, an output that ends
-// with EOS matches the pattern, and one cut by max_tokens is a prefix of a match.
-TEST(ConstrainedGeneration, EveryOutputMatchesThePattern) {
-  const std::string dir = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama3-gqa";
-  auto model = std::make_shared<const Model>(load_model(dir));
-  std::shared_ptr<const Tokenizer> tokenizer = Tokenizer::load(dir + "/tokenizer.model");
-  auto vocab =
-      TokenVocabulary::from_tokenizer(*tokenizer, model->config.vocab_size, model->config.eos_token_ids);
-  EngineConfig cfg;
-  cfg.scheduler.block_size = 8;
-  cfg.scheduler.num_blocks = 256;
-  cfg.scheduler.max_num_batched_tokens = 512;
-  cfg.scheduler.max_model_len = 512;
-  cfg.eos_token_ids = model->config.eos_token_ids;
-  cfg.tokenizer = tokenizer;
-  Engine engine(cfg, std::make_unique<CpuBackend>(model, 256, 8));
-
-  const std::vector<std::string> patterns = {
-      " ?(yes|no|maybe)",
-      "[A-Z][a-z]{1,8}( [a-z]{1,8}){0,3}\\.",
-      R"(\{"name":[ ]?"[a-zA-Z ]{1,12}",[ ]?"age":[ ]?(0|[1-9][0-9]{0,2})\})",
-  };
-  int stopped = 0;
-  for (const std::string& pattern : patterns) {
-    SCOPED_TRACE(pattern);
-    std::shared_ptr<const TokenConstraint> c;
-    const Status cs = TokenConstraint::compile(pattern, vocab, ConstraintLimits{}, &c);
-    ASSERT_TRUE(cs.ok()) << cs.message();
-    const Pcre2Reference ref(pattern, Pcre2Reference::utf_alt_bsux());
-    EXPECT_TRUE(ref.ok()) << ref.error();
-    std::vector<Request> requests;
-    for (int i = 0; i < 16; ++i) {
-      Request r;
-      r.id = "r" + std::to_string(i);
-      r.prompt = tokenizer->encode("Answer:", true);
-      r.sampling.temperature = i == 0 ? 0.0f : 1.0f;  // greedy once, then draws
-      r.sampling.seed = 100 + i;
-      r.stop.max_tokens = 60;
-      r.constraint = c;
-      requests.push_back(std::move(r));
-    }
-    for (const GenerationResult& res : engine.generate(std::move(requests))) {
-      ASSERT_TRUE(res.status.ok()) << res.status.message();
-      std::string text;
-      for (const TokenId t : res.output)
-        text += vocab->bytes(t);
-      if (res.finish == FinishReason::kStop) {
-        ++stopped;
-        EXPECT_TRUE(ref.matches(text)) << res.id << ": '" << text << "'";
-        EXPECT_EQ(res.text, text);  // the detokenizer's text is the same bytes
-      } else {
-        EXPECT_EQ(res.finish, FinishReason::kLength);
-        EXPECT_TRUE(ref.viable_prefix(text)) << res.id << ": '" << text << "'";
-      }
-    }
-  }
-  EXPECT_GT(stopped, 24);  // most outputs complete well within 60 tokens
-  EXPECT_FALSE(engine.has_unfinished());
-}
-
-TEST(ConstrainedGeneration, RulesThatHoldBackEosAreRefused) {
-  const std::string dir = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama";
-  auto model = std::make_shared<const Model>(load_model(dir));
-  std::shared_ptr<const Tokenizer> tokenizer = Tokenizer::load(dir + "/tokenizer.model");
-  auto vocab =
-      TokenVocabulary::from_tokenizer(*tokenizer, model->config.vocab_size, model->config.eos_token_ids);
-  EngineConfig cfg;
-  cfg.scheduler.block_size = 8;
-  cfg.scheduler.num_blocks = 64;
-  cfg.eos_token_ids = model->config.eos_token_ids;
-  Engine engine(cfg, std::make_unique<CpuBackend>(model, 64, 8));
-  std::shared_ptr<const TokenConstraint> c;
-  ASSERT_TRUE(TokenConstraint::compile("[a-z]+", vocab, ConstraintLimits{}, &c).ok());
-  Request r;
-  r.id = "a";
-  r.prompt = {1, 5};
-  r.constraint = c;
-  r.stop.ignore_eos = true;
-  Status s = engine.add_request(r);
-  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("stop.ignore_eos"), std::string::npos) << s.message();
-  r.stop.ignore_eos = false;
-  r.stop.min_tokens = 3;
-  s = engine.add_request(r);
-  EXPECT_NE(s.message().find("stop.min_tokens"), std::string::npos) << s.message();
 }
 
 }  // namespace
