@@ -3,19 +3,12 @@
 // beyond the snapshot copy inside Metrics::render().
 #pragma once
 
-#include <atomic>
 #include <functional>
-#include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 
 #include "engine/status.h"
+#include "server/http_listener.h"
 #include "server/metrics.h"
-
-namespace httplib {
-class Server;
-}  // namespace httplib
 
 namespace kvserve {
 
@@ -27,7 +20,7 @@ class MetricsHttpServer {
 
   // metrics must outlive this object. An empty health check means always healthy.
   MetricsHttpServer(const Metrics& metrics, HealthCheck healthy);
-  ~MetricsHttpServer();  // stops
+  ~MetricsHttpServer() = default;  // stops
   MetricsHttpServer(const MetricsHttpServer&) = delete;
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
 
@@ -36,20 +29,16 @@ class MetricsHttpServer {
   Status start(const std::string& host, int port);
   // Closes the listening socket, lets requests in flight finish and joins the threads. Idempotent;
   // start() may be called again afterwards.
-  void stop();
+  void stop() { listener_.stop(); }
   // The port bound by start(), or 0 while stopped.
-  int bound_port() const { return bound_port_.load(); }
+  int bound_port() const { return listener_.bound_port(); }
 
   static constexpr const char* kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 
  private:
   const Metrics& metrics_;
   HealthCheck healthy_;
-  std::mutex mu_;  // serializes start() and stop()
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
-  std::atomic<bool> listener_done_{true};
-  std::atomic<int> bound_port_{0};
+  HttpListener listener_;
 };
 
 }  // namespace kvserve
