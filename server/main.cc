@@ -27,6 +27,7 @@
 #include "server/generation_service.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
+#include "server/openai_http.h"
 #include "server/served_model.h"
 
 namespace {
@@ -36,7 +37,11 @@ struct Flags {
   std::string host = "0.0.0.0";
   int port = 50051;
   std::string metrics_host = "0.0.0.0";
-  int metrics_port = 9090;  // 0 = no metrics endpoint
+  int metrics_port = 9090;  // -1 = no metrics endpoint
+  std::string openai_host = "0.0.0.0";
+  int openai_port = -1;  // -1 = no OpenAI-compatible API
+  int openai_threads = 256;
+  std::string served_model_name;  // empty = --model as given
   kvserve::BackendChoice backend;
   int block_size = 16;
   int max_num_seqs = 256;
@@ -129,6 +134,20 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-port", f.metrics_port, "HTTP port for /metrics and /health (-1 = off, 0 = any)")
       ->check(CLI::Range(-1, 65535))
       ->capture_default_str();
+  app.add_option("--openai-host", f.openai_host, "address for the OpenAI-compatible HTTP API")
+      ->capture_default_str();
+  app.add_option("--openai-port", f.openai_port,
+                 "HTTP port for the OpenAI-compatible API: /v1/completions, /v1/chat/completions, /v1/models "
+                 "(-1 = off, 0 = any)")
+      ->check(CLI::Range(-1, 65535))
+      ->capture_default_str();
+  app.add_option("--openai-threads", f.openai_threads,
+                 "OpenAI-compatible API: requests served at once (each holds a thread); more wait for one")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option(
+      "--served-model-name", f.served_model_name,
+      "the model's name for clients (GetModelInfo, the OpenAI API's `model`); default: --model as given");
   app.add_option("--block-size", f.block_size, "KV block size in tokens")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
@@ -290,11 +309,12 @@ int main(int argc, char** argv) {
                                 .metrics = &metrics,
                                 .step_delay = std::chrono::milliseconds(f.debug_step_delay_ms),
                                 .on_engine_failure = [](const std::string&) { kill(getpid(), SIGTERM); }});
+  const std::string served_name = f.served_model_name.empty() ? f.model.model : f.served_model_name;
   kvserve::GenerationService service(runner, mc, served.tokenizer,
                                      {.default_max_tokens = f.default_max_tokens,
                                       .max_request_bytes = f.max_request_bytes,
                                       .max_stop_strings = f.max_stop_strings,
-                                      .model_name = f.model.model,
+                                      .model_name = served_name,
                                       .device = built.device,
                                       .metrics = &metrics,
                                       .auth_token = token,
@@ -331,6 +351,25 @@ int main(int argc, char** argv) {
     }
     spdlog::info("metrics on http://{}:{}/metrics", f.metrics_host, http.bound_port());
   }
+  // The OpenAI-compatible API runs each request through the service above, in process.
+  kvserve::OpenAiHttpServer openai(server->InProcessChannel(grpc::ChannelArguments()),
+                                   {.served_model = served_name,
+                                    .tokenizer = served.tokenizer,
+                                    .max_request_bytes = f.max_request_bytes,
+                                    .threads = f.openai_threads,
+                                    .tls_cert = f.tls_cert,
+                                    .tls_key = f.tls_key,
+                                    .tls_client_ca = f.tls_client_ca,
+                                    .healthy = [&] { return !draining.load(); }});
+  if (f.openai_port >= 0) {
+    if (kvserve::Status s = openai.start(f.openai_host, f.openai_port); !s.ok()) {
+      std::fprintf(stderr, "kvserve: OpenAI-compatible API: %s\n", s.message().c_str());
+      return 1;
+    }
+    // Tests and scripts read the port from this line.
+    std::printf("kvserve: serving the OpenAI-compatible API on %s://%s:%d/v1\n",
+                f.tls_cert.empty() ? "http" : "https", f.openai_host.c_str(), openai.bound_port());
+  }
   // Tests and scripts read the port from this line.
   std::printf("kvserve: serving kvserve.v1.Generation on %s:%d\n", f.host.c_str(), bound_port);
   std::fflush(stdout);
@@ -362,6 +401,7 @@ int main(int argc, char** argv) {
                                                                   std::chrono::seconds(2));
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::duration_cast<std::chrono::system_clock::duration>(left));
+  openai.stop();  // its streams ended with their gRPC calls
   http.stop();
   spdlog::info("stopped after serving {} requests", runner.status().requests_served);
   return runner.failure().empty() ? 0 : 3;  // also if it failed while draining

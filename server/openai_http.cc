@@ -1,0 +1,194 @@
+#include "server/openai_http.h"
+
+#include <nlohmann/json.hpp>
+
+#include <utility>
+
+#include <httplib.h>
+
+#include "server/openai_request.h"
+#include "server/openai_response.h"
+
+namespace kvserve {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr const char* kJson = "application/json";
+constexpr const char* kRoutes =
+    "this server serves POST /v1/completions, POST /v1/chat/completions, GET /v1/models and GET /health";
+
+void reply_error(httplib::Response& res, int status, const std::string& message, const std::string& code) {
+  res.status = status;
+  if (status == 429) res.set_header("Retry-After", "1");  // the queue drains as requests finish
+  res.set_content(openai::error_body(status, message, code), kJson);
+}
+
+void reply_grpc_error(httplib::Response& res, const grpc::Status& status) {
+  reply_error(res, openai::http_status(status.error_code()), status.error_message(),
+              openai::code_name(status.error_code()));
+}
+
+// The caller's bearer token goes on as gRPC metadata, for the service to check as it checks its
+// own callers'.
+void forward_auth(const httplib::Request& req, grpc::ClientContext& context) {
+  if (req.has_header("Authorization"))
+    context.AddMetadata("authorization", req.get_header_value("Authorization"));
+}
+
+// One call: the gRPC call and the reply being built. A streaming one is kept across httplib's
+// calls of the content provider (all on the worker thread that took the request).
+struct Call {
+  openai::ParsedRequest request;
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
+  std::unique_ptr<openai::ReplyBuilder> reply;
+  v1::GenerateResponse first;  // read before the reply began, so that a refusal keeps its status
+  bool first_sent = false;
+  bool finished = false;  // the gRPC call has ended and been finished
+
+  // The next events to send: one message's chunk, or the closing events once the call ends.
+  std::string next_events() {
+    if (!first_sent) {
+      first_sent = true;
+      return reply->event(first);
+    }
+    v1::GenerateResponse message;
+    if (reader->Read(&message)) return reply->event(message);
+    const grpc::Status status = reader->Finish();
+    finished = true;
+    if (status.ok()) return reply->closing_events();
+    return openai::error_events(openai::http_status(status.error_code()), status.error_message(),
+                                openai::code_name(status.error_code()));
+  }
+
+  // The client went away (or the server is stopping): the gRPC call is cancelled, which aborts
+  // the request and frees its KV blocks at the engine's next step.
+  void cancel() {
+    if (finished) return;
+    context.TryCancel();
+    v1::GenerateResponse rest;
+    while (reader->Read(&rest)) {
+    }
+    reader->Finish();
+    finished = true;
+  }
+};
+
+}  // namespace
+
+OpenAiHttpServer::OpenAiHttpServer(std::shared_ptr<grpc::Channel> channel, OpenAiHttpOptions options)
+    : stub_(v1::Generation::NewStub(std::move(channel))), options_(std::move(options)) {}
+
+Status OpenAiHttpServer::start(const std::string& host, int port) {
+  started_ = std::time(nullptr);
+  std::unique_ptr<httplib::Server> server;
+  if (options_.tls_cert.empty() != options_.tls_key.empty())
+    return Status::InvalidArgument("TLS for the OpenAI-compatible API needs both a certificate and a key");
+  if (options_.tls_cert.empty()) {
+    server = std::make_unique<httplib::Server>();
+  } else {
+    auto tls = std::make_unique<httplib::SSLServer>(
+        options_.tls_cert.c_str(), options_.tls_key.c_str(),
+        options_.tls_client_ca.empty() ? nullptr : options_.tls_client_ca.c_str());
+    if (!tls->is_valid())
+      return Status::InvalidArgument("the OpenAI-compatible API cannot use the TLS certificate " +
+                                     options_.tls_cert + " and key " + options_.tls_key +
+                                     " (unreadable or not a matching PEM pair)");
+    server = std::move(tls);
+  }
+  server->new_task_queue = [threads = options_.threads] {
+    return new httplib::ThreadPool(static_cast<size_t>(threads));
+  };
+  server->set_payload_max_length(options_.max_request_bytes);
+  // A streaming client that stops reading for this long is taken for gone (its request is aborted).
+  server->set_read_timeout(30);
+  server->set_write_timeout(30);
+  server->set_keep_alive_max_count(100);
+
+  server->Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    generate(openai::Endpoint::kCompletions, req, res);
+  });
+  server->Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    generate(openai::Endpoint::kChatCompletions, req, res);
+  });
+  server->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+    grpc::ClientContext context;
+    forward_auth(req, context);
+    v1::ModelInfo info;
+    if (grpc::Status s = stub_->GetModelInfo(&context, {}, &info); !s.ok()) return reply_grpc_error(res, s);
+    const Json model{{"id", options_.served_model},
+                     {"object", "model"},
+                     {"created", static_cast<int64_t>(started_)},
+                     {"owned_by", "kvserve"},
+                     {"max_model_len", info.max_model_len()}};
+    res.set_content(Json{{"object", "list"}, {"data", Json::array({model})}}.dump(), kJson);
+  });
+  server->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    const bool healthy = !options_.healthy || options_.healthy();
+    res.status = healthy ? 200 : 503;
+    res.set_content(healthy ? "ok" : "draining", "text/plain; charset=utf-8");
+  });
+  // httplib's own refusals (no such route, a body over the limit, a malformed request) get an
+  // OpenAI error object too, so that clients can show what went wrong.
+  server->set_error_handler(httplib::Server::HandlerWithResponse(
+      [max = options_.max_request_bytes](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // a handler's own error
+        std::string message;
+        if (res.status == 404)
+          message = "no route " + req.method + " " + req.path + "; " + kRoutes;
+        else if (res.status == 413)
+          message = "request body over " + std::to_string(max) +
+                    " bytes (--max-request-bytes); send a shorter request";
+        else
+          message = "the HTTP request could not be read (status " + std::to_string(res.status) + ")";
+        res.set_content(openai::error_body(res.status, message, "http_" + std::to_string(res.status)), kJson);
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+  return listener_.start(std::move(server), host, port, "OpenAI-compatible API");
+}
+
+void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Request& req,
+                                httplib::Response& res) {
+  auto call = std::make_shared<Call>();
+  if (Status s = openai::parse_request(endpoint, req.body, options_.served_model, &call->request); !s.ok()) {
+    const bool unknown_model = s.code() == StatusCode::kNotFound;
+    return reply_error(res, unknown_model ? 404 : 400, s.message(),
+                       unknown_model ? "model_not_found" : "invalid_argument");
+  }
+  if (req.has_header("X-Request-Id"))
+    call->request.generate.set_request_id(req.get_header_value("X-Request-Id"));
+  forward_auth(req, call->context);
+  call->reply = std::make_unique<openai::ReplyBuilder>(
+      call->request, static_cast<int64_t>(std::time(nullptr)), options_.tokenizer.get());
+  call->reader = stub_->Generate(&call->context, call->request.generate);
+
+  if (!call->request.stream) {
+    // The whole reply at the end. (A client that disconnects meanwhile is not noticed: its request
+    // runs to its max_tokens. Streaming clients are noticed at their next event.)
+    v1::GenerateResponse message;
+    while (call->reader->Read(&message))
+      call->reply->add(message);
+    call->finished = true;
+    if (grpc::Status s = call->reader->Finish(); !s.ok()) return reply_grpc_error(res, s);
+    return res.set_content(call->reply->body(), kJson);
+  }
+  if (!call->reader->Read(&call->first)) {
+    call->finished = true;
+    const grpc::Status s = call->reader->Finish();
+    return reply_grpc_error(
+        res, s.ok() ? grpc::Status(grpc::StatusCode::INTERNAL, "the call ended with no output") : s);
+  }
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [call](size_t, httplib::DataSink& sink) {
+        const std::string events = call->next_events();
+        if (!events.empty() && !sink.write(events.data(), events.size())) return false;  // client gone
+        if (call->finished) sink.done();
+        return true;
+      },
+      [call](bool) { call->cancel(); });
+}
+
+}  // namespace kvserve

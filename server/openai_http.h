@@ -1,0 +1,68 @@
+// The OpenAI-compatible HTTP API: POST /v1/completions and /v1/chat/completions (whole replies or
+// server-sent events), GET /v1/models and GET /health, for the many clients and tools that speak
+// OpenAI's protocol. Each request is read into a kvserve.v1.GenerateRequest (server/openai_request.h)
+// and run through the server's own gRPC service over an in-process channel, so the two APIs share
+// validation, authentication, choices, structured output, cancellation, metrics and logs; only the
+// wire format differs (server/openai_response.h).
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstddef>
+#include <ctime>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "engine/status.h"
+#include "engine/tokenizer.h"
+#include "kvserve/v1/kvserve.grpc.pb.h"
+#include "server/http_listener.h"
+#include "server/openai_request.h"
+
+namespace httplib {
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace kvserve {
+
+struct OpenAiHttpOptions {
+  std::string served_model;                    // the name clients send as `model`
+  std::shared_ptr<const Tokenizer> tokenizer;  // spells tokens in logprobs; may be null
+  size_t max_request_bytes = 1 << 20;          // largest body accepted (413 over it)
+  // Requests served at once: each holds a worker thread while it waits for its tokens; more wait
+  // for a free worker.
+  int threads = 256;
+  // TLS: both paths or neither (plain HTTP); with a client CA, clients must present a certificate
+  // it signed.
+  std::string tls_cert, tls_key, tls_client_ca;
+  // GET /health: true answers 200, false 503 (draining). Empty means always healthy.
+  std::function<bool()> healthy;
+};
+
+class OpenAiHttpServer {
+ public:
+  // `channel` reaches the kvserve.v1.Generation service (the server's in-process channel).
+  OpenAiHttpServer(std::shared_ptr<grpc::Channel> channel, OpenAiHttpOptions options);
+  ~OpenAiHttpServer() = default;  // stops
+
+  // Binds host:port (0: any free port) and serves until stop(). Fails if the address cannot be
+  // bound or the TLS files do not load.
+  Status start(const std::string& host, int port);
+  // Stops accepting, lets requests in flight finish (a stream ends when its gRPC call does: stop
+  // the gRPC server first) and joins the threads. Idempotent.
+  void stop() { listener_.stop(); }
+  int bound_port() const { return listener_.bound_port(); }
+
+ private:
+  // POST /v1/completions and /v1/chat/completions.
+  void generate(openai::Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
+
+  std::unique_ptr<v1::Generation::Stub> stub_;
+  OpenAiHttpOptions options_;
+  std::time_t started_ = 0;
+  HttpListener listener_;
+};
+
+}  // namespace kvserve

@@ -1,0 +1,459 @@
+#include "server/openai_request.h"
+
+#include <nlohmann/json.hpp>
+
+#include <limits>
+#include <optional>
+#include <utility>
+
+namespace kvserve::openai {
+namespace {
+
+using Json = nlohmann::json;
+
+// Nesting allowed in a request body: a conversation with tool calls is a few levels deep; a
+// schema a few more. The parser recurses, so a body of "[[[[..." must be stopped before it does.
+constexpr int kMaxJsonDepth = 256;
+// Alternatives per token, as the gRPC API allows (OpenAI's own limits are 5 and 20).
+constexpr int64_t kMaxTopLogprobs = 20;
+
+Status invalid(const std::string& field, const std::string& what) {
+  return Status::InvalidArgument(field + ": " + what);
+}
+
+Status wrong_type(const std::string& field, const char* expected, const Json& value) {
+  return invalid(field, std::string("expected ") + expected + ", got " + value.type_name());
+}
+
+// JSON nesting depth, iteratively bounded: true when `text` nests deeper than `limit` (strings are
+// skipped so that brackets inside them do not count).
+bool nests_deeper_than(std::string_view text, int limit) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return true;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return false;
+}
+
+// The fields of one JSON object; a null value reads as absent, as OpenAI's clients send null for
+// "not set".
+class Fields {
+ public:
+  explicit Fields(const Json& object) : object_(object) {}
+
+  const Json* find(const char* key) const {
+    auto it = object_.find(key);
+    return it == object_.end() || it->is_null() ? nullptr : &*it;
+  }
+
+  Status number(const char* key, std::optional<double>* out) const {
+    const Json* v = find(key);
+    if (!v) return Status::Ok();
+    if (!v->is_number()) return wrong_type(key, "a number", *v);
+    *out = v->get<double>();
+    return Status::Ok();
+  }
+
+  // An integer in [lo, hi].
+  Status integer(const char* key, int64_t lo, int64_t hi, std::optional<int64_t>* out) const {
+    const Json* v = find(key);
+    if (!v) return Status::Ok();
+    if (!v->is_number_integer()) return wrong_type(key, "an integer", *v);
+    const std::string range = " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(hi))
+      return invalid(key, std::to_string(v->get<uint64_t>()) + range);
+    const int64_t x = v->get<int64_t>();
+    if (x < lo || x > hi) return invalid(key, std::to_string(x) + range);
+    *out = x;
+    return Status::Ok();
+  }
+
+  Status boolean(const char* key, bool* out) const {
+    const Json* v = find(key);
+    if (!v) return Status::Ok();
+    if (!v->is_boolean()) return wrong_type(key, "true or false", *v);
+    *out = v->get<bool>();
+    return Status::Ok();
+  }
+
+  Status string(const char* key, std::optional<std::string>* out) const {
+    const Json* v = find(key);
+    if (!v) return Status::Ok();
+    if (!v->is_string()) return wrong_type(key, "a string", *v);
+    *out = v->get<std::string>();
+    return Status::Ok();
+  }
+
+ private:
+  const Json& object_;
+};
+
+#define KVSERVE_RETURN_IF_ERROR(expr)   \
+  do {                                  \
+    if (Status s_ = (expr); !s_.ok()) { \
+      return s_;                        \
+    }                                   \
+  } while (0)
+
+constexpr int64_t kU32Max = std::numeric_limits<uint32_t>::max();
+
+Status parse_sampling(const Fields& f, v1::SamplingParams* sampling) {
+  // OpenAI's default temperature is 1 (sampling); the gRPC API's unset value 0 means greedy.
+  std::optional<double> temperature, top_p, min_p, repetition_penalty, presence, frequency;
+  KVSERVE_RETURN_IF_ERROR(f.number("temperature", &temperature));
+  sampling->set_temperature(static_cast<float>(temperature.value_or(1.0)));
+  KVSERVE_RETURN_IF_ERROR(f.number("top_p", &top_p));
+  if (top_p) {
+    // The proto's 0 means "unset" (= 1), so a 0 here must not pass through as that.
+    if (!(*top_p > 0.0 && *top_p <= 1.0)) return invalid("top_p", "must be in (0, 1]");
+    sampling->set_top_p(static_cast<float>(*top_p));
+  }
+  std::optional<int64_t> top_k;
+  KVSERVE_RETURN_IF_ERROR(f.integer("top_k", -1, std::numeric_limits<int32_t>::max(), &top_k));
+  if (top_k) sampling->set_top_k(*top_k < 0 ? 0 : static_cast<int32_t>(*top_k));  // -1: off, as vLLM
+  KVSERVE_RETURN_IF_ERROR(f.number("min_p", &min_p));
+  if (min_p) sampling->set_min_p(static_cast<float>(*min_p));
+  KVSERVE_RETURN_IF_ERROR(f.number("repetition_penalty", &repetition_penalty));
+  if (repetition_penalty) {
+    if (!(*repetition_penalty > 0.0)) return invalid("repetition_penalty", "must be over 0 (1 = off)");
+    sampling->set_repetition_penalty(static_cast<float>(*repetition_penalty));
+  }
+  KVSERVE_RETURN_IF_ERROR(f.number("presence_penalty", &presence));
+  if (presence) sampling->set_presence_penalty(static_cast<float>(*presence));
+  KVSERVE_RETURN_IF_ERROR(f.number("frequency_penalty", &frequency));
+  if (frequency) sampling->set_frequency_penalty(static_cast<float>(*frequency));
+  if (const Json* seed = f.find("seed")) {
+    if (!seed->is_number_integer()) return wrong_type("seed", "an integer", *seed);
+    // Negative seeds are as good as any: their two's complement is the seed.
+    sampling->set_seed(seed->is_number_unsigned() ? seed->get<uint64_t>()
+                                                  : static_cast<uint64_t>(seed->get<int64_t>()));
+  }
+  if (const Json* bias = f.find("logit_bias")) {
+    if (!bias->is_object()) return wrong_type("logit_bias", "an object of token id -> bias", *bias);
+    for (const auto& [key, value] : bias->items()) {
+      uint64_t id = 0;
+      const bool digits =
+          !key.empty() && key.size() <= 10 && key.find_first_not_of("0123456789") == std::string::npos;
+      if (digits) id = std::stoull(key);
+      if (!digits || id > static_cast<uint64_t>(kU32Max))
+        return invalid("logit_bias",
+                       "key \"" + key + "\" is not a token id; keys are token ids written as strings");
+      if (!value.is_number()) return wrong_type("logit_bias[\"" + key + "\"]", "a number", value);
+      (*sampling->mutable_logit_bias())[static_cast<uint32_t>(id)] = value.get<float>();
+    }
+  }
+  return Status::Ok();
+}
+
+Status parse_stop(const Fields& f, v1::StopCriteria* stop) {
+  if (const Json* s = f.find("stop")) {
+    if (s->is_string()) {
+      stop->add_stop(s->get<std::string>());
+    } else if (s->is_array()) {
+      for (size_t i = 0; i < s->size(); ++i) {
+        if (!(*s)[i].is_string()) return wrong_type("stop[" + std::to_string(i) + "]", "a string", (*s)[i]);
+        stop->add_stop((*s)[i].get<std::string>());
+      }
+    } else {
+      return wrong_type("stop", "a string or an array of strings", *s);
+    }
+  }
+  if (const Json* ids = f.find("stop_token_ids")) {
+    if (!ids->is_array()) return wrong_type("stop_token_ids", "an array of token ids", *ids);
+    for (size_t i = 0; i < ids->size(); ++i) {
+      const Json& id = (*ids)[i];
+      if (!id.is_number_unsigned() || id.get<uint64_t>() > static_cast<uint64_t>(kU32Max))
+        return invalid("stop_token_ids[" + std::to_string(i) + "]",
+                       "expected a token id (an integer from 0)");
+      stop->add_stop_token_ids(id.get<uint32_t>());
+    }
+  }
+  bool ignore_eos = false;
+  KVSERVE_RETURN_IF_ERROR(f.boolean("ignore_eos", &ignore_eos));
+  stop->set_ignore_eos(ignore_eos);
+  std::optional<int64_t> min_tokens;
+  KVSERVE_RETURN_IF_ERROR(f.integer("min_tokens", 0, kU32Max, &min_tokens));
+  if (min_tokens) stop->set_min_tokens(static_cast<uint32_t>(*min_tokens));
+  return Status::Ok();
+}
+
+// response_format: OpenAI's "text", "json_object" and "json_schema", and kvserve's "regex" and
+// "choice" (the gRPC API's other two forms).
+Status parse_response_format(const Fields& f, v1::ResponseFormat* format) {
+  const Json* rf = f.find("response_format");
+  if (!rf) return Status::Ok();
+  if (!rf->is_object()) return wrong_type("response_format", "an object with a \"type\"", *rf);
+  const Fields rff(*rf);
+  std::optional<std::string> type;
+  if (Status s = rff.string("type", &type); !s.ok()) return invalid("response_format", s.message());
+  const std::string kinds = "send \"text\", \"json_object\", \"json_schema\", \"regex\" or \"choice\"";
+  if (!type) return invalid("response_format.type", "missing; " + kinds);
+  if (*type == "text") return Status::Ok();
+  if (*type == "json_object") {
+    // Any JSON object: the schema converter's form for an object with no properties named.
+    format->set_json_schema(R"({"type":"object"})");
+    return Status::Ok();
+  }
+  if (*type == "json_schema") {
+    const Json* js = rff.find("json_schema");
+    if (!js || !js->is_object())
+      return invalid("response_format.json_schema", "expected an object with the schema under \"schema\"");
+    auto schema = js->find("schema");
+    if (schema == js->end() || !schema->is_object())
+      return invalid("response_format.json_schema.schema", "expected the JSON schema (an object)");
+    format->set_json_schema(schema->dump());
+    return Status::Ok();
+  }
+  if (*type == "regex") {
+    std::optional<std::string> regex;
+    if (Status s = rff.string("regex", &regex); !s.ok()) return invalid("response_format", s.message());
+    if (!regex) return invalid("response_format.regex", "missing; send the pattern the output must match");
+    format->set_regex(*regex);
+    return Status::Ok();
+  }
+  if (*type == "choice") {
+    const Json* values = rff.find("choice");
+    if (!values || !values->is_array())
+      return invalid("response_format.choice", "expected an array of the strings the output may be");
+    for (size_t i = 0; i < values->size(); ++i) {
+      if (!(*values)[i].is_string())
+        return wrong_type("response_format.choice[" + std::to_string(i) + "]", "a string", (*values)[i]);
+      format->mutable_choice()->add_values((*values)[i].get<std::string>());
+    }
+    return Status::Ok();
+  }
+  return invalid("response_format.type", "\"" + *type + "\" is not supported; " + kinds);
+}
+
+// What both endpoints share: the model, choices, streaming, sampling, stop rules and format.
+Status parse_common(const Fields& f, const std::string& served_model, ParsedRequest* out) {
+  std::optional<std::string> model;
+  KVSERVE_RETURN_IF_ERROR(f.string("model", &model));
+  if (model && !model->empty() && *model != served_model)
+    return Status::NotFound("model \"" + *model + "\" is not served here; this server serves \"" +
+                            served_model + "\" (GET /v1/models)");
+  out->model = served_model;
+
+  std::optional<int64_t> n, best_of;
+  KVSERVE_RETURN_IF_ERROR(f.integer("n", 1, kU32Max, &n));
+  if (n) out->generate.set_n(static_cast<uint32_t>(*n));
+  KVSERVE_RETURN_IF_ERROR(f.integer("best_of", 1, kU32Max, &best_of));
+  if (best_of && *best_of != n.value_or(1))
+    return invalid("best_of", "only best_of = n is supported (every choice is returned); send n alone");
+
+  KVSERVE_RETURN_IF_ERROR(f.boolean("stream", &out->stream));
+  if (const Json* options = f.find("stream_options")) {
+    if (!options->is_object()) return wrong_type("stream_options", "an object", *options);
+    if (Status s = Fields(*options).boolean("include_usage", &out->include_usage); !s.ok())
+      return invalid("stream_options", s.message());
+  }
+
+  KVSERVE_RETURN_IF_ERROR(parse_sampling(f, out->generate.mutable_sampling()));
+  KVSERVE_RETURN_IF_ERROR(parse_stop(f, out->generate.mutable_stop()));
+  v1::ResponseFormat format;
+  KVSERVE_RETURN_IF_ERROR(parse_response_format(f, &format));
+  if (format.format_case() != v1::ResponseFormat::FORMAT_NOT_SET)
+    *out->generate.mutable_response_format() = format;
+  return Status::Ok();
+}
+
+// max_tokens (both) or max_completion_tokens (chat, preferred): absent = the server's default.
+Status parse_max_tokens(const Fields& f, const char* key, v1::StopCriteria* stop) {
+  std::optional<int64_t> max_tokens;
+  KVSERVE_RETURN_IF_ERROR(f.integer(key, 1, kU32Max, &max_tokens));
+  if (max_tokens) stop->set_max_tokens(static_cast<uint32_t>(*max_tokens));
+  return Status::Ok();
+}
+
+Status refuse_if_set(const Fields& f, const char* key, const char* why) {
+  const Json* v = f.find(key);
+  if (!v || (v->is_boolean() && !v->get<bool>()) || (v->is_string() && v->get<std::string>().empty()))
+    return Status::Ok();
+  return invalid(key, why);
+}
+
+// prompt: a string, an array of token ids, or either wrapped in an array of one.
+Status parse_prompt(const Json* prompt, v1::GenerateRequest* out) {
+  if (!prompt) return invalid("prompt", "missing; send the text (or token ids) to continue");
+  const Json* p = prompt;
+  if (p->is_array() && !p->empty() && (p->front().is_string() || p->front().is_array())) {
+    if (p->size() != 1)
+      return invalid("prompt",
+                     std::to_string(p->size()) + " prompts in one request; send one prompt per request");
+    p = &p->front();
+  }
+  if (p->is_string()) {
+    out->set_text(p->get<std::string>());
+    return Status::Ok();
+  }
+  if (!p->is_array()) return wrong_type("prompt", "a string or an array of token ids", *p);
+  v1::TokenIds* ids = out->mutable_token_ids();
+  for (size_t i = 0; i < p->size(); ++i) {
+    const Json& id = (*p)[i];
+    if (!id.is_number_unsigned() || id.get<uint64_t>() > static_cast<uint64_t>(kU32Max))
+      return invalid("prompt[" + std::to_string(i) + "]", "expected a token id (an integer from 0)");
+    ids->add_ids(id.get<uint32_t>());
+  }
+  if (ids->ids().empty()) return invalid("prompt", "empty; send the text (or token ids) to continue");
+  return Status::Ok();
+}
+
+Status parse_completions(const Fields& f, ParsedRequest* out) {
+  KVSERVE_RETURN_IF_ERROR(parse_prompt(f.find("prompt"), &out->generate));
+  KVSERVE_RETURN_IF_ERROR(parse_max_tokens(f, "max_tokens", out->generate.mutable_stop()));
+  std::optional<int64_t> logprobs;
+  KVSERVE_RETURN_IF_ERROR(f.integer("logprobs", 0, kMaxTopLogprobs, &logprobs));
+  if (logprobs) {
+    out->logprobs = true;
+    out->generate.set_top_logprobs(static_cast<uint32_t>(*logprobs));
+  }
+  bool add_special_tokens = true;
+  KVSERVE_RETURN_IF_ERROR(f.boolean("add_special_tokens", &add_special_tokens));
+  out->generate.set_no_bos(!add_special_tokens);
+  KVSERVE_RETURN_IF_ERROR(refuse_if_set(
+      f, "echo", "not supported: kvserve does not return the prompt or score its tokens; leave it false"));
+  return refuse_if_set(f, "suffix", "not supported (no fill-in-the-middle); leave it out");
+}
+
+// One message's content: a string, null, or an array of text parts (joined by newlines, as vLLM
+// joins them for a text-only template).
+Status parse_content(const Json& message, const std::string& field, v1::ChatMessage* out, Json* extra) {
+  auto content = message.find("content");
+  if (content == message.end()) return Status::Ok();
+  if (content->is_null()) {
+    (*extra)["content"] = nullptr;  // the template sees None, as transformers passes it
+    return Status::Ok();
+  }
+  if (content->is_string()) {
+    out->set_content(content->get<std::string>());
+    return Status::Ok();
+  }
+  if (!content->is_array())
+    return wrong_type(field + ".content", "a string or an array of text parts", *content);
+  std::string text;
+  for (size_t j = 0; j < content->size(); ++j) {
+    const Json& part = (*content)[j];
+    const std::string part_field = field + ".content[" + std::to_string(j) + "]";
+    if (!part.is_object()) return wrong_type(part_field, "an object", part);
+    auto type = part.find("type");
+    if (type == part.end() || !type->is_string() || type->get<std::string>() != "text")
+      return invalid(part_field, "only parts of type \"text\" are supported (this server takes text only)");
+    auto part_text = part.find("text");
+    if (part_text == part.end() || !part_text->is_string())
+      return invalid(part_field + ".text", "expected a string");
+    if (j > 0) text += '\n';
+    text += part_text->get<std::string>();
+  }
+  out->set_content(std::move(text));
+  return Status::Ok();
+}
+
+Status parse_messages(const Json* messages, v1::Chat* chat) {
+  if (!messages || !messages->is_array() || messages->empty())
+    return invalid("messages", "expected a non-empty array of {\"role\", \"content\"}");
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const Json& m = (*messages)[i];
+    const std::string field = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) return wrong_type(field, "an object", m);
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string())
+      return invalid(field + ".role", "expected a string (\"system\", \"user\", \"assistant\", \"tool\")");
+    v1::ChatMessage* out = chat->add_messages();
+    out->set_role(role->get<std::string>());
+    Json extra = Json::object();
+    KVSERVE_RETURN_IF_ERROR(parse_content(m, field, out, &extra));
+    for (const auto& [key, value] : m.items())
+      if (key != "role" && key != "content") extra[key] = value;  // name, tool_calls, tool_call_id, ...
+    if (!extra.empty()) out->set_extra_json(extra.dump());
+  }
+  return Status::Ok();
+}
+
+Status parse_chat(const Fields& f, ParsedRequest* out) {
+  v1::Chat* chat = out->generate.mutable_chat();
+  KVSERVE_RETURN_IF_ERROR(parse_messages(f.find("messages"), chat));
+  v1::StopCriteria* stop = out->generate.mutable_stop();
+  KVSERVE_RETURN_IF_ERROR(parse_max_tokens(f, "max_tokens", stop));
+  KVSERVE_RETURN_IF_ERROR(parse_max_tokens(f, "max_completion_tokens", stop));
+
+  KVSERVE_RETURN_IF_ERROR(f.boolean("logprobs", &out->logprobs));
+  std::optional<int64_t> top_logprobs;
+  KVSERVE_RETURN_IF_ERROR(f.integer("top_logprobs", 0, kMaxTopLogprobs, &top_logprobs));
+  if (top_logprobs && *top_logprobs > 0 && !out->logprobs)
+    return invalid("top_logprobs", "needs \"logprobs\": true");
+  if (top_logprobs) out->generate.set_top_logprobs(static_cast<uint32_t>(*top_logprobs));
+
+  // Tools go to the chat template, which writes them into the prompt; the model's reply comes back
+  // as text (its tool-call format is the template's own), so only "auto" and "none" can be honoured.
+  std::optional<std::string> tool_choice;
+  if (const Json* choice = f.find("tool_choice"); choice && !choice->is_string())
+    return invalid("tool_choice",
+                   "only \"auto\" and \"none\" are supported; the reply is text for the client to parse");
+  KVSERVE_RETURN_IF_ERROR(f.string("tool_choice", &tool_choice));
+  if (tool_choice && *tool_choice != "auto" && *tool_choice != "none")
+    return invalid("tool_choice",
+                   "\"" + *tool_choice +
+                       "\" is not supported; send \"auto\" or \"none\" (the reply is text for the "
+                       "client to parse)");
+  if (const Json* tools = f.find("tools")) {
+    if (!tools->is_array()) return wrong_type("tools", "an array of tool specifications", *tools);
+    if (tool_choice.value_or("auto") == "auto" && !tools->empty()) chat->set_tools_json(tools->dump());
+  }
+  KVSERVE_RETURN_IF_ERROR(
+      refuse_if_set(f, "functions", "the legacy functions field is not supported; send tools"));
+  if (const Json* kwargs = f.find("chat_template_kwargs")) {
+    if (!kwargs->is_object()) return wrong_type("chat_template_kwargs", "an object", *kwargs);
+    chat->set_template_kwargs_json(kwargs->dump());
+  }
+  if (const Json* add = f.find("add_generation_prompt")) {
+    if (!add->is_boolean()) return wrong_type("add_generation_prompt", "true or false", *add);
+    chat->set_add_generation_prompt(add->get<bool>());
+  }
+  bool continue_final = false;
+  KVSERVE_RETURN_IF_ERROR(f.boolean("continue_final_message", &continue_final));
+  chat->set_continue_final_message(continue_final);
+  if (const Json* modalities = f.find("modalities")) {
+    if (!modalities->is_array()) return wrong_type("modalities", "an array", *modalities);
+    for (const Json& m : *modalities)
+      if (m != "text") return invalid("modalities", "only \"text\" is supported");
+  }
+  return refuse_if_set(f, "audio", "not supported (this server produces text only)");
+}
+
+}  // namespace
+
+Status parse_request(Endpoint endpoint, std::string_view body, const std::string& served_model,
+                     ParsedRequest* out) {
+  *out = ParsedRequest{};
+  out->endpoint = endpoint;
+  if (nests_deeper_than(body, kMaxJsonDepth))
+    return Status::InvalidArgument("request body: nested deeper than " + std::to_string(kMaxJsonDepth) +
+                                   " levels");
+  Json json;
+  try {
+    json = Json::parse(body);
+  } catch (const Json::exception& e) {
+    return Status::InvalidArgument(std::string("request body: not valid JSON (") + e.what() + ")");
+  }
+  if (!json.is_object())
+    return Status::InvalidArgument(std::string("request body: expected a JSON object, got ") +
+                                   json.type_name());
+  const Fields fields(json);
+  KVSERVE_RETURN_IF_ERROR(parse_common(fields, served_model, out));
+  return endpoint == Endpoint::kCompletions ? parse_completions(fields, out) : parse_chat(fields, out);
+}
+
+}  // namespace kvserve::openai

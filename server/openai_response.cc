@@ -1,0 +1,265 @@
+#include "server/openai_response.h"
+
+#include <cctype>
+#include <utility>
+
+namespace kvserve::openai {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// Token spellings may hold part of a UTF-8 character (a byte-fallback token): JSON text must be
+// UTF-8, so such bytes are written as U+FFFD (the `bytes` arrays keep them exactly).
+std::string dump(const Json& json) {
+  return json.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+std::string sse(const Json& json) {
+  return "data: " + dump(json) + "\n\n";
+}
+
+Json finish_reason(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::FINISH_REASON_STOP:
+      return "stop";
+    case v1::FINISH_REASON_LENGTH:
+      return "length";
+    case v1::FINISH_REASON_ABORTED:
+      return "abort";  // as vLLM names it; the call then fails with 503 (see http_status)
+    default:
+      return nullptr;
+  }
+}
+
+// Characters of UTF-8 text (bytes that do not continue a character).
+int64_t utf8_length(const std::string& text) {
+  int64_t n = 0;
+  for (const char c : text)
+    n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
+Json bytes_of(const std::string& text) {
+  Json bytes = Json::array();
+  for (const char c : text)
+    bytes.push_back(static_cast<unsigned char>(c));
+  return bytes;
+}
+
+}  // namespace
+
+ReplyBuilder::ReplyBuilder(const ParsedRequest& request, int64_t created, const Tokenizer* tokenizer)
+    : request_(request), created_(created), tokenizer_(tokenizer) {}
+
+std::string ReplyBuilder::token_text(uint32_t id) const {
+  if (!tokenizer_) return {};
+  const auto token = static_cast<TokenId>(id);
+  std::string bytes = tokenizer_->token_bytes(token);
+  // Control tokens (EOS, ...) have no text; their spelling says which one ended the output.
+  return bytes.empty() ? tokenizer_->token_spelling(token) : bytes;
+}
+
+Json ReplyBuilder::head(const char* object) const {
+  return Json{{"id", id_}, {"object", object}, {"created", created_}, {"model", request_.model}};
+}
+
+Json ReplyBuilder::logprobs_of(const v1::GenerateResponse& message, Choice& choice) const {
+  if (!request_.logprobs) return nullptr;
+  if (request_.endpoint == Endpoint::kChatCompletions) {
+    auto entry = [&](uint32_t id, float logprob) {
+      const std::string text = token_text(id);
+      return Json{{"token", text}, {"logprob", logprob}, {"bytes", bytes_of(text)}};
+    };
+    Json content = Json::array();
+    for (const v1::TokenLogprob& lp : message.logprobs()) {
+      Json e = entry(lp.token_id(), lp.logprob());
+      Json top = Json::array();
+      for (const v1::TopLogprob& t : lp.top())
+        top.push_back(entry(t.token_id(), t.logprob()));
+      e["top_logprobs"] = std::move(top);
+      choice.content.push_back(e);
+      content.push_back(std::move(e));
+    }
+    return Json{{"content", std::move(content)}, {"refusal", nullptr}};
+  }
+  // Completions: four parallel arrays, top alternatives as token -> logprob.
+  const bool with_top = request_.generate.top_logprobs() > 0;
+  Json tokens = Json::array(), token_logprobs = Json::array(), top = Json::array(), offsets = Json::array();
+  for (const v1::TokenLogprob& lp : message.logprobs()) {
+    const std::string text = token_text(lp.token_id());
+    Json alternatives = Json::object();
+    for (const v1::TopLogprob& t : lp.top())
+      alternatives[token_text(t.token_id())] = t.logprob();
+    tokens.push_back(text);
+    token_logprobs.push_back(lp.logprob());
+    offsets.push_back(choice.next_offset);
+    choice.tokens.push_back(text);
+    choice.token_logprobs.push_back(lp.logprob());
+    choice.text_offset.push_back(choice.next_offset);
+    if (with_top) {
+      top.push_back(alternatives);
+      choice.top_logprobs.push_back(std::move(alternatives));
+    }
+    choice.next_offset += utf8_length(text);
+  }
+  return Json{{"tokens", std::move(tokens)},
+              {"token_logprobs", std::move(token_logprobs)},
+              {"top_logprobs", with_top ? std::move(top) : Json(nullptr)},
+              {"text_offset", std::move(offsets)}};
+}
+
+void ReplyBuilder::note_usage(const v1::GenerateResponse& message, Choice& choice) {
+  if (id_.empty())
+    id_ = (request_.endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-") + message.request_id();
+  if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+    const Json reason = finish_reason(message.finish_reason());
+    choice.finish_reason = reason.is_string() ? reason.get<std::string>() : std::string();
+  }
+  if (!message.has_usage()) return;
+  // Every choice runs the same prompt; the first one's cached count is what the call found
+  // cached (later choices share the first one's blocks).
+  prompt_tokens_ = message.usage().prompt_tokens();
+  if (message.index() == 0) cached_prompt_tokens_ = message.usage().cached_prompt_tokens();
+  choice.completion_tokens = message.usage().completion_tokens();
+}
+
+Json ReplyBuilder::usage() const {
+  uint32_t completion = 0;
+  for (const auto& [index, choice] : choices_)
+    completion += choice.completion_tokens;
+  return Json{{"prompt_tokens", prompt_tokens_},
+              {"completion_tokens", completion},
+              {"total_tokens", prompt_tokens_ + completion},
+              {"prompt_tokens_details", Json{{"cached_tokens", cached_prompt_tokens_}}}};
+}
+
+std::string ReplyBuilder::event(const v1::GenerateResponse& message) {
+  Choice& choice = choices_[message.index()];
+  note_usage(message, choice);
+  const bool finished = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
+  const bool new_tokens = request_.logprobs && message.logprobs_size() > 0;
+  Json chunk;
+  Json out{{"index", message.index()}};
+  if (request_.endpoint == Endpoint::kChatCompletions) {
+    Json delta = Json::object();
+    if (!choice.role_sent) delta["role"] = "assistant";
+    if (!message.text().empty() || !choice.role_sent) delta["content"] = message.text();
+    choice.role_sent = true;
+    if (delta.empty() && !finished && !new_tokens) return {};
+    chunk = head("chat.completion.chunk");
+    out["delta"] = std::move(delta);
+  } else {
+    if (message.text().empty() && !finished && !new_tokens) return {};
+    chunk = head("text_completion");
+    out["text"] = message.text();
+  }
+  out["logprobs"] = logprobs_of(message, choice);
+  out["finish_reason"] = finish_reason(message.finish_reason());
+  chunk["choices"] = Json::array({std::move(out)});
+  // With usage asked for, every chunk says it has none: the last one, after the choices, has it.
+  if (request_.include_usage) chunk["usage"] = nullptr;
+  return sse(chunk);
+}
+
+std::string ReplyBuilder::closing_events() const {
+  std::string events;
+  if (request_.include_usage) {
+    Json chunk =
+        head(request_.endpoint == Endpoint::kChatCompletions ? "chat.completion.chunk" : "text_completion");
+    chunk["choices"] = Json::array();
+    chunk["usage"] = usage();
+    events = sse(chunk);
+  }
+  return events + "data: [DONE]\n\n";
+}
+
+void ReplyBuilder::add(const v1::GenerateResponse& message) {
+  Choice& choice = choices_[message.index()];
+  note_usage(message, choice);
+  choice.text += message.text();
+  logprobs_of(message, choice);
+}
+
+std::string ReplyBuilder::body() const {
+  const bool chat = request_.endpoint == Endpoint::kChatCompletions;
+  Json reply = head(chat ? "chat.completion" : "text_completion");
+  Json choices = Json::array();
+  for (const auto& [index, choice] : choices_) {
+    Json out{{"index", index}};
+    if (chat)
+      out["message"] = Json{{"role", "assistant"}, {"content", choice.text}};
+    else
+      out["text"] = choice.text;
+    if (!request_.logprobs) {
+      out["logprobs"] = nullptr;
+    } else if (chat) {
+      out["logprobs"] = Json{{"content", choice.content}, {"refusal", nullptr}};
+    } else {
+      out["logprobs"] = Json{
+          {"tokens", choice.tokens},
+          {"token_logprobs", choice.token_logprobs},
+          {"top_logprobs", request_.generate.top_logprobs() > 0 ? Json(choice.top_logprobs) : Json(nullptr)},
+          {"text_offset", choice.text_offset}};
+    }
+    out["finish_reason"] = choice.finish_reason.empty() ? Json(nullptr) : Json(choice.finish_reason);
+    choices.push_back(std::move(out));
+  }
+  reply["choices"] = std::move(choices);
+  reply["usage"] = usage();
+  return dump(reply);
+}
+
+int http_status(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return 200;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return 400;
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return 401;
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return 403;
+    case grpc::StatusCode::NOT_FOUND:
+      return 404;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return 429;
+    case grpc::StatusCode::CANCELLED:
+      return 499;  // the client went away; nobody reads this
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return 501;
+    case grpc::StatusCode::UNAVAILABLE:
+      return 503;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+std::string code_name(grpc::StatusCode code) {
+  static const char* const kNames[] = {
+      "ok",        "cancelled",      "unknown",           "invalid_argument",   "deadline_exceeded",
+      "not_found", "already_exists", "permission_denied", "resource_exhausted", "failed_precondition",
+      "aborted",   "out_of_range",   "unimplemented",     "internal",           "unavailable",
+      "data_loss", "unauthenticated"};
+  const auto i = static_cast<size_t>(code);
+  return i < std::size(kNames) ? kNames[i] : "unknown";
+}
+
+std::string error_body(int http_status, const std::string& message, const std::string& code) {
+  const char* type = http_status == 401   ? "authentication_error"
+                     : http_status == 404 ? "not_found_error"
+                     : http_status == 429 ? "rate_limit_error"
+                     : http_status < 500  ? "invalid_request_error"
+                                          : "server_error";
+  return dump(
+      Json{{"error", Json{{"message", message}, {"type", type}, {"param", nullptr}, {"code", code}}}});
+}
+
+std::string error_events(int http_status, const std::string& message, const std::string& code) {
+  return "data: " + error_body(http_status, message, code) + "\n\ndata: [DONE]\n\n";
+}
+
+}  // namespace kvserve::openai

@@ -1,0 +1,79 @@
+// The OpenAI-compatible HTTP API's replies: a call's kvserve.v1.GenerateResponse messages written
+// as OpenAI's completion / chat completion objects, whole or as server-sent events, and errors as
+// OpenAI's error object with the HTTP status that matches the gRPC one.
+#pragma once
+
+#include <grpcpp/support/status.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/tokenizer.h"
+#include "kvserve/v1/kvserve.pb.h"
+#include "server/openai_request.h"
+
+namespace kvserve::openai {
+
+// The reply to one call. Choices are kept apart by the messages' `index`.
+class ReplyBuilder {
+ public:
+  // `created` is the Unix time of the call; `tokenizer` (may be null) spells tokens in logprobs.
+  ReplyBuilder(const ParsedRequest& request, int64_t created, const Tokenizer* tokenizer);
+
+  // Streaming: the event ("data: {chunk}\n\n") for one message, or "" when it carries nothing a
+  // client would see.
+  std::string event(const v1::GenerateResponse& message);
+  // Streaming, after the call ended OK: the usage chunk (when asked for) and "data: [DONE]".
+  std::string closing_events() const;
+
+  // Not streaming: folds in one message; body() is then the whole reply.
+  void add(const v1::GenerateResponse& message);
+  std::string body() const;
+
+ private:
+  struct Choice {
+    std::string text;
+    // Logprobs so far, in the endpoint's shape: chat's `content` entries, or completions' four
+    // parallel arrays.
+    std::vector<nlohmann::ordered_json> content;
+    std::vector<std::string> tokens;
+    std::vector<float> token_logprobs;
+    std::vector<nlohmann::ordered_json> top_logprobs;
+    std::vector<int64_t> text_offset;
+    int64_t next_offset = 0;  // completions: text_offset of the next token
+    bool role_sent = false;   // chat streaming: the first chunk names the role
+    std::string finish_reason;
+    uint32_t completion_tokens = 0;
+  };
+
+  nlohmann::ordered_json head(const char* object) const;
+  // The logprobs of `message`'s tokens in the endpoint's shape, appending to `choice`'s offsets.
+  nlohmann::ordered_json logprobs_of(const v1::GenerateResponse& message, Choice& choice) const;
+  void note_usage(const v1::GenerateResponse& message, Choice& choice);
+  nlohmann::ordered_json usage() const;
+  std::string token_text(uint32_t id) const;
+
+  const ParsedRequest& request_;
+  int64_t created_;
+  const Tokenizer* tokenizer_;
+  std::string id_;  // "cmpl-" / "chatcmpl-" and the request id, from the first message
+  std::map<uint32_t, Choice> choices_;
+  uint32_t prompt_tokens_ = 0;
+  uint32_t cached_prompt_tokens_ = 0;
+  bool usage_seen_ = false;
+};
+
+// The HTTP status for a gRPC status (400 for INVALID_ARGUMENT, 429 for RESOURCE_EXHAUSTED, ...).
+int http_status(grpc::StatusCode code);
+// OpenAI's error object: {"error": {"message", "type", "param", "code"}}.
+std::string error_body(int http_status, const std::string& message, const std::string& code);
+// The same as a server-sent event, for a call that fails after its stream began, then [DONE].
+std::string error_events(int http_status, const std::string& message, const std::string& code);
+// The lower-case name of a gRPC code ("invalid_argument"), for the error object's `code`.
+std::string code_name(grpc::StatusCode code);
+
+}  // namespace kvserve::openai

@@ -1,0 +1,473 @@
+// The OpenAI-compatible API's translation, both ways: request bodies into the GenerateRequest they
+// stand for (every field, every refusal), and gRPC messages into OpenAI's reply objects and events.
+// The expected values are written out from OpenAI's API reference, not from the code's output.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "engine/tokenizer.h"
+#include "server/openai_request.h"
+#include "server/openai_response.h"
+
+namespace kvserve::openai {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr const char* kModel = "my-model";
+
+ParsedRequest parse_ok(Endpoint endpoint, const std::string& body) {
+  ParsedRequest out;
+  const Status s = parse_request(endpoint, body, kModel, &out);
+  EXPECT_TRUE(s.ok()) << body << " -> " << s.message();
+  return out;
+}
+
+// The message of a refused body; fails the test if it was accepted.
+std::string refusal(Endpoint endpoint, const std::string& body,
+                    StatusCode code = StatusCode::kInvalidArgument) {
+  ParsedRequest out;
+  const Status s = parse_request(endpoint, body, kModel, &out);
+  EXPECT_FALSE(s.ok()) << body << " was accepted";
+  EXPECT_EQ(s.code(), code) << body << " -> " << s.message();
+  return s.message();
+}
+
+constexpr Endpoint kCompletions = Endpoint::kCompletions;
+constexpr Endpoint kChat = Endpoint::kChatCompletions;
+
+TEST(OpenAiRequest, CompletionDefaultsFollowOpenAi) {
+  const ParsedRequest r = parse_ok(kCompletions, R"({"prompt": "Hello"})");
+  EXPECT_EQ(r.generate.text(), "Hello");
+  // OpenAI samples at temperature 1 unless told otherwise; the proto's unset 0 would be greedy.
+  EXPECT_FLOAT_EQ(r.generate.sampling().temperature(), 1.0f);
+  EXPECT_EQ(r.generate.stop().max_tokens(), 0u);  // the server's default
+  EXPECT_EQ(r.generate.n(), 0u);
+  EXPECT_FALSE(r.generate.no_bos());
+  EXPECT_FALSE(r.stream);
+  EXPECT_FALSE(r.logprobs);
+  EXPECT_FALSE(r.generate.has_response_format());
+  EXPECT_EQ(r.model, kModel);
+  // null reads as "not set", as OpenAI's clients send it.
+  const ParsedRequest nulls =
+      parse_ok(kCompletions,
+               R"({"prompt": "Hi", "temperature": null, "max_tokens": null, "stop": null, "model": null})");
+  EXPECT_FLOAT_EQ(nulls.generate.sampling().temperature(), 1.0f);
+}
+
+TEST(OpenAiRequest, PromptFormsAndRefusals) {
+  EXPECT_EQ(parse_ok(kCompletions, R"({"prompt": ["one"]})").generate.text(), "one");
+  const ParsedRequest ids = parse_ok(kCompletions, R"({"prompt": [1, 15043, 7]})");
+  EXPECT_EQ(
+      std::vector<uint32_t>(ids.generate.token_ids().ids().begin(), ids.generate.token_ids().ids().end()),
+      (std::vector<uint32_t>{1, 15043, 7}));
+  EXPECT_EQ(parse_ok(kCompletions, R"({"prompt": [[5, 6]]})").generate.token_ids().ids_size(), 2);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": ["a", "b"]})").find("2 prompts in one request"),
+            std::string::npos);
+  EXPECT_NE(refusal(kCompletions, R"({})").find("prompt: missing"), std::string::npos);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": []})").find("prompt: empty"), std::string::npos);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": [1, -2]})").find("prompt[1]"), std::string::npos);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": 7})").find("prompt: expected a string or an array"),
+            std::string::npos);
+  EXPECT_TRUE(parse_ok(kCompletions, R"({"prompt": "x", "add_special_tokens": false})").generate.no_bos());
+}
+
+TEST(OpenAiRequest, SamplingFieldsMapOntoTheProto) {
+  const ParsedRequest r =
+      parse_ok(kCompletions, R"({"prompt": "x", "temperature": 0.5, "top_p": 0.9, "top_k": 40,
+      "min_p": 0.05, "repetition_penalty": 1.2, "presence_penalty": -0.5, "frequency_penalty": 1.5,
+      "seed": 42, "logit_bias": {"7": -100, "4294967295": 2.5}, "n": 3, "best_of": 3})");
+  const v1::SamplingParams& s = r.generate.sampling();
+  EXPECT_FLOAT_EQ(s.temperature(), 0.5f);
+  EXPECT_FLOAT_EQ(s.top_p(), 0.9f);
+  EXPECT_EQ(s.top_k(), 40);
+  EXPECT_FLOAT_EQ(s.min_p(), 0.05f);
+  EXPECT_FLOAT_EQ(s.repetition_penalty(), 1.2f);
+  EXPECT_FLOAT_EQ(s.presence_penalty(), -0.5f);
+  EXPECT_FLOAT_EQ(s.frequency_penalty(), 1.5f);
+  ASSERT_TRUE(s.has_seed());
+  EXPECT_EQ(s.seed(), 42u);
+  ASSERT_EQ(s.logit_bias_size(), 2);
+  EXPECT_FLOAT_EQ(s.logit_bias().at(7), -100.0f);
+  EXPECT_FLOAT_EQ(s.logit_bias().at(4294967295u), 2.5f);
+  EXPECT_EQ(r.generate.n(), 3u);
+  // vLLM's top_k = -1 means no limit, the proto's 0.
+  EXPECT_EQ(parse_ok(kCompletions, R"({"prompt": "x", "top_k": -1})").generate.sampling().top_k(), 0);
+  // A negative seed is a seed too: its two's complement.
+  EXPECT_EQ(parse_ok(kCompletions, R"({"prompt": "x", "seed": -1})").generate.sampling().seed(), UINT64_MAX);
+  EXPECT_EQ(
+      parse_ok(kCompletions, R"({"prompt": "x", "seed": 18446744073709551615})").generate.sampling().seed(),
+      UINT64_MAX);
+}
+
+TEST(OpenAiRequest, ValuesThatWouldReadAsUnsetAreRefused) {
+  // The proto's 0 means "unset" for these; OpenAI's 0 means something else (or nothing valid).
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "top_p": 0})").find("top_p: must be in (0, 1]"),
+            std::string::npos);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "repetition_penalty": 0})").find("repetition_penalty"),
+            std::string::npos);
+  EXPECT_NE(
+      refusal(kCompletions, R"({"prompt": "x", "max_tokens": 0})").find("max_tokens: 0 is outside [1, "),
+      std::string::npos);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "n": 0})").find("n: 0 is outside"), std::string::npos);
+}
+
+TEST(OpenAiRequest, WrongTypesAndKeysNameTheField) {
+  EXPECT_EQ(refusal(kCompletions, R"({"prompt": "x", "temperature": "hot"})"),
+            "temperature: expected a number, got string");
+  EXPECT_EQ(refusal(kCompletions, R"({"prompt": "x", "max_tokens": 1.5})"),
+            "max_tokens: expected an integer, got number");
+  EXPECT_EQ(refusal(kCompletions, R"({"prompt": "x", "stream": 1})"),
+            "stream: expected true or false, got number");
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "logit_bias": {"abc": 1}})")
+                .find("key \"abc\" is not a token id"),
+            std::string::npos);
+  EXPECT_NE(
+      refusal(kCompletions, R"({"prompt": "x", "logit_bias": {"4294967296": 1}})").find("is not a token id"),
+      std::string::npos);
+  EXPECT_EQ(refusal(kCompletions, R"({"prompt": "x", "logit_bias": {"5": "up"}})"),
+            "logit_bias[\"5\"]: expected a number, got string");
+  EXPECT_EQ(refusal(kCompletions, R"({"prompt": "x", "stop": ["a", 3]})"),
+            "stop[1]: expected a string, got number");
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "stop_token_ids": [2, -1]})").find("stop_token_ids[1]"),
+            std::string::npos);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "max_tokens": 99999999999})")
+                .find("99999999999 is outside [1, 4294967295]"),
+            std::string::npos);
+}
+
+TEST(OpenAiRequest, StopRules) {
+  const ParsedRequest one = parse_ok(kCompletions, R"({"prompt": "x", "stop": "\n", "max_tokens": 12})");
+  ASSERT_EQ(one.generate.stop().stop_size(), 1);
+  EXPECT_EQ(one.generate.stop().stop(0), "\n");
+  EXPECT_EQ(one.generate.stop().max_tokens(), 12u);
+  const ParsedRequest many =
+      parse_ok(kCompletions, R"({"prompt": "x", "stop": ["a", "bc"], "stop_token_ids": [2, 9],
+      "ignore_eos": true, "min_tokens": 4})");
+  EXPECT_EQ(many.generate.stop().stop_size(), 2);
+  EXPECT_EQ(many.generate.stop().stop(1), "bc");
+  EXPECT_EQ(many.generate.stop().stop_token_ids_size(), 2);
+  EXPECT_EQ(many.generate.stop().stop_token_ids(1), 9u);
+  EXPECT_TRUE(many.generate.stop().ignore_eos());
+  EXPECT_EQ(many.generate.stop().min_tokens(), 4u);
+}
+
+TEST(OpenAiRequest, UnsupportedFeaturesAreRefusedNotIgnored) {
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "echo": true})").find("echo: not supported"),
+            std::string::npos);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "suffix": "end"})").find("suffix: not supported"),
+            std::string::npos);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "best_of": 2})").find("best_of"), std::string::npos);
+  parse_ok(kCompletions,
+           R"({"prompt": "x", "echo": false, "suffix": "", "user": "u1", "unknown_field": [1]})");
+  EXPECT_NE(
+      refusal(kChat,
+              R"({"messages": [{"role": "user", "content": "x"}], "tools": [{}], "tool_choice": "required"})")
+          .find("tool_choice: \"required\" is not supported"),
+      std::string::npos);
+  EXPECT_NE(
+      refusal(kChat,
+              R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function"}})")
+          .find("tool_choice"),
+      std::string::npos);
+  EXPECT_NE(refusal(kChat, R"({"messages": [{"role": "user", "content": "x"}], "functions": [{}]})")
+                .find("functions"),
+            std::string::npos);
+  EXPECT_NE(
+      refusal(kChat, R"({"messages": [{"role": "user", "content": "x"}], "modalities": ["text", "audio"]})")
+          .find("modalities"),
+      std::string::npos);
+}
+
+TEST(OpenAiRequest, ModelNameMustBeTheServedOne) {
+  parse_ok(kCompletions, R"({"prompt": "x", "model": "my-model"})");
+  parse_ok(kCompletions, R"({"prompt": "x", "model": ""})");
+  const std::string m = refusal(kCompletions, R"({"prompt": "x", "model": "gpt-4"})", StatusCode::kNotFound);
+  EXPECT_NE(m.find("\"gpt-4\" is not served here"), std::string::npos);
+  EXPECT_NE(m.find("\"my-model\""), std::string::npos);
+}
+
+TEST(OpenAiRequest, StreamingAndLogprobOptions) {
+  const ParsedRequest c = parse_ok(
+      kCompletions,
+      R"({"prompt": "x", "stream": true, "stream_options": {"include_usage": true}, "logprobs": 3})");
+  EXPECT_TRUE(c.stream);
+  EXPECT_TRUE(c.include_usage);
+  EXPECT_TRUE(c.logprobs);
+  EXPECT_EQ(c.generate.top_logprobs(), 3u);
+  const ParsedRequest zero = parse_ok(kCompletions, R"({"prompt": "x", "logprobs": 0})");
+  EXPECT_TRUE(zero.logprobs);
+  EXPECT_EQ(zero.generate.top_logprobs(), 0u);
+  EXPECT_NE(
+      refusal(kCompletions, R"({"prompt": "x", "logprobs": 21})").find("logprobs: 21 is outside [0, 20]"),
+      std::string::npos);
+
+  const std::string chat = R"({"messages": [{"role": "user", "content": "x"}], )";
+  const ParsedRequest on = parse_ok(kChat, chat + R"("logprobs": true, "top_logprobs": 5})");
+  EXPECT_TRUE(on.logprobs);
+  EXPECT_EQ(on.generate.top_logprobs(), 5u);
+  EXPECT_NE(refusal(kChat, chat + R"("top_logprobs": 2})").find("needs \"logprobs\": true"),
+            std::string::npos);
+}
+
+TEST(OpenAiRequest, ResponseFormats) {
+  const std::string p = R"({"prompt": "x", "response_format": )";
+  EXPECT_FALSE(parse_ok(kCompletions, p + R"({"type": "text"}})").generate.has_response_format());
+  EXPECT_EQ(
+      Json::parse(
+          parse_ok(kCompletions, p + R"({"type": "json_object"}})").generate.response_format().json_schema()),
+      Json::parse(R"({"type": "object"})"));
+  const ParsedRequest schema =
+      parse_ok(kCompletions, p + R"({"type": "json_schema", "json_schema": {"name": "p", "strict": true,
+          "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}}})");
+  EXPECT_EQ(Json::parse(schema.generate.response_format().json_schema()),
+            Json::parse(R"({"type": "object", "properties": {"a": {"type": "integer"}}})"));
+  EXPECT_EQ(parse_ok(kCompletions, p + R"({"type": "regex", "regex": "[0-9]+"}})")
+                .generate.response_format()
+                .regex(),
+            "[0-9]+");
+  const ParsedRequest choice = parse_ok(kCompletions, p + R"({"type": "choice", "choice": ["yes", "no"]}})");
+  ASSERT_EQ(choice.generate.response_format().choice().values_size(), 2);
+  EXPECT_EQ(choice.generate.response_format().choice().values(1), "no");
+
+  EXPECT_NE(refusal(kCompletions, p + R"({"type": "xml"}})").find("\"xml\" is not supported"),
+            std::string::npos);
+  EXPECT_NE(refusal(kCompletions, p + R"({}})").find("response_format.type: missing"), std::string::npos);
+  EXPECT_NE(refusal(kCompletions, p + R"({"type": "json_schema", "json_schema": {"name": "p"}}})")
+                .find("response_format.json_schema.schema"),
+            std::string::npos);
+  EXPECT_NE(refusal(kCompletions, p + R"({"type": "choice", "choice": ["a", 1]}})")
+                .find("response_format.choice[1]"),
+            std::string::npos);
+}
+
+TEST(OpenAiRequest, ChatMessagesBecomeTheProtoConversation) {
+  const ParsedRequest r = parse_ok(kChat, R"({"messages": [
+      {"role": "system", "content": "Be brief."},
+      {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}], "name": "ann"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function"}]},
+      {"role": "tool", "content": "42", "tool_call_id": "c1"}],
+    "max_tokens": 7, "max_completion_tokens": 9, "tools": [{"type": "function", "function": {"name": "f"}}],
+    "chat_template_kwargs": {"enable_thinking": false}, "continue_final_message": false})");
+  const v1::Chat& chat = r.generate.chat();
+  ASSERT_EQ(chat.messages_size(), 4);
+  EXPECT_EQ(chat.messages(0).role(), "system");
+  EXPECT_EQ(chat.messages(0).content(), "Be brief.");
+  EXPECT_TRUE(chat.messages(0).extra_json().empty());
+  EXPECT_EQ(chat.messages(1).content(), "one\ntwo");  // text parts joined by newlines
+  EXPECT_EQ(Json::parse(chat.messages(1).extra_json()), Json::parse(R"({"name": "ann"})"));
+  // A null content reaches the template as None (the proto's extra_json sets it after content).
+  EXPECT_EQ(Json::parse(chat.messages(2).extra_json()),
+            Json::parse(R"({"content": null, "tool_calls": [{"id": "c1", "type": "function"}]})"));
+  EXPECT_EQ(Json::parse(chat.messages(3).extra_json()), Json::parse(R"({"tool_call_id": "c1"})"));
+  EXPECT_EQ(r.generate.stop().max_tokens(), 9u);  // max_completion_tokens wins
+  EXPECT_EQ(Json::parse(chat.tools_json()),
+            Json::parse(R"([{"type": "function", "function": {"name": "f"}}])"));
+  EXPECT_EQ(Json::parse(chat.template_kwargs_json()), Json::parse(R"({"enable_thinking": false})"));
+  EXPECT_FALSE(chat.has_add_generation_prompt());  // unset: the proto's default applies
+  EXPECT_FALSE(chat.continue_final_message());
+
+  // tool_choice "none": the tools are not shown to the model.
+  const ParsedRequest none = parse_ok(kChat, R"({"messages": [{"role": "user", "content": "x"}],
+      "tools": [{"type": "function"}], "tool_choice": "none", "add_generation_prompt": false})");
+  EXPECT_TRUE(none.generate.chat().tools_json().empty());
+  ASSERT_TRUE(none.generate.chat().has_add_generation_prompt());
+  EXPECT_FALSE(none.generate.chat().add_generation_prompt());
+}
+
+TEST(OpenAiRequest, ChatRefusalsNameTheMessage) {
+  EXPECT_NE(refusal(kChat, R"({})").find("messages: expected a non-empty array"), std::string::npos);
+  EXPECT_NE(refusal(kChat, R"({"messages": []})").find("messages: expected a non-empty array"),
+            std::string::npos);
+  EXPECT_NE(refusal(kChat, R"({"messages": [{"content": "x"}]})").find("messages[0].role"),
+            std::string::npos);
+  EXPECT_NE(refusal(kChat, R"({"messages": [{"role": "user", "content": 5}]})").find("messages[0].content"),
+            std::string::npos);
+  EXPECT_NE(refusal(kChat, R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content":
+      [{"type": "image_url", "image_url": {"url": "x"}}]}]})")
+                .find("messages[1].content[0]: only parts of type \"text\""),
+            std::string::npos);
+}
+
+TEST(OpenAiRequest, BodiesThatAreNotObjectsAreRefused) {
+  EXPECT_NE(refusal(kCompletions, "{\"prompt\": ").find("not valid JSON"), std::string::npos);
+  EXPECT_EQ(refusal(kCompletions, "[1, 2]"), "request body: expected a JSON object, got array");
+  EXPECT_NE(refusal(kCompletions, "").find("not valid JSON"), std::string::npos);
+  // Deep nesting is refused before the (recursive) parser sees it; brackets in strings do not count.
+  const std::string deep =
+      "{\"prompt\": \"x\", \"a\": " + std::string(300, '[') + std::string(300, ']') + "}";
+  EXPECT_NE(refusal(kCompletions, deep).find("nested deeper than 256"), std::string::npos);
+  parse_ok(kCompletions, "{\"prompt\": \"" + std::string(300, '[') + "\"}");
+}
+
+// ---- replies ----
+
+v1::GenerateResponse message(uint32_t index, const std::string& text,
+                             std::vector<std::pair<uint32_t, float>> tokens,
+                             v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED) {
+  v1::GenerateResponse m;
+  m.set_request_id("r7");
+  m.set_index(index);
+  m.set_text(text);
+  for (const auto& [id, logprob] : tokens) {
+    m.add_token_ids(id);
+    v1::TokenLogprob* lp = m.add_logprobs();
+    lp->set_token_id(id);
+    lp->set_logprob(logprob);
+  }
+  m.set_finish_reason(finish);
+  return m;
+}
+
+void set_usage(v1::GenerateResponse& m, uint32_t prompt, uint32_t completion, uint32_t cached) {
+  m.mutable_usage()->set_prompt_tokens(prompt);
+  m.mutable_usage()->set_completion_tokens(completion);
+  m.mutable_usage()->set_cached_prompt_tokens(cached);
+}
+
+// The JSON of each "data:" event; "[DONE]" as a string.
+std::vector<Json> events_of(const std::string& events) {
+  std::vector<Json> out;
+  size_t pos = 0;
+  while (pos < events.size()) {
+    EXPECT_EQ(events.compare(pos, 6, "data: "), 0) << events.substr(pos);
+    const size_t end = events.find("\n\n", pos);
+    EXPECT_NE(end, std::string::npos);
+    const std::string data = events.substr(pos + 6, end - pos - 6);
+    out.push_back(data == "[DONE]" ? Json("[DONE]") : Json::parse(data));
+    pos = end + 2;
+  }
+  return out;
+}
+
+TEST(OpenAiReply, CompletionCollectsInterleavedChoicesInIndexOrder) {
+  ParsedRequest request = parse_ok(kCompletions, R"({"prompt": "x", "n": 2})");
+  ReplyBuilder reply(request, 1700000000, nullptr);
+  reply.add(message(1, "B", {{5, -0.5f}}));
+  reply.add(message(0, "A", {{4, -0.25f}}));
+  v1::GenerateResponse last1 = message(1, "b", {{6, -1.0f}}, v1::FINISH_REASON_STOP);
+  set_usage(last1, 10, 2, 8);
+  reply.add(last1);
+  v1::GenerateResponse last0 = message(0, "a!", {{7, -2.0f}, {8, -3.0f}}, v1::FINISH_REASON_LENGTH);
+  set_usage(last0, 10, 3, 4);
+  reply.add(last0);
+  const Json expected = Json::parse(R"({
+    "id": "cmpl-r7", "object": "text_completion", "created": 1700000000, "model": "my-model",
+    "choices": [
+      {"index": 0, "text": "Aa!", "logprobs": null, "finish_reason": "length"},
+      {"index": 1, "text": "Bb", "logprobs": null, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+              "prompt_tokens_details": {"cached_tokens": 4}}})");
+  EXPECT_EQ(Json::parse(reply.body()), expected);
+}
+
+TEST(OpenAiReply, ChatStreamNamesTheRoleOnceAndEndsWithUsageAndDone) {
+  ParsedRequest request = parse_ok(
+      kChat,
+      R"({"messages": [{"role": "user", "content": "x"}], "stream": true, "stream_options": {"include_usage": true}})");
+  ReplyBuilder reply(request, 5, nullptr);
+  const std::vector<Json> first = events_of(reply.event(message(0, "Hel", {{1, -1.0f}})));
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0], Json::parse(R"({"id": "chatcmpl-r7", "object": "chat.completion.chunk", "created": 5,
+      "model": "my-model", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"},
+      "logprobs": null, "finish_reason": null}], "usage": null})"));
+  // A token whose text is held back (part of a character, a possible stop string) shows nothing.
+  EXPECT_EQ(reply.event(message(0, "", {{2, -1.0f}})), "");
+  v1::GenerateResponse last = message(0, "lo", {{3, -1.0f}}, v1::FINISH_REASON_STOP);
+  set_usage(last, 4, 3, 0);
+  const std::vector<Json> end = events_of(reply.event(last));
+  ASSERT_EQ(end.size(), 1u);
+  EXPECT_EQ(end[0]["choices"][0]["delta"], Json::parse(R"({"content": "lo"})"));
+  EXPECT_EQ(end[0]["choices"][0]["finish_reason"], "stop");
+  const std::vector<Json> closing = events_of(reply.closing_events());
+  ASSERT_EQ(closing.size(), 2u);
+  EXPECT_EQ(closing[0]["choices"], Json::array());
+  EXPECT_EQ(closing[0]["usage"],
+            Json::parse(R"({"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7,
+      "prompt_tokens_details": {"cached_tokens": 0}})"));
+  EXPECT_EQ(closing[1], "[DONE]");
+}
+
+TEST(OpenAiReply, CompletionStreamWithoutUsageEndsWithDoneOnly) {
+  ParsedRequest request = parse_ok(kCompletions, R"({"prompt": "x", "stream": true})");
+  ReplyBuilder reply(request, 5, nullptr);
+  const std::vector<Json> chunk =
+      events_of(reply.event(message(0, "abc", {{1, -1.0f}}, v1::FINISH_REASON_ABORTED)));
+  ASSERT_EQ(chunk.size(), 1u);
+  EXPECT_FALSE(chunk[0].contains("usage"));
+  EXPECT_EQ(chunk[0]["choices"][0]["text"], "abc");
+  EXPECT_EQ(chunk[0]["choices"][0]["finish_reason"], "abort");
+  EXPECT_EQ(reply.closing_events(), "data: [DONE]\n\n");
+}
+
+std::shared_ptr<const Tokenizer> tiny_tokenizer() {
+  return Tokenizer::load_from_model_dir(std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama");
+}
+
+TEST(OpenAiReply, LogprobsSpellTokensWithTheTokenizer) {
+  const auto tokenizer = tiny_tokenizer();
+  const std::vector<TokenId> ids = tokenizer->encode(" hello world", false);
+  ASSERT_GE(ids.size(), 2u);
+  const auto id0 = static_cast<uint32_t>(ids[0]), id1 = static_cast<uint32_t>(ids[1]);
+  const std::string t0 = tokenizer->token_bytes(ids[0]), t1 = tokenizer->token_bytes(ids[1]);
+  const auto eos = static_cast<uint32_t>(*tokenizer->eos_id());
+
+  // Completions: four parallel arrays; offsets count characters of the token texts so far.
+  ParsedRequest completion = parse_ok(kCompletions, R"({"prompt": "x", "logprobs": 1})");
+  ReplyBuilder c(completion, 1, tokenizer.get());
+  v1::GenerateResponse m = message(0, "text", {{id0, -0.5f}, {id1, -1.5f}});
+  m.mutable_logprobs(0)->add_top()->set_token_id(id1);
+  m.mutable_logprobs(0)->mutable_top(0)->set_logprob(-0.25f);
+  m.mutable_logprobs(1)->add_top()->set_token_id(id0);
+  m.mutable_logprobs(1)->mutable_top(0)->set_logprob(-0.75f);
+  c.add(m);
+  c.add(message(0, "", {{eos, -2.0f}}, v1::FINISH_REASON_STOP));
+  const Json lp = Json::parse(c.body())["choices"][0]["logprobs"];
+  EXPECT_EQ(lp["tokens"], Json::array({t0, t1, tokenizer->token_spelling(static_cast<TokenId>(eos))}));
+  EXPECT_EQ(lp["token_logprobs"], Json::array({-0.5, -1.5, -2.0}));
+  EXPECT_EQ(lp["top_logprobs"][0], Json::object({{t1, -0.25}}));
+  EXPECT_EQ(lp["top_logprobs"][1], Json::object({{t0, -0.75}}));
+  EXPECT_EQ(lp["text_offset"], Json::array({0, t0.size(), t0.size() + t1.size()}));  // ASCII here
+
+  // Chat: one entry per token with its UTF-8 bytes.
+  ParsedRequest chat =
+      parse_ok(kChat, R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})");
+  ReplyBuilder r(chat, 1, tokenizer.get());
+  r.add(message(0, "text", {{id0, -0.5f}}));
+  const Json content = Json::parse(r.body())["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 1u);
+  EXPECT_EQ(content[0]["token"], t0);
+  EXPECT_EQ(content[0]["logprob"], -0.5);
+  Json bytes = Json::array();
+  for (const char ch : t0)
+    bytes.push_back(static_cast<unsigned char>(ch));
+  EXPECT_EQ(content[0]["bytes"], bytes);
+  EXPECT_EQ(content[0]["top_logprobs"], Json::array());
+}
+
+TEST(OpenAiReply, ErrorsCarryTheMatchingHttpStatus) {
+  EXPECT_EQ(http_status(grpc::StatusCode::INVALID_ARGUMENT), 400);
+  EXPECT_EQ(http_status(grpc::StatusCode::FAILED_PRECONDITION), 400);
+  EXPECT_EQ(http_status(grpc::StatusCode::UNAUTHENTICATED), 401);
+  EXPECT_EQ(http_status(grpc::StatusCode::NOT_FOUND), 404);
+  EXPECT_EQ(http_status(grpc::StatusCode::RESOURCE_EXHAUSTED), 429);
+  EXPECT_EQ(http_status(grpc::StatusCode::UNAVAILABLE), 503);
+  EXPECT_EQ(http_status(grpc::StatusCode::INTERNAL), 500);
+  EXPECT_EQ(code_name(grpc::StatusCode::RESOURCE_EXHAUSTED), "resource_exhausted");
+  EXPECT_EQ(code_name(grpc::StatusCode::UNAUTHENTICATED), "unauthenticated");
+  EXPECT_EQ(Json::parse(error_body(429, "queue full", "resource_exhausted")),
+            Json::parse(R"({"error": {"message": "queue full", "type": "rate_limit_error", "param": null,
+                "code": "resource_exhausted"}})"));
+  EXPECT_EQ(Json::parse(error_body(400, "m", "c"))["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(Json::parse(error_body(503, "m", "c"))["error"]["type"], "server_error");
+  const std::vector<Json> events = events_of(error_events(503, "draining", "unavailable"));
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0]["error"]["message"], "draining");
+  EXPECT_EQ(events[1], "[DONE]");
+}
+
+}  // namespace
+}  // namespace kvserve::openai
