@@ -64,6 +64,8 @@ class ServerProcess {
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   pid_t pid() const { return pid_; }
   int metrics_port() const { return metrics_port_; }
+  // The OpenAI-compatible API's port (0 unless started with --openai-port).
+  int openai_port() const { return openai_port_; }
 
   void signal(int sig) { kill(pid_, sig); }
   // Exit status, or -1 if it has not exited within `timeout` (then it is killed).
@@ -90,11 +92,13 @@ class ServerProcess {
     ssize_t n;
     static const std::regex serving(R"(serving kvserve\.v1\.Generation on 127\.0\.0\.1:(\d+))");
     static const std::regex metrics(R"(metrics on http://127\.0\.0\.1:(\d+)/metrics)");
+    static const std::regex openai(R"(OpenAI-compatible API on https?://127\.0\.0\.1:(\d+)/v1)");
     while ((n = read(fd, buf, sizeof(buf))) > 0) {
       std::lock_guard lock(mu_);
       output_.append(buf, static_cast<size_t>(n));
       std::smatch m;
       if (metrics_port_ == 0 && std::regex_search(output_, m, metrics)) metrics_port_ = std::stoi(m[1]);
+      if (openai_port_ == 0 && std::regex_search(output_, m, openai)) openai_port_ = std::stoi(m[1]);
       if (port_ == 0 && std::regex_search(output_, m, serving)) port_ = std::stoi(m[1]);
       cv_.notify_all();
     }
@@ -112,6 +116,7 @@ class ServerProcess {
   std::string output_;
   int port_ = 0;
   int metrics_port_ = 0;
+  int openai_port_ = 0;
   bool exited_ = false;
 };
 

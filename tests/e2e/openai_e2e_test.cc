@@ -1,0 +1,392 @@
+// End-to-end tests of the OpenAI-compatible HTTP API on the real kvserve: the same request over HTTP
+// and over gRPC must give the same tokens, text and logprobs (the gRPC API is the reference, itself
+// checked against PyTorch); and what a serving system owes its clients over HTTP too: a client that
+// hangs up mid-stream loses its request and its blocks, a full queue is 429 with Retry-After, a
+// draining server is 503, an oversize body is 413 with a message, a bearer token is enforced, and
+// more concurrent streams than worker threads all complete. (tests/e2e/openai_client_test.py
+// checks the shapes from Python's standard library, an independent client.)
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kvserve/v1/kvserve.grpc.pb.h"
+#include "tests/e2e/generation_client.h"
+#include "tests/e2e/server_process.h"
+
+namespace kvserve {
+namespace {
+
+using namespace std::chrono_literals;
+using Json = nlohmann::json;
+using testing::ServerProcess;
+using testing::status;
+using testing::stub;
+using testing::wait_all_blocks_free;
+
+const std::string kModel = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama";
+
+std::vector<std::string> with_openai(std::vector<std::string> args) {
+  args.insert(args.end(), {"--model", kModel, "--openai-host", "127.0.0.1", "--openai-port", "0"});
+  return args;
+}
+
+struct HttpReply {
+  int status = 0;  // 0: no reply (connection failed or the client hung up)
+  std::string body;
+  httplib::Headers headers;
+};
+
+// POSTs `body` to `path`; `keep_reading` (if set) sees the body as it arrives and may hang up.
+HttpReply post(int port, const std::string& path, const Json& body, httplib::Headers headers = {},
+               std::function<bool(const std::string&)> keep_reading = nullptr) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(60, 0);
+  httplib::Request req;
+  req.method = "POST";
+  req.path = path;
+  req.headers = std::move(headers);
+  req.body = body.is_string() ? body.get<std::string>() : body.dump();
+  req.set_header("Content-Type", "application/json");
+  HttpReply reply;
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    reply.body.append(data, n);
+    return !keep_reading || keep_reading(reply.body);
+  };
+  if (auto res = client.send(req)) {
+    reply.status = res->status;
+    reply.headers = res->headers;
+  }
+  return reply;
+}
+
+// The JSON of each server-sent event; [DONE] as the string "[DONE]".
+std::vector<Json> events(const std::string& body) {
+  std::vector<Json> out;
+  size_t pos = 0;
+  while ((pos = body.find("data: ", pos)) != std::string::npos) {
+    const size_t end = body.find("\n\n", pos);
+    if (end == std::string::npos) break;
+    const std::string data = body.substr(pos + 6, end - pos - 6);
+    out.push_back(data == "[DONE]" ? Json("[DONE]") : Json::parse(data));
+    pos = end + 2;
+  }
+  return out;
+}
+
+struct GrpcResult {
+  grpc::Status status;
+  std::string text;
+  std::vector<uint32_t> tokens;
+  std::vector<float> logprobs;
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+};
+
+GrpcResult generate(v1::Generation::Stub& client, const v1::GenerateRequest& request) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 60s);
+  auto reader = client.Generate(&ctx, request);
+  GrpcResult out;
+  v1::GenerateResponse msg;
+  while (reader->Read(&msg)) {
+    out.text += msg.text();
+    out.tokens.insert(out.tokens.end(), msg.token_ids().begin(), msg.token_ids().end());
+    for (const v1::TokenLogprob& lp : msg.logprobs())
+      out.logprobs.push_back(lp.logprob());
+    if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) out.finish = msg.finish_reason();
+  }
+  out.status = reader->Finish();
+  return out;
+}
+
+std::vector<float> floats(const Json& array) {
+  std::vector<float> out;
+  for (const Json& x : array)
+    out.push_back(x.get<float>());  // float -> JSON -> float is exact
+  return out;
+}
+
+TEST(OpenAiE2E, CompletionsGiveTheGrpcApisTokensTextAndLogprobs) {
+  ServerProcess server(with_openai({}));
+  auto client = stub(server);
+  struct Case {
+    float temperature;
+    uint64_t seed;
+  };
+  for (const Case c : {Case{0.0f, 0}, Case{0.8f, 7}, Case{1.0f, 99}}) {
+    SCOPED_TRACE("temperature " + std::to_string(c.temperature) + ", seed " + std::to_string(c.seed));
+    v1::GenerateRequest g;
+    g.set_text("The paged cache holds every key and value");
+    g.mutable_sampling()->set_temperature(c.temperature);
+    g.mutable_sampling()->set_seed(c.seed);
+    g.mutable_stop()->set_max_tokens(12);
+    g.set_top_logprobs(2);
+    const GrpcResult want = generate(*client, g);
+    ASSERT_TRUE(want.status.ok()) << want.status.error_message();
+
+    const Json body{{"prompt", g.text()},
+                    {"temperature", c.temperature},
+                    {"seed", c.seed},
+                    {"max_tokens", 12},
+                    {"logprobs", 2}};
+    const HttpReply whole = post(server.openai_port(), "/v1/completions", body);
+    ASSERT_EQ(whole.status, 200) << whole.body;
+    const Json reply = Json::parse(whole.body);
+    const Json& choice = reply["choices"][0];
+    EXPECT_EQ(choice["text"], want.text);
+    EXPECT_EQ(floats(choice["logprobs"]["token_logprobs"]), want.logprobs);
+    EXPECT_EQ(choice["logprobs"]["top_logprobs"].size(), want.tokens.size());
+    EXPECT_EQ(choice["finish_reason"], want.finish == v1::FINISH_REASON_STOP ? "stop" : "length");
+    EXPECT_EQ(reply["usage"]["completion_tokens"], want.tokens.size());
+
+    // Streamed: the same text and logprobs, chunk by chunk, then [DONE].
+    Json stream_body = body;
+    stream_body["stream"] = true;
+    const HttpReply streamed = post(server.openai_port(), "/v1/completions", stream_body);
+    ASSERT_EQ(streamed.status, 200) << streamed.body;
+    EXPECT_NE(streamed.headers.find("Content-Type")->second.find("text/event-stream"), std::string::npos);
+    const std::vector<Json> chunks = events(streamed.body);
+    ASSERT_GE(chunks.size(), 2u);
+    EXPECT_EQ(chunks.back(), "[DONE]");
+    std::string text;
+    std::vector<float> logprobs;
+    for (size_t i = 0; i + 1 < chunks.size(); ++i) {
+      text += chunks[i]["choices"][0]["text"].get<std::string>();
+      for (float x : floats(chunks[i]["choices"][0]["logprobs"]["token_logprobs"]))
+        logprobs.push_back(x);
+    }
+    EXPECT_EQ(text, want.text);
+    EXPECT_EQ(logprobs, want.logprobs);
+  }
+  EXPECT_TRUE(wait_all_blocks_free(*client));
+}
+
+TEST(OpenAiE2E, ChatCompletionsRunTheSameConversationAsGrpc) {
+  ServerProcess server(with_openai({}));
+  auto client = stub(server);
+  v1::GenerateRequest g;
+  v1::ChatMessage* system = g.mutable_chat()->add_messages();
+  system->set_role("system");
+  system->set_content("Be brief.");
+  v1::ChatMessage* user = g.mutable_chat()->add_messages();
+  user->set_role("user");
+  user->set_content("Why is the sky blue?");
+  g.mutable_stop()->set_max_tokens(10);
+  const GrpcResult want = generate(*client, g);  // greedy
+  ASSERT_TRUE(want.status.ok()) << want.status.error_message();
+
+  const Json body{{"messages", Json::array({{{"role", "system"}, {"content", "Be brief."}},
+                                            {{"role", "user"}, {"content", "Why is the sky blue?"}}})},
+                  {"temperature", 0},
+                  {"max_completion_tokens", 10}};
+  const HttpReply whole = post(server.openai_port(), "/v1/chat/completions", body);
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  const Json reply = Json::parse(whole.body);
+  EXPECT_EQ(reply["object"], "chat.completion");
+  EXPECT_EQ(reply["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(reply["choices"][0]["message"]["content"], want.text);
+  EXPECT_EQ(reply["usage"]["completion_tokens"], want.tokens.size());
+}
+
+TEST(OpenAiE2E, AClientThatHangsUpMidStreamLosesItsRequestAndItsBlocks) {
+  ServerProcess server(with_openai({"--debug-step-delay-ms", "20"}));
+  auto client = stub(server);
+  const Json body{{"prompt", "A long story begins"}, {"max_tokens", 400}, {"stream", true}};
+  int chunks_seen = 0;
+  const HttpReply reply =
+      post(server.openai_port(), "/v1/completions", body, {}, [&](const std::string& so_far) {
+        chunks_seen = static_cast<int>(events(so_far).size());
+        return chunks_seen < 3;  // hang up after three chunks
+      });
+  EXPECT_GE(chunks_seen, 3);
+  // 400 tokens at 20 ms a step would take 8 s: the request must end long before, aborted.
+  EXPECT_TRUE(wait_all_blocks_free(*client, 5s)) << "the request of a client that hung up kept running";
+  EXPECT_EQ(status(*client).requests_served(), 1u);
+}
+
+TEST(OpenAiE2E, AFullQueueIs429WithRetryAfterAndTheServerGoesOn) {
+  ServerProcess server(
+      with_openai({"--max-num-seqs", "1", "--max-queue", "1", "--debug-step-delay-ms", "10"}));
+  auto client = stub(server);
+  // One request runs and one waits: the queue is full.
+  grpc::ClientContext running_ctx, waiting_ctx;
+  v1::GenerateRequest longer;
+  longer.set_text("hold the engine");
+  longer.mutable_stop()->set_max_tokens(500);
+  longer.mutable_stop()->set_ignore_eos(true);
+  // One at a time: two arriving together would find the queue holding the first, and one be refused.
+  auto running = client->Generate(&running_ctx, longer);
+  for (int i = 0; i < 500 && status(*client).num_running() < 1; ++i)
+    std::this_thread::sleep_for(10ms);
+  auto waiting = client->Generate(&waiting_ctx, longer);
+  for (int i = 0; i < 500 && status(*client).num_waiting() < 1; ++i)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(status(*client).num_running(), 1u);
+  ASSERT_EQ(status(*client).num_waiting(), 1u);
+
+  const HttpReply refused = post(server.openai_port(), "/v1/completions", Json{{"prompt", "one more"}});
+  EXPECT_EQ(refused.status, 429) << refused.body;
+  ASSERT_EQ(refused.headers.count("Retry-After"), 1u);
+  EXPECT_EQ(refused.headers.find("Retry-After")->second, "1");
+  const Json error = Json::parse(refused.body)["error"];
+  EXPECT_EQ(error["code"], "resource_exhausted");
+  EXPECT_EQ(error["type"], "rate_limit_error");
+  EXPECT_FALSE(error["message"].get<std::string>().empty());
+
+  running_ctx.TryCancel();
+  waiting_ctx.TryCancel();
+  v1::GenerateResponse rest;
+  while (running->Read(&rest)) {
+  }
+  while (waiting->Read(&rest)) {
+  }
+  running->Finish();
+  waiting->Finish();
+  ASSERT_TRUE(wait_all_blocks_free(*client));  // the cancelled requests have left the queue
+  const HttpReply served =
+      post(server.openai_port(), "/v1/completions", Json{{"prompt", "now there is room"}, {"max_tokens", 3}});
+  EXPECT_EQ(served.status, 200) << served.body;
+}
+
+TEST(OpenAiE2E, DrainingRefusesNewRequestsWith503AndEndsStreamsWithAnError) {
+  ServerProcess server(with_openai({"--debug-step-delay-ms", "20", "--drain-timeout", "0.5"}));
+  const int port = server.openai_port();
+  std::atomic<bool> started{false};
+  HttpReply streamed;
+  std::thread stream([&] {
+    streamed =
+        post(port, "/v1/completions",
+             Json{{"prompt", "until the end"}, {"max_tokens", 500}, {"ignore_eos", true}, {"stream", true}},
+             {}, [&](const std::string&) {
+               started = true;
+               return true;
+             });
+  });
+  while (!started)
+    std::this_thread::sleep_for(5ms);
+  server.signal(SIGTERM);
+  std::this_thread::sleep_for(100ms);  // within the 0.5 s drain
+  const HttpReply refused = post(port, "/v1/completions", Json{{"prompt", "too late"}});
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_EQ(Json::parse(refused.body)["error"]["code"], "unavailable");
+  httplib::Client health("127.0.0.1", port);
+  auto probe = health.Get("/health");
+  ASSERT_TRUE(probe);
+  EXPECT_EQ(probe->status, 503);
+
+  stream.join();
+  // The stream's request outlived the drain: it ends with an error event, not a finish. (Its last
+  // chunk says "abort" when that message got out before the server closed the call.)
+  const std::vector<Json> chunks = events(streamed.body);
+  ASSERT_GE(chunks.size(), 3u) << streamed.body;
+  for (size_t i = 0; i + 2 < chunks.size(); ++i) {
+    const Json& finish = chunks[i]["choices"][0]["finish_reason"];
+    EXPECT_TRUE(finish.is_null() || finish == "abort") << finish;
+  }
+  EXPECT_EQ(chunks[chunks.size() - 2]["error"]["code"], "unavailable");
+  EXPECT_EQ(chunks.back(), "[DONE]");
+  EXPECT_EQ(server.wait_exit(30s), 0);
+}
+
+TEST(OpenAiE2E, HttpLevelRefusalsAreOpenAiErrors) {
+  ServerProcess server(with_openai({"--max-request-bytes", "2000"}));
+  const HttpReply big =
+      post(server.openai_port(), "/v1/completions", Json{{"prompt", std::string(5000, 'x')}});
+  EXPECT_EQ(big.status, 413);
+  EXPECT_NE(Json::parse(big.body)["error"]["message"].get<std::string>().find("--max-request-bytes"),
+            std::string::npos);
+  const HttpReply route = post(server.openai_port(), "/v1/embeddings", Json{{"input", "x"}});
+  EXPECT_EQ(route.status, 404);
+  EXPECT_NE(Json::parse(route.body)["error"]["message"].get<std::string>().find("POST /v1/chat/completions"),
+            std::string::npos);
+  const HttpReply bad = post(server.openai_port(), "/v1/chat/completions", Json("{\"messages\": ["));
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(Json::parse(bad.body)["error"]["message"].get<std::string>().find("not valid JSON"),
+            std::string::npos);
+  // A value only the gRPC service checks keeps its message.
+  const HttpReply temperature =
+      post(server.openai_port(), "/v1/completions", Json{{"prompt", "x"}, {"temperature", -1}});
+  EXPECT_EQ(temperature.status, 400);
+  EXPECT_NE(Json::parse(temperature.body)["error"]["message"].get<std::string>().find("temperature"),
+            std::string::npos);
+  const HttpReply ok =
+      post(server.openai_port(), "/v1/completions", Json{{"prompt", "still serving"}, {"max_tokens", 2}});
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
+TEST(OpenAiE2E, TheBearerTokenIsRequiredAndHealthStaysOpen) {
+  char dir_template[] = "/tmp/kvserve-openai-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string token_file = std::string(dir_template) + "/token";
+  std::ofstream(token_file) << "s3cret\n";
+  ServerProcess server(with_openai({"--auth-token-file", token_file}));
+  const Json body{{"prompt", "x"}, {"max_tokens", 2}};
+  const HttpReply missing = post(server.openai_port(), "/v1/completions", body);
+  EXPECT_EQ(missing.status, 401) << missing.body;
+  EXPECT_EQ(Json::parse(missing.body)["error"]["type"], "authentication_error");
+  EXPECT_EQ(post(server.openai_port(), "/v1/completions", body, {{"Authorization", "Bearer wrong"}}).status,
+            401);
+  EXPECT_EQ(post(server.openai_port(), "/v1/completions", body, {{"Authorization", "Bearer s3cret"}}).status,
+            200);
+  httplib::Client http("127.0.0.1", server.openai_port());
+  auto models = http.Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(models->status, 401);
+  auto models_ok = http.Get("/v1/models", {{"Authorization", "Bearer s3cret"}});
+  ASSERT_TRUE(models_ok);
+  EXPECT_EQ(models_ok->status, 200);
+  EXPECT_EQ(Json::parse(models_ok->body)["data"][0]["id"], kModel);
+  auto health = http.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  std::filesystem::remove_all(dir_template);
+}
+
+TEST(OpenAiE2E, MoreConcurrentStreamsThanWorkerThreadsAllComplete) {
+  ServerProcess server(with_openai({"--openai-threads", "4", "--served-model-name", "tiny"}));
+  auto client = stub(server);
+  constexpr int kStreams = 24;
+  std::vector<HttpReply> replies(kStreams);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kStreams; ++i) {
+    threads.emplace_back([&, i] {
+      replies[i] = post(
+          server.openai_port(), "/v1/chat/completions",
+          Json{{"model", "tiny"},
+               {"messages", Json::array({{{"role", "user"}, {"content", "story " + std::to_string(i)}}})},
+               {"max_tokens", 16},
+               {"seed", i},
+               {"stream", true},
+               {"stream_options", {{"include_usage", true}}}});
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  for (int i = 0; i < kStreams; ++i) {
+    SCOPED_TRACE("stream " + std::to_string(i));
+    ASSERT_EQ(replies[i].status, 200) << replies[i].body;
+    const std::vector<Json> chunks = events(replies[i].body);
+    ASSERT_GE(chunks.size(), 3u);
+    EXPECT_EQ(chunks.back(), "[DONE]");
+    const Json& usage = chunks[chunks.size() - 2]["usage"];
+    EXPECT_GT(usage["completion_tokens"].get<int>(), 0);
+    EXPECT_EQ(chunks.front()["model"], "tiny");
+    EXPECT_EQ(chunks.front()["choices"][0]["delta"]["role"], "assistant");
+  }
+  EXPECT_TRUE(wait_all_blocks_free(*client));
+  EXPECT_EQ(status(*client).requests_served(), static_cast<uint64_t>(kStreams));
+}
+
+}  // namespace
+}  // namespace kvserve
