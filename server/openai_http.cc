@@ -29,11 +29,26 @@ void reply_grpc_error(httplib::Response& res, const grpc::Status& status) {
               openai::code_name(status.error_code()));
 }
 
+// gRPC metadata values must be printable ASCII: gRPC aborts the process on any other byte, so a
+// header is checked before it goes on as metadata.
+bool printable_ascii(const std::string& text) {
+  for (const char c : text)
+    if (c < 0x20 || c > 0x7e) return false;
+  return true;
+}
+
 // The caller's bearer token goes on as gRPC metadata, for the service to check as it checks its
-// own callers'.
-void forward_auth(const httplib::Request& req, grpc::ClientContext& context) {
-  if (req.has_header("Authorization"))
-    context.AddMetadata("authorization", req.get_header_value("Authorization"));
+// own callers'. False (and a 401 reply) when the header cannot be a token.
+bool forward_auth(const httplib::Request& req, grpc::ClientContext& context, httplib::Response& res) {
+  if (!req.has_header("Authorization")) return true;
+  const std::string value = req.get_header_value("Authorization");
+  if (!printable_ascii(value)) {
+    reply_error(res, 401, "the Authorization header holds bytes a bearer token cannot (printable ASCII only)",
+                "unauthenticated");
+    return false;
+  }
+  context.AddMetadata("authorization", value);
+  return true;
 }
 
 // One call: the gRPC call and the reply being built. A streaming one is kept across httplib's
@@ -114,7 +129,7 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
   });
   server->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
     grpc::ClientContext context;
-    forward_auth(req, context);
+    if (!forward_auth(req, context, res)) return;
     v1::ModelInfo info;
     if (grpc::Status s = stub_->GetModelInfo(&context, {}, &info); !s.ok()) return reply_grpc_error(res, s);
     const Json model{{"id", options_.served_model},
@@ -156,9 +171,13 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
     return reply_error(res, unknown_model ? 404 : 400, s.message(),
                        unknown_model ? "model_not_found" : "invalid_argument");
   }
-  if (req.has_header("X-Request-Id"))
-    call->request.generate.set_request_id(req.get_header_value("X-Request-Id"));
-  forward_auth(req, call->context);
+  if (req.has_header("X-Request-Id")) {
+    const std::string id = req.get_header_value("X-Request-Id");
+    if (!printable_ascii(id))
+      return reply_error(res, 400, "the X-Request-Id header must be printable ASCII", "invalid_argument");
+    call->request.generate.set_request_id(id);
+  }
+  if (!forward_auth(req, call->context, res)) return;
   call->reply = std::make_unique<openai::ReplyBuilder>(
       call->request, static_cast<int64_t>(std::time(nullptr)), options_.tokenizer.get());
   call->reader = stub_->Generate(&call->context, call->request.generate);

@@ -320,6 +320,14 @@ TEST(OpenAiE2E, HttpLevelRefusalsAreOpenAiErrors) {
   EXPECT_EQ(temperature.status, 400);
   EXPECT_NE(Json::parse(temperature.body)["error"]["message"].get<std::string>().find("temperature"),
             std::string::npos);
+  // Headers that would be gRPC metadata are checked first: gRPC aborts the process on bytes
+  // outside printable ASCII.
+  const Json small{{"prompt", "x"}, {"max_tokens", 2}};
+  const HttpReply auth =
+      post(server.openai_port(), "/v1/completions", small, {{"Authorization", "Bearer \xc3\xa9\x01"}});
+  EXPECT_EQ(auth.status, 401) << auth.body;
+  const HttpReply id = post(server.openai_port(), "/v1/completions", small, {{"X-Request-Id", "\xff"}});
+  EXPECT_EQ(id.status, 400) << id.body;
   const HttpReply ok =
       post(server.openai_port(), "/v1/completions", Json{{"prompt", "still serving"}, {"max_tokens", 2}});
   EXPECT_EQ(ok.status, 200) << ok.body;
