@@ -10,6 +10,9 @@ against the server itself (`kvserve --help`):
   - every flag passed to the server exists and its value fits the flag's type and range;
   - gRPC and metrics ports agree across EXPOSE, HEALTHCHECK, compose, the k8s containers, probes
     and Services, and the server's defaults;
+  - the OpenAI-compatible HTTP API (off by the server's default) is on in every recipe, on a fixed
+    port of its own that the image's CMD sets and EXPOSE, compose, the k8s container and the
+    Service all agree on, listening on all addresses;
   - grace periods exceed --drain-timeout (plus the preStop sleep), so a drain is never cut short;
   - the YAML files are well formed (a small parser of our own, cross-checked with PyYAML where it is
     installed), the k8s documents have apiVersion, kind and metadata.name, and hang together;
@@ -411,6 +414,8 @@ def run_checks(repo, texts, help_text, r):
     known = parse_help(help_text)
     r.check("--port" in known and "--metrics-port" in known and "--drain-timeout" in known,
             "kvserve --help lists --port, --metrics-port and --drain-timeout (%d flags)" % len(known))
+    r.check("--openai-port" in known and "--openai-host" in known,
+            "kvserve --help lists --openai-port and --openai-host")
     grpc_default = as_int(known.get("--port", {}).get("default"))
     metrics_default = as_int(known.get("--metrics-port", {}).get("default"))
     fail = lambda msg: r.check(False, msg)
@@ -510,12 +515,23 @@ def run_checks(repo, texts, help_text, r):
     r.check(effective(docker_flags, known, "--host") == "0.0.0.0", "the image serves on --host 0.0.0.0")
     r.check((docker_grpc, docker_metrics) == (grpc_default, metrics_default),
             "the image's ports are the server's defaults (%s, %s)" % (docker_grpc, docker_metrics))
+    # The OpenAI-compatible API is off by the server's default (-1), so the image's CMD turns it on and
+    # its port is the one compose and k8s must repeat (their arguments replace CMD). A fixed port: 0
+    # (any free port) could not be published, and it must not collide with gRPC or metrics.
+    docker_openai = as_int(effective(docker_flags, known, "--openai-port"))
+    r.check(docker_openai is not None and 0 < docker_openai <= 65535 and
+            docker_openai not in (docker_grpc, docker_metrics),
+            "the image serves the OpenAI-compatible API on a fixed port of its own (--openai-port %s)" %
+            docker_openai)
+    r.check(effective(docker_flags, known, "--openai-host") == "0.0.0.0",
+            "the image serves the OpenAI-compatible API on --openai-host 0.0.0.0")
     exposed = set()
     for w, rest, _ in runtime_stage:
         if w == "EXPOSE":
             exposed |= {as_int(p.split("/")[0]) for p in rest.split()}
-    r.check(exposed == {docker_grpc, docker_metrics},
-            "EXPOSE %s matches the gRPC and metrics ports" % sorted(p for p in exposed if p is not None))
+    r.check(exposed == {docker_grpc, docker_metrics, docker_openai},
+            "EXPOSE %s matches the gRPC, metrics and OpenAI API ports (%s, %s, %s)" %
+            (sorted(p for p in exposed if p is not None), docker_grpc, docker_metrics, docker_openai))
     hc = [rest for w, rest, _ in runtime_stage if w == "HEALTHCHECK"]
     if hc and hc[-1] != "NONE":
         m = re.search(r"/dev/tcp/[\w.]+/(\d+)|localhost:(\d+)|127\.0\.0\.1:(\d+)", hc[-1])
@@ -567,13 +583,21 @@ def run_checks(repo, texts, help_text, r):
         c_metrics = as_int(effective(cf, known, "--metrics-port"))
         r.check((c_grpc, c_metrics) == (grpc_default, metrics_default),
                 "compose serves on the default ports (%s, %s)" % (c_grpc, c_metrics))
+        c_openai = as_int(effective(cf, known, "--openai-port"))
+        r.check(c_openai == docker_openai,
+                "compose serves the OpenAI-compatible API on the image's port (--openai-port %s, image %s)" %
+                (c_openai, docker_openai))
+        r.check(effective(cf, known, "--openai-host") == "0.0.0.0",
+                "compose serves the OpenAI-compatible API on --openai-host 0.0.0.0")
         targets = set()
         for p in svc.get("ports") or []:
             if isinstance(p, dict):
                 targets.add(as_int(p.get("target")))
             else:
                 targets.add(as_int(str(p).split("/")[0].split(":")[-1]))
-        r.check({c_grpc, c_metrics} <= targets, "compose publishes ports %s" % sorted(t for t in targets if t))
+        r.check({c_grpc, c_metrics, c_openai} <= targets,
+                "compose publishes ports %s, which include %s" %
+                (sorted(t for t in targets if t), sorted(p for p in {c_grpc, c_metrics, c_openai} if p)))
         drain = as_float(effective(cf, known, "--drain-timeout"))
         grace = duration_s(svc.get("stop_grace_period", "10s"))
         r.check(drain is not None and grace is not None and grace > drain,
@@ -629,9 +653,17 @@ def run_checks(repo, texts, help_text, r):
         r.check((k_grpc, k_metrics) == (grpc_default, metrics_default),
                 "k8s serves on the default ports (%s, %s)" % (k_grpc, k_metrics))
         r.check(effective(kf, known, "--host") == "0.0.0.0", "k8s serves on --host 0.0.0.0")
+        k_openai = as_int(effective(kf, known, "--openai-port"))
+        r.check(k_openai == docker_openai,
+                "k8s serves the OpenAI-compatible API on the image's port (--openai-port %s, image %s)" %
+                (k_openai, docker_openai))
+        r.check(effective(kf, known, "--openai-host") == "0.0.0.0",
+                "k8s serves the OpenAI-compatible API on --openai-host 0.0.0.0")
         named = {p.get("name"): as_int(p.get("containerPort")) for p in c.get("ports") or []}
-        r.check(named.get("grpc") == k_grpc and named.get("metrics") == k_metrics,
-                "containerPorts grpc=%s metrics=%s match the flags" % (named.get("grpc"), named.get("metrics")))
+        r.check(named.get("grpc") == k_grpc and named.get("metrics") == k_metrics and
+                named.get("openai") == k_openai,
+                "containerPorts grpc=%s metrics=%s openai=%s match the flags" %
+                (named.get("grpc"), named.get("metrics"), named.get("openai")))
         resolve = lambda p: named.get(p) if isinstance(p, str) else as_int(p)
         drain = as_float(effective(kf, known, "--drain-timeout"))
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -698,6 +730,12 @@ def run_checks(repo, texts, help_text, r):
                 r.check(mp is not None and as_int(mp.get("port")) == k_metrics and
                         resolve(mp.get("targetPort", mp.get("port"))) == k_metrics,
                         "Service %s has port metrics %s" % (name, k_metrics))
+            # Like metrics: required on the balanced Service, checked on the headless one if listed.
+            op = ports.get("openai")
+            if op is not None or ss.get("clusterIP") != "None":
+                r.check(op is not None and as_int(op.get("port")) == k_openai and
+                        resolve(op.get("targetPort", op.get("port"))) == k_openai,
+                        "Service %s has port openai %s" % (name, k_openai))
 
     # ---- docs/operations.md covers every flag and metric -------------------------------------
     ops = texts.get("docs/operations.md")
@@ -737,6 +775,20 @@ BREAKS = [
     ("a runtime stage on another base", "deploy/Dockerfile", "-runtime-${UBUNTU_TAG}", "-runtime-ubuntu22.04"),
     ("a source folder not copied", "deploy/Dockerfile", "COPY engine/ engine/\n", ""),
     ("an undocumented flag", "docs/operations.md", "--max-stop-strings", "--max-stop-string-count"),
+    ("an OpenAI API port that differs from EXPOSE", "deploy/Dockerfile", '"--openai-port", "8000"',
+     '"--openai-port", "8001"'),
+    ("an OpenAI API port not exposed", "deploy/Dockerfile", "EXPOSE 50051 9090 8000", "EXPOSE 50051 9090"),
+    ("the OpenAI API on the metrics port", "deploy/Dockerfile", '"--openai-port", "8000"',
+     '"--openai-port", "9090"'),
+    ("the OpenAI API on loopback only", "deploy/Dockerfile", '"--openai-port", "8000"',
+     '"--openai-host", "127.0.0.1", "--openai-port", "8000"'),
+    ("an OpenAI API port compose does not publish", "deploy/compose.yaml", '      - "8000:8000"', ""),
+    ("the OpenAI API left off in k8s", "deploy/k8s/deployment.yaml", '            - --openai-port\n'
+     '            - "8000"\n', ""),
+    ("an OpenAI containerPort that differs from the flag", "deploy/k8s/deployment.yaml",
+     "containerPort: 8000", "containerPort: 8080"),
+    ("a Service OpenAI port that differs from the container", "deploy/k8s/service.yaml", "port: 8000",
+     "port: 8001"),
 ]
 
 
