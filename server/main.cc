@@ -1,15 +1,18 @@
 // kvserve: the gRPC server. Loads a model (by default the tiny one compiled in), runs the engine on
 // its own thread, serves kvserve.v1.Generation plus the standard health and reflection services,
 // exports metrics over HTTP, and drains gracefully on SIGTERM / SIGINT.
+#include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -96,16 +99,44 @@ std::string auth_token(const Flags& f) {
   return token;
 }
 
-// Waits for SIGTERM/SIGINT (blocked in every thread, so only this wait sees them).
-int wait_for_signal(const sigset_t& signals) {
-  int sig = 0;
-  sigwait(&signals, &sig);
-  return sig;
+// SIGTERM and SIGINT reach main() through a pipe: the handler writes the signal's number, on
+// whichever thread the kernel picks to run it. (Blocking the signals and sigwait()ing on the main
+// thread cannot catch them all: libraries start threads before main() runs — OpenBLAS starts its
+// pool when it loads — and a signal the kernel delivers to one of those would kill the process.)
+int signal_pipe[2] = {-1, -1};
+
+extern "C" void on_stop_signal(int sig) {
+  const int saved_errno = errno;
+  const char byte = static_cast<char>(sig);
+  (void)!write(signal_pipe[1], &byte, 1);  // non-blocking: a flood of signals never blocks here
+  errno = saved_errno;
 }
 
-bool signal_pending(const sigset_t& signals) {
-  timespec zero{0, 0};
-  return sigtimedwait(&signals, nullptr, &zero) > 0;
+void install_stop_signal_handlers() {
+  if (pipe2(signal_pipe, O_CLOEXEC) != 0 || fcntl(signal_pipe[1], F_SETFL, O_NONBLOCK) != 0)
+    throw std::runtime_error("cannot create the signal pipe");
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+// Waits for SIGTERM or SIGINT and returns it.
+int wait_for_signal() {
+  char byte = 0;
+  while (read(signal_pipe[0], &byte, 1) != 1)
+    if (errno != EINTR) return SIGTERM;
+  return byte;
+}
+
+// True (and consumed) when another signal has arrived.
+bool signal_pending() {
+  pollfd ready{.fd = signal_pipe[0], .events = POLLIN, .revents = 0};
+  if (poll(&ready, 1, 0) != 1) return false;
+  char byte = 0;
+  return read(signal_pipe[0], &byte, 1) == 1;
 }
 
 }  // namespace
@@ -220,12 +251,14 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(f.log_level));
 
-  // Only the main thread's sigwait sees SIGTERM/SIGINT; every thread started below inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // From here on a SIGTERM / SIGINT waits in the pipe: one during start-up drains the server as
+  // soon as it serves.
+  try {
+    install_stop_signal_handlers();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvserve: %s\n", e.what());
+    return 1;
+  }
 
   kvserve::ServedModel served;
   std::shared_ptr<const kvserve::Model> model;
@@ -301,8 +334,8 @@ int main(int argc, char** argv) {
   if (f.debug_fail_after_steps > 0)
     built.backend = kvserve::fail_after_steps(std::move(built.backend), f.debug_fail_after_steps);
   auto engine = std::make_unique<kvserve::Engine>(config, std::move(built.backend));
-  // An engine failure takes the path of SIGTERM (the signal is blocked everywhere, so the main
-  // thread's sigwait below receives it): health goes NOT_SERVING, the server stops, the exit
+  // An engine failure takes the path of SIGTERM (its handler wakes the main thread's wait below):
+  // health goes NOT_SERVING, the server stops, the exit
   // status says so and the supervisor restarts the process.
   kvserve::EngineRunner runner(std::move(engine),
                                {.max_waiting = f.max_queue,
@@ -374,7 +407,7 @@ int main(int argc, char** argv) {
   std::printf("kvserve: serving kvserve.v1.Generation on %s:%d\n", f.host.c_str(), bound_port);
   std::fflush(stdout);
 
-  const int sig = wait_for_signal(signals);
+  const int sig = wait_for_signal();
   const std::string engine_failure = runner.failure();
   if (engine_failure.empty())
     spdlog::info("{}: draining; running requests get up to {:.0f} s to finish",
@@ -389,7 +422,7 @@ int main(int argc, char** argv) {
   bool idle = false;
   while (!idle && std::chrono::steady_clock::now() < deadline) {
     idle = runner.wait_idle(std::chrono::milliseconds(100));
-    if (!idle && signal_pending(signals)) {
+    if (!idle && signal_pending()) {
       spdlog::warn("second signal: stopping now");
       break;
     }
@@ -399,9 +432,12 @@ int main(int argc, char** argv) {
   // Streams still sending their last messages get what is left of the drain budget, at least 2 s.
   const auto left = std::max<std::chrono::steady_clock::duration>(deadline - std::chrono::steady_clock::now(),
                                                                   std::chrono::seconds(2));
+  // The OpenAI API's calls read their last messages over the in-process channel, which Shutdown
+  // closes at once (it would cut them off with "Transport closed"): they go first.
+  openai.wait_idle(std::chrono::duration_cast<std::chrono::milliseconds>(left));
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::duration_cast<std::chrono::system_clock::duration>(left));
-  openai.stop();  // its streams ended with their gRPC calls
+  openai.stop();
   http.stop();
   spdlog::info("stopped after serving {} requests", runner.status().requests_served);
   return runner.failure().empty() ? 0 : 3;  // also if it failed while draining
