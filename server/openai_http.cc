@@ -51,9 +51,29 @@ bool forward_auth(const httplib::Request& req, grpc::ClientContext& context, htt
   return true;
 }
 
+}  // namespace
+
+// Counts a generation call from its start until its state is destroyed: after the reply's last
+// byte, or after the client hung up and the call was cancelled.
+class InFlightCall {
+ public:
+  explicit InFlightCall(OpenAiHttpServer& server) : server_(server) { server_.call_started(); }
+  ~InFlightCall() { server_.call_ended(); }
+  InFlightCall(const InFlightCall&) = delete;
+  InFlightCall& operator=(const InFlightCall&) = delete;
+
+ private:
+  OpenAiHttpServer& server_;
+};
+
+namespace {
+
 // One call: the gRPC call and the reply being built. A streaming one is kept across httplib's
 // calls of the content provider (all on the worker thread that took the request).
 struct Call {
+  explicit Call(OpenAiHttpServer& server) : in_flight(server) {}
+
+  InFlightCall in_flight;
   openai::ParsedRequest request;
   grpc::ClientContext context;
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
@@ -119,7 +139,10 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
   // A streaming client that stops reading for this long is taken for gone (its request is aborted).
   server->set_read_timeout(30);
   server->set_write_timeout(30);
+  // An idle keep-alive connection holds a worker, and stop() waits for every worker: 2 s bounds
+  // what an idle client adds to a shutdown.
   server->set_keep_alive_max_count(100);
+  server->set_keep_alive_timeout(2);
 
   server->Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
     generate(openai::Endpoint::kCompletions, req, res);
@@ -163,9 +186,24 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
   return listener_.start(std::move(server), host, port, "OpenAI-compatible API");
 }
 
+void OpenAiHttpServer::call_started() {
+  std::lock_guard lock(mu_);
+  ++in_flight_;
+}
+
+void OpenAiHttpServer::call_ended() {
+  std::lock_guard lock(mu_);
+  if (--in_flight_ == 0) idle_.notify_all();
+}
+
+bool OpenAiHttpServer::wait_idle(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return idle_.wait_for(lock, timeout, [&] { return in_flight_ == 0; });
+}
+
 void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Request& req,
                                 httplib::Response& res) {
-  auto call = std::make_shared<Call>();
+  auto call = std::make_shared<Call>(*this);
   if (Status s = openai::parse_request(endpoint, req.body, options_.served_model, &call->request); !s.ok()) {
     const bool unknown_model = s.code() == StatusCode::kNotFound;
     return reply_error(res, unknown_model ? 404 : 400, s.message(),

@@ -8,10 +8,13 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <ctime>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "engine/status.h"
@@ -50,18 +53,27 @@ class OpenAiHttpServer {
   // Binds host:port (0: any free port) and serves until stop(). Fails if the address cannot be
   // bound or the TLS files do not load.
   Status start(const std::string& host, int port);
-  // Stops accepting, lets requests in flight finish (a stream ends when its gRPC call does: stop
-  // the gRPC server first) and joins the threads. Idempotent.
+  // Waits until no generation request is being served, or `timeout` has passed; true if none is.
+  // The server calls it before shutting gRPC down, which would cut these calls off.
+  bool wait_idle(std::chrono::milliseconds timeout);
+  // Stops accepting, lets requests in flight finish (a call still running ends when the gRPC
+  // server shuts down) and joins the threads. Idempotent.
   void stop() { listener_.stop(); }
   int bound_port() const { return listener_.bound_port(); }
 
  private:
   // POST /v1/completions and /v1/chat/completions.
   void generate(openai::Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
+  friend class InFlightCall;
+  void call_started();
+  void call_ended();
 
   std::unique_ptr<v1::Generation::Stub> stub_;
   OpenAiHttpOptions options_;
   std::time_t started_ = 0;
+  std::mutex mu_;
+  std::condition_variable idle_;
+  int in_flight_ = 0;  // generation calls not yet ended
   HttpListener listener_;
 };
 

@@ -228,6 +228,7 @@ Status parse_response_format(const Fields& f, v1::ResponseFormat* format) {
     const Json* values = rff.find("choice");
     if (!values || !values->is_array())
       return invalid("response_format.choice", "expected an array of the strings the output may be");
+    format->mutable_choice();  // set even when empty, for the service to refuse an empty list
     for (size_t i = 0; i < values->size(); ++i) {
       if (!(*values)[i].is_string())
         return wrong_type("response_format.choice[" + std::to_string(i) + "]", "a string", (*values)[i]);

@@ -31,6 +31,12 @@ Json finish_reason(v1::FinishReason reason) {
   }
 }
 
+// A token's text as the reply writes it: bytes that are not UTF-8 (part of a character, split
+// across tokens) become U+FFFD as dump() writes them, so that offsets count what the client sees.
+std::string as_written(const std::string& bytes) {
+  return Json::parse(Json(bytes).dump(-1, ' ', false, Json::error_handler_t::replace)).get<std::string>();
+}
+
 // Characters of UTF-8 text (bytes that do not continue a character).
 int64_t utf8_length(const std::string& text) {
   int64_t n = 0;
@@ -67,8 +73,8 @@ Json ReplyBuilder::logprobs_of(const v1::GenerateResponse& message, Choice& choi
   if (!request_.logprobs) return nullptr;
   if (request_.endpoint == Endpoint::kChatCompletions) {
     auto entry = [&](uint32_t id, float logprob) {
-      const std::string text = token_text(id);
-      return Json{{"token", text}, {"logprob", logprob}, {"bytes", bytes_of(text)}};
+      const std::string bytes = token_text(id);
+      return Json{{"token", as_written(bytes)}, {"logprob", logprob}, {"bytes", bytes_of(bytes)}};
     };
     Json content = Json::array();
     for (const v1::TokenLogprob& lp : message.logprobs()) {
@@ -86,10 +92,12 @@ Json ReplyBuilder::logprobs_of(const v1::GenerateResponse& message, Choice& choi
   const bool with_top = request_.generate.top_logprobs() > 0;
   Json tokens = Json::array(), token_logprobs = Json::array(), top = Json::array(), offsets = Json::array();
   for (const v1::TokenLogprob& lp : message.logprobs()) {
-    const std::string text = token_text(lp.token_id());
+    const std::string text = as_written(token_text(lp.token_id()));
     Json alternatives = Json::object();
+    // Alternatives come likeliest first; where two share a spelling (byte tokens all read U+FFFD),
+    // the object keeps the likelier, which a later one must not overwrite.
     for (const v1::TopLogprob& t : lp.top())
-      alternatives[token_text(t.token_id())] = t.logprob();
+      alternatives.emplace(as_written(token_text(t.token_id())), t.logprob());
     tokens.push_back(text);
     token_logprobs.push_back(lp.logprob());
     offsets.push_back(choice.next_offset);

@@ -233,6 +233,11 @@ TEST(OpenAiRequest, ResponseFormats) {
   ASSERT_EQ(choice.generate.response_format().choice().values_size(), 2);
   EXPECT_EQ(choice.generate.response_format().choice().values(1), "no");
 
+  // An empty list stays a (refused) choice format, not "no format": the service says it is empty.
+  const ParsedRequest none = parse_ok(kCompletions, p + R"({"type": "choice", "choice": []}})");
+  EXPECT_EQ(none.generate.response_format().format_case(), v1::ResponseFormat::kChoice);
+  EXPECT_EQ(none.generate.response_format().choice().values_size(), 0);
+
   EXPECT_NE(refusal(kCompletions, p + R"({"type": "xml"}})").find("\"xml\" is not supported"),
             std::string::npos);
   EXPECT_NE(refusal(kCompletions, p + R"({}})").find("response_format.type: missing"), std::string::npos);
@@ -431,6 +436,31 @@ TEST(OpenAiReply, LogprobsSpellTokensWithTheTokenizer) {
   EXPECT_EQ(lp["top_logprobs"][0], Json::object({{t1, -0.25}}));
   EXPECT_EQ(lp["top_logprobs"][1], Json::object({{t0, -0.75}}));
   EXPECT_EQ(lp["text_offset"], Json::array({0, t0.size(), t0.size() + t1.size()}));  // ASCII here
+
+  // A byte-fallback token holding part of a character is written as U+FFFD and counts as one
+  // character, as the client sees it; `bytes` keeps the byte.
+  TokenId lone_byte = -1;
+  for (TokenId id = 0; id < tokenizer->vocab_size() && lone_byte < 0; ++id) {
+    const std::string b = tokenizer->token_bytes(id);
+    if (b.size() == 1 && static_cast<unsigned char>(b[0]) >= 0x80) lone_byte = id;
+  }
+  ASSERT_GE(lone_byte, 0) << "the tiny tokenizer has byte-fallback tokens";
+  ReplyBuilder bytes_reply(completion, 1, tokenizer.get());
+  v1::GenerateResponse bytes_message =
+      message(0, "\xEF\xBF\xBD", {{static_cast<uint32_t>(lone_byte), -1.0f}, {id0, -1.0f}});
+  // Two alternatives spelled alike (both U+FFFD): the likelier, listed first, is the one kept.
+  for (const auto& [id, logprob] : {std::pair{lone_byte, -1.0f}, std::pair{lone_byte + 1, -1.5f}}) {
+    v1::TopLogprob* top = bytes_message.mutable_logprobs(0)->add_top();
+    top->set_token_id(static_cast<uint32_t>(id));
+    top->set_logprob(logprob);
+  }
+  ASSERT_EQ(tokenizer->token_bytes(lone_byte + 1).size(), 1u);
+  ASSERT_GE(static_cast<unsigned char>(tokenizer->token_bytes(lone_byte + 1)[0]), 0x80);
+  bytes_reply.add(bytes_message);
+  const Json lone = Json::parse(bytes_reply.body())["choices"][0]["logprobs"];
+  EXPECT_EQ(lone["tokens"][0], "\xEF\xBF\xBD");
+  EXPECT_EQ(lone["text_offset"], Json::array({0, 1}));
+  EXPECT_EQ(lone["top_logprobs"][0], Json::object({{"\xEF\xBF\xBD", -1.0}}));
 
   // Chat: one entry per token with its UTF-8 bytes.
   ParsedRequest chat =
