@@ -1,18 +1,16 @@
 // kvserve: the gRPC server. Loads a model (by default the tiny one compiled in), runs the engine on
 // its own thread, serves kvserve.v1.Generation plus the standard health and reflection services,
 // exports metrics over HTTP, and drains gracefully on SIGTERM / SIGINT.
-#include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -99,44 +97,45 @@ std::string auth_token(const Flags& f) {
   return token;
 }
 
-// SIGTERM and SIGINT reach main() through a pipe: the handler writes the signal's number, on
-// whichever thread the kernel picks to run it. (Blocking the signals and sigwait()ing on the main
-// thread cannot catch them all: libraries start threads before main() runs — OpenBLAS starts its
-// pool when it loads — and a signal the kernel delivers to one of those would kill the process.)
-int signal_pipe[2] = {-1, -1};
+// SIGTERM and SIGINT are blocked on the main thread before it starts any other, so every thread
+// kvserve starts inherits the mask and the main thread takes them with sigwait. Libraries may have
+// started threads before main() runs, though (OpenBLAS starts its pool when it loads); the kernel
+// hands a signal the main thread is not waiting for to one of those, whose default action would
+// kill the process. This handler, which only such threads can run, passes it on to the main thread.
+pthread_t main_thread;
 
-extern "C" void on_stop_signal(int sig) {
-  const int saved_errno = errno;
-  const char byte = static_cast<char>(sig);
-  (void)!write(signal_pipe[1], &byte, 1);  // non-blocking: a flood of signals never blocks here
-  errno = saved_errno;
+extern "C" void forward_to_main_thread(int sig) {
+  pthread_kill(main_thread, sig);  // pending on the main thread until its next sigwait
 }
 
-void install_stop_signal_handlers() {
-  if (pipe2(signal_pipe, O_CLOEXEC) != 0 || fcntl(signal_pipe[1], F_SETFL, O_NONBLOCK) != 0)
-    throw std::runtime_error("cannot create the signal pipe");
+sigset_t block_stop_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  main_thread = pthread_self();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   struct sigaction action {};
-  action.sa_handler = on_stop_signal;
+  action.sa_handler = forward_to_main_thread;
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
+  return signals;
 }
 
 // Waits for SIGTERM or SIGINT and returns it.
-int wait_for_signal() {
-  char byte = 0;
-  while (read(signal_pipe[0], &byte, 1) != 1)
-    if (errno != EINTR) return SIGTERM;
-  return byte;
+int wait_for_signal(const sigset_t& signals) {
+  int sig = 0;
+  sigwait(&signals, &sig);
+  return sig;
 }
 
-// True (and consumed) when another signal has arrived.
-bool signal_pending() {
-  pollfd ready{.fd = signal_pipe[0], .events = POLLIN, .revents = 0};
-  if (poll(&ready, 1, 0) != 1) return false;
-  char byte = 0;
-  return read(signal_pipe[0], &byte, 1) == 1;
+// True when SIGTERM or SIGINT arrives within `timeout`.
+bool signal_within(const sigset_t& signals, std::chrono::milliseconds timeout) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
+  const timespec wait{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  return sigtimedwait(&signals, nullptr, &wait) > 0;
 }
 
 }  // namespace
@@ -251,14 +250,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(f.log_level));
 
-  // From here on a SIGTERM / SIGINT waits in the pipe: one during start-up drains the server as
+  // Before any thread starts: a SIGTERM / SIGINT during start-up waits, and drains the server as
   // soon as it serves.
-  try {
-    install_stop_signal_handlers();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvserve: %s\n", e.what());
-    return 1;
-  }
+  const sigset_t signals = block_stop_signals();
 
   kvserve::ServedModel served;
   std::shared_ptr<const kvserve::Model> model;
@@ -334,7 +328,7 @@ int main(int argc, char** argv) {
   if (f.debug_fail_after_steps > 0)
     built.backend = kvserve::fail_after_steps(std::move(built.backend), f.debug_fail_after_steps);
   auto engine = std::make_unique<kvserve::Engine>(config, std::move(built.backend));
-  // An engine failure takes the path of SIGTERM (its handler wakes the main thread's wait below):
+  // An engine failure takes the path of SIGTERM (the main thread's sigwait below receives it):
   // health goes NOT_SERVING, the server stops, the exit
   // status says so and the supervisor restarts the process.
   kvserve::EngineRunner runner(std::move(engine),
@@ -407,7 +401,7 @@ int main(int argc, char** argv) {
   std::printf("kvserve: serving kvserve.v1.Generation on %s:%d\n", f.host.c_str(), bound_port);
   std::fflush(stdout);
 
-  const int sig = wait_for_signal();
+  const int sig = wait_for_signal(signals);
   const std::string engine_failure = runner.failure();
   if (engine_failure.empty())
     spdlog::info("{}: draining; running requests get up to {:.0f} s to finish",
@@ -419,13 +413,15 @@ int main(int argc, char** argv) {
   runner.start_draining();
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::milliseconds(static_cast<int64_t>(f.drain_timeout_s * 1000));
-  bool idle = false;
+  // The main thread waits in sigtimedwait nearly all the drain, so that a second signal comes
+  // straight to it.
+  bool idle = runner.wait_idle(std::chrono::milliseconds(0));
   while (!idle && std::chrono::steady_clock::now() < deadline) {
-    idle = runner.wait_idle(std::chrono::milliseconds(100));
-    if (!idle && signal_pending()) {
+    if (signal_within(signals, std::chrono::milliseconds(20))) {
       spdlog::warn("second signal: stopping now");
       break;
     }
+    idle = runner.wait_idle(std::chrono::milliseconds(0));
   }
   if (!idle) spdlog::warn("aborting the requests still running ({})", runner.status().num_running);
   runner.stop();
