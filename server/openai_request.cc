@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -110,6 +111,13 @@ class Fields {
 
 constexpr int64_t kU32Max = std::numeric_limits<uint32_t>::max();
 
+// A positive value for a float field whose 0 means "not set": one below float's range (1e-50)
+// would round to that 0 and read as unset (top_p 1, no penalty), so it becomes the least normal
+// float instead (for top_p, as for 1e-50: the most likely token alone).
+float positive_float(double x) {
+  return std::max(static_cast<float>(x), std::numeric_limits<float>::min());
+}
+
 Status parse_sampling(const Fields& f, v1::SamplingParams* sampling) {
   // OpenAI's default temperature is 1 (sampling); the gRPC API's unset value 0 means greedy.
   std::optional<double> temperature, top_p, min_p, repetition_penalty, presence, frequency;
@@ -119,7 +127,7 @@ Status parse_sampling(const Fields& f, v1::SamplingParams* sampling) {
   if (top_p) {
     // The proto's 0 means "unset" (= 1), so a 0 here must not pass through as that.
     if (!(*top_p > 0.0 && *top_p <= 1.0)) return invalid("top_p", "must be in (0, 1]");
-    sampling->set_top_p(static_cast<float>(*top_p));
+    sampling->set_top_p(positive_float(*top_p));
   }
   std::optional<int64_t> top_k;
   KVSERVE_RETURN_IF_ERROR(f.integer("top_k", -1, std::numeric_limits<int32_t>::max(), &top_k));
@@ -129,7 +137,7 @@ Status parse_sampling(const Fields& f, v1::SamplingParams* sampling) {
   KVSERVE_RETURN_IF_ERROR(f.number("repetition_penalty", &repetition_penalty));
   if (repetition_penalty) {
     if (!(*repetition_penalty > 0.0)) return invalid("repetition_penalty", "must be over 0 (1 = off)");
-    sampling->set_repetition_penalty(static_cast<float>(*repetition_penalty));
+    sampling->set_repetition_penalty(positive_float(*repetition_penalty));
   }
   KVSERVE_RETURN_IF_ERROR(f.number("presence_penalty", &presence));
   if (presence) sampling->set_presence_penalty(static_cast<float>(*presence));

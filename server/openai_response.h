@@ -64,7 +64,6 @@ class ReplyBuilder {
   std::map<uint32_t, Choice> choices_;
   uint32_t prompt_tokens_ = 0;
   uint32_t cached_prompt_tokens_ = 0;
-  bool usage_seen_ = false;
 };
 
 // The HTTP status for a gRPC status (400 for INVALID_ARGUMENT, 429 for RESOURCE_EXHAUSTED, ...).

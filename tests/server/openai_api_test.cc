@@ -115,6 +115,19 @@ TEST(OpenAiRequest, ValuesThatWouldReadAsUnsetAreRefused) {
   EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "n": 0})").find("n: 0 is outside"), std::string::npos);
 }
 
+TEST(OpenAiRequest, ValuesBelowFloatRangeAreNotReadAsUnset) {
+  // Caught by tests/fuzz/fuzz_openai_request's checks (corpus regression_*_underflow): 1e-50
+  // rounded to the float 0, the proto's "unset", so top_p 1e-50 sampled from the whole vocabulary.
+  const v1::SamplingParams s =
+      parse_ok(kCompletions, R"({"prompt": "x", "top_p": 1e-50, "repetition_penalty": 1e-300})")
+          .generate.sampling();
+  EXPECT_GT(s.top_p(), 0.0f);
+  EXPECT_GT(s.repetition_penalty(), 0.0f);
+  // Values float can hold pass through as they are.
+  EXPECT_FLOAT_EQ(parse_ok(kCompletions, R"({"prompt": "x", "top_p": 1e-30})").generate.sampling().top_p(),
+                  1e-30f);
+}
+
 TEST(OpenAiRequest, WrongTypesAndKeysNameTheField) {
   EXPECT_EQ(refusal(kCompletions, R"({"prompt": "x", "temperature": "hot"})"),
             "temperature: expected a number, got string");
