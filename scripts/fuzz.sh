@@ -17,12 +17,13 @@ build=build/fuzz
 jobs=${FUZZ_JOBS:-$(nproc)}
 cxx=${FUZZ_CXX:-clang++}
 
-targets=(fuzz_chat_template fuzz_model_files fuzz_request_validation fuzz_response_format fuzz_tokenizer
-  fuzz_tokenizer_model)
+targets=(fuzz_chat_template fuzz_model_files fuzz_openai_request fuzz_request_validation fuzz_response_format
+  fuzz_tokenizer fuzz_tokenizer_model)
 # Room for the seeds plus growth; longer inputs only slow the search down.
 declare -A max_len=(
   [fuzz_chat_template]=8192      # the largest committed template (tools.jinja) is 3.2 KiB
   [fuzz_model_files]=16384       # config.json + a safetensors file of a 2-layer, hidden-8 model
+  [fuzz_openai_request]=4096     # seeds are under 0.7 KiB; the fixture admits requests up to 4 KiB
   [fuzz_request_validation]=4096 # just past ServiceOptions.max_request_bytes in the target
   [fuzz_response_format]=4096    # the largest seed (a regression schema) is 2.5 KiB
   [fuzz_tokenizer]=4096

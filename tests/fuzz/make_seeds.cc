@@ -5,7 +5,7 @@
 //   build/fuzz/tests/fuzz/fuzz_make_seeds tests/fuzz/corpus
 //
 // Files are written independently of the readers under test (safetensors and protobuf bytes by
-// hand), so a seed cannot inherit a reader's bug.
+// hand, JSON bodies as text), so a seed cannot inherit a reader's bug.
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -330,6 +330,82 @@ void request_seeds() {
   }
 }
 
+// ---- fuzz_openai_request: [endpoint: even completions, odd chat][JSON body] ----
+
+void openai_request_seeds() {
+  const std::string target = "fuzz_openai_request";
+  const auto completions = [&](const std::string& name, const std::string& body) {
+    write_seed(target, "completions_" + name, std::string(1, '\0') + body);
+  };
+  const auto chat = [&](const std::string& name, const std::string& body) {
+    write_seed(target, "chat_" + name, std::string(1, '\1') + body);
+  };
+  completions("minimal", R"({"model": "tiny", "prompt": "Hello world"})");
+  completions("stream_usage_logprobs",
+              R"({"model": "tiny", "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0.7, )"
+              R"("top_p": 0.9, "stream": true, "stream_options": {"include_usage": true}, "logprobs": 3, )"
+              R"("echo": false, "seed": -1, "user": "someone"})");
+  completions("token_ids_n_stop_bias",
+              R"({"prompt": [[1, 450, 45, 511]], "n": 3, "best_of": 3, "stop": ["\n\n", "END"], )"
+              R"("stop_token_ids": [2], "min_tokens": 1, "max_tokens": 8, "ignore_eos": false, )"
+              R"("add_special_tokens": false, "logit_bias": {"67": -100, "300": 2.5}, "top_k": -1, )"
+              R"("min_p": 0.05, "repetition_penalty": 1.1, "presence_penalty": 0.5, )"
+              R"("frequency_penalty": -0.5, "seed": 18446744073709551615})");
+  completions("regex", R"({"prompt": "Date: ", "max_tokens": 12, "temperature": 0, )"
+                       R"("response_format": {"type": "regex", "regex": "[0-9]{4}-[0-9]{2}-[0-9]{2}"}})");
+  completions("choice_stream", R"({"prompt": "Sentiment:", "stream": true, "logprobs": 0, )"
+                               R"("response_format": {"type": "choice", "choice": ["positive", "negative", )"
+                               R"("caf\u00e9 \ud83d\ude00"]}})");
+  completions("wrong_model", R"({"model": "gpt-4o-mini", "prompt": "x"})");
+  completions("refused_echo_suffix", R"({"prompt": "x", "echo": true, "suffix": "y"})");
+  completions("refused_top_p_zero", R"({"prompt": "x", "top_p": 0})");
+  completions("refused_logit_bias_key", R"({"prompt": "x", "logit_bias": {"-1": 1}})");
+  chat("minimal", R"({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}]})");
+  chat("stream_logprobs_n",
+       R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": )"
+       R"("Hello caf\u00e9 \ud83d\ude00"}], "stream": true, "stream_options": {"include_usage": true}, )"
+       R"("logprobs": true, "top_logprobs": 2, "max_completion_tokens": 12, "n": 2, "seed": 7, )"
+       R"("temperature": 1.2, "stop": "\n"})");
+  chat("json_schema",
+       R"({"messages": [{"role": "user", "content": "A person, as JSON."}], "max_tokens": 32, )"
+       R"("response_format": {"type": "json_schema", "json_schema": {"name": "person", "strict": true, )"
+       R"("schema": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8}, )"
+       R"("age": {"type": "integer"}, "tags": {"type": "array", "items": {"enum": ["a", "b"]}}}, )"
+       R"("required": ["name"], "additionalProperties": false}}}})");
+  chat("json_object", R"({"messages": [{"role": "user", "content": "JSON please"}], )"
+                      R"("response_format": {"type": "json_object"}, "max_tokens": 16, "stream": true})");
+  chat("refused_regex_missing",
+       R"({"messages": [{"role": "user", "content": "?"}], "response_format": {"type": "regex"}})");
+  // The tool's answer comes back as a user turn: tiny-llama's template knows no "tool" role.
+  chat("tools",
+       R"({"messages": [{"role": "user", "content": "Weather in Z\u00fcrich?"}, {"role": "assistant", )"
+       R"("content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": )"
+       R"("get_weather", "arguments": "{\"city\": \"Z\u00fcrich\"}"}}]}, {"role": "user", )"
+       R"("tool_call_id": "call_1", "name": "get_weather", "content": "Sunny, 24 C"}], "tools": [{"type": )"
+       R"("function", "function": {"name": "get_weather", "description": "Current weather", "parameters": )"
+       R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}], )"
+       R"("tool_choice": "auto", "chat_template_kwargs": {"enable_thinking": false}, )"
+       R"("add_generation_prompt": true, "parallel_tool_calls": false})");
+  chat("content_parts_prefill",
+       R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "Part one"}, {"type": )"
+       R"("text", "text": "part two"}]}, {"role": "assistant", "content": "Sure, "}], )"
+       R"("add_generation_prompt": false, "continue_final_message": true, "modalities": ["text"], )"
+       R"("stop": ["\n", "END", ""], "logit_bias": {"300": -100}, "presence_penalty": 2})");
+  chat("refused_image_part",
+       R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})");
+  chat("refused_tool_choice_object", R"({"messages": [{"role": "user", "content": "x"}], )"
+                                     R"("tool_choice": {"type": "function"}, "tools": []})");
+  // Odd but valid: nulls for "not set", a duplicate key (the last wins), escapes, an unknown field
+  // nested near the depth limit, numbers in every JSON spelling.
+  chat("odd_valid",
+       "{\"messages\": [{\"role\": \"user\", \"content\": \"\\u0000 nul \\\"q\\\" \\\\ \\/ \\t\", "
+       "\"name\": null}], \"temperature\": null, \"top_p\": 1E0, \"n\": null, \"max_tokens\": 4, "
+       "\"max_tokens\": 2, \"min_p\": -0.0, \"seed\": -9223372036854775808, \"logit_bias\": {}, "
+       "\"stop\": [], \"tools\": [], \"metadata\": " +
+           std::string(200, '[') + "\"]]][[[\"" + std::string(200, ']') + "}");
+  chat("refused_too_deep", "{\"messages\": " + std::string(300, '[') + std::string(300, ']') + "}");
+}
+
 // ---- fuzz_response_format: [kind: 0 regex, 1 json_schema, 2 choice][text; choices split by '\n'] ----
 
 void response_format_seeds() {
@@ -512,6 +588,7 @@ int main(int argc, char** argv) {
   g_root = argv[1];
   model_file_seeds();
   request_seeds();
+  openai_request_seeds();
   response_format_seeds();
   tokenizer_seeds();
   tokenizer_model_seeds(fs::path(KVSERVE_TEST_DATA) / "tokenizer" / "tokenizer.model");

@@ -1,0 +1,211 @@
+// An OpenAI-compatible API request body off the wire (server/openai_request.h): byte 0 picks the
+// endpoint (even: POST /v1/completions, odd: POST /v1/chat/completions), the rest is the JSON body.
+// parse_request reads it for a server that serves "tiny"; a non-OK Status (INVALID_ARGUMENT, or
+// NOT_FOUND for another model's name) is the expected outcome for a bad body. An accepted body's
+// GenerateRequest then takes the gRPC request's path (request_fixture.h: to_engine_request,
+// Engine::validate and the admitted-request checks, shared with fuzz_request_validation), and the
+// reply builder (server/openai_response.h) writes two made-up response messages for it, streamed
+// or whole as the body asks, each document of which must be JSON. A refusal at either stage is
+// written as the HTTP server writes it (error_body, error_events), which must be JSON too.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "server/openai_request.h"
+#include "server/openai_response.h"
+#include "tests/fuzz/request_fixture.h"
+
+const char* const kvserve::fuzz::kTargetName = "fuzz_openai_request";
+
+namespace {
+
+namespace openai = kvserve::openai;
+using kvserve::fuzz::check;
+using Json = nlohmann::json;
+
+constexpr const char* kServedModel = "tiny";
+constexpr uint32_t kVocab = 512;  // tiny-llama's
+
+// Deliberately leaked: the runner's thread must not be joined during static destruction, and
+// LeakSanitizer does not report memory still reachable from a global.
+const kvserve::fuzz::RequestFixture* const fixture = new kvserve::fuzz::RequestFixture;
+
+// A JSON document the reply code wrote: it must parse (invalid UTF-8 in a text, a token's spelling
+// or an error message is replaced).
+Json parse_document(const std::string& text) {
+  try {
+    return Json::parse(text);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fuzz_openai_request: not JSON (%s): %s\n", e.what(), text.c_str());
+    check(false, "every document the reply code writes is JSON");
+  }
+  return {};
+}
+
+// A reply document: an object naming the served model.
+void check_document(const std::string& text) {
+  const Json json = parse_document(text);
+  check(json.is_object() && json.value("model", "") == kServedModel,
+        "every reply document is an object naming the served model");
+}
+
+// The HTTP server's reply to a refused request: the error object, whole or as the last events of a
+// stream. The message may hold bytes of the body (not UTF-8 where the body is not JSON).
+void check_error_reply(int http_status, const std::string& message, const char* code) {
+  const std::string body = openai::error_body(http_status, message, code);
+  const Json json = parse_document(body);
+  check(json.is_object() && json.contains("error") && json["error"].is_object() &&
+            json["error"].value("message", Json()).is_string() && json["error"].value("code", "") == code,
+        "an error body is {\"error\": {\"message\": ..., \"code\": ...}}");
+  check(openai::error_events(http_status, message, code) == "data: " + body + "\n\ndata: [DONE]\n\n",
+        "error events are the error body, then [DONE]");
+}
+
+// A stream of server-sent events: "data: {json}\n\n" each, the last one "data: [DONE]\n\n".
+void check_events(const std::string& events, bool closing) {
+  size_t pos = 0;
+  bool done = false;
+  while (pos < events.size()) {
+    check(!done, "nothing follows data: [DONE]");
+    check(events.compare(pos, 6, "data: ") == 0, "every event starts with \"data: \"");
+    const size_t end = events.find("\n\n", pos);
+    check(end != std::string::npos, "every event ends with a blank line");
+    const std::string data = events.substr(pos + 6, end - pos - 6);
+    if (data == "[DONE]")
+      done = true;
+    else
+      check_document(data);
+    pos = end + 2;
+  }
+  check(done == closing, "data: [DONE] closes the stream, and only the closing events have it");
+}
+
+// Two response messages as the service would send them for this request, made from the input:
+// token ids within the vocabulary (byte-fallback pieces, control tokens and all) with logprobs and
+// one alternative each, text that is a slice of the input (perhaps not UTF-8), and a finish reason
+// and usage on the second; the second belongs to choice 1 when the request asks for several.
+void check_replies(const openai::ParsedRequest& parsed, std::string_view bytes) {
+  const auto byte = [&](size_t i) -> uint32_t {
+    return bytes.empty() ? 0 : static_cast<unsigned char>(bytes[i % bytes.size()]);
+  };
+  kvserve::v1::GenerateResponse messages[2];
+  for (int m = 0; m < 2; ++m) {
+    kvserve::v1::GenerateResponse& message = messages[m];
+    message.set_request_id("fuzz-1");
+    message.set_index(m == 1 && parsed.generate.n() > 1 ? 1 : 0);
+    const size_t half = bytes.size() / 2;
+    message.set_text(std::string(bytes.substr(m * half, 48)));
+    const int tokens = 1 + static_cast<int>(byte(m) % 3);
+    for (int t = 0; t < tokens; ++t) {
+      const uint32_t id = (byte(7 * m + 2 * t) | byte(7 * m + 2 * t + 1) << 8) % kVocab;
+      message.add_token_ids(id);
+      kvserve::v1::TokenLogprob* lp = message.add_logprobs();
+      lp->set_token_id(id);
+      lp->set_logprob(-0.25f * static_cast<float>(t + 1));
+      kvserve::v1::TopLogprob* top = lp->add_top();
+      top->set_token_id((id * 31 + 3) % kVocab);
+      top->set_logprob(-0.125f);
+    }
+  }
+  kvserve::v1::GenerateResponse& last = messages[1];
+  static constexpr kvserve::v1::FinishReason kReasons[] = {
+      kvserve::v1::FINISH_REASON_STOP, kvserve::v1::FINISH_REASON_LENGTH, kvserve::v1::FINISH_REASON_ABORTED};
+  last.set_finish_reason(kReasons[byte(3) % 3]);
+  last.mutable_usage()->set_prompt_tokens(byte(4));
+  last.mutable_usage()->set_completion_tokens(static_cast<uint32_t>(last.token_ids_size()));
+  last.mutable_usage()->set_cached_prompt_tokens(byte(4) / 2);
+
+  openai::ReplyBuilder reply(parsed, 1700000000, fixture->tokenizer.get());
+  if (parsed.stream) {
+    for (const kvserve::v1::GenerateResponse& message : messages)
+      check_events(reply.event(message), false);
+    check_events(reply.closing_events(), true);
+  } else {
+    for (const kvserve::v1::GenerateResponse& message : messages)
+      reply.add(message);
+    check_document(reply.body());
+  }
+}
+
+// The body's own JSON where parse_request took it (so it is JSON and not too deep), to check
+// fields whose proto zero means "not set" against what the client sent.
+Json body_json(std::string_view body) {
+  return Json::parse(body, nullptr, /*allow_exceptions=*/false);
+}
+
+bool sent_number(const Json& body, const char* key) {
+  auto it = body.find(key);
+  return it != body.end() && it->is_number();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return -1;
+  const openai::Endpoint endpoint =
+      data[0] % 2 ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions;
+  const std::string_view body(reinterpret_cast<const char*>(data) + 1, size - 1);
+
+  openai::ParsedRequest parsed;
+  const kvserve::Status status = openai::parse_request(endpoint, body, kServedModel, &parsed);
+  if (!status.ok()) {
+    if (kvserve::fuzz::verbose()) std::fprintf(stderr, "parse_request: %s\n", status.message().c_str());
+    check(status.code() == kvserve::StatusCode::kInvalidArgument ||
+              status.code() == kvserve::StatusCode::kNotFound,
+          "a refused body gets INVALID_ARGUMENT or NOT_FOUND");
+    const bool unknown_model = status.code() == kvserve::StatusCode::kNotFound;
+    if (unknown_model) {
+      const Json json = body_json(body);
+      check(json.is_object() && json.contains("model") && json["model"].is_string() &&
+                !json["model"].get<std::string>().empty() && json["model"] != kServedModel,
+            "NOT_FOUND only for a body naming another model");
+    }
+    check_error_reply(unknown_model ? 404 : 400, status.message(),
+                      unknown_model ? "model_not_found" : "invalid_argument");
+    return 0;
+  }
+
+  // Accepted: what the reply and the gRPC service rely on.
+  const kvserve::v1::GenerateRequest& generate = parsed.generate;
+  const bool chat = endpoint == openai::Endpoint::kChatCompletions;
+  check(parsed.endpoint == endpoint, "the parsed request keeps its endpoint");
+  check(generate.input_case() != kvserve::v1::GenerateRequest::INPUT_NOT_SET,
+        "an accepted body has an input");
+  check((generate.input_case() == kvserve::v1::GenerateRequest::kChat) == chat,
+        "the input is a chat exactly for the chat endpoint");
+  const kvserve::v1::SamplingParams& sampling = generate.sampling();
+  check(sampling.top_p() == 0.0f || (sampling.top_p() > 0.0f && sampling.top_p() <= 1.0f),
+        "top_p is unset (0) or in (0, 1]");
+  check(sampling.repetition_penalty() == 0.0f || sampling.repetition_penalty() > 0.0f,
+        "repetition_penalty is unset (0) or over 0");
+  check(generate.stop().max_tokens() == 0 || generate.stop().max_tokens() >= 1,
+        "max_tokens is unset (0) or at least 1");
+  check(generate.top_logprobs() <= 20, "top_logprobs is at most 20");
+  check(parsed.model == kServedModel, "the reply names the served model");
+  check(!generate.has_response_format() ||
+            generate.response_format().format_case() != kvserve::v1::ResponseFormat::FORMAT_NOT_SET,
+        "a response_format that is set says what the output must be");
+  // A value the client sent must not become the proto's "not set", which means something else.
+  const Json json = body_json(body);
+  check(json.is_object(), "an accepted body is a JSON object");
+  check(!sent_number(json, "top_p") || sampling.top_p() > 0.0f,
+        "a top_p the body sends is not read as unset");
+  check(!sent_number(json, "repetition_penalty") || sampling.repetition_penalty() > 0.0f,
+        "a repetition_penalty the body sends is not read as unset");
+  check(!sent_number(json, "n") || generate.n() >= 1, "an n the body sends is not read as unset");
+  check(!(sent_number(json, "max_tokens") || (chat && sent_number(json, "max_completion_tokens"))) ||
+            generate.stop().max_tokens() >= 1,
+        "a max_tokens the body sends is not read as unset");
+
+  check_replies(parsed, body);
+  if (kvserve::fuzz::verbose())
+    std::fprintf(stderr, "parse_request: accepted (%s)\n", chat ? "chat" : "completions");
+  if (const kvserve::Status s = kvserve::fuzz::admit_and_check(*fixture, generate); !s.ok())
+    check_error_reply(400, s.message(), "invalid_argument");
+  return 0;
+}
