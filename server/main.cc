@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -105,7 +106,9 @@ std::string auth_token(const Flags& f) {
 pthread_t main_thread;
 
 extern "C" void forward_to_main_thread(int sig) {
+  const int saved_errno = errno;
   pthread_kill(main_thread, sig);  // pending on the main thread until its next sigwait
+  errno = saved_errno;
 }
 
 sigset_t block_stop_signals() {
@@ -379,7 +382,10 @@ int main(int argc, char** argv) {
     spdlog::info("metrics on http://{}:{}/metrics", f.metrics_host, http.bound_port());
   }
   // The OpenAI-compatible API runs each request through the service above, in process.
-  kvserve::OpenAiHttpServer openai(server->InProcessChannel(grpc::ChannelArguments()),
+  // A slow reader's stream merges its backlog into one message, which may pass gRPC's default 4 MiB.
+  grpc::ChannelArguments in_process;
+  in_process.SetMaxReceiveMessageSize(-1);
+  kvserve::OpenAiHttpServer openai(server->InProcessChannel(in_process),
                                    {.served_model = served_name,
                                     .tokenizer = served.tokenizer,
                                     .max_request_bytes = f.max_request_bytes,
@@ -416,23 +422,28 @@ int main(int argc, char** argv) {
   // The main thread waits in sigtimedwait nearly all the drain, so that a second signal comes
   // straight to it.
   bool idle = runner.wait_idle(std::chrono::milliseconds(0));
+  bool hurry = false;
   while (!idle && std::chrono::steady_clock::now() < deadline) {
     if (signal_within(signals, std::chrono::milliseconds(20))) {
-      spdlog::warn("second signal: stopping now");
+      spdlog::warn("{}: stopping now", runner.failure().empty() ? "second signal" : "the engine failed");
+      hurry = true;
       break;
     }
     idle = runner.wait_idle(std::chrono::milliseconds(0));
   }
   if (!idle) spdlog::warn("aborting the requests still running ({})", runner.status().num_running);
   runner.stop();
-  // Streams still sending their last messages get what is left of the drain budget, at least 2 s.
-  const auto left = std::max<std::chrono::steady_clock::duration>(deadline - std::chrono::steady_clock::now(),
-                                                                  std::chrono::seconds(2));
+  // Streams still sending their last messages get what is left of the drain budget, at least 2 s
+  // (2 s at most after a second signal): one deadline for both APIs.
+  const auto now = std::chrono::steady_clock::now();
+  const auto stop_by =
+      hurry ? now + std::chrono::seconds(2) : std::max(deadline, now + std::chrono::seconds(2));
   // The OpenAI API's calls read their last messages over the in-process channel, which Shutdown
   // closes at once (it would cut them off with "Transport closed"): they go first.
-  openai.wait_idle(std::chrono::duration_cast<std::chrono::milliseconds>(left));
+  openai.wait_idle(std::chrono::duration_cast<std::chrono::milliseconds>(stop_by - now));
   server->Shutdown(std::chrono::system_clock::now() +
-                   std::chrono::duration_cast<std::chrono::system_clock::duration>(left));
+                   std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                       stop_by - std::chrono::steady_clock::now()));
   openai.stop();
   http.stop();
   spdlog::info("stopped after serving {} requests", runner.status().requests_served);

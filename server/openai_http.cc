@@ -38,17 +38,31 @@ bool printable_ascii(const std::string& text) {
 }
 
 // The caller's bearer token goes on as gRPC metadata, for the service to check as it checks its
-// own callers'. False (and a 401 reply) when the header cannot be a token.
-bool forward_auth(const httplib::Request& req, grpc::ClientContext& context, httplib::Response& res) {
-  if (!req.has_header("Authorization")) return true;
+// own callers'. A header that cannot be a token (gRPC would abort on its bytes) is left off: a
+// server with a token then refuses the call (401), one without serves it.
+void forward_auth(const httplib::Request& req, grpc::ClientContext& context) {
+  if (!req.has_header("Authorization")) return;
   const std::string value = req.get_header_value("Authorization");
-  if (!printable_ascii(value)) {
-    reply_error(res, 401, "the Authorization header holds bytes a bearer token cannot (printable ASCII only)",
-                "unauthenticated");
-    return false;
+  if (printable_ascii(value)) context.AddMetadata("authorization", value);
+}
+
+// Bodies must come with a Content-Length and uncompressed: httplib enforces its size limit only
+// on a declared length, and not on what a compressed body inflates to, so a chunked or gzip'ed
+// body could fill the memory before any check ran. Runs before the body is read.
+httplib::Server::HandlerResponse refuse_unbounded_body(const httplib::Request& req, httplib::Response& res) {
+  if (req.method != "POST") return httplib::Server::HandlerResponse::Unhandled;
+  const std::string encoding = req.get_header_value("Content-Encoding");
+  if (!encoding.empty() && encoding != "identity") {
+    reply_error(res, 415, "Content-Encoding \"" + encoding + "\" is not accepted; send the body uncompressed",
+                "http_415");
+  } else if (req.has_header("Transfer-Encoding") || !req.has_header("Content-Length")) {
+    reply_error(res, 411, "send the body with a Content-Length (chunked bodies are not accepted)",
+                "http_411");
+  } else {
+    return httplib::Server::HandlerResponse::Unhandled;
   }
-  context.AddMetadata("authorization", value);
-  return true;
+  res.set_header("Connection", "close");  // the unread body must not be taken for the next request
+  return httplib::Server::HandlerResponse::Handled;
 }
 
 }  // namespace
@@ -136,9 +150,12 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
     return new httplib::ThreadPool(static_cast<size_t>(threads));
   };
   server->set_payload_max_length(options_.max_request_bytes);
-  // A streaming client that stops reading for this long is taken for gone (its request is aborted).
-  server->set_read_timeout(30);
-  server->set_write_timeout(30);
+  server->set_pre_routing_handler(refuse_unbounded_body);
+  // A client that sends nothing for this long mid-request, or a streaming client that stops
+  // reading for this long, is taken for gone (its request is aborted). Also what a stalled client
+  // can add to a shutdown.
+  server->set_read_timeout(10);
+  server->set_write_timeout(10);
   // An idle keep-alive connection holds a worker, and stop() waits for every worker: 2 s bounds
   // what an idle client adds to a shutdown.
   server->set_keep_alive_max_count(100);
@@ -152,7 +169,7 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
   });
   server->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
     grpc::ClientContext context;
-    if (!forward_auth(req, context, res)) return;
+    forward_auth(req, context);
     v1::ModelInfo info;
     if (grpc::Status s = stub_->GetModelInfo(&context, {}, &info); !s.ok()) return reply_grpc_error(res, s);
     const Json model{{"id", options_.served_model},
@@ -203,6 +220,12 @@ bool OpenAiHttpServer::wait_idle(std::chrono::milliseconds timeout) {
 
 void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Request& req,
                                 httplib::Response& res) {
+  // While draining, new requests are refused here, uncounted: the drain waits only for the calls
+  // that run, not for the traffic a load balancer still sends.
+  if (options_.healthy && !options_.healthy())
+    return reply_error(res, 503,
+                       "the server is shutting down and takes no new requests; retry on another replica",
+                       "unavailable");
   auto call = std::make_shared<Call>(*this);
   if (Status s = openai::parse_request(endpoint, req.body, options_.served_model, &call->request); !s.ok()) {
     const bool unknown_model = s.code() == StatusCode::kNotFound;
@@ -215,7 +238,7 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
       return reply_error(res, 400, "the X-Request-Id header must be printable ASCII", "invalid_argument");
     call->request.generate.set_request_id(id);
   }
-  if (!forward_auth(req, call->context, res)) return;
+  forward_auth(req, call->context);
   call->reply = std::make_unique<openai::ReplyBuilder>(
       call->request, static_cast<int64_t>(std::time(nullptr)), options_.tokenizer.get());
   call->reader = stub_->Generate(&call->context, call->request.generate);
