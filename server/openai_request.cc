@@ -247,6 +247,59 @@ Status parse_response_format(const Fields& f, v1::ResponseFormat* format) {
   return invalid("response_format.type", "\"" + *type + "\" is not supported; " + kinds);
 }
 
+// vLLM's guided_json / guided_regex / guided_choice: the same constraints as response_format's.
+Status parse_guided(const Fields& f, v1::ResponseFormat* format) {
+  const Json* json = f.find("guided_json");
+  const Json* regex = f.find("guided_regex");
+  const Json* choice = f.find("guided_choice");
+  if (!json && !regex && !choice) return Status::Ok();
+  if ((json != nullptr) + (regex != nullptr) + (choice != nullptr) > 1 ||
+      format->format_case() != v1::ResponseFormat::FORMAT_NOT_SET)
+    return invalid("guided_json",
+                   "send one constraint: one of guided_json, guided_regex, guided_choice and "
+                   "response_format");
+  if (json) {
+    if (!json->is_object() && !json->is_string())
+      return wrong_type("guided_json", "a JSON schema (an object, or its text)", *json);
+    format->set_json_schema(json->is_string() ? json->get<std::string>() : json->dump());
+  } else if (regex) {
+    if (!regex->is_string()) return wrong_type("guided_regex", "a string", *regex);
+    format->set_regex(regex->get<std::string>());
+  } else {
+    if (!choice->is_array()) return wrong_type("guided_choice", "an array of strings", *choice);
+    format->mutable_choice();  // set even when empty, for the service to refuse an empty list
+    for (size_t i = 0; i < choice->size(); ++i) {
+      if (!(*choice)[i].is_string())
+        return wrong_type("guided_choice[" + std::to_string(i) + "]", "a string", (*choice)[i]);
+      format->mutable_choice()->add_values((*choice)[i].get<std::string>());
+    }
+  }
+  return Status::Ok();
+}
+
+Status refuse_if_set(const Fields& f, const char* key, const char* why) {
+  const Json* v = f.find(key);
+  if (!v || (v->is_boolean() && !v->get<bool>()) || (v->is_string() && v->get<std::string>().empty()))
+    return Status::Ok();
+  return invalid(key, why);
+}
+
+// vLLM's extensions that kvserve knows but does not do: refused when set to anything but their
+// default, rather than silently ignored.
+Status refuse_unhonoured_extensions(const Fields& f) {
+  KVSERVE_RETURN_IF_ERROR(refuse_if_set(f, "guided_grammar",
+                                        "not supported; send guided_json, guided_regex, "
+                                        "guided_choice or response_format"));
+  KVSERVE_RETURN_IF_ERROR(refuse_if_set(f, "use_beam_search", "not supported; leave it false"));
+  KVSERVE_RETURN_IF_ERROR(
+      refuse_if_set(f, "include_stop_str_in_output", "not supported (stop strings are cut); leave it false"));
+  KVSERVE_RETURN_IF_ERROR(refuse_if_set(
+      f, "prompt_logprobs", "not supported (kvserve does not score prompt tokens); leave it out"));
+  if (const Json* skip = f.find("skip_special_tokens"); skip && *skip != true)
+    return invalid("skip_special_tokens", "only true is supported (the text never holds control tokens)");
+  return Status::Ok();
+}
+
 // What both endpoints share: the model, choices, streaming, sampling, stop rules and format.
 Status parse_common(const Fields& f, const std::string& served_model, ParsedRequest* out) {
   std::optional<std::string> model;
@@ -274,9 +327,10 @@ Status parse_common(const Fields& f, const std::string& served_model, ParsedRequ
   KVSERVE_RETURN_IF_ERROR(parse_stop(f, out->generate.mutable_stop()));
   v1::ResponseFormat format;
   KVSERVE_RETURN_IF_ERROR(parse_response_format(f, &format));
+  KVSERVE_RETURN_IF_ERROR(parse_guided(f, &format));
   if (format.format_case() != v1::ResponseFormat::FORMAT_NOT_SET)
     *out->generate.mutable_response_format() = format;
-  return Status::Ok();
+  return refuse_unhonoured_extensions(f);
 }
 
 // max_tokens (both) or max_completion_tokens (chat, preferred): absent = the server's default.
@@ -285,13 +339,6 @@ Status parse_max_tokens(const Fields& f, const char* key, v1::StopCriteria* stop
   KVSERVE_RETURN_IF_ERROR(f.integer(key, 1, kU32Max, &max_tokens));
   if (max_tokens) stop->set_max_tokens(static_cast<uint32_t>(*max_tokens));
   return Status::Ok();
-}
-
-Status refuse_if_set(const Fields& f, const char* key, const char* why) {
-  const Json* v = f.find(key);
-  if (!v || (v->is_boolean() && !v->get<bool>()) || (v->is_string() && v->get<std::string>().empty()))
-    return Status::Ok();
-  return invalid(key, why);
 }
 
 // prompt: a string, an array of token ids, or either wrapped in an array of one.
@@ -405,22 +452,26 @@ Status parse_chat(const Fields& f, ParsedRequest* out) {
     return invalid("top_logprobs", "needs \"logprobs\": true");
   if (top_logprobs) out->generate.set_top_logprobs(static_cast<uint32_t>(*top_logprobs));
 
-  // Tools go to the chat template, which writes them into the prompt; the model's reply comes back
-  // as text (its tool-call format is the template's own), so only "auto" and "none" can be honoured.
+  // kvserve does not parse a tool call out of the model's text (its format is each template's
+  // own), so it can never answer with `tool_calls`: a client offering tools would take a call for
+  // the final answer. Tools are refused unless tool_choice is "none", which leaves them out. (The
+  // gRPC API's chat.tools_json renders them, for clients that parse the text themselves.)
   std::optional<std::string> tool_choice;
   if (const Json* choice = f.find("tool_choice"); choice && !choice->is_string())
-    return invalid("tool_choice",
-                   "only \"auto\" and \"none\" are supported; the reply is text for the client to parse");
+    return invalid("tool_choice", "a named function is not supported (kvserve returns no tool_calls)");
   KVSERVE_RETURN_IF_ERROR(f.string("tool_choice", &tool_choice));
   if (tool_choice && *tool_choice != "auto" && *tool_choice != "none")
     return invalid("tool_choice",
-                   "\"" + *tool_choice +
-                       "\" is not supported; send \"auto\" or \"none\" (the reply is text for the "
-                       "client to parse)");
+                   "\"" + *tool_choice + "\" is not supported (kvserve returns no tool_calls)");
   if (const Json* tools = f.find("tools")) {
     if (!tools->is_array()) return wrong_type("tools", "an array of tool specifications", *tools);
-    if (tool_choice.value_or("auto") == "auto" && !tools->empty()) chat->set_tools_json(tools->dump());
+    if (!tools->empty() && tool_choice.value_or("auto") != "none")
+      return invalid("tools",
+                     "kvserve does not parse tool calls out of the reply, so it cannot return tool_calls; "
+                     "send tool_choice \"none\" (the tools are then left out), or use the gRPC API's "
+                     "chat.tools_json and parse the reply's text");
   }
+  KVSERVE_RETURN_IF_ERROR(refuse_if_set(f, "echo", "not supported for chat; leave it false"));
   KVSERVE_RETURN_IF_ERROR(
       refuse_if_set(f, "functions", "the legacy functions field is not supported; send tools"));
   if (const Json* kwargs = f.find("chat_template_kwargs")) {

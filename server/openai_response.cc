@@ -88,8 +88,8 @@ Json ReplyBuilder::logprobs_of(const v1::GenerateResponse& message, Choice& choi
     }
     return Json{{"content", std::move(content)}, {"refusal", nullptr}};
   }
-  // Completions: four parallel arrays, top alternatives as token -> logprob.
-  const bool with_top = request_.generate.top_logprobs() > 0;
+  // Completions: four parallel arrays; top_logprobs maps each token's alternatives and the token
+  // itself (as OpenAI's does: up to logprobs + 1 entries) to their logprobs.
   Json tokens = Json::array(), token_logprobs = Json::array(), top = Json::array(), offsets = Json::array();
   for (const v1::TokenLogprob& lp : message.logprobs()) {
     const std::string text = as_written(token_text(lp.token_id()));
@@ -98,21 +98,20 @@ Json ReplyBuilder::logprobs_of(const v1::GenerateResponse& message, Choice& choi
     // the object keeps the likelier, which a later one must not overwrite.
     for (const v1::TopLogprob& t : lp.top())
       alternatives.emplace(as_written(token_text(t.token_id())), t.logprob());
+    alternatives.emplace(text, lp.logprob());
     tokens.push_back(text);
     token_logprobs.push_back(lp.logprob());
     offsets.push_back(choice.next_offset);
     choice.tokens.push_back(text);
     choice.token_logprobs.push_back(lp.logprob());
     choice.text_offset.push_back(choice.next_offset);
-    if (with_top) {
-      top.push_back(alternatives);
-      choice.top_logprobs.push_back(std::move(alternatives));
-    }
+    top.push_back(alternatives);
+    choice.top_logprobs.push_back(std::move(alternatives));
     choice.next_offset += utf8_length(text);
   }
   return Json{{"tokens", std::move(tokens)},
               {"token_logprobs", std::move(token_logprobs)},
-              {"top_logprobs", with_top ? std::move(top) : Json(nullptr)},
+              {"top_logprobs", std::move(top)},
               {"text_offset", std::move(offsets)}};
 }
 
@@ -203,11 +202,10 @@ std::string ReplyBuilder::body() const {
     } else if (chat) {
       out["logprobs"] = Json{{"content", choice.content}, {"refusal", nullptr}};
     } else {
-      out["logprobs"] = Json{
-          {"tokens", choice.tokens},
-          {"token_logprobs", choice.token_logprobs},
-          {"top_logprobs", request_.generate.top_logprobs() > 0 ? Json(choice.top_logprobs) : Json(nullptr)},
-          {"text_offset", choice.text_offset}};
+      out["logprobs"] = Json{{"tokens", choice.tokens},
+                             {"token_logprobs", choice.token_logprobs},
+                             {"top_logprobs", Json(choice.top_logprobs)},
+                             {"text_offset", choice.text_offset}};
     }
     out["finish_reason"] = choice.finish_reason.empty() ? Json(nullptr) : Json(choice.finish_reason);
     choices.push_back(std::move(out));
@@ -233,10 +231,9 @@ int http_status(grpc::StatusCode code) {
       return 404;
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
       return 429;
-    case grpc::StatusCode::CANCELLED:
-      return 499;  // the client went away; nobody reads this
     case grpc::StatusCode::UNIMPLEMENTED:
       return 501;
+    case grpc::StatusCode::CANCELLED:  // the server cut the call off (shutting down)
     case grpc::StatusCode::UNAVAILABLE:
       return 503;
     case grpc::StatusCode::DEADLINE_EXCEEDED:
@@ -257,11 +254,10 @@ std::string code_name(grpc::StatusCode code) {
 }
 
 std::string error_body(int http_status, const std::string& message, const std::string& code) {
-  const char* type = http_status == 401   ? "authentication_error"
-                     : http_status == 404 ? "not_found_error"
-                     : http_status == 429 ? "rate_limit_error"
-                     : http_status < 500  ? "invalid_request_error"
-                                          : "server_error";
+  // OpenAI's types; `code` says more.
+  const char* type = http_status == 429  ? "rate_limit_error"
+                     : http_status < 500 ? "invalid_request_error"
+                                         : "server_error";
   return dump(
       Json{{"error", Json{{"message", message}, {"type", type}, {"param", nullptr}, {"code", code}}}});
 }

@@ -311,8 +311,8 @@ def check_greedy_completion(check, port, served, model_dir):
           and len(lp.get("token_logprobs", [])) == n and len(lp.get("text_offset", [])) == n
           and len(lp.get("top_logprobs") or []) == n,
           "completion logprobs: one entry per completion token in each array", {"request": body, "reply": c})
-    # Greedy: each chosen token is the likeliest of its alternatives. Three alternatives each, fewer
-    # only where two share a spelling (byte tokens all read U+FFFD): the object keeps the likelier.
+    # Greedy: each chosen token is the likeliest of its alternatives (which include it). Three
+    # each, fewer only where two share a spelling (byte tokens all read U+FFFD): the likelier is kept.
     tops = lp.get("top_logprobs") or []
     greedy = all(
         isinstance(t, JsonObject) and 1 <= len(t.pairs) <= 3 and len({k for k, _ in t.pairs}) == len(t.pairs)
@@ -368,11 +368,14 @@ def check_greedy_completion(check, port, served, model_dir):
           and "".join(c["choices"][0]["text"] for c in pchunks) == ch.get("text"),
           "streamed without stream_options or logprobs: the same text, no usage, logprobs null", pchunks)
 
-    # logprobs 0: the chosen tokens' logprobs, no alternatives (top_logprobs null).
+    # logprobs 0: the chosen tokens' logprobs, no alternatives: each top_logprobs entry holds only
+    # the chosen token, as OpenAI's legacy API writes it.
     r = request(port, "POST", "/v1/completions", dict(body, logprobs=0))
     lp0 = r.json()["choices"][0]["logprobs"] if r.status == 200 else {}
-    check(r.status == 200 and lp0.get("top_logprobs", "absent") is None and lp0.get("tokens") == lp.get("tokens"),
-          "logprobs 0: the same tokens, top_logprobs null", repr(r))
+    check(r.status == 200 and lp0.get("tokens") == lp.get("tokens")
+          and [dict(t) for t in lp0.get("top_logprobs") or []]
+          == [{tok: v} for tok, v in zip(lp0.get("tokens", []), lp0.get("token_logprobs", []))],
+          "logprobs 0: the same tokens, each top_logprobs entry the chosen token alone", repr(r))
 
     # A stop string taken from the greedy text: the text ends just before it, finish_reason stop.
     full = request(port, "POST", "/v1/completions", {"prompt": prompt, "max_tokens": 16, "temperature": 0,

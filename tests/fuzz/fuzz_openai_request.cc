@@ -187,6 +187,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         "max_tokens is unset (0) or at least 1");
   check(generate.top_logprobs() <= 20, "top_logprobs is at most 20");
   check(parsed.model == kServedModel, "the reply names the served model");
+  // The HTTP server sends the request over gRPC's in-process channel, which serializes it: proto3
+  // strings must be valid UTF-8 for the service to parse it back.
+  std::string wire;
+  kvserve::v1::GenerateRequest round_trip;
+  check(generate.SerializeToString(&wire) && round_trip.ParseFromString(wire),
+        "the request survives the in-process channel's serialization");
   check(!generate.has_response_format() ||
             generate.response_format().format_case() != kvserve::v1::ResponseFormat::FORMAT_NOT_SET,
         "a response_format that is set says what the output must be");

@@ -174,8 +174,20 @@ TEST(OpenAiRequest, UnsupportedFeaturesAreRefusedNotIgnored) {
   EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "suffix": "end"})").find("suffix: not supported"),
             std::string::npos);
   EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "best_of": 2})").find("best_of"), std::string::npos);
-  parse_ok(kCompletions,
-           R"({"prompt": "x", "echo": false, "suffix": "", "user": "u1", "unknown_field": [1]})");
+  parse_ok(kCompletions, R"({"prompt": "x", "echo": false, "suffix": "", "user": "u1", "unknown_field": [1],
+      "use_beam_search": false, "include_stop_str_in_output": false, "skip_special_tokens": true})");
+  // vLLM's extensions kvserve does not do, set to anything but their default.
+  const std::pair<std::string, std::string> unhonoured[] = {{"use_beam_search", "true"},
+                                                            {"include_stop_str_in_output", "true"},
+                                                            {"prompt_logprobs", "1"},
+                                                            {"skip_special_tokens", "false"},
+                                                            {"guided_grammar", "\"root ::= x\""}};
+  for (const auto& [field, value] : unhonoured) {
+    const std::string body = R"({"prompt": "x", ")" + field + "\": " + value + "}";
+    EXPECT_EQ(refusal(kCompletions, body).rfind(field + ": ", 0), 0u) << body;
+  }
+  EXPECT_NE(refusal(kChat, R"({"messages": [{"role": "user", "content": "x"}], "echo": true})").find("echo"),
+            std::string::npos);
   EXPECT_NE(
       refusal(kChat,
               R"({"messages": [{"role": "user", "content": "x"}], "tools": [{}], "tool_choice": "required"})")
@@ -246,6 +258,30 @@ TEST(OpenAiRequest, ResponseFormats) {
   ASSERT_EQ(choice.generate.response_format().choice().values_size(), 2);
   EXPECT_EQ(choice.generate.response_format().choice().values(1), "no");
 
+  // vLLM's guided_* fields are the same constraints; only one constraint per request.
+  EXPECT_EQ(Json::parse(parse_ok(kCompletions, R"({"prompt": "x", "guided_json": {"type": "integer"}})")
+                            .generate.response_format()
+                            .json_schema()),
+            Json::parse(R"({"type": "integer"})"));
+  EXPECT_EQ(parse_ok(kCompletions, R"({"prompt": "x", "guided_json": "{\"type\": \"string\"}"})")
+                .generate.response_format()
+                .json_schema(),
+            R"({"type": "string"})");
+  EXPECT_EQ(
+      parse_ok(kCompletions, R"({"prompt": "x", "guided_regex": "a+"})").generate.response_format().regex(),
+      "a+");
+  EXPECT_EQ(parse_ok(kCompletions, R"({"prompt": "x", "guided_choice": ["a", "b"]})")
+                .generate.response_format()
+                .choice()
+                .values_size(),
+            2);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "guided_regex": "a", "guided_choice": ["a"]})")
+                .find("send one constraint"),
+            std::string::npos);
+  EXPECT_NE(refusal(kCompletions, p + R"({"type": "regex", "regex": "b"}, "guided_regex": "a"})")
+                .find("send one constraint"),
+            std::string::npos);
+
   // An empty list stays a (refused) choice format, not "no format": the service says it is empty.
   const ParsedRequest none = parse_ok(kCompletions, p + R"({"type": "choice", "choice": []}})");
   EXPECT_EQ(none.generate.response_format().format_case(), v1::ResponseFormat::kChoice);
@@ -268,7 +304,7 @@ TEST(OpenAiRequest, ChatMessagesBecomeTheProtoConversation) {
       {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}], "name": "ann"},
       {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function"}]},
       {"role": "tool", "content": "42", "tool_call_id": "c1"}],
-    "max_tokens": 7, "max_completion_tokens": 9, "tools": [{"type": "function", "function": {"name": "f"}}],
+    "max_tokens": 7, "max_completion_tokens": 9,
     "chat_template_kwargs": {"enable_thinking": false}, "continue_final_message": false})");
   const v1::Chat& chat = r.generate.chat();
   ASSERT_EQ(chat.messages_size(), 4);
@@ -282,13 +318,21 @@ TEST(OpenAiRequest, ChatMessagesBecomeTheProtoConversation) {
             Json::parse(R"({"content": null, "tool_calls": [{"id": "c1", "type": "function"}]})"));
   EXPECT_EQ(Json::parse(chat.messages(3).extra_json()), Json::parse(R"({"tool_call_id": "c1"})"));
   EXPECT_EQ(r.generate.stop().max_tokens(), 9u);  // max_completion_tokens wins
-  EXPECT_EQ(Json::parse(chat.tools_json()),
-            Json::parse(R"([{"type": "function", "function": {"name": "f"}}])"));
   EXPECT_EQ(Json::parse(chat.template_kwargs_json()), Json::parse(R"({"enable_thinking": false})"));
   EXPECT_FALSE(chat.has_add_generation_prompt());  // unset: the proto's default applies
   EXPECT_FALSE(chat.continue_final_message());
 
-  // tool_choice "none": the tools are not shown to the model.
+  // Tools: kvserve cannot answer with tool_calls, so they are refused unless tool_choice is
+  // "none", which leaves them out of the prompt.
+  EXPECT_NE(
+      refusal(kChat, R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})")
+          .find("tools: kvserve does not parse tool calls"),
+      std::string::npos);
+  EXPECT_NE(
+      refusal(kChat, R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}],
+      "tool_choice": "auto"})")
+          .find("cannot return tool_calls"),
+      std::string::npos);
   const ParsedRequest none = parse_ok(kChat, R"({"messages": [{"role": "user", "content": "x"}],
       "tools": [{"type": "function"}], "tool_choice": "none", "add_generation_prompt": false})");
   EXPECT_TRUE(none.generate.chat().tools_json().empty());
@@ -427,8 +471,16 @@ std::shared_ptr<const Tokenizer> tiny_tokenizer() {
 
 TEST(OpenAiReply, LogprobsSpellTokensWithTheTokenizer) {
   const auto tokenizer = tiny_tokenizer();
-  const std::vector<TokenId> ids = tokenizer->encode(" hello world", false);
-  ASSERT_GE(ids.size(), 2u);
+  // Two tokens spelled apart, in printable ASCII of two or more characters.
+  std::vector<TokenId> ids;
+  for (TokenId id = 0; id < tokenizer->vocab_size() && ids.size() < 2; ++id) {
+    const std::string b = tokenizer->token_bytes(id);
+    bool printable = b.size() >= 2;
+    for (const char ch : b)
+      printable = printable && ch > 0x20 && ch < 0x7f;
+    if (printable && (ids.empty() || tokenizer->token_bytes(ids[0]) != b)) ids.push_back(id);
+  }
+  ASSERT_EQ(ids.size(), 2u);
   const auto id0 = static_cast<uint32_t>(ids[0]), id1 = static_cast<uint32_t>(ids[1]);
   const std::string t0 = tokenizer->token_bytes(ids[0]), t1 = tokenizer->token_bytes(ids[1]);
   const auto eos = static_cast<uint32_t>(*tokenizer->eos_id());
@@ -446,8 +498,11 @@ TEST(OpenAiReply, LogprobsSpellTokensWithTheTokenizer) {
   const Json lp = Json::parse(c.body())["choices"][0]["logprobs"];
   EXPECT_EQ(lp["tokens"], Json::array({t0, t1, tokenizer->token_spelling(static_cast<TokenId>(eos))}));
   EXPECT_EQ(lp["token_logprobs"], Json::array({-0.5, -1.5, -2.0}));
-  EXPECT_EQ(lp["top_logprobs"][0], Json::object({{t1, -0.25}}));
-  EXPECT_EQ(lp["top_logprobs"][1], Json::object({{t0, -0.75}}));
+  // Each token's alternatives and the token itself, as OpenAI's legacy API lists them.
+  EXPECT_EQ(lp["top_logprobs"][0], Json::object({{t1, -0.25}, {t0, -0.5}}));
+  EXPECT_EQ(lp["top_logprobs"][1], Json::object({{t0, -0.75}, {t1, -1.5}}));
+  EXPECT_EQ(lp["top_logprobs"][2],
+            Json::object({{tokenizer->token_spelling(static_cast<TokenId>(eos)), -2.0}}));
   EXPECT_EQ(lp["text_offset"], Json::array({0, t0.size(), t0.size() + t1.size()}));  // ASCII here
 
   // A byte-fallback token holding part of a character is written as U+FFFD and counts as one
@@ -498,13 +553,15 @@ TEST(OpenAiReply, ErrorsCarryTheMatchingHttpStatus) {
   EXPECT_EQ(http_status(grpc::StatusCode::NOT_FOUND), 404);
   EXPECT_EQ(http_status(grpc::StatusCode::RESOURCE_EXHAUSTED), 429);
   EXPECT_EQ(http_status(grpc::StatusCode::UNAVAILABLE), 503);
+  EXPECT_EQ(http_status(grpc::StatusCode::CANCELLED), 503);  // the server cut the call off
   EXPECT_EQ(http_status(grpc::StatusCode::INTERNAL), 500);
   EXPECT_EQ(code_name(grpc::StatusCode::RESOURCE_EXHAUSTED), "resource_exhausted");
   EXPECT_EQ(code_name(grpc::StatusCode::UNAUTHENTICATED), "unauthenticated");
   EXPECT_EQ(Json::parse(error_body(429, "queue full", "resource_exhausted")),
             Json::parse(R"({"error": {"message": "queue full", "type": "rate_limit_error", "param": null,
                 "code": "resource_exhausted"}})"));
-  EXPECT_EQ(Json::parse(error_body(400, "m", "c"))["error"]["type"], "invalid_request_error");
+  for (int status : {400, 401, 404, 413})
+    EXPECT_EQ(Json::parse(error_body(status, "m", "c"))["error"]["type"], "invalid_request_error");
   EXPECT_EQ(Json::parse(error_body(503, "m", "c"))["error"]["type"], "server_error");
   const std::vector<Json> events = events_of(error_events(503, "draining", "unavailable"));
   ASSERT_EQ(events.size(), 2u);
