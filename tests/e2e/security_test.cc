@@ -3,6 +3,7 @@
 // client certificate). Loopback only.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -91,6 +92,39 @@ TEST_F(Security, TlsServesSecureClientsAndRefusesPlaintext) {
   const grpc::Status plain =
       generate(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
   EXPECT_EQ(plain.error_code(), grpc::StatusCode::UNAVAILABLE) << plain.error_message();
+}
+
+// The OpenAI-compatible API takes the same TLS flags: HTTPS with the server's certificate, and with
+// a client CA, client certificates required.
+TEST_F(Security, TheOpenAiApiServesHttpsWithTheSameCertificates) {
+  ServerProcess server({"--model", kModel, "--tls-cert", path("server.crt"), "--tls-key", path("server.key"),
+                        "--openai-host", "127.0.0.1", "--openai-port", "0"});
+  ASSERT_NE(server.openai_port(), 0);
+  const std::string body = R"({"prompt": "secure hello", "max_tokens": 4})";
+  httplib::SSLClient secure("127.0.0.1", server.openai_port());
+  secure.set_ca_cert_path(path("ca.crt").c_str());
+  secure.enable_server_certificate_verification(true);
+  auto reply = secure.Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(reply) << httplib::to_string(reply.error());
+  EXPECT_EQ(reply->status, 200) << reply->body;
+  httplib::Client plain("127.0.0.1", server.openai_port());
+  auto refused = plain.Post("/v1/completions", body, "application/json");
+  EXPECT_TRUE(!refused || refused->status >= 400) << "plain HTTP was served on the HTTPS port";
+}
+
+TEST_F(Security, TheOpenAiApiRequiresClientCertificatesUnderMutualTls) {
+  ServerProcess server({"--model", kModel, "--tls-cert", path("server.crt"), "--tls-key", path("server.key"),
+                        "--tls-client-ca", path("ca.crt"), "--openai-host", "127.0.0.1", "--openai-port",
+                        "0"});
+  const std::string body = R"({"prompt": "secure hello", "max_tokens": 4})";
+  httplib::SSLClient with_cert("127.0.0.1", server.openai_port(), path("client.crt"), path("client.key"));
+  with_cert.set_ca_cert_path(path("ca.crt").c_str());
+  auto reply = with_cert.Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(reply) << httplib::to_string(reply.error());
+  EXPECT_EQ(reply->status, 200) << reply->body;
+  httplib::SSLClient without_cert("127.0.0.1", server.openai_port());
+  without_cert.set_ca_cert_path(path("ca.crt").c_str());
+  EXPECT_FALSE(without_cert.Post("/v1/completions", body, "application/json"));
 }
 
 TEST_F(Security, MutualTlsRequiresAClientCertificateFromTheCa) {
