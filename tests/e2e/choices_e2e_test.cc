@@ -30,46 +30,9 @@ using testing::wait_all_blocks_free;
 const std::string kModel = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama";
 constexpr uint32_t kBlockSize = 16;  // kvserve's default --block-size
 
-struct Choice {
-  std::vector<uint32_t> tokens;
-  std::string text;
-  int final_messages = 0;
-  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
-  v1::Usage usage;
-};
-
-struct Call {
-  grpc::Status status;
-  std::map<uint32_t, Choice> choices;  // by index
-  std::vector<std::string> request_ids;
-  int messages = 0;
-};
-
-// Streams one Generate call to the end (or cancels it after `cancel_after` messages), sorting
-// each message into its choice.
-Call generate(v1::Generation::Stub& stub, const v1::GenerateRequest& request, int cancel_after = -1) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 60s);
-  auto reader = stub.Generate(&ctx, request);
-  Call call;
-  v1::GenerateResponse msg;
-  while (reader->Read(&msg)) {
-    ++call.messages;
-    call.request_ids.push_back(msg.request_id());
-    Choice& choice = call.choices[msg.index()];
-    EXPECT_EQ(choice.final_messages, 0) << "choice " << msg.index() << " got a message after its last";
-    choice.tokens.insert(choice.tokens.end(), msg.token_ids().begin(), msg.token_ids().end());
-    choice.text += msg.text();
-    if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
-      ++choice.final_messages;
-      choice.finish = msg.finish_reason();
-      choice.usage = msg.usage();
-    }
-    if (call.messages == cancel_after) ctx.TryCancel();
-  }
-  call.status = reader->Finish();
-  return call;
-}
+using Call = testing::ReceivedCall;
+using Choice = testing::ReceivedChoice;
+using testing::generate;
 
 v1::GenerateRequest sampled_request(const std::string& text, uint32_t n, uint64_t seed, uint32_t max_tokens) {
   v1::GenerateRequest r;

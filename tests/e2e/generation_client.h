@@ -1,13 +1,18 @@
-// What the end-to-end tests ask of a running kvserve over its gRPC API besides Generate: a stub
-// on a fresh channel, the server's status, and waiting until every KV block is back in the pool.
+// What the end-to-end tests ask of a running kvserve over its gRPC API: a stub on a fresh channel,
+// a Generate call read to its end (sorted by choice), the server's status, and waiting until every
+// KV block is back in the pool.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "kvserve/v1/kvserve.grpc.pb.h"
 #include "tests/e2e/server_process.h"
@@ -16,6 +21,52 @@ namespace kvserve::testing {
 
 inline std::unique_ptr<v1::Generation::Stub> stub(const ServerProcess& server) {
   return v1::Generation::NewStub(grpc::CreateChannel(server.address(), grpc::InsecureChannelCredentials()));
+}
+
+// One choice of a Generate call, as the client received it.
+struct ReceivedChoice {
+  std::vector<uint32_t> tokens;
+  std::vector<float> logprobs;  // the chosen tokens'
+  std::string text;
+  int final_messages = 0;  // messages with a finish_reason: 1 in a well-formed stream
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+  v1::Usage usage;
+};
+
+struct ReceivedCall {
+  grpc::Status status;
+  std::map<uint32_t, ReceivedChoice> choices;  // by index
+  std::vector<std::string> request_ids;        // one per message
+  int messages = 0;
+};
+
+// Streams one Generate call to the end (or cancels it after `cancel_after` messages), sorting
+// each message into its choice.
+inline ReceivedCall generate(v1::Generation::Stub& stub, const v1::GenerateRequest& request,
+                             int cancel_after = -1) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = stub.Generate(&ctx, request);
+  ReceivedCall call;
+  v1::GenerateResponse msg;
+  while (reader->Read(&msg)) {
+    ++call.messages;
+    call.request_ids.push_back(msg.request_id());
+    ReceivedChoice& choice = call.choices[msg.index()];
+    EXPECT_EQ(choice.final_messages, 0) << "choice " << msg.index() << " got a message after its last";
+    choice.tokens.insert(choice.tokens.end(), msg.token_ids().begin(), msg.token_ids().end());
+    for (const v1::TokenLogprob& lp : msg.logprobs())
+      choice.logprobs.push_back(lp.logprob());
+    choice.text += msg.text();
+    if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+      ++choice.final_messages;
+      choice.finish = msg.finish_reason();
+      choice.usage = msg.usage();
+    }
+    if (call.messages == cancel_after) ctx.TryCancel();
+  }
+  call.status = reader->Finish();
+  return call;
 }
 
 inline v1::ServerStatus status(v1::Generation::Stub& stub) {

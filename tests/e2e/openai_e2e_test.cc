@@ -85,31 +85,6 @@ std::vector<Json> events(const std::string& body) {
   return out;
 }
 
-struct GrpcResult {
-  grpc::Status status;
-  std::string text;
-  std::vector<uint32_t> tokens;
-  std::vector<float> logprobs;
-  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
-};
-
-GrpcResult generate(v1::Generation::Stub& client, const v1::GenerateRequest& request) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 60s);
-  auto reader = client.Generate(&ctx, request);
-  GrpcResult out;
-  v1::GenerateResponse msg;
-  while (reader->Read(&msg)) {
-    out.text += msg.text();
-    out.tokens.insert(out.tokens.end(), msg.token_ids().begin(), msg.token_ids().end());
-    for (const v1::TokenLogprob& lp : msg.logprobs())
-      out.logprobs.push_back(lp.logprob());
-    if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) out.finish = msg.finish_reason();
-  }
-  out.status = reader->Finish();
-  return out;
-}
-
 std::vector<float> floats(const Json& array) {
   std::vector<float> out;
   for (const Json& x : array)
@@ -132,8 +107,9 @@ TEST(OpenAiE2E, CompletionsGiveTheGrpcApisTokensTextAndLogprobs) {
     g.mutable_sampling()->set_seed(c.seed);
     g.mutable_stop()->set_max_tokens(12);
     g.set_top_logprobs(2);
-    const GrpcResult want = generate(*client, g);
-    ASSERT_TRUE(want.status.ok()) << want.status.error_message();
+    const testing::ReceivedCall call = testing::generate(*client, g);
+    ASSERT_TRUE(call.status.ok()) << call.status.error_message();
+    const testing::ReceivedChoice& want = call.choices.at(0);
 
     const Json body{{"prompt", g.text()},
                     {"temperature", c.temperature},
@@ -183,8 +159,9 @@ TEST(OpenAiE2E, ChatCompletionsRunTheSameConversationAsGrpc) {
   user->set_role("user");
   user->set_content("Why is the sky blue?");
   g.mutable_stop()->set_max_tokens(10);
-  const GrpcResult want = generate(*client, g);  // greedy
-  ASSERT_TRUE(want.status.ok()) << want.status.error_message();
+  const testing::ReceivedCall call = testing::generate(*client, g);  // greedy
+  ASSERT_TRUE(call.status.ok()) << call.status.error_message();
+  const testing::ReceivedChoice& want = call.choices.at(0);
 
   const Json body{{"messages", Json::array({{{"role", "system"}, {"content", "Be brief."}},
                                             {{"role", "user"}, {"content", "Why is the sky blue?"}}})},

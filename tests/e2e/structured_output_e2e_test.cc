@@ -28,30 +28,8 @@ using testing::wait_all_blocks_free;
 
 const std::string kModel = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama";
 
-struct Output {
-  std::string text;
-  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
-};
-
-struct Call {
-  grpc::Status status;
-  std::map<uint32_t, Output> choices;  // by index
-};
-
-Call generate(v1::Generation::Stub& stub, const v1::GenerateRequest& request) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 60s);
-  auto reader = stub.Generate(&ctx, request);
-  Call call;
-  v1::GenerateResponse msg;
-  while (reader->Read(&msg)) {
-    Output& out = call.choices[msg.index()];
-    out.text += msg.text();
-    if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) out.finish = msg.finish_reason();
-  }
-  call.status = reader->Finish();
-  return call;
-}
+using Call = testing::ReceivedCall;
+using testing::generate;
 
 v1::GenerateRequest sampled(uint32_t n, uint32_t max_tokens) {
   v1::GenerateRequest r;
