@@ -410,6 +410,17 @@ def load_texts(repo):
     return texts
 
 
+def check_openai_flags(r, flags, known, where, image_port):
+    """The OpenAI-compatible API as the image serves it: its port, on every address. Returns the port."""
+    port = as_int(effective(flags, known, "--openai-port"))
+    r.check(port == image_port,
+            "%s serves the OpenAI-compatible API on the image's port (--openai-port %s, image %s)" %
+            (where, port, image_port))
+    r.check(effective(flags, known, "--openai-host") == "0.0.0.0",
+            "%s serves the OpenAI-compatible API on --openai-host 0.0.0.0" % where)
+    return port
+
+
 def run_checks(repo, texts, help_text, r):
     known = parse_help(help_text)
     r.check("--port" in known and "--metrics-port" in known and "--drain-timeout" in known,
@@ -583,12 +594,7 @@ def run_checks(repo, texts, help_text, r):
         c_metrics = as_int(effective(cf, known, "--metrics-port"))
         r.check((c_grpc, c_metrics) == (grpc_default, metrics_default),
                 "compose serves on the default ports (%s, %s)" % (c_grpc, c_metrics))
-        c_openai = as_int(effective(cf, known, "--openai-port"))
-        r.check(c_openai == docker_openai,
-                "compose serves the OpenAI-compatible API on the image's port (--openai-port %s, image %s)" %
-                (c_openai, docker_openai))
-        r.check(effective(cf, known, "--openai-host") == "0.0.0.0",
-                "compose serves the OpenAI-compatible API on --openai-host 0.0.0.0")
+        c_openai = check_openai_flags(r, cf, known, "compose", docker_openai)
         targets = set()
         for p in svc.get("ports") or []:
             if isinstance(p, dict):
@@ -653,12 +659,7 @@ def run_checks(repo, texts, help_text, r):
         r.check((k_grpc, k_metrics) == (grpc_default, metrics_default),
                 "k8s serves on the default ports (%s, %s)" % (k_grpc, k_metrics))
         r.check(effective(kf, known, "--host") == "0.0.0.0", "k8s serves on --host 0.0.0.0")
-        k_openai = as_int(effective(kf, known, "--openai-port"))
-        r.check(k_openai == docker_openai,
-                "k8s serves the OpenAI-compatible API on the image's port (--openai-port %s, image %s)" %
-                (k_openai, docker_openai))
-        r.check(effective(kf, known, "--openai-host") == "0.0.0.0",
-                "k8s serves the OpenAI-compatible API on --openai-host 0.0.0.0")
+        k_openai = check_openai_flags(r, kf, known, "k8s", docker_openai)
         named = {p.get("name"): as_int(p.get("containerPort")) for p in c.get("ports") or []}
         r.check(named.get("grpc") == k_grpc and named.get("metrics") == k_metrics and
                 named.get("openai") == k_openai,
