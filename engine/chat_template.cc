@@ -78,7 +78,10 @@ ChatTemplate parse_or_throw(const std::string& source, const std::string& where,
 
 ChatTemplate::ChatTemplate(const std::string& source, std::string bos_token, std::string eos_token,
                            ExtraSpecialTokens extra)
-    : bos_token_(std::move(bos_token)), eos_token_(std::move(eos_token)), extra_(std::move(extra)) {
+    : source_(source),
+      bos_token_(std::move(bos_token)),
+      eos_token_(std::move(eos_token)),
+      extra_(std::move(extra)) {
   try {
     template_ = std::make_unique<jinja::Template>(source);
   } catch (const jinja::Error& e) {

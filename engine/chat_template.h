@@ -98,11 +98,14 @@ class ChatTemplate {
   std::string render(const ChatInput& input) const;
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
 
+  // The template's text (the server reads from it which tool-call format it teaches).
+  const std::string& source() const { return source_; }
   const std::string& bos_token() const { return bos_token_; }
   const std::string& eos_token() const { return eos_token_; }
 
  private:
   std::unique_ptr<jinja::Template> template_;
+  std::string source_;
   std::string bos_token_;
   std::string eos_token_;
   ExtraSpecialTokens extra_;

@@ -1,0 +1,293 @@
+#include "server/tool_calls.h"
+
+#include <nlohmann/json.hpp>
+
+#include <utility>
+
+namespace kvserve {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr std::string_view kHermesOpen = "<tool_call>";
+constexpr std::string_view kHermesClose = "</tool_call>";
+constexpr std::string_view kPythonTag = "<|python_tag|>";
+
+bool is_space(char c) {
+  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+size_t skip_space(std::string_view text, size_t at) {
+  while (at < text.size() && is_space(text[at]))
+    ++at;
+  return at;
+}
+
+// The longest end of `text` that is a proper beginning of `marker` (which may yet complete).
+size_t partial_marker_at_end(std::string_view text, std::string_view marker) {
+  for (size_t n = std::min(text.size(), marker.size() - 1); n > 0; --n)
+    if (text.substr(text.size() - n) == marker.substr(0, n)) return n;
+  return 0;
+}
+
+std::optional<Json> parse_json(std::string_view text) {
+  Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) return std::nullopt;
+  return json;
+}
+
+std::string dump(const Json& json) {
+  return json.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+struct Call {
+  std::string name;
+  std::string arguments;  // JSON text of an object
+};
+
+// {"name": "f", "<arguments_key>": {...}}, the arguments under `arguments` or `parameters`.
+std::optional<Call> read_call(const Json& json) {
+  if (!json.is_object()) return std::nullopt;
+  auto name = json.find("name");
+  if (name == json.end() || !name->is_string() || name->get<std::string>().empty()) return std::nullopt;
+  auto arguments = json.find("arguments");
+  if (arguments == json.end()) arguments = json.find("parameters");
+  if (arguments == json.end() || !arguments->is_object()) return std::nullopt;
+  return Call{name->get<std::string>(), dump(*arguments)};
+}
+
+// Where the JSON object beginning at text[start] ('{') ends (one past its '}'), or npos when it
+// does not end in `text`. Brackets inside strings do not count.
+size_t object_end(std::string_view text, size_t start) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = start; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if (c == '}' || c == ']') {
+      if (--depth == 0) return i + 1;
+    }
+  }
+  return std::string_view::npos;
+}
+
+// Llama 3 JSON calls: [<|python_tag|>]{...}[; {...}]..., with optional whitespace.
+std::optional<std::vector<Call>> read_llama3_calls(std::string_view text) {
+  size_t at = skip_space(text, 0);
+  if (text.substr(at, kPythonTag.size()) == kPythonTag) at = skip_space(text, at + kPythonTag.size());
+  std::vector<Call> calls;
+  while (true) {
+    if (at >= text.size() || text[at] != '{') return std::nullopt;
+    const size_t end = object_end(text, at);
+    if (end == std::string_view::npos) return std::nullopt;
+    std::optional<Json> json = parse_json(text.substr(at, end - at));
+    std::optional<Call> call = json ? read_call(*json) : std::nullopt;
+    if (!call) return std::nullopt;
+    calls.push_back(std::move(*call));
+    at = skip_space(text, end);
+    if (at == text.size()) return calls;
+    if (text[at] != ';') return std::nullopt;
+    at = skip_space(text, at + 1);
+    if (at == text.size()) return calls;  // a trailing ';'
+  }
+}
+
+// tool_choice "required": a non-empty JSON array of calls.
+std::optional<std::vector<Call>> read_call_array(std::string_view text) {
+  std::optional<Json> json = parse_json(text);
+  if (!json || !json->is_array() || json->empty()) return std::nullopt;
+  std::vector<Call> calls;
+  for (const Json& item : *json) {
+    std::optional<Call> call = read_call(item);
+    if (!call) return std::nullopt;
+    calls.push_back(std::move(*call));
+  }
+  return calls;
+}
+
+}  // namespace
+
+std::optional<ToolCallFormat> tool_call_format_from_name(std::string_view name) {
+  if (name == "none") return ToolCallFormat::kNone;
+  if (name == "hermes") return ToolCallFormat::kHermes;
+  if (name == "llama3_json") return ToolCallFormat::kLlama3Json;
+  return std::nullopt;
+}
+
+const char* tool_call_format_name(ToolCallFormat format) {
+  switch (format) {
+    case ToolCallFormat::kHermes:
+      return "hermes";
+    case ToolCallFormat::kLlama3Json:
+      return "llama3_json";
+    default:
+      return "none";
+  }
+}
+
+ToolCallFormat detect_tool_call_format(std::string_view chat_template_source) {
+  if (chat_template_source.find(kHermesOpen) != std::string_view::npos) return ToolCallFormat::kHermes;
+  if (chat_template_source.find(kPythonTag) != std::string_view::npos) return ToolCallFormat::kLlama3Json;
+  return ToolCallFormat::kNone;
+}
+
+ToolCallReader ToolCallReader::for_format(ToolCallFormat format) {
+  switch (format) {
+    case ToolCallFormat::kHermes:
+      return ToolCallReader(Mode::kHermes);
+    case ToolCallFormat::kLlama3Json:
+      return ToolCallReader(Mode::kLlama3Json);
+    default:
+      return ToolCallReader(Mode::kText);
+  }
+}
+
+ToolCallReader ToolCallReader::required() {
+  ToolCallReader reader(Mode::kRequired);
+  reader.in_call_ = true;
+  return reader;
+}
+
+ToolCallReader ToolCallReader::named(std::string function_name) {
+  ToolCallReader reader(Mode::kNamed);
+  reader.function_name_ = std::move(function_name);
+  return reader;
+}
+
+void ToolCallReader::add_call(ToolCallOutput& out, std::string name, std::string arguments) {
+  out.calls.push_back(ToolCallDelta{calls_++, std::move(name), std::move(arguments)});
+}
+
+void ToolCallReader::add_content(ToolCallOutput& out, std::string_view text) {
+  out.content += held_space_;
+  held_space_.clear();
+  out.content += text;
+}
+
+ToolCallOutput ToolCallReader::feed(std::string_view text) {
+  ToolCallOutput out;
+  switch (mode_) {
+    case Mode::kText:
+      out.content = text;
+      return out;
+    case Mode::kNamed:
+      // The constraint makes the whole reply the arguments: each piece goes out as it comes.
+      if (text.empty()) return out;
+      if (calls_ == 0)
+        add_call(out, function_name_, std::string(text));
+      else
+        out.calls.push_back(ToolCallDelta{0, {}, std::string(text)});
+      return out;
+    case Mode::kHermes:
+      buffer_ += text;
+      return feed_hermes(false);
+    case Mode::kLlama3Json:
+    case Mode::kRequired:
+      buffer_ += text;
+      return feed_whole_reply(false);
+  }
+  return out;
+}
+
+ToolCallOutput ToolCallReader::finish() {
+  ToolCallOutput out;
+  switch (mode_) {
+    case Mode::kText:
+      return out;
+    case Mode::kNamed:
+      if (calls_ == 0) add_call(out, function_name_, "");  // no text at all: the call, cut off
+      return out;
+    case Mode::kHermes:
+      out = feed_hermes(true);
+      break;
+    case Mode::kLlama3Json:
+    case Mode::kRequired:
+      out = feed_whole_reply(true);
+      break;
+  }
+  // Whitespace at the very end is the reply's own when it is all text, layout after calls.
+  if (calls_ == 0) out.content += held_space_;
+  held_space_.clear();
+  return out;
+}
+
+ToolCallOutput ToolCallReader::feed_hermes(bool final) {
+  ToolCallOutput out;
+  while (true) {
+    if (in_call_) {
+      const size_t close = buffer_.find(kHermesClose);
+      if (close == std::string::npos && !final) return out;
+      // A call ends at its closing marker, or (cut off or closed by EOS) at the end of the reply.
+      const bool closed = close != std::string::npos;
+      const std::string body = buffer_.substr(0, closed ? close : std::string::npos);
+      buffer_.erase(0, closed ? close + kHermesClose.size() : std::string::npos);
+      in_call_ = false;
+      std::optional<Json> json = parse_json(body);
+      if (std::optional<Call> call = json ? read_call(*json) : std::nullopt) {
+        add_call(out, std::move(call->name), std::move(call->arguments));  // the space before it was layout
+      } else {
+        held_space_ = std::move(space_before_call_) + held_space_;
+        add_content(out, std::string(kHermesOpen) + body + (closed ? std::string(kHermesClose) : ""));
+      }
+      space_before_call_.clear();
+      continue;
+    }
+    const size_t open = buffer_.find(kHermesOpen);
+    // Text that may still become a marker waits for the next piece.
+    const size_t ready = open != std::string::npos ? open
+                         : final                   ? buffer_.size()
+                                 : buffer_.size() - partial_marker_at_end(buffer_, kHermesOpen);
+    const std::string_view text(buffer_.data(), ready);
+    size_t text_end = text.size();
+    while (text_end > 0 && is_space(text[text_end - 1]))
+      --text_end;
+    if (text_end > 0) add_content(out, text.substr(0, text_end));
+    held_space_ += text.substr(text_end);
+    buffer_.erase(0, ready);
+    if (open == std::string::npos) return out;
+    // Whitespace before a call is layout, unless what follows turns out not to be a call.
+    space_before_call_ = std::move(held_space_);
+    held_space_.clear();
+    buffer_.erase(0, kHermesOpen.size());
+    in_call_ = true;
+  }
+}
+
+ToolCallOutput ToolCallReader::feed_whole_reply(bool final) {
+  ToolCallOutput out;
+  if (mode_ == Mode::kLlama3Json && !started_) {
+    // The reply is calls when it starts as one; leading whitespace waits to see which.
+    const size_t first = skip_space(buffer_, 0);
+    if (first == buffer_.size() && !final) return out;
+    const std::string_view rest = std::string_view(buffer_).substr(first);
+    if (!final && rest.size() < kPythonTag.size() && kPythonTag.starts_with(rest)) return out;
+    started_ = true;
+    in_call_ = !rest.empty() && (rest.front() == '{' || rest.starts_with(kPythonTag));
+  }
+  if (!in_call_) {
+    out.content = std::move(buffer_);
+    buffer_.clear();
+    return out;
+  }
+  if (!final) return out;
+  std::optional<std::vector<Call>> calls =
+      mode_ == Mode::kRequired ? read_call_array(buffer_) : read_llama3_calls(buffer_);
+  if (calls) {
+    for (Call& call : *calls)
+      add_call(out, std::move(call.name), std::move(call.arguments));
+  } else {
+    out.content = std::move(buffer_);
+  }
+  buffer_.clear();
+  return out;
+}
+
+}  // namespace kvserve

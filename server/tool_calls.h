@@ -1,0 +1,86 @@
+// Tool calls: the function calls a chat model writes into its reply, read out of the generated text
+// so that the OpenAI-compatible API can return them as `tool_calls` instead of as text.
+//
+// Each model family writes calls in the format its chat template teaches it (the template renders
+// the request's tools and tells the model how to call them), so the reader follows the model:
+//   hermes       Qwen2.5 / Qwen3, Hermes 2 and 3, and other ChatML-style templates: each call is
+//                <tool_call>\n{"name": "f", "arguments": {...}}\n</tool_call>, after optional text.
+//   llama3_json  Llama 3.1 / 3.2 / 3.3 JSON tool calling: the whole reply is {"name": "f",
+//                "parameters": {...}}, several joined by ';' (a leading <|python_tag|> is skipped).
+// Two more readers serve tool_choice, where a constraint (structured output) fixes the reply's
+// shape and the template's format no longer matters:
+//   required     the reply is a JSON array of {"name": "f", "parameters": {...}}, at least one;
+//   named        the reply is the named function's arguments object itself.
+//
+// The reader takes the text as it streams and returns what can already be sent: plain text (the
+// reply's content) and calls. Streaming and whole replies use the same reader, so a client that
+// joins the stream's deltas gets exactly the whole reply. Nothing is dropped: text in a call's
+// markers that does not read as a call (bad JSON, no name, cut off by max_tokens) is returned as
+// content, markers included. Only layout is dropped: whitespace just before a call, and at the end
+// of a reply that made calls.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kvserve {
+
+// The tool-call format of the served model (server flag --tool-call-parser).
+enum class ToolCallFormat { kNone, kHermes, kLlama3Json };
+
+// "none", "hermes", "llama3_json"; nullopt for any other name.
+std::optional<ToolCallFormat> tool_call_format_from_name(std::string_view name);
+const char* tool_call_format_name(ToolCallFormat format);
+// The format a chat template teaches, from what it writes: "<tool_call>" -> hermes,
+// "<|python_tag|>" -> llama3_json; kNone when it shows neither.
+ToolCallFormat detect_tool_call_format(std::string_view chat_template_source);
+
+// What a reader has for the client after some text: content, then calls or parts of calls.
+struct ToolCallDelta {
+  int index = 0;          // which call of the reply (0, 1, ...)
+  std::string name;       // set in a call's first delta only
+  std::string arguments;  // the next piece of the arguments' JSON text (often all of it)
+};
+struct ToolCallOutput {
+  std::string content;
+  std::vector<ToolCallDelta> calls;
+  bool empty() const { return content.empty() && calls.empty(); }
+};
+
+class ToolCallReader {
+ public:
+  static ToolCallReader for_format(ToolCallFormat format);  // kNone: all text is content
+  static ToolCallReader required();
+  static ToolCallReader named(std::string function_name);
+
+  // The next text of the reply.
+  ToolCallOutput feed(std::string_view text);
+  // The reply has ended: whatever was held back.
+  ToolCallOutput finish();
+  // Calls returned so far.
+  int calls() const { return calls_; }
+
+ private:
+  enum class Mode { kText, kHermes, kLlama3Json, kRequired, kNamed };
+  explicit ToolCallReader(Mode mode) : mode_(mode) {}
+
+  ToolCallOutput feed_hermes(bool final);
+  ToolCallOutput feed_whole_reply(bool final);  // llama3_json and required: read at the end
+  // Appends a call with arguments `arguments` (JSON text).
+  void add_call(ToolCallOutput& out, std::string name, std::string arguments);
+  // Appends content, releasing held whitespace before it.
+  void add_content(ToolCallOutput& out, std::string_view text);
+
+  Mode mode_;
+  std::string function_name_;      // kNamed
+  std::string buffer_;             // text received and not yet returned
+  std::string held_space_;         // whitespace between content and what follows it
+  std::string space_before_call_;  // kHermes, in a call: the whitespace before its marker
+  bool in_call_ = false;           // kHermes: inside <tool_call>; others: the reply is read as calls
+  bool started_ = false;           // kLlama3Json: the first non-space character has been seen
+  int calls_ = 0;
+};
+
+}  // namespace kvserve

@@ -1,0 +1,273 @@
+// ToolCallReader: calls read out of a chat model's reply in each format, the same whether the text
+// comes whole or in pieces, and nothing but layout whitespace lost when the text is not a call.
+#include "server/tool_calls.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <ostream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace kvserve {
+namespace {
+
+// A reply as a client assembles it: content joined, each call's name and arguments joined.
+struct Reply {
+  std::string content;
+  std::vector<std::pair<std::string, std::string>> calls;  // name, arguments
+
+  void add(const ToolCallOutput& out) {
+    content += out.content;
+    for (const ToolCallDelta& d : out.calls) {
+      ASSERT_LE(d.index, static_cast<int>(calls.size())) << "a call index skips one";
+      if (d.index == static_cast<int>(calls.size())) {
+        ASSERT_FALSE(d.name.empty()) << "a call's first delta names the function";
+        calls.emplace_back(d.name, "");
+      } else {
+        EXPECT_TRUE(d.name.empty()) << "only the first delta of a call names it";
+      }
+      calls[d.index].second += d.arguments;
+    }
+  }
+  bool operator==(const Reply&) const = default;
+};
+
+void PrintTo(const Reply& reply, std::ostream* os) {
+  *os << "content \"" << reply.content << "\", calls [";
+  for (const auto& [name, arguments] : reply.calls)
+    *os << " " << name << " " << arguments;
+  *os << " ]";
+}
+
+Reply read_whole(ToolCallReader reader, const std::string& text) {
+  Reply reply;
+  reply.add(reader.feed(text));
+  reply.add(reader.finish());
+  return reply;
+}
+
+// The text fed in random pieces (seeded), as tokens stream: 1-4 bytes each.
+Reply read_in_pieces(ToolCallReader reader, const std::string& text, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Reply reply;
+  for (size_t at = 0; at < text.size();) {
+    const size_t n = std::uniform_int_distribution<size_t>(1, 4)(rng);
+    reply.add(reader.feed(std::string_view(text).substr(at, n)));
+    at += n;
+  }
+  reply.add(reader.finish());
+  return reply;
+}
+
+// Every case is also read in pieces at many seeds and must come out the same: a streamed reply
+// joined by the client equals the whole reply.
+Reply read(const ToolCallReader& reader, const std::string& text) {
+  const Reply whole = read_whole(reader, text);
+  for (uint32_t seed = 1; seed <= 40; ++seed)
+    EXPECT_EQ(read_in_pieces(reader, text, seed), whole) << "seed " << seed << ", text: " << text;
+  return whole;
+}
+
+using Calls = std::vector<std::pair<std::string, std::string>>;
+const ToolCallReader kHermes = ToolCallReader::for_format(ToolCallFormat::kHermes);
+const ToolCallReader kLlama3 = ToolCallReader::for_format(ToolCallFormat::kLlama3Json);
+
+TEST(ToolCallFormat, NamesAndDetection) {
+  EXPECT_EQ(tool_call_format_from_name("hermes"), ToolCallFormat::kHermes);
+  EXPECT_EQ(tool_call_format_from_name("llama3_json"), ToolCallFormat::kLlama3Json);
+  EXPECT_EQ(tool_call_format_from_name("none"), ToolCallFormat::kNone);
+  EXPECT_EQ(tool_call_format_from_name("mistral"), std::nullopt);
+  EXPECT_EQ(tool_call_format_from_name("Hermes"), std::nullopt);
+  for (ToolCallFormat f : {ToolCallFormat::kNone, ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json})
+    EXPECT_EQ(tool_call_format_from_name(tool_call_format_name(f)), f);
+
+  EXPECT_EQ(detect_tool_call_format("{{- '<tool_call>\\n' + call | tojson + '\\n</tool_call>' }}"),
+            ToolCallFormat::kHermes);
+  EXPECT_EQ(detect_tool_call_format("{%- if builtin %}{{- '<|python_tag|>' }}{% endif %}"),
+            ToolCallFormat::kLlama3Json);
+  EXPECT_EQ(detect_tool_call_format("{{ messages[0].content }}"), ToolCallFormat::kNone);
+}
+
+TEST(ToolCallFormat, DetectsTheTestTemplates) {
+  // The hermes-style template written for the e2e tests teaches <tool_call>; the repo's other
+  // templates (tools.jinja writes <tool_call id="..."> for history only) teach no format.
+  auto detect_file = [](const std::string& name) {
+    std::ifstream in(std::string(KVSERVE_TEST_DATA) + "/chat_templates/" + name);
+    std::stringstream text;
+    text << in.rdbuf();
+    EXPECT_FALSE(text.str().empty()) << name;
+    return detect_tool_call_format(text.str());
+  };
+  EXPECT_EQ(detect_file("hermes_tools.jinja"), ToolCallFormat::kHermes);
+  EXPECT_EQ(detect_file("llama31.jinja"), ToolCallFormat::kNone);
+  EXPECT_EQ(detect_file("chatml.jinja"), ToolCallFormat::kNone);
+}
+
+TEST(ToolCallReader, NoFormatIsAllText) {
+  const std::string text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>  ";
+  EXPECT_EQ(read(ToolCallReader::for_format(ToolCallFormat::kNone), text), (Reply{text, {}}));
+}
+
+TEST(ToolCallReader, HermesOneCall) {
+  EXPECT_EQ(
+      read(kHermes,
+           "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"),
+      (Reply{"", Calls{{"get_weather", R"({"city":"Paris"})"}}}));
+}
+
+TEST(ToolCallReader, HermesTextThenCallsKeepsTheTextAndDropsLayout) {
+  const std::string text =
+      "Let me look both up.\n\n<tool_call>\n{\"name\": \"a\", \"arguments\": {\"x\": 1}}\n</tool_call>\n"
+      "<tool_call>\n{\"arguments\": {\"y\": [1, {\"z\": \"}\"}]}, \"name\": \"b\"}\n</tool_call>\n";
+  EXPECT_EQ(read(kHermes, text),
+            (Reply{"Let me look both up.", Calls{{"a", R"({"x":1})"}, {"b", R"({"y":[1,{"z":"}"}]})"}}}));
+}
+
+TEST(ToolCallReader, HermesTextAfterACallIsContent) {
+  EXPECT_EQ(read(kHermes, "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call>\n\nThen done.\n"),
+            (Reply{"\n\nThen done.", Calls{{"a", "{}"}}}));
+}
+
+TEST(ToolCallReader, HermesPlainTextIsKeptWhole) {
+  // Whitespace and marker look-alikes included: with no call, the reply is exactly the text.
+  for (const std::string text : {"  Hello <b>world</b> <tool_ <tool_cal\n", "\n\n", "<", "a <tool_call", ""})
+    EXPECT_EQ(read(kHermes, text), (Reply{text, {}})) << text;
+}
+
+TEST(ToolCallReader, HermesBadCallsAreContentWithTheirMarkers) {
+  // Not JSON; no name; arguments not an object; a name that is not a string.
+  for (const std::string body :
+       {"{\"name\": \"a\", \"arguments\": {", "{\"arguments\": {}}",
+        "{\"name\": \"a\", \"arguments\": \"x=1\"}", "{\"name\": 3, \"arguments\": {}}", "[1, 2]"}) {
+    const std::string call = "<tool_call>" + body + "</tool_call>";
+    EXPECT_EQ(read(kHermes, "Hi\n" + call + " bye"), (Reply{"Hi\n" + call + " bye", {}})) << body;
+  }
+}
+
+TEST(ToolCallReader, HermesGoodAndBadCallsTogether) {
+  const std::string bad = "<tool_call>{oops}</tool_call>";
+  EXPECT_EQ(read(kHermes, "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call>\n" + bad),
+            (Reply{"\n" + bad, Calls{{"a", "{}"}}}));
+}
+
+TEST(ToolCallReader, HermesCallWithoutItsClosingMarker) {
+  // A model that ends its turn (EOS) right after the JSON still made the call ...
+  EXPECT_EQ(read(kHermes, "<tool_call>\n{\"name\": \"a\", \"arguments\": {\"k\": \"v\"}}\n"),
+            (Reply{"", Calls{{"a", R"({"k":"v"})"}}}));
+  // ... one cut off by max_tokens did not: its text comes back as it was.
+  EXPECT_EQ(read(kHermes, "ok <tool_call>\n{\"name\": \"a\", \"argu"),
+            (Reply{"ok <tool_call>\n{\"name\": \"a\", \"argu", {}}));
+}
+
+TEST(ToolCallReader, HermesStreamsTextBeforeTheCallAsItComes) {
+  ToolCallReader reader = kHermes;
+  EXPECT_EQ(reader.feed("Checking").content, "Checking");
+  EXPECT_EQ(reader.feed(" now. <tool").content, " now.");  // " <tool" may begin a call
+  ToolCallOutput out = reader.feed("_call>{\"name\": \"f\", \"arguments\": {}}");
+  EXPECT_TRUE(out.empty()) << "the call is not complete yet";
+  out = reader.feed("</tool_call>");
+  ASSERT_EQ(out.calls.size(), 1u);
+  EXPECT_EQ(out.calls[0].name, "f");
+  EXPECT_EQ(reader.calls(), 1);
+  EXPECT_TRUE(reader.finish().empty());
+}
+
+TEST(ToolCallReader, Llama3OneCallAndSeveral) {
+  EXPECT_EQ(read(kLlama3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\", \"days\": 2}}"),
+            (Reply{"", Calls{{"get_weather", R"({"city":"Oslo","days":2})"}}}));
+  EXPECT_EQ(read(kLlama3,
+                 "\n<|python_tag|>{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", "
+                 "\"arguments\": {\"s\": \"; {\"}};\n"),
+            (Reply{"", Calls{{"a", "{}"}, {"b", R"({"s":"; {"})"}}}));
+}
+
+TEST(ToolCallReader, Llama3TextAndNonCallJsonAreContent) {
+  for (const std::string text :
+       {"  The answer is {42}.", "{\"answer\": 42}", "{\"name\": \"a\", \"parameters\": {}} and more",
+        "{\"name\": \"a\", \"parameters\": {}}; oops", "{\"name\": \"a\", \"param", " \n ", ""})
+    EXPECT_EQ(read(kLlama3, text), (Reply{text, {}})) << text;
+}
+
+TEST(ToolCallReader, Llama3StreamsTextAtOnceAndHoldsCallsToTheEnd) {
+  ToolCallReader text_reply = kLlama3;
+  EXPECT_EQ(text_reply.feed("  ").content, "");  // could still be a call
+  EXPECT_EQ(text_reply.feed("Hi").content, "  Hi");
+  EXPECT_EQ(text_reply.feed(" there").content, " there");
+
+  ToolCallReader call_reply = kLlama3;
+  EXPECT_TRUE(call_reply.feed("{\"name\": \"f\", ").empty());
+  EXPECT_TRUE(call_reply.feed("\"parameters\": {}}").empty());
+  EXPECT_EQ(call_reply.finish().calls.size(), 1u);
+}
+
+TEST(ToolCallReader, RequiredReadsTheArray) {
+  const ToolCallReader required = ToolCallReader::required();
+  EXPECT_EQ(read(required, R"([{"name": "a", "parameters": {"x": 1}}, {"name": "b", "parameters": {}}])"),
+            (Reply{"", Calls{{"a", R"({"x":1})"}, {"b", "{}"}}}));
+  // Cut off by max_tokens, or (impossible under the constraint, but) not calls: the text.
+  for (const std::string text : {R"([{"name": "a", "param)", "[]", R"([{"name": "a"}])", "{}"})
+    EXPECT_EQ(read(required, text), (Reply{text, {}})) << text;
+}
+
+TEST(ToolCallReader, NamedStreamsTheArgumentsOfOneCall) {
+  const ToolCallReader named = ToolCallReader::named("lookup");
+  EXPECT_EQ(read(named, R"({"q": "kv cache"})"), (Reply{"", Calls{{"lookup", R"({"q": "kv cache"})"}}}));
+  EXPECT_EQ(read(named, ""), (Reply{"", Calls{{"lookup", ""}}}));
+
+  ToolCallReader reader = named;
+  ToolCallOutput first = reader.feed("{\"q\"");
+  ASSERT_EQ(first.calls.size(), 1u);
+  EXPECT_EQ(first.calls[0].name, "lookup");
+  EXPECT_EQ(first.calls[0].arguments, "{\"q\"");
+  ToolCallOutput next = reader.feed(": 1}");
+  ASSERT_EQ(next.calls.size(), 1u);
+  EXPECT_EQ(next.calls[0].index, 0);
+  EXPECT_EQ(next.calls[0].name, "");
+  EXPECT_EQ(next.calls[0].arguments, ": 1}");
+  EXPECT_TRUE(reader.finish().empty());
+}
+
+TEST(ToolCallReader, RandomHermesRepliesReadTheSameInPieces) {
+  // Seeded random mixes of text, whitespace, good calls, bad calls and marker fragments: pieces
+  // and whole agree (read() checks); text without calls comes back exactly.
+  const std::vector<std::string> parts = {
+      "Sure",
+      " ",
+      "\n",
+      "<",
+      "<tool",
+      "tool_call>",
+      "</tool_call>",
+      "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": \"<tool_call>\"}}</tool_call>",
+      "<tool_call>{bad}</tool_call>",
+      "{\"name\": \"g\"}",
+      "x"};
+  std::mt19937 rng(7);
+  for (int i = 0; i < 200; ++i) {
+    std::string text;
+    const int n = std::uniform_int_distribution<int>(0, 8)(rng);
+    for (int j = 0; j < n; ++j)
+      text += parts[std::uniform_int_distribution<size_t>(0, parts.size() - 1)(rng)];
+    const Reply reply = read(kHermes, text);
+    if (reply.calls.empty()) {
+      EXPECT_EQ(reply.content, text);
+      continue;
+    }
+    // Joined parts can form markers of their own ("<" + "tool_call>"), but never a call that is
+    // not one of the good parts.
+    size_t good = 0;
+    for (size_t at = text.find(parts[7]); at != std::string::npos; at = text.find(parts[7], at + 1))
+      ++good;
+    EXPECT_LE(reply.calls.size(), good) << text;
+    for (const auto& [name, arguments] : reply.calls) {
+      EXPECT_EQ(name, "f");
+      EXPECT_EQ(arguments, R"({"a":"<tool_call>"})");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvserve
