@@ -31,6 +31,7 @@
 #include "server/metrics_http.h"
 #include "server/openai_http.h"
 #include "server/served_model.h"
+#include "server/tool_calls.h"
 
 namespace {
 
@@ -44,6 +45,7 @@ struct Flags {
   int openai_port = -1;  // -1 = no OpenAI-compatible API
   int openai_threads = 256;
   std::string served_model_name;  // empty = --model as given
+  std::string tool_call_parser = "auto";
   kvserve::BackendChoice backend;
   int block_size = 16;
   int max_num_seqs = 256;
@@ -181,6 +183,11 @@ int main(int argc, char** argv) {
   app.add_option(
       "--served-model-name", f.served_model_name,
       "the model's name for clients (GetModelInfo, the OpenAI API's `model`); default: --model as given");
+  app.add_option("--tool-call-parser", f.tool_call_parser,
+                 "OpenAI API: how the model writes tool calls, read out of its replies as tool_calls for "
+                 "tool_choice \"auto\": auto (what the chat template teaches), hermes, llama3_json or none")
+      ->check(CLI::IsMember({"auto", "hermes", "llama3_json", "none"}))
+      ->capture_default_str();
   app.add_option("--block-size", f.block_size, "KV block size in tokens")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
@@ -315,6 +322,14 @@ int main(int argc, char** argv) {
       mc.head_dim, mc.vocab_size, mc.dtype);
   spdlog::info("{}", built.description);
   spdlog::info("chat input {}{}", served.chat_template ? "on, template from " : "", served.chat_source);
+  // tool_choice "auto" needs the model's call format; the template that teaches it tells which.
+  const kvserve::ToolCallFormat tool_call_format =
+      f.tool_call_parser != "auto" ? *kvserve::tool_call_format_from_name(f.tool_call_parser)
+      : served.chat_template       ? kvserve::detect_tool_call_format(served.chat_template->source())
+                                   : kvserve::ToolCallFormat::kNone;
+  spdlog::info("tool calls for tool_choice \"auto\": {} ({})",
+               kvserve::tool_call_format_name(tool_call_format),
+               f.tool_call_parser != "auto" ? "--tool-call-parser" : "from the chat template");
   spdlog::info("start-up: model {:.2f} s, backend {:.2f} s",
                std::chrono::duration<double>(loaded - start).count(),
                std::chrono::duration<double>(built_at - loaded).count());
@@ -386,7 +401,7 @@ int main(int argc, char** argv) {
   grpc::ChannelArguments in_process;
   in_process.SetMaxReceiveMessageSize(-1);
   kvserve::OpenAiHttpServer openai(server->InProcessChannel(in_process),
-                                   {.served_model = served_name,
+                                   {.served = {.model = served_name, .tool_call_format = tool_call_format},
                                     .tokenizer = served.tokenizer,
                                     .max_request_bytes = f.max_request_bytes,
                                     .threads = f.openai_threads,

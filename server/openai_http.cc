@@ -172,7 +172,7 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
     forward_auth(req, context);
     v1::ModelInfo info;
     if (grpc::Status s = stub_->GetModelInfo(&context, {}, &info); !s.ok()) return reply_grpc_error(res, s);
-    const Json model{{"id", options_.served_model},
+    const Json model{{"id", options_.served.model},
                      {"object", "model"},
                      {"created", static_cast<int64_t>(started_)},
                      {"owned_by", "kvserve"},
@@ -227,7 +227,7 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
                        "the server is shutting down and takes no new requests; retry on another replica",
                        "unavailable");
   auto call = std::make_shared<Call>(*this);
-  if (Status s = openai::parse_request(endpoint, req.body, options_.served_model, &call->request); !s.ok()) {
+  if (Status s = openai::parse_request(endpoint, req.body, options_.served, &call->request); !s.ok()) {
     const bool unknown_model = s.code() == StatusCode::kNotFound;
     return reply_error(res, unknown_model ? 404 : 400, s.message(),
                        unknown_model ? "model_not_found" : "invalid_argument");

@@ -31,7 +31,7 @@ struct Response;
 namespace kvserve {
 
 struct OpenAiHttpOptions {
-  std::string served_model;                    // the name clients send as `model`
+  openai::ServedApi served;                    // the model's name (clients' `model`), its tool-call format
   std::shared_ptr<const Tokenizer> tokenizer;  // spells tokens in logprobs; may be null
   size_t max_request_bytes = 1 << 20;          // largest body accepted (413 over it)
   // Requests served at once: each holds a worker thread while it waits for its tokens; more wait

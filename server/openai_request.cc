@@ -5,12 +5,17 @@
 #include <algorithm>
 #include <limits>
 #include <optional>
+#include <set>
 #include <utility>
+
+#include "engine/json_schema_regex.h"
 
 namespace kvserve::openai {
 namespace {
 
-using Json = nlohmann::json;
+// Ordered: the body's key order is kept where it is passed on (a schema's properties, the tools a
+// template renders), as the client wrote it.
+using Json = nlohmann::ordered_json;
 
 // Nesting allowed in a request body: a conversation with tool calls is a few levels deep; a
 // schema a few more. The parser recurses, so a body of "[[[[..." must be stopped before it does.
@@ -417,6 +422,30 @@ Status parse_content(const Json& message, const std::string& field, v1::ChatMess
   return Status::Ok();
 }
 
+// The calls of an assistant message in the history. OpenAI's clients send each call's arguments
+// as JSON text; templates expect the object (transformers' convention: Llama 3.1's writes
+// arguments | tojson, which would quote the text again), so the text is read into the object.
+Status parse_history_calls(const std::string& field, Json& calls) {
+  if (!calls.is_array()) return wrong_type(field, "an array of calls", calls);
+  for (size_t j = 0; j < calls.size(); ++j) {
+    const std::string call_field = field + "[" + std::to_string(j) + "]";
+    Json& call = calls[j];
+    if (!call.is_object()) return wrong_type(call_field, "an object", call);
+    auto function = call.find("function");
+    if (function == call.end() || !function->is_object())
+      return invalid(call_field + ".function", "expected an object with the function's name and arguments");
+    auto arguments = function->find("arguments");
+    if (arguments == function->end() || !arguments->is_string()) continue;  // an object already
+    const std::string text = arguments->get<std::string>();
+    Json object = text.empty() ? Json::object() : Json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (!object.is_object())
+      return invalid(call_field + ".function.arguments",
+                     "expected the JSON text of an object (the arguments the call was made with)");
+    *arguments = std::move(object);
+  }
+  return Status::Ok();
+}
+
 Status parse_messages(const Json* messages, v1::Chat* chat) {
   if (!messages || !messages->is_array() || messages->empty())
     return invalid("messages", "expected a non-empty array of {\"role\", \"content\"}");
@@ -433,12 +462,146 @@ Status parse_messages(const Json* messages, v1::Chat* chat) {
     KVSERVE_RETURN_IF_ERROR(parse_content(m, field, out, &extra));
     for (const auto& [key, value] : m.items())
       if (key != "role" && key != "content") extra[key] = value;  // name, tool_calls, tool_call_id, ...
+    if (auto calls = extra.find("tool_calls"); calls != extra.end() && !calls->is_null())
+      KVSERVE_RETURN_IF_ERROR(parse_history_calls(field + ".tool_calls", *calls));
     if (!extra.empty()) out->set_extra_json(extra.dump());
   }
   return Status::Ok();
 }
 
-Status parse_chat(const Fields& f, ParsedRequest* out) {
+// The tools a request offers: function name -> its parameters schema (null when it has none).
+using Functions = std::vector<std::pair<std::string, const Json*>>;
+
+Status parse_tool_list(const Json& tools, Functions* functions) {
+  if (!tools.is_array()) return wrong_type("tools", "an array of tool specifications", tools);
+  std::set<std::string> names;
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const std::string field = "tools[" + std::to_string(i) + "]";
+    const Json& tool = tools[i];
+    if (!tool.is_object()) return wrong_type(field, "an object", tool);
+    if (auto type = tool.find("type"); type != tool.end() && *type != "function")
+      return invalid(field + ".type", "only \"function\" tools are supported");
+    auto function = tool.find("function");
+    if (function == tool.end() || !function->is_object())
+      return invalid(field + ".function", "expected an object with the function's \"name\"");
+    auto name = function->find("name");
+    if (name == function->end() || !name->is_string() || name->get<std::string>().empty())
+      return invalid(field + ".function.name", "expected the function's name (a non-empty string)");
+    if (!names.insert(name->get<std::string>()).second)
+      return invalid(field + ".function.name",
+                     "\"" + name->get<std::string>() + "\" names two tools; give each its own name");
+    const Json* parameters = nullptr;
+    if (auto p = function->find("parameters"); p != function->end() && !p->is_null()) {
+      if (!p->is_object()) return wrong_type(field + ".function.parameters", "a JSON schema (an object)", *p);
+      parameters = &*p;
+    }
+    functions->emplace_back(name->get<std::string>(), parameters);
+  }
+  return Status::Ok();
+}
+
+// A function's arguments schema, for the constraint of tool_choice "required" or a named function
+// (any object where the tool has no parameters), checked here so that an unsupported keyword is
+// reported against the tool that has it.
+Status arguments_schema(const Functions& functions, size_t i, Json* schema) {
+  *schema = functions[i].second ? *functions[i].second : Json{{"type", "object"}};
+  std::string regex;
+  if (Status s = json_schema_to_regex(*schema, &regex); !s.ok())
+    return invalid("tools[" + std::to_string(i) + "].function.parameters",
+                   s.message() +
+                       " (tool_choice \"required\" and a named function constrain the reply to "
+                       "the parameters' schema)");
+  return Status::Ok();
+}
+
+// tools, tool_choice and parallel_tool_calls. "none" (the default without tools) leaves the tools
+// out of the prompt. "auto" (the default with tools) renders them, and the model's reply is read
+// for calls in its template's format. "required" and a named function render them too, and
+// constrain the reply to calls (a JSON array of {"name", "parameters"}, or the named function's
+// arguments), which needs no format.
+Status parse_tools(const Fields& f, const ServedApi& served, ParsedRequest* out) {
+  Functions functions;
+  const Json* tools = f.find("tools");
+  if (tools) KVSERVE_RETURN_IF_ERROR(parse_tool_list(*tools, &functions));
+  std::string choice = functions.empty() ? "none" : "auto";
+  std::optional<std::string> named;
+  const std::string choices =
+      "send \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}";
+  if (const Json* c = f.find("tool_choice")) {
+    if (c->is_string()) {
+      choice = c->get<std::string>();
+      if (choice != "none" && choice != "auto" && choice != "required")
+        return invalid("tool_choice", "\"" + choice + "\" is not a choice; " + choices);
+    } else if (c->is_object()) {
+      if (const Json* type = Fields(*c).find("type"); type && *type != "function")
+        return invalid("tool_choice.type", "only \"function\" is supported");
+      const Json* function = Fields(*c).find("function");
+      const Json* name = function && function->is_object() ? Fields(*function).find("name") : nullptr;
+      if (!name || !name->is_string())
+        return invalid("tool_choice", "expected {\"type\": \"function\", \"function\": {\"name\": ...}}");
+      named = name->get<std::string>();
+      choice = "named";
+    } else {
+      return wrong_type("tool_choice",
+                        "\"none\", \"auto\", \"required\" or a {\"type\": \"function\", ...} object", *c);
+    }
+  }
+  bool parallel = true;
+  KVSERVE_RETURN_IF_ERROR(f.boolean("parallel_tool_calls", &parallel));
+  KVSERVE_RETURN_IF_ERROR(
+      refuse_if_set(f, "functions", "the legacy functions field is not supported; send tools"));
+  if (choice == "none") return Status::Ok();
+  if (functions.empty()) return invalid("tool_choice", "a tool choice needs tools; send them in \"tools\"");
+  v1::GenerateRequest& generate = out->generate;
+  generate.mutable_chat()->set_tools_json(tools->dump());
+
+  if (choice == "auto") {
+    if (served.tool_call_format == ToolCallFormat::kNone)
+      return invalid(
+          "tools",
+          "this model's chat template teaches no tool-call format the server reads, so calls could "
+          "not be returned as tool_calls; send tool_choice \"required\" or a named function "
+          "(the reply is then constrained to calls), or \"none\"; an operator whose model writes "
+          "hermes or llama3_json calls can start kvserve with --tool-call-parser");
+    out->tool_calls = ToolCallReader::for_format(served.tool_call_format);
+    return Status::Ok();
+  }
+  if (generate.has_response_format())
+    return invalid("tool_choice", "\"" + choice +
+                                      "\" constrains the reply to calls itself; leave response_format and "
+                                      "guided_* out");
+  Json schema;
+  if (named) {
+    auto it =
+        std::find_if(functions.begin(), functions.end(), [&](const auto& fn) { return fn.first == *named; });
+    if (it == functions.end())
+      return invalid("tool_choice.function.name",
+                     "no tool is named \"" + *named + "\"; name one of \"tools\"");
+    KVSERVE_RETURN_IF_ERROR(arguments_schema(functions, it - functions.begin(), &schema));
+    out->tool_calls = ToolCallReader::named(*named);
+  } else {
+    Json alternatives = Json::array();
+    for (size_t i = 0; i < functions.size(); ++i) {
+      Json arguments;
+      KVSERVE_RETURN_IF_ERROR(arguments_schema(functions, i, &arguments));
+      alternatives.push_back(Json{{"type", "object"},
+                                  {"properties", Json{{"name", Json{{"const", functions[i].first}}},
+                                                      {"parameters", std::move(arguments)}}},
+                                  {"required", Json::array({"name", "parameters"})}});
+    }
+    schema = Json{{"type", "array"}, {"minItems", 1}, {"items", Json{{"anyOf", std::move(alternatives)}}}};
+    if (!parallel) schema["maxItems"] = 1;
+    std::string regex;
+    if (Status s = json_schema_to_regex(schema, &regex); !s.ok())
+      return invalid("tools", "the tools together are too large a constraint for tool_choice \"required\" (" +
+                                  s.message() + "); offer fewer tools or name one in tool_choice");
+    out->tool_calls = ToolCallReader::required();
+  }
+  generate.mutable_response_format()->set_json_schema(schema.dump());
+  return Status::Ok();
+}
+
+Status parse_chat(const Fields& f, const ServedApi& served, ParsedRequest* out) {
   v1::Chat* chat = out->generate.mutable_chat();
   KVSERVE_RETURN_IF_ERROR(parse_messages(f.find("messages"), chat));
   v1::StopCriteria* stop = out->generate.mutable_stop();
@@ -452,28 +615,8 @@ Status parse_chat(const Fields& f, ParsedRequest* out) {
     return invalid("top_logprobs", "needs \"logprobs\": true");
   if (top_logprobs) out->generate.set_top_logprobs(static_cast<uint32_t>(*top_logprobs));
 
-  // kvserve does not parse a tool call out of the model's text (its format is each template's
-  // own), so it can never answer with `tool_calls`: a client offering tools would take a call for
-  // the final answer. Tools are refused unless tool_choice is "none", which leaves them out. (The
-  // gRPC API's chat.tools_json renders them, for clients that parse the text themselves.)
-  std::optional<std::string> tool_choice;
-  if (const Json* choice = f.find("tool_choice"); choice && !choice->is_string())
-    return invalid("tool_choice", "a named function is not supported (kvserve returns no tool_calls)");
-  KVSERVE_RETURN_IF_ERROR(f.string("tool_choice", &tool_choice));
-  if (tool_choice && *tool_choice != "auto" && *tool_choice != "none")
-    return invalid("tool_choice",
-                   "\"" + *tool_choice + "\" is not supported (kvserve returns no tool_calls)");
-  if (const Json* tools = f.find("tools")) {
-    if (!tools->is_array()) return wrong_type("tools", "an array of tool specifications", *tools);
-    if (!tools->empty() && tool_choice.value_or("auto") != "none")
-      return invalid("tools",
-                     "kvserve does not parse tool calls out of the reply, so it cannot return tool_calls; "
-                     "send tool_choice \"none\" (the tools are then left out), or use the gRPC API's "
-                     "chat.tools_json and parse the reply's text");
-  }
+  KVSERVE_RETURN_IF_ERROR(parse_tools(f, served, out));
   KVSERVE_RETURN_IF_ERROR(refuse_if_set(f, "echo", "not supported for chat; leave it false"));
-  KVSERVE_RETURN_IF_ERROR(
-      refuse_if_set(f, "functions", "the legacy functions field is not supported; send tools"));
   if (const Json* kwargs = f.find("chat_template_kwargs")) {
     if (!kwargs->is_object()) return wrong_type("chat_template_kwargs", "an object", *kwargs);
     chat->set_template_kwargs_json(kwargs->dump());
@@ -495,8 +638,7 @@ Status parse_chat(const Fields& f, ParsedRequest* out) {
 
 }  // namespace
 
-Status parse_request(Endpoint endpoint, std::string_view body, const std::string& served_model,
-                     ParsedRequest* out) {
+Status parse_request(Endpoint endpoint, std::string_view body, const ServedApi& served, ParsedRequest* out) {
   *out = ParsedRequest{};
   out->endpoint = endpoint;
   if (nests_deeper_than(body, kMaxJsonDepth))
@@ -512,8 +654,9 @@ Status parse_request(Endpoint endpoint, std::string_view body, const std::string
     return Status::InvalidArgument(std::string("request body: expected a JSON object, got ") +
                                    json.type_name());
   const Fields fields(json);
-  KVSERVE_RETURN_IF_ERROR(parse_common(fields, served_model, out));
-  return endpoint == Endpoint::kCompletions ? parse_completions(fields, out) : parse_chat(fields, out);
+  KVSERVE_RETURN_IF_ERROR(parse_common(fields, served.model, out));
+  return endpoint == Endpoint::kCompletions ? parse_completions(fields, out)
+                                            : parse_chat(fields, served, out);
 }
 
 }  // namespace kvserve::openai

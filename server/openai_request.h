@@ -6,11 +6,13 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "engine/status.h"
 #include "kvserve/v1/kvserve.pb.h"
+#include "server/tool_calls.h"
 
 namespace kvserve::openai {
 
@@ -23,13 +25,25 @@ struct ParsedRequest {
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   bool logprobs = false;       // report each token's logprob (and generate.top_logprobs alternatives)
   std::string model;           // the served model's name, echoed in every reply
+  // Chat with tools (tool_choice other than "none"): each choice's text is read through a copy of
+  // this reader, which returns the calls as tool_calls. "auto" reads the model's own format;
+  // "required" and a named function constrain the reply (generate.response_format) to calls.
+  std::optional<ToolCallReader> tool_calls;
 };
 
-// Reads `body` for `endpoint`. `served_model` is the name the server answers to: a request naming
-// another model gets NOT_FOUND, one naming none is served. Anything else wrong is INVALID_ARGUMENT
-// with the field's name and what to send instead. Fields kvserve does not know are ignored, as
-// OpenAI's clients send many optional ones; fields it knows but cannot honour are refused.
-Status parse_request(Endpoint endpoint, std::string_view body, const std::string& served_model,
-                     ParsedRequest* out);
+// What the server serves, as requests see it.
+struct ServedApi {
+  // The name the server answers to: a request naming another model gets NOT_FOUND, one naming
+  // none is served.
+  std::string model;
+  // How the model writes tool calls (--tool-call-parser); kNone refuses tool_choice "auto".
+  ToolCallFormat tool_call_format = ToolCallFormat::kNone;
+};
+
+// Reads `body` for `endpoint`. A request for another model is NOT_FOUND; anything else wrong is
+// INVALID_ARGUMENT with the field's name and what to send instead. Fields kvserve does not know
+// are ignored, as OpenAI's clients send many optional ones; fields it knows but cannot honour are
+// refused.
+Status parse_request(Endpoint endpoint, std::string_view body, const ServedApi& served, ParsedRequest* out);
 
 }  // namespace kvserve::openai

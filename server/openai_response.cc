@@ -69,6 +69,56 @@ Json ReplyBuilder::head(const char* object) const {
   return Json{{"id", id_}, {"object", object}, {"created", created_}, {"model", request_.model}};
 }
 
+ToolCallOutput ReplyBuilder::read_text(const v1::GenerateResponse& message, Choice& choice) {
+  ToolCallOutput out;
+  if (!request_.tool_calls) {
+    out.content = message.text();
+    return out;
+  }
+  if (!choice.tool_reader) choice.tool_reader = *request_.tool_calls;
+  out = choice.tool_reader->feed(message.text());
+  if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+    ToolCallOutput rest = choice.tool_reader->finish();
+    out.content += rest.content;
+    out.calls.insert(out.calls.end(), rest.calls.begin(), rest.calls.end());
+  }
+  // Each call gets an id, as OpenAI's do ("call_" and 24 letters and digits), for the client to
+  // answer it with a tool message.
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  for (const ToolCallDelta& call : out.calls) {
+    if (call.index < static_cast<int>(choice.call_ids.size())) continue;
+    std::string id = "call_";
+    for (int i = 0; i < 24; ++i)
+      id += kAlphabet[std::uniform_int_distribution<size_t>(0, sizeof(kAlphabet) - 2)(call_id_rng_)];
+    choice.call_ids.push_back(std::move(id));
+  }
+  return out;
+}
+
+Json ReplyBuilder::call_deltas(const std::vector<ToolCallDelta>& calls, const Choice& choice) const {
+  Json deltas = Json::array();
+  for (const ToolCallDelta& call : calls) {
+    Json delta{{"index", call.index}};
+    Json function = Json::object();
+    if (!call.name.empty()) {
+      delta["id"] = choice.call_ids[call.index];
+      delta["type"] = "function";
+      function["name"] = call.name;
+    }
+    function["arguments"] = call.arguments;
+    delta["function"] = std::move(function);
+    deltas.push_back(std::move(delta));
+  }
+  return deltas;
+}
+
+Json ReplyBuilder::finish_reason_of(const Choice& choice) {
+  if (choice.finish_reason.empty()) return nullptr;
+  // As OpenAI's: a reply that ends in calls waits for their results.
+  if (choice.finish_reason == "stop" && !choice.call_ids.empty()) return "tool_calls";
+  return choice.finish_reason;
+}
+
 Json ReplyBuilder::logprobs_of(const v1::GenerateResponse& message, Choice& choice) const {
   if (!request_.logprobs) return nullptr;
   if (request_.endpoint == Endpoint::kChatCompletions) {
@@ -145,23 +195,25 @@ std::string ReplyBuilder::event(const v1::GenerateResponse& message) {
   note_usage(message, choice);
   const bool finished = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
   const bool new_tokens = request_.logprobs && message.logprobs_size() > 0;
+  const ToolCallOutput text = read_text(message, choice);
   Json chunk;
   Json out{{"index", message.index()}};
   if (request_.endpoint == Endpoint::kChatCompletions) {
     Json delta = Json::object();
     if (!choice.role_sent) delta["role"] = "assistant";
-    if (!message.text().empty() || !choice.role_sent) delta["content"] = message.text();
+    if (!text.content.empty() || !choice.role_sent) delta["content"] = text.content;
+    if (!text.calls.empty()) delta["tool_calls"] = call_deltas(text.calls, choice);
     choice.role_sent = true;
     if (delta.empty() && !finished && !new_tokens) return {};
     chunk = head("chat.completion.chunk");
     out["delta"] = std::move(delta);
   } else {
-    if (message.text().empty() && !finished && !new_tokens) return {};
+    if (text.content.empty() && !finished && !new_tokens) return {};
     chunk = head("text_completion");
-    out["text"] = message.text();
+    out["text"] = text.content;
   }
   out["logprobs"] = logprobs_of(message, choice);
-  out["finish_reason"] = finish_reason(message.finish_reason());
+  out["finish_reason"] = finished ? finish_reason_of(choice) : Json(nullptr);
   chunk["choices"] = Json::array({std::move(out)});
   // With usage asked for, every chunk says it has none: the last one, after the choices, has it.
   if (request_.include_usage) chunk["usage"] = nullptr;
@@ -183,7 +235,17 @@ std::string ReplyBuilder::closing_events() const {
 void ReplyBuilder::add(const v1::GenerateResponse& message) {
   Choice& choice = choices_[message.index()];
   note_usage(message, choice);
-  choice.text += message.text();
+  ToolCallOutput text = read_text(message, choice);
+  choice.text += text.content;
+  for (ToolCallDelta& call : text.calls) {
+    if (call.index == static_cast<int>(choice.calls.size())) {
+      choice.calls.push_back(Json{{"id", choice.call_ids[call.index]},
+                                  {"type", "function"},
+                                  {"function", Json{{"name", std::move(call.name)}, {"arguments", ""}}}});
+    }
+    Json& arguments = choice.calls[call.index]["function"]["arguments"];
+    arguments = arguments.get<std::string>() + call.arguments;
+  }
   logprobs_of(message, choice);
 }
 
@@ -193,9 +255,13 @@ std::string ReplyBuilder::body() const {
   Json choices = Json::array();
   for (const auto& [index, choice] : choices_) {
     Json out{{"index", index}};
-    if (chat)
-      out["message"] = Json{{"role", "assistant"}, {"content", choice.text}};
-    else
+    if (chat) {
+      // A reply of calls alone has no content (null, as OpenAI's).
+      out["message"] =
+          Json{{"role", "assistant"},
+               {"content", choice.calls.empty() || !choice.text.empty() ? Json(choice.text) : Json()}};
+      if (!choice.calls.empty()) out["message"]["tool_calls"] = choice.calls;
+    } else
       out["text"] = choice.text;
     if (!request_.logprobs) {
       out["logprobs"] = nullptr;
@@ -207,7 +273,7 @@ std::string ReplyBuilder::body() const {
                              {"top_logprobs", Json(choice.top_logprobs)},
                              {"text_offset", choice.text_offset}};
     }
-    out["finish_reason"] = choice.finish_reason.empty() ? Json(nullptr) : Json(choice.finish_reason);
+    out["finish_reason"] = finish_reason_of(choice);
     choices.push_back(std::move(out));
   }
   reply["choices"] = std::move(choices);

@@ -9,12 +9,15 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "engine/tokenizer.h"
 #include "kvserve/v1/kvserve.pb.h"
 #include "server/openai_request.h"
+#include "server/tool_calls.h"
 
 namespace kvserve::openai {
 
@@ -48,9 +51,20 @@ class ReplyBuilder {
     bool role_sent = false;   // chat streaming: the first chunk names the role
     std::string finish_reason;
     uint32_t completion_tokens = 0;
+    // Chat with tools: the text is read for calls (a copy of the request's reader).
+    std::optional<ToolCallReader> tool_reader;
+    std::vector<std::string> call_ids;          // one per call, in order
+    std::vector<nlohmann::ordered_json> calls;  // not streaming: the calls as the reply writes them
   };
 
   nlohmann::ordered_json head(const char* object) const;
+  // `message`'s text as the reply gives it: all content, or (with tools) content and calls, the
+  // reader's held-back text included once the choice has finished.
+  ToolCallOutput read_text(const v1::GenerateResponse& message, Choice& choice);
+  // A streamed chunk's tool_calls entries for `calls` (id, type and name in a call's first).
+  nlohmann::ordered_json call_deltas(const std::vector<ToolCallDelta>& calls, const Choice& choice) const;
+  // The choice's finish_reason: "tool_calls" in place of "stop" when it made calls.
+  static nlohmann::ordered_json finish_reason_of(const Choice& choice);
   // The logprobs of `message`'s tokens in the endpoint's shape, appending to `choice`'s offsets.
   nlohmann::ordered_json logprobs_of(const v1::GenerateResponse& message, Choice& choice) const;
   void note_usage(const v1::GenerateResponse& message, Choice& choice);
@@ -64,6 +78,7 @@ class ReplyBuilder {
   std::map<uint32_t, Choice> choices_;
   uint32_t prompt_tokens_ = 0;
   uint32_t cached_prompt_tokens_ = 0;
+  std::mt19937_64 call_id_rng_{std::random_device{}()};
 };
 
 // The HTTP status for a gRPC status (400 for INVALID_ARGUMENT, 429 for RESOURCE_EXHAUSTED, ...).

@@ -418,5 +418,156 @@ TEST(OpenAiE2E, MoreConcurrentStreamsThanWorkerThreadsAllComplete) {
   EXPECT_EQ(status(*client).requests_served(), static_cast<uint64_t>(kStreams) + 1);
 }
 
+// Tool calling on the real server, with a hermes-style template (written for these tests): the
+// tools reach the prompt, and a reply the model writes as a call comes back as tool_calls, whole
+// and streamed alike. The tiny model's weights are random, so constraints make it write calls:
+// a regex in the template's format for tool_choice "auto", and the server's own constraint for
+// "required" and a named function.
+const Json kWeatherTools = Json::parse(R"([
+  {"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+   "parameters": {"type": "object", "properties": {"city": {"enum": ["Oslo", "Rome", "Lima"]},
+                  "days": {"type": "integer"}}, "required": ["city", "days"]}}},
+  {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object",
+   "properties": {"zone": {"type": "string", "maxLength": 6}}, "required": ["zone"]}}}])");
+
+// The chat reply's calls joined from its stream: (name, arguments) per call, and the finish reason.
+struct StreamedCalls {
+  std::vector<std::pair<std::string, std::string>> calls;
+  std::string content;
+  std::string finish_reason;
+};
+StreamedCalls join_stream(const std::string& body) {
+  StreamedCalls out;
+  for (const Json& chunk : events(body)) {
+    if (chunk == "[DONE]" || chunk["choices"].empty()) continue;
+    const Json& choice = chunk["choices"][0];
+    const Json& delta = choice["delta"];
+    if (delta.contains("content") && delta["content"].is_string())
+      out.content += delta["content"].get<std::string>();
+    for (const Json& call : delta.value("tool_calls", Json::array())) {
+      const size_t index = call["index"];
+      if (index == out.calls.size()) {
+        EXPECT_EQ(call["id"].get<std::string>().rfind("call_", 0), 0u);
+        out.calls.emplace_back(call["function"]["name"], "");
+      }
+      out.calls.at(index).second += call["function"]["arguments"].get<std::string>();
+    }
+    if (choice["finish_reason"].is_string()) out.finish_reason = choice["finish_reason"];
+  }
+  return out;
+}
+
+TEST(OpenAiE2E, ToolCallsComeBackAsToolCallsWholeAndStreamed) {
+  ServerProcess server(with_openai(
+      {"--chat-template", std::string(KVSERVE_TEST_DATA) + "/chat_templates/hermes_tools.jinja"}));
+  const Json messages = Json::parse(R"([{"role": "user", "content": "Weather in Oslo for two days?"}])");
+  auto chat = [&](Json body) {
+    body["messages"] = messages;
+    body["tools"] = kWeatherTools;
+    body["max_tokens"] = 160;
+    body["seed"] = 5;
+    const HttpReply whole = post(server.openai_port(), "/v1/chat/completions", body);
+    body["stream"] = true;
+    const HttpReply streamed = post(server.openai_port(), "/v1/chat/completions", body);
+    EXPECT_EQ(streamed.status, 200) << streamed.body;
+    return std::make_pair(whole, join_stream(streamed.body));
+  };
+  // Whole and streamed replies are the same draws (same seed): the same calls.
+  auto expect_same_calls = [](const Json& reply, const StreamedCalls& streamed) {
+    const Json& message = reply["choices"][0]["message"];
+    ASSERT_EQ(message["tool_calls"].size(), streamed.calls.size()) << reply.dump();
+    for (size_t i = 0; i < streamed.calls.size(); ++i) {
+      EXPECT_EQ(message["tool_calls"][i]["function"]["name"], streamed.calls[i].first);
+      EXPECT_EQ(message["tool_calls"][i]["function"]["arguments"], streamed.calls[i].second);
+    }
+    EXPECT_EQ(reply["choices"][0]["finish_reason"], streamed.finish_reason);
+  };
+
+  // "auto": the model's reply in the template's format is read for calls.
+  const auto [auto_whole, auto_streamed] = chat(Json{
+      {"response_format",
+       {{"type", "regex"},
+        {"regex",
+         R"re(Let me check\.\n<tool_call>\n\{"name": "get_weather", "arguments": \{"city": "(Oslo|Rome)", "days": [1-9]\}\}\n</tool_call>)re"}}}});
+  ASSERT_EQ(auto_whole.status, 200) << auto_whole.body;
+  const Json auto_reply = Json::parse(auto_whole.body);
+  const Json& auto_message = auto_reply["choices"][0]["message"];
+  EXPECT_EQ(auto_message["content"], "Let me check.");
+  ASSERT_EQ(auto_message["tool_calls"].size(), 1u) << auto_whole.body;
+  EXPECT_EQ(auto_message["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(auto_message["tool_calls"][0]["function"]["name"], "get_weather");
+  const Json arguments =
+      Json::parse(auto_message["tool_calls"][0]["function"]["arguments"].get<std::string>());
+  EXPECT_TRUE(arguments["city"] == "Oslo" || arguments["city"] == "Rome") << arguments;
+  EXPECT_EQ(auto_reply["choices"][0]["finish_reason"], "tool_calls");
+  expect_same_calls(auto_reply, auto_streamed);
+  EXPECT_EQ(auto_streamed.content, "Let me check.");
+
+  // A named function: the reply is its arguments, an instance of its parameters' schema.
+  const auto [named_whole, named_streamed] =
+      chat(Json{{"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}}});
+  ASSERT_EQ(named_whole.status, 200) << named_whole.body;
+  const Json named_reply = Json::parse(named_whole.body);
+  const Json& named_call = named_reply["choices"][0]["message"]["tool_calls"][0];
+  EXPECT_EQ(named_call["function"]["name"], "get_weather");
+  const Json named_arguments = Json::parse(named_call["function"]["arguments"].get<std::string>());
+  EXPECT_TRUE(named_arguments["city"].is_string() && named_arguments["days"].is_number_integer())
+      << named_arguments;
+  EXPECT_TRUE(named_reply["choices"][0]["message"]["content"].is_null());
+  expect_same_calls(named_reply, named_streamed);
+
+  // "required": a call of one of the offered functions, with that function's arguments. (One:
+  // without parallel_tool_calls false the random model may go on adding calls to max_tokens.)
+  const auto [required_whole, required_streamed] =
+      chat(Json{{"tool_choice", "required"}, {"parallel_tool_calls", false}});
+  ASSERT_EQ(required_whole.status, 200) << required_whole.body;
+  const Json required_reply = Json::parse(required_whole.body);
+  const Json& calls = required_reply["choices"][0]["message"]["tool_calls"];
+  ASSERT_EQ(calls.size(), 1u) << required_whole.body;
+  EXPECT_EQ(required_reply["choices"][0]["finish_reason"], "tool_calls");
+  for (const Json& call : calls) {
+    const Json args = Json::parse(call["function"]["arguments"].get<std::string>());
+    if (call["function"]["name"] == "get_weather")
+      EXPECT_TRUE(args.contains("city") && args.contains("days")) << args;
+    else
+      EXPECT_TRUE(call["function"]["name"] == "get_time" && args["zone"].is_string()) << call;
+  }
+  expect_same_calls(required_reply, required_streamed);
+
+  // The tools are in the prompt: it is longer than with tool_choice "none", which leaves them out.
+  Json none{{"messages", messages}, {"tools", kWeatherTools}, {"tool_choice", "none"}, {"max_tokens", 1}};
+  const HttpReply without = post(server.openai_port(), "/v1/chat/completions", none);
+  ASSERT_EQ(without.status, 200) << without.body;
+  EXPECT_GT(Json::parse(auto_whole.body)["usage"]["prompt_tokens"].get<int>(),
+            Json::parse(without.body)["usage"]["prompt_tokens"].get<int>() + 100);
+
+  // The conversation goes on: the call (arguments as OpenAI's clients send them, JSON text) and
+  // its result are rendered for the next turn.
+  Json next{{"messages", messages}, {"tools", kWeatherTools}, {"max_tokens", 4}};
+  next["messages"].push_back(auto_message);
+  next["messages"].push_back(
+      {{"role", "tool"}, {"tool_call_id", auto_message["tool_calls"][0]["id"]}, {"content", "sunny, 21 C"}});
+  const HttpReply answer = post(server.openai_port(), "/v1/chat/completions", next);
+  EXPECT_EQ(answer.status, 200) << answer.body;
+  EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
+}
+
+TEST(OpenAiE2E, ToolChoiceAutoNeedsAToolCallFormat) {
+  // The default model's template (Llama 2 style) teaches no call format: "auto" is refused with
+  // what to do instead, and a named function still works.
+  ServerProcess server(with_openai({}));
+  Json body{{"messages", Json::parse(R"([{"role": "user", "content": "Weather?"}])")},
+            {"tools", kWeatherTools},
+            {"max_tokens", 80}};
+  const HttpReply refused = post(server.openai_port(), "/v1/chat/completions", body);
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_NE(refused.body.find("--tool-call-parser"), std::string::npos) << refused.body;
+  body["tool_choice"] = {{"type", "function"}, {"function", {{"name", "get_time"}}}};
+  const HttpReply named = post(server.openai_port(), "/v1/chat/completions", body);
+  ASSERT_EQ(named.status, 200) << named.body;
+  EXPECT_EQ(Json::parse(named.body)["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "get_time");
+}
+
 }  // namespace
 }  // namespace kvserve

@@ -1,5 +1,6 @@
 // An OpenAI-compatible API request body off the wire (server/openai_request.h): byte 0 picks the
-// endpoint (even: POST /v1/completions, odd: POST /v1/chat/completions), the rest is the JSON body.
+// endpoint (even: POST /v1/completions, odd: POST /v1/chat/completions) and the served model's
+// tool-call format ((byte >> 1) % 3: none, hermes, llama3_json), the rest is the JSON body.
 // parse_request reads it for a server that serves "tiny"; a non-OK Status (INVALID_ARGUMENT, or
 // NOT_FOUND for another model's name) is the expected outcome for a bad body. An accepted body's
 // GenerateRequest then takes the gRPC request's path (request_fixture.h: to_engine_request,
@@ -129,6 +130,19 @@ void check_replies(const openai::ParsedRequest& parsed, std::string_view bytes) 
     for (const kvserve::v1::GenerateResponse& message : messages)
       reply.add(message);
     check_document(reply.body());
+    // Calls read out of the text are OpenAI's shape, and come with the reason that says so.
+    const Json whole = parse_document(reply.body());
+    for (const Json& choice : whole["choices"]) {
+      const Json& message = choice.value("message", Json::object());
+      if (!message.contains("tool_calls")) continue;
+      check(parsed.tool_calls.has_value(), "tool_calls only for a request with tools");
+      for (const Json& call : message["tool_calls"])
+        check(call["id"].is_string() && call["id"].get<std::string>().starts_with("call_") &&
+                  call["type"] == "function" && call["function"]["name"].is_string() &&
+                  call["function"]["arguments"].is_string(),
+              "a call has an id, the type \"function\", a name and its arguments' text");
+      check(choice["finish_reason"] != "stop", "a reply that made calls does not finish with \"stop\"");
+    }
   }
 }
 
@@ -151,8 +165,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       data[0] % 2 ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions;
   const std::string_view body(reinterpret_cast<const char*>(data) + 1, size - 1);
 
+  static constexpr kvserve::ToolCallFormat kFormats[] = {
+      kvserve::ToolCallFormat::kNone, kvserve::ToolCallFormat::kHermes, kvserve::ToolCallFormat::kLlama3Json};
+  const openai::ServedApi served{.model = kServedModel, .tool_call_format = kFormats[(data[0] >> 1) % 3]};
+
   openai::ParsedRequest parsed;
-  const kvserve::Status status = openai::parse_request(endpoint, body, kServedModel, &parsed);
+  const kvserve::Status status = openai::parse_request(endpoint, body, served, &parsed);
   if (!status.ok()) {
     if (kvserve::fuzz::verbose()) std::fprintf(stderr, "parse_request: %s\n", status.message().c_str());
     check(status.code() == kvserve::StatusCode::kInvalidArgument ||
@@ -196,6 +214,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check(!generate.has_response_format() ||
             generate.response_format().format_case() != kvserve::v1::ResponseFormat::FORMAT_NOT_SET,
         "a response_format that is set says what the output must be");
+  check(!parsed.tool_calls || (chat && !generate.chat().tools_json().empty()),
+        "replies are read for tool calls only in a chat whose tools the template renders");
   // A value the client sent must not become the proto's "not set", which means something else.
   const Json json = body_json(body);
   check(json.is_object(), "an accepted body is a JSON object");

@@ -330,16 +330,18 @@ void request_seeds() {
   }
 }
 
-// ---- fuzz_openai_request: [endpoint: even completions, odd chat][JSON body] ----
+// ---- fuzz_openai_request: [bit 0: completions / chat; (byte >> 1) % 3: the served tool-call
+//      format, none / hermes / llama3_json][JSON body] ----
 
 void openai_request_seeds() {
   const std::string target = "fuzz_openai_request";
   const auto completions = [&](const std::string& name, const std::string& body) {
     write_seed(target, "completions_" + name, std::string(1, '\0') + body);
   };
-  const auto chat = [&](const std::string& name, const std::string& body) {
-    write_seed(target, "chat_" + name, std::string(1, '\1') + body);
+  const auto chat = [&](const std::string& name, const std::string& body, char format = 0) {
+    write_seed(target, "chat_" + name, std::string(1, static_cast<char>(1 | format << 1)) + body);
   };
+  constexpr char kHermes = 1, kLlama3Json = 2;
   completions("minimal", R"({"model": "tiny", "prompt": "Hello world"})");
   completions("stream_usage_logprobs",
               R"({"model": "tiny", "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0.7, )"
@@ -385,7 +387,29 @@ void openai_request_seeds() {
        R"("function", "function": {"name": "get_weather", "description": "Current weather", "parameters": )"
        R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}], )"
        R"("tool_choice": "auto", "chat_template_kwargs": {"enable_thinking": false}, )"
-       R"("add_generation_prompt": true, "parallel_tool_calls": false})");
+       R"("add_generation_prompt": true, "parallel_tool_calls": false})",
+       kHermes);
+  // Replies are made of slices of the body: these carry calls in the served format.
+  chat("tools_hermes_reply",
+       R"({"messages": [{"role": "user", "content": "Hi <tool_call>{\"name\": \"f\", \"arguments\": )"
+       R"({}}</tool_call> <tool_call>{\"name\": \"g\", \"arguments\": {\"a\": [1]}}</tool_call>"}], )"
+       R"("tools": [{"type": "function", "function": {"name": "f"}}], "stream": true})",
+       kHermes);
+  chat("tools_llama3_reply",
+       R"({"messages": [{"role": "user", "content": "{\"name\": \"f\", \"parameters\": {\"x\": 1}}; )"
+       R"({\"name\": \"g\", \"parameters\": {}}"}], "tools": [{"function": {"name": "f"}}], "n": 2})",
+       kLlama3Json);
+  chat("tools_required",
+       R"({"messages": [{"role": "user", "content": "[{\"name\": \"f\", \"parameters\": {\"x\": 1}}]"}], )"
+       R"("tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", )"
+       R"("properties": {"x": {"type": "integer"}}, "required": ["x"]}}}, {"type": "function", )"
+       R"("function": {"name": "g"}}], "tool_choice": "required", "parallel_tool_calls": false})");
+  chat("tools_named_stream",
+       R"({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [{"id": "c", )"
+       R"("type": "function", "function": {"name": "f", "arguments": ""}}]}, {"role": "tool", )"
+       R"("tool_call_id": "c", "content": "1"}], "tools": [{"type": "function", "function": {"name": "f", )"
+       R"("parameters": {"type": "object", "properties": {"q": {"enum": ["a", "b"]}}}}}], )"
+       R"("tool_choice": {"type": "function", "function": {"name": "f"}}, "stream": true})");
   chat("content_parts_prefill",
        R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "Part one"}, {"type": )"
        R"("text", "text": "part two"}]}, {"role": "assistant", "content": "Sure, "}], )"

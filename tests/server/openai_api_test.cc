@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <string>
 #include <vector>
 
@@ -19,18 +20,22 @@ using Json = nlohmann::json;
 
 constexpr const char* kModel = "my-model";
 
-ParsedRequest parse_ok(Endpoint endpoint, const std::string& body) {
+// A server for kModel whose model writes no tool calls kvserve reads, unless a test says otherwise.
+const ServedApi kServed{.model = kModel};
+const ServedApi kServedHermes{.model = kModel, .tool_call_format = ToolCallFormat::kHermes};
+
+ParsedRequest parse_ok(Endpoint endpoint, const std::string& body, const ServedApi& served = kServed) {
   ParsedRequest out;
-  const Status s = parse_request(endpoint, body, kModel, &out);
+  const Status s = parse_request(endpoint, body, served, &out);
   EXPECT_TRUE(s.ok()) << body << " -> " << s.message();
   return out;
 }
 
 // The message of a refused body; fails the test if it was accepted.
 std::string refusal(Endpoint endpoint, const std::string& body,
-                    StatusCode code = StatusCode::kInvalidArgument) {
+                    StatusCode code = StatusCode::kInvalidArgument, const ServedApi& served = kServed) {
   ParsedRequest out;
-  const Status s = parse_request(endpoint, body, kModel, &out);
+  const Status s = parse_request(endpoint, body, served, &out);
   EXPECT_FALSE(s.ok()) << body << " was accepted";
   EXPECT_EQ(s.code(), code) << body << " -> " << s.message();
   return s.message();
@@ -190,11 +195,6 @@ TEST(OpenAiRequest, UnsupportedFeaturesAreRefusedNotIgnored) {
             std::string::npos);
   EXPECT_NE(
       refusal(kChat,
-              R"({"messages": [{"role": "user", "content": "x"}], "tools": [{}], "tool_choice": "required"})")
-          .find("tool_choice: \"required\" is not supported"),
-      std::string::npos);
-  EXPECT_NE(
-      refusal(kChat,
               R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function"}})")
           .find("tool_choice"),
       std::string::npos);
@@ -250,6 +250,11 @@ TEST(OpenAiRequest, ResponseFormats) {
           "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}}})");
   EXPECT_EQ(Json::parse(schema.generate.response_format().json_schema()),
             Json::parse(R"({"type": "object", "properties": {"a": {"type": "integer"}}})"));
+  // Properties keep the client's order, which the constrained output follows (not sorted).
+  const ParsedRequest ordered = parse_ok(kCompletions, p + R"({"type": "json_schema", "json_schema": {
+      "schema": {"properties": {"zeta": {"type": "integer"}, "alpha": {"type": "integer"}}}}}})");
+  const std::string ordered_schema = ordered.generate.response_format().json_schema();
+  EXPECT_LT(ordered_schema.find("zeta"), ordered_schema.find("alpha")) << ordered_schema;
   EXPECT_EQ(parse_ok(kCompletions, p + R"({"type": "regex", "regex": "[0-9]+"}})")
                 .generate.response_format()
                 .regex(),
@@ -302,7 +307,8 @@ TEST(OpenAiRequest, ChatMessagesBecomeTheProtoConversation) {
   const ParsedRequest r = parse_ok(kChat, R"({"messages": [
       {"role": "system", "content": "Be brief."},
       {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}], "name": "ann"},
-      {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function"}]},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                                                             "function": {"name": "f", "arguments": "{\"a\": [1]}"}}]},
       {"role": "tool", "content": "42", "tool_call_id": "c1"}],
     "max_tokens": 7, "max_completion_tokens": 9,
     "chat_template_kwargs": {"enable_thinking": false}, "continue_final_message": false})");
@@ -313,28 +319,21 @@ TEST(OpenAiRequest, ChatMessagesBecomeTheProtoConversation) {
   EXPECT_TRUE(chat.messages(0).extra_json().empty());
   EXPECT_EQ(chat.messages(1).content(), "one\ntwo");  // text parts joined by newlines
   EXPECT_EQ(Json::parse(chat.messages(1).extra_json()), Json::parse(R"({"name": "ann"})"));
-  // A null content reaches the template as None (the proto's extra_json sets it after content).
+  // A null content reaches the template as None (the proto's extra_json sets it after content);
+  // a call's arguments as the object their JSON text stands for, as templates read them.
   EXPECT_EQ(Json::parse(chat.messages(2).extra_json()),
-            Json::parse(R"({"content": null, "tool_calls": [{"id": "c1", "type": "function"}]})"));
+            Json::parse(R"({"content": null, "tool_calls": [{"id": "c1", "type": "function",
+                            "function": {"name": "f", "arguments": {"a": [1]}}}]})"));
   EXPECT_EQ(Json::parse(chat.messages(3).extra_json()), Json::parse(R"({"tool_call_id": "c1"})"));
   EXPECT_EQ(r.generate.stop().max_tokens(), 9u);  // max_completion_tokens wins
   EXPECT_EQ(Json::parse(chat.template_kwargs_json()), Json::parse(R"({"enable_thinking": false})"));
   EXPECT_FALSE(chat.has_add_generation_prompt());  // unset: the proto's default applies
   EXPECT_FALSE(chat.continue_final_message());
 
-  // Tools: kvserve cannot answer with tool_calls, so they are refused unless tool_choice is
-  // "none", which leaves them out of the prompt.
-  EXPECT_NE(
-      refusal(kChat, R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})")
-          .find("tools: kvserve does not parse tool calls"),
-      std::string::npos);
-  EXPECT_NE(
-      refusal(kChat, R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}],
-      "tool_choice": "auto"})")
-          .find("cannot return tool_calls"),
-      std::string::npos);
+  // Tools with tool_choice "none" are left out of the prompt.
   const ParsedRequest none = parse_ok(kChat, R"({"messages": [{"role": "user", "content": "x"}],
-      "tools": [{"type": "function"}], "tool_choice": "none", "add_generation_prompt": false})");
+      "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none",
+      "add_generation_prompt": false})");
   EXPECT_TRUE(none.generate.chat().tools_json().empty());
   ASSERT_TRUE(none.generate.chat().has_add_generation_prompt());
   EXPECT_FALSE(none.generate.chat().add_generation_prompt());
@@ -352,6 +351,141 @@ TEST(OpenAiRequest, ChatRefusalsNameTheMessage) {
       [{"type": "image_url", "image_url": {"url": "x"}}]}]})")
                 .find("messages[1].content[0]: only parts of type \"text\""),
             std::string::npos);
+}
+
+// Two tools in the shape OpenAI's reference gives them; the keys out of alphabetical order, as a
+// client may write them (they reach the template, and the schema's property order, as written).
+const std::string kTools = R"("tools": [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+     "parameters": {"type": "object", "properties": {"unit": {"enum": ["C", "F"]}, "city": {"type": "string"}},
+                    "required": ["city"]}}},
+    {"type": "function", "function": {"name": "now"}}])";
+
+std::string chat_with(const std::string& fields) {
+  return R"({"messages": [{"role": "user", "content": "Weather in Oslo?"}], )" + fields + "}";
+}
+
+TEST(OpenAiRequest, ToolChoiceAutoRendersTheToolsAndReadsTheServedFormat) {
+  for (const std::string& body : {chat_with(kTools), chat_with(kTools + R"(, "tool_choice": "auto")")}) {
+    const ParsedRequest r = parse_ok(kChat, body, kServedHermes);
+    EXPECT_EQ(Json::parse(r.generate.chat().tools_json()), Json::parse(body)["tools"]);
+    // Key order kept: "unit" before "city", as the client wrote them.
+    EXPECT_LT(r.generate.chat().tools_json().find("\"unit\""),
+              r.generate.chat().tools_json().find("\"city\""));
+    EXPECT_TRUE(r.tool_calls.has_value());
+    EXPECT_FALSE(r.generate.has_response_format()) << "auto leaves the reply free";
+  }
+  // A model whose template teaches no format kvserve reads: calls could not come back as
+  // tool_calls, so "auto" is refused with the choices that work.
+  const std::string m = refusal(kChat, chat_with(kTools));
+  EXPECT_EQ(m.rfind("tools: this model's chat template teaches no tool-call format", 0), 0u) << m;
+  EXPECT_NE(m.find("tool_choice \"required\" or a named function"), std::string::npos) << m;
+  EXPECT_NE(m.find("--tool-call-parser"), std::string::npos) << m;
+  // "none", and no tools at all, read nothing.
+  EXPECT_FALSE(parse_ok(kChat, chat_with(kTools + R"(, "tool_choice": "none")"), kServedHermes).tool_calls);
+  EXPECT_FALSE(parse_ok(kChat, chat_with(R"("tools": [])"), kServedHermes).tool_calls);
+  EXPECT_FALSE(parse_ok(kChat, chat_with(R"("tools": null, "parallel_tool_calls": false)")).tool_calls);
+}
+
+TEST(OpenAiRequest, ToolChoiceRequiredConstrainsTheReplyToAnArrayOfCalls) {
+  // Needs no format: the constraint makes the reply the calls themselves.
+  const ParsedRequest r = parse_ok(kChat, chat_with(kTools + R"(, "tool_choice": "required")"));
+  ASSERT_TRUE(r.tool_calls.has_value());
+  EXPECT_FALSE(r.generate.chat().tools_json().empty());
+  const Json expected = Json::parse(R"({"type": "array", "minItems": 1, "items": {"anyOf": [
+      {"type": "object",
+       "properties": {"name": {"const": "get_weather"},
+                      "parameters": {"type": "object",
+                                     "properties": {"unit": {"enum": ["C", "F"]}, "city": {"type": "string"}},
+                                     "required": ["city"]}},
+       "required": ["name", "parameters"]},
+      {"type": "object",
+       "properties": {"name": {"const": "now"}, "parameters": {"type": "object"}},
+       "required": ["name", "parameters"]}]}})");
+  EXPECT_EQ(Json::parse(r.generate.response_format().json_schema()), expected);
+  // One call only when the client asks for no parallel calls.
+  const ParsedRequest one =
+      parse_ok(kChat, chat_with(kTools + R"(, "tool_choice": "required", "parallel_tool_calls": false)"));
+  EXPECT_EQ(Json::parse(one.generate.response_format().json_schema())["maxItems"], 1);
+}
+
+TEST(OpenAiRequest, NamedToolChoiceConstrainsTheReplyToItsArguments) {
+  const ParsedRequest r = parse_ok(
+      kChat,
+      chat_with(kTools + R"(, "tool_choice": {"type": "function", "function": {"name": "get_weather"}})"));
+  ASSERT_TRUE(r.tool_calls.has_value());
+  const std::string schema = r.generate.response_format().json_schema();
+  EXPECT_EQ(Json::parse(schema),
+            Json::parse(kTools.substr(kTools.find(':') + 1))[0]["function"]["parameters"]);
+  EXPECT_LT(schema.find("\"unit\""), schema.find("\"city\"")) << "properties in the order the client gave";
+  const ParsedRequest no_parameters = parse_ok(
+      kChat, chat_with(kTools + R"(, "tool_choice": {"type": "function", "function": {"name": "now"}})"));
+  EXPECT_EQ(Json::parse(no_parameters.generate.response_format().json_schema()),
+            Json::parse(R"({"type": "object"})"));
+}
+
+TEST(OpenAiRequest, ToolRefusalsNameTheFieldAndWhatToSend) {
+  const std::pair<std::string, std::string> cases[] = {
+      {R"("tools": {"name": "f"})", "tools: expected an array of tool specifications, got object"},
+      {R"("tools": [3])", "tools[0]: expected an object"},
+      {R"("tools": [{"type": "retrieval"}])", "tools[0].type: only \"function\" tools are supported"},
+      {R"("tools": [{"type": "function"}])", "tools[0].function: expected an object"},
+      {R"("tools": [{"type": "function", "function": {"name": ""}}])", "tools[0].function.name: expected"},
+      {R"("tools": [{"function": {"name": "f"}}, {"function": {"name": "f"}}])",
+       "tools[1].function.name: \"f\" names two tools"},
+      {R"("tools": [{"function": {"name": "f", "parameters": "x"}}])",
+       "tools[0].function.parameters: expected a JSON schema (an object), got string"},
+      {R"("tool_choice": "required")", "tool_choice: a tool choice needs tools"},
+      {kTools + R"(, "tool_choice": "any")", "tool_choice: \"any\" is not a choice; send \"none\""},
+      {kTools + R"(, "tool_choice": 1)", "tool_choice: expected \"none\", \"auto\", \"required\" or a"},
+      {kTools + R"(, "tool_choice": {"type": "function"})", "tool_choice: expected {\"type\": \"function\""},
+      {kTools + R"(, "tool_choice": {"type": "function", "function": {"name": "weather"}})",
+       "tool_choice.function.name: no tool is named \"weather\""},
+      {kTools + R"(, "tool_choice": "required", "response_format": {"type": "json_object"})",
+       "tool_choice: \"required\" constrains the reply to calls itself; leave response_format"},
+      {kTools + R"(, "tool_choice": "required", "parallel_tool_calls": "no")",
+       "parallel_tool_calls: expected true or false"},
+      // A schema the constraint cannot follow is reported against the tool that has it.
+      {R"("tools": [{"function": {"name": "a"}}, {"function": {"name": "b", "parameters": {"type": "object",
+           "properties": {"n": {"type": "integer", "minimum": 0}}}}}], "tool_choice": "required")",
+       "tools[1].function.parameters: json_schema: keyword 'minimum'"},
+  };
+  for (const auto& [fields, message] : cases) {
+    const std::string m = refusal(kChat, chat_with(fields), StatusCode::kInvalidArgument, kServedHermes);
+    EXPECT_EQ(m.rfind(message, 0), 0u) << fields << "\n -> " << m;
+  }
+  // The auto reply is free, so a schema only matters once it constrains the reply.
+  parse_ok(kChat, chat_with(R"("tools": [{"function": {"name": "b", "parameters": {"type": "object",
+           "properties": {"n": {"type": "integer", "minimum": 0}}}}}])"),
+           kServedHermes);
+}
+
+TEST(OpenAiRequest, HistoryCallArgumentsMustBeJsonObjects) {
+  auto history = [](const std::string& calls) {
+    return R"({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": )" + calls +
+           "}]}";
+  };
+  const ParsedRequest r = parse_ok(
+      kChat,
+      history(
+          R"([{"function": {"name": "f", "arguments": ""}}, {"function": {"name": "g", "arguments": {"k": 1}}}])"));
+  EXPECT_EQ(
+      Json::parse(r.generate.chat().messages(1).extra_json())["tool_calls"],
+      Json::parse(
+          R"([{"function": {"name": "f", "arguments": {}}}, {"function": {"name": "g", "arguments": {"k": 1}}}])"));
+  EXPECT_EQ(
+      refusal(kChat, history(R"([{"function": {"name": "f", "arguments": "city=Oslo"}}])"))
+          .rfind("messages[1].tool_calls[0].function.arguments: expected the JSON text of an object", 0),
+      0u);
+  EXPECT_EQ(refusal(kChat, history(R"([{"function": {"name": "f", "arguments": "[1]"}}])"))
+                .rfind("messages[1].tool_calls[0].function.arguments", 0),
+            0u);
+  EXPECT_EQ(
+      refusal(kChat, history(R"({"function": {}})")).rfind("messages[1].tool_calls: expected an array", 0),
+      0u);
+  EXPECT_EQ(
+      refusal(kChat, history(R"([{"id": "c1"}])")).rfind("messages[1].tool_calls[0].function: expected", 0),
+      0u);
 }
 
 TEST(OpenAiRequest, BodiesThatAreNotObjectsAreRefused) {
@@ -544,6 +678,128 @@ TEST(OpenAiReply, LogprobsSpellTokensWithTheTokenizer) {
     bytes.push_back(static_cast<unsigned char>(ch));
   EXPECT_EQ(content[0]["bytes"], bytes);
   EXPECT_EQ(content[0]["top_logprobs"], Json::array());
+}
+
+// A chat reply with tools, read by `served`'s reader, from these messages: whole and streamed.
+struct ToolReplies {
+  Json whole;
+  std::vector<Json> chunks;  // the streamed events' JSON, [DONE] left out
+};
+ToolReplies tool_replies(const std::string& body, const ServedApi& served,
+                         const std::vector<v1::GenerateResponse>& messages) {
+  ToolReplies out;
+  const ParsedRequest whole_request = parse_ok(kChat, body, served);
+  ReplyBuilder whole(whole_request, 5, nullptr);
+  ParsedRequest stream_request = whole_request;
+  stream_request.stream = true;
+  ReplyBuilder stream(stream_request, 5, nullptr);
+  for (const v1::GenerateResponse& m : messages) {
+    whole.add(m);
+    for (Json& event : events_of(stream.event(m)))
+      out.chunks.push_back(std::move(event));
+  }
+  out.whole = Json::parse(whole.body());
+  return out;
+}
+
+TEST(OpenAiReply, ToolCallsComeBackAsOpenAiWritesThem) {
+  // Text, then a call split over messages the way tokens arrive.
+  const std::vector<v1::GenerateResponse> messages = {
+      message(0, "Checking.\n<tool", {{1, -1.0f}}),
+      message(0, "_call>\n{\"name\": \"get_weather\", ", {{2, -1.0f}}),
+      message(0, "\"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>", {{3, -1.0f}}, v1::FINISH_REASON_STOP)};
+  const ToolReplies r = tool_replies(chat_with(kTools), kServedHermes, messages);
+
+  const Json& choice = r.whole["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  EXPECT_EQ(choice["message"]["role"], "assistant");
+  EXPECT_EQ(choice["message"]["content"], "Checking.");
+  ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u);
+  const Json& call = choice["message"]["tool_calls"][0];
+  EXPECT_EQ(call["type"], "function");
+  EXPECT_EQ(call["function"], Json::parse(R"({"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"})"));
+  const std::string id = call["id"];
+  ASSERT_EQ(id.size(), 29u) << id;  // "call_" and 24 letters and digits
+  EXPECT_EQ(id.rfind("call_", 0), 0u);
+  for (char c : id.substr(5))
+    EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c))) << id;
+
+  // Streamed: the text as it came, nothing while the call is incomplete, then the call in one
+  // delta with its id, type and name.
+  ASSERT_EQ(r.chunks.size(), 2u);
+  EXPECT_EQ(r.chunks[0]["choices"][0]["delta"],
+            Json::parse(R"({"role": "assistant", "content": "Checking."})"));
+  const Json& last = r.chunks[1]["choices"][0];
+  EXPECT_EQ(last["finish_reason"], "tool_calls");
+  ASSERT_EQ(last["delta"]["tool_calls"].size(), 1u);
+  const Json& streamed = last["delta"]["tool_calls"][0];
+  EXPECT_EQ(streamed["index"], 0);
+  EXPECT_EQ(streamed["type"], "function");
+  EXPECT_EQ(streamed["function"], call["function"]);
+  EXPECT_EQ(streamed["id"].get<std::string>().size(), 29u);
+}
+
+TEST(OpenAiReply, AReplyOfCallsAloneHasNullContentAndEachCallItsOwnId) {
+  const std::vector<v1::GenerateResponse> messages = {
+      message(0, "<tool_call>{\"name\": \"now\", \"arguments\": {}}</tool_call>\n", {{1, -1.0f}}),
+      message(0, "<tool_call>{\"name\": \"now\", \"arguments\": {}}</tool_call>", {{2, -1.0f}},
+              v1::FINISH_REASON_STOP)};
+  const ToolReplies r = tool_replies(chat_with(kTools), kServedHermes, messages);
+  const Json& message = r.whole["choices"][0]["message"];
+  EXPECT_TRUE(message["content"].is_null());
+  ASSERT_EQ(message["tool_calls"].size(), 2u);
+  EXPECT_NE(message["tool_calls"][0]["id"], message["tool_calls"][1]["id"]);
+  EXPECT_EQ(r.chunks[1]["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
+}
+
+TEST(OpenAiReply, CutOffCallsAndPlainTextStayText) {
+  // max_tokens cut the call off: the text comes back whole, and the reason says so.
+  const ToolReplies cut = tool_replies(
+      chat_with(kTools), kServedHermes,
+      {message(0, "<tool_call>{\"name\": \"now\", \"argu", {{1, -1.0f}}, v1::FINISH_REASON_LENGTH)});
+  EXPECT_EQ(cut.whole["choices"][0]["message"], Json::parse(R"({"role": "assistant",
+      "content": "<tool_call>{\"name\": \"now\", \"argu"})"));
+  EXPECT_EQ(cut.whole["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(cut.chunks.back()["choices"][0]["delta"]["content"], "<tool_call>{\"name\": \"now\", \"argu");
+  // An answer without calls is an ordinary reply.
+  const ToolReplies text = tool_replies(chat_with(kTools), kServedHermes,
+                                        {message(0, "It is sunny.", {{1, -1.0f}}, v1::FINISH_REASON_STOP)});
+  EXPECT_EQ(text.whole["choices"][0]["message"],
+            Json::parse(R"({"role": "assistant", "content": "It is sunny."})"));
+  EXPECT_EQ(text.whole["choices"][0]["finish_reason"], "stop");
+}
+
+TEST(OpenAiReply, NamedCallStreamsItsArgumentsAsTheyCome) {
+  const std::string body =
+      chat_with(kTools + R"(, "tool_choice": {"type": "function", "function": {"name": "get_weather"}})");
+  const ToolReplies r = tool_replies(body, kServed,
+                                     {message(0, "{\"city\": ", {{1, -1.0f}}),
+                                      message(0, "\"Oslo\"}", {{2, -1.0f}}, v1::FINISH_REASON_STOP)});
+  const Json& call = r.whole["choices"][0]["message"]["tool_calls"][0];
+  EXPECT_EQ(call["function"], Json::parse(R"({"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"})"));
+  EXPECT_EQ(r.whole["choices"][0]["finish_reason"], "tool_calls");
+  ASSERT_EQ(r.chunks.size(), 2u);
+  const Json first = r.chunks[0]["choices"][0]["delta"]["tool_calls"][0];
+  EXPECT_EQ(first["function"], Json::parse(R"({"name": "get_weather", "arguments": "{\"city\": "})"));
+  EXPECT_TRUE(first.contains("id"));
+  EXPECT_EQ(r.chunks[1]["choices"][0]["delta"]["tool_calls"][0],
+            Json::parse(R"({"index": 0, "function": {"arguments": "\"Oslo\"}"}})"));
+}
+
+TEST(OpenAiReply, RequiredCallsOfEachChoiceAreReadApart) {
+  const std::string body = chat_with(kTools + R"(, "tool_choice": "required", "n": 2)");
+  const ToolReplies r =
+      tool_replies(body, kServed,
+                   {message(1, "[{\"name\": \"now\", ", {{1, -1.0f}}),
+                    message(0, "[{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Rome\"}}]",
+                            {{2, -1.0f}}, v1::FINISH_REASON_STOP),
+                    message(1, "\"parameters\": {}}]", {{3, -1.0f}}, v1::FINISH_REASON_STOP)});
+  ASSERT_EQ(r.whole["choices"].size(), 2u);
+  EXPECT_EQ(r.whole["choices"][0]["message"]["tool_calls"][0]["function"],
+            Json::parse(R"({"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"})"));
+  EXPECT_EQ(r.whole["choices"][1]["message"]["tool_calls"][0]["function"],
+            Json::parse(R"({"name": "now", "arguments": "{}"})"));
+  EXPECT_EQ(r.whole["choices"][1]["finish_reason"], "tool_calls");
 }
 
 TEST(OpenAiReply, ErrorsCarryTheMatchingHttpStatus) {
