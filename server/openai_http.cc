@@ -160,6 +160,9 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
   // what an idle client adds to a shutdown.
   server->set_keep_alive_max_count(100);
   server->set_keep_alive_timeout(2);
+  // A streamed token is a small write: without TCP_NODELAY, Nagle's algorithm holds it until the
+  // client acknowledges the previous one, which a delayed ACK puts off by tens of milliseconds.
+  server->set_tcp_nodelay(true);
 
   server->Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
     generate(openai::Endpoint::kCompletions, req, res);
