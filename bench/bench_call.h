@@ -5,7 +5,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kvserve/v1/kvserve.grpc.pb.h"
@@ -60,6 +62,33 @@ class GenerateCall final : public grpc::ClientReadReactor<kvserve::v1::GenerateR
   bool has_usage_ = false;
   kvserve::v1::Usage usage_;
   RequestResult result_;
+};
+
+// Starts calls over one API: the load driver's only view of the transport.
+class CallStarter {
+ public:
+  virtual ~CallStarter() = default;
+  // Starts request `index`'s call; its result reaches `observer` on another thread. Cut at `deadline`;
+  // `deadline_is_run_end` as for GenerateCall::start.
+  virtual void start(uint64_t index, kvserve::v1::GenerateRequest request, uint32_t prompt_tokens_sent,
+                     std::chrono::system_clock::time_point deadline, bool deadline_is_run_end,
+                     CallObserver& observer) = 0;
+};
+
+// kvserve's gRPC API: GenerateCall on the stubs, round-robin by request index.
+class GrpcCallStarter final : public CallStarter {
+ public:
+  explicit GrpcCallStarter(std::vector<std::unique_ptr<kvserve::v1::Generation::Stub>> stubs)
+      : stubs_(std::move(stubs)) {}
+  void start(uint64_t index, kvserve::v1::GenerateRequest request, uint32_t prompt_tokens_sent,
+             std::chrono::system_clock::time_point deadline, bool deadline_is_run_end,
+             CallObserver& observer) override {
+    GenerateCall::start(*stubs_[index % stubs_.size()], std::move(request), prompt_tokens_sent, deadline,
+                        deadline_is_run_end, observer);
+  }
+
+ private:
+  std::vector<std::unique_ptr<kvserve::v1::Generation::Stub>> stubs_;
 };
 
 // "DEADLINE_EXCEEDED" and so on, as gRPC's documentation spells them.

@@ -8,9 +8,8 @@
 
 namespace kvserve::bench {
 
-LoadDriver::LoadDriver(const BenchOptions& options, const Workload& workload,
-                       std::vector<std::unique_ptr<kvserve::v1::Generation::Stub>> stubs)
-    : options_(options), workload_(workload), stubs_(std::move(stubs)) {}
+LoadDriver::LoadDriver(const BenchOptions& options, const Workload& workload, CallStarter& calls)
+    : options_(options), workload_(workload), calls_(calls) {}
 
 PhaseResults LoadDriver::run_phase(uint64_t first_index, uint64_t request_limit, double duration_s) {
   std::unique_lock lock(mutex_);
@@ -83,8 +82,7 @@ void LoadDriver::start_call(uint64_t index) {
   const auto remaining = run_end_first ? phase_end_ - now : timeout;
   const auto deadline = std::chrono::system_clock::now() +
                         std::chrono::duration_cast<std::chrono::system_clock::duration>(remaining);
-  GenerateCall::start(*stubs_[index % stubs_.size()], std::move(planned.request), planned.prompt_tokens,
-                      deadline, run_end_first, *this);
+  calls_.start(index, std::move(planned.request), planned.prompt_tokens, deadline, run_end_first, *this);
 }
 
 void LoadDriver::on_call_finished(RequestResult&& result) {

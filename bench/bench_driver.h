@@ -36,8 +36,8 @@ struct PhaseResults {
 
 class LoadDriver final : private CallObserver {
  public:
-  LoadDriver(const BenchOptions& options, const Workload& workload,
-             std::vector<std::unique_ptr<kvserve::v1::Generation::Stub>> stubs);
+  // `calls` must outlive the driver.
+  LoadDriver(const BenchOptions& options, const Workload& workload, CallStarter& calls);
 
   // Sends requests first_index, first_index + 1, ... until `request_limit` were sent (0 = no limit) or
   // `duration_s` passed (0 = no limit), whichever comes first, and returns once every call is done.
@@ -53,7 +53,7 @@ class LoadDriver final : private CallObserver {
 
   const BenchOptions options_;
   const Workload& workload_;
-  const std::vector<std::unique_ptr<kvserve::v1::Generation::Stub>> stubs_;
+  CallStarter& calls_;
 
   // Shared with the gRPC callback threads.
   std::mutex mutex_;

@@ -138,6 +138,13 @@ std::optional<int> parse_command_line(int argc, const char* const* argv, BenchOp
   std::string output_len = options.output_len.to_string();
 
   app.add_option("--target", options.target, "Server address host:port")->capture_default_str();
+  app.add_option("--api", options.api,
+                 "grpc (kvserve's Generation service) or openai (streamed POST /v1/completions, on kvserve's "
+                 "--openai-port or any OpenAI-compatible server; ITL then counts each chunk as one token)")
+      ->check(CLI::IsMember({"grpc", "openai"}))
+      ->capture_default_str();
+  app.add_option("--model-name", options.model_name,
+                 "--api openai: the requests' model (default: the first model GET /v1/models lists)");
   app.add_option("--duration", options.duration_s,
                  "Stop issuing after this many seconds; requests still running are cut and reported as "
                  "unfinished (default: 10 s unless --requests is given)")
@@ -208,6 +215,16 @@ std::optional<int> parse_command_line(int argc, const char* const* argv, BenchOp
     options.output_len = *LengthDistribution::parse(output_len, &error);
     if (options.vocab != 0 && options.min_token_id >= options.vocab) {
       throw CLI::ValidationError("--min-token-id", "must be below --vocab");
+    }
+    if (options.api == "openai" && options.vocab == 0 && !options.text) {
+      throw CLI::ValidationError(
+          "--vocab",
+          "is needed with --api openai and token-id prompts (the OpenAI API does not say "
+          "the vocabulary's size), or send --text");
+    }
+    if (options.api == "openai" && options.channels != 1) {
+      throw CLI::ValidationError("--channels",
+                                 "is for --api grpc (each OpenAI request has its own connection)");
     }
     if (options.shared_prefix_frac > 0 && options.shared_prefix_len == 0) {
       throw CLI::ValidationError("--shared-prefix-len", "must be >= 1 when --shared-prefix-frac is set");

@@ -34,8 +34,12 @@ enum class LoadMode { kClosedLoop, kOpenLoop };
 
 struct BenchOptions {
   std::string target = "127.0.0.1:50051";
-  double duration_s = 0;  // 0 = no time limit
-  uint64_t requests = 0;  // 0 = no count limit; with neither limit set the run lasts kDefaultDurationS
+  // "grpc": kvserve's Generation service; "openai": streamed POST /v1/completions (kvserve's
+  // --openai-port, or any server with an OpenAI-compatible API).
+  std::string api = "grpc";
+  std::string model_name;  // --api openai: the body's `model` (default: the first of GET /v1/models)
+  double duration_s = 0;   // 0 = no time limit
+  uint64_t requests = 0;   // 0 = no count limit; with neither limit set the run lasts kDefaultDurationS
   uint64_t warmup = 0;
 
   uint32_t concurrency = 1;      // closed loop

@@ -70,6 +70,7 @@ nlohmann::ordered_json make_report(const BenchOptions& options, const PhaseResul
   const bool open_loop = options.mode() == LoadMode::kOpenLoop;
   nlohmann::ordered_json report;
   report["target"] = options.target;
+  report["api"] = options.api;
   report["server"] = server;
   report["load"] = {
       {"mode", open_loop ? "open" : "closed"},
@@ -115,7 +116,8 @@ std::string format_table(const nlohmann::ordered_json& report) {
   const auto& workload = report["workload"];
   const auto& requests = report["requests"];
   const auto& throughput = report["throughput"];
-  append(out, "target      %s", report["target"].get<std::string>().c_str());
+  append(out, "target      %s over %s", report["target"].get<std::string>().c_str(),
+         report.value("api", "grpc") == "openai" ? "the OpenAI API" : "gRPC");
   if (report["server"].is_object()) {
     append(out, " (model %s, backend %s)", report["server"].value("model", "?").c_str(),
            report["server"].value("backend", "?").c_str());

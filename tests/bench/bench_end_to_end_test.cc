@@ -189,7 +189,7 @@ TEST(BenchWithoutServer, HelpListsTheLoadFlags) {
   EXPECT_EQ(run.exit_status, 0) << run.output;
   for (const char* flag : {"--target", "--duration", "--requests", "--warmup", "--concurrency", "--rate",
                            "--max-inflight", "--prompt-len", "--output-len", "--text", "--shared-prefix-frac",
-                           "--channels", "--timeout", "--json"}) {
+                           "--channels", "--timeout", "--json", "--api", "--model-name"}) {
     EXPECT_NE(run.output.find(flag), std::string::npos) << flag;
   }
 }
