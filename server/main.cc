@@ -323,13 +323,19 @@ int main(int argc, char** argv) {
   spdlog::info("{}", built.description);
   spdlog::info("chat input {}{}", served.chat_template ? "on, template from " : "", served.chat_source);
   // tool_choice "auto" needs the model's call format; the template that teaches it tells which.
-  const kvserve::ToolCallFormat tool_call_format =
+  kvserve::ToolCallFormat tool_call_format =
       f.tool_call_parser != "auto" ? *kvserve::tool_call_format_from_name(f.tool_call_parser)
       : served.chat_template       ? kvserve::detect_tool_call_format(served.chat_template->source())
                                    : kvserve::ToolCallFormat::kNone;
   spdlog::info("tool calls for tool_choice \"auto\": {} ({})",
                kvserve::tool_call_format_name(tool_call_format),
                f.tool_call_parser != "auto" ? "--tool-call-parser" : "from the chat template");
+  if (const std::string hidden =
+          served.tokenizer ? kvserve::tool_call_markers_hidden(tool_call_format, *served.tokenizer) : "";
+      !hidden.empty()) {
+    spdlog::warn("tool calls for tool_choice \"auto\" off: {}", hidden);
+    tool_call_format = kvserve::ToolCallFormat::kNone;
+  }
   spdlog::info("start-up: model {:.2f} s, backend {:.2f} s",
                std::chrono::duration<double>(loaded - start).count(),
                std::chrono::duration<double>(built_at - loaded).count());

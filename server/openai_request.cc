@@ -9,6 +9,8 @@
 #include <utility>
 
 #include "engine/json_schema_regex.h"
+#include "engine/sampler.h"
+#include "server/json_limits.h"
 
 namespace kvserve::openai {
 namespace {
@@ -20,6 +22,9 @@ using Json = nlohmann::ordered_json;
 // Nesting allowed in a request body: a conversation with tool calls is a few levels deep; a
 // schema a few more. The parser recurses, so a body of "[[[[..." must be stopped before it does.
 constexpr int kMaxJsonDepth = 256;
+// Members of one object: as many as logit_bias may have (engine/sampler.h), far more than any
+// other field needs; it bounds the ordered parser's quadratic cost (server/json_limits.h).
+constexpr size_t kMaxJsonMembers = kMaxLogitBias;
 // Alternatives per token, as the gRPC API allows (OpenAI's own limits are 5 and 20).
 constexpr int64_t kMaxTopLogprobs = 20;
 
@@ -29,29 +34,6 @@ Status invalid(const std::string& field, const std::string& what) {
 
 Status wrong_type(const std::string& field, const char* expected, const Json& value) {
   return invalid(field, std::string("expected ") + expected + ", got " + value.type_name());
-}
-
-// JSON nesting depth, iteratively bounded: true when `text` nests deeper than `limit` (strings are
-// skipped so that brackets inside them do not count).
-bool nests_deeper_than(std::string_view text, int limit) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\')
-        ++i;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit) return true;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return false;
 }
 
 // The fields of one JSON object; a null value reads as absent, as OpenAI's clients send null for
@@ -435,12 +417,15 @@ Status parse_history_calls(const std::string& field, Json& calls) {
     if (function == call.end() || !function->is_object())
       return invalid(call_field + ".function", "expected an object with the function's name and arguments");
     auto arguments = function->find("arguments");
-    if (arguments == function->end() || !arguments->is_string()) continue;  // an object already
+    if (arguments == function->end() || arguments->is_null() || arguments->is_object()) continue;
+    const std::string expected = "expected the JSON text of an object (the arguments the call was made with)";
+    if (!arguments->is_string()) return invalid(call_field + ".function.arguments", expected);
     const std::string text = arguments->get<std::string>();
+    // The text's own nesting: the body's check skipped it, being inside a string.
+    if (std::string over = json_over_limits(text, kMaxJsonDepth, kMaxJsonMembers); !over.empty())
+      return invalid(call_field + ".function.arguments", over);
     Json object = text.empty() ? Json::object() : Json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (!object.is_object())
-      return invalid(call_field + ".function.arguments",
-                     "expected the JSON text of an object (the arguments the call was made with)");
+    if (!object.is_object()) return invalid(call_field + ".function.arguments", expected);
     *arguments = std::move(object);
   }
   return Status::Ok();
@@ -641,9 +626,8 @@ Status parse_chat(const Fields& f, const ServedApi& served, ParsedRequest* out) 
 Status parse_request(Endpoint endpoint, std::string_view body, const ServedApi& served, ParsedRequest* out) {
   *out = ParsedRequest{};
   out->endpoint = endpoint;
-  if (nests_deeper_than(body, kMaxJsonDepth))
-    return Status::InvalidArgument("request body: nested deeper than " + std::to_string(kMaxJsonDepth) +
-                                   " levels");
+  if (std::string over = json_over_limits(body, kMaxJsonDepth, kMaxJsonMembers); !over.empty())
+    return Status::InvalidArgument("request body: " + over);
   Json json;
   try {
     json = Json::parse(body);

@@ -114,8 +114,10 @@ Json ReplyBuilder::call_deltas(const std::vector<ToolCallDelta>& calls, const Ch
 
 Json ReplyBuilder::finish_reason_of(const Choice& choice) {
   if (choice.finish_reason.empty()) return nullptr;
-  // As OpenAI's: a reply that ends in calls waits for their results.
-  if (choice.finish_reason == "stop" && !choice.call_ids.empty()) return "tool_calls";
+  // As OpenAI's: a reply that ends in calls waits for their results; one the client forced by
+  // naming the function ends as any other.
+  if (choice.finish_reason == "stop" && !choice.call_ids.empty() && choice.tool_reader->calls_end_the_turn())
+    return "tool_calls";
   return choice.finish_reason;
 }
 
@@ -238,6 +240,7 @@ void ReplyBuilder::add(const v1::GenerateResponse& message) {
   ToolCallOutput text = read_text(message, choice);
   choice.text += text.content;
   for (ToolCallDelta& call : text.calls) {
+    if (call.index > static_cast<int>(choice.calls.size())) continue;  // the reader never skips one
     if (call.index == static_cast<int>(choice.calls.size())) {
       choice.calls.push_back(Json{{"id", choice.call_ids[call.index]},
                                   {"type", "function"},

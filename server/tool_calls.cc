@@ -4,6 +4,8 @@
 
 #include <utility>
 
+#include "server/json_limits.h"
+
 namespace kvserve {
 namespace {
 
@@ -12,6 +14,13 @@ using Json = nlohmann::ordered_json;
 constexpr std::string_view kHermesOpen = "<tool_call>";
 constexpr std::string_view kHermesClose = "</tool_call>";
 constexpr std::string_view kPythonTag = "<|python_tag|>";
+// What Llama 3.2's template (which has no <|python_tag|>) and 3.1's ask of the model.
+constexpr std::string_view kLlama3JsonInstruction = "\"parameters\": dictionary of argument name";
+// Qwen3-Coder's calls are XML inside the same marker (<tool_call><function=f><parameter=...>),
+// which the hermes reader would not read.
+constexpr std::string_view kXmlFunction = "<function=";
+constexpr int kMaxCallDepth = 64;
+constexpr size_t kMaxCallMembers = 1024;
 
 bool is_space(char c) {
   return c == ' ' || c == '\n' || c == '\r' || c == '\t';
@@ -30,7 +39,10 @@ size_t partial_marker_at_end(std::string_view text, std::string_view marker) {
   return 0;
 }
 
+// The model's text read as JSON; nullopt when it is not JSON, or nests or spreads more than a
+// call's arguments need (the parser and dump() recurse: a reply of "[[[[..." must not reach them).
 std::optional<Json> parse_json(std::string_view text) {
+  if (!json_over_limits(text, kMaxCallDepth, kMaxCallMembers).empty()) return std::nullopt;
   Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) return std::nullopt;
   return json;
@@ -134,9 +146,23 @@ const char* tool_call_format_name(ToolCallFormat format) {
 }
 
 ToolCallFormat detect_tool_call_format(std::string_view chat_template_source) {
-  if (chat_template_source.find(kHermesOpen) != std::string_view::npos) return ToolCallFormat::kHermes;
-  if (chat_template_source.find(kPythonTag) != std::string_view::npos) return ToolCallFormat::kLlama3Json;
+  const auto has = [&](std::string_view text) {
+    return chat_template_source.find(text) != std::string_view::npos;
+  };
+  if (has(kHermesOpen)) return has(kXmlFunction) ? ToolCallFormat::kNone : ToolCallFormat::kHermes;
+  if (has(kPythonTag) || has(kLlama3JsonInstruction)) return ToolCallFormat::kLlama3Json;
   return ToolCallFormat::kNone;
+}
+
+std::string tool_call_markers_hidden(ToolCallFormat format, const Tokenizer& tokenizer) {
+  if (format != ToolCallFormat::kHermes) return {};  // llama3_json's <|python_tag|> is skipped anyway
+  for (const std::string_view marker : {kHermesOpen, kHermesClose}) {
+    const std::vector<TokenId> ids = tokenizer.encode_with_special_tokens(marker);
+    if (ids.size() == 1 && tokenizer.is_control(ids[0]))
+      return "the tokenizer makes " + std::string(marker) +
+             " a special token, which decoded replies leave out, so no call could be read";
+  }
+  return {};
 }
 
 ToolCallReader ToolCallReader::for_format(ToolCallFormat format) {
@@ -154,6 +180,10 @@ ToolCallReader ToolCallReader::required() {
   ToolCallReader reader(Mode::kRequired);
   reader.in_call_ = true;
   return reader;
+}
+
+bool ToolCallReader::calls_end_the_turn() const {
+  return mode_ != Mode::kNamed;
 }
 
 ToolCallReader ToolCallReader::named(std::string function_name) {
@@ -223,8 +253,13 @@ ToolCallOutput ToolCallReader::feed_hermes(bool final) {
   ToolCallOutput out;
   while (true) {
     if (in_call_) {
-      const size_t close = buffer_.find(kHermesClose);
-      if (close == std::string::npos && !final) return out;
+      // Searched from where the last search stopped: a long call is scanned once, not per token.
+      const size_t close = buffer_.find(kHermesClose, close_searched_);
+      if (close == std::string::npos && !final) {
+        close_searched_ = buffer_.size() - std::min(buffer_.size(), kHermesClose.size() - 1);
+        return out;
+      }
+      close_searched_ = 0;
       // A call ends at its closing marker, or (cut off or closed by EOS) at the end of the reply.
       const bool closed = close != std::string::npos;
       const std::string body = buffer_.substr(0, closed ? close : std::string::npos);

@@ -20,10 +20,13 @@
 // of a reply that made calls.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "engine/tokenizer.h"
 
 namespace kvserve {
 
@@ -33,9 +36,15 @@ enum class ToolCallFormat { kNone, kHermes, kLlama3Json };
 // "none", "hermes", "llama3_json"; nullopt for any other name.
 std::optional<ToolCallFormat> tool_call_format_from_name(std::string_view name);
 const char* tool_call_format_name(ToolCallFormat format);
-// The format a chat template teaches, from what it writes: "<tool_call>" -> hermes,
-// "<|python_tag|>" -> llama3_json; kNone when it shows neither.
+// The format a chat template teaches, from what it writes: "<tool_call>" -> hermes (unless the
+// calls inside are XML, "<function=", as Qwen3-Coder's: kNone); "<|python_tag|>" or Llama 3's
+// instruction '"parameters": dictionary of argument name' -> llama3_json; kNone otherwise.
 ToolCallFormat detect_tool_call_format(std::string_view chat_template_source);
+
+// Why replies decoded by `tokenizer` can never show `format`'s markers, or "" when they can: a
+// marker that is one control token (special in tokenizer.json, as some Hermes models mark
+// <tool_call>) is left out of decoded text, so no call would ever be read.
+std::string tool_call_markers_hidden(ToolCallFormat format, const Tokenizer& tokenizer);
 
 // What a reader has for the client after some text: content, then calls or parts of calls.
 struct ToolCallDelta {
@@ -61,6 +70,9 @@ class ToolCallReader {
   ToolCallOutput finish();
   // Calls returned so far.
   int calls() const { return calls_; }
+  // Whether a reply that made calls finishes with "tool_calls" (auto, required) rather than "stop"
+  // (a named function: OpenAI's API gives "stop" there, the caller having chosen the call).
+  bool calls_end_the_turn() const;
 
  private:
   enum class Mode { kText, kHermes, kLlama3Json, kRequired, kNamed };
@@ -79,6 +91,7 @@ class ToolCallReader {
   std::string held_space_;         // whitespace between content and what follows it
   std::string space_before_call_;  // kHermes, in a call: the whitespace before its marker
   bool in_call_ = false;           // kHermes: inside <tool_call>; others: the reply is read as calls
+  size_t close_searched_ = 0;      // kHermes, in a call: buffer_ before this holds no </tool_call>
   bool started_ = false;           // kLlama3Json: the first non-space character has been seen
   int calls_ = 0;
 };

@@ -543,12 +543,23 @@ TEST(OpenAiE2E, ToolCallsComeBackAsToolCallsWholeAndStreamed) {
 
   // The conversation goes on: the call (arguments as OpenAI's clients send them, JSON text) and
   // its result are rendered for the next turn.
-  Json next{{"messages", messages}, {"tools", kWeatherTools}, {"max_tokens", 4}};
+  Json next{{"messages", messages}, {"tools", kWeatherTools}, {"max_tokens", 4}, {"temperature", 0}};
   next["messages"].push_back(auto_message);
   next["messages"].push_back(
       {{"role", "tool"}, {"tool_call_id", auto_message["tool_calls"][0]["id"]}, {"content", "sunny, 21 C"}});
   const HttpReply answer = post(server.openai_port(), "/v1/chat/completions", next);
-  EXPECT_EQ(answer.status, 200) << answer.body;
+  ASSERT_EQ(answer.status, 200) << answer.body;
+  // The arguments' text was rendered as the object it stands for: the prompt is the one the same
+  // call with an object gets, token for token.
+  Json as_object = next;
+  Json& sent_arguments = as_object["messages"][1]["tool_calls"][0]["function"]["arguments"];
+  sent_arguments = Json::parse(sent_arguments.get<std::string>());
+  const HttpReply object_answer = post(server.openai_port(), "/v1/chat/completions", as_object);
+  ASSERT_EQ(object_answer.status, 200) << object_answer.body;
+  EXPECT_EQ(Json::parse(answer.body)["usage"]["prompt_tokens"],
+            Json::parse(object_answer.body)["usage"]["prompt_tokens"]);
+  EXPECT_EQ(Json::parse(answer.body)["choices"][0]["message"],
+            Json::parse(object_answer.body)["choices"][0]["message"]);
   EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
 }
 

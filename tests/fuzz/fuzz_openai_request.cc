@@ -53,6 +53,14 @@ void check_document(const std::string& text) {
   const Json json = parse_document(text);
   check(json.is_object() && json.value("model", "") == kServedModel,
         "every reply document is an object naming the served model");
+  // A streamed chunk's calls: an index each, and the arguments' next piece.
+  for (const Json& choice : json.value("choices", Json::array())) {
+    if (!choice.is_object() || !choice.contains("delta") || !choice["delta"].contains("tool_calls")) continue;
+    for (const Json& call : choice["delta"]["tool_calls"])
+      check(call["index"].is_number_unsigned() && call["function"]["arguments"].is_string() &&
+                (!call.contains("id") || call["function"]["name"].is_string()),
+            "a streamed call has an index and an arguments piece, and its first delta a name");
+  }
 }
 
 // The HTTP server's reply to a refused request: the error object, whole or as the last events of a

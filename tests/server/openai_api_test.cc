@@ -480,6 +480,16 @@ TEST(OpenAiRequest, HistoryCallArgumentsMustBeJsonObjects) {
   EXPECT_EQ(refusal(kChat, history(R"([{"function": {"name": "f", "arguments": "[1]"}}])"))
                 .rfind("messages[1].tool_calls[0].function.arguments", 0),
             0u);
+  EXPECT_EQ(refusal(kChat, history(R"([{"function": {"name": "f", "arguments": 3}}])"))
+                .rfind("messages[1].tool_calls[0].function.arguments: expected the JSON text", 0),
+            0u);
+  // Nesting inside the text, which the body's own check does not see (it is a string there): the
+  // parser would recurse through it.
+  const std::string deep = R"([{"function": {"name": "f", "arguments": "{\"a\": )" + std::string(300, '[') +
+                           std::string(300, ']') + R"(}"}}])";
+  EXPECT_EQ(refusal(kChat, history(deep))
+                .rfind("messages[1].tool_calls[0].function.arguments: nested deeper than 256", 0),
+            0u);
   EXPECT_EQ(
       refusal(kChat, history(R"({"function": {}})")).rfind("messages[1].tool_calls: expected an array", 0),
       0u);
@@ -496,6 +506,15 @@ TEST(OpenAiRequest, BodiesThatAreNotObjectsAreRefused) {
   const std::string deep =
       "{\"prompt\": \"x\", \"a\": " + std::string(300, '[') + std::string(300, ']') + "}";
   EXPECT_NE(refusal(kCompletions, deep).find("nested deeper than 256"), std::string::npos);
+  // An object of more members than any field takes (logit_bias: 1024) is refused before the parser,
+  // which keeps key order at a cost quadratic in the members.
+  std::string wide = R"({"prompt": "x", "logit_bias": {)";
+  for (int i = 0; i < 1025; ++i)
+    wide += (i ? ", \"" : "\"") + std::to_string(i) + "\": 1";
+  EXPECT_EQ(refusal(kCompletions, wide + "}}"), "request body: an object with more than 1024 members");
+  wide.resize(wide.rfind(','));
+  parse_ok(kCompletions, wide + "}}");                                            // 1024 members
+  parse_ok(kCompletions, R"({"prompt": "{,,,[,,]}", "stop": [",", ",", "}"]})");  // commas in strings
   parse_ok(kCompletions, "{\"prompt\": \"" + std::string(300, '[') + "\"}");
 }
 
@@ -777,7 +796,8 @@ TEST(OpenAiReply, NamedCallStreamsItsArgumentsAsTheyCome) {
                                       message(0, "\"Oslo\"}", {{2, -1.0f}}, v1::FINISH_REASON_STOP)});
   const Json& call = r.whole["choices"][0]["message"]["tool_calls"][0];
   EXPECT_EQ(call["function"], Json::parse(R"({"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"})"));
-  EXPECT_EQ(r.whole["choices"][0]["finish_reason"], "tool_calls");
+  // As OpenAI's API: a call the client named ends with "stop" (auto and required: "tool_calls").
+  EXPECT_EQ(r.whole["choices"][0]["finish_reason"], "stop");
   ASSERT_EQ(r.chunks.size(), 2u);
   const Json first = r.chunks[0]["choices"][0]["delta"]["tool_calls"][0];
   EXPECT_EQ(first["function"], Json::parse(R"({"name": "get_weather", "arguments": "{\"city\": "})"));

@@ -4,6 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
 #include <fstream>
 #include <ostream>
 #include <random>
@@ -89,6 +94,14 @@ TEST(ToolCallFormat, NamesAndDetection) {
   EXPECT_EQ(detect_tool_call_format("{%- if builtin %}{{- '<|python_tag|>' }}{% endif %}"),
             ToolCallFormat::kLlama3Json);
   EXPECT_EQ(detect_tool_call_format("{{ messages[0].content }}"), ToolCallFormat::kNone);
+  // Llama 3.2's template asks for JSON calls without <|python_tag|>.
+  EXPECT_EQ(
+      detect_tool_call_format(R"(Respond in the format {"name": function name, "parameters": dictionary of )"
+                              R"(argument name and its value}.)"),
+      ToolCallFormat::kLlama3Json);
+  // XML calls inside the hermes marker (Qwen3-Coder's) are not the hermes format.
+  EXPECT_EQ(detect_tool_call_format("<tool_call>\n<function={{ name }}>\n<parameter=x>"),
+            ToolCallFormat::kNone);
 }
 
 TEST(ToolCallFormat, DetectsTheTestTemplates) {
@@ -104,6 +117,28 @@ TEST(ToolCallFormat, DetectsTheTestTemplates) {
   EXPECT_EQ(detect_file("hermes_tools.jinja"), ToolCallFormat::kHermes);
   EXPECT_EQ(detect_file("llama31.jinja"), ToolCallFormat::kNone);
   EXPECT_EQ(detect_file("chatml.jinja"), ToolCallFormat::kNone);
+}
+
+TEST(ToolCallFormat, MarkersThatAreSpecialTokensCannotBeRead) {
+  // The Qwen2-style test tokenizer has <tool_call> as an added token that is not special, as
+  // Qwen's own: replies show it.
+  const std::string qwen2 = std::string(KVSERVE_TEST_DATA) + "/tokenizer/bytelevel/qwen2/tokenizer.json";
+  const auto tokenizer = Tokenizer::load(qwen2);
+  EXPECT_EQ(tool_call_markers_hidden(ToolCallFormat::kHermes, *tokenizer), "");
+  // The same with <tool_call> marked special (as some Hermes models mark it): decoded text leaves
+  // it out, so the hermes reader could never see a call.
+  std::ifstream in(qwen2);
+  nlohmann::json json = nlohmann::json::parse(in);
+  for (auto& token : json["added_tokens"])
+    if (token["content"] == "<tool_call>") token["special"] = true;
+  const auto dir = std::filesystem::temp_directory_path() / ("tool_calls_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "tokenizer.json") << json.dump();
+  const auto special = Tokenizer::load(dir / "tokenizer.json");
+  std::filesystem::remove_all(dir);
+  EXPECT_NE(tool_call_markers_hidden(ToolCallFormat::kHermes, *special).find("<tool_call> a special token"),
+            std::string::npos);
+  EXPECT_EQ(tool_call_markers_hidden(ToolCallFormat::kLlama3Json, *special), "");
 }
 
 TEST(ToolCallReader, NoFormatIsAllText) {
@@ -145,6 +180,15 @@ TEST(ToolCallReader, HermesBadCallsAreContentWithTheirMarkers) {
     const std::string call = "<tool_call>" + body + "</tool_call>";
     EXPECT_EQ(read(kHermes, "Hi\n" + call + " bye"), (Reply{"Hi\n" + call + " bye", {}})) << body;
   }
+}
+
+TEST(ToolCallReader, CallsNestedTooDeepAreContent) {
+  // The parser and dump() recurse: a reply of brackets must be refused before them, as text.
+  const std::string deep = "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": " + std::string(100000, '[') +
+                           std::string(100000, ']') + "}}</tool_call>";
+  EXPECT_EQ(read_whole(kHermes, deep), (Reply{deep, {}}));
+  const std::string deep_llama3 = "{\"name\": \"f\", \"parameters\": " + std::string(100000, '{') + "}";
+  EXPECT_EQ(read_whole(kLlama3, deep_llama3), (Reply{deep_llama3, {}}));
 }
 
 TEST(ToolCallReader, HermesGoodAndBadCallsTogether) {
