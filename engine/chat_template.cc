@@ -10,6 +10,7 @@
 
 #include "engine/jinja.h"
 #include "engine/jinja_text.h"
+#include "engine/json_limits.h"
 #include "engine/model.h"
 
 namespace kvserve {
@@ -175,6 +176,8 @@ void refuse_huge_integers(const std::string& text, const std::string& field) {
 // `text` as JSON, or a ChatInputError naming `field`.
 nlohmann::ordered_json parse_field(const std::string& text, const std::string& field) {
   refuse_huge_integers(text, field);
+  if (std::string over = json_over_limits(text, kMaxRequestJsonDepth, kMaxRequestJsonMembers); !over.empty())
+    throw ChatInputError(field + ": " + over);
   try {
     return nlohmann::ordered_json::parse(text);
   } catch (const nlohmann::json::exception& e) {

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/json_limits.h"
 #include "engine/json_schema_regex.h"
 
 namespace kvserve {
@@ -24,6 +25,9 @@ Status response_format_regex(const ResponseFormat& format, std::string* regex) {
       return Status::Ok();
     case ResponseFormat::Kind::kJsonSchema: {
       nlohmann::ordered_json schema;  // keeps the properties in the schema's order
+      if (std::string over = json_over_limits(format.text, kMaxRequestJsonDepth, kMaxRequestJsonMembers);
+          !over.empty())
+        return Status::InvalidArgument("response_format.json_schema: " + over);
       try {
         schema = nlohmann::ordered_json::parse(format.text);
       } catch (const nlohmann::json::exception& e) {  // a syntax error, or a number out of range

@@ -8,9 +8,9 @@
 #include <set>
 #include <utility>
 
+#include "engine/json_limits.h"
 #include "engine/json_schema_regex.h"
 #include "engine/sampler.h"
-#include "server/json_limits.h"
 
 namespace kvserve::openai {
 namespace {
@@ -19,12 +19,10 @@ namespace {
 // template renders), as the client wrote it.
 using Json = nlohmann::ordered_json;
 
-// Nesting allowed in a request body: a conversation with tool calls is a few levels deep; a
-// schema a few more. The parser recurses, so a body of "[[[[..." must be stopped before it does.
-constexpr int kMaxJsonDepth = 256;
-// Members of one object: as many as logit_bias may have (engine/sampler.h), far more than any
-// other field needs; it bounds the ordered parser's quadratic cost (server/json_limits.h).
-constexpr size_t kMaxJsonMembers = kMaxLogitBias;
+// The bounds of engine/json_limits.h on the body, checked before it is parsed.
+constexpr int kMaxJsonDepth = kMaxRequestJsonDepth;
+constexpr size_t kMaxJsonMembers = kMaxRequestJsonMembers;
+static_assert(kMaxJsonMembers >= static_cast<size_t>(kMaxLogitBias), "a full logit_bias must fit");
 // Alternatives per token, as the gRPC API allows (OpenAI's own limits are 5 and 20).
 constexpr int64_t kMaxTopLogprobs = 20;
 

@@ -4,7 +4,7 @@
 
 #include <utility>
 
-#include "server/json_limits.h"
+#include "engine/json_limits.h"
 
 namespace kvserve {
 namespace {
@@ -69,26 +69,15 @@ std::optional<Call> read_call(const Json& json) {
 }
 
 // Where the JSON object beginning at text[start] ('{') ends (one past its '}'), or npos when it
-// does not end in `text`. Brackets inside strings do not count.
+// does not end in `text`.
 size_t object_end(std::string_view text, size_t start) {
   int depth = 0;
-  bool in_string = false;
-  for (size_t i = start; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\')
-        ++i;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      ++depth;
-    } else if (c == '}' || c == ']') {
-      if (--depth == 0) return i + 1;
-    }
-  }
-  return std::string_view::npos;
+  const size_t end = scan_json_structure(text, start, [&](char c, size_t) {
+    if (c == '{' || c == '[') ++depth;
+    if (c == '}' || c == ']') --depth;
+    return depth > 0;
+  });
+  return end < text.size() ? end + 1 : std::string_view::npos;
 }
 
 // Llama 3 JSON calls: [<|python_tag|>]{...}[; {...}]..., with optional whitespace.

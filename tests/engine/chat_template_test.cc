@@ -203,7 +203,16 @@ TEST(ChatTemplate, TemplateKwargsAndBadJsonFields) {
   bad.messages[0].extra_json = "7";
   EXPECT_NE(error_for(bad).find("chat.messages[0].extra_json"), std::string::npos);
   bad.messages[0].extra_json = std::string(100000, '[') + std::string(100000, ']');  // deep, not a crash
-  EXPECT_NE(error_for(bad).find("chat.messages[0].extra_json"), std::string::npos);
+  EXPECT_NE(error_for(bad).find("chat.messages[0].extra_json: nested deeper than 256"), std::string::npos);
+  // An object of more members than any request needs is refused before the ordered parser, whose
+  // cost is quadratic in them (engine/json_limits.h).
+  std::string wide = "[{";
+  for (int i = 0; i < 1025; ++i)
+    wide += (i ? ",\"k" : "\"k") + std::to_string(i) + "\": 1";
+  bad = input;
+  bad.tools_json = wide + "}]";
+  EXPECT_EQ(error_for(bad), "chat.tools_json: an object with more than 1024 members");
+  bad = input;
   // Past int64: refused, not silently a float as the JSON reader would make it.
   for (const char* json : {R"({"n": 18446744073709551615})", R"({"n": 99999999999999999999})",
                            R"({"n": [-9223372036854775809]})"}) {

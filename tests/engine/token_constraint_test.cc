@@ -544,6 +544,10 @@ TEST(ResponseFormat, ChoiceListsAndSchemasBecomeRegexes) {
   f.kind = ResponseFormat::Kind::kJsonSchema;
   f.text = "{\"type\": ";
   EXPECT_NE(response_format_regex(f, &regex).message().find("not valid JSON"), std::string::npos);
+  // Bounded before the (ordered, so quadratic in an object's members) parse: engine/json_limits.h.
+  f.text = "{\"enum\": " + std::string(300, '[') + std::string(300, ']') + "}";
+  EXPECT_EQ(response_format_regex(f, &regex).message(),
+            "response_format.json_schema: nested deeper than 256 levels");
   f.text = R"({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]})";
   ASSERT_TRUE(response_format_regex(f, &regex).ok());
   const Pcre2Reference object(regex, Pcre2Reference::utf_alt_bsux());
