@@ -2,7 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <optional>
 #include <utility>
+#include <vector>
 
 #include <httplib.h>
 
@@ -82,45 +85,109 @@ class InFlightCall {
 
 namespace {
 
-// One call: the gRPC call and the reply being built. A streaming one is kept across httplib's
-// calls of the content provider (all on the worker thread that took the request).
-struct Call {
-  explicit Call(OpenAiHttpServer& server) : in_flight(server) {}
-
-  InFlightCall in_flight;
-  openai::ParsedRequest request;
+// One prompt's gRPC call.
+struct PromptCall {
   grpc::ClientContext context;
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
-  std::unique_ptr<openai::ReplyBuilder> reply;
-  v1::GenerateResponse first;  // read before the reply began, so that a refusal keeps its status
-  bool first_sent = false;
-  bool finished = false;  // the gRPC call has ended and been finished
+  std::optional<v1::GenerateResponse> first;  // streaming: read before the reply began
+  bool finished = false;                      // ended and finished
 
-  // The next events to send: one message's chunk, or the closing events once the call ends.
-  std::string next_events() {
-    if (!first_sent) {
-      first_sent = true;
-      return reply->event(first);
-    }
-    v1::GenerateResponse message;
-    if (reader->Read(&message)) return reply->event(message);
-    const grpc::Status status = reader->Finish();
+  grpc::Status finish() {
     finished = true;
-    if (status.ok()) return reply->closing_events();
-    return openai::error_events(openai::http_status(status.error_code()), status.error_message(),
-                                openai::code_name(status.error_code()));
+    return reader->Finish();
   }
-
-  // The client went away (or the server is stopping): the gRPC call is cancelled, which aborts
-  // the request and frees its KV blocks at the engine's next step.
+  // Cancels the call unless it has ended, which aborts the request and frees its KV blocks at the
+  // engine's next step.
   void cancel() {
     if (finished) return;
     context.TryCancel();
     v1::GenerateResponse rest;
     while (reader->Read(&rest)) {
     }
-    reader->Finish();
-    finished = true;
+    finish();
+  }
+};
+
+// One HTTP request: a gRPC call per prompt (one, but for /v1/completions with a list) and the
+// reply being built. The calls run at once in the engine; their messages are read, and streamed,
+// prompt after prompt. A streaming one is kept across httplib's calls of the content provider (all
+// on the worker thread that took the request).
+struct Call {
+  explicit Call(OpenAiHttpServer& server) : in_flight(server) {}
+
+  InFlightCall in_flight;
+  openai::ParsedRequest request;
+  std::vector<std::unique_ptr<PromptCall>> prompts;
+  std::unique_ptr<openai::ReplyBuilder> reply;
+  size_t current = 0;  // streaming: the prompt whose messages go out now
+  bool done = false;   // every call has ended (or been cancelled)
+
+  // `message` of prompt `prompt`, with its choice index in the reply: prompt i's choice j is
+  // choice i * n + j.
+  v1::GenerateResponse& numbered(v1::GenerateResponse& message, size_t prompt) const {
+    const uint32_t n = std::max<uint32_t>(request.generate.n(), 1);
+    message.set_index(static_cast<uint32_t>(prompt) * n + message.index());
+    return message;
+  }
+
+  // Streaming, before the reply begins: every call's first message, so that a refusal of any
+  // prompt keeps its HTTP status. Not OK (the rest cancelled) when a call ended without one.
+  grpc::Status read_first_messages() {
+    for (auto& prompt : prompts) {
+      prompt->first.emplace();
+      if (prompt->reader->Read(&*prompt->first)) continue;
+      const grpc::Status status = prompt->finish();
+      cancel();
+      return status.ok() ? grpc::Status(grpc::StatusCode::INTERNAL, "the call ended with no output") : status;
+    }
+    return grpc::Status::OK;
+  }
+
+  // Not streaming: every message of every call into the reply. Not OK (the rest cancelled) when a
+  // call fails.
+  grpc::Status read_all() {
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      v1::GenerateResponse message;
+      while (prompts[i]->reader->Read(&message))
+        reply->add(numbered(message, i));
+      if (grpc::Status status = prompts[i]->finish(); !status.ok()) {
+        cancel();
+        return status;
+      }
+    }
+    done = true;
+    return grpc::Status::OK;
+  }
+
+  // Streaming: the next events to send: one message's chunk, or the closing events once every
+  // call has ended (an error event when one failed).
+  std::string next_events() {
+    while (current < prompts.size()) {
+      PromptCall& prompt = *prompts[current];
+      if (prompt.first) {
+        v1::GenerateResponse message = std::move(*prompt.first);
+        prompt.first.reset();
+        return reply->event(numbered(message, current));
+      }
+      v1::GenerateResponse message;
+      if (prompt.reader->Read(&message)) return reply->event(numbered(message, current));
+      if (const grpc::Status status = prompt.finish(); !status.ok()) {
+        cancel();
+        return openai::error_events(openai::http_status(status.error_code()), status.error_message(),
+                                    openai::code_name(status.error_code()));
+      }
+      ++current;
+    }
+    done = true;
+    return reply->closing_events();
+  }
+
+  // The client went away, a call failed, or the server is stopping: every call still running is
+  // cancelled.
+  void cancel() {
+    for (auto& prompt : prompts)
+      prompt->cancel();
+    done = true;
   }
 };
 
@@ -241,34 +308,35 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
       return reply_error(res, 400, "the X-Request-Id header must be printable ASCII", "invalid_argument");
     call->request.generate.set_request_id(id);
   }
-  forward_auth(req, call->context);
   call->reply = std::make_unique<openai::ReplyBuilder>(
       call->request, static_cast<int64_t>(std::time(nullptr)), options_.tokenizer.get());
-  call->reader = stub_->Generate(&call->context, call->request.generate);
+  // A call per prompt, all started at once; a client's X-Request-Id names the first, "-1", "-2",
+  // ... added for the others.
+  std::vector<v1::GenerateRequest*> generates = {&call->request.generate};
+  for (v1::GenerateRequest& more : call->request.more_prompts)
+    generates.push_back(&more);
+  for (size_t i = 0; i < generates.size(); ++i) {
+    auto& prompt = call->prompts.emplace_back(std::make_unique<PromptCall>());
+    if (i > 0 && !call->request.generate.request_id().empty())
+      generates[i]->set_request_id(call->request.generate.request_id() + "-" + std::to_string(i));
+    forward_auth(req, prompt->context);
+    prompt->reader = stub_->Generate(&prompt->context, *generates[i]);
+  }
 
   if (!call->request.stream) {
     // The whole reply at the end. (A client that disconnects meanwhile is not noticed: its request
     // runs to its max_tokens. Streaming clients are noticed at their next event.)
-    v1::GenerateResponse message;
-    while (call->reader->Read(&message))
-      call->reply->add(message);
-    call->finished = true;
-    if (grpc::Status s = call->reader->Finish(); !s.ok()) return reply_grpc_error(res, s);
+    if (grpc::Status s = call->read_all(); !s.ok()) return reply_grpc_error(res, s);
     return res.set_content(call->reply->body(), kJson);
   }
-  if (!call->reader->Read(&call->first)) {
-    call->finished = true;
-    const grpc::Status s = call->reader->Finish();
-    return reply_grpc_error(
-        res, s.ok() ? grpc::Status(grpc::StatusCode::INTERNAL, "the call ended with no output") : s);
-  }
+  if (grpc::Status s = call->read_first_messages(); !s.ok()) return reply_grpc_error(res, s);
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
       [call](size_t, httplib::DataSink& sink) {
         const std::string events = call->next_events();
         if (!events.empty() && !sink.write(events.data(), events.size())) return false;  // client gone
-        if (call->finished) sink.done();
+        if (call->done) sink.done();
         return true;
       },
       [call](bool) { call->cancel(); });

@@ -23,6 +23,8 @@ using Json = nlohmann::ordered_json;
 constexpr int kMaxJsonDepth = kMaxRequestJsonDepth;
 constexpr size_t kMaxJsonMembers = kMaxRequestJsonMembers;
 static_assert(kMaxJsonMembers >= static_cast<size_t>(kMaxLogitBias), "a full logit_bias must fit");
+// Prompts in one /v1/completions request: each is a call of its own, holding a place in the queue.
+constexpr size_t kMaxPrompts = 256;
 // Alternatives per token, as the gRPC API allows (OpenAI's own limits are 5 and 20).
 constexpr int64_t kMaxTopLogprobs = 20;
 
@@ -326,34 +328,44 @@ Status parse_max_tokens(const Fields& f, const char* key, v1::StopCriteria* stop
   return Status::Ok();
 }
 
-// prompt: a string, an array of token ids, or either wrapped in an array of one.
-Status parse_prompt(const Json* prompt, v1::GenerateRequest* out) {
-  if (!prompt) return invalid("prompt", "missing; send the text (or token ids) to continue");
-  const Json* p = prompt;
-  if (p->is_array() && !p->empty() && (p->front().is_string() || p->front().is_array())) {
-    if (p->size() != 1)
-      return invalid("prompt",
-                     std::to_string(p->size()) + " prompts in one request; send one prompt per request");
-    p = &p->front();
-  }
-  if (p->is_string()) {
-    out->set_text(p->get<std::string>());
+// One prompt: a string, or an array of token ids.
+Status read_prompt(const Json& p, const std::string& field, v1::GenerateRequest* out) {
+  if (p.is_string()) {
+    out->set_text(p.get<std::string>());
     return Status::Ok();
   }
-  if (!p->is_array()) return wrong_type("prompt", "a string or an array of token ids", *p);
+  if (!p.is_array()) return wrong_type(field, "a string or an array of token ids", p);
   v1::TokenIds* ids = out->mutable_token_ids();
-  for (size_t i = 0; i < p->size(); ++i) {
-    const Json& id = (*p)[i];
+  for (size_t i = 0; i < p.size(); ++i) {
+    const Json& id = p[i];
     if (!id.is_number_unsigned() || id.get<uint64_t>() > static_cast<uint64_t>(kU32Max))
-      return invalid("prompt[" + std::to_string(i) + "]", "expected a token id (an integer from 0)");
+      return invalid(field + "[" + std::to_string(i) + "]", "expected a token id (an integer from 0)");
     ids->add_ids(id.get<uint32_t>());
   }
-  if (ids->ids().empty()) return invalid("prompt", "empty; send the text (or token ids) to continue");
+  if (ids->ids().empty()) return invalid(field, "empty; send the text (or token ids) to continue");
+  return Status::Ok();
+}
+
+// prompt: one prompt (a string or an array of token ids), or an array of prompts, each run as a
+// request of its own. The first goes into `first`, the others' inputs into `rest`.
+Status parse_prompts(const Json* prompt, v1::GenerateRequest* first, std::vector<v1::GenerateRequest>* rest) {
+  if (!prompt) return invalid("prompt", "missing; send the text (or token ids) to continue");
+  const bool list =
+      prompt->is_array() && !prompt->empty() && (prompt->front().is_string() || prompt->front().is_array());
+  if (!list) return read_prompt(*prompt, "prompt", first);
+  if (prompt->size() > kMaxPrompts)
+    return invalid("prompt", std::to_string(prompt->size()) + " prompts in one request, at most " +
+                                 std::to_string(kMaxPrompts) + "; split them over several requests");
+  for (size_t i = 0; i < prompt->size(); ++i) {
+    v1::GenerateRequest* out = i == 0 ? first : &rest->emplace_back();
+    KVSERVE_RETURN_IF_ERROR(read_prompt((*prompt)[i], "prompt[" + std::to_string(i) + "]", out));
+  }
   return Status::Ok();
 }
 
 Status parse_completions(const Fields& f, ParsedRequest* out) {
-  KVSERVE_RETURN_IF_ERROR(parse_prompt(f.find("prompt"), &out->generate));
+  std::vector<v1::GenerateRequest> more_inputs;
+  KVSERVE_RETURN_IF_ERROR(parse_prompts(f.find("prompt"), &out->generate, &more_inputs));
   KVSERVE_RETURN_IF_ERROR(parse_max_tokens(f, "max_tokens", out->generate.mutable_stop()));
   std::optional<int64_t> logprobs;
   KVSERVE_RETURN_IF_ERROR(f.integer("logprobs", 0, kMaxTopLogprobs, &logprobs));
@@ -366,7 +378,16 @@ Status parse_completions(const Fields& f, ParsedRequest* out) {
   out->generate.set_no_bos(!add_special_tokens);
   KVSERVE_RETURN_IF_ERROR(refuse_if_set(
       f, "echo", "not supported: kvserve does not return the prompt or score its tokens; leave it false"));
-  return refuse_if_set(f, "suffix", "not supported (no fill-in-the-middle); leave it out");
+  KVSERVE_RETURN_IF_ERROR(refuse_if_set(f, "suffix", "not supported (no fill-in-the-middle); leave it out"));
+  // Every further prompt is the same request with its own input.
+  for (v1::GenerateRequest& input : more_inputs) {
+    v1::GenerateRequest& request = out->more_prompts.emplace_back(out->generate);
+    if (input.has_token_ids())
+      *request.mutable_token_ids() = std::move(*input.mutable_token_ids());
+    else
+      request.set_text(std::move(*input.mutable_text()));
+  }
+  return Status::Ok();
 }
 
 // One message's content: a string, null, or an array of text parts (joined by newlines, as vLLM
@@ -497,11 +518,11 @@ Status arguments_schema(const Functions& functions, size_t i, Json* schema) {
   return Status::Ok();
 }
 
-// tools, tool_choice and parallel_tool_calls. "none" (the default without tools) leaves the tools
-// out of the prompt. "auto" (the default with tools) renders them, and the model's reply is read
-// for calls in its template's format. "required" and a named function render them too, and
-// constrain the reply to calls (a JSON array of {"name", "parameters"}, or the named function's
-// arguments), which needs no format.
+// tools, tool_choice and parallel_tool_calls. The template renders the tools whatever the
+// choice, as OpenAI's model sees them. "none" (the default without tools) reads the reply as text.
+// "auto" (the default with tools) reads it for calls in the template's format. "required" and a
+// named function constrain the reply to calls (a JSON array of {"name", "parameters"}, or the
+// named function's arguments), which needs no format. Without parallel calls, one at most.
 Status parse_tools(const Fields& f, const ServedApi& served, ParsedRequest* out) {
   Functions functions;
   const Json* tools = f.find("tools");
@@ -533,10 +554,13 @@ Status parse_tools(const Fields& f, const ServedApi& served, ParsedRequest* out)
   KVSERVE_RETURN_IF_ERROR(f.boolean("parallel_tool_calls", &parallel));
   KVSERVE_RETURN_IF_ERROR(
       refuse_if_set(f, "functions", "the legacy functions field is not supported; send tools"));
-  if (choice == "none") return Status::Ok();
-  if (functions.empty()) return invalid("tool_choice", "a tool choice needs tools; send them in \"tools\"");
+  if (functions.empty()) {
+    if (choice == "none") return Status::Ok();
+    return invalid("tool_choice", "a tool choice needs tools; send them in \"tools\"");
+  }
   v1::GenerateRequest& generate = out->generate;
   generate.mutable_chat()->set_tools_json(tools->dump());
+  if (choice == "none") return Status::Ok();
 
   if (choice == "auto") {
     if (served.tool_call_format == ToolCallFormat::kNone)
@@ -547,6 +571,8 @@ Status parse_tools(const Fields& f, const ServedApi& served, ParsedRequest* out)
           "(the reply is then constrained to calls), or \"none\"; an operator whose model writes "
           "hermes or llama3_json calls can start kvserve with --tool-call-parser");
     out->tool_calls = ToolCallReader::for_format(served.tool_call_format);
+    // The model decides how many calls it writes: past the first, they are left out.
+    if (!parallel) out->tool_calls->keep_at_most(1);
     return Status::Ok();
   }
   if (generate.has_response_format())

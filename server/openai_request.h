@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/status.h"
 #include "kvserve/v1/kvserve.pb.h"
@@ -20,7 +21,10 @@ enum class Endpoint { kCompletions, kChatCompletions };
 
 struct ParsedRequest {
   Endpoint endpoint = Endpoint::kCompletions;
-  v1::GenerateRequest generate;  // what GenerationService::Generate runs
+  v1::GenerateRequest generate;  // what GenerationService::Generate runs (for the first prompt)
+  // /v1/completions with a list of prompts: the requests for the second prompt on, each the same as
+  // `generate` but for its input. Prompt i's choice j is the reply's choice i * n + j.
+  std::vector<v1::GenerateRequest> more_prompts;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   bool logprobs = false;       // report each token's logprob (and generate.top_logprobs alternatives)

@@ -1,5 +1,6 @@
 #include "server/openai_response.h"
 
+#include <algorithm>
 #include <cctype>
 #include <utility>
 
@@ -175,21 +176,28 @@ void ReplyBuilder::note_usage(const v1::GenerateResponse& message, Choice& choic
     choice.finish_reason = reason.is_string() ? reason.get<std::string>() : std::string();
   }
   if (!message.has_usage()) return;
-  // Every choice runs the same prompt; the first one's cached count is what the call found
-  // cached (later choices share the first one's blocks).
-  prompt_tokens_ = message.usage().prompt_tokens();
-  if (message.index() == 0) cached_prompt_tokens_ = message.usage().cached_prompt_tokens();
+  // A prompt's choices all run it; its first choice's cached count is what its call found cached
+  // (later choices share the first one's blocks). With several prompts, each counts once.
+  const uint32_t choices_per_prompt = std::max<uint32_t>(request_.generate.n(), 1);
+  const uint32_t prompt = message.index() / choices_per_prompt;
+  prompt_tokens_[prompt] = message.usage().prompt_tokens();
+  if (message.index() % choices_per_prompt == 0)
+    cached_prompt_tokens_[prompt] = message.usage().cached_prompt_tokens();
   choice.completion_tokens = message.usage().completion_tokens();
 }
 
 Json ReplyBuilder::usage() const {
-  uint32_t completion = 0;
+  uint32_t prompt = 0, cached = 0, completion = 0;
+  for (const auto& [index, tokens] : prompt_tokens_)
+    prompt += tokens;
+  for (const auto& [index, tokens] : cached_prompt_tokens_)
+    cached += tokens;
   for (const auto& [index, choice] : choices_)
     completion += choice.completion_tokens;
-  return Json{{"prompt_tokens", prompt_tokens_},
+  return Json{{"prompt_tokens", prompt},
               {"completion_tokens", completion},
-              {"total_tokens", prompt_tokens_ + completion},
-              {"prompt_tokens_details", Json{{"cached_tokens", cached_prompt_tokens_}}}};
+              {"total_tokens", prompt + completion},
+              {"prompt_tokens_details", Json{{"cached_tokens", cached}}}};
 }
 
 std::string ReplyBuilder::event(const v1::GenerateResponse& message) {

@@ -76,8 +76,9 @@ class ReplyBuilder {
   const Tokenizer* tokenizer_;
   std::string id_;  // "cmpl-" / "chatcmpl-" and the request id, from the first message
   std::map<uint32_t, Choice> choices_;
-  uint32_t prompt_tokens_ = 0;
-  uint32_t cached_prompt_tokens_ = 0;
+  // Per prompt (several in one /v1/completions request): its tokens, and those found cached.
+  std::map<uint32_t, uint32_t> prompt_tokens_;
+  std::map<uint32_t, uint32_t> cached_prompt_tokens_;
   std::mt19937_64 call_id_rng_{std::random_device{}()};
 };
 

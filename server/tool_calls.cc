@@ -182,6 +182,7 @@ ToolCallReader ToolCallReader::named(std::string function_name) {
 }
 
 void ToolCallReader::add_call(ToolCallOutput& out, std::string name, std::string arguments) {
+  if (calls_ >= max_calls_) return;
   out.calls.push_back(ToolCallDelta{calls_++, std::move(name), std::move(arguments)});
 }
 

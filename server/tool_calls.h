@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstddef>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -64,6 +65,9 @@ class ToolCallReader {
   static ToolCallReader required();
   static ToolCallReader named(std::string function_name);
 
+  // Calls past the first `calls` are left out, their text with them (parallel_tool_calls false).
+  void keep_at_most(int calls) { max_calls_ = calls; }
+
   // The next text of the reply.
   ToolCallOutput feed(std::string_view text);
   // The reply has ended: whatever was held back.
@@ -94,6 +98,7 @@ class ToolCallReader {
   size_t close_searched_ = 0;      // kHermes, in a call: buffer_ before this holds no </tool_call>
   bool started_ = false;           // kLlama3Json: the first non-space character has been seen
   int calls_ = 0;
+  int max_calls_ = std::numeric_limits<int>::max();
 };
 
 }  // namespace kvserve

@@ -176,6 +176,52 @@ TEST(OpenAiE2E, ChatCompletionsRunTheSameConversationAsGrpc) {
   EXPECT_EQ(reply["usage"]["completion_tokens"], want.tokens.size());
 }
 
+TEST(OpenAiE2E, SeveralPromptsInOneCompletionRequestAreEachTheirOwnRequest) {
+  ServerProcess server(with_openai({}));
+  const Json prompts = Json::parse(R"(["The paged cache", "Every key and value", [5, 9, 13, 21]])");
+  // Each prompt alone: the reference (greedy, so both choices of a prompt agree).
+  std::vector<std::string> alone;
+  int prompt_tokens = 0;
+  for (const Json& prompt : prompts) {
+    const HttpReply one = post(server.openai_port(), "/v1/completions",
+                               Json{{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0}});
+    ASSERT_EQ(one.status, 200) << one.body;
+    alone.push_back(Json::parse(one.body)["choices"][0]["text"]);
+    prompt_tokens += Json::parse(one.body)["usage"]["prompt_tokens"].get<int>();
+  }
+  Json body{{"prompt", prompts}, {"max_tokens", 6}, {"temperature", 0}, {"n", 2}};
+  const HttpReply whole = post(server.openai_port(), "/v1/completions", body);
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  const Json reply = Json::parse(whole.body);
+  ASSERT_EQ(reply["choices"].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(reply["choices"][i]["index"], i);
+    EXPECT_EQ(reply["choices"][i]["text"], alone[i / 2]) << "choice " << i << " is prompt " << i / 2 << "'s";
+  }
+  EXPECT_EQ(reply["usage"]["prompt_tokens"], prompt_tokens);
+  EXPECT_EQ(reply["usage"]["completion_tokens"], 6 * 6);
+
+  // Streamed: each choice's chunks join to the same text.
+  body["stream"] = true;
+  const HttpReply streamed = post(server.openai_port(), "/v1/completions", body);
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  std::vector<std::string> texts(6);
+  for (const Json& chunk : events(streamed.body))
+    if (chunk != "[DONE]")
+      for (const Json& choice : chunk["choices"])
+        texts.at(choice["index"].get<size_t>()) += choice["text"].get<std::string>();
+  for (size_t i = 0; i < 6; ++i)
+    EXPECT_EQ(texts[i], alone[i / 2]) << "streamed choice " << i;
+
+  // One bad prompt refuses the request, and the others' calls leave nothing behind.
+  const HttpReply refused =
+      post(server.openai_port(), "/v1/completions",
+           Json{{"prompt", Json::parse(R"(["fine", [5, 999999]])")}, {"max_tokens", 50}});
+  EXPECT_EQ(refused.status, 400) << refused.body;
+  EXPECT_NE(refused.body.find("999999"), std::string::npos) << refused.body;
+  EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
+}
+
 TEST(OpenAiE2E, AClientThatHangsUpMidStreamLosesItsRequestAndItsBlocks) {
   ServerProcess server(with_openai({"--debug-step-delay-ms", "20"}));
   auto client = stub(server);
@@ -534,12 +580,17 @@ TEST(OpenAiE2E, ToolCallsComeBackAsToolCallsWholeAndStreamed) {
   }
   expect_same_calls(required_reply, required_streamed);
 
-  // The tools are in the prompt: it is longer than with tool_choice "none", which leaves them out.
+  // The tools are in the prompt, whatever the choice: "none" renders the same prompt as "auto",
+  // and a request without tools a much shorter one.
   Json none{{"messages", messages}, {"tools", kWeatherTools}, {"tool_choice", "none"}, {"max_tokens", 1}};
-  const HttpReply without = post(server.openai_port(), "/v1/chat/completions", none);
+  const HttpReply with_none = post(server.openai_port(), "/v1/chat/completions", none);
+  ASSERT_EQ(with_none.status, 200) << with_none.body;
+  const HttpReply without =
+      post(server.openai_port(), "/v1/chat/completions", Json{{"messages", messages}, {"max_tokens", 1}});
   ASSERT_EQ(without.status, 200) << without.body;
-  EXPECT_GT(Json::parse(auto_whole.body)["usage"]["prompt_tokens"].get<int>(),
-            Json::parse(without.body)["usage"]["prompt_tokens"].get<int>() + 100);
+  const int auto_prompt = Json::parse(auto_whole.body)["usage"]["prompt_tokens"];
+  EXPECT_EQ(Json::parse(with_none.body)["usage"]["prompt_tokens"], auto_prompt);
+  EXPECT_GT(auto_prompt, Json::parse(without.body)["usage"]["prompt_tokens"].get<int>() + 100);
 
   // The conversation goes on: the call (arguments as OpenAI's clients send them, JSON text) and
   // its result are rendered for the next turn.

@@ -219,6 +219,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   kvserve::v1::GenerateRequest round_trip;
   check(generate.SerializeToString(&wire) && round_trip.ParseFromString(wire),
         "the request survives the in-process channel's serialization");
+  for (const kvserve::v1::GenerateRequest& more : parsed.more_prompts) {
+    check(!chat && more.input_case() != kvserve::v1::GenerateRequest::INPUT_NOT_SET &&
+              more.sampling().SerializeAsString() == sampling.SerializeAsString() &&
+              more.SerializeToString(&wire) && round_trip.ParseFromString(wire),
+          "each further prompt is a completions request of its own with the first one's sampling");
+  }
   check(!generate.has_response_format() ||
             generate.response_format().format_case() != kvserve::v1::ResponseFormat::FORMAT_NOT_SET,
         "a response_format that is set says what the output must be");

@@ -359,6 +359,8 @@ void openai_request_seeds() {
                                R"("response_format": {"type": "choice", "choice": ["positive", "negative", )"
                                R"("caf\u00e9 \ud83d\ude00"]}})");
   completions("wrong_model", R"({"model": "gpt-4o-mini", "prompt": "x"})");
+  completions("several_prompts", R"({"prompt": ["Once", [1, 450, 45], "upon"], "n": 2, "max_tokens": 4, )"
+                                 R"("stream": true, "stream_options": {"include_usage": true}})");
   completions("refused_echo_suffix", R"({"prompt": "x", "echo": true, "suffix": "y"})");
   completions("refused_top_p_zero", R"({"prompt": "x", "top_p": 0})");
   completions("refused_logit_bias_key", R"({"prompt": "x", "logit_bias": {"-1": 1}})");

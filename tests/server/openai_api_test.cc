@@ -70,14 +70,47 @@ TEST(OpenAiRequest, PromptFormsAndRefusals) {
       std::vector<uint32_t>(ids.generate.token_ids().ids().begin(), ids.generate.token_ids().ids().end()),
       (std::vector<uint32_t>{1, 15043, 7}));
   EXPECT_EQ(parse_ok(kCompletions, R"({"prompt": [[5, 6]]})").generate.token_ids().ids_size(), 2);
-  EXPECT_NE(refusal(kCompletions, R"({"prompt": ["a", "b"]})").find("2 prompts in one request"),
-            std::string::npos);
+  EXPECT_TRUE(parse_ok(kCompletions, R"({"prompt": ["one"]})").more_prompts.empty());
   EXPECT_NE(refusal(kCompletions, R"({})").find("prompt: missing"), std::string::npos);
   EXPECT_NE(refusal(kCompletions, R"({"prompt": []})").find("prompt: empty"), std::string::npos);
   EXPECT_NE(refusal(kCompletions, R"({"prompt": [1, -2]})").find("prompt[1]"), std::string::npos);
   EXPECT_NE(refusal(kCompletions, R"({"prompt": 7})").find("prompt: expected a string or an array"),
             std::string::npos);
   EXPECT_TRUE(parse_ok(kCompletions, R"({"prompt": "x", "add_special_tokens": false})").generate.no_bos());
+}
+
+TEST(OpenAiRequest, SeveralPromptsAreTheSameRequestEach) {
+  // A list of prompts, strings and token ids alike: the first in `generate`, the others each the
+  // same request with its own input (every other field copied).
+  const ParsedRequest r = parse_ok(kCompletions, R"({"prompt": ["a b", [5, 6], "c"], "max_tokens": 3,
+      "temperature": 0.5, "n": 2, "stop": ["x"], "seed": 9, "logprobs": 1, "add_special_tokens": false})");
+  EXPECT_EQ(r.generate.text(), "a b");
+  ASSERT_EQ(r.more_prompts.size(), 2u);
+  EXPECT_EQ(r.more_prompts[0].token_ids().ids_size(), 2);
+  EXPECT_EQ(r.more_prompts[0].token_ids().ids(1), 6u);
+  EXPECT_EQ(r.more_prompts[1].text(), "c");
+  for (const v1::GenerateRequest& more : r.more_prompts) {
+    v1::GenerateRequest expected = r.generate;
+    expected.clear_text();
+    if (more.has_token_ids())
+      *expected.mutable_token_ids() = more.token_ids();
+    else
+      expected.set_text(more.text());
+    EXPECT_EQ(more.SerializeAsString(), expected.SerializeAsString()) << more.DebugString();
+  }
+  // Each prompt's refusal names it; at most 256 in one request.
+  EXPECT_EQ(
+      refusal(kCompletions, R"({"prompt": ["a", [1, -2]]})").rfind("prompt[1][1]: expected a token id", 0),
+      0u);
+  EXPECT_EQ(refusal(kCompletions, R"({"prompt": ["a", []]})").rfind("prompt[1]: empty", 0), 0u);
+  EXPECT_EQ(
+      refusal(kCompletions, R"({"prompt": ["a", 3]})").rfind("prompt[1]: expected a string or an array", 0),
+      0u);
+  std::string many = R"({"prompt": [)";
+  for (int i = 0; i < 257; ++i)
+    many += i ? ", \"p\"" : "\"p\"";
+  EXPECT_EQ(refusal(kCompletions, many + "]}").rfind("prompt: 257 prompts in one request, at most 256", 0),
+            0u);
 }
 
 TEST(OpenAiRequest, SamplingFieldsMapOntoTheProto) {
@@ -330,11 +363,14 @@ TEST(OpenAiRequest, ChatMessagesBecomeTheProtoConversation) {
   EXPECT_FALSE(chat.has_add_generation_prompt());  // unset: the proto's default applies
   EXPECT_FALSE(chat.continue_final_message());
 
-  // Tools with tool_choice "none" are left out of the prompt.
+  // Tools with tool_choice "none" are rendered (the model sees them, as OpenAI's does), and the
+  // reply is text.
   const ParsedRequest none = parse_ok(kChat, R"({"messages": [{"role": "user", "content": "x"}],
       "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none",
       "add_generation_prompt": false})");
-  EXPECT_TRUE(none.generate.chat().tools_json().empty());
+  EXPECT_EQ(Json::parse(none.generate.chat().tools_json()),
+            Json::parse(R"([{"type": "function", "function": {"name": "f"}}])"));
+  EXPECT_FALSE(none.tool_calls.has_value());
   ASSERT_TRUE(none.generate.chat().has_add_generation_prompt());
   EXPECT_FALSE(none.generate.chat().add_generation_prompt());
 }
@@ -579,6 +615,24 @@ TEST(OpenAiReply, CompletionCollectsInterleavedChoicesInIndexOrder) {
   EXPECT_EQ(Json::parse(reply.body()), expected);
 }
 
+TEST(OpenAiReply, SeveralPromptsCountEachPromptOnce) {
+  // Two prompts, two choices each: choices 0-1 are prompt 0's, 2-3 prompt 1's (the HTTP server
+  // numbers them so). Each prompt's tokens count once, its cached ones from its first choice.
+  ParsedRequest request = parse_ok(kCompletions, R"({"prompt": ["x", "y"], "n": 2})");
+  ReplyBuilder reply(request, 1, nullptr);
+  const uint32_t prompt_tokens[] = {10, 10, 7, 7}, cached[] = {4, 9, 0, 5};
+  for (uint32_t i = 0; i < 4; ++i) {
+    v1::GenerateResponse m = message(i, "t" + std::to_string(i), {{1, -1.0f}}, v1::FINISH_REASON_LENGTH);
+    set_usage(m, prompt_tokens[i], 1, cached[i]);
+    reply.add(m);
+  }
+  const Json body = Json::parse(reply.body());
+  ASSERT_EQ(body["choices"].size(), 4u);
+  EXPECT_EQ(body["choices"][3]["text"], "t3");
+  EXPECT_EQ(body["usage"], Json::parse(R"({"prompt_tokens": 17, "completion_tokens": 4, "total_tokens": 21,
+      "prompt_tokens_details": {"cached_tokens": 4}})"));
+}
+
 TEST(OpenAiReply, ChatStreamNamesTheRoleOnceAndEndsWithUsageAndDone) {
   ParsedRequest request = parse_ok(
       kChat,
@@ -769,6 +823,24 @@ TEST(OpenAiReply, AReplyOfCallsAloneHasNullContentAndEachCallItsOwnId) {
   ASSERT_EQ(message["tool_calls"].size(), 2u);
   EXPECT_NE(message["tool_calls"][0]["id"], message["tool_calls"][1]["id"]);
   EXPECT_EQ(r.chunks[1]["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
+}
+
+TEST(OpenAiReply, WithoutParallelCallsAutoKeepsTheFirst) {
+  const std::vector<v1::GenerateResponse> messages = {
+      message(0, "<tool_call>{\"name\": \"now\", \"arguments\": {}}</tool_call>\n", {{1, -1.0f}}),
+      message(0, "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}</tool_call>",
+              {{2, -1.0f}}, v1::FINISH_REASON_STOP)};
+  const ToolReplies r =
+      tool_replies(chat_with(kTools + R"(, "parallel_tool_calls": false)"), kServedHermes, messages);
+  const Json& message = r.whole["choices"][0]["message"];
+  ASSERT_EQ(message["tool_calls"].size(), 1u);
+  EXPECT_EQ(message["tool_calls"][0]["function"]["name"], "now");
+  EXPECT_TRUE(message["content"].is_null());
+  EXPECT_EQ(r.whole["choices"][0]["finish_reason"], "tool_calls");
+  size_t streamed_calls = 0;
+  for (const Json& chunk : r.chunks)
+    streamed_calls += chunk["choices"][0]["delta"].value("tool_calls", Json::array()).size();
+  EXPECT_EQ(streamed_calls, 1u);
 }
 
 TEST(OpenAiReply, CutOffCallsAndPlainTextStayText) {

@@ -219,6 +219,19 @@ TEST(ToolCallReader, HermesStreamsTextBeforeTheCallAsItComes) {
   EXPECT_TRUE(reader.finish().empty());
 }
 
+TEST(ToolCallReader, KeepsAtMostTheCallsItIsToldTo) {
+  ToolCallReader one = kHermes;
+  one.keep_at_most(1);
+  EXPECT_EQ(read(one,
+                 "ok <tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call> <tool_call>"
+                 "{\"name\": \"b\", \"arguments\": {}}</tool_call> done"),
+            (Reply{"ok done", Calls{{"a", "{}"}}}));
+  ToolCallReader llama3 = kLlama3;
+  llama3.keep_at_most(1);
+  EXPECT_EQ(read(llama3, "{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"parameters\": {}}"),
+            (Reply{"", Calls{{"a", "{}"}}}));
+}
+
 TEST(ToolCallReader, Llama3OneCallAndSeveral) {
   EXPECT_EQ(read(kLlama3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\", \"days\": 2}}"),
             (Reply{"", Calls{{"get_weather", R"({"city":"Oslo","days":2})"}}}));
