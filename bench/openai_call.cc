@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <cctype>
 #include <utility>
 
 namespace kvserve::bench {
@@ -84,6 +85,8 @@ void StreamTimer::event(std::string_view data, Clock::time_point now) {
   }
   if (chunk.contains("error")) {
     error_ = error_message(std::string(data));
+    if (chunk["error"].is_object() && chunk["error"].contains("code") && chunk["error"]["code"].is_string())
+      error_code_ = chunk["error"]["code"].get<std::string>();
     return;
   }
   bool has_text = false;
@@ -116,6 +119,16 @@ void StreamTimer::fill(RequestResult& result) const {
   if (prompt_tokens_ && *prompt_tokens_ > 0) result.prompt_tokens = *prompt_tokens_;
 }
 
+grpc::StatusCode status_for_error_code(const std::string& code) {
+  // kvserve names the gRPC status in lower case ("unavailable"); other servers' codes count as INTERNAL.
+  for (int c = 0; c <= static_cast<int>(grpc::StatusCode::UNAUTHENTICATED); ++c) {
+    std::string name = status_code_name(static_cast<grpc::StatusCode>(c));
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char x) { return std::tolower(x); });
+    if (name == code && c != 0) return static_cast<grpc::StatusCode>(c);
+  }
+  return grpc::StatusCode::INTERNAL;
+}
+
 grpc::StatusCode status_for_http(int http_status) {
   switch (http_status) {
     case 200:
@@ -145,7 +158,11 @@ grpc::StatusCode status_for_http(int http_status) {
 }
 
 OpenAiCallStarter::OpenAiCallStarter(std::string host, int port, std::string model, double connect_timeout_s)
-    : host_(std::move(host)), port_(port), model_(std::move(model)), connect_timeout_s_(connect_timeout_s) {}
+    : host_(std::move(host)),
+      port_(port),
+      model_(std::move(model)),
+      connect_timeout_s_(connect_timeout_s),
+      watchdog_([this] { watch(); }) {}
 
 OpenAiCallStarter::~OpenAiCallStarter() {
   {
@@ -153,8 +170,31 @@ OpenAiCallStarter::~OpenAiCallStarter() {
     stopping_ = true;
   }
   job_ready_.notify_all();
+  watch_changed_.notify_all();
   for (std::thread& worker : workers_)
     worker.join();
+  watchdog_.join();
+}
+
+void OpenAiCallStarter::watch() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    auto next = std::chrono::system_clock::time_point::max();
+    const auto now = std::chrono::system_clock::now();
+    for (auto& [worker, request] : in_flight_) {
+      if (request.cut) continue;
+      if (request.deadline <= now) {
+        request.client->stop();  // the blocked read returns at once, failed
+        request.cut = true;
+      } else {
+        next = std::min(next, request.deadline);
+      }
+    }
+    if (next == std::chrono::system_clock::time_point::max())
+      watch_changed_.wait(lock);
+    else
+      watch_changed_.wait_until(lock, next);
+  }
 }
 
 void OpenAiCallStarter::start(uint64_t, kvserve::v1::GenerateRequest request, uint32_t prompt_tokens_sent,
@@ -163,11 +203,11 @@ void OpenAiCallStarter::start(uint64_t, kvserve::v1::GenerateRequest request, ui
   std::lock_guard lock(mutex_);
   jobs_.push_back(Job{std::move(request), prompt_tokens_sent, deadline, deadline_is_run_end, &observer});
   // A worker per call in flight: a call never waits for another to finish.
-  if (++outstanding_ > workers_.size()) workers_.emplace_back([this] { work(); });
+  if (++outstanding_ > workers_.size()) workers_.emplace_back([this, id = workers_.size()] { work(id); });
   job_ready_.notify_one();
 }
 
-void OpenAiCallStarter::work() {
+void OpenAiCallStarter::work(size_t id) {
   httplib::Client client(host_, port_);
   client.set_keep_alive(true);
   // The request's headers and body are two writes: Nagle's algorithm would hold the body for the
@@ -192,6 +232,11 @@ void OpenAiCallStarter::work() {
     remaining = std::max(remaining, std::chrono::microseconds(1));
     client.set_read_timeout(remaining.count() / 1000000, remaining.count() % 1000000);
     client.set_write_timeout(remaining.count() / 1000000, remaining.count() % 1000000);
+    // The timeouts bound each wait, not the request: the watchdog cuts it at its deadline.
+    lock.lock();
+    in_flight_[id] = InFlight{job.deadline, &client, false};
+    lock.unlock();
+    watch_changed_.notify_one();
 
     httplib::Request req;
     req.method = "POST";
@@ -205,15 +250,21 @@ void OpenAiCallStarter::work() {
     req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
       timer.feed(std::string_view(data, n), Clock::now());
       body.append(data, std::min(n, size_t{4096} - std::min(body.size(), size_t{4096})));
-      past_deadline = std::chrono::system_clock::now() >= job.deadline;
+      past_deadline = !timer.done() && std::chrono::system_clock::now() >= job.deadline;
       return !past_deadline;
     };
     const httplib::Result res = client.send(req);
+    lock.lock();
+    past_deadline |= in_flight_[id].cut;
+    in_flight_.erase(id);
+    lock.unlock();
 
     result.finished_at = Clock::now();
     result.e2e_ms = milliseconds(result.finished_at - sent_at);
-    if (!res) {
-      if (past_deadline || std::chrono::system_clock::now() >= job.deadline) {
+    if (!res && timer.done()) {
+      // Complete: the connection failed only after [DONE] (cut at the deadline, say).
+    } else if (!res) {
+      if (past_deadline) {
         result.code = grpc::StatusCode::DEADLINE_EXCEEDED;
         result.error_message = "no reply within the deadline";
         result.unfinished = job.deadline_is_run_end;
@@ -225,7 +276,7 @@ void OpenAiCallStarter::work() {
       result.code = status_for_http(res->status);
       result.error_message = "HTTP " + std::to_string(res->status) + ": " + error_message(body);
     } else if (timer.error()) {
-      result.code = grpc::StatusCode::INTERNAL;
+      result.code = status_for_error_code(timer.error_code());
       result.error_message = "the stream ended with an error: " + *timer.error();
     } else if (!timer.done()) {
       result.code = grpc::StatusCode::UNAVAILABLE;

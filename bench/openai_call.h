@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -17,6 +18,10 @@
 #include <vector>
 
 #include "bench/bench_call.h"
+
+namespace httplib {
+class Client;
+}
 
 namespace kvserve::bench {
 
@@ -38,6 +43,8 @@ class StreamTimer {
   bool done() const { return done_; }  // data: [DONE] seen
   // An error event ({"error": {...}}) or an event that is not JSON: what it said.
   const std::optional<std::string>& error() const { return error_; }
+  // The error event's code ("unavailable": kvserve's are the gRPC status in lower case), or "".
+  const std::string& error_code() const { return error_code_; }
   // Fills the result's ttft_ms, itl_ms and token counts (usage when the stream had it).
   void fill(RequestResult& result) const;
 
@@ -53,7 +60,12 @@ class StreamTimer {
   std::optional<uint32_t> prompt_tokens_, completion_tokens_;
   bool done_ = false;
   std::optional<std::string> error_;
+  std::string error_code_;
 };
+
+// The gRPC status code an error event's code names (kvserve's "unavailable", ...); INTERNAL for
+// codes of other servers.
+grpc::StatusCode status_for_error_code(const std::string& code);
 
 // The gRPC status code a reply's HTTP status stands for (429 -> RESOURCE_EXHAUSTED, ...), so that
 // both APIs' failures are counted under the same names.
@@ -81,7 +93,16 @@ class OpenAiCallStarter final : public CallStarter {
     bool deadline_is_run_end = false;
     CallObserver* observer = nullptr;
   };
-  void work();
+  void work(size_t id);
+  // The watchdog: cuts each request at its deadline (httplib's timeouts bound each read, not the
+  // whole request, so a stream that stalls late would run past it).
+  void watch();
+
+  struct InFlight {
+    std::chrono::system_clock::time_point deadline;
+    httplib::Client* client = nullptr;
+    bool cut = false;  // stopped by the watchdog
+  };
 
   const std::string host_;
   const int port_;
@@ -94,6 +115,9 @@ class OpenAiCallStarter final : public CallStarter {
   size_t outstanding_ = 0;  // calls queued or running
   bool stopping_ = false;
   std::vector<std::thread> workers_;
+  std::map<size_t, InFlight> in_flight_;  // by worker
+  std::condition_variable watch_changed_;
+  std::thread watchdog_;  // last: it starts in the constructor, once the rest is set up
 };
 
 }  // namespace kvserve::bench

@@ -19,8 +19,6 @@ namespace kvserve {
 
 namespace {
 
-// The id is echoed on every message and logged: a long one would multiply what the server sends.
-constexpr size_t kMaxRequestIdBytes = 256;
 // Choices per call: enough for best-of-n and RL rollouts, few enough that one call cannot flood
 // the queue (each choice also takes a place in it).
 constexpr uint32_t kMaxChoices = 128;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -14,6 +15,10 @@
 #include "server/engine_runner.h"
 
 namespace kvserve {
+
+// The longest request id a call may name: the id is echoed on every message and logged, so a long
+// one would multiply what the server sends.
+inline constexpr size_t kMaxRequestIdBytes = 256;
 
 class ChatTemplate;
 class ConstraintCache;

@@ -407,7 +407,9 @@ int main(int argc, char** argv) {
   grpc::ChannelArguments in_process;
   in_process.SetMaxReceiveMessageSize(-1);
   kvserve::OpenAiHttpServer openai(server->InProcessChannel(in_process),
-                                   {.served = {.model = served_name, .tool_call_format = tool_call_format},
+                                   {.served = {.model = served_name,
+                                               .tool_call_format = tool_call_format,
+                                               .max_request_bytes = f.max_request_bytes},
                                     .tokenizer = served.tokenizer,
                                     .max_request_bytes = f.max_request_bytes,
                                     .threads = f.openai_threads,

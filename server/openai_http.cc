@@ -9,6 +9,7 @@
 
 #include <httplib.h>
 
+#include "server/generation_service.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
 
@@ -130,8 +131,9 @@ struct Call {
     return message;
   }
 
-  // Streaming, before the reply begins: every call's first message, so that a refusal of any
-  // prompt keeps its HTTP status. Not OK (the rest cancelled) when a call ended without one.
+  // Before the reply begins: every call's first message, so that a refusal of any prompt keeps its
+  // HTTP status and cancels the others at once. Not OK (the rest cancelled) when a call ended
+  // without one.
   grpc::Status read_first_messages() {
     for (auto& prompt : prompts) {
       prompt->first.emplace();
@@ -144,9 +146,11 @@ struct Call {
   }
 
   // Not streaming: every message of every call into the reply. Not OK (the rest cancelled) when a
-  // call fails.
+  // call fails; a refused prompt is found before the others run to their ends.
   grpc::Status read_all() {
+    if (grpc::Status status = read_first_messages(); !status.ok()) return status;
     for (size_t i = 0; i < prompts.size(); ++i) {
+      reply->add(numbered(*prompts[i]->first, i));
       v1::GenerateResponse message;
       while (prompts[i]->reader->Read(&message))
         reply->add(numbered(message, i));
@@ -315,6 +319,16 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
   std::vector<v1::GenerateRequest*> generates = {&call->request.generate};
   for (v1::GenerateRequest& more : call->request.more_prompts)
     generates.push_back(&more);
+  if (const std::string& id = call->request.generate.request_id(); !id.empty() && generates.size() > 1) {
+    const size_t longest = id.size() + 1 + std::to_string(generates.size() - 1).size();
+    if (longest > kMaxRequestIdBytes)
+      return reply_error(res, 400,
+                         "the X-Request-Id header is " + std::to_string(id.size()) + " bytes; with " +
+                             std::to_string(generates.size()) + " prompts it gets a suffix up to \"-" +
+                             std::to_string(generates.size() - 1) + "\", and request ids are at most " +
+                             std::to_string(kMaxRequestIdBytes) + " bytes",
+                         "invalid_argument");
+  }
   for (size_t i = 0; i < generates.size(); ++i) {
     auto& prompt = call->prompts.emplace_back(std::make_unique<PromptCall>());
     if (i > 0 && !call->request.generate.request_id().empty())

@@ -23,8 +23,9 @@ using Json = nlohmann::ordered_json;
 constexpr int kMaxJsonDepth = kMaxRequestJsonDepth;
 constexpr size_t kMaxJsonMembers = kMaxRequestJsonMembers;
 static_assert(kMaxJsonMembers >= static_cast<size_t>(kMaxLogitBias), "a full logit_bias must fit");
-// Prompts in one /v1/completions request: each is a call of its own, holding a place in the queue.
-constexpr size_t kMaxPrompts = 256;
+// Choices of all prompts in one /v1/completions request (prompts times n): each prompt is a call of
+// its own, holding places in the queue.
+constexpr size_t kMaxPromptChoices = 256;
 // Alternatives per token, as the gRPC API allows (OpenAI's own limits are 5 and 20).
 constexpr int64_t kMaxTopLogprobs = 20;
 
@@ -353,9 +354,9 @@ Status parse_prompts(const Json* prompt, v1::GenerateRequest* first, std::vector
   const bool list =
       prompt->is_array() && !prompt->empty() && (prompt->front().is_string() || prompt->front().is_array());
   if (!list) return read_prompt(*prompt, "prompt", first);
-  if (prompt->size() > kMaxPrompts)
+  if (prompt->size() > kMaxPromptChoices)
     return invalid("prompt", std::to_string(prompt->size()) + " prompts in one request, at most " +
-                                 std::to_string(kMaxPrompts) + "; split them over several requests");
+                                 std::to_string(kMaxPromptChoices) + "; split them over several requests");
   for (size_t i = 0; i < prompt->size(); ++i) {
     v1::GenerateRequest* out = i == 0 ? first : &rest->emplace_back();
     KVSERVE_RETURN_IF_ERROR(read_prompt((*prompt)[i], "prompt[" + std::to_string(i) + "]", out));
@@ -363,7 +364,7 @@ Status parse_prompts(const Json* prompt, v1::GenerateRequest* first, std::vector
   return Status::Ok();
 }
 
-Status parse_completions(const Fields& f, ParsedRequest* out) {
+Status parse_completions(const Fields& f, const ServedApi& served, ParsedRequest* out) {
   std::vector<v1::GenerateRequest> more_inputs;
   KVSERVE_RETURN_IF_ERROR(parse_prompts(f.find("prompt"), &out->generate, &more_inputs));
   KVSERVE_RETURN_IF_ERROR(parse_max_tokens(f, "max_tokens", out->generate.mutable_stop()));
@@ -379,7 +380,31 @@ Status parse_completions(const Fields& f, ParsedRequest* out) {
   KVSERVE_RETURN_IF_ERROR(refuse_if_set(
       f, "echo", "not supported: kvserve does not return the prompt or score its tokens; leave it false"));
   KVSERVE_RETURN_IF_ERROR(refuse_if_set(f, "suffix", "not supported (no fill-in-the-middle); leave it out"));
-  // Every further prompt is the same request with its own input.
+  if (more_inputs.empty()) return Status::Ok();
+  // Every further prompt is the same request with its own input: bounded in choices and in bytes
+  // (a large schema copied to each prompt), as one request would be.
+  const size_t prompts = more_inputs.size() + 1;
+  const size_t choices = prompts * std::max<size_t>(out->generate.n(), 1);
+  if (choices > kMaxPromptChoices)
+    return invalid("prompt", std::to_string(prompts) +
+                                 " prompts of n = " + std::to_string(out->generate.n()) +
+                                 " choices each make " + std::to_string(choices) + ", at most " +
+                                 std::to_string(kMaxPromptChoices) + "; send fewer prompts per request");
+  // Each prompt's request is the shared fields plus its input.
+  const auto input_bytes = [](const v1::GenerateRequest& r) {
+    return r.has_token_ids() ? r.token_ids().ByteSizeLong() : r.text().size();
+  };
+  const size_t shared = out->generate.ByteSizeLong() - input_bytes(out->generate);
+  size_t bytes = out->generate.ByteSizeLong();
+  for (const v1::GenerateRequest& input : more_inputs)
+    bytes += shared + input_bytes(input);
+  if (bytes > served.max_request_bytes)
+    return invalid("prompt", "the " + std::to_string(prompts) +
+                                 " prompts' requests, each with the request's other "
+                                 "fields, come to about " +
+                                 std::to_string(bytes) + " bytes, over --max-request-bytes (" +
+                                 std::to_string(served.max_request_bytes) +
+                                 "); send fewer prompts per request");
   for (v1::GenerateRequest& input : more_inputs) {
     v1::GenerateRequest& request = out->more_prompts.emplace_back(out->generate);
     if (input.has_token_ids())
@@ -663,7 +688,7 @@ Status parse_request(Endpoint endpoint, std::string_view body, const ServedApi& 
                                    json.type_name());
   const Fields fields(json);
   KVSERVE_RETURN_IF_ERROR(parse_common(fields, served.model, out));
-  return endpoint == Endpoint::kCompletions ? parse_completions(fields, out)
+  return endpoint == Endpoint::kCompletions ? parse_completions(fields, served, out)
                                             : parse_chat(fields, served, out);
 }
 

@@ -5,6 +5,7 @@
 // proto cannot say (an OpenAI field kvserve does not support, a value the OpenAI API rules out).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -42,6 +43,9 @@ struct ServedApi {
   std::string model;
   // How the model writes tool calls (--tool-call-parser); kNone refuses tool_choice "auto".
   ToolCallFormat tool_call_format = ToolCallFormat::kNone;
+  // --max-request-bytes: several prompts' requests together must fit in it too (each is a copy of
+  // the request's fields).
+  size_t max_request_bytes = 1 << 20;
 };
 
 // Reads `body` for `endpoint`. A request for another model is NOT_FOUND; anything else wrong is

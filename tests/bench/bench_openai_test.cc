@@ -135,9 +135,21 @@ TEST(CompletionBody, HttpStatusesCountUnderTheGrpcNames) {
 class BenchOverOpenAi : public ::testing::Test {
  protected:
   void SetUp() override {
-    server_ = std::make_unique<BackgroundProcess>(
-        std::vector<std::string>{KVSERVE_BINARY, "--port", "0", "--metrics-port", "-1", "--openai-host",
-                                 "127.0.0.1", "--openai-port", "0", "--log-level", "warn"});
+    json_path_ = (std::filesystem::temp_directory_path() /
+                  ("kvserve_bench_openai_test_" + std::to_string(getpid()) + ".json"))
+                     .string();
+    start_server({});
+  }
+
+  // (Re)starts the server with these further flags, and finds its OpenAI port.
+  void start_server(const std::vector<std::string>& more_flags) {
+    std::vector<std::string> argv = {
+        KVSERVE_BINARY, "--port",        "0", "--metrics-port", "-1",  "--openai-host",
+        "127.0.0.1",    "--openai-port", "0", "--log-level",    "warn"};
+    argv.insert(argv.end(), more_flags.begin(), more_flags.end());
+    server_.reset();
+    target_.clear();
+    server_ = std::make_unique<BackgroundProcess>(argv);
     const std::string marker = "OpenAI-compatible API on http://127.0.0.1:";
     for (int i = 0; i < 50 && target_.empty(); ++i) {
       const auto line = server_->read_line(seconds(20));
@@ -148,9 +160,6 @@ class BenchOverOpenAi : public ::testing::Test {
       }
     }
     ASSERT_FALSE(target_.empty());
-    json_path_ = (std::filesystem::temp_directory_path() /
-                  ("kvserve_bench_openai_test_" + std::to_string(getpid()) + ".json"))
-                     .string();
   }
   void TearDown() override { std::filesystem::remove(json_path_); }
 
@@ -205,6 +214,18 @@ TEST_F(BenchOverOpenAi, OpenLoopTextPromptsAndRefusalsAreCounted) {
   const auto wrong = run_bench({"--requests", "3", "--vocab", "512", "--model-name", "gpt-4"});
   EXPECT_EQ(wrong.exit_status, 1) << wrong.output;
   EXPECT_EQ(read_report()["errors"]["NOT_FOUND"]["count"], 3);
+}
+
+TEST_F(BenchOverOpenAi, DurationCutsStreamsAtTheRunsEndAsUnfinished) {
+  // 50 ms steps and 1000 tokens a request: every stream is still running when the 2 s run ends.
+  start_server({"--debug-step-delay-ms", "50"});
+  const auto run = run_bench({"--duration", "2", "--concurrency", "4", "--vocab", "512", "--prompt-len", "8",
+                              "--output-len", "1000"});
+  EXPECT_EQ(run.exit_status, 1) << run.output;  // none completed
+  const auto report = read_report();
+  EXPECT_EQ(report["requests"]["unfinished"], 4);
+  EXPECT_EQ(report["requests"]["failed"], 0);
+  EXPECT_LT(report["duration_s"].get<double>(), 10.0) << "the run ends at its duration, not its requests'";
 }
 
 TEST(BenchOverOpenAiWithoutServer, NeedsVocabAndAReachableApi) {

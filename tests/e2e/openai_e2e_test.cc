@@ -189,6 +189,8 @@ TEST(OpenAiE2E, SeveralPromptsInOneCompletionRequestAreEachTheirOwnRequest) {
     alone.push_back(Json::parse(one.body)["choices"][0]["text"]);
     prompt_tokens += Json::parse(one.body)["usage"]["prompt_tokens"].get<int>();
   }
+  ASSERT_NE(alone[0], alone[1]);  // else a choice given the wrong prompt could pass unseen
+  ASSERT_NE(alone[1], alone[2]);
   Json body{{"prompt", prompts}, {"max_tokens", 6}, {"temperature", 0}, {"n", 2}};
   const HttpReply whole = post(server.openai_port(), "/v1/completions", body);
   ASSERT_EQ(whole.status, 200) << whole.body;
@@ -213,13 +215,32 @@ TEST(OpenAiE2E, SeveralPromptsInOneCompletionRequestAreEachTheirOwnRequest) {
   for (size_t i = 0; i < 6; ++i)
     EXPECT_EQ(texts[i], alone[i / 2]) << "streamed choice " << i;
 
-  // One bad prompt refuses the request, and the others' calls leave nothing behind.
-  const HttpReply refused =
-      post(server.openai_port(), "/v1/completions",
-           Json{{"prompt", Json::parse(R"(["fine", [5, 999999]])")}, {"max_tokens", 50}});
-  EXPECT_EQ(refused.status, 400) << refused.body;
-  EXPECT_NE(refused.body.find("999999"), std::string::npos) << refused.body;
-  EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
+  // Each further prompt's request id is the client's plus "-1", "-2", ...: one that would then pass
+  // the 256-byte bound is refused up front, naming the header.
+  body["stream"] = false;
+  const HttpReply long_id =
+      post(server.openai_port(), "/v1/completions", body, {{"X-Request-Id", std::string(255, 'r')}});
+  EXPECT_EQ(long_id.status, 400);
+  EXPECT_NE(long_id.body.find("X-Request-Id header is 255 bytes"), std::string::npos) << long_id.body;
+  EXPECT_EQ(
+      post(server.openai_port(), "/v1/completions", body, {{"X-Request-Id", std::string(254, 'r')}}).status,
+      200);
+}
+
+TEST(OpenAiE2E, ARefusedPromptRefusesTheRequestAndCancelsTheOthersAtOnce) {
+  // 100 ms steps: the good prompt's 1000 tokens would run for 100 s, past the client's 60 s
+  // timeout had the refusal waited for them; cancelled, it frees its blocks at the next step. The
+  // refused prompt comes last, after the good one has started.
+  ServerProcess server(with_openai({"--debug-step-delay-ms", "100"}));
+  for (const bool stream : {false, true}) {
+    SCOPED_TRACE(stream ? "streamed" : "whole");
+    const HttpReply refused = post(
+        server.openai_port(), "/v1/completions",
+        Json{{"prompt", Json::parse(R"(["fine", [5, 999999]])")}, {"max_tokens", 1000}, {"stream", stream}});
+    EXPECT_EQ(refused.status, 400) << refused.body;
+    EXPECT_NE(refused.body.find("999999"), std::string::npos) << refused.body;
+    EXPECT_TRUE(wait_all_blocks_free(*stub(server))) << "the good prompt ran on";
+  }
 }
 
 TEST(OpenAiE2E, AClientThatHangsUpMidStreamLosesItsRequestAndItsBlocks) {

@@ -111,6 +111,24 @@ TEST(OpenAiRequest, SeveralPromptsAreTheSameRequestEach) {
     many += i ? ", \"p\"" : "\"p\"";
   EXPECT_EQ(refusal(kCompletions, many + "]}").rfind("prompt: 257 prompts in one request, at most 256", 0),
             0u);
+  // Prompts times n: each choice holds a place in the queue.
+  EXPECT_EQ(refusal(kCompletions, R"({"prompt": ["a", "b", "c"], "n": 100})")
+                .rfind("prompt: 3 prompts of n = 100 choices each make 300, at most 256", 0),
+            0u);
+  // Each prompt's request carries the shared fields: together within --max-request-bytes.
+  const std::string schema = R"({"type": "object", "properties": {"a": {"type": "string", "description": ")" +
+                             std::string(2000, 'x') + R"("}}})";
+  const std::string body = R"({"prompt": ["a", "b", "c"], "response_format": {"type": "json_schema",
+      "json_schema": {"schema": )" +
+                           schema + "}}}";
+  ParsedRequest parsed;
+  const Status small =
+      parse_request(kCompletions, body, {.model = kModel, .max_request_bytes = 5000}, &parsed);
+  EXPECT_EQ(small.message().rfind(
+                "prompt: the 3 prompts' requests, each with the request's other fields, come to about", 0),
+            0u)
+      << small.message();
+  EXPECT_TRUE(parse_request(kCompletions, body, {.model = kModel, .max_request_bytes = 8000}, &parsed).ok());
 }
 
 TEST(OpenAiRequest, SamplingFieldsMapOntoTheProto) {
