@@ -176,6 +176,10 @@ void EngineRunner::loop() {
         options_.metrics->engine_step(seconds_between(start, now),
                                       engine_->backend().device_seconds() - device_before);
       if (options_.step_delay.count() > 0) std::this_thread::sleep_for(options_.step_delay);
+      // Before any client hears this step's tokens: a client that reacts at once must find the
+      // requests this step scheduled counted as running, not still as waiting (two requests sent on
+      // a stream's first token were both refused "queue full" by the count from before the step).
+      publish_status();
       for (StepOutput& out : outputs) {
         auto it = live_.find(out.id);
         if (it == live_.end()) continue;
