@@ -20,7 +20,8 @@ using Json = nlohmann::ordered_json;
 
 constexpr const char* kJson = "application/json";
 constexpr const char* kRoutes =
-    "this server serves POST /v1/completions, POST /v1/chat/completions, GET /v1/models and GET /health";
+    "this server serves POST /v1/completions, POST /v1/chat/completions, GET /v1/models, POST /tokenize, "
+    "POST /detokenize and GET /health";
 
 void reply_error(httplib::Response& res, int status, const std::string& message, const std::string& code) {
   res.status = status;
@@ -31,6 +32,13 @@ void reply_error(httplib::Response& res, int status, const std::string& message,
 void reply_grpc_error(httplib::Response& res, const grpc::Status& status) {
   reply_error(res, openai::http_status(status.error_code()), status.error_message(),
               openai::code_name(status.error_code()));
+}
+
+// A body parse_request & co. refused: 404 for another model's name, else 400.
+void reply_parse_error(httplib::Response& res, const Status& status) {
+  const bool unknown_model = status.code() == StatusCode::kNotFound;
+  reply_error(res, unknown_model ? 404 : 400, status.message(),
+              unknown_model ? "model_not_found" : "invalid_argument");
 }
 
 // gRPC metadata values must be printable ASCII: gRPC aborts the process on any other byte, so a
@@ -253,6 +261,20 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
                      {"max_model_len", info.max_model_len()}};
     res.set_content(Json{{"object", "list"}, {"data", Json::array({model})}}.dump(), kJson);
   });
+  server->Post("/tokenize",
+               [this](const httplib::Request& req, httplib::Response& res) { tokenize(req, res); });
+  server->Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+    v1::DetokenizeRequest request;
+    if (Status s = openai::parse_detokenize_request(req.body, options_.served, &request); !s.ok())
+      return reply_parse_error(res, s);
+    grpc::ClientContext context;
+    forward_auth(req, context);
+    v1::DetokenizeResponse text;
+    if (grpc::Status s = stub_->Detokenize(&context, request, &text); !s.ok())
+      return reply_grpc_error(res, s);
+    res.set_content(Json{{"prompt", text.text()}}.dump(-1, ' ', false, Json::error_handler_t::replace),
+                    kJson);
+  });
   server->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     const bool healthy = !options_.healthy || options_.healthy();
     res.status = healthy ? 200 : 503;
@@ -292,6 +314,33 @@ bool OpenAiHttpServer::wait_idle(std::chrono::milliseconds timeout) {
   return idle_.wait_for(lock, timeout, [&] { return in_flight_ == 0; });
 }
 
+void OpenAiHttpServer::tokenize(const httplib::Request& req, httplib::Response& res) {
+  openai::ParsedTokenize request;
+  if (Status s = openai::parse_tokenize_request(req.body, options_.served, &request); !s.ok())
+    return reply_parse_error(res, s);
+  grpc::ClientContext context;
+  forward_auth(req, context);
+  v1::TokenizeResponse tokens;
+  if (grpc::Status s = stub_->Tokenize(&context, request.tokenize, &tokens); !s.ok())
+    return reply_grpc_error(res, s);
+  grpc::ClientContext info_context;
+  forward_auth(req, info_context);
+  v1::ModelInfo info;
+  if (grpc::Status s = stub_->GetModelInfo(&info_context, {}, &info); !s.ok())
+    return reply_grpc_error(res, s);
+  Json reply{{"count", tokens.token_ids_size()},
+             {"max_model_len", info.max_model_len()},
+             {"tokens", std::vector<uint32_t>(tokens.token_ids().begin(), tokens.token_ids().end())},
+             {"token_strs", nullptr}};
+  if (request.return_token_strs && options_.tokenizer) {
+    Json spellings = Json::array();
+    for (const uint32_t id : tokens.token_ids())
+      spellings.push_back(options_.tokenizer->token_spelling(static_cast<TokenId>(id)));
+    reply["token_strs"] = std::move(spellings);
+  }
+  res.set_content(reply.dump(-1, ' ', false, Json::error_handler_t::replace), kJson);
+}
+
 void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Request& req,
                                 httplib::Response& res) {
   // While draining, new requests are refused here, uncounted: the drain waits only for the calls
@@ -301,11 +350,8 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
                        "the server is shutting down and takes no new requests; retry on another replica",
                        "unavailable");
   auto call = std::make_shared<Call>(*this);
-  if (Status s = openai::parse_request(endpoint, req.body, options_.served, &call->request); !s.ok()) {
-    const bool unknown_model = s.code() == StatusCode::kNotFound;
-    return reply_error(res, unknown_model ? 404 : 400, s.message(),
-                       unknown_model ? "model_not_found" : "invalid_argument");
-  }
+  if (Status s = openai::parse_request(endpoint, req.body, options_.served, &call->request); !s.ok())
+    return reply_parse_error(res, s);
   if (req.has_header("X-Request-Id")) {
     const std::string id = req.get_header_value("X-Request-Id");
     if (!printable_ascii(id))

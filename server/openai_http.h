@@ -1,9 +1,9 @@
 // The OpenAI-compatible HTTP API: POST /v1/completions and /v1/chat/completions (whole replies or
-// server-sent events), GET /v1/models and GET /health, for the many clients and tools that speak
-// OpenAI's protocol. Each request is read into a kvserve.v1.GenerateRequest (server/openai_request.h)
-// and run through the server's own gRPC service over an in-process channel, so the two APIs share
-// validation, authentication, choices, structured output, cancellation, metrics and logs; only the
-// wire format differs (server/openai_response.h).
+// server-sent events), GET /v1/models, POST /tokenize and /detokenize (as vLLM's) and GET /health,
+// for the many clients and tools that speak OpenAI's protocol. Each request is read into a
+// kvserve.v1.GenerateRequest (server/openai_request.h) and run through the server's own gRPC service over an
+// in-process channel, so the two APIs share validation, authentication, choices, structured output,
+// cancellation, metrics and logs; only the wire format differs (server/openai_response.h).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -64,6 +64,8 @@ class OpenAiHttpServer {
  private:
   // POST /v1/completions and /v1/chat/completions.
   void generate(openai::Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
+  // POST /tokenize: the Tokenize RPC, with the model's max_model_len.
+  void tokenize(const httplib::Request& req, httplib::Response& res);
   friend class InFlightCall;
   void call_started();
   void call_ended();

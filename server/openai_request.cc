@@ -289,12 +289,18 @@ Status refuse_unhonoured_extensions(const Fields& f) {
 }
 
 // What both endpoints share: the model, choices, streaming, sampling, stop rules and format.
-Status parse_common(const Fields& f, const std::string& served_model, ParsedRequest* out) {
+// `model`: absent, empty or the served one; another is NOT_FOUND.
+Status check_model(const Fields& f, const std::string& served_model) {
   std::optional<std::string> model;
   KVSERVE_RETURN_IF_ERROR(f.string("model", &model));
   if (model && !model->empty() && *model != served_model)
     return Status::NotFound("model \"" + *model + "\" is not served here; this server serves \"" +
                             served_model + "\" (GET /v1/models)");
+  return Status::Ok();
+}
+
+Status parse_common(const Fields& f, const std::string& served_model, ParsedRequest* out) {
+  KVSERVE_RETURN_IF_ERROR(check_model(f, served_model));
   out->model = served_model;
 
   std::optional<int64_t> n, best_of;
@@ -635,6 +641,23 @@ Status parse_tools(const Fields& f, const ServedApi& served, ParsedRequest* out)
   return Status::Ok();
 }
 
+// How the conversation is rendered: chat_template_kwargs, add_generation_prompt,
+// continue_final_message.
+Status parse_template_options(const Fields& f, v1::Chat* chat) {
+  if (const Json* kwargs = f.find("chat_template_kwargs")) {
+    if (!kwargs->is_object()) return wrong_type("chat_template_kwargs", "an object", *kwargs);
+    chat->set_template_kwargs_json(kwargs->dump());
+  }
+  if (const Json* add = f.find("add_generation_prompt")) {
+    if (!add->is_boolean()) return wrong_type("add_generation_prompt", "true or false", *add);
+    chat->set_add_generation_prompt(add->get<bool>());
+  }
+  bool continue_final = false;
+  KVSERVE_RETURN_IF_ERROR(f.boolean("continue_final_message", &continue_final));
+  chat->set_continue_final_message(continue_final);
+  return Status::Ok();
+}
+
 Status parse_chat(const Fields& f, const ServedApi& served, ParsedRequest* out) {
   v1::Chat* chat = out->generate.mutable_chat();
   KVSERVE_RETURN_IF_ERROR(parse_messages(f.find("messages"), chat));
@@ -651,17 +674,7 @@ Status parse_chat(const Fields& f, const ServedApi& served, ParsedRequest* out) 
 
   KVSERVE_RETURN_IF_ERROR(parse_tools(f, served, out));
   KVSERVE_RETURN_IF_ERROR(refuse_if_set(f, "echo", "not supported for chat; leave it false"));
-  if (const Json* kwargs = f.find("chat_template_kwargs")) {
-    if (!kwargs->is_object()) return wrong_type("chat_template_kwargs", "an object", *kwargs);
-    chat->set_template_kwargs_json(kwargs->dump());
-  }
-  if (const Json* add = f.find("add_generation_prompt")) {
-    if (!add->is_boolean()) return wrong_type("add_generation_prompt", "true or false", *add);
-    chat->set_add_generation_prompt(add->get<bool>());
-  }
-  bool continue_final = false;
-  KVSERVE_RETURN_IF_ERROR(f.boolean("continue_final_message", &continue_final));
-  chat->set_continue_final_message(continue_final);
+  KVSERVE_RETURN_IF_ERROR(parse_template_options(f, chat));
   if (const Json* modalities = f.find("modalities")) {
     if (!modalities->is_array()) return wrong_type("modalities", "an array", *modalities);
     for (const Json& m : *modalities)
@@ -670,26 +683,83 @@ Status parse_chat(const Fields& f, const ServedApi& served, ParsedRequest* out) 
   return refuse_if_set(f, "audio", "not supported (this server produces text only)");
 }
 
+// The body as a JSON object, bounded before it is parsed.
+Status read_body(std::string_view body, Json* json) {
+  if (std::string over = json_over_limits(body, kMaxJsonDepth, kMaxJsonMembers); !over.empty())
+    return Status::InvalidArgument("request body: " + over);
+  try {
+    *json = Json::parse(body);
+  } catch (const Json::exception& e) {
+    return Status::InvalidArgument(std::string("request body: not valid JSON (") + e.what() + ")");
+  }
+  if (!json->is_object())
+    return Status::InvalidArgument(std::string("request body: expected a JSON object, got ") +
+                                   json->type_name());
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status parse_request(Endpoint endpoint, std::string_view body, const ServedApi& served, ParsedRequest* out) {
   *out = ParsedRequest{};
   out->endpoint = endpoint;
-  if (std::string over = json_over_limits(body, kMaxJsonDepth, kMaxJsonMembers); !over.empty())
-    return Status::InvalidArgument("request body: " + over);
   Json json;
-  try {
-    json = Json::parse(body);
-  } catch (const Json::exception& e) {
-    return Status::InvalidArgument(std::string("request body: not valid JSON (") + e.what() + ")");
-  }
-  if (!json.is_object())
-    return Status::InvalidArgument(std::string("request body: expected a JSON object, got ") +
-                                   json.type_name());
+  KVSERVE_RETURN_IF_ERROR(read_body(body, &json));
   const Fields fields(json);
   KVSERVE_RETURN_IF_ERROR(parse_common(fields, served.model, out));
   return endpoint == Endpoint::kCompletions ? parse_completions(fields, served, out)
                                             : parse_chat(fields, served, out);
+}
+
+Status parse_tokenize_request(std::string_view body, const ServedApi& served, ParsedTokenize* out) {
+  *out = ParsedTokenize{};
+  Json json;
+  KVSERVE_RETURN_IF_ERROR(read_body(body, &json));
+  const Fields f(json);
+  KVSERVE_RETURN_IF_ERROR(check_model(f, served.model));
+  KVSERVE_RETURN_IF_ERROR(f.boolean("return_token_strs", &out->return_token_strs));
+  const Json* prompt = f.find("prompt");
+  const Json* messages = f.find("messages");
+  if ((prompt != nullptr) == (messages != nullptr))
+    return invalid("prompt",
+                   "send either \"prompt\" (text) or \"messages\" (a conversation), not both or neither");
+  if (prompt) {
+    if (!prompt->is_string()) return wrong_type("prompt", "a string", *prompt);
+    out->tokenize.set_text(prompt->get<std::string>());
+    bool add_special_tokens = true;
+    KVSERVE_RETURN_IF_ERROR(f.boolean("add_special_tokens", &add_special_tokens));
+    out->tokenize.set_add_bos(add_special_tokens);
+    return Status::Ok();
+  }
+  // A conversation: the prompt the chat endpoint would run, tools rendered as there.
+  v1::Chat* chat = out->tokenize.mutable_chat();
+  KVSERVE_RETURN_IF_ERROR(parse_messages(messages, chat));
+  KVSERVE_RETURN_IF_ERROR(parse_template_options(f, chat));
+  if (const Json* tools = f.find("tools")) {
+    Functions functions;
+    KVSERVE_RETURN_IF_ERROR(parse_tool_list(*tools, &functions));
+    if (!functions.empty()) chat->set_tools_json(tools->dump());
+  }
+  // The template writes the special tokens itself: asking for more would double them.
+  return refuse_if_set(f, "add_special_tokens",
+                       "not for messages (the chat template writes the special tokens); leave it out");
+}
+
+Status parse_detokenize_request(std::string_view body, const ServedApi& served, v1::DetokenizeRequest* out) {
+  *out = v1::DetokenizeRequest{};
+  Json json;
+  KVSERVE_RETURN_IF_ERROR(read_body(body, &json));
+  const Fields f(json);
+  KVSERVE_RETURN_IF_ERROR(check_model(f, served.model));
+  const Json* tokens = f.find("tokens");
+  if (!tokens || !tokens->is_array()) return invalid("tokens", "expected an array of token ids");
+  for (size_t i = 0; i < tokens->size(); ++i) {
+    const Json& id = (*tokens)[i];
+    if (!id.is_number_unsigned() || id.get<uint64_t>() > static_cast<uint64_t>(kU32Max))
+      return invalid("tokens[" + std::to_string(i) + "]", "expected a token id (an integer from 0)");
+    out->add_token_ids(id.get<uint32_t>());
+  }
+  return Status::Ok();
 }
 
 }  // namespace kvserve::openai

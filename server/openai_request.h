@@ -54,4 +54,16 @@ struct ServedApi {
 // refused.
 Status parse_request(Endpoint endpoint, std::string_view body, const ServedApi& served, ParsedRequest* out);
 
+// POST /tokenize, as vLLM's: {"prompt": "text", "add_special_tokens": true} or {"messages": [...],
+// "add_generation_prompt", "continue_final_message", "chat_template_kwargs", "tools"} (the prompt
+// the chat endpoint would run), and "return_token_strs"; read into the Tokenize RPC's request.
+struct ParsedTokenize {
+  v1::TokenizeRequest tokenize;
+  bool return_token_strs = false;  // also each token's spelling
+};
+Status parse_tokenize_request(std::string_view body, const ServedApi& served, ParsedTokenize* out);
+
+// POST /detokenize: {"tokens": [ids]}, read into the Detokenize RPC's request.
+Status parse_detokenize_request(std::string_view body, const ServedApi& served, v1::DetokenizeRequest* out);
+
 }  // namespace kvserve::openai

@@ -243,6 +243,46 @@ TEST(OpenAiE2E, ARefusedPromptRefusesTheRequestAndCancelsTheOthersAtOnce) {
   }
 }
 
+TEST(OpenAiE2E, TokenizeAndDetokenizeAreTheGrpcRpcs) {
+  ServerProcess server(with_openai({}));
+  auto client = stub(server);
+  const std::string text = "The paged cache holds every key";
+  // The gRPC Tokenize RPC is the reference.
+  grpc::ClientContext context;
+  v1::TokenizeRequest request;
+  request.set_text(text);
+  request.set_add_bos(true);
+  v1::TokenizeResponse want;
+  ASSERT_TRUE(client->Tokenize(&context, request, &want).ok());
+  const std::vector<uint32_t> want_ids(want.token_ids().begin(), want.token_ids().end());
+
+  const HttpReply tokens =
+      post(server.openai_port(), "/tokenize", Json{{"prompt", text}, {"return_token_strs", true}});
+  ASSERT_EQ(tokens.status, 200) << tokens.body;
+  const Json reply = Json::parse(tokens.body);
+  EXPECT_EQ(reply["tokens"].get<std::vector<uint32_t>>(), want_ids);
+  EXPECT_EQ(reply["count"], want_ids.size());
+  EXPECT_EQ(reply["max_model_len"], 1024);
+  ASSERT_EQ(reply["token_strs"].size(), want_ids.size());
+  EXPECT_EQ(reply["token_strs"][0], "<s>");  // BOS first (add_special_tokens defaults to true)
+
+  // Back to the text: the prompt's tokens, BOS dropped as a control token.
+  const HttpReply back = post(server.openai_port(), "/detokenize", Json{{"tokens", reply["tokens"]}});
+  ASSERT_EQ(back.status, 200) << back.body;
+  EXPECT_EQ(Json::parse(back.body)["prompt"], text);
+  EXPECT_EQ(post(server.openai_port(), "/detokenize", Json{{"tokens", {5, 99999}}}).status, 400);
+
+  // A conversation counts the prompt the chat endpoint runs.
+  const Json messages = Json::parse(R"([{"role": "user", "content": "How long is a block?"}])");
+  const HttpReply counted = post(server.openai_port(), "/tokenize", Json{{"messages", messages}});
+  ASSERT_EQ(counted.status, 200) << counted.body;
+  const HttpReply answered =
+      post(server.openai_port(), "/v1/chat/completions", Json{{"messages", messages}, {"max_tokens", 1}});
+  ASSERT_EQ(answered.status, 200) << answered.body;
+  EXPECT_EQ(Json::parse(counted.body)["count"], Json::parse(answered.body)["usage"]["prompt_tokens"]);
+  EXPECT_TRUE(Json::parse(counted.body)["token_strs"].is_null());
+}
+
 TEST(OpenAiE2E, AClientThatHangsUpMidStreamLosesItsRequestAndItsBlocks) {
   ServerProcess server(with_openai({"--debug-step-delay-ms", "20"}));
   auto client = stub(server);

@@ -552,6 +552,67 @@ TEST(OpenAiRequest, HistoryCallArgumentsMustBeJsonObjects) {
       0u);
 }
 
+TEST(OpenAiRequest, TokenizeTakesAPromptOrAConversation) {
+  ParsedTokenize text;
+  ASSERT_TRUE(parse_tokenize_request(R"({"model": "my-model", "prompt": "Hello", "return_token_strs": true})",
+                                     kServed, &text)
+                  .ok());
+  EXPECT_EQ(text.tokenize.text(), "Hello");
+  EXPECT_TRUE(text.tokenize.add_bos());  // add_special_tokens defaults to true for a prompt
+  EXPECT_TRUE(text.return_token_strs);
+  ASSERT_TRUE(
+      parse_tokenize_request(R"({"prompt": "Hi", "add_special_tokens": false})", kServed, &text).ok());
+  EXPECT_FALSE(text.tokenize.add_bos());
+
+  // A conversation is the prompt the chat endpoint would run: template options and tools as there.
+  ParsedTokenize chat;
+  ASSERT_TRUE(parse_tokenize_request(chat_with(kTools + R"(, "add_generation_prompt": false,
+      "continue_final_message": true, "chat_template_kwargs": {"enable_thinking": false})"),
+                                     kServed, &chat)
+                  .ok());
+  ASSERT_EQ(chat.tokenize.chat().messages_size(), 1);
+  EXPECT_EQ(chat.tokenize.chat().messages(0).content(), "Weather in Oslo?");
+  EXPECT_EQ(Json::parse(chat.tokenize.chat().tools_json()).size(), 2u);
+  EXPECT_FALSE(chat.tokenize.chat().add_generation_prompt());
+  EXPECT_TRUE(chat.tokenize.chat().continue_final_message());
+  EXPECT_EQ(Json::parse(chat.tokenize.chat().template_kwargs_json()),
+            Json::parse(R"({"enable_thinking": false})"));
+
+  const std::pair<std::string, std::string> refused[] = {
+      {R"({})", "prompt: send either \"prompt\" (text) or \"messages\""},
+      {R"({"prompt": "a", "messages": [{"role": "user", "content": "b"}]})", "prompt: send either"},
+      {R"({"prompt": [1, 2]})", "prompt: expected a string, got array"},
+      {R"({"messages": [{"role": "user", "content": "b"}], "add_special_tokens": true})",
+       "add_special_tokens: not for messages"},
+      {R"({"messages": []})", "messages: expected a non-empty array"},
+      {R"({"prompt": "a", "return_token_strs": 1})", "return_token_strs: expected true or false"},
+  };
+  for (const auto& [body, message] : refused) {
+    ParsedTokenize out;
+    const Status s = parse_tokenize_request(body, kServed, &out);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << body;
+    EXPECT_EQ(s.message().rfind(message, 0), 0u) << body << " -> " << s.message();
+  }
+  ParsedTokenize other;
+  EXPECT_EQ(parse_tokenize_request(R"({"model": "gpt-4", "prompt": "a"})", kServed, &other).code(),
+            StatusCode::kNotFound);
+}
+
+TEST(OpenAiRequest, DetokenizeTakesTokenIds) {
+  v1::DetokenizeRequest out;
+  ASSERT_TRUE(parse_detokenize_request(R"({"tokens": [1, 450, 7]})", kServed, &out).ok());
+  EXPECT_EQ(std::vector<uint32_t>(out.token_ids().begin(), out.token_ids().end()),
+            (std::vector<uint32_t>{1, 450, 7}));
+  ASSERT_TRUE(parse_detokenize_request(R"({"tokens": []})", kServed, &out).ok());
+  EXPECT_EQ(out.token_ids_size(), 0);
+  EXPECT_EQ(parse_detokenize_request(R"({"tokens": [1, -1]})", kServed, &out).message(),
+            "tokens[1]: expected a token id (an integer from 0)");
+  EXPECT_EQ(parse_detokenize_request(R"({"tokens": "1 2"})", kServed, &out).message(),
+            "tokens: expected an array of token ids");
+  EXPECT_EQ(parse_detokenize_request(R"({"model": "x", "tokens": [1]})", kServed, &out).code(),
+            StatusCode::kNotFound);
+}
+
 TEST(OpenAiRequest, BodiesThatAreNotObjectsAreRefused) {
   EXPECT_NE(refusal(kCompletions, "{\"prompt\": ").find("not valid JSON"), std::string::npos);
   EXPECT_EQ(refusal(kCompletions, "[1, 2]"), "request body: expected a JSON object, got array");
