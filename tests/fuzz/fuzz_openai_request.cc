@@ -7,7 +7,8 @@
 // Engine::validate and the admitted-request checks, shared with fuzz_request_validation), and the
 // reply builder (server/openai_response.h) writes two made-up response messages for it, streamed
 // or whole as the body asks, each document of which must be JSON. A refusal at either stage is
-// written as the HTTP server writes it (error_body, error_events), which must be JSON too.
+// written as the HTTP server writes it (error_body, error_events), which must be JSON too. The same
+// body is also read as POST /tokenize and /detokenize.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -176,6 +177,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static constexpr kvserve::ToolCallFormat kFormats[] = {
       kvserve::ToolCallFormat::kNone, kvserve::ToolCallFormat::kHermes, kvserve::ToolCallFormat::kLlama3Json};
   const openai::ServedApi served{.model = kServedModel, .tool_call_format = kFormats[(data[0] >> 1) % 3]};
+
+  // The same body read as /tokenize and /detokenize: refused or not, never anything but a Status.
+  openai::ParsedTokenize tokenize;
+  if (const kvserve::Status s = openai::parse_tokenize_request(body, served, &tokenize); !s.ok())
+    check(s.code() == kvserve::StatusCode::kInvalidArgument || s.code() == kvserve::StatusCode::kNotFound,
+          "a refused /tokenize body gets INVALID_ARGUMENT or NOT_FOUND");
+  else
+    check(!(tokenize.tokenize.has_chat() && !tokenize.tokenize.text().empty()),
+          "a /tokenize body is a prompt or a conversation, not both");
+  kvserve::v1::DetokenizeRequest detokenize;
+  if (const kvserve::Status s = openai::parse_detokenize_request(body, served, &detokenize); !s.ok())
+    check(s.code() == kvserve::StatusCode::kInvalidArgument || s.code() == kvserve::StatusCode::kNotFound,
+          "a refused /detokenize body gets INVALID_ARGUMENT or NOT_FOUND");
 
   openai::ParsedRequest parsed;
   const kvserve::Status status = openai::parse_request(endpoint, body, served, &parsed);
