@@ -26,6 +26,14 @@ struct SamplingTask {
   std::span<const uint32_t> allowed;  // structured output's token mask (engine/sampler.h)
 };
 
+// Prompt logprobs: one position of a prompt whose logits score the prompt's next token. The
+// logits are those the last forward pass computed at the batch's flat token `token_index`.
+struct ScoringTask {
+  int token_index = 0;
+  TokenId target = 0;        // the token that follows it in the prompt
+  int num_top_logprobs = 0;  // alternatives to report, 0..kMaxTopLogprobs
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -46,6 +54,18 @@ class Backend {
   // and logprobs come back, never the logits.
   virtual void forward_and_sample(const StepBatch& batch, std::span<const SamplingTask> tasks,
                                   std::span<SampledToken> out);
+
+  // Prompt logprobs, after forward_and_sample ran `batch`: the logits at the given flat token
+  // indices of it, [token_indices.size() x vocab_size()] row-major, valid until the next call. The
+  // backend keeps every token's final hidden state until the next forward pass for this. Only
+  // backends whose scores_tokens() is true have it; the default throws std::logic_error.
+  virtual bool scores_tokens() const { return false; }
+  virtual std::span<const float> token_logits(const StepBatch& batch, std::span<const int> token_indices);
+  // out[i] = the target's logprob and alternatives under the logits at tasks[i].token_index, as
+  // Sampler::score gives them. This default scores token_logits() on the host, a few rows at a
+  // time; a GPU backend overrides it to score on the device, so that the logits stay there.
+  virtual void score_tokens(const StepBatch& batch, std::span<const ScoringTask> tasks,
+                            std::span<SampledToken> out);
 
   // Seconds a separate device (the GPU) has spent on steps so far, from the first copy of a step to
   // its last; 0 for backends that compute on the calling thread. Step wall time minus this is the

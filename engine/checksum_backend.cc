@@ -1,5 +1,6 @@
 #include "engine/checksum_backend.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -44,22 +45,41 @@ std::span<const float> ChecksumBackend::forward(const StepBatch& batch) {
   }
 
   logits_.assign(static_cast<size_t>(batch.num_seqs) * vocab_size_, 0.0f);
-  for (int s = 0; s < batch.num_seqs; ++s) {
-    const BlockId* table = batch.block_table(s);
-    uint64_t h = kFnvOffset;
-    for (int pos = 0; pos < batch.context_lens[s]; ++pos) {
-      const BlockId block = table[pos / block_size_];
-      if (block < 0) throw std::logic_error("block table padding read at position " + std::to_string(pos));
-      const Entry& e = cache_[static_cast<size_t>(block) * block_size_ + pos % block_size_];
-      if (e.position != pos)
-        throw std::logic_error("KV cache corrupted: sequence " + std::to_string(s) + " position " +
-                               std::to_string(pos) + " reads a slot holding position " +
-                               std::to_string(e.position));
-      h = fold(h, e.token);
-    }
-    logits_[static_cast<size_t>(s) * vocab_size_ + to_token(h, vocab_size_)] = 1.0f;
+  for (int s = 0; s < batch.num_seqs; ++s)
+    logits_[static_cast<size_t>(s) * vocab_size_ + next_token(batch, s, batch.context_lens[s])] = 1.0f;
+  return logits_;
+}
+
+std::span<const float> ChecksumBackend::token_logits(const StepBatch& batch,
+                                                     std::span<const int> token_indices) {
+  logits_.assign(token_indices.size() * static_cast<size_t>(vocab_size_), 0.0f);
+  for (size_t r = 0; r < token_indices.size(); ++r) {
+    const int t = token_indices[r];
+    if (t < 0 || t >= batch.num_tokens)
+      throw std::logic_error("ChecksumBackend::token_logits: token index " + std::to_string(t) +
+                             " outside the batch");
+    const auto seq = std::upper_bound(batch.query_start_loc.begin(), batch.query_start_loc.end(), t) -
+                     batch.query_start_loc.begin() - 1;
+    const int next = next_token(batch, static_cast<int>(seq), batch.positions[t] + 1);
+    logits_[r * static_cast<size_t>(vocab_size_) + static_cast<size_t>(next)] = 1.0f;
   }
   return logits_;
+}
+
+TokenId ChecksumBackend::next_token(const StepBatch& batch, int s, int context_len) const {
+  const BlockId* table = batch.block_table(s);
+  uint64_t h = kFnvOffset;
+  for (int pos = 0; pos < context_len; ++pos) {
+    const BlockId block = table[pos / block_size_];
+    if (block < 0) throw std::logic_error("block table padding read at position " + std::to_string(pos));
+    const Entry& e = cache_[static_cast<size_t>(block) * block_size_ + pos % block_size_];
+    if (e.position != pos)
+      throw std::logic_error("KV cache corrupted: sequence " + std::to_string(s) + " position " +
+                             std::to_string(pos) + " reads a slot holding position " +
+                             std::to_string(e.position));
+    h = fold(h, e.token);
+  }
+  return to_token(h, vocab_size_);
 }
 
 }  // namespace kvserve

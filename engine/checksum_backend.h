@@ -24,6 +24,9 @@ class ChecksumBackend : public Backend {
   std::string name() const override { return "checksum"; }
   int vocab_size() const override { return vocab_size_; }
   std::span<const float> forward(const StepBatch& batch) override;
+  // Row r is one-hot at the token predicted after position token_indices[r] of its sequence.
+  bool scores_tokens() const override { return true; }
+  std::span<const float> token_logits(const StepBatch& batch, std::span<const int> token_indices) override;
 
   // The token the model predicts after `context`, computed without any cache.
   static TokenId reference_next_token(std::span<const TokenId> context, int vocab_size);
@@ -33,6 +36,10 @@ class ChecksumBackend : public Backend {
     TokenId token = -1;
     int32_t position = -1;
   };
+  // The token predicted after the first context_len tokens of the batch's sequence s, read
+  // through its block table.
+  TokenId next_token(const StepBatch& batch, int s, int context_len) const;
+
   int block_size_;
   int vocab_size_;
   std::vector<Entry> cache_;  // num_blocks * block_size slots

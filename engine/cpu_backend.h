@@ -25,6 +25,9 @@ class CpuBackend : public Backend {
   int vocab_size() const override { return model_->config.vocab_size; }
   // Rows of sequences whose emits_token is 0 are left at zero: their logits are never used.
   std::span<const float> forward(const StepBatch& batch) override;
+  // From every token's final hidden state, which forward() keeps.
+  bool scores_tokens() const override { return true; }
+  std::span<const float> token_logits(const StepBatch& batch, std::span<const int> token_indices) override;
 
   // Bytes of KV cache one token takes across all layers (K and V).
   static size_t kv_bytes_per_token(const ModelConfig& config);

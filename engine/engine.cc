@@ -29,6 +29,9 @@ Status Engine::validate(const Request& request) const {
                                      ", outside the vocabulary [0, " + std::to_string(vocab) + ")");
   }
   if (Status s = validate_sampling_params(request.sampling); !s.ok()) return s;
+  if (request.sampling.prompt_logprobs >= 0 && !backend_->scores_tokens())
+    return Status::InvalidArgument("prompt_logprobs: the " + backend_->name() +
+                                   " backend cannot score prompt tokens; leave it unset");
   for (const TokenId t : request.stop.stop_token_ids) {
     if (t < 0 || t >= vocab)
       return Status::InvalidArgument("stop token id " + std::to_string(t) +
@@ -60,6 +63,10 @@ Status Engine::add_request(Request request) {
 
   RequestState state;
   state.seed = request.sampling.seed.value_or(seed_source_());
+  if (request.sampling.prompt_logprobs >= 0) {
+    state.prompt_logprobs_pending = true;
+    state.prompt = request.prompt;
+  }
   if (config_.tokenizer)
     state.detokenizer = std::make_unique<IncrementalDetokenizer>(
         *config_.tokenizer, request.prompt, request.stop.stop, request.stop.min_tokens,
@@ -117,6 +124,8 @@ std::vector<StepOutput> Engine::step() {
     }
   }
 
+  score_prompts(plan, batch);
+
   sampled_.assign(plan.seqs.size(), SampledToken{});
   sampled_ids_.assign(plan.seqs.size(), -1);
   for (size_t k = 0; k < tasks_.size(); ++k) {
@@ -137,8 +146,16 @@ std::vector<StepOutput> Engine::step() {
                    e.finish,
                    e.num_prompt_tokens,
                    e.num_output_tokens,
-                   e.num_cached_prompt_tokens};
+                   e.num_cached_prompt_tokens,
+                   {},
+                   {}};
     RequestState& state = states_.at(e.id);
+    if (state.prompt_logprobs_pending) {
+      // Every prompt position is scored by the step that emits the first token.
+      state.prompt_logprobs_pending = false;
+      out.prompt_token_ids = std::move(state.prompt);
+      out.prompt_logprobs = std::move(state.prompt_logprobs);
+    }
     if (state.detokenizer) {
       IncrementalDetokenizer::Delta delta = state.detokenizer->push(e.token);
       out.text = std::move(delta.text);
@@ -154,6 +171,38 @@ std::vector<StepOutput> Engine::step() {
     outputs.push_back(std::move(out));
   }
   return outputs;
+}
+
+void Engine::score_prompts(const StepPlan& plan, const StepBatch& batch) {
+  struct Scored {
+    Sequence* seq;
+    int first, end;  // the prompt positions this step scores for it
+  };
+  std::vector<Scored> scored;
+  scoring_tasks_.clear();
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    const ScheduledSequence& s = plan.seqs[i];
+    if (!s.seq->scoring_prompt()) continue;
+    // The chunk's positions not scored yet; the chunk starts at or before the next one, since the
+    // prefix cache served none past it.
+    const Scored range{s.seq, std::max(s.start_pos, s.seq->next_position_to_score()),
+                       std::min(s.start_pos + s.num_new_tokens, s.seq->num_prompt_positions_to_score())};
+    for (int p = range.first; p < range.end; ++p)
+      scoring_tasks_.push_back(ScoringTask{batch.query_start_loc[i] + (p - s.start_pos),
+                                           s.seq->tokens()[static_cast<size_t>(p) + 1],
+                                           s.seq->sampling().prompt_logprobs});
+    if (range.first < range.end) scored.push_back(range);
+  }
+  if (scoring_tasks_.empty()) return;
+  scoring_results_.assign(scoring_tasks_.size(), SampledToken{});
+  backend_->score_tokens(batch, scoring_tasks_, scoring_results_);
+  size_t k = 0;
+  for (const Scored& range : scored) {
+    std::vector<SampledToken>& scores = states_.at(range.seq->id()).prompt_logprobs;
+    for (int p = range.first; p < range.end; ++p)
+      scores.push_back(std::move(scoring_results_[k++]));
+    range.seq->set_next_position_to_score(range.end);
+  }
 }
 
 std::vector<GenerationResult> Engine::generate(std::vector<Request> requests) {
@@ -175,6 +224,7 @@ std::vector<GenerationResult> Engine::generate(std::vector<Request> requests) {
       r.logprobs.push_back(out.logprob);
       r.text += out.text;
       r.num_cached_prompt_tokens = out.num_cached_prompt_tokens;
+      if (!out.prompt_logprobs.empty()) r.prompt_logprobs = std::move(out.prompt_logprobs);
       if (out.finish != FinishReason::kNone) {
         r.finish = out.finish;
         --pending;

@@ -43,6 +43,11 @@ struct StepOutput {
   int num_prompt_tokens = 0;
   int num_output_tokens = 0;
   int num_cached_prompt_tokens = 0;
+  // On the first output of a request that asked for prompt logprobs: its prompt, and for each
+  // prompt token after the first its logprob and alternatives (prompt_logprobs[i] scores
+  // prompt_token_ids[i + 1]).
+  std::vector<TokenId> prompt_token_ids;
+  std::vector<SampledToken> prompt_logprobs;
 };
 
 // A finished request as the offline API returns it.
@@ -55,6 +60,7 @@ struct GenerationResult {
   FinishReason finish = FinishReason::kNone;
   int num_prompt_tokens = 0;
   int num_cached_prompt_tokens = 0;
+  std::vector<SampledToken> prompt_logprobs;  // as StepOutput's, when asked for
 };
 
 class Engine {
@@ -85,7 +91,14 @@ class Engine {
   struct RequestState {
     uint64_t seed;
     std::unique_ptr<IncrementalDetokenizer> detokenizer;
+    // Prompt logprobs, while the prompt is scored: the prompt, and the scores so far. They go out
+    // with the request's first output.
+    bool prompt_logprobs_pending = false;
+    std::vector<TokenId> prompt;
+    std::vector<SampledToken> prompt_logprobs;
   };
+  // Scores the prompt positions this step computed for requests that asked for prompt logprobs.
+  void score_prompts(const StepPlan& plan, const StepBatch& batch);
 
   EngineConfig config_;
   std::unique_ptr<Backend> backend_;
@@ -99,6 +112,8 @@ class Engine {
   std::vector<size_t> task_plan_index_;  // tasks_[k] samples plan.seqs[task_plan_index_[k]]
   std::vector<SampledToken> task_results_;
   std::vector<std::vector<TokenId>> suppressed_;  // per plan index; tasks_ point into these
+  std::vector<ScoringTask> scoring_tasks_;
+  std::vector<SampledToken> scoring_results_;
   uint64_t num_steps_ = 0;
 };
 

@@ -27,6 +27,11 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;
   std::optional<uint64_t> seed;
   int top_logprobs = 0;  // how many alternatives to report per token; 0 = none
+  // Prompt logprobs: -1 = off; otherwise each prompt token after the first is reported with its
+  // logprob under the tokens before it, and this many alternatives (0..kMaxTopLogprobs), once the
+  // prompt has been computed (StepOutput::prompt_logprobs). Such a request's prompt is computed
+  // whole: a position served from the prefix cache would have no logits to score.
+  int prompt_logprobs = -1;
   // Added to the logits of these ids before penalties and sampling (OpenAI's logit_bias): -100
   // all but bans a token, +100 all but forces it. Ids unique and in the vocabulary, biases in
   // [-100, 100], at most kMaxLogitBias entries (engine/sampler.h).

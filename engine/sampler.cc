@@ -138,7 +138,10 @@ template <typename T>
   return m[0];
 }
 
-// log_softmax of the raw logits, evaluated one id at a time from two numbers.
+}  // namespace
+
+// log_softmax of the raw logits, evaluated one id at a time from two numbers (declared in
+// sampler.h, for Sampler's private helper).
 struct LogSoftmax {
   explicit LogSoftmax(std::span<const float> logits) {
     max = max_of(logits);
@@ -163,8 +166,6 @@ struct LogSoftmax {
   int64_t infinite = 0;
 };
 
-}  // namespace
-
 Status validate_sampling_params(const SamplingParams& p) {
   // Written as "!(ok)" so that NaN, which fails every comparison, is rejected too.
   if (!(std::isfinite(p.temperature) && p.temperature >= 0.0f)) {
@@ -185,6 +186,9 @@ Status validate_sampling_params(const SamplingParams& p) {
   if (p.top_logprobs < 0 || p.top_logprobs > kMaxTopLogprobs) {
     return out_of_range("top_logprobs", "in [0, 20]", p.top_logprobs);
   }
+  if (p.prompt_logprobs < -1 || p.prompt_logprobs > kMaxTopLogprobs) {
+    return out_of_range("prompt_logprobs", "in [0, 20], or -1 for none", p.prompt_logprobs);
+  }
   if (p.logit_bias.size() > static_cast<size_t>(kMaxLogitBias)) {
     return Status::InvalidArgument("logit_bias has " + std::to_string(p.logit_bias.size()) +
                                    " entries, at most " + std::to_string(kMaxLogitBias) + " allowed");
@@ -203,6 +207,34 @@ Status validate_sampling_params(const SamplingParams& p) {
   return Status::Ok();
 }
 
+void Sampler::add_top_logprobs(std::span<const float> logits, const LogSoftmax& log_softmax, int count,
+                               SampledToken& out) {
+  if (count <= 0) return;
+  const size_t vocab = logits.size();
+  const size_t k = std::min(static_cast<size_t>(count), vocab);
+  const auto key = [&](int32_t i) {
+    const float x = logits[static_cast<size_t>(i)];
+    return std::isnan(x) ? -kInf : static_cast<double>(x);
+  };
+  order_.resize(vocab);
+  std::iota(order_.begin(), order_.end(), 0);
+  std::partial_sort(order_.begin(), order_.begin() + static_cast<std::ptrdiff_t>(k), order_.end(),
+                    [&](int32_t a, int32_t b) { return key(a) > key(b) || (key(a) == key(b) && a < b); });
+  out.top_logprobs.reserve(k);
+  for (size_t i = 0; i < k; ++i)
+    out.top_logprobs.emplace_back(order_[i], log_softmax(logits[static_cast<size_t>(order_[i])]));
+}
+
+SampledToken Sampler::score(std::span<const float> logits, TokenId token, int num_top_logprobs) {
+  SampledToken out;
+  out.token = token;
+  if (logits.empty() || !in_vocab(token, logits.size())) return out;
+  const LogSoftmax log_softmax(logits);
+  add_top_logprobs(logits, log_softmax, num_top_logprobs, out);
+  out.logprob = log_softmax(logits[static_cast<size_t>(token)]);
+  return out;
+}
+
 SampledToken Sampler::sample(const SampleInput& in) {
   static_assert(kMaxTopLogprobs == 20, "the top_logprobs message states the range");
   SampledToken out;
@@ -211,21 +243,7 @@ SampledToken Sampler::sample(const SampleInput& in) {
   if (vocab == 0) return out;
 
   const LogSoftmax log_softmax(in.logits);
-  if (p.top_logprobs > 0) {
-    const size_t k = std::min(static_cast<size_t>(p.top_logprobs), vocab);
-    const auto key = [&](int32_t i) {
-      const float x = in.logits[static_cast<size_t>(i)];
-      return std::isnan(x) ? -kInf : static_cast<double>(x);
-    };
-    order_.resize(vocab);
-    std::iota(order_.begin(), order_.end(), 0);
-    std::partial_sort(order_.begin(), order_.begin() + static_cast<std::ptrdiff_t>(k), order_.end(),
-                      [&](int32_t a, int32_t b) { return key(a) > key(b) || (key(a) == key(b) && a < b); });
-    out.top_logprobs.reserve(k);
-    for (size_t i = 0; i < k; ++i) {
-      out.top_logprobs.emplace_back(order_[i], log_softmax(in.logits[static_cast<size_t>(order_[i])]));
-    }
-  }
+  add_top_logprobs(in.logits, log_softmax, p.top_logprobs, out);
 
   // 1. Suppression. NaN (a broken model output) is treated like a suppressed token, and so is an
   // id the structured-output mask does not allow.

@@ -69,11 +69,20 @@ struct SampledToken {
   std::vector<std::pair<TokenId, float>> top_logprobs;  // params->top_logprobs best, descending
 };
 
+struct LogSoftmax;
+
 class Sampler {
  public:
   SampledToken sample(const SampleInput& in);
+  // Prompt logprobs: `token` (not drawn: given) with its logprob and num_top_logprobs alternatives
+  // under the raw logits, as sample() reports a drawn token's. An id outside the vocabulary gets
+  // logprob 0 and no alternatives (the engine validates ids before this).
+  SampledToken score(std::span<const float> logits, TokenId token, int num_top_logprobs);
 
  private:
+  void add_top_logprobs(std::span<const float> logits, const LogSoftmax& log_softmax, int count,
+                        SampledToken& out);
+
   // Scratch reused between calls, so a step allocates nothing once warm.
   std::vector<double> work_;                      // penalized logits
   std::vector<std::pair<double, int32_t>> cand_;  // (unnormalized probability, id) of candidates

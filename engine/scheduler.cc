@@ -131,8 +131,11 @@ int Scheduler::admit_with_prefix_cache(Sequence& seq, int budget) {
   const int block_size = config_.block_size;
   std::vector<BlockId> hits;
   if (pool_.prefix_caching_enabled()) {
-    // At least one token must be computed to get logits, so the last token is never a hit.
-    const int max_hit_blocks = (seq.num_tokens() - 1) / block_size;
+    // At least one token must be computed to get logits, so the last token is never a hit; nor is
+    // a prompt position still to be scored for prompt logprobs.
+    int max_hit_blocks = (seq.num_tokens() - 1) / block_size;
+    if (seq.scoring_prompt())
+      max_hit_blocks = std::min(max_hit_blocks, seq.next_position_to_score() / block_size);
     const auto tokens = seq.tokens();
     const auto hashes = seq.block_hashes();
     for (int i = 0; i < max_hit_blocks; ++i) {

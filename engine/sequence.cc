@@ -29,6 +29,8 @@ Sequence::Sequence(Request request, int block_size, std::span<const TokenId> eos
       table_(block_size) {
   tokens_.reserve(tokens_.size() + std::max(0, request_.stop.max_tokens));
   if (request_.constraint) constraint_state_ = request_.constraint->start();
+  // Positions [0, P - 1) are scored when prompt logprobs are asked for; none otherwise.
+  next_position_to_score_ = request_.sampling.prompt_logprobs >= 0 ? 0 : num_prompt_positions_to_score();
 }
 
 std::span<const uint32_t> Sequence::allowed_tokens() const {

@@ -2,6 +2,7 @@
 // cache, its block table, and the stop rules applied to every token it produces.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -37,6 +38,15 @@ class Sequence {
   int num_computed_tokens() const { return num_computed_; }
   void set_num_computed_tokens(int n) { num_computed_ = n; }
   int num_uncomputed_tokens() const { return num_tokens() - num_computed_; }
+
+  // Prompt logprobs (SamplingParams::prompt_logprobs): the logits at prompt position p score
+  // prompt token p + 1, so positions [0, num_prompt_positions_to_score()) are scored, in order, as
+  // prefill computes them. Those before next_position_to_score() are done (all of them when none
+  // were asked for). Only those may come from the prefix cache: a cached position computes no logits.
+  int num_prompt_positions_to_score() const { return std::max(num_prompt_tokens_ - 1, 0); }
+  int next_position_to_score() const { return next_position_to_score_; }
+  void set_next_position_to_score(int p) { next_position_to_score_ = p; }
+  bool scoring_prompt() const { return next_position_to_score_ < num_prompt_positions_to_score(); }
 
   BlockTable& block_table() { return table_; }
   const BlockTable& block_table() const { return table_; }
@@ -90,7 +100,8 @@ class Sequence {
   int num_cached_prompt_tokens_ = 0;
   int num_preemptions_ = 0;
   bool ever_scheduled_ = false;
-  int32_t constraint_state_ = -1;  // the constraint's automaton state after the output so far
+  int32_t constraint_state_ = -1;
+  int next_position_to_score_ = 0;  // the constraint's automaton state after the output so far
 };
 
 }  // namespace kvserve

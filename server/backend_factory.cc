@@ -41,6 +41,14 @@ class FailAfterSteps : public Backend {
     count_step();
     inner_->forward_and_sample(batch, tasks, out);
   }
+  bool scores_tokens() const override { return inner_->scores_tokens(); }
+  std::span<const float> token_logits(const StepBatch& batch, std::span<const int> token_indices) override {
+    return inner_->token_logits(batch, token_indices);
+  }
+  void score_tokens(const StepBatch& batch, std::span<const ScoringTask> tasks,
+                    std::span<SampledToken> out) override {
+    inner_->score_tokens(batch, tasks, out);
+  }
   double device_seconds() const override { return inner_->device_seconds(); }
 
  private:

@@ -120,6 +120,45 @@ TEST_P(TinyModel, EngineGreedyTokensMatchTheReference) {
   EXPECT_EQ(results[0].output, exp.greedy);
 }
 
+// Prompt logprobs: a prompt made of the reference's prompt and its greedy tokens but the last is
+// scored, at its tail, by the reference's logits of every step (step j's logits score greedy token
+// j). log_softmax moves each logprob by at most twice the logits' error: 2 * kLogitTolerance.
+TEST_P(TinyModel, PromptLogprobsMatchTheReferenceWholeAndChunked) {
+  const Expected exp = read_expected(GetParam());
+  const auto model = load(GetParam());
+  std::vector<TokenId> prompt = exp.prompt;
+  prompt.insert(prompt.end(), exp.greedy.begin(), exp.greedy.end() - 1);
+  const size_t tail = exp.prompt.size() - 1;  // the score of greedy token 0
+  for (int budget : {2048, 3}) {
+    SCOPED_TRACE("token budget " + std::to_string(budget));
+    auto engine = make_engine(model, 64, budget);
+    Request r = testing::make_request("scored", prompt, 1);
+    r.sampling.prompt_logprobs = 3;
+    const auto results = engine->generate({r});
+    ASSERT_TRUE(results[0].status.ok()) << results[0].status.message();
+    const std::vector<SampledToken>& scores = results[0].prompt_logprobs;
+    ASSERT_EQ(scores.size(), prompt.size() - 1);
+    for (size_t j = 0; j + 1 < exp.greedy.size(); ++j) {  // the prompt holds all but the last
+      const std::vector<float>& logits = exp.step_logits[j];
+      double max = logits[0], sum = 0.0;
+      for (float x : logits)
+        max = std::max(max, static_cast<double>(x));
+      for (float x : logits)
+        sum += std::exp(x - max);
+      const double lse = max + std::log(sum);
+      const SampledToken& s = scores[tail + j];
+      EXPECT_EQ(s.token, exp.greedy[j]);
+      EXPECT_NEAR(s.logprob, logits[static_cast<size_t>(exp.greedy[j])] - lse, 2 * kLogitTolerance) << j;
+      ASSERT_EQ(s.top_logprobs.size(), 3u);
+      EXPECT_EQ(s.top_logprobs[0].first, exp.greedy[j]) << "greedy token " << j << " is the likeliest";
+      for (const auto& [id, logprob] : s.top_logprobs)
+        EXPECT_NEAR(logprob, logits[static_cast<size_t>(id)] - lse, 2 * kLogitTolerance) << j << " id " << id;
+    }
+    // The engine samples the token after the prompt from the same logits: greedy's last token.
+    EXPECT_EQ(results[0].output, std::vector<TokenId>{exp.greedy.back()});
+  }
+}
+
 // The same request gives the same greedy tokens alone, in a batch of 64 mixed requests, after being
 // preempted and recomputed, and with its prompt partly served from the prefix cache.
 TEST_P(TinyModel, BatchInvariance) {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -112,6 +114,131 @@ TEST(Engine, AbortMidGenerationReturnsBlocksAndLeavesOthersRunning) {
     }
   EXPECT_EQ(b_tokens.size(), 3u);  // 2 of b's 5 tokens came before the abort
   EXPECT_EQ(engine->scheduler().pool().num_free_blocks(), 64);
+}
+
+// Prompt logprobs against the checksum model, whose logits after any context are one-hot (1 at the
+// token reference_next_token predicts, 0 elsewhere): prompt token i + 1 scores
+// 1 - log(e + V - 1) when it is the predicted one and -log(e + V - 1) otherwise, and the best
+// alternative is the predicted token. Exact up to float rounding of one log: 1e-5.
+void expect_reference_prompt_logprobs(const std::vector<TokenId>& prompt,
+                                      const std::vector<SampledToken>& scores, int num_top,
+                                      const std::string& id) {
+  ASSERT_EQ(scores.size(), prompt.size() - 1) << id;
+  const double log_z = std::log(std::exp(1.0) + (kVocab - 1));
+  for (size_t i = 0; i + 1 < prompt.size(); ++i) {
+    const std::vector<TokenId> context(prompt.begin(), prompt.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+    const TokenId predicted = ChecksumBackend::reference_next_token(context, kVocab);
+    const SampledToken& s = scores[i];
+    EXPECT_EQ(s.token, prompt[i + 1]) << id << " position " << i;
+    EXPECT_NEAR(s.logprob, (s.token == predicted ? 1.0 : 0.0) - log_z, 1e-5) << id << " position " << i;
+    ASSERT_EQ(s.top_logprobs.size(), static_cast<size_t>(num_top)) << id << " position " << i;
+    if (num_top > 0) {
+      EXPECT_EQ(s.top_logprobs[0].first, predicted) << id << " position " << i;
+      EXPECT_NEAR(s.top_logprobs[0].second, 1.0 - log_z, 1e-5) << id << " position " << i;
+    }
+  }
+}
+
+// Prompts that follow the model in places (their next token is the predicted one), so that both
+// branches of the reference are exercised.
+std::vector<Request> scored_requests(int n, uint64_t seed, const std::vector<TokenId>& shared_prefix) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<TokenId> tok(1, kVocab - 1);
+  std::uniform_int_distribution<int> len(1, 90), out(1, 12);
+  std::vector<Request> reqs;
+  for (int i = 0; i < n; ++i) {
+    std::vector<TokenId> prompt = shared_prefix;
+    for (int k = len(rng); k > 0; --k)
+      prompt.push_back(rng() % 3 == 0 && !prompt.empty()
+                           ? ChecksumBackend::reference_next_token(prompt, kVocab)
+                           : tok(rng));
+    Request r = make_request("s" + std::to_string(i), prompt, out(rng));
+    r.sampling.prompt_logprobs = i % 3 == 0 ? 0 : static_cast<int>(i % 5);
+    reqs.push_back(std::move(r));
+  }
+  return reqs;
+}
+
+TEST(Engine, PromptLogprobsMatchTheReferenceWholeChunkedPreemptedAndAfterTheCacheFills) {
+  std::vector<TokenId> prefix(40);
+  for (size_t i = 0; i < prefix.size(); ++i)
+    prefix[i] = static_cast<TokenId>(1 + i * 13 % (kVocab - 1));
+  auto batch = scored_requests(48, 3, prefix);
+  // Requests without prompt logprobs share the prefix too: they may still be served from the cache.
+  for (Request r : random_requests(16, 5, prefix))
+    batch.push_back(std::move(r));
+
+  struct Setup {
+    const char* name;
+    int blocks, budget;
+  };
+  for (const Setup& setup :
+       {Setup{"whole", 512, 2048}, Setup{"chunked", 512, 7}, Setup{"preempted", 40, 64}}) {
+    SCOPED_TRACE(setup.name);
+    auto engine = make_engine(setup.blocks, 8, setup.budget);
+    // Twice: the second time the prefix cache holds every prompt.
+    for (int round = 0; round < 2; ++round) {
+      const auto results = engine->generate(batch);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const Request& r = batch[i];
+        ASSERT_TRUE(results[i].status.ok()) << results[i].status.message();
+        EXPECT_EQ(results[i].output, reference(r.prompt, r.stop.max_tokens)) << r.id;
+        if (r.sampling.prompt_logprobs < 0) {
+          EXPECT_TRUE(results[i].prompt_logprobs.empty()) << r.id;
+          if (round == 1 && setup.blocks == 512) {  // 40 blocks evict most of the cache
+            EXPECT_GT(results[i].num_cached_prompt_tokens, 0) << r.id;
+          }
+          continue;
+        }
+        expect_reference_prompt_logprobs(r.prompt, results[i].prompt_logprobs, r.sampling.prompt_logprobs,
+                                         r.id);
+        EXPECT_EQ(results[i].num_cached_prompt_tokens, 0)
+            << r.id << ": a scored position came from the cache";
+      }
+    }
+    if (std::string(setup.name) == "preempted") {
+      EXPECT_GT(engine->scheduler().stats().num_preemptions, 0u);
+    }
+    EXPECT_EQ(engine->scheduler().pool().num_free_blocks(), setup.blocks);
+  }
+}
+
+TEST(Engine, PromptLogprobsGoOutOnceWithTheFirstToken) {
+  auto engine = make_engine(64, 8, 5);  // chunks of 5: the prompt takes several steps
+  Request r = make_request("p", {7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18}, 3);
+  r.sampling.prompt_logprobs = 2;
+  Request one = make_request("one", {42}, 2);  // a one-token prompt has nothing to score
+  one.sampling.prompt_logprobs = 0;
+  ASSERT_TRUE(engine->add_request(r).ok());
+  ASSERT_TRUE(engine->add_request(one).ok());
+  std::map<std::string, int> outputs, with_prompt;
+  while (engine->has_unfinished()) {
+    for (StepOutput& out : engine->step()) {
+      const Request& req = out.id == "p" ? r : one;
+      if (outputs[out.id]++ == 0) {
+        ++with_prompt[out.id];
+        EXPECT_EQ(out.prompt_token_ids, req.prompt) << out.id;
+        expect_reference_prompt_logprobs(req.prompt, out.prompt_logprobs, req.sampling.prompt_logprobs,
+                                         out.id);
+      } else {
+        EXPECT_TRUE(out.prompt_token_ids.empty() && out.prompt_logprobs.empty()) << out.id;
+      }
+    }
+  }
+  EXPECT_EQ(outputs["p"], 3);
+  EXPECT_EQ(outputs["one"], 2);
+  EXPECT_EQ(with_prompt["p"], 1);
+}
+
+TEST(Engine, RejectsPromptLogprobsOutOfRange) {
+  auto engine = make_engine(64);
+  Request r = make_request("r", {1, 2, 3}, 2);
+  r.sampling.prompt_logprobs = kMaxTopLogprobs + 1;
+  const Status st = engine->add_request(r);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("prompt_logprobs"), std::string::npos) << st.message();
+  r.sampling.prompt_logprobs = -2;
+  EXPECT_EQ(engine->add_request(r).code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace
