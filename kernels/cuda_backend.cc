@@ -237,6 +237,8 @@ void CudaBackend::allocate_activations() {
   sampled_.resize(max_seqs);
   host_rows_.reserve(max_seqs);
   host_sampled_.reserve(max_seqs);
+  host_score_indices_.reserve(max_seqs);
+  score_indices_.resize(max_seqs);
   history_.resize(1);
   suppressed_.resize(1);
   bias_ids_.resize(1);
@@ -381,10 +383,17 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
   // The last MLP output joins the stream (this norm's output is not needed: only the last token of
   // each sequence is normalized, below, after the gather).
   add_rms_norm(residual_.get(), delta_.get(), final_norm_.get(), eps, tokens, hidden, normed_.get(), stream_);
-  gather_rows(residual_.get(), last_index, seqs, hidden, last_.get(), stream_);
-  add_rms_norm(last_.get(), nullptr, final_norm_.get(), eps, seqs, hidden, last_normed_.get(), stream_);
+  enqueue_lm_head(last_index, seqs);
+}
+
+void CudaBackend::enqueue_lm_head(const int32_t* token_index, int rows) {
+  const ModelConfig& c = config_;
+  const int hidden = c.hidden_size;
+  gather_rows(residual_.get(), token_index, rows, hidden, last_.get(), stream_);
+  add_rms_norm(last_.get(), nullptr, final_norm_.get(), static_cast<float>(c.rms_norm_eps), rows, hidden,
+               last_normed_.get(), stream_);
   const bf16* lm_head = lm_head_.size() > 0 ? lm_head_.get() : embed_.get();
-  gemm_->linear(last_normed_.get(), seqs, hidden, lm_head, c.vocab_size, logits_.get(), c.vocab_size);
+  gemm_->linear(last_normed_.get(), rows, hidden, lm_head, c.vocab_size, logits_.get(), c.vocab_size);
 }
 
 void CudaBackend::run_forward(const StepBatch& batch) {
@@ -550,17 +559,80 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
               suppressed_.get(), bias_ids_.get(), bias_values_.get(),
               allowed_size > 0 ? allowed_.get() : nullptr, sampling_workspace_.get(),
               sampling_workspace_.bytes(), sampled_.get(), stream_);
+  read_sampled(rows, out);
+}
+
+void CudaBackend::read_sampled(int rows, std::span<SampledToken> out) {
   CUDA_CHECK(cudaMemcpyAsync(host_sampled_.get(), sampled_.get(), rows * sizeof(SampledRow),
                              cudaMemcpyDeviceToHost, stream_));
   finish_step();
-  for (size_t i = 0; i < tasks.size(); ++i) {
+  for (int i = 0; i < rows; ++i) {
     const SampledRow& s = host_sampled_.get()[i];
-    SampledToken& o = out[i];
+    SampledToken& o = out[static_cast<size_t>(i)];
     o.token = s.token;
     o.logprob = s.logprob;
     o.top_logprobs.clear();
     for (int k = 0; k < host_rows_.get()[i].num_top_logprobs; ++k)
       o.top_logprobs.emplace_back(s.top_ids[k], s.top_logprobs[k]);
+  }
+}
+
+void CudaBackend::upload_score_indices(const StepBatch& batch, std::span<const int> token_indices) {
+  for (size_t i = 0; i < token_indices.size(); ++i) {
+    const int t = token_indices[i];
+    // An index past the pass's tokens would read a stale (or padding) row of the residual stream.
+    if (t < 0 || t >= batch.num_tokens)
+      throw std::logic_error("CudaBackend: scored token index " + std::to_string(t) + " outside the batch");
+    host_score_indices_.get()[i] = t;
+  }
+  CUDA_CHECK(cudaMemcpyAsync(score_indices_.get(), host_score_indices_.get(),
+                             token_indices.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+}
+
+std::span<const float> CudaBackend::token_logits(const StepBatch& batch, std::span<const int> token_indices) {
+  CUDA_CHECK(cudaSetDevice(options_.device));
+  const size_t vocab = static_cast<size_t>(config_.vocab_size);
+  host_logits_.resize(token_indices.size() * vocab);
+  const size_t group = static_cast<size_t>(options_.max_num_seqs);  // logits_'s rows
+  for (size_t first = 0; first < token_indices.size(); first += group) {
+    const size_t count = std::min(group, token_indices.size() - first);
+    CUDA_CHECK(cudaEventRecord(step_start_, stream_));
+    upload_score_indices(batch, token_indices.subspan(first, count));
+    enqueue_lm_head(score_indices_.get(), static_cast<int>(count));
+    CUDA_CHECK(cudaMemcpyAsync(host_logits_.data() + first * vocab, logits_.get(),
+                               count * vocab * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    finish_step();  // the pinned indices are rewritten by the next group
+  }
+  return host_logits_;
+}
+
+void CudaBackend::score_tokens(const StepBatch& batch, std::span<const ScoringTask> tasks,
+                               std::span<SampledToken> out) {
+  if (out.size() != tasks.size()) throw std::logic_error("score_tokens: one output per task");
+  CUDA_CHECK(cudaSetDevice(options_.device));
+  const size_t group = static_cast<size_t>(options_.max_num_seqs);  // logits_'s and the sampler's rows
+  std::vector<int> indices;
+  for (size_t first = 0; first < tasks.size(); first += group) {
+    const size_t count = std::min(group, tasks.size() - first);
+    CUDA_CHECK(cudaEventRecord(step_start_, stream_));
+    indices.clear();
+    for (size_t i = 0; i < count; ++i) {
+      const ScoringTask& t = tasks[first + i];
+      indices.push_back(t.token_index);
+      SamplingRow& r = host_rows_.get()[i];
+      r = SamplingRow{};  // greedy, nothing suppressed, biased or penalized: the raw logits
+      r.logits_row = static_cast<int32_t>(i);
+      r.num_top_logprobs = std::min({t.num_top_logprobs, kMaxGpuTopLogprobs, config_.vocab_size});
+      r.forced_token = t.target;
+    }
+    upload_score_indices(batch, indices);
+    enqueue_lm_head(score_indices_.get(), static_cast<int>(count));
+    CUDA_CHECK(cudaMemcpyAsync(sampling_rows_.get(), host_rows_.get(), count * sizeof(SamplingRow),
+                               cudaMemcpyHostToDevice, stream_));
+    sample_rows(logits_.get(), config_.vocab_size, sampling_rows_.get(), static_cast<int>(count), nullptr,
+                nullptr, nullptr, nullptr, nullptr, sampling_workspace_.get(), sampling_workspace_.bytes(),
+                sampled_.get(), stream_);
+    read_sampled(static_cast<int>(count), out.subspan(first, count));
   }
 }
 

@@ -69,6 +69,12 @@ class CudaBackend : public Backend {
   std::span<const float> forward(const StepBatch& batch) override;
   void forward_and_sample(const StepBatch& batch, std::span<const SamplingTask> tasks,
                           std::span<SampledToken> out) override;
+  // Prompt logprobs from the residual stream the last pass left on the device, max_num_seqs
+  // positions at a time: LM head, then sample_rows with each row's token forced (sampling.h).
+  bool scores_tokens() const override { return true; }
+  std::span<const float> token_logits(const StepBatch& batch, std::span<const int> token_indices) override;
+  void score_tokens(const StepBatch& batch, std::span<const ScoringTask> tasks,
+                    std::span<SampledToken> out) override;
 
   int num_blocks() const { return layout_.num_blocks; }
   // "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)"
@@ -98,6 +104,14 @@ class CudaBackend : public Backend {
   // Waits for the step's device work and adds its span (run_forward's first copy to now) to
   // device_seconds_.
   void finish_step();
+  // The final norm and the LM head for `rows` tokens of the pass's residual stream, picked by the
+  // device array token_index: fp32 logits in logits_'s first rows.
+  void enqueue_lm_head(const int32_t* token_index, int rows);
+  // Copies token_indices[first, first + count) to score_indices_ (count <= max_num_seqs) after
+  // checking each against the batch.
+  void upload_score_indices(const StepBatch& batch, std::span<const int> token_indices);
+  // Copies the sampled rows back and fills `out` from them.
+  void read_sampled(int rows, std::span<SampledToken> out);
   __nv_bfloat16* k_cache(int layer) const;
   __nv_bfloat16* v_cache(int layer) const;
 
@@ -155,6 +169,9 @@ class CudaBackend : public Backend {
   PinnedBuffer<float> host_bias_values_;
   PinnedBuffer<uint32_t> host_allowed_;
   PinnedBuffer<SampledRow> host_sampled_;
+  // Prompt logprobs: the token indices of one group of scored positions.
+  PinnedBuffer<int32_t> host_score_indices_;
+  DeviceBuffer<int32_t> score_indices_;
 
   // Decode graphs by padded batch size.
   std::map<int, cudaGraphExec_t> graphs_;

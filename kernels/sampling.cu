@@ -551,6 +551,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const Found f = radix_select(key, vocab, 8, id_bytes, true, target + 1, sel);
     if (f.id >= 0 && f.id < vocab) token = f.id;
   }
+  if (row.forced_token >= 0 && row.forced_token < vocab) token = row.forced_token;
   if (tid == 0) {
     o.token = token;
     o.logprob = log_softmax(x[token]);

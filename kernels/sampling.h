@@ -50,6 +50,10 @@ struct SamplingRow {
   // the penalties). -1: no mask, every id allowed.
   int32_t allowed_offset = -1;
   int32_t num_allowed_words = 0;
+  // Prompt logprobs: an id in [0, vocab) is reported as the row's token (with its logprob and the
+  // top_logprobs) in place of the one sampled; give such a row temperature 0 and nothing else, so
+  // that nothing is drawn. -1: the sampled token.
+  int32_t forced_token = -1;
 };
 
 struct SampledRow {

@@ -148,6 +148,80 @@ TEST_P(CudaBackendModel, LogitsMatchTheCpuBackendStepByStep) {
   }
 }
 
+// Prompt logprobs: after each pass (eager, or a replayed decode graph), the logits at every token of
+// the batch and the scores of a target at each, against the CPU backend's. The targets are the
+// batch's next token ids; the logprobs are log_softmax of logits within logit_tolerance, so they
+// move by at most twice it.
+TEST_P(CudaBackendModel, PromptLogprobsMatchTheCpuBackend) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const auto model = load_bf16_rounded(GetParam());
+  const size_t vocab = static_cast<size_t>(model->config.vocab_size);
+  for (bool graphs : {false, true}) {
+    SCOPED_TRACE(graphs ? "CUDA graphs" : "eager");
+    const CudaBackendOptions opt = small_options(graphs);
+    const SchedulerConfig cfg = scheduler_config(opt, 64);
+    Scheduler sched(cfg);
+    CpuBackend cpu(model, cfg.num_blocks, cfg.block_size);
+    CudaBackend gpu(model, opt);
+    BatchBuilder builder;
+    for (Request& r : mixed_requests(model->config.vocab_size, 24, 11))
+      ASSERT_TRUE(
+          sched.add(std::make_unique<Sequence>(std::move(r), cfg.block_size, std::vector<TokenId>{})).ok());
+    int steps = 0, scored = 0;
+    while (sched.has_unfinished()) {
+      const StepPlan plan = sched.schedule();
+      const StepBatch& batch = builder.build(plan, cfg.block_size);
+      std::vector<int> indices;
+      std::vector<ScoringTask> tasks;
+      for (int t = 0; t < batch.num_tokens; ++t) {
+        indices.push_back(t);
+        tasks.push_back(ScoringTask{t, batch.token_ids[static_cast<size_t>(t + 1) % batch.token_ids.size()],
+                                    t % (kMaxTopLogprobs + 1)});
+      }
+      cpu.forward(batch);
+      const std::span<const float> cpu_rows = cpu.token_logits(batch, indices);
+      const std::vector<float> want(cpu_rows.begin(), cpu_rows.end());
+      std::vector<SampledToken> want_scores(tasks.size());
+      cpu.score_tokens(batch, tasks, want_scores);
+      gpu.forward_and_sample(batch, {}, {});
+      const std::span<const float> got = gpu.token_logits(batch, indices);
+      ASSERT_EQ(got.size(), want.size());
+      std::vector<SampledToken> got_scores(tasks.size());
+      gpu.score_tokens(batch, tasks, got_scores);
+      for (size_t i = 0; i < tasks.size(); ++i) {
+        const std::span<const float> w(want.data() + i * vocab, vocab);
+        const double tol = logit_tolerance(w);
+        double worst = 0.0;
+        for (size_t v = 0; v < vocab; ++v) {
+          const double diff = std::abs(static_cast<double>(got[i * vocab + v]) - w[v]);
+          if (!(diff <= worst)) worst = diff;
+        }
+        ASSERT_LE(worst, tol) << "step " << steps << " token " << i;
+        // The CPU's log_softmax of any id, to check the GPU's alternatives whatever their order.
+        double max = w[0], sum = 0.0;
+        for (float x : w)
+          max = std::max(max, static_cast<double>(x));
+        for (float x : w)
+          sum += std::exp(x - max);
+        const double lse = max + std::log(sum);
+        const SampledToken& g = got_scores[i];
+        EXPECT_EQ(g.token, tasks[i].target);
+        EXPECT_NEAR(g.logprob, want_scores[i].logprob, 2 * tol) << "step " << steps << " token " << i;
+        ASSERT_EQ(g.top_logprobs.size(), want_scores[i].top_logprobs.size());
+        for (const auto& [id, logprob] : g.top_logprobs)
+          EXPECT_NEAR(logprob, w[static_cast<size_t>(id)] - lse, 2 * tol) << "step " << steps << " id " << id;
+        ++scored;
+      }
+      std::vector<TokenId> next(plan.seqs.size(), 0);
+      for (size_t s = 0; s < plan.seqs.size(); ++s)
+        next[s] = batch.token_ids[static_cast<size_t>(batch.query_start_loc[s + 1] - 1)];
+      sched.complete_step(plan, next);
+      ++steps;
+    }
+    EXPECT_GT(scored, 500);
+  }
+}
+
 std::unique_ptr<Engine> make_engine(std::shared_ptr<const Model> model, std::unique_ptr<Backend> backend) {
   EngineConfig cfg;
   cfg.scheduler.block_size = 16;

@@ -55,6 +55,7 @@ struct Case {
   uint64_t seed = 0;
   std::vector<TokenId> prompt, output, suppressed;
   std::vector<uint32_t> allowed;  // SampleInput::allowed: empty = no mask
+  TokenId forced_token = -1;      // SamplingRow::forced_token: prompt logprobs
 };
 
 // Runs the cases on the GPU, a chunk of rows per call (the workspace grows with rows * vocab).
@@ -80,6 +81,7 @@ std::vector<SampledRow> run_gpu(const std::vector<float>& logits, int vocab, con
       r.presence_penalty = c.params.presence_penalty;
       r.frequency_penalty = c.params.frequency_penalty;
       r.num_top_logprobs = c.params.top_logprobs;
+      r.forced_token = c.forced_token;
       r.seed = c.seed;
       r.draw_index = c.output.size();
       r.history_offset = static_cast<int32_t>(history.size());
@@ -327,6 +329,44 @@ TEST(SamplingGpu, GreedyTiesNanInfAndLogprobs) {
       }
     }
     expect_same_tokens(logits, vocab, cases);
+  }
+}
+
+// Prompt logprobs: a row with its token forced reports that token, with the host Sampler::score's
+// logprob and alternatives (on rows with NaN, +-inf and ties too).
+TEST(SamplingGpu, ForcedTokensReportTheirRawLogprobs) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  for (int vocab : kVocabs) {
+    constexpr int kRows = 4;
+    auto logits = random_rows(kRows, vocab, 2000 + vocab);
+    const auto at = [&](int row, int id) -> float& { return logits[static_cast<size_t>(row) * vocab + id]; };
+    at(1, vocab / 2) = kNaNF;
+    at(2, 3) = kInfF;
+    at(3, 0) = at(3, vocab - 1) = 50.0f;
+    std::mt19937_64 rng(vocab);
+    std::vector<Case> cases;
+    for (int i = 0; i < 64; ++i) {
+      Case c;
+      c.logits_row = i % kRows;
+      c.params.top_logprobs = i % 7 == 0 ? 20 : i % 4;
+      // Some forced ids are the row's best, some anywhere, one the NaN.
+      c.forced_token = i % 5 == 0 ? best_ids(logits, vocab, c.logits_row, 1)[0]
+                       : i == 1   ? vocab / 2
+                                  : static_cast<TokenId>(rng() % static_cast<uint64_t>(vocab));
+      cases.push_back(c);
+    }
+    const auto got = run_gpu(logits, vocab, cases);
+    Sampler sampler;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      SCOPED_TRACE(::testing::Message() << "vocab " << vocab << " case " << i);
+      const Case& c = cases[i];
+      const SampledToken want = sampler.score(
+          std::span<const float>(logits).subspan(static_cast<size_t>(c.logits_row) * vocab, vocab),
+          c.forced_token, c.params.top_logprobs);
+      EXPECT_EQ(got[i].token, c.forced_token);
+      expect_logprob(got[i].logprob, want.logprob);
+      expect_top_logprobs(got[i], want);
+    }
   }
 }
 
