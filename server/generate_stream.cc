@@ -20,6 +20,17 @@ v1::FinishReason to_wire(FinishReason r) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
+void set_logprob(TokenId token, float logprob, const std::vector<std::pair<TokenId, float>>& alternatives,
+                 v1::TokenLogprob* out) {
+  out->set_token_id(static_cast<uint32_t>(token));
+  out->set_logprob(logprob);
+  for (const auto& [id, alternative] : alternatives) {
+    v1::TopLogprob* top = out->add_top();
+    top->set_token_id(static_cast<uint32_t>(id));
+    top->set_logprob(alternative);
+  }
+}
+
 }  // namespace
 
 StreamWriter::StreamWriter() : thread_([this] { run(); }) {}
@@ -97,16 +108,13 @@ struct GenerateReactor::Stream : StreamWriter::Flushable, std::enable_shared_fro
     response.set_index(index);
     std::string text;
     for (const StepOutput& out : outputs) {
+      for (TokenId id : out.prompt_token_ids)
+        response.add_prompt_token_ids(static_cast<uint32_t>(id));
+      for (const SampledToken& scored : out.prompt_logprobs)
+        set_logprob(scored.token, scored.logprob, scored.top_logprobs, response.add_prompt_logprobs());
       if (out.token >= 0) {
         response.add_token_ids(static_cast<uint32_t>(out.token));
-        v1::TokenLogprob* lp = response.add_logprobs();
-        lp->set_token_id(static_cast<uint32_t>(out.token));
-        lp->set_logprob(out.logprob);
-        for (const auto& [id, logprob] : out.top_logprobs) {
-          v1::TopLogprob* top = lp->add_top();
-          top->set_token_id(static_cast<uint32_t>(id));
-          top->set_logprob(logprob);
-        }
+        set_logprob(out.token, out.logprob, out.top_logprobs, response.add_logprobs());
       }
       text += out.text;
       if (out.finish != FinishReason::kNone) {
@@ -242,6 +250,8 @@ std::vector<Request> expand_choices(Request request, uint32_t n) {
     Request choice = request;
     choice.id = request.id + "/" + std::to_string(i);
     if (request.sampling.seed) choice.sampling.seed = *request.sampling.seed + i;  // wraps, as uint64
+    // The prompt is scored once, by choice 0; the others may then take it from the prefix cache.
+    if (i > 0) choice.sampling.prompt_logprobs = -1;
     choices.push_back(std::move(choice));
   }
   return choices;

@@ -74,7 +74,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
 };
 
 // The choices of one call: copies of the request, choice i seeded with seed + i (when a seed is
-// given) and logged as "<id>/<i>"; n <= 1 is the request itself.
+// given) and logged as "<id>/<i>"; only choice 0 keeps prompt_logprobs. n <= 1 is the request itself.
 std::vector<Request> expand_choices(Request request, uint32_t n);
 
 }  // namespace kvserve

@@ -198,6 +198,12 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
     return Status::InvalidArgument("top_logprobs must be at most " + std::to_string(kMaxTopLogprobs) +
                                    ", got " + std::to_string(in.top_logprobs()));
   out->sampling.top_logprobs = static_cast<int>(in.top_logprobs());
+  if (in.has_prompt_logprobs()) {
+    if (in.prompt_logprobs() > static_cast<uint32_t>(kMaxTopLogprobs))
+      return Status::InvalidArgument("prompt_logprobs must be at most " + std::to_string(kMaxTopLogprobs) +
+                                     ", got " + std::to_string(in.prompt_logprobs()));
+    out->sampling.prompt_logprobs = static_cast<int>(in.prompt_logprobs());
+  }
 
   const v1::StopCriteria& stop = in.stop();
   const uint32_t int_max = static_cast<uint32_t>(std::numeric_limits<int>::max());

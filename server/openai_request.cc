@@ -281,8 +281,6 @@ Status refuse_unhonoured_extensions(const Fields& f) {
   KVSERVE_RETURN_IF_ERROR(refuse_if_set(f, "use_beam_search", "not supported; leave it false"));
   KVSERVE_RETURN_IF_ERROR(
       refuse_if_set(f, "include_stop_str_in_output", "not supported (stop strings are cut); leave it false"));
-  KVSERVE_RETURN_IF_ERROR(refuse_if_set(
-      f, "prompt_logprobs", "not supported (kvserve does not score prompt tokens); leave it out"));
   if (const Json* skip = f.find("skip_special_tokens"); skip && *skip != true)
     return invalid("skip_special_tokens", "only true is supported (the text never holds control tokens)");
   return Status::Ok();
@@ -324,6 +322,15 @@ Status parse_common(const Fields& f, const std::string& served_model, ParsedRequ
   KVSERVE_RETURN_IF_ERROR(parse_guided(f, &format));
   if (format.format_case() != v1::ResponseFormat::FORMAT_NOT_SET)
     *out->generate.mutable_response_format() = format;
+
+  // vLLM's prompt_logprobs: a whole reply's worth of data, so not streamed (as vLLM's chat refuses it).
+  std::optional<int64_t> prompt_logprobs;
+  KVSERVE_RETURN_IF_ERROR(f.integer("prompt_logprobs", 0, kMaxTopLogprobs, &prompt_logprobs));
+  if (prompt_logprobs) {
+    if (out->stream) return invalid("prompt_logprobs", "not available when streaming; set stream to false");
+    out->prompt_logprobs = static_cast<int>(*prompt_logprobs);
+    out->generate.set_prompt_logprobs(static_cast<uint32_t>(*prompt_logprobs));
+  }
   return refuse_unhonoured_extensions(f);
 }
 
@@ -383,8 +390,14 @@ Status parse_completions(const Fields& f, const ServedApi& served, ParsedRequest
   bool add_special_tokens = true;
   KVSERVE_RETURN_IF_ERROR(f.boolean("add_special_tokens", &add_special_tokens));
   out->generate.set_no_bos(!add_special_tokens);
-  KVSERVE_RETURN_IF_ERROR(refuse_if_set(
-      f, "echo", "not supported: kvserve does not return the prompt or score its tokens; leave it false"));
+  KVSERVE_RETURN_IF_ERROR(f.boolean("echo", &out->echo));
+  if (out->echo && out->logprobs) {
+    // The prompt's tokens are scored too (lm-evaluation-harness's loglikelihood requests).
+    if (out->stream)
+      return invalid("echo", "with logprobs is not available when streaming; set stream to false");
+    out->generate.set_prompt_logprobs(
+        std::max(out->generate.prompt_logprobs(), static_cast<uint32_t>(out->generate.top_logprobs())));
+  }
   KVSERVE_RETURN_IF_ERROR(refuse_if_set(f, "suffix", "not supported (no fill-in-the-middle); leave it out"));
   if (more_inputs.empty()) return Status::Ok();
   // Every further prompt is the same request with its own input: bounded in choices and in bytes

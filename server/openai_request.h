@@ -30,6 +30,12 @@ struct ParsedRequest {
   bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   bool logprobs = false;       // report each token's logprob (and generate.top_logprobs alternatives)
   std::string model;           // the served model's name, echoed in every reply
+  // Completions' echo: each choice's text begins with its prompt (as sent, or decoded from its token
+  // ids), and with logprobs its logprobs begin with the prompt's tokens (the first one's null).
+  bool echo = false;
+  // vLLM's prompt_logprobs (not streamed): the reply's prompt_logprobs, with this many alternatives
+  // per prompt token.
+  std::optional<int> prompt_logprobs;
   // Chat with tools (tool_choice other than "none"): each choice's text is read through a copy of
   // this reader, which returns the calls as tool_calls. "auto" reads the model's own format;
   // "required" and a named function constrain the reply (generate.response_format) to calls.

@@ -168,9 +168,83 @@ Json ReplyBuilder::logprobs_of(const v1::GenerateResponse& message, Choice& choi
               {"text_offset", std::move(offsets)}};
 }
 
+uint32_t ReplyBuilder::prompt_of(uint32_t choice_index) const {
+  return choice_index / std::max<uint32_t>(request_.generate.n(), 1);
+}
+
+std::string ReplyBuilder::echo_text(uint32_t prompt) const {
+  const v1::GenerateRequest& request = prompt == 0 ? request_.generate : request_.more_prompts.at(prompt - 1);
+  if (!request.has_token_ids()) return request.text();
+  if (!tokenizer_) return {};
+  const auto& ids = request.token_ids().ids();
+  return tokenizer_->decode(std::vector<TokenId>(ids.begin(), ids.end()));
+}
+
+Json ReplyBuilder::echo_logprobs(uint32_t prompt) const {
+  Json tokens = Json::array(), token_logprobs = Json::array(), top = Json::array(), offsets = Json::array();
+  const auto it = prompt_scores_.find(prompt);
+  if (it == prompt_scores_.end())
+    return Json{{"tokens", tokens},
+                {"token_logprobs", token_logprobs},
+                {"top_logprobs", top},
+                {"text_offset", offsets}};
+  const PromptScores& scores = it->second;
+  const int alternatives = static_cast<int>(request_.generate.top_logprobs());
+  int64_t offset = 0;
+  for (size_t i = 0; i < scores.ids.size(); ++i) {
+    const std::string text = as_written(token_text(scores.ids[i]));
+    tokens.push_back(text);
+    offsets.push_back(offset);
+    // Offsets index the returned text, where a control token (BOS) has no characters.
+    if (tokenizer_ && !tokenizer_->token_bytes(static_cast<TokenId>(scores.ids[i])).empty())
+      offset += utf8_length(text);
+    if (i == 0 || i > scores.logprobs.size()) {  // the first token is not scored
+      token_logprobs.push_back(nullptr);
+      top.push_back(nullptr);
+      continue;
+    }
+    const v1::TokenLogprob& lp = scores.logprobs[i - 1];
+    Json choices = Json::object();
+    for (int k = 0; k < std::min(alternatives, lp.top_size()); ++k)
+      choices.emplace(as_written(token_text(lp.top(k).token_id())), lp.top(k).logprob());
+    choices.emplace(text, lp.logprob());
+    token_logprobs.push_back(lp.logprob());
+    top.push_back(std::move(choices));
+  }
+  return Json{{"tokens", std::move(tokens)},
+              {"token_logprobs", std::move(token_logprobs)},
+              {"top_logprobs", std::move(top)},
+              {"text_offset", std::move(offsets)}};
+}
+
+Json ReplyBuilder::vllm_prompt_logprobs(uint32_t prompt) const {
+  Json out = Json::array();
+  const auto it = prompt_scores_.find(prompt);
+  if (it == prompt_scores_.end() || it->second.ids.empty()) return out;
+  out.push_back(nullptr);
+  const int alternatives = request_.prompt_logprobs.value_or(0);
+  for (const v1::TokenLogprob& lp : it->second.logprobs) {
+    Json entry = Json::object();
+    auto add = [&](uint32_t id, float logprob) {
+      entry.emplace(std::to_string(id),
+                    Json{{"logprob", logprob}, {"decoded_token", as_written(token_text(id))}});
+    };
+    add(lp.token_id(), lp.logprob());
+    for (int k = 0; k < std::min(alternatives, lp.top_size()); ++k)
+      add(lp.top(k).token_id(), lp.top(k).logprob());
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
 void ReplyBuilder::note_usage(const v1::GenerateResponse& message, Choice& choice) {
   if (id_.empty())
     id_ = (request_.endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-") + message.request_id();
+  if (message.prompt_token_ids_size() > 0) {
+    PromptScores& scores = prompt_scores_[prompt_of(message.index())];
+    scores.ids.assign(message.prompt_token_ids().begin(), message.prompt_token_ids().end());
+    scores.logprobs.assign(message.prompt_logprobs().begin(), message.prompt_logprobs().end());
+  }
   if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
     const Json reason = finish_reason(message.finish_reason());
     choice.finish_reason = reason.is_string() ? reason.get<std::string>() : std::string();
@@ -178,10 +252,9 @@ void ReplyBuilder::note_usage(const v1::GenerateResponse& message, Choice& choic
   if (!message.has_usage()) return;
   // A prompt's choices all run it; its first choice's cached count is what its call found cached
   // (later choices share the first one's blocks). With several prompts, each counts once.
-  const uint32_t choices_per_prompt = std::max<uint32_t>(request_.generate.n(), 1);
-  const uint32_t prompt = message.index() / choices_per_prompt;
+  const uint32_t prompt = prompt_of(message.index());
   prompt_tokens_[prompt] = message.usage().prompt_tokens();
-  if (message.index() % choices_per_prompt == 0)
+  if (message.index() % std::max<uint32_t>(request_.generate.n(), 1) == 0)
     cached_prompt_tokens_[prompt] = message.usage().cached_prompt_tokens();
   choice.completion_tokens = message.usage().completion_tokens();
 }
@@ -218,9 +291,14 @@ std::string ReplyBuilder::event(const v1::GenerateResponse& message) {
     chunk = head("chat.completion.chunk");
     out["delta"] = std::move(delta);
   } else {
-    if (text.content.empty() && !finished && !new_tokens) return {};
+    std::string content = std::move(text.content);
+    if (request_.echo && !choice.echoed) {  // (not with logprobs: parse_request refuses that)
+      content = echo_text(prompt_of(message.index())) + content;
+      choice.echoed = true;
+    }
+    if (content.empty() && !finished && !new_tokens) return {};
     chunk = head("text_completion");
-    out["text"] = text.content;
+    out["text"] = std::move(content);
   }
   out["logprobs"] = logprobs_of(message, choice);
   out["finish_reason"] = finished ? finish_reason_of(choice) : Json(nullptr);
@@ -272,22 +350,36 @@ std::string ReplyBuilder::body() const {
           Json{{"role", "assistant"},
                {"content", choice.calls.empty() || !choice.text.empty() ? Json(choice.text) : Json()}};
       if (!choice.calls.empty()) out["message"]["tool_calls"] = choice.calls;
-    } else
-      out["text"] = choice.text;
+    } else {
+      out["text"] = request_.echo ? echo_text(prompt_of(index)) + choice.text : choice.text;
+    }
     if (!request_.logprobs) {
       out["logprobs"] = nullptr;
     } else if (chat) {
       out["logprobs"] = Json{{"content", choice.content}, {"refusal", nullptr}};
     } else {
-      out["logprobs"] = Json{{"tokens", choice.tokens},
-                             {"token_logprobs", choice.token_logprobs},
-                             {"top_logprobs", Json(choice.top_logprobs)},
-                             {"text_offset", choice.text_offset}};
+      Json logprobs = request_.echo ? echo_logprobs(prompt_of(index))
+                                    : Json{{"tokens", Json::array()},
+                                           {"token_logprobs", Json::array()},
+                                           {"top_logprobs", Json::array()},
+                                           {"text_offset", Json::array()}};
+      // The choice's own offsets count from the start of its text, after the echoed prompt.
+      const int64_t shift = request_.echo ? utf8_length(as_written(echo_text(prompt_of(index)))) : 0;
+      for (size_t i = 0; i < choice.tokens.size(); ++i) {
+        logprobs["tokens"].push_back(choice.tokens[i]);
+        logprobs["token_logprobs"].push_back(choice.token_logprobs[i]);
+        logprobs["top_logprobs"].push_back(choice.top_logprobs[i]);
+        logprobs["text_offset"].push_back(choice.text_offset[i] + shift);
+      }
+      out["logprobs"] = std::move(logprobs);
     }
+    if (!chat && request_.prompt_logprobs) out["prompt_logprobs"] = vllm_prompt_logprobs(prompt_of(index));
     out["finish_reason"] = finish_reason_of(choice);
     choices.push_back(std::move(out));
   }
   reply["choices"] = std::move(choices);
+  // Chat's is the conversation's, beside the choices (as vLLM's).
+  if (chat && request_.prompt_logprobs) reply["prompt_logprobs"] = vllm_prompt_logprobs(0);
   reply["usage"] = usage();
   return dump(reply);
 }

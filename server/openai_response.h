@@ -49,6 +49,7 @@ class ReplyBuilder {
     std::vector<int64_t> text_offset;
     int64_t next_offset = 0;  // completions: text_offset of the next token
     bool role_sent = false;   // chat streaming: the first chunk names the role
+    bool echoed = false;      // completions streaming with echo: the prompt's text went out
     std::string finish_reason;
     uint32_t completion_tokens = 0;
     // Chat with tools: the text is read for calls (a copy of the request's reader).
@@ -67,7 +68,18 @@ class ReplyBuilder {
   static nlohmann::ordered_json finish_reason_of(const Choice& choice);
   // The logprobs of `message`'s tokens in the endpoint's shape, appending to `choice`'s offsets.
   nlohmann::ordered_json logprobs_of(const v1::GenerateResponse& message, Choice& choice) const;
+  // Notes the usage, the finish reason and (from a prompt's first choice) the prompt's scores.
   void note_usage(const v1::GenerateResponse& message, Choice& choice);
+  // Which prompt of the request a choice answers (several prompts in one /v1/completions).
+  uint32_t prompt_of(uint32_t choice_index) const;
+  // The prompt's text as echo returns it: as sent, or its token ids decoded.
+  std::string echo_text(uint32_t prompt) const;
+  // Completions' logprobs with echo: the prompt's tokens in the four arrays' shape, to go before
+  // the choice's own (whose text_offset then starts after the prompt's text).
+  nlohmann::ordered_json echo_logprobs(uint32_t prompt) const;
+  // vLLM's prompt_logprobs: null for the first token, then for each prompt token an object of it
+  // and its alternatives, by token id.
+  nlohmann::ordered_json vllm_prompt_logprobs(uint32_t prompt) const;
   nlohmann::ordered_json usage() const;
   std::string token_text(uint32_t id) const;
 
@@ -79,6 +91,12 @@ class ReplyBuilder {
   // Per prompt (several in one /v1/completions request): its tokens, and those found cached.
   std::map<uint32_t, uint32_t> prompt_tokens_;
   std::map<uint32_t, uint32_t> cached_prompt_tokens_;
+  // Per prompt, with prompt logprobs: its token ids and their scores (GenerateResponse's).
+  struct PromptScores {
+    std::vector<uint32_t> ids;
+    std::vector<v1::TokenLogprob> logprobs;  // logprobs[i] scores ids[i + 1]
+  };
+  std::map<uint32_t, PromptScores> prompt_scores_;
   std::mt19937_64 call_id_rng_{std::random_device{}()};
 };
 

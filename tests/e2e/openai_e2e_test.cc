@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -225,6 +226,71 @@ TEST(OpenAiE2E, SeveralPromptsInOneCompletionRequestAreEachTheirOwnRequest) {
   EXPECT_EQ(
       post(server.openai_port(), "/v1/completions", body, {{"X-Request-Id", std::string(254, 'r')}}).status,
       200);
+}
+
+// lm-evaluation-harness's loglikelihood request (token-id prompts, echo, logprobs 1, max_tokens 1):
+// the logprobs echoed for a continuation are those the server reported when it generated that
+// continuation itself over gRPC, and a greedy continuation reads as greedy (each token its
+// position's best). Generation computes them a token per step, scoring in one prefill pass: the same
+// float32 arithmetic but for the order of the matrix products' sums, so they agree to 1e-3 (logprobs
+// of magnitude ~1-10 in float32: rounding differences are ~1e-6).
+TEST(OpenAiE2E, EchoedPromptLogprobsAreTheGeneratedTokensOwn) {
+  constexpr float kTolerance = 1e-3f;
+  ServerProcess server(with_openai({}));
+  auto client = stub(server);
+  const std::vector<uint32_t> prompt = {5, 9, 13, 21, 34, 55};
+  v1::GenerateRequest g;
+  for (uint32_t id : prompt)
+    g.mutable_token_ids()->add_ids(id);
+  g.mutable_stop()->set_max_tokens(6);
+  g.mutable_stop()->set_ignore_eos(true);
+  const testing::ReceivedCall call = testing::generate(*client, g);  // greedy
+  ASSERT_TRUE(call.status.ok()) << call.status.error_message();
+  const testing::ReceivedChoice& want = call.choices.at(0);
+  ASSERT_EQ(want.tokens.size(), 6u);
+
+  // Prompt 0: the prompt and five of the six tokens; prompt 1: the prompt alone.
+  Json scored = prompt;
+  for (size_t j = 0; j < 5; ++j)
+    scored.push_back(want.tokens[j]);
+  const Json body{{"prompt", Json::array({scored, prompt})},
+                  {"echo", true},
+                  {"logprobs", 1},
+                  {"max_tokens", 1},
+                  {"temperature", 0},
+                  {"prompt_logprobs", 0}};
+  const HttpReply whole = post(server.openai_port(), "/v1/completions", body);
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  const Json reply = Json::parse(whole.body);
+  const Json& lp = reply["choices"][0]["logprobs"];
+  const size_t n = prompt.size();
+  ASSERT_EQ(lp["token_logprobs"].size(), n + 6) << "the echoed prompt and the generated token";
+  EXPECT_EQ(lp["token_logprobs"][0], nullptr);
+  EXPECT_EQ(lp["top_logprobs"][0], nullptr);
+  for (size_t j = 0; j < 6; ++j) {
+    SCOPED_TRACE("continuation token " + std::to_string(j));
+    const float got = lp["token_logprobs"][n + j].get<float>();
+    EXPECT_NEAR(got, want.logprobs[j], kTolerance);
+    float best = -INFINITY;
+    for (const auto& [token, logprob] : lp["top_logprobs"][n + j].items())
+      best = std::max(best, logprob.get<float>());
+    EXPECT_EQ(best, got) << "a greedy token is its position's likeliest";
+  }
+  // vLLM's prompt_logprobs says the same, by token id.
+  const Json& vllm = reply["choices"][0]["prompt_logprobs"];
+  ASSERT_EQ(vllm.size(), n + 5);
+  EXPECT_EQ(vllm[0], nullptr);
+  for (size_t j = 0; j < 5; ++j)
+    EXPECT_NEAR(vllm[n + j][std::to_string(want.tokens[j])]["logprob"].get<float>(), want.logprobs[j],
+                kTolerance);
+  // Prompt 1 is scored on its own; its generated token is the first of the continuation.
+  const Json& alone = reply["choices"][1]["logprobs"];
+  ASSERT_EQ(alone["token_logprobs"].size(), n + 1);
+  EXPECT_NEAR(alone["token_logprobs"][n].get<float>(), want.logprobs[0], kTolerance);
+  for (size_t i = 1; i < n; ++i)
+    EXPECT_NEAR(alone["token_logprobs"][i].get<float>(), lp["token_logprobs"][i].get<float>(), kTolerance)
+        << "the same prompt position " << i;
+  EXPECT_TRUE(wait_all_blocks_free(*client));
 }
 
 TEST(OpenAiE2E, ARefusedPromptRefusesTheRequestAndCancelsTheOthersAtOnce) {

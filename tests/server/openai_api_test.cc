@@ -225,8 +225,6 @@ TEST(OpenAiRequest, StopRules) {
 }
 
 TEST(OpenAiRequest, UnsupportedFeaturesAreRefusedNotIgnored) {
-  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "echo": true})").find("echo: not supported"),
-            std::string::npos);
   EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "suffix": "end"})").find("suffix: not supported"),
             std::string::npos);
   EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "best_of": 2})").find("best_of"), std::string::npos);
@@ -235,7 +233,6 @@ TEST(OpenAiRequest, UnsupportedFeaturesAreRefusedNotIgnored) {
   // vLLM's extensions kvserve does not do, set to anything but their default.
   const std::pair<std::string, std::string> unhonoured[] = {{"use_beam_search", "true"},
                                                             {"include_stop_str_in_output", "true"},
-                                                            {"prompt_logprobs", "1"},
                                                             {"skip_special_tokens", "false"},
                                                             {"guided_grammar", "\"root ::= x\""}};
   for (const auto& [field, value] : unhonoured) {
@@ -287,6 +284,39 @@ TEST(OpenAiRequest, StreamingAndLogprobOptions) {
   EXPECT_EQ(on.generate.top_logprobs(), 5u);
   EXPECT_NE(refusal(kChat, chat + R"("top_logprobs": 2})").find("needs \"logprobs\": true"),
             std::string::npos);
+}
+
+TEST(OpenAiRequest, EchoAndPromptLogprobsAskForTheScoresTheyShow) {
+  // echo with logprobs scores the prompt with as many alternatives; echo alone needs no scores.
+  const ParsedRequest scored =
+      parse_ok(kCompletions, R"({"prompt": [[1, 2], [3]], "echo": true, "logprobs": 2})");
+  EXPECT_TRUE(scored.echo);
+  EXPECT_EQ(scored.generate.prompt_logprobs(), 2u);
+  ASSERT_EQ(scored.more_prompts.size(), 1u);
+  EXPECT_EQ(scored.more_prompts[0].prompt_logprobs(), 2u) << "every prompt is scored";
+  const ParsedRequest plain = parse_ok(kCompletions, R"({"prompt": "x", "echo": true})");
+  EXPECT_TRUE(plain.echo);
+  EXPECT_FALSE(plain.generate.has_prompt_logprobs());
+  EXPECT_FALSE(parse_ok(kCompletions, R"({"prompt": "x", "echo": true, "stream": true})")
+                   .generate.has_prompt_logprobs());
+
+  // vLLM's prompt_logprobs, on both endpoints; with echo, the larger count is computed.
+  const ParsedRequest vllm = parse_ok(kCompletions, R"({"prompt": "x", "prompt_logprobs": 5})");
+  EXPECT_EQ(vllm.prompt_logprobs, 5);
+  EXPECT_EQ(vllm.generate.prompt_logprobs(), 5u);
+  EXPECT_EQ(parse_ok(kCompletions, R"({"prompt": "x", "prompt_logprobs": 1, "echo": true, "logprobs": 3})")
+                .generate.prompt_logprobs(),
+            3u);
+  const std::string chat = R"({"messages": [{"role": "user", "content": "x"}], )";
+  EXPECT_EQ(parse_ok(kChat, chat + R"("prompt_logprobs": 0})").generate.prompt_logprobs(), 0u);
+
+  EXPECT_EQ(refusal(kCompletions, R"({"prompt": "x", "echo": true, "logprobs": 1, "stream": true})"),
+            "echo: with logprobs is not available when streaming; set stream to false");
+  EXPECT_EQ(refusal(kChat, chat + R"("prompt_logprobs": 1, "stream": true})"),
+            "prompt_logprobs: not available when streaming; set stream to false");
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "prompt_logprobs": 21})").find("prompt_logprobs: 21"),
+            std::string::npos);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "echo": 1})").find("echo"), std::string::npos);
 }
 
 TEST(OpenAiRequest, ResponseFormats) {
@@ -830,6 +860,93 @@ TEST(OpenAiReply, LogprobsSpellTokensWithTheTokenizer) {
     bytes.push_back(static_cast<unsigned char>(ch));
   EXPECT_EQ(content[0]["bytes"], bytes);
   EXPECT_EQ(content[0]["top_logprobs"], Json::array());
+}
+
+// A prompt's first message with its scores: prompt_logprobs[i] scores ids[i + 1], each with one
+// alternative (the next id, at half its logprob).
+v1::GenerateResponse scored_message(uint32_t index, const std::vector<uint32_t>& ids,
+                                    const std::vector<float>& logprobs) {
+  v1::GenerateResponse m = message(index, "", {});
+  for (uint32_t id : ids)
+    m.add_prompt_token_ids(id);
+  for (size_t i = 0; i < logprobs.size(); ++i) {
+    v1::TokenLogprob* lp = m.add_prompt_logprobs();
+    lp->set_token_id(ids[i + 1]);
+    lp->set_logprob(logprobs[i]);
+    v1::TopLogprob* top = lp->add_top();
+    top->set_token_id(ids[i]);
+    top->set_logprob(logprobs[i] / 2);
+  }
+  return m;
+}
+
+TEST(OpenAiReply, EchoPutsThePromptAndItsScoresBeforeEachChoice) {
+  const auto tokenizer = tiny_tokenizer();
+  std::vector<uint32_t> ids;  // printable ASCII tokens of two or more characters, no space
+  for (TokenId id = 0; id < tokenizer->vocab_size() && ids.size() < 2; ++id) {
+    const std::string b = tokenizer->token_bytes(id);
+    bool printable = b.size() >= 2;
+    for (const char ch : b)
+      printable = printable && ch > 0x20 && ch < 0x7f;
+    if (printable) ids.push_back(static_cast<uint32_t>(id));
+  }
+  ASSERT_EQ(ids.size(), 2u);
+  const std::string t0 = tokenizer->token_bytes(static_cast<TokenId>(ids[0]));
+  const std::string t1 = tokenizer->token_bytes(static_cast<TokenId>(ids[1]));
+  const std::string body = R"({"prompt": [)" + std::to_string(ids[0]) + ", " + std::to_string(ids[1]) +
+                           R"(], "echo": true, "logprobs": 1, "n": 2, "prompt_logprobs": 1})";
+  ParsedRequest request = parse_ok(kCompletions, body);
+  ReplyBuilder reply(request, 1, tokenizer.get());
+  // Choice 0's first message carries the prompt's scores; choice 1 shows them too.
+  v1::GenerateResponse first = scored_message(0, ids, {-3.0f});
+  first.set_text("zz");
+  first.add_token_ids(ids[1]);
+  first.add_logprobs()->set_token_id(ids[1]);
+  first.mutable_logprobs(0)->set_logprob(-1.0f);
+  first.set_finish_reason(v1::FINISH_REASON_LENGTH);
+  reply.add(message(1, "yy", {{ids[0], -2.0f}}, v1::FINISH_REASON_LENGTH));
+  reply.add(first);
+  const Json out = Json::parse(reply.body());
+  const std::string prompt_text =
+      tokenizer->decode({static_cast<TokenId>(ids[0]), static_cast<TokenId>(ids[1])});
+  const int64_t shift = static_cast<int64_t>(prompt_text.size());  // ASCII
+  for (int c = 0; c < 2; ++c) {
+    SCOPED_TRACE("choice " + std::to_string(c));
+    const Json& choice = out["choices"][c];
+    EXPECT_EQ(choice["text"], prompt_text + (c == 0 ? "zz" : "yy"));
+    const Json& lp = choice["logprobs"];
+    EXPECT_EQ(lp["tokens"], Json::array({t0, t1, c == 0 ? t1 : t0}));
+    EXPECT_EQ(lp["token_logprobs"], Json::array({nullptr, -3.0, c == 0 ? -1.0 : -2.0}));
+    EXPECT_EQ(lp["top_logprobs"][0], nullptr);
+    EXPECT_EQ(lp["top_logprobs"][1], Json::object({{t0, -1.5}, {t1, -3.0}}));
+    EXPECT_EQ(lp["text_offset"], Json::array({0, t0.size(), shift}));
+    // vLLM's shape: by token id, the prompt token first.
+    const Json want_prompt_logprobs = Json::array(
+        {nullptr, Json::object({{std::to_string(ids[1]), Json{{"logprob", -3.0}, {"decoded_token", t1}}},
+                                {std::to_string(ids[0]), Json{{"logprob", -1.5}, {"decoded_token", t0}}}})});
+    EXPECT_EQ(choice["prompt_logprobs"], want_prompt_logprobs);
+  }
+
+  // Chat: prompt_logprobs beside the choices.
+  ParsedRequest chat =
+      parse_ok(kChat, R"({"messages": [{"role": "user", "content": "x"}], "prompt_logprobs": 0})");
+  ReplyBuilder chat_reply(chat, 1, tokenizer.get());
+  v1::GenerateResponse chat_first = scored_message(0, ids, {-0.5f});
+  chat_first.set_finish_reason(v1::FINISH_REASON_STOP);
+  chat_reply.add(chat_first);
+  const Json chat_out = Json::parse(chat_reply.body());
+  EXPECT_EQ(chat_out["prompt_logprobs"],
+            Json::array({nullptr, Json::object({{std::to_string(ids[1]),
+                                                 Json{{"logprob", -0.5}, {"decoded_token", t1}}}})}));
+  EXPECT_FALSE(chat_out["choices"][0].contains("prompt_logprobs"));
+}
+
+TEST(OpenAiReply, StreamedEchoStartsEachChoiceWithItsPrompt) {
+  ParsedRequest request = parse_ok(kCompletions, R"({"prompt": ["Hi", "Yo"], "echo": true, "stream": true})");
+  ReplyBuilder reply(request, 1, nullptr);
+  EXPECT_EQ(events_of(reply.event(message(1, "", {{1, -1.0f}})))[0]["choices"][0]["text"], "Yo");
+  EXPECT_EQ(events_of(reply.event(message(0, " there", {{1, -1.0f}})))[0]["choices"][0]["text"], "Hi there");
+  EXPECT_EQ(events_of(reply.event(message(0, "!", {{1, -1.0f}})))[0]["choices"][0]["text"], "!");
 }
 
 // A chat reply with tools, read by `served`'s reader, from these messages: whole and streamed.
