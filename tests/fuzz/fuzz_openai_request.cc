@@ -95,6 +95,10 @@ void check_events(const std::string& events, bool closing) {
   check(done == closing, "data: [DONE] closes the stream, and only the closing events have it");
 }
 
+bool chat_reply(const Json& reply) {
+  return reply.value("object", "") == "chat.completion";
+}
+
 // Two response messages as the service would send them for this request, made from the input:
 // token ids within the vocabulary (byte-fallback pieces, control tokens and all) with logprobs and
 // one alternative each, text that is a slice of the input (perhaps not UTF-8), and a finish reason
@@ -122,6 +126,22 @@ void check_replies(const openai::ParsedRequest& parsed, std::string_view bytes) 
       top->set_logprob(-0.125f);
     }
   }
+  // A scored prompt: its ids and each one's score after the first, in choice 0's first message.
+  size_t num_prompt_ids = 0;
+  if (parsed.generate.has_prompt_logprobs()) {
+    num_prompt_ids = 1 + byte(5) % 6;
+    for (size_t i = 0; i < num_prompt_ids; ++i) {
+      const uint32_t id = (byte(11 + i) * 37 + byte(i)) % kVocab;
+      messages[0].add_prompt_token_ids(id);
+      if (i == 0) continue;
+      kvserve::v1::TokenLogprob* lp = messages[0].add_prompt_logprobs();
+      lp->set_token_id(id);
+      lp->set_logprob(-1.0f);
+      kvserve::v1::TopLogprob* top = lp->add_top();
+      top->set_token_id((id * 17 + 1) % kVocab);
+      top->set_logprob(-0.5f);
+    }
+  }
   kvserve::v1::GenerateResponse& last = messages[1];
   static constexpr kvserve::v1::FinishReason kReasons[] = {
       kvserve::v1::FINISH_REASON_STOP, kvserve::v1::FINISH_REASON_LENGTH, kvserve::v1::FINISH_REASON_ABORTED};
@@ -139,8 +159,26 @@ void check_replies(const openai::ParsedRequest& parsed, std::string_view bytes) 
     for (const kvserve::v1::GenerateResponse& message : messages)
       reply.add(message);
     check_document(reply.body());
-    // Calls read out of the text are OpenAI's shape, and come with the reason that says so.
     const Json whole = parse_document(reply.body());
+    // Prompt scores: vLLM's list (null first) and echo's arrays, one entry per prompt token.
+    const auto check_prompt_logprobs = [&](const Json& list) {
+      check(list.is_array() && list.size() == num_prompt_ids && (list.empty() || list[0].is_null()),
+            "prompt_logprobs has one entry per prompt token, the first null");
+    };
+    if (parsed.prompt_logprobs && chat_reply(whole)) check_prompt_logprobs(whole["prompt_logprobs"]);
+    for (const Json& choice : whole["choices"]) {
+      if (parsed.prompt_logprobs && !chat_reply(whole)) check_prompt_logprobs(choice["prompt_logprobs"]);
+      if (chat_reply(whole) || !parsed.logprobs) continue;
+      const Json& lp = choice["logprobs"];
+      const size_t n = lp["tokens"].size();
+      check(
+          lp["token_logprobs"].size() == n && lp["top_logprobs"].size() == n && lp["text_offset"].size() == n,
+          "completions' four logprobs arrays are parallel");
+      check(
+          !parsed.echo || (n >= num_prompt_ids && (num_prompt_ids == 0 || lp["token_logprobs"][0].is_null())),
+          "echo's logprobs begin with the prompt's tokens, the first unscored");
+    }
+    // Calls read out of the text are OpenAI's shape, and come with the reason that says so.
     for (const Json& choice : whole["choices"]) {
       const Json& message = choice.value("message", Json::object());
       if (!message.contains("tool_calls")) continue;

@@ -362,6 +362,12 @@ void openai_request_seeds() {
   completions("several_prompts", R"({"prompt": ["Once", [1, 450, 45], "upon"], "n": 2, "max_tokens": 4, )"
                                  R"("stream": true, "stream_options": {"include_usage": true}})");
   completions("refused_echo_suffix", R"({"prompt": "x", "echo": true, "suffix": "y"})");
+  // lm-evaluation-harness's loglikelihood request, and vLLM's prompt_logprobs.
+  completions("echo_logprobs", R"({"prompt": [[1, 450, 45, 511], [1, 67]], "echo": true, "logprobs": 1, )"
+                               R"("max_tokens": 1, "temperature": 0, "prompt_logprobs": 2})");
+  completions("echo_stream", R"({"prompt": "Hello", "echo": true, "stream": true, "n": 2})");
+  chat("prompt_logprobs", R"({"messages": [{"role": "user", "content": "Hi"}], "prompt_logprobs": 3, )"
+                          R"("logprobs": true})");
   completions("refused_top_p_zero", R"({"prompt": "x", "top_p": 0})");
   completions("refused_logit_bias_key", R"({"prompt": "x", "logit_bias": {"-1": 1}})");
   chat("minimal", R"({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}]})");
