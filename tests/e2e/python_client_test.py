@@ -6,10 +6,11 @@ Checks that greedy generation from token ids equals the PyTorch reference's cont
 in the model's expected.json, that streamed text deltas add up, that bad input is INVALID_ARGUMENT,
 that a chat is rendered as Jinja2 itself renders the model's template (as Hugging Face transformers'
 apply_chat_template does; skipped without python3-jinja2) and generates what its ids do, that
-several choices stream apart under their indices, and that stock tools would find the standard health and reflection services.
+several choices stream apart under their indices, that prompt logprobs equal the reference's log-softmax, and that stock tools would find the standard health and reflection services.
 """
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -109,6 +110,28 @@ def main():
         whole = detokenize(pb.DetokenizeRequest(token_ids=expected["prompt_ids"] + tokens), timeout=10).text
         prompt = detokenize(pb.DetokenizeRequest(token_ids=expected["prompt_ids"]), timeout=10).text
         check(prompt + text == whole, "streamed deltas add up to the detokenized continuation")
+
+        # Prompt logprobs: the reference's prompt and greedy tokens but the last, scored; its tail
+        # is scored by the reference's step logits (float64 PyTorch). The CPU backend's logits are
+        # within 2e-3 of them (tests/engine/cpu_backend_test.cc), so logprobs within 4e-3.
+        scored = pb.GenerateRequest(prompt_logprobs=2)
+        scored.token_ids.ids.extend(expected["prompt_ids"] + expected["greedy_ids"][:-1])
+        scored.stop.max_tokens = 1
+        scored.stop.ignore_eos = True
+        first = next(iter(generate(scored, timeout=30)))
+        ids_sent = expected["prompt_ids"] + expected["greedy_ids"][:-1]
+        check(list(first.prompt_token_ids) == ids_sent and len(first.prompt_logprobs) == len(ids_sent) - 1,
+              "prompt logprobs: the prompt's ids, and a score for each token after the first")
+        worst = 0.0
+        tail = len(expected["prompt_ids"]) - 1
+        for j, token in enumerate(expected["greedy_ids"][:-1]):
+            logits = expected["step_logits"][j]
+            top = max(logits)
+            lse = top + math.log(sum(math.exp(x - top) for x in logits))
+            entry = first.prompt_logprobs[tail + j]
+            worst = max(worst, abs(entry.logprob - (logits[token] - lse)))
+            worst = max(worst, 0.0 if entry.token_id == token and entry.top[0].token_id == token else 1.0)
+        check(worst < 4e-3, f"prompt logprobs equal the PyTorch reference's log-softmax (worst {worst:.2e})")
 
         bad = pb.GenerateRequest(text="hello")
         bad.sampling.temperature = -1
