@@ -380,7 +380,15 @@ Status parse_prompts(const Json* prompt, v1::GenerateRequest* first, std::vector
 Status parse_completions(const Fields& f, const ServedApi& served, ParsedRequest* out) {
   std::vector<v1::GenerateRequest> more_inputs;
   KVSERVE_RETURN_IF_ERROR(parse_prompts(f.find("prompt"), &out->generate, &more_inputs));
-  KVSERVE_RETURN_IF_ERROR(parse_max_tokens(f, "max_tokens", out->generate.mutable_stop()));
+  KVSERVE_RETURN_IF_ERROR(f.boolean("echo", &out->echo));
+  if (const Json* max_tokens = f.find("max_tokens"); out->echo && max_tokens && *max_tokens == 0) {
+    // The prompt alone, as OpenAI's API returns it: the engine generates one token (it always
+    // does), which the reply leaves out.
+    out->prompt_only = true;
+    out->generate.mutable_stop()->set_max_tokens(1);
+  } else {
+    KVSERVE_RETURN_IF_ERROR(parse_max_tokens(f, "max_tokens", out->generate.mutable_stop()));
+  }
   std::optional<int64_t> logprobs;
   KVSERVE_RETURN_IF_ERROR(f.integer("logprobs", 0, kMaxTopLogprobs, &logprobs));
   if (logprobs) {
@@ -390,7 +398,6 @@ Status parse_completions(const Fields& f, const ServedApi& served, ParsedRequest
   bool add_special_tokens = true;
   KVSERVE_RETURN_IF_ERROR(f.boolean("add_special_tokens", &add_special_tokens));
   out->generate.set_no_bos(!add_special_tokens);
-  KVSERVE_RETURN_IF_ERROR(f.boolean("echo", &out->echo));
   if (out->echo && out->logprobs) {
     // The prompt's tokens are scored too (lm-evaluation-harness's loglikelihood requests).
     if (out->stream)

@@ -33,6 +33,9 @@ struct ParsedRequest {
   // Completions' echo: each choice's text begins with its prompt (as sent, or decoded from its token
   // ids), and with logprobs its logprobs begin with the prompt's tokens (the first one's null).
   bool echo = false;
+  // Completions' echo with max_tokens 0: the prompt alone (and its scores). The request generates
+  // one token, which the reply leaves out.
+  bool prompt_only = false;
   // vLLM's prompt_logprobs (not streamed): the reply's prompt_logprobs, with this many alternatives
   // per prompt token.
   std::optional<int> prompt_logprobs;

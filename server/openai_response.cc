@@ -248,6 +248,8 @@ void ReplyBuilder::note_usage(const v1::GenerateResponse& message, Choice& choic
   if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
     const Json reason = finish_reason(message.finish_reason());
     choice.finish_reason = reason.is_string() ? reason.get<std::string>() : std::string();
+    // The prompt alone ends at max_tokens 0, whatever the token left out was.
+    if (request_.prompt_only && choice.finish_reason != "abort") choice.finish_reason = "length";
   }
   if (!message.has_usage()) return;
   // A prompt's choices all run it; its first choice's cached count is what its call found cached
@@ -256,7 +258,7 @@ void ReplyBuilder::note_usage(const v1::GenerateResponse& message, Choice& choic
   prompt_tokens_[prompt] = message.usage().prompt_tokens();
   if (message.index() % std::max<uint32_t>(request_.generate.n(), 1) == 0)
     cached_prompt_tokens_[prompt] = message.usage().cached_prompt_tokens();
-  choice.completion_tokens = message.usage().completion_tokens();
+  choice.completion_tokens = request_.prompt_only ? 0 : message.usage().completion_tokens();
 }
 
 Json ReplyBuilder::usage() const {
@@ -277,8 +279,9 @@ std::string ReplyBuilder::event(const v1::GenerateResponse& message) {
   Choice& choice = choices_[message.index()];
   note_usage(message, choice);
   const bool finished = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
-  const bool new_tokens = request_.logprobs && message.logprobs_size() > 0;
-  const ToolCallOutput text = read_text(message, choice);
+  // With prompt_only, the generated token is left out (echo's prompt is all there is to show).
+  const bool new_tokens = request_.logprobs && message.logprobs_size() > 0 && !request_.prompt_only;
+  const ToolCallOutput text = request_.prompt_only ? ToolCallOutput{} : read_text(message, choice);
   Json chunk;
   Json out{{"index", message.index()}};
   if (request_.endpoint == Endpoint::kChatCompletions) {
@@ -300,7 +303,7 @@ std::string ReplyBuilder::event(const v1::GenerateResponse& message) {
     chunk = head("text_completion");
     out["text"] = std::move(content);
   }
-  out["logprobs"] = logprobs_of(message, choice);
+  out["logprobs"] = request_.prompt_only ? Json(nullptr) : logprobs_of(message, choice);
   out["finish_reason"] = finished ? finish_reason_of(choice) : Json(nullptr);
   chunk["choices"] = Json::array({std::move(out)});
   // With usage asked for, every chunk says it has none: the last one, after the choices, has it.
@@ -323,6 +326,7 @@ std::string ReplyBuilder::closing_events() const {
 void ReplyBuilder::add(const v1::GenerateResponse& message) {
   Choice& choice = choices_[message.index()];
   note_usage(message, choice);
+  if (request_.prompt_only) return;  // the generated token is left out
   ToolCallOutput text = read_text(message, choice);
   choice.text += text.content;
   for (ToolCallDelta& call : text.calls) {

@@ -290,6 +290,20 @@ TEST(OpenAiE2E, EchoedPromptLogprobsAreTheGeneratedTokensOwn) {
   for (size_t i = 1; i < n; ++i)
     EXPECT_NEAR(alone["token_logprobs"][i].get<float>(), lp["token_logprobs"][i].get<float>(), kTolerance)
         << "the same prompt position " << i;
+
+  // max_tokens 0: the prompt alone, with the same scores.
+  Json prompt_only = body;
+  prompt_only["max_tokens"] = 0;
+  prompt_only["prompt"] = scored;
+  const HttpReply only = post(server.openai_port(), "/v1/completions", prompt_only);
+  ASSERT_EQ(only.status, 200) << only.body;
+  const Json only_reply = Json::parse(only.body);
+  const Json& only_lp = only_reply["choices"][0]["logprobs"]["token_logprobs"];
+  ASSERT_EQ(only_lp.size(), n + 5);
+  for (size_t j = 0; j < 5; ++j)
+    EXPECT_NEAR(only_lp[n + j].get<float>(), want.logprobs[j], kTolerance);
+  EXPECT_EQ(only_reply["usage"]["completion_tokens"], 0);
+  EXPECT_EQ(only_reply["choices"][0]["finish_reason"], "length");
   EXPECT_TRUE(wait_all_blocks_free(*client));
 }
 

@@ -166,6 +166,8 @@ void check_replies(const openai::ParsedRequest& parsed, std::string_view bytes) 
             "prompt_logprobs has one entry per prompt token, the first null");
     };
     if (parsed.prompt_logprobs && chat_reply(whole)) check_prompt_logprobs(whole["prompt_logprobs"]);
+    check(!parsed.prompt_only || whole["usage"]["completion_tokens"] == 0,
+          "echo with max_tokens 0 reports no completion tokens");
     for (const Json& choice : whole["choices"]) {
       if (parsed.prompt_logprobs && !chat_reply(whole)) check_prompt_logprobs(choice["prompt_logprobs"]);
       if (chat_reply(whole) || !parsed.logprobs) continue;

@@ -366,6 +366,8 @@ void openai_request_seeds() {
   completions("echo_logprobs", R"({"prompt": [[1, 450, 45, 511], [1, 67]], "echo": true, "logprobs": 1, )"
                                R"("max_tokens": 1, "temperature": 0, "prompt_logprobs": 2})");
   completions("echo_stream", R"({"prompt": "Hello", "echo": true, "stream": true, "n": 2})");
+  completions("echo_prompt_only",
+              R"({"prompt": [1, 450, 45], "echo": true, "max_tokens": 0, "logprobs": 0})");
   chat("prompt_logprobs", R"({"messages": [{"role": "user", "content": "Hi"}], "prompt_logprobs": 3, )"
                           R"("logprobs": true})");
   completions("refused_top_p_zero", R"({"prompt": "x", "top_p": 0})");

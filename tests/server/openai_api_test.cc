@@ -310,6 +310,14 @@ TEST(OpenAiRequest, EchoAndPromptLogprobsAskForTheScoresTheyShow) {
   const std::string chat = R"({"messages": [{"role": "user", "content": "x"}], )";
   EXPECT_EQ(parse_ok(kChat, chat + R"("prompt_logprobs": 0})").generate.prompt_logprobs(), 0u);
 
+  // max_tokens 0 with echo: the prompt alone; the engine still generates its one token.
+  const ParsedRequest prompt_only =
+      parse_ok(kCompletions, R"({"prompt": "x", "echo": true, "max_tokens": 0})");
+  EXPECT_TRUE(prompt_only.prompt_only);
+  EXPECT_EQ(prompt_only.generate.stop().max_tokens(), 1u);
+  EXPECT_FALSE(parse_ok(kCompletions, R"({"prompt": "x", "echo": true, "max_tokens": 3})").prompt_only);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "max_tokens": 0})").find("max_tokens"),
+            std::string::npos);
   EXPECT_EQ(refusal(kCompletions, R"({"prompt": "x", "echo": true, "logprobs": 1, "stream": true})"),
             "echo: with logprobs is not available when streaming; set stream to false");
   EXPECT_EQ(refusal(kChat, chat + R"("prompt_logprobs": 1, "stream": true})"),
@@ -939,6 +947,35 @@ TEST(OpenAiReply, EchoPutsThePromptAndItsScoresBeforeEachChoice) {
             Json::array({nullptr, Json::object({{std::to_string(ids[1]),
                                                  Json{{"logprob", -0.5}, {"decoded_token", t1}}}})}));
   EXPECT_FALSE(chat_out["choices"][0].contains("prompt_logprobs"));
+}
+
+TEST(OpenAiReply, EchoWithMaxTokensZeroIsThePromptAlone) {
+  ParsedRequest request =
+      parse_ok(kCompletions, R"({"prompt": [7, 8, 9], "echo": true, "max_tokens": 0, "logprobs": 0})");
+  ReplyBuilder reply(request, 1, nullptr);
+  v1::GenerateResponse m = scored_message(0, {7, 8, 9}, {-1.0f, -2.0f});
+  m.set_text("left out");
+  m.add_token_ids(4);
+  m.add_logprobs()->set_token_id(4);
+  m.set_finish_reason(v1::FINISH_REASON_STOP);  // the token left out was EOS
+  set_usage(m, 3, 1, 0);
+  reply.add(m);
+  const Json out = Json::parse(reply.body());
+  const Json& choice = out["choices"][0];
+  EXPECT_EQ(choice["text"], "") << "no tokenizer: the ids' text is empty";
+  EXPECT_EQ(choice["logprobs"]["token_logprobs"], Json::array({nullptr, -1.0, -2.0}));
+  EXPECT_EQ(choice["finish_reason"], "length");
+  EXPECT_EQ(out["usage"]["completion_tokens"], 0);
+  EXPECT_EQ(out["usage"]["prompt_tokens"], 3);
+
+  ParsedRequest streamed =
+      parse_ok(kCompletions, R"({"prompt": "Hi", "echo": true, "max_tokens": 0, "stream": true})");
+  ReplyBuilder stream_reply(streamed, 1, nullptr);
+  const std::vector<Json> chunks =
+      events_of(stream_reply.event(message(0, " left out", {{4, -1.0f}}, v1::FINISH_REASON_LENGTH)));
+  ASSERT_EQ(chunks.size(), 1u);
+  EXPECT_EQ(chunks[0]["choices"][0]["text"], "Hi");
+  EXPECT_EQ(chunks[0]["choices"][0]["finish_reason"], "length");
 }
 
 TEST(OpenAiReply, StreamedEchoStartsEachChoiceWithItsPrompt) {
