@@ -100,8 +100,8 @@ class Sequence {
   int num_cached_prompt_tokens_ = 0;
   int num_preemptions_ = 0;
   bool ever_scheduled_ = false;
-  int32_t constraint_state_ = -1;
-  int next_position_to_score_ = 0;  // the constraint's automaton state after the output so far
+  int32_t constraint_state_ = -1;  // the constraint's automaton state after the output so far
+  int next_position_to_score_ = 0;
 };
 
 }  // namespace kvserve

@@ -559,25 +559,27 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
               suppressed_.get(), bias_ids_.get(), bias_values_.get(),
               allowed_size > 0 ? allowed_.get() : nullptr, sampling_workspace_.get(),
               sampling_workspace_.bytes(), sampled_.get(), stream_);
-  read_sampled(rows, out);
-}
-
-void CudaBackend::read_sampled(int rows, std::span<SampledToken> out) {
   CUDA_CHECK(cudaMemcpyAsync(host_sampled_.get(), sampled_.get(), rows * sizeof(SampledRow),
                              cudaMemcpyDeviceToHost, stream_));
   finish_step();
-  for (int i = 0; i < rows; ++i) {
-    const SampledRow& s = host_sampled_.get()[i];
-    SampledToken& o = out[static_cast<size_t>(i)];
+  read_sampled(host_sampled_.get(), host_rows_.get(), tasks.size(), out);
+}
+
+void CudaBackend::read_sampled(const SampledRow* sampled, const SamplingRow* rows, size_t count,
+                               std::span<SampledToken> out) {
+  for (size_t i = 0; i < count; ++i) {
+    const SampledRow& s = sampled[i];
+    SampledToken& o = out[i];
     o.token = s.token;
     o.logprob = s.logprob;
     o.top_logprobs.clear();
-    for (int k = 0; k < host_rows_.get()[i].num_top_logprobs; ++k)
+    for (int k = 0; k < rows[i].num_top_logprobs; ++k)
       o.top_logprobs.emplace_back(s.top_ids[k], s.top_logprobs[k]);
   }
 }
 
-void CudaBackend::upload_score_indices(const StepBatch& batch, std::span<const int> token_indices) {
+void CudaBackend::stage_score_indices(const StepBatch& batch, std::span<const int> token_indices) {
+  host_score_indices_.reserve(token_indices.size());  // no copy from it is in flight: steps end synced
   for (size_t i = 0; i < token_indices.size(); ++i) {
     const int t = token_indices[i];
     // An index past the pass's tokens would read a stale (or padding) row of the residual stream.
@@ -585,55 +587,66 @@ void CudaBackend::upload_score_indices(const StepBatch& batch, std::span<const i
       throw std::logic_error("CudaBackend: scored token index " + std::to_string(t) + " outside the batch");
     host_score_indices_.get()[i] = t;
   }
-  CUDA_CHECK(cudaMemcpyAsync(score_indices_.get(), host_score_indices_.get(),
-                             token_indices.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaBackend::enqueue_scored_lm_head(size_t first, size_t count) {
+  CUDA_CHECK(cudaMemcpyAsync(score_indices_.get(), host_score_indices_.get() + first, count * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream_));
+  enqueue_lm_head(score_indices_.get(), static_cast<int>(count));
 }
 
 std::span<const float> CudaBackend::token_logits(const StepBatch& batch, std::span<const int> token_indices) {
   CUDA_CHECK(cudaSetDevice(options_.device));
+  CUDA_CHECK(cudaEventRecord(step_start_, stream_));
+  stage_score_indices(batch, token_indices);
   const size_t vocab = static_cast<size_t>(config_.vocab_size);
   host_logits_.resize(token_indices.size() * vocab);
   const size_t group = static_cast<size_t>(options_.max_num_seqs);  // logits_'s rows
   for (size_t first = 0; first < token_indices.size(); first += group) {
     const size_t count = std::min(group, token_indices.size() - first);
-    CUDA_CHECK(cudaEventRecord(step_start_, stream_));
-    upload_score_indices(batch, token_indices.subspan(first, count));
-    enqueue_lm_head(score_indices_.get(), static_cast<int>(count));
+    enqueue_scored_lm_head(first, count);
     CUDA_CHECK(cudaMemcpyAsync(host_logits_.data() + first * vocab, logits_.get(),
                                count * vocab * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    finish_step();  // the pinned indices are rewritten by the next group
   }
+  finish_step();
   return host_logits_;
 }
 
 void CudaBackend::score_tokens(const StepBatch& batch, std::span<const ScoringTask> tasks,
                                std::span<SampledToken> out) {
   if (out.size() != tasks.size()) throw std::logic_error("score_tokens: one output per task");
+  if (tasks.empty()) return;
   CUDA_CHECK(cudaSetDevice(options_.device));
+  CUDA_CHECK(cudaEventRecord(step_start_, stream_));
+  // Every group's inputs and results have pinned slots of their own, so that the groups run back to
+  // back on the stream and the host waits once, at the end.
+  std::vector<int> indices(tasks.size());
+  host_score_rows_.reserve(tasks.size());
+  host_scored_.reserve(tasks.size());
   const size_t group = static_cast<size_t>(options_.max_num_seqs);  // logits_'s and the sampler's rows
-  std::vector<int> indices;
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const ScoringTask& t = tasks[i];
+    indices[i] = t.token_index;
+    SamplingRow& r = host_score_rows_.get()[i];
+    r = SamplingRow{};  // greedy, nothing suppressed, biased or penalized: the raw logits
+    r.logits_row = static_cast<int32_t>(i % group);
+    r.num_top_logprobs = std::min({t.num_top_logprobs, kMaxGpuTopLogprobs, config_.vocab_size});
+    r.forced_token = t.target;
+  }
+  stage_score_indices(batch, indices);
   for (size_t first = 0; first < tasks.size(); first += group) {
     const size_t count = std::min(group, tasks.size() - first);
-    CUDA_CHECK(cudaEventRecord(step_start_, stream_));
-    indices.clear();
-    for (size_t i = 0; i < count; ++i) {
-      const ScoringTask& t = tasks[first + i];
-      indices.push_back(t.token_index);
-      SamplingRow& r = host_rows_.get()[i];
-      r = SamplingRow{};  // greedy, nothing suppressed, biased or penalized: the raw logits
-      r.logits_row = static_cast<int32_t>(i);
-      r.num_top_logprobs = std::min({t.num_top_logprobs, kMaxGpuTopLogprobs, config_.vocab_size});
-      r.forced_token = t.target;
-    }
-    upload_score_indices(batch, indices);
-    enqueue_lm_head(score_indices_.get(), static_cast<int>(count));
-    CUDA_CHECK(cudaMemcpyAsync(sampling_rows_.get(), host_rows_.get(), count * sizeof(SamplingRow),
-                               cudaMemcpyHostToDevice, stream_));
+    enqueue_scored_lm_head(first, count);
+    CUDA_CHECK(cudaMemcpyAsync(sampling_rows_.get(), host_score_rows_.get() + first,
+                               count * sizeof(SamplingRow), cudaMemcpyHostToDevice, stream_));
     sample_rows(logits_.get(), config_.vocab_size, sampling_rows_.get(), static_cast<int>(count), nullptr,
                 nullptr, nullptr, nullptr, nullptr, sampling_workspace_.get(), sampling_workspace_.bytes(),
                 sampled_.get(), stream_);
-    read_sampled(static_cast<int>(count), out.subspan(first, count));
+    CUDA_CHECK(cudaMemcpyAsync(host_scored_.get() + first, sampled_.get(), count * sizeof(SampledRow),
+                               cudaMemcpyDeviceToHost, stream_));
   }
+  finish_step();
+  read_sampled(host_scored_.get(), host_score_rows_.get(), tasks.size(), out);
 }
 
 }  // namespace kvserve::cuda

@@ -107,11 +107,15 @@ class CudaBackend : public Backend {
   // The final norm and the LM head for `rows` tokens of the pass's residual stream, picked by the
   // device array token_index: fp32 logits in logits_'s first rows.
   void enqueue_lm_head(const int32_t* token_index, int rows);
-  // Copies token_indices[first, first + count) to score_indices_ (count <= max_num_seqs) after
-  // checking each against the batch.
-  void upload_score_indices(const StepBatch& batch, std::span<const int> token_indices);
-  // Copies the sampled rows back and fills `out` from them.
-  void read_sampled(int rows, std::span<SampledToken> out);
+  // Checks each scored position's token index against the batch and stages them all in
+  // host_score_indices_.
+  void stage_score_indices(const StepBatch& batch, std::span<const int> token_indices);
+  // The LM head for staged positions [first, first + count), count <= max_num_seqs: logits_'s
+  // first rows.
+  void enqueue_scored_lm_head(size_t first, size_t count);
+  // Fills out[i] from the sampler's row i (copied back) and its parameters.
+  static void read_sampled(const SampledRow* sampled, const SamplingRow* rows, size_t count,
+                           std::span<SampledToken> out);
   __nv_bfloat16* k_cache(int layer) const;
   __nv_bfloat16* v_cache(int layer) const;
 
@@ -169,8 +173,11 @@ class CudaBackend : public Backend {
   PinnedBuffer<float> host_bias_values_;
   PinnedBuffer<uint32_t> host_allowed_;
   PinnedBuffer<SampledRow> host_sampled_;
-  // Prompt logprobs: the token indices of one group of scored positions.
+  // Prompt logprobs: every scored position's token index, sampler row and result (grown to the
+  // most positions a step has scored), and one group's indices on the device.
   PinnedBuffer<int32_t> host_score_indices_;
+  PinnedBuffer<SamplingRow> host_score_rows_;
+  PinnedBuffer<SampledRow> host_scored_;
   DeviceBuffer<int32_t> score_indices_;
 
   // Decode graphs by padded batch size.

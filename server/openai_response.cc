@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <utility>
 
 namespace kvserve::openai {
@@ -44,6 +45,13 @@ int64_t utf8_length(const std::string& text) {
   for (const char c : text)
     n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
   return n;
+}
+
+// A logprob as JSON can hold it: JSON has no infinity (nor NaN), which nlohmann writes as null, and
+// a client summing logprobs (lm-evaluation-harness) fails on null. An impossible token (logit -inf,
+// a broken model's NaN) is written as -9999, as vLLM writes it.
+float written(float logprob) {
+  return std::isfinite(logprob) ? logprob : -9999.0f;
 }
 
 Json bytes_of(const std::string& text) {
@@ -131,10 +139,10 @@ Json ReplyBuilder::logprobs_of(const v1::GenerateResponse& message, Choice& choi
     };
     Json content = Json::array();
     for (const v1::TokenLogprob& lp : message.logprobs()) {
-      Json e = entry(lp.token_id(), lp.logprob());
+      Json e = entry(lp.token_id(), written(lp.logprob()));
       Json top = Json::array();
       for (const v1::TopLogprob& t : lp.top())
-        top.push_back(entry(t.token_id(), t.logprob()));
+        top.push_back(entry(t.token_id(), written(t.logprob())));
       e["top_logprobs"] = std::move(top);
       choice.content.push_back(e);
       content.push_back(std::move(e));
@@ -150,13 +158,13 @@ Json ReplyBuilder::logprobs_of(const v1::GenerateResponse& message, Choice& choi
     // Alternatives come likeliest first; where two share a spelling (byte tokens all read U+FFFD),
     // the object keeps the likelier, which a later one must not overwrite.
     for (const v1::TopLogprob& t : lp.top())
-      alternatives.emplace(as_written(token_text(t.token_id())), t.logprob());
-    alternatives.emplace(text, lp.logprob());
+      alternatives.emplace(as_written(token_text(t.token_id())), written(t.logprob()));
+    alternatives.emplace(text, written(lp.logprob()));
     tokens.push_back(text);
-    token_logprobs.push_back(lp.logprob());
+    token_logprobs.push_back(written(lp.logprob()));
     offsets.push_back(choice.next_offset);
     choice.tokens.push_back(text);
-    choice.token_logprobs.push_back(lp.logprob());
+    choice.token_logprobs.push_back(written(lp.logprob()));
     choice.text_offset.push_back(choice.next_offset);
     top.push_back(alternatives);
     choice.top_logprobs.push_back(std::move(alternatives));
@@ -180,14 +188,16 @@ std::string ReplyBuilder::echo_text(uint32_t prompt) const {
   return tokenizer_->decode(std::vector<TokenId>(ids.begin(), ids.end()));
 }
 
-Json ReplyBuilder::echo_logprobs(uint32_t prompt) const {
+Json ReplyBuilder::echo_logprobs(uint32_t prompt, int64_t* text_length) const {
   Json tokens = Json::array(), token_logprobs = Json::array(), top = Json::array(), offsets = Json::array();
   const auto it = prompt_scores_.find(prompt);
-  if (it == prompt_scores_.end())
+  if (it == prompt_scores_.end()) {
+    *text_length = utf8_length(as_written(echo_text(prompt)));
     return Json{{"tokens", tokens},
                 {"token_logprobs", token_logprobs},
                 {"top_logprobs", top},
                 {"text_offset", offsets}};
+  }
   const PromptScores& scores = it->second;
   const int alternatives = static_cast<int>(request_.generate.top_logprobs());
   int64_t offset = 0;
@@ -206,11 +216,14 @@ Json ReplyBuilder::echo_logprobs(uint32_t prompt) const {
     const v1::TokenLogprob& lp = scores.logprobs[i - 1];
     Json choices = Json::object();
     for (int k = 0; k < std::min(alternatives, lp.top_size()); ++k)
-      choices.emplace(as_written(token_text(lp.top(k).token_id())), lp.top(k).logprob());
-    choices.emplace(text, lp.logprob());
-    token_logprobs.push_back(lp.logprob());
+      choices.emplace(as_written(token_text(lp.top(k).token_id())), written(lp.top(k).logprob()));
+    choices.emplace(text, written(lp.logprob()));
+    token_logprobs.push_back(written(lp.logprob()));
     top.push_back(std::move(choices));
   }
+  // The tokens' texts, not the echoed text: SentencePiece's decode drops the space its first token
+  // begins with, and the offsets must not go backwards.
+  *text_length = offset;
   return Json{{"tokens", std::move(tokens)},
               {"token_logprobs", std::move(token_logprobs)},
               {"top_logprobs", std::move(top)},
@@ -229,9 +242,9 @@ Json ReplyBuilder::vllm_prompt_logprobs(uint32_t prompt) const {
       entry.emplace(std::to_string(id),
                     Json{{"logprob", logprob}, {"decoded_token", as_written(token_text(id))}});
     };
-    add(lp.token_id(), lp.logprob());
+    add(lp.token_id(), written(lp.logprob()));
     for (int k = 0; k < std::min(alternatives, lp.top_size()); ++k)
-      add(lp.top(k).token_id(), lp.top(k).logprob());
+      add(lp.top(k).token_id(), written(lp.top(k).logprob()));
     out.push_back(std::move(entry));
   }
   return out;
@@ -362,13 +375,13 @@ std::string ReplyBuilder::body() const {
     } else if (chat) {
       out["logprobs"] = Json{{"content", choice.content}, {"refusal", nullptr}};
     } else {
-      Json logprobs = request_.echo ? echo_logprobs(prompt_of(index))
+      // The choice's own offsets follow the echoed prompt's.
+      int64_t shift = 0;
+      Json logprobs = request_.echo ? echo_logprobs(prompt_of(index), &shift)
                                     : Json{{"tokens", Json::array()},
                                            {"token_logprobs", Json::array()},
                                            {"top_logprobs", Json::array()},
                                            {"text_offset", Json::array()}};
-      // The choice's own offsets count from the start of its text, after the echoed prompt.
-      const int64_t shift = request_.echo ? utf8_length(as_written(echo_text(prompt_of(index)))) : 0;
       for (size_t i = 0; i < choice.tokens.size(); ++i) {
         logprobs["tokens"].push_back(choice.tokens[i]);
         logprobs["token_logprobs"].push_back(choice.token_logprobs[i]);

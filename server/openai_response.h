@@ -75,8 +75,8 @@ class ReplyBuilder {
   // The prompt's text as echo returns it: as sent, or its token ids decoded.
   std::string echo_text(uint32_t prompt) const;
   // Completions' logprobs with echo: the prompt's tokens in the four arrays' shape, to go before
-  // the choice's own (whose text_offset then starts after the prompt's text).
-  nlohmann::ordered_json echo_logprobs(uint32_t prompt) const;
+  // the choice's own, whose text_offset then starts at *text_length (the prompt's, in characters).
+  nlohmann::ordered_json echo_logprobs(uint32_t prompt, int64_t* text_length) const;
   // vLLM's prompt_logprobs: null for the first token, then for each prompt token an object of it
   // and its alternatives, by token id.
   nlohmann::ordered_json vllm_prompt_logprobs(uint32_t prompt) const;

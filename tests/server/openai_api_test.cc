@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cctype>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -976,6 +977,20 @@ TEST(OpenAiReply, EchoWithMaxTokensZeroIsThePromptAlone) {
   ASSERT_EQ(chunks.size(), 1u);
   EXPECT_EQ(chunks[0]["choices"][0]["text"], "Hi");
   EXPECT_EQ(chunks[0]["choices"][0]["finish_reason"], "length");
+}
+
+// JSON has no infinity: nlohmann would write null, which a client summing logprobs cannot add.
+TEST(OpenAiReply, ImpossibleTokensLogprobIsMinus9999NotNull) {
+  const float inf = std::numeric_limits<float>::infinity();
+  ParsedRequest request = parse_ok(kCompletions, R"({"prompt": [1, 2], "echo": true, "logprobs": 0})");
+  ReplyBuilder reply(request, 1, nullptr);
+  v1::GenerateResponse m = scored_message(0, {1, 2}, {-inf});
+  m.add_token_ids(3);
+  m.add_logprobs()->set_token_id(3);
+  m.mutable_logprobs(0)->set_logprob(std::numeric_limits<float>::quiet_NaN());
+  reply.add(m);
+  EXPECT_EQ(Json::parse(reply.body())["choices"][0]["logprobs"]["token_logprobs"],
+            Json::array({nullptr, -9999.0, -9999.0}));
 }
 
 TEST(OpenAiReply, StreamedEchoStartsEachChoiceWithItsPrompt) {
