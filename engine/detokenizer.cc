@@ -42,8 +42,8 @@ size_t unsettled_tail(std::string_view text) {
 
 IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer, const std::vector<TokenId>& prompt,
                                                std::vector<std::string> stop, int min_tokens,
-                                               bool continuation)
-    : tokenizer_(tokenizer), min_tokens_(min_tokens) {
+                                               bool continuation, bool include_stop)
+    : tokenizer_(tokenizer), min_tokens_(min_tokens), include_stop_(include_stop) {
   for (auto& s : stop) {
     if (!s.empty()) stop_.push_back(std::move(s));
   }
@@ -94,18 +94,19 @@ IncrementalDetokenizer::Delta IncrementalDetokenizer::release_pending(bool final
   }
   // The earliest match wins. Matches can only start in pending_: a prefix of a stop string is
   // never emitted (see the hold-back below), so no match can begin in emitted text.
-  size_t match = std::string::npos;
+  size_t match = std::string::npos, match_size = 0;
   for (const auto& s : stop_) {
     for (size_t pos = pending_.find(s); pos != std::string::npos && pos < match;
          pos = pending_.find(s, pos + 1)) {
       if (starts_char(pending_, pos)) {
         match = pos;
+        match_size = s.size();
         break;
       }
     }
   }
   if (match != std::string::npos) {
-    d.text = pending_.substr(0, match);
+    d.text = pending_.substr(0, include_stop_ ? match + match_size : match);
     d.stopped = true;
     emitted_ += d.text;
     pending_.clear();

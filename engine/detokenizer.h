@@ -3,9 +3,11 @@
 //
 // - A multi-byte UTF-8 character split across tokens is never emitted half: text is held back
 //   until the character is complete.
-// - Stop strings end generation and are not part of the output. Text that could still be the start
-//   of a stop string is held back, and released as soon as it cannot be (or at finish()). The first
-//   match to complete wins; of matches completed by the same token, the one that starts first.
+// - Stop strings end generation and are not part of the output (unless include_stop: then the output
+//   ends with the one that matched; nothing after it is ever emitted). Text that could still be the
+//   start of a stop string is held back, and released as soon as it cannot be (or at finish()). The
+//   first match to complete wins; of matches completed by the same token, the one that starts
+//   first, and of those starting at the same place, the first in the list.
 // - The output's text comes from output tokens only: after a prompt that ends inside a character,
 //   the output's first bytes decode on their own rather than completing it.
 #pragma once
@@ -29,11 +31,13 @@ class IncrementalDetokenizer {
   // text that follows other text even then, so it is the tokens' Tokenizer::token_bytes, which
   // structured output matches.
   IncrementalDetokenizer(const Tokenizer& tokenizer, const std::vector<TokenId>& prompt,
-                         std::vector<std::string> stop, int min_tokens = 0, bool continuation = false);
+                         std::vector<std::string> stop, int min_tokens = 0, bool continuation = false,
+                         bool include_stop = false);
 
   struct Delta {
     std::string text;      // new text to send; may be empty (held back)
-    bool stopped = false;  // a stop string matched: generation must end; text excludes it
+    bool stopped = false;  // a stop string matched: generation must end; text excludes it (but
+                           // with include_stop, where it ends with it)
   };
   // Adds one generated token.
   Delta push(TokenId token);
@@ -53,6 +57,7 @@ class IncrementalDetokenizer {
   const Tokenizer& tokenizer_;
   std::vector<std::string> stop_;
   int min_tokens_ = 0;
+  bool include_stop_ = false;
   int pushed_ = 0;  // tokens pushed, control tokens included (they count towards min_tokens)
   // Decode window: a few context tokens, then the tokens whose text is not settled yet. Control
   // tokens and ids outside the vocabulary are never added.

@@ -44,6 +44,9 @@ struct StopCriteria {
   bool ignore_eos = false;
   std::vector<TokenId> stop_token_ids;
   std::vector<std::string> stop;  // stop strings, matched on detokenized text (not by the scheduler)
+  // The stop string that ended the output is kept at its end (vLLM's include_stop_str_in_output);
+  // by default it is cut.
+  bool include_stop_str_in_output = false;
 };
 
 struct Request {

@@ -218,6 +218,7 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
   }
   out->stop.min_tokens = static_cast<int>(stop.min_tokens());
   out->stop.ignore_eos = stop.ignore_eos();
+  out->stop.include_stop_str_in_output = stop.include_stop_str_in_output();
   if (stop.stop_size() > options_.max_stop_strings)
     return Status::InvalidArgument("stop: " + std::to_string(stop.stop_size()) + " stop strings, at most " +
                                    std::to_string(options_.max_stop_strings) + " allowed");

@@ -177,9 +177,11 @@ Status parse_stop(const Fields& f, v1::StopCriteria* stop) {
       stop->add_stop_token_ids(id.get<uint32_t>());
     }
   }
-  bool ignore_eos = false;
+  bool ignore_eos = false, include_stop = false;
   KVSERVE_RETURN_IF_ERROR(f.boolean("ignore_eos", &ignore_eos));
   stop->set_ignore_eos(ignore_eos);
+  KVSERVE_RETURN_IF_ERROR(f.boolean("include_stop_str_in_output", &include_stop));
+  stop->set_include_stop_str_in_output(include_stop);
   std::optional<int64_t> min_tokens;
   KVSERVE_RETURN_IF_ERROR(f.integer("min_tokens", 0, kU32Max, &min_tokens));
   if (min_tokens) stop->set_min_tokens(static_cast<uint32_t>(*min_tokens));
@@ -279,8 +281,6 @@ Status refuse_unhonoured_extensions(const Fields& f) {
                                         "not supported; send guided_json, guided_regex, "
                                         "guided_choice or response_format"));
   KVSERVE_RETURN_IF_ERROR(refuse_if_set(f, "use_beam_search", "not supported; leave it false"));
-  KVSERVE_RETURN_IF_ERROR(
-      refuse_if_set(f, "include_stop_str_in_output", "not supported (stop strings are cut); leave it false"));
   if (const Json* skip = f.find("skip_special_tokens"); skip && *skip != true)
     return invalid("skip_special_tokens", "only true is supported (the text never holds control tokens)");
   return Status::Ok();

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -147,6 +148,34 @@ TEST(OpenAiE2E, CompletionsGiveTheGrpcApisTokensTextAndLogprobs) {
     EXPECT_EQ(logprobs, want.logprobs);
   }
   EXPECT_TRUE(wait_all_blocks_free(*client));
+}
+
+// vLLM's include_stop_str_in_output: the text ends with the stop string that ended it, which is
+// otherwise cut. The stop is two ASCII characters from the middle of the greedy text.
+TEST(OpenAiE2E, AnIncludedStopStringEndsTheText) {
+  ServerProcess server(with_openai({}));
+  const Json body{
+      {"prompt", "The paged cache holds every key and value"}, {"max_tokens", 24}, {"temperature", 0}};
+  const HttpReply free_run = post(server.openai_port(), "/v1/completions", body);
+  ASSERT_EQ(free_run.status, 200) << free_run.body;
+  const std::string text = Json::parse(free_run.body)["choices"][0]["text"];
+  std::string stop;
+  for (size_t i = text.size() / 2; i + 1 < text.size() && stop.empty(); ++i)
+    if (std::isalnum(static_cast<unsigned char>(text[i])) &&
+        std::isalnum(static_cast<unsigned char>(text[i + 1])))
+      stop = text.substr(i, 2);
+  if (stop.empty()) GTEST_SKIP() << "no two ASCII letters in a row in " << text;
+  const size_t at = text.find(stop);
+  for (const bool include : {false, true}) {
+    Json stopped = body;
+    stopped["stop"] = stop;
+    stopped["include_stop_str_in_output"] = include;
+    const HttpReply reply = post(server.openai_port(), "/v1/completions", stopped);
+    ASSERT_EQ(reply.status, 200) << reply.body;
+    const Json choice = Json::parse(reply.body)["choices"][0];
+    EXPECT_EQ(choice["text"], text.substr(0, include ? at + stop.size() : at)) << "stop " << stop;
+    EXPECT_EQ(choice["finish_reason"], "stop");
+  }
 }
 
 TEST(OpenAiE2E, ChatCompletionsRunTheSameConversationAsGrpc) {

@@ -87,8 +87,9 @@ class DetokenizerTest : public ::testing::Test {
   static const Tokenizer& tok() { return *tok_; }
 
   static Stream run(const std::vector<TokenId>& prompt, const std::vector<TokenId>& output,
-                    std::vector<std::string> stop = {}, int min_tokens = 0) {
-    IncrementalDetokenizer detok(tok(), prompt, std::move(stop), min_tokens);
+                    std::vector<std::string> stop = {}, int min_tokens = 0, bool include_stop = false) {
+    IncrementalDetokenizer detok(tok(), prompt, std::move(stop), min_tokens, /*continuation=*/false,
+                                 include_stop);
     Stream r;
     for (TokenId t : output) {
       r.deltas.push_back(detok.push(t));
@@ -254,6 +255,18 @@ TEST_F(DetokenizerTest, StopSpanningSeveralTokensEndsWithTheTextBeforeIt) {
   }
 }
 
+TEST_F(DetokenizerTest, IncludedStopEndsTheOutputAndNothingAfterItGoesOut) {
+  const Stream r = run({}, byte_ids("say hello world now"), {"lo wor"}, 0, /*include_stop=*/true);
+  EXPECT_EQ(r.all, "say hello wor");
+  EXPECT_EQ(r.stopped_at, 12);
+  EXPECT_EQ(r.finish, "");
+  // The earliest match wins; of two starting together, the first listed (whatever its length).
+  EXPECT_EQ(run({}, byte_ids("xabcd"), {"bc", "ab"}, 0, true).all, "xab");
+  EXPECT_EQ(run({}, byte_ids("xabcd"), {"abc", "ab"}, 0, true).all, "xab");  // "ab" completes first
+  EXPECT_EQ(run({}, byte_ids("xabc"), {"bc", "abc"}, 0, true).all, "xabc");
+  EXPECT_EQ(run({}, byte_ids("xab!"), {"ab", "a"}, 0, true).all, "xa");
+}
+
 TEST_F(DetokenizerTest, StopSpanningLearnedPieces) {
   const std::string text = "the quick brown fox jumps over the lazy dog";
   const auto ids = tok().encode(text, false);
@@ -389,25 +402,31 @@ TEST_F(DetokenizerTest, RandomStopsMatchAReferenceOnPrefixDecodes) {
       stops.push_back(rng() % 4 == 0 ? std::string("#~") : full.substr(at, end - at));
     }
     // Reference: stop at the first token whose prefix decode contains a stop string, cutting at the
-    // earliest match in that text.
-    std::string expected = full;
-    int expected_at = -1;
-    for (size_t i = 0; i < output.size() && expected_at < 0; ++i) {
-      const std::string text = tok().decode(
-          std::vector<TokenId>(output.begin(), output.begin() + static_cast<std::ptrdiff_t>(i) + 1));
-      size_t cut = std::string::npos;
-      for (const auto& s : stops) {
-        if (!s.empty()) cut = std::min(cut, text.find(s));
+    // earliest match in that text (with include_stop, after it: of matches starting together, the
+    // first listed).
+    for (const bool include : {false, true}) {
+      SCOPED_TRACE(include ? "stop included" : "stop cut");
+      std::string expected = full;
+      int expected_at = -1;
+      for (size_t i = 0; i < output.size() && expected_at < 0; ++i) {
+        const std::string text = tok().decode(
+            std::vector<TokenId>(output.begin(), output.begin() + static_cast<std::ptrdiff_t>(i) + 1));
+        size_t cut = std::string::npos, end = 0;
+        for (const auto& s : stops) {
+          const size_t at = s.empty() ? std::string::npos : text.find(s);
+          if (at < cut) cut = at, end = at + s.size();
+        }
+        if (cut != std::string::npos)
+          expected = text.substr(0, include ? end : cut), expected_at = static_cast<int>(i);
       }
-      if (cut != std::string::npos) expected = text.substr(0, cut), expected_at = static_cast<int>(i);
-    }
-    const Stream r = run({}, output, stops);
-    ASSERT_EQ(r.all, expected);
-    ASSERT_EQ(r.stopped_at, expected_at);
-    std::string so_far;
-    for (const auto& d : r.deltas) {
-      so_far += d.text;
-      ASSERT_EQ(full.compare(0, so_far.size(), so_far), 0) << "emitted text the full decode does not have";
+      const Stream r = run({}, output, stops, 0, include);
+      ASSERT_EQ(r.all, expected);
+      ASSERT_EQ(r.stopped_at, expected_at);
+      std::string so_far;
+      for (const auto& d : r.deltas) {
+        so_far += d.text;
+        ASSERT_EQ(full.compare(0, so_far.size(), so_far), 0) << "emitted text the full decode does not have";
+      }
     }
   }
 }

@@ -223,6 +223,11 @@ TEST(OpenAiRequest, StopRules) {
   EXPECT_EQ(many.generate.stop().stop_token_ids(1), 9u);
   EXPECT_TRUE(many.generate.stop().ignore_eos());
   EXPECT_EQ(many.generate.stop().min_tokens(), 4u);
+  EXPECT_FALSE(many.generate.stop().include_stop_str_in_output());
+  EXPECT_TRUE(parse_ok(kChat, R"({"messages": [{"role": "user", "content": "x"}], "stop": "a",
+      "include_stop_str_in_output": true})")
+                  .generate.stop()
+                  .include_stop_str_in_output());
 }
 
 TEST(OpenAiRequest, UnsupportedFeaturesAreRefusedNotIgnored) {
@@ -232,10 +237,8 @@ TEST(OpenAiRequest, UnsupportedFeaturesAreRefusedNotIgnored) {
   parse_ok(kCompletions, R"({"prompt": "x", "echo": false, "suffix": "", "user": "u1", "unknown_field": [1],
       "use_beam_search": false, "include_stop_str_in_output": false, "skip_special_tokens": true})");
   // vLLM's extensions kvserve does not do, set to anything but their default.
-  const std::pair<std::string, std::string> unhonoured[] = {{"use_beam_search", "true"},
-                                                            {"include_stop_str_in_output", "true"},
-                                                            {"skip_special_tokens", "false"},
-                                                            {"guided_grammar", "\"root ::= x\""}};
+  const std::pair<std::string, std::string> unhonoured[] = {
+      {"use_beam_search", "true"}, {"skip_special_tokens", "false"}, {"guided_grammar", "\"root ::= x\""}};
   for (const auto& [field, value] : unhonoured) {
     const std::string body = R"({"prompt": "x", ")" + field + "\": " + value + "}";
     EXPECT_EQ(refusal(kCompletions, body).rfind(field + ": ", 0), 0u) << body;
