@@ -243,7 +243,9 @@ void request_seeds() {
     r.mutable_stop()->add_stop("END");
     r.mutable_stop()->add_stop_token_ids(2);
     r.mutable_stop()->set_ignore_eos(true);
+    r.mutable_stop()->set_include_stop_str_in_output(true);
     r.set_top_logprobs(5);
+    r.set_prompt_logprobs(3);
     save("valid_ids_all_fields", r);
   }
   {

@@ -107,11 +107,14 @@ inline Status admit_and_check(const RequestFixture& fixture, const v1::GenerateR
         "an admitted request fits the model length");
   check(request.sampling.top_logprobs >= 0 && request.sampling.top_logprobs <= kMaxTopLogprobs,
         "admitted top_logprobs is in range");
+  check(request.sampling.prompt_logprobs >= -1 && request.sampling.prompt_logprobs <= kMaxTopLogprobs,
+        "admitted prompt_logprobs is off (-1) or in range");
 
   // What add_request builds next for an admitted request; building it touches the prompt and the
   // stop strings the same way the engine loop will.
   IncrementalDetokenizer detokenizer(*fixture.tokenizer, request.prompt, request.stop.stop,
-                                     request.stop.min_tokens);
+                                     request.stop.min_tokens, request.constraint != nullptr,
+                                     request.stop.include_stop_str_in_output);
   (void)detokenizer.finish();
   return Status::Ok();
 }
