@@ -54,6 +54,7 @@ Status Engine::validate(const Request& request) const {
   if (has_stop_strings && !config_.tokenizer)
     return Status::InvalidArgument(
         "stop strings need a tokenizer, and this model has none; use stop_token_ids");
+  if (Status s = scheduler_.check_priority(request.priority); !s.ok()) return s;
   return scheduler_.check_fits(static_cast<int>(request.prompt.size()), request.stop);
 }
 

@@ -57,6 +57,9 @@ struct Request {
   // Structured output: only tokens that keep the output a prefix of a match of this pattern are
   // drawn, EOS only once it is a whole match (engine/token_constraint.h). Null: free text.
   std::shared_ptr<const TokenConstraint> constraint;
+  // Scheduling priority (SchedulerConfig::policy kPriority): lower runs sooner, as vLLM's. Under
+  // first-come-first-served it must be 0.
+  int priority = 0;
 };
 
 enum class FinishReason {

@@ -59,16 +59,26 @@ Status Scheduler::check_fits(int prompt, const StopCriteria& stop) const {
   return Status::Ok();
 }
 
+Status Scheduler::check_priority(int priority) const {
+  if (config_.policy == SchedulingPolicy::kFcfs && priority != 0)
+    return Status::InvalidArgument(
+        "priority: this server schedules first come, first served; send priority 0 "
+        "(or start the server with --scheduling-policy priority)");
+  return Status::Ok();
+}
+
 Status Scheduler::add(std::unique_ptr<Sequence> seq) {
   if (!seq) return Status::Internal("Scheduler::add: null sequence");
   if (Status s = check_fits(seq->num_prompt_tokens(), seq->stop()); !s.ok()) return s;
+  if (Status s = check_priority(seq->priority()); !s.ok()) return s;
   if (seqs_.contains(seq->id()))
     return Status::InvalidArgument("request id '" + seq->id() + "' is already in use; send a unique id");
   if (config_.max_waiting > 0 && static_cast<int>(waiting_.size()) >= config_.max_waiting)
     return Status::ResourceExhausted("the waiting queue is full (" + str(config_.max_waiting) +
                                      " requests); retry later");
   seq->set_status(SequenceStatus::kWaiting);
-  waiting_.push_back(seq.get());
+  seq->set_arrival(num_added_++);
+  enqueue(seq.get());
   const RequestId id = seq->id();
   seqs_.emplace(id, std::move(seq));
   return Status::Ok();
@@ -122,7 +132,7 @@ void Scheduler::preempt(Sequence& victim, StepPlan& plan, int& budget) {
   remove_running(&victim);
   victim.set_status(SequenceStatus::kWaiting);
   victim.count_preemption();
-  waiting_.push_front(&victim);
+  enqueue(&victim);
   plan.preempted.push_back(victim.id());
   ++num_preemptions_;
 }
@@ -178,18 +188,51 @@ void Scheduler::register_full_blocks(Sequence& seq, int num_tokens_after_step) {
   seq.set_num_registered_blocks(full);
 }
 
+void Scheduler::enqueue(Sequence* seq) {
+  const auto before = [](const Sequence* a, const Sequence* b) {
+    return a->priority() != b->priority() ? a->priority() < b->priority() : a->arrival() < b->arrival();
+  };
+  waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), seq, before), seq);
+}
+
+Sequence* Scheduler::preemption_victim() const {
+  Sequence* victim = running_.back();
+  for (auto it = running_.rbegin(); it != running_.rend(); ++it)
+    if ((*it)->priority() > victim->priority()) victim = *it;
+  return victim;
+}
+
+void Scheduler::make_room_for_better_priority(StepPlan& plan, int& budget) {
+  while (!waiting_.empty() && !running_.empty()) {
+    const Sequence& head = *waiting_.front();
+    Sequence* victim = preemption_victim();
+    if (victim->priority() <= head.priority()) return;
+    // The head's first chunk, counted without prefix-cache hits (it may need fewer).
+    const int chunk = std::min(head.num_tokens(), config_.max_num_batched_tokens);
+    const int blocks = (chunk + config_.block_size - 1) / config_.block_size;
+    const bool seated = static_cast<int>(running_.size()) < config_.max_num_seqs;
+    if (seated && blocks <= pool_.num_free_blocks()) return;
+    preempt(*victim, plan, budget);
+  }
+}
+
 StepPlan Scheduler::schedule() {
   StepPlan plan;
   int budget = config_.max_num_batched_tokens;
+  make_room_for_better_priority(plan, budget);
 
   // Running sequences: decodes first so that a long prefill never stalls them, then prefill chunks;
-  // each group oldest first.
+  // each group in priority order, oldest first.
   std::vector<Sequence*> order;
   order.reserve(running_.size());
   for (Sequence* s : running_)
     if (s->num_uncomputed_tokens() == 1) order.push_back(s);
+  const auto decodes = static_cast<std::ptrdiff_t>(order.size());
   for (Sequence* s : running_)
     if (s->num_uncomputed_tokens() > 1) order.push_back(s);
+  const auto by_priority = [](const Sequence* a, const Sequence* b) { return a->priority() < b->priority(); };
+  std::stable_sort(order.begin(), order.begin() + decodes, by_priority);
+  std::stable_sort(order.begin() + decodes, order.end(), by_priority);
 
   bool preempted_any = false;
   for (Sequence* seq : order) {
@@ -198,7 +241,7 @@ StepPlan Scheduler::schedule() {
     const int want = std::min(seq->num_uncomputed_tokens(), budget);
     int n = reserve(*seq, want, /*allow_partial=*/true);
     while (n == 0) {
-      Sequence* victim = running_.back();  // most recently admitted
+      Sequence* victim = preemption_victim();
       preempt(*victim, plan, budget);
       preempted_any = true;
       if (victim == seq) break;
@@ -216,7 +259,7 @@ StepPlan Scheduler::schedule() {
   for (const ScheduledSequence& e : plan.seqs)
     register_full_blocks(*e.seq, e.start_pos + e.num_new_tokens);
 
-  // New and preempted sequences, strictly FCFS. None while this step had to preempt: the pool is
+  // New and preempted sequences, in queue order. None while this step had to preempt: the pool is
   // short and admitting would only preempt again.
   while (!preempted_any && !waiting_.empty() && budget > 0 &&
          static_cast<int>(running_.size()) < config_.max_num_seqs) {

@@ -7,6 +7,13 @@
 // full blocks usually survive in the prefix cache, so recompute is cheap). Requests that could never
 // fit are rejected by add() with a reason.
 //
+// Under the priority policy, every "oldest" and "first" above is "best priority (lowest value),
+// then oldest": the queue is ordered by (priority, arrival), running sequences are served in
+// priority order, the victim is the worst-priority running sequence (the most recently admitted of
+// those), and a waiting request of better priority than a running one takes that one's place (its
+// seat, or the blocks its first chunk needs) at the start of a step. With every priority equal (as
+// first-come-first-served requires), this is exactly the FCFS behaviour.
+//
 // Blocks enter the prefix cache when the step that fills them is planned, so requests admitted in
 // the same step share them; this relies on the Backend contract that every K/V write of a step lands
 // before any attention read of that step.
@@ -30,6 +37,8 @@
 
 namespace kvserve {
 
+enum class SchedulingPolicy { kFcfs, kPriority };
+
 struct SchedulerConfig {
   int block_size = 16;
   int num_blocks = 1024;
@@ -38,6 +47,9 @@ struct SchedulerConfig {
   int max_model_len = 4096;           // prompt + generated tokens at most
   int max_waiting = 0;                // queue limit for add(); 0 = unlimited
   bool enable_prefix_caching = true;
+  // kFcfs: every request's priority must be 0 (clients cannot jump the queue); kPriority: requests
+  // say their own (Request::priority).
+  SchedulingPolicy policy = SchedulingPolicy::kFcfs;
 
   Status validate() const;
 };
@@ -78,6 +90,8 @@ class Scheduler {
   // The part of add()'s checks that depends only on the configuration: whether a request of this
   // shape could ever run. Safe to call from any thread.
   Status check_fits(int num_prompt_tokens, const StopCriteria& stop) const;
+  // Whether the policy takes a request of this priority (FCFS: only 0). Safe from any thread.
+  Status check_priority(int priority) const;
   // Ends a request now (abort, stop string): its blocks return to the pool in this call.
   Status finish(const RequestId& id, FinishReason reason);
 
@@ -102,6 +116,13 @@ class Scheduler {
   int reserve(Sequence& seq, int want, bool allow_partial);
   void preempt(Sequence& victim, StepPlan& plan, int& budget);
   int admit_with_prefix_cache(Sequence& seq, int budget);
+  // Queues a waiting sequence at its place in (priority, arrival) order.
+  void enqueue(Sequence* seq);
+  // The running sequence to preempt first: the worst priority, of those the most recently admitted.
+  Sequence* preemption_victim() const;
+  // Before a step: preempts running sequences of worse priority than the head of the queue while it
+  // lacks a seat or the blocks for its first chunk.
+  void make_room_for_better_priority(StepPlan& plan, int& budget);
   // Enters the blocks that will be full once this step runs into the prefix cache.
   void register_full_blocks(Sequence& seq, int num_tokens_after_step);
   void release_blocks(Sequence& seq);
@@ -113,6 +134,7 @@ class Scheduler {
   std::deque<Sequence*> waiting_;
   std::vector<Sequence*> running_;  // in admission order: back() is preempted first
   uint64_t num_preemptions_ = 0;
+  uint64_t num_added_ = 0;  // arrivals so far
 };
 
 }  // namespace kvserve

@@ -24,6 +24,10 @@ class Sequence {
   const RequestId& id() const { return request_.id; }
   const SamplingParams& sampling() const { return request_.sampling; }
   const StopCriteria& stop() const { return request_.stop; }
+  int priority() const { return request_.priority; }
+  // The scheduler's count of requests added before this one: ties of priority go by it.
+  uint64_t arrival() const { return arrival_; }
+  void set_arrival(uint64_t n) { arrival_ = n; }
 
   std::span<const TokenId> tokens() const { return tokens_; }  // prompt, then output
   std::span<const TokenId> output() const {
@@ -102,6 +106,7 @@ class Sequence {
   bool ever_scheduled_ = false;
   int32_t constraint_state_ = -1;  // the constraint's automaton state after the output so far
   int next_position_to_score_ = 0;
+  uint64_t arrival_ = 0;
 };
 
 }  // namespace kvserve

@@ -198,6 +198,7 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
     return Status::InvalidArgument("top_logprobs must be at most " + std::to_string(kMaxTopLogprobs) +
                                    ", got " + std::to_string(in.top_logprobs()));
   out->sampling.top_logprobs = static_cast<int>(in.top_logprobs());
+  out->priority = in.priority();
   if (in.has_prompt_logprobs()) {
     if (in.prompt_logprobs() > static_cast<uint32_t>(kMaxTopLogprobs))
       return Status::InvalidArgument("prompt_logprobs must be at most " + std::to_string(kMaxTopLogprobs) +
@@ -383,6 +384,7 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
   info->set_max_num_seqs(static_cast<uint32_t>(sc.max_num_seqs));
   info->set_max_num_batched_tokens(static_cast<uint32_t>(sc.max_num_batched_tokens));
   info->set_chat_template(options_.chat_template != nullptr && tokenizer_ != nullptr);
+  info->set_scheduling_policy(sc.policy == SchedulingPolicy::kPriority ? "priority" : "fcfs");
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -52,6 +52,7 @@ struct Flags {
   int max_num_batched_tokens = 2048;
   int max_model_len = 0;  // 0 = the model's
   int max_queue = 1024;
+  std::string scheduling_policy = "fcfs";
   int default_max_tokens = 256;
   size_t max_request_bytes = 1 << 20;
   int max_stop_strings = 16;
@@ -225,6 +226,12 @@ int main(int argc, char** argv) {
                  "waiting requests at most; more get RESOURCE_EXHAUSTED (0 = no limit)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option(
+         "--scheduling-policy", f.scheduling_policy,
+         "fcfs: first come, first served (requests must leave priority at 0); priority: requests "
+         "carry a priority (lower runs sooner), and a better one overtakes and may preempt worse ones")
+      ->check(CLI::IsMember({"fcfs", "priority"}))
+      ->capture_default_str();
   app.add_option("--default-max-tokens", f.default_max_tokens, "max_tokens for requests that leave it at 0")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -287,6 +294,8 @@ int main(int argc, char** argv) {
                                        ? std::min(f.max_model_len, kvserve::max_supported_len(mc))
                                        : kvserve::max_supported_len(mc);
   config.scheduler.max_waiting = 0;  // the runner enforces --max-queue, counting its inbox too
+  config.scheduler.policy = f.scheduling_policy == "priority" ? kvserve::SchedulingPolicy::kPriority
+                                                              : kvserve::SchedulingPolicy::kFcfs;
   config.eos_token_ids = mc.eos_token_ids;
   config.tokenizer = served.tokenizer;
   // The backend sizes the KV pool (from GPU memory, or --kv-cache-gib on the CPU); the scheduler

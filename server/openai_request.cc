@@ -323,6 +323,12 @@ Status parse_common(const Fields& f, const std::string& served_model, ParsedRequ
   if (format.format_case() != v1::ResponseFormat::FORMAT_NOT_SET)
     *out->generate.mutable_response_format() = format;
 
+  // vLLM's priority (the server's --scheduling-policy decides whether it may be other than 0).
+  std::optional<int64_t> priority;
+  KVSERVE_RETURN_IF_ERROR(f.integer("priority", std::numeric_limits<int32_t>::min(),
+                                    std::numeric_limits<int32_t>::max(), &priority));
+  if (priority) out->generate.set_priority(static_cast<int32_t>(*priority));
+
   // vLLM's prompt_logprobs: a whole reply's worth of data, so not streamed (as vLLM's chat refuses it).
   std::optional<int64_t> prompt_logprobs;
   KVSERVE_RETURN_IF_ERROR(f.integer("prompt_logprobs", 0, kMaxTopLogprobs, &prompt_logprobs));

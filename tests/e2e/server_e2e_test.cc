@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -374,6 +375,62 @@ grpc::health::v1::HealthCheckResponse::ServingStatus health(const std::string& a
   grpc::health::v1::HealthCheckResponse resp;
   const grpc::Status s = health_stub->Check(&ctx, {}, &resp);
   return s.ok() ? resp.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+}
+
+// --scheduling-policy priority with one seat: a request of better priority preempts the running one
+// and finishes first; the preempted one resumes before a later arrival of its own priority; and each
+// output is the offline engine's (preemption recomputes, it never changes tokens). Under the
+// default policy, a priority other than 0 is refused.
+TEST_F(ServerE2E, ABetterPriorityOvertakesAndEveryOutputStaysWhole) {
+  ServerProcess server({"--model", kModel, "--scheduling-policy", "priority", "--max-num-seqs", "1",
+                        "--debug-step-delay-ms", "10"});
+  auto client = stub(server);
+  std::mutex mu;
+  std::vector<std::string> finished;
+  struct Run {
+    const char* name;
+    const char* text;
+    int max_tokens, priority;
+    Collected got;
+  };
+  Run runs[] = {{"low", "Once upon a time", 40, 5, {}},
+                {"same", "The paged cache", 5, 5, {}},
+                {"urgent", "Every key and value", 5, 0, {}}};
+  auto start = [&](Run& r) {
+    return std::thread([&] {
+      v1::GenerateRequest req = text_request(r.text, r.max_tokens);
+      req.set_priority(r.priority);
+      r.got = generate(*client, req);
+      std::lock_guard lock(mu);
+      finished.push_back(r.name);
+    });
+  };
+  std::thread low = start(runs[0]);
+  while (status(*client).num_running() == 0)
+    std::this_thread::sleep_for(5ms);
+  std::thread same = start(runs[1]);
+  while (status(*client).num_waiting() == 0)
+    std::this_thread::sleep_for(5ms);
+  std::thread urgent = start(runs[2]);
+  low.join();
+  same.join();
+  urgent.join();
+  EXPECT_EQ(finished, (std::vector<std::string>{"urgent", "low", "same"}));
+  for (const Run& r : runs) {
+    ASSERT_TRUE(r.got.status.ok()) << r.name << ": " << r.got.status.error_message();
+    EXPECT_EQ(std::vector<TokenId>(r.got.tokens.begin(), r.got.tokens.end()),
+              offline(r.text, r.max_tokens).output)
+        << r.name;
+  }
+  EXPECT_GE(status(*client).preemptions(), 1u);
+
+  ServerProcess fcfs({"--model", kModel});
+  v1::GenerateRequest jump = text_request("me first", 2);
+  jump.set_priority(-1);
+  const Collected refused = generate(*stub(fcfs), jump);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.status.error_message().find("--scheduling-policy priority"), std::string::npos)
+      << refused.status.error_message();
 }
 
 TEST_F(ServerE2E, SigtermDrainsFinishesRunningRequestsAndExitsZero) {

@@ -1,8 +1,8 @@
 // Seeded random simulation of the scheduler, block pool and batch builder over thousands of steps,
-// with random arrivals, shared prefixes, output lengths, stop tokens, aborts and a deliberately small
-// pool. The checksum backend reads every sequence's context back through the paged cache, and each
-// finished output is compared with the model's cache-free reference, so a bookkeeping error shows
-// up either as a broken invariant or as a wrong token.
+// with random arrivals, shared prefixes, output lengths, stop tokens, aborts, priorities (half the
+// seeds) and a deliberately small pool. The checksum backend reads every sequence's context back through the
+// paged cache, and each finished output is compared with the model's cache-free reference, so a bookkeeping
+// error shows up either as a broken invariant or as a wrong token.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -113,6 +113,9 @@ void simulate(uint64_t seed, SimTotals& totals) {
   cfg.max_num_batched_tokens = std::vector<int>{16, 64, 256}[uniform(0, 2)];
   cfg.max_num_seqs = std::vector<int>{4, 16, 64}[uniform(0, 2)];
   cfg.enable_prefix_caching = !chance(0.25);
+  // Odd seeds schedule by priority: requests of better priority overtake and preempt others, and
+  // every request must still finish with the reference's output.
+  if (seed % 2 == 1) cfg.policy = SchedulingPolicy::kPriority;
   Scheduler sched(cfg);
   BatchBuilder builder;
   ChecksumBackend backend(cfg.num_blocks, cfg.block_size, kVocab);
@@ -142,6 +145,7 @@ void simulate(uint64_t seed, SimTotals& totals) {
         r.stop.min_tokens = chance(0.2) ? uniform(0, r.stop.max_tokens) : 0;
         r.stop.ignore_eos = chance(0.3);
         if (chance(0.3)) r.stop.stop_token_ids = {static_cast<TokenId>(uniform(1, kVocab - 1))};
+        if (cfg.policy == SchedulingPolicy::kPriority) r.priority = uniform(-2, 2);
         const std::vector<TokenId> eos{kEos};
         const Status st = sched.add(std::make_unique<Sequence>(r, cfg.block_size, eos));
         const bool fits = static_cast<int>(r.prompt.size()) + r.stop.max_tokens <= cfg.max_model_len;

@@ -222,6 +222,9 @@ TEST(OpenAiRequest, StopRules) {
   EXPECT_EQ(many.generate.stop().stop_token_ids_size(), 2);
   EXPECT_EQ(many.generate.stop().stop_token_ids(1), 9u);
   EXPECT_TRUE(many.generate.stop().ignore_eos());
+  EXPECT_EQ(parse_ok(kCompletions, R"({"prompt": "x", "priority": -7})").generate.priority(), -7);
+  EXPECT_NE(refusal(kCompletions, R"({"prompt": "x", "priority": 2147483648})").find("priority"),
+            std::string::npos);
   EXPECT_EQ(many.generate.stop().min_tokens(), 4u);
   EXPECT_FALSE(many.generate.stop().include_stop_str_in_output());
   EXPECT_TRUE(parse_ok(kChat, R"({"messages": [{"role": "user", "content": "x"}], "stop": "a",
