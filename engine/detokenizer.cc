@@ -92,21 +92,25 @@ IncrementalDetokenizer::Delta IncrementalDetokenizer::release_pending(bool final
     emitted_ += d.text;
     return d;
   }
-  // The earliest match wins. Matches can only start in pending_: a prefix of a stop string is
-  // never emitted (see the hold-back below), so no match can begin in emitted text.
-  size_t match = std::string::npos, match_size = 0;
+  // Matches can only start in pending_: a prefix of a stop string is never emitted (see the
+  // hold-back below), so no match can begin in emitted text. Of the matches in pending_, the cut output keeps
+  // the text before the one that starts first (of those, the first listed); with include_stop the output ends
+  // where a match ends, so the one that ends first wins (one token may complete several): nothing of another
+  // stop string may follow.
+  size_t match = std::string::npos, match_end = std::string::npos;
   for (const auto& s : stop_) {
-    for (size_t pos = pending_.find(s); pos != std::string::npos && pos < match;
-         pos = pending_.find(s, pos + 1)) {
-      if (starts_char(pending_, pos)) {
-        match = pos;
-        match_size = s.size();
-        break;
-      }
+    // s's first occurrence on a character boundary, which also ends first of its occurrences.
+    size_t pos = pending_.find(s);
+    while (pos != std::string::npos && !starts_char(pending_, pos))
+      pos = pending_.find(s, pos + 1);
+    if (pos == std::string::npos) continue;
+    if (include_stop_ ? pos + s.size() < match_end : pos < match) {
+      match = pos;
+      match_end = pos + s.size();
     }
   }
   if (match != std::string::npos) {
-    d.text = pending_.substr(0, include_stop_ ? match + match_size : match);
+    d.text = pending_.substr(0, include_stop_ ? match_end : match);
     d.stopped = true;
     emitted_ += d.text;
     pending_.clear();

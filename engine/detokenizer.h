@@ -7,7 +7,8 @@
 //   ends with the one that matched; nothing after it is ever emitted). Text that could still be the
 //   start of a stop string is held back, and released as soon as it cannot be (or at finish()). The
 //   first match to complete wins; of matches completed by the same token, the one that starts
-//   first, and of those starting at the same place, the first in the list.
+//   first (the first listed of those starting together), or with include_stop the one that ends
+//   first.
 // - The output's text comes from output tokens only: after a prompt that ends inside a character,
 //   the output's first bytes decode on their own rather than completing it.
 #pragma once

@@ -137,9 +137,9 @@ void Scheduler::preempt(Sequence& victim, StepPlan& plan, int& budget) {
   ++num_preemptions_;
 }
 
-int Scheduler::admit_with_prefix_cache(Sequence& seq, int budget) {
+Scheduler::Admission Scheduler::plan_admission(Sequence& seq, int budget) const {
   const int block_size = config_.block_size;
-  std::vector<BlockId> hits;
+  Admission a;
   if (pool_.prefix_caching_enabled()) {
     // At least one token must be computed to get logits, so the last token is never a hit; nor is
     // a prompt position still to be scored for prompt logprobs.
@@ -151,29 +151,36 @@ int Scheduler::admit_with_prefix_cache(Sequence& seq, int budget) {
     for (int i = 0; i < max_hit_blocks; ++i) {
       const auto id = pool_.lookup(hashes[i], seq.parent_hash(i), tokens.subspan(i * block_size, block_size));
       if (!id) break;
-      hits.push_back(*id);
+      a.hits.push_back(*id);
     }
   }
-  const int cached = static_cast<int>(hits.size()) * block_size;
-  const int want = std::min(seq.num_tokens() - cached, budget);
-  const int fresh = (cached + want + block_size - 1) / block_size - static_cast<int>(hits.size());
-  const int hits_now_free = static_cast<int>(
-      std::count_if(hits.begin(), hits.end(), [&](BlockId id) { return pool_.is_free(id); }));
-  if (fresh + hits_now_free > pool_.num_free_blocks()) return 0;
+  const int cached = static_cast<int>(a.hits.size()) * block_size;
+  a.want = std::min(seq.num_tokens() - cached, budget);
+  a.fresh = (cached + a.want + block_size - 1) / block_size - static_cast<int>(a.hits.size());
+  // A hit that sits free in the pool leaves the free list when taken.
+  a.free_blocks_needed =
+      a.fresh + static_cast<int>(std::count_if(a.hits.begin(), a.hits.end(),
+                                               [&](BlockId id) { return pool_.is_free(id); }));
+  return a;
+}
 
+int Scheduler::admit_with_prefix_cache(Sequence& seq, int budget) {
+  const Admission a = plan_admission(seq, budget);
+  if (a.free_blocks_needed > pool_.num_free_blocks()) return 0;
   BlockTable& table = seq.block_table();
-  for (BlockId id : hits) {
+  for (BlockId id : a.hits) {
     pool_.acquire(id);
     table.append(id);
   }
-  pool_.allocate(fresh, table.mutable_blocks());
+  pool_.allocate(a.fresh, table.mutable_blocks());
+  const int cached = static_cast<int>(a.hits.size()) * config_.block_size;
   seq.set_num_computed_tokens(cached);
-  seq.set_num_registered_blocks(static_cast<int>(hits.size()));
+  seq.set_num_registered_blocks(static_cast<int>(a.hits.size()));
   if (!seq.ever_scheduled()) {
     seq.set_num_cached_prompt_tokens(cached);
     seq.mark_scheduled();
   }
-  return want;
+  return a.want;
 }
 
 void Scheduler::register_full_blocks(Sequence& seq, int num_tokens_after_step) {
@@ -202,37 +209,55 @@ Sequence* Scheduler::preemption_victim() const {
   return victim;
 }
 
-void Scheduler::make_room_for_better_priority(StepPlan& plan, int& budget) {
-  while (!waiting_.empty() && !running_.empty()) {
-    const Sequence& head = *waiting_.front();
+std::vector<Sequence*> Scheduler::make_room_for_better_priority(StepPlan& plan, int& budget) {
+  std::vector<Sequence*> evicted;
+  if (waiting_.empty()) return evicted;
+  Sequence& head = *waiting_.front();
+  // Blocks that preempting every worse-priority sequence would free (those it alone holds): when
+  // even that would not make room for the head's first chunk, nobody is preempted for nothing.
+  int reclaimable = pool_.num_free_blocks();
+  for (const Sequence* s : running_)
+    if (s->priority() > head.priority())
+      for (BlockId b : s->block_table().blocks())
+        reclaimable += pool_.ref_count(b) == 1;
+  while (!running_.empty()) {
     Sequence* victim = preemption_victim();
-    if (victim->priority() <= head.priority()) return;
-    // The head's first chunk, counted without prefix-cache hits (it may need fewer).
-    const int chunk = std::min(head.num_tokens(), config_.max_num_batched_tokens);
-    const int blocks = (chunk + config_.block_size - 1) / config_.block_size;
+    if (victim->priority() <= head.priority()) break;
+    const int need = plan_admission(head, config_.max_num_batched_tokens).free_blocks_needed;
     const bool seated = static_cast<int>(running_.size()) < config_.max_num_seqs;
-    if (seated && blocks <= pool_.num_free_blocks()) return;
+    if (seated && (need <= pool_.num_free_blocks() || need > reclaimable)) break;
     preempt(*victim, plan, budget);
+    evicted.push_back(victim);
   }
+  return evicted;
 }
 
 StepPlan Scheduler::schedule() {
   StepPlan plan;
   int budget = config_.max_num_batched_tokens;
-  make_room_for_better_priority(plan, budget);
+  const std::vector<Sequence*> evicted = make_room_for_better_priority(plan, budget);
 
   // Running sequences: decodes first so that a long prefill never stalls them, then prefill chunks;
-  // each group in priority order, oldest first.
-  std::vector<Sequence*> order;
+  // each group in priority order, oldest first. Those of worse priority than the head of the queue
+  // (none under FCFS) wait until it is admitted, and take what is left.
+  const Sequence* head = waiting_.empty() ? nullptr : waiting_.front();
+  const auto worse_than_head = [&](const Sequence* s) { return head && s->priority() > head->priority(); };
+  std::vector<Sequence*> order, deferred;
   order.reserve(running_.size());
-  for (Sequence* s : running_)
-    if (s->num_uncomputed_tokens() == 1) order.push_back(s);
-  const auto decodes = static_cast<std::ptrdiff_t>(order.size());
-  for (Sequence* s : running_)
-    if (s->num_uncomputed_tokens() > 1) order.push_back(s);
+  for (const bool decodes : {true, false}) {
+    for (Sequence* s : running_)
+      if ((s->num_uncomputed_tokens() == 1) == decodes) (worse_than_head(s) ? deferred : order).push_back(s);
+  }
+  // Stable: decodes stay before prefills, and each group keeps its admission order within a priority.
   const auto by_priority = [](const Sequence* a, const Sequence* b) { return a->priority() < b->priority(); };
-  std::stable_sort(order.begin(), order.begin() + decodes, by_priority);
-  std::stable_sort(order.begin() + decodes, order.end(), by_priority);
+  const auto sort_groups = [&](std::vector<Sequence*>& v) {
+    const auto prefills =
+        std::find_if(v.begin(), v.end(), [](const Sequence* s) { return s->num_uncomputed_tokens() > 1; });
+    std::stable_sort(v.begin(), prefills, by_priority);
+    std::stable_sort(prefills, v.end(), by_priority);
+  };
+  sort_groups(order);
+  sort_groups(deferred);
 
   bool preempted_any = false;
   for (Sequence* seq : order) {
@@ -248,10 +273,7 @@ StepPlan Scheduler::schedule() {
       n = reserve(*seq, want, /*allow_partial=*/true);
     }
     if (n == 0) continue;
-    plan.seqs.push_back(
-        {seq, seq->num_computed_tokens(), n, seq->num_computed_tokens() + n == seq->num_tokens()});
-    plan.num_batched_tokens += n;
-    budget -= n;
+    plan_chunk(plan, *seq, n, budget);
   }
 
   // No preemption can happen past this point, so the blocks this step fills are final: register them
@@ -260,26 +282,49 @@ StepPlan Scheduler::schedule() {
     register_full_blocks(*e.seq, e.start_pos + e.num_new_tokens);
 
   // New and preempted sequences, in queue order. None while this step had to preempt: the pool is
-  // short and admitting would only preempt again.
+  // short and admitting would only preempt again; nor one this step preempted to make room.
   while (!preempted_any && !waiting_.empty() && budget > 0 &&
          static_cast<int>(running_.size()) < config_.max_num_seqs) {
     Sequence* seq = waiting_.front();
+    if (std::find(evicted.begin(), evicted.end(), seq) != evicted.end()) break;
     const int n = admit_with_prefix_cache(*seq, budget);
     if (n == 0) break;
     waiting_.pop_front();
     seq->set_status(SequenceStatus::kRunning);
     running_.push_back(seq);
-    plan.seqs.push_back(
-        {seq, seq->num_computed_tokens(), n, seq->num_computed_tokens() + n == seq->num_tokens()});
-    plan.num_batched_tokens += n;
-    budget -= n;
+    plan_chunk(plan, *seq, n, budget);
     register_full_blocks(*seq, seq->num_computed_tokens() + n);
   }
 
+  // The running sequences of worse priority than the queue's head, with what is left. No
+  // preemption here (blocks registered above must be written this step): one that lacks a block
+  // waits a step.
+  bool planned_deferred = false;
+  for (Sequence* seq : deferred) {
+    if (budget == 0) break;
+    if (seq->status() != SequenceStatus::kRunning) continue;
+    const int n = reserve(*seq, std::min(seq->num_uncomputed_tokens(), budget), /*allow_partial=*/true);
+    if (n == 0) continue;
+    plan_chunk(plan, *seq, n, budget);
+    register_full_blocks(*seq, seq->num_computed_tokens() + n);
+    planned_deferred = true;
+  }
+
+  // Single-token decodes first: deferred ones come after the chunks above.
+  if (planned_deferred)
+    std::stable_partition(plan.seqs.begin(), plan.seqs.end(),
+                          [](const ScheduledSequence& e) { return e.num_new_tokens == 1; });
   while (plan.num_decodes < static_cast<int>(plan.seqs.size()) &&
          plan.seqs[plan.num_decodes].num_new_tokens == 1)
     ++plan.num_decodes;
   return plan;
+}
+
+void Scheduler::plan_chunk(StepPlan& plan, Sequence& seq, int n, int& budget) {
+  plan.seqs.push_back(
+      {&seq, seq.num_computed_tokens(), n, seq.num_computed_tokens() + n == seq.num_tokens()});
+  plan.num_batched_tokens += n;
+  budget -= n;
 }
 
 std::vector<SequenceEvent> Scheduler::complete_step(const StepPlan& plan, std::span<const TokenId> sampled) {

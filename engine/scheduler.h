@@ -115,14 +115,26 @@ class Scheduler {
   // allocating blocks for them. Running sequences may take fewer than wanted (a shorter chunk).
   int reserve(Sequence& seq, int want, bool allow_partial);
   void preempt(Sequence& victim, StepPlan& plan, int& budget);
+  // What admitting `seq` with `budget` tokens takes: its prefix-cache hits, the tokens it computes,
+  // the new blocks, and the free blocks it needs in all (new ones, and hits that sit free).
+  struct Admission {
+    std::vector<BlockId> hits;
+    int want = 0;
+    int fresh = 0;
+    int free_blocks_needed = 0;
+  };
+  Admission plan_admission(Sequence& seq, int budget) const;
   int admit_with_prefix_cache(Sequence& seq, int budget);
+  // Adds n tokens of seq to the plan.
+  static void plan_chunk(StepPlan& plan, Sequence& seq, int n, int& budget);
   // Queues a waiting sequence at its place in (priority, arrival) order.
   void enqueue(Sequence* seq);
   // The running sequence to preempt first: the worst priority, of those the most recently admitted.
   Sequence* preemption_victim() const;
   // Before a step: preempts running sequences of worse priority than the head of the queue while it
-  // lacks a seat or the blocks for its first chunk.
-  void make_room_for_better_priority(StepPlan& plan, int& budget);
+  // lacks a seat or the blocks for its first chunk (unless even all of them would not free enough).
+  // Returns them, so that this step does not admit them again.
+  std::vector<Sequence*> make_room_for_better_priority(StepPlan& plan, int& budget);
   // Enters the blocks that will be full once this step runs into the prefix cache.
   void register_full_blocks(Sequence& seq, int num_tokens_after_step);
   void release_blocks(Sequence& seq);
@@ -132,7 +144,7 @@ class Scheduler {
   BlockPool pool_;
   std::unordered_map<RequestId, std::unique_ptr<Sequence>> seqs_;
   std::deque<Sequence*> waiting_;
-  std::vector<Sequence*> running_;  // in admission order: back() is preempted first
+  std::vector<Sequence*> running_;  // in admission order (preemption_victim picks from the back)
   uint64_t num_preemptions_ = 0;
   uint64_t num_added_ = 0;  // arrivals so far
 };

@@ -26,7 +26,8 @@ struct StepPlan {
   std::vector<ScheduledSequence> seqs;
   int num_decodes = 0;
   int num_batched_tokens = 0;
-  // Sequences preempted while planning this step (blocks freed, back at the front of the queue).
+  // Sequences preempted while planning this step (blocks freed, back in the queue ahead of every
+  // request of their priority that arrived after them).
   std::vector<std::string> preempted;
 
   bool empty() const { return seqs.empty(); }

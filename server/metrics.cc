@@ -320,9 +320,10 @@ std::string Metrics::render() const {
   histogram("kvserve_request_generation_tokens", "Generated tokens per finished request.",
             s.request_generation_tokens);
   append_counter(out, "kvserve_engine_steps_total", "Engine steps run.", s.engine_steps);
-  append_counter(out, "kvserve_preemptions_total",
-                 "Running requests preempted for lack of KV blocks (freed, recomputed later).",
-                 q.preemptions);
+  append_counter(
+      out, "kvserve_preemptions_total",
+      "Running requests preempted for lack of KV blocks, or for a better priority (freed, recomputed later).",
+      q.preemptions);
   histogram("kvserve_engine_step_seconds", "Host and device time of one engine step.", s.engine_step);
   // With the step histogram's _sum and the gap counter: 1 - rate(device) / (rate(step sum) +
   // rate(gap)) is the share of a busy engine's time that the GPU sat idle waiting for the host.

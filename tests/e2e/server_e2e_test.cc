@@ -394,7 +394,7 @@ TEST_F(ServerE2E, ABetterPriorityOvertakesAndEveryOutputStaysWhole) {
     Collected got;
   };
   Run runs[] = {{"low", "Once upon a time", 40, 5, {}},
-                {"same", "The paged cache", 5, 5, {}},
+                {"same", "The paged cache", 20, 5, {}},
                 {"urgent", "Every key and value", 5, 0, {}}};
   auto start = [&](Run& r) {
     return std::thread([&] {
@@ -405,12 +405,16 @@ TEST_F(ServerE2E, ABetterPriorityOvertakesAndEveryOutputStaysWhole) {
       finished.push_back(r.name);
     });
   };
+  // Polls until `ready`, for at most 10 s (a hang would fail the test only at its timeout).
+  const auto wait_until = [&](auto ready) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!ready(status(*client)) && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(5ms);
+  };
   std::thread low = start(runs[0]);
-  while (status(*client).num_running() == 0)
-    std::this_thread::sleep_for(5ms);
+  wait_until([](const v1::ServerStatus& st) { return st.num_running() > 0; });
   std::thread same = start(runs[1]);
-  while (status(*client).num_waiting() == 0)
-    std::this_thread::sleep_for(5ms);
+  wait_until([](const v1::ServerStatus& st) { return st.num_waiting() > 0; });
   std::thread urgent = start(runs[2]);
   low.join();
   same.join();

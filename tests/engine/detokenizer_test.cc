@@ -260,11 +260,24 @@ TEST_F(DetokenizerTest, IncludedStopEndsTheOutputAndNothingAfterItGoesOut) {
   EXPECT_EQ(r.all, "say hello wor");
   EXPECT_EQ(r.stopped_at, 12);
   EXPECT_EQ(r.finish, "");
-  // The earliest match wins; of two starting together, the first listed (whatever its length).
+  // The first match to complete wins.
   EXPECT_EQ(run({}, byte_ids("xabcd"), {"bc", "ab"}, 0, true).all, "xab");
-  EXPECT_EQ(run({}, byte_ids("xabcd"), {"abc", "ab"}, 0, true).all, "xab");  // "ab" completes first
+  EXPECT_EQ(run({}, byte_ids("xabcd"), {"abc", "ab"}, 0, true).all, "xab");
   EXPECT_EQ(run({}, byte_ids("xabc"), {"bc", "abc"}, 0, true).all, "xabc");
   EXPECT_EQ(run({}, byte_ids("xab!"), {"ab", "a"}, 0, true).all, "xa");
+  // One token completing two matches: the one that ends first, so that no stop string is followed
+  // by more text (cut, the one that starts first).
+  TokenId piece = -1;
+  for (TokenId id = 259; id < 512 && piece < 0; ++id) {
+    const std::string b = tok().token_bytes(id);
+    if (b.size() >= 4 && std::all_of(b.begin(), b.end(), [](char c) { return c > 0x20 && c < 0x7f; }))
+      piece = id;
+  }
+  ASSERT_GE(piece, 0) << "the test tokenizer has a learned piece of four letters";
+  const std::string p = tok().token_bytes(piece);
+  const std::vector<std::string> stops = {p.substr(0, 4), p.substr(1, 2)};  // the second ends first
+  EXPECT_EQ(run({}, {piece}, stops, 0, true).all, p.substr(0, 3));
+  EXPECT_EQ(run({}, {piece}, stops, 0, false).all, "");
 }
 
 TEST_F(DetokenizerTest, StopSpanningLearnedPieces) {
@@ -402,8 +415,7 @@ TEST_F(DetokenizerTest, RandomStopsMatchAReferenceOnPrefixDecodes) {
       stops.push_back(rng() % 4 == 0 ? std::string("#~") : full.substr(at, end - at));
     }
     // Reference: stop at the first token whose prefix decode contains a stop string, cutting at the
-    // earliest match in that text (with include_stop, after it: of matches starting together, the
-    // first listed).
+    // earliest start of a match in that text (with include_stop, at the earliest end).
     for (const bool include : {false, true}) {
       SCOPED_TRACE(include ? "stop included" : "stop cut");
       std::string expected = full;
@@ -411,10 +423,12 @@ TEST_F(DetokenizerTest, RandomStopsMatchAReferenceOnPrefixDecodes) {
       for (size_t i = 0; i < output.size() && expected_at < 0; ++i) {
         const std::string text = tok().decode(
             std::vector<TokenId>(output.begin(), output.begin() + static_cast<std::ptrdiff_t>(i) + 1));
-        size_t cut = std::string::npos, end = 0;
+        size_t cut = std::string::npos, end = std::string::npos;
         for (const auto& s : stops) {
           const size_t at = s.empty() ? std::string::npos : text.find(s);
-          if (at < cut) cut = at, end = at + s.size();
+          if (at == std::string::npos) continue;
+          cut = std::min(cut, at);
+          end = std::min(end, at + s.size());
         }
         if (cut != std::string::npos)
           expected = text.substr(0, include ? end : cut), expected_at = static_cast<int>(i);

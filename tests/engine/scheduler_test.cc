@@ -402,6 +402,32 @@ TEST(SchedulerPriority, TheWorstPriorityIsPreemptedWhenARunningRequestNeedsABloc
   EXPECT_EQ(ids_of(p), (std::vector<std::string>{"a", "c"}));
 }
 
+TEST(SchedulerPriority, AWorsePrefillWaitsForTheBudgetUntilABetterRequestIsAdmitted) {
+  SchedulerConfig cfg = priority_config(4, 64);
+  cfg.max_num_batched_tokens = 8;
+  Scheduler s(cfg);
+  ASSERT_TRUE(s.add(with_priority("long", iota_prompt(40, 100), 4, 5, 4)).ok());
+  complete(s, s.schedule());  // "long" prefills 8 of its 40 tokens a step
+  ASSERT_TRUE(s.add(with_priority("urgent", iota_prompt(3, 300), 4, 0, 4)).ok());
+  const StepPlan p = s.schedule();
+  EXPECT_TRUE(p.preempted.empty()) << "seat and blocks are free: nothing to preempt";
+  EXPECT_EQ(ids_of(p), (std::vector<std::string>{"urgent", "long"}));
+  EXPECT_EQ(chunk_sizes(p), (std::vector<int>{3, 5}));  // "long" takes what is left
+}
+
+TEST(SchedulerPriority, RunningRequestsShareTheBudgetInPriorityOrder) {
+  SchedulerConfig cfg = priority_config(4, 64);
+  cfg.max_num_batched_tokens = 2;  // two decodes a step
+  Scheduler s(cfg);
+  ASSERT_TRUE(s.add(with_priority("a", iota_prompt(1, 100), 8, 2, 4)).ok());
+  complete(s, s.schedule());
+  ASSERT_TRUE(s.add(with_priority("b", iota_prompt(1, 200), 8, 0, 4)).ok());
+  ASSERT_TRUE(s.add(with_priority("c", iota_prompt(1, 300), 8, 1, 4)).ok());
+  complete(s, s.schedule());  // admits b and c ("a" waits: worse than the queue's head)
+  // All three decode now, admitted a, b, c: the budget goes to b and c, the better two.
+  EXPECT_EQ(ids_of(s.schedule()), (std::vector<std::string>{"b", "c"}));
+}
+
 TEST(SchedulerPriority, FirstComeFirstServedTakesOnlyPriorityZero) {
   Scheduler s(small_config(4, 16));
   const Status st = s.add(with_priority("p", iota_prompt(3), 1, -1, 4));
