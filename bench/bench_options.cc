@@ -193,6 +193,10 @@ std::optional<int> parse_command_line(int argc, const char* const* argv, BenchOp
   app.add_option("--temperature", options.temperature, "Sampling temperature (0 = greedy)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--priority", options.priority,
+                 "Every request's priority (lower runs sooner), for a server run with --scheduling-policy "
+                 "priority; one run per class of traffic, side by side")
+      ->capture_default_str();
   app.add_option("--seed", options.seed,
                  "Seeds the prompts, lengths, arrivals and each request's sampling seed (seed + index)")
       ->capture_default_str();

@@ -55,6 +55,7 @@ struct BenchOptions {
   uint32_t shared_prefix_len = 0;
   float temperature = 0;
   uint64_t seed = 0;
+  int32_t priority = 0;  // every request's (the server's --scheduling-policy priority takes others)
 
   uint32_t channels = 1;
   double timeout_s = 60;

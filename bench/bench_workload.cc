@@ -76,6 +76,7 @@ PlannedRequest Workload::make(uint64_t index) const {
   auto& sampling = *request.mutable_sampling();
   sampling.set_temperature(options_.temperature);
   sampling.set_seed(options_.seed + index);
+  request.set_priority(options_.priority);
   auto& stop = *request.mutable_stop();
   stop.set_max_tokens(planned.output_tokens);
   stop.set_ignore_eos(true);

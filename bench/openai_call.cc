@@ -41,6 +41,7 @@ Json completion_body(const kvserve::v1::GenerateRequest& request, const std::str
   body["temperature"] = request.sampling().temperature();
   body["seed"] = request.sampling().seed();
   if (request.stop().ignore_eos()) body["ignore_eos"] = true;
+  if (request.priority() != 0) body["priority"] = request.priority();  // vLLM's field
   body["stream"] = true;
   body["stream_options"] = {{"include_usage", true}};
   return body;

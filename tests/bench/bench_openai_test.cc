@@ -121,6 +121,9 @@ TEST(CompletionBody, SaysWhatTheGrpcRequestSays) {
   EXPECT_EQ(text["prompt"], "the old river");
   EXPECT_FALSE(text.contains("model"));
   EXPECT_FALSE(text.contains("ignore_eos"));
+  EXPECT_FALSE(text.contains("priority"));
+  request.set_priority(-2);
+  EXPECT_EQ(completion_body(request, "")["priority"], -2);  // vLLM's field
 }
 
 TEST(CompletionBody, HttpStatusesCountUnderTheGrpcNames) {

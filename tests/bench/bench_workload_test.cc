@@ -38,6 +38,7 @@ TEST(Workload, RequestsAskForExactLengthsWithEosIgnored) {
     EXPECT_EQ(planned.request.stop().max_tokens(), 12u);
     EXPECT_TRUE(planned.request.stop().ignore_eos());
     EXPECT_EQ(planned.request.sampling().seed(), 11u + index);
+    EXPECT_EQ(planned.request.priority(), 0);
     for (const uint32_t id : planned.request.token_ids().ids()) {
       ASSERT_GE(id, 10u);
       ASSERT_LT(id, 500u);
