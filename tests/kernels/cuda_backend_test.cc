@@ -100,11 +100,64 @@ std::vector<Request> mixed_requests(int vocab, int n, uint64_t seed) {
   return requests;
 }
 
+// Largest |got - want|; NaN anywhere makes it NaN, so that it fails any bound.
+double max_abs_diff(std::span<const float> got, std::span<const float> want) {
+  double worst = 0.0;
+  for (size_t v = 0; v < want.size(); ++v) {
+    const double diff = std::abs(static_cast<double>(got[v]) - want[v]);
+    if (!(diff <= worst)) worst = diff;  // std::max(worst, NaN) would keep worst
+  }
+  return worst;
+}
+
+// Prompt logprobs after a pass both backends ran on `batch` (eager, or a replayed decode graph):
+// the logits at every token of the batch, and the scores of a target at each (the batch's next
+// token id, with 0..20 alternatives). Logprobs are log_softmax of logits within logit_tolerance, so
+// they move by at most twice it. Returns how many tokens were compared.
+int expect_prompt_scores_match(CpuBackend& cpu, CudaBackend& gpu, const StepBatch& batch, size_t vocab,
+                               int step) {
+  std::vector<int> indices;
+  std::vector<ScoringTask> tasks;
+  for (int t = 0; t < batch.num_tokens; ++t) {
+    indices.push_back(t);
+    tasks.push_back(ScoringTask{t, batch.token_ids[static_cast<size_t>(t + 1) % batch.token_ids.size()],
+                                t % (kMaxTopLogprobs + 1)});
+  }
+  const std::span<const float> cpu_rows = cpu.token_logits(batch, indices);
+  const std::vector<float> want(cpu_rows.begin(), cpu_rows.end());
+  std::vector<SampledToken> want_scores(tasks.size()), got_scores(tasks.size());
+  cpu.score_tokens(batch, tasks, want_scores);
+  const std::span<const float> got = gpu.token_logits(batch, indices);
+  EXPECT_EQ(got.size(), want.size());
+  if (got.size() != want.size()) return 0;
+  gpu.score_tokens(batch, tasks, got_scores);
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    const std::span<const float> w(want.data() + i * vocab, vocab);
+    const double tol = logit_tolerance(w);
+    EXPECT_LE(max_abs_diff(got.subspan(i * vocab, vocab), w), tol) << "step " << step << " token " << i;
+    // The CPU's log_softmax of any id, to check the GPU's alternatives whatever their order.
+    double max = w[0], sum = 0.0;
+    for (float x : w)
+      max = std::max(max, static_cast<double>(x));
+    for (float x : w)
+      sum += std::exp(x - max);
+    const double lse = max + std::log(sum);
+    const SampledToken& g = got_scores[i];
+    EXPECT_EQ(g.token, tasks[i].target);
+    EXPECT_NEAR(g.logprob, want_scores[i].logprob, 2 * tol) << "step " << step << " token " << i;
+    EXPECT_EQ(g.top_logprobs.size(), want_scores[i].top_logprobs.size());
+    for (const auto& [id, logprob] : g.top_logprobs)
+      EXPECT_NEAR(logprob, w[static_cast<size_t>(id)] - lse, 2 * tol) << "step " << step << " id " << id;
+  }
+  return static_cast<int>(tasks.size());
+}
+
 class CudaBackendModel : public ::testing::TestWithParam<std::string> {};
 
 // Both backends run every step the scheduler plans (decodes, prefill chunks, prefix hits, mixed),
-// fed the CPU side's greedy tokens; the logits of every emitting sequence must agree.
-TEST_P(CudaBackendModel, LogitsMatchTheCpuBackendStepByStep) {
+// fed the CPU side's greedy tokens; the logits of every emitting sequence must agree, and so must
+// the prompt-logprob path's logits and scores at every token of the step.
+TEST_P(CudaBackendModel, LogitsAndPromptScoresMatchTheCpuBackendStepByStep) {
   KVSERVE_SKIP_WITHOUT_GPU();
   const auto model = load_bf16_rounded(GetParam());
   for (bool graphs : {false, true}) {
@@ -119,7 +172,7 @@ TEST_P(CudaBackendModel, LogitsMatchTheCpuBackendStepByStep) {
       ASSERT_TRUE(
           sched.add(std::make_unique<Sequence>(std::move(r), cfg.block_size, std::vector<TokenId>{})).ok());
     const size_t vocab = static_cast<size_t>(model->config.vocab_size);
-    int steps = 0, compared = 0;
+    int steps = 0, compared = 0, scored = 0;
     while (sched.has_unfinished()) {
       const StepPlan plan = sched.schedule();
       const StepBatch& batch = builder.build(plan, cfg.block_size);
@@ -130,94 +183,18 @@ TEST_P(CudaBackendModel, LogitsMatchTheCpuBackendStepByStep) {
       for (size_t s = 0; s < plan.seqs.size(); ++s) {
         if (!plan.seqs[s].emits_token) continue;
         const std::span<const float> w(want.data() + s * vocab, vocab);
-        const double tol = logit_tolerance(w);
-        double worst = 0.0;
-        for (size_t v = 0; v < vocab; ++v) {
-          const double diff = std::abs(static_cast<double>(got[s * vocab + v]) - w[v]);
-          if (!(diff <= worst)) worst = diff;  // NaN propagates: std::max(worst, NaN) would keep worst
-        }
-        ASSERT_LE(worst, tol) << "step " << steps << " sequence " << s << " (" << plan.seqs[s].num_new_tokens
-                              << " new tokens at " << plan.seqs[s].start_pos << ")";
+        ASSERT_LE(max_abs_diff(got.subspan(s * vocab, vocab), w), logit_tolerance(w))
+            << "step " << steps << " sequence " << s << " (" << plan.seqs[s].num_new_tokens
+            << " new tokens at " << plan.seqs[s].start_pos << ")";
         next[s] = static_cast<TokenId>(std::max_element(w.begin(), w.end()) - w.begin());
         ++compared;
       }
+      scored += expect_prompt_scores_match(cpu, gpu, batch, vocab, steps);  // after: it reuses `got`
+      if (::testing::Test::HasFailure()) return;
       sched.complete_step(plan, next);
       ++steps;
     }
     EXPECT_GT(compared, 100);
-  }
-}
-
-// Prompt logprobs: after each pass (eager, or a replayed decode graph), the logits at every token of
-// the batch and the scores of a target at each, against the CPU backend's. The targets are the
-// batch's next token ids; the logprobs are log_softmax of logits within logit_tolerance, so they
-// move by at most twice it.
-TEST_P(CudaBackendModel, PromptLogprobsMatchTheCpuBackend) {
-  KVSERVE_SKIP_WITHOUT_GPU();
-  const auto model = load_bf16_rounded(GetParam());
-  const size_t vocab = static_cast<size_t>(model->config.vocab_size);
-  for (bool graphs : {false, true}) {
-    SCOPED_TRACE(graphs ? "CUDA graphs" : "eager");
-    const CudaBackendOptions opt = small_options(graphs);
-    const SchedulerConfig cfg = scheduler_config(opt, 64);
-    Scheduler sched(cfg);
-    CpuBackend cpu(model, cfg.num_blocks, cfg.block_size);
-    CudaBackend gpu(model, opt);
-    BatchBuilder builder;
-    for (Request& r : mixed_requests(model->config.vocab_size, 24, 11))
-      ASSERT_TRUE(
-          sched.add(std::make_unique<Sequence>(std::move(r), cfg.block_size, std::vector<TokenId>{})).ok());
-    int steps = 0, scored = 0;
-    while (sched.has_unfinished()) {
-      const StepPlan plan = sched.schedule();
-      const StepBatch& batch = builder.build(plan, cfg.block_size);
-      std::vector<int> indices;
-      std::vector<ScoringTask> tasks;
-      for (int t = 0; t < batch.num_tokens; ++t) {
-        indices.push_back(t);
-        tasks.push_back(ScoringTask{t, batch.token_ids[static_cast<size_t>(t + 1) % batch.token_ids.size()],
-                                    t % (kMaxTopLogprobs + 1)});
-      }
-      cpu.forward(batch);
-      const std::span<const float> cpu_rows = cpu.token_logits(batch, indices);
-      const std::vector<float> want(cpu_rows.begin(), cpu_rows.end());
-      std::vector<SampledToken> want_scores(tasks.size());
-      cpu.score_tokens(batch, tasks, want_scores);
-      gpu.forward_and_sample(batch, {}, {});
-      const std::span<const float> got = gpu.token_logits(batch, indices);
-      ASSERT_EQ(got.size(), want.size());
-      std::vector<SampledToken> got_scores(tasks.size());
-      gpu.score_tokens(batch, tasks, got_scores);
-      for (size_t i = 0; i < tasks.size(); ++i) {
-        const std::span<const float> w(want.data() + i * vocab, vocab);
-        const double tol = logit_tolerance(w);
-        double worst = 0.0;
-        for (size_t v = 0; v < vocab; ++v) {
-          const double diff = std::abs(static_cast<double>(got[i * vocab + v]) - w[v]);
-          if (!(diff <= worst)) worst = diff;
-        }
-        ASSERT_LE(worst, tol) << "step " << steps << " token " << i;
-        // The CPU's log_softmax of any id, to check the GPU's alternatives whatever their order.
-        double max = w[0], sum = 0.0;
-        for (float x : w)
-          max = std::max(max, static_cast<double>(x));
-        for (float x : w)
-          sum += std::exp(x - max);
-        const double lse = max + std::log(sum);
-        const SampledToken& g = got_scores[i];
-        EXPECT_EQ(g.token, tasks[i].target);
-        EXPECT_NEAR(g.logprob, want_scores[i].logprob, 2 * tol) << "step " << steps << " token " << i;
-        ASSERT_EQ(g.top_logprobs.size(), want_scores[i].top_logprobs.size());
-        for (const auto& [id, logprob] : g.top_logprobs)
-          EXPECT_NEAR(logprob, w[static_cast<size_t>(id)] - lse, 2 * tol) << "step " << steps << " id " << id;
-        ++scored;
-      }
-      std::vector<TokenId> next(plan.seqs.size(), 0);
-      for (size_t s = 0; s < plan.seqs.size(); ++s)
-        next[s] = batch.token_ids[static_cast<size_t>(batch.query_start_loc[s + 1] - 1)];
-      sched.complete_step(plan, next);
-      ++steps;
-    }
     EXPECT_GT(scored, 500);
   }
 }
