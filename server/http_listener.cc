@@ -7,6 +7,12 @@
 #include <sys/socket.h>
 
 namespace kvserve {
+namespace {
+
+// As many pending connections as Linux allows by default (SOMAXCONN since 5.4).
+constexpr int kListenBacklog = 4096;
+
+}  // namespace
 
 HttpListener::~HttpListener() {
   stop();
@@ -24,9 +30,12 @@ Status HttpListener::start(std::unique_ptr<httplib::Server> server, const std::s
   }
   // httplib's default sets SO_REUSEPORT, which lets a second process bind the same port and take a
   // share of its requests. SO_REUSEADDR alone still allows a quick restart over TIME_WAIT sockets.
-  server->set_socket_options([](socket_t sock) {
+  // The socket it binds is the last one given to this callback (it tries each resolved address).
+  socket_t listening_socket = INVALID_SOCKET;
+  server->set_socket_options([&listening_socket](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listening_socket = sock;
   });
   const int bound =
       port == 0 ? server->bind_to_any_port(host) : (server->bind_to_port(host, port) ? port : -1);
@@ -35,6 +44,11 @@ Status HttpListener::start(std::unique_ptr<httplib::Server> server, const std::s
                                " (address in use, not local, or not permitted); choose another " + what +
                                " address or port");
   }
+  // Debian's compiled httplib listens with a backlog of 5. A burst of clients connecting at once
+  // (a benchmark, a batch job's workers) overflows that queue: the kernel drops handshakes or
+  // falls back to SYN cookies, and clients see connections reset before any reply. Listening again
+  // on a listening socket only resizes its queue (Linux); the kernel caps it at net.core.somaxconn.
+  if (listening_socket != INVALID_SOCKET) ::listen(listening_socket, kListenBacklog);
   listener_done_ = false;
   thread_ = std::thread([this, raw = server.get()] {
     raw->listen_after_bind();

@@ -69,6 +69,9 @@ HttpReply post(int port, const std::string& path, const Json& body, httplib::Hea
   if (auto res = client.send(req)) {
     reply.status = res->status;
     reply.headers = res->headers;
+  } else {
+    // Status 0: no HTTP reply at all. Say why, so a failure names the transport error.
+    reply.body += "[client error: " + httplib::to_string(res.error()) + "]";
   }
   return reply;
 }
