@@ -1,7 +1,6 @@
 #include "engine/block_pool.h"
 
 #include <algorithm>
-#include <cassert>
 #include <stdexcept>
 #include <string>
 
@@ -106,7 +105,6 @@ bool BlockPool::allocate(int n, std::vector<BlockId>& out) {
 
 void BlockPool::release(BlockId id) {
   Block& b = blocks_[id];
-  assert(b.ref_count > 0 && "release of a free block");
   if (b.ref_count <= 0) throw std::logic_error("BlockPool: release of free block " + std::to_string(id));
   if (--b.ref_count > 0) return;
   if (b.has_hash)
