@@ -179,7 +179,11 @@ void EngineRunner::loop() {
       // Before any client hears this step's tokens: a client that reacts at once must find the
       // requests this step scheduled counted as running, not still as waiting (two requests sent on
       // a stream's first token were both refused "queue full" by the count from before the step).
-      publish_status();
+      // The requests it finished count as served already, as their blocks already count as free.
+      int finishing = 0;
+      for (const StepOutput& out : outputs)
+        finishing += out.finish != FinishReason::kNone && live_.contains(out.id);
+      publish_status(finishing);
       for (StepOutput& out : outputs) {
         auto it = live_.find(out.id);
         if (it == live_.end()) continue;
@@ -272,7 +276,7 @@ void EngineRunner::end_request(const RequestId& id, Live& live, StepOutput final
   ++ended_since_publish_;  // leaves in_flight_ in publish_status(), once the status shows its blocks free
 }
 
-void EngineRunner::publish_status() {
+void EngineRunner::publish_status(int finishing) {
   const SchedulerStats stats = engine_->scheduler().stats();
   std::lock_guard lock(mu_);
   status_.num_running = stats.num_running;
@@ -280,7 +284,7 @@ void EngineRunner::publish_status() {
   status_.kv_blocks_total = stats.num_total_blocks;
   status_.kv_blocks_free = stats.num_free_blocks;
   status_.kv_blocks_cached = stats.num_free_cached_blocks;
-  status_.requests_served = served_;
+  status_.requests_served = served_ + static_cast<uint64_t>(finishing);
   in_flight_ -= ended_since_publish_;
   if (ended_since_publish_ > 0) idle_cv_.notify_all();
   ended_since_publish_ = 0;

@@ -108,7 +108,9 @@ class EngineRunner {
   void admit(std::vector<Pending>& pending);
   // Sends the final output and forgets the request.
   void end_request(const RequestId& id, Live& live, StepOutput final_output);
-  void publish_status();
+  // Copies the scheduler's state into the status GetServerStatus reads; `finishing` requests the
+  // last step ended, not yet delivered, count as served.
+  void publish_status(int finishing = 0);
 
   std::unique_ptr<Engine> engine_;
   EngineRunnerOptions options_;
