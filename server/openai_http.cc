@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <httplib.h>
+#include <spdlog/spdlog.h>
 
 #include "server/generation_service.h"
 #include "server/openai_request.h"
@@ -192,6 +193,15 @@ struct Call {
     }
     done = true;
     return reply->closing_events();
+  }
+
+  // From another thread, while read_all() or read_first_messages() runs (the client hung up):
+  // every call is cancelled; the read returns CANCELLED at once, and the engine ends the requests
+  // (freeing their blocks) at its next step. TryCancel is the one thing a
+  // call's reads leave to other threads.
+  void interrupt() {
+    for (auto& prompt : prompts)
+      prompt->context.TryCancel();
   }
 
   // The client went away, a call failed, or the server is stopping: every call still running is
@@ -383,13 +393,26 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
     prompt->reader = stub_->Generate(&prompt->context, *generates[i]);
   }
 
+  // Until the reply begins, nothing is written that would fail for a client that has hung up:
+  // its connection is watched instead, and a hang-up cancels the calls (their requests end, and
+  // free their blocks, at the engine's next step). A stream's events notice it afterwards.
+  std::optional<HangupWatcher::Watch> watch;
+  if (const int connection =
+          find_connection_socket(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
+      connection >= 0)
+    watch.emplace(hangups_.watch(connection, [call] { call->interrupt(); }));
+  else
+    spdlog::warn(
+        "cannot find the connection of {}:{} among the open descriptors (out of them?): a hang-up "
+        "before its reply begins goes unnoticed",
+        req.remote_addr, req.remote_port);
   if (!call->request.stream) {
-    // The whole reply at the end. (A client that disconnects meanwhile is not noticed: its request
-    // runs to its max_tokens. Streaming clients are noticed at their next event.)
+    // The whole reply at the end.
     if (grpc::Status s = call->read_all(); !s.ok()) return reply_grpc_error(res, s);
     return res.set_content(call->reply->body(), kJson);
   }
   if (grpc::Status s = call->read_first_messages(); !s.ok()) return reply_grpc_error(res, s);
+  watch.reset();
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",

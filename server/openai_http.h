@@ -20,6 +20,7 @@
 #include "engine/status.h"
 #include "engine/tokenizer.h"
 #include "kvserve/v1/kvserve.grpc.pb.h"
+#include "server/hangup_watcher.h"
 #include "server/http_listener.h"
 #include "server/openai_request.h"
 
@@ -75,7 +76,8 @@ class OpenAiHttpServer {
   std::time_t started_ = 0;
   std::mutex mu_;
   std::condition_variable idle_;
-  int in_flight_ = 0;  // generation calls not yet ended
+  int in_flight_ = 0;      // generation calls not yet ended
+  HangupWatcher hangups_;  // clients that leave before their reply begins; outlives the workers
   HttpListener listener_;
 };
 

@@ -419,7 +419,7 @@ int http_status(grpc::StatusCode code) {
       return 429;
     case grpc::StatusCode::UNIMPLEMENTED:
       return 501;
-    case grpc::StatusCode::CANCELLED:  // the server cut the call off (shutting down)
+    case grpc::StatusCode::CANCELLED:  // the server cut the call off (shutting down), or the client left
     case grpc::StatusCode::UNAVAILABLE:
       return 503;
     case grpc::StatusCode::DEADLINE_EXCEEDED:

@@ -411,6 +411,72 @@ TEST(OpenAiE2E, AClientThatHangsUpMidStreamLosesItsRequestAndItsBlocks) {
   EXPECT_EQ(status(*client).requests_served(), 1u);
 }
 
+TEST(OpenAiE2E, AClientThatHangsUpBeforeItsWholeReplyLosesItsRequestAndItsBlocks) {
+  ServerProcess server(with_openai({"--debug-step-delay-ms", "20"}));
+  auto client = stub(server);
+  // A first request on this thread (httplib's static regexes; see MoreConcurrentStreams below).
+  ASSERT_EQ(post(server.openai_port(), "/v1/completions", Json{{"prompt", "warm"}, {"max_tokens", 1}}).status,
+            200);
+  httplib::Client http("127.0.0.1", server.openai_port());
+  http.set_read_timeout(60, 0);
+  std::thread waiting([&] {
+    const Json body{{"prompt", "A long story begins"}, {"max_tokens", 400}, {"ignore_eos", true}};
+    // Nothing, or the error the server may still write to a half-shut socket; never the story.
+    const auto reply = http.Post("/v1/completions", body.dump(), "application/json");
+    EXPECT_TRUE(!reply || reply->status != 200) << "the whole reply came before the hang-up";
+  });
+  for (int i = 0; i < 500 && status(*client).num_running() < 1; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(status(*client).num_running(), 1u);
+  http.stop();  // shuts the connection down mid-request
+  waiting.join();
+  // 400 tokens at 20 ms a step would take 8 s: the request must end long before, aborted.
+  EXPECT_TRUE(wait_all_blocks_free(*client, 5s)) << "the request of a client that hung up kept running";
+  EXPECT_EQ(status(*client).requests_served(), 2u);
+  EXPECT_EQ(
+      post(server.openai_port(), "/v1/completions", Json{{"prompt", "still here"}, {"max_tokens", 2}}).status,
+      200);
+}
+
+TEST(OpenAiE2E, AQueuedStreamingClientThatHangsUpLeavesTheQueue) {
+  ServerProcess server(with_openai({"--max-num-seqs", "1", "--debug-step-delay-ms", "10"}));
+  auto client = stub(server);
+  ASSERT_EQ(post(server.openai_port(), "/v1/completions", Json{{"prompt", "warm"}, {"max_tokens", 1}}).status,
+            200);
+  // One long request holds the only seat.
+  grpc::ClientContext running_ctx;
+  v1::GenerateRequest longer;
+  longer.set_text("hold the engine");
+  longer.mutable_stop()->set_max_tokens(1000);
+  longer.mutable_stop()->set_ignore_eos(true);
+  auto running = client->Generate(&running_ctx, longer);
+  v1::GenerateResponse first;
+  ASSERT_TRUE(running->Read(&first));  // it holds the seat
+  httplib::Client http("127.0.0.1", server.openai_port());
+  http.set_read_timeout(60, 0);
+  std::thread waiting([&] {
+    const Json body{{"prompt", "wait for me"}, {"max_tokens", 8}, {"stream", true}};
+    const auto reply = http.Post("/v1/completions", body.dump(), "application/json");
+    EXPECT_TRUE(!reply || reply->status != 200) << "the stream began before the hang-up";
+  });
+  for (int i = 0; i < 500 && status(*client).num_waiting() < 1; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(status(*client).num_waiting(), 1u);
+  http.stop();
+  waiting.join();
+  // It leaves the queue while the long request (10 s) still runs.
+  for (int i = 0; i < 500 && status(*client).num_waiting() > 0; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(status(*client).num_waiting(), 0u) << "a client that hung up stayed in the queue";
+  EXPECT_EQ(status(*client).num_running(), 1u);
+  running_ctx.TryCancel();
+  v1::GenerateResponse rest;
+  while (running->Read(&rest)) {
+  }
+  EXPECT_EQ(running->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(wait_all_blocks_free(*client));
+}
+
 TEST(OpenAiE2E, AFullQueueIs429WithRetryAfterAndTheServerGoesOn) {
   ServerProcess server(
       with_openai({"--max-num-seqs", "1", "--max-queue", "1", "--debug-step-delay-ms", "10"}));
