@@ -230,7 +230,11 @@ void OpenAiCallStarter::work(size_t id) {
     const auto sent_at = Clock::now();
     auto remaining = std::chrono::duration_cast<std::chrono::microseconds>(job.deadline -
                                                                            std::chrono::system_clock::now());
-    remaining = std::max(remaining, std::chrono::microseconds(1));
+    // httplib waits in whole milliseconds, rounded down: rounded up here, and one more, a timeout
+    // never fires before the deadline, so that one at it is known for the deadline's (below).
+    remaining =
+        std::chrono::ceil<std::chrono::milliseconds>(std::max(remaining, std::chrono::microseconds(1))) +
+        std::chrono::milliseconds(1);
     client.set_read_timeout(remaining.count() / 1000000, remaining.count() % 1000000);
     client.set_write_timeout(remaining.count() / 1000000, remaining.count() % 1000000);
     // The timeouts bound each wait, not the request: the watchdog cuts it at its deadline.
@@ -256,7 +260,9 @@ void OpenAiCallStarter::work(size_t id) {
     };
     const httplib::Result res = client.send(req);
     lock.lock();
-    past_deadline |= in_flight_[id].cut;
+    // Cut by the watchdog, or ended by the read timeout, which the deadline sets: before any data
+    // came (a request sent just before the run's end, still queued), the latter may come first.
+    past_deadline |= in_flight_[id].cut || std::chrono::system_clock::now() >= job.deadline;
     in_flight_.erase(id);
     lock.unlock();
 

@@ -231,6 +231,18 @@ TEST_F(BenchOverOpenAi, DurationCutsStreamsAtTheRunsEndAsUnfinished) {
   EXPECT_LT(report["duration_s"].get<double>(), 10.0) << "the run ends at its duration, not its requests'";
 }
 
+// Requests that have no data yet when the run ends (a 3 s first step) are unfinished too, whether
+// the watchdog cuts them or their read timeout, set to the deadline, ends them first.
+TEST_F(BenchOverOpenAi, DurationCutsRequestsStillWaitingForTheirFirstTokenAsUnfinished) {
+  start_server({"--debug-step-delay-ms", "3000"});
+  const auto run = run_bench(
+      {"--duration", "1", "--concurrency", "4", "--vocab", "512", "--prompt-len", "8", "--output-len", "8"});
+  EXPECT_EQ(run.exit_status, 1) << run.output;  // none completed
+  const auto report = read_report();
+  EXPECT_EQ(report["requests"]["unfinished"], 4);
+  EXPECT_EQ(report["requests"]["failed"], 0) << run.output;
+}
+
 TEST(BenchOverOpenAiWithoutServer, NeedsVocabAndAReachableApi) {
   const auto no_vocab = run_command(
       {KVSERVE_BENCH_BINARY, "--api", "openai", "--target", "127.0.0.1:1", "--requests", "1"}, seconds(20));
