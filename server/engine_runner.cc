@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 
@@ -54,10 +55,14 @@ Status EngineRunner::submit_all(std::vector<Request> requests,
   for (const Request& request : requests)
     if (Status s = engine_->validate(request); !s.ok()) return s;
   const int count = static_cast<int>(requests.size());
-  if (options_.max_waiting > 0 && count > options_.max_waiting)
-    return Status::InvalidArgument("n = " + std::to_string(count) + " choices need as many queue places, " +
-                                   "more than this server's whole queue of " +
-                                   std::to_string(options_.max_waiting) + " (--max-queue); ask for fewer");
+  // The server holds max_num_seqs requests running and max_waiting more: a request that needs more
+  // places than that never fits.
+  const int seats = engine_->scheduler().config().max_num_seqs;
+  if (options_.max_waiting > 0 && count > seats + options_.max_waiting)
+    return Status::InvalidArgument("n = " + std::to_string(count) + " choices need as many places, " +
+                                   "more than this server holds: " + std::to_string(seats) +
+                                   " running (--max-num-seqs) and " + std::to_string(options_.max_waiting) +
+                                   " waiting (--max-queue); ask for fewer");
   std::lock_guard lock(mu_);
   if (!failure_.empty())
     return Status::Unavailable("the server's engine failed (" + failure_ +
@@ -65,10 +70,15 @@ Status EngineRunner::submit_all(std::vector<Request> requests,
   if (draining_ || stop_)
     return Status::Unavailable(
         "the server is shutting down and takes no new requests; retry on another replica");
+  // Requests not yet admitted queue only beyond the seats free at the last step: a burst that
+  // arrives between two steps finds the seats the next one fills, not a queue too short to reach
+  // them. (Seats short of KV blocks let the queue outgrow the limit by at most max_num_seqs.)
   const int waiting = static_cast<int>(inbox_.size()) + status_.num_waiting;
-  if (options_.max_waiting > 0 && waiting + count > options_.max_waiting)
+  const int free_seats = std::max(0, seats - status_.num_running);
+  const int queued = std::max(0, waiting - free_seats);
+  if (options_.max_waiting > 0 && waiting + count - free_seats > options_.max_waiting)
     return Status::ResourceExhausted(
-        "the server's queue is full (" + std::to_string(waiting) + " requests waiting" +
+        "the server's queue is full (" + std::to_string(queued) + " requests waiting" +
         (count > 1 ? ", " + std::to_string(count) + " more asked for" : "") + "); retry later");
   const auto now = Clock::now();
   if (ids_out) ids_out->clear();

@@ -30,7 +30,9 @@ class OutputChannel {
 };
 
 struct EngineRunnerOptions {
-  int max_waiting = 1024;      // requests queued and not yet running; more get RESOURCE_EXHAUSTED
+  // Requests queued beyond the running seats (max_num_seqs) free at the last step; more get
+  // RESOURCE_EXHAUSTED. 0 = no limit.
+  int max_waiting = 1024;
   Metrics* metrics = nullptr;  // optional
   // Sleep after every step: makes the tiny test model slow enough to cancel, drain or queue up
   // against in tests and demos. 0 in production.

@@ -10,9 +10,11 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -42,8 +44,8 @@ struct Flags {
   std::string metrics_host = "0.0.0.0";
   int metrics_port = 9090;  // -1 = no metrics endpoint
   std::string openai_host = "0.0.0.0";
-  int openai_port = -1;  // -1 = no OpenAI-compatible API
-  int openai_threads = 256;
+  int openai_port = -1;           // -1 = no OpenAI-compatible API
+  int openai_threads = 0;         // 0 = as many requests as the engine can hold (see openai_threads())
   std::string served_model_name;  // empty = --model as given
   std::string tool_call_parser = "auto";
   kvserve::BackendChoice backend;
@@ -68,6 +70,18 @@ std::string read_file(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(std::string("cannot read ") + what + " " + path);
   return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+constexpr int kMaxOpenAiThreads = 16384;
+
+// The OpenAI API's worker threads at most. Each request holds one while it is served, so with
+// fewer than the engine can hold (running and queued) the excess would wait in the HTTP server,
+// unseen by the scheduler and by --max-queue; the 64 more answer the quick requests (refusals,
+// /health, /v1/models) while the engine is full. With no queue limit, 4096 stand for one.
+int openai_threads(const Flags& f) {
+  if (f.openai_threads > 0) return f.openai_threads;
+  const int64_t held = int64_t{f.max_num_seqs} + (f.max_queue > 0 ? f.max_queue : 4096) + 64;
+  return static_cast<int>(std::min<int64_t>(held, kMaxOpenAiThreads));
 }
 
 // Plain TCP, TLS, or mutual TLS (clients must present a certificate signed by --tls-client-ca).
@@ -178,8 +192,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(-1, 65535))
       ->capture_default_str();
   app.add_option("--openai-threads", f.openai_threads,
-                 "OpenAI-compatible API: requests served at once (each holds a thread); more wait for one")
-      ->check(CLI::Range(1, 4096))
+                 "OpenAI-compatible API: requests served at once (each holds a thread, started when "
+                 "needed); more wait for one. 0 = --max-num-seqs + --max-queue + 64, so that the "
+                 "engine's queue, not the HTTP server, holds and refuses the excess")
+      ->check(CLI::Range(0, kMaxOpenAiThreads))
       ->capture_default_str();
   app.add_option(
       "--served-model-name", f.served_model_name,
@@ -223,7 +239,8 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--max-queue", f.max_queue,
-                 "waiting requests at most; more get RESOURCE_EXHAUSTED (0 = no limit)")
+                 "requests waiting beyond the free running seats at most; more get RESOURCE_EXHAUSTED (0 = "
+                 "no limit)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option(
@@ -421,7 +438,7 @@ int main(int argc, char** argv) {
                                                .max_request_bytes = f.max_request_bytes},
                                     .tokenizer = served.tokenizer,
                                     .max_request_bytes = f.max_request_bytes,
-                                    .threads = f.openai_threads,
+                                    .threads = openai_threads(f),
                                     .tls_cert = f.tls_cert,
                                     .tls_key = f.tls_key,
                                     .tls_client_ca = f.tls_client_ca,
@@ -434,6 +451,7 @@ int main(int argc, char** argv) {
     // Tests and scripts read the port from this line.
     std::printf("kvserve: serving the OpenAI-compatible API on %s://%s:%d/v1\n",
                 f.tls_cert.empty() ? "http" : "https", f.openai_host.c_str(), openai.bound_port());
+    spdlog::info("OpenAI API: up to {} requests at once", openai_threads(f));
   }
   // Tests and scripts read the port from this line.
   std::printf("kvserve: serving kvserve.v1.Generation on %s:%d\n", f.host.c_str(), bound_port);

@@ -10,6 +10,7 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include "server/elastic_thread_pool.h"
 #include "server/generation_service.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
@@ -236,8 +237,9 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
     server = std::move(tls);
   }
   server->new_task_queue = [threads = options_.threads] {
-    return new httplib::ThreadPool(static_cast<size_t>(threads));
+    return new ElasticThreadPool(static_cast<size_t>(threads));
   };
+  server->set_idle_interval(1);  // the pool joins its threads that ended idle, once a second
   server->set_payload_max_length(options_.max_request_bytes);
   server->set_pre_routing_handler(refuse_unbounded_body);
   // A client that sends nothing for this long mid-request, or a streaming client that stops

@@ -36,7 +36,7 @@ struct OpenAiHttpOptions {
   std::shared_ptr<const Tokenizer> tokenizer;  // spells tokens in logprobs; may be null
   size_t max_request_bytes = 1 << 20;          // largest body accepted (413 over it)
   // Requests served at once: each holds a worker thread while it waits for its tokens; more wait
-  // for a free worker.
+  // for a free worker. Threads start as requests need them and end after a minute idle.
   int threads = 256;
   // TLS: both paths or neither (plain HTTP); with a client CA, clients must present a certificate
   // it signed.

@@ -129,7 +129,8 @@ TEST(ChoicesE2E, NZeroAndOneAreOneChoiceAndGreedyChoicesEqualTheReference) {
 }
 
 TEST(ChoicesE2E, TooManyChoicesAreRefusedNamingTheLimit) {
-  ServerProcess server({"--model", kModel, "--max-queue", "4"});
+  // It holds 2 running and 2 waiting.
+  ServerProcess server({"--model", kModel, "--max-num-seqs", "2", "--max-queue", "2"});
   auto client = stub(server);
   v1::GenerateRequest request = sampled_request("refused", 129, 1, 4);
   Call call = generate(*client, request);
@@ -137,7 +138,7 @@ TEST(ChoicesE2E, TooManyChoicesAreRefusedNamingTheLimit) {
   EXPECT_NE(call.status.error_message().find("n must be at most 128"), std::string::npos)
       << call.status.error_message();
 
-  request.set_n(5);  // more choices than the whole queue holds: never servable here
+  request.set_n(5);  // more choices than the server holds: never servable here
   call = generate(*client, request);
   EXPECT_EQ(call.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(call.status.error_message().find("--max-queue"), std::string::npos)

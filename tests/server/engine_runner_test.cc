@@ -148,6 +148,21 @@ TEST(EngineRunner, QueueLimitDrainAndValidationRefuseWithTheRightCodes) {
   EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
 }
 
+// The server holds max_num_seqs running and max_waiting queued, also when they arrive together
+// before the engine has seated any: whenever its thread looks, the first three fit and the fourth
+// does not.
+TEST(EngineRunner, ABurstFillsTheFreeSeatsBeforeItCountsAsQueued) {
+  auto runner = make_runner(/*max_waiting=*/1, 5ms);
+  std::vector<Status> results;
+  for (int i = 0; i < 4; ++i)
+    results.push_back(runner->submit(request("burst" + std::to_string(i), 200),
+                                     std::make_shared<RecordingChannel>(), nullptr));
+  for (int i = 0; i < 3; ++i)
+    EXPECT_TRUE(results[i].ok()) << i << ": " << results[i].message();
+  EXPECT_EQ(results[3].code(), StatusCode::kResourceExhausted);
+  runner->stop();
+}
+
 // The choices of one Generate call go in together or not at all.
 TEST(EngineRunner, SubmitAllQueuesEveryRequestOrNone) {
   auto runner = make_runner(/*max_waiting=*/5, 20ms);
@@ -161,9 +176,9 @@ TEST(EngineRunner, SubmitAllQueuesEveryRequestOrNone) {
     return std::make_pair(requests, channels);
   };
   std::vector<RequestId> ids;
-  auto [six, six_channels] = group(6, "six", 5);
-  const Status too_many = runner->submit_all(six, six_channels, &ids);
-  EXPECT_EQ(too_many.code(), StatusCode::kInvalidArgument);  // more than the whole queue: never
+  auto [eight, eight_channels] = group(8, "eight", 5);
+  const Status too_many = runner->submit_all(eight, eight_channels, &ids);
+  EXPECT_EQ(too_many.code(), StatusCode::kInvalidArgument);  // more than 2 seats and 5 queued: never
   EXPECT_NE(too_many.message().find("--max-queue"), std::string::npos) << too_many.message();
   EXPECT_TRUE(ids.empty());
 
