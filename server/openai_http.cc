@@ -198,8 +198,8 @@ struct Call {
 
   // From another thread, while read_all() or read_first_messages() runs (the client hung up):
   // every call is cancelled; the read returns CANCELLED at once, and the engine ends the requests
-  // (freeing their blocks) at its next step. TryCancel is the one thing a
-  // call's reads leave to other threads.
+  // (freeing their blocks) at its next step. TryCancel is the one thing a call's reads leave to
+  // other threads.
   void interrupt() {
     for (auto& prompt : prompts)
       prompt->context.TryCancel();
