@@ -65,7 +65,8 @@ class HangupWatcher {
 
 // The socket of this process connected from local_address:local_port to peer_address:peer_port
 // (numeric hosts, as httplib's Request::local_addr and remote_addr spell them); -1 if none, or if
-// the process's descriptors cannot be listed. It scans them: a syscall or two per open descriptor.
+// the process's descriptors cannot be listed. It scans them (a syscall or two each), unless the
+// socket is the one this thread found last, which is checked first.
 int find_connection_socket(const std::string& local_address, int local_port, const std::string& peer_address,
                            int peer_port);
 
