@@ -68,8 +68,8 @@ void expect_choices_equal_single_requests(v1::Generation::Stub& client, const v1
 }
 
 TEST(ChoicesE2E, EachChoiceStreamsUnderItsIndexIsSeededApartAndSharesThePrompt) {
-  // A 2 ms step so that the choices stream side by side rather than merge into one message each.
-  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "2"});
+  // A 10 ms step so that the choices stream side by side rather than merge into one message each.
+  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "10"});
   auto client = stub(server);
   v1::GenerateRequest request = sampled_request(
       "Four choices share this prompt, which is long enough to fill a few blocks of sixteen tokens.", 4,

@@ -744,7 +744,7 @@ def check_auth_queue_drain(check, binary, model):
 
         # Drain: SIGTERM while the long request runs; new requests get 503; it still finishes.
         srv.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        wait_draining(port)
         r = request(port, "POST", "/v1/completions", small, headers=auth)
         check(is_error(r, 503), "draining: a new request is 503 with an error object", r)
         r = request(port, "GET", "/health")
@@ -772,6 +772,16 @@ def check_auth_queue_drain(check, binary, model):
         srv.stop(timeout=10)
 
 
+def wait_draining(port, timeout=10):
+    """Until /health says the server drains (503): the signal has been handled, not only sent. A
+    fixed sleep is too short for a sanitizer build on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if request(port, "GET", "/health").status == 503:
+            return
+        time.sleep(0.01)
+
+
 def check_second_signal(check, binary, model):
     """A second SIGTERM while draining stops the server at once (main.cc: "second signal: stopping
     now"), still through its own shutdown: exit 0, and the cut stream ends."""
@@ -782,7 +792,7 @@ def check_second_signal(check, binary, model):
                         {"prompt": "Go on", "max_tokens": 500, "ignore_eos": True, "temperature": 0, "stream": True})
         first = stream.next_event()
         srv.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        wait_draining(srv.http_port)  # two signals sent at once would merge into one
         srv.proc.send_signal(signal.SIGTERM)
         try:
             code = srv.proc.wait(timeout=20)

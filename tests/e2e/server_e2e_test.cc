@@ -113,9 +113,10 @@ std::shared_ptr<const Model> ServerE2E::model_;
 std::shared_ptr<const Tokenizer> ServerE2E::tokenizer_;
 
 TEST_F(ServerE2E, GreedyOutputEqualsTheOfflineEngineAndDeltasConcatenate) {
-  // A 2 ms step (a real model's pace) so that messages stream rather than merge: the tiny model
-  // would otherwise finish before the first message is sent.
-  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "2"});
+  // A 10 ms step (a real model's pace) so that messages stream rather than merge: the tiny model
+  // would otherwise finish before the first message is sent (and a writer thread starved for a
+  // few milliseconds on a loaded machine would still merge them).
+  ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "10"});
   auto client = stub(server);
   for (const std::string prompt : {"Once upon a time", "Le café est prêt", "Blocks of keys and values"}) {
     SCOPED_TRACE(prompt);
@@ -348,7 +349,10 @@ TEST_F(ServerE2E, FullQueueGetsResourceExhausted) {
 
 TEST_F(ServerE2E, ExhaustedKvPoolPreemptsAndRecomputesWithoutChangingOutputs) {
   // 12 blocks of 16 tokens for 16 requests of ~50 tokens each: most must wait or be preempted.
-  ServerProcess server({"--model", kModel, "--num-kv-blocks", "12", "--block-size", "16"});
+  // The step delay keeps the first requests running while the rest arrive, however slowly the
+  // client threads start (under a sanitizer).
+  ServerProcess server(
+      {"--model", kModel, "--num-kv-blocks", "12", "--block-size", "16", "--debug-step-delay-ms", "5"});
   auto client = stub(server);
   const int n = 16;
   std::vector<Collected> results(n);
@@ -393,7 +397,8 @@ TEST_F(ServerE2E, ABetterPriorityOvertakesAndEveryOutputStaysWhole) {
     int max_tokens, priority;
     Collected got;
   };
-  Run runs[] = {{"low", "Once upon a time", 40, 5, {}},
+  // "low" runs 2 s: still running when "urgent" comes, however slow the polling.
+  Run runs[] = {{"low", "Once upon a time", 200, 5, {}},
                 {"same", "The paged cache", 20, 5, {}},
                 {"urgent", "Every key and value", 5, 0, {}}};
   auto start = [&](Run& r) {
@@ -443,7 +448,8 @@ TEST_F(ServerE2E, SigtermDrainsFinishesRunningRequestsAndExitsZero) {
   EXPECT_EQ(health(server.address()), grpc::health::v1::HealthCheckResponse::SERVING);
 
   Collected running;
-  std::thread in_flight([&] { running = generate(*client, text_request("Once upon a time", 60)); });
+  // 300 tokens at 10 ms a step: the checks below fit in its 3 s even under a sanitizer.
+  std::thread in_flight([&] { running = generate(*client, text_request("Once upon a time", 300)); });
   while (status(*client).num_running() == 0)
     std::this_thread::sleep_for(5ms);
   server.signal(SIGTERM);
@@ -460,7 +466,7 @@ TEST_F(ServerE2E, SigtermDrainsFinishesRunningRequestsAndExitsZero) {
   in_flight.join();
   EXPECT_TRUE(running.status.ok()) << running.status.error_message();
   EXPECT_EQ(running.finish, v1::FINISH_REASON_LENGTH);
-  EXPECT_EQ(running.tokens.size(), 60u);
+  EXPECT_EQ(running.tokens.size(), 300u);
   EXPECT_EQ(server.wait_exit(10s), 0) << server.output();
 }
 

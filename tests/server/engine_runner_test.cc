@@ -253,7 +253,7 @@ TEST(EngineRunner, GapBetweenStepsCountsOnlyWhileRequestsAreUnfinished) {
             ->submit(request("g" + std::to_string(round), 10), std::make_shared<RecordingChannel>(), nullptr)
             .ok());
     ASSERT_TRUE(runner->wait_idle(10s));
-    if (round == 0) std::this_thread::sleep_for(1s);  // idle: must not count
+    if (round == 0) std::this_thread::sleep_for(3s);  // idle: must not count
   }
   runner->stop();
   const std::string text = metrics.render();
@@ -262,7 +262,8 @@ TEST(EngineRunner, GapBetweenStepsCountsOnlyWhileRequestsAreUnfinished) {
   // One request of 10 tokens alone: 10 steps, each but the last followed by another while it runs.
   EXPECT_EQ(steps, 20);
   EXPECT_GE(gap, 18 * std::chrono::duration<double>(kDelay).count());
-  EXPECT_LT(gap, 1.0) << "the idle second between the requests was counted";
+  // The 18 busy gaps take 90 ms, or a few hundred on a loaded machine; the idle 3 s never count.
+  EXPECT_LT(gap, 2.0) << "the idle seconds between the requests were counted";
 }
 
 TEST(EngineRunner, AnEngineFailureEndsEveryRequestRefusesNewOnesAndIsReportedOnce) {
