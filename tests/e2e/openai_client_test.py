@@ -701,7 +701,8 @@ def check_auth_queue_drain(check, binary, model):
     env = dict(os.environ, KVSERVE_AUTH_TOKEN="secret")
     srv = Server(binary, model, ["--max-num-seqs", "1", "--max-queue", "1", "--debug-step-delay-ms", "20"], env=env)
     auth = {"Authorization": "Bearer secret"}
-    small = {"prompt": "Hi", "max_tokens": 2}
+    # ignore_eos: sampled at the default temperature 1, an early end-of-text would cut it short.
+    small = {"prompt": "Hi", "max_tokens": 2, "ignore_eos": True}
     streams = []
     try:
         port = srv.http_port
