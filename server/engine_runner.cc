@@ -129,7 +129,11 @@ std::string EngineRunner::failure() const {
 
 EngineStatus EngineRunner::status() const {
   std::lock_guard lock(mu_);
-  return status_;
+  EngineStatus status = status_;
+  // Accepted but not yet taken in by the engine thread: waiting too, so that a caller who sees no
+  // request waiting or running knows that none is about to start.
+  status.num_waiting += static_cast<int>(inbox_.size());
+  return status;
 }
 
 void EngineRunner::loop() {

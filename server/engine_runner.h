@@ -47,7 +47,7 @@ struct EngineRunnerOptions {
 // What GetServerStatus reports; refreshed after every engine step.
 struct EngineStatus {
   int num_running = 0;
-  int num_waiting = 0;
+  int num_waiting = 0;  // queued in the scheduler, or accepted and on their way to it
   int kv_blocks_total = 0;
   int kv_blocks_free = 0;
   int kv_blocks_cached = 0;

@@ -163,6 +163,20 @@ TEST(EngineRunner, ABurstFillsTheFreeSeatsBeforeItCountsAsQueued) {
   runner->stop();
 }
 
+// From the moment submit() accepts it, a request counts as waiting or running, whatever the engine
+// thread has done with it yet: a caller who sees neither knows nothing is about to start.
+TEST(EngineRunner, AnAcceptedRequestCountsAsWaitingOrRunningAtOnce) {
+  auto runner = make_runner(0, 5ms);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(
+        runner->submit(request("r" + std::to_string(i), 200), std::make_shared<RecordingChannel>(), nullptr)
+            .ok());
+    const EngineStatus s = runner->status();
+    EXPECT_EQ(s.num_waiting + s.num_running, i + 1) << "after submitting request " << i;
+  }
+  runner->stop();
+}
+
 // The choices of one Generate call go in together or not at all.
 TEST(EngineRunner, SubmitAllQueuesEveryRequestOrNone) {
   auto runner = make_runner(/*max_waiting=*/5, 20ms);
