@@ -82,12 +82,13 @@ void HangupWatcher::run() {
     polling_.notify_all();
     lock.unlock();
     const int ready = poll(fds.data(), fds.size(), -1);
-    lock.lock();
-    if (ready < 0) {
-      // EINTR, or ENOMEM for the poll set: try again, not at once for the latter.
-      if (errno != EINTR) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      continue;
+    const int poll_error = ready < 0 ? errno : 0;
+    if (poll_error != 0 && poll_error != EINTR) {
+      // ENOMEM for the poll set: try again, not at once.
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+    lock.lock();
+    if (ready < 0) continue;
     if (fds[0].revents & POLLIN) {
       uint64_t count;
       [[maybe_unused]] const ssize_t read_bytes = read(wake_fd_, &count, sizeof(count));
