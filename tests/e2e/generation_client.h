@@ -76,17 +76,27 @@ inline v1::ServerStatus status(v1::Generation::Stub& stub) {
   return s;
 }
 
+// Polls the server's status until `ready` holds for it or the timeout passes; returns the last
+// status seen, for the caller's checks.
+template <typename Ready>
+v1::ServerStatus wait_for_status(v1::Generation::Stub& stub, Ready ready,
+                                 std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  v1::ServerStatus s = status(stub);
+  while (!ready(s) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    s = status(stub);
+  }
+  return s;
+}
+
 // Polls until every KV block is free and nothing runs or waits, or the timeout passes.
 inline bool wait_all_blocks_free(v1::Generation::Stub& stub,
                                  std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    const v1::ServerStatus s = status(stub);
-    if (s.num_running() == 0 && s.num_waiting() == 0 && s.kv_blocks_free() == s.kv_blocks_total())
-      return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return false;
+  const auto all_free = [](const v1::ServerStatus& s) {
+    return s.num_running() == 0 && s.num_waiting() == 0 && s.kv_blocks_free() == s.kv_blocks_total();
+  };
+  return all_free(wait_for_status(stub, all_free, timeout));
 }
 
 }  // namespace kvserve::testing

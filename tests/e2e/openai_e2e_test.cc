@@ -36,6 +36,7 @@ using testing::ServerProcess;
 using testing::status;
 using testing::stub;
 using testing::wait_all_blocks_free;
+using testing::wait_for_status;
 
 const std::string kModel = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama";
 
@@ -411,25 +412,31 @@ TEST(OpenAiE2E, AClientThatHangsUpMidStreamLosesItsRequestAndItsBlocks) {
   EXPECT_EQ(status(*client).requests_served(), 1u);
 }
 
+// Posts `body` to /v1/completions from another thread and hangs up once the server's status
+// satisfies `ready`. What comes back is nothing, or the error the server may still write to a
+// half-shut socket; never a 200.
+template <typename Ready>
+void hang_up_when(int port, v1::Generation::Stub& stub, const Json& body, Ready ready) {
+  httplib::Client http("127.0.0.1", port);
+  http.set_read_timeout(60, 0);
+  std::thread waiting([&] {
+    const auto reply = http.Post("/v1/completions", body.dump(), "application/json");
+    EXPECT_TRUE(!reply || reply->status != 200) << "the reply began before the hang-up";
+  });
+  EXPECT_TRUE(ready(wait_for_status(stub, ready))) << "the request never got where it should hang up";
+  http.stop();  // shuts the connection down mid-request
+  waiting.join();
+}
+
 TEST(OpenAiE2E, AClientThatHangsUpBeforeItsWholeReplyLosesItsRequestAndItsBlocks) {
   ServerProcess server(with_openai({"--debug-step-delay-ms", "20"}));
   auto client = stub(server);
   // A first request on this thread (httplib's static regexes; see MoreConcurrentStreams below).
   ASSERT_EQ(post(server.openai_port(), "/v1/completions", Json{{"prompt", "warm"}, {"max_tokens", 1}}).status,
             200);
-  httplib::Client http("127.0.0.1", server.openai_port());
-  http.set_read_timeout(60, 0);
-  std::thread waiting([&] {
-    const Json body{{"prompt", "A long story begins"}, {"max_tokens", 400}, {"ignore_eos", true}};
-    // Nothing, or the error the server may still write to a half-shut socket; never the story.
-    const auto reply = http.Post("/v1/completions", body.dump(), "application/json");
-    EXPECT_TRUE(!reply || reply->status != 200) << "the whole reply came before the hang-up";
-  });
-  for (int i = 0; i < 500 && status(*client).num_running() < 1; ++i)
-    std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(status(*client).num_running(), 1u);
-  http.stop();  // shuts the connection down mid-request
-  waiting.join();
+  hang_up_when(server.openai_port(), *client,
+               Json{{"prompt", "A long story begins"}, {"max_tokens", 400}, {"ignore_eos", true}},
+               [](const v1::ServerStatus& s) { return s.num_running() == 1; });
   // 400 tokens at 20 ms a step would take 8 s: the request must end long before, aborted.
   EXPECT_TRUE(wait_all_blocks_free(*client, 5s)) << "the request of a client that hung up kept running";
   EXPECT_EQ(status(*client).requests_served(), 2u);
@@ -452,23 +459,14 @@ TEST(OpenAiE2E, AQueuedStreamingClientThatHangsUpLeavesTheQueue) {
   auto running = client->Generate(&running_ctx, longer);
   v1::GenerateResponse first;
   ASSERT_TRUE(running->Read(&first));  // it holds the seat
-  httplib::Client http("127.0.0.1", server.openai_port());
-  http.set_read_timeout(60, 0);
-  std::thread waiting([&] {
-    const Json body{{"prompt", "wait for me"}, {"max_tokens", 8}, {"stream", true}};
-    const auto reply = http.Post("/v1/completions", body.dump(), "application/json");
-    EXPECT_TRUE(!reply || reply->status != 200) << "the stream began before the hang-up";
-  });
-  for (int i = 0; i < 500 && status(*client).num_waiting() < 1; ++i)
-    std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(status(*client).num_waiting(), 1u);
-  http.stop();
-  waiting.join();
+  hang_up_when(server.openai_port(), *client,
+               Json{{"prompt", "wait for me"}, {"max_tokens", 8}, {"stream", true}},
+               [](const v1::ServerStatus& s) { return s.num_waiting() == 1; });
   // It leaves the queue while the long request (10 s) still runs.
-  for (int i = 0; i < 500 && status(*client).num_waiting() > 0; ++i)
-    std::this_thread::sleep_for(10ms);
-  EXPECT_EQ(status(*client).num_waiting(), 0u) << "a client that hung up stayed in the queue";
-  EXPECT_EQ(status(*client).num_running(), 1u);
+  const v1::ServerStatus after =
+      wait_for_status(*client, [](const v1::ServerStatus& s) { return s.num_waiting() == 0; });
+  EXPECT_EQ(after.num_waiting(), 0u) << "a client that hung up stayed in the queue";
+  EXPECT_EQ(after.num_running(), 1u);
   running_ctx.TryCancel();
   v1::GenerateResponse rest;
   while (running->Read(&rest)) {
@@ -489,11 +487,9 @@ TEST(OpenAiE2E, AFullQueueIs429WithRetryAfterAndTheServerGoesOn) {
   longer.mutable_stop()->set_ignore_eos(true);
   // One at a time: two arriving together would find the queue holding the first, and one be refused.
   auto running = client->Generate(&running_ctx, longer);
-  for (int i = 0; i < 500 && status(*client).num_running() < 1; ++i)
-    std::this_thread::sleep_for(10ms);
+  wait_for_status(*client, [](const v1::ServerStatus& s) { return s.num_running() >= 1; });
   auto waiting = client->Generate(&waiting_ctx, longer);
-  for (int i = 0; i < 500 && status(*client).num_waiting() < 1; ++i)
-    std::this_thread::sleep_for(10ms);
+  wait_for_status(*client, [](const v1::ServerStatus& s) { return s.num_waiting() >= 1; });
   ASSERT_EQ(status(*client).num_running(), 1u);
   ASSERT_EQ(status(*client).num_waiting(), 1u);
 

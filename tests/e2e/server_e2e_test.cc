@@ -35,6 +35,7 @@ using testing::ServerProcess;
 using testing::status;
 using testing::stub;
 using testing::wait_all_blocks_free;
+using testing::wait_for_status;
 
 const std::string kModel = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama";
 
@@ -410,16 +411,12 @@ TEST_F(ServerE2E, ABetterPriorityOvertakesAndEveryOutputStaysWhole) {
       finished.push_back(r.name);
     });
   };
-  // Polls until `ready`, for at most 10 s (a hang would fail the test only at its timeout).
-  const auto wait_until = [&](auto ready) {
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (!ready(status(*client)) && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(5ms);
-  };
   std::thread low = start(runs[0]);
-  wait_until([](const v1::ServerStatus& st) { return st.num_running() > 0; });
+  wait_for_status(
+      *client, [](const v1::ServerStatus& st) { return st.num_running() > 0; }, 10s);
   std::thread same = start(runs[1]);
-  wait_until([](const v1::ServerStatus& st) { return st.num_waiting() > 0; });
+  wait_for_status(
+      *client, [](const v1::ServerStatus& st) { return st.num_waiting() > 0; }, 10s);
   std::thread urgent = start(runs[2]);
   low.join();
   same.join();

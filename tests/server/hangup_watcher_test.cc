@@ -136,10 +136,15 @@ struct Flag {
   bool wait() { return future.wait_for(10s) == std::future_status::ready; }
 };
 
-TEST(HangupWatcher, APeerThatClosesIsReportedOnce) {
+// One watcher and a loopback listener to connect to, for each test.
+class HangupWatcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(loopback.ok()); }
   Loopback loopback;
-  ASSERT_TRUE(loopback.ok());
   HangupWatcher watcher;
+};
+
+TEST_F(HangupWatcherTest, APeerThatClosesIsReportedOnce) {
   const Loopback::Connection c = loopback.connect();
   Flag hung_up;
   {
@@ -155,10 +160,7 @@ TEST(HangupWatcher, APeerThatClosesIsReportedOnce) {
   close(c.server);
 }
 
-TEST(HangupWatcher, APeerGoneBeforeTheWatchIsNoticedAtOnce) {
-  Loopback loopback;
-  ASSERT_TRUE(loopback.ok());
-  HangupWatcher watcher;
+TEST_F(HangupWatcherTest, APeerGoneBeforeTheWatchIsNoticedAtOnce) {
   const Loopback::Connection c = loopback.connect();
   close(c.client);
   Flag hung_up;
@@ -169,10 +171,7 @@ TEST(HangupWatcher, APeerGoneBeforeTheWatchIsNoticedAtOnce) {
   close(c.server);
 }
 
-TEST(HangupWatcher, AnEndedWatchReportsNothingAndItsSocketMayBeClosed) {
-  Loopback loopback;
-  ASSERT_TRUE(loopback.ok());
-  HangupWatcher watcher;
+TEST_F(HangupWatcherTest, AnEndedWatchReportsNothingAndItsSocketMayBeClosed) {
   const Loopback::Connection c = loopback.connect();
   std::atomic<int> calls{0};
   {
@@ -194,10 +193,7 @@ TEST(HangupWatcher, AnEndedWatchReportsNothingAndItsSocketMayBeClosed) {
 
 // The destructor's promise: once it returns, the callback is not running (it may use what the
 // caller is about to free).
-TEST(HangupWatcher, EndingAWatchWaitsForItsRunningCallback) {
-  Loopback loopback;
-  ASSERT_TRUE(loopback.ok());
-  HangupWatcher watcher;
+TEST_F(HangupWatcherTest, EndingAWatchWaitsForItsRunningCallback) {
   const Loopback::Connection c = loopback.connect();
   Flag entered;
   std::atomic<bool> callback_done{false};
@@ -213,10 +209,7 @@ TEST(HangupWatcher, EndingAWatchWaitsForItsRunningCallback) {
   close(c.server);
 }
 
-TEST(HangupWatcher, ManyConnectionsFromManyThreadsEachReportOnlyTheirOwn) {
-  Loopback loopback;
-  ASSERT_TRUE(loopback.ok());
-  HangupWatcher watcher;
+TEST_F(HangupWatcherTest, ManyConnectionsFromManyThreadsEachReportOnlyTheirOwn) {
   constexpr int kConnections = 48;
   std::vector<Loopback::Connection> connections;
   for (int i = 0; i < kConnections; ++i)
