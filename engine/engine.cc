@@ -86,8 +86,14 @@ Status Engine::abort(const RequestId& id) {
 }
 
 std::vector<StepOutput> Engine::step() {
+  first_scheduled_.clear();
   const StepPlan plan = scheduler_.schedule();
   if (plan.empty()) return {};
+  for (const ScheduledSequence& s : plan.seqs) {
+    RequestState& state = states_.at(s.seq->id());
+    if (!state.scheduled) first_scheduled_.push_back(s.seq->id());
+    state.scheduled = true;
+  }
   const StepBatch& batch = batch_builder_.build(plan, config_.scheduler.block_size);
   // One sampling task per sequence that emits a token; the backend samples them where the logits are.
   tasks_.clear();

@@ -77,6 +77,9 @@ class Engine {
   // output per request that produced a token. Does nothing when no request is pending.
   std::vector<StepOutput> step();
   bool has_unfinished() const { return scheduler_.has_unfinished(); }
+  // The requests the last step() ran for the first time: their wait in the queue ended with it (a
+  // preempted request that runs again is not listed again).
+  const std::vector<RequestId>& first_scheduled() const { return first_scheduled_; }
 
   // Offline API: runs the requests to completion alongside anything already queued, returning one
   // result per request in the order given.
@@ -90,6 +93,7 @@ class Engine {
   // Per-request state the scheduler does not need.
   struct RequestState {
     uint64_t seed;
+    bool scheduled = false;  // some step has run it
     std::unique_ptr<IncrementalDetokenizer> detokenizer;
     // Prompt logprobs, while the prompt is scored: the prompt, and the scores so far. They go out
     // with the request's first output.
@@ -112,6 +116,7 @@ class Engine {
   std::vector<size_t> task_plan_index_;  // tasks_[k] samples plan.seqs[task_plan_index_[k]]
   std::vector<SampledToken> task_results_;
   std::vector<std::vector<TokenId>> suppressed_;  // per plan index; tasks_ point into these
+  std::vector<RequestId> first_scheduled_;
   std::vector<ScoringTask> scoring_tasks_;
   std::vector<SampledToken> scoring_results_;
   uint64_t num_steps_ = 0;

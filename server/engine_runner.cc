@@ -186,6 +186,8 @@ void EngineRunner::loop() {
       }
       const auto now = Clock::now();
       step_end = now;
+      for (const RequestId& id : engine_->first_scheduled())
+        if (auto it = live_.find(id); it != live_.end()) it->second.first_scheduled = start;
       if (options_.metrics)
         options_.metrics->engine_step(seconds_between(start, now),
                                       engine_->backend().device_seconds() - device_before);
@@ -239,11 +241,11 @@ void EngineRunner::loop() {
 void EngineRunner::admit(std::vector<Pending>& pending) {
   for (Pending& p : pending) {
     const RequestId id = p.request.id;
-    Live live{std::move(p.client_id),
-              std::move(p.channel),
-              p.arrival,
-              {},
-              static_cast<int>(p.request.prompt.size())};
+    Live live;
+    live.client_id = std::move(p.client_id);
+    live.channel = std::move(p.channel);
+    live.arrival = p.arrival;
+    live.num_prompt_tokens = static_cast<int>(p.request.prompt.size());
     if (Status s = engine_->add_request(std::move(p.request)); !s.ok()) {
       // submit() validated everything that can fail here; reaching this is a bug, not a user error.
       spdlog::error("request {} refused by the engine after validation: {}", live.client_id, s.message());
@@ -267,20 +269,24 @@ void EngineRunner::end_request(const RequestId& id, Live& live, StepOutput final
   const double tpot = live.num_output_tokens > 1
                           ? seconds_between(live.first_token, now) / (live.num_output_tokens - 1)
                           : 0.0;
+  // A request that ended before any step ran it (aborted, or its client gone) waited all its life.
+  const double queue = live.first_scheduled ? seconds_between(live.arrival, *live.first_scheduled) : e2e;
   const char* reason = finish_reason_name(final_output.finish);
   spdlog::info(
       "request {} finished: reason={} prompt_tokens={} output_tokens={} cached_prompt_tokens={} "
-      "ttft={:.1f}ms "
-      "total={:.1f}ms",
+      "queue={:.1f}ms ttft={:.1f}ms total={:.1f}ms",
       live.client_id, reason, live.num_prompt_tokens, live.num_output_tokens, live.num_cached_prompt_tokens,
-      ttft * 1e3, e2e * 1e3);
+      queue * 1e3, ttft * 1e3, e2e * 1e3);
   if (options_.metrics) {
     FinishedRequest finished{.finish_reason = reason,
                              .prompt_tokens = live.num_prompt_tokens,
                              .generation_tokens = live.num_output_tokens,
                              .cached_prompt_tokens = live.num_cached_prompt_tokens,
-                             .e2e_s = e2e};
+                             .e2e_s = e2e,
+                             .queue_s = queue};
     if (has_tokens) finished.ttft_s = ttft;
+    if (has_tokens && live.first_scheduled)
+      finished.prefill_s = seconds_between(*live.first_scheduled, live.first_token);
     if (live.num_output_tokens > 1) finished.tpot_s = tpot;
     options_.metrics->request_finished(finished);
   }

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -100,6 +101,8 @@ class EngineRunner {
     std::string client_id;
     std::shared_ptr<OutputChannel> channel;
     std::chrono::steady_clock::time_point arrival;
+    // The start of the first step that ran it (its wait in the queue ends there), if any did.
+    std::optional<std::chrono::steady_clock::time_point> first_scheduled;
     std::chrono::steady_clock::time_point first_token;
     int num_prompt_tokens = 0;
     int num_output_tokens = 0;

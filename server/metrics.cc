@@ -12,7 +12,8 @@ namespace {
 //
 // TTFT: a short prompt on a GPU answers in ~10-100 ms and TTFT objectives are usually set between
 // 100 ms and 1 s, hence 20 ms steps up to 100 ms and fine steps to 1 s; long prompts and queueing
-// under load reach seconds, and 60 s is past any client's patience.
+// under load reach seconds, and 60 s is past any client's patience. TTFT's two parts, time in the
+// queue and prefill time, share its buckets, so that their quantiles line up with its own.
 constexpr std::array<double, 21> kTtftBuckets = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06,
                                                  0.08,  0.1,    0.15,  0.2,  0.3,  0.5,  0.75,
                                                  1,     2.5,    5,     10,   20,   30,   60};
@@ -211,6 +212,8 @@ Metrics::Metrics() {
                 kE2eBuckets.size() <= kMaxBuckets && kTokenBuckets.size() <= kMaxBuckets &&
                 kStepBuckets.size() <= kMaxBuckets);
   state_.ttft.upper_bounds = kTtftBuckets;
+  state_.queue.upper_bounds = kTtftBuckets;
+  state_.prefill.upper_bounds = kTtftBuckets;
   state_.tpot.upper_bounds = kTpotBuckets;
   state_.e2e.upper_bounds = kE2eBuckets;
   state_.request_prompt_tokens.upper_bounds = kTokenBuckets;
@@ -240,6 +243,8 @@ void Metrics::request_finished(const FinishedRequest& r) {
   state_.request_prompt_tokens.observe(static_cast<double>(prompt));
   state_.request_generation_tokens.observe(static_cast<double>(generated));
   if (generated >= 1) state_.ttft.observe(r.ttft_s);
+  state_.queue.observe(r.queue_s);
+  if (generated >= 1) state_.prefill.observe(r.prefill_s);
   if (generated >= 2) state_.tpot.observe(r.tpot_s);
   state_.e2e.observe(r.e2e_s);
 }
@@ -313,6 +318,13 @@ std::string Metrics::render() const {
                      std::span<const std::uint64_t>(h.counts).first(h.upper_bounds.size() + 1), h.sum);
   };
   histogram("kvserve_time_to_first_token_seconds", "Time from arrival to the first generated token.", s.ttft);
+  histogram(
+      "kvserve_request_queue_time_seconds",
+      "Time from arrival to the first engine step that ran the request (the whole request when none did).",
+      s.queue);
+  histogram("kvserve_request_prefill_time_seconds",
+            "Time from the start of the first engine step that ran the request to its first generated token.",
+            s.prefill);
   histogram("kvserve_time_per_output_token_seconds",
             "Mean time per generated token after the first, per request of two tokens or more.", s.tpot);
   histogram("kvserve_e2e_request_latency_seconds", "Time from arrival to finish.", s.e2e);

@@ -31,6 +31,10 @@ struct FinishedRequest {
   double ttft_s = std::numeric_limits<double>::quiet_NaN();  // arrival -> first generated token
   double tpot_s = std::numeric_limits<double>::quiet_NaN();  // (e2e - ttft) / (generation_tokens - 1)
   double e2e_s = std::numeric_limits<double>::quiet_NaN();   // arrival -> finish
+  // TTFT in its two parts: arrival -> the start of the first step that ran the request (all of e2e
+  // when none did), and that step's start -> the first generated token.
+  double queue_s = std::numeric_limits<double>::quiet_NaN();
+  double prefill_s = std::numeric_limits<double>::quiet_NaN();
 };
 
 // The scheduler and block pool as of the end of an engine step.
@@ -92,7 +96,7 @@ class Metrics {
     double engine_device_seconds = 0;
     double engine_gap_seconds = 0;
     SchedulerState scheduler;
-    Histogram ttft, tpot, e2e, request_prompt_tokens, request_generation_tokens, engine_step;
+    Histogram ttft, queue, prefill, tpot, e2e, request_prompt_tokens, request_generation_tokens, engine_step;
   };
 
   mutable std::mutex mu_;

@@ -88,6 +88,51 @@ TEST(Engine, SameRequestSameTokensAloneBatchedPreemptedAndPrefixCached) {
   EXPECT_EQ(tight->scheduler().pool().num_free_blocks(), 40);
 }
 
+TEST(Engine, ListsARequestInTheStepThatFirstRunsItOnly) {
+  EngineConfig cfg;
+  cfg.scheduler.block_size = 8;
+  cfg.scheduler.num_blocks = 64;
+  cfg.scheduler.max_num_batched_tokens = 8;  // a's 20-token prompt runs in chunks of 8, 8, 4
+  cfg.scheduler.max_num_seqs = 1;            // b waits for a to finish
+  cfg.scheduler.max_model_len = 1024;
+  Engine engine(cfg, std::make_unique<ChecksumBackend>(64, 8, kVocab));
+  ASSERT_TRUE(engine.add_request(make_request("a", std::vector<TokenId>(20, 7), 3)).ok());
+  ASSERT_TRUE(engine.add_request(make_request("b", {1, 2, 3, 4}, 2)).ok());
+  std::vector<std::vector<RequestId>> listed;
+  int a_finished_at = -1;
+  while (engine.has_unfinished()) {
+    for (const StepOutput& out : engine.step())
+      if (out.id == "a" && out.finish != FinishReason::kNone) a_finished_at = static_cast<int>(listed.size());
+    listed.push_back(engine.first_scheduled());
+  }
+  // a: 3 prefill chunks (the last one samples its first token) and 2 decodes; then b: 2 steps.
+  ASSERT_EQ(a_finished_at, 4);
+  ASSERT_EQ(listed.size(), 7u);
+  for (size_t step = 0; step < listed.size(); ++step) {
+    const std::vector<RequestId> expected = step == 0   ? std::vector<RequestId>{"a"}
+                                            : step == 5 ? std::vector<RequestId>{"b"}
+                                                        : std::vector<RequestId>{};
+    EXPECT_EQ(listed[step], expected) << "step " << step;
+  }
+}
+
+TEST(Engine, ListsEachRequestOnceThoughPreemptedAndRecomputed) {
+  auto engine = make_engine(40, 8, 64);  // as above: a pool too small for the batch
+  const std::vector<Request> batch = random_requests(64, 11, {});
+  for (const Request& r : batch)
+    ASSERT_TRUE(engine->add_request(r).ok());
+  std::map<RequestId, int> times_listed;
+  while (engine->has_unfinished()) {
+    engine->step();
+    for (const RequestId& id : engine->first_scheduled())
+      ++times_listed[id];
+  }
+  EXPECT_GT(engine->scheduler().stats().num_preemptions, 0u);
+  ASSERT_EQ(times_listed.size(), batch.size());
+  for (const auto& [id, times] : times_listed)
+    EXPECT_EQ(times, 1) << id;
+}
+
 TEST(Engine, RejectsTokenIdsOutsideTheVocabulary) {
   auto engine = make_engine(64);
   const Status st = engine->add_request(make_request("bad", {1, kVocab, 3}, 4));

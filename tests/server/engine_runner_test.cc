@@ -280,6 +280,46 @@ TEST(EngineRunner, GapBetweenStepsCountsOnlyWhileRequestsAreUnfinished) {
   EXPECT_LT(gap, 2.0) << "the idle seconds between the requests were counted";
 }
 
+// TTFT splits into the wait for a first step and the prefill from that step's start: the runner
+// takes all three from the same instants, so per request queue + prefill = TTFT, and the sums
+// agree up to rounding. With 2 seats, the third of three 10-token requests waits for one of the
+// first two to finish: 10 steps, each followed by the 5 ms step delay.
+TEST(EngineRunner, TimeToFirstTokenIsTheQueueTimePlusThePrefillTime) {
+  Metrics metrics;
+  constexpr auto kDelay = 5ms;
+  auto runner = make_runner(0, kDelay, &metrics);
+  std::vector<RequestId> ids(3);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(
+        runner->submit(request("t" + std::to_string(i), 10), std::make_shared<RecordingChannel>(), &ids[i])
+            .ok());
+  ASSERT_TRUE(runner->wait_idle(10s));
+  std::string text = metrics.render();
+  EXPECT_EQ(sample(text, "kvserve_request_queue_time_seconds_count"), 3);
+  EXPECT_EQ(sample(text, "kvserve_request_prefill_time_seconds_count"), 3);
+  const double queue = sample(text, "kvserve_request_queue_time_seconds_sum");
+  EXPECT_GE(queue, 10 * std::chrono::duration<double>(kDelay).count());
+  EXPECT_NEAR(queue + sample(text, "kvserve_request_prefill_time_seconds_sum"),
+              sample(text, "kvserve_time_to_first_token_seconds_sum"), 1e-9);
+
+  // A request aborted while it waits counts its whole life as queue time, and has no prefill.
+  ASSERT_TRUE(runner->submit(request("long0", 200), std::make_shared<RecordingChannel>(), nullptr).ok());
+  ASSERT_TRUE(runner->submit(request("long1", 200), std::make_shared<RecordingChannel>(), nullptr).ok());
+  auto waiting = std::make_shared<RecordingChannel>();
+  RequestId waiting_id;
+  ASSERT_TRUE(runner->submit(request("waits", 10), waiting, &waiting_id).ok());
+  std::this_thread::sleep_for(50ms);
+  runner->abort(waiting_id);
+  while (waiting->finals().empty())
+    std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(waiting->tokens().empty());
+  runner->stop();
+  text = metrics.render();
+  EXPECT_EQ(sample(text, "kvserve_request_queue_time_seconds_count"), 6);
+  EXPECT_EQ(sample(text, "kvserve_request_prefill_time_seconds_count"), 5);
+  EXPECT_GE(sample(text, "kvserve_request_queue_time_seconds_sum") - queue, 0.05);
+}
+
 TEST(EngineRunner, AnEngineFailureEndsEveryRequestRefusesNewOnesAndIsReportedOnce) {
   EngineConfig cfg;
   cfg.scheduler.block_size = 4;

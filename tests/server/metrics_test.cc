@@ -191,9 +191,10 @@ void expect_valid_histogram(const Exposition& e, const std::string& name) {
 }
 
 const std::vector<std::string> kHistograms = {
-    "kvserve_time_to_first_token_seconds", "kvserve_time_per_output_token_seconds",
-    "kvserve_e2e_request_latency_seconds", "kvserve_request_prompt_tokens",
-    "kvserve_request_generation_tokens",   "kvserve_engine_step_seconds"};
+    "kvserve_time_to_first_token_seconds",  "kvserve_request_queue_time_seconds",
+    "kvserve_request_prefill_time_seconds", "kvserve_time_per_output_token_seconds",
+    "kvserve_e2e_request_latency_seconds",  "kvserve_request_prompt_tokens",
+    "kvserve_request_generation_tokens",    "kvserve_engine_step_seconds"};
 
 // One family's lines, from its HELP line up to the next family.
 std::string block(const std::string& text, const std::string& name) {
@@ -232,12 +233,13 @@ TEST(Metrics, FreshRegistryExportsEveryFamilyAtZero) {
 }
 
 TEST(Metrics, RendersKnownObservationsExactly) {
-  // Aggregates in field order: reason, prompt, generated, cached, ttft, tpot, e2e.
+  // Aggregates in field order: reason, prompt, generated, cached, ttft, tpot, e2e, queue, prefill.
   Metrics m;
-  m.request_finished({"stop", 10, 1, 0, 0.02, 0.3, 0.25});  // one token: no TPOT observed
-  m.request_finished({"length", 100, 3, 57, 0.1, 0.05, 0.5});
-  m.request_finished({"aborted", 7, 0, 0, 5, kNaN, 1000});  // no token: no TTFT observed
-  m.request_finished({"stop", 5, 2, 4, 0.01, 0.0075, 0.125});
+  m.request_finished({"stop", 10, 1, 0, 0.02, 0.3, 0.25, 0.005, 0.015});  // one token: no TPOT observed
+  m.request_finished({"length", 100, 3, 57, 0.1, 0.05, 0.5, 0.06, 0.04});
+  // No token: no TTFT and no prefill time observed, but its wait in the queue is.
+  m.request_finished({"aborted", 7, 0, 0, 5, kNaN, 1000, 1000, 2});
+  m.request_finished({"stop", 5, 2, 4, 0.01, 0.0075, 0.125});  // no queue or prefill time given
   m.set_scheduler_state({.running = 3, .waiting = 5, .kv_blocks_total = 200, .kv_blocks_free = 50});
   const std::string text = m.render();
   EXPECT_EQ(block(text, "kvserve_requests_total"),
@@ -292,6 +294,17 @@ TEST(Metrics, RendersKnownObservationsExactly) {
   EXPECT_EQ(e.value("kvserve_time_to_first_token_seconds_bucket", {{"le", "0.08"}}), 2);
   EXPECT_EQ(e.value("kvserve_time_to_first_token_seconds_bucket", {{"le", "0.1"}}), 3);
   EXPECT_DOUBLE_EQ(e.value("kvserve_time_to_first_token_seconds_sum"), 0.13);
+  EXPECT_EQ(e.value("kvserve_request_queue_time_seconds_count"), 3);
+  EXPECT_EQ(e.value("kvserve_request_queue_time_seconds_bucket", {{"le", "0.005"}}), 1);
+  EXPECT_EQ(e.value("kvserve_request_queue_time_seconds_bucket", {{"le", "0.06"}}), 2);
+  EXPECT_EQ(e.value("kvserve_request_queue_time_seconds_bucket", {{"le", "60"}}), 2);
+  EXPECT_EQ(e.value("kvserve_request_queue_time_seconds_bucket", {{"le", "+Inf"}}), 3);
+  EXPECT_DOUBLE_EQ(e.value("kvserve_request_queue_time_seconds_sum"), 1000.065);
+  EXPECT_EQ(e.value("kvserve_request_prefill_time_seconds_count"), 2);
+  EXPECT_EQ(e.value("kvserve_request_prefill_time_seconds_bucket", {{"le", "0.01"}}), 0);
+  EXPECT_EQ(e.value("kvserve_request_prefill_time_seconds_bucket", {{"le", "0.02"}}), 1);
+  EXPECT_EQ(e.value("kvserve_request_prefill_time_seconds_bucket", {{"le", "0.04"}}), 2);
+  EXPECT_DOUBLE_EQ(e.value("kvserve_request_prefill_time_seconds_sum"), 0.055);
   EXPECT_EQ(e.value("kvserve_time_per_output_token_seconds_count"), 2);
   EXPECT_DOUBLE_EQ(e.value("kvserve_time_per_output_token_seconds_sum"), 0.0575);
   EXPECT_EQ(e.value("kvserve_request_prompt_tokens_bucket", {{"le", "8"}}), 2);  // 7 and 5
@@ -385,8 +398,8 @@ TEST(Metrics, EscapesLabelValuesAndBoundsTheirNumber) {
 
 TEST(Metrics, BadInputsDoNotCorruptTheOutput) {
   Metrics m;
-  m.request_finished({"stop", -5, -1, -3, -1, kNaN, kInf});
-  m.request_finished({"length", 10, 2, 50, -0.5, kNaN, -kInf});
+  m.request_finished({"stop", -5, -1, -3, -1, kNaN, kInf, -kInf, -2});
+  m.request_finished({"length", 10, 2, 50, -0.5, kNaN, -kInf, kNaN, kInf});
   m.engine_step(kNaN);
   m.engine_step(-1);
   m.set_scheduler_state(
@@ -405,6 +418,8 @@ TEST(Metrics, BadInputsDoNotCorruptTheOutput) {
   EXPECT_EQ(e.value("kvserve_prefix_cache_hit_ratio"), 1);
   EXPECT_EQ(e.value("kvserve_time_to_first_token_seconds_bucket", {{"le", "0.001"}}), 1);  // -0.5 -> 0
   EXPECT_EQ(e.value("kvserve_time_per_output_token_seconds_count"), 0);
+  EXPECT_EQ(e.value("kvserve_request_queue_time_seconds_count"), 0);
+  EXPECT_EQ(e.value("kvserve_request_prefill_time_seconds_count"), 0);
   EXPECT_EQ(e.value("kvserve_e2e_request_latency_seconds_count"), 0);
   EXPECT_EQ(e.value("kvserve_engine_steps_total"), 2);
   EXPECT_EQ(e.value("kvserve_engine_step_seconds_count"), 1);
