@@ -14,6 +14,7 @@
 #include "server/generation_service.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
+#include "server/prompt_calls.h"
 
 namespace kvserve {
 namespace {
@@ -96,42 +97,22 @@ class InFlightCall {
 
 namespace {
 
-// One prompt's gRPC call.
-struct PromptCall {
-  grpc::ClientContext context;
-  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader;
-  std::optional<v1::GenerateResponse> first;  // streaming: read before the reply began
-  bool finished = false;                      // ended and finished
-
-  grpc::Status finish() {
-    finished = true;
-    return reader->Finish();
-  }
-  // Cancels the call unless it has ended, which aborts the request and frees its KV blocks at the
-  // engine's next step.
-  void cancel() {
-    if (finished) return;
-    context.TryCancel();
-    v1::GenerateResponse rest;
-    while (reader->Read(&rest)) {
-    }
-    finish();
-  }
-};
-
 // One HTTP request: a gRPC call per prompt (one, but for /v1/completions with a list) and the
-// reply being built. The calls run at once in the engine; their messages are read, and streamed,
-// prompt after prompt. A streaming one is kept across httplib's calls of the content provider (all
-// on the worker thread that took the request).
+// reply being built. The calls run at once in the engine; their messages go into the reply as
+// they arrive, from whichever prompt. A streaming one is kept across httplib's calls of the content
+// provider (all on the worker thread that took the request).
 struct Call {
   explicit Call(OpenAiHttpServer& server) : in_flight(server) {}
 
   InFlightCall in_flight;
   openai::ParsedRequest request;
-  std::vector<std::unique_ptr<PromptCall>> prompts;
   std::unique_ptr<openai::ReplyBuilder> reply;
-  size_t current = 0;  // streaming: the prompt whose messages go out now
-  bool done = false;   // every call has ended (or been cancelled)
+  // Every prompt's first message, read before the reply began; they go into it first, in prompt
+  // order (so the reply's id is the first prompt's).
+  std::vector<std::optional<v1::GenerateResponse>> firsts;
+  size_t firsts_sent = 0;
+  bool done = false;    // every call has ended (or been cancelled)
+  PromptCalls prompts;  // last: destroyed (cancelled, waited for) first
 
   // `message` of prompt `prompt`, with its choice index in the reply: prompt i's choice j is
   // choice i * n + j.
@@ -142,74 +123,80 @@ struct Call {
   }
 
   // Before the reply begins: every call's first message, so that a refusal of any prompt keeps its
-  // HTTP status and cancels the others at once. Not OK (the rest cancelled) when a call ended
-  // without one.
+  // HTTP status and cancels the others at once. Not OK (the rest cancelled) when a call failed, or
+  // ended without a message.
   grpc::Status read_first_messages() {
-    for (auto& prompt : prompts) {
-      prompt->first.emplace();
-      if (prompt->reader->Read(&*prompt->first)) continue;
-      const grpc::Status status = prompt->finish();
+    firsts.resize(prompts.size());
+    for (size_t received = 0; received < firsts.size();) {
+      PromptCalls::Event event = prompts.next();
+      if (event.message) {
+        firsts[event.prompt] = std::move(event.message);
+        ++received;
+        continue;
+      }
+      if (event.status.ok() && firsts[event.prompt]) continue;  // its first message was its last
       cancel();
-      return status.ok() ? grpc::Status(grpc::StatusCode::INTERNAL, "the call ended with no output") : status;
+      return event.status.ok() ? grpc::Status(grpc::StatusCode::INTERNAL, "the call ended with no output")
+                               : event.status;
     }
     return grpc::Status::OK;
   }
 
-  // Not streaming: every message of every call into the reply. Not OK (the rest cancelled) when a
-  // call fails; a refused prompt is found before the others run to their ends.
-  grpc::Status read_all() {
-    if (grpc::Status status = read_first_messages(); !status.ok()) return status;
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      reply->add(numbered(*prompts[i]->first, i));
-      v1::GenerateResponse message;
-      while (prompts[i]->reader->Read(&message))
-        reply->add(numbered(message, i));
-      if (grpc::Status status = prompts[i]->finish(); !status.ok()) {
+  // The next message for the reply: the first messages in prompt order, then whatever arrives.
+  // nullopt once every call has ended OK; a failed call's status in `failure`, the rest cancelled.
+  std::optional<v1::GenerateResponse> next_message(grpc::Status& failure) {
+    if (firsts_sent < firsts.size()) {
+      const size_t prompt = firsts_sent++;
+      v1::GenerateResponse message = std::move(*firsts[prompt]);
+      prompts.resume(prompt);
+      return std::move(numbered(message, prompt));
+    }
+    while (prompts.running() > 0) {
+      PromptCalls::Event event = prompts.next();
+      if (event.message) {
+        prompts.resume(event.prompt);
+        return std::move(numbered(*event.message, event.prompt));
+      }
+      if (!event.status.ok()) {
+        failure = event.status;
         cancel();
-        return status;
+        return std::nullopt;
       }
     }
     done = true;
-    return grpc::Status::OK;
+    return std::nullopt;
+  }
+
+  // Not streaming: every message of every call into the reply. Not OK (the rest cancelled) when a
+  // call fails, which is noticed whenever it happens.
+  grpc::Status read_all() {
+    if (grpc::Status status = read_first_messages(); !status.ok()) return status;
+    grpc::Status failure;
+    while (std::optional<v1::GenerateResponse> message = next_message(failure))
+      reply->add(*message);
+    return failure;
   }
 
   // Streaming: the next events to send: one message's chunk, or the closing events once every
   // call has ended (an error event when one failed).
   std::string next_events() {
-    while (current < prompts.size()) {
-      PromptCall& prompt = *prompts[current];
-      if (prompt.first) {
-        v1::GenerateResponse message = std::move(*prompt.first);
-        prompt.first.reset();
-        return reply->event(numbered(message, current));
-      }
-      v1::GenerateResponse message;
-      if (prompt.reader->Read(&message)) return reply->event(numbered(message, current));
-      if (const grpc::Status status = prompt.finish(); !status.ok()) {
-        cancel();
-        return openai::error_events(openai::http_status(status.error_code()), status.error_message(),
-                                    openai::code_name(status.error_code()));
-      }
-      ++current;
-    }
-    done = true;
+    grpc::Status failure;
+    if (std::optional<v1::GenerateResponse> message = next_message(failure)) return reply->event(*message);
+    if (!failure.ok())
+      return openai::error_events(openai::http_status(failure.error_code()), failure.error_message(),
+                                  openai::code_name(failure.error_code()));
     return reply->closing_events();
   }
 
-  // From another thread, while read_all() or read_first_messages() runs (the client hung up):
-  // every call is cancelled; the read returns CANCELLED at once, and the engine ends the requests
-  // (freeing their blocks) at its next step. TryCancel is the one thing a call's reads leave to
-  // other threads.
-  void interrupt() {
-    for (auto& prompt : prompts)
-      prompt->context.TryCancel();
-  }
+  // From another thread, while the calls are read (the client hung up): every call is cancelled;
+  // the reads then see CANCELLED, and the engine ends the requests (freeing their blocks) at its
+  // next step.
+  void interrupt() { prompts.interrupt(); }
 
   // The client went away, a call failed, or the server is stopping: every call still running is
   // cancelled.
   void cancel() {
-    for (auto& prompt : prompts)
-      prompt->cancel();
+    prompts.cancel();
     done = true;
   }
 };
@@ -387,13 +374,11 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
                              std::to_string(kMaxRequestIdBytes) + " bytes",
                          "invalid_argument");
   }
-  for (size_t i = 0; i < generates.size(); ++i) {
-    auto& prompt = call->prompts.emplace_back(std::make_unique<PromptCall>());
-    if (i > 0 && !call->request.generate.request_id().empty())
+  for (size_t i = 1; i < generates.size(); ++i)
+    if (!call->request.generate.request_id().empty())
       generates[i]->set_request_id(call->request.generate.request_id() + "-" + std::to_string(i));
-    forward_auth(req, prompt->context);
-    prompt->reader = stub_->Generate(&prompt->context, *generates[i]);
-  }
+  call->prompts.start(*stub_, {generates.begin(), generates.end()},
+                      [&req](grpc::ClientContext& context) { forward_auth(req, context); });
 
   // Until the reply begins, nothing is written that would fail for a client that has hung up:
   // its connection is watched instead, and a hang-up cancels the calls (their requests end, and

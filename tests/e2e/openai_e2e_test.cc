@@ -261,6 +261,38 @@ TEST(OpenAiE2E, SeveralPromptsInOneCompletionRequestAreEachTheirOwnRequest) {
       200);
 }
 
+// Streamed, several prompts' chunks go out as their tokens come, whichever prompt they are from:
+// the second prompt's tokens are not held back until the first prompt ends. 10 ms steps give each
+// token a message of its own; of the second prompt's 20 tokens, 5 chunks before the first prompt's
+// last leaves room for a loaded machine merging some (prompt after prompt, it would be 1).
+TEST(OpenAiE2E, SeveralStreamedPromptsInterleaveTheirChunks) {
+  ServerProcess server(with_openai({"--debug-step-delay-ms", "10"}));
+  const Json body{{"prompt", Json::parse(R"(["The paged cache", [5, 9, 13, 21]])")},
+                  {"max_tokens", 20},
+                  {"ignore_eos", true},
+                  {"logprobs", 0},
+                  {"stream", true}};
+  const HttpReply streamed = post(server.openai_port(), "/v1/completions", body);
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  const std::vector<Json> chunks = events(streamed.body);
+  ASSERT_FALSE(chunks.empty());
+  EXPECT_EQ(chunks.back(), "[DONE]");
+  std::vector<int> tokens(2, 0);
+  int second_before_first_ended = 0;
+  bool first_ended = false;
+  for (const Json& chunk : chunks) {
+    if (chunk == "[DONE]") continue;
+    for (const Json& choice : chunk["choices"]) {
+      const size_t index = choice["index"].get<size_t>();
+      tokens.at(index) += static_cast<int>(choice["logprobs"]["tokens"].size());
+      if (index == 1 && !first_ended) ++second_before_first_ended;
+      if (index == 0 && !choice["finish_reason"].is_null()) first_ended = true;
+    }
+  }
+  EXPECT_EQ(tokens, std::vector<int>({20, 20}));
+  EXPECT_GE(second_before_first_ended, 5) << streamed.body;
+}
+
 // lm-evaluation-harness's loglikelihood request (token-id prompts, echo, logprobs 1, max_tokens 1):
 // the logprobs echoed for a continuation are those the server reported when it generated that
 // continuation itself over gRPC, and a greedy continuation reads as greedy (each token its
