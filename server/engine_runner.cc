@@ -175,6 +175,7 @@ void EngineRunner::loop() {
         outputs = engine_->step();
       } catch (const std::exception& e) {
         spdlog::error("engine step failed: {}; ending every request and stopping the server", e.what());
+        note_first_scheduled(start);
         // Under the lock that submit() takes, before the inbox is emptied below for the last time:
         // every request is either in it or refused.
         std::lock_guard lock(mu_);
@@ -186,8 +187,7 @@ void EngineRunner::loop() {
       }
       const auto now = Clock::now();
       step_end = now;
-      for (const RequestId& id : engine_->first_scheduled())
-        if (auto it = live_.find(id); it != live_.end()) it->second.first_scheduled = start;
+      note_first_scheduled(start);
       if (options_.metrics)
         options_.metrics->engine_step(seconds_between(start, now),
                                       engine_->backend().device_seconds() - device_before);
@@ -236,6 +236,11 @@ void EngineRunner::loop() {
   publish_status();
   const std::string failure = this->failure();
   if (!failure.empty() && options_.on_engine_failure) options_.on_engine_failure(failure);
+}
+
+void EngineRunner::note_first_scheduled(Clock::time_point step_start) {
+  for (const RequestId& id : engine_->first_scheduled())
+    if (auto it = live_.find(id); it != live_.end()) it->second.first_scheduled = step_start;
 }
 
 void EngineRunner::admit(std::vector<Pending>& pending) {

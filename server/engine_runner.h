@@ -111,6 +111,8 @@ class EngineRunner {
 
   void loop();
   void admit(std::vector<Pending>& pending);
+  // Ends the wait in the queue of the requests the last step (started at `step_start`) ran first.
+  void note_first_scheduled(std::chrono::steady_clock::time_point step_start);
   // Sends the final output and forgets the request.
   void end_request(const RequestId& id, Live& live, StepOutput final_output);
   // Copies the scheduler's state into the status GetServerStatus reads; `finishing` requests the

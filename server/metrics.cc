@@ -13,7 +13,7 @@ namespace {
 // TTFT: a short prompt on a GPU answers in ~10-100 ms and TTFT objectives are usually set between
 // 100 ms and 1 s, hence 20 ms steps up to 100 ms and fine steps to 1 s; long prompts and queueing
 // under load reach seconds, and 60 s is past any client's patience. TTFT's two parts, time in the
-// queue and prefill time, share its buckets, so that their quantiles line up with its own.
+// queue and prefill time, share its buckets, so that their quantiles read on the same scale.
 constexpr std::array<double, 21> kTtftBuckets = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06,
                                                  0.08,  0.1,    0.15,  0.2,  0.3,  0.5,  0.75,
                                                  1,     2.5,    5,     10,   20,   30,   60};

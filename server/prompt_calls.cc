@@ -59,19 +59,22 @@ PromptCalls::~PromptCalls() {
 void PromptCalls::start(v1::Generation::StubInterface& stub,
                         const std::vector<const v1::GenerateRequest*>& requests,
                         const std::function<void(grpc::ClientContext&)>& prepare) {
-  for (size_t i = 0; i < requests.size(); ++i)
-    calls_.push_back(std::make_unique<Call>(*this, i));
+  // A call joins calls_ only once nothing can throw before it starts: cancel() and the destructor
+  // then wait for the ends of exactly the calls that run.
+  calls_.reserve(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {
-    Call& call = *calls_[i];
-    prepare(call.context);
-    stub.async()->Generate(&call.context, requests[i], &call);
+    auto call = std::make_unique<Call>(*this, i);
+    prepare(call->context);
     {
       std::lock_guard lock(mu_);
-      call.reading = true;
+      call->reading = true;
+      calls_.push_back(std::move(call));
     }
-    call.AddHold();
-    call.StartRead(&call.incoming);
-    call.StartCall();
+    Call& started = *calls_.back();
+    stub.async()->Generate(&started.context, requests[i], &started);
+    started.AddHold();
+    started.StartRead(&started.incoming);
+    started.StartCall();
   }
 }
 

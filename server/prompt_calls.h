@@ -39,7 +39,8 @@ class PromptCalls {
   PromptCalls& operator=(const PromptCalls&) = delete;
 
   // Starts a call per request (requests[i] is prompt i; each must outlive the calls); `prepare`
-  // sets up each call's context (metadata) before it starts. Called once.
+  // sets up each call's context (metadata) before it starts. Called once. If `prepare` throws, the
+  // calls started before it run on (the destructor cancels them).
   void start(v1::Generation::StubInterface& stub, const std::vector<const v1::GenerateRequest*>& requests,
              const std::function<void(grpc::ClientContext&)>& prepare);
   size_t size() const { return calls_.size(); }
@@ -52,8 +53,10 @@ class PromptCalls {
   // Calls whose end next() has not returned yet.
   size_t running() const;
 
-  // From any thread (a hang-up noticed elsewhere): cancels every call; each ends CANCELLED (its
-  // request is aborted and frees its KV blocks at the engine's next step), as next() then says.
+  // From any thread (a hang-up noticed elsewhere): cancels every call (its request is aborted and
+  // frees its KV blocks at the engine's next step). A call still running ends CANCELLED, as next()
+  // then says; one whose message is held ends when resume()d or cancel()led; one already finished
+  // keeps its own status.
   void interrupt();
   // Cancels every call still running and waits until all have ended; their messages are dropped.
   void cancel();

@@ -264,7 +264,8 @@ TEST(OpenAiE2E, SeveralPromptsInOneCompletionRequestAreEachTheirOwnRequest) {
 // Streamed, several prompts' chunks go out as their tokens come, whichever prompt they are from:
 // the second prompt's tokens are not held back until the first prompt ends. 10 ms steps give each
 // token a message of its own; of the second prompt's 20 tokens, 5 chunks before the first prompt's
-// last leaves room for a loaded machine merging some (prompt after prompt, it would be 1).
+// last leaves room for a loaded machine merging some (prompt after prompt, it was 0). The first
+// chunk is the first prompt's, and every chunk carries the reply's one id.
 TEST(OpenAiE2E, SeveralStreamedPromptsInterleaveTheirChunks) {
   ServerProcess server(with_openai({"--debug-step-delay-ms", "10"}));
   const Json body{{"prompt", Json::parse(R"(["The paged cache", [5, 9, 13, 21]])")},
@@ -272,16 +273,19 @@ TEST(OpenAiE2E, SeveralStreamedPromptsInterleaveTheirChunks) {
                   {"ignore_eos", true},
                   {"logprobs", 0},
                   {"stream", true}};
-  const HttpReply streamed = post(server.openai_port(), "/v1/completions", body);
+  const HttpReply streamed =
+      post(server.openai_port(), "/v1/completions", body, {{"X-Request-Id", "interleaved"}});
   ASSERT_EQ(streamed.status, 200) << streamed.body;
   const std::vector<Json> chunks = events(streamed.body);
   ASSERT_FALSE(chunks.empty());
   EXPECT_EQ(chunks.back(), "[DONE]");
+  EXPECT_EQ(chunks.front()["choices"][0]["index"], 0);
   std::vector<int> tokens(2, 0);
   int second_before_first_ended = 0;
   bool first_ended = false;
   for (const Json& chunk : chunks) {
     if (chunk == "[DONE]") continue;
+    EXPECT_EQ(chunk["id"], "cmpl-interleaved");
     for (const Json& choice : chunk["choices"]) {
       const size_t index = choice["index"].get<size_t>();
       tokens.at(index) += static_cast<int>(choice["logprobs"]["tokens"].size());

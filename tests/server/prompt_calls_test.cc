@@ -12,6 +12,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -91,13 +92,13 @@ class PromptCallsTest : public ::testing::Test {
 
 TEST_F(PromptCallsTest, MergesTheCallsEachInOrderThenItsEnd) {
   PromptCalls calls;
-  start(calls, {{"a", 5}, {"b", 3}, {"c", 0}});
-  ASSERT_EQ(calls.size(), 3u);
+  start(calls, {{"a", 5}, {"b", 3}, {"c", 0}, {"d", 1}});  // d's first message is its last
+  ASSERT_EQ(calls.size(), 4u);
   std::map<size_t, std::vector<uint32_t>> tokens;
   std::map<size_t, int> ends;
   while (calls.running() > 0) {
     PromptCalls::Event event = calls.next();
-    ASSERT_LT(event.prompt, 3u);
+    ASSERT_LT(event.prompt, 4u);
     if (event.message) {
       EXPECT_EQ(ends[event.prompt], 0) << "a message after its call's end";
       EXPECT_EQ(event.message->request_id(), "p" + std::to_string(event.prompt));
@@ -111,7 +112,8 @@ TEST_F(PromptCallsTest, MergesTheCallsEachInOrderThenItsEnd) {
   EXPECT_EQ(tokens[0], std::vector<uint32_t>({0, 1, 2, 3, 4}));
   EXPECT_EQ(tokens[1], std::vector<uint32_t>({0, 1, 2}));
   EXPECT_TRUE(tokens[2].empty());
-  EXPECT_EQ(ends, (std::map<size_t, int>{{0, 1}, {1, 1}, {2, 1}}));
+  EXPECT_EQ(tokens[3], std::vector<uint32_t>({0}));
+  EXPECT_EQ(ends, (std::map<size_t, int>{{0, 1}, {1, 1}, {2, 1}, {3, 1}}));
   // Nothing left: next() says so instead of blocking.
   EXPECT_EQ(calls.next().status.error_code(), grpc::StatusCode::INTERNAL);
 }
@@ -160,13 +162,22 @@ TEST_F(PromptCallsTest, TheDestructorCancelsRunningCalls) {
   {
     PromptCalls calls;
     start(calls, {{"endless", 0}, {"endless", 0}});
-    ASSERT_TRUE(calls.next().message.has_value());
+    // A message from each: both handlers run (the second one's is held, the first read on).
+    std::set<size_t> seen;
+    while (seen.size() < 2) {
+      PromptCalls::Event event = calls.next();
+      ASSERT_TRUE(event.message.has_value());
+      seen.insert(event.prompt);
+      if (event.prompt == 0) calls.resume(0);
+    }
   }
   for (int i = 0; i < 500 && service_.cancelled < 2; ++i)
     std::this_thread::sleep_for(10ms);
   EXPECT_EQ(service_.cancelled, 2);
 }
 
+// Prompt 0 is read on throughout; prompt 1's first message is held until prompt 0 has ended (so
+// the interrupt has happened), and its call then ends CANCELLED once resumed.
 TEST_F(PromptCallsTest, AnInterruptFromAnotherThreadEndsEveryCallCancelled) {
   PromptCalls calls;
   start(calls, {{"endless", 0}, {"endless", 0}});
@@ -175,12 +186,20 @@ TEST_F(PromptCallsTest, AnInterruptFromAnotherThreadEndsEveryCallCancelled) {
     calls.interrupt();
   });
   std::map<size_t, grpc::StatusCode> ends;
+  bool held = false;
   while (calls.running() > 0) {
     PromptCalls::Event event = calls.next();
-    if (event.message)
-      calls.resume(event.prompt);
-    else
+    if (!event.message) {
       ends[event.prompt] = event.status.error_code();
+    } else if (event.prompt == 0) {
+      calls.resume(0);
+    } else {
+      held = true;
+    }
+    if (held && ends.contains(0)) {
+      calls.resume(1);
+      held = false;
+    }
   }
   interrupter.join();
   EXPECT_EQ(ends, (std::map<size_t, grpc::StatusCode>{{0, grpc::StatusCode::CANCELLED},
