@@ -14,6 +14,7 @@
 #include "server/generation_service.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
+#include "server/openai_responses.h"
 #include "server/prompt_calls.h"
 
 namespace kvserve {
@@ -23,7 +24,8 @@ using Json = nlohmann::ordered_json;
 
 constexpr const char* kJson = "application/json";
 constexpr const char* kRoutes =
-    "this server serves POST /v1/completions, POST /v1/chat/completions, GET /v1/models, POST /tokenize, "
+    "this server serves POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, GET /v1/models, "
+    "POST /tokenize, "
     "POST /detokenize and GET /health";
 
 void reply_error(httplib::Response& res, int status, const std::string& message, const std::string& code) {
@@ -106,7 +108,7 @@ struct Call {
 
   InFlightCall in_flight;
   openai::ParsedRequest request;
-  std::unique_ptr<openai::ReplyBuilder> reply;
+  std::unique_ptr<openai::Reply> reply;
   // Every prompt's first message, read before the reply began; they go into it first, in prompt
   // order (so the reply's id is the first prompt's).
   std::vector<std::optional<v1::GenerateResponse>> firsts;
@@ -134,7 +136,9 @@ struct Call {
         ++received;
         continue;
       }
-      if (event.status.ok() && firsts[event.prompt]) continue;  // its first message was its last
+      // (A call that has given its first message ends only once resume()d: an end here is a
+      // call's without one. Kept as a guard.)
+      if (event.status.ok() && firsts[event.prompt]) continue;
       cancel();
       return event.status.ok() ? grpc::Status(grpc::StatusCode::INTERNAL, "the call ended with no output")
                                : event.status;
@@ -177,14 +181,14 @@ struct Call {
     return failure;
   }
 
-  // Streaming: the next events to send: one message's chunk, or the closing events once every
-  // call has ended (an error event when one failed).
+  // Streaming: the next events to send: one message's, or the closing events once every call has
+  // ended (failure events when one failed).
   std::string next_events() {
     grpc::Status failure;
     if (std::optional<v1::GenerateResponse> message = next_message(failure)) return reply->event(*message);
     if (!failure.ok())
-      return openai::error_events(openai::http_status(failure.error_code()), failure.error_message(),
-                                  openai::code_name(failure.error_code()));
+      return reply->failure_events(openai::http_status(failure.error_code()), failure.error_message(),
+                                   openai::code_name(failure.error_code()));
     return reply->closing_events();
   }
 
@@ -247,6 +251,9 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
   });
   server->Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
     generate(openai::Endpoint::kChatCompletions, req, res);
+  });
+  server->Post("/v1/responses", [this](const httplib::Request& req, httplib::Response& res) {
+    generate(openai::Endpoint::kResponses, req, res);
   });
   server->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
     grpc::ClientContext context;
@@ -349,7 +356,12 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
                        "the server is shutting down and takes no new requests; retry on another replica",
                        "unavailable");
   auto call = std::make_shared<Call>(*this);
-  if (Status s = openai::parse_request(endpoint, req.body, options_.served, &call->request); !s.ok())
+  nlohmann::ordered_json responses_echo;
+  if (Status s =
+          endpoint == openai::Endpoint::kResponses
+              ? openai::parse_responses_request(req.body, options_.served, &call->request, &responses_echo)
+              : openai::parse_request(endpoint, req.body, options_.served, &call->request);
+      !s.ok())
     return reply_parse_error(res, s);
   if (req.has_header("X-Request-Id")) {
     const std::string id = req.get_header_value("X-Request-Id");
@@ -357,8 +369,12 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
       return reply_error(res, 400, "the X-Request-Id header must be printable ASCII", "invalid_argument");
     call->request.generate.set_request_id(id);
   }
-  call->reply = std::make_unique<openai::ReplyBuilder>(
-      call->request, static_cast<int64_t>(std::time(nullptr)), options_.tokenizer.get());
+  const auto created = static_cast<int64_t>(std::time(nullptr));
+  if (endpoint == openai::Endpoint::kResponses)
+    call->reply = std::make_unique<openai::ResponsesReply>(call->request, std::move(responses_echo), created,
+                                                           options_.tokenizer.get());
+  else
+    call->reply = std::make_unique<openai::ReplyBuilder>(call->request, created, options_.tokenizer.get());
   // A call per prompt, all started at once; a client's X-Request-Id names the first, "-1", "-2",
   // ... added for the others.
   std::vector<v1::GenerateRequest*> generates = {&call->request.generate};

@@ -709,8 +709,9 @@ Status parse_chat(const Fields& f, const ServedApi& served, ParsedRequest* out) 
   return refuse_if_set(f, "audio", "not supported (this server produces text only)");
 }
 
-// The body as a JSON object, bounded before it is parsed.
-Status read_body(std::string_view body, Json* json) {
+}  // namespace
+
+Status read_request_body(std::string_view body, Json* json) {
   if (std::string over = json_over_limits(body, kMaxJsonDepth, kMaxJsonMembers); !over.empty())
     return Status::InvalidArgument("request body: " + over);
   try {
@@ -724,13 +725,11 @@ Status read_body(std::string_view body, Json* json) {
   return Status::Ok();
 }
 
-}  // namespace
-
 Status parse_request(Endpoint endpoint, std::string_view body, const ServedApi& served, ParsedRequest* out) {
   *out = ParsedRequest{};
   out->endpoint = endpoint;
   Json json;
-  KVSERVE_RETURN_IF_ERROR(read_body(body, &json));
+  KVSERVE_RETURN_IF_ERROR(read_request_body(body, &json));
   const Fields fields(json);
   KVSERVE_RETURN_IF_ERROR(parse_common(fields, served.model, out));
   return endpoint == Endpoint::kCompletions ? parse_completions(fields, served, out)
@@ -740,7 +739,7 @@ Status parse_request(Endpoint endpoint, std::string_view body, const ServedApi& 
 Status parse_tokenize_request(std::string_view body, const ServedApi& served, ParsedTokenize* out) {
   *out = ParsedTokenize{};
   Json json;
-  KVSERVE_RETURN_IF_ERROR(read_body(body, &json));
+  KVSERVE_RETURN_IF_ERROR(read_request_body(body, &json));
   const Fields f(json);
   KVSERVE_RETURN_IF_ERROR(check_model(f, served.model));
   KVSERVE_RETURN_IF_ERROR(f.boolean("return_token_strs", &out->return_token_strs));
@@ -774,7 +773,7 @@ Status parse_tokenize_request(std::string_view body, const ServedApi& served, Pa
 Status parse_detokenize_request(std::string_view body, const ServedApi& served, v1::DetokenizeRequest* out) {
   *out = v1::DetokenizeRequest{};
   Json json;
-  KVSERVE_RETURN_IF_ERROR(read_body(body, &json));
+  KVSERVE_RETURN_IF_ERROR(read_request_body(body, &json));
   const Fields f(json);
   KVSERVE_RETURN_IF_ERROR(check_model(f, served.model));
   const Json* tokens = f.find("tokens");

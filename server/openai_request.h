@@ -12,13 +12,17 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/status.h"
 #include "kvserve/v1/kvserve.pb.h"
 #include "server/tool_calls.h"
 
 namespace kvserve::openai {
 
-enum class Endpoint { kCompletions, kChatCompletions };
+// The generation endpoints. kResponses (server/openai_responses.h) is read into a chat request, so
+// a ParsedRequest's endpoint is only ever one of the other two.
+enum class Endpoint { kCompletions, kChatCompletions, kResponses };
 
 struct ParsedRequest {
   Endpoint endpoint = Endpoint::kCompletions;
@@ -62,6 +66,10 @@ struct ServedApi {
 // are ignored, as OpenAI's clients send many optional ones; fields it knows but cannot honour are
 // refused.
 Status parse_request(Endpoint endpoint, std::string_view body, const ServedApi& served, ParsedRequest* out);
+
+// A request body read as a JSON object, within the bounds of engine/json_limits.h (checked before
+// it is parsed); INVALID_ARGUMENT naming "request body" otherwise.
+Status read_request_body(std::string_view body, nlohmann::ordered_json* json);
 
 // POST /tokenize, as vLLM's: {"prompt": "text", "add_special_tokens": true} or {"messages": [...],
 // "add_generation_prompt", "continue_final_message", "chat_template_kwargs", "tools"} (the prompt

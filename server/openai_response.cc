@@ -289,6 +289,11 @@ Json ReplyBuilder::usage() const {
 }
 
 std::string ReplyBuilder::event(const v1::GenerateResponse& message) {
+  const std::optional<Json> json = chunk(message);
+  return json ? sse(*json) : std::string();
+}
+
+std::optional<Json> ReplyBuilder::chunk(const v1::GenerateResponse& message) {
   Choice& choice = choices_[message.index()];
   note_usage(message, choice);
   const bool finished = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
@@ -303,7 +308,7 @@ std::string ReplyBuilder::event(const v1::GenerateResponse& message) {
     if (!text.content.empty() || !choice.role_sent) delta["content"] = text.content;
     if (!text.calls.empty()) delta["tool_calls"] = call_deltas(text.calls, choice);
     choice.role_sent = true;
-    if (delta.empty() && !finished && !new_tokens) return {};
+    if (delta.empty() && !finished && !new_tokens) return std::nullopt;
     chunk = head("chat.completion.chunk");
     out["delta"] = std::move(delta);
   } else {
@@ -312,7 +317,7 @@ std::string ReplyBuilder::event(const v1::GenerateResponse& message) {
       content = echo_text(prompt_of(message.index())) + content;
       choice.echoed = true;
     }
-    if (content.empty() && !finished && !new_tokens) return {};
+    if (content.empty() && !finished && !new_tokens) return std::nullopt;
     chunk = head("text_completion");
     out["text"] = std::move(content);
   }
@@ -321,10 +326,10 @@ std::string ReplyBuilder::event(const v1::GenerateResponse& message) {
   chunk["choices"] = Json::array({std::move(out)});
   // With usage asked for, every chunk says it has none: the last one, after the choices, has it.
   if (request_.include_usage) chunk["usage"] = nullptr;
-  return sse(chunk);
+  return chunk;
 }
 
-std::string ReplyBuilder::closing_events() const {
+std::string ReplyBuilder::closing_events() {
   std::string events;
   if (request_.include_usage) {
     Json chunk =
@@ -355,7 +360,16 @@ void ReplyBuilder::add(const v1::GenerateResponse& message) {
   logprobs_of(message, choice);
 }
 
+std::string ReplyBuilder::failure_events(int http_status, const std::string& message,
+                                         const std::string& code) {
+  return error_events(http_status, message, code);
+}
+
 std::string ReplyBuilder::body() const {
+  return dump(whole());
+}
+
+Json ReplyBuilder::whole() const {
   const bool chat = request_.endpoint == Endpoint::kChatCompletions;
   Json reply = head(chat ? "chat.completion" : "text_completion");
   Json choices = Json::array();
@@ -398,7 +412,7 @@ std::string ReplyBuilder::body() const {
   // Chat's is the conversation's, beside the choices (as vLLM's).
   if (chat && request_.prompt_logprobs) reply["prompt_logprobs"] = vllm_prompt_logprobs(0);
   reply["usage"] = usage();
-  return dump(reply);
+  return reply;
 }
 
 int http_status(grpc::StatusCode code) {

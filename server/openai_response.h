@@ -21,23 +21,49 @@
 
 namespace kvserve::openai {
 
-// The reply to one call. Choices are kept apart by the messages' `index`.
-class ReplyBuilder {
+// A call's reply as the HTTP layer writes it, whichever API's shape it has: built from the call's
+// kvserve.v1.GenerateResponse messages, either whole or as server-sent events.
+class Reply {
+ public:
+  virtual ~Reply() = default;
+
+  // Streaming: the events for one message, or "" when it carries nothing a client would see.
+  virtual std::string event(const v1::GenerateResponse& message) = 0;
+  // Streaming, after the call ended OK: the events that close the stream.
+  virtual std::string closing_events() = 0;
+  // Streaming: the events that end a stream whose call failed after it began.
+  virtual std::string failure_events(int http_status, const std::string& message,
+                                     const std::string& code) = 0;
+
+  // Not streaming: folds in one message; body() is then the whole reply.
+  virtual void add(const v1::GenerateResponse& message) = 0;
+  virtual std::string body() const = 0;
+};
+
+// The reply to one /v1/completions or /v1/chat/completions call. Choices are kept apart by the
+// messages' `index`.
+class ReplyBuilder final : public Reply {
  public:
   // `created` is the Unix time of the call; `tokenizer` (may be null) spells tokens in logprobs.
   ReplyBuilder(const ParsedRequest& request, int64_t created, const Tokenizer* tokenizer);
 
-  // Streaming: the event ("data: {chunk}\n\n") for one message, or "" when it carries nothing a
-  // client would see.
-  std::string event(const v1::GenerateResponse& message);
+  // Streaming: "data: {chunk}\n\n" for one message, or "" when it carries nothing a client would see.
+  std::string event(const v1::GenerateResponse& message) override;
   // Streaming, after the call ended OK: the usage chunk (when asked for) and "data: [DONE]".
-  std::string closing_events() const;
+  std::string closing_events() override;
+  // An error object as an event, then "data: [DONE]".
+  std::string failure_events(int http_status, const std::string& message, const std::string& code) override;
+  void add(const v1::GenerateResponse& message) override;
+  std::string body() const override;
 
-  // Not streaming: folds in one message; body() is then the whole reply.
-  void add(const v1::GenerateResponse& message);
-  std::string body() const;
+  // For a reply in another shape built on this one (server/openai_responses.h): the chunk event()
+  // sends, as JSON (nullopt for none), and the usage so far.
+  std::optional<nlohmann::ordered_json> chunk(const v1::GenerateResponse& message);
+  nlohmann::ordered_json usage() const;
 
  private:
+  nlohmann::ordered_json whole() const;  // what body() writes
+
   struct Choice {
     std::string text;
     // Logprobs so far, in the endpoint's shape: chat's `content` entries, or completions' four
@@ -80,7 +106,6 @@ class ReplyBuilder {
   // vLLM's prompt_logprobs: null for the first token, then for each prompt token an object of it
   // and its alternatives, by token id.
   nlohmann::ordered_json vllm_prompt_logprobs(uint32_t prompt) const;
-  nlohmann::ordered_json usage() const;
   std::string token_text(uint32_t id) const;
 
   const ParsedRequest& request_;

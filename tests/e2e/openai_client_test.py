@@ -604,6 +604,79 @@ def check_chat_stream(check, port, served):
           "chat with content as one text part (and model null): the same reply", repr(r2))
 
 
+def parse_typed_sse(text):
+    """The Responses API's stream: `event: TYPE` and `data: {json}` per event, each followed by a
+    blank line, with no [DONE]; returns (type, payload) pairs, raising ValueError on any other shape."""
+    if not text.endswith("\n\n"):
+        raise ValueError("the stream does not end with a blank line")
+    events = []
+    for event in text[:-2].split("\n\n"):
+        lines = event.split("\n")
+        if len(lines) != 2 or not lines[0].startswith("event: ") or not lines[1].startswith("data: "):
+            raise ValueError(f"not an event line and a data line: {event[:200]!r}")
+        payload = loads(lines[1][len("data: "):])
+        if payload.get("type") != lines[0][len("event: "):]:
+            raise ValueError(f"the event's name is not its data's type: {event[:200]!r}")
+        events.append((payload["type"], payload))
+    return events
+
+
+def check_responses(check, port, served):
+    """POST /v1/responses: the conversation of check_chat_stream as instructions and input items
+    gives the chat endpoint's greedy reply, as a response object and as the Responses stream."""
+    chat = {"model": served, "temperature": 0, "max_completion_tokens": 16,
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"},
+                         {"role": "assistant", "content": "Hi."}, {"role": "user", "content": "Why is the sky blue?"}]}
+    c = request(port, "POST", "/v1/chat/completions", chat)
+    if not check(c.status == 200, "responses: the chat reference is 200", repr(c)):
+        return
+    want, want_usage = c.json()["choices"][0]["message"]["content"], c.json()["usage"]
+    want_status = "incomplete" if c.json()["choices"][0]["finish_reason"] == "length" else "completed"
+    body = {"model": served, "temperature": 0, "max_output_tokens": 16, "instructions": "Be brief.",
+            "input": [{"role": "user", "content": "Hello?"},
+                      {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hi."}]},
+                      {"role": "user", "content": [{"type": "input_text", "text": "Why is the sky blue?"}]}]}
+    r = request(port, "POST", "/v1/responses", body, headers={"X-Request-Id": "py-resp"})
+    if not check(r.status == 200, "responses: 200", {"request": body, "reply": repr(r)}):
+        return
+    resp = r.json()
+    out = resp.get("output") or [{}]
+    text = ((out[0].get("content") or [{}])[0]).get("text")
+    check(resp.get("id") == "resp_py-resp" and resp.get("object") == "response" and resp.get("model") == served
+          and resp.get("status") == want_status and len(out) == 1 and out[0].get("type") == "message"
+          and out[0].get("role") == "assistant" and out[0].get("id", "").startswith("msg_"),
+          "responses: a response object of one assistant message, its status as the chat reply's finish", resp)
+    check(text == want, "responses: the message's output_text is the chat endpoint's greedy reply",
+          {"responses": text, "chat": want})
+    u = resp.get("usage") or {}
+    check(u.get("input_tokens") == want_usage["prompt_tokens"] and u.get("output_tokens") == want_usage["completion_tokens"]
+          and u.get("total_tokens") == want_usage["total_tokens"]
+          and isinstance(u.get("input_tokens_details", {}).get("cached_tokens"), int),
+          "responses: usage in input/output tokens, as the chat reply counts them", {"got": u, "chat": want_usage})
+    check(resp.get("instructions") == "Be brief." and resp.get("max_output_tokens") == 16 and resp.get("store") is False,
+          "responses: the request's settings repeated, store false", resp)
+
+    s = request(port, "POST", "/v1/responses", dict(body, stream=True))
+    try:
+        events = parse_typed_sse(s.body)
+    except ValueError as e:
+        check(False, "responses stream: typed server-sent events", f"{e}; {s!r}")
+        return
+    types = [t for t, _ in events]
+    deltas = "".join(p["delta"] for t, p in events if t == "response.output_text.delta")
+    final = events[-1][1].get("response", {}) if events else {}
+    check(s.status == 200 and types[:2] == ["response.created", "response.in_progress"]
+          and types[-1] == f"response.{want_status}"
+          and [p.get("sequence_number") for _, p in events] == list(range(len(events))),
+          "responses stream: created, in_progress, ..., then completed (or incomplete), numbered from 0", types)
+    check(deltas == want and final.get("output", [{}])[0].get("content", [{}])[0].get("text") == want,
+          "responses stream: the text deltas, and the final response's text, are the greedy reply",
+          {"deltas": deltas, "want": want})
+    e = request(port, "POST", "/v1/responses", dict(body, previous_response_id="resp_x"))
+    check(is_error(e, 400, "invalid_argument") and "previous_response_id" in e.json()["error"]["message"],
+          "responses: previous_response_id is refused (nothing is stored), naming the field", repr(e))
+
+
 def check_errors(check, port, served):
     cases = [
         ("invalid JSON", "/v1/completions", b'{"prompt": "x", ', 400, None, "JSON"),
@@ -826,6 +899,7 @@ def main():
         check_seeds(check, srv.http_port)
         check_structured(check, srv.http_port)
         check_chat_stream(check, srv.http_port, served)
+        check_responses(check, srv.http_port, served)
         check_errors(check, srv.http_port, served)
         check_concurrent(check, srv.http_port)
     except Exception:

@@ -885,6 +885,95 @@ TEST(OpenAiE2E, ToolCallsComeBackAsToolCallsWholeAndStreamed) {
   EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
 }
 
+// The Responses API on the same server: a named function's call comes back as a function_call
+// item, whole and streamed alike (the same seed); the prompt is the one the chat endpoint renders
+// for the same question and tools; and the call and its output, sent back as input items, render
+// the prompt the chat endpoint renders for the same turns (token for token).
+TEST(OpenAiE2E, TheResponsesApiReturnsFunctionCallItemsAndTakesTheirOutputs) {
+  ServerProcess server(with_openai(
+      {"--chat-template", std::string(KVSERVE_TEST_DATA) + "/chat_templates/hermes_tools.jinja"}));
+  const std::string question = "Weather in Oslo for two days?";
+  Json flat_tools = Json::array();  // Responses' function tools: the function's fields at the top
+  for (const Json& tool : kWeatherTools) {
+    Json flat = tool["function"];
+    flat["type"] = "function";
+    flat_tools.push_back(flat);
+  }
+  const Json chat_body{{"messages", {{{"role", "user"}, {"content", question}}}},
+                       {"tools", kWeatherTools},
+                       {"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}},
+                       {"max_tokens", 160},
+                       {"seed", 5}};
+  const HttpReply chat = post(server.openai_port(), "/v1/chat/completions", chat_body);
+  ASSERT_EQ(chat.status, 200) << chat.body;
+
+  Json body{{"input", question},
+            {"tools", flat_tools},
+            {"tool_choice", {{"type", "function"}, {"name", "get_weather"}}},
+            {"max_output_tokens", 160},
+            {"seed", 5}};
+  const HttpReply whole = post(server.openai_port(), "/v1/responses", body);
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  const Json response = Json::parse(whole.body);
+  EXPECT_EQ(response["status"], "completed");
+  ASSERT_EQ(response["output"].size(), 1u) << whole.body;
+  const Json& call = response["output"][0];
+  EXPECT_EQ(call["type"], "function_call");
+  EXPECT_EQ(call["status"], "completed");
+  EXPECT_EQ(call["name"], "get_weather");
+  const Json parsed_arguments = Json::parse(call["arguments"].get<std::string>());
+  EXPECT_TRUE(parsed_arguments["city"].is_string() && parsed_arguments["days"].is_number_integer()) << call;
+  EXPECT_EQ(response["usage"]["input_tokens"], Json::parse(chat.body)["usage"]["prompt_tokens"]);
+  EXPECT_EQ(call["call_id"].get<std::string>().rfind("call_", 0), 0u);
+  EXPECT_EQ(call["id"].get<std::string>().rfind("fc_", 0), 0u);
+
+  body["stream"] = true;
+  const HttpReply streamed = post(server.openai_port(), "/v1/responses", body);
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  std::string arguments, done_arguments, last_type;
+  for (size_t at = 0; (at = streamed.body.find("data: ", at)) != std::string::npos;) {
+    const size_t end = streamed.body.find("\n\n", at);
+    ASSERT_NE(end, std::string::npos);
+    const Json event = Json::parse(streamed.body.substr(at + 6, end - at - 6));
+    last_type = event["type"];
+    if (last_type == "response.function_call_arguments.delta") arguments += event["delta"].get<std::string>();
+    if (last_type == "response.function_call_arguments.done") done_arguments = event["arguments"];
+    at = end;
+  }
+  EXPECT_EQ(arguments, call["arguments"]);
+  EXPECT_EQ(done_arguments, call["arguments"]);
+  EXPECT_EQ(last_type, "response.completed");
+
+  // The next turn: the call and its output as input items, against the chat turns they stand for.
+  Json turn{{"input",
+             {{{"role", "user"}, {"content", question}},
+              {{"type", "function_call"},
+               {"call_id", "call_1"},
+               {"name", "get_weather"},
+               {"arguments", call["arguments"]}},
+              {{"type", "function_call_output"}, {"call_id", "call_1"}, {"output", "sunny, 21 C"}}}},
+            {"tools", flat_tools},
+            {"max_output_tokens", 2}};
+  const HttpReply next = post(server.openai_port(), "/v1/responses", turn);
+  ASSERT_EQ(next.status, 200) << next.body;
+  Json chat_turn{{"messages",
+                  {{{"role", "user"}, {"content", question}},
+                   {{"role", "assistant"},
+                    {"content", nullptr},
+                    {"tool_calls",
+                     {{{"id", "call_1"},
+                       {"type", "function"},
+                       {"function", {{"name", "get_weather"}, {"arguments", call["arguments"]}}}}}}},
+                   {{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", "sunny, 21 C"}}}},
+                 {"tools", kWeatherTools},
+                 {"max_tokens", 2}};
+  const HttpReply chat_next = post(server.openai_port(), "/v1/chat/completions", chat_turn);
+  ASSERT_EQ(chat_next.status, 200) << chat_next.body;
+  EXPECT_EQ(Json::parse(next.body)["usage"]["input_tokens"],
+            Json::parse(chat_next.body)["usage"]["prompt_tokens"]);
+  EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
+}
+
 TEST(OpenAiE2E, ToolChoiceAutoNeedsAToolCallFormat) {
   // The default model's template (Llama 2 style) teaches no call format: "auto" is refused with
   // what to do instead, and a named function still works.

@@ -8,7 +8,7 @@
 // reply builder (server/openai_response.h) writes two made-up response messages for it, streamed
 // or whole as the body asks, each document of which must be JSON. A refusal at either stage is
 // written as the HTTP server writes it (error_body, error_events), which must be JSON too. The same
-// body is also read as POST /tokenize and /detokenize.
+// body is also read as POST /tokenize and /detokenize, and as POST /v1/responses (check_responses).
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -20,6 +20,7 @@
 
 #include "server/openai_request.h"
 #include "server/openai_response.h"
+#include "server/openai_responses.h"
 #include "tests/fuzz/request_fixture.h"
 
 const char* const kvserve::fuzz::kTargetName = "fuzz_openai_request";
@@ -195,6 +196,66 @@ void check_replies(const openai::ParsedRequest& parsed, std::string_view bytes) 
   }
 }
 
+// The same body read as POST /v1/responses: refused with INVALID_ARGUMENT or NOT_FOUND, or read
+// into a chat request whose reply to two made-up messages (text from the input, the second
+// finishing) is a response object whole, and streamed typed events ("event: T" and JSON data of
+// type T, numbered from 0) ending in response.completed or response.incomplete.
+void check_responses(std::string_view body, const openai::ServedApi& served) {
+  openai::ParsedRequest parsed;
+  nlohmann::ordered_json echo;
+  const kvserve::Status status = openai::parse_responses_request(body, served, &parsed, &echo);
+  if (!status.ok()) {
+    check(status.code() == kvserve::StatusCode::kInvalidArgument ||
+              status.code() == kvserve::StatusCode::kNotFound,
+          "a refused /v1/responses body gets INVALID_ARGUMENT or NOT_FOUND");
+    return;
+  }
+  check(parsed.endpoint == openai::Endpoint::kChatCompletions && parsed.generate.has_chat() &&
+            parsed.more_prompts.empty() && parsed.generate.n() <= 1,
+        "a Responses request is one chat request of one choice");
+  kvserve::v1::GenerateResponse messages[2];
+  for (int m = 0; m < 2; ++m) {
+    messages[m].set_request_id("fuzz-1");
+    messages[m].set_text(std::string(body.substr(m * body.size() / 2, 48)));
+    messages[m].add_token_ids(static_cast<uint32_t>(m));
+  }
+  messages[1].set_finish_reason(body.size() % 2 ? kvserve::v1::FINISH_REASON_LENGTH
+                                                : kvserve::v1::FINISH_REASON_STOP);
+  messages[1].mutable_usage()->set_prompt_tokens(7);
+  messages[1].mutable_usage()->set_completion_tokens(2);
+  for (const bool stream : {false, true}) {
+    parsed.stream = stream;
+    openai::ResponsesReply reply(parsed, echo, 1700000000, nullptr);
+    if (!stream) {
+      for (const kvserve::v1::GenerateResponse& message : messages)
+        reply.add(message);
+      const Json whole = parse_document(reply.body());
+      check(whole.value("object", "") == "response" && whole["output"].is_array() &&
+                whole.value("model", "") == kServedModel,
+            "a whole Responses reply is a response object with its output items");
+      continue;
+    }
+    const std::string events = reply.event(messages[0]) + reply.event(messages[1]) + reply.closing_events();
+    size_t pos = 0;
+    int64_t sequence = 0;
+    std::string last;
+    while (pos < events.size()) {
+      const size_t data = events.find("\ndata: ", pos);
+      const size_t end = events.find("\n\n", pos);
+      check(events.compare(pos, 7, "event: ") == 0 && data != std::string::npos && end != std::string::npos &&
+                data < end,
+            "every Responses event is an event line and a data line, then a blank line");
+      last = events.substr(pos + 7, data - pos - 7);
+      const Json event = parse_document(events.substr(data + 7, end - data - 7));
+      check(event.value("type", "") == last && event.value("sequence_number", -1) == sequence++,
+            "a Responses event's data has its type and the next sequence number");
+      pos = end + 2;
+    }
+    check(last == "response.completed" || last == "response.incomplete",
+          "a Responses stream ends with response.completed or response.incomplete");
+  }
+}
+
 // The body's own JSON where parse_request took it (so it is JSON and not too deep), to check
 // fields whose proto zero means "not set" against what the client sent.
 Json body_json(std::string_view body) {
@@ -230,6 +291,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (const kvserve::Status s = openai::parse_detokenize_request(body, served, &detokenize); !s.ok())
     check(s.code() == kvserve::StatusCode::kInvalidArgument || s.code() == kvserve::StatusCode::kNotFound,
           "a refused /detokenize body gets INVALID_ARGUMENT or NOT_FOUND");
+
+  check_responses(body, served);
 
   openai::ParsedRequest parsed;
   const kvserve::Status status = openai::parse_request(endpoint, body, served, &parsed);

@@ -344,6 +344,10 @@ void openai_request_seeds() {
     write_seed(target, "chat_" + name, std::string(1, static_cast<char>(1 | format << 1)) + body);
   };
   constexpr char kHermes = 1, kLlama3Json = 2;
+  // Read as every endpoint's body (and as /v1/responses'), whatever byte 0 says.
+  const auto responses = [&](const std::string& name, const std::string& body, char format = 0) {
+    write_seed(target, "responses_" + name, std::string(1, static_cast<char>(1 | format << 1)) + body);
+  };
   completions("minimal", R"({"model": "tiny", "prompt": "Hello world"})");
   completions("stream_usage_logprobs",
               R"({"model": "tiny", "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0.7, )"
@@ -360,6 +364,22 @@ void openai_request_seeds() {
   completions("choice_stream", R"({"prompt": "Sentiment:", "stream": true, "logprobs": 0, )"
                                R"("response_format": {"type": "choice", "choice": ["positive", "negative", )"
                                R"("caf\u00e9 \ud83d\ude00"]}})");
+  responses(
+      "items_tools_stream",
+      R"({"model": "tiny", "instructions": "Be brief.", "input": [{"role": "developer", "content": )"
+      R"("Use tools."}, {"role": "user", "content": [{"type": "input_text", "text": "Weather in Oslo?"}]}, )"
+      R"({"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": )"
+      R"("{\"city\": \"Oslo\"}"}, {"type": "function_call_output", "call_id": "call_1", "output": )"
+      R"("Sunny"}], "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": )"
+      R"("object", "properties": {"city": {"type": "string"}}}}], "max_output_tokens": 16, "stream": true})",
+      kHermes);
+  responses("named_function",
+            R"({"input": "Weather?", "tools": [{"type": "function", "name": "f", )"
+            R"("parameters": {"type": "object", "properties": {"c": {"type": "string"}}}}], )"
+            R"("tool_choice": {"type": "function", "name": "f"}})");
+  responses("text_format", R"({"input": "A person", "text": {"format": {"type": "json_schema", "name": "p", )"
+                           R"("schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}})");
+  responses("refused_previous_response", R"({"input": "x", "previous_response_id": "resp_1"})");
   completions("wrong_model", R"({"model": "gpt-4o-mini", "prompt": "x"})");
   completions("several_prompts", R"({"prompt": ["Once", [1, 450, 45], "upon"], "n": 2, "max_tokens": 4, )"
                                  R"("stream": true, "stream_options": {"include_usage": true}})");

@@ -1,0 +1,80 @@
+// OpenAI's Responses API (POST /v1/responses), which OpenAI's newer clients and agent SDKs speak,
+// served on top of the chat endpoint: the request's instructions and input items become a chat
+// conversation, its function tools and text format the chat request's tools and response_format,
+// so it runs through the same parser, chat template, tool-call reader and limits. The reply is the
+// chat reply's chunks rewritten as a response object's output items: whole, or as the Responses
+// stream's typed events (response.created, response.output_text.delta, ..., response.completed).
+//
+// Stateless: nothing is stored, so previous_response_id and conversation are refused and a client
+// sends the whole conversation in `input` (as it does with store false). Function tools only.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <random>
+#include <string>
+#include <string_view>
+
+#include "engine/status.h"
+#include "engine/tokenizer.h"
+#include "server/openai_request.h"
+#include "server/openai_response.h"
+
+namespace kvserve::openai {
+
+// Reads a Responses request into the chat request it stands for (out->endpoint is chat). `echo`
+// receives the request's settings that a response object repeats (instructions, tools, ...).
+// A request for another model is NOT_FOUND; anything else wrong is INVALID_ARGUMENT naming the
+// Responses field.
+Status parse_responses_request(std::string_view body, const ServedApi& served, ParsedRequest* out,
+                               nlohmann::ordered_json* echo);
+
+// The reply to one Responses call, built from the chat reply's chunks (`request` is the chat
+// request parse_responses_request made), so that streamed and whole replies hold the same items.
+class ResponsesReply final : public Reply {
+ public:
+  ResponsesReply(const ParsedRequest& request, nlohmann::ordered_json echo, int64_t created,
+                 const Tokenizer* tokenizer);
+
+  // The first message's events begin with response.created and response.in_progress.
+  std::string event(const v1::GenerateResponse& message) override;
+  // The open item's done events, then response.completed (response.incomplete when the output
+  // reached max_output_tokens).
+  std::string closing_events() override;
+  // An error event, then response.failed.
+  std::string failure_events(int http_status, const std::string& message, const std::string& code) override;
+  void add(const v1::GenerateResponse& message) override;
+  std::string body() const override;
+
+ private:
+  // Folds one chat chunk into the output items; the events for it (streaming) or "" (whole).
+  std::string consume(const nlohmann::ordered_json& chunk);
+  std::string add_text(const std::string& text);
+  std::string start_call(int chat_index, const nlohmann::ordered_json& call);
+  std::string add_arguments(int chat_index, const std::string& arguments);
+  // Marks the last item done (status "completed" or "incomplete"): its done events.
+  std::string close_item(const char* status);
+  // One server-sent event: "event: <type>" and its data, numbered. "" when not streaming.
+  std::string emit(const char* type, nlohmann::ordered_json fields);
+  // The response object in `status`, with the output so far.
+  nlohmann::ordered_json response(const char* status) const;
+  bool incomplete() const { return finish_reason_ == "length"; }
+  std::string new_id(const char* prefix);
+
+  ReplyBuilder chat_;
+  nlohmann::ordered_json echo_;
+  const bool streaming_;
+  const int64_t created_;
+  const std::string model_;
+  std::string id_;  // "resp_" and the request id, from the first message
+  nlohmann::ordered_json output_ = nlohmann::ordered_json::array();
+  bool item_open_ = false;           // the last output item is still being written
+  std::map<int, size_t> call_item_;  // a chat tool call's index -> its output item
+  std::string finish_reason_;        // the chat choice's
+  int64_t sequence_ = 0;             // the next event's sequence_number
+  std::mt19937_64 id_rng_{std::random_device{}()};
+};
+
+}  // namespace kvserve::openai

@@ -1,0 +1,373 @@
+// The Responses API's translation, both ways: request bodies into the chat request they stand for
+// (every field, every refusal naming the Responses field), and gRPC messages into a response
+// object and the Responses stream's events. Expected values are written from OpenAI's API
+// reference for /v1/responses, not from the code's output.
+#include "server/openai_responses.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+namespace kvserve::openai {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr const char* kModel = "my-model";
+const ServedApi kServed{.model = kModel};
+const ServedApi kServedHermes{.model = kModel, .tool_call_format = ToolCallFormat::kHermes};
+
+struct Parsed {
+  ParsedRequest request;
+  nlohmann::ordered_json echo;
+};
+
+Parsed parse_ok(const std::string& body, const ServedApi& served = kServed) {
+  Parsed out;
+  const Status s = parse_responses_request(body, served, &out.request, &out.echo);
+  EXPECT_TRUE(s.ok()) << body << " -> " << s.message();
+  return out;
+}
+
+// The message of a refused body; fails the test if it was accepted.
+std::string refusal(const std::string& body, StatusCode code = StatusCode::kInvalidArgument) {
+  Parsed out;
+  const Status s = parse_responses_request(body, kServed, &out.request, &out.echo);
+  EXPECT_FALSE(s.ok()) << body << " was accepted";
+  EXPECT_EQ(s.code(), code) << body << " -> " << s.message();
+  return s.message();
+}
+
+TEST(ResponsesRequest, InstructionsAndATextInputAreASystemAndAUserMessage) {
+  const Parsed p = parse_ok(R"({"model": "my-model", "instructions": "Be brief.", "input": "Hi",
+      "max_output_tokens": 5, "temperature": 0.5, "top_p": 0.9, "metadata": {"k": "v"}, "store": true,
+      "user": "ann", "truncation": "disabled", "include": [], "reasoning": null})");
+  const ParsedRequest& r = p.request;
+  EXPECT_EQ(r.endpoint, Endpoint::kChatCompletions);
+  const v1::Chat& chat = r.generate.chat();
+  ASSERT_EQ(chat.messages_size(), 2);
+  EXPECT_EQ(chat.messages(0).role(), "system");
+  EXPECT_EQ(chat.messages(0).content(), "Be brief.");
+  EXPECT_EQ(chat.messages(1).role(), "user");
+  EXPECT_EQ(chat.messages(1).content(), "Hi");
+  EXPECT_EQ(r.generate.stop().max_tokens(), 5u);
+  EXPECT_FLOAT_EQ(r.generate.sampling().temperature(), 0.5f);
+  EXPECT_FLOAT_EQ(r.generate.sampling().top_p(), 0.9f);
+  EXPECT_FALSE(r.stream);
+  EXPECT_EQ(r.model, kModel);
+  // What a response object repeats of its request.
+  EXPECT_EQ(Json::parse(p.echo.dump()), Json::parse(R"({"instructions": "Be brief.", "max_output_tokens": 5,
+      "metadata": {"k": "v"}, "temperature": 0.5, "top_p": 0.9, "user": "ann"})"));
+  // OpenAI's default temperature is 1 here too; stream goes through.
+  const Parsed defaults = parse_ok(R"({"input": "Hi", "stream": true})");
+  EXPECT_FLOAT_EQ(defaults.request.generate.sampling().temperature(), 1.0f);
+  EXPECT_TRUE(defaults.request.stream);
+  EXPECT_EQ(defaults.request.generate.stop().max_tokens(), 0u);  // the server's default
+}
+
+TEST(ResponsesRequest, InputItemsBecomeChatTurns) {
+  // A conversation with a function call and its output: the assistant's text and its call are one
+  // chat turn; a developer message is a system one; reasoning items are left out.
+  const Parsed p = parse_ok(R"({"input": [
+      {"role": "developer", "content": "Use tools."},
+      {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "one"},
+                                                      {"type": "input_text", "text": "two"}]},
+      {"type": "reasoning", "id": "rs_1", "summary": []},
+      {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Let me look."}]},
+      {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{\"a\": 1}"},
+      {"type": "function_call", "call_id": "call_2", "name": "g", "arguments": "{}"},
+      {"type": "function_call_output", "call_id": "call_1", "output": "42"},
+      {"type": "function_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "ok"}]}]})");
+  const v1::Chat& chat = p.request.generate.chat();
+  ASSERT_EQ(chat.messages_size(), 5);
+  EXPECT_EQ(chat.messages(0).role(), "system");
+  EXPECT_EQ(chat.messages(0).content(), "Use tools.");
+  EXPECT_EQ(chat.messages(1).role(), "user");
+  EXPECT_EQ(chat.messages(1).content(), "one\ntwo");
+  EXPECT_EQ(chat.messages(2).role(), "assistant");
+  EXPECT_EQ(chat.messages(2).content(), "Let me look.");
+  // The calls reach the template as chat's tool_calls, arguments as objects (as templates read them).
+  EXPECT_EQ(Json::parse(chat.messages(2).extra_json()), Json::parse(R"({"tool_calls": [
+      {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}},
+      {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": {}}}]})"));
+  EXPECT_EQ(chat.messages(3).role(), "tool");
+  EXPECT_EQ(chat.messages(3).content(), "42");
+  EXPECT_EQ(Json::parse(chat.messages(3).extra_json()), Json::parse(R"({"tool_call_id": "call_1"})"));
+  EXPECT_EQ(chat.messages(4).content(), "ok");
+  // A call with no text before it is an assistant turn of its own, with null content.
+  const Parsed alone = parse_ok(R"({"input": [{"role": "user", "content": "x"},
+      {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}]})");
+  ASSERT_EQ(alone.request.generate.chat().messages_size(), 2);
+  EXPECT_EQ(Json::parse(alone.request.generate.chat().messages(1).extra_json())["content"], nullptr);
+}
+
+TEST(ResponsesRequest, FunctionToolsToolChoiceAndTextFormatAreChatsOwn) {
+  const std::string tools =
+      R"("tools": [{"type": "function", "name": "get_weather", "description": "Weather.",
+      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+      "strict": true}])";
+  const Parsed p = parse_ok(R"({"input": "Oslo?", )" + tools + "}", kServedHermes);
+  EXPECT_EQ(Json::parse(p.request.generate.chat().tools_json()), Json::parse(R"([{"type": "function",
+      "function": {"name": "get_weather", "description": "Weather.", "parameters": {"type": "object",
+      "properties": {"city": {"type": "string"}}, "required": ["city"]}, "strict": true}}])"));
+  ASSERT_TRUE(p.request.tool_calls.has_value());  // "auto": the model's own format is read
+  EXPECT_EQ(Json::parse(p.echo.dump())["tools"][0]["name"], "get_weather");  // echoed as sent
+
+  // A named function: the reply is constrained to its arguments, as chat's named tool_choice.
+  const Parsed named = parse_ok(R"({"input": "x", )" + tools +
+                                R"(, "tool_choice": {"type": "function", "name": "get_weather"}})");
+  ASSERT_TRUE(named.request.tool_calls.has_value());
+  EXPECT_TRUE(named.request.generate.has_response_format());
+  EXPECT_FALSE(named.request.tool_calls->calls_end_the_turn());  // "stop", as OpenAI's named calls
+  EXPECT_FALSE(parse_ok(R"({"input": "x", )" + tools + R"(, "tool_choice": "none"})").request.tool_calls);
+
+  // text.format: a JSON schema or any JSON object constrains the reply; plain text does not.
+  const Parsed schema = parse_ok(R"({"input": "x", "text": {"format": {"type": "json_schema", "name": "w",
+      "schema": {"type": "object", "properties": {"t": {"type": "integer"}}, "required": ["t"]}, "strict": true}}})");
+  EXPECT_TRUE(schema.request.generate.has_response_format());
+  EXPECT_TRUE(parse_ok(R"({"input": "x", "text": {"format": {"type": "json_object"}}})")
+                  .request.generate.has_response_format());
+  EXPECT_FALSE(parse_ok(R"({"input": "x", "text": {"format": {"type": "text"}}})")
+                   .request.generate.has_response_format());
+}
+
+TEST(ResponsesRequest, WhatCannotBeHonouredIsRefusedNamingTheField) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"input": "x", "previous_response_id": "resp_1"})",
+       "previous_response_id: kvserve stores no responses"},
+      {R"({"input": "x", "conversation": "conv_1"})", "conversation: kvserve stores no conversations"},
+      {R"({"input": "x", "background": true})", "background: not supported"},
+      {R"({"input": "x", "include": ["message.output_text.logprobs"]})", "include: kvserve adds nothing"},
+      {R"({"input": "x", "truncation": "auto"})", "truncation: only \"disabled\""},
+      {R"({"input": "x", "top_logprobs": 3})", "top_logprobs: logprobs are not returned"},
+      {R"({"input": "x", "max_tool_calls": 2})", "max_tool_calls: not supported"},
+      {R"({"input": "x", "max_output_tokens": 0})", "max_output_tokens: expected a positive integer"},
+      {R"({"input": "x", "tools": [{"type": "web_search"}]})", "tools[0].type: only \"function\" tools"},
+      {R"({"input": "x", "tools": [{"type": "function"}]})", "tools[0].name: expected the function's name"},
+      {R"({"input": "x", "tool_choice": {"type": "file_search"}})", "tool_choice: expected \"none\""},
+      {R"({"input": "x", "text": {"format": {"type": "xml"}}})", "text.format.type: expected \"text\""},
+      {R"({})", "input: expected a string or a list of input items"},
+      {R"({"input": []})", "input: holds no message"},
+      {R"({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]})",
+       "input[0].content[0].type: only text parts"},
+      {R"({"input": [{"role": "critic", "content": "x"}]})", "input[0].role: \"critic\" is not a role"},
+      {R"({"input": [{"type": "item_reference", "id": "msg_1"}]})",
+       "input[0].type: \"item_reference\" items"},
+      {R"({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}]})",
+       "input[0].arguments: expected the JSON text of an object"},
+      {R"({"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]})",
+       "input[0].call_id: expected a string"},
+      {R"({"input": [{"type": "function_call_output", "call_id": "c"}]})", "input[0].output: expected"},
+      {R"([1])", "request body: expected a JSON object"},
+  };
+  for (const auto& [body, message] : cases)
+    EXPECT_EQ(refusal(body).rfind(message, 0), 0u) << body << " -> " << refusal(body);
+  EXPECT_NE(refusal(R"({"input": "x", "model": "other"})", StatusCode::kNotFound).find("other"),
+            std::string::npos);
+}
+
+v1::GenerateResponse message(const std::string& text,
+                             v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED) {
+  v1::GenerateResponse m;
+  m.set_request_id("r7");
+  m.set_text(text);
+  m.add_token_ids(1);
+  m.set_finish_reason(finish);
+  if (finish != v1::FINISH_REASON_UNSPECIFIED) {
+    m.mutable_usage()->set_prompt_tokens(12);
+    m.mutable_usage()->set_completion_tokens(3);
+    m.mutable_usage()->set_cached_prompt_tokens(8);
+  }
+  return m;
+}
+
+// A stream's events: each one's "event:" name, which must match its data's type.
+std::vector<Json> events_of(const std::string& events) {
+  std::vector<Json> out;
+  size_t pos = 0;
+  while (pos < events.size()) {
+    const size_t data = events.find("\ndata: ", pos);
+    const size_t end = events.find("\n\n", pos);
+    EXPECT_EQ(events.compare(pos, 7, "event: "), 0) << events.substr(pos);
+    if (data == std::string::npos || end == std::string::npos) break;
+    const std::string name = events.substr(pos + 7, data - pos - 7);
+    out.push_back(Json::parse(events.substr(data + 7, end - data - 7)));
+    EXPECT_EQ(out.back()["type"], name);
+    pos = end + 2;
+  }
+  return out;
+}
+
+std::vector<std::string> types_of(const std::vector<Json>& events) {
+  std::vector<std::string> types;
+  for (const Json& e : events)
+    types.push_back(e["type"]);
+  return types;
+}
+
+// The reply to `messages` both ways: the whole body, and the stream's events.
+struct Replies {
+  Json whole;
+  std::vector<Json> events;
+};
+Replies replies(const std::string& body, const ServedApi& served,
+                const std::vector<v1::GenerateResponse>& messages) {
+  Replies out;
+  const Parsed whole = parse_ok(body, served);
+  ResponsesReply reply(whole.request, whole.echo, 1700000000, nullptr);
+  for (const v1::GenerateResponse& m : messages)
+    reply.add(m);
+  out.whole = Json::parse(reply.body());
+  Parsed streamed = parse_ok(body, served);
+  streamed.request.stream = true;
+  ResponsesReply stream(streamed.request, streamed.echo, 1700000000, nullptr);
+  std::string events;
+  for (const v1::GenerateResponse& m : messages)
+    events += stream.event(m);
+  out.events = events_of(events + stream.closing_events());
+  return out;
+}
+
+// The ids of output items are random: `item` without its id, which must have `prefix`.
+Json without_id(Json item, const std::string& prefix) {
+  EXPECT_EQ(item["id"].get<std::string>().rfind(prefix, 0), 0u) << item;
+  EXPECT_EQ(item["id"].get<std::string>().size(), prefix.size() + 24) << item;
+  item.erase("id");
+  return item;
+}
+
+TEST(ResponsesReply, TextIsAMessageItemWithTheUsageInResponsesTerms) {
+  const Replies r = replies(R"({"input": "x", "instructions": "Be brief.", "max_output_tokens": 3})", kServed,
+                            {message("Hel"), message(""), message("lo", v1::FINISH_REASON_STOP)});
+  Json whole = r.whole;
+  ASSERT_EQ(whole["output"].size(), 1u);
+  EXPECT_EQ(without_id(whole["output"][0], "msg_"), Json::parse(R"({"type": "message", "status": "completed",
+      "role": "assistant", "content": [{"type": "output_text", "text": "Hello", "annotations": [], "logprobs": []}]})"));
+  whole.erase("output");
+  EXPECT_EQ(whole, Json::parse(R"({"id": "resp_r7", "object": "response", "created_at": 1700000000,
+      "status": "completed", "background": false, "error": null, "incomplete_details": null,
+      "instructions": "Be brief.", "max_output_tokens": 3, "model": "my-model", "parallel_tool_calls": true,
+      "previous_response_id": null, "reasoning": {"effort": null, "summary": null}, "store": false,
+      "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
+      "top_p": 1.0, "truncation": "disabled",
+      "usage": {"input_tokens": 12, "input_tokens_details": {"cached_tokens": 8}, "output_tokens": 3,
+                "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 15},
+      "user": null, "metadata": {}})"));
+
+  // Streamed: the Responses events in order, numbered from 0; the deltas join to the text, and the
+  // last event's response is the whole reply.
+  EXPECT_EQ(types_of(r.events),
+            (std::vector<std::string>{"response.created", "response.in_progress",
+                                      "response.output_item.added", "response.content_part.added",
+                                      "response.output_text.delta", "response.output_text.delta",
+                                      "response.output_text.done", "response.content_part.done",
+                                      "response.output_item.done", "response.completed"}));
+  std::string text;
+  for (size_t i = 0; i < r.events.size(); ++i) {
+    EXPECT_EQ(r.events[i]["sequence_number"], i);
+    if (r.events[i]["type"] == "response.output_text.delta") text += r.events[i]["delta"].get<std::string>();
+  }
+  EXPECT_EQ(text, "Hello");
+  EXPECT_EQ(r.events[0]["response"]["status"], "in_progress");
+  EXPECT_EQ(r.events[0]["response"]["output"], Json::array());
+  EXPECT_EQ(r.events[0]["response"]["usage"], nullptr);
+  const std::string item_id = r.events[2]["item"]["id"];
+  for (size_t i = 3; i < 8; ++i)
+    EXPECT_EQ(r.events[i]["item_id"], item_id) << r.events[i];
+  EXPECT_EQ(r.events[6]["text"], "Hello");
+  Json completed = r.events.back()["response"];
+  EXPECT_EQ(completed["output"][0]["id"], item_id);
+  completed["output"][0].erase("id");
+  whole = r.whole;
+  whole["output"][0].erase("id");
+  EXPECT_EQ(completed, whole);
+}
+
+TEST(ResponsesReply, OutputCutAtMaxOutputTokensIsIncomplete) {
+  const Replies r = replies(R"({"input": "x", "max_output_tokens": 3})", kServed,
+                            {message("abc", v1::FINISH_REASON_LENGTH)});
+  EXPECT_EQ(r.whole["status"], "incomplete");
+  EXPECT_EQ(r.whole["incomplete_details"], Json::parse(R"({"reason": "max_output_tokens"})"));
+  EXPECT_EQ(r.whole["output"][0]["status"], "incomplete");
+  EXPECT_EQ(r.events.back()["type"], "response.incomplete");
+  EXPECT_EQ(r.events.back()["response"]["status"], "incomplete");
+  EXPECT_EQ(r.events[r.events.size() - 2]["item"]["status"], "incomplete");
+}
+
+TEST(ResponsesReply, ToolCallsAreFunctionCallItemsAfterTheText) {
+  const std::string body = R"({"input": "Oslo?", "tools": [{"type": "function", "name": "get_weather",
+      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]})";
+  const Replies r =
+      replies(body, kServedHermes,
+              {message("Checking.\n<tool"), message("_call>\n{\"name\": \"get_weather\", "),
+               message("\"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>", v1::FINISH_REASON_STOP)});
+  ASSERT_EQ(r.whole["output"].size(), 2u);
+  EXPECT_EQ(r.whole["status"], "completed");  // a turn that ends in calls is complete
+  EXPECT_EQ(r.whole["output"][0]["content"][0]["text"], "Checking.");
+  Json call = without_id(r.whole["output"][1], "fc_");
+  const std::string call_id = call["call_id"];
+  EXPECT_EQ(call_id.rfind("call_", 0), 0u);  // what the client answers with function_call_output
+  call.erase("call_id");
+  EXPECT_EQ(call, Json::parse(R"({"type": "function_call", "status": "completed",
+      "arguments": "{\"city\":\"Oslo\"}", "name": "get_weather"})"));
+
+  EXPECT_EQ(types_of(r.events),
+            (std::vector<std::string>{
+                "response.created", "response.in_progress", "response.output_item.added",
+                "response.content_part.added", "response.output_text.delta", "response.output_text.done",
+                "response.content_part.done", "response.output_item.done", "response.output_item.added",
+                "response.function_call_arguments.delta", "response.function_call_arguments.done",
+                "response.output_item.done", "response.completed"}));
+  const Json& added = r.events[8];
+  EXPECT_EQ(added["output_index"], 1);
+  EXPECT_EQ(added["item"]["type"], "function_call");
+  EXPECT_EQ(added["item"]["name"], "get_weather");
+  EXPECT_EQ(added["item"]["arguments"], "");
+  EXPECT_EQ(added["item"]["status"], "in_progress");
+  EXPECT_EQ(r.events[9]["item_id"], added["item"]["id"]);
+  EXPECT_EQ(r.events[9]["delta"], "{\"city\":\"Oslo\"}");
+  EXPECT_EQ(r.events[10]["arguments"], "{\"city\":\"Oslo\"}");
+  EXPECT_EQ(r.events[11]["item"]["status"], "completed");
+}
+
+// A named function: the reply is the call's arguments, streamed as they come, and nothing else
+// (no empty message item before the call).
+TEST(ResponsesReply, ANamedFunctionsArgumentsStreamAsTheyCome) {
+  const std::string body = R"({"input": "Oslo?", "tools": [{"type": "function", "name": "get_weather",
+      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+      "tool_choice": {"type": "function", "name": "get_weather"}})";
+  const Replies r =
+      replies(body, kServed, {message("{\"city\": "), message("\"Oslo\"}", v1::FINISH_REASON_STOP)});
+  ASSERT_EQ(r.whole["output"].size(), 1u) << r.whole;
+  EXPECT_EQ(r.whole["output"][0]["type"], "function_call");
+  EXPECT_EQ(r.whole["output"][0]["arguments"], "{\"city\": \"Oslo\"}");
+  EXPECT_EQ(r.whole["status"], "completed");
+  EXPECT_EQ(types_of(r.events),
+            (std::vector<std::string>{
+                "response.created", "response.in_progress", "response.output_item.added",
+                "response.function_call_arguments.delta", "response.function_call_arguments.delta",
+                "response.function_call_arguments.done", "response.output_item.done", "response.completed"}));
+  EXPECT_EQ(r.events[3]["delta"], "{\"city\": ");
+  EXPECT_EQ(r.events[4]["delta"], "\"Oslo\"}");
+}
+
+TEST(ResponsesReply, AFailureAfterTheStreamBeganIsAnErrorThenResponseFailed) {
+  Parsed p = parse_ok(R"({"input": "x", "stream": true})");
+  ResponsesReply reply(p.request, p.echo, 1, nullptr);
+  EXPECT_EQ(events_of(reply.event(message("a"))).size(), 5u);  // created, in_progress, item, part, delta
+  const std::vector<Json> failed =
+      events_of(reply.failure_events(503, "the server is shutting down", "unavailable"));
+  ASSERT_EQ(failed.size(), 2u);
+  EXPECT_EQ(failed[0], Json::parse(R"({"type": "error", "sequence_number": 5, "code": "unavailable",
+      "message": "the server is shutting down", "param": null})"));
+  EXPECT_EQ(failed[1]["type"], "response.failed");
+  EXPECT_EQ(failed[1]["response"]["status"], "failed");
+  EXPECT_EQ(failed[1]["response"]["error"],
+            Json::parse(R"({"code": "unavailable", "message": "the server is shutting down"})"));
+}
+
+}  // namespace
+}  // namespace kvserve::openai
