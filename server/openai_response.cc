@@ -365,7 +365,7 @@ std::string ReplyBuilder::failure_events(int http_status, const std::string& mes
   return error_events(http_status, message, code);
 }
 
-std::string ReplyBuilder::body() const {
+std::string ReplyBuilder::body() {
   return dump(whole());
 }
 

@@ -37,7 +37,7 @@ class Reply {
 
   // Not streaming: folds in one message; body() is then the whole reply.
   virtual void add(const v1::GenerateResponse& message) = 0;
-  virtual std::string body() const = 0;
+  virtual std::string body() = 0;
 };
 
 // The reply to one /v1/completions or /v1/chat/completions call. Choices are kept apart by the
@@ -54,7 +54,7 @@ class ReplyBuilder final : public Reply {
   // An error object as an event, then "data: [DONE]".
   std::string failure_events(int http_status, const std::string& message, const std::string& code) override;
   void add(const v1::GenerateResponse& message) override;
-  std::string body() const override;
+  std::string body() override;
 
   // For a reply in another shape built on this one (server/openai_responses.h): the chunk event()
   // sends, as JSON (nullopt for none), and the usage so far.

@@ -81,6 +81,7 @@ Status add_input_item(const Json& item, const std::string& field, Json& messages
     if (std::string over = json_over_limits(arguments, kMaxRequestJsonDepth, kMaxRequestJsonMembers);
         !over.empty())
       return invalid(field + ".arguments", over);
+    if (arguments.empty()) arguments = "{}";  // as the chat endpoint reads it (a call with no arguments)
     if (!Json::parse(arguments, nullptr, /*allow_exceptions=*/false).is_object())
       return invalid(field + ".arguments", "expected the JSON text of an object");
     Json call{
@@ -165,6 +166,36 @@ Status chat_response_format(const Json& text, Json& chat) {
   return invalid("text.format.type", "expected \"text\", \"json_object\" or \"json_schema\"");
 }
 
+// Two system messages' contents (strings, or lists of text parts) as one, a blank line between.
+Json join_texts(const Json& first, const Json& second) {
+  const auto text = [](const Json& content) {
+    if (content.is_string()) return content.get<std::string>();
+    std::string joined;
+    for (const Json& part : content)
+      joined += (joined.empty() ? "" : "\n") + part["text"].get<std::string>();
+    return joined;
+  };
+  return text(first) + "\n\n" + text(second);
+}
+
+// A message of the chat parser's, which names the chat request's fields, with the names this
+// request used for them (the messages it checks are built from this request's fields).
+std::string responses_field_names(std::string message) {
+  const auto replace_prefix = [&](std::string_view chat, std::string_view responses) {
+    if (message.starts_with(chat)) message.replace(0, chat.size(), responses);
+  };
+  // tools[i].function.x -> tools[i].x
+  if (message.starts_with("tools[")) {
+    if (const size_t at = message.find("].function."); at != std::string::npos && at < message.find(':'))
+      message.erase(at + 1, std::string_view(".function").size());
+  }
+  replace_prefix("tool_choice.function.name", "tool_choice.name");
+  replace_prefix("response_format.json_schema.", "text.format.");
+  replace_prefix("response_format", "text.format");
+  replace_prefix("max_tokens", "max_output_tokens");
+  return message;
+}
+
 // What the Responses API cannot do here, each with what to send instead.
 Status refuse_unsupported(const Json& body) {
   struct Refusal {
@@ -180,12 +211,31 @@ Status refuse_unsupported(const Json& body) {
   };
   for (const Refusal& r : kRefused)
     if (find(body, r.field)) return invalid(r.field, r.why);
+  // The chat endpoint's names, which this endpoint would otherwise ignore (a client ported from
+  // chat would lose its token limit or its format without a word).
+  static constexpr Refusal kChatNames[] = {
+      {"messages", "that is /v1/chat/completions' field; send the conversation as input (and instructions)"},
+      {"max_tokens", "that is /v1/chat/completions' field; send max_output_tokens"},
+      {"max_completion_tokens", "that is /v1/chat/completions' field; send max_output_tokens"},
+      {"response_format", "that is /v1/chat/completions' field; send text.format"},
+      {"n", "one output per response; send one request per sample"},
+      {"logprobs", "logprobs are not returned by /v1/responses here; use /v1/chat/completions"},
+  };
+  for (const Refusal& r : kChatNames)
+    if (find(body, r.field)) return invalid(r.field, r.why);
   if (const Json* background = find(body, "background"); background && *background != false)
     return invalid("background", "not supported: kvserve answers in the foreground; leave it out");
-  if (const Json* include = find(body, "include"); include && !(include->is_array() && include->empty()))
-    return invalid("include",
-                   "kvserve adds nothing to a response's output (no logprobs, sources or "
-                   "encrypted reasoning); leave it out");
+  // Encrypted reasoning is asked for by clients that replay it; kvserve writes no reasoning items,
+  // so there is none to add. Anything else would need output kvserve does not make.
+  if (const Json* include = find(body, "include")) {
+    if (!include->is_array()) return invalid("include", "expected an array");
+    for (const Json& value : *include)
+      if (value != "reasoning.encrypted_content")
+        return invalid("include",
+                       (value.is_string() ? "\"" + value.get<std::string>() + "\"" : value.dump()) +
+                           ": kvserve adds nothing to a response's output (no logprobs, sources or "
+                           "images); leave it out");
+  }
   if (const Json* truncation = find(body, "truncation"); truncation && *truncation != "disabled")
     return invalid("truncation",
                    "only \"disabled\": a conversation longer than the context is refused, "
@@ -220,6 +270,13 @@ Status parse_responses_request(std::string_view body, const ServedApi& served, P
     return invalid("input", "expected a string or a list of input items");
   }
   if (messages.empty()) return invalid("input", "holds no message; send at least one");
+  // Instructions and the system (developer) messages that lead the input are one system message:
+  // many chat templates take only one, and only first.
+  while (messages.size() > 1 && messages[0]["role"] == "system" && messages[1]["role"] == "system") {
+    Json first = std::move(messages[0]["content"]), second = std::move(messages[1]["content"]);
+    messages.erase(messages.begin());
+    messages[0]["content"] = join_texts(first, second);
+  }
   chat["messages"] = std::move(messages);
   if (const Json* max_output_tokens = find(json, "max_output_tokens")) {
     if (!max_output_tokens->is_number_integer() || max_output_tokens->get<int64_t>() < 1)
@@ -228,8 +285,13 @@ Status parse_responses_request(std::string_view body, const ServedApi& served, P
   }
   if (const Json* tools = find(json, "tools"))
     if (Status s = chat_tools(*tools, &chat["tools"]); !s.ok()) return s;
-  if (const Json* tool_choice = find(json, "tool_choice"))
-    if (Status s = chat_tool_choice(*tool_choice, &chat["tool_choice"]); !s.ok()) return s;
+  if (const Json* tool_choice = find(json, "tool_choice")) {
+    // "auto" and "none" without tools ask for nothing (clients send "auto" always); chat refuses a
+    // tool choice without tools.
+    const bool no_tools = !chat.contains("tools") || chat["tools"].empty();
+    if (!(no_tools && (*tool_choice == "auto" || *tool_choice == "none")))
+      if (Status s = chat_tool_choice(*tool_choice, &chat["tool_choice"]); !s.ok()) return s;
+  }
   if (const Json* text = find(json, "text"))
     if (Status s = chat_response_format(*text, chat); !s.ok()) return s;
   // Fields of the same name and meaning, OpenAI's and the sampling extensions vLLM also takes here.
@@ -237,7 +299,11 @@ Status parse_responses_request(std::string_view body, const ServedApi& served, P
                           "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "stop",
                           "priority", "ignore_eos", "min_tokens", "logit_bias", "chat_template_kwargs"})
     if (const Json* value = find(json, key)) chat[key] = *value;
-  if (Status s = parse_request(Endpoint::kChatCompletions, chat.dump(), served, out); !s.ok()) return s;
+  if (Status s = parse_request(Endpoint::kChatCompletions, chat.dump(), served, out); !s.ok()) {
+    std::string message = responses_field_names(s.message());
+    return s.code() == StatusCode::kNotFound ? Status::NotFound(std::move(message))
+                                             : Status::InvalidArgument(std::move(message));
+  }
 
   *echo = Json::object();
   for (const char* key : {"instructions", "max_output_tokens", "metadata", "parallel_tool_calls",
@@ -314,27 +380,30 @@ Json ResponsesReply::response(const char* status) const {
               {"metadata", echoed("metadata", Json::object())}};
 }
 
+std::string ResponsesReply::open_message() {
+  std::string events = close_item("completed");
+  output_.push_back(Json{{"id", new_id("msg_")},
+                         {"type", "message"},
+                         {"status", "in_progress"},
+                         {"role", "assistant"},
+                         {"content", Json::array()}});
+  item_open_ = true;
+  Json item = output_.back();
+  const Json part{
+      {"type", "output_text"}, {"text", ""}, {"annotations", Json::array()}, {"logprobs", Json::array()}};
+  output_.back()["content"].push_back(part);
+  events += emit("response.output_item.added",
+                 Json{{"output_index", output_.size() - 1}, {"item", std::move(item)}});
+  events += emit("response.content_part.added", Json{{"item_id", output_.back()["id"]},
+                                                     {"output_index", output_.size() - 1},
+                                                     {"content_index", 0},
+                                                     {"part", part}});
+  return events;
+}
+
 std::string ResponsesReply::add_text(const std::string& text) {
   std::string events;
-  if (!item_open_ || output_.back()["type"] != "message") {
-    events += close_item("completed");
-    output_.push_back(Json{{"id", new_id("msg_")},
-                           {"type", "message"},
-                           {"status", "in_progress"},
-                           {"role", "assistant"},
-                           {"content", Json::array()}});
-    item_open_ = true;
-    Json item = output_.back();
-    const Json part{
-        {"type", "output_text"}, {"text", ""}, {"annotations", Json::array()}, {"logprobs", Json::array()}};
-    output_.back()["content"].push_back(part);
-    events += emit("response.output_item.added",
-                   Json{{"output_index", output_.size() - 1}, {"item", std::move(item)}});
-    events += emit("response.content_part.added", Json{{"item_id", output_.back()["id"]},
-                                                       {"output_index", output_.size() - 1},
-                                                       {"content_index", 0},
-                                                       {"part", part}});
-  }
+  if (!item_open_ || output_.back()["type"] != "message") events += open_message();
   Json& part = output_.back()["content"][0];
   part["text"] = part["text"].get<std::string>() + text;
   events += emit("response.output_text.delta", Json{{"item_id", output_.back()["id"]},
@@ -343,6 +412,14 @@ std::string ResponsesReply::add_text(const std::string& text) {
                                                     {"delta", text},
                                                     {"logprobs", Json::array()}});
   return events;
+}
+
+std::string ResponsesReply::finish_output() {
+  const char* status = incomplete() ? "incomplete" : "completed";
+  // A reply with neither text nor calls is still a message, an empty one (as OpenAI's): clients
+  // look for the assistant's message or a call in every response.
+  std::string events = output_.empty() ? open_message() : std::string();
+  return events + close_item(status);
 }
 
 std::string ResponsesReply::start_call(int chat_index, const Json& call) {
@@ -387,13 +464,18 @@ std::string ResponsesReply::close_item(const char* status) {
         emit("response.content_part.done",
              Json{{"item_id", item["id"]}, {"output_index", index}, {"content_index", 0}, {"part", part}});
   } else {
-    events += emit("response.function_call_arguments.done",
-                   Json{{"item_id", item["id"]}, {"output_index", index}, {"arguments", item["arguments"]}});
+    events += emit("response.function_call_arguments.done", Json{{"item_id", item["id"]},
+                                                                 {"output_index", index},
+                                                                 {"name", item["name"]},
+                                                                 {"arguments", item["arguments"]}});
   }
   return events + emit("response.output_item.done", Json{{"output_index", index}, {"item", item}});
 }
 
 std::string ResponsesReply::consume(const Json& chunk) {
+  // A chat chunk's content comes before its calls: text the model wrote after a call, arriving in
+  // the call's own chunk (as at the end of a reply), joins the message before the call. Chat's
+  // delta shape cannot say otherwise, and the text is all there.
   std::string events;
   for (const Json& choice : chunk["choices"]) {
     const Json& delta = choice["delta"];
@@ -431,26 +513,27 @@ void ResponsesReply::add(const v1::GenerateResponse& message) {
 }
 
 std::string ResponsesReply::closing_events() {
-  const char* status = incomplete() ? "incomplete" : "completed";
-  std::string events = close_item(status);
+  std::string events = finish_output();
   return events + emit(incomplete() ? "response.incomplete" : "response.completed",
-                       Json{{"response", response(status)}});
+                       Json{{"response", response(incomplete() ? "incomplete" : "completed")}});
 }
 
 std::string ResponsesReply::failure_events(int http_status, const std::string& message,
                                            const std::string& code) {
-  (void)http_status;
+  // OpenAI's codes where a client decides on them (whether to retry), the gRPC one's name else.
+  const std::string error_code = http_status == 429   ? "rate_limit_exceeded"
+                                 : http_status >= 500 ? "server_error"
+                                                      : code;
   Json failed = response("failed");
-  failed["error"] = Json{{"code", code}, {"message", message}};
-  std::string events = emit("error", Json{{"code", code}, {"message", message}, {"param", nullptr}});
+  failed["error"] = Json{{"code", error_code}, {"message", message}};
+  std::string events = emit("error", Json{{"code", error_code}, {"message", message}, {"param", nullptr}});
   return events + emit("response.failed", Json{{"response", std::move(failed)}});
 }
 
-std::string ResponsesReply::body() const {
-  const char* status = incomplete() ? "incomplete" : "completed";
-  Json reply = response(status);
-  if (item_open_) reply["output"].back()["status"] = status;
-  return reply.dump(-1, ' ', false, Json::error_handler_t::replace);
+std::string ResponsesReply::body() {
+  finish_output();
+  return response(incomplete() ? "incomplete" : "completed")
+      .dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 }  // namespace kvserve::openai

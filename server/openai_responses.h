@@ -46,12 +46,17 @@ class ResponsesReply final : public Reply {
   // An error event, then response.failed.
   std::string failure_events(int http_status, const std::string& message, const std::string& code) override;
   void add(const v1::GenerateResponse& message) override;
-  std::string body() const override;
+  std::string body() override;
 
  private:
   // Folds one chat chunk into the output items; the events for it (streaming) or "" (whole).
   std::string consume(const nlohmann::ordered_json& chunk);
+  // A new message item (its item and part added events), the open item closed first.
+  std::string open_message();
   std::string add_text(const std::string& text);
+  // At the end: the last item closed, as completed or incomplete (an empty message when there
+  // is no item at all).
+  std::string finish_output();
   std::string start_call(int chat_index, const nlohmann::ordered_json& call);
   std::string add_arguments(int chat_index, const std::string& arguments);
   // Marks the last item done (status "completed" or "incomplete"): its done events.

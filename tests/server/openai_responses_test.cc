@@ -140,7 +140,22 @@ TEST(ResponsesRequest, WhatCannotBeHonouredIsRefusedNamingTheField) {
        "previous_response_id: kvserve stores no responses"},
       {R"({"input": "x", "conversation": "conv_1"})", "conversation: kvserve stores no conversations"},
       {R"({"input": "x", "background": true})", "background: not supported"},
-      {R"({"input": "x", "include": ["message.output_text.logprobs"]})", "include: kvserve adds nothing"},
+      {R"({"input": "x", "include": ["message.output_text.logprobs"]})",
+       "include: \"message.output_text.logprobs\": kvserve adds nothing"},
+      {R"({"input": "x", "max_tokens": 5})",
+       "max_tokens: that is /v1/chat/completions' field; send max_output_tokens"},
+      {R"({"messages": [{"role": "user", "content": "x"}]})",
+       "messages: that is /v1/chat/completions' field"},
+      {R"({"input": "x", "response_format": {"type": "json_object"}})", "response_format: that is"},
+      {R"({"input": "x", "n": 2})", "n: one output per response"},
+      // The chat parser's own checks, named as this request named the fields.
+      {R"({"input": "x", "tools": [{"type": "function", "name": ""}]})", "tools[0].name: "},
+      {R"({"input": "x", "tools": [{"type": "function", "name": "f", "parameters": 7}]})",
+       "tools[0].parameters: "},
+      {R"({"input": "x", "tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function",
+          "name": "g"}})",
+       "tool_choice.name: "},
+      {R"({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}})", "text.format"},
       {R"({"input": "x", "truncation": "auto"})", "truncation: only \"disabled\""},
       {R"({"input": "x", "top_logprobs": 3})", "top_logprobs: logprobs are not returned"},
       {R"({"input": "x", "max_tool_calls": 2})", "max_tool_calls: not supported"},
@@ -167,6 +182,40 @@ TEST(ResponsesRequest, WhatCannotBeHonouredIsRefusedNamingTheField) {
     EXPECT_EQ(refusal(body).rfind(message, 0), 0u) << body << " -> " << refusal(body);
   EXPECT_NE(refusal(R"({"input": "x", "model": "other"})", StatusCode::kNotFound).find("other"),
             std::string::npos);
+}
+
+TEST(ResponsesRequest, WhatClientsSendAlwaysIsTakenAsMeaningNothing) {
+  // Clients that replay encrypted reasoning ask for it; "auto" (or "none") without tools; a call
+  // with no arguments written as "" (as the chat endpoint reads it).
+  EXPECT_EQ(parse_ok(R"({"input": "x", "include": ["reasoning.encrypted_content"], "tool_choice": "auto",
+      "tools": [], "store": true, "reasoning": {"effort": "low"}, "text": {"verbosity": "low"},
+      "service_tier": "auto", "safety_identifier": "s", "prompt_cache_key": "k"})")
+                .request.generate.chat()
+                .messages_size(),
+            1);
+  EXPECT_FALSE(parse_ok(R"({"input": "x", "tool_choice": "none"})").request.tool_calls);
+  const Parsed empty_arguments = parse_ok(R"({"input": [{"role": "user", "content": "x"},
+      {"type": "function_call", "call_id": "c", "name": "f", "arguments": ""}]})");
+  EXPECT_EQ(
+      Json::parse(empty_arguments.request.generate.chat().messages(1).extra_json())["tool_calls"][0]
+                                                                                   ["function"]["arguments"],
+      Json::object());
+}
+
+TEST(ResponsesRequest, InstructionsAndLeadingDeveloperMessagesAreOneSystemMessage) {
+  // Many chat templates take one system message, first: instructions and the system or developer
+  // messages that lead the input are joined; a later one stays where it is.
+  const Parsed p = parse_ok(R"({"instructions": "Be brief.", "input": [
+      {"role": "developer", "content": "Use tools."},
+      {"role": "system", "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}]},
+      {"role": "user", "content": "x"}, {"role": "developer", "content": "Later."}]})");
+  const v1::Chat& chat = p.request.generate.chat();
+  ASSERT_EQ(chat.messages_size(), 3);
+  EXPECT_EQ(chat.messages(0).role(), "system");
+  EXPECT_EQ(chat.messages(0).content(), "Be brief.\n\nUse tools.\n\na\nb");
+  EXPECT_EQ(chat.messages(1).role(), "user");
+  EXPECT_EQ(chat.messages(2).role(), "system");
+  EXPECT_EQ(chat.messages(2).content(), "Later.");
 }
 
 v1::GenerateResponse message(const std::string& text,
@@ -354,6 +403,63 @@ TEST(ResponsesReply, ANamedFunctionsArgumentsStreamAsTheyCome) {
   EXPECT_EQ(r.events[4]["delta"], "\"Oslo\"}");
 }
 
+// Text, a call, more text: three items in order, each closed before the next is added; then two
+// calls in one message ("required"), each an item of its own.
+TEST(ResponsesReply, ItemsFollowTheReplyTextCallText) {
+  const std::string body = R"({"input": "Oslo?", "tools": [{"type": "function", "name": "get_weather",
+      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]})";
+  const Replies r =
+      replies(body, kServedHermes,
+              {message("First.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>"),
+               message("\nThen more."), message("", v1::FINISH_REASON_STOP)});
+  ASSERT_EQ(r.whole["output"].size(), 3u) << r.whole;
+  EXPECT_EQ(r.whole["output"][0]["content"][0]["text"], "First.");
+  EXPECT_EQ(r.whole["output"][1]["type"], "function_call");
+  EXPECT_EQ(r.whole["output"][2]["content"][0]["text"], "\nThen more.");
+  for (const Json& item : r.whole["output"])
+    EXPECT_EQ(item["status"], "completed") << item;
+  // Streamed: each item's added and done events, in output order, none interleaved.
+  std::vector<std::pair<std::string, int>> lifecycle;
+  for (const Json& e : r.events)
+    if (e["type"] == "response.output_item.added" || e["type"] == "response.output_item.done")
+      lifecycle.emplace_back(e["type"], e["output_index"]);
+  EXPECT_EQ(lifecycle, (std::vector<std::pair<std::string, int>>{{"response.output_item.added", 0},
+                                                                 {"response.output_item.done", 0},
+                                                                 {"response.output_item.added", 1},
+                                                                 {"response.output_item.done", 1},
+                                                                 {"response.output_item.added", 2},
+                                                                 {"response.output_item.done", 2}}));
+
+  const Replies required = replies(R"({"input": "x", "tool_choice": "required", "tools": [{"type": "function",
+      "name": "f", "parameters": {"type": "object"}}, {"type": "function", "name": "g"}]})",
+                                   kServed,
+                                   {message(R"([{"name": "f", "parameters": {"a": 1}}, {"name": "g", )"
+                                            R"("parameters": {}}])",
+                                            v1::FINISH_REASON_STOP)});
+  ASSERT_EQ(required.whole["output"].size(), 2u) << required.whole;
+  EXPECT_EQ(required.whole["output"][0]["name"], "f");
+  EXPECT_EQ(required.whole["output"][0]["arguments"], "{\"a\":1}");
+  EXPECT_EQ(required.whole["output"][1]["name"], "g");
+  EXPECT_NE(required.whole["output"][0]["call_id"], required.whole["output"][1]["call_id"]);
+  std::vector<std::string> done_names;
+  for (const Json& e : required.events)
+    if (e["type"] == "response.function_call_arguments.done") done_names.push_back(e["name"]);
+  EXPECT_EQ(done_names, (std::vector<std::string>{"f", "g"}));
+}
+
+// A reply with no text and no call (EOS at once) is an empty message, as OpenAI's.
+TEST(ResponsesReply, AnEmptyReplyIsAnEmptyMessage) {
+  const Replies r = replies(R"({"input": "x"})", kServed, {message("", v1::FINISH_REASON_STOP)});
+  ASSERT_EQ(r.whole["output"].size(), 1u) << r.whole;
+  EXPECT_EQ(r.whole["output"][0]["type"], "message");
+  EXPECT_EQ(r.whole["output"][0]["content"][0]["text"], "");
+  EXPECT_EQ(types_of(r.events),
+            (std::vector<std::string>{"response.created", "response.in_progress",
+                                      "response.output_item.added", "response.content_part.added",
+                                      "response.output_text.done", "response.content_part.done",
+                                      "response.output_item.done", "response.completed"}));
+}
+
 TEST(ResponsesReply, AFailureAfterTheStreamBeganIsAnErrorThenResponseFailed) {
   Parsed p = parse_ok(R"({"input": "x", "stream": true})");
   ResponsesReply reply(p.request, p.echo, 1, nullptr);
@@ -361,12 +467,20 @@ TEST(ResponsesReply, AFailureAfterTheStreamBeganIsAnErrorThenResponseFailed) {
   const std::vector<Json> failed =
       events_of(reply.failure_events(503, "the server is shutting down", "unavailable"));
   ASSERT_EQ(failed.size(), 2u);
-  EXPECT_EQ(failed[0], Json::parse(R"({"type": "error", "sequence_number": 5, "code": "unavailable",
+  // OpenAI's codes, which clients retry on: server_error for 5xx, rate_limit_exceeded for 429.
+  EXPECT_EQ(failed[0], Json::parse(R"({"type": "error", "sequence_number": 5, "code": "server_error",
       "message": "the server is shutting down", "param": null})"));
   EXPECT_EQ(failed[1]["type"], "response.failed");
   EXPECT_EQ(failed[1]["response"]["status"], "failed");
   EXPECT_EQ(failed[1]["response"]["error"],
-            Json::parse(R"({"code": "unavailable", "message": "the server is shutting down"})"));
+            Json::parse(R"({"code": "server_error", "message": "the server is shutting down"})"));
+  ResponsesReply limited(p.request, p.echo, 1, nullptr);
+  limited.event(message("a"));
+  EXPECT_EQ(events_of(limited.failure_events(429, "queue full", "resource_exhausted"))[0]["code"],
+            "rate_limit_exceeded");
+  ResponsesReply refused(p.request, p.echo, 1, nullptr);
+  refused.event(message("a"));
+  EXPECT_EQ(events_of(refused.failure_events(400, "bad", "invalid_argument"))[0]["code"], "invalid_argument");
 }
 
 }  // namespace
