@@ -886,9 +886,9 @@ TEST(OpenAiE2E, ToolCallsComeBackAsToolCallsWholeAndStreamed) {
 }
 
 // The Responses API on the same server: a named function's call comes back as a function_call
-// item, whole and streamed alike (the same seed); the prompt is the one the chat endpoint renders
-// for the same question and tools; and the call and its output, sent back as input items, render
-// the prompt the chat endpoint renders for the same turns (token for token).
+// item, whole and streamed alike (the same seed); and the prompts it renders, for the question and
+// tools, then for the call and its output sent back as input items, are as long as the ones the
+// chat endpoint renders for the same turns (a reply gives counts, not ids).
 TEST(OpenAiE2E, TheResponsesApiReturnsFunctionCallItemsAndTakesTheirOutputs) {
   ServerProcess server(with_openai(
       {"--chat-template", std::string(KVSERVE_TEST_DATA) + "/chat_templates/hermes_tools.jinja"}));
