@@ -255,6 +255,17 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
   server->Post("/v1/responses", [this](const httplib::Request& req, httplib::Response& res) {
     generate(openai::Endpoint::kResponses, req, res);
   });
+  // Nothing is stored: a response cannot be read back, cancelled or deleted; say so rather than
+  // "no route".
+  const auto not_stored = [](const httplib::Request& req, httplib::Response& res) {
+    reply_error(res, 404,
+                "response " + req.matches[1].str() +
+                    " is not stored: kvserve keeps no responses (every reply says \"store\": false)",
+                "not_found");
+  };
+  server->Get(R"(/v1/responses/([^/]+)(?:/.*)?)", not_stored);
+  server->Delete(R"(/v1/responses/([^/]+))", not_stored);
+  server->Post(R"(/v1/responses/([^/]+)/cancel)", not_stored);
   server->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
     grpc::ClientContext context;
     forward_auth(req, context);

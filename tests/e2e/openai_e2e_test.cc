@@ -971,6 +971,13 @@ TEST(OpenAiE2E, TheResponsesApiReturnsFunctionCallItemsAndTakesTheirOutputs) {
   ASSERT_EQ(chat_next.status, 200) << chat_next.body;
   EXPECT_EQ(Json::parse(next.body)["usage"]["input_tokens"],
             Json::parse(chat_next.body)["usage"]["prompt_tokens"]);
+
+  // Nothing is stored: reading a response back is 404, saying so.
+  httplib::Client client("127.0.0.1", server.openai_port());
+  const auto read_back = client.Get("/v1/responses/" + response["id"].get<std::string>());
+  ASSERT_TRUE(read_back);
+  EXPECT_EQ(read_back->status, 404);
+  EXPECT_NE(read_back->body.find("is not stored"), std::string::npos) << read_back->body;
   EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
 }
 
