@@ -32,6 +32,7 @@
 #include "server/metrics.h"
 #include "server/metrics_http.h"
 #include "server/openai_http.h"
+#include "server/reasoning.h"
 #include "server/served_model.h"
 #include "server/tool_calls.h"
 
@@ -48,6 +49,7 @@ struct Flags {
   int openai_threads = 0;         // 0 = as many requests as the engine can hold (see openai_threads())
   std::string served_model_name;  // empty = --model as given
   std::string tool_call_parser = "auto";
+  std::string reasoning_parser = "auto";
   kvserve::BackendChoice backend;
   int block_size = 16;
   int max_num_seqs = 256;
@@ -204,6 +206,12 @@ int main(int argc, char** argv) {
                  "OpenAI API: how the model writes tool calls, read out of its replies as tool_calls for "
                  "tool_choice \"auto\": auto (what the chat template teaches), hermes, llama3_json or none")
       ->check(CLI::IsMember({"auto", "hermes", "llama3_json", "none"}))
+      ->capture_default_str();
+  app.add_option(
+         "--reasoning-parser", f.reasoning_parser,
+         "OpenAI API: read a chat reply's <think> block out as reasoning (reasoning_content, a "
+         "Responses reasoning item): auto (when the chat template writes <think> tags), think or none")
+      ->check(CLI::IsMember({"auto", "think", "none"}))
       ->capture_default_str();
   app.add_option("--block-size", f.block_size, "KV block size in tokens")
       ->check(CLI::Range(1, 1024))
@@ -362,6 +370,11 @@ int main(int argc, char** argv) {
     spdlog::warn("tool calls for tool_choice \"auto\" off: {}", hidden);
     tool_call_format = kvserve::ToolCallFormat::kNone;
   }
+  const bool reasoning =
+      f.reasoning_parser == "think" || (f.reasoning_parser == "auto" && served.chat_template &&
+                                        kvserve::template_teaches_thinking(served.chat_template->source()));
+  spdlog::info("reasoning in chat replies: {} ({})", reasoning ? "<think> read out" : "none",
+               f.reasoning_parser != "auto" ? "--reasoning-parser" : "from the chat template");
   spdlog::info("start-up: model {:.2f} s, backend {:.2f} s",
                std::chrono::duration<double>(loaded - start).count(),
                std::chrono::duration<double>(built_at - loaded).count());
@@ -435,6 +448,7 @@ int main(int argc, char** argv) {
   kvserve::OpenAiHttpServer openai(server->InProcessChannel(in_process),
                                    {.served = {.model = served_name,
                                                .tool_call_format = tool_call_format,
+                                               .reasoning = reasoning,
                                                .max_request_bytes = f.max_request_bytes},
                                     .tokenizer = served.tokenizer,
                                     .max_request_bytes = f.max_request_bytes,

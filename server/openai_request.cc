@@ -685,6 +685,7 @@ Status parse_template_options(const Fields& f, v1::Chat* chat) {
 }
 
 Status parse_chat(const Fields& f, const ServedApi& served, ParsedRequest* out) {
+  out->reasoning = served.reasoning;
   v1::Chat* chat = out->generate.mutable_chat();
   KVSERVE_RETURN_IF_ERROR(parse_messages(f.find("messages"), chat));
   v1::StopCriteria* stop = out->generate.mutable_stop();

@@ -47,6 +47,9 @@ struct ParsedRequest {
   // this reader, which returns the calls as tool_calls. "auto" reads the model's own format;
   // "required" and a named function constrain the reply (generate.response_format) to calls.
   std::optional<ToolCallReader> tool_calls;
+  // Chat on a server that reads reasoning: each choice's reply is read for a <think> block first
+  // (its reasoning), and only the rest is content (and read for calls).
+  bool reasoning = false;
 };
 
 // What the server serves, as requests see it.
@@ -56,6 +59,9 @@ struct ServedApi {
   std::string model;
   // How the model writes tool calls (--tool-call-parser); kNone refuses tool_choice "auto".
   ToolCallFormat tool_call_format = ToolCallFormat::kNone;
+  // Whether chat replies are read for a <think> block, returned apart as reasoning
+  // (--reasoning-parser, server/reasoning.h).
+  bool reasoning = false;
   // --max-request-bytes: several prompts' requests together must fit in it too (each is a copy of
   // the request's fields).
   size_t max_request_bytes = 1 << 20;

@@ -78,15 +78,30 @@ Json ReplyBuilder::head(const char* object) const {
   return Json{{"id", id_}, {"object", object}, {"created", created_}, {"model", request_.model}};
 }
 
-ToolCallOutput ReplyBuilder::read_text(const v1::GenerateResponse& message, Choice& choice) {
+ToolCallOutput ReplyBuilder::read_text(const v1::GenerateResponse& message, Choice& choice,
+                                       std::string* reasoning) {
+  const bool finished = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
+  // The <think> block first: only the answer after it is content, and read for calls.
+  std::string text = message.text();
+  if (request_.reasoning) {
+    if (!choice.reasoning_reader) choice.reasoning_reader.emplace();
+    ReasoningReader::Output read = choice.reasoning_reader->feed(text);
+    if (finished) {
+      ReasoningReader::Output rest = choice.reasoning_reader->finish();
+      read.reasoning += rest.reasoning;
+      read.content += rest.content;
+    }
+    *reasoning = std::move(read.reasoning);
+    text = std::move(read.content);
+  }
   ToolCallOutput out;
   if (!request_.tool_calls) {
-    out.content = message.text();
+    out.content = std::move(text);
     return out;
   }
   if (!choice.tool_reader) choice.tool_reader = *request_.tool_calls;
-  out = choice.tool_reader->feed(message.text());
-  if (message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
+  out = choice.tool_reader->feed(text);
+  if (finished) {
     ToolCallOutput rest = choice.tool_reader->finish();
     out.content += rest.content;
     out.calls.insert(out.calls.end(), rest.calls.begin(), rest.calls.end());
@@ -299,12 +314,15 @@ std::optional<Json> ReplyBuilder::chunk(const v1::GenerateResponse& message) {
   const bool finished = message.finish_reason() != v1::FINISH_REASON_UNSPECIFIED;
   // With prompt_only, the generated token is left out (echo's prompt is all there is to show).
   const bool new_tokens = request_.logprobs && message.logprobs_size() > 0 && !request_.prompt_only;
-  const ToolCallOutput text = request_.prompt_only ? ToolCallOutput{} : read_text(message, choice);
+  std::string reasoning;
+  const ToolCallOutput text =
+      request_.prompt_only ? ToolCallOutput{} : read_text(message, choice, &reasoning);
   Json chunk;
   Json out{{"index", message.index()}};
   if (request_.endpoint == Endpoint::kChatCompletions) {
     Json delta = Json::object();
     if (!choice.role_sent) delta["role"] = "assistant";
+    if (!reasoning.empty()) delta["reasoning_content"] = reasoning;
     if (!text.content.empty() || !choice.role_sent) delta["content"] = text.content;
     if (!text.calls.empty()) delta["tool_calls"] = call_deltas(text.calls, choice);
     choice.role_sent = true;
@@ -345,7 +363,9 @@ void ReplyBuilder::add(const v1::GenerateResponse& message) {
   Choice& choice = choices_[message.index()];
   note_usage(message, choice);
   if (request_.prompt_only) return;  // the generated token is left out
-  ToolCallOutput text = read_text(message, choice);
+  std::string reasoning;
+  ToolCallOutput text = read_text(message, choice, &reasoning);
+  choice.reasoning += reasoning;
   choice.text += text.content;
   for (ToolCallDelta& call : text.calls) {
     if (call.index > static_cast<int>(choice.calls.size())) continue;  // the reader never skips one
@@ -380,6 +400,9 @@ Json ReplyBuilder::whole() const {
       out["message"] =
           Json{{"role", "assistant"},
                {"content", choice.calls.empty() || !choice.text.empty() ? Json(choice.text) : Json()}};
+      // As vLLM's and DeepSeek's API: null when the reply had no <think> block.
+      if (request_.reasoning)
+        out["message"]["reasoning_content"] = choice.reasoning.empty() ? Json() : Json(choice.reasoning);
       if (!choice.calls.empty()) out["message"]["tool_calls"] = choice.calls;
     } else {
       out["text"] = request_.echo ? echo_text(prompt_of(index)) + choice.text : choice.text;

@@ -17,6 +17,7 @@
 #include "engine/tokenizer.h"
 #include "kvserve/v1/kvserve.pb.h"
 #include "server/openai_request.h"
+#include "server/reasoning.h"
 #include "server/tool_calls.h"
 
 namespace kvserve::openai {
@@ -78,6 +79,9 @@ class ReplyBuilder final : public Reply {
     bool echoed = false;      // completions streaming with echo: the prompt's text went out
     std::string finish_reason;
     uint32_t completion_tokens = 0;
+    // Chat with reasoning read out: the reply's <think> block, then its content.
+    std::optional<ReasoningReader> reasoning_reader;
+    std::string reasoning;  // not streaming: all of it
     // Chat with tools: the text is read for calls (a copy of the request's reader).
     std::optional<ToolCallReader> tool_reader;
     std::vector<std::string> call_ids;          // one per call, in order
@@ -87,7 +91,7 @@ class ReplyBuilder final : public Reply {
   nlohmann::ordered_json head(const char* object) const;
   // `message`'s text as the reply gives it: all content, or (with tools) content and calls, the
   // reader's held-back text included once the choice has finished.
-  ToolCallOutput read_text(const v1::GenerateResponse& message, Choice& choice);
+  ToolCallOutput read_text(const v1::GenerateResponse& message, Choice& choice, std::string* reasoning);
   // A streamed chunk's tool_calls entries for `calls` (id, type and name in a call's first).
   nlohmann::ordered_json call_deltas(const std::vector<ToolCallDelta>& calls, const Choice& choice) const;
   // The choice's finish_reason: "tool_calls" in place of "stop" when it made calls.

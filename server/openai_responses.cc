@@ -1,5 +1,6 @@
 #include "server/openai_responses.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -414,11 +415,37 @@ std::string ResponsesReply::add_text(const std::string& text) {
   return events;
 }
 
+std::string ResponsesReply::add_reasoning(const std::string& text) {
+  std::string events;
+  if (!item_open_ || output_.back()["type"] != "reasoning") {
+    events += close_item("completed");
+    output_.push_back(Json{{"id", new_id("rs_")},
+                           {"type", "reasoning"},
+                           {"status", "in_progress"},
+                           {"summary", Json::array()},
+                           {"content", Json::array()}});
+    item_open_ = true;
+    Json item = output_.back();
+    output_.back()["content"].push_back(Json{{"type", "reasoning_text"}, {"text", ""}});
+    events += emit("response.output_item.added",
+                   Json{{"output_index", output_.size() - 1}, {"item", std::move(item)}});
+  }
+  Json& part = output_.back()["content"][0];
+  part["text"] = part["text"].get<std::string>() + text;
+  events += emit("response.reasoning_text.delta", Json{{"item_id", output_.back()["id"]},
+                                                       {"output_index", output_.size() - 1},
+                                                       {"content_index", 0},
+                                                       {"delta", text}});
+  return events;
+}
+
 std::string ResponsesReply::finish_output() {
   const char* status = incomplete() ? "incomplete" : "completed";
   // A reply with neither text nor calls is still a message, an empty one (as OpenAI's): clients
   // look for the assistant's message or a call in every response.
-  std::string events = output_.empty() ? open_message() : std::string();
+  const bool answered = std::any_of(output_.begin(), output_.end(),
+                                    [](const Json& item) { return item["type"] != "reasoning"; });
+  std::string events = answered ? std::string() : open_message();
   return events + close_item(status);
 }
 
@@ -453,7 +480,12 @@ std::string ResponsesReply::close_item(const char* status) {
   Json& item = output_.back();
   item["status"] = status;
   std::string events;
-  if (item["type"] == "message") {
+  if (item["type"] == "reasoning") {
+    events += emit("response.reasoning_text.done", Json{{"item_id", item["id"]},
+                                                        {"output_index", index},
+                                                        {"content_index", 0},
+                                                        {"text", item["content"][0]["text"]}});
+  } else if (item["type"] == "message") {
     const Json& part = item["content"][0];
     events += emit("response.output_text.done", Json{{"item_id", item["id"]},
                                                      {"output_index", index},
@@ -479,6 +511,8 @@ std::string ResponsesReply::consume(const Json& chunk) {
   std::string events;
   for (const Json& choice : chunk["choices"]) {
     const Json& delta = choice["delta"];
+    if (auto reasoning = delta.find("reasoning_content"); reasoning != delta.end() && reasoning->is_string())
+      events += add_reasoning(reasoning->get<std::string>());
     // (A JSON string is never empty() to nlohmann: that counts elements.)
     if (auto content = delta.find("content"); content != delta.end() && content->is_string()) {
       const std::string& text = content->get_ref<const std::string&>();

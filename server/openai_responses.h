@@ -54,8 +54,9 @@ class ResponsesReply final : public Reply {
   // A new message item (its item and part added events), the open item closed first.
   std::string open_message();
   std::string add_text(const std::string& text);
+  std::string add_reasoning(const std::string& text);
   // At the end: the last item closed, as completed or incomplete (an empty message when there
-  // is no item at all).
+  // is neither text nor a call).
   std::string finish_output();
   std::string start_call(int chat_index, const nlohmann::ordered_json& call);
   std::string add_arguments(int chat_index, const std::string& arguments);

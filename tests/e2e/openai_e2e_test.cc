@@ -981,6 +981,41 @@ TEST(OpenAiE2E, TheResponsesApiReturnsFunctionCallItemsAndTakesTheirOutputs) {
   EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
 }
 
+// --reasoning-parser think: a reply that opens with a <think> block (forced here by a regex on the
+// random model) comes back as reasoning_content apart from the content, whole and streamed.
+TEST(OpenAiE2E, AThinkBlockComesBackAsReasoningContent) {
+  ServerProcess server(with_openai({"--reasoning-parser", "think"}));
+  Json body{
+      {"messages", {{{"role", "user"}, {"content", "What is 2 + 2?"}}}},
+      {"max_tokens", 40},
+      {"response_format", {{"type", "regex"}, {"regex", R"(<think>\nPondering\.\n</think>\n\nIt is 4\.)"}}}};
+  const HttpReply whole = post(server.openai_port(), "/v1/chat/completions", body);
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  const Json message = Json::parse(whole.body)["choices"][0]["message"];
+  EXPECT_EQ(message["reasoning_content"], "Pondering.\n");
+  EXPECT_EQ(message["content"], "It is 4.");
+  body["stream"] = true;
+  const HttpReply streamed = post(server.openai_port(), "/v1/chat/completions", body);
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  std::string reasoning, content;
+  for (const Json& chunk : events(streamed.body)) {
+    if (chunk == "[DONE]") continue;
+    const Json& delta = chunk["choices"][0]["delta"];
+    if (delta.contains("reasoning_content")) reasoning += delta["reasoning_content"].get<std::string>();
+    if (delta.contains("content")) content += delta["content"].get<std::string>();
+  }
+  EXPECT_EQ(reasoning, "Pondering.\n");
+  EXPECT_EQ(content, "It is 4.");
+  // Completions are text, as the model wrote it.
+  const HttpReply completion =
+      post(server.openai_port(), "/v1/completions",
+           Json{{"prompt", "x"},
+                {"max_tokens", 20},
+                {"response_format", {{"type", "regex"}, {"regex", "<think>a</think>b"}}}});
+  ASSERT_EQ(completion.status, 200) << completion.body;
+  EXPECT_EQ(Json::parse(completion.body)["choices"][0]["text"], "<think>a</think>b");
+}
+
 TEST(OpenAiE2E, ToolChoiceAutoNeedsAToolCallFormat) {
   // The default model's template (Llama 2 style) teaches no call format: "auto" is refused with
   // what to do instead, and a named function still works.
