@@ -1,6 +1,7 @@
 #include "server/chat_prompt.h"
 
 #include <exception>
+#include <string_view>
 #include <utility>
 
 namespace kvserve {
@@ -55,6 +56,15 @@ Status render_chat(const v1::Chat& chat, const ChatTemplate* chat_template, cons
   if (out->ids.empty())
     return Status::InvalidArgument("chat: the rendered prompt tokenizes to no tokens; send more text");
   return Status::Ok();
+}
+
+bool ChatPrompt::reasoning_started() const {
+  constexpr std::string_view kOpen = "<think>";
+  size_t end = text.size();
+  while (end > 0 &&
+         (text[end - 1] == ' ' || text[end - 1] == '\n' || text[end - 1] == '\r' || text[end - 1] == '\t'))
+    --end;
+  return std::string_view(text).substr(0, end).ends_with(kOpen);
 }
 
 }  // namespace kvserve

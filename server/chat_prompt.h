@@ -17,6 +17,9 @@ namespace kvserve {
 struct ChatPrompt {
   std::string text;  // what the template rendered
   std::vector<TokenId> ids;
+  // The text ends inside an open <think> block (the tag, then only whitespace): the template began
+  // the model's reasoning for it.
+  bool reasoning_started() const;
 };
 
 // The prompt for `chat`, or why not: INVALID_ARGUMENT for a conversation that cannot be served as

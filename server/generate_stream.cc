@@ -106,6 +106,7 @@ struct GenerateReactor::Stream : StreamWriter::Flushable, std::enable_shared_fro
     response.Clear();
     response.set_request_id(client_id);
     response.set_index(index);
+    if (reasoning_started) response.set_reasoning_started(true);
     std::string text;
     for (const StepOutput& out : outputs) {
       for (TokenId id : out.prompt_token_ids)
@@ -154,6 +155,7 @@ struct GenerateReactor::Stream : StreamWriter::Flushable, std::enable_shared_fro
   // The engine ended a choice (shutdown) rather than the client: the call then ends UNAVAILABLE,
   // which clients and balancers retry, not OK, which they take as complete.
   bool aborted_by_server = false;
+  bool reasoning_started = false;  // set on every message
   bool cancelled = false;
   bool finish_called = false;
 };
@@ -171,8 +173,9 @@ GenerateReactor::GenerateReactor(EngineRunner& runner, StreamWriter& writer, std
 
 // The stream's lock is held across submit_all() so that a cancel arriving meanwhile sees the ids,
 // and an output arriving meanwhile waits for `pending` to be sized.
-Status GenerateReactor::start(std::vector<Request> requests) {
+Status GenerateReactor::start(std::vector<Request> requests, bool reasoning_started) {
   std::lock_guard lock(stream_->mu);
+  stream_->reasoning_started = reasoning_started;
   std::vector<std::shared_ptr<OutputChannel>> channels;
   for (size_t i = 0; i < requests.size(); ++i)
     channels.push_back(std::make_shared<ChoiceChannel>(stream_, static_cast<uint32_t>(i)));

@@ -54,8 +54,9 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   GenerateReactor(EngineRunner& runner, StreamWriter& writer, std::string client_id);
 
   // Submits the choices (requests[i] is choice i) all or none; on failure returns why, and the
-  // caller finishes the call with reject().
-  Status start(std::vector<Request> requests);
+  // caller finishes the call with reject(). `reasoning_started` marks every message (see
+  // GenerateResponse.reasoning_started).
+  Status start(std::vector<Request> requests, bool reasoning_started = false);
   void reject(const grpc::Status& status);
 
   void OnWriteDone(bool ok) override;

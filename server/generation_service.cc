@@ -130,7 +130,9 @@ grpc::Status GenerationService::check_tokenizer_call(const grpc::CallbackServerC
   return grpc::Status::OK;
 }
 
-Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Request* out) const {
+Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Request* out,
+                                            bool* reasoning_started) const {
+  if (reasoning_started) *reasoning_started = false;
   const size_t bytes = in.ByteSizeLong();
   if (bytes > options_.max_request_bytes)
     return Status::InvalidArgument("the request is " + std::to_string(bytes) +
@@ -169,6 +171,7 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
       ChatPrompt prompt;
       if (Status s = render_chat(in.chat(), options_.chat_template.get(), tokenizer_.get(), &prompt); !s.ok())
         return s;
+      if (reasoning_started) *reasoning_started = prompt.reasoning_started();
       out->prompt = std::move(prompt.ids);
       break;
     }
@@ -285,9 +288,10 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     return reactor;
   }
   Request engine_request;
+  bool reasoning_started = false;
   Status translated;
   try {
-    translated = to_engine_request(*request, &engine_request);
+    translated = to_engine_request(*request, &engine_request, &reasoning_started);
   } catch (const std::exception& e) {
     // Every bad input has its own clear error; this is the net under them, so that a case they
     // missed still answers the call (and frees the reactor) rather than escaping into gRPC.
@@ -298,7 +302,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
     return reactor;
   }
   engine_request.id = client_id;
-  if (Status s = reactor->start(expand_choices(std::move(engine_request), request->n())); !s.ok())
+  if (Status s = reactor->start(expand_choices(std::move(engine_request), request->n()), reasoning_started);
+      !s.ok())
     reactor->reject(reject(s));
   return reactor;
 }

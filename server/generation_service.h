@@ -63,8 +63,10 @@ class GenerationService final : public v1::Generation::CallbackService {
                                             v1::ServerStatus* response) override;
 
   // Turns a wire request into an engine request, or says (INVALID_ARGUMENT) which field is wrong
-  // (FAILED_PRECONDITION for chat input without a chat template). Public for tests.
-  Status to_engine_request(const v1::GenerateRequest& in, Request* out) const;
+  // (FAILED_PRECONDITION for chat input without a chat template). `reasoning_started` (if given)
+  // says whether a chat prompt ends inside an open <think> block. Public for tests.
+  Status to_engine_request(const v1::GenerateRequest& in, Request* out,
+                           bool* reasoning_started = nullptr) const;
 
  private:
   grpc::Status reject(const Status& status) const;

@@ -84,7 +84,7 @@ ToolCallOutput ReplyBuilder::read_text(const v1::GenerateResponse& message, Choi
   // The <think> block first: only the answer after it is content, and read for calls.
   std::string text = message.text();
   if (request_.reasoning) {
-    if (!choice.reasoning_reader) choice.reasoning_reader.emplace();
+    if (!choice.reasoning_reader) choice.reasoning_reader.emplace(message.reasoning_started());
     ReasoningReader::Output read = choice.reasoning_reader->feed(text);
     if (finished) {
       ReasoningReader::Output rest = choice.reasoning_reader->finish();

@@ -3,11 +3,12 @@
 // that the OpenAI-compatible API returns it apart from the answer: chat's `reasoning_content` (as
 // vLLM and DeepSeek's API name it), the Responses API's reasoning item.
 //
-// Only a reply that begins with <think> (after optional whitespace) has reasoning; any other is all
-// answer, so a model told not to think (Qwen3's enable_thinking false renders the empty think block
-// into the prompt) or one that never does loses nothing. Streaming and whole replies use the same
-// reader, so joined deltas give exactly the whole reply. Only layout is dropped: the tags, and the
-// whitespace after each.
+// A reply has reasoning when it begins with <think> (after optional whitespace), or when the prompt
+// ended inside an open <think> block (the template began the reasoning, as DeepSeek-R1's and QwQ's
+// do); any other reply is all answer, so a model told not to think (Qwen3's enable_thinking false
+// renders the empty think block into the prompt) or one that never does loses nothing. Streaming and whole
+// replies use the same reader, so joined deltas give exactly the whole reply. Only layout is dropped: the
+// tags, and the whitespace after each.
 #pragma once
 
 #include <string>
@@ -20,6 +21,11 @@ bool template_teaches_thinking(std::string_view chat_template_source);
 
 class ReasoningReader {
  public:
+  // `started`: the prompt ended inside an open <think> block (GenerateResponse.reasoning_started),
+  // so the reply begins as reasoning, up to its </think>.
+  explicit ReasoningReader(bool started = false)
+      : state_(started ? State::kReasoning : State::kStart), skip_space_(started) {}
+
   struct Output {
     std::string reasoning;
     std::string content;

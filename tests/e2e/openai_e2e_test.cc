@@ -1006,6 +1006,21 @@ TEST(OpenAiE2E, AThinkBlockComesBackAsReasoningContent) {
   }
   EXPECT_EQ(reasoning, "Pondering.\n");
   EXPECT_EQ(content, "It is 4.");
+  // A template that opens the block in the prompt (as DeepSeek-R1's does): the reply has only the
+  // closing tag, and the parser is on by default since the template writes both tags.
+  const std::string opening_template = ::testing::TempDir() + "/opens_think.jinja";
+  std::ofstream(opening_template)
+      << "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content.split('</think>')[-1] }}<|im_end|>\n"
+         "{% endfor %}<|im_start|>assistant\n<think>\n";
+  ServerProcess opening(with_openai({"--chat-template", opening_template}));
+  body["stream"] = false;
+  body["response_format"]["regex"] = R"(Pondering\.\n</think>\n\nIt is 4\.)";
+  const HttpReply opened = post(opening.openai_port(), "/v1/chat/completions", body);
+  ASSERT_EQ(opened.status, 200) << opened.body;
+  const Json opened_message = Json::parse(opened.body)["choices"][0]["message"];
+  EXPECT_EQ(opened_message["reasoning_content"], "Pondering.\n");
+  EXPECT_EQ(opened_message["content"], "It is 4.");
+
   // Completions are text, as the model wrote it.
   const HttpReply completion =
       post(server.openai_port(), "/v1/completions",

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "server/chat_prompt.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
 #include "server/openai_responses.h"
@@ -83,6 +84,36 @@ TEST(ReasoningReader, CutOffWhileThinkingIsAllReasoning) {
   EXPECT_EQ(read({"<think>"}).reasoning, "");
 }
 
+ChatPrompt prompt_of(std::string text) {
+  ChatPrompt prompt;
+  prompt.text = std::move(text);
+  return prompt;
+}
+
+TEST(ReasoningReader, APromptThatOpenedTheBlockStartsTheReplyInIt) {
+  // DeepSeek-R1's and QwQ's templates end the prompt with "<think>\n": the reply is reasoning up
+  // to its </think>, with no opening tag of its own.
+  ReasoningReader reader(/*started=*/true);
+  ReasoningReader::Output out = reader.feed("\nPondering");
+  EXPECT_EQ(out.reasoning, "Pondering");
+  out = reader.feed(".\n</th");
+  EXPECT_EQ(out.reasoning, ".\n");
+  out = reader.feed("ink>\n\nIt is 4.");
+  EXPECT_EQ(out.content, "It is 4.");
+  const ReasoningReader::Output rest = reader.finish();
+  EXPECT_EQ(rest.reasoning + rest.content, "");
+  // Cut off before </think>: all reasoning.
+  ReasoningReader cut(true);
+  EXPECT_EQ(cut.feed("still").reasoning, "still");
+  EXPECT_EQ(cut.finish().content, "");
+
+  EXPECT_TRUE(prompt_of("<|Assistant|><think>\n").reasoning_started());
+  EXPECT_TRUE(prompt_of("assistant\n<think>").reasoning_started());
+  EXPECT_FALSE(prompt_of("assistant\n<think>\n\n</think>\n\n").reasoning_started());
+  EXPECT_FALSE(prompt_of("user: what is <think>?<|im_end|>\n<|im_start|>assistant\n").reasoning_started());
+  EXPECT_FALSE(prompt_of("").reasoning_started());
+}
+
 TEST(ReasoningReader, TemplatesThatTeachTheTagsTurnItOn) {
   EXPECT_TRUE(template_teaches_thinking("{{ '<think>\\n\\n</think>\\n\\n' if not enable_thinking }}"));
   EXPECT_FALSE(template_teaches_thinking("<|im_start|>{{ m.role }}"));
@@ -142,6 +173,16 @@ TEST(ReasoningReplies, ChatReturnsReasoningContentApartAndReadsCallsOnlyInTheAns
   }
   EXPECT_EQ(reasoning, msg["reasoning_content"]);
   EXPECT_EQ(content, msg["content"]);
+
+  // A prompt that opened the block (GenerateResponse.reasoning_started): the reply has no tag of
+  // its own.
+  openai::ReplyBuilder started(request, 1, nullptr);
+  v1::GenerateResponse opened = message("Hmm.\n</think>\n\nFour.", v1::FINISH_REASON_STOP);
+  opened.set_reasoning_started(true);
+  const std::string opened_event = started.event(opened);
+  const Json opened_delta = Json::parse(opened_event.substr(6))["choices"][0]["delta"];
+  EXPECT_EQ(opened_delta["reasoning_content"], "Hmm.\n");
+  EXPECT_EQ(opened_delta["content"], "Four.");
 
   // A reply with no <think> block: null reasoning_content, all content.
   request.stream = false;
