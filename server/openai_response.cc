@@ -84,7 +84,11 @@ ToolCallOutput ReplyBuilder::read_text(const v1::GenerateResponse& message, Choi
   // The <think> block first: only the answer after it is content, and read for calls.
   std::string text = message.text();
   if (request_.reasoning) {
-    if (!choice.reasoning_reader) choice.reasoning_reader.emplace(message.reasoning_started());
+    // A constrained reply (a response format, required or named calls) follows its format from
+    // the first token: it begins as an answer even where the prompt opened a <think> block.
+    if (!choice.reasoning_reader)
+      choice.reasoning_reader.emplace(message.reasoning_started() &&
+                                      !request_.generate.has_response_format());
     ReasoningReader::Output read = choice.reasoning_reader->feed(text);
     if (finished) {
       ReasoningReader::Output rest = choice.reasoning_reader->finish();
@@ -322,7 +326,11 @@ std::optional<Json> ReplyBuilder::chunk(const v1::GenerateResponse& message) {
   if (request_.endpoint == Endpoint::kChatCompletions) {
     Json delta = Json::object();
     if (!choice.role_sent) delta["role"] = "assistant";
-    if (!reasoning.empty()) delta["reasoning_content"] = reasoning;
+    // Under both names clients read: DeepSeek's API's reasoning_content and vLLM's reasoning.
+    if (!reasoning.empty()) {
+      delta["reasoning_content"] = reasoning;
+      delta["reasoning"] = reasoning;
+    }
     if (!text.content.empty() || !choice.role_sent) delta["content"] = text.content;
     if (!text.calls.empty()) delta["tool_calls"] = call_deltas(text.calls, choice);
     choice.role_sent = true;
@@ -401,8 +409,10 @@ Json ReplyBuilder::whole() const {
           Json{{"role", "assistant"},
                {"content", choice.calls.empty() || !choice.text.empty() ? Json(choice.text) : Json()}};
       // As vLLM's and DeepSeek's API: null when the reply had no <think> block.
-      if (request_.reasoning)
+      if (request_.reasoning) {
         out["message"]["reasoning_content"] = choice.reasoning.empty() ? Json() : Json(choice.reasoning);
+        out["message"]["reasoning"] = out["message"]["reasoning_content"];
+      }
       if (!choice.calls.empty()) out["message"]["tool_calls"] = choice.calls;
     } else {
       out["text"] = request_.echo ? echo_text(prompt_of(index)) + choice.text : choice.text;

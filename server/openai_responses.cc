@@ -226,8 +226,8 @@ Status refuse_unsupported(const Json& body) {
     if (find(body, r.field)) return invalid(r.field, r.why);
   if (const Json* background = find(body, "background"); background && *background != false)
     return invalid("background", "not supported: kvserve answers in the foreground; leave it out");
-  // Encrypted reasoning is asked for by clients that replay it; kvserve writes no reasoning items,
-  // so there is none to add. Anything else would need output kvserve does not make.
+  // Encrypted reasoning is asked for by clients that replay it; kvserve's reasoning items are plain
+  // text, with no encrypted copy to add. Anything else would need output kvserve does not make.
   if (const Json* include = find(body, "include")) {
     if (!include->is_array()) return invalid("include", "expected an array");
     for (const Json& value : *include)
@@ -445,7 +445,10 @@ std::string ResponsesReply::finish_output() {
   // look for the assistant's message or a call in every response.
   const bool answered = std::any_of(output_.begin(), output_.end(),
                                     [](const Json& item) { return item["type"] != "reasoning"; });
-  std::string events = answered ? std::string() : open_message();
+  if (answered) return close_item(status);
+  // (Reasoning cut off at the limit is incomplete too.)
+  std::string events = close_item(status);
+  events += open_message();
   return events + close_item(status);
 }
 

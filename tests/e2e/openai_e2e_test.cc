@@ -1006,20 +1006,30 @@ TEST(OpenAiE2E, AThinkBlockComesBackAsReasoningContent) {
   }
   EXPECT_EQ(reasoning, "Pondering.\n");
   EXPECT_EQ(content, "It is 4.");
-  // A template that opens the block in the prompt (as DeepSeek-R1's does): the reply has only the
-  // closing tag, and the parser is on by default since the template writes both tags.
+  // A template that opens the block in the prompt (as DeepSeek-R1's does): the reply begins in it
+  // (and the parser is on by default, since the template writes both tags).
   const std::string opening_template = ::testing::TempDir() + "/opens_think.jinja";
   std::ofstream(opening_template)
       << "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content.split('</think>')[-1] }}<|im_end|>\n"
          "{% endfor %}<|im_start|>assistant\n<think>\n";
   ServerProcess opening(with_openai({"--chat-template", opening_template}));
+  // Unconstrained, the random model writes no </think>: its whole reply is reasoning.
+  const Json free{{"messages", body["messages"]}, {"max_tokens", 8}, {"ignore_eos", true}, {"seed", 3}};
+  const HttpReply thought = post(opening.openai_port(), "/v1/chat/completions", free);
+  ASSERT_EQ(thought.status, 200) << thought.body;
+  const Json thought_message = Json::parse(thought.body)["choices"][0]["message"];
+  EXPECT_TRUE(thought_message["reasoning_content"].is_string() &&
+              !thought_message["reasoning_content"].get<std::string>().empty())
+      << thought.body;
+  EXPECT_EQ(thought_message["content"], "") << thought.body;
+  // A constrained reply follows its format from the first token: an answer.
   body["stream"] = false;
-  body["response_format"]["regex"] = R"(Pondering\.\n</think>\n\nIt is 4\.)";
-  const HttpReply opened = post(opening.openai_port(), "/v1/chat/completions", body);
-  ASSERT_EQ(opened.status, 200) << opened.body;
-  const Json opened_message = Json::parse(opened.body)["choices"][0]["message"];
-  EXPECT_EQ(opened_message["reasoning_content"], "Pondering.\n");
-  EXPECT_EQ(opened_message["content"], "It is 4.");
+  body["response_format"]["regex"] = R"(It is 4\.)";
+  const HttpReply answered = post(opening.openai_port(), "/v1/chat/completions", body);
+  ASSERT_EQ(answered.status, 200) << answered.body;
+  const Json answered_message = Json::parse(answered.body)["choices"][0]["message"];
+  EXPECT_TRUE(answered_message["reasoning_content"].is_null()) << answered.body;
+  EXPECT_EQ(answered_message["content"], "It is 4.");
 
   // Completions are text, as the model wrote it.
   const HttpReply completion =

@@ -102,6 +102,15 @@ TEST(ReasoningReader, APromptThatOpenedTheBlockStartsTheReplyInIt) {
   EXPECT_EQ(out.content, "It is 4.");
   const ReasoningReader::Output rest = reader.finish();
   EXPECT_EQ(rest.reasoning + rest.content, "");
+  // The same wherever the pieces break.
+  const std::string reply = "\nPondering.\n</think>\n\nIt is 4.";
+  for (size_t a = 0; a <= reply.size(); ++a) {
+    ReasoningReader split(true);
+    ReasoningReader::Output first = split.feed(reply.substr(0, a)), second = split.feed(reply.substr(a)),
+                            last = split.finish();
+    EXPECT_EQ(first.reasoning + second.reasoning + last.reasoning, "Pondering.\n") << a;
+    EXPECT_EQ(first.content + second.content + last.content, "It is 4.") << a;
+  }
   // Cut off before </think>: all reasoning.
   ReasoningReader cut(true);
   EXPECT_EQ(cut.feed("still").reasoning, "still");
@@ -182,7 +191,27 @@ TEST(ReasoningReplies, ChatReturnsReasoningContentApartAndReadsCallsOnlyInTheAns
   const std::string opened_event = started.event(opened);
   const Json opened_delta = Json::parse(opened_event.substr(6))["choices"][0]["delta"];
   EXPECT_EQ(opened_delta["reasoning_content"], "Hmm.\n");
+  EXPECT_EQ(opened_delta["reasoning"], "Hmm.\n");  // vLLM's name for it, the same text
   EXPECT_EQ(opened_delta["content"], "Four.");
+  EXPECT_EQ(msg["reasoning"], msg["reasoning_content"]);
+
+  // A constrained reply follows its format from the first token: an answer, even where the prompt
+  // opened the block.
+  ParsedRequest required;
+  ASSERT_TRUE(
+      openai::parse_request(openai::Endpoint::kChatCompletions,
+                            R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required",
+                                        "tools": [{"type": "function", "function": {"name": "f"}}]})",
+                            kServedReasoning, &required)
+          .ok());
+  openai::ReplyBuilder forced(required, 1, nullptr);
+  v1::GenerateResponse call = message(R"([{"name": "f", "parameters": {}}])", v1::FINISH_REASON_STOP);
+  call.set_reasoning_started(true);
+  forced.add(call);
+  const Json forced_msg = Json::parse(forced.body())["choices"][0]["message"];
+  EXPECT_TRUE(forced_msg["reasoning_content"].is_null()) << forced_msg;
+  ASSERT_EQ(forced_msg["tool_calls"].size(), 1u) << forced_msg;
+  EXPECT_EQ(forced_msg["tool_calls"][0]["function"]["name"], "f");
 
   // A reply with no <think> block: null reasoning_content, all content.
   request.stream = false;
@@ -270,6 +299,7 @@ TEST(ReasoningReplies, TheResponsesApiGivesAReasoningItemBeforeTheMessageAndCall
   const Json response = Json::parse(cut.body());
   ASSERT_EQ(response["output"].size(), 2u) << response;
   EXPECT_EQ(response["output"][0]["type"], "reasoning");
+  EXPECT_EQ(response["output"][0]["status"], "incomplete");  // cut off while thinking
   EXPECT_EQ(response["output"][1]["type"], "message");
   EXPECT_EQ(response["status"], "incomplete");
 }
