@@ -3,6 +3,7 @@
 // object and the Responses stream's events. Expected values are written from OpenAI's API
 // reference for /v1/responses, not from the code's output.
 #include "server/openai_responses.h"
+#include "tests/server/reply_messages.h"
 
 #include <gtest/gtest.h>
 
@@ -218,20 +219,7 @@ TEST(ResponsesRequest, InstructionsAndLeadingDeveloperMessagesAreOneSystemMessag
   EXPECT_EQ(chat.messages(2).content(), "Later.");
 }
 
-v1::GenerateResponse message(const std::string& text,
-                             v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED) {
-  v1::GenerateResponse m;
-  m.set_request_id("r7");
-  m.set_text(text);
-  m.add_token_ids(1);
-  m.set_finish_reason(finish);
-  if (finish != v1::FINISH_REASON_UNSPECIFIED) {
-    m.mutable_usage()->set_prompt_tokens(12);
-    m.mutable_usage()->set_completion_tokens(3);
-    m.mutable_usage()->set_cached_prompt_tokens(8);
-  }
-  return m;
-}
+using testing::reply_message;
 
 // A stream's events: each one's "event:" name, which must match its data's type.
 std::vector<Json> events_of(const std::string& events) {
@@ -289,8 +277,9 @@ Json without_id(Json item, const std::string& prefix) {
 }
 
 TEST(ResponsesReply, TextIsAMessageItemWithTheUsageInResponsesTerms) {
-  const Replies r = replies(R"({"input": "x", "instructions": "Be brief.", "max_output_tokens": 3})", kServed,
-                            {message("Hel"), message(""), message("lo", v1::FINISH_REASON_STOP)});
+  const Replies r =
+      replies(R"({"input": "x", "instructions": "Be brief.", "max_output_tokens": 3})", kServed,
+              {reply_message("Hel"), reply_message(""), reply_message("lo", v1::FINISH_REASON_STOP)});
   Json whole = r.whole;
   ASSERT_EQ(whole["output"].size(), 1u);
   EXPECT_EQ(without_id(whole["output"][0], "msg_"), Json::parse(R"({"type": "message", "status": "completed",
@@ -337,7 +326,7 @@ TEST(ResponsesReply, TextIsAMessageItemWithTheUsageInResponsesTerms) {
 
 TEST(ResponsesReply, OutputCutAtMaxOutputTokensIsIncomplete) {
   const Replies r = replies(R"({"input": "x", "max_output_tokens": 3})", kServed,
-                            {message("abc", v1::FINISH_REASON_LENGTH)});
+                            {reply_message("abc", v1::FINISH_REASON_LENGTH)});
   EXPECT_EQ(r.whole["status"], "incomplete");
   EXPECT_EQ(r.whole["incomplete_details"], Json::parse(R"({"reason": "max_output_tokens"})"));
   EXPECT_EQ(r.whole["output"][0]["status"], "incomplete");
@@ -351,8 +340,8 @@ TEST(ResponsesReply, ToolCallsAreFunctionCallItemsAfterTheText) {
       "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]})";
   const Replies r =
       replies(body, kServedHermes,
-              {message("Checking.\n<tool"), message("_call>\n{\"name\": \"get_weather\", "),
-               message("\"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>", v1::FINISH_REASON_STOP)});
+              {reply_message("Checking.\n<tool"), reply_message("_call>\n{\"name\": \"get_weather\", "),
+               reply_message("\"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>", v1::FINISH_REASON_STOP)});
   ASSERT_EQ(r.whole["output"].size(), 2u);
   EXPECT_EQ(r.whole["status"], "completed");  // a turn that ends in calls is complete
   EXPECT_EQ(r.whole["output"][0]["content"][0]["text"], "Checking.");
@@ -388,8 +377,8 @@ TEST(ResponsesReply, ANamedFunctionsArgumentsStreamAsTheyCome) {
   const std::string body = R"({"input": "Oslo?", "tools": [{"type": "function", "name": "get_weather",
       "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
       "tool_choice": {"type": "function", "name": "get_weather"}})";
-  const Replies r =
-      replies(body, kServed, {message("{\"city\": "), message("\"Oslo\"}", v1::FINISH_REASON_STOP)});
+  const Replies r = replies(
+      body, kServed, {reply_message("{\"city\": "), reply_message("\"Oslo\"}", v1::FINISH_REASON_STOP)});
   ASSERT_EQ(r.whole["output"].size(), 1u) << r.whole;
   EXPECT_EQ(r.whole["output"][0]["type"], "function_call");
   EXPECT_EQ(r.whole["output"][0]["arguments"], "{\"city\": \"Oslo\"}");
@@ -408,10 +397,10 @@ TEST(ResponsesReply, ANamedFunctionsArgumentsStreamAsTheyCome) {
 TEST(ResponsesReply, ItemsFollowTheReplyTextCallText) {
   const std::string body = R"({"input": "Oslo?", "tools": [{"type": "function", "name": "get_weather",
       "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]})";
-  const Replies r =
-      replies(body, kServedHermes,
-              {message("First.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>"),
-               message("\nThen more."), message("", v1::FINISH_REASON_STOP)});
+  const Replies r = replies(
+      body, kServedHermes,
+      {reply_message("First.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>"),
+       reply_message("\nThen more."), reply_message("", v1::FINISH_REASON_STOP)});
   ASSERT_EQ(r.whole["output"].size(), 3u) << r.whole;
   EXPECT_EQ(r.whole["output"][0]["content"][0]["text"], "First.");
   EXPECT_EQ(r.whole["output"][1]["type"], "function_call");
@@ -433,9 +422,9 @@ TEST(ResponsesReply, ItemsFollowTheReplyTextCallText) {
   const Replies required = replies(R"({"input": "x", "tool_choice": "required", "tools": [{"type": "function",
       "name": "f", "parameters": {"type": "object"}}, {"type": "function", "name": "g"}]})",
                                    kServed,
-                                   {message(R"([{"name": "f", "parameters": {"a": 1}}, {"name": "g", )"
-                                            R"("parameters": {}}])",
-                                            v1::FINISH_REASON_STOP)});
+                                   {reply_message(R"([{"name": "f", "parameters": {"a": 1}}, {"name": "g", )"
+                                                  R"("parameters": {}}])",
+                                                  v1::FINISH_REASON_STOP)});
   ASSERT_EQ(required.whole["output"].size(), 2u) << required.whole;
   EXPECT_EQ(required.whole["output"][0]["name"], "f");
   EXPECT_EQ(required.whole["output"][0]["arguments"], "{\"a\":1}");
@@ -449,7 +438,7 @@ TEST(ResponsesReply, ItemsFollowTheReplyTextCallText) {
 
 // A reply with no text and no call (EOS at once) is an empty message, as OpenAI's.
 TEST(ResponsesReply, AnEmptyReplyIsAnEmptyMessage) {
-  const Replies r = replies(R"({"input": "x"})", kServed, {message("", v1::FINISH_REASON_STOP)});
+  const Replies r = replies(R"({"input": "x"})", kServed, {reply_message("", v1::FINISH_REASON_STOP)});
   ASSERT_EQ(r.whole["output"].size(), 1u) << r.whole;
   EXPECT_EQ(r.whole["output"][0]["type"], "message");
   EXPECT_EQ(r.whole["output"][0]["content"][0]["text"], "");
@@ -463,7 +452,8 @@ TEST(ResponsesReply, AnEmptyReplyIsAnEmptyMessage) {
 TEST(ResponsesReply, AFailureAfterTheStreamBeganIsAnErrorThenResponseFailed) {
   Parsed p = parse_ok(R"({"input": "x", "stream": true})");
   ResponsesReply reply(p.request, p.echo, 1, nullptr);
-  EXPECT_EQ(events_of(reply.event(message("a"))).size(), 5u);  // created, in_progress, item, part, delta
+  EXPECT_EQ(events_of(reply.event(reply_message("a"))).size(),
+            5u);  // created, in_progress, item, part, delta
   const std::vector<Json> failed =
       events_of(reply.failure_events(503, "the server is shutting down", "unavailable"));
   ASSERT_EQ(failed.size(), 2u);
@@ -475,11 +465,11 @@ TEST(ResponsesReply, AFailureAfterTheStreamBeganIsAnErrorThenResponseFailed) {
   EXPECT_EQ(failed[1]["response"]["error"],
             Json::parse(R"({"code": "server_error", "message": "the server is shutting down"})"));
   ResponsesReply limited(p.request, p.echo, 1, nullptr);
-  limited.event(message("a"));
+  limited.event(reply_message("a"));
   EXPECT_EQ(events_of(limited.failure_events(429, "queue full", "resource_exhausted"))[0]["code"],
             "rate_limit_exceeded");
   ResponsesReply refused(p.request, p.echo, 1, nullptr);
-  refused.event(message("a"));
+  refused.event(reply_message("a"));
   EXPECT_EQ(events_of(refused.failure_events(400, "bad", "invalid_argument"))[0]["code"], "invalid_argument");
 }
 

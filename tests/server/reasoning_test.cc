@@ -16,6 +16,7 @@
 #include "server/openai_request.h"
 #include "server/openai_response.h"
 #include "server/openai_responses.h"
+#include "tests/server/reply_messages.h"
 
 namespace kvserve {
 namespace {
@@ -136,20 +137,13 @@ using openai::ParsedRequest;
 const openai::ServedApi kServedReasoning{
     .model = "m", .tool_call_format = ToolCallFormat::kHermes, .reasoning = true};
 
-v1::GenerateResponse message(const std::string& text,
-                             v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED) {
-  v1::GenerateResponse m;
-  m.set_request_id("r1");
-  m.set_text(text);
-  m.add_token_ids(1);
-  m.set_finish_reason(finish);
-  return m;
-}
+using testing::reply_message;
 
 // The reply's messages as tokens bring them: thinking that mentions a call, the answer, a call.
 const std::vector<v1::GenerateResponse> kReply = {
-    message("<think>\nThe user wants <tool_call> maybe"), message(".\n</think>\n\nChecking."),
-    message("\n<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>", v1::FINISH_REASON_STOP)};
+    reply_message("<think>\nThe user wants <tool_call> maybe"), reply_message(".\n</think>\n\nChecking."),
+    reply_message("\n<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>",
+                  v1::FINISH_REASON_STOP)};
 
 TEST(ReasoningReplies, ChatReturnsReasoningContentApartAndReadsCallsOnlyInTheAnswer) {
   const std::string body = R"({"messages": [{"role": "user", "content": "x"}],
@@ -186,7 +180,7 @@ TEST(ReasoningReplies, ChatReturnsReasoningContentApartAndReadsCallsOnlyInTheAns
   // A prompt that opened the block (GenerateResponse.reasoning_started): the reply has no tag of
   // its own.
   openai::ReplyBuilder started(request, 1, nullptr);
-  v1::GenerateResponse opened = message("Hmm.\n</think>\n\nFour.", v1::FINISH_REASON_STOP);
+  v1::GenerateResponse opened = reply_message("Hmm.\n</think>\n\nFour.", v1::FINISH_REASON_STOP);
   opened.set_reasoning_started(true);
   const std::string opened_event = started.event(opened);
   const Json opened_delta = Json::parse(opened_event.substr(6))["choices"][0]["delta"];
@@ -205,7 +199,7 @@ TEST(ReasoningReplies, ChatReturnsReasoningContentApartAndReadsCallsOnlyInTheAns
                             kServedReasoning, &required)
           .ok());
   openai::ReplyBuilder forced(required, 1, nullptr);
-  v1::GenerateResponse call = message(R"([{"name": "f", "parameters": {}}])", v1::FINISH_REASON_STOP);
+  v1::GenerateResponse call = reply_message(R"([{"name": "f", "parameters": {}}])", v1::FINISH_REASON_STOP);
   call.set_reasoning_started(true);
   forced.add(call);
   const Json forced_msg = Json::parse(forced.body())["choices"][0]["message"];
@@ -216,7 +210,7 @@ TEST(ReasoningReplies, ChatReturnsReasoningContentApartAndReadsCallsOnlyInTheAns
   // A reply with no <think> block: null reasoning_content, all content.
   request.stream = false;
   openai::ReplyBuilder plain_whole(request, 1, nullptr);
-  plain_whole.add(message("Just this.", v1::FINISH_REASON_STOP));
+  plain_whole.add(reply_message("Just this.", v1::FINISH_REASON_STOP));
   const Json plain_msg = Json::parse(plain_whole.body())["choices"][0]["message"];
   EXPECT_TRUE(plain_msg["reasoning_content"].is_null());
   EXPECT_EQ(plain_msg["content"], "Just this.");
@@ -234,7 +228,7 @@ TEST(ReasoningReplies, CompletionsAndServersWithoutTheParserLeaveTheTextAlone) {
                                     openai::ServedApi{.model = "m"}, &chat)
                   .ok());
   openai::ReplyBuilder whole(chat, 1, nullptr);
-  whole.add(message("<think>a</think>b", v1::FINISH_REASON_STOP));
+  whole.add(reply_message("<think>a</think>b", v1::FINISH_REASON_STOP));
   const Json msg = Json::parse(whole.body())["choices"][0]["message"];
   EXPECT_EQ(msg["content"], "<think>a</think>b");
   EXPECT_FALSE(msg.contains("reasoning_content"));
@@ -295,7 +289,7 @@ TEST(ReasoningReplies, TheResponsesApiGivesAReasoningItemBeforeTheMessageAndCall
   nlohmann::ordered_json echo;
   ASSERT_TRUE(openai::parse_responses_request(R"({"input": "x"})", kServedReasoning, &request, &echo).ok());
   openai::ResponsesReply cut(request, echo, 1, nullptr);
-  cut.add(message("<think>\nhmm", v1::FINISH_REASON_LENGTH));
+  cut.add(reply_message("<think>\nhmm", v1::FINISH_REASON_LENGTH));
   const Json response = Json::parse(cut.body());
   ASSERT_EQ(response["output"].size(), 2u) << response;
   EXPECT_EQ(response["output"][0]["type"], "reasoning");
