@@ -4,6 +4,8 @@
 #include <string_view>
 #include <utility>
 
+#include "server/text_markers.h"
+
 namespace kvserve {
 
 Status render_chat(const v1::Chat& chat, const ChatTemplate* chat_template, const Tokenizer* tokenizer,
@@ -61,8 +63,7 @@ Status render_chat(const v1::Chat& chat, const ChatTemplate* chat_template, cons
 bool ChatPrompt::reasoning_started() const {
   constexpr std::string_view kOpen = "<think>";
   size_t end = text.size();
-  while (end > 0 &&
-         (text[end - 1] == ' ' || text[end - 1] == '\n' || text[end - 1] == '\r' || text[end - 1] == '\t'))
+  while (end > 0 && is_layout_space(text[end - 1]))
     --end;
   return std::string_view(text).substr(0, end).ends_with(kOpen);
 }

@@ -1,23 +1,12 @@
 #include "server/reasoning.h"
 
-#include <algorithm>
+#include "server/text_markers.h"
 
 namespace kvserve {
 namespace {
 
 constexpr std::string_view kOpen = "<think>";
 constexpr std::string_view kClose = "</think>";
-
-bool is_space(char c) {
-  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
-}
-
-// The longest end of `text` that is a proper beginning of `tag` (which may yet complete).
-size_t partial_tag_at_end(std::string_view text, std::string_view tag) {
-  for (size_t n = std::min(text.size(), tag.size() - 1); n > 0; --n)
-    if (text.substr(text.size() - n) == tag.substr(0, n)) return n;
-  return 0;
-}
 
 }  // namespace
 
@@ -39,19 +28,14 @@ ReasoningReader::Output ReasoningReader::step(bool final) {
   Output out;
   while (true) {
     if (skip_space_) {
-      size_t n = 0;
-      while (n < buffer_.size() && is_space(buffer_[n]))
-        ++n;
-      buffer_.erase(0, n);
+      buffer_.erase(0, skip_layout_space(buffer_, 0));
       if (buffer_.empty() && !final) return out;
       skip_space_ = false;
     }
     switch (state_) {
       case State::kStart: {
         // Reasoning only when the reply opens with the tag; leading whitespace waits to see.
-        size_t first = 0;
-        while (first < buffer_.size() && is_space(buffer_[first]))
-          ++first;
+        const size_t first = skip_layout_space(buffer_, 0);
         const std::string_view rest = std::string_view(buffer_).substr(first);
         if (rest.starts_with(kOpen)) {
           buffer_.erase(0, first + kOpen.size());
@@ -66,7 +50,8 @@ ReasoningReader::Output ReasoningReader::step(bool final) {
       case State::kReasoning: {
         const size_t close = buffer_.find(kClose);
         if (close == std::string::npos) {
-          const size_t ready = final ? buffer_.size() : buffer_.size() - partial_tag_at_end(buffer_, kClose);
+          const size_t ready =
+              final ? buffer_.size() : buffer_.size() - partial_marker_at_end(buffer_, kClose);
           out.reasoning += buffer_.substr(0, ready);
           buffer_.erase(0, ready);
           return out;

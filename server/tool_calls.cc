@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "engine/json_limits.h"
+#include "server/text_markers.h"
 
 namespace kvserve {
 namespace {
@@ -21,23 +22,6 @@ constexpr std::string_view kLlama3JsonInstruction = "\"parameters\": dictionary 
 constexpr std::string_view kXmlFunction = "<function=";
 constexpr int kMaxCallDepth = 64;
 constexpr size_t kMaxCallMembers = 1024;
-
-bool is_space(char c) {
-  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
-}
-
-size_t skip_space(std::string_view text, size_t at) {
-  while (at < text.size() && is_space(text[at]))
-    ++at;
-  return at;
-}
-
-// The longest end of `text` that is a proper beginning of `marker` (which may yet complete).
-size_t partial_marker_at_end(std::string_view text, std::string_view marker) {
-  for (size_t n = std::min(text.size(), marker.size() - 1); n > 0; --n)
-    if (text.substr(text.size() - n) == marker.substr(0, n)) return n;
-  return 0;
-}
 
 // The model's text read as JSON; nullopt when it is not JSON, or nests or spreads more than a
 // call's arguments need (the parser and dump() recurse: a reply of "[[[[..." must not reach them).
@@ -82,8 +66,8 @@ size_t object_end(std::string_view text, size_t start) {
 
 // Llama 3 JSON calls: [<|python_tag|>]{...}[; {...}]..., with optional whitespace.
 std::optional<std::vector<Call>> read_llama3_calls(std::string_view text) {
-  size_t at = skip_space(text, 0);
-  if (text.substr(at, kPythonTag.size()) == kPythonTag) at = skip_space(text, at + kPythonTag.size());
+  size_t at = skip_layout_space(text, 0);
+  if (text.substr(at, kPythonTag.size()) == kPythonTag) at = skip_layout_space(text, at + kPythonTag.size());
   std::vector<Call> calls;
   while (true) {
     if (at >= text.size() || text[at] != '{') return std::nullopt;
@@ -93,10 +77,10 @@ std::optional<std::vector<Call>> read_llama3_calls(std::string_view text) {
     std::optional<Call> call = json ? read_call(*json) : std::nullopt;
     if (!call) return std::nullopt;
     calls.push_back(std::move(*call));
-    at = skip_space(text, end);
+    at = skip_layout_space(text, end);
     if (at == text.size()) return calls;
     if (text[at] != ';') return std::nullopt;
-    at = skip_space(text, at + 1);
+    at = skip_layout_space(text, at + 1);
     if (at == text.size()) return calls;  // a trailing ';'
   }
 }
@@ -272,7 +256,7 @@ ToolCallOutput ToolCallReader::feed_hermes(bool final) {
                                  : buffer_.size() - partial_marker_at_end(buffer_, kHermesOpen);
     const std::string_view text(buffer_.data(), ready);
     size_t text_end = text.size();
-    while (text_end > 0 && is_space(text[text_end - 1]))
+    while (text_end > 0 && is_layout_space(text[text_end - 1]))
       --text_end;
     if (text_end > 0) add_content(out, text.substr(0, text_end));
     held_space_ += text.substr(text_end);
@@ -290,7 +274,7 @@ ToolCallOutput ToolCallReader::feed_whole_reply(bool final) {
   ToolCallOutput out;
   if (mode_ == Mode::kLlama3Json && !started_) {
     // The reply is calls when it starts as one; leading whitespace waits to see which.
-    const size_t first = skip_space(buffer_, 0);
+    const size_t first = skip_layout_space(buffer_, 0);
     if (first == buffer_.size() && !final) return out;
     const std::string_view rest = std::string_view(buffer_).substr(first);
     if (!final && rest.size() < kPythonTag.size() && kPythonTag.starts_with(rest)) return out;
