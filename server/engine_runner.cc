@@ -72,9 +72,10 @@ Status EngineRunner::submit_all(std::vector<Request> requests,
         "the server is shutting down and takes no new requests; retry on another replica");
   // Requests not yet admitted queue only beyond the seats free at the last step: a burst that
   // arrives between two steps finds the seats the next one fills, not a queue too short to reach
-  // them. (Seats short of KV blocks let the queue outgrow the limit by at most max_num_seqs.)
+  // them. Seats that a step left free with requests still waiting could not be filled (too few KV
+  // blocks): none counts then, so the queue never outgrows the limit.
   const int waiting = static_cast<int>(inbox_.size()) + status_.num_waiting;
-  const int free_seats = std::max(0, seats - status_.num_running);
+  const int free_seats = step_left_queue_ ? 0 : std::max(0, seats - status_.num_running);
   const int queued = std::max(0, waiting - free_seats);
   if (options_.max_waiting > 0 && waiting + count - free_seats > options_.max_waiting)
     return Status::ResourceExhausted(
@@ -199,7 +200,7 @@ void EngineRunner::loop() {
       int finishing = 0;
       for (const StepOutput& out : outputs)
         finishing += out.finish != FinishReason::kNone && live_.contains(out.id);
-      publish_status(finishing);
+      publish_status(finishing, /*after_step=*/true);
       for (StepOutput& out : outputs) {
         auto it = live_.find(out.id);
         if (it == live_.end()) continue;
@@ -301,11 +302,12 @@ void EngineRunner::end_request(const RequestId& id, Live& live, StepOutput final
   ++ended_since_publish_;  // leaves in_flight_ in publish_status(), once the status shows its blocks free
 }
 
-void EngineRunner::publish_status(int finishing) {
+void EngineRunner::publish_status(int finishing, bool after_step) {
   const SchedulerStats stats = engine_->scheduler().stats();
   std::lock_guard lock(mu_);
   status_.num_running = stats.num_running;
   status_.num_waiting = stats.num_waiting;
+  if (after_step || stats.num_waiting == 0) step_left_queue_ = stats.num_waiting > 0;
   status_.kv_blocks_total = stats.num_total_blocks;
   status_.kv_blocks_free = stats.num_free_blocks;
   status_.kv_blocks_cached = stats.num_free_cached_blocks;

@@ -163,6 +163,35 @@ TEST(EngineRunner, ABurstFillsTheFreeSeatsBeforeItCountsAsQueued) {
   runner->stop();
 }
 
+// A seat left free for lack of KV blocks is no place in the queue: with one of the two seats taken
+// and the pool too small for a second long prompt, one request waiting fills a queue of one.
+TEST(EngineRunner, SeatsWithoutKvBlocksDoNotLengthenTheQueue) {
+  auto runner = make_runner(/*max_waiting=*/1, 5ms);
+  auto long_prompt = [](const std::string& id) {
+    Request r = request(id, 100);
+    r.prompt.assign(140, 5);  // 35 of the pool's 64 blocks: two never fit at once
+    return r;
+  };
+  // Together, so that the step which seats the first is the one that leaves the second waiting.
+  ASSERT_TRUE(runner
+                  ->submit_all({long_prompt("first"), long_prompt("second")},
+                               {std::make_shared<RecordingChannel>(), std::make_shared<RecordingChannel>()},
+                               nullptr)
+                  .ok());
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  // Until a step has left the second request waiting beside the first.
+  for (EngineStatus s = runner->status(); s.num_running != 1 || s.num_waiting != 1; s = runner->status()) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline)
+        << "running " << s.num_running << ", waiting " << s.num_waiting;
+    std::this_thread::sleep_for(1ms);
+  }
+  const Status third = runner->submit(request("third", 5), std::make_shared<RecordingChannel>(), nullptr);
+  EXPECT_EQ(third.code(), StatusCode::kResourceExhausted) << third.message();
+  runner->stop();
+  const EngineStatus s = runner->status();
+  EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
+}
+
 // From the moment submit() accepts it, a request counts as waiting or running, whatever the engine
 // thread has done with it yet: a caller who sees neither knows nothing is about to start.
 TEST(EngineRunner, AnAcceptedRequestCountsAsWaitingOrRunningAtOnce) {
