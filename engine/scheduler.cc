@@ -17,6 +17,13 @@ std::string str(long long v) {
   return std::to_string(v);
 }
 
+// The waiting queue's order: (scheduling priority, arrival).
+bool queued_before(const Sequence* a, const Sequence* b) {
+  if (a->scheduling_priority() != b->scheduling_priority())
+    return a->scheduling_priority() < b->scheduling_priority();
+  return a->arrival() < b->arrival();
+}
+
 }  // namespace
 
 Status SchedulerConfig::validate() const {
@@ -31,6 +38,9 @@ Status SchedulerConfig::validate() const {
     return Status::InvalidArgument("max_model_len must be at least 2, got " + str(max_model_len));
   if (max_waiting < 0)
     return Status::InvalidArgument("max_waiting must be >= 0 (0 = unlimited), got " + str(max_waiting));
+  if (max_priority_wait.count() < 0)
+    return Status::InvalidArgument("max_priority_wait must be >= 0 (0 = no bound), got " +
+                                   str(max_priority_wait.count()) + " ms");
   return Status::Ok();
 }
 
@@ -78,6 +88,7 @@ Status Scheduler::add(std::unique_ptr<Sequence> seq) {
                                      " requests); retry later");
   seq->set_status(SequenceStatus::kWaiting);
   seq->set_arrival(num_added_++);
+  seq->set_arrival_time(now());
   enqueue(seq.get());
   const RequestId id = seq->id();
   seqs_.emplace(id, std::move(seq));
@@ -196,16 +207,33 @@ void Scheduler::register_full_blocks(Sequence& seq, int num_tokens_after_step) {
 }
 
 void Scheduler::enqueue(Sequence* seq) {
-  const auto before = [](const Sequence* a, const Sequence* b) {
-    return a->priority() != b->priority() ? a->priority() < b->priority() : a->arrival() < b->arrival();
+  waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), seq, queued_before), seq);
+}
+
+std::chrono::steady_clock::time_point Scheduler::now() const {
+  return config_.clock ? config_.clock() : std::chrono::steady_clock::now();
+}
+
+void Scheduler::mark_overdue() {
+  if (config_.policy != SchedulingPolicy::kPriority || config_.max_priority_wait.count() == 0) return;
+  const auto arrived_by = now() - config_.max_priority_wait;
+  const auto newly_overdue = [&](Sequence* s) {
+    if (s->overdue() || s->arrival_time() > arrived_by) return false;
+    s->mark_overdue();
+    return true;
   };
-  waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), seq, before), seq);
+  for (Sequence* s : running_)
+    newly_overdue(s);
+  bool requeue = false;
+  for (Sequence* s : waiting_)
+    requeue |= newly_overdue(s);
+  if (requeue) std::stable_sort(waiting_.begin(), waiting_.end(), queued_before);
 }
 
 Sequence* Scheduler::preemption_victim() const {
   Sequence* victim = running_.back();
   for (auto it = running_.rbegin(); it != running_.rend(); ++it)
-    if ((*it)->priority() > victim->priority()) victim = *it;
+    if ((*it)->scheduling_priority() > victim->scheduling_priority()) victim = *it;
   return victim;
 }
 
@@ -217,12 +245,12 @@ std::vector<Sequence*> Scheduler::make_room_for_better_priority(StepPlan& plan, 
   // even that would not make room for the head's first chunk, nobody is preempted for nothing.
   int reclaimable = pool_.num_free_blocks();
   for (const Sequence* s : running_)
-    if (s->priority() > head.priority())
+    if (s->scheduling_priority() > head.scheduling_priority())
       for (BlockId b : s->block_table().blocks())
         reclaimable += pool_.ref_count(b) == 1;
   while (!running_.empty()) {
     Sequence* victim = preemption_victim();
-    if (victim->priority() <= head.priority()) break;
+    if (victim->scheduling_priority() <= head.scheduling_priority()) break;
     const int need = plan_admission(head, config_.max_num_batched_tokens).free_blocks_needed;
     const bool seated = static_cast<int>(running_.size()) < config_.max_num_seqs;
     if (seated && (need <= pool_.num_free_blocks() || need > reclaimable)) break;
@@ -235,13 +263,16 @@ std::vector<Sequence*> Scheduler::make_room_for_better_priority(StepPlan& plan, 
 StepPlan Scheduler::schedule() {
   StepPlan plan;
   int budget = config_.max_num_batched_tokens;
+  mark_overdue();
   const std::vector<Sequence*> evicted = make_room_for_better_priority(plan, budget);
 
   // Running sequences: decodes first so that a long prefill never stalls them, then prefill chunks;
   // each group in priority order, oldest first. Those of worse priority than the head of the queue
   // (none under FCFS) wait until it is admitted, and take what is left.
   const Sequence* head = waiting_.empty() ? nullptr : waiting_.front();
-  const auto worse_than_head = [&](const Sequence* s) { return head && s->priority() > head->priority(); };
+  const auto worse_than_head = [&](const Sequence* s) {
+    return head && s->scheduling_priority() > head->scheduling_priority();
+  };
   std::vector<Sequence*> order, deferred;
   order.reserve(running_.size());
   for (const bool decodes : {true, false}) {
@@ -249,7 +280,9 @@ StepPlan Scheduler::schedule() {
       if ((s->num_uncomputed_tokens() == 1) == decodes) (worse_than_head(s) ? deferred : order).push_back(s);
   }
   // Stable: decodes stay before prefills, and each group keeps its admission order within a priority.
-  const auto by_priority = [](const Sequence* a, const Sequence* b) { return a->priority() < b->priority(); };
+  const auto by_priority = [](const Sequence* a, const Sequence* b) {
+    return a->scheduling_priority() < b->scheduling_priority();
+  };
   const auto sort_groups = [&](std::vector<Sequence*>& v) {
     const auto prefills =
         std::find_if(v.begin(), v.end(), [](const Sequence* s) { return s->num_uncomputed_tokens() > 1; });

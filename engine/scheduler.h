@@ -12,7 +12,10 @@
 // priority order, the victim is the worst-priority running sequence (the most recently admitted of
 // those), and a waiting request of better priority than a running one takes that one's place (its
 // seat, or the blocks its first chunk needs) at the start of a step. With every priority equal (as
-// first-come-first-served requires), this is exactly the FCFS behaviour.
+// first-come-first-served requires), this is exactly the FCFS behaviour. So that no priority waits
+// forever, a request that arrived longer ago than max_priority_wait is overdue: from the next step
+// it is scheduled ahead of every request that is not (overdue ones by arrival), and is preempted
+// for want of KV blocks only after them.
 //
 // Blocks enter the prefix cache when the step that fills them is planned, so requests admitted in
 // the same step share them; this relies on the Backend contract that every K/V write of a step lands
@@ -22,7 +25,9 @@
 // schedule() -> (backend, sampler) -> complete_step(); add() and finish() only between steps.
 #pragma once
 
+#include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -50,6 +55,12 @@ struct SchedulerConfig {
   // kFcfs: every request's priority must be 0 (clients cannot jump the queue); kPriority: requests
   // say their own (Request::priority).
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
+  // kPriority: how long after its arrival a request becomes overdue and goes ahead of every request
+  // that is not, whatever their priorities; 0 = never (strict priority). Time running counts too,
+  // so an overdue request is not preempted for a better one.
+  std::chrono::milliseconds max_priority_wait{0};
+  // The clock max_priority_wait is measured by (tests set their own); steady_clock when empty.
+  std::function<std::chrono::steady_clock::time_point()> clock;
 
   Status validate() const;
 };
@@ -129,6 +140,9 @@ class Scheduler {
   static void plan_chunk(StepPlan& plan, Sequence& seq, int n, int& budget);
   // Queues a waiting sequence at its place in (priority, arrival) order.
   void enqueue(Sequence* seq);
+  std::chrono::steady_clock::time_point now() const;
+  // Before a step: marks the sequences that have become overdue, and requeues the waiting ones.
+  void mark_overdue();
   // The running sequence to preempt first: the worst priority, of those the most recently admitted.
   Sequence* preemption_victim() const;
   // Before a step: preempts running sequences of worse priority than the head of the queue while it

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
 #include <vector>
@@ -16,6 +18,9 @@ namespace kvserve {
 
 enum class SequenceStatus { kWaiting, kRunning, kFinished };
 
+// Better than any request's own priority (an int): what an overdue request is scheduled at.
+inline constexpr int64_t kOverduePriority = int64_t{std::numeric_limits<int>::min()} - 1;
+
 class Sequence {
  public:
   // eos_token_ids comes from the model (Llama 3 has several).
@@ -25,9 +30,17 @@ class Sequence {
   const SamplingParams& sampling() const { return request_.sampling; }
   const StopCriteria& stop() const { return request_.stop; }
   int priority() const { return request_.priority; }
+  // The priority the scheduler orders by: the request's, or, once the request is overdue (it
+  // arrived longer ago than SchedulerConfig::max_priority_wait), better than any request's.
+  int64_t scheduling_priority() const { return overdue_ ? kOverduePriority : request_.priority; }
+  bool overdue() const { return overdue_; }
+  void mark_overdue() { overdue_ = true; }
   // The scheduler's count of requests added before this one: ties of priority go by it.
   uint64_t arrival() const { return arrival_; }
   void set_arrival(uint64_t n) { arrival_ = n; }
+  // When the scheduler took the request in, by its clock.
+  std::chrono::steady_clock::time_point arrival_time() const { return arrival_time_; }
+  void set_arrival_time(std::chrono::steady_clock::time_point t) { arrival_time_ = t; }
 
   std::span<const TokenId> tokens() const { return tokens_; }  // prompt, then output
   std::span<const TokenId> output() const {
@@ -107,6 +120,8 @@ class Sequence {
   int32_t constraint_state_ = -1;  // the constraint's automaton state after the output so far
   int next_position_to_score_ = 0;
   uint64_t arrival_ = 0;
+  std::chrono::steady_clock::time_point arrival_time_;
+  bool overdue_ = false;
 };
 
 }  // namespace kvserve

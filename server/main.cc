@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -57,6 +58,7 @@ struct Flags {
   int max_model_len = 0;  // 0 = the model's
   int max_queue = 1024;
   std::string scheduling_policy = "fcfs";
+  double max_priority_wait_s = 60;
   int default_max_tokens = 256;
   size_t max_request_bytes = 1 << 20;
   int max_stop_strings = 16;
@@ -257,6 +259,12 @@ int main(int argc, char** argv) {
          "carry a priority (lower runs sooner), and a better one overtakes and may preempt worse ones")
       ->check(CLI::IsMember({"fcfs", "priority"}))
       ->capture_default_str();
+  app.add_option("--max-priority-wait", f.max_priority_wait_s,
+                 "with --scheduling-policy priority: seconds after its arrival at which a request goes ahead "
+                 "of every request that has not waited as long, whatever their priorities, so that none "
+                 "waits forever (0 = no bound: strict priority)")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
   app.add_option("--default-max-tokens", f.default_max_tokens, "max_tokens for requests that leave it at 0")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -321,6 +329,7 @@ int main(int argc, char** argv) {
   config.scheduler.max_waiting = 0;  // the runner enforces --max-queue, counting its inbox too
   config.scheduler.policy = f.scheduling_policy == "priority" ? kvserve::SchedulingPolicy::kPriority
                                                               : kvserve::SchedulingPolicy::kFcfs;
+  config.scheduler.max_priority_wait = std::chrono::milliseconds(std::llround(f.max_priority_wait_s * 1000));
   config.eos_token_ids = mc.eos_token_ids;
   config.tokenizer = served.tokenizer;
   // The backend sizes the KV pool (from GPU memory, or --kv-cache-gib on the CPU); the scheduler
@@ -382,6 +391,13 @@ int main(int argc, char** argv) {
       "max_model_len {}, max_num_seqs {}, max_num_batched_tokens {}, max_queue {}, default_max_tokens {}",
       config.scheduler.max_model_len, f.max_num_seqs, f.max_num_batched_tokens, f.max_queue,
       f.default_max_tokens);
+  if (config.scheduler.policy == kvserve::SchedulingPolicy::kPriority)
+    spdlog::info("scheduling by priority; {}",
+                 f.max_priority_wait_s > 0
+                     ? fmt::format("a request waits at most {} s behind better ones", f.max_priority_wait_s)
+                     : std::string("no bound on the wait (--max-priority-wait 0)"));
+  else
+    spdlog::info("scheduling first come, first served");
 
   spdlog::info("transport {}; bearer token {}",
                f.tls_cert.empty() ? "plaintext" : (f.tls_client_ca.empty() ? "TLS" : "mutual TLS"),

@@ -429,6 +429,10 @@ TEST_F(ServerE2E, ABetterPriorityOvertakesAndEveryOutputStaysWhole) {
         << r.name;
   }
   EXPECT_GE(status(*client).preemptions(), 1u);
+  grpc::ClientContext info_context;
+  v1::ModelInfo info;
+  ASSERT_TRUE(client->GetModelInfo(&info_context, {}, &info).ok());
+  EXPECT_DOUBLE_EQ(info.max_priority_wait_seconds(), 60) << "the default bound";
 
   ServerProcess fcfs({"--model", kModel});
   v1::GenerateRequest jump = text_request("me first", 2);
@@ -437,6 +441,44 @@ TEST_F(ServerE2E, ABetterPriorityOvertakesAndEveryOutputStaysWhole) {
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(refused.status.error_message().find("--scheduling-policy priority"), std::string::npos)
       << refused.status.error_message();
+}
+
+// --max-priority-wait bounds the wait behind better priorities: a request that arrived longer ago is
+// overdue, and a better newcomer no longer takes its seat. GetModelInfo reports the bound.
+TEST_F(ServerE2E, AnOverdueRequestKeepsItsSeatAgainstABetterPriority) {
+  ServerProcess server({"--model", kModel, "--scheduling-policy", "priority", "--max-num-seqs", "1",
+                        "--max-priority-wait", "0.3", "--debug-step-delay-ms", "10"});
+  auto client = stub(server);
+  grpc::ClientContext info_context;
+  v1::ModelInfo info;
+  ASSERT_TRUE(client->GetModelInfo(&info_context, {}, &info).ok());
+  EXPECT_EQ(info.scheduling_policy(), "priority");
+  EXPECT_DOUBLE_EQ(info.max_priority_wait_seconds(), 0.3);
+
+  std::mutex mu;
+  std::vector<std::string> finished;
+  auto start = [&](const char* name, int max_tokens, int priority, Collected& got) {
+    return std::thread([&, name, max_tokens, priority] {
+      v1::GenerateRequest req = text_request("Once upon a time", max_tokens);
+      req.set_priority(priority);
+      got = generate(*client, req);
+      std::lock_guard lock(mu);
+      finished.push_back(name);
+    });
+  };
+  Collected batch, urgent;
+  // "batch" runs 2 s; "urgent" comes once it has been running longer than the bound.
+  std::thread batch_thread = start("batch", 200, 5, batch);
+  wait_for_status(
+      *client, [](const v1::ServerStatus& st) { return st.num_running() > 0; }, 10s);
+  std::this_thread::sleep_for(500ms);
+  std::thread urgent_thread = start("urgent", 5, 0, urgent);
+  batch_thread.join();
+  urgent_thread.join();
+  ASSERT_TRUE(batch.status.ok()) << batch.status.error_message();
+  ASSERT_TRUE(urgent.status.ok()) << urgent.status.error_message();
+  EXPECT_EQ(finished, (std::vector<std::string>{"batch", "urgent"}));
+  EXPECT_EQ(status(*client).preemptions(), 0u);
 }
 
 TEST_F(ServerE2E, SigtermDrainsFinishesRunningRequestsAndExitsZero) {

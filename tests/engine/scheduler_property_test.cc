@@ -1,13 +1,15 @@
 // Seeded random simulation of the scheduler, block pool and batch builder over thousands of steps,
 // with random arrivals, shared prefixes, output lengths, stop tokens, aborts, priorities (half the
-// seeds) and a deliberately small pool. The checksum backend reads every sequence's context back through the
-// paged cache, and each finished output is compared with the model's cache-free reference, so a bookkeeping
-// error shows up either as a broken invariant or as a wrong token.
+// seeds, some with a bound on the wait) and a deliberately small pool. The checksum backend reads every
+// sequence's context back through the paged cache, and each finished output is compared with the model's
+// cache-free reference, so a bookkeeping error shows up either as a broken invariant or as a wrong token.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -99,6 +101,7 @@ struct SimTotals {
   uint64_t preemptions = 0;
   long long cached_prompt_tokens = 0;
   int finished = 0, aborted = 0, rejected = 0;
+  int overdue = 0;  // requests that became overdue (max_priority_wait) before they finished
 };
 
 void simulate(uint64_t seed, SimTotals& totals) {
@@ -116,6 +119,11 @@ void simulate(uint64_t seed, SimTotals& totals) {
   // Odd seeds schedule by priority: requests of better priority overtake and preempt others, and
   // every request must still finish with the reference's output.
   if (seed % 2 == 1) cfg.policy = SchedulingPolicy::kPriority;
+  // Each step takes 1 ms of the scheduler's clock; some priority runs bound the wait, so that
+  // requests become overdue (and overtake, and keep their seats) while others come and go.
+  std::chrono::steady_clock::time_point clock{};
+  cfg.clock = [&clock] { return clock; };
+  cfg.max_priority_wait = std::chrono::milliseconds(std::vector<int>{0, 5, 50}[uniform(0, 2)]);
   Scheduler sched(cfg);
   BatchBuilder builder;
   ChecksumBackend backend(cfg.num_blocks, cfg.block_size, kVocab);
@@ -128,6 +136,7 @@ void simulate(uint64_t seed, SimTotals& totals) {
   }
 
   std::map<RequestId, Tracked> requests;
+  std::set<RequestId> overdue;
   std::vector<RequestId> live;
   const int arrival_steps = 1500, max_steps = 40000;
   int step = 0, next_id = 0;
@@ -168,8 +177,12 @@ void simulate(uint64_t seed, SimTotals& totals) {
       ++totals.aborted;
     }
 
+    clock += std::chrono::milliseconds(1);
     const StepPlan plan = sched.schedule();
     ASSERT_NO_FATAL_FAILURE(check_plan(sched, plan));
+    sched.for_each_sequence([&](const Sequence& seq) {
+      if (seq.overdue()) overdue.insert(seq.id());
+    });
     ASSERT_EQ(plan.empty(), !sched.has_unfinished()) << "work pending but nothing scheduled at step " << step;
     if (plan.empty()) {
       ASSERT_NO_FATAL_FAILURE(check_pool_invariants(sched));
@@ -201,6 +214,7 @@ void simulate(uint64_t seed, SimTotals& totals) {
   EXPECT_EQ(sched.pool().num_free_blocks(), cfg.num_blocks) << "blocks leaked";
   EXPECT_TRUE(live.empty());
   totals.preemptions += sched.stats().num_preemptions;
+  totals.overdue += static_cast<int>(overdue.size());
   for (const auto& [id, t] : requests) {
     if (t.rejected) continue;
     const Reference ref = reference_output(t.request);
@@ -228,9 +242,11 @@ TEST(SchedulerProperty, RandomWorkloadsKeepEveryInvariantAndEveryOutputCorrect) 
   EXPECT_GT(totals.aborted, 0);
   EXPECT_GT(totals.rejected, 0);
   EXPECT_GT(totals.finished, 1000);
-  std::printf("property: finished=%d aborted=%d rejected=%d preemptions=%llu cached_prompt_tokens=%lld\n",
-              totals.finished, totals.aborted, totals.rejected,
-              static_cast<unsigned long long>(totals.preemptions), totals.cached_prompt_tokens);
+  EXPECT_GT(totals.overdue, 0);
+  std::printf(
+      "property: finished=%d aborted=%d rejected=%d preemptions=%llu cached_prompt_tokens=%lld overdue=%d\n",
+      totals.finished, totals.aborted, totals.rejected, static_cast<unsigned long long>(totals.preemptions),
+      totals.cached_prompt_tokens, totals.overdue);
 }
 
 }  // namespace

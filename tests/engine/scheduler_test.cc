@@ -12,27 +12,11 @@
 namespace kvserve {
 namespace {
 
+using testing::chunk_sizes;
+using testing::complete;
 using testing::iota_prompt;
 using testing::make_seq;
-
-SchedulerConfig small_config(int block_size, int num_blocks) {
-  SchedulerConfig cfg;
-  cfg.block_size = block_size;
-  cfg.num_blocks = num_blocks;
-  return cfg;
-}
-
-// Completes a step giving every emitting sequence the same token.
-std::vector<SequenceEvent> complete(Scheduler& s, const StepPlan& plan, TokenId token = 7) {
-  return s.complete_step(plan, std::vector<TokenId>(plan.seqs.size(), token));
-}
-
-std::vector<int> chunk_sizes(const StepPlan& plan) {
-  std::vector<int> out;
-  for (const auto& s : plan.seqs)
-    out.push_back(s.num_new_tokens);
-  return out;
-}
+using testing::small_config;
 
 std::vector<BlockId> table_of(const Scheduler& s, const std::string& id) {
   const auto blocks = s.find(id)->block_table().blocks();
@@ -300,140 +284,6 @@ TEST(Scheduler, RequestsAdmittedInTheSameStepShareTheirCommonPrefix) {
             std::vector<BlockId>(ta.begin(), ta.begin() + 2));
   EXPECT_EQ(s.find("b")->num_cached_prompt_tokens(), 8);
   EXPECT_EQ(s.pool().num_free_blocks(), 16 - 4);
-}
-
-// ---- Priority scheduling ----
-
-std::unique_ptr<Sequence> with_priority(std::string id, std::vector<TokenId> prompt, int max_tokens,
-                                        int priority, int block_size) {
-  Request r = testing::make_request(std::move(id), std::move(prompt), max_tokens);
-  r.priority = priority;
-  return std::make_unique<Sequence>(std::move(r), block_size, std::vector<TokenId>{testing::kTestEos});
-}
-
-SchedulerConfig priority_config(int block_size, int num_blocks) {
-  SchedulerConfig cfg = small_config(block_size, num_blocks);
-  cfg.policy = SchedulingPolicy::kPriority;
-  return cfg;
-}
-
-// The ids a step schedules, in plan order.
-std::vector<std::string> ids_of(const StepPlan& plan) {
-  std::vector<std::string> ids;
-  for (const auto& e : plan.seqs)
-    ids.push_back(e.seq->id());
-  return ids;
-}
-
-TEST(SchedulerPriority, TheQueueGoesByPriorityThenArrival) {
-  SchedulerConfig cfg = priority_config(4, 16);
-  cfg.max_num_seqs = 1;  // one at a time: the order of service is the queue's
-  Scheduler s(cfg);
-  const std::pair<const char*, int> arrivals[] = {{"a", 5}, {"b", 1}, {"c", 1}, {"d", -3}, {"e", 5}};
-  for (const auto& [id, priority] : arrivals)
-    ASSERT_TRUE(s.add(with_priority(id, iota_prompt(3), 1, priority, 4)).ok());
-  std::vector<std::string> served;
-  while (s.has_unfinished()) {
-    const StepPlan plan = s.schedule();
-    for (const std::string& id : ids_of(plan))
-      served.push_back(id);
-    complete(s, plan);
-  }
-  EXPECT_EQ(served, (std::vector<std::string>{"d", "b", "c", "a", "e"}));
-}
-
-TEST(SchedulerPriority, ABetterRequestTakesTheSeatOfTheWorstRunningOne) {
-  SchedulerConfig cfg = priority_config(4, 16);
-  cfg.max_num_seqs = 2;
-  Scheduler s(cfg);
-  ASSERT_TRUE(s.add(with_priority("low", iota_prompt(3, 100), 8, 5, 4)).ok());
-  ASSERT_TRUE(s.add(with_priority("mid", iota_prompt(3, 200), 8, 3, 4)).ok());
-  complete(s, s.schedule());
-  ASSERT_TRUE(s.add(with_priority("urgent", iota_prompt(3, 300), 8, 0, 4)).ok());
-  const StepPlan p = s.schedule();
-  EXPECT_EQ(p.preempted, (std::vector<std::string>{"low"}));
-  EXPECT_EQ(ids_of(p), (std::vector<std::string>{"mid", "urgent"}));
-  complete(s, p);
-  // "low" waits for a seat, then resumes from where it was (its output is kept).
-  EXPECT_EQ(s.find("low")->status(), SequenceStatus::kWaiting);
-  EXPECT_EQ(s.find("low")->num_output_tokens(), 1);
-  while (s.find("mid") != nullptr) {
-    const StepPlan q = s.schedule();
-    for (const std::string& id : ids_of(q))
-      EXPECT_NE(id, "low") << "no seat for it while both better ones run";
-    complete(s, q);
-  }
-  const std::vector<std::string> next = ids_of(s.schedule());
-  EXPECT_EQ(next.back(), "low") << "the seat \"mid\" left";
-}
-
-TEST(SchedulerPriority, ABetterRequestTakesTheBlocksItsFirstChunkNeeds) {
-  // 4 blocks of 4 tokens, all held by two running requests of priority 2 (6-token prompts, 3
-  // tokens each: their decodes stay within their second blocks).
-  Scheduler s(priority_config(4, 4));
-  ASSERT_TRUE(s.add(with_priority("a", iota_prompt(6, 100), 3, 2, 4)).ok());
-  ASSERT_TRUE(s.add(with_priority("b", iota_prompt(6, 200), 3, 2, 4)).ok());
-  complete(s, s.schedule());
-  ASSERT_EQ(s.pool().num_free_blocks(), 0);
-  // Equal priority: it waits its turn.
-  ASSERT_TRUE(s.add(with_priority("same", iota_prompt(5, 300), 2, 2, 4)).ok());
-  const StepPlan waited = s.schedule();
-  EXPECT_TRUE(waited.preempted.empty());
-  EXPECT_EQ(ids_of(waited), (std::vector<std::string>{"a", "b"}));
-  complete(s, waited);
-  ASSERT_TRUE(s.finish("same", FinishReason::kAborted).ok());
-  // Better: the most recently admitted of the worst priority gives up its blocks.
-  ASSERT_TRUE(s.add(with_priority("urgent", iota_prompt(5, 400), 2, 1, 4)).ok());
-  const StepPlan p = s.schedule();
-  EXPECT_EQ(p.preempted, (std::vector<std::string>{"b"}));
-  EXPECT_EQ(ids_of(p), (std::vector<std::string>{"a", "urgent"}));
-}
-
-TEST(SchedulerPriority, TheWorstPriorityIsPreemptedWhenARunningRequestNeedsABlock) {
-  // As PreemptsTheMostRecentlyAdmittedWhenBlocksRunOut, but b has the worst priority: b goes, not c.
-  Scheduler s(priority_config(4, 4));
-  ASSERT_TRUE(s.add(with_priority("a", iota_prompt(3, 100), 10, 0, 4)).ok());
-  ASSERT_TRUE(s.add(with_priority("b", iota_prompt(3, 200), 10, 9, 4)).ok());
-  ASSERT_TRUE(s.add(with_priority("c", iota_prompt(3, 300), 10, 0, 4)).ok());
-  complete(s, s.schedule());
-  complete(s, s.schedule());
-  const StepPlan p = s.schedule();
-  EXPECT_EQ(p.preempted, (std::vector<std::string>{"b"}));
-  EXPECT_EQ(ids_of(p), (std::vector<std::string>{"a", "c"}));
-}
-
-TEST(SchedulerPriority, AWorsePrefillWaitsForTheBudgetUntilABetterRequestIsAdmitted) {
-  SchedulerConfig cfg = priority_config(4, 64);
-  cfg.max_num_batched_tokens = 8;
-  Scheduler s(cfg);
-  ASSERT_TRUE(s.add(with_priority("long", iota_prompt(40, 100), 4, 5, 4)).ok());
-  complete(s, s.schedule());  // "long" prefills 8 of its 40 tokens a step
-  ASSERT_TRUE(s.add(with_priority("urgent", iota_prompt(3, 300), 4, 0, 4)).ok());
-  const StepPlan p = s.schedule();
-  EXPECT_TRUE(p.preempted.empty()) << "seat and blocks are free: nothing to preempt";
-  EXPECT_EQ(ids_of(p), (std::vector<std::string>{"urgent", "long"}));
-  EXPECT_EQ(chunk_sizes(p), (std::vector<int>{3, 5}));  // "long" takes what is left
-}
-
-TEST(SchedulerPriority, RunningRequestsShareTheBudgetInPriorityOrder) {
-  SchedulerConfig cfg = priority_config(4, 64);
-  cfg.max_num_batched_tokens = 2;  // two decodes a step
-  Scheduler s(cfg);
-  ASSERT_TRUE(s.add(with_priority("a", iota_prompt(1, 100), 8, 2, 4)).ok());
-  complete(s, s.schedule());
-  ASSERT_TRUE(s.add(with_priority("b", iota_prompt(1, 200), 8, 0, 4)).ok());
-  ASSERT_TRUE(s.add(with_priority("c", iota_prompt(1, 300), 8, 1, 4)).ok());
-  complete(s, s.schedule());  // admits b and c ("a" waits: worse than the queue's head)
-  // All three decode now, admitted a, b, c: the budget goes to b and c, the better two.
-  EXPECT_EQ(ids_of(s.schedule()), (std::vector<std::string>{"b", "c"}));
-}
-
-TEST(SchedulerPriority, FirstComeFirstServedTakesOnlyPriorityZero) {
-  Scheduler s(small_config(4, 16));
-  const Status st = s.add(with_priority("p", iota_prompt(3), 1, -1, 4));
-  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(st.message().find("--scheduling-policy priority"), std::string::npos) << st.message();
-  EXPECT_TRUE(s.add(with_priority("zero", iota_prompt(3), 1, 0, 4)).ok());
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/scheduler.h"
 #include "engine/sequence.h"
 
 namespace kvserve::testing {
@@ -33,6 +34,25 @@ inline std::unique_ptr<Sequence> make_seq(std::string id, std::vector<TokenId> p
   const std::vector<TokenId> eos{kTestEos};
   return std::make_unique<Sequence>(make_request(std::move(id), std::move(prompt), max_tokens), block_size,
                                     eos);
+}
+
+inline SchedulerConfig small_config(int block_size, int num_blocks) {
+  SchedulerConfig cfg;
+  cfg.block_size = block_size;
+  cfg.num_blocks = num_blocks;
+  return cfg;
+}
+
+// Completes a step giving every emitting sequence the same token.
+inline std::vector<SequenceEvent> complete(Scheduler& s, const StepPlan& plan, TokenId token = 7) {
+  return s.complete_step(plan, std::vector<TokenId>(plan.seqs.size(), token));
+}
+
+inline std::vector<int> chunk_sizes(const StepPlan& plan) {
+  std::vector<int> out;
+  for (const auto& s : plan.seqs)
+    out.push_back(s.num_new_tokens);
+  return out;
 }
 
 }  // namespace kvserve::testing
