@@ -8,7 +8,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libpcre2-dev libunistring-dev
+  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev libpcre2-dev libunistring-dev
   sentencepiece
   libopenblas-dev
   python3-grpcio python3-protobuf python3-jinja2 openssl

@@ -168,9 +168,13 @@ int main(int argc, char** argv) {
   CLI::App app{"kvserve: an LLM inference server with a paged KV cache, over gRPC"};
   Flags f;
   app.add_option("--model", f.model.model,
-                 "Hugging Face model directory, " + std::string(kvserve::kEmbeddedModelSpec) +
-                     " (built in), or random:<shape>[:seed] (seeded random weights of a published shape, "
+                 "Hugging Face model directory; a Hub model id (org/name: fetched into the Hub's cache, "
+                 "HF_HOME, with HF_TOKEN for gated models); " +
+                     std::string(kvserve::kEmbeddedModelSpec) +
+                     " (built in); or random:<shape>[:seed] (seeded random weights of a published shape, "
                      "for benchmarks: llama3-8b, llama3.2-1b, tiny)")
+      ->capture_default_str();
+  app.add_option("--revision", f.model.revision, "of a Hub model id: the branch, tag or commit to serve")
       ->capture_default_str();
   app.add_flag(
       "--skip-tokenizer", f.model.skip_tokenizer,

@@ -10,6 +10,7 @@
 
 #include "engine/random_model.h"
 #include "server/embedded_model.h"
+#include "server/hub_download.h"
 
 namespace kvserve {
 namespace {
@@ -74,7 +75,14 @@ ServedModel load_served_model(const ServedModelFlags& flags) {
     return out;
   }
   if (spec != kEmbeddedModelSpec) {
-    out.model = std::make_unique<Model>(load_model(spec, WeightLoading::kDeferred));
+    // A name that is no local path but has a Hub id's shape is fetched into (or found in) the
+    // Hub's cache; the directory then loads as any other.
+    std::error_code ec;
+    const std::filesystem::path dir =
+        !std::filesystem::exists(spec, ec) && is_hub_model_id(spec)
+            ? fetch_hub_model(spec, flags.revision, HubSettings::from_environment())
+            : std::filesystem::path(spec);
+    out.model = std::make_unique<Model>(load_model(dir, WeightLoading::kDeferred));
     if (flags.skip_tokenizer) {
       spdlog::warn("--skip-tokenizer: no tokenizer; requests must send token_ids and stop_token_ids");
       return out;

@@ -15,7 +15,10 @@ namespace kvserve {
 inline constexpr char kEmbeddedModelSpec[] = "embedded:tiny-llama";
 
 struct ServedModelFlags {
-  std::string model = kEmbeddedModelSpec;  // a model directory, kEmbeddedModelSpec, or random:<shape>
+  // A model directory, a Hugging Face Hub model id (org/name, server/hub_download.h),
+  // kEmbeddedModelSpec, or random:<shape>.
+  std::string model = kEmbeddedModelSpec;
+  std::string revision = "main";  // of a Hub model: a branch, tag or commit
   bool skip_tokenizer = false;
   std::string chat_template;  // --chat-template: the operator's template file; empty = the model's
 };

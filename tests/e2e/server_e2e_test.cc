@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "engine/cpu_backend.h"
@@ -26,6 +27,7 @@
 #include "tests/e2e/generation_client.h"
 #include "tests/e2e/server_process.h"
 #include "tests/engine/model_files_test_util.h"
+#include "tests/server/fake_hub.h"
 
 namespace kvserve {
 namespace {
@@ -479,6 +481,41 @@ TEST_F(ServerE2E, AnOverdueRequestKeepsItsSeatAgainstABetterPriority) {
   ASSERT_TRUE(urgent.status.ok()) << urgent.status.error_message();
   EXPECT_EQ(finished, (std::vector<std::string>{"batch", "urgent"}));
   EXPECT_EQ(status(*client).preemptions(), 0u);
+}
+
+// --model org/name: kvserve fetches the model from the Hub (a fake one on loopback, HF_ENDPOINT) into
+// the Hub cache, serves it under that name and generates what the local copy does; started again,
+// it finds everything in the cache.
+TEST_F(ServerE2E, AHubModelIdIsFetchedIntoTheCacheAndServed) {
+  testing::FakeHub hub;
+  hub.add_model_dir(kModel, {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"});
+  const std::filesystem::path cache =
+      std::filesystem::temp_directory_path() / ("kvserve-e2e-hub-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(cache);
+  // The test's own environment (a developer's token or cache) must not leak in.
+  const std::vector<std::pair<std::string, std::string>> env = {{"HF_ENDPOINT", hub.endpoint()},
+                                                                {"HF_HUB_CACHE", cache.string()},
+                                                                {"HF_HOME", cache.string()},
+                                                                {"HF_TOKEN", ""},
+                                                                {"HF_HUB_OFFLINE", "0"}};
+  for (int start = 0; start < 2; ++start) {
+    SCOPED_TRACE(start == 0 ? "first start: fetched" : "second start: from the cache");
+    ServerProcess server({"--model", hub.repo}, env);
+    auto client = stub(server);
+    grpc::ClientContext context;
+    v1::ModelInfo info;
+    ASSERT_TRUE(client->GetModelInfo(&context, {}, &info).ok());
+    EXPECT_EQ(info.model(), hub.repo);
+    const Collected got = generate(*client, text_request("Once upon a time", 12));
+    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+    EXPECT_EQ(std::vector<TokenId>(got.tokens.begin(), got.tokens.end()),
+              offline("Once upon a time", 12).output);
+    if (start == 0) {
+      EXPECT_EQ(hub.content_requests, 4);
+    }
+  }
+  EXPECT_EQ(hub.content_requests, 4) << "the second start fetched again";
+  std::filesystem::remove_all(cache);
 }
 
 TEST_F(ServerE2E, SigtermDrainsFinishesRunningRequestsAndExitsZero) {

@@ -15,13 +15,16 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace kvserve::testing {
 
 class ServerProcess {
  public:
-  explicit ServerProcess(std::vector<std::string> extra_args) {
+  // `env`: variables set for the server alone (HF_ENDPOINT, HF_HOME, ...).
+  explicit ServerProcess(std::vector<std::string> extra_args,
+                         const std::vector<std::pair<std::string, std::string>>& env = {}) {
     std::vector<std::string> args = {KVSERVE_BINARY,   "--host",    "127.0.0.1",      "--port", "0",
                                      "--metrics-host", "127.0.0.1", "--metrics-port", "0"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
@@ -33,6 +36,8 @@ class ServerProcess {
     pid_ = fork();
     if (pid_ == 0) {
       ::signal(SIGPIPE, SIG_DFL);  // the server starts as it would anywhere else
+      for (const auto& [name, value] : env)
+        setenv(name.c_str(), value.c_str(), 1);
       dup2(out[1], STDOUT_FILENO);
       dup2(out[1], STDERR_FILENO);
       close(out[0]);
