@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 namespace kvserve {
@@ -88,7 +89,7 @@ Status Scheduler::add(std::unique_ptr<Sequence> seq) {
                                      " requests); retry later");
   seq->set_status(SequenceStatus::kWaiting);
   seq->set_arrival(num_added_++);
-  seq->set_arrival_time(now());
+  if (waits_bounded()) seq->start_waiting(now());
   enqueue(seq.get());
   const RequestId id = seq->id();
   seqs_.emplace(id, std::move(seq));
@@ -142,6 +143,7 @@ void Scheduler::preempt(Sequence& victim, StepPlan& plan, int& budget) {
   release_blocks(victim);
   remove_running(&victim);
   victim.set_status(SequenceStatus::kWaiting);
+  if (waits_bounded()) victim.start_waiting(now());
   victim.count_preemption();
   enqueue(&victim);
   plan.preempted.push_back(victim.id());
@@ -210,23 +212,23 @@ void Scheduler::enqueue(Sequence* seq) {
   waiting_.insert(std::upper_bound(waiting_.begin(), waiting_.end(), seq, queued_before), seq);
 }
 
+bool Scheduler::waits_bounded() const {
+  return config_.policy == SchedulingPolicy::kPriority && config_.max_priority_wait.count() > 0;
+}
+
 std::chrono::steady_clock::time_point Scheduler::now() const {
   return config_.clock ? config_.clock() : std::chrono::steady_clock::now();
 }
 
 void Scheduler::mark_overdue() {
-  if (config_.policy != SchedulingPolicy::kPriority || config_.max_priority_wait.count() == 0) return;
-  const auto arrived_by = now() - config_.max_priority_wait;
-  const auto newly_overdue = [&](Sequence* s) {
-    if (s->overdue() || s->arrival_time() > arrived_by) return false;
-    s->mark_overdue();
-    return true;
-  };
-  for (Sequence* s : running_)
-    newly_overdue(s);
+  if (!waits_bounded()) return;
+  const auto t = now();
   bool requeue = false;
-  for (Sequence* s : waiting_)
-    requeue |= newly_overdue(s);
+  for (Sequence* s : waiting_) {
+    if (s->overdue() || s->waited(t) < config_.max_priority_wait) continue;
+    s->mark_overdue();
+    requeue = true;
+  }
   if (requeue) std::stable_sort(waiting_.begin(), waiting_.end(), queued_before);
 }
 
@@ -237,17 +239,24 @@ Sequence* Scheduler::preemption_victim() const {
   return victim;
 }
 
-std::vector<Sequence*> Scheduler::make_room_for_better_priority(StepPlan& plan, int& budget) {
+std::vector<Sequence*> Scheduler::make_room_for_better_priority(StepPlan& plan, int& budget,
+                                                                bool& head_can_fit) {
   std::vector<Sequence*> evicted;
+  head_can_fit = true;
   if (waiting_.empty()) return evicted;
   Sequence& head = *waiting_.front();
-  // Blocks that preempting every worse-priority sequence would free (those it alone holds): when
-  // even that would not make room for the head's first chunk, nobody is preempted for nothing.
-  int reclaimable = pool_.num_free_blocks();
+  // Blocks that preempting every worse-priority sequence would free: those held by none but them
+  // (a prefix they share among themselves counts). When even that would not make room for the
+  // head's first chunk, nobody is preempted for nothing.
+  std::unordered_map<BlockId, int> holders;
   for (const Sequence* s : running_)
     if (s->scheduling_priority() > head.scheduling_priority())
       for (BlockId b : s->block_table().blocks())
-        reclaimable += pool_.ref_count(b) == 1;
+        ++holders[b];
+  int reclaimable = pool_.num_free_blocks();
+  for (const auto& [block, count] : holders)
+    reclaimable += count == pool_.ref_count(block);
+  head_can_fit = plan_admission(head, config_.max_num_batched_tokens).free_blocks_needed <= reclaimable;
   while (!running_.empty()) {
     Sequence* victim = preemption_victim();
     if (victim->scheduling_priority() <= head.scheduling_priority()) break;
@@ -264,12 +273,14 @@ StepPlan Scheduler::schedule() {
   StepPlan plan;
   int budget = config_.max_num_batched_tokens;
   mark_overdue();
-  const std::vector<Sequence*> evicted = make_room_for_better_priority(plan, budget);
+  bool head_can_fit = true;
+  const std::vector<Sequence*> evicted = make_room_for_better_priority(plan, budget, head_can_fit);
 
   // Running sequences: decodes first so that a long prefill never stalls them, then prefill chunks;
   // each group in priority order, oldest first. Those of worse priority than the head of the queue
-  // (none under FCFS) wait until it is admitted, and take what is left.
-  const Sequence* head = waiting_.empty() ? nullptr : waiting_.front();
+  // (none under FCFS) wait until it is admitted, and take what is left; unless the head cannot fit
+  // this step whatever they do: held back without a way to preempt, they could stall for good.
+  const Sequence* head = waiting_.empty() || !head_can_fit ? nullptr : waiting_.front();
   const auto worse_than_head = [&](const Sequence* s) {
     return head && s->scheduling_priority() > head->scheduling_priority();
   };
@@ -316,13 +327,19 @@ StepPlan Scheduler::schedule() {
 
   // New and preempted sequences, in queue order. None while this step had to preempt: the pool is
   // short and admitting would only preempt again; nor one this step preempted to make room.
+  // Why admission stops tells the server whether free seats will take the queue soon.
+  admission_short_of_blocks_ = preempted_any || !evicted.empty();
   while (!preempted_any && !waiting_.empty() && budget > 0 &&
          static_cast<int>(running_.size()) < config_.max_num_seqs) {
     Sequence* seq = waiting_.front();
     if (std::find(evicted.begin(), evicted.end(), seq) != evicted.end()) break;
     const int n = admit_with_prefix_cache(*seq, budget);
-    if (n == 0) break;
+    if (n == 0) {
+      admission_short_of_blocks_ = true;
+      break;
+    }
     waiting_.pop_front();
+    if (waits_bounded()) seq->stop_waiting(now());
     seq->set_status(SequenceStatus::kRunning);
     running_.push_back(seq);
     plan_chunk(plan, *seq, n, budget);
@@ -398,6 +415,7 @@ SchedulerStats Scheduler::stats() const {
   s.num_free_cached_blocks = pool_.num_free_cached_blocks();
   s.num_total_blocks = pool_.num_blocks();
   s.num_preemptions = num_preemptions_;
+  s.admission_short_of_blocks = admission_short_of_blocks_ && !waiting_.empty();
   for (const Sequence* seq : running_)
     s.num_unfilled_slots += seq->block_table().capacity() - seq->num_computed_tokens();
   return s;

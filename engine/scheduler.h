@@ -13,9 +13,10 @@
 // those), and a waiting request of better priority than a running one takes that one's place (its
 // seat, or the blocks its first chunk needs) at the start of a step. With every priority equal (as
 // first-come-first-served requires), this is exactly the FCFS behaviour. So that no priority waits
-// forever, a request that arrived longer ago than max_priority_wait is overdue: from the next step
-// it is scheduled ahead of every request that is not (overdue ones by arrival), and is preempted
-// for want of KV blocks only after them.
+// forever, a request that has waited in the queue longer than max_priority_wait (in all) is overdue:
+// from the next step on it is scheduled ahead of every request that is not (overdue ones by
+// arrival), is not preempted for a better priority, and is preempted for want of KV blocks only
+// after every request that is not overdue.
 //
 // Blocks enter the prefix cache when the step that fills them is planned, so requests admitted in
 // the same step share them; this relies on the Backend contract that every K/V write of a step lands
@@ -55,9 +56,9 @@ struct SchedulerConfig {
   // kFcfs: every request's priority must be 0 (clients cannot jump the queue); kPriority: requests
   // say their own (Request::priority).
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
-  // kPriority: how long after its arrival a request becomes overdue and goes ahead of every request
-  // that is not, whatever their priorities; 0 = never (strict priority). Time running counts too,
-  // so an overdue request is not preempted for a better one.
+  // kPriority: how long a request waits in the queue (in all, over preemptions) before it becomes
+  // overdue and goes ahead of every request that is not, whatever their priorities; 0 = never
+  // (strict priority). Time running does not count.
   std::chrono::milliseconds max_priority_wait{0};
   // The clock max_priority_wait is measured by (tests set their own); steady_clock when empty.
   std::function<std::chrono::steady_clock::time_point()> clock;
@@ -87,6 +88,10 @@ struct SchedulerStats {
   // Slots of blocks held by running sequences that hold no token yet: the tails of their last,
   // partly filled blocks (shared prefix blocks are always full). Paging's whole waste.
   int64_t num_unfilled_slots = 0;
+  // The last step left requests waiting because the pool was short of blocks (it could not admit
+  // the queue's head, or it preempted): seats it left free will not take them soon. False when
+  // only the step's token budget or the seats held the queue back.
+  bool admission_short_of_blocks = false;
 };
 
 class Scheduler {
@@ -120,6 +125,8 @@ class Scheduler {
     for (const auto& [id, seq] : seqs_)
       f(*seq);
   }
+  // Test hook: the waiting queue, in order.
+  const std::deque<Sequence*>& waiting_queue() const { return waiting_; }
 
  private:
   // Tries to give seq room for `want` more tokens: returns how many it can schedule now (<= want),
@@ -140,15 +147,18 @@ class Scheduler {
   static void plan_chunk(StepPlan& plan, Sequence& seq, int n, int& budget);
   // Queues a waiting sequence at its place in (priority, arrival) order.
   void enqueue(Sequence* seq);
+  // Whether waits are bounded (kPriority with a max_priority_wait): only then is the clock read.
+  bool waits_bounded() const;
   std::chrono::steady_clock::time_point now() const;
-  // Before a step: marks the sequences that have become overdue, and requeues the waiting ones.
+  // Before a step: marks the waiting sequences that have become overdue, and requeues them.
   void mark_overdue();
   // The running sequence to preempt first: the worst priority, of those the most recently admitted.
   Sequence* preemption_victim() const;
   // Before a step: preempts running sequences of worse priority than the head of the queue while it
   // lacks a seat or the blocks for its first chunk (unless even all of them would not free enough).
-  // Returns them, so that this step does not admit them again.
-  std::vector<Sequence*> make_room_for_better_priority(StepPlan& plan, int& budget);
+  // Returns them, so that this step does not admit them again. `head_can_fit`: whether the head
+  // fits once they are gone (false: no point holding worse running sequences back for it).
+  std::vector<Sequence*> make_room_for_better_priority(StepPlan& plan, int& budget, bool& head_can_fit);
   // Enters the blocks that will be full once this step runs into the prefix cache.
   void register_full_blocks(Sequence& seq, int num_tokens_after_step);
   void release_blocks(Sequence& seq);
@@ -160,7 +170,8 @@ class Scheduler {
   std::deque<Sequence*> waiting_;
   std::vector<Sequence*> running_;  // in admission order (preemption_victim picks from the back)
   uint64_t num_preemptions_ = 0;
-  uint64_t num_added_ = 0;  // arrivals so far
+  uint64_t num_added_ = 0;                  // arrivals so far
+  bool admission_short_of_blocks_ = false;  // SchedulerStats::admission_short_of_blocks
 };
 
 }  // namespace kvserve

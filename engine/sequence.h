@@ -30,17 +30,22 @@ class Sequence {
   const SamplingParams& sampling() const { return request_.sampling; }
   const StopCriteria& stop() const { return request_.stop; }
   int priority() const { return request_.priority; }
-  // The priority the scheduler orders by: the request's, or, once the request is overdue (it
-  // arrived longer ago than SchedulerConfig::max_priority_wait), better than any request's.
+  // The priority the scheduler orders by: the request's, or, once the request is overdue (it has
+  // waited in the queue longer than SchedulerConfig::max_priority_wait, in all), better than any
+  // request's. Overdue is for good: an overdue request keeps its place until it finishes.
   int64_t scheduling_priority() const { return overdue_ ? kOverduePriority : request_.priority; }
   bool overdue() const { return overdue_; }
   void mark_overdue() { overdue_ = true; }
   // The scheduler's count of requests added before this one: ties of priority go by it.
   uint64_t arrival() const { return arrival_; }
   void set_arrival(uint64_t n) { arrival_ = n; }
-  // When the scheduler took the request in, by its clock.
-  std::chrono::steady_clock::time_point arrival_time() const { return arrival_time_; }
-  void set_arrival_time(std::chrono::steady_clock::time_point t) { arrival_time_ = t; }
+  // Time in the waiting queue, by the scheduler's clock: every stay, the current one up to `now`.
+  void start_waiting(std::chrono::steady_clock::time_point now) { waiting_since_ = now; }
+  void stop_waiting(std::chrono::steady_clock::time_point now) { waited_ += now - waiting_since_; }
+  std::chrono::steady_clock::duration waited(std::chrono::steady_clock::time_point now) const {
+    return waited_ + (status_ == SequenceStatus::kWaiting ? now - waiting_since_
+                                                          : std::chrono::steady_clock::duration{});
+  }
 
   std::span<const TokenId> tokens() const { return tokens_; }  // prompt, then output
   std::span<const TokenId> output() const {
@@ -120,7 +125,8 @@ class Sequence {
   int32_t constraint_state_ = -1;  // the constraint's automaton state after the output so far
   int next_position_to_score_ = 0;
   uint64_t arrival_ = 0;
-  std::chrono::steady_clock::time_point arrival_time_;
+  std::chrono::steady_clock::time_point waiting_since_;
+  std::chrono::steady_clock::duration waited_{};
   bool overdue_ = false;
 };
 

@@ -72,10 +72,10 @@ Status EngineRunner::submit_all(std::vector<Request> requests,
         "the server is shutting down and takes no new requests; retry on another replica");
   // Requests not yet admitted queue only beyond the seats free at the last step: a burst that
   // arrives between two steps finds the seats the next one fills, not a queue too short to reach
-  // them. Seats that a step left free with requests still waiting could not be filled (too few KV
-  // blocks): none counts then, so the queue never outgrows the limit.
+  // them. Seats that a step left free because the KV pool could not seat the requests waiting are
+  // no places: none counts then, so a queue that the pool holds back stays within the limit.
   const int waiting = static_cast<int>(inbox_.size()) + status_.num_waiting;
-  const int free_seats = step_left_queue_ ? 0 : std::max(0, seats - status_.num_running);
+  const int free_seats = seats_lack_blocks_ ? 0 : std::max(0, seats - status_.num_running);
   const int queued = std::max(0, waiting - free_seats);
   if (options_.max_waiting > 0 && waiting + count - free_seats > options_.max_waiting)
     return Status::ResourceExhausted(
@@ -307,7 +307,7 @@ void EngineRunner::publish_status(int finishing, bool after_step) {
   std::lock_guard lock(mu_);
   status_.num_running = stats.num_running;
   status_.num_waiting = stats.num_waiting;
-  if (after_step || stats.num_waiting == 0) step_left_queue_ = stats.num_waiting > 0;
+  if (after_step || stats.num_waiting == 0) seats_lack_blocks_ = stats.admission_short_of_blocks;
   status_.kv_blocks_total = stats.num_total_blocks;
   status_.kv_blocks_free = stats.num_free_blocks;
   status_.kv_blocks_cached = stats.num_free_cached_blocks;

@@ -116,8 +116,8 @@ class EngineRunner {
   // Sends the final output and forgets the request.
   void end_request(const RequestId& id, Live& live, StepOutput final_output);
   // Copies the scheduler's state into the status GetServerStatus reads; `finishing` requests the
-  // last step ended, not yet delivered, count as served. `after_step`: a step just ran, so requests
-  // still waiting are ones it could not seat.
+  // last step ended, not yet delivered, count as served. `after_step`: a step just ran, so whether
+  // the pool held the queue back is its.
   void publish_status(int finishing = 0, bool after_step = false);
 
   std::unique_ptr<Engine> engine_;
@@ -133,9 +133,9 @@ class EngineRunner {
   std::string failure_;  // set once, when a step throws
   int in_flight_ = 0;    // submitted and not yet finished
   EngineStatus status_;
-  // The last step left requests waiting: seats it left free lack KV blocks (or that step's token
-  // budget), so submit() counts none as free. Cleared once nothing waits.
-  bool step_left_queue_ = false;
+  // The last step left requests waiting for lack of KV blocks (SchedulerStats::
+  // admission_short_of_blocks): submit() counts no seat as free. Cleared once nothing waits.
+  bool seats_lack_blocks_ = false;
   uint64_t next_id_ = 0;
 
   // Engine-thread state.

@@ -264,9 +264,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fcfs", "priority"}))
       ->capture_default_str();
   app.add_option("--max-priority-wait", f.max_priority_wait_s,
-                 "with --scheduling-policy priority: seconds after its arrival at which a request goes ahead "
-                 "of every request that has not waited as long, whatever their priorities, so that none "
-                 "waits forever (0 = no bound: strict priority)")
+                 "with --scheduling-policy priority: seconds of waiting in the queue after which a request "
+                 "goes ahead of every request that has not waited as long, whatever their priorities, so "
+                 "that none waits forever (0 = no bound: strict priority)")
       ->check(CLI::Range(0.0, 86400.0))
       ->capture_default_str();
   app.add_option("--default-max-tokens", f.default_max_tokens, "max_tokens for requests that leave it at 0")
@@ -333,7 +333,9 @@ int main(int argc, char** argv) {
   config.scheduler.max_waiting = 0;  // the runner enforces --max-queue, counting its inbox too
   config.scheduler.policy = f.scheduling_policy == "priority" ? kvserve::SchedulingPolicy::kPriority
                                                               : kvserve::SchedulingPolicy::kFcfs;
-  config.scheduler.max_priority_wait = std::chrono::milliseconds(std::llround(f.max_priority_wait_s * 1000));
+  // A positive bound under a millisecond is one: 0 would mean none.
+  config.scheduler.max_priority_wait = std::chrono::milliseconds(
+      f.max_priority_wait_s > 0 ? std::max<long long>(1, std::llround(f.max_priority_wait_s * 1000)) : 0);
   config.eos_token_ids = mc.eos_token_ids;
   config.tokenizer = served.tokenizer;
   // The backend sizes the KV pool (from GPU memory, or --kv-cache-gib on the CPU); the scheduler

@@ -445,9 +445,10 @@ TEST_F(ServerE2E, ABetterPriorityOvertakesAndEveryOutputStaysWhole) {
       << refused.status.error_message();
 }
 
-// --max-priority-wait bounds the wait behind better priorities: a request that arrived longer ago is
-// overdue, and a better newcomer no longer takes its seat. GetModelInfo reports the bound.
-TEST_F(ServerE2E, AnOverdueRequestKeepsItsSeatAgainstABetterPriority) {
+// --max-priority-wait bounds the wait behind better priorities: a request that has waited longer is
+// overdue and takes the seat from a better one that has not. Without the bound the finish order
+// would be hog, urgent, batch. GetModelInfo reports the bound.
+TEST_F(ServerE2E, AnOverdueRequestGoesAheadOfBetterPriorities) {
   ServerProcess server({"--model", kModel, "--scheduling-policy", "priority", "--max-num-seqs", "1",
                         "--max-priority-wait", "0.3", "--debug-step-delay-ms", "10"});
   auto client = stub(server);
@@ -468,19 +469,28 @@ TEST_F(ServerE2E, AnOverdueRequestKeepsItsSeatAgainstABetterPriority) {
       finished.push_back(name);
     });
   };
-  Collected batch, urgent;
-  // "batch" runs 2 s; "urgent" comes once it has been running longer than the bound.
-  std::thread batch_thread = start("batch", 200, 5, batch);
+  Collected hog, batch, urgent;
+  // "hog" holds the one seat for about 2 s. "batch" waits behind it and after 0.3 s takes the seat
+  // (hog is preempted, and resumes once batch is done); "urgent", of hog's priority, comes later and
+  // waits behind hog in turn, until it is overdue too and takes the seat from hog again.
+  std::thread hog_thread = start("hog", 200, 0, hog);
   wait_for_status(
       *client, [](const v1::ServerStatus& st) { return st.num_running() > 0; }, 10s);
+  std::thread batch_thread = start("batch", 5, 5, batch);
+  wait_for_status(
+      *client, [](const v1::ServerStatus& st) { return st.num_waiting() > 0; }, 10s);
   std::this_thread::sleep_for(500ms);
   std::thread urgent_thread = start("urgent", 5, 0, urgent);
+  hog_thread.join();
   batch_thread.join();
   urgent_thread.join();
-  ASSERT_TRUE(batch.status.ok()) << batch.status.error_message();
-  ASSERT_TRUE(urgent.status.ok()) << urgent.status.error_message();
-  EXPECT_EQ(finished, (std::vector<std::string>{"batch", "urgent"}));
-  EXPECT_EQ(status(*client).preemptions(), 0u);
+  for (const Collected* got : {&hog, &batch, &urgent})
+    ASSERT_TRUE(got->status.ok()) << got->status.error_message();
+  EXPECT_EQ(finished, (std::vector<std::string>{"batch", "urgent", "hog"}));
+  EXPECT_GE(status(*client).preemptions(), 2u) << "batch, then urgent, took the seat from hog";
+  EXPECT_EQ(std::vector<TokenId>(hog.tokens.begin(), hog.tokens.end()),
+            offline("Once upon a time", 200).output)
+      << "preempted and recomputed, hog's output is whole";
 }
 
 // --model org/name: kvserve fetches the model from the Hub (a fake one on loopback, HF_ENDPOINT) into

@@ -216,30 +216,93 @@ TEST(SchedulerPriority, OverdueRequestsGoFirstInTheirOrderOfArrival) {
   EXPECT_EQ(served, (std::vector<std::string>{"worst", "worse", "best"}));
 }
 
-TEST(SchedulerPriority, AnOverdueRunningRequestKeepsItsSeat) {
+TEST(SchedulerPriority, AnOverdueRequestKeepsItsSeatOnceAdmitted) {
   ManualClock clock;
   Scheduler s(bounded_config(clock, 50ms));
-  ASSERT_TRUE(s.add(with_priority("batch", iota_prompt(3, 100), 8, 5, 4)).ok());
-  complete(s, s.schedule());
+  ASSERT_TRUE(s.add(with_priority("chat", iota_prompt(3, 100), 8, 0, 4)).ok());
+  ASSERT_TRUE(s.add(with_priority("batch", iota_prompt(3, 200), 8, 5, 4)).ok());
+  complete(s, s.schedule());  // "chat" runs, "batch" waits
   clock.advance(50ms);
-  ASSERT_TRUE(s.add(with_priority("urgent", iota_prompt(3, 200), 8, 0, 4)).ok());
-  const StepPlan p = s.schedule();
-  EXPECT_TRUE(p.preempted.empty());
-  EXPECT_EQ(ids_of(p), (std::vector<std::string>{"batch"}));
-  EXPECT_EQ(s.find("urgent")->status(), SequenceStatus::kWaiting);
+  const StepPlan taken = s.schedule();  // overdue: it takes the seat
+  EXPECT_EQ(taken.preempted, (std::vector<std::string>{"chat"}));
+  EXPECT_EQ(ids_of(taken), (std::vector<std::string>{"batch"}));
+  complete(s, taken);
+  ASSERT_TRUE(s.add(with_priority("urgent", iota_prompt(3, 300), 8, -1, 4)).ok());
+  const StepPlan kept = s.schedule();
+  EXPECT_TRUE(kept.preempted.empty());
+  EXPECT_EQ(ids_of(kept), (std::vector<std::string>{"batch"}));
 }
 
-TEST(SchedulerPriority, ANotYetOverdueRequestIsPreemptedForABetterOne) {
-  // As above, 1 ms short of the bound: the better request takes the seat.
+TEST(SchedulerPriority, TimeRunningDoesNotMakeARequestOverdue) {
+  // Only the wait in the queue counts: a request that never waited is preempted for a better one
+  // however long it has run.
   ManualClock clock;
   Scheduler s(bounded_config(clock, 50ms));
   ASSERT_TRUE(s.add(with_priority("batch", iota_prompt(3, 100), 8, 5, 4)).ok());
   complete(s, s.schedule());
-  clock.advance(49ms);
+  clock.advance(500ms);
+  complete(s, s.schedule());
   ASSERT_TRUE(s.add(with_priority("urgent", iota_prompt(3, 200), 8, 0, 4)).ok());
   const StepPlan p = s.schedule();
   EXPECT_EQ(p.preempted, (std::vector<std::string>{"batch"}));
   EXPECT_EQ(ids_of(p), (std::vector<std::string>{"urgent"}));
+  EXPECT_FALSE(s.find("batch")->overdue()) << "its wait starts again now";
+}
+
+TEST(SchedulerPriority, WantingBlocksTheOverdueArePreemptedLast) {
+  // "old" (priority 5) waited past the bound; then it runs beside "new" (priority 0) and the pool
+  // runs short: "new" goes, although it is the better priority.
+  ManualClock clock;
+  SchedulerConfig cfg = bounded_config(clock, 50ms);
+  cfg.max_num_seqs = 2;
+  cfg.num_blocks = 4;
+  Scheduler s(cfg);
+  ASSERT_TRUE(s.add(with_priority("first", iota_prompt(3, 100), 1, 0, 4)).ok());
+  ASSERT_TRUE(s.add(with_priority("second", iota_prompt(3, 200), 1, 0, 4)).ok());
+  ASSERT_TRUE(s.add(with_priority("old", iota_prompt(3, 300), 10, 5, 4)).ok());
+  complete(s, s.schedule());  // "first" and "second" run one token and finish; "old" waits
+  clock.advance(50ms);
+  complete(s, s.schedule());  // "old", overdue, runs
+  ASSERT_TRUE(s.find("old")->overdue());
+  ASSERT_TRUE(s.add(with_priority("new", iota_prompt(3, 400), 10, 0, 4)).ok());
+  // 13 tokens each at most, 4 blocks of 4 in the pool: one of them must give way.
+  std::vector<std::string> preempted;
+  for (int step = 0; step < 20 && preempted.empty(); ++step) {
+    const StepPlan plan = s.schedule();
+    preempted = plan.preempted;
+    complete(s, plan);
+  }
+  EXPECT_EQ(preempted, (std::vector<std::string>{"new"}));
+}
+
+TEST(SchedulerPriority, AnOverdueHeadThatCannotFitDoesNotStallTheRunningRequests) {
+  // Two running requests share a 36-token prefix (9 blocks) and hold 11 of the 16 blocks; the
+  // overdue head needs 8 for its first chunk. Preempting both frees the shared blocks too, so the
+  // head is admitted; before the shared blocks counted, nothing was preempted, both were held back
+  // for the head without a way to preempt, and the plan stayed empty for good.
+  ManualClock clock;
+  SchedulerConfig cfg = bounded_config(clock, 50ms);
+  cfg.max_num_seqs = 4;
+  cfg.num_blocks = 16;
+  Scheduler s(cfg);
+  ASSERT_TRUE(s.add(with_priority("head", iota_prompt(32, 1000), 1, 1, 4)).ok());
+  clock.advance(10ms);
+  std::vector<TokenId> b = iota_prompt(36, 100), c = iota_prompt(36, 100);
+  for (TokenId t : iota_prompt(4, 200))
+    b.push_back(t);
+  for (TokenId t : iota_prompt(4, 300))
+    c.push_back(t);
+  ASSERT_TRUE(s.add(with_priority("b", b, 20, 0, 4)).ok());
+  ASSERT_TRUE(s.add(with_priority("c", c, 20, 0, 4)).ok());
+  complete(s, s.schedule());
+  ASSERT_EQ(s.find("head")->status(), SequenceStatus::kWaiting);
+  clock.advance(50ms);
+  for (int step = 0; step < 60 && s.has_unfinished(); ++step) {
+    const StepPlan plan = s.schedule();
+    ASSERT_FALSE(plan.empty()) << "nothing scheduled at step " << step;
+    complete(s, plan);
+  }
+  EXPECT_FALSE(s.has_unfinished());
 }
 
 TEST(SchedulerPriority, TheBoundMustNotBeNegative) {

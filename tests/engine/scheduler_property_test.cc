@@ -95,6 +95,15 @@ void check_plan(const Scheduler& s, const StepPlan& plan) {
   ASSERT_LE(plan.num_batched_tokens, cfg.max_num_batched_tokens);
   ASSERT_LE(static_cast<int>(plan.seqs.size()), cfg.max_num_seqs);
   ASSERT_LE(s.stats().num_running, cfg.max_num_seqs);
+  // The queue stays in (scheduling priority, arrival) order, overdue requests first.
+  const auto& queue = s.waiting_queue();
+  for (size_t i = 1; i < queue.size(); ++i) {
+    const Sequence& a = *queue[i - 1];
+    const Sequence& b = *queue[i];
+    ASSERT_TRUE(a.scheduling_priority() < b.scheduling_priority() ||
+                (a.scheduling_priority() == b.scheduling_priority() && a.arrival() < b.arrival()))
+        << "waiting queue out of order at " << i << ": " << a.id() << " before " << b.id();
+  }
 }
 
 struct SimTotals {

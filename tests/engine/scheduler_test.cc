@@ -286,5 +286,26 @@ TEST(Scheduler, RequestsAdmittedInTheSameStepShareTheirCommonPrefix) {
   EXPECT_EQ(s.pool().num_free_blocks(), 16 - 4);
 }
 
+// The server counts free seats as places in its queue unless the pool held the queue back.
+TEST(Scheduler, StatsSayWhetherThePoolHeldTheQueueBack) {
+  SchedulerConfig budget_limited = small_config(4, 64);
+  budget_limited.max_num_batched_tokens = 8;
+  Scheduler by_budget(budget_limited);
+  ASSERT_TRUE(by_budget.add(make_seq("a", iota_prompt(8, 100), 4, 4)).ok());
+  ASSERT_TRUE(by_budget.add(make_seq("b", iota_prompt(8, 200), 4, 4)).ok());
+  complete(by_budget, by_budget.schedule());
+  EXPECT_EQ(by_budget.stats().num_waiting, 1);
+  EXPECT_FALSE(by_budget.stats().admission_short_of_blocks) << "the token budget, not the pool";
+
+  Scheduler by_blocks(small_config(4, 4));
+  ASSERT_TRUE(by_blocks.add(make_seq("a", iota_prompt(12, 100), 4, 4)).ok());
+  ASSERT_TRUE(by_blocks.add(make_seq("b", iota_prompt(12, 200), 4, 4)).ok());
+  complete(by_blocks, by_blocks.schedule());
+  EXPECT_EQ(by_blocks.stats().num_waiting, 1);
+  EXPECT_TRUE(by_blocks.stats().admission_short_of_blocks);
+  ASSERT_TRUE(by_blocks.finish("b", FinishReason::kAborted).ok());
+  EXPECT_FALSE(by_blocks.stats().admission_short_of_blocks) << "nothing waits";
+}
+
 }  // namespace
 }  // namespace kvserve
