@@ -153,8 +153,17 @@ enum class WeightLoading {
   kDeferred,  // shapes and sources only (mapped or seeded), for a backend that reads them itself
 };
 
-// Loads a Hugging Face model directory: config.json and every *.safetensors file in it
-// (tokenizer.model is the Tokenizer's business). Every expected tensor must be present with the
+// Which of a model directory's safetensors files hold its weights: those the shard index
+// (model.safetensors.index.json, whose text `index_json` is, or empty without one) names in its
+// weight_map, else all of `safetensors_names` but Mistral's consolidated*.safetensors (the same
+// weights under mistral_inference's names, which full downloads of Mistral's repositories hold).
+// Sorted; throws ModelLoadError for an index without a weight_map.
+inline constexpr char kShardIndexFile[] = "model.safetensors.index.json";
+std::vector<std::string> weight_file_names(const std::vector<std::string>& safetensors_names,
+                                           std::string_view index_json);
+
+// Loads a Hugging Face model directory: config.json and the safetensors files weight_file_names()
+// picks (tokenizer.model is the Tokenizer's business). Every expected tensor must be present with the
 // expected shape; anything wrong throws ModelLoadError naming the file and the problem, with either
 // `loading` (the checks come before any value is read). kDeferred keeps the files mapped read-only:
 // a bf16 Llama-3-8B then costs no host memory beyond the page cache, not 32 GB of float32.

@@ -2,8 +2,13 @@
 // listed up front and every file's tensors are matched against that list (missing, misshapen,
 // unexpected, duplicated) before any byte is converted, so a mismatch fails in milliseconds and
 // names the tensor, not after minutes of conversion.
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
+#include <fstream>
 #include <memory>
+#include <set>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -140,6 +145,22 @@ bool ignored(const ModelConfig& c, const std::string& name) {
 
 }  // namespace
 
+std::vector<std::string> weight_file_names(const std::vector<std::string>& safetensors_names,
+                                           std::string_view index_json) {
+  std::set<std::string> files;
+  if (!index_json.empty()) {
+    const nlohmann::json index = nlohmann::json::parse(index_json, nullptr, /*allow_exceptions=*/false);
+    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
+      throw ModelLoadError(std::string(kShardIndexFile) + " has no weight_map object");
+    for (const auto& [tensor, file] : index["weight_map"].items())
+      if (file.is_string()) files.insert(file.get<std::string>());
+    return {files.begin(), files.end()};
+  }
+  for (const std::string& name : safetensors_names)
+    if (name.ends_with(".safetensors") && !name.starts_with("consolidated")) files.insert(name);
+  return {files.begin(), files.end()};
+}
+
 Model load_model(const fs::path& dir, WeightLoading loading) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
@@ -152,11 +173,25 @@ Model load_model(const fs::path& dir, WeightLoading loading) {
   model.config = load_model_config(dir / "config.json");
   const ModelConfig& config = model.config;
 
-  std::vector<fs::path> paths;
+  std::vector<std::string> names;
   for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
-    if (entry.path().extension() == ".safetensors" && entry.is_regular_file()) paths.push_back(entry.path());
+    if (entry.path().extension() == ".safetensors" && entry.is_regular_file())
+      names.push_back(entry.path().filename().string());
   }
   if (ec) throw ModelLoadError(dir.string() + ": cannot list the directory: " + ec.message());
+  std::string index;
+  if (std::ifstream in(dir / kShardIndexFile, std::ios::binary); in) {
+    std::ostringstream text;
+    text << in.rdbuf();
+    index = text.str();
+  }
+  std::vector<fs::path> paths;
+  for (const std::string& name : weight_file_names(names, index)) {
+    if (std::find(names.begin(), names.end(), name) == names.end())
+      throw ModelLoadError((dir / kShardIndexFile).string() + " names " + name +
+                           ", which the directory does not hold: download the whole model");
+    paths.push_back(dir / name);
+  }
   if (paths.empty()) {
     throw ModelLoadError(dir.string() +
                          ": no *.safetensors file; kvserve loads weights only from safetensors (convert "

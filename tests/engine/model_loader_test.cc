@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -128,6 +129,46 @@ TEST_F(ModelLoaderTest, LoadsShardedCheckpoint) {
   EXPECT_EQ(model.weights.layers[1].down_proj.data.front(),
             first_value_of("model.layers.1.mlp.down_proj.weight"));
   EXPECT_EQ(model.weights.lm_head.data.front(), first_value_of("lm_head.weight"));
+}
+
+// A full download of a Mistral repository also holds consolidated.safetensors (the weights under
+// mistral_inference's names), and a shard index names the files that hold the weights.
+TEST_F(ModelLoaderTest, LoadsTheIndexedShardsOrAllButConsolidatedFiles) {
+  write(3);
+  {
+    std::ofstream stray(dir_.path() / "consolidated.safetensors", std::ios::binary);
+    stray << "not read";
+  }
+  EXPECT_EQ(load_model(dir_.path()).weights.lm_head.data.front(), first_value_of("lm_head.weight"));
+  {
+    std::ofstream stray(dir_.path() / "model-extra.safetensors", std::ios::binary);
+    stray << "not named by the index";
+  }
+  EXPECT_NE(load_error(), "") << "without an index every other *.safetensors is read";
+  std::vector<std::string> shards;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_.path()))
+    if (entry.path().extension() == ".safetensors" && entry.path().filename().string().starts_with("model-0"))
+      shards.push_back(entry.path().filename().string());
+  ASSERT_EQ(shards.size(), 3u);
+  json index = {{"metadata", json::object()}, {"weight_map", json::object()}};
+  for (size_t i = 0; i < shards.size(); ++i)
+    index["weight_map"]["tensor" + std::to_string(i)] = shards[i];
+  std::ofstream(dir_.path() / kShardIndexFile) << index.dump();
+  EXPECT_EQ(load_model(dir_.path()).weights.lm_head.data.front(), first_value_of("lm_head.weight"));
+  index["weight_map"]["missing"] = "model-99999-of-99999.safetensors";
+  std::ofstream(dir_.path() / kShardIndexFile) << index.dump();
+  EXPECT_NE(load_error().find("does not hold"), std::string::npos) << load_error();
+}
+
+TEST(WeightFileNames, TheIndexNamesTheShardsElseAllButConsolidatedOnes) {
+  const std::vector<std::string> names = {"model-2.safetensors", "consolidated.safetensors",
+                                          "model-1.safetensors"};
+  EXPECT_EQ(weight_file_names(names, ""),
+            (std::vector<std::string>{"model-1.safetensors", "model-2.safetensors"}));
+  EXPECT_EQ(
+      weight_file_names(names, R"({"weight_map": {"a": "model-2.safetensors", "b": "model-2.safetensors"}})"),
+      std::vector<std::string>{"model-2.safetensors"});
+  EXPECT_THROW(weight_file_names(names, R"({"metadata": {}})"), ModelLoadError);
 }
 
 TEST_F(ModelLoaderTest, TiedEmbeddingsIgnoreLmHeadAndRotaryTables) {
