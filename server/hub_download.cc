@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <httplib.h>
 #include <openssl/evp.h>
+#include <pwd.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -12,14 +14,17 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <random>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -40,7 +45,7 @@ constexpr auto kProgressEvery = std::chrono::seconds(10);
 constexpr std::array<std::string_view, 8> kModelFiles = {
     "config.json",     "generation_config.json",  "tokenizer.json",    "tokenizer_config.json",
     "tokenizer.model", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja"};
-constexpr std::string_view kShardIndex = "model.safetensors.index.json";
+constexpr std::string_view kShardIndex = kShardIndexFile;
 
 std::string env(const char* name) {
   const char* value = std::getenv(name);
@@ -87,6 +92,49 @@ std::string mib(uint64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
   return buf;
+}
+
+// A name beside `path` that no other process writes: replicas sharing the cache each run as PID 1
+// in their containers, so the PID alone would collide.
+fs::path unique_sibling(const fs::path& path) {
+  static thread_local std::mt19937_64 rng(std::random_device{}() ^ static_cast<uint64_t>(::getpid()));
+  return path.string() + ".tmp" + std::to_string(rng());
+}
+
+// SIGINT or SIGTERM arrived (the server blocks both until it serves, then drains on them): a
+// download stops at once and resumes on the next start.
+bool interrupted() {
+  sigset_t pending;
+  return sigpending(&pending) == 0 &&
+         (sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1);
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Whether a snapshot holds config.json and every weight file: one a fetch left unfinished, or that
+// another tool filled only with the tokenizer or the config, is not a model.
+bool snapshot_complete(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir / "config.json", ec)) return false;
+  std::vector<std::string> names;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec))
+    if (entry.path().extension() == ".safetensors" && fs::exists(entry.path(), ec))
+      names.push_back(entry.path().filename().string());
+  const std::string index = fs::exists(dir / kShardIndexFile, ec) ? read_text(dir / kShardIndexFile) : "";
+  std::vector<std::string> weights;
+  try {
+    weights = weight_file_names(names, index);
+  } catch (const ModelLoadError&) {
+    return false;
+  }
+  return !weights.empty() && std::all_of(weights.begin(), weights.end(), [&](const std::string& name) {
+    return std::find(names.begin(), names.end(), name) != names.end();
+  });
 }
 
 // What went wrong below HTTP, in words an operator can act on.
@@ -183,7 +231,16 @@ class FileLock {
                            ": check the cache's permissions");
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       spdlog::info("waiting for another process fetching the same file ({})", path.string());
-      ::flock(fd_, LOCK_EX);
+      int rc;
+      while ((rc = ::flock(fd_, LOCK_EX)) != 0 && errno == EINTR) {
+      }
+      if (rc != 0) {
+        ::close(fd_);
+        throw ModelLoadError(
+            "cannot lock " + path.string() +
+            " (the cache's filesystem may not support locks): put HF_HOME on a local or NFSv4 "
+            "filesystem");
+      }
     }
   }
   ~FileLock() { ::close(fd_); }  // closing releases the lock
@@ -221,7 +278,8 @@ class HubFetcher {
     }
     std::optional<Json> info = revision_info();
     if (!info) return *cached_snapshot();  // revision_info() checked that there is one
-    const std::string commit = info->value("sha", "");
+    const std::string commit =
+        info->contains("sha") && (*info)["sha"].is_string() ? (*info)["sha"].get<std::string>() : "";
     if (!is_commit_hash(commit))
       throw ModelLoadError(endpoint_ + " gave no commit for " + repo_id_ + " at " + revision_);
     std::set<std::string> listed;
@@ -252,7 +310,7 @@ class HubFetcher {
     }
     const fs::path dir = repo_dir_ / "snapshots" / commit;
     std::error_code ec;
-    if (!fs::exists(dir / "config.json", ec)) return std::nullopt;
+    if (!fs::exists(dir, ec) || !snapshot_complete(dir)) return std::nullopt;
     return dir;
   }
 
@@ -281,7 +339,9 @@ class HubFetcher {
         "HF_TOKEN, or run `huggingface-cli login`)";
     if (status == 401)
       return settings_.token.empty()
-                 ? "the Hub refused " + what + " without a token: check the name (org/name); " + token_hint
+                 ? "the Hub refused " + what +
+                       " without a token: check the name (org/name; no local directory " +
+                       "has that name either); " + token_hint
                  : "the Hub refused the token for " + what + ": check that HF_TOKEN is valid";
     if (status == 403) return "the token may not read " + what + ": " + token_hint;
     if (status == 404)
@@ -291,61 +351,64 @@ class HubFetcher {
     return endpoint_ + " answered HTTP " + std::to_string(status) + " for " + what;
   }
 
-  // The revision's commit and file list, or nullopt when the Hub cannot be reached and the cache
-  // holds the revision (then it serves, with a warning).
+  // The revision's commit and file list, or nullopt when the Hub cannot be reached (or fails on
+  // its side) and the cache holds the revision whole (then that serves, with a warning).
   std::optional<Json> revision_info() const {
-    const std::string target =
+    std::string target =
         endpoint_path_ + "/api/models/" + repo_id_ + "/revision/" + encode_segment(revision_);
-    httplib::Result res = client_for(endpoint_origin_)->Get(target, headers_for(endpoint_origin_));
-    if (!res) {
-      const std::string why = describe(res.error());
-      if (cached_snapshot()) {
-        spdlog::warn("cannot reach {} ({}): serving {} at {} from the cache as it is", endpoint_, why,
-                     repo_id_, revision_);
-        return std::nullopt;
+    const auto serve_cached = [&](const std::string& why) {
+      if (!cached_snapshot()) return false;
+      spdlog::warn("{} ({}): serving {} at {} from the cache as it is", endpoint_, why, repo_id_, revision_);
+      return true;
+    };
+    for (int hop = 0; hop < kMaxRedirects; ++hop) {
+      httplib::Result res = client_for(endpoint_origin_)->Get(target, headers_for(endpoint_origin_));
+      if (!res) {
+        const std::string why = describe(res.error());
+        if (serve_cached("cannot reach it: " + why)) return std::nullopt;
+        throw ModelLoadError("cannot reach " + endpoint_ + " to fetch " + repo_id_ + " (" + why +
+                             "), and the Hub cache has no whole copy: check the network (or HF_ENDPOINT), or "
+                             "download the model elsewhere and pass its directory");
       }
-      throw ModelLoadError(
-          "cannot reach " + endpoint_ + " to fetch " + repo_id_ + " (" + why +
-          "), and the Hub cache has no copy: check the network (or HF_ENDPOINT), or download the "
-          "model elsewhere and pass its directory");
+      const std::string location = res->get_header_value("Location");
+      if (res->status >= 300 && res->status < 400 && location.starts_with("/")) {  // a renamed repository
+        target = location;
+        continue;
+      }
+      if ((res->status >= 500 || res->status == 429) &&
+          serve_cached("it answered HTTP " + std::to_string(res->status)))
+        return std::nullopt;
+      if (res->status != 200)
+        throw ModelLoadError(http_problem(res->status, "model " + repo_id_ + " at revision " + revision_));
+      Json info = Json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+      if (!info.is_object())
+        throw ModelLoadError(endpoint_ + " answered " + repo_id_ + "'s file list with something not JSON");
+      return info;
     }
-    if (res->status != 200)
-      throw ModelLoadError(http_problem(res->status, "model " + repo_id_ + " at revision " + revision_));
-    Json info = Json::parse(res->body, nullptr, /*allow_exceptions=*/false);
-    if (!info.is_object())
-      throw ModelLoadError(endpoint_ + " answered " + repo_id_ + "'s file list with something not JSON");
-    return info;
+    throw ModelLoadError(endpoint_ + " redirected " + repo_id_ + "'s file list too often");
   }
 
-  // The safetensors files the model's weights are in.
+  // The safetensors files the model's weights are in, as the loader picks them.
   std::vector<std::string> weight_files(const std::set<std::string>& listed, const std::string& commit,
                                         const fs::path& snapshot) {
-    std::set<std::string> shards;
+    std::string index;
     if (listed.contains(std::string(kShardIndex))) {
       fetch_file(commit, std::string(kShardIndex), snapshot);
-      std::ifstream in(snapshot / kShardIndex);
-      const Json index = Json::parse(in, nullptr, /*allow_exceptions=*/false);
-      if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
-        throw ModelLoadError(repo_id_ + "'s " + std::string(kShardIndex) + " has no weight_map");
-      for (const auto& [tensor, file] : index["weight_map"].items())
-        if (file.is_string()) shards.insert(file.get<std::string>());
-      for (const std::string& shard : shards)
-        if (!listed.contains(shard))
-          throw ModelLoadError(repo_id_ + "'s " + std::string(kShardIndex) + " names " + shard +
-                               ", which the repository does not hold");
-    } else {
-      // Mistral's repositories also hold consolidated*.safetensors, the same weights under other
-      // names, for mistral_inference.
-      for (const std::string& name : listed)
-        if (name.ends_with(".safetensors") && name.find('/') == std::string::npos &&
-            !name.starts_with("consolidated"))
-          shards.insert(name);
+      index = read_text(snapshot / kShardIndex);
     }
+    std::vector<std::string> top_level;
+    for (const std::string& name : listed)
+      if (name.find('/') == std::string::npos) top_level.push_back(name);
+    std::vector<std::string> shards = weight_file_names(top_level, index);
+    for (const std::string& shard : shards)
+      if (!listed.contains(shard))
+        throw ModelLoadError(repo_id_ + "'s " + std::string(kShardIndex) + " names " + shard +
+                             ", which the repository does not hold");
     if (shards.empty())
       throw ModelLoadError(repo_id_ +
                            " has no safetensors weights: kvserve reads only safetensors; convert the weights "
                            "(transformers' save_pretrained writes them) and pass the directory");
-    return {shards.begin(), shards.end()};
+    return shards;
   }
 
   struct FileMeta {
@@ -390,6 +453,8 @@ class HubFetcher {
   }
 
   void fetch_file(const std::string& commit, const std::string& name, const fs::path& snapshot) {
+    if (interrupted())
+      throw ModelLoadError("interrupted while fetching " + repo_id_ + ": run kvserve again to resume");
     if (!is_safe_name(name))
       throw ModelLoadError(repo_id_ + " lists a file named '" + name + "', which kvserve will not write");
     const fs::path link = snapshot / name;
@@ -404,14 +469,13 @@ class HubFetcher {
       const FileLock lock(locks_dir_ / (meta.etag + ".lock"));
       if (!fs::exists(blob, ec)) fetch_blob(name, meta, blob);  // unless another process just did
     }
+    // The link (or, on a filesystem without them, a copy) is made beside it and renamed over it, so
+    // that another process reading the snapshot never finds the file missing.
     fs::create_directories(snapshot);
-    fs::remove(link, ec);  // a dangling link, its blob deleted
-    fs::create_symlink(fs::path("..") / ".." / "blobs" / meta.etag, link, ec);
-    if (ec && !fs::exists(link)) {  // a filesystem without symbolic links: a copy, put in place whole
-      const fs::path temp = link.string() + ".tmp" + std::to_string(::getpid());
-      fs::copy_file(blob, temp, fs::copy_options::overwrite_existing);
-      fs::rename(temp, link);
-    }
+    const fs::path temp = unique_sibling(link);
+    fs::create_symlink(fs::path("..") / ".." / "blobs" / meta.etag, temp, ec);
+    if (ec) fs::copy_file(blob, temp, fs::copy_options::overwrite_existing);
+    fs::rename(temp, link);
   }
 
   // Downloads a file's content into its blob: into <blob>.incomplete first, resuming what an earlier
@@ -427,6 +491,8 @@ class HubFetcher {
     std::string url = meta.url;
     uint64_t received = 0;
     auto last_report = Clock::now();
+    auto last_check = last_report;
+    bool stopped = false;
     const auto start = last_report;
     if (have > 0) spdlog::info("{}: resuming after {}", name, mib(have));
     for (int hop = 0;; ++hop) {
@@ -461,6 +527,13 @@ class HubFetcher {
             }
             if (sha256) sha256->update(data, size);
             received += size;
+            if (Clock::now() - last_check >= std::chrono::milliseconds(200)) {
+              last_check = Clock::now();
+              if (interrupted()) {
+                stopped = true;
+                return false;
+              }
+            }
             if (Clock::now() - last_report >= kProgressEvery) {
               last_report = Clock::now();
               spdlog::info("{}: {} of {}", name, mib(have + received), meta.size ? mib(*meta.size) : "?");
@@ -468,7 +541,12 @@ class HubFetcher {
             return true;
           });
       const bool wrote = out != nullptr;
+      // On disk before the rename below: a blob under its final name is never checked again.
+      if (out && (std::fflush(out.get()) != 0 || ::fsync(::fileno(out.get())) != 0)) write_failed = true;
       if (out && std::fclose(out.release()) != 0) write_failed = true;
+      if (stopped)
+        throw ModelLoadError("interrupted while fetching " + repo_id_ + "/" + name + " (" +
+                             mib(have + received) + " kept): run kvserve again to resume");
       if (write_failed)
         throw ModelLoadError("cannot read or write " + partial.string() +
                              ": check the free space and permissions of " + settings_.cache_dir.string() +
@@ -484,6 +562,10 @@ class HubFetcher {
         have = 0;
         continue;
       }
+      if (!wrote && u->origin != endpoint_origin_)
+        throw ModelLoadError("the storage " + endpoint_ + " sent " + repo_id_ + "/" + name + " to (" +
+                             u->origin + ") answered HTTP " + std::to_string(status) +
+                             ": run kvserve again (its links expire)");
       if (!wrote) throw ModelLoadError(http_problem(status, "file " + name + " of " + repo_id_));
       break;
     }
@@ -505,15 +587,27 @@ class HubFetcher {
     spdlog::info("{}: {} fetched in {:.1f} s", name, mib(size), seconds);
   }
 
+  // refs/<revision> names the commit, for offline starts and other tools. Written only when it
+  // changes, and only a warning when it cannot be (a read-only cache that holds the model whole).
   void write_ref(const std::string& commit) const {
     const fs::path ref = repo_dir_ / "refs" / revision_;
-    fs::create_directories(ref.parent_path());
-    const fs::path temp = ref.string() + ".tmp" + std::to_string(::getpid());
-    {
+    if (read_text(ref) == commit) return;
+    std::error_code ec;
+    fs::create_directories(ref.parent_path(), ec);
+    const fs::path temp = unique_sibling(ref);
+    bool written = false;
+    if (!ec) {
       std::ofstream out(temp);
       out << commit;
+      out.flush();
+      written = out.good();
     }
-    fs::rename(temp, ref);
+    if (written) fs::rename(temp, ref, ec);
+    if (!written || ec) {
+      fs::remove(temp, ec);
+      spdlog::warn("could not record {} as {}'s {} in {}: offline starts will not find it by that name",
+                   commit, repo_id_, revision_, ref.string());
+    }
   }
 
   const HubSettings& settings_;
@@ -531,19 +625,29 @@ class HubFetcher {
 HubSettings HubSettings::from_environment() {
   HubSettings s;
   if (const std::string endpoint = env("HF_ENDPOINT"); !endpoint.empty()) s.endpoint = endpoint;
-  const std::string home = env("HOME");
-  const fs::path hf_home = !env("HF_HOME").empty()
-                               ? fs::path(env("HF_HOME"))
-                               : fs::path(home.empty() ? "/tmp" : home) / ".cache" / "huggingface";
-  s.cache_dir = !env("HF_HUB_CACHE").empty() ? fs::path(env("HF_HUB_CACHE")) : hf_home / "hub";
+  // As huggingface_hub resolves them: HF_HOME, else $XDG_CACHE_HOME/huggingface, else
+  // ~/.cache/huggingface; the cache HF_HUB_CACHE (or its older name), else $HF_HOME/hub.
+  std::string home = env("HOME");
+  if (home.empty())
+    if (const passwd* pw = ::getpwuid(::getuid()); pw && pw->pw_dir) home = pw->pw_dir;
+  const fs::path cache_home =
+      !env("XDG_CACHE_HOME").empty() ? fs::path(env("XDG_CACHE_HOME")) : fs::path(home) / ".cache";
+  const fs::path hf_home = !env("HF_HOME").empty() ? fs::path(env("HF_HOME")) : cache_home / "huggingface";
+  s.cache_dir = !env("HF_HUB_CACHE").empty()            ? fs::path(env("HF_HUB_CACHE"))
+                : !env("HUGGINGFACE_HUB_CACHE").empty() ? fs::path(env("HUGGINGFACE_HUB_CACHE"))
+                                                        : hf_home / "hub";
   s.token = env("HF_TOKEN");
   if (s.token.empty()) s.token = env("HUGGING_FACE_HUB_TOKEN");
   if (s.token.empty()) {
-    std::ifstream file(hf_home / "token");
+    std::ifstream file(!env("HF_TOKEN_PATH").empty() ? fs::path(env("HF_TOKEN_PATH")) : hf_home / "token");
     std::getline(file, s.token);
+    while (!s.token.empty() && std::isspace(static_cast<unsigned char>(s.token.back())))
+      s.token.pop_back();
   }
-  const std::string offline = env("HF_HUB_OFFLINE");
-  s.offline = offline == "1" || offline == "true" || offline == "TRUE" || offline == "yes";
+  std::string offline = env("HF_HUB_OFFLINE");
+  std::transform(offline.begin(), offline.end(), offline.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  s.offline = offline == "1" || offline == "on" || offline == "yes" || offline == "true";
   return s;
 }
 

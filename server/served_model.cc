@@ -78,10 +78,13 @@ ServedModel load_served_model(const ServedModelFlags& flags) {
     // A name that is no local path but has a Hub id's shape is fetched into (or found in) the
     // Hub's cache; the directory then loads as any other.
     std::error_code ec;
+    const bool from_hub = !std::filesystem::exists(spec, ec) && is_hub_model_id(spec);
+    if (!from_hub && flags.revision != "main")
+      spdlog::warn("--revision {} is for Hub model ids; {} is a local path, served as it is", flags.revision,
+                   spec);
     const std::filesystem::path dir =
-        !std::filesystem::exists(spec, ec) && is_hub_model_id(spec)
-            ? fetch_hub_model(spec, flags.revision, HubSettings::from_environment())
-            : std::filesystem::path(spec);
+        from_hub ? fetch_hub_model(spec, flags.revision, HubSettings::from_environment())
+                 : std::filesystem::path(spec);
     out.model = std::make_unique<Model>(load_model(dir, WeightLoading::kDeferred));
     if (flags.skip_tokenizer) {
       spdlog::warn("--skip-tokenizer: no tokenizer; requests must send token_ids and stop_token_ids");

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -64,6 +65,10 @@ class FakeHub {
                                                                  httplib::Response& res) {
       if (!authorized(req, res)) return;
       std::lock_guard lock(mu_);
+      if (api_status_ != 200) {
+        res.status = api_status_;
+        return;
+      }
       if (req.matches[1].str() + "/" + req.matches[2].str() != repo || !known_revision(req.matches[3])) {
         res.status = 404;
         return;
@@ -117,8 +122,10 @@ class FakeHub {
     hub_port_ = hub_.bind_to_any_port("127.0.0.1");
     cdn_port_ = cdn_.bind_to_any_port("127.0.0.1");
     hub_thread_ = std::thread([this] { hub_.listen_after_bind(); });
-    cdn_thread_ =
-        std::thread([this] { cdn_.listen_after_bind(); });  // bound and listening: clients may connect now
+    cdn_thread_ = std::thread([this] { cdn_.listen_after_bind(); });
+    // Bound and listening already, but stop() is lost on a server whose thread has not started.
+    while (!hub_.is_running() || !cdn_.is_running())
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 
   ~FakeHub() {
@@ -145,6 +152,11 @@ class FakeHub {
   void set_corrupt(const std::string& name) {
     std::lock_guard lock(mu_);
     corrupt_ = name;
+  }
+  // The model API answers every request with this status (200: as usual).
+  void set_api_status(int status) {
+    std::lock_guard lock(mu_);
+    api_status_ = status;
   }
   void require_token(const std::string& token) {
     std::lock_guard lock(mu_);
@@ -184,6 +196,7 @@ class FakeHub {
   std::mutex mu_;
   std::map<std::string, File> files_;
   std::string corrupt_;
+  int api_status_ = 200;
   std::string required_token_;
   std::vector<std::string> ranges_;
   bool cdn_saw_authorization_ = false;

@@ -72,6 +72,10 @@ TEST_F(HubDownload, FetchesWhatKvserveReadsIntoTheSharedCacheLayout) {
     ASSERT_TRUE(fs::is_symlink(dir / name));
     const fs::path target = fs::read_symlink(dir / name);
     EXPECT_EQ(target.parent_path(), fs::path("../../blobs"));
+    const std::string content = read_file(kTinyLlama + "/" + name);
+    const bool large = name.ends_with(".safetensors") || name.ends_with(".model");
+    EXPECT_EQ(target.filename().string(), (FakeHub::File{content, large}.etag()))
+        << "blobs are named by ETag";
     EXPECT_TRUE(fs::is_regular_file(repo_dir() / "blobs" / target.filename()));
     EXPECT_EQ(read_file(dir / name), read_file(kTinyLlama + "/" + name));
   }
@@ -111,7 +115,19 @@ TEST_F(HubDownload, TheCacheServesOfflineAndWhenTheHubIsUnreachable) {
   EXPECT_EQ(fetch(), dir);
   EXPECT_EQ(hub_.content_requests, fetched);
 
+  // The Hub failing on its side serves the cache too; a snapshot missing its weights does not.
+  settings_.endpoint = hub_.endpoint();
+  hub_.set_api_status(503);
+  EXPECT_EQ(fetch(), dir);
+  fs::remove(dir / "model.safetensors");
+  EXPECT_NE(fetch_error().find("HTTP 503"), std::string::npos) << fetch_error();
+  settings_.offline = true;
+  EXPECT_NE(fetch_error().find("not in the Hub cache"), std::string::npos) << fetch_error();
+  settings_.offline = false;
+  hub_.set_api_status(200);
+
   fs::remove_all(cache_);
+  settings_.endpoint = "http://127.0.0.1:1";
   const std::string error = fetch_error();
   EXPECT_NE(error.find("cannot reach http://127.0.0.1:1"), std::string::npos) << error;
 }
