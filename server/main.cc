@@ -445,6 +445,9 @@ int main(int argc, char** argv) {
   // Probe idle connections so that a peer that vanished without a reset does not hold its stream.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
+  // gRPC sets SO_REUSEPORT by default: a second kvserve started on this port would then listen
+  // beside this one and silently take a share of its clients. It must fail instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
     std::fprintf(stderr, "kvserve: cannot listen on %s:%d (address in use or not available here)\n",

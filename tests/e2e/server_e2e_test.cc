@@ -503,11 +503,11 @@ TEST_F(ServerE2E, AHubModelIdIsFetchedIntoTheCacheAndServed) {
       std::filesystem::temp_directory_path() / ("kvserve-e2e-hub-" + std::to_string(::getpid()));
   std::filesystem::remove_all(cache);
   // The test's own environment (a developer's token or cache) must not leak in.
-  const std::vector<std::pair<std::string, std::string>> env = {{"HF_ENDPOINT", hub.endpoint()},
-                                                                {"HF_HUB_CACHE", cache.string()},
-                                                                {"HF_HOME", cache.string()},
-                                                                {"HF_TOKEN", ""},
-                                                                {"HF_HUB_OFFLINE", "0"}};
+  const std::vector<std::pair<std::string, std::string>> env = {
+      {"HF_ENDPOINT", hub.endpoint()}, {"HF_HUB_CACHE", cache.string()},
+      {"HF_HOME", cache.string()},     {"HF_TOKEN", ""},
+      {"HUGGING_FACE_HUB_TOKEN", ""},  {"HF_TOKEN_PATH", "/nonexistent"},
+      {"HF_HUB_OFFLINE", "0"}};
   for (int start = 0; start < 2; ++start) {
     SCOPED_TRACE(start == 0 ? "first start: fetched" : "second start: from the cache");
     ServerProcess server({"--model", hub.repo}, env);
@@ -526,6 +526,20 @@ TEST_F(ServerE2E, AHubModelIdIsFetchedIntoTheCacheAndServed) {
   }
   EXPECT_EQ(hub.content_requests, 4) << "the second start fetched again";
   std::filesystem::remove_all(cache);
+}
+
+// A second server on a port already served fails to start, saying so, instead of listening beside
+// the first (gRPC's default SO_REUSEPORT) and taking a share of its clients.
+TEST_F(ServerE2E, ASecondServerOnTheSamePortRefusesToStart) {
+  ServerProcess first({"--model", kModel});
+  const std::string port = first.address().substr(first.address().rfind(':') + 1);
+  try {
+    ServerProcess second({"--model", kModel, "--port", port});
+    ADD_FAILURE() << "a second server started on port " << port;
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot listen"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(generate(*stub(first), text_request("still here", 4)).status.ok());
 }
 
 TEST_F(ServerE2E, SigtermDrainsFinishesRunningRequestsAndExitsZero) {

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -25,8 +26,11 @@ class ServerProcess {
   // `env`: variables set for the server alone (HF_ENDPOINT, HF_HOME, ...).
   explicit ServerProcess(std::vector<std::string> extra_args,
                          const std::vector<std::pair<std::string, std::string>>& env = {}) {
-    std::vector<std::string> args = {KVSERVE_BINARY,   "--host",    "127.0.0.1",      "--port", "0",
-                                     "--metrics-host", "127.0.0.1", "--metrics-port", "0"};
+    std::vector<std::string> args = {KVSERVE_BINARY, "--host",         "127.0.0.1", "--metrics-host",
+                                     "127.0.0.1",    "--metrics-port", "0"};
+    // Any free port, unless the test names one.
+    if (std::find(extra_args.begin(), extra_args.end(), "--port") == extra_args.end())
+      args.insert(args.end(), {"--port", "0"});
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     // The server may close a connection while the test still writes to it (a refusal before the
     // body is read, a failed TLS handshake): that must fail the write, not kill the test.
