@@ -256,13 +256,22 @@ std::vector<Sequence*> Scheduler::make_room_for_better_priority(StepPlan& plan, 
   int reclaimable = pool_.num_free_blocks();
   for (const auto& [block, count] : holders)
     reclaimable += count == pool_.ref_count(block);
-  head_can_fit = plan_admission(head, config_.max_num_batched_tokens).free_blocks_needed <= reclaimable;
+  // What the head would need once they all went: its prefix-cache hits that only they hold would
+  // sit free then, and taking a free hit takes a free block.
+  const Admission admission = plan_admission(head, config_.max_num_batched_tokens);
+  int need_if_all_go = admission.free_blocks_needed;
+  for (BlockId b : admission.hits) {
+    const auto it = holders.find(b);
+    need_if_all_go += !pool_.is_free(b) && it != holders.end() && it->second == pool_.ref_count(b);
+  }
+  head_can_fit = need_if_all_go <= reclaimable;
+  if (!head_can_fit) return evicted;  // preempting would only empty seats that it cannot take
   while (!running_.empty()) {
     Sequence* victim = preemption_victim();
     if (victim->scheduling_priority() <= head.scheduling_priority()) break;
     const int need = plan_admission(head, config_.max_num_batched_tokens).free_blocks_needed;
     const bool seated = static_cast<int>(running_.size()) < config_.max_num_seqs;
-    if (seated && (need <= pool_.num_free_blocks() || need > reclaimable)) break;
+    if (seated && need <= pool_.num_free_blocks()) break;
     preempt(*victim, plan, budget);
     evicted.push_back(victim);
   }

@@ -276,8 +276,9 @@ class HubFetcher {
           settings_.cache_dir.string() +
           " and HF_HUB_OFFLINE forbids fetching it: unset HF_HUB_OFFLINE, or pass a model directory");
     }
-    std::optional<Json> info = revision_info();
-    if (!info) return *cached_snapshot();  // revision_info() checked that there is one
+    std::optional<fs::path> cached;
+    std::optional<Json> info = revision_info(cached);
+    if (!info) return *cached;
     const std::string commit =
         info->contains("sha") && (*info)["sha"].is_string() ? (*info)["sha"].get<std::string>() : "";
     if (!is_commit_hash(commit))
@@ -352,12 +353,13 @@ class HubFetcher {
   }
 
   // The revision's commit and file list, or nullopt when the Hub cannot be reached (or fails on
-  // its side) and the cache holds the revision whole (then that serves, with a warning).
-  std::optional<Json> revision_info() const {
+  // its side) and the cache holds the revision whole (then that serves, with a warning: `cached`).
+  std::optional<Json> revision_info(std::optional<fs::path>& cached) const {
     std::string target =
         endpoint_path_ + "/api/models/" + repo_id_ + "/revision/" + encode_segment(revision_);
     const auto serve_cached = [&](const std::string& why) {
-      if (!cached_snapshot()) return false;
+      cached = cached_snapshot();
+      if (!cached) return false;
       spdlog::warn("{} ({}): serving {} at {} from the cache as it is", endpoint_, why, repo_id_, revision_);
       return true;
     };
@@ -453,13 +455,13 @@ class HubFetcher {
   }
 
   void fetch_file(const std::string& commit, const std::string& name, const fs::path& snapshot) {
-    if (interrupted())
-      throw ModelLoadError("interrupted while fetching " + repo_id_ + ": run kvserve again to resume");
     if (!is_safe_name(name))
       throw ModelLoadError(repo_id_ + " lists a file named '" + name + "', which kvserve will not write");
     const fs::path link = snapshot / name;
     std::error_code ec;
     if (fs::exists(link, ec)) return;  // the link and its blob are there
+    if (interrupted())
+      throw ModelLoadError("interrupted while fetching " + repo_id_ + ": run kvserve again to resume");
     const FileMeta meta = file_meta(commit, name);
     if (!is_safe_name(meta.etag))
       throw ModelLoadError(endpoint_ + " gave " + repo_id_ + "/" + name + " no usable ETag ('" + meta.etag +
@@ -474,8 +476,14 @@ class HubFetcher {
     fs::create_directories(snapshot);
     const fs::path temp = unique_sibling(link);
     fs::create_symlink(fs::path("..") / ".." / "blobs" / meta.etag, temp, ec);
-    if (ec) fs::copy_file(blob, temp, fs::copy_options::overwrite_existing);
-    fs::rename(temp, link);
+    if (ec) fs::copy_file(blob, temp, fs::copy_options::overwrite_existing, ec);
+    if (!ec) fs::rename(temp, link, ec);
+    if (ec) {
+      const std::string why = ec.message();
+      fs::remove(temp, ec);
+      throw ModelLoadError("cannot link " + link.string() + " to its blob (" + why +
+                           "): check that the Hub cache (HF_HOME or HF_HUB_CACHE) is writable and has room");
+    }
   }
 
   // Downloads a file's content into its blob: into <blob>.incomplete first, resuming what an earlier

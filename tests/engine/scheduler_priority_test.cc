@@ -146,6 +146,30 @@ TEST(SchedulerPriority, RunningRequestsShareTheBudgetInPriorityOrder) {
   EXPECT_EQ(ids_of(s.schedule()), (std::vector<std::string>{"b", "c"}));
 }
 
+TEST(SchedulerPriority, NobodyIsPreemptedForAHeadThatWouldStillNotFit) {
+  // 10 blocks of 4, all held: "better" (priority 0) 5, "worse" (priority 5) 5, four of them a
+  // 16-token prefix. The head (priority 1) starts with that prefix: 4 hits and 3 new blocks. Were
+  // "worse" preempted, its prefix would sit free and the head would need those 4 blocks too, 7 of
+  // the 5 freed: so "worse" keeps running.
+  SchedulerConfig cfg = priority_config(4, 10);
+  cfg.max_num_seqs = 3;
+  Scheduler s(cfg);
+  std::vector<TokenId> prefix = iota_prompt(16, 100);
+  std::vector<TokenId> worse = prefix, head = prefix;
+  for (TokenId t : iota_prompt(3, 300))
+    worse.push_back(t);
+  for (TokenId t : iota_prompt(12, 400))
+    head.push_back(t);
+  ASSERT_TRUE(s.add(with_priority("better", iota_prompt(19, 200), 2, 0, 4)).ok());
+  ASSERT_TRUE(s.add(with_priority("worse", worse, 2, 5, 4)).ok());
+  complete(s, s.schedule());
+  ASSERT_EQ(s.pool().num_free_blocks(), 0);
+  ASSERT_TRUE(s.add(with_priority("head", head, 2, 1, 4)).ok());
+  const StepPlan p = s.schedule();
+  EXPECT_TRUE(p.preempted.empty());
+  EXPECT_EQ(ids_of(p), (std::vector<std::string>{"better", "worse"}));
+}
+
 TEST(SchedulerPriority, FirstComeFirstServedTakesOnlyPriorityZero) {
   Scheduler s(small_config(4, 16));
   const Status st = s.add(with_priority("p", iota_prompt(3), 1, -1, 4));
