@@ -6,6 +6,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@
 #include "server/backend_factory.h"
 #include "server/engine_runner.h"
 #include "server/generation_service.h"
+#include "server/hub_download.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
 #include "server/openai_http.h"
@@ -57,6 +59,7 @@ struct Flags {
   int max_num_batched_tokens = 2048;
   int max_model_len = 0;  // 0 = the model's
   int max_queue = 1024;
+  bool download_only = false;
   std::string scheduling_policy = "fcfs";
   double max_priority_wait_s = 60;
   int default_max_tokens = 256;
@@ -176,6 +179,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--revision", f.model.revision, "of a Hub model id: the branch, tag or commit to serve")
       ->capture_default_str();
+  app.add_flag("--download-only", f.download_only,
+               "fetch the Hub model id --model names into the Hub cache, print its directory and exit (an "
+               "init container's or an image build's step; serve it later with HF_HUB_OFFLINE=1)");
   app.add_flag(
       "--skip-tokenizer", f.model.skip_tokenizer,
       "load no tokenizer (neither tokenizer.model nor tokenizer.json is read): requests send token ids");
@@ -307,6 +313,26 @@ int main(int argc, char** argv) {
   // Before any thread starts: a SIGTERM / SIGINT during start-up waits, and drains the server as
   // soon as it serves.
   const sigset_t signals = block_stop_signals();
+
+  if (f.download_only) {
+    if (!kvserve::is_hub_model_id(f.model.model)) {
+      std::fprintf(stderr, "kvserve: --download-only needs a Hub model id (org/name) as --model, not %s\n",
+                   f.model.model.c_str());
+      return 2;
+    }
+    // Progress to stderr: stdout is the directory alone, for a script to read.
+    spdlog::set_default_logger(spdlog::stderr_color_mt("kvserve"));
+    spdlog::set_level(spdlog::level::from_str(f.log_level));
+    try {
+      const std::filesystem::path dir =
+          kvserve::fetch_hub_model(f.model.model, f.model.revision, kvserve::HubSettings::from_environment());
+      std::printf("%s\n", dir.c_str());
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kvserve: %s\n", e.what());
+      return 2;
+    }
+  }
 
   kvserve::ServedModel served;
   std::shared_ptr<const kvserve::Model> model;

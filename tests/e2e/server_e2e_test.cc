@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <sys/wait.h>
 #include <nlohmann/json.hpp>
 
 #include <atomic>
@@ -525,6 +526,43 @@ TEST_F(ServerE2E, AHubModelIdIsFetchedIntoTheCacheAndServed) {
     }
   }
   EXPECT_EQ(hub.content_requests, 4) << "the second start fetched again";
+  std::filesystem::remove_all(cache);
+}
+
+// --download-only fetches the model into the cache, prints its directory and exits (an init
+// container's step); a server then starts on the cache alone, offline.
+TEST_F(ServerE2E, DownloadOnlyFillsTheCacheForAnOfflineStart) {
+  testing::FakeHub hub;
+  hub.add_model_dir(kModel, {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"});
+  const std::filesystem::path cache =
+      std::filesystem::temp_directory_path() / ("kvserve-e2e-download-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(cache);
+  const std::string env = "env HF_ENDPOINT=" + hub.endpoint() + " HF_HUB_CACHE=" + cache.string() +
+                          " HF_TOKEN= HUGGING_FACE_HUB_TOKEN= HF_TOKEN_PATH=/nonexistent HF_HUB_OFFLINE=0 ";
+  const auto run = [&](const std::string& args, std::string& out) {
+    FILE* pipe = popen((env + KVSERVE_BINARY + " " + args + " 2>/dev/null").c_str(), "r");
+    char buf[512];
+    out.clear();
+    while (pipe && std::fgets(buf, sizeof buf, pipe))
+      out += buf;
+    const int status = pipe ? pclose(pipe) : -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  std::string printed;
+  ASSERT_EQ(run("--model " + hub.repo + " --download-only", printed), 0);
+  const std::filesystem::path dir = cache / "models--kvserve-test--tiny-llama" / "snapshots" / hub.commit;
+  EXPECT_EQ(printed, dir.string() + "\n");
+  EXPECT_TRUE(std::filesystem::exists(dir / "model.safetensors"));
+  EXPECT_EQ(run("--model " + kModel + " --download-only", printed), 2)
+      << "a local directory has nothing to fetch";
+
+  ServerProcess server(
+      {"--model", hub.repo},
+      {{"HF_ENDPOINT", "http://127.0.0.1:1"}, {"HF_HUB_CACHE", cache.string()}, {"HF_HUB_OFFLINE", "1"}});
+  const Collected got = generate(*stub(server), text_request("Once upon a time", 6));
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(std::vector<TokenId>(got.tokens.begin(), got.tokens.end()),
+            offline("Once upon a time", 6).output);
   std::filesystem::remove_all(cache);
 }
 
