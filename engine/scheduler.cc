@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 namespace kvserve {
@@ -247,22 +248,29 @@ std::vector<Sequence*> Scheduler::make_room_for_better_priority(StepPlan& plan, 
   Sequence& head = *waiting_.front();
   // Blocks that preempting every worse-priority sequence would free: those held by none but them
   // (a prefix they share among themselves counts). When even that would not make room for the
-  // head's first chunk, nobody is preempted for nothing.
-  std::unordered_map<BlockId, int> holders;
-  for (const Sequence* s : running_)
-    if (s->scheduling_priority() > head.scheduling_priority())
-      for (BlockId b : s->block_table().blocks())
-        ++holders[b];
-  int reclaimable = pool_.num_free_blocks();
-  for (const auto& [block, count] : holders)
-    reclaimable += count == pool_.ref_count(block);
-  // What the head would need once they all went: its prefix-cache hits that only they hold would
-  // sit free then, and taking a free hit takes a free block.
+  // head's first chunk, nobody is preempted for nothing. Only shared blocks and the head's own
+  // prefix-cache hits need their holders counted: the rest are one sequence's alone (cheap, as
+  // this runs every step with a queue).
   const Admission admission = plan_admission(head, config_.max_num_batched_tokens);
+  const std::unordered_set<BlockId> hits(admission.hits.begin(), admission.hits.end());
+  std::unordered_map<BlockId, int> holders;  // of shared blocks and hits
+  int reclaimable = pool_.num_free_blocks();
+  for (const Sequence* s : running_) {
+    if (s->scheduling_priority() <= head.scheduling_priority()) continue;
+    for (BlockId b : s->block_table().blocks()) {
+      if (pool_.ref_count(b) > 1 || (!hits.empty() && hits.contains(b)))
+        ++holders[b];
+      else
+        ++reclaimable;
+    }
+  }
+  // What the head would need once they all went: its hits that only they hold would sit free
+  // then, and taking a free hit takes a free block.
   int need_if_all_go = admission.free_blocks_needed;
-  for (BlockId b : admission.hits) {
-    const auto it = holders.find(b);
-    need_if_all_go += !pool_.is_free(b) && it != holders.end() && it->second == pool_.ref_count(b);
+  for (const auto& [block, count] : holders) {
+    const bool freed = count == pool_.ref_count(block);
+    reclaimable += freed;
+    need_if_all_go += freed && hits.contains(block);
   }
   head_can_fit = need_if_all_go <= reclaimable;
   if (!head_can_fit) return evicted;  // preempting would only empty seats that it cannot take

@@ -335,14 +335,14 @@ class HubFetcher {
 
   std::string http_problem(int status, const std::string& what) const {
     const std::string token_hint =
-        "for a gated model accept its terms on its Hub page; a private one needs a token that may read it "
-        "(set "
-        "HF_TOKEN, or run `huggingface-cli login`)";
+        "for a gated model accept its terms on its Hub page; a private one needs a token that may read "
+        "it (set HF_TOKEN, or run `huggingface-cli login`)";
     if (status == 401)
       return settings_.token.empty()
                  ? "the Hub refused " + what +
-                       " without a token: check the name (org/name; no local directory " +
-                       "has that name either); " + token_hint
+                       " without a token: check the name (org/name; no local directory has that name "
+                       "either); " +
+                       token_hint
                  : "the Hub refused the token for " + what + ": check that HF_TOKEN is valid";
     if (status == 403) return "the token may not read " + what + ": " + token_hint;
     if (status == 404)
@@ -440,7 +440,9 @@ class HubFetcher {
       if (!size_text.empty()) size = std::strtoull(size_text.c_str(), nullptr, 10);
       if (redirect) {
         const std::string location = header("Location");
-        if (location.empty()) break;
+        if (location.empty())
+          throw ModelLoadError(endpoint_ + " redirected " + repo_id_ + "/" + name +
+                               " to nowhere (no Location)");
         if (location.starts_with("/")) {  // a renamed repository: the same host, ask again
           url = u.origin + location;
           continue;
@@ -571,7 +573,7 @@ class HubFetcher {
         continue;
       }
       if (!wrote && u->origin != endpoint_origin_)
-        throw ModelLoadError("the storage " + endpoint_ + " sent " + repo_id_ + "/" + name + " to (" +
+        throw ModelLoadError("the storage that " + endpoint_ + " sent " + repo_id_ + "/" + name + " to (" +
                              u->origin + ") answered HTTP " + std::to_string(status) +
                              ": run kvserve again (its links expire)");
       if (!wrote) throw ModelLoadError(http_problem(status, "file " + name + " of " + repo_id_));
