@@ -26,6 +26,7 @@
 #include <set>
 #include <sstream>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -251,6 +252,12 @@ class FileLock {
   int fd_ = -1;
 };
 
+// A transfer that broke off: worth resuming.
+class TransferBroken : public ModelLoadError {
+ public:
+  using ModelLoadError::ModelLoadError;
+};
+
 class HubFetcher {
  public:
   HubFetcher(const HubSettings& settings, std::string repo_id, std::string revision)
@@ -464,14 +471,32 @@ class HubFetcher {
     if (fs::exists(link, ec)) return;  // the link and its blob are there
     if (interrupted())
       throw ModelLoadError("interrupted while fetching " + repo_id_ + ": run kvserve again to resume");
-    const FileMeta meta = file_meta(commit, name);
+    FileMeta meta = file_meta(commit, name);
     if (!is_safe_name(meta.etag))
       throw ModelLoadError(endpoint_ + " gave " + repo_id_ + "/" + name + " no usable ETag ('" + meta.etag +
                            "')");
     const fs::path blob = repo_dir_ / "blobs" / meta.etag;
     if (!fs::exists(blob, ec)) {
       const FileLock lock(locks_dir_ / (meta.etag + ".lock"));
-      if (!fs::exists(blob, ec)) fetch_blob(name, meta, blob);  // unless another process just did
+      // Unless another process just did; a transfer that breaks off resumes after a pause, from a
+      // fresh link (the storage's expire).
+      for (int attempt = 1; !fs::exists(blob, ec); ++attempt) {
+        try {
+          fetch_blob(name, meta, blob);
+        } catch (const TransferBroken& e) {
+          if (attempt == kHubFetchAttempts) throw;
+          const auto pause = settings_.retry_delay * (1 << (attempt - 1));
+          spdlog::warn("{}; trying again in {} ms", e.what(), pause.count());
+          for (auto waited = std::chrono::milliseconds(0); waited < pause;
+               waited += std::chrono::milliseconds(50)) {
+            if (interrupted())
+              throw ModelLoadError("interrupted while fetching " + repo_id_ +
+                                   ": run kvserve again to resume");
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+          meta.url = file_meta(commit, name).url;
+        }
+      }
     }
     // The link (or, on a filesystem without them, a copy) is made beside it and renamed over it, so
     // that another process reading the snapshot never finds the file missing.
@@ -562,7 +587,7 @@ class HubFetcher {
                              ": check the free space and permissions of " + settings_.cache_dir.string() +
                              " (HF_HOME / HF_HUB_CACHE)");
       if (!res)
-        throw ModelLoadError("fetching " + repo_id_ + "/" + name + " broke off (" + describe(res.error()) +
+        throw TransferBroken("fetching " + repo_id_ + "/" + name + " broke off (" + describe(res.error()) +
                              ") after " + mib(received) + ": run kvserve again to resume");
       if (status >= 300 && status < 400 && !location.empty()) {
         url = location.starts_with("/") ? u->origin + location : location;

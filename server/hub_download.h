@@ -6,14 +6,16 @@
 // refs/<branch> holding the commit), so a model they downloaded is found here and the other way
 // round. A blob already in the cache, from any revision, is linked instead of fetched; a download
 // cut short resumes where it stopped; a weight file is checked against its SHA-256 (the Hub's ETag
-// for large files) before it enters the cache; and two servers sharing the cache (replicas on one
-// volume) take turns on a file instead of writing it together.
+// for large files) before it enters the cache; a transfer that breaks off resumes, within the run
+// (a few times, after a pause) and on the next start; and two servers sharing the cache (replicas
+// on one volume) take turns on a file instead of writing it together.
 //
 // Only the files kvserve reads are fetched: config.json, generation_config.json, the tokenizer and
 // chat template files, and the safetensors weights (the shards model.safetensors.index.json names,
 // else the top-level *.safetensors files but Mistral's consolidated ones).
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -26,9 +28,13 @@ struct HubSettings {
   std::filesystem::path cache_dir;  // HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub
   std::string token;                // HF_TOKEN, else the file $HF_HOME/token (`huggingface-cli login`)
   bool offline = false;             // HF_HUB_OFFLINE=1: use the cache, never the network
+  // A transfer that breaks off is resumed after this, doubling, up to kHubFetchAttempts in all.
+  std::chrono::milliseconds retry_delay{1000};
 
   static HubSettings from_environment();
 };
+
+inline constexpr int kHubFetchAttempts = 5;
 
 // Whether a --model value has the shape of a Hub repository id, "org/name" (one slash, each part
 // letters, digits, '.', '_' and '-'). The caller checks first that no local path of that name exists.

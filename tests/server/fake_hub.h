@@ -10,11 +10,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <regex>
 #include <sstream>
@@ -114,6 +116,19 @@ class FakeHub {
         if (req.has_header("Range")) ranges_.push_back(req.get_header_value("Range"));
         std::string content = file.content;
         if (name == corrupt_) content[content.size() / 2] ^= 1;
+        if (name == drop_name_ && drops_left_ > 0) {
+          // Sends the first drop_after_ bytes, then drops the connection.
+          --drops_left_;
+          auto data = std::make_shared<std::string>(std::move(content));
+          res.set_content_provider(
+              data->size(), "application/octet-stream",
+              [data, limit = drop_after_](size_t offset, size_t length, httplib::DataSink& sink) {
+                const size_t end = std::min(offset + length, limit);
+                if (offset < end) sink.write(data->data() + offset, end - offset);
+                return end == offset + length;
+              });
+          return;
+        }
         res.set_content(content, "application/octet-stream");  // httplib answers ranges with 206
         return;
       }
@@ -148,6 +163,13 @@ class FakeHub {
   void add(const std::string& name, std::string content, bool large) {
     std::lock_guard lock(mu_);
     files_[name] = File{std::move(content), large};
+  }
+  // The CDN drops the connection `times` times after `bytes` bytes of `name`.
+  void drop(const std::string& name, size_t bytes, int times) {
+    std::lock_guard lock(mu_);
+    drop_name_ = name;
+    drop_after_ = bytes;
+    drops_left_ = times;
   }
   void set_corrupt(const std::string& name) {
     std::lock_guard lock(mu_);
@@ -196,6 +218,9 @@ class FakeHub {
   std::mutex mu_;
   std::map<std::string, File> files_;
   std::string corrupt_;
+  std::string drop_name_;
+  size_t drop_after_ = 0;
+  int drops_left_ = 0;
   int api_status_ = 200;
   std::string required_token_;
   std::vector<std::string> ranges_;

@@ -165,6 +165,26 @@ TEST_F(HubDownload, AnInterruptedDownloadResumesWhereItStopped) {
             std::vector<std::string>{"bytes=" + std::to_string(weights.size() / 3) + "-"});
 }
 
+TEST_F(HubDownload, ATransferThatBreaksOffResumesWithinTheRun) {
+  settings_.retry_delay = std::chrono::milliseconds(10);
+  const std::string weights = read_file(kTinyLlama + "/model.safetensors");
+  hub_.drop("model.safetensors", weights.size() / 2, 2);
+  EXPECT_EQ(read_file(fetch() / "model.safetensors"), weights);
+  const std::vector<std::string> ranges = hub_.ranges_seen();
+  ASSERT_EQ(ranges.size(), 2u) << "two resumptions";
+  for (const std::string& range : ranges)
+    EXPECT_EQ(range, "bytes=" + std::to_string(weights.size() / 2) + "-");
+
+  // Breaking off every time: after kHubFetchAttempts tries it fails, and the part stays for the next run.
+  fs::remove_all(cache_);
+  hub_.drop("model.safetensors", weights.size() / 2, kHubFetchAttempts + 10);
+  const std::string error = fetch_error();
+  EXPECT_NE(error.find("broke off"), std::string::npos) << error;
+  EXPECT_NE(error.find("run kvserve again to resume"), std::string::npos) << error;
+  hub_.drop("model.safetensors", 0, 0);
+  EXPECT_EQ(read_file(fetch() / "model.safetensors"), weights);
+}
+
 TEST_F(HubDownload, ACorruptDownloadNeverEntersTheCache) {
   hub_.set_corrupt("model.safetensors");
   const std::string error = fetch_error();
