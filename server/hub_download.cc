@@ -133,9 +133,23 @@ bool snapshot_complete(const fs::path& dir) {
   } catch (const ModelLoadError&) {
     return false;
   }
-  return !weights.empty() && std::all_of(weights.begin(), weights.end(), [&](const std::string& name) {
+  const auto present = [&](const std::string& name) {
     return std::find(names.begin(), names.end(), name) != names.end();
-  });
+  };
+  if (weights.empty() || !std::all_of(weights.begin(), weights.end(), present)) return false;
+  // Without an index, shards named "<stem>-00002-of-00004.safetensors" say how many there are.
+  static const std::regex kShard("(.*)-([0-9]{5})-of-([0-9]{5})\\.safetensors");
+  std::smatch m;
+  for (const std::string& name : weights) {
+    if (!std::regex_match(name, m, kShard)) continue;
+    const int total = std::stoi(m[3].str());
+    for (int i = 1; i <= total; ++i) {
+      char shard[48];
+      std::snprintf(shard, sizeof shard, "-%05d-of-%05d.safetensors", i, total);
+      if (!present(m[1].str() + shard)) return false;
+    }
+  }
+  return true;
 }
 
 // What went wrong below HTTP, in words an operator can act on.

@@ -123,6 +123,12 @@ TEST_F(HubDownload, TheCacheServesOfflineAndWhenTheHubIsUnreachable) {
   EXPECT_NE(fetch_error().find("HTTP 503"), std::string::npos) << fetch_error();
   settings_.offline = true;
   EXPECT_NE(fetch_error().find("not in the Hub cache"), std::string::npos) << fetch_error();
+  // Numbered shards without an index count as whole only when every one is there.
+  for (const char* shard : {"model-00001-of-00003.safetensors", "model-00003-of-00003.safetensors"})
+    std::ofstream(dir / shard) << "x";
+  EXPECT_NE(fetch_error().find("not in the Hub cache"), std::string::npos) << fetch_error();
+  std::ofstream(dir / "model-00002-of-00003.safetensors") << "x";
+  EXPECT_EQ(fetch(), dir);
   settings_.offline = false;
   hub_.set_api_status(200);
 
