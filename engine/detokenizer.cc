@@ -42,8 +42,12 @@ size_t unsettled_tail(std::string_view text) {
 
 IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer, const std::vector<TokenId>& prompt,
                                                std::vector<std::string> stop, int min_tokens,
-                                               bool continuation, bool include_stop)
-    : tokenizer_(tokenizer), min_tokens_(min_tokens), include_stop_(include_stop) {
+                                               bool continuation, bool include_stop,
+                                               std::vector<TokenId> kept_control_tokens)
+    : tokenizer_(tokenizer),
+      kept_control_tokens_(std::move(kept_control_tokens)),
+      min_tokens_(min_tokens),
+      include_stop_(include_stop) {
   for (auto& s : stop) {
     if (!s.empty()) stop_.push_back(std::move(s));
   }
@@ -140,7 +144,20 @@ IncrementalDetokenizer::Delta IncrementalDetokenizer::release_pending(bool final
 IncrementalDetokenizer::Delta IncrementalDetokenizer::push(TokenId token) {
   if (done_) return {};
   ++pushed_;
-  if (token < 0 || token >= tokenizer_.vocab_size() || tokenizer_.is_control(token)) return {};
+  if (token < 0 || token >= tokenizer_.vocab_size()) return {};
+  if (tokenizer_.is_control(token)) {
+    if (std::find(kept_control_tokens_.begin(), kept_control_tokens_.end(), token) ==
+        kept_control_tokens_.end())
+      return {};
+    // The text before it is settled (nothing merges across a control token), then its spelling
+    // follows; the window starts again with plain context, so that the next token's leading
+    // space stays.
+    advance_window(/*final=*/true);
+    pending_ += tokenizer_.token_spelling(token);
+    window_ = tokenizer_.encode("x", false);
+    window_done_ = tokenizer_.decode(window_).size();
+    return release_pending(/*final=*/false);
+  }
   window_.push_back(token);
   advance_window(/*final=*/false);
   return release_pending(/*final=*/false);

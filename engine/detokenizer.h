@@ -11,6 +11,8 @@
 //   first.
 // - The output's text comes from output tokens only: after a prompt that ends inside a character,
 //   the output's first bytes decode on their own rather than completing it.
+// - Control tokens (BOS, EOS, chat markers) add no text, but for those the request keeps: their
+//   spelling, as a piece of text of its own (what came before it is settled first).
 #pragma once
 
 #include <string>
@@ -33,7 +35,7 @@ class IncrementalDetokenizer {
   // structured output matches.
   IncrementalDetokenizer(const Tokenizer& tokenizer, const std::vector<TokenId>& prompt,
                          std::vector<std::string> stop, int min_tokens = 0, bool continuation = false,
-                         bool include_stop = false);
+                         bool include_stop = false, std::vector<TokenId> kept_control_tokens = {});
 
   struct Delta {
     std::string text;      // new text to send; may be empty (held back)
@@ -57,6 +59,7 @@ class IncrementalDetokenizer {
 
   const Tokenizer& tokenizer_;
   std::vector<std::string> stop_;
+  std::vector<TokenId> kept_control_tokens_;
   int min_tokens_ = 0;
   bool include_stop_ = false;
   int pushed_ = 0;  // tokens pushed, control tokens included (they count towards min_tokens)

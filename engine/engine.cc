@@ -71,7 +71,8 @@ Status Engine::add_request(Request request) {
   if (config_.tokenizer)
     state.detokenizer = std::make_unique<IncrementalDetokenizer>(
         *config_.tokenizer, request.prompt, request.stop.stop, request.stop.min_tokens,
-        /*continuation=*/request.constraint != nullptr, request.stop.include_stop_str_in_output);
+        /*continuation=*/request.constraint != nullptr, request.stop.include_stop_str_in_output,
+        request.kept_control_tokens);
   const RequestId id = request.id;
   Status s = scheduler_.add(
       std::make_unique<Sequence>(std::move(request), config_.scheduler.block_size, config_.eos_token_ids));

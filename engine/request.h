@@ -60,6 +60,9 @@ struct Request {
   // Scheduling priority (SchedulerConfig::policy kPriority): lower runs sooner, as vLLM's. Under
   // first-come-first-served it must be 0.
   int priority = 0;
+  // Control tokens whose spelling the output's text keeps (all others are left out of it): the
+  // markers of a tool-call format that are control tokens, for the server's reader.
+  std::vector<TokenId> kept_control_tokens;
 };
 
 enum class FinishReason {

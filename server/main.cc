@@ -214,10 +214,12 @@ int main(int argc, char** argv) {
   app.add_option(
       "--served-model-name", f.served_model_name,
       "the model's name for clients (GetModelInfo, the OpenAI API's `model`); default: --model as given");
-  app.add_option("--tool-call-parser", f.tool_call_parser,
-                 "OpenAI API: how the model writes tool calls, read out of its replies as tool_calls for "
-                 "tool_choice \"auto\": auto (what the chat template teaches), hermes, llama3_json or none")
-      ->check(CLI::IsMember({"auto", "hermes", "llama3_json", "none"}))
+  app.add_option(
+         "--tool-call-parser", f.tool_call_parser,
+         "OpenAI API: how the model writes tool calls, read out of its replies as tool_calls for "
+         "tool_choice \"auto\": auto (what the chat template teaches), hermes, llama3_json, mistral or "
+         "none")
+      ->check(CLI::IsMember({"auto", "hermes", "llama3_json", "mistral", "none"}))
       ->capture_default_str();
   app.add_option(
          "--reasoning-parser", f.reasoning_parser,
@@ -411,6 +413,9 @@ int main(int argc, char** argv) {
     spdlog::warn("tool calls for tool_choice \"auto\" off: {}", hidden);
     tool_call_format = kvserve::ToolCallFormat::kNone;
   }
+  const std::vector<std::string> tool_call_control_markers =
+      served.tokenizer ? kvserve::tool_call_control_markers(tool_call_format, *served.tokenizer)
+                       : std::vector<std::string>{};
   const bool reasoning =
       f.reasoning_parser == "think" || (f.reasoning_parser == "auto" && served.chat_template &&
                                         kvserve::template_teaches_thinking(served.chat_template->source()));
@@ -499,6 +504,7 @@ int main(int argc, char** argv) {
   kvserve::OpenAiHttpServer openai(server->InProcessChannel(in_process),
                                    {.served = {.model = served_name,
                                                .tool_call_format = tool_call_format,
+                                               .tool_call_control_markers = tool_call_control_markers,
                                                .reasoning = reasoning,
                                                .max_request_bytes = f.max_request_bytes},
                                     .tokenizer = served.tokenizer,

@@ -59,6 +59,9 @@ struct ServedApi {
   std::string model;
   // How the model writes tool calls (--tool-call-parser); kNone refuses tool_choice "auto".
   ToolCallFormat tool_call_format = ToolCallFormat::kNone;
+  // Its markers that the tokenizer makes control tokens (tool_call_control_markers()): requests
+  // for "auto" calls ask the engine to keep them in the reply's text.
+  std::vector<std::string> tool_call_control_markers{};
   // Whether chat replies are read for a <think> block, returned apart as reasoning
   // (--reasoning-parser, server/reasoning.h).
   bool reasoning = false;

@@ -111,12 +111,14 @@ ToolCallOutput ReplyBuilder::read_text(const v1::GenerateResponse& message, Choi
     out.calls.insert(out.calls.end(), rest.calls.begin(), rest.calls.end());
   }
   // Each call gets an id, as OpenAI's do ("call_" and 24 letters and digits), for the client to
-  // answer it with a tool message.
+  // answer it with a tool message; 9 letters and digits where the model's template accepts no other
+  // (Mistral's).
   static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  const bool short_ids = choice.tool_reader->nine_character_call_ids();
   for (const ToolCallDelta& call : out.calls) {
     if (call.index < static_cast<int>(choice.call_ids.size())) continue;
-    std::string id = "call_";
-    for (int i = 0; i < 24; ++i)
+    std::string id = short_ids ? "" : "call_";
+    for (int i = 0; i < (short_ids ? 9 : 24); ++i)
       id += kAlphabet[std::uniform_int_distribution<size_t>(0, sizeof(kAlphabet) - 2)(call_id_rng_)];
     choice.call_ids.push_back(std::move(id));
   }

@@ -20,6 +20,8 @@ constexpr std::string_view kLlama3JsonInstruction = "\"parameters\": dictionary 
 // Qwen3-Coder's calls are XML inside the same marker (<tool_call><function=f><parameter=...>),
 // which the hermes reader would not read.
 constexpr std::string_view kXmlFunction = "<function=";
+constexpr std::string_view kMistralCalls = "[TOOL_CALLS]";
+constexpr std::string_view kMistralArgs = "[ARGS]";
 constexpr int kMaxCallDepth = 64;
 constexpr size_t kMaxCallMembers = 1024;
 
@@ -85,6 +87,41 @@ std::optional<std::vector<Call>> read_llama3_calls(std::string_view text) {
   }
 }
 
+// Mistral's calls, the text after the first [TOOL_CALLS]: a JSON array of calls, or
+// name[ARGS]{...} with each further call after its own [TOOL_CALLS].
+std::optional<std::vector<Call>> read_mistral_calls(std::string_view text) {
+  const size_t first = skip_layout_space(text, 0);
+  if (first < text.size() && text[first] == '[' && text.substr(first, kMistralArgs.size()) != kMistralArgs) {
+    std::optional<Json> json = parse_json(text.substr(first));
+    if (!json || !json->is_array() || json->empty()) return std::nullopt;
+    std::vector<Call> calls;
+    for (const Json& item : *json) {
+      std::optional<Call> call = read_call(item);
+      if (!call) return std::nullopt;
+      calls.push_back(std::move(*call));
+    }
+    return calls;
+  }
+  std::vector<Call> calls;
+  while (true) {
+    const size_t next = text.find(kMistralCalls);
+    const std::string_view one = text.substr(0, next);
+    const size_t args = one.find(kMistralArgs);
+    if (args == std::string_view::npos) return std::nullopt;
+    std::string_view name = one.substr(0, args);
+    const size_t name_start = skip_layout_space(name, 0);
+    size_t name_end = name.size();
+    while (name_end > name_start && is_layout_space(name[name_end - 1]))
+      --name_end;
+    name = name.substr(name_start, name_end - name_start);
+    std::optional<Json> arguments = parse_json(one.substr(args + kMistralArgs.size()));
+    if (name.empty() || !arguments || !arguments->is_object()) return std::nullopt;
+    calls.push_back(Call{std::string(name), dump(*arguments)});
+    if (next == std::string_view::npos) return calls;
+    text.remove_prefix(next + kMistralCalls.size());
+  }
+}
+
 // tool_choice "required": a non-empty JSON array of calls.
 std::optional<std::vector<Call>> read_call_array(std::string_view text) {
   std::optional<Json> json = parse_json(text);
@@ -104,6 +141,7 @@ std::optional<ToolCallFormat> tool_call_format_from_name(std::string_view name) 
   if (name == "none") return ToolCallFormat::kNone;
   if (name == "hermes") return ToolCallFormat::kHermes;
   if (name == "llama3_json") return ToolCallFormat::kLlama3Json;
+  if (name == "mistral") return ToolCallFormat::kMistral;
   return std::nullopt;
 }
 
@@ -113,6 +151,8 @@ const char* tool_call_format_name(ToolCallFormat format) {
       return "hermes";
     case ToolCallFormat::kLlama3Json:
       return "llama3_json";
+    case ToolCallFormat::kMistral:
+      return "mistral";
     default:
       return "none";
   }
@@ -123,6 +163,7 @@ ToolCallFormat detect_tool_call_format(std::string_view chat_template_source) {
     return chat_template_source.find(text) != std::string_view::npos;
   };
   if (has(kHermesOpen)) return has(kXmlFunction) ? ToolCallFormat::kNone : ToolCallFormat::kHermes;
+  if (has(kMistralCalls)) return ToolCallFormat::kMistral;
   if (has(kPythonTag) || has(kLlama3JsonInstruction)) return ToolCallFormat::kLlama3Json;
   return ToolCallFormat::kNone;
 }
@@ -138,12 +179,24 @@ std::string tool_call_markers_hidden(ToolCallFormat format, const Tokenizer& tok
   return {};
 }
 
+std::vector<std::string> tool_call_control_markers(ToolCallFormat format, const Tokenizer& tokenizer) {
+  std::vector<std::string> markers;
+  if (format != ToolCallFormat::kMistral) return markers;
+  for (const std::string_view marker : {kMistralCalls, kMistralArgs}) {
+    const std::vector<TokenId> ids = tokenizer.encode_with_special_tokens(marker);
+    if (ids.size() == 1 && tokenizer.is_control(ids[0])) markers.emplace_back(marker);
+  }
+  return markers;
+}
+
 ToolCallReader ToolCallReader::for_format(ToolCallFormat format) {
   switch (format) {
     case ToolCallFormat::kHermes:
       return ToolCallReader(Mode::kHermes);
     case ToolCallFormat::kLlama3Json:
       return ToolCallReader(Mode::kLlama3Json);
+    case ToolCallFormat::kMistral:
+      return ToolCallReader(Mode::kMistral);
     default:
       return ToolCallReader(Mode::kText);
   }
@@ -193,6 +246,9 @@ ToolCallOutput ToolCallReader::feed(std::string_view text) {
     case Mode::kHermes:
       buffer_ += text;
       return feed_hermes(false);
+    case Mode::kMistral:
+      buffer_ += text;
+      return feed_mistral(false);
     case Mode::kLlama3Json:
     case Mode::kRequired:
       buffer_ += text;
@@ -211,6 +267,9 @@ ToolCallOutput ToolCallReader::finish() {
       return out;
     case Mode::kHermes:
       out = feed_hermes(true);
+      break;
+    case Mode::kMistral:
+      out = feed_mistral(true);
       break;
     case Mode::kLlama3Json:
     case Mode::kRequired:
@@ -268,6 +327,41 @@ ToolCallOutput ToolCallReader::feed_hermes(bool final) {
     buffer_.erase(0, kHermesOpen.size());
     in_call_ = true;
   }
+}
+
+ToolCallOutput ToolCallReader::feed_mistral(bool final) {
+  ToolCallOutput out;
+  if (!in_call_) {
+    const size_t open = buffer_.find(kMistralCalls);
+    // Text that may still become the marker waits for the next piece.
+    const size_t ready = open != std::string::npos ? open
+                         : final                   ? buffer_.size()
+                                 : buffer_.size() - partial_marker_at_end(buffer_, kMistralCalls);
+    const std::string_view text(buffer_.data(), ready);
+    size_t text_end = text.size();
+    while (text_end > 0 && is_layout_space(text[text_end - 1]))
+      --text_end;
+    if (text_end > 0) add_content(out, text.substr(0, text_end));
+    held_space_ += text.substr(text_end);
+    buffer_.erase(0, ready);
+    if (open == std::string::npos) return out;
+    // Whitespace before the calls is layout, unless what follows turns out not to be calls.
+    space_before_call_ = std::move(held_space_);
+    held_space_.clear();
+    buffer_.erase(0, kMistralCalls.size());
+    in_call_ = true;
+  }
+  if (!final) return out;  // the calls are read whole, at the end
+  if (std::optional<std::vector<Call>> calls = read_mistral_calls(buffer_)) {
+    for (Call& call : *calls)
+      add_call(out, std::move(call.name), std::move(call.arguments));
+  } else {
+    held_space_ = std::move(space_before_call_) + held_space_;
+    add_content(out, std::string(kMistralCalls) + buffer_);
+  }
+  space_before_call_.clear();
+  buffer_.clear();
+  return out;
 }
 
 ToolCallOutput ToolCallReader::feed_whole_reply(bool final) {

@@ -7,6 +7,13 @@
 //                <tool_call>\n{"name": "f", "arguments": {...}}\n</tool_call>, after optional text.
 //   llama3_json  Llama 3.1 / 3.2 / 3.3 JSON tool calling: the whole reply is {"name": "f",
 //                "parameters": {...}}, several joined by ';' (a leading <|python_tag|> is skipped).
+//   mistral      Mistral's models: after optional text, [TOOL_CALLS] and then either a JSON array
+//                [{"name": "f", "arguments": {...}}, ...] (Mistral 7B v0.3, Nemo, Small 2409/2501,
+//                Large 2407) or f[ARGS]{...}, each call after its own [TOOL_CALLS] (Small 3.1/3.2,
+//                Devstral, Magistral). [TOOL_CALLS] and [ARGS] are control tokens in Mistral's
+//                tokenizers: the server keeps their spellings in the reply's text for this reader
+//                (GenerateRequest.keep_control_tokens). Its calls carry 9-character ids, as
+//                Mistral's chat templates require.
 // Two more readers serve tool_choice, where a constraint (structured output) fixes the reply's
 // shape and the template's format no longer matters:
 //   required     the reply is a JSON array of {"name": "f", "parameters": {...}}, at least one;
@@ -32,20 +39,24 @@
 namespace kvserve {
 
 // The tool-call format of the served model (server flag --tool-call-parser).
-enum class ToolCallFormat { kNone, kHermes, kLlama3Json };
+enum class ToolCallFormat { kNone, kHermes, kLlama3Json, kMistral };
 
-// "none", "hermes", "llama3_json"; nullopt for any other name.
+// "none", "hermes", "llama3_json", "mistral"; nullopt for any other name.
 std::optional<ToolCallFormat> tool_call_format_from_name(std::string_view name);
 const char* tool_call_format_name(ToolCallFormat format);
 // The format a chat template teaches, from what it writes: "<tool_call>" -> hermes (unless the
 // calls inside are XML, "<function=", as Qwen3-Coder's: kNone); "<|python_tag|>" or Llama 3's
-// instruction '"parameters": dictionary of argument name' -> llama3_json; kNone otherwise.
+// instruction '"parameters": dictionary of argument name' -> llama3_json; "[TOOL_CALLS]" ->
+// mistral; kNone otherwise.
 ToolCallFormat detect_tool_call_format(std::string_view chat_template_source);
 
 // Why replies decoded by `tokenizer` can never show `format`'s markers, or "" when they can: a
 // marker that is one control token (special in tokenizer.json, as some Hermes models mark
 // <tool_call>) is left out of decoded text, so no call would ever be read.
 std::string tool_call_markers_hidden(ToolCallFormat format, const Tokenizer& tokenizer);
+// The format's markers that `tokenizer` makes control tokens, which a request must ask the engine
+// to keep in the reply's text (mistral's [TOOL_CALLS] and [ARGS]); empty for the other formats.
+std::vector<std::string> tool_call_control_markers(ToolCallFormat format, const Tokenizer& tokenizer);
 
 // What a reader has for the client after some text: content, then calls or parts of calls.
 struct ToolCallDelta {
@@ -77,13 +88,16 @@ class ToolCallReader {
   // Whether a reply that made calls finishes with "tool_calls" (auto, required) rather than "stop"
   // (a named function: OpenAI's API gives "stop" there, the caller having chosen the call).
   bool calls_end_the_turn() const;
+  // Mistral's chat templates accept only tool-call ids of 9 letters and digits.
+  bool nine_character_call_ids() const { return mode_ == Mode::kMistral; }
 
  private:
-  enum class Mode { kText, kHermes, kLlama3Json, kRequired, kNamed };
+  enum class Mode { kText, kHermes, kLlama3Json, kMistral, kRequired, kNamed };
   explicit ToolCallReader(Mode mode) : mode_(mode) {}
 
   ToolCallOutput feed_hermes(bool final);
   ToolCallOutput feed_whole_reply(bool final);  // llama3_json and required: read at the end
+  ToolCallOutput feed_mistral(bool final);      // text, then calls read at the end
   // Appends a call with arguments `arguments` (JSON text).
   void add_call(ToolCallOutput& out, std::string name, std::string arguments);
   // Appends content, releasing held whitespace before it.
@@ -94,7 +108,8 @@ class ToolCallReader {
   std::string buffer_;             // text received and not yet returned
   std::string held_space_;         // whitespace between content and what follows it
   std::string space_before_call_;  // kHermes, in a call: the whitespace before its marker
-  bool in_call_ = false;           // kHermes: inside <tool_call>; others: the reply is read as calls
+  bool in_call_ = false;           // kHermes: inside <tool_call>; kMistral: past [TOOL_CALLS]; others: the
+                                   // reply is read as calls
   size_t close_searched_ = 0;      // kHermes, in a call: buffer_ before this holds no </tool_call>
   bool started_ = false;           // kLlama3Json: the first non-space character has been seen
   int calls_ = 0;

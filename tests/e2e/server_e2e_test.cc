@@ -208,6 +208,8 @@ TEST_F(ServerE2E, BadInputGetsInvalidArgumentNamingTheField) {
   add("top_logprobs too many", "top_logprobs", [](auto& r) { r.set_top_logprobs(21); });
   add("logit_bias id outside the vocab", "sampling.logit_bias: token id 512",
       [](auto& r) { (*r.mutable_sampling()->mutable_logit_bias())[512] = 1.0f; });
+  add("keep_control_tokens not a control token", "keep_control_tokens[0] = \"hello\" is not one of",
+      [](auto& r) { r.add_keep_control_tokens("hello"); });
   add("logit_bias over 100", "logit_bias[7] must be in [-100, 100]",
       [](auto& r) { (*r.mutable_sampling()->mutable_logit_bias())[7] = 250.0f; });
   add("too many stop strings", "stop", [](auto& r) {
@@ -527,6 +529,23 @@ TEST_F(ServerE2E, AHubModelIdIsFetchedIntoTheCacheAndServed) {
   }
   EXPECT_EQ(hub.content_requests, 4) << "the second start fetched again";
   std::filesystem::remove_all(cache);
+}
+
+// keep_control_tokens: a control token the model writes stays in the text by its spelling (the
+// OpenAI API asks for Mistral's tool-call markers so); without it the text leaves it out.
+TEST_F(ServerE2E, KeptControlTokensAreSpelledInTheText) {
+  ServerProcess server({"--model", kModel});
+  auto client = stub(server);
+  v1::GenerateRequest request = text_request("Hello", 3);
+  (*request.mutable_sampling()->mutable_logit_bias())[1] = 100.0f;  // <s>, a control token, every time
+  const Collected plain = generate(*client, request);
+  ASSERT_TRUE(plain.status.ok()) << plain.status.error_message();
+  EXPECT_EQ(plain.tokens, (std::vector<uint32_t>{1, 1, 1}));
+  EXPECT_EQ(plain.text, "");
+  request.add_keep_control_tokens("<s>");
+  const Collected kept = generate(*client, request);
+  ASSERT_TRUE(kept.status.ok()) << kept.status.error_message();
+  EXPECT_EQ(kept.text, "<s><s><s>");
 }
 
 // --download-only fetches the model into the cache, prints its directory and exits (an init

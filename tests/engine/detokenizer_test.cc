@@ -242,6 +242,31 @@ TEST_F(DetokenizerTest, ControlAndOutOfRangeTokensProduceNoText) {
   EXPECT_EQ(detok.text(), "x");
 }
 
+TEST_F(DetokenizerTest, KeptControlTokensAreSpelledWhereTheyStand) {
+  // A tool-call marker that is a control token ("</s>" stands for one here) stays in the text,
+  // and the text around it is as it would be without it; other control tokens still add nothing.
+  const std::vector<TokenId> prompt = tok().encode("Hello", /*add_bos=*/true);
+  const std::vector<TokenId> words = tok().encode("Hello big world", /*add_bos=*/true);
+  std::vector<TokenId> output(words.begin() + static_cast<std::ptrdiff_t>(prompt.size()), words.end());
+  ASSERT_GE(output.size(), 2u);
+  output.insert(output.begin() + 1, 2);  // </s> after the first piece
+  output.push_back(1);                   // <s>: not kept
+  IncrementalDetokenizer detok(tok(), prompt, {}, 0, false, false, /*kept_control_tokens=*/{2});
+  std::string text;
+  for (TokenId t : output)
+    text += detok.push(t).text;
+  text += detok.finish();
+  const std::string first =
+      tok().decode({words.begin(), words.begin() + static_cast<std::ptrdiff_t>(prompt.size()) + 1});
+  const std::string rest = tok().decode(words).substr(first.size());
+  EXPECT_EQ(text, first.substr(tok().decode(prompt).size()) + "</s>" + rest);
+  // A stop string may match across the kept token's spelling.
+  IncrementalDetokenizer stopping(tok(), prompt, {"</s>"}, 0, false, false, {2});
+  for (TokenId t : output)
+    if (stopping.push(t).stopped) break;
+  EXPECT_EQ(stopping.text(), first.substr(tok().decode(prompt).size()));
+}
+
 // --- Stop strings. Byte tokens spell ASCII one character per token, so each case controls
 // exactly where token boundaries fall.
 

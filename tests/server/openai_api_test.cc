@@ -1029,6 +1029,36 @@ ToolReplies tool_replies(const std::string& body, const ServedApi& served,
   return out;
 }
 
+// Mistral's format: its markers, control tokens in Mistral's tokenizers, are asked to stay in the
+// reply's text; calls get the 9-character ids its templates require.
+TEST(OpenAiReply, MistralCallsKeepTheirMarkersAndGetNineCharacterIds) {
+  const ServedApi mistral{.model = kModel,
+                          .tool_call_format = ToolCallFormat::kMistral,
+                          .tool_call_control_markers = {"[TOOL_CALLS]", "[ARGS]"}};
+  const ParsedRequest request = parse_ok(kChat, chat_with(kTools), mistral);
+  EXPECT_EQ(std::vector<std::string>(request.generate.keep_control_tokens().begin(),
+                                     request.generate.keep_control_tokens().end()),
+            (std::vector<std::string>{"[TOOL_CALLS]", "[ARGS]"}));
+  EXPECT_EQ(parse_ok(kChat, chat_with(kTools + R"(, "tool_choice": "none")"), mistral)
+                .generate.keep_control_tokens_size(),
+            0)
+      << "only a reply read for calls keeps them";
+  const ToolReplies r =
+      tool_replies(chat_with(kTools), mistral,
+                   {message(0, "[TOOL_CALLS]get_weather[ARGS]", {{1, -1.0f}}),
+                    message(0, "{\"city\": \"Oslo\"}", {{2, -1.0f}}, v1::FINISH_REASON_STOP)});
+  const Json& choice = r.whole["choices"][0];
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  EXPECT_TRUE(choice["message"]["content"].is_null());
+  ASSERT_EQ(choice["message"]["tool_calls"].size(), 1u);
+  EXPECT_EQ(choice["message"]["tool_calls"][0]["function"],
+            Json::parse(R"({"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"})"));
+  const std::string id = choice["message"]["tool_calls"][0]["id"];
+  ASSERT_EQ(id.size(), 9u) << id;
+  for (char c : id)
+    EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c))) << id;
+}
+
 TEST(OpenAiReply, ToolCallsComeBackAsOpenAiWritesThem) {
   // Text, then a call split over messages the way tokens arrive.
   const std::vector<v1::GenerateResponse> messages = {

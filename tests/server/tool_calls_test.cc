@@ -84,10 +84,13 @@ TEST(ToolCallFormat, NamesAndDetection) {
   EXPECT_EQ(tool_call_format_from_name("hermes"), ToolCallFormat::kHermes);
   EXPECT_EQ(tool_call_format_from_name("llama3_json"), ToolCallFormat::kLlama3Json);
   EXPECT_EQ(tool_call_format_from_name("none"), ToolCallFormat::kNone);
-  EXPECT_EQ(tool_call_format_from_name("mistral"), std::nullopt);
+  EXPECT_EQ(tool_call_format_from_name("mistral"), ToolCallFormat::kMistral);
   EXPECT_EQ(tool_call_format_from_name("Hermes"), std::nullopt);
-  for (ToolCallFormat f : {ToolCallFormat::kNone, ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json})
+  for (ToolCallFormat f : {ToolCallFormat::kNone, ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json,
+                           ToolCallFormat::kMistral})
     EXPECT_EQ(tool_call_format_from_name(tool_call_format_name(f)), f);
+  EXPECT_EQ(detect_tool_call_format("{{- '[TOOL_CALLS] [' }}{{ tool_calls | tojson }}"),
+            ToolCallFormat::kMistral);
 
   EXPECT_EQ(detect_tool_call_format("{{- '<tool_call>\\n' + call | tojson + '\\n</tool_call>' }}"),
             ToolCallFormat::kHermes);
@@ -139,6 +142,36 @@ TEST(ToolCallFormat, MarkersThatAreSpecialTokensCannotBeRead) {
   EXPECT_NE(tool_call_markers_hidden(ToolCallFormat::kHermes, *special).find("<tool_call> a special token"),
             std::string::npos);
   EXPECT_EQ(tool_call_markers_hidden(ToolCallFormat::kLlama3Json, *special), "");
+}
+
+TEST(ToolCallFormat, MistralMarkersThatAreControlTokensAreKeptInTheText) {
+  const std::string qwen2 = std::string(KVSERVE_TEST_DATA) + "/tokenizer/bytelevel/qwen2/tokenizer.json";
+  // Plain text in this tokenizer: nothing to keep, the text shows the markers anyway.
+  EXPECT_TRUE(tool_call_control_markers(ToolCallFormat::kMistral, *Tokenizer::load(qwen2)).empty());
+  // As Mistral's tokenizers have them: control tokens, which the reply's text must be asked to keep.
+  std::ifstream in(qwen2);
+  nlohmann::json json = nlohmann::json::parse(in);
+  int next_id = 0;
+  for (const auto& token : json["added_tokens"])
+    next_id = std::max(next_id, token["id"].get<int>() + 1);
+  for (const char* marker : {"[TOOL_CALLS]", "[ARGS]"})
+    json["added_tokens"].push_back({{"id", next_id++},
+                                    {"content", marker},
+                                    {"special", true},
+                                    {"single_word", false},
+                                    {"lstrip", false},
+                                    {"rstrip", false},
+                                    {"normalized", false}});
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("tool_calls_mistral_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "tokenizer.json") << json.dump();
+  const auto mistral = Tokenizer::load(dir / "tokenizer.json");
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(tool_call_control_markers(ToolCallFormat::kMistral, *mistral),
+            (std::vector<std::string>{"[TOOL_CALLS]", "[ARGS]"}));
+  EXPECT_TRUE(tool_call_control_markers(ToolCallFormat::kHermes, *mistral).empty());
+  EXPECT_EQ(tool_call_markers_hidden(ToolCallFormat::kMistral, *mistral), "") << "kept, not hidden";
 }
 
 TEST(ToolCallReader, NoFormatIsAllText) {
@@ -258,6 +291,39 @@ TEST(ToolCallReader, Llama3StreamsTextAtOnceAndHoldsCallsToTheEnd) {
   EXPECT_TRUE(call_reply.feed("{\"name\": \"f\", ").empty());
   EXPECT_TRUE(call_reply.feed("\"parameters\": {}}").empty());
   EXPECT_EQ(call_reply.finish().calls.size(), 1u);
+}
+
+const ToolCallReader kMistral = ToolCallReader::for_format(ToolCallFormat::kMistral);
+
+TEST(ToolCallReader, MistralArrayOfCalls) {
+  // Mistral 7B v0.3, Nemo, Small 2409/2501: one marker, then a JSON array.
+  EXPECT_EQ(read(kMistral,
+                 "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, "
+                 "{\"name\": \"now\", \"arguments\": {}, \"id\": \"a1b2c3d4e\"}]"),
+            (Reply{"", Calls{{"get_weather", R"({"city":"Paris"})"}, {"now", "{}"}}}));
+  EXPECT_EQ(
+      read(kMistral, "Let me look.\n\n[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"x\": [1, 2]}}]\n"),
+      (Reply{"Let me look.", Calls{{"f", R"({"x":[1,2]})"}}}));
+  EXPECT_TRUE(kMistral.nine_character_call_ids());
+  EXPECT_FALSE(kHermes.nine_character_call_ids());
+}
+
+TEST(ToolCallReader, MistralNameArgsCalls) {
+  // Mistral Small 3.1/3.2, Devstral, Magistral: name[ARGS]{...} after each marker.
+  EXPECT_EQ(read(kMistral, "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}[TOOL_CALLS]now[ARGS]{}"),
+            (Reply{"", Calls{{"get_weather", R"({"city":"Paris"})"}, {"now", "{}"}}}));
+}
+
+TEST(ToolCallReader, MistralTextWithoutCallsAndBadCallsAreContent) {
+  EXPECT_EQ(read(kMistral, "Plain [TOOL answer, [brackets] too.  "),
+            (Reply{"Plain [TOOL answer, [brackets] too.  ", {}}));
+  for (const std::string bad : {"[TOOL_CALLS] not json", "[TOOL_CALLS] [{\"name\": \"f\"}]",
+                                "[TOOL_CALLS]f[ARGS]{\"cut\": ", "[TOOL_CALLS][ARGS]{}", "[TOOL_CALLS]f{}"})
+    EXPECT_EQ(read(kMistral, "Hi " + bad), (Reply{"Hi " + bad, {}})) << bad;
+  // Calls past the first are left out when told.
+  ToolCallReader one = kMistral;
+  one.keep_at_most(1);
+  EXPECT_EQ(read(one, "[TOOL_CALLS]a[ARGS]{}[TOOL_CALLS]b[ARGS]{}"), (Reply{"", Calls{{"a", "{}"}}}));
 }
 
 TEST(ToolCallReader, RequiredReadsTheArray) {
