@@ -203,16 +203,24 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
                                    ", got " + std::to_string(in.top_logprobs()));
   out->sampling.top_logprobs = static_cast<int>(in.top_logprobs());
   out->priority = in.priority();
+  constexpr int kMaxKeptControlTokens = 16;
+  if (in.keep_control_tokens_size() > kMaxKeptControlTokens)
+    return Status::InvalidArgument("keep_control_tokens holds " +
+                                   std::to_string(in.keep_control_tokens_size()) + " spellings, at most " +
+                                   std::to_string(kMaxKeptControlTokens) + " allowed");
   for (int i = 0; i < in.keep_control_tokens_size(); ++i) {
     const std::string& spelling = in.keep_control_tokens(i);
     const std::string field = "keep_control_tokens[" + std::to_string(i) + "]";
     if (!tokenizer_) return Status::InvalidArgument(field + ": this model has no tokenizer");
-    const std::vector<TokenId> ids = tokenizer_->encode_with_special_tokens(spelling);
+    const std::vector<TokenId> ids =
+        spelling.size() <= 256 ? tokenizer_->encode_with_special_tokens(spelling) : std::vector<TokenId>{};
     if (ids.size() != 1 || !tokenizer_->is_control(ids[0]))
-      return Status::InvalidArgument(field + " = \"" + spelling.substr(0, 64) +
-                                     "\" is not one of this tokenizer's control tokens; send a control "
-                                     "token's exact spelling, or leave it out");
-    out->kept_control_tokens.push_back(ids[0]);
+      return Status::InvalidArgument(field +
+                                     " is not one of this tokenizer's control tokens; send a control token's "
+                                     "exact spelling, or leave it out");
+    if (std::find(out->kept_control_tokens.begin(), out->kept_control_tokens.end(), ids[0]) ==
+        out->kept_control_tokens.end())
+      out->kept_control_tokens.push_back(ids[0]);
   }
   if (in.has_prompt_logprobs()) {
     if (in.prompt_logprobs() > static_cast<uint32_t>(kMaxTopLogprobs))

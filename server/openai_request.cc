@@ -666,6 +666,7 @@ Status parse_tools(const Fields& f, const ServedApi& served, ParsedRequest* out)
                                   s.message() + "); offer fewer tools or name one in tool_choice");
     out->tool_calls = ToolCallReader::required();
   }
+  if (served.tool_call_format == ToolCallFormat::kMistral) out->tool_calls->use_nine_character_call_ids();
   generate.mutable_response_format()->set_json_schema(schema.dump());
   return Status::Ok();
 }

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <utility>
 
 #include "engine/json_limits.h"
@@ -22,6 +24,7 @@ constexpr std::string_view kLlama3JsonInstruction = "\"parameters\": dictionary 
 constexpr std::string_view kXmlFunction = "<function=";
 constexpr std::string_view kMistralCalls = "[TOOL_CALLS]";
 constexpr std::string_view kMistralArgs = "[ARGS]";
+constexpr std::string_view kMistralCallId = "[CALL_ID]";
 constexpr int kMaxCallDepth = 64;
 constexpr size_t kMaxCallMembers = 1024;
 
@@ -87,38 +90,73 @@ std::optional<std::vector<Call>> read_llama3_calls(std::string_view text) {
   }
 }
 
+// A function name as Mistral's models write one after [TOOL_CALLS]: anything else there is text.
+bool is_function_name(std::string_view name) {
+  return !name.empty() && name.size() <= 256 && std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+// A Mistral call's arguments: an object, or (as some of the models write them) a JSON string that
+// holds one; none at all are {}.
+std::optional<std::string> mistral_arguments(const Json* arguments) {
+  if (!arguments) return "{}";
+  if (arguments->is_object()) return dump(*arguments);
+  if (!arguments->is_string()) return std::nullopt;
+  std::optional<Json> inner = parse_json(arguments->get<std::string>());
+  if (!inner || !inner->is_object()) return std::nullopt;
+  return dump(*inner);
+}
+
 // Mistral's calls, the text after the first [TOOL_CALLS]: a JSON array of calls, or
-// name[ARGS]{...} with each further call after its own [TOOL_CALLS].
-std::optional<std::vector<Call>> read_mistral_calls(std::string_view text) {
-  const size_t first = skip_layout_space(text, 0);
-  if (first < text.size() && text[first] == '[' && text.substr(first, kMistralArgs.size()) != kMistralArgs) {
-    std::optional<Json> json = parse_json(text.substr(first));
-    if (!json || !json->is_array() || json->empty()) return std::nullopt;
-    std::vector<Call> calls;
-    for (const Json& item : *json) {
-      std::optional<Call> call = read_call(item);
-      if (!call) return std::nullopt;
-      calls.push_back(std::move(*call));
-    }
-    return calls;
-  }
+// name[CALL_ID]id[ARGS]{...} (the id optional) with each further call after its own [TOOL_CALLS].
+// Text after the calls is `rest` (models sometimes go on writing).
+struct MistralCalls {
   std::vector<Call> calls;
+  std::string_view rest;
+};
+std::optional<MistralCalls> read_mistral_calls(std::string_view text) {
+  MistralCalls out;
+  size_t at = skip_layout_space(text, 0);
+  if (at < text.size() && text[at] == '[') {
+    const size_t end = object_end(text, at);
+    if (end == std::string_view::npos) return std::nullopt;
+    std::optional<Json> json = parse_json(text.substr(at, end - at));
+    if (!json || !json->is_array() || json->empty()) return std::nullopt;
+    for (const Json& item : *json) {
+      if (!item.is_object()) return std::nullopt;
+      const auto name = item.find("name");
+      if (name == item.end() || !name->is_string() || !is_function_name(name->get<std::string>()))
+        return std::nullopt;
+      const auto arguments = item.find("arguments");
+      std::optional<std::string> args = mistral_arguments(arguments == item.end() ? nullptr : &*arguments);
+      if (!args) return std::nullopt;
+      out.calls.push_back(Call{name->get<std::string>(), std::move(*args)});
+    }
+    out.rest = text.substr(end);
+    return out;
+  }
   while (true) {
-    const size_t next = text.find(kMistralCalls);
-    const std::string_view one = text.substr(0, next);
-    const size_t args = one.find(kMistralArgs);
+    const size_t args = text.find(kMistralArgs, at);
     if (args == std::string_view::npos) return std::nullopt;
-    std::string_view name = one.substr(0, args);
-    const size_t name_start = skip_layout_space(name, 0);
-    size_t name_end = name.size();
-    while (name_end > name_start && is_layout_space(name[name_end - 1]))
-      --name_end;
-    name = name.substr(name_start, name_end - name_start);
-    std::optional<Json> arguments = parse_json(one.substr(args + kMistralArgs.size()));
-    if (name.empty() || !arguments || !arguments->is_object()) return std::nullopt;
-    calls.push_back(Call{std::string(name), dump(*arguments)});
-    if (next == std::string_view::npos) return calls;
-    text.remove_prefix(next + kMistralCalls.size());
+    std::string_view name = text.substr(at, args - at);
+    name = name.substr(0, name.find(kMistralCallId));  // the id the model gave: the reply's are its own
+    while (!name.empty() && is_layout_space(name.back()))
+      name.remove_suffix(1);
+    if (!is_function_name(name)) return std::nullopt;
+    const size_t open = skip_layout_space(text, args + kMistralArgs.size());
+    if (open >= text.size() || text[open] != '{') return std::nullopt;
+    const size_t end = object_end(text, open);
+    if (end == std::string_view::npos) return std::nullopt;
+    std::optional<Json> arguments = parse_json(text.substr(open, end - open));
+    if (!arguments || !arguments->is_object()) return std::nullopt;
+    out.calls.push_back(Call{std::string(name), dump(*arguments)});
+    at = skip_layout_space(text, end);
+    if (text.substr(at, kMistralCalls.size()) != kMistralCalls) {
+      out.rest = text.substr(end);
+      return out;
+    }
+    at = skip_layout_space(text, at + kMistralCalls.size());
   }
 }
 
@@ -182,7 +220,7 @@ std::string tool_call_markers_hidden(ToolCallFormat format, const Tokenizer& tok
 std::vector<std::string> tool_call_control_markers(ToolCallFormat format, const Tokenizer& tokenizer) {
   std::vector<std::string> markers;
   if (format != ToolCallFormat::kMistral) return markers;
-  for (const std::string_view marker : {kMistralCalls, kMistralArgs}) {
+  for (const std::string_view marker : {kMistralCalls, kMistralArgs, kMistralCallId}) {
     const std::vector<TokenId> ids = tokenizer.encode_with_special_tokens(marker);
     if (ids.size() == 1 && tokenizer.is_control(ids[0])) markers.emplace_back(marker);
   }
@@ -195,8 +233,11 @@ ToolCallReader ToolCallReader::for_format(ToolCallFormat format) {
       return ToolCallReader(Mode::kHermes);
     case ToolCallFormat::kLlama3Json:
       return ToolCallReader(Mode::kLlama3Json);
-    case ToolCallFormat::kMistral:
-      return ToolCallReader(Mode::kMistral);
+    case ToolCallFormat::kMistral: {
+      ToolCallReader reader(Mode::kMistral);
+      reader.use_nine_character_call_ids();
+      return reader;
+    }
     default:
       return ToolCallReader(Mode::kText);
   }
@@ -352,9 +393,14 @@ ToolCallOutput ToolCallReader::feed_mistral(bool final) {
     in_call_ = true;
   }
   if (!final) return out;  // the calls are read whole, at the end
-  if (std::optional<std::vector<Call>> calls = read_mistral_calls(buffer_)) {
-    for (Call& call : *calls)
+  if (std::optional<MistralCalls> calls = read_mistral_calls(buffer_)) {
+    for (Call& call : calls->calls)
       add_call(out, std::move(call.name), std::move(call.arguments));
+    // What the model wrote after its calls is content (trailing layout aside, as after any call).
+    std::string_view rest = calls->rest;
+    while (!rest.empty() && is_layout_space(rest.back()))
+      rest.remove_suffix(1);
+    if (!rest.empty()) add_content(out, rest);
   } else {
     held_space_ = std::move(space_before_call_) + held_space_;
     add_content(out, std::string(kMistralCalls) + buffer_);

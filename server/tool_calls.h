@@ -10,8 +10,9 @@
 //   mistral      Mistral's models: after optional text, [TOOL_CALLS] and then either a JSON array
 //                [{"name": "f", "arguments": {...}}, ...] (Mistral 7B v0.3, Nemo, Small 2409/2501,
 //                Large 2407) or f[ARGS]{...}, each call after its own [TOOL_CALLS] (Small 3.1/3.2,
-//                Devstral, Magistral). [TOOL_CALLS] and [ARGS] are control tokens in Mistral's
-//                tokenizers: the server keeps their spellings in the reply's text for this reader
+//                Devstral, Magistral; name[CALL_ID]id[ARGS]{...} where the model writes an id).
+//                Text after the calls is content. [TOOL_CALLS], [ARGS] and [CALL_ID] are control tokens in
+//                Mistral's tokenizers: the server keeps their spellings in the reply's text for this reader
 //                (GenerateRequest.keep_control_tokens). Its calls carry 9-character ids, as
 //                Mistral's chat templates require.
 // Two more readers serve tool_choice, where a constraint (structured output) fixes the reply's
@@ -88,8 +89,10 @@ class ToolCallReader {
   // Whether a reply that made calls finishes with "tool_calls" (auto, required) rather than "stop"
   // (a named function: OpenAI's API gives "stop" there, the caller having chosen the call).
   bool calls_end_the_turn() const;
-  // Mistral's chat templates accept only tool-call ids of 9 letters and digits.
-  bool nine_character_call_ids() const { return mode_ == Mode::kMistral; }
+  // Mistral's chat templates accept only tool-call ids of 9 letters and digits: the calls of a
+  // reply to a Mistral model get such ids, whichever reader reads them.
+  bool nine_character_call_ids() const { return nine_character_call_ids_; }
+  void use_nine_character_call_ids() { nine_character_call_ids_ = true; }
 
  private:
   enum class Mode { kText, kHermes, kLlama3Json, kMistral, kRequired, kNamed };
@@ -114,6 +117,7 @@ class ToolCallReader {
   bool started_ = false;           // kLlama3Json: the first non-space character has been seen
   int calls_ = 0;
   int max_calls_ = std::numeric_limits<int>::max();
+  bool nine_character_call_ids_ = false;
 };
 
 }  // namespace kvserve

@@ -208,7 +208,7 @@ TEST_F(ServerE2E, BadInputGetsInvalidArgumentNamingTheField) {
   add("top_logprobs too many", "top_logprobs", [](auto& r) { r.set_top_logprobs(21); });
   add("logit_bias id outside the vocab", "sampling.logit_bias: token id 512",
       [](auto& r) { (*r.mutable_sampling()->mutable_logit_bias())[512] = 1.0f; });
-  add("keep_control_tokens not a control token", "keep_control_tokens[0] = \"hello\" is not one of",
+  add("keep_control_tokens not a control token", "keep_control_tokens[0] is not one of",
       [](auto& r) { r.add_keep_control_tokens("hello"); });
   add("logit_bias over 100", "logit_bias[7] must be in [-100, 100]",
       [](auto& r) { (*r.mutable_sampling()->mutable_logit_bias())[7] = 250.0f; });

@@ -1043,6 +1043,11 @@ TEST(OpenAiReply, MistralCallsKeepTheirMarkersAndGetNineCharacterIds) {
                 .generate.keep_control_tokens_size(),
             0)
       << "only a reply read for calls keeps them";
+  // tool_choice "required" and a named function get such ids too.
+  EXPECT_TRUE(parse_ok(kChat, chat_with(kTools + R"(, "tool_choice": "required")"), mistral)
+                  .tool_calls->nine_character_call_ids());
+  EXPECT_FALSE(parse_ok(kChat, chat_with(kTools + R"(, "tool_choice": "required")"), kServedHermes)
+                   .tool_calls->nine_character_call_ids());
   const ToolReplies r =
       tool_replies(chat_with(kTools), mistral,
                    {message(0, "[TOOL_CALLS]get_weather[ARGS]", {{1, -1.0f}}),

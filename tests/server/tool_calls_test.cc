@@ -154,7 +154,7 @@ TEST(ToolCallFormat, MistralMarkersThatAreControlTokensAreKeptInTheText) {
   int next_id = 0;
   for (const auto& token : json["added_tokens"])
     next_id = std::max(next_id, token["id"].get<int>() + 1);
-  for (const char* marker : {"[TOOL_CALLS]", "[ARGS]"})
+  for (const char* marker : {"[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"})
     json["added_tokens"].push_back({{"id", next_id++},
                                     {"content", marker},
                                     {"special", true},
@@ -169,7 +169,7 @@ TEST(ToolCallFormat, MistralMarkersThatAreControlTokensAreKeptInTheText) {
   const auto mistral = Tokenizer::load(dir / "tokenizer.json");
   std::filesystem::remove_all(dir);
   EXPECT_EQ(tool_call_control_markers(ToolCallFormat::kMistral, *mistral),
-            (std::vector<std::string>{"[TOOL_CALLS]", "[ARGS]"}));
+            (std::vector<std::string>{"[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"}));
   EXPECT_TRUE(tool_call_control_markers(ToolCallFormat::kHermes, *mistral).empty());
   EXPECT_EQ(tool_call_markers_hidden(ToolCallFormat::kMistral, *mistral), "") << "kept, not hidden";
 }
@@ -309,16 +309,31 @@ TEST(ToolCallReader, MistralArrayOfCalls) {
 }
 
 TEST(ToolCallReader, MistralNameArgsCalls) {
-  // Mistral Small 3.1/3.2, Devstral, Magistral: name[ARGS]{...} after each marker.
-  EXPECT_EQ(read(kMistral, "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}[TOOL_CALLS]now[ARGS]{}"),
+  // Mistral Small 3.x, Devstral, Magistral: name[ARGS]{...} after each marker, the model's own id
+  // between them where it writes one ([CALL_ID], left out: the reply gives its calls their ids).
+  EXPECT_EQ(read(kMistral, "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}\n[TOOL_CALLS]now[ARGS]{}"),
             (Reply{"", Calls{{"get_weather", R"({"city":"Paris"})"}, {"now", "{}"}}}));
+  EXPECT_EQ(read(kMistral, "[TOOL_CALLS]get_weather[CALL_ID]a1b2c3d4e[ARGS]{\"city\": \"Paris\"}"),
+            (Reply{"", Calls{{"get_weather", R"({"city":"Paris"})"}}}));
+}
+
+TEST(ToolCallReader, MistralTextAfterTheCallsIsContentAndLooseArgumentsAreRead) {
+  EXPECT_EQ(read(kMistral, "[TOOL_CALLS]grep[ARGS]{\"pattern\": \"TODO\"}\n\nLet me search for that.\n"),
+            (Reply{"\n\nLet me search for that.", Calls{{"grep", R"({"pattern":"TODO"})"}}}));
+  EXPECT_EQ(read(kMistral, "[TOOL_CALLS] [{\"name\": \"f\", \"arguments\": {}}] Done."),
+            (Reply{" Done.", Calls{{"f", "{}"}}}));
+  // Arguments as a JSON string holding an object, or none at all.
+  EXPECT_EQ(read(kMistral,
+                 "[TOOL_CALLS] [{\"name\": \"f\", \"arguments\": \"{\\\"x\\\": 1}\"}, {\"name\": \"g\"}]"),
+            (Reply{"", Calls{{"f", R"({"x":1})"}, {"g", "{}"}}}));
 }
 
 TEST(ToolCallReader, MistralTextWithoutCallsAndBadCallsAreContent) {
   EXPECT_EQ(read(kMistral, "Plain [TOOL answer, [brackets] too.  "),
             (Reply{"Plain [TOOL answer, [brackets] too.  ", {}}));
-  for (const std::string bad : {"[TOOL_CALLS] not json", "[TOOL_CALLS] [{\"name\": \"f\"}]",
-                                "[TOOL_CALLS]f[ARGS]{\"cut\": ", "[TOOL_CALLS][ARGS]{}", "[TOOL_CALLS]f{}"})
+  for (const std::string bad : {"[TOOL_CALLS] not json", "[TOOL_CALLS] [{\"name\": \"f\", \"arguments\": 3}]",
+                                "[TOOL_CALLS]f[ARGS]{\"cut\": ", "[TOOL_CALLS][ARGS]{}", "[TOOL_CALLS]f{}",
+                                "[TOOL_CALLS]two words[ARGS]{}", "[TOOL_CALLS]f[ARGS]\"x\""})
     EXPECT_EQ(read(kMistral, "Hi " + bad), (Reply{"Hi " + bad, {}})) << bad;
   // Calls past the first are left out when told.
   ToolCallReader one = kMistral;
