@@ -276,8 +276,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view body(reinterpret_cast<const char*>(data) + 1, size - 1);
 
   static constexpr kvserve::ToolCallFormat kFormats[] = {
-      kvserve::ToolCallFormat::kNone, kvserve::ToolCallFormat::kHermes, kvserve::ToolCallFormat::kLlama3Json};
-  const openai::ServedApi served{.model = kServedModel, .tool_call_format = kFormats[(data[0] >> 1) % 3]};
+      kvserve::ToolCallFormat::kNone, kvserve::ToolCallFormat::kHermes, kvserve::ToolCallFormat::kLlama3Json,
+      kvserve::ToolCallFormat::kMistral};
+  const kvserve::ToolCallFormat format = kFormats[(data[0] >> 1) % 4];
+  openai::ServedApi served{.model = kServedModel, .tool_call_format = format};
+  if (format == kvserve::ToolCallFormat::kMistral)
+    served.tool_call_control_markers = {"[TOOL_CALLS]", "[ARGS]"};
 
   // The same body read as /tokenize and /detokenize: refused or not, never anything but a Status.
   openai::ParsedTokenize tokenize;
