@@ -349,47 +349,36 @@ ToolCallOutput ToolCallReader::feed_hermes(bool final) {
       space_before_call_.clear();
       continue;
     }
-    const size_t open = buffer_.find(kHermesOpen);
-    // Text that may still become a marker waits for the next piece.
-    const size_t ready = open != std::string::npos ? open
-                         : final                   ? buffer_.size()
-                                 : buffer_.size() - partial_marker_at_end(buffer_, kHermesOpen);
-    const std::string_view text(buffer_.data(), ready);
-    size_t text_end = text.size();
-    while (text_end > 0 && is_layout_space(text[text_end - 1]))
-      --text_end;
-    if (text_end > 0) add_content(out, text.substr(0, text_end));
-    held_space_ += text.substr(text_end);
-    buffer_.erase(0, ready);
-    if (open == std::string::npos) return out;
-    // Whitespace before a call is layout, unless what follows turns out not to be a call.
-    space_before_call_ = std::move(held_space_);
-    held_space_.clear();
-    buffer_.erase(0, kHermesOpen.size());
+    if (!take_text_before(kHermesOpen, final, out)) return out;
     in_call_ = true;
   }
+}
+
+bool ToolCallReader::take_text_before(std::string_view marker, bool final, ToolCallOutput& out) {
+  const size_t open = buffer_.find(marker);
+  // Text that may still become the marker waits for the next piece.
+  const size_t ready = open != std::string::npos ? open
+                       : final                   ? buffer_.size()
+                                                 : buffer_.size() - partial_marker_at_end(buffer_, marker);
+  const std::string_view text(buffer_.data(), ready);
+  size_t text_end = text.size();
+  while (text_end > 0 && is_layout_space(text[text_end - 1]))
+    --text_end;
+  if (text_end > 0) add_content(out, text.substr(0, text_end));
+  held_space_ += text.substr(text_end);
+  buffer_.erase(0, ready);
+  if (open == std::string::npos) return false;
+  // Whitespace before a call is layout, unless what follows turns out not to be a call.
+  space_before_call_ = std::move(held_space_);
+  held_space_.clear();
+  buffer_.erase(0, marker.size());
+  return true;
 }
 
 ToolCallOutput ToolCallReader::feed_mistral(bool final) {
   ToolCallOutput out;
   if (!in_call_) {
-    const size_t open = buffer_.find(kMistralCalls);
-    // Text that may still become the marker waits for the next piece.
-    const size_t ready = open != std::string::npos ? open
-                         : final                   ? buffer_.size()
-                                 : buffer_.size() - partial_marker_at_end(buffer_, kMistralCalls);
-    const std::string_view text(buffer_.data(), ready);
-    size_t text_end = text.size();
-    while (text_end > 0 && is_layout_space(text[text_end - 1]))
-      --text_end;
-    if (text_end > 0) add_content(out, text.substr(0, text_end));
-    held_space_ += text.substr(text_end);
-    buffer_.erase(0, ready);
-    if (open == std::string::npos) return out;
-    // Whitespace before the calls is layout, unless what follows turns out not to be calls.
-    space_before_call_ = std::move(held_space_);
-    held_space_.clear();
-    buffer_.erase(0, kMistralCalls.size());
+    if (!take_text_before(kMistralCalls, final, out)) return out;
     in_call_ = true;
   }
   if (!final) return out;  // the calls are read whole, at the end

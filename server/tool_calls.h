@@ -101,6 +101,10 @@ class ToolCallReader {
   ToolCallOutput feed_hermes(bool final);
   ToolCallOutput feed_whole_reply(bool final);  // llama3_json and required: read at the end
   ToolCallOutput feed_mistral(bool final);      // text, then calls read at the end
+  // Returns the text before `marker` as content (whitespace just before it held as layout), and
+  // whether the marker came, in which case it is consumed; without it, a possible start of it
+  // waits for more text (unless final).
+  bool take_text_before(std::string_view marker, bool final, ToolCallOutput& out);
   // Appends a call with arguments `arguments` (JSON text).
   void add_call(ToolCallOutput& out, std::string name, std::string arguments);
   // Appends content, releasing held whitespace before it.
