@@ -626,6 +626,11 @@ void CudaBackend::score_tokens(const StepBatch& batch, std::span<const ScoringTa
   const size_t group = static_cast<size_t>(options_.max_num_seqs);  // logits_'s and the sampler's rows
   for (size_t i = 0; i < tasks.size(); ++i) {
     const ScoringTask& t = tasks[i];
+    // The engine validates prompt ids; the kernel would score an id outside the vocabulary as the
+    // greedy token, where the host's Sampler::score gives nothing.
+    if (t.target < 0 || t.target >= config_.vocab_size)
+      throw std::out_of_range("score_tokens: token " + std::to_string(t.target) +
+                              " is outside the vocabulary");
     indices[i] = t.token_index;
     SamplingRow& r = host_score_rows_.get()[i];
     r = SamplingRow{};  // greedy, nothing suppressed, biased or penalized: the raw logits
