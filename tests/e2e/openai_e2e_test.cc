@@ -127,7 +127,15 @@ TEST(OpenAiE2E, CompletionsGiveTheGrpcApisTokensTextAndLogprobs) {
     const Json reply = Json::parse(whole.body);
     const Json& choice = reply["choices"][0];
     EXPECT_EQ(choice["text"], want.text);
-    EXPECT_EQ(floats(choice["logprobs"]["token_logprobs"]), want.logprobs);
+    // The same model's logprobs, to within 1e-4 (they are about -5): the gRPC request left its
+    // prompt's blocks in the prefix cache, so this one prefills fewer rows, and OpenBLAS's sgemm
+    // rounds a row differently with another row count on some CPUs (its Cooperlake kernels, which
+    // it picks on AMD Zen 4, do). The JSON itself is exact: the streamed reply, below, ran the same
+    // way as this one and must equal it bit for bit.
+    const std::vector<float> whole_logprobs = floats(choice["logprobs"]["token_logprobs"]);
+    ASSERT_EQ(whole_logprobs.size(), want.logprobs.size());
+    for (size_t i = 0; i < whole_logprobs.size(); ++i)
+      EXPECT_NEAR(whole_logprobs[i], want.logprobs[i], 1e-4) << "token " << i;
     EXPECT_EQ(choice["logprobs"]["top_logprobs"].size(), want.tokens.size());
     EXPECT_EQ(choice["finish_reason"], want.finish == v1::FINISH_REASON_STOP ? "stop" : "length");
     EXPECT_EQ(reply["usage"]["completion_tokens"], want.tokens.size());
@@ -149,7 +157,7 @@ TEST(OpenAiE2E, CompletionsGiveTheGrpcApisTokensTextAndLogprobs) {
         logprobs.push_back(x);
     }
     EXPECT_EQ(text, want.text);
-    EXPECT_EQ(logprobs, want.logprobs);
+    EXPECT_EQ(logprobs, whole_logprobs);
   }
   EXPECT_TRUE(wait_all_blocks_free(*client));
 }
