@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -244,18 +245,23 @@ class FileLock {
     if (fd_ < 0)
       throw ModelLoadError("cannot create the lock file " + path.string() +
                            ": check the cache's permissions");
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      spdlog::info("waiting for another process fetching the same file ({})", path.string());
-      int rc;
-      while ((rc = ::flock(fd_, LOCK_EX)) != 0 && errno == EINTR) {
-      }
-      if (rc != 0) {
+    // Polled rather than waited for, so that Ctrl-C or SIGTERM (blocked, see interrupted()) still
+    // stops a server that waits on another replica's download.
+    for (bool told = false; ::flock(fd_, LOCK_EX | LOCK_NB) != 0;) {
+      if (errno != EWOULDBLOCK && errno != EINTR) {
         ::close(fd_);
         throw ModelLoadError(
             "cannot lock " + path.string() +
             " (the cache's filesystem may not support locks): put HF_HOME on a local or NFSv4 "
             "filesystem");
       }
+      if (!told) spdlog::info("waiting for another process fetching the same file ({})", path.string());
+      told = true;
+      if (interrupted()) {
+        ::close(fd_);
+        throw ModelLoadError("interrupted while waiting for another process's download: run kvserve again");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
   ~FileLock() { ::close(fd_); }  // closing releases the lock
@@ -287,6 +293,7 @@ class HubFetcher {
     folder.replace(folder.find('/'), 1, "--");
     repo_dir_ = settings_.cache_dir / folder;
     locks_dir_ = settings_.cache_dir / ".locks" / folder;
+    proxy_of(endpoint_origin_);  // a proxy variable that cannot be used fails now, before any fetch
   }
 
   fs::path fetch() {
@@ -345,12 +352,41 @@ class HubFetcher {
     return headers;
   }
 
-  static std::unique_ptr<httplib::Client> client_for(const std::string& origin) {
+  // The proxy requests to `origin` go through, if any.
+  std::optional<HttpProxy> proxy_of(const std::string& origin) const {
+    try {
+      return proxy_for(origin, settings_.proxies);
+    } catch (const std::invalid_argument& e) {
+      const std::string variables =
+          origin.starts_with("https:") ? "https_proxy (or HTTPS_PROXY" : "http_proxy (or HTTP_PROXY";
+      throw ModelLoadError("the proxy that " + variables +
+                           ", all_proxy, ALL_PROXY) names cannot be used: " + e.what());
+    }
+  }
+
+  // " through the proxy host:port" when requests to `origin` go through one: for messages.
+  std::string through(const std::string& origin) const {
+    const std::optional<HttpProxy> proxy = proxy_of(origin);
+    return proxy ? " through the proxy " + proxy->address() : "";
+  }
+
+  std::unique_ptr<httplib::Client> client_for(const std::string& origin) const {
     auto client = std::make_unique<httplib::Client>(origin);
     client->set_connection_timeout(10);
     client->set_read_timeout(60);  // a stalled transfer fails within a minute, and resumes on the next start
     client->set_follow_location(false);
     client->set_url_encode(false);  // paths are encoded here; presigned URLs must pass as they are
+    if (!settings_.ca_bundle.empty()) client->set_ca_cert_path(settings_.ca_bundle);
+    if (const std::optional<HttpProxy> proxy = proxy_of(origin)) {
+      if (proxy->user.empty()) {
+        client->set_proxy(proxy->host, proxy->port);
+      } else {  // credentials only through the forwarder: httplib would send them to the origin too
+        std::unique_ptr<ProxyCredentialsForwarder>& forwarder =
+            forwarders_[proxy->address() + " " + proxy->user + ":" + proxy->password];
+        if (!forwarder) forwarder = std::make_unique<ProxyCredentialsForwarder>(*proxy);
+        client->set_proxy("127.0.0.1", forwarder->port());
+      }
+    }
     return client;
   }
 
@@ -366,11 +402,17 @@ class HubFetcher {
                        token_hint
                  : "the Hub refused the token for " + what + ": check that HF_TOKEN is valid";
     if (status == 403) return "the token may not read " + what + ": " + token_hint;
+    if (status == 407) {
+      const std::optional<HttpProxy> proxy = proxy_of(endpoint_origin_);
+      return "the proxy " + (proxy ? proxy->address() + " " : std::string()) + "refused " + what +
+             " without valid credentials: give them in its URL, https_proxy=http://user:password@host:port";
+    }
     if (status == 404)
       return "the Hub has no " + what +
              ": check the model's name (org/name) and --revision; no local directory " +
              "has that name either";
-    return endpoint_ + " answered HTTP " + std::to_string(status) + " for " + what;
+    return endpoint_ + through(endpoint_origin_) + " answered HTTP " + std::to_string(status) + " for " +
+           what;
   }
 
   // The revision's commit and file list, or nullopt when the Hub cannot be reached (or fails on
@@ -389,9 +431,10 @@ class HubFetcher {
       if (!res) {
         const std::string why = describe(res.error());
         if (serve_cached("cannot reach it: " + why)) return std::nullopt;
-        throw ModelLoadError("cannot reach " + endpoint_ + " to fetch " + repo_id_ + " (" + why +
-                             "), and the Hub cache has no whole copy: check the network (or HF_ENDPOINT), or "
-                             "download the model elsewhere and pass its directory");
+        throw ModelLoadError("cannot reach " + endpoint_ + through(endpoint_origin_) + " to fetch " +
+                             repo_id_ + " (" + why +
+                             "), and the Hub cache has no whole copy: check the network (or HF_ENDPOINT, "
+                             "https_proxy), or download the model elsewhere and pass its directory");
       }
       const std::string location = res->get_header_value("Location");
       if (res->status >= 300 && res->status < 400 && location.starts_with("/")) {  // a renamed repository
@@ -447,8 +490,9 @@ class HubFetcher {
       const Url u = *split_url(url, endpoint_origin_);
       httplib::Result res = client_for(u.origin)->Head(u.target, headers_for(u.origin));
       if (!res)
-        throw ModelLoadError("cannot reach " + u.origin + " for " + repo_id_ + "/" + name + " (" +
-                             describe(res.error()) + "): run kvserve again once the network is back");
+        throw ModelLoadError("cannot reach " + u.origin + through(u.origin) + " for " + repo_id_ + "/" +
+                             name + " (" + describe(res.error()) +
+                             "): run kvserve again once the network is back");
       auto header = [&](const char* key) { return res->get_header_value(key); };
       std::string etag = header("X-Linked-Etag");
       if (etag.empty()) etag = header("ETag");
@@ -667,6 +711,8 @@ class HubFetcher {
   std::string endpoint_path_;  // a mirror's path prefix, or empty
   fs::path repo_dir_;
   fs::path locks_dir_;
+  // One per proxy with credentials, made on first use (client_for).
+  mutable std::map<std::string, std::unique_ptr<ProxyCredentialsForwarder>> forwarders_;
 };
 
 }  // namespace
@@ -697,6 +743,8 @@ HubSettings HubSettings::from_environment() {
   std::transform(offline.begin(), offline.end(), offline.begin(),
                  [](unsigned char c) { return std::tolower(c); });
   s.offline = offline == "1" || offline == "on" || offline == "yes" || offline == "true";
+  s.proxies = ProxyEnvironment::from_environment();
+  s.ca_bundle = !env("REQUESTS_CA_BUNDLE").empty() ? env("REQUESTS_CA_BUNDLE") : env("CURL_CA_BUNDLE");
   return s;
 }
 

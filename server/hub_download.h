@@ -20,6 +20,8 @@
 #include <string>
 #include <string_view>
 
+#include "server/http_proxy.h"
+
 namespace kvserve {
 
 // Where and how to reach the Hub, as huggingface_hub reads it from the environment.
@@ -28,6 +30,11 @@ struct HubSettings {
   std::filesystem::path cache_dir;  // HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub
   std::string token;                // HF_TOKEN, else the file $HF_HOME/token (`huggingface-cli login`)
   bool offline = false;             // HF_HUB_OFFLINE=1: use the cache, never the network
+  ProxyEnvironment proxies;         // https_proxy, http_proxy, no_proxy (server/http_proxy.h)
+  // CA certificates to trust instead of the system's (a TLS-inspecting proxy's): REQUESTS_CA_BUNDLE,
+  // else CURL_CA_BUNDLE, as huggingface_hub's requests reads them. (SSL_CERT_FILE works as for
+  // any OpenSSL program.)
+  std::string ca_bundle;
   // A transfer that breaks off is resumed after this, doubling, up to kHubFetchAttempts in all.
   std::chrono::milliseconds retry_delay{1000};
 

@@ -62,9 +62,20 @@ class FakeHub {
   std::string repo = "kvserve-test/tiny-llama";
   std::string commit = "0123456789abcdef0123456789abcdef01234567";
 
-  FakeHub() {
-    hub_.Get("/api/models/([^/]+)/([^/]+)/revision/(.+)", [this](const httplib::Request& req,
-                                                                 httplib::Response& res) {
+  // Served over HTTPS when given a certificate and its key (PEM files).
+  explicit FakeHub(const std::string& tls_cert = "", const std::string& tls_key = "")
+      : scheme_(tls_cert.empty() ? "http" : "https") {
+    for (std::unique_ptr<httplib::Server>* server : {&hub_, &cdn_}) {
+      if (tls_cert.empty())
+        *server = std::make_unique<httplib::Server>();
+      else
+        *server = std::make_unique<httplib::SSLServer>(tls_cert.c_str(), tls_key.c_str());
+      (*server)->set_logger([this](const httplib::Request& req, const httplib::Response&) {
+        if (req.has_header("Proxy-Authorization")) proxy_credentials_seen = true;
+      });
+    }
+    hub_->Get("/api/models/([^/]+)/([^/]+)/revision/(.+)", [this](const httplib::Request& req,
+                                                                  httplib::Response& res) {
       if (!authorized(req, res)) return;
       std::lock_guard lock(mu_);
       if (api_status_ != 200) {
@@ -80,30 +91,30 @@ class FakeHub {
         siblings.push_back({{"rfilename", name}});
       res.set_content(nlohmann::json{{"sha", commit}, {"siblings", siblings}}.dump(), "application/json");
     });
-    hub_.Get("/([^/]+)/([^/]+)/resolve/([^/]+)/(.+)",
-             [this](const httplib::Request& req, httplib::Response& res) {
-               if (!authorized(req, res)) return;
-               std::lock_guard lock(mu_);
-               auto it = files_.find(req.matches[4]);
-               if (req.matches[1].str() + "/" + req.matches[2].str() != repo ||
-                   !known_revision(req.matches[3]) || it == files_.end()) {
-                 res.status = 404;
-                 return;
-               }
-               const File& file = it->second;
-               res.set_header("X-Repo-Commit", commit);
-               if (file.large) {
-                 res.status = 302;
-                 res.set_header("X-Linked-Etag", "\"" + file.etag() + "\"");
-                 res.set_header("X-Linked-Size", std::to_string(file.content.size()));
-                 res.set_header("Location", cdn_origin() + "/blobs/" + file.etag() + "?signature=abc%2Fdef");
-                 return;
-               }
-               res.set_header("ETag", "W/\"" + file.etag() + "\"");
-               if (req.method == "GET") ++content_requests;
-               res.set_content(file.content, "application/octet-stream");
-             });
-    cdn_.Get("/blobs/([0-9a-f]+)", [this](const httplib::Request& req, httplib::Response& res) {
+    hub_->Get("/([^/]+)/([^/]+)/resolve/([^/]+)/(.+)",
+              [this](const httplib::Request& req, httplib::Response& res) {
+                if (!authorized(req, res)) return;
+                std::lock_guard lock(mu_);
+                auto it = files_.find(req.matches[4]);
+                if (req.matches[1].str() + "/" + req.matches[2].str() != repo ||
+                    !known_revision(req.matches[3]) || it == files_.end()) {
+                  res.status = 404;
+                  return;
+                }
+                const File& file = it->second;
+                res.set_header("X-Repo-Commit", commit);
+                if (file.large) {
+                  res.status = 302;
+                  res.set_header("X-Linked-Etag", "\"" + file.etag() + "\"");
+                  res.set_header("X-Linked-Size", std::to_string(file.content.size()));
+                  res.set_header("Location", cdn_origin() + "/blobs/" + file.etag() + "?signature=abc%2Fdef");
+                  return;
+                }
+                res.set_header("ETag", "W/\"" + file.etag() + "\"");
+                if (req.method == "GET") ++content_requests;
+                res.set_content(file.content, "application/octet-stream");
+              });
+    cdn_->Get("/blobs/([0-9a-f]+)", [this](const httplib::Request& req, httplib::Response& res) {
       std::lock_guard lock(mu_);
       if (req.has_header("Authorization")) cdn_saw_authorization_ = true;
       if (req.get_param_value("signature") != "abc/def") {
@@ -134,24 +145,24 @@ class FakeHub {
       }
       res.status = 404;
     });
-    hub_port_ = hub_.bind_to_any_port("127.0.0.1");
-    cdn_port_ = cdn_.bind_to_any_port("127.0.0.1");
-    hub_thread_ = std::thread([this] { hub_.listen_after_bind(); });
-    cdn_thread_ = std::thread([this] { cdn_.listen_after_bind(); });
+    hub_port_ = hub_->bind_to_any_port("127.0.0.1");
+    cdn_port_ = cdn_->bind_to_any_port("127.0.0.1");
+    hub_thread_ = std::thread([this] { hub_->listen_after_bind(); });
+    cdn_thread_ = std::thread([this] { cdn_->listen_after_bind(); });
     // Bound and listening already, but stop() is lost on a server whose thread has not started.
-    while (!hub_.is_running() || !cdn_.is_running())
+    while (!hub_->is_running() || !cdn_->is_running())
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 
   ~FakeHub() {
-    hub_.stop();
-    cdn_.stop();
+    hub_->stop();
+    cdn_->stop();
     hub_thread_.join();
     cdn_thread_.join();
   }
 
-  std::string endpoint() const { return "http://127.0.0.1:" + std::to_string(hub_port_); }
-  std::string cdn_origin() const { return "http://127.0.0.1:" + std::to_string(cdn_port_); }
+  std::string endpoint() const { return scheme_ + "://127.0.0.1:" + std::to_string(hub_port_); }
+  std::string cdn_origin() const { return scheme_ + "://127.0.0.1:" + std::to_string(cdn_port_); }
 
   // The repository holds a model directory's files, weights and tokenizer model as large files.
   void add_model_dir(const std::string& dir, const std::vector<std::string>& names) {
@@ -193,7 +204,8 @@ class FakeHub {
     return cdn_saw_authorization_;
   }
 
-  std::atomic<int> content_requests{0};  // GETs answered with a file's content
+  std::atomic<int> content_requests{0};             // GETs answered with a file's content
+  std::atomic<bool> proxy_credentials_seen{false};  // a request reached the Hub or CDN with a proxy's
   std::atomic<int> authorized_requests{0};
 
  private:
@@ -225,7 +237,8 @@ class FakeHub {
   std::string required_token_;
   std::vector<std::string> ranges_;
   bool cdn_saw_authorization_ = false;
-  httplib::Server hub_, cdn_;
+  const std::string scheme_;
+  std::unique_ptr<httplib::Server> hub_, cdn_;
   int hub_port_ = 0, cdn_port_ = 0;
   std::thread hub_thread_, cdn_thread_;
 };

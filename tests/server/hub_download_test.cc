@@ -1,24 +1,36 @@
 // Fetching models from the Hugging Face Hub (server/hub_download.h) against a fake Hub and CDN on
 // loopback (tests/server/fake_hub.h): the cache layout other Hub clients share, nothing fetched
 // twice, the cache serving offline or when the Hub is unreachable, tokens (sent to the Hub, never
-// to the CDN), errors that say what to change, resumed downloads, checksums, and sharded weights.
+// to the CDN), errors that say what to change, resumed downloads, checksums, sharded weights, and
+// fetching through an HTTP proxy (http_proxy, and https_proxy with CONNECT to a Hub over HTTPS).
 #include "server/hub_download.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/model.h"
 #include "tests/server/fake_hub.h"
+#include "tests/server/fake_proxy.h"
 
 namespace kvserve {
 namespace {
 
 namespace fs = std::filesystem;
 using testing::FakeHub;
+using testing::FakeProxy;
 using testing::read_file;
 
 const std::string kTinyLlama = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama";
@@ -246,6 +258,180 @@ TEST(HubModelId, OnlyOrgSlashNameIsTakenForAHubModel) {
        {"gpt2", "/models/llama", "./org/name", "org/name/", "org//name", "org/name/extra", "org/../name",
         "org/na--me", "org/name.", "", "embedded:tiny-llama", "random:llama3-8b"})
     EXPECT_FALSE(is_hub_model_id(id)) << id;
+}
+
+// kvserve blocks SIGINT and SIGTERM until it serves, and polls for them while it fetches: also while
+// it waits for another replica's download of the same file.
+TEST_F(HubDownload, WaitingForAnotherProcesssDownloadStopsOnCtrlC) {
+  const std::string etag = FakeHub::File{read_file(kTinyLlama + "/config.json"), false}.etag();
+  const fs::path lock = cache_ / ".locks" / "models--kvserve-test--tiny-llama" / (etag + ".lock");
+  fs::create_directories(lock.parent_path());
+  const int fd = ::open(lock.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+  ASSERT_EQ(::flock(fd, LOCK_EX), 0) << "another replica is fetching config.json";
+  sigset_t sigint, old_mask;
+  sigemptyset(&sigint);
+  sigaddset(&sigint, SIGINT);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &sigint, &old_mask), 0);
+  const pthread_t self = pthread_self();
+  std::thread ctrl_c([self] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    pthread_kill(self, SIGINT);  // pending for this thread only, while it waits for the lock
+  });
+  const std::string error = fetch_error();
+  ctrl_c.join();
+  const timespec now{};
+  sigtimedwait(&sigint, nullptr, &now);  // taken back, so that unblocking it ends nothing
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ::close(fd);
+  EXPECT_NE(error.find("interrupted while waiting for another process's download"), std::string::npos)
+      << error;
+}
+
+// Through an HTTP proxy (http_proxy for an http endpoint): every request, the Hub's and the CDN's,
+// goes to the proxy in absolute form, and the files are the same.
+TEST_F(HubDownload, FetchesThroughAnHttpProxy) {
+  FakeProxy proxy;
+  settings_.proxies.http_proxy = proxy.url();
+  settings_.proxies.https_proxy = "http://127.0.0.1:1";  // not this endpoint's scheme: never used
+  const fs::path dir = fetch();
+  for (const std::string& name : kTinyLlamaFiles)
+    EXPECT_EQ(read_file(dir / name), read_file(kTinyLlama + "/" + name)) << name;
+  bool hub_seen = false, cdn_seen = false;
+  for (const FakeProxy::Request& request : proxy.requests()) {
+    hub_seen |= request.line.find(" " + hub_.endpoint() + "/api/models/") != std::string::npos;
+    cdn_seen |= request.line.find(" " + hub_.cdn_origin() + "/blobs/") != std::string::npos;
+    EXPECT_EQ(request.authorization, "") << request.line;
+  }
+  EXPECT_TRUE(hub_seen);
+  EXPECT_TRUE(cdn_seen);
+  EXPECT_FALSE(hub_.cdn_got_a_token());
+}
+
+TEST_F(HubDownload, NoProxyExemptsTheHub) {
+  FakeProxy proxy;
+  settings_.proxies.http_proxy = proxy.url();
+  settings_.proxies.no_proxy = "localhost,127.0.0.1";
+  fetch();
+  EXPECT_TRUE(proxy.requests().empty());
+}
+
+// The proxy's credentials reach the proxy with every request, and the Hub and the CDN never.
+TEST_F(HubDownload, ProxyCredentialsGoToTheProxyAlone) {
+  FakeProxy proxy;
+  proxy.require("Basic YWxpY2U6czNjcjp0IEA=");  // alice:s3cr:t @
+  settings_.proxies.http_proxy = proxy.url("alice:s3cr%3At%20%40");
+  fetch();
+  EXPECT_FALSE(proxy.requests().empty());
+  for (const FakeProxy::Request& request : proxy.requests())
+    EXPECT_EQ(request.authorization, "Basic YWxpY2U6czNjcjp0IEA=") << request.line;
+  EXPECT_FALSE(hub_.proxy_credentials_seen);
+}
+
+TEST_F(HubDownload, ProxyRefusalsSayWhatToChange) {
+  FakeProxy proxy;
+  proxy.require("Basic YWxpY2U6czNjcjp0IEA=");
+  settings_.proxies.http_proxy = proxy.url();
+  std::string error = fetch_error();
+  EXPECT_NE(error.find("the proxy 127.0.0.1:" + std::to_string(proxy.port()) + " refused"), std::string::npos)
+      << error;
+  EXPECT_NE(error.find("http://user:password@host:port"), std::string::npos) << error;
+  settings_.proxies.http_proxy = proxy.url("alice:wrong");
+  error = fetch_error();
+  EXPECT_NE(error.find("refused"), std::string::npos) << error;
+  EXPECT_EQ(error.find("wrong"), std::string::npos) << "the message shows no password: " << error;
+
+  settings_.proxies.http_proxy = "http://127.0.0.1:1";  // nothing listens there
+  error = fetch_error();
+  EXPECT_NE(error.find("through the proxy 127.0.0.1:1"), std::string::npos) << error;
+  settings_.proxies.http_proxy = "http://alice:secret@127.0.0.1:1";
+  error = fetch_error();
+  EXPECT_NE(error.find("through the proxy 127.0.0.1:1"), std::string::npos) << error;
+  EXPECT_NE(error.find("HTTP 502"), std::string::npos) << error;
+  EXPECT_EQ(error.find("secret"), std::string::npos) << error;
+
+  settings_.proxies.http_proxy = "socks5://127.0.0.1:1080";
+  error = fetch_error();
+  EXPECT_NE(error.find("http_proxy"), std::string::npos) << error;
+  EXPECT_NE(error.find("SOCKS proxies are not supported"), std::string::npos) << error;
+  EXPECT_FALSE(fs::exists(repo_dir())) << "refused before anything was fetched";
+}
+
+// The Hub and its CDN over HTTPS, with certificates made at test time by the openssl command-line
+// tool (a throwaway CA, and a certificate for 127.0.0.1 it signed), reached through a proxy by
+// CONNECT: the tunnels carry the proxy's credentials, and the Hub never sees them.
+class HubDownloadOverTls : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("kvserve-hub-tls-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    const std::string script =
+        "cd " + dir_.string() + " && openssl req -x509 " + key +
+        " -keyout ca.key -out ca.crt -days 1 -subj '/CN=kvserve test CA' && openssl req " + key +
+        " -keyout hub.key -out hub.csr -subj '/CN=localhost' && printf 'subjectAltName=IP:127.0.0.1' > "
+        "san.ext"
+        " && openssl x509 -req -in hub.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out hub.crt -days 1"
+        " -extfile san.ext";
+    openssl_ok_ = std::system(("(" + script + ") > /dev/null 2>&1").c_str()) == 0;
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+
+  void SetUp() override {
+    if (!openssl_ok_) GTEST_SKIP() << "the openssl command is missing or failed: HTTPS tests skipped";
+    hub_ = std::make_unique<FakeHub>((dir_ / "hub.crt").string(), (dir_ / "hub.key").string());
+    hub_->add_model_dir(kTinyLlama, kTinyLlamaFiles);
+    cache_ = dir_ / "cache";
+    fs::remove_all(cache_);
+    settings_.endpoint = hub_->endpoint();
+    settings_.cache_dir = cache_;
+    settings_.ca_bundle = (dir_ / "ca.crt").string();
+  }
+
+  std::string fetch_error() {
+    try {
+      fetch_hub_model(hub_->repo, "main", settings_);
+    } catch (const ModelLoadError& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  static inline fs::path dir_;
+  static inline bool openssl_ok_ = false;
+  std::unique_ptr<FakeHub> hub_;
+  HubSettings settings_;
+  fs::path cache_;
+};
+
+TEST_F(HubDownloadOverTls, FetchesThroughAProxyByConnectAndTheCredentialsStayWithTheProxy) {
+  FakeProxy proxy;
+  proxy.require("Basic YWxpY2U6czNjcjp0IEA=");
+  settings_.proxies.https_proxy = proxy.url("alice:s3cr%3At%20%40");
+  settings_.proxies.http_proxy = "http://127.0.0.1:1";  // not this endpoint's scheme: never used
+  settings_.token = "hub-token";
+  const fs::path dir = fetch_hub_model(hub_->repo, "main", settings_);
+  for (const std::string& name : kTinyLlamaFiles)
+    EXPECT_EQ(read_file(dir / name), read_file(kTinyLlama + "/" + name)) << name;
+  std::set<std::string> tunnels;
+  for (const FakeProxy::Request& request : proxy.requests()) {
+    EXPECT_EQ(request.authorization, "Basic YWxpY2U6czNjcjp0IEA=") << request.line;
+    tunnels.insert(request.line);
+  }
+  const auto connect_line = [](const std::string& origin) {
+    return "CONNECT " + origin.substr(std::string("https://").size()) + " HTTP/1.1";
+  };
+  EXPECT_EQ(tunnels,
+            (std::set<std::string>{connect_line(hub_->endpoint()), connect_line(hub_->cdn_origin())}));
+  EXPECT_FALSE(hub_->proxy_credentials_seen) << "the proxy's credentials went into a tunnel, to the Hub";
+  EXPECT_FALSE(hub_->cdn_got_a_token());
+}
+
+TEST_F(HubDownloadOverTls, ACertificateNotTrustedIsRefusedAndTheBundleSaysWhomToTrust) {
+  settings_.ca_bundle = "";  // the system's CAs do not know the test CA
+  std::string error = fetch_error();
+  EXPECT_NE(error.find("certificate could not be verified"), std::string::npos) << error;
+  settings_.ca_bundle = (dir_ / "ca.crt").string();
+  EXPECT_EQ(fetch_error(), "");
 }
 
 }  // namespace

@@ -1,0 +1,420 @@
+#include "server/http_proxy.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <stdexcept>
+
+namespace kvserve {
+namespace {
+
+constexpr int kConnectTimeoutMs = 10'000;
+constexpr int kHeadTimeoutMs = 30'000;
+constexpr size_t kMaxHeadBytes = 64 * 1024;
+
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())))
+    s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
+    s.remove_suffix(1);
+  return s;
+}
+
+std::string percent_decode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// A port's digits, or -1.
+int parse_port(std::string_view digits) {
+  if (digits.empty() || digits.size() > 5 ||
+      !std::all_of(digits.begin(), digits.end(), [](unsigned char c) { return std::isdigit(c); }))
+    return -1;
+  const int port = std::atoi(std::string(digits).c_str());
+  return port >= 1 && port <= 65535 ? port : -1;
+}
+
+struct HostPort {
+  std::string host;
+  int port = -1;  // -1: none given
+  bool valid = true;
+};
+
+// host, host:port, [v6] or [v6]:port; an IPv6 address without brackets is a host without a port.
+HostPort split_host_port(std::string_view s) {
+  HostPort out;
+  if (s.starts_with("[")) {
+    const size_t close = s.find(']');
+    if (close == std::string_view::npos) return {std::string(s), -1, false};
+    out.host = std::string(s.substr(1, close - 1));
+    const std::string_view after = s.substr(close + 1);
+    if (after.starts_with(":")) {
+      out.port = parse_port(after.substr(1));
+      out.valid = out.port != -1;
+    } else {
+      out.valid = after.empty();
+    }
+    return out;
+  }
+  const size_t colon = s.find(':');
+  if (colon == std::string_view::npos || s.find(':', colon + 1) != std::string_view::npos) {
+    out.host = std::string(s);
+    return out;
+  }
+  out.host = std::string(s.substr(0, colon));
+  out.port = parse_port(s.substr(colon + 1));
+  out.valid = out.port != -1;
+  return out;
+}
+
+// Whether `host` (an IPv4 address) lies in `range` (a.b.c.d/bits).
+bool in_ipv4_range(std::string_view host, std::string_view range) {
+  const size_t slash = range.find('/');
+  in_addr net{}, addr{};
+  const std::string bits_text(range.substr(slash + 1));
+  if (bits_text.empty() || bits_text.size() > 2 ||
+      !std::all_of(bits_text.begin(), bits_text.end(), [](unsigned char c) { return std::isdigit(c); }))
+    return false;
+  const int bits = std::atoi(bits_text.c_str());
+  if (bits > 32 || inet_pton(AF_INET, std::string(range.substr(0, slash)).c_str(), &net) != 1 ||
+      inet_pton(AF_INET, std::string(host).c_str(), &addr) != 1)
+    return false;
+  const uint32_t mask = bits == 0 ? 0 : ~uint32_t{0} << (32 - bits);
+  return (ntohl(net.s_addr) & mask) == (ntohl(addr.s_addr) & mask);
+}
+
+std::string base64(std::string_view data) {
+  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
+  const int size =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                      reinterpret_cast<const unsigned char*>(data.data()), static_cast<int>(data.size()));
+  out.resize(static_cast<size_t>(size));
+  return out;
+}
+
+bool send_all(int fd, const char* data, size_t size) {
+  while (size > 0) {
+    const ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data += n;
+    size -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string HttpProxy::address() const {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+ProxyEnvironment ProxyEnvironment::from_environment() {
+  const auto first_set = [](std::initializer_list<const char*> names) {
+    for (const char* name : names)
+      if (const char* value = std::getenv(name); value && *value) return std::string(value);
+    return std::string();
+  };
+  ProxyEnvironment e;
+  e.https_proxy = first_set({"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"});
+  e.http_proxy = first_set({"http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"});
+  e.no_proxy = first_set({"no_proxy", "NO_PROXY"});
+  return e;
+}
+
+HttpProxy parse_proxy_url(std::string_view url) {
+  std::string_view rest = trim(url);
+  if (rest.empty()) throw std::invalid_argument("it is empty: set it as http://host:port");
+  if (const size_t scheme_end = rest.find("://"); scheme_end != std::string_view::npos) {
+    const std::string scheme = lowercase(rest.substr(0, scheme_end));
+    if (scheme == "https")
+      throw std::invalid_argument(
+          "proxies spoken to over TLS (https://) are not supported: give the proxy's http:// address "
+          "(https URLs still go through it encrypted, by CONNECT)");
+    if (scheme.starts_with("socks"))
+      throw std::invalid_argument("SOCKS proxies are not supported: give an HTTP proxy, http://host:port");
+    if (scheme != "http")
+      throw std::invalid_argument("the scheme '" + scheme + "' is not a proxy's: set it as http://host:port");
+    rest.remove_prefix(scheme_end + 3);
+  }
+  rest = rest.substr(0, rest.find('/'));  // a trailing "/" or path means nothing to a proxy
+  HttpProxy proxy;
+  if (const size_t at = rest.rfind('@'); at != std::string_view::npos) {
+    const std::string_view userinfo = rest.substr(0, at);
+    const size_t colon = userinfo.find(':');
+    proxy.user = percent_decode(userinfo.substr(0, colon));
+    if (colon != std::string_view::npos) proxy.password = percent_decode(userinfo.substr(colon + 1));
+    rest.remove_prefix(at + 1);
+  }
+  const HostPort where = split_host_port(rest);
+  // In a URL an IPv6 address is bracketed: fd00::1:3128 could be either.
+  const bool bare_ipv6 = !rest.starts_with("[") && where.host.find(':') != std::string::npos;
+  if (!where.valid || where.host.empty() || bare_ipv6)
+    throw std::invalid_argument(
+        "it names no host and port that can be read: set it as http://host:port (an IPv6 address in "
+        "brackets)");
+  proxy.host = where.host;
+  proxy.port = where.port == -1 ? 80 : where.port;
+  return proxy;
+}
+
+bool proxy_exempts(std::string_view no_proxy, std::string_view host_in, int port) {
+  const std::string host = lowercase(host_in);
+  size_t begin = 0;
+  while (begin < no_proxy.size()) {
+    size_t end = no_proxy.find_first_of(", \t", begin);
+    if (end == std::string_view::npos) end = no_proxy.size();
+    const std::string entry_text = lowercase(trim(no_proxy.substr(begin, end - begin)));
+    begin = end + 1;
+    if (entry_text.empty()) continue;
+    if (entry_text == "*") return true;
+    HostPort entry = split_host_port(entry_text);
+    if (!entry.valid) continue;
+    if (entry.port != -1 && entry.port != port) continue;
+    if (entry.host.find('/') != std::string::npos) {
+      if (in_ipv4_range(host, entry.host)) return true;
+      continue;
+    }
+    std::string_view domain = entry.host;
+    if (domain.starts_with("*.")) domain.remove_prefix(1);
+    if (domain.starts_with(".")) domain.remove_prefix(1);
+    if (domain.empty()) continue;
+    if (host == domain || (host.size() > domain.size() && host.ends_with(domain) &&
+                           host[host.size() - domain.size() - 1] == '.'))
+      return true;
+  }
+  return false;
+}
+
+std::optional<HttpProxy> proxy_for(std::string_view origin, const ProxyEnvironment& environment) {
+  const size_t scheme_end = origin.find("://");
+  const std::string scheme =
+      scheme_end == std::string_view::npos ? "" : lowercase(origin.substr(0, scheme_end));
+  std::string_view authority = scheme_end == std::string_view::npos ? origin : origin.substr(scheme_end + 3);
+  authority = authority.substr(0, authority.find('/'));
+  const std::string& variable = scheme == "https" ? environment.https_proxy : environment.http_proxy;
+  if (trim(variable).empty()) return std::nullopt;
+  const HostPort where = split_host_port(authority);
+  const int port = where.port != -1 ? where.port : scheme == "https" ? 443 : 80;
+  if (proxy_exempts(environment.no_proxy, where.host, port)) return std::nullopt;
+  return parse_proxy_url(variable);
+}
+
+ProxyCredentialsForwarder::ProxyCredentialsForwarder(HttpProxy upstream)
+    : upstream_(std::move(upstream)),
+      credentials_header_("Proxy-Authorization: Basic " + base64(upstream_.user + ":" + upstream_.password) +
+                          "\r\n") {
+  if (::pipe2(stop_pipe_, O_CLOEXEC) != 0)
+    throw std::runtime_error(std::string("cannot make a pipe: ") + std::strerror(errno));
+  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t size = sizeof addr;
+  if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listen_fd_, 16) != 0 ||
+      ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &size) != 0) {
+    const std::string why = std::strerror(errno);
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+    ::close(stop_pipe_[0]);
+    ::close(stop_pipe_[1]);
+    throw std::runtime_error("cannot listen on loopback to forward to the proxy: " + why);
+  }
+  port_ = ntohs(addr.sin_port);
+  acceptor_ = std::thread([this] { accept_loop(); });
+}
+
+ProxyCredentialsForwarder::~ProxyCredentialsForwarder() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    for (int fd : open_fds_)
+      ::shutdown(fd, SHUT_RDWR);
+  }
+  const char wake = 'x';
+  while (::write(stop_pipe_[1], &wake, 1) < 0 && errno == EINTR) {
+  }
+  acceptor_.join();
+  for (std::thread& connection : connections_)  // the acceptor, which adds them, has ended
+    connection.join();
+  ::close(listen_fd_);
+  ::close(stop_pipe_[0]);
+  ::close(stop_pipe_[1]);
+}
+
+void ProxyCredentialsForwarder::accept_loop() {
+  for (;;) {
+    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[1].revents != 0) return;
+    const int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0) continue;
+    std::lock_guard lock(mu_);
+    connections_.emplace_back([this, client] { forward(client); });
+  }
+}
+
+bool ProxyCredentialsForwarder::track(int fd) {
+  std::lock_guard lock(mu_);
+  if (stopping_) return false;
+  open_fds_.push_back(fd);
+  return true;
+}
+
+void ProxyCredentialsForwarder::untrack_and_close(int fd) {
+  // Closed under the lock: the destructor never shuts down a number reused by then.
+  std::lock_guard lock(mu_);
+  open_fds_.erase(std::remove(open_fds_.begin(), open_fds_.end(), fd), open_fds_.end());
+  ::close(fd);
+}
+
+void ProxyCredentialsForwarder::forward(int client) {
+  if (!track(client)) {
+    ::close(client);
+    return;
+  }
+  // The request head, up to its blank line: one request per connection (CONNECT, or an absolute-form
+  // request httplib sends with Connection: close).
+  std::string head;
+  char buf[16 * 1024];
+  while (head.find("\r\n\r\n") == std::string::npos) {
+    pollfd fds[2] = {{client, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
+    const int ready = ::poll(fds, 2, kHeadTimeoutMs);
+    if (ready < 0 && errno == EINTR) continue;
+    const ssize_t n = ready > 0 && fds[1].revents == 0 ? ::recv(client, buf, sizeof buf, 0) : -1;
+    if (n <= 0 || head.size() + static_cast<size_t>(n) > kMaxHeadBytes) {
+      untrack_and_close(client);
+      return;
+    }
+    head.append(buf, static_cast<size_t>(n));
+  }
+  // The credentials go after the request line, in place of any the client sent.
+  const size_t line_end = head.find("\r\n") + 2;
+  std::string forwarded = head.substr(0, line_end) + credentials_header_;
+  for (size_t at = line_end; at < head.size();) {
+    size_t next = head.find("\r\n", at);
+    next = next == std::string::npos ? head.size() : next + 2;
+    const std::string_view line(head.data() + at, next - at);
+    if (!lowercase(line.substr(0, 20)).starts_with("proxy-authorization:")) forwarded += line;
+    at = next;
+  }
+
+  std::string why;
+  const int upstream = connect_upstream(why);
+  if (upstream < 0) {
+    const std::string body = "cannot connect to the proxy " + upstream_.address() + ": " + why + "\n";
+    const std::string reply = "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: " +
+                              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    send_all(client, reply.data(), reply.size());
+    untrack_and_close(client);
+    return;
+  }
+  if (send_all(upstream, forwarded.data(), forwarded.size())) relay(client, upstream);
+  untrack_and_close(upstream);
+  untrack_and_close(client);
+}
+
+int ProxyCredentialsForwarder::connect_upstream(std::string& why) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (const int rc =
+          ::getaddrinfo(upstream_.host.c_str(), std::to_string(upstream_.port).c_str(), &hints, &found);
+      rc != 0) {
+    why = ::gai_strerror(rc);
+    return -1;
+  }
+  int connected = -1;
+  why = "no address";
+  for (const addrinfo* a = found; a != nullptr && connected < 0; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+    if (fd < 0 || !track(fd)) {
+      why = fd < 0 ? std::strerror(errno) : "stopping";
+      if (fd >= 0) ::close(fd);
+      continue;
+    }
+    int error = 0;
+    if (::connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      error = errno;
+      if (error == EINPROGRESS) {
+        pollfd fds[2] = {{fd, POLLOUT, 0}, {stop_pipe_[0], POLLIN, 0}};
+        const int ready = ::poll(fds, 2, kConnectTimeoutMs);
+        socklen_t size = sizeof error;
+        if (ready == 0)
+          error = ETIMEDOUT;
+        else if (ready < 0 || fds[1].revents != 0)
+          error = ECANCELED;
+        else if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) != 0)
+          error = errno;
+      }
+    }
+    if (error == 0 && ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0) {
+      connected = fd;
+    } else {
+      why = std::strerror(error != 0 ? error : errno);
+      untrack_and_close(fd);
+    }
+  }
+  ::freeaddrinfo(found);
+  return connected;
+}
+
+void ProxyCredentialsForwarder::relay(int a, int b) {
+  bool a_open = true, b_open = true;  // whether each side may still send
+  char buf[64 * 1024];
+  while (a_open || b_open) {
+    // A negative fd is skipped by poll: a side that has closed is not watched again.
+    pollfd fds[3] = {{a_open ? a : -1, POLLIN, 0}, {b_open ? b : -1, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
+    if (::poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (fds[2].revents != 0) return;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].revents == 0) continue;
+      const int from = i == 0 ? a : b;
+      const int to = i == 0 ? b : a;
+      const ssize_t n = ::recv(from, buf, sizeof buf, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {  // that side is done: pass the end on
+        ::shutdown(to, SHUT_WR);
+        (i == 0 ? a_open : b_open) = false;
+      } else if (!send_all(to, buf, static_cast<size_t>(n))) {
+        return;
+      }
+    }
+  }
+}
+
+}  // namespace kvserve
