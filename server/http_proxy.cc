@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,10 +13,13 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <stdexcept>
+#include <system_error>
+#include <utility>
 
 namespace kvserve {
 namespace {
@@ -178,15 +182,21 @@ HttpProxy parse_proxy_url(std::string_view url) {
   const bool bare_ipv6 = !rest.starts_with("[") && where.host.find(':') != std::string::npos;
   if (!where.valid || where.host.empty() || bare_ipv6)
     throw std::invalid_argument(
-        "it names no host and port that can be read: set it as http://host:port (an IPv6 address in "
-        "brackets)");
+        "it names no host and port that can be read: set it as http://[user:password@]host:port (an IPv6 "
+        "address in brackets; '@', ':' and '/' in credentials percent-encoded: %40, %3A, %2F)");
   proxy.host = where.host;
   proxy.port = where.port == -1 ? 80 : where.port;
   return proxy;
 }
 
 bool proxy_exempts(std::string_view no_proxy, std::string_view host_in, int port) {
-  const std::string host = lowercase(host_in);
+  if (trim(no_proxy) == "*") return true;
+  std::string host = lowercase(host_in);
+  while (host.ends_with("."))
+    host.pop_back();
+  in6_addr address{};
+  const bool host_is_address =
+      inet_pton(AF_INET, host.c_str(), &address) == 1 || inet_pton(AF_INET6, host.c_str(), &address) == 1;
   size_t begin = 0;
   while (begin < no_proxy.size()) {
     size_t end = no_proxy.find_first_of(", \t", begin);
@@ -194,7 +204,6 @@ bool proxy_exempts(std::string_view no_proxy, std::string_view host_in, int port
     const std::string entry_text = lowercase(trim(no_proxy.substr(begin, end - begin)));
     begin = end + 1;
     if (entry_text.empty()) continue;
-    if (entry_text == "*") return true;
     HostPort entry = split_host_port(entry_text);
     if (!entry.valid) continue;
     if (entry.port != -1 && entry.port != port) continue;
@@ -205,7 +214,13 @@ bool proxy_exempts(std::string_view no_proxy, std::string_view host_in, int port
     std::string_view domain = entry.host;
     if (domain.starts_with("*.")) domain.remove_prefix(1);
     if (domain.starts_with(".")) domain.remove_prefix(1);
+    while (domain.ends_with("."))
+      domain.remove_suffix(1);
     if (domain.empty()) continue;
+    if (host_is_address) {  // an address is no domain: "0.1" does not exempt 10.0.0.1
+      if (host == domain) return true;
+      continue;
+    }
     if (host == domain || (host.size() > domain.size() && host.ends_with(domain) &&
                            host[host.size() - domain.size() - 1] == '.'))
       return true;
@@ -227,10 +242,18 @@ std::optional<HttpProxy> proxy_for(std::string_view origin, const ProxyEnvironme
   return parse_proxy_url(variable);
 }
 
-ProxyCredentialsForwarder::ProxyCredentialsForwarder(HttpProxy upstream)
+ProxyForwarder::ProxyForwarder(HttpProxy upstream)
     : upstream_(std::move(upstream)),
-      credentials_header_("Proxy-Authorization: Basic " + base64(upstream_.user + ":" + upstream_.password) +
-                          "\r\n") {
+      credentials_header_(upstream_.user.empty() && upstream_.password.empty()
+                              ? ""
+                              : "Proxy-Authorization: Basic " +
+                                    base64(upstream_.user + ":" + upstream_.password) + "\r\n") {
+  unsigned char token[16];
+  if (RAND_bytes(token, sizeof token) != 1)
+    throw std::runtime_error("no random bytes for the proxy forwarder");
+  local_user_ = "kvserve";
+  local_password_ = base64(std::string_view(reinterpret_cast<const char*>(token), sizeof token));
+  local_authorization_ = "Basic " + base64(local_user_ + ":" + local_password_);
   if (::pipe2(stop_pipe_, O_CLOEXEC) != 0)
     throw std::runtime_error(std::string("cannot make a pipe: ") + std::strerror(errno));
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -251,7 +274,7 @@ ProxyCredentialsForwarder::ProxyCredentialsForwarder(HttpProxy upstream)
   acceptor_ = std::thread([this] { accept_loop(); });
 }
 
-ProxyCredentialsForwarder::~ProxyCredentialsForwarder() {
+ProxyForwarder::~ProxyForwarder() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -262,14 +285,25 @@ ProxyCredentialsForwarder::~ProxyCredentialsForwarder() {
   while (::write(stop_pipe_[1], &wake, 1) < 0 && errno == EINTR) {
   }
   acceptor_.join();
-  for (std::thread& connection : connections_)  // the acceptor, which adds them, has ended
-    connection.join();
+  std::unique_lock lock(mu_);
+  connections_done_.wait(lock, [this] { return connections_ == 0; });
+  lock.unlock();
   ::close(listen_fd_);
   ::close(stop_pipe_[0]);
   ::close(stop_pipe_[1]);
 }
 
-void ProxyCredentialsForwarder::accept_loop() {
+std::string ProxyForwarder::take_failure() {
+  std::lock_guard lock(mu_);
+  return std::exchange(failure_, std::string());
+}
+
+void ProxyForwarder::fail(std::string why) {
+  std::lock_guard lock(mu_);
+  failure_ = std::move(why);
+}
+
+void ProxyForwarder::accept_loop() {
   for (;;) {
     pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) {
@@ -278,27 +312,55 @@ void ProxyCredentialsForwarder::accept_loop() {
     }
     if (fds[1].revents != 0) return;
     const int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (client < 0) continue;
+    if (client < 0) {
+      // Out of descriptors (EMFILE) leaves the connection pending: wait instead of spinning.
+      if (errno != EINTR && errno != ECONNABORTED) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
     std::lock_guard lock(mu_);
-    connections_.emplace_back([this, client] { forward(client); });
+    try {
+      // Detached, and counted: the destructor waits for the count to reach 0.
+      std::thread([this, client] {
+        forward(client);
+        std::lock_guard done(mu_);
+        --connections_;
+        connections_done_.notify_all();
+      }).detach();
+      ++connections_;
+    } catch (const std::system_error&) {  // no thread to be had (a pids limit): the client sees a close
+      ::close(client);
+    }
   }
 }
 
-bool ProxyCredentialsForwarder::track(int fd) {
+bool ProxyForwarder::track(int fd) {
   std::lock_guard lock(mu_);
   if (stopping_) return false;
   open_fds_.push_back(fd);
   return true;
 }
 
-void ProxyCredentialsForwarder::untrack_and_close(int fd) {
+void ProxyForwarder::untrack_and_close(int fd) {
   // Closed under the lock: the destructor never shuts down a number reused by then.
   std::lock_guard lock(mu_);
   open_fds_.erase(std::remove(open_fds_.begin(), open_fds_.end(), fd), open_fds_.end());
   ::close(fd);
 }
 
-void ProxyCredentialsForwarder::forward(int client) {
+bool ProxyForwarder::read_head(int fd, std::string& head) {
+  char buf[16 * 1024];
+  while (head.find("\r\n\r\n") == std::string::npos) {
+    pollfd fds[2] = {{fd, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
+    const int ready = ::poll(fds, 2, kHeadTimeoutMs);
+    if (ready < 0 && errno == EINTR) continue;
+    const ssize_t n = ready > 0 && fds[1].revents == 0 ? ::recv(fd, buf, sizeof buf, 0) : -1;
+    if (n <= 0 || head.size() + static_cast<size_t>(n) > kMaxHeadBytes) return false;
+    head.append(buf, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+void ProxyForwarder::forward(int client) {
   if (!track(client)) {
     ::close(client);
     return;
@@ -306,32 +368,39 @@ void ProxyCredentialsForwarder::forward(int client) {
   // The request head, up to its blank line: one request per connection (CONNECT, or an absolute-form
   // request httplib sends with Connection: close).
   std::string head;
-  char buf[16 * 1024];
-  while (head.find("\r\n\r\n") == std::string::npos) {
-    pollfd fds[2] = {{client, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
-    const int ready = ::poll(fds, 2, kHeadTimeoutMs);
-    if (ready < 0 && errno == EINTR) continue;
-    const ssize_t n = ready > 0 && fds[1].revents == 0 ? ::recv(client, buf, sizeof buf, 0) : -1;
-    if (n <= 0 || head.size() + static_cast<size_t>(n) > kMaxHeadBytes) {
-      untrack_and_close(client);
-      return;
-    }
-    head.append(buf, static_cast<size_t>(n));
+  if (!read_head(client, head)) {
+    untrack_and_close(client);
+    return;
   }
-  // The credentials go after the request line, in place of any the client sent.
+  // Its header lines but Proxy-Authorization, which must be the local token; the upstream's
+  // credentials go after the request line instead. Bytes past the head pass as they are.
   const size_t line_end = head.find("\r\n") + 2;
+  const size_t head_end = head.find("\r\n\r\n") + 2;
+  const bool is_connect = head.starts_with("CONNECT ");
   std::string forwarded = head.substr(0, line_end) + credentials_header_;
-  for (size_t at = line_end; at < head.size();) {
-    size_t next = head.find("\r\n", at);
-    next = next == std::string::npos ? head.size() : next + 2;
+  bool local_token = false;
+  for (size_t at = line_end; at < head_end;) {
+    const size_t next = head.find("\r\n", at) + 2;
     const std::string_view line(head.data() + at, next - at);
-    if (!lowercase(line.substr(0, 20)).starts_with("proxy-authorization:")) forwarded += line;
+    if (lowercase(line.substr(0, 20)) == "proxy-authorization:")
+      local_token = trim(line.substr(20)) == local_authorization_;
+    else
+      forwarded += line;
     at = next;
+  }
+  forwarded += head.substr(head_end);
+  if (!local_token) {
+    const std::string refusal =
+        "HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    send_all(client, refusal.data(), refusal.size());
+    untrack_and_close(client);
+    return;
   }
 
   std::string why;
   const int upstream = connect_upstream(why);
   if (upstream < 0) {
+    fail("cannot connect to the proxy " + upstream_.address() + ": " + why);
     const std::string body = "cannot connect to the proxy " + upstream_.address() + ": " + why + "\n";
     const std::string reply = "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: " +
                               std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
@@ -339,12 +408,42 @@ void ProxyCredentialsForwarder::forward(int client) {
     untrack_and_close(client);
     return;
   }
-  if (send_all(upstream, forwarded.data(), forwarded.size())) relay(client, upstream);
+  bool ok = send_all(upstream, forwarded.data(), forwarded.size());
+  if (ok && is_connect) {
+    // The proxy's answer to the CONNECT: passed on, and kept when it refuses (httplib would go on
+    // to a TLS handshake with the refusal, and report only that); after a refusal the connection
+    // ends there, so that the handshake fails at once.
+    std::string answer;
+    ok = read_head(upstream, answer);
+    if (!ok) {
+      fail("the proxy " + upstream_.address() + " closed the connection without answering the CONNECT");
+    } else if (!answer.starts_with("HTTP/1.1 2") && !answer.starts_with("HTTP/1.0 2")) {
+      std::string reason =
+          "the proxy " + upstream_.address() + " answered " + answer.substr(0, answer.find("\r\n"));
+      const std::string lower = lowercase(answer);
+      if (const size_t at = lower.find("\r\nproxy-authenticate:"); at != std::string::npos) {
+        const size_t begin = at + std::string_view("\r\nproxy-authenticate:").size();
+        std::string_view scheme =
+            trim(std::string_view(answer).substr(begin, answer.find("\r\n", begin) - begin));
+        scheme = scheme.substr(0, scheme.find(' '));
+        reason += " (it asks for " + std::string(scheme) + " authentication" +
+                  (lowercase(scheme) == "basic" ? "" : ", and kvserve speaks only Basic") + ")";
+      }
+      fail(std::move(reason));
+      // httplib is given the status line alone: it deadlocks on a refused CONNECT's
+      // "Connection: close" (0.11 takes a lock its caller holds), and the reason is kept anyway.
+      const std::string refusal = answer.substr(0, answer.find("\r\n")) + "\r\nContent-Length: 0\r\n\r\n";
+      send_all(client, refusal.data(), refusal.size());
+      ok = false;
+    }
+    ok = ok && send_all(client, answer.data(), answer.size());
+  }
+  if (ok) relay(client, upstream);
   untrack_and_close(upstream);
   untrack_and_close(client);
 }
 
-int ProxyCredentialsForwarder::connect_upstream(std::string& why) {
+int ProxyForwarder::connect_upstream(std::string& why) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -390,7 +489,7 @@ int ProxyCredentialsForwarder::connect_upstream(std::string& why) {
   return connected;
 }
 
-void ProxyCredentialsForwarder::relay(int a, int b) {
+void ProxyForwarder::relay(int a, int b) {
   bool a_open = true, b_open = true;  // whether each side may still send
   char buf[64 * 1024];
   while (a_open || b_open) {

@@ -294,6 +294,12 @@ class HubFetcher {
     repo_dir_ = settings_.cache_dir / folder;
     locks_dir_ = settings_.cache_dir / ".locks" / folder;
     proxy_of(endpoint_origin_);  // a proxy variable that cannot be used fails now, before any fetch
+    std::error_code ec;
+    if (!settings_.ca_bundle.empty() &&
+        (!fs::is_regular_file(settings_.ca_bundle, ec) || ::access(settings_.ca_bundle.c_str(), R_OK) != 0))
+      throw ModelLoadError(
+          "REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) names " + settings_.ca_bundle +
+          ", which is not a readable file: point it at a PEM file of CA certificates, or unset it");
   }
 
   fs::path fetch() {
@@ -370,6 +376,17 @@ class HubFetcher {
     return proxy ? " through the proxy " + proxy->address() : "";
   }
 
+  // The forwarder in front of the proxy requests to `origin` go through, or null for none
+  // (server/http_proxy.h says why httplib never speaks to a proxy directly).
+  ProxyForwarder* forwarder_for(const std::string& origin) const {
+    const std::optional<HttpProxy> proxy = proxy_of(origin);
+    if (!proxy) return nullptr;
+    std::unique_ptr<ProxyForwarder>& forwarder =
+        forwarders_[proxy->address() + " " + proxy->user + ":" + proxy->password];
+    if (!forwarder) forwarder = std::make_unique<ProxyForwarder>(*proxy);
+    return forwarder.get();
+  }
+
   std::unique_ptr<httplib::Client> client_for(const std::string& origin) const {
     auto client = std::make_unique<httplib::Client>(origin);
     client->set_connection_timeout(10);
@@ -377,17 +394,49 @@ class HubFetcher {
     client->set_follow_location(false);
     client->set_url_encode(false);  // paths are encoded here; presigned URLs must pass as they are
     if (!settings_.ca_bundle.empty()) client->set_ca_cert_path(settings_.ca_bundle);
-    if (const std::optional<HttpProxy> proxy = proxy_of(origin)) {
-      if (proxy->user.empty()) {
-        client->set_proxy(proxy->host, proxy->port);
-      } else {  // credentials only through the forwarder: httplib would send them to the origin too
-        std::unique_ptr<ProxyCredentialsForwarder>& forwarder =
-            forwarders_[proxy->address() + " " + proxy->user + ":" + proxy->password];
-        if (!forwarder) forwarder = std::make_unique<ProxyCredentialsForwarder>(*proxy);
-        client->set_proxy("127.0.0.1", forwarder->port());
-      }
+    if (ProxyForwarder* forwarder = forwarder_for(origin)) {
+      client->set_proxy("127.0.0.1", forwarder->port());
+      client->set_proxy_basic_auth(forwarder->local_user(), forwarder->local_password());
+      forwarder->take_failure();  // an earlier request's
     }
     return client;
+  }
+
+  // Why the proxy in front of `origin` failed the latest request (it could not be reached, or
+  // refused the CONNECT), or "".
+  std::string proxy_failure(const std::string& origin) const {
+    ProxyForwarder* forwarder = forwarder_for(origin);
+    return forwarder ? forwarder->take_failure() : "";
+  }
+
+  // Why a request to `origin` got no answer from it: the proxy's reason when it failed the request,
+  // else what went wrong below HTTP; "" when it was answered.
+  std::string why_unanswered(const httplib::Result& res, const std::string& origin) const {
+    if (std::string failure = proxy_failure(origin); !failure.empty()) return failure;
+    if (res) return "";
+    std::string why = describe(res.error());
+    if (!settings_.ca_bundle.empty() && (res.error() == httplib::Error::SSLLoadingCerts ||
+                                         res.error() == httplib::Error::SSLServerVerification))
+      why += "; the CA certificates are those of " + settings_.ca_bundle +
+             " (REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE), not the system's";
+    return why;
+  }
+
+  // The message for a 407: the proxy wants credentials it was not given, or refused them.
+  std::string proxy_refused(const std::string& origin, const std::string& what,
+                            const httplib::Result& res) const {
+    const std::optional<HttpProxy> proxy = proxy_of(origin);
+    std::string reason = proxy_failure(origin);
+    if (reason.empty() && res) {
+      const std::string scheme = res->get_header_value("Proxy-Authenticate");
+      if (!scheme.empty()) reason = "it asks for " + scheme.substr(0, scheme.find(' ')) + " authentication";
+    }
+    const std::string variable = origin.starts_with("https:") ? "https_proxy" : "http_proxy";
+    return "the proxy " + (proxy ? proxy->address() + " " : std::string()) + "refused " + what +
+           (proxy && (!proxy->user.empty() || !proxy->password.empty()) ? " with the credentials given"
+                                                                        : " without credentials") +
+           (reason.empty() ? "" : " (" + reason + ")") + ": give them in its URL, " + variable +
+           "=http://user:password@host:port (Basic authentication)";
   }
 
   std::string http_problem(int status, const std::string& what) const {
@@ -402,11 +451,6 @@ class HubFetcher {
                        token_hint
                  : "the Hub refused the token for " + what + ": check that HF_TOKEN is valid";
     if (status == 403) return "the token may not read " + what + ": " + token_hint;
-    if (status == 407) {
-      const std::optional<HttpProxy> proxy = proxy_of(endpoint_origin_);
-      return "the proxy " + (proxy ? proxy->address() + " " : std::string()) + "refused " + what +
-             " without valid credentials: give them in its URL, https_proxy=http://user:password@host:port";
-    }
     if (status == 404)
       return "the Hub has no " + what +
              ": check the model's name (org/name) and --revision; no local directory " +
@@ -428,8 +472,9 @@ class HubFetcher {
     };
     for (int hop = 0; hop < kMaxRedirects; ++hop) {
       httplib::Result res = client_for(endpoint_origin_)->Get(target, headers_for(endpoint_origin_));
-      if (!res) {
-        const std::string why = describe(res.error());
+      if (res && res->status == 407)
+        throw ModelLoadError(proxy_refused(endpoint_origin_, "model " + repo_id_ + "'s file list", res));
+      if (const std::string why = why_unanswered(res, endpoint_origin_); !why.empty()) {
         if (serve_cached("cannot reach it: " + why)) return std::nullopt;
         throw ModelLoadError("cannot reach " + endpoint_ + through(endpoint_origin_) + " to fetch " +
                              repo_id_ + " (" + why +
@@ -489,10 +534,11 @@ class HubFetcher {
     for (int hop = 0; hop < kMaxRedirects; ++hop) {
       const Url u = *split_url(url, endpoint_origin_);
       httplib::Result res = client_for(u.origin)->Head(u.target, headers_for(u.origin));
-      if (!res)
+      if (res && res->status == 407)
+        throw ModelLoadError(proxy_refused(u.origin, repo_id_ + "/" + name + " at " + u.origin, res));
+      if (const std::string why = why_unanswered(res, u.origin); !why.empty())
         throw ModelLoadError("cannot reach " + u.origin + through(u.origin) + " for " + repo_id_ + "/" +
-                             name + " (" + describe(res.error()) +
-                             "): run kvserve again once the network is back");
+                             name + " (" + why + "): run kvserve again once the network is back");
       auto header = [&](const char* key) { return res->get_header_value(key); };
       std::string etag = header("X-Linked-Etag");
       if (etag.empty()) etag = header("ETag");
@@ -644,9 +690,17 @@ class HubFetcher {
         throw ModelLoadError("cannot read or write " + partial.string() +
                              ": check the free space and permissions of " + settings_.cache_dir.string() +
                              " (HF_HOME / HF_HUB_CACHE)");
+      if (status == 0 && res) status = res->status;  // a CONNECT refused with 407 runs no handler
+      if (status == 407)
+        throw ModelLoadError(proxy_refused(u->origin, repo_id_ + "/" + name + " at " + u->origin, res));
+      // The proxy refusing the storage's host is no broken transfer: trying again would not help.
+      if (const std::string failure = proxy_failure(u->origin); !failure.empty())
+        throw ModelLoadError("cannot reach " + u->origin + through(u->origin) + " for " + repo_id_ + "/" +
+                             name + " (" + failure + "): the proxy must let kvserve reach " + u->origin);
       if (!res)
-        throw TransferBroken("fetching " + repo_id_ + "/" + name + " broke off (" + describe(res.error()) +
-                             ") after " + mib(received) + ": run kvserve again to resume");
+        throw TransferBroken("fetching " + repo_id_ + "/" + name + " broke off (" +
+                             why_unanswered(res, u->origin) + ") after " + mib(received) +
+                             ": run kvserve again to resume");
       if (status >= 300 && status < 400 && !location.empty()) {
         url = location.starts_with("/") ? u->origin + location : location;
         continue;
@@ -711,8 +765,8 @@ class HubFetcher {
   std::string endpoint_path_;  // a mirror's path prefix, or empty
   fs::path repo_dir_;
   fs::path locks_dir_;
-  // One per proxy with credentials, made on first use (client_for).
-  mutable std::map<std::string, std::unique_ptr<ProxyCredentialsForwarder>> forwarders_;
+  // One per proxy, made on first use (forwarder_for).
+  mutable std::map<std::string, std::unique_ptr<ProxyForwarder>> forwarders_;
 };
 
 }  // namespace

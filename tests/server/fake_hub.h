@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -70,8 +71,12 @@ class FakeHub {
         *server = std::make_unique<httplib::Server>();
       else
         *server = std::make_unique<httplib::SSLServer>(tls_cert.c_str(), tls_key.c_str());
-      (*server)->set_logger([this](const httplib::Request& req, const httplib::Response&) {
-        if (req.has_header("Proxy-Authorization")) proxy_credentials_seen = true;
+      (*server)->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response&) {
+        if (req.has_header("Proxy-Authorization")) {
+          std::lock_guard lock(mu_);
+          proxy_authorizations_.insert(req.get_header_value("Proxy-Authorization"));
+        }
+        return httplib::Server::HandlerResponse::Unhandled;
       });
     }
     hub_->Get("/api/models/([^/]+)/([^/]+)/revision/(.+)", [this](const httplib::Request& req,
@@ -102,6 +107,7 @@ class FakeHub {
                   return;
                 }
                 const File& file = it->second;
+                if (req.method == "HEAD") ++head_requests;
                 res.set_header("X-Repo-Commit", commit);
                 if (file.large) {
                   res.status = 302;
@@ -204,8 +210,14 @@ class FakeHub {
     return cdn_saw_authorization_;
   }
 
-  std::atomic<int> content_requests{0};             // GETs answered with a file's content
-  std::atomic<bool> proxy_credentials_seen{false};  // a request reached the Hub or CDN with a proxy's
+  // Proxy-Authorization values that reached the Hub or the CDN (inside CONNECT tunnels).
+  std::set<std::string> proxy_authorizations() {
+    std::lock_guard lock(mu_);
+    return proxy_authorizations_;
+  }
+
+  std::atomic<int> content_requests{0};  // GETs answered with a file's content
+  std::atomic<int> head_requests{0};     // HEADs of a file's resolve URL
   std::atomic<int> authorized_requests{0};
 
  private:
@@ -237,6 +249,7 @@ class FakeHub {
   std::string required_token_;
   std::vector<std::string> ranges_;
   bool cdn_saw_authorization_ = false;
+  std::set<std::string> proxy_authorizations_;
   const std::string scheme_;
   std::unique_ptr<httplib::Server> hub_, cdn_;
   int hub_port_ = 0, cdn_port_ = 0;

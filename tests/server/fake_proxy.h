@@ -1,7 +1,7 @@
 // An HTTP proxy on loopback, for the tests of fetching through one (server/http_proxy.h): it tunnels
 // CONNECT requests and forwards absolute-form ones (GET http://host:port/path) in origin form, to
 // loopback targets only. It records each connection's request line and the Proxy-Authorization it
-// carried, and can demand credentials (407 without them).
+// carried, and can demand credentials (407 without them) or block a port (403).
 #pragma once
 
 #include <arpa/inet.h>
@@ -82,6 +82,11 @@ class FakeProxy {
     std::lock_guard lock(mu_);
     required_ = authorization;
   }
+  // Requests to this port get 403, as a proxy answers for a host it does not let through.
+  void block(int port) {
+    std::lock_guard lock(mu_);
+    blocked_port_ = port;
+  }
   std::vector<Request> requests() {
     std::lock_guard lock(mu_);
     return requests_;
@@ -101,10 +106,12 @@ class FakeProxy {
     const std::regex kAuth("\r\nProxy-Authorization: ([^\r]*)\r\n", std::regex::icase);
     Request request{line, std::regex_search(head, m, kAuth) ? m[1].str() : ""};
     std::string required;
+    int blocked_port;
     {
       std::lock_guard lock(mu_);
       requests_.push_back(request);
       required = required_;
+      blocked_port = blocked_port_;
     }
     if (!required.empty() && request.authorization != required) {
       send_text(client,
@@ -114,6 +121,11 @@ class FakeProxy {
     }
     static const std::regex kConnect("CONNECT 127\\.0\\.0\\.1:([0-9]+) HTTP/1\\.1");
     static const std::regex kAbsolute("([A-Z]+) http://127\\.0\\.0\\.1:([0-9]+)(/[^ ]*) HTTP/1\\.1");
+    if ((std::regex_match(line, m, kConnect) && std::stoi(m[1].str()) == blocked_port) ||
+        (std::regex_match(line, m, kAbsolute) && std::stoi(m[2].str()) == blocked_port)) {
+      send_text(client, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+      return;
+    }
     int target = -1;
     if (std::regex_match(line, m, kConnect)) {
       target = connect_to(std::stoi(m[1].str()));
@@ -170,6 +182,7 @@ class FakeProxy {
   std::mutex mu_;
   bool stopped_ = false;
   std::string required_;
+  int blocked_port_ = -1;
   std::vector<Request> requests_;
   std::vector<int> fds_;  // closed when the proxy is destroyed
   std::vector<std::thread> workers_;

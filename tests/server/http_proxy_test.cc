@@ -1,13 +1,14 @@
 // Proxies read from the environment (server/http_proxy.h): proxy URLs, no_proxy's exceptions,
-// which variable a URL's scheme picks, and the forwarder that alone holds a proxy's credentials
-// (against the fake proxy of tests/server/fake_proxy.h). Fetching models through a proxy is in
-// hub_download_test.cc.
+// which variable a URL's scheme picks, and the forwarder that alone holds a proxy's credentials and
+// keeps its reasons (against the fake proxy of tests/server/fake_proxy.h). Fetching models through a proxy is
+// in hub_download_test.cc.
 #include "server/http_proxy.h"
 
 #include <gtest/gtest.h>
 #include <httplib.h>
 
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -78,6 +79,8 @@ TEST(HttpProxy, NoProxyExemptsDomainsAddressesRangesAndPorts) {
   const std::vector<Case> cases = {
       {"", "huggingface.co", 443, false},
       {"*", "huggingface.co", 443, true},
+      {" * ", "huggingface.co", 443, true},
+      {"corp.example,*", "huggingface.co", 443, false},  // "*" exempts all only alone, as in curl
       {"huggingface.co", "huggingface.co", 443, true},
       {"huggingface.co", "cdn-lfs.huggingface.co", 443, true},  // subdomains too
       {".huggingface.co", "huggingface.co", 443, true},         // a leading dot: the same
@@ -89,6 +92,10 @@ TEST(HttpProxy, NoProxyExemptsDomainsAddressesRangesAndPorts) {
       {"localhost,127.0.0.1", "127.0.0.10", 80, false},
       {"localhost 127.0.0.1", "127.0.0.1", 80, true},  // spaces separate too
       {"::1", "::1", 80, true},
+      {"0.1", "10.0.0.1", 80, false},  // an address is matched whole, never by its tail
+      {"10.0.0.1", "10.0.0.1", 80, true},
+      {"huggingface.co.", "cdn.huggingface.co", 443, true},  // trailing dots mean nothing
+      {"huggingface.co", "huggingface.co.", 443, true},
       {"10.0.0.0/8", "10.1.2.3", 443, true},
       {"10.0.0.0/8", "11.1.2.3", 443, false},
       {"10.0.0.0/8", "ten.example", 443, false},
@@ -167,12 +174,11 @@ TEST(HttpProxy, TheEnvironmentIsReadLowercaseFirstThenAllProxy) {
   EXPECT_EQ(ProxyEnvironment::from_environment().no_proxy, "lower.example");
 }
 
-// A plain HTTP server on loopback that records whether any request carried a proxy's credentials.
+// A plain HTTP server on loopback.
 class OriginServer {
  public:
   OriginServer() {
-    server_.Get("/hello", [this](const httplib::Request& req, httplib::Response& res) {
-      if (req.has_header("Proxy-Authorization")) saw_proxy_credentials = true;
+    server_.Get("/hello", [](const httplib::Request&, httplib::Response& res) {
       res.set_content("hello", "text/plain");
     });
     port_ = server_.bind_to_any_port("127.0.0.1");
@@ -185,7 +191,6 @@ class OriginServer {
     thread_.join();
   }
   std::string origin() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  std::atomic<bool> saw_proxy_credentials{false};
 
  private:
   httplib::Server server_;
@@ -193,15 +198,21 @@ class OriginServer {
   std::thread thread_;
 };
 
-TEST(ProxyCredentialsForwarder, AddsTheCredentialsToEachRequestItForwards) {
+// A client of `forwarder`, as the Hub fetcher makes them.
+std::unique_ptr<httplib::Client> client_through(const ProxyForwarder& forwarder, const std::string& origin) {
+  auto client = std::make_unique<httplib::Client>(origin);
+  client->set_proxy("127.0.0.1", forwarder.port());
+  client->set_proxy_basic_auth(forwarder.local_user(), forwarder.local_password());
+  return client;
+}
+
+TEST(ProxyForwarder, PutsTheProxysCredentialsInEachRequestItForwards) {
   OriginServer origin;
   testing::FakeProxy proxy;
   proxy.require("Basic YWxpY2U6czNjcjp0IEA=");  // alice:s3cr:t @
-  ProxyCredentialsForwarder forwarder(parse_proxy_url(proxy.url("alice:s3cr%3At%20%40")));
+  ProxyForwarder forwarder(parse_proxy_url(proxy.url("alice:s3cr%3At%20%40")));
   for (int i = 0; i < 3; ++i) {  // one connection each
-    httplib::Client client(origin.origin());
-    client.set_proxy("127.0.0.1", forwarder.port());
-    httplib::Result res = client.Get("/hello");
+    httplib::Result res = client_through(forwarder, origin.origin())->Get("/hello");
     ASSERT_TRUE(res) << httplib::to_string(res.error());
     EXPECT_EQ(res->status, 200);
     EXPECT_EQ(res->body, "hello");
@@ -210,28 +221,63 @@ TEST(ProxyCredentialsForwarder, AddsTheCredentialsToEachRequestItForwards) {
   ASSERT_EQ(seen.size(), 3u);
   for (const testing::FakeProxy::Request& request : seen) {
     EXPECT_EQ(request.line, "GET " + origin.origin() + "/hello HTTP/1.1");
-    EXPECT_EQ(request.authorization, "Basic YWxpY2U6czNjcjp0IEA=");
+    EXPECT_EQ(request.authorization, "Basic YWxpY2U6czNjcjp0IEA=")
+        << "the proxy's, in place of the local token";
   }
-  EXPECT_FALSE(origin.saw_proxy_credentials);
+  EXPECT_EQ(forwarder.take_failure(), "");
 }
 
-TEST(ProxyCredentialsForwarder, AnUnreachableProxyIsAnswered502WithTheReason) {
-  int closed_port;
-  {
-    testing::FakeProxy gone;  // a port that was just free, and is again
-    closed_port = gone.port();
-  }
-  ProxyCredentialsForwarder forwarder(
-      parse_proxy_url("http://user:pass@127.0.0.1:" + std::to_string(closed_port)));
-  httplib::Client client("http://127.0.0.1:9");
-  client.set_proxy("127.0.0.1", forwarder.port());
-  httplib::Result res = client.Get("/hello");
+// The forwarder holds the operator's credentials: another local process (a sidecar sharing the
+// pod's loopback) without this process's token is refused and reaches no proxy.
+TEST(ProxyForwarder, RefusesClientsWithoutItsToken) {
+  OriginServer origin;
+  testing::FakeProxy proxy;
+  ProxyForwarder forwarder(parse_proxy_url(proxy.url("alice:secret")));
+  httplib::Client stranger(origin.origin());
+  stranger.set_proxy("127.0.0.1", forwarder.port());
+  httplib::Result res = stranger.Get("/hello");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 407);
+  stranger.set_proxy_basic_auth(forwarder.local_user(), "guess");
+  res = stranger.Get("/hello");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 407);
+  EXPECT_TRUE(proxy.requests().empty());
+}
+
+TEST(ProxyForwarder, AnUnreachableProxyIsAnswered502WithTheReasonKeptForTheCaller) {
+  ProxyForwarder forwarder(parse_proxy_url("http://user:pass@127.0.0.1:1"));  // nothing listens there
+  httplib::Result res = client_through(forwarder, "http://127.0.0.1:9")->Get("/hello");
   ASSERT_TRUE(res) << httplib::to_string(res.error());
   EXPECT_EQ(res->status, 502);
-  EXPECT_NE(res->body.find("cannot connect to the proxy 127.0.0.1:" + std::to_string(closed_port)),
-            std::string::npos)
-      << res->body;
-  EXPECT_EQ(res->body.find("pass"), std::string::npos) << "never the credentials";
+  EXPECT_NE(res->body.find("cannot connect to the proxy 127.0.0.1:1"), std::string::npos) << res->body;
+  const std::string failure = forwarder.take_failure();
+  EXPECT_NE(failure.find("cannot connect to the proxy 127.0.0.1:1: Connection refused"), std::string::npos)
+      << failure;
+  EXPECT_EQ(failure.find("pass"), std::string::npos) << "never the credentials";
+  EXPECT_EQ(forwarder.take_failure(), "") << "taken once";
+}
+
+// httplib reports a CONNECT the proxy refused (other than with 407) as a failed TLS handshake; the
+// forwarder keeps the proxy's answer.
+TEST(ProxyForwarder, KeepsTheAnswerOfARefusedConnect) {
+  OriginServer origin;  // not reached: the proxy blocks its port
+  testing::FakeProxy proxy;
+  const int port = std::stoi(origin.origin().substr(origin.origin().rfind(':') + 1));
+  proxy.block(port);
+  ProxyForwarder forwarder(parse_proxy_url(proxy.url()));
+  httplib::Result res = client_through(forwarder, "https://127.0.0.1:" + std::to_string(port))->Get("/hello");
+  EXPECT_FALSE(res && res->status == 200);
+  EXPECT_EQ(forwarder.take_failure(),
+            "the proxy 127.0.0.1:" + std::to_string(proxy.port()) + " answered HTTP/1.1 403 Forbidden");
+  proxy.block(-1);
+  proxy.require("Basic c29tZW9uZTplbHNl");  // someone:else
+  res = client_through(forwarder, "https://127.0.0.1:" + std::to_string(port))->Get("/hello");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 407);
+  EXPECT_EQ(forwarder.take_failure(), "the proxy 127.0.0.1:" + std::to_string(proxy.port()) +
+                                          " answered HTTP/1.1 407 Proxy Authentication Required (it asks for "
+                                          "Basic authentication)");
 }
 
 }  // namespace
