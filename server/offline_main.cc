@@ -1,13 +1,16 @@
-// kvserve-offline: offline generation through the engine loop, no network: the quick way to
-// measure the engine's throughput without gRPC in the way, and to try a model directory.
+// kvserve-offline: offline generation through the engine loop, no server: the quick way to
+// measure the engine's throughput without gRPC in the way, and to try a model.
 //
 //   kvserve-offline                                  the default tiny model, a few prompts
 //   kvserve-offline --model DIR --prompt "..." -n 16 a Hugging Face model directory
+//   kvserve-offline --model org/name                 a Hub model, fetched into the Hub cache as
+//                                                    kvserve fetches it (server/hub_download.h)
 //   kvserve-offline --model builtin:checksum         the checksum model; every output verified
 #include <CLI/CLI.hpp>
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
@@ -18,6 +21,7 @@
 #include "engine/model.h"
 #include "engine/tokenizer.h"
 #include "server/backend_factory.h"
+#include "server/hub_download.h"
 #ifdef KVSERVE_WITH_CUDA
 #include "kernels/cuda_device.h"
 #endif
@@ -28,6 +32,7 @@ using kvserve::TokenId;
 
 struct Options {
   std::string model = KVSERVE_DEFAULT_MODEL_DIR;
+  std::string revision = "main";  // of a Hub model id
   std::vector<std::string> prompts = {"Once upon a time", "The server streams tokens to", "Le café est prêt",
                                       "Blocks of keys and values"};
   int num_requests = 4;
@@ -113,8 +118,14 @@ int run_checksum(const Options& o, kvserve::EngineConfig config) {
 }
 
 int run_model(const Options& o, kvserve::EngineConfig config) {
+  // As kvserve does: a name that is no local path but has a Hub id's shape comes from the Hub cache.
+  std::error_code ec;
+  const std::string dir =
+      !std::filesystem::exists(o.model, ec) && kvserve::is_hub_model_id(o.model)
+          ? kvserve::fetch_hub_model(o.model, o.revision, kvserve::HubSettings::from_environment()).string()
+          : o.model;
   auto model = std::make_shared<const kvserve::Model>(
-      kvserve::load_model(o.model, kvserve::WeightLoading::kDeferred));  // read by the backend
+      kvserve::load_model(dir, kvserve::WeightLoading::kDeferred));  // read by the backend
   std::shared_ptr<const kvserve::Tokenizer> tokenizer = kvserve::Tokenizer::load_from_model_dir(model->dir);
   const auto& mc = model->config;
   std::printf("model: %s (%s, %d layers, hidden %d, %d heads / %d kv heads, vocab %d, weights %s)\n",
@@ -163,7 +174,12 @@ int main(int argc, char** argv) {
   Options o;
   kvserve::EngineConfig config;
   config.scheduler.num_blocks = 256;
-  app.add_option("--model", o.model, "model directory (Hugging Face layout), or builtin:checksum")
+  app.add_option(
+         "--model", o.model,
+         "model directory (Hugging Face layout), Hugging Face Hub model id (org/name; HF_TOKEN, HF_HOME, "
+         "HF_HUB_OFFLINE and https_proxy as for kvserve), or builtin:checksum")
+      ->capture_default_str();
+  app.add_option("--revision", o.revision, "of a Hub model id: the branch, tag or commit")
       ->capture_default_str();
   app.add_option("--prompt", o.prompts, "prompt text (repeatable); requests cycle through them");
   app.add_option("-n,--requests", o.num_requests, "number of requests")

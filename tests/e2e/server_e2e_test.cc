@@ -549,7 +549,7 @@ TEST_F(ServerE2E, KeptControlTokensAreSpelledInTheText) {
 }
 
 // --download-only fetches the model into the cache, prints its directory and exits (an init
-// container's step); a server then starts on the cache alone, offline.
+// container's step); kvserve-offline and a server then start on the cache alone.
 TEST_F(ServerE2E, DownloadOnlyFillsTheCacheForAnOfflineStart) {
   testing::FakeHub hub;
   hub.add_model_dir(kModel, {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"});
@@ -558,8 +558,9 @@ TEST_F(ServerE2E, DownloadOnlyFillsTheCacheForAnOfflineStart) {
   std::filesystem::remove_all(cache);
   const std::string env = "env HF_ENDPOINT=" + hub.endpoint() + " HF_HUB_CACHE=" + cache.string() +
                           " HF_TOKEN= HUGGING_FACE_HUB_TOKEN= HF_TOKEN_PATH=/nonexistent HF_HUB_OFFLINE=0 ";
-  const auto run = [&](const std::string& args, std::string& out) {
-    FILE* pipe = popen((env + KVSERVE_BINARY + " " + args + " 2>/dev/null").c_str(), "r");
+  const auto run = [&](const std::string& args, std::string& out,
+                       const std::string& binary = KVSERVE_BINARY) {
+    FILE* pipe = popen((env + binary + " " + args + " 2>/dev/null").c_str(), "r");
     char buf[512];
     out.clear();
     while (pipe && std::fgets(buf, sizeof buf, pipe))
@@ -574,6 +575,11 @@ TEST_F(ServerE2E, DownloadOnlyFillsTheCacheForAnOfflineStart) {
   EXPECT_TRUE(std::filesystem::exists(dir / "model.safetensors"));
   EXPECT_EQ(run("--model " + kModel + " --download-only", printed), 2)
       << "a local directory has nothing to fetch";
+  // kvserve-offline takes the Hub id too, and finds it in the cache.
+  const int fetched = hub.content_requests;
+  EXPECT_EQ(run("--model " + hub.repo + " --quiet", printed, KVSERVE_OFFLINE_BINARY), 0) << printed;
+  EXPECT_NE(printed.find("requests=4 rejected=0"), std::string::npos) << printed;
+  EXPECT_EQ(hub.content_requests, fetched);
 
   ServerProcess server(
       {"--model", hub.repo},
