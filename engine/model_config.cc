@@ -274,6 +274,17 @@ void read_rope(const std::filesystem::path& path, const Fields& fields, ModelCon
 // Options these architectures have in transformers that the engine does not implement: refusing
 // them beats generating from a silently different model.
 void reject_unsupported_options(const Fields& fields, const ModelConfig& config) {
+  // A quantized checkpoint (AWQ, GPTQ, FP8, bitsandbytes, ...) says so here, before any weight is read.
+  if (const json* quantization = fields.find("quantization_config")) {
+    std::string method;
+    if (quantization->is_object() && quantization->contains("quant_method") &&
+        quantization->at("quant_method").is_string())
+      method = ", quant_method \"" + quantization->at("quant_method").get<std::string>() + "\"";
+    fields.fail(
+        "the checkpoint is quantized (quantization_config" + method +
+        "); kvserve loads weights stored as float32, float16 or bfloat16: use the model's unquantized "
+        "release");
+  }
   if (const auto act = fields.optional_string("hidden_act"); act && *act != "silu") {
     fields.fail("hidden_act \"" + *act + "\" is unsupported; kvserve implements SwiGLU with \"silu\"");
   }

@@ -327,6 +327,15 @@ class HubFetcher {
     const fs::path snapshot = repo_dir_ / "snapshots" / commit;
     spdlog::info("model {} at {} (commit {}): fetching what {} lacks", repo_id_, revision_,
                  commit.substr(0, 12), snapshot.string());
+    // config.json first (kModelFiles' first), read as the loader reads it: a model kvserve cannot
+    // serve (another architecture, a quantized checkpoint) is refused before gigabytes of weights
+    // are fetched.
+    fetch_file(commit, "config.json", snapshot);
+    try {
+      load_model_config(snapshot / "config.json");
+    } catch (const ModelLoadError& e) {
+      throw ModelLoadError(repo_id_ + " cannot be served, so its weights were not fetched: " + e.what());
+    }
     for (std::string_view name : kModelFiles)
       if (listed.contains(std::string(name))) fetch_file(commit, std::string(name), snapshot);
     for (const std::string& name : weight_files(listed, commit, snapshot))

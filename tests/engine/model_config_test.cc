@@ -357,6 +357,13 @@ TEST_F(ModelConfigTest, UnimplementedOptionsAreRefused) {
   config = minimal("Qwen3ForCausalLM");
   config["layer_types"] = {"full_attention", "sliding_attention", "full_attention"};
   EXPECT_TRUE(contains_all(error(config), {"sliding_attention", "Qwen3ForCausalLM"}));
+  // Quantized checkpoints are refused from config.json, before any weight file is opened (or, for
+  // a Hub model, fetched).
+  config = minimal();
+  config["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}};
+  EXPECT_TRUE(contains_all(error(config), {"quantized", "quant_method \"awq\"", "unquantized"}));
+  config["quantization_config"] = "fp8";
+  EXPECT_TRUE(contains_all(error(config), {"quantized (quantization_config)", "unquantized"}));
 }
 
 }  // namespace

@@ -12,6 +12,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -258,6 +260,27 @@ TEST(HubModelId, OnlyOrgSlashNameIsTakenForAHubModel) {
        {"gpt2", "/models/llama", "./org/name", "org/name/", "org//name", "org/name/extra", "org/../name",
         "org/na--me", "org/name.", "", "embedded:tiny-llama", "random:llama3-8b"})
     EXPECT_FALSE(is_hub_model_id(id)) << id;
+}
+
+// A model kvserve cannot serve is refused from its config.json, before its weights are fetched.
+TEST_F(HubDownload, AModelThatCannotBeServedIsRefusedBeforeItsWeightsAreFetched) {
+  nlohmann::json config = nlohmann::json::parse(read_file(kTinyLlama + "/config.json"));
+  config["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}};
+  hub_.add("config.json", config.dump(), false);
+  std::string error = fetch_error();
+  EXPECT_NE(error.find("kvserve-test/tiny-llama cannot be served, so its weights were not fetched"),
+            std::string::npos)
+      << error;
+  EXPECT_NE(error.find("quant_method \"awq\""), std::string::npos) << error;
+  EXPECT_EQ(hub_.content_requests, 1) << "config.json alone";
+
+  config.erase("quantization_config");
+  config["architectures"] = {"Gemma2ForCausalLM"};
+  hub_.add("config.json", config.dump(), false);
+  fs::remove_all(cache_);
+  error = fetch_error();
+  EXPECT_NE(error.find("architecture 'Gemma2ForCausalLM' is not supported"), std::string::npos) << error;
+  EXPECT_EQ(hub_.content_requests, 2);
 }
 
 // kvserve blocks SIGINT and SIGTERM until it serves, and polls for them while it fetches: also while
