@@ -18,7 +18,7 @@ if [[ ${KVSERVE_QUICK:-0} != 1 ]]; then
   ctest --preset asan -j "$(nproc)"
   echo "=== ThreadSanitizer: server and end-to-end tests ===" >&2
   cmake --preset tsan >/dev/null
-  cmake --build --preset tsan -j "$(nproc)" --target kvserve server_tests engine_runner_tests openai_http_tests \
+  cmake --build --preset tsan -j "$(nproc)" --target kvserve server_tests engine_runner_tests openai_http_tests hub_download_tests \
     server_e2e_tests security_tests soak_tests
   ctest --preset tsan -j "$(nproc)"
   if [[ -x scripts/fuzz.sh ]]; then
