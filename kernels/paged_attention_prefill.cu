@@ -15,10 +15,13 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda_check.h"
 #include "kernels/paged_attention.h"
@@ -367,9 +370,21 @@ void launch_prefill(const PagedAttentionArgs& args, int group, cudaStream_t stre
   const dim3 grid(static_cast<unsigned>((rows + kBlockM - 1) / kBlockM),
                   static_cast<unsigned>(args.layout.num_kv_heads), static_cast<unsigned>(args.num_seqs));
   const float scale_log2 = args.scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2 e)
-  // Above 48 KiB of dynamic shared memory needs an opt-in (per function, on the current device).
-  CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_kernel<kHeadDim>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(Tile::kSmemBytes)));
+  // Above 48 KiB of dynamic shared memory needs an opt-in, per function and device: made once per
+  // device rather than on every layer of every step.
+  static std::mutex opted_in_mutex;
+  static std::vector<int> opted_in_devices;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  {
+    std::lock_guard lock(opted_in_mutex);
+    if (std::find(opted_in_devices.begin(), opted_in_devices.end(), device) == opted_in_devices.end()) {
+      CUDA_CHECK(cudaFuncSetAttribute(paged_prefill_kernel<kHeadDim>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(Tile::kSmemBytes)));
+      opted_in_devices.push_back(device);
+    }
+  }
   paged_prefill_kernel<kHeadDim><<<grid, kThreads, Tile::kSmemBytes, stream>>>(args, group, scale_log2);
   CUDA_CHECK_LAUNCH();
 }
