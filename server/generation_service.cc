@@ -234,9 +234,16 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
   if (stop.max_tokens() > int_max || stop.min_tokens() > int_max)
     return Status::InvalidArgument("stop.max_tokens and stop.min_tokens must fit in 31 bits");
   if (stop.max_tokens() == 0) {
-    // The server's default, cut to what the model's length leaves after the prompt.
-    const int room = std::max(1, model_max_len() - static_cast<int>(out->prompt.size()));
-    out->stop.max_tokens = std::min(options_.default_max_tokens, room);
+    // As many tokens as one sequence has room for after the prompt, within the model's length and
+    // the KV pool (which holds all but the last token), as vLLM and OpenAI's API default; at most
+    // --default-max-tokens where the server sets one.
+    const SchedulerConfig& limits = runner_.engine().scheduler().config();
+    const long long longest = std::min<long long>(
+        limits.max_model_len, static_cast<long long>(limits.num_blocks) * limits.block_size + 1);
+    const int room =
+        static_cast<int>(std::max<long long>(1, longest - static_cast<long long>(out->prompt.size())));
+    out->stop.max_tokens =
+        options_.default_max_tokens > 0 ? std::min(options_.default_max_tokens, room) : room;
   } else {
     out->stop.max_tokens = static_cast<int>(stop.max_tokens());
   }
@@ -292,10 +299,6 @@ Status GenerationService::compile_response_format(const v1::ResponseFormat& form
   std::string regex;
   if (Status s = response_format_regex(f, &regex); !s.ok()) return s;
   return constraints_->get(regex, out);
-}
-
-int GenerationService::model_max_len() const {
-  return runner_.engine().scheduler().config().max_model_len;
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(

@@ -26,7 +26,7 @@ class Metrics;
 class StreamWriter;
 
 struct ServiceOptions {
-  int default_max_tokens = 256;        // used when a request leaves max_tokens at 0
+  int default_max_tokens = 0;  // a cap for requests that leave max_tokens at 0 (0: none, all that fits)
   size_t max_request_bytes = 1 << 20;  // larger requests get INVALID_ARGUMENT
   int max_stop_strings = 16;           // per request
   size_t max_stop_string_bytes = 256;  // per stop string
@@ -74,7 +74,6 @@ class GenerationService final : public v1::Generation::CallbackService {
   grpc::Status check_auth(const grpc::CallbackServerContext& context) const;
   // What Tokenize and Detokenize check before any work: auth, a tokenizer, the size limit.
   grpc::Status check_tokenizer_call(const grpc::CallbackServerContext& context, size_t request_bytes) const;
-  int model_max_len() const;
   // The compiled constraint of a request's response_format (cached by pattern).
   Status compile_response_format(const v1::ResponseFormat& format,
                                  std::shared_ptr<const TokenConstraint>* out) const;

@@ -62,7 +62,7 @@ struct Flags {
   bool download_only = false;
   std::string scheduling_policy = "fcfs";
   double max_priority_wait_s = 60;
-  int default_max_tokens = 256;
+  int default_max_tokens = 0;
   size_t max_request_bytes = 1 << 20;
   int max_stop_strings = 16;
   double drain_timeout_s = 30;
@@ -277,8 +277,10 @@ int main(int argc, char** argv) {
                  "that none waits forever (0 = no bound: strict priority)")
       ->check(CLI::Range(0.0, 86400.0))
       ->capture_default_str();
-  app.add_option("--default-max-tokens", f.default_max_tokens, "max_tokens for requests that leave it at 0")
-      ->check(CLI::PositiveNumber)
+  app.add_option("--default-max-tokens", f.default_max_tokens,
+                 "at most this many tokens for requests that leave max_tokens unset (0 = no cap: as many as "
+                 "the model's length and the KV pool leave after the prompt, as vLLM)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--max-request-bytes", f.max_request_bytes, "largest request accepted")
       ->capture_default_str();

@@ -341,6 +341,8 @@ Status parse_common(const Fields& f, const std::string& served_model, ParsedRequ
 }
 
 // max_tokens (both) or max_completion_tokens (chat, preferred): absent = the server's default.
+// /v1/completions without max_tokens generates 16 tokens, as OpenAI's API documents.
+constexpr uint32_t kCompletionsDefaultMaxTokens = 16;
 Status parse_max_tokens(const Fields& f, const char* key, v1::StopCriteria* stop) {
   std::optional<int64_t> max_tokens;
   KVSERVE_RETURN_IF_ERROR(f.integer(key, 1, kU32Max, &max_tokens));
@@ -394,6 +396,9 @@ Status parse_completions(const Fields& f, const ServedApi& served, ParsedRequest
     out->generate.mutable_stop()->set_max_tokens(1);
   } else {
     KVSERVE_RETURN_IF_ERROR(parse_max_tokens(f, "max_tokens", out->generate.mutable_stop()));
+    // OpenAI's completions default, which vLLM keeps (chat's is all that fits: the server's).
+    if (out->generate.stop().max_tokens() == 0)
+      out->generate.mutable_stop()->set_max_tokens(kCompletionsDefaultMaxTokens);
   }
   std::optional<int64_t> logprobs;
   KVSERVE_RETURN_IF_ERROR(f.integer("logprobs", 0, kMaxTopLogprobs, &logprobs));

@@ -98,6 +98,22 @@ std::vector<float> floats(const Json& array) {
   return out;
 }
 
+// Left out, max_tokens is OpenAI's (and vLLM's) default: 16 for completions, all that fits for chat.
+TEST(OpenAiE2E, MaxTokensLeftOutIsSixteenForCompletionsAndAllThatFitsForChat) {
+  ServerProcess server(with_openai({"--max-model-len", "64"}));
+  const HttpReply completion = post(server.openai_port(), "/v1/completions",
+                                    Json{{"prompt", "Once upon a time"}, {"ignore_eos", true}});
+  ASSERT_EQ(completion.status, 200) << completion.body;
+  EXPECT_EQ(Json::parse(completion.body)["usage"]["completion_tokens"], 16);
+  const HttpReply chat =
+      post(server.openai_port(), "/v1/chat/completions",
+           Json{{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"ignore_eos", true}});
+  ASSERT_EQ(chat.status, 200) << chat.body;
+  const Json usage = Json::parse(chat.body)["usage"];
+  EXPECT_EQ(usage["prompt_tokens"].get<int>() + usage["completion_tokens"].get<int>(), 64);
+  EXPECT_EQ(Json::parse(chat.body)["choices"][0]["finish_reason"], "length");
+}
+
 TEST(OpenAiE2E, CompletionsGiveTheGrpcApisTokensTextAndLogprobs) {
   ServerProcess server(with_openai({}));
   auto client = stub(server);

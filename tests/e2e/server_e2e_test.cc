@@ -531,6 +531,34 @@ TEST_F(ServerE2E, AHubModelIdIsFetchedIntoTheCacheAndServed) {
   std::filesystem::remove_all(cache);
 }
 
+// max_tokens 0 (left out) generates as many tokens as fit, as vLLM: up to the model's length, or
+// what the KV pool holds for one sequence (all but the last token cached) when that is less; a
+// server's --default-max-tokens caps it.
+TEST_F(ServerE2E, MaxTokensLeftOutGeneratesAllThatFits) {
+  const auto generated = [](ServerProcess& server) {
+    const Collected got = generate(*stub(server), text_request("Once upon a time", 0));
+    EXPECT_TRUE(got.status.ok()) << got.status.error_message();
+    EXPECT_EQ(got.finish, v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(got.usage.completion_tokens(), got.tokens.size());
+    return std::pair<int, int>(static_cast<int>(got.usage.prompt_tokens()),
+                               static_cast<int>(got.tokens.size()));
+  };
+  {
+    ServerProcess server({"--model", kModel, "--max-model-len", "48"});
+    const auto [prompt, output] = generated(server);
+    EXPECT_EQ(prompt + output, 48);
+  }
+  {
+    ServerProcess server({"--model", kModel, "--num-kv-blocks", "2", "--block-size", "16"});  // 32 slots
+    const auto [prompt, output] = generated(server);
+    EXPECT_EQ(prompt + output, 33) << "the last token is never cached";
+  }
+  {
+    ServerProcess server({"--model", kModel, "--default-max-tokens", "5"});
+    EXPECT_EQ(generated(server).second, 5);
+  }
+}
+
 // keep_control_tokens: a control token the model writes stays in the text by its spelling (the
 // OpenAI API asks for Mistral's tool-call markers so); without it the text leaves it out.
 TEST_F(ServerE2E, KeptControlTokensAreSpelledInTheText) {

@@ -50,7 +50,7 @@ TEST(OpenAiRequest, CompletionDefaultsFollowOpenAi) {
   EXPECT_EQ(r.generate.text(), "Hello");
   // OpenAI samples at temperature 1 unless told otherwise; the proto's unset 0 would be greedy.
   EXPECT_FLOAT_EQ(r.generate.sampling().temperature(), 1.0f);
-  EXPECT_EQ(r.generate.stop().max_tokens(), 0u);  // the server's default
+  EXPECT_EQ(r.generate.stop().max_tokens(), 16u);  // OpenAI's completions default (chat's is the server's)
   EXPECT_EQ(r.generate.n(), 0u);
   EXPECT_FALSE(r.generate.no_bos());
   EXPECT_FALSE(r.stream);
@@ -62,6 +62,7 @@ TEST(OpenAiRequest, CompletionDefaultsFollowOpenAi) {
       parse_ok(kCompletions,
                R"({"prompt": "Hi", "temperature": null, "max_tokens": null, "stop": null, "model": null})");
   EXPECT_FLOAT_EQ(nulls.generate.sampling().temperature(), 1.0f);
+  EXPECT_EQ(nulls.generate.stop().max_tokens(), 16u);
 }
 
 TEST(OpenAiRequest, PromptFormsAndRefusals) {
