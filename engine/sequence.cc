@@ -27,7 +27,10 @@ Sequence::Sequence(Request request, int block_size, std::span<const TokenId> eos
       tokens_(request_.prompt),
       num_prompt_tokens_(static_cast<int>(request_.prompt.size())),
       table_(block_size) {
-  tokens_.reserve(tokens_.size() + std::max(0, request_.stop.max_tokens));
+  // Room for the output up front, but not for a whole context's worth: max_tokens is often "all
+  // that fits" (the model's length) for requests that stop long before, and queued ones hold it too.
+  constexpr int kMaxReservedOutput = 4096;
+  tokens_.reserve(tokens_.size() + std::clamp(request_.stop.max_tokens, 0, kMaxReservedOutput));
   if (request_.constraint) constraint_state_ = request_.constraint->start();
   // Positions [0, P - 1) are scored when prompt logprobs are asked for; none otherwise.
   next_position_to_score_ = request_.sampling.prompt_logprobs >= 0 ? 0 : num_prompt_positions_to_score();

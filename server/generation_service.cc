@@ -244,6 +244,13 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
         static_cast<int>(std::max<long long>(1, longest - static_cast<long long>(out->prompt.size())));
     out->stop.max_tokens =
         options_.default_max_tokens > 0 ? std::min(options_.default_max_tokens, room) : room;
+    if (stop.min_tokens() > static_cast<uint32_t>(out->stop.max_tokens))
+      return Status::InvalidArgument(
+          "stop.min_tokens (" + std::to_string(stop.min_tokens()) + ") is more than the " +
+          std::to_string(out->stop.max_tokens) +
+          " tokens a request without max_tokens gets here (what the model's "
+          "length and the KV pool leave after the prompt, or --default-max-tokens): "
+          "lower min_tokens");
   } else {
     out->stop.max_tokens = static_cast<int>(stop.max_tokens());
   }

@@ -400,6 +400,13 @@ int main(int argc, char** argv) {
       f.model.model, mc.architecture, mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_kv_heads,
       mc.head_dim, mc.vocab_size, mc.dtype);
   spdlog::info("{}", built.description);
+  if (const long long pool_tokens = static_cast<long long>(built.num_blocks) * f.block_size;
+      pool_tokens + 1 < config.scheduler.max_model_len)
+    spdlog::warn(
+        "the KV pool holds {} tokens, fewer than max_model_len {}: one request can fill it (a request "
+        "without max_tokens is given what the pool holds), preempting the others; give the cache more "
+        "memory or lower --max-model-len",
+        pool_tokens, config.scheduler.max_model_len);
   spdlog::info("chat input {}{}", served.chat_template ? "on, template from " : "", served.chat_source);
   // tool_choice "auto" needs the model's call format; the template that teaches it tells which.
   kvserve::ToolCallFormat tool_call_format =

@@ -547,11 +547,21 @@ TEST_F(ServerE2E, MaxTokensLeftOutGeneratesAllThatFits) {
     ServerProcess server({"--model", kModel, "--max-model-len", "48"});
     const auto [prompt, output] = generated(server);
     EXPECT_EQ(prompt + output, 48);
+    v1::GenerateRequest too_many = text_request("Once upon a time", 0);
+    too_many.mutable_stop()->set_min_tokens(100);
+    const Collected refused = generate(*stub(server), too_many);
+    EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(refused.status.error_message().find("a request without max_tokens gets here"),
+              std::string::npos)
+        << refused.status.error_message();
   }
   {
     ServerProcess server({"--model", kModel, "--num-kv-blocks", "2", "--block-size", "16"});  // 32 slots
     const auto [prompt, output] = generated(server);
     EXPECT_EQ(prompt + output, 33) << "the last token is never cached";
+    EXPECT_NE(server.output().find("the KV pool holds 32 tokens, fewer than max_model_len 1024"),
+              std::string::npos)
+        << server.output();
   }
   {
     ServerProcess server({"--model", kModel, "--default-max-tokens", "5"});
