@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# fuzz.sh [SECONDS_PER_TARGET]: builds the libFuzzer targets (tests/fuzz, clang with ASan + UBSan)
-# in build/fuzz and runs each for SECONDS_PER_TARGET (default 30) from a scratch copy of its
-# committed corpus, so tests/fuzz/corpus is never modified. Targets run $(nproc) at a time
-# (FUZZ_JOBS overrides). Exits non-zero on any crash, leak, sanitizer report, timeout or
-# out-of-memory, printing the reproducer and the command that replays it. tests/fuzz/README.md
-# explains the targets.
+# fuzz.sh [SECONDS_PER_TARGET]: builds the libFuzzer targets (tests/fuzz) in the asan preset's build
+# (build/asan: clang, ASan + UBSan, every library instrumented for coverage) and runs each for
+# SECONDS_PER_TARGET (default 30) from a scratch copy of its committed corpus, so tests/fuzz/corpus
+# is never modified. Targets run $(nproc) at a time (FUZZ_JOBS overrides). Exits non-zero on any
+# crash, leak, sanitizer report, timeout or out-of-memory, printing the reproducer and the command
+# that replays it. tests/fuzz/README.md explains the targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,9 +13,8 @@ if ! [[ $seconds =~ ^[1-9][0-9]*$ ]]; then
   echo "usage: scripts/fuzz.sh [SECONDS_PER_TARGET]" >&2
   exit 2
 fi
-build=build/fuzz
+build=build/asan
 jobs=${FUZZ_JOBS:-$(nproc)}
-cxx=${FUZZ_CXX:-clang++}
 
 targets=(fuzz_chat_template fuzz_model_files fuzz_openai_request fuzz_request_validation fuzz_response_format
   fuzz_tokenizer fuzz_tokenizer_model)
@@ -30,20 +29,16 @@ declare -A max_len=(
   [fuzz_tokenizer_model]=12288   # the committed tokenizer.model is 7.3 KiB
 )
 
-if ! command -v "$cxx" >/dev/null; then
-  echo "fuzz.sh: $cxx not found; install clang (Debian: apt-get install clang libclang-rt-14-dev)" >&2
+if ! command -v clang++ >/dev/null; then
+  echo "fuzz.sh: clang++ not found; run scripts/install_deps.sh (Debian: clang libclang-rt-14-dev)" >&2
   exit 2
 fi
 
 start=$SECONDS
-# Every library is instrumented, not only the targets: coverage feedback and sanitizer checks
-# must reach the code under test. -fno-sanitize-recover makes a UBSan report a crash.
-flags="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
-flags+=" -fsanitize=fuzzer-no-link"
-CXX=$cxx cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Fuzz -DCMAKE_CXX_FLAGS="$flags" \
-  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" -DKVSERVE_CUDA=OFF -DKVSERVE_BUILD_TESTS=OFF \
-  -DKVSERVE_BUILD_BENCH=OFF -DKVSERVE_FUZZ=ON >/dev/null
-cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
+# The asan preset instruments every library, not only the targets: coverage feedback and sanitizer
+# checks must reach the code under test (CMakePresets.json). The ASan test suites share the build.
+cmake --preset asan >/dev/null
+cmake --build --preset asan -j "$(nproc)" --target "${targets[@]}"
 built=$SECONDS
 echo "fuzz.sh: built in $((built - start)) s; fuzzing ${#targets[@]} targets for $seconds s each, $jobs at a time"
 

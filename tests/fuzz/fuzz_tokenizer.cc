@@ -152,7 +152,7 @@ std::vector<Subject> make_subjects() {
   subjects.push_back({kvserve::Tokenizer::load(std::string(kJsonDir) + "/llama3/tokenizer.json"), true, true,
                       repaired_by_subparts, "<|"});
   subjects.push_back(
-      {kvserve::Tokenizer::load(std::string(kJsonDir) + "/qwen2/tokenizer.json"), true, false});
+      {kvserve::Tokenizer::load(std::string(kJsonDir) + "/qwen2/tokenizer.json"), true, false, nullptr, {}});
   return subjects;
 }
 

@@ -2,7 +2,7 @@
 // understands, plus a few near-misses, so that fuzzing starts from the interesting parts of each
 // format instead of rediscovering them. Deterministic; run by hand when a format changes:
 //
-//   build/fuzz/tests/fuzz/fuzz_make_seeds tests/fuzz/corpus
+//   build/asan/tests/fuzz/fuzz_make_seeds tests/fuzz/corpus
 //
 // Files are written independently of the readers under test (safetensors and protobuf bytes by
 // hand, JSON bodies as text), so a seed cannot inherit a reader's bug.
