@@ -4,8 +4,10 @@
 //
 // Supported: LlamaForCausalLM and MistralForCausalLM (RMSNorm, RoPE with rope_theta and Llama-3
 // rope_scaling, grouped-query attention, SwiGLU, tied or untied embeddings), Qwen2ForCausalLM
-// (the same plus a bias on q/k/v) and Qwen3ForCausalLM (Llama plus an RMSNorm over each head's
-// q and k before RoPE, optional q/k/v biases). Weights in float32, float16 or bfloat16 safetensors.
+// (the same plus a bias on q/k/v), Qwen3ForCausalLM (Llama plus an RMSNorm over each head's q and
+// k before RoPE, optional q/k/v biases) and Phi3ForCausalLM (Llama with q|k|v and gate|up each
+// stored as one fused tensor, which the loader splits). Weights in float32, float16 or bfloat16
+// safetensors.
 #pragma once
 
 #include <algorithm>
@@ -39,8 +41,8 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string
-      architecture;  // "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"
+  // "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"
+  std::string architecture;
   int vocab_size = 0;
   int hidden_size = 0;
   int intermediate_size = 0;
@@ -51,8 +53,8 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   std::optional<RopeScaling> rope_scaling;
-  // Mistral's sliding-window attention: position q attends to positions k with q - window < k <= q
-  // (the last `window` tokens, itself included, as Hugging Face masks it). Absent: full causal.
+  // Mistral's and Phi-3's sliding-window attention: position q attends to positions k with q - window < k <=
+  // q (the last `window` tokens, itself included, as Hugging Face masks it). Absent: full causal.
   std::optional<int> sliding_window;
   int max_position_embeddings = 0;
   bool tie_word_embeddings = false;
@@ -60,15 +62,24 @@ struct ModelConfig {
   // Qwen3: each head's q and k (after any bias) are RMS-normalized over head_dim with their own
   // weights (q_norm, k_norm) and rms_norm_eps, then rotated.
   bool qk_norm = false;
+  // Phi-3: the checkpoint stores each layer's q, k and v projections as one qkv_proj tensor (their
+  // rows one after another) and gate and up as one gate_up_proj; the loader splits them into the
+  // LayerWeights below without copying, so the backends see the Llama layout.
+  bool fused_projections = false;
   std::optional<TokenId> bos_token_id;
   std::vector<TokenId> eos_token_ids;  // config.json's eos_token_id, a number or a list
   std::string dtype;                   // storage dtype of the weights: float32, float16 or bfloat16
 };
 
-// A tensor's stored values in a memory-mapped safetensors file, which this keeps mapped.
+// A tensor's stored values in a memory-mapped safetensors file, which this keeps mapped: elements
+// [first, first + count) of the stored tensor. That is all of it, except for a weight a checkpoint
+// fuses with others into one tensor (Phi-3's qkv_proj, gate_up_proj): then a block of its rows,
+// which row-major storage keeps contiguous.
 struct MappedTensor {
   std::shared_ptr<const SafetensorsFile> file;
   const SafetensorsTensor* tensor = nullptr;  // one of file->tensors()
+  size_t first = 0;
+  size_t count = 0;
 };
 
 // Row-major float32 tensor. Linear weights keep Hugging Face's [out_features, in_features] layout.

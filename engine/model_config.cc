@@ -20,7 +20,7 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* kSupportedArchitectures =
-    "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM";
+    "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM";
 
 std::string excerpt(const json& value) {
   std::string text = value.dump();
@@ -199,7 +199,7 @@ std::string read_architecture(const Fields& fields) {
   }
   const std::string arch = (*list)[0].get<std::string>();
   if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM" && arch != "Qwen2ForCausalLM" &&
-      arch != "Qwen3ForCausalLM") {
+      arch != "Qwen3ForCausalLM" && arch != "Phi3ForCausalLM") {
     fields.fail("architecture '" + arch + "' is not supported; kvserve runs " + kSupportedArchitectures);
   }
   return arch;
@@ -288,6 +288,12 @@ void reject_unsupported_options(const Fields& fields, const ModelConfig& config)
   if (const auto act = fields.optional_string("hidden_act"); act && *act != "silu") {
     fields.fail("hidden_act \"" + *act + "\" is unsupported; kvserve implements SwiGLU with \"silu\"");
   }
+  // Rotary embedding over part of each head (Phi-4-mini rotates 3/4 of it, GPT-NeoX models 1/4).
+  if (const json* partial = fields.find("partial_rotary_factor")) {
+    if (!partial->is_number() || partial->get<double>() != 1.0)
+      fields.fail("partial_rotary_factor " + excerpt(*partial) +
+                  " is unsupported; kvserve rotates the whole of each head (partial_rotary_factor 1.0)");
+  }
   if (config.architecture == "LlamaForCausalLM") {
     for (const char* key : {"attention_bias", "mlp_bias"}) {
       if (fields.boolean_or(key, false)) {
@@ -344,8 +350,9 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   config.qkv_bias = config.architecture == "Qwen2ForCausalLM" ||
                     (config.architecture == "Qwen3ForCausalLM" && fields.boolean_or("attention_bias", false));
   config.qk_norm = config.architecture == "Qwen3ForCausalLM";
+  config.fused_projections = config.architecture == "Phi3ForCausalLM";
 
-  if (config.architecture == "MistralForCausalLM") {
+  if (config.architecture == "MistralForCausalLM" || config.architecture == "Phi3ForCausalLM") {
     config.sliding_window = fields.optional_positive_int("sliding_window");
   } else if (config.architecture == "Qwen2ForCausalLM" || config.architecture == "Qwen3ForCausalLM") {
     // Qwen windows only the layers from max_window_layers on (or those layer_types names); one

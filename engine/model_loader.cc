@@ -23,11 +23,28 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Where a checkpoint tensor's rows go: `rows` of them to `destination`.
+struct TensorPart {
+  Tensor* destination;
+  int64_t rows;
+};
+
 struct ExpectedTensor {
   std::string name;
   std::vector<int64_t> shape;
   std::string shape_meaning;  // which config.json fields give the shape, for error messages
-  Tensor* destination;
+  // One part holding every row, or, for a fused tensor (Phi-3's qkv_proj), one part per weight,
+  // each taking the rows after the previous one's.
+  std::vector<TensorPart> parts;
+
+  ExpectedTensor(std::string name, std::vector<int64_t> shape, std::string shape_meaning, Tensor* destination)
+      : ExpectedTensor(std::move(name), shape, std::move(shape_meaning), {{destination, shape.at(0)}}) {}
+  ExpectedTensor(std::string name, std::vector<int64_t> shape, std::string shape_meaning,
+                 std::vector<TensorPart> parts)
+      : name(std::move(name)),
+        shape(std::move(shape)),
+        shape_meaning(std::move(shape_meaning)),
+        parts(std::move(parts)) {}
 };
 
 struct LocatedTensor {
@@ -51,9 +68,16 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, ModelWeights&
     LayerWeights& l = w.layers[static_cast<size_t>(i)];
     const std::string p = "model.layers." + std::to_string(i) + ".";
     out.push_back({p + "input_layernorm.weight", {hidden}, "hidden_size", &l.input_norm});
-    out.push_back({p + "self_attn.q_proj.weight", {q_rows, hidden}, q_meaning, &l.q_proj});
-    out.push_back({p + "self_attn.k_proj.weight", {kv_rows, hidden}, kv_meaning, &l.k_proj});
-    out.push_back({p + "self_attn.v_proj.weight", {kv_rows, hidden}, kv_meaning, &l.v_proj});
+    if (c.fused_projections) {
+      out.push_back({p + "self_attn.qkv_proj.weight",
+                     {q_rows + 2 * kv_rows, hidden},
+                     "(num_attention_heads + 2*num_key_value_heads)*head_dim x hidden_size",
+                     {{&l.q_proj, q_rows}, {&l.k_proj, kv_rows}, {&l.v_proj, kv_rows}}});
+    } else {
+      out.push_back({p + "self_attn.q_proj.weight", {q_rows, hidden}, q_meaning, &l.q_proj});
+      out.push_back({p + "self_attn.k_proj.weight", {kv_rows, hidden}, kv_meaning, &l.k_proj});
+      out.push_back({p + "self_attn.v_proj.weight", {kv_rows, hidden}, kv_meaning, &l.v_proj});
+    }
     if (c.qkv_bias) {
       out.push_back({p + "self_attn.q_proj.bias", {q_rows}, "num_attention_heads*head_dim", &l.q_bias});
       out.push_back({p + "self_attn.k_proj.bias", {kv_rows}, "num_key_value_heads*head_dim", &l.k_bias});
@@ -68,9 +92,17 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, ModelWeights&
                    "hidden_size x num_attention_heads*head_dim",
                    &l.o_proj});
     out.push_back({p + "post_attention_layernorm.weight", {hidden}, "hidden_size", &l.post_attention_norm});
-    out.push_back(
-        {p + "mlp.gate_proj.weight", {inter, hidden}, "intermediate_size x hidden_size", &l.gate_proj});
-    out.push_back({p + "mlp.up_proj.weight", {inter, hidden}, "intermediate_size x hidden_size", &l.up_proj});
+    if (c.fused_projections) {
+      out.push_back({p + "mlp.gate_up_proj.weight",
+                     {2 * inter, hidden},
+                     "2*intermediate_size x hidden_size",
+                     {{&l.gate_proj, inter}, {&l.up_proj, inter}}});
+    } else {
+      out.push_back(
+          {p + "mlp.gate_proj.weight", {inter, hidden}, "intermediate_size x hidden_size", &l.gate_proj});
+      out.push_back(
+          {p + "mlp.up_proj.weight", {inter, hidden}, "intermediate_size x hidden_size", &l.up_proj});
+    }
     out.push_back(
         {p + "mlp.down_proj.weight", {hidden, inter}, "hidden_size x intermediate_size", &l.down_proj});
   }
@@ -107,6 +139,10 @@ std::string missing_hint(const ModelConfig& c, const std::string& name) {
                  "false"
                : "Qwen2ForCausalLM has biases on q/k/v; if this checkpoint has none, config.json names the "
                  "wrong architecture";
+  }
+  if (name.ends_with(".qkv_proj.weight") || name.ends_with(".gate_up_proj.weight")) {
+    return "Phi3ForCausalLM stores q, k and v as one qkv_proj and gate and up as one gate_up_proj; if this "
+           "checkpoint has them separate, config.json names the wrong architecture";
   }
   if (name.find("_norm.weight") != std::string::npos && name.find("self_attn.") != std::string::npos) {
     return "Qwen3ForCausalLM normalizes each head's q and k; if this checkpoint has no q_norm/k_norm, "
@@ -255,8 +291,18 @@ Model load_model(const fs::path& dir, WeightLoading loading) {
 
   for (const ExpectedTensor& want : expected) {
     const LocatedTensor& found = by_name.at(want.name);
-    want.destination->shape = want.shape;
-    want.destination->mapped = MappedTensor{found.file, found.tensor};
+    int64_t row_elements = 1;
+    for (size_t d = 1; d < want.shape.size(); ++d)
+      row_elements *= want.shape[d];
+    int64_t row = 0;
+    for (const TensorPart& part : want.parts) {
+      part.destination->shape = want.shape;
+      part.destination->shape[0] = part.rows;
+      part.destination->mapped =
+          MappedTensor{found.file, found.tensor, static_cast<size_t>(row * row_elements),
+                       static_cast<size_t>(part.rows * row_elements)};
+      row += part.rows;
+    }
   }
   // kHost reads the values now and lets the mappings go; kDeferred leaves them to the backend.
   if (loading == WeightLoading::kHost) {

@@ -42,7 +42,7 @@ void materialize_weights(Model& model) {
 
   for (Tensor* t : todo) {
     if (t->mapped)
-      safetensors_to_float32(*t->mapped->tensor, t->mapped->file->path(), 0, t->data);
+      safetensors_to_float32(*t->mapped->tensor, t->mapped->file->path(), t->mapped->first, t->data);
     else
       seeded_values(*t->seeded, t->data);
   }

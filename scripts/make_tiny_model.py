@@ -32,6 +32,7 @@ ARCHITECTURES = {
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
 }
 SAFETENSORS_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 TRANSFORMERS_VERSION = "4.46.0"
@@ -57,7 +58,7 @@ def parse_args(argv):
     p.add_argument("--llama3-rope-scaling", type=float, metavar="FACTOR",
                    help="add Llama 3 rope_scaling with this factor (low 1, high 4, "
                         "original_max_position_embeddings = max_pos / FACTOR)")
-    p.add_argument("--sliding-window", type=int, help="mistral only: config.json's sliding_window")
+    p.add_argument("--sliding-window", type=int, help="mistral and phi3 only: config.json's sliding_window")
     p.add_argument("--attention-bias", action="store_true", help="qwen3 only: q/k/v biases (attention_bias)")
     p.add_argument("--max-pos", type=int, default=1024)
     p.add_argument("--rms-norm-eps", type=float, default=1e-6)
@@ -77,8 +78,8 @@ def parse_args(argv):
         p.error("the head dimension must be even (RoPE rotates pairs)")
     if args.attention_bias and args.arch != "qwen3":
         sys.exit("--attention-bias is for --arch qwen3 (qwen2 always has q/k/v biases, the others none)")
-    if args.sliding_window is not None and args.arch != "mistral":
-        p.error("--sliding-window is a mistral option")
+    if args.sliding_window is not None and args.arch not in ("mistral", "phi3"):
+        p.error("--sliding-window is a mistral and phi3 option")
     return args
 
 
@@ -125,15 +126,20 @@ def tensor_shapes(args):
         p = f"model.layers.{i}."
         shapes.update({
             p + "input_layernorm.weight": (h,),
-            p + "self_attn.q_proj.weight": (q, h),
-            p + "self_attn.k_proj.weight": (kv, h),
-            p + "self_attn.v_proj.weight": (kv, h),
             p + "self_attn.o_proj.weight": (h, q),
             p + "post_attention_layernorm.weight": (h,),
-            p + "mlp.gate_proj.weight": (inter, h),
-            p + "mlp.up_proj.weight": (inter, h),
             p + "mlp.down_proj.weight": (h, inter),
         })
+        if args.arch == "phi3":  # q|k|v and gate|up each stored as one tensor, rows one after another
+            shapes.update({p + "self_attn.qkv_proj.weight": (q + 2 * kv, h), p + "mlp.gate_up_proj.weight": (2 * inter, h)})
+        else:
+            shapes.update({
+                p + "self_attn.q_proj.weight": (q, h),
+                p + "self_attn.k_proj.weight": (kv, h),
+                p + "self_attn.v_proj.weight": (kv, h),
+                p + "mlp.gate_proj.weight": (inter, h),
+                p + "mlp.up_proj.weight": (inter, h),
+            })
         if args.arch == "qwen2" or args.attention_bias:
             shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
                            p + "self_attn.v_proj.bias": (kv,)})
@@ -225,8 +231,10 @@ def config_json(args):
             "high_freq_factor": 4.0,
             "original_max_position_embeddings": int(args.max_pos / args.llama3_rope_scaling),
         }
-    if args.arch == "mistral":
+    if args.arch in ("mistral", "phi3"):
         config["sliding_window"] = args.sliding_window
+    if args.arch == "phi3":
+        config["original_max_position_embeddings"] = args.max_pos
     if args.arch in ("qwen2", "qwen3"):
         config["use_sliding_window"] = False
     if args.arch == "qwen3":

@@ -1,10 +1,12 @@
 #!/usr/bin/python3
 """Independent reference for kvserve's whole-model tests.
 
-A plain PyTorch implementation of the published Llama / Mistral / Qwen2 / Qwen3 architectures
+A plain PyTorch implementation of the published Llama / Mistral / Qwen2 / Qwen3 / Phi-3 architectures
 (RMSNorm, rotate-half RoPE with Llama-3 frequency scaling, grouped-query attention, SwiGLU, optional
-q/k/v bias, Qwen3's RMSNorm of each head's q and k before RoPE, tied or untied embeddings), run in float64 with no KV cache: every step recomputes the whole
-sequence, so nothing here shares a code path or a bookkeeping idea with the engine.
+q/k/v bias, Qwen3's RMSNorm of each head's q and k before RoPE, Phi-3's fused qkv_proj and
+gate_up_proj, a sliding attention window, tied or untied embeddings), run in float64 with no KV
+cache: every step recomputes the whole sequence, so nothing here shares a code path or a
+bookkeeping idea with the engine.
 
 For a model directory and a prompt it writes expected.json: the prompt ids, the greedy
 continuation, and the logits of the last position at each greedy step. The C++ test reads it.
@@ -78,9 +80,27 @@ class Reference:
         default_head_dim = 128 if c["architectures"][0] == "Qwen3ForCausalLM" else c["hidden_size"] // self.heads
         self.head_dim = c.get("head_dim") or default_head_dim
         self.eps = c.get("rms_norm_eps", 1e-6)
+        self.window = c.get("sliding_window") if c["architectures"][0] in ("MistralForCausalLM", "Phi3ForCausalLM") else None
+        if c["architectures"][0] == "Phi3ForCausalLM":
+            self.unfuse_phi3()
         self.inv_freq = rope_inv_freq(c, self.head_dim)
         tied = c.get("tie_word_embeddings", False)
         self.lm_head = self.w["model.embed_tokens.weight"] if tied else self.w["lm_head.weight"]
+
+    def unfuse_phi3(self):
+        # Phi-3 stores [q; k; v] as one qkv_proj and [gate; up] as one gate_up_proj (stacked rows).
+        q_rows, kv_rows = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        for i in range(self.cfg["num_hidden_layers"]):
+            p = f"model.layers.{i}."
+            qkv = self.w.pop(p + "self_attn.qkv_proj.weight")
+            assert qkv.shape[0] == q_rows + 2 * kv_rows, qkv.shape
+            self.w[p + "self_attn.q_proj.weight"] = qkv[:q_rows]
+            self.w[p + "self_attn.k_proj.weight"] = qkv[q_rows:q_rows + kv_rows]
+            self.w[p + "self_attn.v_proj.weight"] = qkv[q_rows + kv_rows:]
+            gate_up = self.w.pop(p + "mlp.gate_up_proj.weight")
+            inter = gate_up.shape[0] // 2
+            self.w[p + "mlp.gate_proj.weight"] = gate_up[:inter]
+            self.w[p + "mlp.up_proj.weight"] = gate_up[inter:]
 
     def norm(self, x, weight):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * weight
@@ -98,6 +118,8 @@ class Reference:
         x = w["model.embed_tokens.weight"][torch.tensor(ids)]
         positions = torch.arange(n)
         mask = torch.full((n, n), float("-inf"), dtype=torch.float64).triu(1)
+        if self.window:  # query q sees keys k with q - window < k <= q
+            mask = mask + torch.full((n, n), float("-inf"), dtype=torch.float64).tril(-self.window)
         for i in range(self.cfg["num_hidden_layers"]):
             p = f"model.layers.{i}."
             h = self.norm(x, w[p + "input_layernorm.weight"])

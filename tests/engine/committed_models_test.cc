@@ -169,5 +169,47 @@ TEST(ModelLoaderCommitted, TinyQwen3TiedBfloat16WithHeadNormsAndBiases) {
   expect_matches_file(model, "BF16");
 }
 
+// Phi-3's fused tensors arrive as the separate weights, each its block of rows (q, k, v; gate, up).
+TEST(ModelLoaderCommitted, TinyPhi3UntiedBfloat16WithFusedProjections) {
+  const Model model = load_model(kModels / "tiny-phi3");
+  EXPECT_EQ(model.config.architecture, "Phi3ForCausalLM");
+  const ModelWeights& w = model.weights;
+  ASSERT_EQ(w.layers.size(), 2u);
+  EXPECT_EQ(&w.output_projection(), &w.lm_head);
+  const auto file = read_safetensors_independently(model.dir / "model.safetensors");
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    SCOPED_TRACE("layer " + std::to_string(i));
+    const LayerWeights& l = w.layers[i];
+    expect_shape(l.q_proj, {64, 64});  // 4 heads x head_dim 16
+    expect_shape(l.k_proj, {32, 64});  // 2 KV heads
+    expect_shape(l.v_proj, {32, 64});
+    expect_shape(l.gate_proj, {96, 64});
+    expect_shape(l.up_proj, {96, 64});
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const auto expect_concatenation = [&](const std::string& fused, std::vector<const Tensor*> parts) {
+      SCOPED_TRACE(fused);
+      const FileTensor& stored = file.at(p + fused);
+      EXPECT_EQ(stored.dtype, "BF16");
+      std::vector<double> loaded;
+      for (const Tensor* part : parts)
+        loaded.insert(loaded.end(), part->data.begin(), part->data.end());
+      ASSERT_EQ(loaded.size(), stored.values.size());
+      for (size_t k = 0; k < loaded.size(); ++k)
+        ASSERT_EQ(loaded[k], stored.values[k]) << "element " << k;
+    };
+    expect_concatenation("self_attn.qkv_proj.weight", {&l.q_proj, &l.k_proj, &l.v_proj});
+    expect_concatenation("mlp.gate_up_proj.weight", {&l.gate_proj, &l.up_proj});
+  }
+  for (const auto& [name, expected] : file) {
+    if (name.ends_with("qkv_proj.weight") || name.ends_with("gate_up_proj.weight")) continue;
+    SCOPED_TRACE(name);
+    const Tensor* loaded = tensor_named(model, name);
+    ASSERT_NE(loaded, nullptr);
+    ASSERT_EQ(loaded->shape, expected.shape);
+    for (size_t i = 0; i < expected.values.size(); ++i)
+      ASSERT_EQ(static_cast<double>(loaded->data[i]), expected.values[i]) << "element " << i;
+  }
+}
+
 }  // namespace
 }  // namespace kvserve

@@ -89,6 +89,21 @@ TEST(ModelConfigCommitted, TinyQwen3) {
   EXPECT_EQ(c.dtype, "bfloat16");
 }
 
+TEST(ModelConfigCommitted, TinyPhi3) {
+  const ModelConfig c = load_model_config(kModels / "tiny-phi3" / "config.json");
+  EXPECT_EQ(c.architecture, "Phi3ForCausalLM");
+  EXPECT_TRUE(c.fused_projections);
+  EXPECT_EQ(c.num_heads, 4);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_FALSE(c.qk_norm);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_EQ(c.sliding_window, std::optional<int>(512));
+  EXPECT_EQ(max_supported_len(c), 512) << "served up to the window, as Mistral";
+  EXPECT_EQ(c.dtype, "bfloat16");
+}
+
 // Writes config.json variants into a temporary directory.
 class ModelConfigTest : public ::testing::Test {
  protected:
@@ -181,6 +196,32 @@ TEST_F(ModelConfigTest, MistralSlidingWindow) {
   EXPECT_FALSE(load(config).sliding_window.has_value());
   config["sliding_window"] = "4096";
   EXPECT_TRUE(contains_all(error(config), {"'sliding_window'", "positive integer", "string"}));
+}
+
+// Phi-3 configs as published: the 4k models window their attention (2047 tokens), Phi-4 does not;
+// the 128k models' "longrope" scaling and Phi-4-mini's partial rotary factor are refused by name.
+TEST_F(ModelConfigTest, Phi3FusedProjectionsWindowAndRefusedOptions) {
+  json config = minimal("Phi3ForCausalLM");
+  config["sliding_window"] = 2047;
+  config["max_position_embeddings"] = 4096;
+  config["original_max_position_embeddings"] = 4096;
+  config["rope_scaling"] = nullptr;
+  ModelConfig c = load(config);
+  EXPECT_TRUE(c.fused_projections);
+  EXPECT_EQ(max_supported_len(c), 2047);
+  config["sliding_window"] = nullptr;
+  c = load(config);
+  EXPECT_FALSE(c.sliding_window.has_value());
+  EXPECT_EQ(max_supported_len(c), 4096);
+  EXPECT_FALSE(load(minimal()).fused_projections) << "Llama checkpoints keep q, k, v apart";
+
+  config["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {2.0}}};
+  EXPECT_TRUE(contains_all(error(config), {"\"longrope\"", "unsupported"}));
+  config["rope_scaling"] = nullptr;
+  config["partial_rotary_factor"] = 0.75;
+  EXPECT_TRUE(contains_all(error(config), {"partial_rotary_factor 0.75", "unsupported", "1.0"}));
+  config["partial_rotary_factor"] = 1.0;
+  EXPECT_TRUE(load(config).fused_projections) << "a factor of 1 rotates every dimension";
 }
 
 TEST_F(ModelConfigTest, Qwen2HasQkvBiasAndIgnoresAnUnusedWindow) {
@@ -292,9 +333,10 @@ TEST_F(ModelConfigTest, FieldOfWrongType) {
 }
 
 TEST_F(ModelConfigTest, UnknownArchitecture) {
-  EXPECT_TRUE(contains_all(error(minimal("GPT2LMHeadModel")),
-                           {"architecture 'GPT2LMHeadModel' is not supported", "LlamaForCausalLM",
-                            "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}));
+  EXPECT_TRUE(
+      contains_all(error(minimal("GPT2LMHeadModel")),
+                   {"architecture 'GPT2LMHeadModel' is not supported", "LlamaForCausalLM",
+                    "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"}));
 }
 
 TEST_F(ModelConfigTest, UnsupportedDtype) {

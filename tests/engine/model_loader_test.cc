@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -357,6 +358,83 @@ TEST_F(ModelLoaderTest, Qwen3NeedsItsHeadNormsAndSaysWhich) {
   write();
   EXPECT_TRUE(
       contains_all(load_error(), {"'model.layers.0.self_attn.q_proj.bias' is missing", "attention_bias"}));
+}
+
+// Phi-3 stores q|k|v as one qkv_proj and gate|up as one gate_up_proj, rows one after another: each
+// weight is its block of rows, in the host load and in the deferred one (where it is a range of
+// the mapped tensor, for the GPU to copy), and a checkpoint with the projections apart, or fused
+// for another head count, says what is wrong.
+TEST_F(ModelLoaderTest, Phi3SplitsItsFusedProjectionsIntoRowBlocks) {
+  config_["architectures"] = {"Phi3ForCausalLM"};
+  write();  // the Llama checkpoint: separate projections
+  EXPECT_TRUE(contains_all(load_error(), {"'model.layers.0.self_attn.qkv_proj.weight' is missing",
+                                          "Phi3ForCausalLM stores q, k and v as one qkv_proj"}));
+
+  for (int i = 0; i < 2; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    for (const char* name : {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                             "mlp.gate_proj.weight", "mlp.up_proj.weight"})
+      remove(p + name);
+    add(p + "self_attn.qkv_proj.weight", {8 + 4 + 4, 8});  // 2 heads + 2 x 1 KV head, head_dim 4
+    add(p + "mlp.gate_up_proj.weight", {2 * 12, 8});
+  }
+  // One fused tensor in BF16, so a range starts at a 2-byte element offset, not a 4-byte one.
+  std::vector<uint16_t> bf16(24 * 8);
+  for (size_t i = 0; i < bf16.size(); ++i)
+    bf16[i] = static_cast<uint16_t>(0x3F80 + i);  // 1.0 and up, each element distinct
+  tensor("model.layers.1.mlp.gate_up_proj.weight") = {
+      "model.layers.1.mlp.gate_up_proj.weight", "BF16", {24, 8}, raw_bytes(bf16)};
+  write();
+
+  const Model host = load_model(dir_.path());
+  Model deferred = load_model(dir_.path(), WeightLoading::kDeferred);
+  const auto expect_rows = [&](int layer, const Tensor LayerWeights::*weight, const char* fused,
+                               std::vector<int64_t> shape, int64_t first_row) {
+    SCOPED_TRACE(std::string(fused) + " layer " + std::to_string(layer) + " from row " +
+                 std::to_string(first_row));
+    const Tensor& h = host.weights.layers[static_cast<size_t>(layer)].*weight;
+    const Tensor& d = deferred.weights.layers[static_cast<size_t>(layer)].*weight;
+    EXPECT_EQ(h.shape, shape);
+    EXPECT_EQ(d.shape, shape);
+    ASSERT_TRUE(d.mapped);
+    EXPECT_EQ(d.mapped->tensor->name, "model.layers." + std::to_string(layer) + "." + fused);
+    EXPECT_EQ(d.mapped->first, static_cast<size_t>(first_row * 8));
+    EXPECT_EQ(d.mapped->count, static_cast<size_t>(shape[0] * 8));
+    ASSERT_EQ(h.data.size(), static_cast<size_t>(shape[0] * 8));
+    // The expected values straight from the bytes written.
+    const RawTensor& stored = tensor("model.layers." + std::to_string(layer) + "." + fused);
+    for (size_t i = 0; i < h.data.size(); ++i) {
+      const size_t element = static_cast<size_t>(first_row * 8) + i;
+      float want;
+      if (stored.dtype == "BF16") {
+        want = bf16_bits_to_float(bf16[element]);
+      } else {
+        std::memcpy(&want, stored.bytes.data() + element * sizeof(float), sizeof(float));
+      }
+      ASSERT_EQ(h.data[i], want) << "element " << i;
+    }
+  };
+  for (int layer = 0; layer < 2; ++layer) {
+    expect_rows(layer, &LayerWeights::q_proj, "self_attn.qkv_proj.weight", {8, 8}, 0);
+    expect_rows(layer, &LayerWeights::k_proj, "self_attn.qkv_proj.weight", {4, 8}, 8);
+    expect_rows(layer, &LayerWeights::v_proj, "self_attn.qkv_proj.weight", {4, 8}, 12);
+    expect_rows(layer, &LayerWeights::gate_proj, "mlp.gate_up_proj.weight", {12, 8}, 0);
+    expect_rows(layer, &LayerWeights::up_proj, "mlp.gate_up_proj.weight", {12, 8}, 12);
+  }
+  materialize_weights(deferred);
+  for (size_t layer = 0; layer < 2; ++layer) {
+    const LayerWeights& h = host.weights.layers[layer];
+    const LayerWeights& d = deferred.weights.layers[layer];
+    for (auto weight : {&LayerWeights::q_proj, &LayerWeights::k_proj, &LayerWeights::v_proj,
+                        &LayerWeights::gate_proj, &LayerWeights::up_proj, &LayerWeights::down_proj})
+      EXPECT_EQ((d.*weight).data, (h.*weight).data) << "layer " << layer;
+  }
+
+  config_["num_key_value_heads"] = 2;  // q|k|v would then be 8 + 8 + 8 rows
+  write();
+  EXPECT_TRUE(
+      contains_all(load_error(), {"'model.layers.0.self_attn.qkv_proj.weight' has shape [16, 8]",
+                                  "expected [24, 8]", "(num_attention_heads + 2*num_key_value_heads)"}));
 }
 
 TEST_F(ModelLoaderTest, UnsupportedTensorDtype) {

@@ -92,6 +92,7 @@ std::string model_input(const std::string& config, const std::string& weights) {
 struct Shape {
   int vocab = 16, hidden = 8, inter = 16, layers = 1, heads = 2, kv_heads = 2, head_dim = 4;
   bool tied = true, bias = false, head_norms = false;
+  bool fused = false;  // Phi-3: qkv_proj and gate_up_proj instead of the separate projections
   std::string dtype = "F16";
 };
 
@@ -103,13 +104,21 @@ std::vector<TensorSpec> model_tensors(const Shape& s) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     t.push_back({p + "input_layernorm.weight", s.dtype, {s.hidden}});
     t.push_back({p + "mlp.down_proj.weight", s.dtype, {s.hidden, s.inter}});
-    t.push_back({p + "mlp.gate_proj.weight", s.dtype, {s.inter, s.hidden}});
-    t.push_back({p + "mlp.up_proj.weight", s.dtype, {s.inter, s.hidden}});
+    if (s.fused) {
+      t.push_back({p + "mlp.gate_up_proj.weight", s.dtype, {2 * s.inter, s.hidden}});
+    } else {
+      t.push_back({p + "mlp.gate_proj.weight", s.dtype, {s.inter, s.hidden}});
+      t.push_back({p + "mlp.up_proj.weight", s.dtype, {s.inter, s.hidden}});
+    }
     t.push_back({p + "post_attention_layernorm.weight", s.dtype, {s.hidden}});
-    t.push_back({p + "self_attn.k_proj.weight", s.dtype, {kv, s.hidden}});
+    if (!s.fused) t.push_back({p + "self_attn.k_proj.weight", s.dtype, {kv, s.hidden}});
     t.push_back({p + "self_attn.o_proj.weight", s.dtype, {s.hidden, q}});
-    t.push_back({p + "self_attn.q_proj.weight", s.dtype, {q, s.hidden}});
-    t.push_back({p + "self_attn.v_proj.weight", s.dtype, {kv, s.hidden}});
+    if (s.fused) {
+      t.push_back({p + "self_attn.qkv_proj.weight", s.dtype, {q + 2 * kv, s.hidden}});
+    } else {
+      t.push_back({p + "self_attn.q_proj.weight", s.dtype, {q, s.hidden}});
+      t.push_back({p + "self_attn.v_proj.weight", s.dtype, {kv, s.hidden}});
+    }
     if (s.bias) {
       t.push_back({p + "self_attn.k_proj.bias", s.dtype, {kv}});
       t.push_back({p + "self_attn.q_proj.bias", s.dtype, {q}});
@@ -195,6 +204,20 @@ void model_file_seeds() {
                            R"("use_sliding_window":false,"sliding_window":null,"max_window_layers":28,)"
                            R"("layer_types":["full_attention"],"tie_word_embeddings":true,)"
                            R"("rope_theta":1000000,"dtype":"bfloat16"})",
+                           safetensors(model_tensors(s))));
+  }
+  {
+    Shape s;
+    s.kv_heads = 1;
+    s.fused = true;
+    s.tied = false;
+    s.dtype = "BF16";
+    write_seed(target, "phi3_bf16_fused_projections_window",
+               model_input(R"({"architectures":["Phi3ForCausalLM"],"vocab_size":16,"hidden_size":8,)"
+                           R"("intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,)"
+                           R"("num_key_value_heads":1,"sliding_window":31,"max_position_embeddings":64,)"
+                           R"("original_max_position_embeddings":64,"rope_scaling":null,)"
+                           R"("tie_word_embeddings":false,"torch_dtype":"bfloat16"})",
                            safetensors(model_tensors(s))));
   }
   // The reader alone: every dtype family, a zero-size tensor, metadata with a non-string value.
