@@ -25,6 +25,13 @@ void linear(const std::vector<float>& x, int rows, const Tensor& w, const Tensor
       y[static_cast<size_t>(r) * out + o] += bias.data[o];
 }
 
+// Granite's logits_scaling (1 elsewhere: dividing by 1 changes no bit).
+void divide_logits(std::vector<float>& logits, double logits_scaling) {
+  const auto divisor = static_cast<float>(logits_scaling);
+  for (float& x : logits)
+    x /= divisor;
+}
+
 // y = x * rsqrt(mean(x^2) + eps) * weight for one row; y may be x.
 void rms_norm_row(const float* x, int width, const Tensor& weight, double eps, float* y) {
   float sum = 0.0f;
@@ -93,10 +100,14 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
   const int hidden = c.hidden_size;
   const int q_width = c.num_heads * c.head_dim;
 
+  // Granite's multipliers are 1 elsewhere, and multiplying by 1 changes no bit.
+  const auto embedding_multiplier = static_cast<float>(c.embedding_multiplier);
+  const auto residual_multiplier = static_cast<float>(c.residual_multiplier);
   x_.resize(static_cast<size_t>(tokens) * hidden);
   for (int t = 0; t < tokens; ++t)
-    std::copy_n(&w.embed_tokens.data[static_cast<size_t>(batch.token_ids[t]) * hidden], hidden,
-                &x_[static_cast<size_t>(t) * hidden]);
+    std::transform(&w.embed_tokens.data[static_cast<size_t>(batch.token_ids[t]) * hidden],
+                   &w.embed_tokens.data[static_cast<size_t>(batch.token_ids[t] + 1) * hidden],
+                   &x_[static_cast<size_t>(t) * hidden], [&](float e) { return e * embedding_multiplier; });
 
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& lw = w.layers[layer];
@@ -129,7 +140,7 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
     attention(batch, layer);
     linear(attn_, tokens, lw.o_proj, Tensor{}, h_);
     for (size_t i = 0; i < x_.size(); ++i)
-      x_[i] += h_[i];
+      x_[i] += h_[i] * residual_multiplier;
 
     rms_norm(x_, tokens, hidden, lw.post_attention_norm, c.rms_norm_eps, h_);
     linear(h_, tokens, lw.gate_proj, Tensor{}, gate_);
@@ -140,7 +151,7 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
     }
     linear(gate_, tokens, lw.down_proj, Tensor{}, h_);
     for (size_t i = 0; i < x_.size(); ++i)
-      x_[i] += h_[i];
+      x_[i] += h_[i] * residual_multiplier;
   }
 
   // Final norm and logits only for the sequences whose next token is sampled.
@@ -153,6 +164,7 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
   }
   rms_norm(last_, seqs, hidden, w.final_norm, c.rms_norm_eps, h_);
   linear(h_, seqs, w.output_projection(), Tensor{}, logits_);
+  divide_logits(logits_, c.logits_scaling);
   for (int s = 0; s < seqs; ++s)
     if (!batch.emits_token[s])
       std::fill_n(&logits_[static_cast<size_t>(s) * c.vocab_size], c.vocab_size, 0.0f);
@@ -175,6 +187,7 @@ std::span<const float> CpuBackend::token_logits(const StepBatch& batch, std::spa
   }
   rms_norm(last_, rows, c.hidden_size, model_->weights.final_norm, c.rms_norm_eps, h_);
   linear(h_, rows, model_->weights.output_projection(), Tensor{}, logits_);
+  divide_logits(logits_, c.logits_scaling);
   return std::span<const float>(logits_.data(), static_cast<size_t>(rows) * c.vocab_size);
 }
 
@@ -183,7 +196,7 @@ void CpuBackend::attention(const StepBatch& batch, int layer) {
   const int head_dim = c.head_dim;
   const int q_width = c.num_heads * head_dim;
   const int group = c.num_heads / c.num_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const float scale = attention_scale(c);
   const float* kc = k_cache_[layer].get();
   const float* vc = v_cache_[layer].get();
   attn_.assign(static_cast<size_t>(batch.num_tokens) * q_width, 0.0f);

@@ -5,12 +5,14 @@
 // Supported: LlamaForCausalLM and MistralForCausalLM (RMSNorm, RoPE with rope_theta and Llama-3
 // rope_scaling, grouped-query attention, SwiGLU, tied or untied embeddings), Qwen2ForCausalLM
 // (the same plus a bias on q/k/v), Qwen3ForCausalLM (Llama plus an RMSNorm over each head's q and
-// k before RoPE, optional q/k/v biases) and Phi3ForCausalLM (Llama with q|k|v and gate|up each
-// stored as one fused tensor, which the loader splits). Weights in float32, float16 or bfloat16
-// safetensors.
+// k before RoPE, optional q/k/v biases), Phi3ForCausalLM (Llama with q|k|v and gate|up each
+// stored as one fused tensor, which the loader splits) and GraniteForCausalLM (Llama with four
+// scalars: embedding, attention, residual and logit multipliers). Weights in float32, float16 or
+// bfloat16 safetensors.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -41,7 +43,8 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  // "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"
+  // "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM",
+  // "GraniteForCausalLM"
   std::string architecture;
   int vocab_size = 0;
   int hidden_size = 0;
@@ -66,6 +69,14 @@ struct ModelConfig {
   // rows one after another) and gate and up as one gate_up_proj; the loader splits them into the
   // LayerWeights below without copying, so the backends see the Llama layout.
   bool fused_projections = false;
+  // Granite's scalars, which the other architectures fix: the embeddings are multiplied by
+  // embedding_multiplier, the attention scores by attention_multiplier (absent: 1/sqrt(head_dim)),
+  // each sublayer's output by residual_multiplier before it joins the residual stream, and the
+  // logits are divided by logits_scaling.
+  double embedding_multiplier = 1.0;
+  std::optional<double> attention_multiplier;
+  double residual_multiplier = 1.0;
+  double logits_scaling = 1.0;
   std::optional<TokenId> bos_token_id;
   std::vector<TokenId> eos_token_ids;  // config.json's eos_token_id, a number or a list
   std::string dtype;                   // storage dtype of the weights: float32, float16 or bfloat16
@@ -148,6 +159,12 @@ struct Model {
 inline int max_supported_len(const ModelConfig& c) {
   return c.sliding_window ? std::min(c.max_position_embeddings, *c.sliding_window)
                           : c.max_position_embeddings;
+}
+
+// What attention scores are multiplied by before the softmax.
+inline float attention_scale(const ModelConfig& c) {
+  return c.attention_multiplier ? static_cast<float>(*c.attention_multiplier)
+                                : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 }
 
 // RoPE's inverse frequencies [head_dim / 2], with the config's rope_scaling applied: in float32, as

@@ -20,7 +20,8 @@ namespace {
 using nlohmann::json;
 
 constexpr const char* kSupportedArchitectures =
-    "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM";
+    "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, "
+    "GraniteForCausalLM";
 
 std::string excerpt(const json& value) {
   std::string text = value.dump();
@@ -199,7 +200,7 @@ std::string read_architecture(const Fields& fields) {
   }
   const std::string arch = (*list)[0].get<std::string>();
   if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM" && arch != "Qwen2ForCausalLM" &&
-      arch != "Qwen3ForCausalLM" && arch != "Phi3ForCausalLM") {
+      arch != "Qwen3ForCausalLM" && arch != "Phi3ForCausalLM" && arch != "GraniteForCausalLM") {
     fields.fail("architecture '" + arch + "' is not supported; kvserve runs " + kSupportedArchitectures);
   }
   return arch;
@@ -294,12 +295,11 @@ void reject_unsupported_options(const Fields& fields, const ModelConfig& config)
       fields.fail("partial_rotary_factor " + excerpt(*partial) +
                   " is unsupported; kvserve rotates the whole of each head (partial_rotary_factor 1.0)");
   }
-  if (config.architecture == "LlamaForCausalLM") {
+  if (config.architecture == "LlamaForCausalLM" || config.architecture == "GraniteForCausalLM") {
     for (const char* key : {"attention_bias", "mlp_bias"}) {
       if (fields.boolean_or(key, false)) {
-        fields.fail("field '" + std::string(key) +
-                    "' is true, which kvserve does not support for LlamaForCausalLM; only "
-                    "bias-free Llama projections load");
+        fields.fail("field '" + std::string(key) + "' is true, which kvserve does not support for " +
+                    config.architecture + "; only bias-free projections load");
       }
     }
   }
@@ -351,6 +351,14 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
                     (config.architecture == "Qwen3ForCausalLM" && fields.boolean_or("attention_bias", false));
   config.qk_norm = config.architecture == "Qwen3ForCausalLM";
   config.fused_projections = config.architecture == "Phi3ForCausalLM";
+  if (config.architecture == "GraniteForCausalLM") {
+    // transformers' GraniteConfig defaults, 1.0 each (the attention multiplier too, not
+    // 1/sqrt(head_dim)); published Granite configs set all four.
+    config.embedding_multiplier = fields.positive_number_or("embedding_multiplier", 1.0);
+    config.attention_multiplier = fields.positive_number_or("attention_multiplier", 1.0);
+    config.residual_multiplier = fields.positive_number_or("residual_multiplier", 1.0);
+    config.logits_scaling = fields.positive_number_or("logits_scaling", 1.0);
+  }
 
   if (config.architecture == "MistralForCausalLM" || config.architecture == "Phi3ForCausalLM") {
     config.sliding_window = fields.optional_positive_int("sliding_window");

@@ -319,7 +319,10 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
   const auto* context_lens = device_array<int32_t>(device_arrays_, arrays_.context_lens);
   const auto* last_index = device_array<int32_t>(device_arrays_, arrays_.last_token_index);
 
-  embedding_gather(embed_.get(), token_ids, tokens, hidden, residual_.get(), stream_);
+  embedding_gather(embed_.get(), token_ids, tokens, hidden, static_cast<float>(c.embedding_multiplier),
+                   residual_.get(), stream_);
+  // Granite scales each sublayer's output before it joins the residual stream (1 elsewhere).
+  const auto residual_multiplier = static_cast<float>(c.residual_multiplier);
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = layers_[l];
     // The previous layer's MLP output joins the residual stream here, fused with this norm.
@@ -359,7 +362,7 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
     attn.block_tables = block_tables_.get();
     attn.max_blocks_per_seq = table_width_;
     attn.num_heads = c.num_heads;
-    attn.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    attn.scale = attention_scale(c);
     if (num_decodes > 0) {
       PagedAttentionArgs decode = attn;
       decode.num_seqs = num_decodes;
@@ -376,13 +379,13 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
       prefill.max_query_len = max_query_len;
       paged_prefill_attention(prefill, stream_);
     }
-    gemm_->linear(attn_.get(), tokens, q_width, w.o.get(), hidden, delta_.get(), hidden);
+    gemm_->linear(attn_.get(), tokens, q_width, w.o.get(), hidden, delta_.get(), hidden, residual_multiplier);
 
     add_rms_norm(residual_.get(), delta_.get(), w.post_norm.get(), eps, tokens, hidden, normed_.get(),
                  stream_);
     gemm_->linear(normed_.get(), tokens, hidden, w.gate_up.get(), 2 * inter, gate_up_.get(), 2 * inter);
     silu_and_mul(gate_up_.get(), tokens, inter, act_.get(), stream_);
-    gemm_->linear(act_.get(), tokens, inter, w.down.get(), hidden, delta_.get(), hidden);
+    gemm_->linear(act_.get(), tokens, inter, w.down.get(), hidden, delta_.get(), hidden, residual_multiplier);
   }
   // The last MLP output joins the stream (this norm's output is not needed: only the last token of
   // each sequence is normalized, below, after the gather).
@@ -397,7 +400,9 @@ void CudaBackend::enqueue_lm_head(const int32_t* token_index, int rows) {
   add_rms_norm(last_.get(), nullptr, final_norm_.get(), static_cast<float>(c.rms_norm_eps), rows, hidden,
                last_normed_.get(), stream_);
   const bf16* lm_head = lm_head_.size() > 0 ? lm_head_.get() : embed_.get();
-  gemm_->linear(last_normed_.get(), rows, hidden, lm_head, c.vocab_size, logits_.get(), c.vocab_size);
+  // Granite divides the logits by logits_scaling (1 elsewhere): folded into the product.
+  gemm_->linear(last_normed_.get(), rows, hidden, lm_head, c.vocab_size, logits_.get(), c.vocab_size,
+                static_cast<float>(1.0 / c.logits_scaling));
 }
 
 void CudaBackend::run_forward(const StepBatch& batch) {

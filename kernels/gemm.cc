@@ -31,17 +31,17 @@ Gemm::~Gemm() {
 }
 
 void Gemm::linear(const __nv_bfloat16* x, int rows, int in, const __nv_bfloat16* w, int out, __nv_bfloat16* y,
-                  int64_t ldy) {
-  run(x, rows, in, w, out, y, CUDA_R_16BF, ldy);
+                  int64_t ldy, float alpha) {
+  run(x, rows, in, w, out, y, CUDA_R_16BF, ldy, alpha);
 }
 
 void Gemm::linear(const __nv_bfloat16* x, int rows, int in, const __nv_bfloat16* w, int out, float* y,
-                  int64_t ldy) {
-  run(x, rows, in, w, out, y, CUDA_R_32F, ldy);
+                  int64_t ldy, float alpha) {
+  run(x, rows, in, w, out, y, CUDA_R_32F, ldy, alpha);
 }
 
 void Gemm::run(const __nv_bfloat16* x, int rows, int in, const __nv_bfloat16* w, int out, void* y,
-               cudaDataType y_type, int64_t ldy) {
+               cudaDataType y_type, int64_t ldy, float alpha) {
   if (rows == 0) return;
   if (rows < 0 || in <= 0 || out <= 0 || ldy < out)
     throw std::invalid_argument("Gemm::linear: bad shape rows=" + std::to_string(rows) +
@@ -50,7 +50,7 @@ void Gemm::run(const __nv_bfloat16* x, int rows, int in, const __nv_bfloat16* w,
   // cuBLAS is column-major. Row-major y[rows][ldy] is column-major Y' (out x rows, ld ldy); row-major
   // w[out][in] is column-major W' (in x out, ld in); x likewise X' (in x rows, ld in).
   // y = x w^T  <=>  Y' = W'^T X'.
-  const float alpha = 1.0f, beta = 0.0f;
+  const float beta = 0.0f;
   CUDA_CHECK(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, out, rows, in, &alpha, w, CUDA_R_16BF, in, x,
                           CUDA_R_16BF, in, &beta, y, y_type, static_cast<int>(ldy), CUBLAS_COMPUTE_32F,
                           CUBLAS_GEMM_DEFAULT));

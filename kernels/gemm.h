@@ -22,17 +22,18 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
   ~Gemm();
 
-  // y[r][o] = sum_i x[r][i] * w[o][i] for r < rows, o < out; rows of x are `in` long, rows of y
-  // are ldy >= out apart. bf16 output.
+  // y[r][o] = alpha * sum_i x[r][i] * w[o][i] for r < rows, o < out; rows of x are `in` long, rows
+  // of y are ldy >= out apart. bf16 output, scaled in fp32 before it is rounded (alpha: Granite's
+  // residual multiplier).
   void linear(const __nv_bfloat16* x, int rows, int in, const __nv_bfloat16* w, int out, __nv_bfloat16* y,
-              int64_t ldy);
+              int64_t ldy, float alpha = 1.0f);
   // The same with fp32 output (the LM head: logits keep full precision for sampling).
   void linear(const __nv_bfloat16* x, int rows, int in, const __nv_bfloat16* w, int out, float* y,
-              int64_t ldy);
+              int64_t ldy, float alpha = 1.0f);
 
  private:
   void run(const __nv_bfloat16* x, int rows, int in, const __nv_bfloat16* w, int out, void* y,
-           cudaDataType y_type, int64_t ldy);
+           cudaDataType y_type, int64_t ldy, float alpha);
 
   cublasHandle_t handle_ = nullptr;
   DeviceBuffer<uint8_t> workspace_;

@@ -166,7 +166,8 @@ __device__ __forceinline__ float block_sum(float v) {
 // ---- Kernels. ----
 
 __global__ void embedding_gather_kernel(const bf16* __restrict__ table, const int32_t* __restrict__ ids,
-                                        int num_tokens, int hidden, float* __restrict__ residual) {
+                                        int num_tokens, int hidden, float multiplier,
+                                        float* __restrict__ residual) {
   const int vecs = hidden / kVec;
   for (int t = blockIdx.y; t < num_tokens; t += gridDim.y) {
     const bf16* src = table + static_cast<int64_t>(ids[t]) * hidden;
@@ -174,6 +175,9 @@ __global__ void embedding_gather_kernel(const bf16* __restrict__ table, const in
     for (int v = blockIdx.x * blockDim.x + threadIdx.x; v < vecs; v += gridDim.x * blockDim.x) {
       float x[kVec];
       load_bf16x8(src + v * kVec, x);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i)
+        x[i] *= multiplier;
       store_f32x8(dst + v * kVec, x);
     }
   }
@@ -405,8 +409,8 @@ void launch_add_rms_norm(float* residual, const bf16* delta, const bf16* weight,
 
 }  // namespace
 
-void embedding_gather(const bf16* table, const int32_t* ids, int num_tokens, int hidden, float* residual,
-                      cudaStream_t stream) {
+void embedding_gather(const bf16* table, const int32_t* ids, int num_tokens, int hidden, float multiplier,
+                      float* residual, cudaStream_t stream) {
   constexpr const char* fn = "embedding_gather";
   require_width(fn, "hidden", hidden);
   require_rows(fn, "num_tokens", num_tokens);
@@ -417,7 +421,7 @@ void embedding_gather(const bf16* table, const int32_t* ids, int num_tokens, int
   require_pointer(fn, "ids", ids);
   require_pointer(fn, "residual", residual);
   embedding_gather_kernel<<<elementwise_grid(num_tokens, hidden / kVec), kElementwiseThreads, 0, stream>>>(
-      table, ids, num_tokens, hidden, residual);
+      table, ids, num_tokens, hidden, multiplier, residual);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -17,9 +17,10 @@ namespace kvserve::cuda {
 
 using bf16 = __nv_bfloat16;
 
-// residual[t][:] = table[ids[t]][:] (converted to fp32). ids must be in [0, vocab); hidden % 8 == 0.
-void embedding_gather(const bf16* table, const int32_t* ids, int num_tokens, int hidden, float* residual,
-                      cudaStream_t stream);
+// residual[t][:] = table[ids[t]][:] * multiplier (converted to fp32, then scaled: Granite's
+// embedding multiplier; 1 elsewhere). ids must be in [0, vocab); hidden % 8 == 0.
+void embedding_gather(const bf16* table, const int32_t* ids, int num_tokens, int hidden, float multiplier,
+                      float* residual, cudaStream_t stream);
 
 // Fused residual add + RMSNorm, row by row (rows x width):
 //   if delta: residual += delta            (fp32 += bf16: the sublayer's output joins the stream)

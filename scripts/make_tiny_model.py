@@ -33,6 +33,7 @@ ARCHITECTURES = {
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
     "phi3": "Phi3ForCausalLM",
+    "granite": "GraniteForCausalLM",
 }
 SAFETENSORS_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 TRANSFORMERS_VERSION = "4.46.0"
@@ -60,6 +61,8 @@ def parse_args(argv):
                         "original_max_position_embeddings = max_pos / FACTOR)")
     p.add_argument("--sliding-window", type=int, help="mistral and phi3 only: config.json's sliding_window")
     p.add_argument("--attention-bias", action="store_true", help="qwen3 only: q/k/v biases (attention_bias)")
+    p.add_argument("--granite-multipliers", type=float, nargs=4, metavar=("EMBEDDING", "ATTENTION", "RESIDUAL", "LOGITS"),
+                   help="granite only: embedding_multiplier, attention_multiplier, residual_multiplier, logits_scaling")
     p.add_argument("--max-pos", type=int, default=1024)
     p.add_argument("--rms-norm-eps", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
@@ -80,6 +83,8 @@ def parse_args(argv):
         sys.exit("--attention-bias is for --arch qwen3 (qwen2 always has q/k/v biases, the others none)")
     if args.sliding_window is not None and args.arch not in ("mistral", "phi3"):
         p.error("--sliding-window is a mistral and phi3 option")
+    if (args.granite_multipliers is not None) != (args.arch == "granite"):
+        p.error("--granite-multipliers goes with --arch granite, and granite needs it")
     return args
 
 
@@ -235,6 +240,10 @@ def config_json(args):
         config["sliding_window"] = args.sliding_window
     if args.arch == "phi3":
         config["original_max_position_embeddings"] = args.max_pos
+    if args.arch == "granite":
+        config.update(zip(("embedding_multiplier", "attention_multiplier", "residual_multiplier", "logits_scaling"),
+                          args.granite_multipliers))
+        config.update(attention_bias=False, mlp_bias=False)
     if args.arch in ("qwen2", "qwen3"):
         config["use_sliding_window"] = False
     if args.arch == "qwen3":

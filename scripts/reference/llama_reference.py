@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """Independent reference for kvserve's whole-model tests.
 
-A plain PyTorch implementation of the published Llama / Mistral / Qwen2 / Qwen3 / Phi-3 architectures
-(RMSNorm, rotate-half RoPE with Llama-3 frequency scaling, grouped-query attention, SwiGLU, optional
-q/k/v bias, Qwen3's RMSNorm of each head's q and k before RoPE, Phi-3's fused qkv_proj and
-gate_up_proj, a sliding attention window, tied or untied embeddings), run in float64 with no KV
-cache: every step recomputes the whole sequence, so nothing here shares a code path or a
-bookkeeping idea with the engine.
+A plain PyTorch implementation of the published Llama / Mistral / Qwen2 / Qwen3 / Phi-3 / Granite
+architectures (RMSNorm, rotate-half RoPE with Llama-3 frequency scaling, grouped-query attention,
+SwiGLU, optional q/k/v bias, Qwen3's RMSNorm of each head's q and k before RoPE, Phi-3's fused
+qkv_proj and gate_up_proj, a sliding attention window, Granite's embedding, attention, residual
+and logit multipliers, tied or untied embeddings), run in float64 with no KV cache: every step
+recomputes the whole sequence, so nothing here shares a code path or a bookkeeping idea with the
+engine.
 
 For a model directory and a prompt it writes expected.json: the prompt ids, the greedy
 continuation, and the logits of the last position at each greedy step. The C++ test reads it.
@@ -83,6 +84,11 @@ class Reference:
         self.window = c.get("sliding_window") if c["architectures"][0] in ("MistralForCausalLM", "Phi3ForCausalLM") else None
         if c["architectures"][0] == "Phi3ForCausalLM":
             self.unfuse_phi3()
+        granite = c["architectures"][0] == "GraniteForCausalLM"  # GraniteConfig's defaults are 1.0
+        self.embedding_multiplier = c.get("embedding_multiplier", 1.0) if granite else 1.0
+        self.attention_scale = c.get("attention_multiplier", 1.0) if granite else 1 / math.sqrt(self.head_dim)
+        self.residual_multiplier = c.get("residual_multiplier", 1.0) if granite else 1.0
+        self.logits_scaling = c.get("logits_scaling", 1.0) if granite else 1.0
         self.inv_freq = rope_inv_freq(c, self.head_dim)
         tied = c.get("tie_word_embeddings", False)
         self.lm_head = self.w["model.embed_tokens.weight"] if tied else self.w["lm_head.weight"]
@@ -115,7 +121,7 @@ class Reference:
 
     def logits(self, ids):
         w, n = self.w, len(ids)
-        x = w["model.embed_tokens.weight"][torch.tensor(ids)]
+        x = w["model.embed_tokens.weight"][torch.tensor(ids)] * self.embedding_multiplier
         positions = torch.arange(n)
         mask = torch.full((n, n), float("-inf"), dtype=torch.float64).triu(1)
         if self.window:  # query q sees keys k with q - window < k <= q
@@ -139,15 +145,15 @@ class Reference:
             group = self.heads // self.kv_heads
             k = k.repeat_interleave(group, dim=1)
             v = v.repeat_interleave(group, dim=1)
-            scores = torch.einsum("qhd,khd->hqk", q, k) / math.sqrt(self.head_dim) + mask
+            scores = torch.einsum("qhd,khd->hqk", q, k) * self.attention_scale + mask
             attn = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v).reshape(n, -1)
-            x = x + attn @ w[p + "self_attn.o_proj.weight"].T
+            x = x + (attn @ w[p + "self_attn.o_proj.weight"].T) * self.residual_multiplier
             h = self.norm(x, w[p + "post_attention_layernorm.weight"])
             gate = h @ w[p + "mlp.gate_proj.weight"].T
             up = h @ w[p + "mlp.up_proj.weight"].T
-            x = x + (torch.nn.functional.silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T
+            x = x + ((torch.nn.functional.silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T) * self.residual_multiplier
         x = self.norm(x, w["model.norm.weight"])
-        return x[-1] @ self.lm_head.T
+        return (x[-1] @ self.lm_head.T) / self.logits_scaling
 
 
 def encode(tokenizer, text):

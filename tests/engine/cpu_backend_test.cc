@@ -196,7 +196,7 @@ TEST_P(TinyModel, BatchInvariance) {
 
 INSTANTIATE_TEST_SUITE_P(Models, TinyModel,
                          ::testing::Values("tiny-llama", "tiny-llama3-gqa", "tiny-qwen2-gqa", "tiny-qwen3",
-                                           "tiny-phi3"),
+                                           "tiny-phi3", "tiny-granite"),
                          [](const auto& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');

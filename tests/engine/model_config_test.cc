@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -102,6 +104,21 @@ TEST(ModelConfigCommitted, TinyPhi3) {
   EXPECT_EQ(c.sliding_window, std::optional<int>(512));
   EXPECT_EQ(max_supported_len(c), 512) << "served up to the window, as Mistral";
   EXPECT_EQ(c.dtype, "bfloat16");
+}
+
+TEST(ModelConfigCommitted, TinyGranite) {
+  const ModelConfig c = load_model_config(kModels / "tiny-granite" / "config.json");
+  EXPECT_EQ(c.architecture, "GraniteForCausalLM");
+  EXPECT_EQ(c.num_heads, 4);
+  EXPECT_EQ(c.num_kv_heads, 1);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_DOUBLE_EQ(c.embedding_multiplier, 12.0);
+  EXPECT_EQ(c.attention_multiplier, std::optional<double>(0.125));
+  EXPECT_EQ(attention_scale(c), 0.125f) << "not 1/sqrt(head_dim) = 0.25";
+  EXPECT_DOUBLE_EQ(c.residual_multiplier, 0.22);
+  EXPECT_DOUBLE_EQ(c.logits_scaling, 2.0);
+  EXPECT_FALSE(c.fused_projections);
+  EXPECT_EQ(c.dtype, "float16");
 }
 
 // Writes config.json variants into a temporary directory.
@@ -224,6 +241,46 @@ TEST_F(ModelConfigTest, Phi3FusedProjectionsWindowAndRefusedOptions) {
   EXPECT_TRUE(load(config).fused_projections) << "a factor of 1 rotates every dimension";
 }
 
+// Granite's four scalars: read where given, transformers' defaults (1.0 each, the attention
+// multiplier too) where not; the other architectures keep 1 and 1/sqrt(head_dim) whatever their
+// config.json says; biases are refused as for Llama.
+TEST_F(ModelConfigTest, GraniteMultipliersAndTheirDefaults) {
+  json config = minimal("GraniteForCausalLM");  // head_dim 8
+  ModelConfig c = load(config);
+  EXPECT_EQ(c.embedding_multiplier, 1.0);
+  EXPECT_EQ(c.attention_multiplier, std::optional<double>(1.0));
+  EXPECT_EQ(attention_scale(c), 1.0f);
+  EXPECT_EQ(c.residual_multiplier, 1.0);
+  EXPECT_EQ(c.logits_scaling, 1.0);
+
+  config["embedding_multiplier"] = 12.0;  // Granite 3.x 8B's values
+  config["attention_multiplier"] = 0.0078125;
+  config["residual_multiplier"] = 0.22;
+  config["logits_scaling"] = 16.0;
+  c = load(config);
+  EXPECT_EQ(c.embedding_multiplier, 12.0);
+  EXPECT_EQ(attention_scale(c), 0.0078125f);
+  EXPECT_EQ(c.residual_multiplier, 0.22);
+  EXPECT_EQ(c.logits_scaling, 16.0);
+
+  config["architectures"] = {"LlamaForCausalLM"};
+  c = load(config);
+  EXPECT_EQ(c.embedding_multiplier, 1.0);
+  EXPECT_FALSE(c.attention_multiplier.has_value());
+  EXPECT_EQ(attention_scale(c), 1.0f / std::sqrt(8.0f));
+  EXPECT_EQ(c.logits_scaling, 1.0);
+
+  config = minimal("GraniteForCausalLM");
+  config["logits_scaling"] = 0;
+  EXPECT_TRUE(contains_all(error(config), {"'logits_scaling'", "positive number"}));
+  config = minimal("GraniteForCausalLM");
+  config["residual_multiplier"] = "0.22";
+  EXPECT_TRUE(contains_all(error(config), {"'residual_multiplier'", "positive number", "string"}));
+  config = minimal("GraniteForCausalLM");
+  config["mlp_bias"] = true;
+  EXPECT_TRUE(contains_all(error(config), {"'mlp_bias'", "GraniteForCausalLM", "bias-free"}));
+}
+
 TEST_F(ModelConfigTest, Qwen2HasQkvBiasAndIgnoresAnUnusedWindow) {
   json config = minimal("Qwen2ForCausalLM");
   config["use_sliding_window"] = false;
@@ -333,10 +390,10 @@ TEST_F(ModelConfigTest, FieldOfWrongType) {
 }
 
 TEST_F(ModelConfigTest, UnknownArchitecture) {
-  EXPECT_TRUE(
-      contains_all(error(minimal("GPT2LMHeadModel")),
-                   {"architecture 'GPT2LMHeadModel' is not supported", "LlamaForCausalLM",
-                    "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM"}));
+  EXPECT_TRUE(contains_all(
+      error(minimal("GPT2LMHeadModel")),
+      {"architecture 'GPT2LMHeadModel' is not supported", "LlamaForCausalLM", "MistralForCausalLM",
+       "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "GraniteForCausalLM"}));
 }
 
 TEST_F(ModelConfigTest, UnsupportedDtype) {

@@ -220,6 +220,19 @@ void model_file_seeds() {
                            R"("tie_word_embeddings":false,"torch_dtype":"bfloat16"})",
                            safetensors(model_tensors(s))));
   }
+  {
+    Shape s;
+    s.kv_heads = 1;
+    s.tied = false;
+    write_seed(
+        target, "granite_f16_multipliers",
+        model_input(R"({"architectures":["GraniteForCausalLM"],"vocab_size":16,"hidden_size":8,)"
+                    R"("intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,)"
+                    R"("num_key_value_heads":1,"embedding_multiplier":12.0,"attention_multiplier":0.0078125,)"
+                    R"("residual_multiplier":0.22,"logits_scaling":16.0,"attention_bias":false,)"
+                    R"("mlp_bias":false,"tie_word_embeddings":false,"torch_dtype":"float16"})",
+                    safetensors(model_tensors(s))));
+  }
   // The reader alone: every dtype family, a zero-size tensor, metadata with a non-string value.
   write_seed(target, "reader_only_mixed_dtypes",
              model_input("", safetensors({{"a", "U8", {3, 5}},

@@ -492,7 +492,7 @@ TEST_P(CudaBackendModel, SeededSamplingIsReproducible) {
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, CudaBackendModel,
                          ::testing::Values("tiny-llama", "tiny-llama3-gqa", "tiny-qwen2-gqa", "tiny-qwen3",
-                                           "tiny-phi3"));
+                                           "tiny-phi3", "tiny-granite"));
 
 TEST(CudaBackend, SizesThePoolFromTheMemoryBudget) {
   KVSERVE_SKIP_WITHOUT_GPU();

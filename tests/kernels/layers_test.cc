@@ -90,13 +90,16 @@ void expect_invalid(F&& f, const std::string& needle) {
 
 // ---- embedding_gather ----
 
-TEST(EmbeddingGather, CopiesTheRowsOfTheIdsExactly) {
+// Each row is the table's, times the multiplier (Granite's embedding multiplier; 1 elsewhere),
+// with the one float rounding of the product, as the CPU backend computes it.
+TEST(EmbeddingGather, CopiesTheRowsOfTheIdsTimesTheMultiplierExactly) {
   KVSERVE_SKIP_WITHOUT_GPU();
   for (const int hidden : {8, 64, 4096}) {
     for (const int tokens : {1, 37}) {
       const uint64_t seed = 1000 + hidden + tokens;
+      const float multiplier = tokens == 1 ? 1.0f : 12.0f;
       SCOPED_TRACE("hidden " + std::to_string(hidden) + " tokens " + std::to_string(tokens) + " seed " +
-                   std::to_string(seed));
+                   std::to_string(seed) + " multiplier " + std::to_string(multiplier));
       const int vocab = 50;
       const std::vector<float> table = random_bf16_values(static_cast<size_t>(vocab) * hidden, seed);
       std::mt19937_64 rng(seed);
@@ -109,12 +112,13 @@ TEST(EmbeddingGather, CopiesTheRowsOfTheIdsExactly) {
       auto d_table = upload(to_bf16(table));
       auto d_ids = upload(ids);
       auto d_res = poisoned<float>(static_cast<size_t>(tokens) * hidden);
-      embedding_gather(d_table.get(), d_ids.get(), tokens, hidden, d_res.get(), nullptr);
+      embedding_gather(d_table.get(), d_ids.get(), tokens, hidden, multiplier, d_res.get(), nullptr);
 
       std::vector<float> want(static_cast<size_t>(tokens) * hidden);
       for (int t = 0; t < tokens; ++t)
-        std::copy_n(&table[static_cast<size_t>(ids[t]) * hidden], hidden,
-                    &want[static_cast<size_t>(t) * hidden]);
+        for (int i = 0; i < hidden; ++i)
+          want[static_cast<size_t>(t) * hidden + i] =
+              table[static_cast<size_t>(ids[t]) * hidden + i] * multiplier;
       expect_equal_floats(download(d_res), want);
     }
   }
@@ -482,9 +486,9 @@ TEST(LayerKernelValidation, RejectsUnsupportedWidthsAndAlignments) {
   bf16* bf = fake_pointer<bf16>(0x2000);
   const int32_t* ids = fake_pointer<const int32_t>(0x3000);
 
-  expect_invalid([&] { embedding_gather(bf, ids, 4, 12, res, nullptr); }, "hidden");
-  expect_invalid([&] { embedding_gather(bf, ids, -1, 64, res, nullptr); }, "num_tokens");
-  expect_invalid([&] { embedding_gather(fake_pointer<bf16>(0x2002), ids, 4, 64, res, nullptr); },
+  expect_invalid([&] { embedding_gather(bf, ids, 4, 12, 1.0f, res, nullptr); }, "hidden");
+  expect_invalid([&] { embedding_gather(bf, ids, -1, 64, 1.0f, res, nullptr); }, "num_tokens");
+  expect_invalid([&] { embedding_gather(fake_pointer<bf16>(0x2002), ids, 4, 64, 1.0f, res, nullptr); },
                  "table must");
 
   expect_invalid([&] { add_rms_norm(res, bf, bf, 1e-5f, 4, 100, bf, nullptr); }, "width");
@@ -557,7 +561,7 @@ TEST(LayerKernelValidation, RejectsUnsupportedWidthsAndAlignments) {
 
 TEST(LayerKernelValidation, ZeroRowsLaunchNothing) {
   // Null pointers everywhere: a launch or any device access would fail (or throw without a GPU).
-  EXPECT_NO_THROW(embedding_gather(nullptr, nullptr, 0, 64, nullptr, nullptr));
+  EXPECT_NO_THROW(embedding_gather(nullptr, nullptr, 0, 64, 1.0f, nullptr, nullptr));
   EXPECT_NO_THROW(add_rms_norm(nullptr, nullptr, nullptr, 1e-5f, 0, 4096, nullptr, nullptr));
   EXPECT_NO_THROW(silu_and_mul(nullptr, 0, 64, nullptr, nullptr));
   EXPECT_NO_THROW(gather_rows(nullptr, nullptr, 0, 64, nullptr, nullptr));
