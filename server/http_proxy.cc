@@ -141,15 +141,21 @@ std::string HttpProxy::address() const {
 }
 
 ProxyEnvironment ProxyEnvironment::from_environment() {
-  const auto first_set = [](std::initializer_list<const char*> names) {
-    for (const char* name : names)
-      if (const char* value = std::getenv(name); value && *value) return std::string(value);
-    return std::string();
+  // The first of `names` set (and not empty) into `value`, its name into `variable`.
+  const auto first_set = [](std::initializer_list<const char*> names, std::string& value,
+                            std::string* variable) {
+    for (const char* name : names) {
+      if (const char* set = std::getenv(name); set && *set) {
+        value = set;
+        if (variable) *variable = name;
+        return;
+      }
+    }
   };
   ProxyEnvironment e;
-  e.https_proxy = first_set({"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"});
-  e.http_proxy = first_set({"http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"});
-  e.no_proxy = first_set({"no_proxy", "NO_PROXY"});
+  first_set({"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}, e.https_proxy, &e.https_proxy_variable);
+  first_set({"http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"}, e.http_proxy, &e.http_proxy_variable);
+  first_set({"no_proxy", "NO_PROXY"}, e.no_proxy, nullptr);
   return e;
 }
 

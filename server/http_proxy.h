@@ -36,6 +36,14 @@ struct ProxyEnvironment {
   std::string https_proxy;  // https_proxy, HTTPS_PROXY, else all_proxy, ALL_PROXY
   std::string http_proxy;   // http_proxy, HTTP_PROXY, else all_proxy, ALL_PROXY
   std::string no_proxy;     // no_proxy, NO_PROXY
+  // The variables the two proxies came from, for messages that say which one to change.
+  std::string https_proxy_variable = "https_proxy";
+  std::string http_proxy_variable = "http_proxy";
+
+  // The variable that names the proxy for URLs of `scheme` ("https" or "http").
+  const std::string& variable_for(std::string_view scheme) const {
+    return scheme == "https" ? https_proxy_variable : http_proxy_variable;
+  }
 
   static ProxyEnvironment from_environment();
 };

@@ -372,11 +372,13 @@ class HubFetcher {
     try {
       return proxy_for(origin, settings_.proxies);
     } catch (const std::invalid_argument& e) {
-      const std::string variables =
-          origin.starts_with("https:") ? "https_proxy (or HTTPS_PROXY" : "http_proxy (or HTTP_PROXY";
-      throw ModelLoadError("the proxy that " + variables +
-                           ", all_proxy, ALL_PROXY) names cannot be used: " + e.what());
+      throw ModelLoadError("the proxy that " + proxy_variable(origin) + " names cannot be used: " + e.what());
     }
+  }
+
+  // The environment variable that names the proxy for `origin`, for messages.
+  const std::string& proxy_variable(const std::string& origin) const {
+    return settings_.proxies.variable_for(origin.starts_with("https:") ? "https" : "http");
   }
 
   // " through the proxy host:port" when requests to `origin` go through one: for messages.
@@ -440,7 +442,7 @@ class HubFetcher {
       const std::string scheme = res->get_header_value("Proxy-Authenticate");
       if (!scheme.empty()) reason = "it asks for " + scheme.substr(0, scheme.find(' ')) + " authentication";
     }
-    const std::string variable = origin.starts_with("https:") ? "https_proxy" : "http_proxy";
+    const std::string& variable = proxy_variable(origin);
     return "the proxy " + (proxy ? proxy->address() + " " : std::string()) + "refused " + what +
            (proxy && (!proxy->user.empty() || !proxy->password.empty()) ? " with the credentials given"
                                                                         : " without credentials") +

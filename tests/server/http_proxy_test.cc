@@ -162,6 +162,9 @@ TEST(HttpProxy, TheEnvironmentIsReadLowercaseFirstThenAllProxy) {
   env.set("ALL_PROXY", "http://all:1");
   EXPECT_EQ(ProxyEnvironment::from_environment().https_proxy, "http://all:1");
   EXPECT_EQ(ProxyEnvironment::from_environment().http_proxy, "http://all:1");
+  // Messages name the variable to change: the one the proxy came from.
+  EXPECT_EQ(ProxyEnvironment::from_environment().variable_for("https"), "ALL_PROXY");
+  EXPECT_EQ(ProxyEnvironment::from_environment().variable_for("http"), "ALL_PROXY");
   env.set("HTTPS_PROXY", "http://upper:2");
   env.set("https_proxy", "http://lower:3");
   env.set("HTTP_PROXY", "http://plain:4");
@@ -169,6 +172,8 @@ TEST(HttpProxy, TheEnvironmentIsReadLowercaseFirstThenAllProxy) {
   ProxyEnvironment read = ProxyEnvironment::from_environment();
   EXPECT_EQ(read.https_proxy, "http://lower:3");
   EXPECT_EQ(read.http_proxy, "http://plain:4");
+  EXPECT_EQ(read.variable_for("https"), "https_proxy");
+  EXPECT_EQ(read.variable_for("http"), "HTTP_PROXY");
   EXPECT_EQ(read.no_proxy, "upper.example");
   env.set("no_proxy", "lower.example");
   EXPECT_EQ(ProxyEnvironment::from_environment().no_proxy, "lower.example");

@@ -368,6 +368,10 @@ TEST_F(HubDownload, ProxyRefusalsSayWhatToChange) {
             std::string::npos)
       << error;
   EXPECT_EQ(error.find("wrong"), std::string::npos) << "the message shows no password: " << error;
+  settings_.proxies.http_proxy_variable = "all_proxy";  // the message names the variable it came from
+  error = fetch_error();
+  EXPECT_NE(error.find("all_proxy=http://user:password@host:port"), std::string::npos) << error;
+  settings_.proxies.http_proxy_variable = "http_proxy";
 
   settings_.proxies.http_proxy = "http://127.0.0.1:1";  // nothing listens there
   error = fetch_error();
