@@ -343,9 +343,12 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
     fields.fail("head_dim " + std::to_string(config.head_dim) +
                 " is odd; rotary embeddings rotate pairs of dimensions, so it must be even");
   }
-  config.rms_norm_eps = fields.positive_number_or("rms_norm_eps", 1e-6);
+  // transformers' defaults where config.json is silent: Phi3Config's differ from the Llama family's.
+  const bool phi3 = config.architecture == "Phi3ForCausalLM";
+  config.rms_norm_eps = fields.positive_number_or("rms_norm_eps", phi3 ? 1e-5 : 1e-6);
   read_rope(config_json, fields, config);
-  config.max_position_embeddings = fields.optional_positive_int("max_position_embeddings").value_or(2048);
+  config.max_position_embeddings =
+      fields.optional_positive_int("max_position_embeddings").value_or(phi3 ? 4096 : 2048);
   config.tie_word_embeddings = fields.boolean_or("tie_word_embeddings", false);
   config.qkv_bias = config.architecture == "Qwen2ForCausalLM" ||
                     (config.architecture == "Qwen3ForCausalLM" && fields.boolean_or("attention_bias", false));

@@ -41,6 +41,9 @@ void materialize_weights(Model& model) {
     todo[i]->data.resize(static_cast<size_t>(todo[i]->numel()));
 
   for (Tensor* t : todo) {
+    if (t->mapped && t->mapped->count != static_cast<size_t>(t->numel()))
+      throw std::logic_error("materialize_weights: a tensor of shape " + shape_string(t->shape) + " maps " +
+                             std::to_string(t->mapped->count) + " elements");
     if (t->mapped)
       safetensors_to_float32(*t->mapped->tensor, t->mapped->file->path(), t->mapped->first, t->data);
     else

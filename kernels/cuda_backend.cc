@@ -76,6 +76,9 @@ DeviceBuffer<bf16> upload_bf16(std::initializer_list<const Tensor*> tensors, siz
     if (t->data.size() == n) {
       upload_as_bf16(t->data, staging, d.get() + offset);
     } else if (t->data.empty() && t->mapped) {
+      if (t->mapped->count != n)  // the loader sizes both; a mismatch would overrun the next tensor
+        throw std::logic_error("upload_bf16: a tensor of " + std::to_string(n) + " elements maps " +
+                               std::to_string(t->mapped->count));
       upload_mapped(*t->mapped, d.get() + offset);
     } else if (t->data.empty() && t->seeded) {
       // The legacy stream, like the copies: the constructor's device synchronization covers both.

@@ -240,6 +240,9 @@ def config_json(args):
         config["sliding_window"] = args.sliding_window
     if args.arch == "phi3":
         config["original_max_position_embeddings"] = args.max_pos
+        # Phi3Config's default pad id (32000) lies outside a tiny vocabulary, and transformers builds
+        # its embedding with that padding index.
+        config["pad_token_id"] = None
     if args.arch == "granite":
         config.update(zip(("embedding_multiplier", "attention_multiplier", "residual_multiplier", "logits_scaling"),
                           args.granite_multipliers))

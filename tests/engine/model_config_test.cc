@@ -219,6 +219,9 @@ TEST_F(ModelConfigTest, MistralSlidingWindow) {
 // the 128k models' "longrope" scaling and Phi-4-mini's partial rotary factor are refused by name.
 TEST_F(ModelConfigTest, Phi3FusedProjectionsWindowAndRefusedOptions) {
   json config = minimal("Phi3ForCausalLM");
+  const ModelConfig defaults = load(config);  // Phi3Config's defaults, not the Llama family's
+  EXPECT_DOUBLE_EQ(defaults.rms_norm_eps, 1e-5);
+  EXPECT_EQ(defaults.max_position_embeddings, 4096);
   config["sliding_window"] = 2047;
   config["max_position_embeddings"] = 4096;
   config["original_max_position_embeddings"] = 4096;

@@ -28,6 +28,7 @@
 #include "engine/random_model.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
+#include "tests/engine/model_files_test_util.h"
 #include "tests/kernels/gpu_test_util.h"
 
 namespace kvserve::cuda {
@@ -542,8 +543,8 @@ void expect_identical_logits(CudaBackend& a, CudaBackend& b, const CudaBackendOp
 
 // kvserve loads checkpoints with WeightLoading::kDeferred: BF16 tensors are copied straight from
 // the mapped file, F16 and F32 converted in chunks. The committed models are stored in F16, BF16 and
-// F32, so the three cases together cover every path, and each must upload the same bits as the
-// float32 host model.
+// F32 (tiny-phi3's fused tensors, in BF16, copied from inside the stored tensor; F16 ranges below),
+// and each must upload the same bits as the float32 host model.
 TEST_P(CudaBackendModel, UploadsAMappedCheckpointAsTheHostModelUploads) {
   KVSERVE_SKIP_WITHOUT_GPU();
   const auto host = std::make_shared<const Model>(load_model(kModels + GetParam()));
@@ -554,6 +555,37 @@ TEST_P(CudaBackendModel, UploadsAMappedCheckpointAsTheHostModelUploads) {
   CudaBackend from_host(host, opt);
   CudaBackend from_file(mapped, opt);
   EXPECT_EQ(from_file.weight_bytes(), from_host.weight_bytes());
+  expect_identical_logits(from_host, from_file, opt, host->config.vocab_size);
+}
+
+// A fused checkpoint in F16: each weight is converted from inside the stored tensor (an element
+// offset into the mapping plus the chunk's), and must upload what the float32 host model uploads.
+TEST(CudaBackendFusedCheckpoint, UploadsF16RangesOfFusedTensorsAsTheHostModelUploads) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const model_test::TempDir dir;
+  const SafetensorsFile phi3(kModels + "tiny-phi3/model.safetensors");
+  std::vector<model_test::RawTensor> tensors;
+  std::mt19937 rng(11);
+  for (const SafetensorsTensor& t : phi3.tensors()) {
+    // Random halves: sign and mantissa bits, exponent 10..15 (magnitudes in [2^-5, 2)).
+    std::vector<uint16_t> halves(static_cast<size_t>(t.numel()));
+    for (uint16_t& h : halves)
+      h = static_cast<uint16_t>((rng() & 0x83FF) | ((10 + rng() % 6) << 10));
+    tensors.push_back({t.name, "F16", t.shape, model_test::raw_bytes(halves)});
+  }
+  model_test::write_file(dir / "model.safetensors", model_test::safetensors_bytes(tensors));
+  nlohmann::json config = nlohmann::json::parse(model_test::read_file(kModels + "tiny-phi3/config.json"));
+  config["torch_dtype"] = "float16";
+  config["dtype"] = "float16";
+  model_test::write_file(dir / "config.json", config.dump());
+
+  const auto host = std::make_shared<const Model>(load_model(dir.path()));
+  const auto mapped = std::make_shared<const Model>(load_model(dir.path(), WeightLoading::kDeferred));
+  ASSERT_TRUE(mapped->weights.layers[0].k_proj.mapped);
+  EXPECT_GT(mapped->weights.layers[0].k_proj.mapped->first, 0u) << "k starts after q's rows";
+  const CudaBackendOptions opt = small_options(false);
+  CudaBackend from_host(host, opt);
+  CudaBackend from_file(mapped, opt);
   expect_identical_logits(from_host, from_file, opt, host->config.vocab_size);
 }
 
