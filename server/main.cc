@@ -214,12 +214,11 @@ int main(int argc, char** argv) {
   app.add_option(
       "--served-model-name", f.served_model_name,
       "the model's name for clients (GetModelInfo, the OpenAI API's `model`); default: --model as given");
-  app.add_option(
-         "--tool-call-parser", f.tool_call_parser,
-         "OpenAI API: how the model writes tool calls, read out of its replies as tool_calls for "
-         "tool_choice \"auto\": auto (what the chat template teaches), hermes, llama3_json, mistral or "
-         "none")
-      ->check(CLI::IsMember({"auto", "hermes", "llama3_json", "mistral", "none"}))
+  app.add_option("--tool-call-parser", f.tool_call_parser,
+                 "OpenAI API: how the model writes tool calls, read out of its replies as tool_calls for "
+                 "tool_choice \"auto\": auto (what the chat template teaches), hermes, llama3_json, mistral, "
+                 "granite or none")
+      ->check(CLI::IsMember({"auto", "hermes", "llama3_json", "mistral", "granite", "none"}))
       ->capture_default_str();
   app.add_option(
          "--reasoning-parser", f.reasoning_parser,

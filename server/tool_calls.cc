@@ -25,6 +25,7 @@ constexpr std::string_view kXmlFunction = "<function=";
 constexpr std::string_view kMistralCalls = "[TOOL_CALLS]";
 constexpr std::string_view kMistralArgs = "[ARGS]";
 constexpr std::string_view kMistralCallId = "[CALL_ID]";
+constexpr std::string_view kGraniteToken = "<|tool_call|>";  // Granite 3.0; 3.1 on write kHermesOpen
 constexpr int kMaxCallDepth = 64;
 constexpr size_t kMaxCallMembers = 1024;
 
@@ -173,6 +174,16 @@ std::optional<std::vector<Call>> read_call_array(std::string_view text) {
   return calls;
 }
 
+// Granite's: the whole reply is [{"name": "f", "arguments": {...}}, ...], after an optional
+// <|tool_call|> and then an optional <tool_call> (the 3.0 and 3.1 markers).
+std::optional<std::vector<Call>> read_granite_calls(std::string_view text) {
+  size_t at = skip_layout_space(text, 0);
+  for (const std::string_view marker : {kGraniteToken, kHermesOpen})
+    if (text.substr(at, marker.size()) == marker) at = skip_layout_space(text, at + marker.size());
+  if (at >= text.size() || text[at] != '[') return std::nullopt;
+  return read_call_array(text.substr(at));
+}
+
 }  // namespace
 
 std::optional<ToolCallFormat> tool_call_format_from_name(std::string_view name) {
@@ -180,6 +191,7 @@ std::optional<ToolCallFormat> tool_call_format_from_name(std::string_view name) 
   if (name == "hermes") return ToolCallFormat::kHermes;
   if (name == "llama3_json") return ToolCallFormat::kLlama3Json;
   if (name == "mistral") return ToolCallFormat::kMistral;
+  if (name == "granite") return ToolCallFormat::kGranite;
   return std::nullopt;
 }
 
@@ -191,6 +203,8 @@ const char* tool_call_format_name(ToolCallFormat format) {
       return "llama3_json";
     case ToolCallFormat::kMistral:
       return "mistral";
+    case ToolCallFormat::kGranite:
+      return "granite";
     default:
       return "none";
   }
@@ -200,6 +214,7 @@ ToolCallFormat detect_tool_call_format(std::string_view chat_template_source) {
   const auto has = [&](std::string_view text) {
     return chat_template_source.find(text) != std::string_view::npos;
   };
+  if (has(kGraniteToken)) return ToolCallFormat::kGranite;
   if (has(kHermesOpen)) return has(kXmlFunction) ? ToolCallFormat::kNone : ToolCallFormat::kHermes;
   if (has(kMistralCalls)) return ToolCallFormat::kMistral;
   if (has(kPythonTag) || has(kLlama3JsonInstruction)) return ToolCallFormat::kLlama3Json;
@@ -233,6 +248,8 @@ ToolCallReader ToolCallReader::for_format(ToolCallFormat format) {
       return ToolCallReader(Mode::kHermes);
     case ToolCallFormat::kLlama3Json:
       return ToolCallReader(Mode::kLlama3Json);
+    case ToolCallFormat::kGranite:
+      return ToolCallReader(Mode::kGranite);
     case ToolCallFormat::kMistral: {
       ToolCallReader reader(Mode::kMistral);
       reader.use_nine_character_call_ids();
@@ -291,6 +308,7 @@ ToolCallOutput ToolCallReader::feed(std::string_view text) {
       buffer_ += text;
       return feed_mistral(false);
     case Mode::kLlama3Json:
+    case Mode::kGranite:
     case Mode::kRequired:
       buffer_ += text;
       return feed_whole_reply(false);
@@ -313,6 +331,7 @@ ToolCallOutput ToolCallReader::finish() {
       out = feed_mistral(true);
       break;
     case Mode::kLlama3Json:
+    case Mode::kGranite:
     case Mode::kRequired:
       out = feed_whole_reply(true);
       break;
@@ -401,14 +420,22 @@ ToolCallOutput ToolCallReader::feed_mistral(bool final) {
 
 ToolCallOutput ToolCallReader::feed_whole_reply(bool final) {
   ToolCallOutput out;
-  if (mode_ == Mode::kLlama3Json && !started_) {
-    // The reply is calls when it starts as one; leading whitespace waits to see which.
+  if ((mode_ == Mode::kLlama3Json || mode_ == Mode::kGranite) && !started_) {
+    // The reply is calls when it starts as one; leading whitespace, or what may still become a
+    // marker, waits to see which.
     const size_t first = skip_layout_space(buffer_, 0);
     if (first == buffer_.size() && !final) return out;
     const std::string_view rest = std::string_view(buffer_).substr(first);
-    if (!final && rest.size() < kPythonTag.size() && kPythonTag.starts_with(rest)) return out;
+    const bool granite = mode_ == Mode::kGranite;
+    const std::initializer_list<std::string_view> markers =
+        granite ? std::initializer_list<std::string_view>{kGraniteToken, kHermesOpen}
+                : std::initializer_list<std::string_view>{kPythonTag};
+    for (const std::string_view marker : markers)
+      if (!final && rest.size() < marker.size() && marker.starts_with(rest)) return out;
     started_ = true;
-    in_call_ = !rest.empty() && (rest.front() == '{' || rest.starts_with(kPythonTag));
+    in_call_ = !rest.empty() && rest.front() == (granite ? '[' : '{');
+    for (const std::string_view marker : markers)
+      in_call_ = in_call_ || rest.starts_with(marker);
   }
   if (!in_call_) {
     out.content = std::move(buffer_);
@@ -416,8 +443,9 @@ ToolCallOutput ToolCallReader::feed_whole_reply(bool final) {
     return out;
   }
   if (!final) return out;
-  std::optional<std::vector<Call>> calls =
-      mode_ == Mode::kRequired ? read_call_array(buffer_) : read_llama3_calls(buffer_);
+  std::optional<std::vector<Call>> calls = mode_ == Mode::kRequired  ? read_call_array(buffer_)
+                                           : mode_ == Mode::kGranite ? read_granite_calls(buffer_)
+                                                                     : read_llama3_calls(buffer_);
   if (calls) {
     for (Call& call : *calls)
       add_call(out, std::move(call.name), std::move(call.arguments));

@@ -15,6 +15,8 @@
 //                Mistral's tokenizers: the server keeps their spellings in the reply's text for this reader
 //                (GenerateRequest.keep_control_tokens). Its calls carry 9-character ids, as
 //                Mistral's chat templates require.
+//   granite      IBM Granite 3.x: the whole reply is a JSON array [{"name": "f", "arguments": {...}}, ...],
+//                after an optional <|tool_call|> (3.0) or <tool_call> (3.1 and later).
 // Two more readers serve tool_choice, where a constraint (structured output) fixes the reply's
 // shape and the template's format no longer matters:
 //   required     the reply is a JSON array of {"name": "f", "parameters": {...}}, at least one;
@@ -40,15 +42,16 @@
 namespace kvserve {
 
 // The tool-call format of the served model (server flag --tool-call-parser).
-enum class ToolCallFormat { kNone, kHermes, kLlama3Json, kMistral };
+enum class ToolCallFormat { kNone, kHermes, kLlama3Json, kMistral, kGranite };
 
-// "none", "hermes", "llama3_json", "mistral"; nullopt for any other name.
+// "none", "hermes", "llama3_json", "mistral", "granite"; nullopt for any other name.
 std::optional<ToolCallFormat> tool_call_format_from_name(std::string_view name);
 const char* tool_call_format_name(ToolCallFormat format);
 // The format a chat template teaches, from what it writes: "<tool_call>" -> hermes (unless the
 // calls inside are XML, "<function=", as Qwen3-Coder's: kNone); "<|python_tag|>" or Llama 3's
 // instruction '"parameters": dictionary of argument name' -> llama3_json; "[TOOL_CALLS]" ->
-// mistral; kNone otherwise.
+// mistral; "<|tool_call|>" -> granite (Granite 3.0's; later Granite templates write "<tool_call>",
+// so they need the flag); kNone otherwise.
 ToolCallFormat detect_tool_call_format(std::string_view chat_template_source);
 
 // Why replies decoded by `tokenizer` can never show `format`'s markers, or "" when they can: a
@@ -95,11 +98,11 @@ class ToolCallReader {
   void use_nine_character_call_ids() { nine_character_call_ids_ = true; }
 
  private:
-  enum class Mode { kText, kHermes, kLlama3Json, kMistral, kRequired, kNamed };
+  enum class Mode { kText, kHermes, kLlama3Json, kMistral, kGranite, kRequired, kNamed };
   explicit ToolCallReader(Mode mode) : mode_(mode) {}
 
   ToolCallOutput feed_hermes(bool final);
-  ToolCallOutput feed_whole_reply(bool final);  // llama3_json and required: read at the end
+  ToolCallOutput feed_whole_reply(bool final);  // llama3_json, granite and required: read at the end
   ToolCallOutput feed_mistral(bool final);      // text, then calls read at the end
   // Returns the text before `marker` as content (whitespace just before it held as layout), and
   // whether the marker came, in which case it is consumed; without it, a possible start of it
@@ -118,7 +121,7 @@ class ToolCallReader {
   bool in_call_ = false;           // kHermes: inside <tool_call>; kMistral: past [TOOL_CALLS]; others: the
                                    // reply is read as calls
   size_t close_searched_ = 0;      // kHermes, in a call: buffer_ before this holds no </tool_call>
-  bool started_ = false;           // kLlama3Json: the first non-space character has been seen
+  bool started_ = false;           // kLlama3Json, kGranite: the reply's start tells text from calls
   int calls_ = 0;
   int max_calls_ = std::numeric_limits<int>::max();
   bool nine_character_call_ids_ = false;

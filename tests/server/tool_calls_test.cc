@@ -85,9 +85,10 @@ TEST(ToolCallFormat, NamesAndDetection) {
   EXPECT_EQ(tool_call_format_from_name("llama3_json"), ToolCallFormat::kLlama3Json);
   EXPECT_EQ(tool_call_format_from_name("none"), ToolCallFormat::kNone);
   EXPECT_EQ(tool_call_format_from_name("mistral"), ToolCallFormat::kMistral);
+  EXPECT_EQ(tool_call_format_from_name("granite"), ToolCallFormat::kGranite);
   EXPECT_EQ(tool_call_format_from_name("Hermes"), std::nullopt);
   for (ToolCallFormat f : {ToolCallFormat::kNone, ToolCallFormat::kHermes, ToolCallFormat::kLlama3Json,
-                           ToolCallFormat::kMistral})
+                           ToolCallFormat::kMistral, ToolCallFormat::kGranite})
     EXPECT_EQ(tool_call_format_from_name(tool_call_format_name(f)), f);
   EXPECT_EQ(detect_tool_call_format("{{- '[TOOL_CALLS] [' }}{{ tool_calls | tojson }}"),
             ToolCallFormat::kMistral);
@@ -97,6 +98,10 @@ TEST(ToolCallFormat, NamesAndDetection) {
   EXPECT_EQ(detect_tool_call_format("{%- if builtin %}{{- '<|python_tag|>' }}{% endif %}"),
             ToolCallFormat::kLlama3Json);
   EXPECT_EQ(detect_tool_call_format("{{ messages[0].content }}"), ToolCallFormat::kNone);
+  // Granite 3.0 writes its calls after its own <|tool_call|> token.
+  EXPECT_EQ(detect_tool_call_format("{{- '<|start_of_role|>assistant<|end_of_role|><|tool_call|>' + "
+                                    "message.tool_calls | tojson }}"),
+            ToolCallFormat::kGranite);
   // Llama 3.2's template asks for JSON calls without <|python_tag|>.
   EXPECT_EQ(
       detect_tool_call_format(R"(Respond in the format {"name": function name, "parameters": dictionary of )"
@@ -291,6 +296,45 @@ TEST(ToolCallReader, Llama3StreamsTextAtOnceAndHoldsCallsToTheEnd) {
   EXPECT_TRUE(call_reply.feed("{\"name\": \"f\", ").empty());
   EXPECT_TRUE(call_reply.feed("\"parameters\": {}}").empty());
   EXPECT_EQ(call_reply.finish().calls.size(), 1u);
+}
+
+const ToolCallReader kGranite = ToolCallReader::for_format(ToolCallFormat::kGranite);
+
+// Granite 3.x: the whole reply is a JSON array of calls, after <|tool_call|> (3.0), <tool_call>
+// (3.1 and later), both, or nothing (a tokenizer that drops the 3.0 token from decoded text).
+TEST(ToolCallReader, GraniteArrayOfCallsAfterEitherMarker) {
+  const Calls two{{"get_weather", R"({"city":"Oslo"})"}, {"get_time", R"({"zone":"CET"})"}};
+  const std::string array =
+      R"([{"name": "get_weather", "arguments": {"city": "Oslo"}}, {"name": "get_time", "arguments": {"zone": "CET"}}])";
+  for (const std::string prefix : {"", "<|tool_call|>", "<tool_call>", " <|tool_call|> <tool_call>\n", "\n"})
+    EXPECT_EQ(read(kGranite, prefix + array + "\n"), (Reply{"", two})) << prefix;
+  EXPECT_EQ(read(kGranite, R"(<|tool_call|>[{"name": "f", "parameters": {}}])"),
+            (Reply{"", Calls{{"f", "{}"}}}));
+}
+
+TEST(ToolCallReader, GraniteTextAndArraysThatAreNotCallsAreContent) {
+  for (const std::string text : {"The weather in Oslo is mild.", "[1, 2, 3]", "[]", R"([{"name": "f"}])",
+                                 R"(<|tool_call|>[{"name": "f", "arguments": "x"}])",
+                                 R"(<tool_call>[{"name": "f", "arguments": {}}] and more)",
+                                 R"(<|tool_call|>[{"name": "f", "argu)", "<tool_call>", "<|tool", " \n ", ""})
+    EXPECT_EQ(read(kGranite, text), (Reply{text, {}})) << text;
+}
+
+TEST(ToolCallReader, GraniteStreamsTextAtOnceAndHoldsCallsToTheEnd) {
+  ToolCallReader text_reply = kGranite;
+  EXPECT_EQ(text_reply.feed(" <").content, "");  // could still be a marker
+  EXPECT_EQ(text_reply.feed("b>").content, " <b>");
+  EXPECT_EQ(text_reply.feed(" bold").content, " bold");
+
+  ToolCallReader call_reply = kGranite;
+  EXPECT_TRUE(call_reply.feed("<|tool_call|>[{\"name\": \"f\", ").empty());
+  EXPECT_TRUE(call_reply.feed("\"arguments\": {}}]").empty());
+  EXPECT_EQ(call_reply.finish().calls.size(), 1u);
+
+  ToolCallReader limited = kGranite;
+  limited.keep_at_most(1);
+  EXPECT_EQ(read(limited, R"([{"name": "a", "arguments": {}}, {"name": "b", "arguments": {}}])"),
+            (Reply{"", Calls{{"a", "{}"}}}));
 }
 
 const ToolCallReader kMistral = ToolCallReader::for_format(ToolCallFormat::kMistral);
