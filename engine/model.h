@@ -56,6 +56,14 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   std::optional<RopeScaling> rope_scaling;
+  // Phi-3's "longrope" scaling (the 128k models), as it applies up to original_max_position_embeddings,
+  // the longest sequence served with it: frequency i divided by short_factor[i], and cos and sin
+  // multiplied by attention_factor (which attention_scale() folds in, squared: q and k both turn).
+  // Past that length transformers switches every position of the sequence to long_factor, which a
+  // KV cache cannot follow. Empty: none.
+  std::vector<double> longrope_short_factor;
+  double longrope_attention_factor = 1.0;
+  int longrope_original_max_position_embeddings = 0;
   // Mistral's and Phi-3's sliding-window attention: position q attends to positions k with q - window < k <=
   // q (the last `window` tokens, itself included, as Hugging Face masks it). Absent: full causal.
   std::optional<int> sliding_window;
@@ -155,16 +163,21 @@ struct Model {
 };
 
 // The longest sequence (prompt + output) the engine serves for this model: its trained length,
-// and no more than a sliding window, since full attention equals windowed attention only inside it.
+// no more than a sliding window, since full attention equals windowed attention only inside it,
+// and no more than a longrope model's original length (see longrope_short_factor).
 inline int max_supported_len(const ModelConfig& c) {
-  return c.sliding_window ? std::min(c.max_position_embeddings, *c.sliding_window)
-                          : c.max_position_embeddings;
+  int len = c.max_position_embeddings;
+  if (c.sliding_window) len = std::min(len, *c.sliding_window);
+  if (!c.longrope_short_factor.empty()) len = std::min(len, c.longrope_original_max_position_embeddings);
+  return len;
 }
 
 // What attention scores are multiplied by before the softmax.
 inline float attention_scale(const ModelConfig& c) {
-  return c.attention_multiplier ? static_cast<float>(*c.attention_multiplier)
-                                : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const float base = c.attention_multiplier ? static_cast<float>(*c.attention_multiplier)
+                                            : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  if (c.longrope_short_factor.empty()) return base;
+  return static_cast<float>(base * c.longrope_attention_factor * c.longrope_attention_factor);
 }
 
 // RoPE's inverse frequencies [head_dim / 2], with the config's rope_scaling applied: in float32, as

@@ -9,6 +9,7 @@
 #include <numbers>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -222,18 +223,54 @@ std::string read_dtype(const Fields& fields) {
   return value;
 }
 
-// rope_type "default" (or no scaling) -> nullopt; "llama3" -> its four parameters.
-std::optional<RopeScaling> read_rope_scaling(const Fields& scaling) {
+// A longrope factor list: one positive number per rotated pair of dimensions.
+std::vector<double> read_longrope_factors(const Fields& scaling, const char* key, int head_dim) {
+  const json* list = scaling.find(key);
+  if (!list) scaling.fail("longrope RoPE scaling needs " + scaling.name(key) + "; fix config.json");
+  if (!list->is_array() || list->size() != static_cast<size_t>(head_dim / 2)) {
+    scaling.fail("field " + scaling.name(key) + " must list head_dim / 2 = " + std::to_string(head_dim / 2) +
+                 " numbers, got " + described(*list) + "; fix config.json");
+  }
+  std::vector<double> factors;
+  for (const json& value : *list)
+    factors.push_back(scaling.positive_number(key, value));
+  return factors;
+}
+
+// Phi-3's longrope, as it applies up to the original length (ModelConfig::longrope_short_factor):
+// the short factors, and the attention factor transformers derives from how far
+// max_position_embeddings stretches that length.
+void read_longrope(const Fields& scaling, const Fields& top, ModelConfig& config) {
+  config.longrope_short_factor = read_longrope_factors(scaling, "short_factor", config.head_dim);
+  read_longrope_factors(scaling, "long_factor", config.head_dim);  // checked, used past the length served
+  const int original = top.optional_positive_int("original_max_position_embeddings")
+                           .value_or(scaling.optional_positive_int("original_max_position_embeddings")
+                                         .value_or(config.max_position_embeddings));
+  config.longrope_original_max_position_embeddings = original;
+  const double factor = static_cast<double>(config.max_position_embeddings) / original;
+  config.longrope_attention_factor = scaling.positive_number_or(
+      "attention_factor", factor <= 1.0 ? 1.0 : std::sqrt(1.0 + std::log(factor) / std::log(original)));
+}
+
+// rope_type "default" (or no scaling) -> nullopt; "llama3" -> its four parameters; "longrope" (or
+// its older name "su") -> config's longrope fields, and nullopt.
+std::optional<RopeScaling> read_rope_scaling(const Fields& scaling, const Fields& top, ModelConfig& config) {
   std::optional<std::string> type = scaling.optional_string("rope_type");
   if (!type) type = scaling.optional_string("type");  // the key before transformers 4.45
   if (!type) {
     scaling.fail("field " + scaling.name("rope_type") +
-                 " is missing; it must be \"default\" or \"llama3\" (or drop the scaling entry)");
+                 " is missing; it must be \"default\", \"llama3\" or \"longrope\" (or drop the scaling "
+                 "entry)");
   }
   if (*type == "default") return std::nullopt;
+  if (*type == "longrope" || *type == "su") {
+    read_longrope(scaling, top, config);
+    return std::nullopt;
+  }
   if (*type != "llama3") {
     scaling.fail("RoPE scaling type \"" + *type +
-                 "\" is unsupported; kvserve supports plain RoPE (\"default\") and \"llama3\"");
+                 "\" is unsupported; kvserve supports plain RoPE (\"default\"), \"llama3\" and "
+                 "\"longrope\"");
   }
   RopeScaling rope;
   rope.factor = scaling.required_positive_number("factor");
@@ -259,7 +296,8 @@ void read_rope(const std::filesystem::path& path, const Fields& fields, ModelCon
     const Fields rope(path, *parameters, "rope_parameters.");
     config.rope_theta =
         rope.positive_number_or("rope_theta", fields.positive_number_or("rope_theta", 10000.0));
-    if (rope.find("rope_type") || rope.find("type")) config.rope_scaling = read_rope_scaling(rope);
+    if (rope.find("rope_type") || rope.find("type"))
+      config.rope_scaling = read_rope_scaling(rope, fields, config);
     return;
   }
   config.rope_theta = fields.positive_number_or("rope_theta", 10000.0);
@@ -268,7 +306,7 @@ void read_rope(const std::filesystem::path& path, const Fields& fields, ModelCon
       fields.fail("field 'rope_scaling' must be an object or null, got " + described(*scaling) +
                   "; fix config.json");
     }
-    config.rope_scaling = read_rope_scaling(Fields(path, *scaling, "rope_scaling."));
+    config.rope_scaling = read_rope_scaling(Fields(path, *scaling, "rope_scaling."), fields, config);
   }
 }
 
@@ -346,9 +384,9 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   // transformers' defaults where config.json is silent: Phi3Config's differ from the Llama family's.
   const bool phi3 = config.architecture == "Phi3ForCausalLM";
   config.rms_norm_eps = fields.positive_number_or("rms_norm_eps", phi3 ? 1e-5 : 1e-6);
-  read_rope(config_json, fields, config);
   config.max_position_embeddings =
       fields.optional_positive_int("max_position_embeddings").value_or(phi3 ? 4096 : 2048);
+  read_rope(config_json, fields, config);  // after max_position_embeddings: longrope reads it
   config.tie_word_embeddings = fields.boolean_or("tie_word_embeddings", false);
   config.qkv_bias = config.architecture == "Qwen2ForCausalLM" ||
                     (config.architecture == "Qwen3ForCausalLM" && fields.boolean_or("attention_bias", false));
@@ -402,6 +440,9 @@ std::vector<float> rope_inv_freq(const ModelConfig& cfg) {
   for (int i = 0; i < half; ++i) {
     // float32 like the published implementations, so positions map to the same angles.
     float f = static_cast<float>(1.0 / std::pow(cfg.rope_theta, (2.0 * i) / cfg.head_dim));
+    if (!cfg.longrope_short_factor.empty())
+      f = static_cast<float>(
+          1.0 / (cfg.longrope_short_factor[i] * std::pow(cfg.rope_theta, (2.0 * i) / cfg.head_dim)));
     if (cfg.rope_scaling) {
       // Llama 3: long wavelengths are slowed by `factor`, short ones kept, the band between blended.
       const RopeScaling& rs = *cfg.rope_scaling;

@@ -60,6 +60,9 @@ def parse_args(argv):
                    help="add Llama 3 rope_scaling with this factor (low 1, high 4, "
                         "original_max_position_embeddings = max_pos / FACTOR)")
     p.add_argument("--sliding-window", type=int, help="mistral and phi3 only: config.json's sliding_window")
+    p.add_argument("--longrope-original", type=int, metavar="LENGTH",
+                   help="phi3 only: longrope rope_scaling (seeded short and long factors in [1, 4)) with "
+                        "original_max_position_embeddings LENGTH")
     p.add_argument("--attention-bias", action="store_true", help="qwen3 only: q/k/v biases (attention_bias)")
     p.add_argument("--granite-multipliers", type=float, nargs=4, metavar=("EMBEDDING", "ATTENTION", "RESIDUAL", "LOGITS"),
                    help="granite only: embedding_multiplier, attention_multiplier, residual_multiplier, logits_scaling")
@@ -83,6 +86,8 @@ def parse_args(argv):
         sys.exit("--attention-bias is for --arch qwen3 (qwen2 always has q/k/v biases, the others none)")
     if args.sliding_window is not None and args.arch not in ("mistral", "phi3"):
         p.error("--sliding-window is a mistral and phi3 option")
+    if args.longrope_original is not None and args.arch != "phi3":
+        p.error("--longrope-original is a phi3 option")
     if (args.granite_multipliers is not None) != (args.arch == "granite"):
         p.error("--granite-multipliers goes with --arch granite, and granite needs it")
     return args
@@ -239,7 +244,13 @@ def config_json(args):
     if args.arch in ("mistral", "phi3"):
         config["sliding_window"] = args.sliding_window
     if args.arch == "phi3":
-        config["original_max_position_embeddings"] = args.max_pos
+        config["original_max_position_embeddings"] = args.longrope_original or args.max_pos
+        if args.longrope_original:
+            half = (args.head_dim or args.hidden // args.heads) // 2
+            rng = np.random.default_rng([args.seed, zlib.crc32(b"longrope")])
+            config["rope_scaling"] = {"type": "longrope",
+                                      "short_factor": [round(float(x), 4) for x in 1 + 3 * rng.random(half)],
+                                      "long_factor": [round(float(x), 4) for x in 1 + 3 * rng.random(half)]}
         # Phi3Config's default pad id (32000) lies outside a tiny vocabulary, and transformers builds
         # its embedding with that padding index.
         config["pad_token_id"] = None

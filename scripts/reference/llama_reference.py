@@ -54,9 +54,18 @@ def read_safetensors(path):
 
 
 def rope_inv_freq(cfg, head_dim):
+    """The inverse frequencies, and the factor cos and sin are multiplied by (longrope's)."""
     theta = cfg.get("rope_theta", 10000.0)
     inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
     rs = cfg.get("rope_scaling")
+    if rs and rs.get("rope_type", rs.get("type")) in ("longrope", "su"):
+        # Phi-3 128k: sequences up to the original length use the short factors (all this reference
+        # runs), and every angle's cos and sin are scaled by sqrt(1 + ln(s) / ln(original)), s being
+        # how far max_position_embeddings stretches the original length.
+        original = cfg.get("original_max_position_embeddings", cfg["max_position_embeddings"])
+        stretch = cfg["max_position_embeddings"] / original
+        mscale = rs.get("attention_factor") or (math.sqrt(1 + math.log(stretch) / math.log(original)) if stretch > 1 else 1.0)
+        return inv / torch.tensor(rs["short_factor"], dtype=torch.float64), mscale
     if rs and rs.get("rope_type", rs.get("type")) == "llama3":
         factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
         old = rs["original_max_position_embeddings"]
@@ -66,7 +75,7 @@ def rope_inv_freq(cfg, head_dim):
         blended = (1 - smooth) * inv / factor + smooth * inv
         medium = (wavelen <= old / low) & (wavelen >= old / high)
         inv = torch.where(medium, blended, scaled)
-    return inv
+    return inv, 1.0
 
 
 class Reference:
@@ -89,7 +98,7 @@ class Reference:
         self.attention_scale = c.get("attention_multiplier", 1.0) if granite else 1 / math.sqrt(self.head_dim)
         self.residual_multiplier = c.get("residual_multiplier", 1.0) if granite else 1.0
         self.logits_scaling = c.get("logits_scaling", 1.0) if granite else 1.0
-        self.inv_freq = rope_inv_freq(c, self.head_dim)
+        self.inv_freq, self.rope_mscale = rope_inv_freq(c, self.head_dim)
         tied = c.get("tie_word_embeddings", False)
         self.lm_head = self.w["model.embed_tokens.weight"] if tied else self.w["lm_head.weight"]
 
@@ -113,8 +122,8 @@ class Reference:
 
     def rope(self, x, positions):
         angles = positions[:, None].double() * self.inv_freq[None, :]
-        cos = torch.cat([angles.cos(), angles.cos()], -1)[:, None, :]
-        sin = torch.cat([angles.sin(), angles.sin()], -1)[:, None, :]
+        cos = torch.cat([angles.cos(), angles.cos()], -1)[:, None, :] * self.rope_mscale
+        sin = torch.cat([angles.sin(), angles.sin()], -1)[:, None, :] * self.rope_mscale
         half = x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
         return x * cos + rotated * sin

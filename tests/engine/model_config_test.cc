@@ -102,7 +102,11 @@ TEST(ModelConfigCommitted, TinyPhi3) {
   EXPECT_FALSE(c.qk_norm);
   EXPECT_FALSE(c.tie_word_embeddings);
   EXPECT_EQ(c.sliding_window, std::optional<int>(512));
-  EXPECT_EQ(max_supported_len(c), 512) << "served up to the window, as Mistral";
+  ASSERT_EQ(c.longrope_short_factor.size(), 8u);  // head_dim / 2
+  EXPECT_EQ(c.longrope_short_factor[0], 1.1597);
+  EXPECT_EQ(c.longrope_original_max_position_embeddings, 256);
+  EXPECT_DOUBLE_EQ(c.longrope_attention_factor, std::sqrt(1.25)) << "sqrt(1 + ln(1024/256) / ln(256))";
+  EXPECT_EQ(max_supported_len(c), 256) << "longrope's original length, inside the window of 512";
   EXPECT_EQ(c.dtype, "bfloat16");
 }
 
@@ -216,7 +220,8 @@ TEST_F(ModelConfigTest, MistralSlidingWindow) {
 }
 
 // Phi-3 configs as published: the 4k models window their attention (2047 tokens), Phi-4 does not;
-// the 128k models' "longrope" scaling and Phi-4-mini's partial rotary factor are refused by name.
+// the 128k models' "longrope" scaling is read for the original length; Phi-4-mini's partial rotary
+// factor is refused by name.
 TEST_F(ModelConfigTest, Phi3FusedProjectionsWindowAndRefusedOptions) {
   json config = minimal("Phi3ForCausalLM");
   const ModelConfig defaults = load(config);  // Phi3Config's defaults, not the Llama family's
@@ -235,9 +240,40 @@ TEST_F(ModelConfigTest, Phi3FusedProjectionsWindowAndRefusedOptions) {
   EXPECT_EQ(max_supported_len(c), 4096);
   EXPECT_FALSE(load(minimal()).fused_projections) << "Llama checkpoints keep q, k, v apart";
 
-  config["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {2.0}}};
-  EXPECT_TRUE(contains_all(error(config), {"\"longrope\"", "unsupported"}));
+  // Phi-3-mini-128k's shape: 131072 positions stretched from 4096, head_dim 8 here (4 factors each).
+  config["max_position_embeddings"] = 131072;
+  config["sliding_window"] = 2047;
+  config["rope_scaling"] = {
+      {"type", "longrope"}, {"short_factor", {1.0, 1.5, 2.0, 3.0}}, {"long_factor", {2.0, 4.0, 8.0, 16.0}}};
+  c = load(config);
+  EXPECT_EQ(c.longrope_short_factor, (std::vector<double>{1.0, 1.5, 2.0, 3.0}));
+  EXPECT_EQ(c.longrope_original_max_position_embeddings, 4096);
+  EXPECT_DOUBLE_EQ(c.longrope_attention_factor, std::sqrt(1.0 + std::log(32.0) / std::log(4096.0)));
+  EXPECT_FALSE(c.rope_scaling.has_value()) << "not Llama 3's";
+  EXPECT_EQ(max_supported_len(c), 2047) << "the window, shorter than 4096";
+  config["sliding_window"] = 262144;  // as the 128k models have it
+  EXPECT_EQ(max_supported_len(load(config)), 4096) << "past the original length the long factors apply";
+  const std::vector<float> inv = rope_inv_freq(load(config));
+  ASSERT_EQ(inv.size(), 4u);
+  for (int i = 0; i < 4; ++i)
+    EXPECT_FLOAT_EQ(inv[i], static_cast<float>(1.0 / ((std::vector<double>{1.0, 1.5, 2.0, 3.0})[i] *
+                                                      std::pow(10000.0, 2.0 * i / 8))));
+  EXPECT_FLOAT_EQ(attention_scale(load(config)),
+                  1.0f / std::sqrt(8.0f) * static_cast<float>(1.0 + std::log(32.0) / std::log(4096.0)));
+  config["rope_scaling"]["type"] = "su";  // its older name
+  EXPECT_EQ(load(config).longrope_original_max_position_embeddings, 4096);
+  config["rope_scaling"]["attention_factor"] = 1.5;
+  EXPECT_DOUBLE_EQ(load(config).longrope_attention_factor, 1.5);
+  config["rope_scaling"]["short_factor"] = {1.0, 2.0};
+  EXPECT_TRUE(contains_all(error(config), {"'rope_scaling.short_factor'", "head_dim / 2 = 4"}));
+  config["rope_scaling"]["short_factor"] = {1.0, 2.0, 0.0, 1.0};
+  EXPECT_TRUE(contains_all(error(config), {"'rope_scaling.short_factor'", "positive number"}));
+  config["rope_scaling"].erase("long_factor");
+  config["rope_scaling"]["short_factor"] = {1.0, 1.5, 2.0, 3.0};
+  EXPECT_TRUE(contains_all(error(config), {"longrope", "'rope_scaling.long_factor'"}));
   config["rope_scaling"] = nullptr;
+  config["max_position_embeddings"] = 4096;
+  config["sliding_window"] = nullptr;
   config["partial_rotary_factor"] = 0.75;
   EXPECT_TRUE(contains_all(error(config), {"partial_rotary_factor 0.75", "unsupported", "1.0"}));
   config["partial_rotary_factor"] = 1.0;
