@@ -243,9 +243,8 @@ std::vector<double> read_longrope_factors(const Fields& scaling, const char* key
 void read_longrope(const Fields& scaling, const Fields& top, ModelConfig& config) {
   config.longrope_short_factor = read_longrope_factors(scaling, "short_factor", config.head_dim);
   read_longrope_factors(scaling, "long_factor", config.head_dim);  // checked, used past the length served
-  const int original = top.optional_positive_int("original_max_position_embeddings")
-                           .value_or(scaling.optional_positive_int("original_max_position_embeddings")
-                                         .value_or(config.max_position_embeddings));
+  // Phi3Config's default, 4096, where config.json is silent (the published configs say it).
+  const int original = top.optional_positive_int("original_max_position_embeddings").value_or(4096);
   config.longrope_original_max_position_embeddings = original;
   const double factor = static_cast<double>(config.max_position_embeddings) / original;
   config.longrope_attention_factor = scaling.positive_number_or(
@@ -263,13 +262,13 @@ std::optional<RopeScaling> read_rope_scaling(const Fields& scaling, const Fields
                  "entry)");
   }
   if (*type == "default") return std::nullopt;
-  if (*type == "longrope" || *type == "su") {
+  if ((*type == "longrope" || *type == "su") && config.architecture == "Phi3ForCausalLM") {
     read_longrope(scaling, top, config);
     return std::nullopt;
   }
   if (*type != "llama3") {
-    scaling.fail("RoPE scaling type \"" + *type +
-                 "\" is unsupported; kvserve supports plain RoPE (\"default\"), \"llama3\" and "
+    scaling.fail("RoPE scaling type \"" + *type + "\" is unsupported for " + config.architecture +
+                 "; kvserve supports plain RoPE (\"default\"), \"llama3\" and, for Phi3ForCausalLM, "
                  "\"longrope\"");
   }
   RopeScaling rope;

@@ -631,7 +631,7 @@ Status parse_tools(const Fields& f, const ServedApi& served, ParsedRequest* out)
           "this model's chat template teaches no tool-call format the server reads, so calls could "
           "not be returned as tool_calls; send tool_choice \"required\" or a named function "
           "(the reply is then constrained to calls), or \"none\"; an operator whose model writes "
-          "hermes, llama3_json or mistral calls can start kvserve with --tool-call-parser");
+          "hermes, llama3_json, mistral or granite calls can start kvserve with --tool-call-parser");
     out->tool_calls = ToolCallReader::for_format(served.tool_call_format);
     // The format's markers that are control tokens stay in the reply's text for the reader.
     for (const std::string& marker : served.tool_call_control_markers)

@@ -3,7 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
+#include <span>
 #include <utility>
 
 #include "engine/json_limits.h"
@@ -25,7 +27,7 @@ constexpr std::string_view kXmlFunction = "<function=";
 constexpr std::string_view kMistralCalls = "[TOOL_CALLS]";
 constexpr std::string_view kMistralArgs = "[ARGS]";
 constexpr std::string_view kMistralCallId = "[CALL_ID]";
-constexpr std::string_view kGraniteToken = "<|tool_call|>";  // Granite 3.0; 3.1 on write kHermesOpen
+constexpr std::string_view kGraniteToken = "<|tool_call|>";  // Granite 3.x (vLLM also takes kHermesOpen)
 constexpr int kMaxCallDepth = 64;
 constexpr size_t kMaxCallMembers = 1024;
 
@@ -427,9 +429,11 @@ ToolCallOutput ToolCallReader::feed_whole_reply(bool final) {
     if (first == buffer_.size() && !final) return out;
     const std::string_view rest = std::string_view(buffer_).substr(first);
     const bool granite = mode_ == Mode::kGranite;
-    const std::initializer_list<std::string_view> markers =
-        granite ? std::initializer_list<std::string_view>{kGraniteToken, kHermesOpen}
-                : std::initializer_list<std::string_view>{kPythonTag};
+    static constexpr std::array kGraniteMarkers{kGraniteToken, kHermesOpen};
+    static constexpr std::array kLlama3Markers{kPythonTag};
+    const std::span<const std::string_view> markers = granite
+                                                          ? std::span<const std::string_view>(kGraniteMarkers)
+                                                          : std::span<const std::string_view>(kLlama3Markers);
     for (const std::string_view marker : markers)
       if (!final && rest.size() < marker.size() && marker.starts_with(rest)) return out;
     started_ = true;

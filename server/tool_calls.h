@@ -16,7 +16,8 @@
 //                (GenerateRequest.keep_control_tokens). Its calls carry 9-character ids, as
 //                Mistral's chat templates require.
 //   granite      IBM Granite 3.x: the whole reply is a JSON array [{"name": "f", "arguments": {...}}, ...],
-//                after an optional <|tool_call|> (3.0) or <tool_call> (3.1 and later).
+//                after an optional <|tool_call|> (a special token, which decoded text usually drops)
+//                and an optional <tool_call> (which vLLM's reader also takes). Granite 4 writes hermes.
 // Two more readers serve tool_choice, where a constraint (structured output) fixes the reply's
 // shape and the template's format no longer matters:
 //   required     the reply is a JSON array of {"name": "f", "parameters": {...}}, at least one;
@@ -50,8 +51,7 @@ const char* tool_call_format_name(ToolCallFormat format);
 // The format a chat template teaches, from what it writes: "<tool_call>" -> hermes (unless the
 // calls inside are XML, "<function=", as Qwen3-Coder's: kNone); "<|python_tag|>" or Llama 3's
 // instruction '"parameters": dictionary of argument name' -> llama3_json; "[TOOL_CALLS]" ->
-// mistral; "<|tool_call|>" -> granite (Granite 3.0's; later Granite templates write "<tool_call>",
-// so they need the flag); kNone otherwise.
+// mistral; "<|tool_call|>" -> granite (Granite 3.x's templates); kNone otherwise.
 ToolCallFormat detect_tool_call_format(std::string_view chat_template_source);
 
 // Why replies decoded by `tokenizer` can never show `format`'s markers, or "" when they can: a

@@ -62,7 +62,7 @@ def rope_inv_freq(cfg, head_dim):
         # Phi-3 128k: sequences up to the original length use the short factors (all this reference
         # runs), and every angle's cos and sin are scaled by sqrt(1 + ln(s) / ln(original)), s being
         # how far max_position_embeddings stretches the original length.
-        original = cfg.get("original_max_position_embeddings", cfg["max_position_embeddings"])
+        original = cfg.get("original_max_position_embeddings", 4096)  # Phi3Config's default
         stretch = cfg["max_position_embeddings"] / original
         mscale = rs.get("attention_factor") or (math.sqrt(1 + math.log(stretch) / math.log(original)) if stretch > 1 else 1.0)
         return inv / torch.tensor(rs["short_factor"], dtype=torch.float64), mscale

@@ -262,6 +262,13 @@ TEST_F(ModelConfigTest, Phi3FusedProjectionsWindowAndRefusedOptions) {
                   1.0f / std::sqrt(8.0f) * static_cast<float>(1.0 + std::log(32.0) / std::log(4096.0)));
   config["rope_scaling"]["type"] = "su";  // its older name
   EXPECT_EQ(load(config).longrope_original_max_position_embeddings, 4096);
+  config["original_max_position_embeddings"] = 8192;
+  EXPECT_EQ(max_supported_len(load(config)), 8192) << "the config's original length";
+  config.erase("original_max_position_embeddings");
+  EXPECT_EQ(max_supported_len(load(config)), 4096) << "Phi3Config's default original length";
+  config["architectures"] = {"LlamaForCausalLM"};
+  EXPECT_TRUE(contains_all(error(config), {"\"su\"", "unsupported for LlamaForCausalLM", "Phi3ForCausalLM"}));
+  config["architectures"] = {"Phi3ForCausalLM"};
   config["rope_scaling"]["attention_factor"] = 1.5;
   EXPECT_DOUBLE_EQ(load(config).longrope_attention_factor, 1.5);
   config["rope_scaling"]["short_factor"] = {1.0, 2.0};
