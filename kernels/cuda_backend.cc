@@ -130,7 +130,7 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
   const int hd = c.head_dim;
   if (hd != 16 && hd != 32 && hd != 64 && hd != 128 && hd != 256)
     throw std::runtime_error("CUDA backend: head_dim " + std::to_string(hd) +
-                             " is not supported (16..256, powers of 2)");
+                             " is not supported (16..256, powers of 2); serve this model with --backend cpu");
   if (c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0)
     throw std::runtime_error("CUDA backend: hidden_size and intermediate_size must be multiples of 8");
   if (options.block_size % 8 != 0)
