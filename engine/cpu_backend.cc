@@ -201,13 +201,16 @@ void CpuBackend::attention(const StepBatch& batch, int layer) {
   const float* vc = v_cache_[layer].get();
   attn_.assign(static_cast<size_t>(batch.num_tokens) * q_width, 0.0f);
 
-  // One work item per (sequence, query token, head); the token's position bounds what it sees.
+  // One work item per (sequence, query token, head); the token's position bounds what it sees:
+  // positions first ..= pos, where first is 0 or, under a sliding window, the window's oldest.
   // Threads only pay off for real work: below ~1M multiply-adds a parallel region costs more than
   // it saves, and its idle spinning threads compete with OpenBLAS's on a small machine.
+  const int window = attention_window(c);
+  auto first_visible = [window](int pos) { return window > 0 ? std::max(0, pos - window + 1) : 0; };
   const int items = batch.num_tokens * c.num_heads;
   int64_t work = 0;
   for (int t = 0; t < batch.num_tokens; ++t)
-    work += batch.positions[t] + 1;
+    work += batch.positions[t] + 1 - first_visible(batch.positions[t]);
   work *= static_cast<int64_t>(c.num_heads) * head_dim * 2;
 #pragma omp parallel if (work > (int64_t{1} << 20))
   {
@@ -220,33 +223,36 @@ void CpuBackend::attention(const StepBatch& batch, int layer) {
           static_cast<int>(std::upper_bound(batch.query_start_loc.begin(), batch.query_start_loc.end(), t) -
                            batch.query_start_loc.begin() - 1);
       const BlockId* table = batch.block_table(s);
-      const int visible = batch.positions[t] + 1;  // causal: positions 0..pos
+      const int first = first_visible(batch.positions[t]);
+      const int visible = batch.positions[t] + 1 - first;  // positions first ..= pos
       const float* q = &q_[static_cast<size_t>(t) * q_width + head * head_dim];
       const int kv_offset = (head / group) * head_dim;
 
       scores.resize(visible);
       float max_score = -INFINITY;
-      for (int p = 0; p < visible; ++p) {
+      for (int i = 0; i < visible; ++i) {
+        const int p = first + i;
         const int64_t slot = static_cast<int64_t>(table[p / block_size_]) * block_size_ + p % block_size_;
         const float* k = &kc[static_cast<size_t>(slot) * kv_row_ + kv_offset];
         float dot = 0.0f;
-        for (int i = 0; i < head_dim; ++i)
-          dot += q[i] * k[i];
-        scores[p] = dot * scale;
-        max_score = std::max(max_score, scores[p]);
+        for (int d = 0; d < head_dim; ++d)
+          dot += q[d] * k[d];
+        scores[i] = dot * scale;
+        max_score = std::max(max_score, scores[i]);
       }
       float denom = 0.0f;
-      for (int p = 0; p < visible; ++p) {
-        scores[p] = std::exp(scores[p] - max_score);
-        denom += scores[p];
+      for (int i = 0; i < visible; ++i) {
+        scores[i] = std::exp(scores[i] - max_score);
+        denom += scores[i];
       }
       float* out = &attn_[static_cast<size_t>(t) * q_width + head * head_dim];
-      for (int p = 0; p < visible; ++p) {
+      for (int i = 0; i < visible; ++i) {
+        const int p = first + i;
         const int64_t slot = static_cast<int64_t>(table[p / block_size_]) * block_size_ + p % block_size_;
         const float* v = &vc[static_cast<size_t>(slot) * kv_row_ + kv_offset];
-        const float weight = scores[p] / denom;
-        for (int i = 0; i < head_dim; ++i)
-          out[i] += weight * v[i];
+        const float weight = scores[i] / denom;
+        for (int d = 0; d < head_dim; ++d)
+          out[d] += weight * v[d];
       }
     }
   }

@@ -64,8 +64,9 @@ struct ModelConfig {
   std::vector<double> longrope_short_factor;
   double longrope_attention_factor = 1.0;
   int longrope_original_max_position_embeddings = 0;
-  // Mistral's and Phi-3's sliding-window attention: position q attends to positions k with q - window < k <=
-  // q (the last `window` tokens, itself included, as Hugging Face masks it). Absent: full causal.
+  // Mistral's and Phi-3's sliding-window attention, in every layer: position q attends to positions k
+  // with q - window < k <= q (the last `window` tokens, itself included, as Hugging Face masks it).
+  // Absent: full causal. The KV cache keeps every token (blocks are not freed as they leave the window).
   std::optional<int> sliding_window;
   int max_position_embeddings = 0;
   bool tie_word_embeddings = false;
@@ -163,13 +164,17 @@ struct Model {
 };
 
 // The longest sequence (prompt + output) the engine serves for this model: its trained length,
-// no more than a sliding window, since full attention equals windowed attention only inside it,
 // and no more than a longrope model's original length (see longrope_short_factor).
 inline int max_supported_len(const ModelConfig& c) {
   int len = c.max_position_embeddings;
-  if (c.sliding_window) len = std::min(len, *c.sliding_window);
   if (!c.longrope_short_factor.empty()) len = std::min(len, c.longrope_original_max_position_embeddings);
   return len;
+}
+
+// How many of the latest positions (itself included) a query attends to: the sliding window, or 0
+// for all of them (full causal attention). The backends' attention takes it as is.
+inline int attention_window(const ModelConfig& c) {
+  return c.sliding_window.value_or(0);
 }
 
 // What attention scores are multiplied by before the softmax.

@@ -23,6 +23,13 @@ using bf16 = __nv_bfloat16;
 // of the budget for them rather than fail on the first step.
 constexpr size_t kLazyAllocationHeadroom = size_t{512} << 20;
 
+// The most positions one query of a `context_len`-token sequence attends to: what sizes decode's
+// split-KV work (a sliding window bounds it).
+int attended_len(const ModelConfig& c, int context_len) {
+  const int window = attention_window(c);
+  return window > 0 ? std::min(context_len, window) : context_len;
+}
+
 // Converts float32 values to bf16 (round to nearest even) and copies them to `device`.
 void upload_as_bf16(std::span<const float> values, std::vector<bf16>& staging, bf16* device) {
   if (values.empty()) return;
@@ -233,7 +240,8 @@ void CudaBackend::allocate_activations() {
   // The split-KV scratch for the largest (sequences x splits) any step can ask for.
   size_t workspace = 0;
   for (int n = 1; n <= max_seqs; ++n) {
-    const int splits = choose_decode_splits(n, c.num_heads, c.num_kv_heads, options_.max_model_len, num_sms_);
+    const int splits = choose_decode_splits(n, c.num_heads, c.num_kv_heads,
+                                            attended_len(c, options_.max_model_len), num_sms_);
     max_decode_splits_ = std::max(max_decode_splits_, splits);
     workspace = std::max(workspace, decode_workspace_bytes(n, c.num_heads, c.head_dim, splits));
   }
@@ -366,6 +374,7 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
     attn.max_blocks_per_seq = table_width_;
     attn.num_heads = c.num_heads;
     attn.scale = attention_scale(c);
+    attn.sliding_window = attention_window(c);
     if (num_decodes > 0) {
       PagedAttentionArgs decode = attn;
       decode.num_seqs = num_decodes;
@@ -416,8 +425,9 @@ void CudaBackend::run_forward(const StepBatch& batch) {
       options_.cuda_graphs && decode_only ? graph_bucket(batch.num_seqs, options_.max_num_seqs) : 0;
   if (bucket == 0) {
     const PackedStep step = upload_step(batch, batch.num_seqs);
-    const int splits = choose_decode_splits(std::max(batch.num_decodes, 1), config_.num_heads,
-                                            config_.num_kv_heads, batch.max_context_len, num_sms_);
+    const int splits =
+        choose_decode_splits(std::max(batch.num_decodes, 1), config_.num_heads, config_.num_kv_heads,
+                             attended_len(config_, batch.max_context_len), num_sms_);
     enqueue_forward(step, batch.num_decodes, batch.max_query_len, std::min(splits, max_decode_splits_));
     return;
   }
@@ -428,9 +438,9 @@ void CudaBackend::run_forward(const StepBatch& batch) {
   }
   // The graph serves every later decode step of this size, whatever its contexts: its split-KV
   // bound is the one for the longest context, and each sequence uses what its own needs.
-  const int splits = std::min(
-      choose_decode_splits(bucket, config_.num_heads, config_.num_kv_heads, options_.max_model_len, num_sms_),
-      max_decode_splits_);
+  const int splits = std::min(choose_decode_splits(bucket, config_.num_heads, config_.num_kv_heads,
+                                                   attended_len(config_, options_.max_model_len), num_sms_),
+                              max_decode_splits_);
   // The bucket's first step runs eagerly: this step's results come from it, and it loads every
   // kernel the graph uses (lazy module loading) and lets cuBLAS pick and initialize its kernels for
   // these shapes outside the capture, where neither may happen. Capturing only records, so the

@@ -9,8 +9,9 @@
 //     prefill, recomputed sequences), causal within the chunk and full over the earlier context,
 //     which (prefix-cache hits, earlier chunks) lives only in the pool. Uses tensor cores.
 // The query token at index j of a sequence with query length L and context length C sits at
-// position C - L + j and sees positions 0 ..= C - L + j. The caller has already written this
-// step's K/V to the pool (Backend contract).
+// position P = C - L + j and sees positions 0 ..= P, or under a sliding window W only the last W of
+// them, max(0, P - W + 1) ..= P (Mistral's and Phi-3's masking): the kernels then read no K/V row
+// outside the window. The caller has already written this step's K/V to the pool (Backend contract).
 //
 // Supported: head_dim 16, 32, 64, 128 and 256; any block_size that is a multiple of 8 (8, 16, 32 are
 // tested); num_heads a multiple of num_kv_heads; any context up to max_blocks_per_seq * block_size,
@@ -51,8 +52,9 @@ struct PagedAttentionArgs {
   const int32_t* block_tables = nullptr;     // [num_seqs][max_blocks_per_seq]
   int max_blocks_per_seq = 0;
   int num_seqs = 0;
-  int num_heads = 0;   // query heads; layout.num_kv_heads KV heads, layout.head_dim each
-  float scale = 0.0f;  // softmax scale, normally 1 / sqrt(head_dim)
+  int num_heads = 0;       // query heads; layout.num_kv_heads KV heads, layout.head_dim each
+  float scale = 0.0f;      // softmax scale, normally 1 / sqrt(head_dim)
+  int sliding_window = 0;  // positions a query sees, itself included; 0: all earlier ones
 
   // Host-side bounds over the sequences given, used to size grids (prefill only; the decode
   // kernel's grid depends on num_seqs and num_splits alone, so it can be captured in a CUDA graph).
@@ -62,6 +64,7 @@ struct PagedAttentionArgs {
 // ---- Decode: one query token per sequence; token s is sequence s (query_start_loc unused). ----
 
 // How many thread blocks at most share one (sequence, KV head) context. 1 = no split.
+// max_context_len: the most positions one query sees (under a sliding window, at most the window).
 // The kernel is correct for any value >= 1: each sequence uses as many of them as its own
 // context needs (at least kMinDecodePartition tokens each), and the reduction reads that count.
 int choose_decode_splits(int num_seqs, int num_heads, int num_kv_heads, int max_context_len, int num_sms);

@@ -13,11 +13,11 @@
 // scale * log2(e)) so that every exponential is one exp2.
 //
 // Splits. The grid always has num_splits blocks along z, so it depends only on num_seqs and
-// num_splits (CUDA-graph capture). Each sequence cuts its own context into partitions of at least
-// kMinDecodePartition tokens and uses ceil(context / partition) <= num_splits of them; blocks past
-// that return at once. A sequence that uses one split writes its output directly; the others
-// write fp32 partial outputs (normalized by their own sum) with their max and sum to the workspace,
-// and the reduction kernel merges the splits the sequence used.
+// num_splits (CUDA-graph capture). Each sequence cuts the positions it sees (its whole context, or
+// the last sliding_window of it) into partitions of at least kMinDecodePartition tokens and uses
+// ceil(positions / partition) <= num_splits of them; blocks past that return at once. A sequence that uses
+// one split writes its output directly; the others write fp32 partial outputs (normalized by their own sum)
+// with their max and sum to the workspace, and the reduction kernel merges the splits the sequence used.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -64,6 +64,7 @@ struct DecodeParams {
   const int32_t* block_tables;
   int max_blocks_per_seq;
   int max_context;  // max_blocks_per_seq * block_size, <= INT_MAX / 2
+  int window;       // sliding window, > 0; max_context when there is none
   int num_heads;
   int head_dim;
   int group;        // query heads per KV head
@@ -110,6 +111,11 @@ __host__ __device__ __forceinline__ int splits_used(int ctx, int num_splits) {
 __device__ __forceinline__ int clamped_context(const DecodeParams& p, int seq) {
   const int ctx = p.context_lens[seq];
   return ctx < 0 ? 0 : (ctx > p.max_context ? p.max_context : ctx);
+}
+
+// The first position the query of a sequence with `ctx` tokens sees (the query is position ctx - 1).
+__device__ __forceinline__ int first_visible(const DecodeParams& p, int ctx) {
+  return ctx > p.window ? ctx - p.window : 0;
 }
 
 __device__ __forceinline__ void bf16x8_to_float(const uint4& v, float (&f)[8]) {
@@ -173,10 +179,11 @@ __global__ void __launch_bounds__(kThreads, decode_min_blocks_per_sm(G))
     }
     return;
   }
-  const int part = partition_tokens(ctx, p.num_splits);
-  const int n_used = ceil_div_int(ctx, part);
+  const int first = first_visible(p, ctx);
+  const int part = partition_tokens(ctx - first, p.num_splits);
+  const int n_used = ceil_div_int(ctx - first, part);
   if (split >= n_used) return;
-  const int start = split * part;  // < ctx, since split < n_used
+  const int start = first + split * part;  // < ctx, since split < n_used
   const int end = start + min(part, ctx - start);
 
   // q for the chunk's heads, this lane's 8 dims, pre-scaled into the log2 domain.
@@ -388,7 +395,8 @@ __global__ void __launch_bounds__(256) paged_decode_reduce_kernel(const DecodePa
   const int seq = blockIdx.x;
   const int h = blockIdx.y;
   const int d = threadIdx.x;
-  const int n = splits_used(clamped_context(p, seq), p.num_splits);
+  const int ctx = clamped_context(p, seq);
+  const int n = splits_used(ctx - first_visible(p, ctx), p.num_splits);
   if (n <= 1 || d >= p.head_dim) return;
   const int64_t slot0 = (static_cast<int64_t>(seq) * p.num_heads + h) * p.num_splits;
   float mx = -INFINITY;
@@ -445,6 +453,7 @@ void validate(const PagedAttentionArgs& a, int num_splits, const void* workspace
   if (!a.context_lens) invalid("context_lens must be non-null");
   if (!a.block_tables) invalid("block_tables must be non-null");
   if (!std::isfinite(a.scale)) invalid("scale must be finite");
+  if (a.sliding_window < 0) invalid("sliding_window must be >= 0 (0: none)");
   const int group = a.num_heads / L.num_kv_heads;
   const int64_t grid_y = static_cast<int64_t>(L.num_kv_heads) * ceil_div_int(group, kMaxHeadsPerBlock);
   if (grid_y > 65535) invalid("num_heads too large for one launch (num_kv_heads * head chunks > 65535)");
@@ -531,6 +540,7 @@ void paged_decode_attention(const PagedAttentionArgs& args, int num_splits, void
   p.block_tables = args.block_tables;
   p.max_blocks_per_seq = args.max_blocks_per_seq;
   p.max_context = args.max_blocks_per_seq * L.block_size;  // validate() bounded it by INT_MAX / 2
+  p.window = args.sliding_window > 0 ? std::min(args.sliding_window, p.max_context) : p.max_context;
   p.num_heads = args.num_heads;
   p.head_dim = L.head_dim;
   p.group = args.num_heads / L.num_kv_heads;

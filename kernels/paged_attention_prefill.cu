@@ -7,15 +7,19 @@
 //   S = Q K^T (mma.sync m16n8k16, bf16 in, fp32 accumulate), scale, causal mask,
 //   online softmax in fp32 (exp2 domain), P rounded to bf16 straight from the S accumulators,
 //   O += P V (mma.sync), rescaled by exp2(m_old - m_new) whenever a row's max grows,
-// over the K/V tiles [0, last visible key of the tile's last row]. K/V tiles are gathered through
-// the block table with 16-byte cp.async (zero-filled past the visible range, so P * V never meets
-// garbage) into double-buffered, padded shared memory; fragments come out with ldmatrix (.trans
-// for V). The normalised output goes through shared memory (the warp's own Q rows) and out with
-// 16-byte stores, only for rows of the sequence: rows of other sequences are never touched.
+// over the K/V tiles [first key visible to the tile's first row, last visible key of its last row]:
+// from key 0 without a sliding window, else from where the first row's window starts (a row's
+// window also masks keys before it, as the causal limit masks those after it). K/V tiles are
+// gathered through the block table with 16-byte cp.async (zero-filled past the visible range, so
+// P * V never meets garbage) into double-buffered, padded shared memory; fragments come out with
+// ldmatrix (.trans for V). The normalised output goes through shared memory (the warp's own Q
+// rows) and out with 16-byte stores, only for rows of the sequence: rows of other sequences are
+// never touched.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <mutex>
@@ -113,9 +117,14 @@ __global__ void __launch_bounds__(kThreads)
   const int context = args.context_lens[seq];
   const int pos0 = context - q_len;  // position of query token 0
   const int last_row = min(m0 + kBlockM, rows) - 1;
-  // Keys [0, kv_end) are visible to some row of this tile, keys [0, full_end) to all of them.
+  // A row at position P sees keys [P - window + 1, P]. Keys [kv_begin, kv_end) are visible to some
+  // row of this tile; keys [window_full_begin, full_end) to all of them.
+  const int window = args.sliding_window > 0 ? args.sliding_window : INT_MAX;
   const int kv_end = pos0 + last_row / group + 1;
   const int full_end = pos0 + m0 / group + 1;
+  const int kv_begin = max(0, full_end - window);
+  const int window_full_begin = kv_end - window;  // may be negative: no key is before every window
+  const int first_kv_tile = kv_begin / kBlockN;
   const int num_kv_tiles = kv_end > 0 ? (kv_end + kBlockN - 1) / kBlockN : 0;
 
   const int32_t* table = args.block_tables + static_cast<int64_t>(seq) * args.max_blocks_per_seq;
@@ -146,8 +155,9 @@ __global__ void __launch_bounds__(kThreads)
 
   // K/V tile loads: thread `tid` always moves the same 16-byte column chunk of kPasses rows, so the
   // block ids of those rows can be fetched one tile ahead into registers and the table lookups'
-  // latency hides behind a tile of math. Keys >= kv_end are zero-filled and their table entries
-  // (possibly -1, or past the table row) are never read.
+  // latency hides behind a tile of math. Keys outside [kv_begin, kv_end) are zero-filled and their
+  // table entries (possibly -1, or past the table row) are never read: a row no query of the tile
+  // sees is never touched, so P * V never meets what it holds.
   constexpr int kRowsPerPass = kThreads / kChunks;
   constexpr int kPasses = kBlockN / kRowsPerPass;
   static_assert(kThreads % kChunks == 0 && kBlockN % kRowsPerPass == 0, "K/V load tiling");
@@ -158,7 +168,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
       const int p = tile * kBlockN + ld_row + i * kRowsPerPass;
-      blk[i] = p < kv_end ? table[p / block_size] : -1;
+      blk[i] = p >= kv_begin && p < kv_end ? table[p / block_size] : -1;
     }
   };
   auto issue_kv = [&](int tile, int buf) {
@@ -168,18 +178,18 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < kPasses; ++i) {
       const int r = ld_row + i * kRowsPerPass;
       const int p = tile * kBlockN + r;
-      const bool valid = p < kv_end;
+      const bool valid = p >= kv_begin && p < kv_end;
       const int64_t off = valid ? layout.row(blk[i], kv_head, p % block_size) + ld_col : 0;
       cp_async_16(dk + r * kLd + ld_col, args.k_cache + off, valid);
       cp_async_16(dv + r * kLd + ld_col, args.v_cache + off, valid);
     }
   };
-  if (num_kv_tiles > 0) {
-    fetch_blocks(0);
-    issue_kv(0, 0);
+  if (num_kv_tiles > first_kv_tile) {
+    fetch_blocks(first_kv_tile);
+    issue_kv(first_kv_tile, first_kv_tile & 1);
   }
-  cp_async_commit();  // group: Q and K/V tile 0
-  if (num_kv_tiles > 1) fetch_blocks(1);
+  cp_async_commit();  // group: Q and the first K/V tile
+  if (num_kv_tiles > first_kv_tile + 1) fetch_blocks(first_kv_tile + 1);
 
   const int warp = tid / 32;
   const int lane = tid % 32;
@@ -187,11 +197,14 @@ __global__ void __launch_bounds__(kThreads)
   const int t = lane % 4;  // accumulator columns 2t, 2t + 1 of each 8-wide tile
   const int wm0 = warp * 16;
 
-  // Last key position each of this thread's two rows may see.
-  int limit[2];
+  // First and last key positions each of this thread's two rows may see (`lower` negative when the
+  // row's window reaches back past key 0).
+  int limit[2], lower[2];
 #pragma unroll
-  for (int i = 0; i < 2; ++i)
+  for (int i = 0; i < 2; ++i) {
     limit[i] = pos0 + (m0 + wm0 + g + 8 * i) / group;
+    lower[i] = limit[i] - (window - 1);
+  }
 
   // ldmatrix addressing: lane gives row (lane % 8) of matrix (lane / 8).
   const int lm_mat = lane / 8;
@@ -218,7 +231,7 @@ __global__ void __launch_bounds__(kThreads)
   float row_max[2] = {-INFINITY, -INFINITY};  // in the exp2 domain (scores * scale * log2 e)
   float row_sum[2] = {0.0f, 0.0f};            // this thread's columns only; reduced over the quad at the end
 
-  for (int j = 0; j < num_kv_tiles; ++j) {
+  for (int j = first_kv_tile; j < num_kv_tiles; ++j) {
     // Tile j (and Q) landed for every thread, and every warp is done with tile j - 1, whose buffer
     // now takes tile j + 1 while tile j is computed on.
     cp_async_wait<0>();
@@ -231,7 +244,7 @@ __global__ void __launch_bounds__(kThreads)
     const bf16* sk = s_k + (j & 1) * kBlockN * kLd;
     const bf16* sv = s_v + (j & 1) * kBlockN * kLd;
     if constexpr (kQInRegs) {
-      if (j == 0) {
+      if (j == first_kv_tile) {
 #pragma unroll
         for (int kk = 0; kk < kHeadDim / 16; ++kk)
           ldmatrix_x4(q_regs[kk], q_frag + kk * 16);
@@ -261,15 +274,17 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 
-    // Scale into the exp2 domain; mask keys past a row's position (only tiles crossing the diagonal).
+    // Scale into the exp2 domain; mask keys past a row's position or before its window (only in
+    // tiles crossing the diagonal or a window's start).
     const int n0 = j * kBlockN;
-    const bool need_mask = n0 + kBlockN > full_end;
+    const bool need_mask = n0 + kBlockN > full_end || n0 < window_full_begin;
 #pragma unroll
     for (int n = 0; n < kKeyTiles; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float x = s[n][e] * scale_log2;
-        if (need_mask && n0 + n * 8 + 2 * t + (e & 1) > limit[e >> 1]) x = -INFINITY;
+        const int key = n0 + n * 8 + 2 * t + (e & 1);
+        if (need_mask && (key > limit[e >> 1] || key < lower[e >> 1])) x = -INFINITY;
         s[n][e] = x;
       }
     }
@@ -433,6 +448,7 @@ void validate(const PagedAttentionArgs& a) {
   if (a.context_lens == nullptr) invalid("context_lens is null");
   if (a.block_tables == nullptr) invalid("block_tables is null");
   if (!std::isfinite(a.scale) || a.scale <= 0.0f) invalid("scale must be finite and positive");
+  if (a.sliding_window < 0) invalid("sliding_window must be >= 0 (0: none)");
 }
 
 }  // namespace

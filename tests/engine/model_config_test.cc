@@ -101,12 +101,13 @@ TEST(ModelConfigCommitted, TinyPhi3) {
   EXPECT_FALSE(c.qkv_bias);
   EXPECT_FALSE(c.qk_norm);
   EXPECT_FALSE(c.tie_word_embeddings);
-  EXPECT_EQ(c.sliding_window, std::optional<int>(512));
+  EXPECT_EQ(c.sliding_window, std::optional<int>(8));
+  EXPECT_EQ(attention_window(c), 8);
   ASSERT_EQ(c.longrope_short_factor.size(), 8u);  // head_dim / 2
   EXPECT_EQ(c.longrope_short_factor[0], 1.1597);
   EXPECT_EQ(c.longrope_original_max_position_embeddings, 256);
   EXPECT_DOUBLE_EQ(c.longrope_attention_factor, std::sqrt(1.25)) << "sqrt(1 + ln(1024/256) / ln(256))";
-  EXPECT_EQ(max_supported_len(c), 256) << "longrope's original length, inside the window of 512";
+  EXPECT_EQ(max_supported_len(c), 256) << "longrope's original length (the window does not bound it)";
   EXPECT_EQ(c.dtype, "bfloat16");
 }
 
@@ -211,10 +212,14 @@ TEST_F(ModelConfigTest, GenerationConfigAddsEndOfTurnTokens) {
 
 TEST_F(ModelConfigTest, MistralSlidingWindow) {
   json config = minimal("MistralForCausalLM");
-  config["sliding_window"] = 4096;
+  config["sliding_window"] = 4096;  // Mistral-7B-v0.1: a window of 4096 over 32768 positions
+  config["max_position_embeddings"] = 32768;
   EXPECT_EQ(load(config).sliding_window, std::optional<int>(4096));
+  EXPECT_EQ(attention_window(load(config)), 4096);
+  EXPECT_EQ(max_supported_len(load(config)), 32768) << "windowed attention serves the trained length";
   config["sliding_window"] = nullptr;
   EXPECT_FALSE(load(config).sliding_window.has_value());
+  EXPECT_EQ(attention_window(load(config)), 0);
   config["sliding_window"] = "4096";
   EXPECT_TRUE(contains_all(error(config), {"'sliding_window'", "positive integer", "string"}));
 }
@@ -233,7 +238,8 @@ TEST_F(ModelConfigTest, Phi3FusedProjectionsWindowAndRefusedOptions) {
   config["rope_scaling"] = nullptr;
   ModelConfig c = load(config);
   EXPECT_TRUE(c.fused_projections);
-  EXPECT_EQ(max_supported_len(c), 2047);
+  EXPECT_EQ(attention_window(c), 2047);
+  EXPECT_EQ(max_supported_len(c), 4096);
   config["sliding_window"] = nullptr;
   c = load(config);
   EXPECT_FALSE(c.sliding_window.has_value());
@@ -250,9 +256,9 @@ TEST_F(ModelConfigTest, Phi3FusedProjectionsWindowAndRefusedOptions) {
   EXPECT_EQ(c.longrope_original_max_position_embeddings, 4096);
   EXPECT_DOUBLE_EQ(c.longrope_attention_factor, std::sqrt(1.0 + std::log(32.0) / std::log(4096.0)));
   EXPECT_FALSE(c.rope_scaling.has_value()) << "not Llama 3's";
-  EXPECT_EQ(max_supported_len(c), 2047) << "the window, shorter than 4096";
+  EXPECT_EQ(max_supported_len(c), 4096) << "past the original length the long factors apply";
   config["sliding_window"] = 262144;  // as the 128k models have it
-  EXPECT_EQ(max_supported_len(load(config)), 4096) << "past the original length the long factors apply";
+  EXPECT_EQ(max_supported_len(load(config)), 4096);
   const std::vector<float> inv = rope_inv_freq(load(config));
   ASSERT_EQ(inv.size(), 4u);
   for (int i = 0; i < 4; ++i)

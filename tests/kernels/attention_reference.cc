@@ -22,20 +22,23 @@ std::vector<double> reference_paged_attention(const AttentionReferenceInput& in)
     const int context = in.context_lens[s];
     const int32_t* table = &in.block_tables[static_cast<size_t>(s) * in.max_blocks_per_seq];
     for (int j = 0; j < query_len; ++j) {
-      const int visible = context - query_len + j + 1;
-      if (visible <= 0) throw std::logic_error("reference: query longer than its context");
+      const int position = context - query_len + j;
+      if (position < 0) throw std::logic_error("reference: query longer than its context");
+      const int oldest = in.sliding_window > 0 ? std::max(0, position - in.sliding_window + 1) : 0;
+      const int visible = position + 1 - oldest;
       for (int h = 0; h < in.num_heads; ++h) {
         const int kv_head = h / group;
         const float* q = &(*in.q)[static_cast<size_t>(first + j) * in.q_row_stride + h * head_dim];
         scores.assign(visible, 0.0);
         double max_score = -INFINITY;
-        for (int p = 0; p < visible; ++p) {
+        for (int i = 0; i < visible; ++i) {
+          const int p = oldest + i;
           const int64_t row = L.row(table[p / L.block_size], kv_head, p % L.block_size);
           double dot = 0.0;
-          for (int i = 0; i < head_dim; ++i)
-            dot += static_cast<double>(q[i]) * (*in.k_pool)[row + i];
-          scores[p] = dot * in.scale;
-          max_score = std::max(max_score, scores[p]);
+          for (int d = 0; d < head_dim; ++d)
+            dot += static_cast<double>(q[d]) * (*in.k_pool)[row + d];
+          scores[i] = dot * in.scale;
+          max_score = std::max(max_score, scores[i]);
         }
         double denom = 0.0;
         for (double& x : scores) {
@@ -43,10 +46,11 @@ std::vector<double> reference_paged_attention(const AttentionReferenceInput& in)
           denom += x;
         }
         double* o = &out[static_cast<size_t>(first + j) * out_width + h * head_dim];
-        for (int p = 0; p < visible; ++p) {
+        for (int i = 0; i < visible; ++i) {
+          const int p = oldest + i;
           const int64_t row = L.row(table[p / L.block_size], kv_head, p % L.block_size);
-          for (int i = 0; i < head_dim; ++i)
-            o[i] += scores[p] / denom * (*in.v_pool)[row + i];
+          for (int d = 0; d < head_dim; ++d)
+            o[d] += scores[i] / denom * (*in.v_pool)[row + d];
         }
       }
     }

@@ -21,11 +21,13 @@ struct AttentionReferenceInput {
   int max_blocks_per_seq = 0;
   int num_heads = 0;
   double scale = 0.0;
+  int sliding_window = 0;  // 0: none
 };
 
 // Returns [num_tokens][num_heads * head_dim] for the tokens query_start_loc covers (rows before
-// query_start_loc[0] are zero): softmax(q.k * scale) . v over positions 0 ..= the token's position,
-// where token j of a sequence with query length L and context C sits at C - L + j.
+// query_start_loc[0] are zero): softmax(q.k * scale) . v over positions 0 ..= P, the token's position
+// (token j of a sequence with query length L and context C sits at P = C - L + j), or under a
+// sliding window W over positions max(0, P - W + 1) ..= P.
 std::vector<double> reference_paged_attention(const AttentionReferenceInput& in);
 
 }  // namespace kvserve::cuda::testing

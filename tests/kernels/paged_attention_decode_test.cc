@@ -50,6 +50,7 @@ struct DecodeCase {
   bool shuffle = true;  // block tables drawn at random from a pool bigger than needed
   int q_pad = 0;        // extra elements per q row (as when q is read out of a fused QKV output)
   float q_stddev = 1.0f;
+  int window = 0;  // sliding window; 0: none
   uint64_t seed = 1;
 };
 
@@ -57,7 +58,8 @@ std::string describe(const DecodeCase& c, int num_splits) {
   std::ostringstream os;
   os << "seed=" << c.seed << " block_size=" << c.block_size << " head_dim=" << c.head_dim
      << " num_kv_heads=" << c.num_kv_heads << " group=" << c.group << " shuffle=" << c.shuffle
-     << " q_pad=" << c.q_pad << " q_stddev=" << c.q_stddev << " num_splits=" << num_splits << " contexts={";
+     << " q_pad=" << c.q_pad << " q_stddev=" << c.q_stddev << " window=" << c.window
+     << " num_splits=" << num_splits << " contexts={";
   for (size_t i = 0; i < c.contexts.size(); ++i)
     os << (i ? "," : "") << c.contexts[i];
   os << "}";
@@ -132,8 +134,21 @@ DecodeProblem make_problem(const DecodeCase& c) {
     in.max_blocks_per_seq = p.max_blocks;
     in.num_heads = p.num_heads;
     in.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+    in.sliding_window = c.window;
     const std::vector<double> r = testing::reference_paged_attention(in);
     std::copy(r.end() - p.width, r.end(), p.expected.begin() + static_cast<int64_t>(s) * p.width);
+  }
+  // Under a window, the K/V rows before it hold NaN: a kernel that so much as weighs one of them by
+  // zero returns NaN.
+  for (int s = 0; s < p.num_seqs && c.window > 0; ++s) {
+    for (int pos = 0; pos < c.contexts[s] - c.window; ++pos) {
+      const int32_t block = p.tables[static_cast<size_t>(s) * p.max_blocks + pos / c.block_size];
+      for (int h = 0; h < c.num_kv_heads; ++h) {
+        const int64_t row = p.layout.row(block, h, pos % c.block_size);
+        std::fill_n(p.k.begin() + row, c.head_dim, std::nanf(""));
+        std::fill_n(p.v.begin() + row, c.head_dim, std::nanf(""));
+      }
+    }
   }
 
   p.dq = upload(to_bf16(p.q));
@@ -159,6 +174,7 @@ PagedAttentionArgs args_for(const DecodeProblem& p, __nv_bfloat16* out) {
   a.num_seqs = p.num_seqs;
   a.num_heads = p.num_heads;
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.layout.head_dim)));
+  a.sliding_window = p.c.window;
   return a;
 }
 
@@ -202,7 +218,8 @@ void run_and_check(const DecodeProblem& p, int num_splits) {
 
 void check_splits(const DecodeCase& c, std::vector<int> splits) {
   const DecodeProblem p = make_problem(c);
-  const int max_ctx = *std::max_element(c.contexts.begin(), c.contexts.end());
+  int max_ctx = *std::max_element(c.contexts.begin(), c.contexts.end());
+  if (c.window > 0) max_ctx = std::min(max_ctx, c.window);  // what the backend passes
   splits.push_back(choose_decode_splits(p.num_seqs, p.num_heads, c.num_kv_heads, max_ctx, kH100Sms));
   for (int n : splits)
     run_and_check(p, n);
@@ -309,6 +326,31 @@ TEST(PagedDecodeAttention, PeakedScoresAndStridedQ) {
   c.contexts = {5000, 31, 777};
   c.seed = 600;
   check_splits(c, {1, 8});
+}
+
+// Each query sees the last `window` positions only: windows shorter than, equal to and longer than
+// the contexts, down to 1 (the token itself), with the rows before the window poisoned (NaN), over
+// split counts that cut the window into several partitions.
+TEST(PagedDecodeAttention, SlidingWindowSeesOnlyTheLastWindowPositions) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  uint64_t seed = 800;
+  for (int window : {1, 7, 16, 300, 4096})
+    for (int block_size : {8, 16, 32}) {
+      DecodeCase c;
+      c.block_size = block_size;
+      c.window = window;
+      c.contexts = {1, 7, 8, 17, 299, 300, 301, 1000, 5000, 8200, 0};
+      c.seed = seed++;
+      check_splits(c, {1, 3, 32});
+    }
+  DecodeCase gqa;  // every head of a group of 8 in one block
+  gqa.group = 8;
+  gqa.num_kv_heads = 1;
+  gqa.head_dim = 64;
+  gqa.window = 513;
+  gqa.contexts = {512, 513, 514, 2000};
+  gqa.seed = seed++;
+  check_splits(gqa, {1, 4});
 }
 
 TEST(PagedDecodeAttention, ManySequences) {
@@ -459,6 +501,9 @@ TEST(PagedDecodeAttentionArgs, RejectsBadArgumentsNamingTheField) {
   a = fake_args();
   a.max_blocks_per_seq = (1 << 30) / 16 + 1;
   expect_invalid(a, 1, "max_blocks_per_seq * block_size");
+  a = fake_args();
+  a.sliding_window = -1;
+  expect_invalid(a, 1, "sliding_window");
   // The reduction's grid has one y per query head.
   a = fake_args();
   a.layout.num_kv_heads = 1;

@@ -51,12 +51,14 @@ struct PrefillCase {
   int out_pad = 0;              // extra elements per out row, must stay poisoned
   int extra_max_query_len = 0;  // a looser host bound than the real maximum
   float q_stddev = 1.0f;
+  int window = 0;  // sliding window; 0: none
 
   std::string describe() const {
     std::ostringstream s;
     s << "block_size=" << block_size << " head_dim=" << head_dim << " num_kv_heads=" << num_kv_heads
       << " group=" << group << " seed=" << seed << " lead=" << lead_rows << " trail=" << trail_rows
-      << " q_pad=" << q_pad << " out_pad=" << out_pad << " q_stddev=" << q_stddev << " seqs=";
+      << " q_pad=" << q_pad << " out_pad=" << out_pad << " q_stddev=" << q_stddev << " window=" << window
+      << " seqs=";
     for (const auto& [q, c] : seqs)
       s << "(" << q << "," << c << ")";
     return s.str();
@@ -117,8 +119,21 @@ void run_case(const PrefillCase& c) {
   const int64_t q_stride = width + c.q_pad;
   const int64_t out_stride = width + c.out_pad;
   const std::vector<float> q = random_bf16_values(num_rows * q_stride, c.seed * 3 + 1, c.q_stddev);
-  const std::vector<float> k_pool = random_bf16_values(layout.layer_elements(), c.seed * 3 + 2);
-  const std::vector<float> v_pool = random_bf16_values(layout.layer_elements(), c.seed * 3 + 3);
+  std::vector<float> k_pool = random_bf16_values(layout.layer_elements(), c.seed * 3 + 2);
+  std::vector<float> v_pool = random_bf16_values(layout.layer_elements(), c.seed * 3 + 3);
+  // Under a window, the K/V rows no query of their sequence sees hold NaN: a kernel that so much as
+  // weighs one of them by zero returns NaN.
+  for (int s = 0; s < num_seqs && c.window > 0; ++s) {
+    const auto [query_len, context] = c.seqs[s];
+    for (int pos = 0; pos < context - query_len - c.window + 1; ++pos) {
+      const int32_t block = tables[static_cast<size_t>(s) * max_blocks_per_seq + pos / c.block_size];
+      for (int h = 0; h < c.num_kv_heads; ++h) {
+        const int64_t row = layout.row(block, h, pos % c.block_size);
+        std::fill_n(k_pool.begin() + row, head_dim, std::nanf(""));
+        std::fill_n(v_pool.begin() + row, head_dim, std::nanf(""));
+      }
+    }
+  }
 
   const DeviceBuffer<__nv_bfloat16> d_q = upload(to_bf16(q));
   const DeviceBuffer<__nv_bfloat16> d_k = upload(to_bf16(k_pool));
@@ -144,6 +159,7 @@ void run_case(const PrefillCase& c) {
   args.num_heads = num_heads;
   args.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   args.max_query_len = max_query_len + c.extra_max_query_len;
+  args.sliding_window = c.window;
   paged_prefill_attention(args, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<__nv_bfloat16> out = download(d_out);
@@ -160,6 +176,7 @@ void run_case(const PrefillCase& c) {
   in.max_blocks_per_seq = max_blocks_per_seq;
   in.num_heads = num_heads;
   in.scale = args.scale;
+  in.sliding_window = c.window;
   const std::vector<double> want = reference_paged_attention(in);
 
   // The sequences' rows: every element within tolerance (poison is NaN and fails).
@@ -313,6 +330,40 @@ TEST(PagedPrefillAttention, PeakyScoresRescaleCorrectly) {
   run_case(c);
 }
 
+// Each query sees the last `window` positions only: windows of 1 (the token itself), inside one key
+// tile, across tile edges and longer than the contexts, for fresh prompts (the window masks inside
+// the chunk) and chunks after a cached prefix (the first tiles are skipped), with every K/V row that
+// no query of its sequence sees poisoned (NaN).
+TEST(PagedPrefillAttention, SlidingWindowSeesOnlyTheLastWindowPositions) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const std::vector<std::pair<int, int>> batch = {{64, 300}, {1, 1},      {130, 130}, {5, 5},
+                                                  {1, 4097}, {200, 2000}, {17, 17}};
+  uint64_t seed = 800;
+  for (int window : {1, 5, 64, 100, 1000, 5000})
+    for (int group : {1, 4, 8}) {
+      PrefillCase c;
+      c.block_size = group == 4 ? 8 : 16;
+      c.head_dim = 128;
+      c.num_kv_heads = 2;
+      c.group = group;
+      c.seqs = batch;
+      c.window = window;
+      c.seed = ++seed;
+      run_case(c);
+    }
+  for (int head_dim : {64, 256}) {  // 64-key and 32-key tiles
+    PrefillCase c;
+    c.block_size = 32;
+    c.head_dim = head_dim;
+    c.num_kv_heads = 1;
+    c.group = 3;
+    c.seqs = batch;
+    c.window = 47;
+    c.seed = ++seed;
+    run_case(c);
+  }
+}
+
 // Shapes off the common path: a block size that is not a power of two, a GQA group that does not
 // divide the query tile (a token's heads straddle two tiles), query lengths around tile edges.
 TEST(PagedPrefillAttention, UnusualBlockSizeAndGroup) {
@@ -416,6 +467,7 @@ TEST(PagedPrefillAttentionArgs, RejectsEachBadFieldByName) {
       {"block_tables", [](PagedAttentionArgs& a) { a.block_tables = nullptr; }},
       {"scale", [](PagedAttentionArgs& a) { a.scale = 0.0f; }},
       {"scale", [](PagedAttentionArgs& a) { a.scale = NAN; }},
+      {"sliding_window", [](PagedAttentionArgs& a) { a.sliding_window = -4; }},
   };
   for (const Mutation& m : mutations) {
     PagedAttentionArgs a = valid_looking_args();
