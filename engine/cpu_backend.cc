@@ -25,30 +25,61 @@ void linear(const std::vector<float>& x, int rows, const Tensor& w, const Tensor
       y[static_cast<size_t>(r) * out + o] += bias.data[o];
 }
 
-// Granite's logits_scaling (1 elsewhere: dividing by 1 changes no bit).
-void divide_logits(std::vector<float>& logits, double logits_scaling) {
-  const auto divisor = static_cast<float>(logits_scaling);
-  for (float& x : logits)
-    x /= divisor;
+// x -> cap * tanh(x / cap), Gemma 2's soft cap on attention scores and logits.
+float soft_cap(float x, float cap) {
+  return cap * std::tanh(x / cap);
 }
 
-// y = x * rsqrt(mean(x^2) + eps) * weight for one row; y may be x.
-void rms_norm_row(const float* x, int width, const Tensor& weight, double eps, float* y) {
+// The output projection's last steps: Granite's logits_scaling (1 elsewhere: dividing by 1 changes
+// no bit) and Gemma 2's final soft cap.
+void finish_logits(std::vector<float>& logits, const ModelConfig& c) {
+  const auto divisor = static_cast<float>(c.logits_scaling);
+  for (float& x : logits)
+    x /= divisor;
+  if (!c.final_logit_softcapping) return;
+  const auto cap = static_cast<float>(*c.final_logit_softcapping);
+  for (float& x : logits)
+    x = soft_cap(x, cap);
+}
+
+// y = x * rsqrt(mean(x^2) + eps) * (weight + offset) for one row (offset 1 for Gemma, 0 otherwise);
+// y may be x.
+void rms_norm_row(const float* x, int width, const Tensor& weight, double eps, double offset, float* y) {
   float sum = 0.0f;
   for (int i = 0; i < width; ++i)
     sum += x[i] * x[i];
   const float scale = 1.0f / std::sqrt(sum / static_cast<float>(width) + static_cast<float>(eps));
+  const auto off = static_cast<float>(offset);
   for (int i = 0; i < width; ++i)
-    y[i] = x[i] * scale * weight.data[i];
+    y[i] = x[i] * scale * (weight.data[i] + off);
 }
 
-// out = x * rsqrt(mean(x^2) + eps) * weight, row by row.
-void rms_norm(const std::vector<float>& x, int rows, int width, const Tensor& weight, double eps,
+// out = x * rsqrt(mean(x^2) + eps) * (weight + offset), row by row; out may be x.
+void rms_norm(const std::vector<float>& x, int rows, int width, const Tensor& weight, const ModelConfig& c,
               std::vector<float>& out) {
   out.resize(static_cast<size_t>(rows) * width);
   for (int r = 0; r < rows; ++r)
-    rms_norm_row(&x[static_cast<size_t>(r) * width], width, weight, eps,
+    rms_norm_row(&x[static_cast<size_t>(r) * width], width, weight, c.rms_norm_eps, c.norm_weight_offset,
                  &out[static_cast<size_t>(r) * width]);
+}
+
+// The MLP's gate activation, in place: gate = act(gate) * up.
+void gated_activation(std::vector<float>& gate, const std::vector<float>& up, MlpActivation activation) {
+  if (activation == MlpActivation::kSilu) {
+    for (size_t i = 0; i < gate.size(); ++i) {
+      const float g = gate[i];
+      gate[i] = g / (1.0f + std::exp(-g)) * up[i];  // SiLU(gate) * up
+    }
+    return;
+  }
+  // GELU, tanh approximation: 0.5 g (1 + tanh(z)), z = sqrt(2 / pi) (g + 0.044715 g^3), computed as
+  // g * sigmoid(2 z), the same function without 1 + tanh(z)'s cancellation for very negative z.
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (size_t i = 0; i < gate.size(); ++i) {
+    const float g = gate[i];
+    const float z = kSqrt2OverPi * (g + 0.044715f * g * g * g);
+    gate[i] = g / (1.0f + std::exp(-2.0f * z)) * up[i];
+  }
 }
 
 // Hugging Face's rotate-half RoPE: dimension i pairs with i + head_dim / 2.
@@ -86,6 +117,7 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int b
     v_cache_.emplace_back(new float[floats]);
   }
   inv_freq_ = rope_inv_freq(c);
+  if (c.sliding_rope_theta) sliding_inv_freq_ = rope_inv_freq(c, /*sliding_rope=*/true);
   if (num_threads > 0) {
     openblas_set_num_threads(num_threads);
     omp_set_num_threads(num_threads);
@@ -111,12 +143,13 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
 
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& lw = w.layers[layer];
-    rms_norm(x_, tokens, hidden, lw.input_norm, c.rms_norm_eps, h_);
+    const std::vector<float>& inv_freq = uses_sliding_rope(c, layer) ? sliding_inv_freq_ : inv_freq_;
+    rms_norm(x_, tokens, hidden, lw.input_norm, c, h_);
     linear(h_, tokens, lw.q_proj, lw.q_bias, q_);
     linear(h_, tokens, lw.k_proj, lw.k_bias, k_);
     linear(h_, tokens, lw.v_proj, lw.v_bias, v_);
 
-    // (Qwen3: each head's q and k normalized,) RoPE, then every new token's K/V go to their slots
+    // (Qwen3, Gemma 3: each head's q and k normalized,) RoPE, then every new token's K/V go to their slots
     // before any attention reads (the Backend contract that lets sequences of one batch share blocks).
     float* kc = k_cache_[layer].get();
     float* vc = v_cache_[layer].get();
@@ -124,13 +157,13 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
       const int pos = batch.positions[t];
       for (int hd = 0; hd < c.num_heads; ++hd) {
         float* q = &q_[static_cast<size_t>(t) * q_width + hd * c.head_dim];
-        if (c.qk_norm) rms_norm_row(q, c.head_dim, lw.q_norm, c.rms_norm_eps, q);
-        apply_rope(q, c.head_dim, pos, inv_freq_);
+        if (c.qk_norm) rms_norm_row(q, c.head_dim, lw.q_norm, c.rms_norm_eps, c.norm_weight_offset, q);
+        apply_rope(q, c.head_dim, pos, inv_freq);
       }
       for (int hd = 0; hd < c.num_kv_heads; ++hd) {
         float* k = &k_[static_cast<size_t>(t) * kv_row_ + hd * c.head_dim];
-        if (c.qk_norm) rms_norm_row(k, c.head_dim, lw.k_norm, c.rms_norm_eps, k);
-        apply_rope(k, c.head_dim, pos, inv_freq_);
+        if (c.qk_norm) rms_norm_row(k, c.head_dim, lw.k_norm, c.rms_norm_eps, c.norm_weight_offset, k);
+        apply_rope(k, c.head_dim, pos, inv_freq);
       }
       const int64_t slot = batch.slot_mapping[t];
       std::copy_n(&k_[static_cast<size_t>(t) * kv_row_], kv_row_, &kc[static_cast<size_t>(slot) * kv_row_]);
@@ -139,17 +172,16 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
 
     attention(batch, layer);
     linear(attn_, tokens, lw.o_proj, Tensor{}, h_);
+    if (c.sandwich_norms) rms_norm(h_, tokens, hidden, lw.attn_output_norm, c, h_);
     for (size_t i = 0; i < x_.size(); ++i)
       x_[i] += h_[i] * residual_multiplier;
 
-    rms_norm(x_, tokens, hidden, lw.post_attention_norm, c.rms_norm_eps, h_);
+    rms_norm(x_, tokens, hidden, lw.mlp_norm, c, h_);
     linear(h_, tokens, lw.gate_proj, Tensor{}, gate_);
     linear(h_, tokens, lw.up_proj, Tensor{}, up_);
-    for (size_t i = 0; i < gate_.size(); ++i) {
-      const float g = gate_[i];
-      gate_[i] = g / (1.0f + std::exp(-g)) * up_[i];  // SiLU(gate) * up
-    }
+    gated_activation(gate_, up_, c.activation);
     linear(gate_, tokens, lw.down_proj, Tensor{}, h_);
+    if (c.sandwich_norms) rms_norm(h_, tokens, hidden, lw.mlp_output_norm, c, h_);
     for (size_t i = 0; i < x_.size(); ++i)
       x_[i] += h_[i] * residual_multiplier;
   }
@@ -162,9 +194,9 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
     const int t = batch.query_start_loc[s + 1] - 1;
     std::copy_n(&x_[static_cast<size_t>(t) * hidden], hidden, &last_[static_cast<size_t>(s) * hidden]);
   }
-  rms_norm(last_, seqs, hidden, w.final_norm, c.rms_norm_eps, h_);
+  rms_norm(last_, seqs, hidden, w.final_norm, c, h_);
   linear(h_, seqs, w.output_projection(), Tensor{}, logits_);
-  divide_logits(logits_, c.logits_scaling);
+  finish_logits(logits_, c);
   for (int s = 0; s < seqs; ++s)
     if (!batch.emits_token[s])
       std::fill_n(&logits_[static_cast<size_t>(s) * c.vocab_size], c.vocab_size, 0.0f);
@@ -185,9 +217,9 @@ std::span<const float> CpuBackend::token_logits(const StepBatch& batch, std::spa
                              " outside the batch");
     std::copy_n(&x_[static_cast<size_t>(t) * hidden], hidden, &last_[static_cast<size_t>(r) * hidden]);
   }
-  rms_norm(last_, rows, c.hidden_size, model_->weights.final_norm, c.rms_norm_eps, h_);
+  rms_norm(last_, rows, c.hidden_size, model_->weights.final_norm, c, h_);
   linear(h_, rows, model_->weights.output_projection(), Tensor{}, logits_);
-  divide_logits(logits_, c.logits_scaling);
+  finish_logits(logits_, c);
   return std::span<const float>(logits_.data(), static_cast<size_t>(rows) * c.vocab_size);
 }
 
@@ -205,7 +237,9 @@ void CpuBackend::attention(const StepBatch& batch, int layer) {
   // positions first ..= pos, where first is 0 or, under a sliding window, the window's oldest.
   // Threads only pay off for real work: below ~1M multiply-adds a parallel region costs more than
   // it saves, and its idle spinning threads compete with OpenBLAS's on a small machine.
-  const int window = attention_window(c);
+  const int window = attention_window(c, layer);
+  const bool capped = c.attn_logit_softcapping.has_value();
+  const float cap = static_cast<float>(c.attn_logit_softcapping.value_or(1.0));
   auto first_visible = [window](int pos) { return window > 0 ? std::max(0, pos - window + 1) : 0; };
   const int items = batch.num_tokens * c.num_heads;
   int64_t work = 0;
@@ -237,7 +271,7 @@ void CpuBackend::attention(const StepBatch& batch, int layer) {
         float dot = 0.0f;
         for (int d = 0; d < head_dim; ++d)
           dot += q[d] * k[d];
-        scores[i] = dot * scale;
+        scores[i] = capped ? soft_cap(dot * scale, cap) : dot * scale;
         max_score = std::max(max_score, scores[i]);
       }
       float denom = 0.0f;

@@ -1,4 +1,4 @@
-// CpuBackend: the reference forward pass of a Llama-family model over the paged KV cache, in
+// CpuBackend: the reference forward pass of a Llama-family (or Gemma) model over the paged KV cache, in
 // float32, with OpenBLAS for the matrix products and OpenMP across the cores for attention.
 // Slow is fine, wrong is not: every GPU kernel is checked against this.
 //
@@ -42,7 +42,8 @@ class CpuBackend : public Backend {
   // [layer][slot * kv_row_]. Left uninitialized: a slot is written before any step reads it, and
   // untouched pages cost no memory (or start-up time) until the pool fills.
   std::vector<std::unique_ptr<float[]>> k_cache_, v_cache_;
-  std::vector<float> inv_freq_;  // [head_dim / 2], rope_scaling applied
+  std::vector<float> inv_freq_;          // [head_dim / 2], rope_scaling applied
+  std::vector<float> sliding_inv_freq_;  // Gemma 3's windowed layers' own; empty for other models
 
   // Activations, resized per step: [tokens x width].
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, last_, logits_;

@@ -7,8 +7,12 @@
 // (the same plus a bias on q/k/v), Qwen3ForCausalLM (Llama plus an RMSNorm over each head's q and
 // k before RoPE, optional q/k/v biases), Phi3ForCausalLM (Llama with q|k|v and gate|up each
 // stored as one fused tensor, which the loader splits) and GraniteForCausalLM (Llama with four
-// scalars: embedding, attention, residual and logit multipliers). Weights in float32, float16 or
-// bfloat16 safetensors.
+// scalars: embedding, attention, residual and logit multipliers), and Google's Gemma family:
+// GemmaForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM (Llama with (1 + w) RMSNorm weights,
+// scaled embeddings, a tanh-GELU MLP; Gemma 2 and 3 with norms after attention and MLP too, layers
+// alternating between a sliding window and full attention, Gemma 2 with soft-capped attention
+// scores and logits, Gemma 3 with q/k norms and a RoPE base of its own for the windowed layers).
+// Weights in float32, float16 or bfloat16 safetensors.
 #pragma once
 
 #include <algorithm>
@@ -34,17 +38,26 @@ class ModelLoadError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Llama 3's frequency-dependent RoPE scaling ("rope_type": "llama3"). Absent: plain RoPE.
+// RoPE scaling: Llama 3's frequency-dependent one ("rope_type": "llama3"), or "linear" (positions
+// divided by `factor`: every inverse frequency is). Absent: plain RoPE.
 struct RopeScaling {
+  enum class Type { kLlama3, kLinear };
+  Type type = Type::kLlama3;
   double factor = 1.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int original_max_position_embeddings = 8192;
 };
 
+// The MLP's gate activation: down(act(gate(x)) * up(x)).
+enum class MlpActivation {
+  kSilu,      // SwiGLU (Llama and most others)
+  kGeluTanh,  // GeGLU with tanh-approximated GELU (Gemma's "gelu_pytorch_tanh")
+};
+
 struct ModelConfig {
   // "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM",
-  // "GraniteForCausalLM"
+  // "GraniteForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"
   std::string architecture;
   int vocab_size = 0;
   int hidden_size = 0;
@@ -64,10 +77,15 @@ struct ModelConfig {
   std::vector<double> longrope_short_factor;
   double longrope_attention_factor = 1.0;
   int longrope_original_max_position_embeddings = 0;
-  // Mistral's and Phi-3's sliding-window attention, in every layer: position q attends to positions k
-  // with q - window < k <= q (the last `window` tokens, itself included, as Hugging Face masks it).
-  // Absent: full causal. The KV cache keeps every token (blocks are not freed as they leave the window).
+  // Sliding-window attention: position q attends to positions k with q - window < k <= q (the last
+  // `window` tokens, itself included, as Hugging Face masks it), in every layer (Mistral, Phi-3) or in
+  // those sliding_layers marks (Gemma 2 and 3, whose other layers attend to everything). Absent: full
+  // causal. The KV cache keeps every token (blocks are not freed as they leave the window).
   std::optional<int> sliding_window;
+  std::vector<bool> sliding_layers;  // [num_layers], or empty: all layers
+  // Gemma 3: the windowed layers' RoPE base (rope_local_base_freq), with no rope_scaling; the full
+  // layers use rope_theta and rope_scaling. Absent: one RoPE for all layers.
+  std::optional<double> sliding_rope_theta;
   int max_position_embeddings = 0;
   bool tie_word_embeddings = false;
   bool qkv_bias = false;  // Qwen2; Qwen3 with attention_bias
@@ -86,6 +104,17 @@ struct ModelConfig {
   std::optional<double> attention_multiplier;
   double residual_multiplier = 1.0;
   double logits_scaling = 1.0;
+  // Gemma: every RMSNorm multiplies by (norm_weight_offset + weight), 1 there (checkpoints store the
+  // offset from 1), 0 elsewhere.
+  double norm_weight_offset = 0.0;
+  MlpActivation activation = MlpActivation::kSilu;
+  // Gemma 2 and 3 normalize each sublayer's output too before it joins the residual stream (the
+  // attention's with post_attention_layernorm, the MLP's with post_feedforward_layernorm; the MLP's
+  // input norm is then pre_feedforward_layernorm).
+  bool sandwich_norms = false;
+  // Gemma 2: attention scores (after the scale) and logits are soft-capped, x -> cap * tanh(x / cap).
+  std::optional<double> attn_logit_softcapping;
+  std::optional<double> final_logit_softcapping;
   std::optional<TokenId> bos_token_id;
   std::vector<TokenId> eos_token_ids;  // config.json's eos_token_id, a number or a list
   std::string dtype;                   // storage dtype of the weights: float32, float16 or bfloat16
@@ -127,9 +156,12 @@ struct LayerWeights {
   Tensor k_proj;                  // [kv_heads * head_dim, hidden]
   Tensor v_proj;                  // [kv_heads * head_dim, hidden]
   Tensor q_bias, k_bias, v_bias;  // Qwen2 only; empty otherwise
-  Tensor q_norm, k_norm;          // [head_dim] each, Qwen3 only  self_attn.{q,k}_norm.weight
+  Tensor q_norm, k_norm;          // [head_dim] each, Qwen3 and Gemma 3 only  self_attn.{q,k}_norm.weight
   Tensor o_proj;                  // [hidden, heads * head_dim]
-  Tensor post_attention_norm;     // [hidden]                      post_attention_layernorm.weight
+  Tensor attn_output_norm;        // [hidden], Gemma 2/3 only      post_attention_layernorm.weight
+  Tensor mlp_norm;                // [hidden] the MLP's input norm post_attention_layernorm.weight
+                                  //          (Gemma 2/3: pre_feedforward_layernorm.weight)
+  Tensor mlp_output_norm;         // [hidden], Gemma 2/3 only      post_feedforward_layernorm.weight
   Tensor gate_proj;               // [intermediate, hidden]
   Tensor up_proj;                 // [intermediate, hidden]
   Tensor down_proj;               // [hidden, intermediate]
@@ -148,9 +180,9 @@ template <typename Weights, typename F>
 void for_each_tensor(Weights& w, F&& f) {
   f(w.embed_tokens);
   for (auto& l : w.layers) {
-    for (auto* t :
-         {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias, &l.k_bias, &l.v_bias, &l.q_norm,
-          &l.k_norm, &l.o_proj, &l.post_attention_norm, &l.gate_proj, &l.up_proj, &l.down_proj})
+    for (auto* t : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias, &l.k_bias, &l.v_bias,
+                    &l.q_norm, &l.k_norm, &l.o_proj, &l.attn_output_norm, &l.mlp_norm, &l.mlp_output_norm,
+                    &l.gate_proj, &l.up_proj, &l.down_proj})
       f(*t);
   }
   f(w.final_norm);
@@ -171,10 +203,27 @@ inline int max_supported_len(const ModelConfig& c) {
   return len;
 }
 
-// How many of the latest positions (itself included) a query attends to: the sliding window, or 0
-// for all of them (full causal attention). The backends' attention takes it as is.
-inline int attention_window(const ModelConfig& c) {
-  return c.sliding_window.value_or(0);
+// Whether layer `layer` attends through the sliding window.
+inline bool is_sliding_layer(const ModelConfig& c, int layer) {
+  return c.sliding_window && (c.sliding_layers.empty() || c.sliding_layers.at(static_cast<size_t>(layer)));
+}
+
+// How many of the latest positions (itself included) a query of layer `layer` attends to: the
+// sliding window, or 0 for all of them (full causal attention). The backends' attention takes it as is.
+inline int attention_window(const ModelConfig& c, int layer) {
+  return is_sliding_layer(c, layer) ? *c.sliding_window : 0;
+}
+
+// The most positions a query of any layer attends to, for a sequence of `len` tokens.
+inline int max_attended_len(const ModelConfig& c, int len) {
+  for (int layer = 0; layer < c.num_layers; ++layer)
+    if (!is_sliding_layer(c, layer)) return len;
+  return c.sliding_window ? std::min(len, *c.sliding_window) : len;
+}
+
+// Whether layer `layer` rotates with the windowed layers' RoPE (sliding_rope_theta).
+inline bool uses_sliding_rope(const ModelConfig& c, int layer) {
+  return c.sliding_rope_theta && is_sliding_layer(c, layer);
 }
 
 // What attention scores are multiplied by before the softmax.
@@ -186,8 +235,9 @@ inline float attention_scale(const ModelConfig& c) {
 }
 
 // RoPE's inverse frequencies [head_dim / 2], with the config's rope_scaling applied: in float32, as
-// the published implementations compute them, so positions map to the same angles.
-std::vector<float> rope_inv_freq(const ModelConfig& config);
+// the published implementations compute them, so positions map to the same angles. `sliding_rope`:
+// those of the windowed layers' RoPE (Gemma 3's sliding_rope_theta, unscaled) instead.
+std::vector<float> rope_inv_freq(const ModelConfig& config, bool sliding_rope = false);
 
 // Reads and checks config.json, and generation_config.json beside it when there is one (its
 // eos_token_id adds to config.json's). Throws ModelLoadError naming the file and the field.

@@ -8,6 +8,7 @@
 #include <limits>
 #include <numbers>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,11 @@ using nlohmann::json;
 
 constexpr const char* kSupportedArchitectures =
     "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, "
-    "GraniteForCausalLM";
+    "GraniteForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM";
+
+bool is_gemma(const std::string& arch) {
+  return arch == "GemmaForCausalLM" || arch == "Gemma2ForCausalLM" || arch == "Gemma3ForCausalLM";
+}
 
 std::string excerpt(const json& value) {
   std::string text = value.dump();
@@ -103,6 +108,12 @@ class Fields {
     const json* value = find(key);
     if (!value) fail("required field " + name(key) + " is missing; add it to config.json");
     return positive_number(key, *value);
+  }
+
+  // A key written as null, which for a few fields means "none" rather than "the default".
+  bool is_null(const char* key) const {
+    const auto it = object_.find(key);
+    return it != object_.end() && it->is_null();
   }
 
   bool boolean_or(const char* key, bool fallback) const {
@@ -200,8 +211,15 @@ std::string read_architecture(const Fields& fields) {
                 "; fix config.json");
   }
   const std::string arch = (*list)[0].get<std::string>();
+  if (arch == "Gemma3ForConditionalGeneration") {
+    fields.fail(
+        "architecture 'Gemma3ForConditionalGeneration' (Gemma 3 4B and larger, with their vision "
+        "encoder) is not supported; kvserve runs the text-only Gemma3ForCausalLM (Gemma 3 1B) and " +
+        std::string(kSupportedArchitectures));
+  }
   if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM" && arch != "Qwen2ForCausalLM" &&
-      arch != "Qwen3ForCausalLM" && arch != "Phi3ForCausalLM" && arch != "GraniteForCausalLM") {
+      arch != "Qwen3ForCausalLM" && arch != "Phi3ForCausalLM" && arch != "GraniteForCausalLM" &&
+      !is_gemma(arch)) {
     fields.fail("architecture '" + arch + "' is not supported; kvserve runs " + kSupportedArchitectures);
   }
   return arch;
@@ -251,25 +269,31 @@ void read_longrope(const Fields& scaling, const Fields& top, ModelConfig& config
       "attention_factor", factor <= 1.0 ? 1.0 : std::sqrt(1.0 + std::log(factor) / std::log(original)));
 }
 
-// rope_type "default" (or no scaling) -> nullopt; "llama3" -> its four parameters; "longrope" (or
-// its older name "su") -> config's longrope fields, and nullopt.
+// rope_type "default" (or no scaling) -> nullopt; "llama3" -> its four parameters; "linear" -> its
+// factor; "longrope" (or its older name "su") -> config's longrope fields, and nullopt.
 std::optional<RopeScaling> read_rope_scaling(const Fields& scaling, const Fields& top, ModelConfig& config) {
   std::optional<std::string> type = scaling.optional_string("rope_type");
   if (!type) type = scaling.optional_string("type");  // the key before transformers 4.45
   if (!type) {
     scaling.fail("field " + scaling.name("rope_type") +
-                 " is missing; it must be \"default\", \"llama3\" or \"longrope\" (or drop the scaling "
-                 "entry)");
+                 " is missing; it must be \"default\", \"linear\", \"llama3\" or \"longrope\" (or drop "
+                 "the scaling entry)");
   }
   if (*type == "default") return std::nullopt;
+  if (*type == "linear") {
+    RopeScaling rope;
+    rope.type = RopeScaling::Type::kLinear;
+    rope.factor = scaling.required_positive_number("factor");
+    return rope;
+  }
   if ((*type == "longrope" || *type == "su") && config.architecture == "Phi3ForCausalLM") {
     read_longrope(scaling, top, config);
     return std::nullopt;
   }
   if (*type != "llama3") {
     scaling.fail("RoPE scaling type \"" + *type + "\" is unsupported for " + config.architecture +
-                 "; kvserve supports plain RoPE (\"default\"), \"llama3\" and, for Phi3ForCausalLM, "
-                 "\"longrope\"");
+                 "; kvserve supports plain RoPE (\"default\"), \"linear\", \"llama3\" and, for "
+                 "Phi3ForCausalLM, \"longrope\"");
   }
   RopeScaling rope;
   rope.factor = scaling.required_positive_number("factor");
@@ -285,21 +309,48 @@ std::optional<RopeScaling> read_rope_scaling(const Fields& scaling, const Fields
   return rope;
 }
 
+// Gemma 3's second RoPE, for its windowed layers, as transformers 5 writes it
+// (rope_parameters.sliding_attention): a base of its own, never scaled.
+void read_sliding_rope(const Fields& rope, ModelConfig& config) {
+  config.sliding_rope_theta = rope.positive_number_or("rope_theta", 10000.0);  // Gemma3TextConfig's default
+  std::optional<std::string> type = rope.optional_string("rope_type");
+  if (!type) type = rope.optional_string("type");
+  if (type && *type != "default") {
+    rope.fail("the sliding-window layers' RoPE scaling \"" + *type +
+              "\" is unsupported; kvserve scales only the full-attention layers' RoPE");
+  }
+}
+
 void read_rope(const std::filesystem::path& path, const Fields& fields, ModelConfig& config) {
-  // transformers 5 moved rope_theta and the scaling into one "rope_parameters" object.
+  const bool gemma3 = config.architecture == "Gemma3ForCausalLM";
+  const double default_theta = gemma3 ? 1000000.0 : 10000.0;
+  // transformers 5 moved rope_theta and the scaling into one "rope_parameters" object (for Gemma 3,
+  // one per layer type).
   if (const json* parameters = fields.find("rope_parameters")) {
     if (!parameters->is_object()) {
       fields.fail("field 'rope_parameters' must be an object, got " + described(*parameters) +
                   "; fix config.json");
     }
-    const Fields rope(path, *parameters, "rope_parameters.");
+    const Fields all(path, *parameters, "rope_parameters.");
+    const json* full = gemma3 ? all.find("full_attention") : nullptr;
+    const bool per_type = full && full->is_object();
+    if (per_type) {
+      if (const json* sliding = all.find("sliding_attention"); sliding && sliding->is_object())
+        read_sliding_rope(Fields(path, *sliding, "rope_parameters.sliding_attention."), config);
+      parameters = full;
+    }
+    const Fields rope(path, *parameters, per_type ? "rope_parameters.full_attention." : "rope_parameters.");
     config.rope_theta =
-        rope.positive_number_or("rope_theta", fields.positive_number_or("rope_theta", 10000.0));
+        rope.positive_number_or("rope_theta", fields.positive_number_or("rope_theta", default_theta));
     if (rope.find("rope_type") || rope.find("type"))
       config.rope_scaling = read_rope_scaling(rope, fields, config);
+    if (gemma3 && !config.sliding_rope_theta)
+      config.sliding_rope_theta = fields.positive_number_or("rope_local_base_freq", 10000.0);
     return;
   }
-  config.rope_theta = fields.positive_number_or("rope_theta", 10000.0);
+  config.rope_theta = fields.positive_number_or("rope_theta", default_theta);
+  // Before transformers 5: the windowed layers' base beside the full layers' rope_theta.
+  if (gemma3) config.sliding_rope_theta = fields.positive_number_or("rope_local_base_freq", 10000.0);
   if (const json* scaling = fields.find("rope_scaling")) {
     if (!scaling->is_object()) {
       fields.fail("field 'rope_scaling' must be an object or null, got " + described(*scaling) +
@@ -323,7 +374,9 @@ void reject_unsupported_options(const Fields& fields, const ModelConfig& config)
         "); kvserve loads weights stored as float32, float16 or bfloat16: use the model's unquantized "
         "release");
   }
-  if (const auto act = fields.optional_string("hidden_act"); act && *act != "silu") {
+  // Gemma's activation is read with its other fields (read_gemma).
+  if (const auto act = fields.optional_string("hidden_act");
+      act && *act != "silu" && !is_gemma(config.architecture)) {
     fields.fail("hidden_act \"" + *act + "\" is unsupported; kvserve implements SwiGLU with \"silu\"");
   }
   // Rotary embedding over part of each head (Phi-4-mini rotates 3/4 of it, GPT-NeoX models 1/4).
@@ -332,7 +385,13 @@ void reject_unsupported_options(const Fields& fields, const ModelConfig& config)
       fields.fail("partial_rotary_factor " + excerpt(*partial) +
                   " is unsupported; kvserve rotates the whole of each head (partial_rotary_factor 1.0)");
   }
-  if (config.architecture == "LlamaForCausalLM" || config.architecture == "GraniteForCausalLM") {
+  if (is_gemma(config.architecture) && fields.boolean_or("use_bidirectional_attention", false)) {
+    fields.fail(
+        "use_bidirectional_attention is true (an embedding model such as EmbeddingGemma); kvserve "
+        "generates text with causal attention only");
+  }
+  if (config.architecture == "LlamaForCausalLM" || config.architecture == "GraniteForCausalLM" ||
+      is_gemma(config.architecture)) {
     for (const char* key : {"attention_bias", "mlp_bias"}) {
       if (fields.boolean_or(key, false)) {
         fields.fail("field '" + std::string(key) + "' is true, which kvserve does not support for " +
@@ -340,6 +399,93 @@ void reject_unsupported_options(const Fields& fields, const ModelConfig& config)
       }
     }
   }
+}
+
+// x rounded to `dtype` (float32, float16 or bfloat16) through float32, as torch rounds a Python
+// float it turns into a tensor of that dtype; x is a normal number of those formats.
+double round_to_dtype(double x, const std::string& dtype) {
+  const int significant_bits = dtype == "bfloat16" ? 8 : dtype == "float16" ? 11 : 24;
+  const auto round_bits = [](double v, int bits) {
+    int exponent = 0;
+    const double mantissa = std::frexp(v, &exponent);                                // [0.5, 1)
+    return std::ldexp(std::nearbyint(std::ldexp(mantissa, bits)), exponent - bits);  // ties to even
+  };
+  return round_bits(round_bits(x, 24), significant_bits);
+}
+
+// Which layers use the sliding window: the config's layer_types, else transformers' rule for the
+// architecture, `sliding(i)`.
+template <typename Rule>
+std::vector<bool> read_sliding_layers(const Fields& fields, const ModelConfig& config, Rule sliding_rule) {
+  std::vector<bool> sliding(static_cast<size_t>(config.num_layers));
+  if (const json* types = fields.find("layer_types")) {
+    if (!types->is_array() || types->size() != sliding.size()) {
+      fields.fail("field 'layer_types' must list num_hidden_layers = " + std::to_string(config.num_layers) +
+                  " entries, got " + described(*types) + "; fix config.json");
+    }
+    for (size_t i = 0; i < sliding.size(); ++i) {
+      const json& type = (*types)[i];
+      if (type == "sliding_attention") {
+        sliding[i] = true;
+      } else if (type != "full_attention") {
+        fields.fail("field 'layer_types' entry " + std::to_string(i) + " is " + described(type) +
+                    "; it must be \"sliding_attention\" or \"full_attention\"");
+      }
+    }
+    return sliding;
+  }
+  for (int i = 0; i < config.num_layers; ++i)
+    sliding[static_cast<size_t>(i)] = sliding_rule(i);
+  return sliding;
+}
+
+// A soft cap: absent means transformers' default for the architecture, null means none.
+std::optional<double> read_softcap(const Fields& fields, const char* key, std::optional<double> fallback) {
+  if (fields.is_null(key)) return std::nullopt;
+  if (fields.find(key)) return fields.positive_number_or(key, 1.0);
+  return fallback;
+}
+
+// The Gemma family's fields (after the common ones and the dtype), with transformers' defaults.
+void read_gemma(const Fields& fields, ModelConfig& config) {
+  const bool gemma2 = config.architecture == "Gemma2ForCausalLM";
+  const bool gemma3 = config.architecture == "Gemma3ForCausalLM";
+  config.norm_weight_offset = 1.0;
+  // The embeddings are scaled by sqrt(hidden_size), which transformers rounds to the weights' dtype
+  // (Gemma 7B's sqrt(3072) = 55.43 becomes 55.5 in bfloat16); the checkpoints were trained so.
+  config.embedding_multiplier =
+      round_to_dtype(std::sqrt(static_cast<double>(config.hidden_size)), config.dtype);
+  // Gemma's MLP is GeGLU with the tanh approximation of GELU, which is what hidden_activation names
+  // (Gemma 2 and 3 read nothing else). Gemma 1's first configs say only hidden_act "gelu", and the
+  // models were trained with the approximation all the same (transformers 4.39 to 4.4x ran them so).
+  std::optional<std::string> act = fields.optional_string("hidden_activation");
+  if (!act && config.architecture == "GemmaForCausalLM") {
+    act = fields.optional_string("hidden_act");
+    if (act == "gelu") act = "gelu_pytorch_tanh";
+  }
+  if (act && *act != "gelu_pytorch_tanh") {
+    fields.fail("hidden_activation \"" + *act + "\" is unsupported for " + config.architecture +
+                "; kvserve implements Gemma's \"gelu_pytorch_tanh\"");
+  }
+  config.activation = MlpActivation::kGeluTanh;
+  if (!gemma2 && !gemma3) return;
+
+  config.sandwich_norms = true;
+  config.attention_multiplier = 1.0 / std::sqrt(fields.positive_number_or("query_pre_attn_scalar", 256.0));
+  // A null window means none (transformers then windows no layer); absent, the configs' default.
+  if (!fields.is_null("sliding_window"))
+    config.sliding_window = fields.optional_positive_int("sliding_window").value_or(4096);
+  // Every pattern-th layer, counting from 1, attends to everything: Gemma 2 alternates, Gemma 3 has
+  // five windowed layers to one full.
+  const int pattern = gemma2 ? 2 : fields.optional_positive_int("sliding_window_pattern").value_or(6);
+  config.sliding_layers =
+      read_sliding_layers(fields, config, [pattern](int i) { return (i + 1) % pattern != 0; });
+  // Gemma 3 configs carry attn_logit_softcapping (null in the released ones), but its attention never
+  // applies it: only Gemma 2 caps scores.
+  if (gemma2) config.attn_logit_softcapping = read_softcap(fields, "attn_logit_softcapping", 50.0);
+  config.final_logit_softcapping =
+      read_softcap(fields, "final_logit_softcapping", gemma2 ? std::optional<double>(30.0) : std::nullopt);
+  config.qk_norm = gemma3;
 }
 
 }  // namespace
@@ -368,6 +514,8 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
     config.head_dim = *head_dim;
   } else if (config.architecture == "Qwen3ForCausalLM") {
     config.head_dim = 128;  // transformers' Qwen3Config default, whatever hidden_size / heads is
+  } else if (is_gemma(config.architecture)) {
+    config.head_dim = 256;  // the Gemma configs' default, likewise
   } else {
     if (config.hidden_size % config.num_heads != 0) {
       fields.fail("hidden_size (" + std::to_string(config.hidden_size) +
@@ -382,11 +530,15 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   }
   // transformers' defaults where config.json is silent: Phi3Config's differ from the Llama family's.
   const bool phi3 = config.architecture == "Phi3ForCausalLM";
+  const bool gemma = is_gemma(config.architecture);
   config.rms_norm_eps = fields.positive_number_or("rms_norm_eps", phi3 ? 1e-5 : 1e-6);
-  config.max_position_embeddings =
-      fields.optional_positive_int("max_position_embeddings").value_or(phi3 ? 4096 : 2048);
+  config.max_position_embeddings = fields.optional_positive_int("max_position_embeddings")
+                                       .value_or(phi3                                         ? 4096
+                                                 : config.architecture == "Gemma3ForCausalLM" ? 131072
+                                                 : gemma                                      ? 8192
+                                                                                              : 2048);
   read_rope(config_json, fields, config);  // after max_position_embeddings: longrope reads it
-  config.tie_word_embeddings = fields.boolean_or("tie_word_embeddings", false);
+  config.tie_word_embeddings = fields.boolean_or("tie_word_embeddings", gemma);  // Gemma's default: tied
   config.qkv_bias = config.architecture == "Qwen2ForCausalLM" ||
                     (config.architecture == "Qwen3ForCausalLM" && fields.boolean_or("attention_bias", false));
   config.qk_norm = config.architecture == "Qwen3ForCausalLM";
@@ -402,18 +554,18 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
 
   if (config.architecture == "MistralForCausalLM" || config.architecture == "Phi3ForCausalLM") {
     config.sliding_window = fields.optional_positive_int("sliding_window");
-  } else if (config.architecture == "Qwen2ForCausalLM" || config.architecture == "Qwen3ForCausalLM") {
-    // Qwen windows only the layers from max_window_layers on (or those layer_types names); one
-    // window for all layers would be wrong.
-    bool windowed = fields.boolean_or("use_sliding_window", false);
-    if (const json* types = fields.find("layer_types"); types && types->is_array())
-      for (const json& type : *types)
-        windowed |= type.is_string() && type.get<std::string>() == "sliding_attention";
-    if (windowed)
-      fields.fail(
-          "use_sliding_window is true (or layer_types names sliding_attention), which kvserve does "
-          "not support for " +
-          config.architecture + "; set it to false");
+  } else if ((config.architecture == "Qwen2ForCausalLM" || config.architecture == "Qwen3ForCausalLM") &&
+             fields.boolean_or("use_sliding_window", false)) {
+    // Qwen windows the layers layer_types names, else those from max_window_layers on (the released
+    // models leave use_sliding_window false: without it no layer is windowed, whatever layer_types says).
+    if (!fields.is_null("sliding_window"))  // null: no window, as transformers reads it
+      config.sliding_window = fields.optional_positive_int("sliding_window").value_or(4096);
+    const json* max_window_layers = fields.find("max_window_layers");
+    const int first_windowed = max_window_layers && *max_window_layers == 0
+                                   ? 0
+                                   : fields.optional_positive_int("max_window_layers").value_or(28);
+    config.sliding_layers =
+        read_sliding_layers(fields, config, [first_windowed](int i) { return i >= first_windowed; });
   }
 
   if (const json* bos = fields.find("bos_token_id")) {
@@ -429,20 +581,30 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   }
   read_generation_eos(config_json.parent_path(), config);
   config.dtype = read_dtype(fields);
+  if (gemma) read_gemma(fields, config);  // after the dtype, which the embedding scale is rounded to
   reject_unsupported_options(fields, config);
   return config;
 }
 
-std::vector<float> rope_inv_freq(const ModelConfig& cfg) {
+std::vector<float> rope_inv_freq(const ModelConfig& cfg, bool sliding_rope) {
   const int half = cfg.head_dim / 2;
   std::vector<float> inv(half);
+  if (sliding_rope) {
+    if (!cfg.sliding_rope_theta)
+      throw std::logic_error("rope_inv_freq: the model has one RoPE for all layers");
+    for (int i = 0; i < half; ++i)
+      inv[i] = static_cast<float>(1.0 / std::pow(*cfg.sliding_rope_theta, (2.0 * i) / cfg.head_dim));
+    return inv;
+  }
   for (int i = 0; i < half; ++i) {
     // float32 like the published implementations, so positions map to the same angles.
     float f = static_cast<float>(1.0 / std::pow(cfg.rope_theta, (2.0 * i) / cfg.head_dim));
     if (!cfg.longrope_short_factor.empty())
       f = static_cast<float>(
           1.0 / (cfg.longrope_short_factor[i] * std::pow(cfg.rope_theta, (2.0 * i) / cfg.head_dim)));
-    if (cfg.rope_scaling) {
+    if (cfg.rope_scaling && cfg.rope_scaling->type == RopeScaling::Type::kLinear) {
+      f = static_cast<float>(f / cfg.rope_scaling->factor);  // positions divided by the factor
+    } else if (cfg.rope_scaling) {
       // Llama 3: long wavelengths are slowed by `factor`, short ones kept, the band between blended.
       const RopeScaling& rs = *cfg.rope_scaling;
       const double old_len = rs.original_max_position_embeddings;

@@ -91,7 +91,13 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, ModelWeights&
                    {hidden, q_rows},
                    "hidden_size x num_attention_heads*head_dim",
                    &l.o_proj});
-    out.push_back({p + "post_attention_layernorm.weight", {hidden}, "hidden_size", &l.post_attention_norm});
+    if (c.sandwich_norms) {  // Gemma 2/3: post_attention_layernorm normalizes the attention's output
+      out.push_back({p + "post_attention_layernorm.weight", {hidden}, "hidden_size", &l.attn_output_norm});
+      out.push_back({p + "pre_feedforward_layernorm.weight", {hidden}, "hidden_size", &l.mlp_norm});
+      out.push_back({p + "post_feedforward_layernorm.weight", {hidden}, "hidden_size", &l.mlp_output_norm});
+    } else {
+      out.push_back({p + "post_attention_layernorm.weight", {hidden}, "hidden_size", &l.mlp_norm});
+    }
     if (c.fused_projections) {
       out.push_back({p + "mlp.gate_up_proj.weight",
                      {2 * inter, hidden},
@@ -145,7 +151,13 @@ std::string missing_hint(const ModelConfig& c, const std::string& name) {
            "checkpoint has them separate, config.json names the wrong architecture";
   }
   if (name.find("_norm.weight") != std::string::npos && name.find("self_attn.") != std::string::npos) {
-    return "Qwen3ForCausalLM normalizes each head's q and k; if this checkpoint has no q_norm/k_norm, "
+    return c.architecture +
+           " normalizes each head's q and k; if this checkpoint has no q_norm/k_norm, config.json names the "
+           "wrong architecture";
+  }
+  if (name.ends_with("feedforward_layernorm.weight")) {
+    return c.architecture +
+           " normalizes each sublayer's input and output (four norms a layer); if this checkpoint has two, "
            "config.json names the wrong architecture";
   }
   if (name.starts_with("model.layers.")) {

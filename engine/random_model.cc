@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstddef>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -120,6 +121,9 @@ float random_weight(uint64_t seed, uint64_t tensor_id, uint64_t index, double me
 }
 
 Model make_random_model(const ModelConfig& c, uint64_t seed, WeightLoading loading) {
+  // The shapes below are Llama's (with Qwen's biases and q/k norms); Gemma 2/3's four norms a layer
+  // are not generated.
+  if (c.sandwich_norms) throw std::invalid_argument("make_random_model: Gemma 2/3 layers are not generated");
   Model model;
   model.config = c;
   ModelWeights& w = model.weights;
@@ -149,7 +153,7 @@ Model make_random_model(const ModelConfig& c, uint64_t seed, WeightLoading loadi
     linear(L.k_proj, base + 2, kv, hidden);
     linear(L.v_proj, base + 3, kv, hidden);
     linear(L.o_proj, base + 4, hidden, q);
-    vector(L.post_attention_norm, base + 5, hidden, 1.0);
+    vector(L.mlp_norm, base + 5, hidden, 1.0);
     linear(L.gate_proj, base + 6, inter, hidden);
     linear(L.up_proj, base + 7, inter, hidden);
     linear(L.down_proj, base + 8, hidden, inter);

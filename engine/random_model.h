@@ -13,7 +13,7 @@
 //   Qwen2 q/k/v biases         std 0.02
 //   Qwen3 q/k norm weights     1 + 0.02 * z
 // Tensor ids (the hash's second key): embed_tokens 0, final norm 1, lm_head 2; layer l's tensors
-// 16 + 16 * l + {input_norm 0, q 1, k 2, v 3, o 4, post_attention_norm 5, gate 6, up 7, down 8,
+// 16 + 16 * l + {input_norm 0, q 1, k 2, v 3, o 4, mlp_norm 5, gate 6, up 7, down 8,
 // q_bias 9, k_bias 10, v_bias 11, q_norm 12, k_norm 13}.
 //
 // Every tensor records its generator (Tensor::seeded). Its values are computed on the host

@@ -23,13 +23,6 @@ using bf16 = __nv_bfloat16;
 // of the budget for them rather than fail on the first step.
 constexpr size_t kLazyAllocationHeadroom = size_t{512} << 20;
 
-// The most positions one query of a `context_len`-token sequence attends to: what sizes decode's
-// split-KV work (a sliding window bounds it).
-int attended_len(const ModelConfig& c, int context_len) {
-  const int window = attention_window(c);
-  return window > 0 ? std::min(context_len, window) : context_len;
-}
-
 // Converts float32 values to bf16 (round to nearest even) and copies them to `device`.
 void upload_as_bf16(std::span<const float> values, std::vector<bf16>& staging, bf16* device) {
   if (values.empty()) return;
@@ -203,14 +196,22 @@ void CudaBackend::upload_weights(const Model& model) {
                                     std::to_string(config_.head_dim) + ") values each");
     }
     d.o = upload_bf16({&lw.o_proj}, &weight_bytes_);
-    d.post_norm = upload_bf16({&lw.post_attention_norm}, &weight_bytes_);
+    if (config_.sandwich_norms) {
+      d.attn_output_norm = upload_bf16({&lw.attn_output_norm}, &weight_bytes_);
+      d.mlp_output_norm = upload_bf16({&lw.mlp_output_norm}, &weight_bytes_);
+    }
+    d.mlp_norm = upload_bf16({&lw.mlp_norm}, &weight_bytes_);
     d.gate_up = upload_bf16({&lw.gate_proj, &lw.up_proj}, &weight_bytes_);
     d.down = upload_bf16({&lw.down_proj}, &weight_bytes_);
   }
-  const std::vector<float> inv_freq = rope_inv_freq(config_);
-  inv_freq_.resize(inv_freq.size());
-  CUDA_CHECK(
-      cudaMemcpy(inv_freq_.get(), inv_freq.data(), inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice));
+  const auto upload_inv_freq = [](const std::vector<float>& inv_freq, DeviceBuffer<float>& device) {
+    device.resize(inv_freq.size());
+    CUDA_CHECK(
+        cudaMemcpy(device.get(), inv_freq.data(), inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice));
+  };
+  upload_inv_freq(rope_inv_freq(config_), inv_freq_);
+  if (config_.sliding_rope_theta)
+    upload_inv_freq(rope_inv_freq(config_, /*sliding_rope=*/true), sliding_inv_freq_);
 }
 
 void CudaBackend::allocate_activations() {
@@ -241,7 +242,7 @@ void CudaBackend::allocate_activations() {
   size_t workspace = 0;
   for (int n = 1; n <= max_seqs; ++n) {
     const int splits = choose_decode_splits(n, c.num_heads, c.num_kv_heads,
-                                            attended_len(c, options_.max_model_len), num_sms_);
+                                            max_attended_len(c, options_.max_model_len), num_sms_);
     max_decode_splits_ = std::max(max_decode_splits_, splits);
     workspace = std::max(workspace, decode_workspace_bytes(n, c.num_heads, c.head_dim, splits));
   }
@@ -334,11 +335,12 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
                    residual_.get(), stream_);
   // Granite scales each sublayer's output before it joins the residual stream (1 elsewhere).
   const auto residual_multiplier = static_cast<float>(c.residual_multiplier);
+  const auto norm_offset = static_cast<float>(c.norm_weight_offset);  // Gemma's (1 + w) norms
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = layers_[l];
     // The previous layer's MLP output joins the residual stream here, fused with this norm.
     add_rms_norm(residual_.get(), l == 0 ? nullptr : delta_.get(), w.input_norm.get(), eps, tokens, hidden,
-                 normed_.get(), stream_);
+                 normed_.get(), stream_, norm_offset);
     gemm_->linear(normed_.get(), tokens, hidden, w.qkv.get(), qkv_width, qkv_.get(), qkv_width);
 
     RopeKvWriteArgs rope;
@@ -347,7 +349,7 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
     rope.qkv_bias = w.qkv_bias.size() > 0 ? w.qkv_bias.get() : nullptr;
     rope.positions = positions;
     rope.slot_mapping = slots;
-    rope.inv_freq = inv_freq_.get();
+    rope.inv_freq = uses_sliding_rope(c, l) ? sliding_inv_freq_.get() : inv_freq_.get();
     rope.k_cache = k_cache(l);
     rope.v_cache = v_cache(l);
     rope.layout = layout_;
@@ -357,6 +359,7 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
       rope.q_norm = w.q_norm.get();
       rope.k_norm = w.k_norm.get();
       rope.norm_eps = eps;
+      rope.norm_weight_offset = norm_offset;
     }
     rope_and_kv_write(rope, stream_);
 
@@ -374,7 +377,8 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
     attn.max_blocks_per_seq = table_width_;
     attn.num_heads = c.num_heads;
     attn.scale = attention_scale(c);
-    attn.sliding_window = attention_window(c);
+    attn.sliding_window = attention_window(c, l);
+    attn.softcap = static_cast<float>(c.attn_logit_softcapping.value_or(0.0));
     if (num_decodes > 0) {
       PagedAttentionArgs decode = attn;
       decode.num_seqs = num_decodes;
@@ -392,16 +396,27 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
       paged_prefill_attention(prefill, stream_);
     }
     gemm_->linear(attn_.get(), tokens, q_width, w.o.get(), hidden, delta_.get(), hidden, residual_multiplier);
+    // Gemma 2/3 normalize each sublayer's output before it joins the stream.
+    if (c.sandwich_norms)
+      rms_norm(delta_.get(), w.attn_output_norm.get(), eps, norm_offset, tokens, hidden, delta_.get(),
+               stream_);
 
-    add_rms_norm(residual_.get(), delta_.get(), w.post_norm.get(), eps, tokens, hidden, normed_.get(),
-                 stream_);
+    add_rms_norm(residual_.get(), delta_.get(), w.mlp_norm.get(), eps, tokens, hidden, normed_.get(), stream_,
+                 norm_offset);
     gemm_->linear(normed_.get(), tokens, hidden, w.gate_up.get(), 2 * inter, gate_up_.get(), 2 * inter);
-    silu_and_mul(gate_up_.get(), tokens, inter, act_.get(), stream_);
+    if (c.activation == MlpActivation::kGeluTanh)
+      gelu_tanh_and_mul(gate_up_.get(), tokens, inter, act_.get(), stream_);
+    else
+      silu_and_mul(gate_up_.get(), tokens, inter, act_.get(), stream_);
     gemm_->linear(act_.get(), tokens, inter, w.down.get(), hidden, delta_.get(), hidden, residual_multiplier);
+    if (c.sandwich_norms)
+      rms_norm(delta_.get(), w.mlp_output_norm.get(), eps, norm_offset, tokens, hidden, delta_.get(),
+               stream_);
   }
   // The last MLP output joins the stream (this norm's output is not needed: only the last token of
   // each sequence is normalized, below, after the gather).
-  add_rms_norm(residual_.get(), delta_.get(), final_norm_.get(), eps, tokens, hidden, normed_.get(), stream_);
+  add_rms_norm(residual_.get(), delta_.get(), final_norm_.get(), eps, tokens, hidden, normed_.get(), stream_,
+               norm_offset);
   enqueue_lm_head(last_index, seqs);
 }
 
@@ -410,11 +425,14 @@ void CudaBackend::enqueue_lm_head(const int32_t* token_index, int rows) {
   const int hidden = c.hidden_size;
   gather_rows(residual_.get(), token_index, rows, hidden, last_.get(), stream_);
   add_rms_norm(last_.get(), nullptr, final_norm_.get(), static_cast<float>(c.rms_norm_eps), rows, hidden,
-               last_normed_.get(), stream_);
+               last_normed_.get(), stream_, static_cast<float>(c.norm_weight_offset));
   const bf16* lm_head = lm_head_.size() > 0 ? lm_head_.get() : embed_.get();
   // Granite divides the logits by logits_scaling (1 elsewhere): folded into the product.
   gemm_->linear(last_normed_.get(), rows, hidden, lm_head, c.vocab_size, logits_.get(), c.vocab_size,
                 static_cast<float>(1.0 / c.logits_scaling));
+  if (c.final_logit_softcapping)
+    soft_cap(logits_.get(), static_cast<int64_t>(rows) * c.vocab_size,
+             static_cast<float>(*c.final_logit_softcapping), stream_);
 }
 
 void CudaBackend::run_forward(const StepBatch& batch) {
@@ -427,7 +445,7 @@ void CudaBackend::run_forward(const StepBatch& batch) {
     const PackedStep step = upload_step(batch, batch.num_seqs);
     const int splits =
         choose_decode_splits(std::max(batch.num_decodes, 1), config_.num_heads, config_.num_kv_heads,
-                             attended_len(config_, batch.max_context_len), num_sms_);
+                             max_attended_len(config_, batch.max_context_len), num_sms_);
     enqueue_forward(step, batch.num_decodes, batch.max_query_len, std::min(splits, max_decode_splits_));
     return;
   }
@@ -438,9 +456,10 @@ void CudaBackend::run_forward(const StepBatch& batch) {
   }
   // The graph serves every later decode step of this size, whatever its contexts: its split-KV
   // bound is the one for the longest context, and each sequence uses what its own needs.
-  const int splits = std::min(choose_decode_splits(bucket, config_.num_heads, config_.num_kv_heads,
-                                                   attended_len(config_, options_.max_model_len), num_sms_),
-                              max_decode_splits_);
+  const int splits =
+      std::min(choose_decode_splits(bucket, config_.num_heads, config_.num_kv_heads,
+                                    max_attended_len(config_, options_.max_model_len), num_sms_),
+               max_decode_splits_);
   // The bucket's first step runs eagerly: this step's results come from it, and it loads every
   // kernel the graph uses (lazy module loading) and lets cuBLAS pick and initialize its kernels for
   // these shapes outside the capture, where neither may happen. Capturing only records, so the

@@ -4,11 +4,13 @@
 //
 // One forward pass (kernels/*.h say what each piece computes):
 //   upload the step's arrays -> embedding_gather -> per layer:
-//     add_rms_norm -> QKV GEMM -> rope_and_kv_write (q/k/v bias, Qwen3's q/k norm, RoPE, K/V to
-//     the pool) -> decode / prefill paged attention -> O GEMM
-//     -> add_rms_norm -> gate_up GEMM -> silu_and_mul -> down GEMM
+//     add_rms_norm -> QKV GEMM -> rope_and_kv_write (q/k/v bias, Qwen3's and Gemma 3's q/k norm,
+//     RoPE, K/V to the pool) -> decode / prefill paged attention -> O GEMM [-> rms_norm]
+//     -> add_rms_norm -> gate_up GEMM -> silu_and_mul (Gemma: gelu_tanh_and_mul) -> down GEMM
+//     [-> rms_norm]
 //   -> final add_rms_norm -> gather each sequence's last token -> final norm -> LM head (fp32 logits)
-//   -> sample_rows -> token ids (and logprobs) back to the host.
+//   [-> soft_cap] -> sample_rows -> token ids (and logprobs) back to the host.
+// The bracketed steps are Gemma 2's and 3's sublayer output norms and Gemma 2's logit soft cap.
 // A decode-only step runs as a CUDA graph captured once per batch-size bucket (step_upload.h):
 // 32 layers are ~300 kernel launches, which would otherwise dominate small batches.
 //
@@ -87,8 +89,9 @@ class CudaBackend : public Backend {
 
  private:
   struct LayerWeights {
-    DeviceBuffer<__nv_bfloat16> input_norm, qkv, qkv_bias, o, post_norm, gate_up, down;
-    DeviceBuffer<__nv_bfloat16> q_norm, k_norm;  // [head_dim] each, Qwen3 only (empty otherwise)
+    DeviceBuffer<__nv_bfloat16> input_norm, qkv, qkv_bias, o, mlp_norm, gate_up, down;
+    DeviceBuffer<__nv_bfloat16> q_norm, k_norm;  // [head_dim] each, Qwen3 and Gemma 3 only (empty otherwise)
+    DeviceBuffer<__nv_bfloat16> attn_output_norm, mlp_output_norm;  // Gemma 2/3 only (empty otherwise)
   };
 
   void upload_weights(const Model& model);
@@ -130,6 +133,7 @@ class CudaBackend : public Backend {
   DeviceBuffer<__nv_bfloat16> embed_, final_norm_, lm_head_;  // lm_head_ empty when tied
   std::vector<LayerWeights> layers_;
   DeviceBuffer<float> inv_freq_;
+  DeviceBuffer<float> sliding_inv_freq_;  // Gemma 3's windowed layers' RoPE (empty otherwise)
   size_t weight_bytes_ = 0;
 
   // KV pool: [layer][K, V][layout_.layer_elements()].

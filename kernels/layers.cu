@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/cuda_check.h"
 
@@ -188,7 +189,8 @@ __global__ void embedding_gather_kernel(const bf16* __restrict__ table, const in
 template <int K>
 __global__ void __launch_bounds__(kNormMaxThreads)
     add_rms_norm_kernel(float* __restrict__ residual, const bf16* __restrict__ delta,
-                        const bf16* __restrict__ weight, float eps, int width, bf16* __restrict__ out) {
+                        const bf16* __restrict__ weight, float eps, float weight_offset, int width,
+                        bf16* __restrict__ out) {
   const int vecs = width / kVec;
   const int64_t base = static_cast<int64_t>(blockIdx.x) * width;
   float x[K][kVec];
@@ -212,7 +214,8 @@ __global__ void __launch_bounds__(kNormMaxThreads)
       sumsq += x[j][e] * x[j][e];
   }
   const float sum = block_sum(sumsq);
-  // The CPU reference's x * (1 / sqrt(sum / width + eps)) * weight, with rsqrtf's <= 2 ulp error.
+  // The CPU reference's x * (1 / sqrt(sum / width + eps)) * (weight + offset), with rsqrtf's <= 2
+  // ulp error.
   const float scale = rsqrtf(sum / static_cast<float>(width) + eps);
 #pragma unroll
   for (int j = 0; j < K; ++j) {
@@ -223,7 +226,41 @@ __global__ void __launch_bounds__(kNormMaxThreads)
     float y[kVec];
 #pragma unroll
     for (int e = 0; e < kVec; ++e)
-      y[e] = x[j][e] * scale * w[e];
+      y[e] = x[j][e] * scale * (w[e] + weight_offset);
+    store_bf16x8(out + base + v * kVec, y);
+  }
+}
+
+// add_rms_norm_kernel's shape for bf16 rows with no residual: each thread reads its K vectors of
+// the row before the block's sum, and writes them after it, so `out` may be `in`.
+template <int K>
+__global__ void __launch_bounds__(kNormMaxThreads)
+    rms_norm_kernel(const bf16* in, const bf16* __restrict__ weight, float eps, float weight_offset,
+                    int width, bf16* out) {
+  const int vecs = width / kVec;
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * width;
+  float x[K][kVec];
+  float sumsq = 0.0f;
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int v = threadIdx.x + j * blockDim.x;
+    if (v >= vecs) continue;
+    load_bf16x8(in + base + v * kVec, x[j]);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e)
+      sumsq += x[j][e] * x[j][e];
+  }
+  const float scale = rsqrtf(block_sum(sumsq) / static_cast<float>(width) + eps);
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int v = threadIdx.x + j * blockDim.x;
+    if (v >= vecs) continue;
+    float w[kVec];
+    load_bf16x8(weight + v * kVec, w);
+    float y[kVec];
+#pragma unroll
+    for (int e = 0; e < kVec; ++e)
+      y[e] = x[j][e] * scale * (w[e] + weight_offset);
     store_bf16x8(out + base + v * kVec, y);
   }
 }
@@ -315,7 +352,7 @@ __global__ void __launch_bounds__(kRopeMaxThreads) rope_and_kv_write_kernel(Rope
       }
     }
     if constexpr (kQkNorm) {
-      // x * inv_rms * weight, in the CPU reference's order.
+      // x * inv_rms * (weight + offset), in the CPU reference's order.
       const bf16* weight = h < num_heads ? a.q_norm : a.k_norm;
       const float inv_rms = inv_rms_s[h];
       float w1[V], w2[V];
@@ -323,8 +360,8 @@ __global__ void __launch_bounds__(kRopeMaxThreads) rope_and_kv_write_kernel(Rope
       load_bf16v<V>(weight + i0 + half, w2);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        x1[e] = x1[e] * inv_rms * w1[e];
-        x2[e] = x2[e] * inv_rms * w2[e];
+        x1[e] = x1[e] * inv_rms * (w1[e] + a.norm_weight_offset);
+        x2[e] = x2[e] * inv_rms * (w2[e] + a.norm_weight_offset);
       }
     }
     float y1[V], y2[V];
@@ -368,8 +405,24 @@ __global__ void __launch_bounds__(kRopeMaxThreads) rope_and_kv_write_kernel(Rope
   }
 }
 
-__global__ void silu_and_mul_kernel(const bf16* __restrict__ gate_up, int rows, int intermediate,
-                                    bf16* __restrict__ out) {
+enum class Gate { kSilu, kGeluTanh };
+
+template <Gate kGate>
+__device__ __forceinline__ float gate_activation(float g) {
+  if constexpr (kGate == Gate::kSilu) {
+    return g / (1.0f + __expf(-g));  // -g large: g / inf = -0
+  } else {
+    // 0.5 g (1 + tanh(z)) written as g * sigmoid(2 z), the same function without the cancellation
+    // of 1 + tanh(z) for very negative z; saturates like silu (z -> -inf: g / inf = -0).
+    constexpr float kSqrt2OverPi = 0.7978845608028654f;
+    const float z = kSqrt2OverPi * (g + 0.044715f * g * g * g);
+    return g / (1.0f + __expf(-2.0f * z));
+  }
+}
+
+template <Gate kGate>
+__global__ void gated_activation_kernel(const bf16* __restrict__ gate_up, int rows, int intermediate,
+                                        bf16* __restrict__ out) {
   const int vecs = intermediate / kVec;
   for (int r = blockIdx.y; r < rows; r += gridDim.y) {
     const bf16* gate = gate_up + static_cast<int64_t>(r) * 2 * intermediate;
@@ -381,7 +434,7 @@ __global__ void silu_and_mul_kernel(const bf16* __restrict__ gate_up, int rows, 
       load_bf16x8(up + v * kVec, u);
 #pragma unroll
       for (int e = 0; e < kVec; ++e)
-        y[e] = g[e] / (1.0f + __expf(-g[e])) * u[e];  // silu(g) * u; -g large: g / inf = -0
+        y[e] = gate_activation<kGate>(g[e]) * u[e];
       store_bf16x8(o + v * kVec, y);
     }
   }
@@ -398,12 +451,65 @@ __global__ void gather_rows_kernel(const float* __restrict__ in, const int32_t* 
   }
 }
 
+__global__ void soft_cap_kernel(float* values, int64_t count, float cap) {
+  const float inv_cap = 1.0f / cap;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    values[i] = cap * tanhf(values[i] * inv_cap);
+}
+
 template <int K>
-void launch_add_rms_norm(float* residual, const bf16* delta, const bf16* weight, float eps, int rows,
-                         int width, bf16* out, cudaStream_t stream) {
+void launch_add_rms_norm(float* residual, const bf16* delta, const bf16* weight, float eps,
+                         float weight_offset, int rows, int width, bf16* out, cudaStream_t stream) {
   const int threads = round_up(ceil_div(width / kVec, K), 32);
-  add_rms_norm_kernel<K>
-      <<<static_cast<unsigned>(rows), threads, 0, stream>>>(residual, delta, weight, eps, width, out);
+  add_rms_norm_kernel<K><<<static_cast<unsigned>(rows), threads, 0, stream>>>(residual, delta, weight, eps,
+                                                                              weight_offset, width, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int K>
+void launch_rms_norm(const bf16* in, const bf16* weight, float eps, float weight_offset, int rows, int width,
+                     bf16* out, cudaStream_t stream) {
+  const int threads = round_up(ceil_div(width / kVec, K), 32);
+  rms_norm_kernel<K>
+      <<<static_cast<unsigned>(rows), threads, 0, stream>>>(in, weight, eps, weight_offset, width, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+// The norms' register tiling: K vectors of 8 per thread, as few as the width allows.
+template <typename Launch>
+void dispatch_norm_width(int width, Launch launch) {
+  const int vecs = width / kVec;
+  if (vecs <= kNormMaxThreads)
+    launch(std::integral_constant<int, 1>{});
+  else if (vecs <= 2 * kNormMaxThreads)
+    launch(std::integral_constant<int, 2>{});
+  else if (vecs <= 4 * kNormMaxThreads)
+    launch(std::integral_constant<int, 4>{});
+  else
+    launch(std::integral_constant<int, 8>{});
+}
+
+void require_norm_width(const char* fn, int width) {
+  require_width(fn, "width", width);
+  constexpr int kMaxWidth = kNormMaxThreads * kNormMaxVecsPerThread * kVec;
+  if (width > kMaxWidth)
+    fail(fn, "width " + std::to_string(width) + " exceeds the supported " + std::to_string(kMaxWidth));
+}
+
+template <Gate kGate>
+void gated_activation(const char* fn, const bf16* gate_up, int rows, int intermediate, bf16* out,
+                      cudaStream_t stream) {
+  require_width(fn, "intermediate", intermediate);
+  require_rows(fn, "rows", rows);
+  require_aligned(fn, "gate_up", gate_up);
+  require_aligned(fn, "out", out);
+  if (rows == 0) return;
+  require_pointer(fn, "gate_up", gate_up);
+  require_pointer(fn, "out", out);
+  gated_activation_kernel<kGate>
+      <<<elementwise_grid(rows, intermediate / kVec), kElementwiseThreads, 0, stream>>>(gate_up, rows,
+                                                                                        intermediate, out);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -426,12 +532,9 @@ void embedding_gather(const bf16* table, const int32_t* ids, int num_tokens, int
 }
 
 void add_rms_norm(float* residual, const bf16* delta, const bf16* weight, float eps, int rows, int width,
-                  bf16* out, cudaStream_t stream) {
+                  bf16* out, cudaStream_t stream, float weight_offset) {
   constexpr const char* fn = "add_rms_norm";
-  require_width(fn, "width", width);
-  constexpr int kMaxWidth = kNormMaxThreads * kNormMaxVecsPerThread * kVec;
-  if (width > kMaxWidth)
-    fail(fn, "width " + std::to_string(width) + " exceeds the supported " + std::to_string(kMaxWidth));
+  require_norm_width(fn, width);
   require_rows(fn, "rows", rows);
   require_aligned(fn, "residual", residual);
   require_aligned(fn, "delta", delta);
@@ -442,16 +545,27 @@ void add_rms_norm(float* residual, const bf16* delta, const bf16* weight, float 
   require_pointer(fn, "weight", weight);
   require_pointer(fn, "out", out);
   if (static_cast<const void*>(out) == static_cast<const void*>(residual)) fail(fn, "out aliases residual");
+  dispatch_norm_width(width, [&](auto k) {
+    launch_add_rms_norm<decltype(k)::value>(residual, delta, weight, eps, weight_offset, rows, width, out,
+                                            stream);
+  });
+}
 
-  const int vecs = width / kVec;
-  if (vecs <= kNormMaxThreads)
-    launch_add_rms_norm<1>(residual, delta, weight, eps, rows, width, out, stream);
-  else if (vecs <= 2 * kNormMaxThreads)
-    launch_add_rms_norm<2>(residual, delta, weight, eps, rows, width, out, stream);
-  else if (vecs <= 4 * kNormMaxThreads)
-    launch_add_rms_norm<4>(residual, delta, weight, eps, rows, width, out, stream);
-  else
-    launch_add_rms_norm<8>(residual, delta, weight, eps, rows, width, out, stream);
+void rms_norm(const bf16* in, const bf16* weight, float eps, float weight_offset, int rows, int width,
+              bf16* out, cudaStream_t stream) {
+  constexpr const char* fn = "rms_norm";
+  require_norm_width(fn, width);
+  require_rows(fn, "rows", rows);
+  require_aligned(fn, "in", in);
+  require_aligned(fn, "weight", weight);
+  require_aligned(fn, "out", out);
+  if (rows == 0) return;
+  require_pointer(fn, "in", in);
+  require_pointer(fn, "weight", weight);
+  require_pointer(fn, "out", out);
+  dispatch_norm_width(width, [&](auto k) {
+    launch_rms_norm<decltype(k)::value>(in, weight, eps, weight_offset, rows, width, out, stream);
+  });
 }
 
 void rope_and_kv_write(const RopeKvWriteArgs& args, cudaStream_t stream) {
@@ -518,16 +632,23 @@ void rope_and_kv_write(const RopeKvWriteArgs& args, cudaStream_t stream) {
 }
 
 void silu_and_mul(const bf16* gate_up, int rows, int intermediate, bf16* out, cudaStream_t stream) {
-  constexpr const char* fn = "silu_and_mul";
-  require_width(fn, "intermediate", intermediate);
-  require_rows(fn, "rows", rows);
-  require_aligned(fn, "gate_up", gate_up);
-  require_aligned(fn, "out", out);
-  if (rows == 0) return;
-  require_pointer(fn, "gate_up", gate_up);
-  require_pointer(fn, "out", out);
-  silu_and_mul_kernel<<<elementwise_grid(rows, intermediate / kVec), kElementwiseThreads, 0, stream>>>(
-      gate_up, rows, intermediate, out);
+  gated_activation<Gate::kSilu>("silu_and_mul", gate_up, rows, intermediate, out, stream);
+}
+
+void gelu_tanh_and_mul(const bf16* gate_up, int rows, int intermediate, bf16* out, cudaStream_t stream) {
+  gated_activation<Gate::kGeluTanh>("gelu_tanh_and_mul", gate_up, rows, intermediate, out, stream);
+}
+
+void soft_cap(float* values, int64_t count, float cap, cudaStream_t stream) {
+  constexpr const char* fn = "soft_cap";
+  if (count < 0) fail(fn, "count " + std::to_string(count) + " is negative");
+  if (!(cap > 0.0f) || !std::isfinite(cap))
+    fail(fn, "cap " + std::to_string(cap) + " must be finite and positive");
+  if (count == 0) return;
+  require_pointer(fn, "values", values);
+  const auto blocks = static_cast<unsigned>(
+      std::min<int64_t>((count + kElementwiseThreads - 1) / kElementwiseThreads, kMaxElementwiseBlocks));
+  soft_cap_kernel<<<blocks, kElementwiseThreads, 0, stream>>>(values, count, cap);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -55,6 +55,9 @@ struct PagedAttentionArgs {
   int num_heads = 0;       // query heads; layout.num_kv_heads KV heads, layout.head_dim each
   float scale = 0.0f;      // softmax scale, normally 1 / sqrt(head_dim)
   int sliding_window = 0;  // positions a query sees, itself included; 0: all earlier ones
+  // Gemma 2's soft cap: each score (after the scale) becomes softcap * tanh(score / softcap) before
+  // the softmax. 0: none.
+  float softcap = 0.0f;
 
   // Host-side bounds over the sequences given, used to size grids (prefill only; the decode
   // kernel's grid depends on num_seqs and num_splits alone, so it can be captured in a CUDA graph).

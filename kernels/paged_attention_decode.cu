@@ -70,10 +70,11 @@ struct DecodeParams {
   int group;        // query heads per KV head
   int head_chunks;  // ceil(group / heads per block)
   int num_splits;
-  float scale_log2;  // softmax scale * log2(e)
-  float* ws_out;     // [num_seqs][num_heads][num_splits][head_dim]
-  float* ws_max;     // [num_seqs][num_heads][num_splits], log2 domain
-  float* ws_sum;     // [num_seqs][num_heads][num_splits]
+  float scale_log2;    // softmax scale * log2(e)
+  float softcap_log2;  // soft cap * log2(e) (scores live in the log2 domain); 0: none
+  float* ws_out;       // [num_seqs][num_heads][num_splits][head_dim]
+  float* ws_max;       // [num_seqs][num_heads][num_splits], log2 domain
+  float* ws_sum;       // [num_seqs][num_heads][num_splits]
 };
 
 __host__ __device__ __forceinline__ int ceil_div_int(int a, int b) {
@@ -273,8 +274,11 @@ __global__ void __launch_bounds__(kThreads, decode_min_blocks_per_sm(G))
     for (int u = 0; u < kU; ++u) {
       bf16x8_to_float(v_raw[u], vf[u]);
 #pragma unroll
-      for (int g = 0; g < G; ++g)
+      for (int g = 0; g < G; ++g) {
+        // cap * tanh(x / cap) commutes with the log2(e) factor: capping in the log2 domain is the same.
+        if (p.softcap_log2 > 0.0f) s[u][g] = p.softcap_log2 * tanhf(s[u][g] / p.softcap_log2);
         s[u][g] = valid[u] ? s[u][g] : -INFINITY;
+      }
     }
 
 #pragma unroll
@@ -453,6 +457,7 @@ void validate(const PagedAttentionArgs& a, int num_splits, const void* workspace
   if (!a.context_lens) invalid("context_lens must be non-null");
   if (!a.block_tables) invalid("block_tables must be non-null");
   if (!std::isfinite(a.scale)) invalid("scale must be finite");
+  if (!(a.softcap >= 0.0f) || !std::isfinite(a.softcap)) invalid("softcap must be finite and >= 0 (0: none)");
   if (a.sliding_window < 0) invalid("sliding_window must be >= 0 (0: none)");
   const int group = a.num_heads / L.num_kv_heads;
   const int64_t grid_y = static_cast<int64_t>(L.num_kv_heads) * ceil_div_int(group, kMaxHeadsPerBlock);
@@ -547,6 +552,7 @@ void paged_decode_attention(const PagedAttentionArgs& args, int num_splits, void
   p.head_chunks = ceil_div_int(p.group, kMaxHeadsPerBlock);
   p.num_splits = num_splits;
   p.scale_log2 = args.scale * kLog2e;
+  p.softcap_log2 = args.softcap * kLog2e;
   if (num_splits > 1) {
     const size_t slots = static_cast<size_t>(args.num_seqs) * args.num_heads * num_splits;
     p.ws_out = static_cast<float*>(workspace);

@@ -4,7 +4,7 @@
 // tile's rows are the GQA group's query heads stacked token-major (row r = token r / group, head
 // kv_head * group + r % group), so one K/V tile staged in shared memory serves the whole group, and
 // the causal limit grows with the row index. Each warp owns 16 rows and runs
-//   S = Q K^T (mma.sync m16n8k16, bf16 in, fp32 accumulate), scale, causal mask,
+//   S = Q K^T (mma.sync m16n8k16, bf16 in, fp32 accumulate), scale (and soft cap), causal mask,
 //   online softmax in fp32 (exp2 domain), P rounded to bf16 straight from the S accumulators,
 //   O += P V (mma.sync), rescaled by exp2(m_old - m_new) whenever a row's max grows,
 // over the K/V tiles [first key visible to the tile's first row, last visible key of its last row]:
@@ -98,7 +98,8 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 // Grid: x = query-row tiles (heaviest, i.e. latest, tiles first), y = KV head, z = sequence.
 template <int kHeadDim>
 __global__ void __launch_bounds__(kThreads)
-    paged_prefill_kernel(const PagedAttentionArgs args, const int group, const float scale_log2) {
+    paged_prefill_kernel(const PagedAttentionArgs args, const int group, const float scale_log2,
+                         const float softcap_log2) {
   using Tile = PrefillTile<kHeadDim>;
   constexpr int kBlockN = Tile::kBlockN;
   constexpr int kLd = Tile::kLd;
@@ -283,6 +284,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float x = s[n][e] * scale_log2;
+        // Gemma 2's soft cap, in the log2 domain (cap * tanh(x / cap) commutes with the factor).
+        if (softcap_log2 > 0.0f) x = softcap_log2 * tanhf(x / softcap_log2);
         const int key = n0 + n * 8 + 2 * t + (e & 1);
         if (need_mask && (key > limit[e >> 1] || key < lower[e >> 1])) x = -INFINITY;
         s[n][e] = x;
@@ -385,6 +388,7 @@ void launch_prefill(const PagedAttentionArgs& args, int group, cudaStream_t stre
   const dim3 grid(static_cast<unsigned>((rows + kBlockM - 1) / kBlockM),
                   static_cast<unsigned>(args.layout.num_kv_heads), static_cast<unsigned>(args.num_seqs));
   const float scale_log2 = args.scale * 1.4426950408889634f;  // exp(x) = exp2(x * log2 e)
+  const float softcap_log2 = args.softcap * 1.4426950408889634f;
   // Above 48 KiB of dynamic shared memory needs an opt-in, per function and device: made once per
   // device rather than on every layer of every step.
   static std::mutex opted_in_mutex;
@@ -400,7 +404,8 @@ void launch_prefill(const PagedAttentionArgs& args, int group, cudaStream_t stre
       opted_in_devices.push_back(device);
     }
   }
-  paged_prefill_kernel<kHeadDim><<<grid, kThreads, Tile::kSmemBytes, stream>>>(args, group, scale_log2);
+  paged_prefill_kernel<kHeadDim>
+      <<<grid, kThreads, Tile::kSmemBytes, stream>>>(args, group, scale_log2, softcap_log2);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -449,6 +454,7 @@ void validate(const PagedAttentionArgs& a) {
   if (a.block_tables == nullptr) invalid("block_tables is null");
   if (!std::isfinite(a.scale) || a.scale <= 0.0f) invalid("scale must be finite and positive");
   if (a.sliding_window < 0) invalid("sliding_window must be >= 0 (0: none)");
+  if (!(a.softcap >= 0.0f) || !std::isfinite(a.softcap)) invalid("softcap must be finite and >= 0 (0: none)");
 }
 
 }  // namespace

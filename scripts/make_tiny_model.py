@@ -7,8 +7,9 @@ seeded from --seed and the tensor's name, and the safetensors file is written by
 layout (tensors sorted by name, header padded with spaces to a multiple of 8).
 
 Weights are scaled so the random model's greedy output depends on its input and does not collapse
-into one repeated token: projections ~ N(0, 1/fan_in), norm weights 1 + N(0, 0.1^2), biases
-~ N(0, 0.1^2), embeddings ~ N(0, 1) untied and N(0, 0.05^2) tied (see random_tensor).
+into one repeated token: projections ~ N(0, 1/fan_in), norm weights 1 + N(0, 0.1^2) (Gemma's
+N(0, 0.1^2): its norms scale by 1 + weight), biases ~ N(0, 0.1^2), embeddings ~ N(0, 1) untied and
+N(0, 0.05^2) tied unless --embedding-std says otherwise (see random_tensor).
 
 Example (tests/data/models/README.md lists the committed ones):
     scripts/make_tiny_model.py --out /tmp/m --arch llama --hidden 64 --layers 2 --heads 4 \\
@@ -34,10 +35,16 @@ ARCHITECTURES = {
     "qwen3": "Qwen3ForCausalLM",
     "phi3": "Phi3ForCausalLM",
     "granite": "GraniteForCausalLM",
+    "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
 }
+MODEL_TYPES = {"gemma3": "gemma3_text"}  # Gemma 3's text-only model; "gemma3" is the multimodal one
+GEMMA = ("gemma", "gemma2", "gemma3")
 SAFETENSORS_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 TRANSFORMERS_VERSION = "4.46.0"
 QWEN3_TRANSFORMERS_VERSION = "4.51.0"  # the first with Qwen3
+GEMMA3_TRANSFORMERS_VERSION = "4.50.0"  # the first with Gemma 3
 TIED_EMBEDDING_STD = 0.05
 
 
@@ -59,13 +66,28 @@ def parse_args(argv):
     p.add_argument("--llama3-rope-scaling", type=float, metavar="FACTOR",
                    help="add Llama 3 rope_scaling with this factor (low 1, high 4, "
                         "original_max_position_embeddings = max_pos / FACTOR)")
-    p.add_argument("--sliding-window", type=int, help="mistral and phi3 only: config.json's sliding_window")
+    p.add_argument("--sliding-window", type=int,
+                   help="mistral, phi3, gemma2 and gemma3 only (gemma2 and gemma3 need it): sliding_window")
     p.add_argument("--longrope-original", type=int, metavar="LENGTH",
                    help="phi3 only: longrope rope_scaling (seeded short and long factors in [1, 4)) with "
                         "original_max_position_embeddings LENGTH")
     p.add_argument("--attention-bias", action="store_true", help="qwen3 only: q/k/v biases (attention_bias)")
     p.add_argument("--granite-multipliers", type=float, nargs=4, metavar=("EMBEDDING", "ATTENTION", "RESIDUAL", "LOGITS"),
                    help="granite only: embedding_multiplier, attention_multiplier, residual_multiplier, logits_scaling")
+    p.add_argument("--embedding-std", type=float,
+                   help="standard deviation of embed_tokens (default 1 untied, 0.05 tied)")
+    p.add_argument("--query-pre-attn-scalar", type=int,
+                   help="gemma2 and gemma3 only: attention scale query_pre_attn_scalar ** -0.5 (default: head_dim)")
+    p.add_argument("--softcapping", type=float, nargs=2, metavar=("ATTENTION", "FINAL"),
+                   help="gemma2 only: attn_logit_softcapping and final_logit_softcapping (default Gemma2Config's 50, 30)")
+    p.add_argument("--rope-local-base-freq", type=float,
+                   help="gemma3 only: rope_local_base_freq, the sliding layers' RoPE base (default 10000)")
+    p.add_argument("--linear-rope-scaling", type=float, metavar="FACTOR",
+                   help="gemma3 only: rope_scaling {rope_type linear, factor FACTOR} (its full-attention layers')")
+    p.add_argument("--sliding-window-pattern", type=int,
+                   help="gemma3 only: every N-th layer is full attention, the others sliding (default 6)")
+    p.add_argument("--layer-types", action="store_true",
+                   help="gemma3 only: also write the layer_types list that --sliding-window-pattern implies")
     p.add_argument("--max-pos", type=int, default=1024)
     p.add_argument("--rms-norm-eps", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
@@ -84,8 +106,26 @@ def parse_args(argv):
         p.error("the head dimension must be even (RoPE rotates pairs)")
     if args.attention_bias and args.arch != "qwen3":
         sys.exit("--attention-bias is for --arch qwen3 (qwen2 always has q/k/v biases, the others none)")
-    if args.sliding_window is not None and args.arch not in ("mistral", "phi3"):
-        p.error("--sliding-window is a mistral and phi3 option")
+    if args.sliding_window is not None and args.arch not in ("mistral", "phi3", "gemma2", "gemma3"):
+        p.error("--sliding-window is a mistral, phi3, gemma2 and gemma3 option")
+    if args.sliding_window is None and args.arch in ("gemma2", "gemma3"):
+        p.error(f"--arch {args.arch} needs --sliding-window")
+    if args.embedding_std is not None and args.embedding_std <= 0:
+        p.error("--embedding-std must be positive")
+    if args.query_pre_attn_scalar is not None and args.arch not in ("gemma2", "gemma3"):
+        p.error("--query-pre-attn-scalar is a gemma2 and gemma3 option")
+    if args.softcapping is not None and args.arch != "gemma2":
+        p.error("--softcapping is a gemma2 option")
+    if args.softcapping is not None and min(args.softcapping) <= 0:
+        p.error("--softcapping values must be positive")
+    for name in ("rope_local_base_freq", "linear_rope_scaling", "sliding_window_pattern"):
+        if getattr(args, name) is not None and args.arch != "gemma3":
+            p.error(f"--{name.replace('_', '-')} is a gemma3 option")
+    if args.layer_types and args.arch != "gemma3":
+        p.error("--layer-types is a gemma3 option")
+    for name in ("query_pre_attn_scalar", "rope_local_base_freq", "linear_rope_scaling", "sliding_window_pattern"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
     if args.longrope_original is not None and args.arch != "phi3":
         p.error("--longrope-original is a phi3 option")
     if (args.granite_multipliers is not None) != (args.arch == "granite"):
@@ -153,23 +193,25 @@ def tensor_shapes(args):
         if args.arch == "qwen2" or args.attention_bias:
             shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
                            p + "self_attn.v_proj.bias": (kv,)})
-        if args.arch == "qwen3":  # an RMSNorm over each head's q and k
+        if args.arch in ("gemma2", "gemma3"):  # a norm after attention and one on each side of the MLP
+            shapes.update({p + "pre_feedforward_layernorm.weight": (h,), p + "post_feedforward_layernorm.weight": (h,)})
+        if args.arch in ("qwen3", "gemma3"):  # an RMSNorm over each head's q and k
             shapes.update({p + "self_attn.q_norm.weight": (head_dim,), p + "self_attn.k_norm.weight": (head_dim,)})
     return shapes
 
 
-def random_tensor(name, shape, seed, tied):
+def random_tensor(name, shape, seed, embedding_std, norm_center):
     # One generator per tensor, so a tensor's values do not depend on which others exist.
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     if name.endswith("norm.weight"):
-        return 1.0 + 0.1 * rng.standard_normal(shape)
+        return norm_center + 0.1 * rng.standard_normal(shape)
     if name.endswith(".bias"):
         return 0.1 * rng.standard_normal(shape)
     if name == "model.embed_tokens.weight":
         # Untied, N(0, 1) embeddings give each token a strong random successor through lm_head.
         # Tied, the same strength would make the last token's own embedding win every argmax and
         # the model would repeat its input forever, so the layers' output must dominate instead.
-        return rng.standard_normal(shape) * (TIED_EMBEDDING_STD if tied else 1.0)
+        return rng.standard_normal(shape) * embedding_std
     return rng.standard_normal(shape) / math.sqrt(shape[1])  # [out, in]: fan_in is the last dim
 
 
@@ -210,7 +252,7 @@ def write_safetensors(path, tensors, dtype):
 def config_json(args):
     config = {
         "architectures": [ARCHITECTURES[args.arch]],
-        "model_type": args.arch,
+        "model_type": MODEL_TYPES.get(args.arch, args.arch),
         "vocab_size": args.vocab,
         "hidden_size": args.hidden,
         "intermediate_size": args.intermediate,
@@ -227,7 +269,8 @@ def config_json(args):
         "eos_token_id": 2,
         "torch_dtype": args.dtype,
         "dtype": args.dtype,
-        "transformers_version": QWEN3_TRANSFORMERS_VERSION if args.arch == "qwen3" else TRANSFORMERS_VERSION,
+        "transformers_version": {"qwen3": QWEN3_TRANSFORMERS_VERSION,
+                                 "gemma3": GEMMA3_TRANSFORMERS_VERSION}.get(args.arch, TRANSFORMERS_VERSION),
     }
     if args.head_dim is not None:
         config["head_dim"] = args.head_dim
@@ -262,6 +305,26 @@ def config_json(args):
         config["use_sliding_window"] = False
     if args.arch == "qwen3":
         config["attention_bias"] = args.attention_bias
+    if args.arch in GEMMA:
+        head_dim = args.head_dim or args.hidden // args.heads
+        # Gemma configs default head_dim to 256, bos/eos to 2/1 (written above) and tying to true.
+        # Gemma 2 and 3 read the activation from hidden_activation; Gemma 1 from hidden_act in 4.38
+        # and again in later releases, from hidden_activation in between: both are written, alike.
+        config.update(head_dim=head_dim, hidden_act="gelu_pytorch_tanh", hidden_activation="gelu_pytorch_tanh",
+                      attention_bias=False, pad_token_id=0)
+    if args.arch in ("gemma2", "gemma3"):
+        config["query_pre_attn_scalar"] = args.query_pre_attn_scalar or head_dim
+        config["sliding_window"] = args.sliding_window
+        config["attn_logit_softcapping"], config["final_logit_softcapping"] = (
+            (args.softcapping or (50.0, 30.0)) if args.arch == "gemma2" else (None, None))
+    if args.arch == "gemma3":
+        pattern = args.sliding_window_pattern or 6
+        config.update(rope_local_base_freq=args.rope_local_base_freq or 10000.0, sliding_window_pattern=pattern)
+        if args.linear_rope_scaling is not None:
+            config["rope_scaling"] = {"rope_type": "linear", "factor": args.linear_rope_scaling}
+        if args.layer_types:
+            config["layer_types"] = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                                     for i in range(args.layers)]
     return config
 
 
@@ -271,7 +334,10 @@ def main(argv):
     if tokenizer_vocab != args.vocab:
         sys.exit(f"--vocab {args.vocab} does not match {args.tokenizer} ({tokenizer_vocab} pieces)")
     args.out.mkdir(parents=True, exist_ok=True)
-    tensors = {name: random_tensor(name, shape, args.seed, args.tie) for name, shape in tensor_shapes(args).items()}
+    embedding_std = args.embedding_std or (TIED_EMBEDDING_STD if args.tie else 1.0)
+    norm_center = 0.0 if args.arch in GEMMA else 1.0
+    tensors = {name: random_tensor(name, shape, args.seed, embedding_std, norm_center)
+               for name, shape in tensor_shapes(args).items()}
     write_safetensors(args.out / "model.safetensors", tensors, args.dtype)
     (args.out / "config.json").write_text(json.dumps(config_json(args), indent=2, sort_keys=True) + "\n")
     shutil.copyfile(args.tokenizer, args.out / "tokenizer.model")

@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """Independent reference for kvserve's whole-model tests.
 
-A plain PyTorch implementation of the published Llama / Mistral / Qwen2 / Qwen3 / Phi-3 / Granite
-architectures (RMSNorm, rotate-half RoPE with Llama-3 frequency scaling, grouped-query attention,
-SwiGLU, optional q/k/v bias, Qwen3's RMSNorm of each head's q and k before RoPE, Phi-3's fused
-qkv_proj and gate_up_proj, a sliding attention window, Granite's embedding, attention, residual
-and logit multipliers, tied or untied embeddings), run in float64 with no KV cache: every step
-recomputes the whole sequence, so nothing here shares a code path or a bookkeeping idea with the
-engine.
+A plain PyTorch implementation of the published Llama / Mistral / Qwen2 / Qwen3 / Phi-3 / Granite /
+Gemma / Gemma 2 / Gemma 3 (text) architectures (RMSNorm, rotate-half RoPE with Llama-3 or linear
+frequency scaling, grouped-query attention, SwiGLU, optional q/k/v bias, Qwen3's RMSNorm of each
+head's q and k before RoPE, Phi-3's fused qkv_proj and gate_up_proj, a sliding attention window,
+Granite's embedding, attention, residual and logit multipliers, tied or untied embeddings; Gemma's
+(1 + weight) norms, sqrt(hidden) embedding scale and tanh-GELU MLP, Gemma 2's and 3's norms after
+attention and around the MLP, query_pre_attn_scalar, per-layer sliding or full attention, Gemma 2's
+attention and final logit soft-capping, Gemma 3's q/k norms and separate RoPE for sliding layers),
+run in float64 with no KV cache: every step recomputes the whole sequence, so nothing here shares a
+code path or a bookkeeping idea with the engine.
 
 For a model directory and a prompt it writes expected.json: the prompt ids, the greedy
 continuation, and the logits of the last position at each greedy step. The C++ test reads it.
@@ -30,6 +33,18 @@ import numpy as np
 import torch
 
 DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None}
+GEMMA = {"GemmaForCausalLM": 1, "Gemma2ForCausalLM": 2, "Gemma3ForCausalLM": 3}
+
+
+def gelu_tanh(x):  # "gelu_pytorch_tanh", Gemma's activation
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x.pow(3))))
+
+
+def gelu_erf(x):  # "gelu": the exact one
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+ACTIVATIONS = {"silu": torch.nn.functional.silu, "gelu_pytorch_tanh": gelu_tanh, "gelu": gelu_erf}
 
 
 def read_safetensors(path):
@@ -66,6 +81,8 @@ def rope_inv_freq(cfg, head_dim):
         stretch = cfg["max_position_embeddings"] / original
         mscale = rs.get("attention_factor") or (math.sqrt(1 + math.log(stretch) / math.log(original)) if stretch > 1 else 1.0)
         return inv / torch.tensor(rs["short_factor"], dtype=torch.float64), mscale
+    if rs and rs.get("rope_type", rs.get("type")) == "linear":  # positions divided by the factor
+        return inv / rs["factor"], 1.0
     if rs and rs.get("rope_type", rs.get("type")) == "llama3":
         factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
         old = rs["original_max_position_embeddings"]
@@ -85,22 +102,71 @@ class Reference:
         for f in sorted(model_dir.glob("*.safetensors")):
             self.w.update(read_safetensors(f))
         c = self.cfg
+        arch = c["architectures"][0]
+        gemma = GEMMA.get(arch, 0)  # 0: not a Gemma
+        layers = c["num_hidden_layers"]
         self.heads = c["num_attention_heads"]
         self.kv_heads = c.get("num_key_value_heads", self.heads)
-        default_head_dim = 128 if c["architectures"][0] == "Qwen3ForCausalLM" else c["hidden_size"] // self.heads
+        default_head_dim = 128 if arch == "Qwen3ForCausalLM" else 256 if gemma else c["hidden_size"] // self.heads
         self.head_dim = c.get("head_dim") or default_head_dim
         self.eps = c.get("rms_norm_eps", 1e-6)
-        self.window = c.get("sliding_window") if c["architectures"][0] in ("MistralForCausalLM", "Phi3ForCausalLM") else None
-        if c["architectures"][0] == "Phi3ForCausalLM":
+        if arch == "Phi3ForCausalLM":
             self.unfuse_phi3()
-        granite = c["architectures"][0] == "GraniteForCausalLM"  # GraniteConfig's defaults are 1.0
+        granite = arch == "GraniteForCausalLM"  # GraniteConfig's defaults are 1.0
         self.embedding_multiplier = c.get("embedding_multiplier", 1.0) if granite else 1.0
         self.attention_scale = c.get("attention_multiplier", 1.0) if granite else 1 / math.sqrt(self.head_dim)
         self.residual_multiplier = c.get("residual_multiplier", 1.0) if granite else 1.0
         self.logits_scaling = c.get("logits_scaling", 1.0) if granite else 1.0
-        self.inv_freq, self.rope_mscale = rope_inv_freq(c, self.head_dim)
-        tied = c.get("tie_word_embeddings", False)
+        rope = rope_inv_freq(c, self.head_dim)
+        self.layer_rope = [rope] * layers  # (inverse frequencies, cos/sin factor) of each layer
+        window = c.get("sliding_window") if arch in ("MistralForCausalLM", "Phi3ForCausalLM") else None
+        self.layer_window = [window] * layers  # None: plain causal
+        self.norm_offset = 0.0  # norms scale by offset + weight
+        self.act = ACTIVATIONS[c.get("hidden_act", "silu")]
+        self.sandwich = False  # Gemma 2 and 3: norms after attention and around the MLP
+        self.attn_softcap = self.final_softcap = None
+        if gemma:
+            self.gemma_config(gemma, layers, rope)
+        tied = c.get("tie_word_embeddings", gemma > 0)  # Gemma configs tie by default
         self.lm_head = self.w["model.embed_tokens.weight"] if tied else self.w["lm_head.weight"]
+
+    def gemma_config(self, gemma, layers, rope):
+        c = self.cfg
+        # Stored norm weights are offsets: every norm (q/k norms and the final one too) scales by
+        # 1 + weight. Embeddings are scaled by sqrt(hidden); transformers rounds that to the weight
+        # dtype (exact for hidden 64) and this runs in float64.
+        self.norm_offset = 1.0
+        self.embedding_multiplier = math.sqrt(c["hidden_size"])
+        # Gemma 2 and 3 read hidden_activation only. transformers versions disagree on Gemma 1
+        # (hidden_act or hidden_activation first); the models were trained with the tanh GELU, so
+        # hidden_activation counts, else hidden_act, whose "gelu" in the first Gemma 1 configs meant
+        # the approximation too.
+        act = c.get("hidden_activation")
+        if gemma == 1 and act is None:
+            act = {"gelu": "gelu_pytorch_tanh"}.get(c.get("hidden_act"), c.get("hidden_act"))
+        self.act = ACTIVATIONS[act or "gelu_pytorch_tanh"]
+        if gemma == 1:
+            return
+        self.sandwich = True
+        self.attention_scale = c.get("query_pre_attn_scalar", 256) ** -0.5
+        if gemma == 2:  # Gemma2Config's defaults
+            self.attn_softcap = c.get("attn_logit_softcapping", 50.0)
+            self.final_softcap = c.get("final_logit_softcapping", 30.0)
+        else:
+            if c.get("attn_logit_softcapping") is not None:  # Gemma3Attention stores it but never applies it
+                sys.exit("config.json: Gemma 3 with attn_logit_softcapping, which transformers ignores")
+            self.final_softcap = c.get("final_logit_softcapping")
+        # Layer i slides when (i + 1) % pattern != 0 (pattern 2 in Gemma 2, sliding_window_pattern,
+        # default 6, in Gemma 3), unless config.json lists layer_types.
+        pattern = 2 if gemma == 2 else c.get("sliding_window_pattern", 6)
+        types = c.get("layer_types") or ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                                         for i in range(layers)]
+        assert len(types) == layers and set(types) <= {"sliding_attention", "full_attention"}, types
+        window = c.get("sliding_window", 4096)
+        self.layer_window = [window if t == "sliding_attention" else None for t in types]
+        if gemma == 3:  # sliding layers rotate with rope_local_base_freq and no scaling
+            local = rope_inv_freq({"rope_theta": c.get("rope_local_base_freq", 10000.0)}, self.head_dim)
+            self.layer_rope = [local if t == "sliding_attention" else rope for t in types]
 
     def unfuse_phi3(self):
         # Phi-3 stores [q; k; v] as one qkv_proj and [gate; up] as one gate_up_proj (stacked rows).
@@ -118,12 +184,14 @@ class Reference:
             self.w[p + "mlp.up_proj.weight"] = gate_up[inter:]
 
     def norm(self, x, weight):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * weight
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * (weight + self.norm_offset)
 
-    def rope(self, x, positions):
-        angles = positions[:, None].double() * self.inv_freq[None, :]
-        cos = torch.cat([angles.cos(), angles.cos()], -1)[:, None, :] * self.rope_mscale
-        sin = torch.cat([angles.sin(), angles.sin()], -1)[:, None, :] * self.rope_mscale
+    @staticmethod
+    def rope(x, positions, rope):
+        inv_freq, mscale = rope
+        angles = positions[:, None].double() * inv_freq[None, :]
+        cos = torch.cat([angles.cos(), angles.cos()], -1)[:, None, :] * mscale
+        sin = torch.cat([angles.sin(), angles.sin()], -1)[:, None, :] * mscale
         half = x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
         return x * cos + rotated * sin
@@ -132,11 +200,12 @@ class Reference:
         w, n = self.w, len(ids)
         x = w["model.embed_tokens.weight"][torch.tensor(ids)] * self.embedding_multiplier
         positions = torch.arange(n)
-        mask = torch.full((n, n), float("-inf"), dtype=torch.float64).triu(1)
-        if self.window:  # query q sees keys k with q - window < k <= q
-            mask = mask + torch.full((n, n), float("-inf"), dtype=torch.float64).tril(-self.window)
+        causal = torch.full((n, n), float("-inf"), dtype=torch.float64).triu(1)
         for i in range(self.cfg["num_hidden_layers"]):
             p = f"model.layers.{i}."
+            mask, window = causal, self.layer_window[i]
+            if window:  # query q sees keys k with q - window < k <= q
+                mask = mask + torch.full((n, n), float("-inf"), dtype=torch.float64).tril(-window)
             h = self.norm(x, w[p + "input_layernorm.weight"])
 
             def proj(name):
@@ -148,21 +217,36 @@ class Reference:
                 weight = w.get(p + f"self_attn.{name}.weight")
                 return x if weight is None else self.norm(x, weight)
 
-            q = self.rope(head_norm(proj("q_proj").view(n, self.heads, self.head_dim), "q_norm"), positions)
-            k = self.rope(head_norm(proj("k_proj").view(n, self.kv_heads, self.head_dim), "k_norm"), positions)
+            rope = self.layer_rope[i]
+            q = self.rope(head_norm(proj("q_proj").view(n, self.heads, self.head_dim), "q_norm"), positions, rope)
+            k = self.rope(head_norm(proj("k_proj").view(n, self.kv_heads, self.head_dim), "k_norm"), positions, rope)
             v = proj("v_proj").view(n, self.kv_heads, self.head_dim)
             group = self.heads // self.kv_heads
             k = k.repeat_interleave(group, dim=1)
             v = v.repeat_interleave(group, dim=1)
-            scores = torch.einsum("qhd,khd->hqk", q, k) * self.attention_scale + mask
-            attn = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v).reshape(n, -1)
-            x = x + (attn @ w[p + "self_attn.o_proj.weight"].T) * self.residual_multiplier
-            h = self.norm(x, w[p + "post_attention_layernorm.weight"])
+            scores = torch.einsum("qhd,khd->hqk", q, k) * self.attention_scale
+            if self.attn_softcap:  # Gemma 2: capped before the mask
+                scores = self.attn_softcap * torch.tanh(scores / self.attn_softcap)
+            attn = torch.einsum("hqk,khd->qhd", (scores + mask).softmax(-1), v).reshape(n, -1)
+            attn = attn @ w[p + "self_attn.o_proj.weight"].T
+            if self.sandwich:  # Gemma 2 and 3: the attention output is normed before the residual add
+                x = x + self.norm(attn, w[p + "post_attention_layernorm.weight"])
+                h = self.norm(x, w[p + "pre_feedforward_layernorm.weight"])
+            else:
+                x = x + attn * self.residual_multiplier
+                h = self.norm(x, w[p + "post_attention_layernorm.weight"])
             gate = h @ w[p + "mlp.gate_proj.weight"].T
             up = h @ w[p + "mlp.up_proj.weight"].T
-            x = x + ((torch.nn.functional.silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T) * self.residual_multiplier
+            mlp = (self.act(gate) * up) @ w[p + "mlp.down_proj.weight"].T
+            if self.sandwich:
+                x = x + self.norm(mlp, w[p + "post_feedforward_layernorm.weight"])
+            else:
+                x = x + mlp * self.residual_multiplier
         x = self.norm(x, w["model.norm.weight"])
-        return (x[-1] @ self.lm_head.T) / self.logits_scaling
+        logits = (x[-1] @ self.lm_head.T) / self.logits_scaling
+        if self.final_softcap:  # Gemma 2
+            logits = self.final_softcap * torch.tanh(logits / self.final_softcap)
+        return logits
 
 
 def encode(tokenizer, text):
@@ -173,7 +257,9 @@ def encode(tokenizer, text):
 
 def check_transformers(model_dir, prompt_ids, greedy):
     import transformers  # only on machines that have it
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float64)
+    # Eager: the SDPA path drops Gemma 2's attention soft-capping without a word.
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float64,
+                                                              attn_implementation="eager")
     ids = torch.tensor([prompt_ids])
     out = model.generate(ids, max_new_tokens=len(greedy), do_sample=False)
     theirs = out[0, len(prompt_ids):].tolist()

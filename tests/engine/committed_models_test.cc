@@ -211,5 +211,49 @@ TEST(ModelLoaderCommitted, TinyPhi3UntiedBfloat16WithFusedProjections) {
   }
 }
 
+// Gemma: norm weights loaded as stored (offsets from 1: the backends add the 1), untied here.
+TEST(ModelLoaderCommitted, TinyGemmaFloat32) {
+  const Model model = load_model(kModels / "tiny-gemma");
+  EXPECT_EQ(model.config.architecture, "GemmaForCausalLM");
+  const ModelWeights& w = model.weights;
+  ASSERT_EQ(w.layers.size(), 2u);
+  EXPECT_EQ(&w.output_projection(), &w.lm_head);
+  for (const LayerWeights& l : w.layers) {
+    expect_shape(l.q_proj, {64, 64});  // 4 heads x head_dim 16
+    expect_shape(l.k_proj, {16, 64});  // one KV head
+    EXPECT_TRUE(l.attn_output_norm.shape.empty()) << "Gemma 1 has two norms a layer";
+    EXPECT_TRUE(l.mlp_output_norm.shape.empty());
+  }
+  expect_matches_file(model, "F32");
+}
+
+// Gemma 2: four norms a layer, each in its field.
+TEST(ModelLoaderCommitted, TinyGemma2SandwichNormsFloat16) {
+  const Model model = load_model(kModels / "tiny-gemma2");
+  const ModelWeights& w = model.weights;
+  ASSERT_EQ(w.layers.size(), 2u);
+  for (const LayerWeights& l : w.layers) {
+    expect_shape(l.attn_output_norm, {64});
+    expect_shape(l.mlp_norm, {64});
+    expect_shape(l.mlp_output_norm, {64});
+  }
+  expect_matches_file(model, "F16");
+}
+
+// Gemma 3: q/k norms over head_dim 32 (heads x head_dim = 128, wider than hidden), tied.
+TEST(ModelLoaderCommitted, TinyGemma3TiedBfloat16WithHeadNorms) {
+  const Model model = load_model(kModels / "tiny-gemma3");
+  const ModelWeights& w = model.weights;
+  ASSERT_EQ(w.layers.size(), 2u);
+  EXPECT_EQ(&w.output_projection(), &w.embed_tokens);
+  for (const LayerWeights& l : w.layers) {
+    expect_shape(l.q_proj, {128, 64});
+    expect_shape(l.q_norm, {32});
+    expect_shape(l.k_norm, {32});
+    expect_shape(l.mlp_output_norm, {64});
+  }
+  expect_matches_file(model, "BF16");
+}
+
 }  // namespace
 }  // namespace kvserve

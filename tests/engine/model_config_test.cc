@@ -102,7 +102,7 @@ TEST(ModelConfigCommitted, TinyPhi3) {
   EXPECT_FALSE(c.qk_norm);
   EXPECT_FALSE(c.tie_word_embeddings);
   EXPECT_EQ(c.sliding_window, std::optional<int>(8));
-  EXPECT_EQ(attention_window(c), 8);
+  EXPECT_EQ(attention_window(c, 0), 8);
   ASSERT_EQ(c.longrope_short_factor.size(), 8u);  // head_dim / 2
   EXPECT_EQ(c.longrope_short_factor[0], 1.1597);
   EXPECT_EQ(c.longrope_original_max_position_embeddings, 256);
@@ -152,6 +152,24 @@ class ModelConfigTest : public ::testing::Test {
 
   TempDir dir_;
 };
+
+TEST(ModelConfigCommitted, TinyGemma3) {
+  const ModelConfig c = load_model_config(kModels / "tiny-gemma3" / "config.json");
+  EXPECT_EQ(c.architecture, "Gemma3ForCausalLM");
+  EXPECT_EQ(c.head_dim, 32);
+  EXPECT_EQ(c.sliding_window, std::optional<int>(6));
+  EXPECT_EQ(c.sliding_layers, (std::vector<bool>{true, false}));
+  EXPECT_EQ(c.sliding_rope_theta, std::optional<double>(10000.0));
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_EQ(c.rope_scaling->type, RopeScaling::Type::kLinear);
+  EXPECT_FLOAT_EQ(attention_scale(c), 1.0f / std::sqrt(24.0f));
+  EXPECT_DOUBLE_EQ(c.embedding_multiplier, 8.0);
+  EXPECT_DOUBLE_EQ(c.norm_weight_offset, 1.0);
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_TRUE(c.sandwich_norms);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.eos_token_ids, std::vector<TokenId>{2});
+}
 
 TEST_F(ModelConfigTest, DefaultsForAbsentFields) {
   const ModelConfig c = load(minimal());
@@ -215,11 +233,11 @@ TEST_F(ModelConfigTest, MistralSlidingWindow) {
   config["sliding_window"] = 4096;  // Mistral-7B-v0.1: a window of 4096 over 32768 positions
   config["max_position_embeddings"] = 32768;
   EXPECT_EQ(load(config).sliding_window, std::optional<int>(4096));
-  EXPECT_EQ(attention_window(load(config)), 4096);
+  EXPECT_EQ(attention_window(load(config), 0), 4096);
   EXPECT_EQ(max_supported_len(load(config)), 32768) << "windowed attention serves the trained length";
   config["sliding_window"] = nullptr;
   EXPECT_FALSE(load(config).sliding_window.has_value());
-  EXPECT_EQ(attention_window(load(config)), 0);
+  EXPECT_EQ(attention_window(load(config), 0), 0);
   config["sliding_window"] = "4096";
   EXPECT_TRUE(contains_all(error(config), {"'sliding_window'", "positive integer", "string"}));
 }
@@ -238,7 +256,7 @@ TEST_F(ModelConfigTest, Phi3FusedProjectionsWindowAndRefusedOptions) {
   config["rope_scaling"] = nullptr;
   ModelConfig c = load(config);
   EXPECT_TRUE(c.fused_projections);
-  EXPECT_EQ(attention_window(c), 2047);
+  EXPECT_EQ(attention_window(c, 1), 2047);
   EXPECT_EQ(max_supported_len(c), 4096);
   config["sliding_window"] = nullptr;
   c = load(config);
@@ -461,8 +479,10 @@ TEST_F(ModelConfigTest, UnsupportedRopeScaling) {
   json config = minimal();
   config["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
   EXPECT_TRUE(contains_all(error(config), {"\"yarn\"", "unsupported", "llama3"}));
-  config["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-  EXPECT_TRUE(contains_all(error(config), {"\"linear\"", "unsupported"}));
+  config["rope_scaling"] = {{"type", "dynamic"}, {"factor", 2.0}};
+  EXPECT_TRUE(contains_all(error(config), {"\"dynamic\"", "unsupported", "\"linear\""}));
+  config["rope_scaling"] = {{"type", "linear"}};
+  EXPECT_TRUE(contains_all(error(config), {"'rope_scaling.factor' is missing"}));
   config["rope_scaling"] = {{"factor", 2.0}};
   EXPECT_TRUE(contains_all(error(config), {"'rope_scaling.rope_type' is missing"}));
   config["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}};
@@ -499,15 +519,6 @@ TEST_F(ModelConfigTest, UnimplementedOptionsAreRefused) {
   config = minimal();
   config["attention_bias"] = true;
   EXPECT_TRUE(contains_all(error(config), {"'attention_bias'", "not support"}));
-  config = minimal("Qwen2ForCausalLM");
-  config["use_sliding_window"] = true;
-  EXPECT_TRUE(contains_all(error(config), {"use_sliding_window", "Qwen2ForCausalLM"}));
-  config = minimal("Qwen3ForCausalLM");
-  config["use_sliding_window"] = true;
-  EXPECT_TRUE(contains_all(error(config), {"use_sliding_window", "Qwen3ForCausalLM"}));
-  config = minimal("Qwen3ForCausalLM");
-  config["layer_types"] = {"full_attention", "sliding_attention", "full_attention"};
-  EXPECT_TRUE(contains_all(error(config), {"sliding_attention", "Qwen3ForCausalLM"}));
   // Quantized checkpoints are refused from config.json, before any weight file is opened (or, for
   // a Hub model, fetched).
   config = minimal();
@@ -515,6 +526,201 @@ TEST_F(ModelConfigTest, UnimplementedOptionsAreRefused) {
   EXPECT_TRUE(contains_all(error(config), {"quantized", "quant_method \"awq\"", "unquantized"}));
   config["quantization_config"] = "fp8";
   EXPECT_TRUE(contains_all(error(config), {"quantized (quantization_config)", "unquantized"}));
+}
+
+// Linear RoPE scaling divides every inverse frequency by the factor (positions by the factor).
+TEST_F(ModelConfigTest, LinearRopeScalingDividesEveryFrequency) {
+  json config = minimal();
+  const std::vector<float> plain = rope_inv_freq(load(config));
+  config["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  const ModelConfig c = load(config);
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_EQ(c.rope_scaling->type, RopeScaling::Type::kLinear);
+  const std::vector<float> scaled = rope_inv_freq(c);
+  ASSERT_EQ(scaled.size(), plain.size());
+  for (size_t i = 0; i < plain.size(); ++i)
+    EXPECT_EQ(scaled[i], plain[i] / 8.0f) << i;
+}
+
+// Qwen2/Qwen3 with use_sliding_window: the layers from max_window_layers on are windowed, or those
+// layer_types names; without use_sliding_window nothing is, whatever layer_types says.
+TEST_F(ModelConfigTest, QwenSlidingWindowLayers) {
+  json config = minimal("Qwen2ForCausalLM");
+  config["use_sliding_window"] = true;
+  config["sliding_window"] = 16;
+  config["max_window_layers"] = 1;
+  ModelConfig c = load(config);
+  EXPECT_EQ(c.sliding_layers, (std::vector<bool>{false, true, true}));
+  EXPECT_EQ(attention_window(c, 0), 0);
+  EXPECT_EQ(attention_window(c, 1), 16);
+  EXPECT_EQ(attention_window(c, 2), 16);
+  EXPECT_EQ(max_attended_len(c, 100), 100) << "layer 0 sees everything";
+  EXPECT_EQ(max_supported_len(c), 2048);
+  config["max_window_layers"] = 0;
+  c = load(config);
+  EXPECT_EQ(c.sliding_layers, (std::vector<bool>{true, true, true}));
+  EXPECT_EQ(max_attended_len(c, 100), 16) << "every layer windowed";
+  EXPECT_EQ(max_attended_len(c, 10), 10);
+  config.erase("max_window_layers");  // Qwen2Config's default, 28: no layer of three
+  EXPECT_EQ(load(config).sliding_layers, (std::vector<bool>{false, false, false}));
+  config["max_window_layers"] = 0;
+  config["sliding_window"] = nullptr;  // transformers windows no layer then
+  EXPECT_EQ(max_attended_len(load(config), 100), 100);
+
+  config = minimal("Qwen3ForCausalLM");
+  config["use_sliding_window"] = true;
+  config["sliding_window"] = 8;
+  config["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention"};
+  c = load(config);
+  EXPECT_EQ(c.sliding_layers, (std::vector<bool>{true, false, true}));
+  EXPECT_EQ(attention_window(c, 2), 8);
+  config["layer_types"] = {"sliding_attention", "full_attention"};
+  EXPECT_TRUE(contains_all(error(config), {"'layer_types'", "num_hidden_layers = 3"}));
+  config["layer_types"] = {"sliding_attention", "full_attention", "chunked_attention"};
+  EXPECT_TRUE(contains_all(error(config), {"'layer_types' entry 2", "chunked_attention"}));
+  config["use_sliding_window"] = false;
+  config["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention"};
+  c = load(config);
+  EXPECT_FALSE(c.sliding_window.has_value());
+  EXPECT_EQ(attention_window(c, 0), 0);
+}
+
+// Gemma (1): (1 + w) norms, sqrt(hidden) embedding scale rounded to the weights' dtype, the
+// tanh-GELU MLP, tied embeddings and head_dim 256 by default; its first configs' hidden_act "gelu"
+// means the approximation too.
+TEST_F(ModelConfigTest, GemmaDefaultsAndEmbeddingScale) {
+  json config = minimal("GemmaForCausalLM");
+  config["hidden_size"] = 3072;  // Gemma 7B: sqrt(3072) = 55.4256...
+  config["hidden_act"] = "gelu";
+  config["torch_dtype"] = "bfloat16";
+  ModelConfig c = load(config);
+  EXPECT_DOUBLE_EQ(c.norm_weight_offset, 1.0);
+  EXPECT_EQ(c.activation, MlpActivation::kGeluTanh);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.head_dim, 256) << "GemmaConfig's default, not hidden / heads";
+  EXPECT_EQ(c.max_position_embeddings, 8192);
+  EXPECT_DOUBLE_EQ(c.embedding_multiplier, 55.5) << "bfloat16 keeps 8 significant bits";
+  EXPECT_FALSE(c.sandwich_norms);
+  EXPECT_FALSE(c.sliding_window.has_value());
+  EXPECT_FALSE(c.attention_multiplier.has_value()) << "Gemma 1 scales by 1/sqrt(head_dim)";
+  config["torch_dtype"] = "float16";
+  EXPECT_DOUBLE_EQ(load(config).embedding_multiplier, 55.4375) << "float16 keeps 11";
+  config["torch_dtype"] = "float32";
+  EXPECT_DOUBLE_EQ(load(config).embedding_multiplier, static_cast<double>(std::sqrt(3072.0f)));
+  config["hidden_size"] = 2048;  // Gemma 2B: sqrt(2048) = 45.2548...
+  config["torch_dtype"] = "bfloat16";
+  EXPECT_DOUBLE_EQ(load(config).embedding_multiplier, 45.25);
+  config["hidden_activation"] = "gelu_pytorch_tanh";
+  EXPECT_EQ(load(config).activation, MlpActivation::kGeluTanh);
+  config["hidden_activation"] = "relu";
+  EXPECT_TRUE(contains_all(error(config), {"hidden_activation \"relu\"", "gelu_pytorch_tanh"}));
+  config.erase("hidden_activation");
+  config["attention_bias"] = true;
+  EXPECT_TRUE(contains_all(error(config), {"'attention_bias'", "GemmaForCausalLM"}));
+  config["attention_bias"] = false;
+  config["tie_word_embeddings"] = false;
+  EXPECT_FALSE(load(config).tie_word_embeddings);
+}
+
+// Gemma 2: sandwich norms, query_pre_attn_scalar, every other layer windowed (layer 0 first), and
+// both soft caps, with Gemma2Config's defaults (50 and 30) when absent and none when null.
+TEST_F(ModelConfigTest, Gemma2WindowsSoftCapsAndScale) {
+  json config = minimal("Gemma2ForCausalLM");
+  config["num_hidden_layers"] = 4;
+  config["head_dim"] = 16;
+  config["query_pre_attn_scalar"] = 144;
+  config["sliding_window"] = 4096;
+  ModelConfig c = load(config);
+  EXPECT_TRUE(c.sandwich_norms);
+  EXPECT_FALSE(c.qk_norm);
+  EXPECT_FLOAT_EQ(attention_scale(c), 1.0f / 12.0f);
+  EXPECT_EQ(c.sliding_layers, (std::vector<bool>{true, false, true, false}));
+  EXPECT_EQ(attention_window(c, 0), 4096);
+  EXPECT_EQ(attention_window(c, 1), 0);
+  EXPECT_EQ(c.attn_logit_softcapping, std::optional<double>(50.0));
+  EXPECT_EQ(c.final_logit_softcapping, std::optional<double>(30.0));
+  EXPECT_FALSE(c.sliding_rope_theta.has_value());
+  config["attn_logit_softcapping"] = nullptr;
+  config["final_logit_softcapping"] = 2.5;
+  c = load(config);
+  EXPECT_FALSE(c.attn_logit_softcapping.has_value());
+  EXPECT_EQ(c.final_logit_softcapping, std::optional<double>(2.5));
+  config["final_logit_softcapping"] = -1.0;
+  EXPECT_TRUE(contains_all(error(config), {"'final_logit_softcapping'", "positive number"}));
+  config.erase("final_logit_softcapping");
+  config.erase("query_pre_attn_scalar");
+  EXPECT_FLOAT_EQ(attention_scale(load(config)), 1.0f / 16.0f) << "Gemma2Config's default scalar, 256";
+  config["layer_types"] = {"full_attention", "full_attention", "sliding_attention", "full_attention"};
+  EXPECT_EQ(load(config).sliding_layers, (std::vector<bool>{false, false, true, false}));
+  config["sliding_window"] = nullptr;  // no window at all, as transformers reads it
+  EXPECT_EQ(attention_window(load(config), 2), 0);
+  config["sliding_window"] = 4096;
+  config["hidden_act"] = "gelu";  // Gemma 2 reads hidden_activation only (absent: the tanh GELU)
+  EXPECT_EQ(load(config).activation, MlpActivation::kGeluTanh);
+  config["hidden_activation"] = "gelu";
+  EXPECT_TRUE(
+      contains_all(error(config), {"hidden_activation \"gelu\"", "unsupported", "Gemma2ForCausalLM"}));
+  config.erase("hidden_activation");
+  config["use_bidirectional_attention"] = true;
+  EXPECT_TRUE(contains_all(error(config), {"use_bidirectional_attention", "causal"}));
+}
+
+// Gemma 3: q/k norms, five windowed layers to one full by default, the windowed layers' own RoPE
+// base (unscaled) beside the full layers' scaled one, in both config formats.
+TEST_F(ModelConfigTest, Gemma3LayerPatternAndTwoRopes) {
+  json config = minimal("Gemma3ForCausalLM");
+  config["num_hidden_layers"] = 7;
+  config["head_dim"] = 16;
+  config["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  ModelConfig c = load(config);
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_TRUE(c.sandwich_norms);
+  EXPECT_EQ(c.max_position_embeddings, 131072);
+  EXPECT_FALSE(c.attn_logit_softcapping.has_value());
+  EXPECT_FALSE(c.final_logit_softcapping.has_value());
+  EXPECT_EQ(c.sliding_layers, (std::vector<bool>{true, true, true, true, true, false, true}));
+  EXPECT_EQ(attention_window(c, 5), 0);
+  EXPECT_EQ(attention_window(c, 6), 4096);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 1000000.0);
+  EXPECT_EQ(c.sliding_rope_theta, std::optional<double>(10000.0));
+  EXPECT_TRUE(uses_sliding_rope(c, 0));
+  EXPECT_FALSE(uses_sliding_rope(c, 5));
+  const std::vector<float> full = rope_inv_freq(c);
+  const std::vector<float> local = rope_inv_freq(c, /*sliding_rope=*/true);
+  ASSERT_EQ(full.size(), 8u);
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(full[i], static_cast<float>(static_cast<float>(1.0 / std::pow(1e6, i / 8.0)) / 8.0)) << i;
+    EXPECT_EQ(local[i], static_cast<float>(1.0 / std::pow(1e4, i / 8.0))) << i;
+  }
+  config["attn_logit_softcapping"] = 50.0;   // Gemma 3's attention never applies it
+  config["final_logit_softcapping"] = 30.0;  // but the logits' cap, when given, applies
+  c = load(config);
+  EXPECT_FALSE(c.attn_logit_softcapping.has_value());
+  EXPECT_EQ(c.final_logit_softcapping, std::optional<double>(30.0));
+  config.erase("attn_logit_softcapping");
+  config.erase("final_logit_softcapping");
+  config["sliding_window_pattern"] = 2;
+  config["rope_local_base_freq"] = 5000.0;
+  c = load(config);
+  EXPECT_EQ(c.sliding_layers, (std::vector<bool>{true, false, true, false, true, false, true}));
+  EXPECT_EQ(c.sliding_rope_theta, std::optional<double>(5000.0));
+
+  // transformers 5 writes one set of RoPE parameters per layer type.
+  config.erase("rope_scaling");
+  config.erase("rope_local_base_freq");
+  config["rope_parameters"] = {
+      {"full_attention", {{"rope_type", "linear"}, {"factor", 4.0}, {"rope_theta", 500000.0}}},
+      {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 20000.0}}}};
+  c = load(config);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_DOUBLE_EQ(c.rope_scaling->factor, 4.0);
+  EXPECT_EQ(c.sliding_rope_theta, std::optional<double>(20000.0));
+  config["rope_parameters"]["sliding_attention"]["rope_type"] = "linear";
+  EXPECT_TRUE(contains_all(error(config), {"sliding-window layers' RoPE scaling \"linear\"", "unsupported"}));
+
+  config = minimal("Gemma3ForConditionalGeneration");
+  EXPECT_TRUE(contains_all(error(config), {"Gemma3ForConditionalGeneration", "vision", "Gemma3ForCausalLM"}));
 }
 
 }  // namespace

@@ -153,7 +153,10 @@ inline const Tensor* tensor_named(const Model& model, const std::string& name) {
       {"self_attn.q_norm.weight", &l.q_norm},
       {"self_attn.k_norm.weight", &l.k_norm},
       {"self_attn.o_proj.weight", &l.o_proj},
-      {"post_attention_layernorm.weight", &l.post_attention_norm},
+      // Gemma 2/3 ("sandwich" norms): post_attention_layernorm normalizes the attention's output.
+      {"post_attention_layernorm.weight", model.config.sandwich_norms ? &l.attn_output_norm : &l.mlp_norm},
+      {"pre_feedforward_layernorm.weight", &l.mlp_norm},
+      {"post_feedforward_layernorm.weight", &l.mlp_output_norm},
       {"mlp.gate_proj.weight", &l.gate_proj},
       {"mlp.up_proj.weight", &l.up_proj},
       {"mlp.down_proj.weight", &l.down_proj},

@@ -360,6 +360,28 @@ TEST_F(ModelLoaderTest, Qwen3NeedsItsHeadNormsAndSaysWhich) {
       contains_all(load_error(), {"'model.layers.0.self_attn.q_proj.bias' is missing", "attention_bias"}));
 }
 
+// Gemma 2 and 3 have four norms a layer: post_attention_layernorm then normalizes the attention's
+// output and pre_feedforward_layernorm is the MLP's input norm; a two-norm checkpoint says so.
+TEST_F(ModelLoaderTest, Gemma2SandwichNormsGoToTheirFields) {
+  config_["architectures"] = {"Gemma2ForCausalLM"};
+  config_["head_dim"] = 4;
+  write();  // a Llama checkpoint: two norms a layer
+  EXPECT_TRUE(contains_all(load_error(), {"'model.layers.0.pre_feedforward_layernorm.weight' is missing",
+                                          "Gemma2ForCausalLM", "four norms"}));
+  for (int i = 0; i < 2; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    add(p + "pre_feedforward_layernorm.weight", {8});
+    add(p + "post_feedforward_layernorm.weight", {8});
+  }
+  write();
+  const Model model = load_model(dir_.path());
+  const LayerWeights& l = model.weights.layers[1];
+  EXPECT_EQ(l.attn_output_norm.data.at(0), first_value_of("model.layers.1.post_attention_layernorm.weight"));
+  EXPECT_EQ(l.mlp_norm.data.at(0), first_value_of("model.layers.1.pre_feedforward_layernorm.weight"));
+  EXPECT_EQ(l.mlp_output_norm.data.at(0), first_value_of("model.layers.1.post_feedforward_layernorm.weight"));
+  EXPECT_EQ(&model.weights.output_projection(), &model.weights.lm_head) << "tie_word_embeddings false";
+}
+
 // Phi-3 stores q|k|v as one qkv_proj and gate|up as one gate_up_proj, rows one after another: each
 // weight is its block of rows, in the host load and in the deferred one (where it is a range of
 // the mapped tensor, for the GPU to copy), and a checkpoint with the projections apart, or fused

@@ -50,7 +50,7 @@ uint64_t weights_hash(const Model& m) {
   hash_tensor(h, w.final_norm);
   hash_tensor(h, w.lm_head);
   for (const LayerWeights& L : w.layers) {
-    for (const Tensor* t : {&L.input_norm, &L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.post_attention_norm,
+    for (const Tensor* t : {&L.input_norm, &L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.mlp_norm,
                             &L.gate_proj, &L.up_proj, &L.down_proj})
       hash_tensor(h, *t);
   }
@@ -184,7 +184,7 @@ TEST(RandomModel, StatisticsFollowTheScales) {
     EXPECT_LE(mo.max_abs_dev, 2 * std::sqrt(3.0) * k.sd * 1.0001);
     EXPECT_GT(mo.max_abs_dev, 2.0 * k.sd);
   }
-  for (const Tensor* norm : {&L.input_norm, &L.post_attention_norm, &m.weights.final_norm}) {
+  for (const Tensor* norm : {&L.input_norm, &L.mlp_norm, &m.weights.final_norm}) {
     const Moments mo = moments(*norm);
     EXPECT_NEAR(mo.mean, 1.0, 0.01);
     EXPECT_NEAR(mo.sd, 0.02, 0.005);

@@ -92,7 +92,8 @@ std::string model_input(const std::string& config, const std::string& weights) {
 struct Shape {
   int vocab = 16, hidden = 8, inter = 16, layers = 1, heads = 2, kv_heads = 2, head_dim = 4;
   bool tied = true, bias = false, head_norms = false;
-  bool fused = false;  // Phi-3: qkv_proj and gate_up_proj instead of the separate projections
+  bool fused = false;     // Phi-3: qkv_proj and gate_up_proj instead of the separate projections
+  bool sandwich = false;  // Gemma 2/3: pre_ and post_feedforward_layernorm too
   std::string dtype = "F16";
 };
 
@@ -111,6 +112,10 @@ std::vector<TensorSpec> model_tensors(const Shape& s) {
       t.push_back({p + "mlp.up_proj.weight", s.dtype, {s.inter, s.hidden}});
     }
     t.push_back({p + "post_attention_layernorm.weight", s.dtype, {s.hidden}});
+    if (s.sandwich) {
+      t.push_back({p + "post_feedforward_layernorm.weight", s.dtype, {s.hidden}});
+      t.push_back({p + "pre_feedforward_layernorm.weight", s.dtype, {s.hidden}});
+    }
     if (!s.fused) t.push_back({p + "self_attn.k_proj.weight", s.dtype, {kv, s.hidden}});
     t.push_back({p + "self_attn.o_proj.weight", s.dtype, {s.hidden, q}});
     if (s.fused) {
@@ -231,6 +236,40 @@ void model_file_seeds() {
                     R"("num_key_value_heads":1,"embedding_multiplier":12.0,"attention_multiplier":0.0078125,)"
                     R"("residual_multiplier":0.22,"logits_scaling":16.0,"attention_bias":false,)"
                     R"("mlp_bias":false,"tie_word_embeddings":false,"torch_dtype":"float16"})",
+                    safetensors(model_tensors(s))));
+  }
+  {
+    Shape s;
+    s.layers = 2;
+    s.kv_heads = 1;
+    s.sandwich = true;
+    s.tied = false;
+    write_seed(target, "gemma2_f16_softcaps_alternating_window",
+               model_input(R"({"architectures":["Gemma2ForCausalLM"],"vocab_size":16,"hidden_size":8,)"
+                           R"("intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,)"
+                           R"("num_key_value_heads":1,"head_dim":4,"query_pre_attn_scalar":20,)"
+                           R"("sliding_window":5,"attn_logit_softcapping":50.0,)"
+                           R"("final_logit_softcapping":null,"hidden_activation":"gelu_pytorch_tanh",)"
+                           R"("tie_word_embeddings":false,"torch_dtype":"float16"})",
+                           safetensors(model_tensors(s))));
+  }
+  {
+    Shape s;
+    s.layers = 2;
+    s.kv_heads = 1;
+    s.head_dim = 8;
+    s.head_norms = true;
+    s.sandwich = true;
+    s.dtype = "BF16";
+    write_seed(
+        target, "gemma3_bf16_two_ropes_layer_types",
+        model_input(R"({"architectures":["Gemma3ForCausalLM"],"vocab_size":16,"hidden_size":8,)"
+                    R"("intermediate_size":16,"num_hidden_layers":2,"num_attention_heads":2,)"
+                    R"("num_key_value_heads":1,"head_dim":8,"query_pre_attn_scalar":8,)"
+                    R"("sliding_window":4,"sliding_window_pattern":2,)"
+                    R"("layer_types":["sliding_attention","full_attention"],"rope_theta":1000000.0,)"
+                    R"("rope_local_base_freq":10000.0,"rope_scaling":{"rope_type":"linear","factor":8.0},)"
+                    R"("torch_dtype":"bfloat16"})",
                     safetensors(model_tensors(s))));
   }
   // The reader alone: every dtype family, a zero-size tensor, metadata with a non-string value.

@@ -38,6 +38,7 @@ std::vector<double> reference_paged_attention(const AttentionReferenceInput& in)
           for (int d = 0; d < head_dim; ++d)
             dot += static_cast<double>(q[d]) * (*in.k_pool)[row + d];
           scores[i] = dot * in.scale;
+          if (in.softcap > 0.0) scores[i] = in.softcap * std::tanh(scores[i] / in.softcap);
           max_score = std::max(max_score, scores[i]);
         }
         double denom = 0.0;

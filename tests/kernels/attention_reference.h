@@ -22,6 +22,7 @@ struct AttentionReferenceInput {
   int num_heads = 0;
   double scale = 0.0;
   int sliding_window = 0;  // 0: none
+  double softcap = 0.0;    // scores (after the scale) -> softcap * tanh(score / softcap); 0: none
 };
 
 // Returns [num_tokens][num_heads * head_dim] for the tokens query_start_loc covers (rows before

@@ -36,6 +36,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/kernels/gpu_test_util.h"
@@ -132,11 +133,13 @@ TEST(AddRmsNorm, MatchesTheDoubleReferenceAtManyWidths) {
   // 8 and 264: partial warps; 4096 / 8192 / 16384: one, two and four vectors per thread; 5120: a
   // partial last pass; 32768: the widest supported.
   for (const int width : {8, 64, 264, 4096, 5120, 8192, 16384, 32768}) {
-    for (const bool with_delta : {false, true}) {
+    // Without and with delta, and (Gemma) with the norm weight's offset of 1 added by the kernel.
+    for (const auto& [with_delta, offset] :
+         {std::pair{false, 0.0f}, std::pair{true, 0.0f}, std::pair{true, 1.0f}}) {
       const int rows = width <= 264 ? 33 : 5;
-      const uint64_t seed = 2000 + width + (with_delta ? 1 : 0);
-      SCOPED_TRACE("width " + std::to_string(width) + (with_delta ? " with" : " without") + " delta, seed " +
-                   std::to_string(seed));
+      const uint64_t seed = 2000 + width + (with_delta ? 1 : 0) + (offset != 0.0f ? 2 : 0);
+      SCOPED_TRACE("width " + std::to_string(width) + (with_delta ? " with" : " without") +
+                   " delta, offset " + std::to_string(offset) + ", seed " + std::to_string(seed));
       const size_t n = static_cast<size_t>(rows) * width;
       std::vector<float> residual = random_floats(n, seed, 3.0f);
       const std::vector<float> delta = random_bf16_values(n, seed + 1);
@@ -155,7 +158,8 @@ TEST(AddRmsNorm, MatchesTheDoubleReferenceAtManyWidths) {
           sum += static_cast<double>(x[i]) * x[i];
         const double scale = 1.0 / std::sqrt(sum / width + static_cast<double>(eps));
         for (int i = 0; i < width; ++i)
-          want_out[static_cast<size_t>(r) * width + i] = x[i] * scale * weight[i];
+          want_out[static_cast<size_t>(r) * width + i] =
+              x[i] * scale * (weight[i] + static_cast<double>(offset));
       }
 
       auto d_res = upload(residual);
@@ -163,10 +167,48 @@ TEST(AddRmsNorm, MatchesTheDoubleReferenceAtManyWidths) {
       auto d_weight = upload(to_bf16(weight));
       auto d_out = poisoned<bf16>(n);
       add_rms_norm(d_res.get(), with_delta ? d_delta.get() : nullptr, d_weight.get(), eps, rows, width,
-                   d_out.get(), nullptr);
+                   d_out.get(), nullptr, offset);
 
       expect_equal_floats(download(d_res), want_residual);
       EXPECT_LE(max_relative_error(to_float(download(d_out)), want_out, kTinyFloor), kBf16Rel);
+    }
+  }
+}
+
+// ---- rms_norm (bf16 rows: Gemma's sublayer output norms) ----
+
+TEST(RmsNorm, MatchesTheDoubleReferenceInPlaceAndNot) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const float eps = 1e-6f;
+  for (const int width : {8, 264, 2304, 5120, 32768}) {
+    for (const bool in_place : {false, true}) {
+      for (const float offset : {0.0f, 1.0f}) {
+        const int rows = width <= 264 ? 33 : 5;
+        const uint64_t seed = 2500 + width + (in_place ? 1 : 0) + (offset != 0.0f ? 2 : 0);
+        SCOPED_TRACE("width " + std::to_string(width) + (in_place ? " in place" : "") + " offset " +
+                     std::to_string(offset) + ", seed " + std::to_string(seed));
+        const size_t n = static_cast<size_t>(rows) * width;
+        const std::vector<float> in = random_bf16_values(n, seed, 3.0f);
+        const std::vector<float> weight = random_bf16_values(width, seed + 1, 0.5f);
+        std::vector<double> want(n);
+        for (int r = 0; r < rows; ++r) {
+          const float* x = &in[static_cast<size_t>(r) * width];
+          double sum = 0.0;
+          for (int i = 0; i < width; ++i)
+            sum += static_cast<double>(x[i]) * x[i];
+          const double scale = 1.0 / std::sqrt(sum / width + static_cast<double>(eps));
+          for (int i = 0; i < width; ++i)
+            want[static_cast<size_t>(r) * width + i] =
+                x[i] * scale * (weight[i] + static_cast<double>(offset));
+        }
+        auto d_in = upload(to_bf16(in));
+        auto d_weight = upload(to_bf16(weight));
+        auto d_out = poisoned<bf16>(n);
+        bf16* out = in_place ? d_in.get() : d_out.get();
+        rms_norm(d_in.get(), d_weight.get(), eps, offset, rows, width, out, nullptr);
+        const std::vector<float> got = to_float(download(in_place ? d_in : d_out));
+        EXPECT_LE(max_relative_error(got, want, kTinyFloor), kBf16Rel);
+      }
     }
   }
 }
@@ -181,11 +223,12 @@ struct RopeCase {
 
 // Qwen3's q/k norm for a rope case: off, or on with 16-byte aligned weights or with one of the two
 // weights at an odd element offset (which must force the scalar path, not a misaligned 16-byte load).
-enum class QkNorm { kOff, kOn, kQNormMisaligned, kKNormMisaligned };
+// kOffsetWeights is Gemma 3's: weights stored around 0 and used as (1 + weight).
+enum class QkNorm { kOff, kOn, kQNormMisaligned, kKNormMisaligned, kOffsetWeights };
 
 std::string describe(const RopeCase& c, bool bias, QkNorm norm, uint64_t seed) {
   static const char* const kNormNames[] = {"", ", q/k norm", ", q/k norm (q_norm misaligned)",
-                                           ", q/k norm (k_norm misaligned)"};
+                                           ", q/k norm (k_norm misaligned)", ", q/k norm (1 + weight)"};
   return "head_dim " + std::to_string(c.head_dim) + " heads " + std::to_string(c.num_heads) + "/" +
          std::to_string(c.num_kv_heads) + " block " + std::to_string(c.block_size) + " pad " +
          std::to_string(c.stride_pad) + (bias ? " with" : " without") + " bias" +
@@ -204,6 +247,7 @@ struct Failures {
 void run_rope_case(const RopeCase& c, bool with_bias, uint64_t seed, QkNorm norm = QkNorm::kOff) {
   SCOPED_TRACE(describe(c, with_bias, norm, seed));
   const bool with_norm = norm != QkNorm::kOff;
+  const float weight_offset = norm == QkNorm::kOffsetWeights ? 1.0f : 0.0f;
   const float eps = 1e-6f;  // Qwen3's rms_norm_eps
   const int tokens = 45;
   const int hd = c.head_dim, half = hd / 2, nh = c.num_heads, nkv = c.num_kv_heads;
@@ -220,16 +264,16 @@ void run_rope_case(const RopeCase& c, bool with_bias, uint64_t seed, QkNorm norm
   std::vector<float> qkv = random_bf16_values(static_cast<size_t>(tokens * stride), seed + 1);
   const std::vector<float> bias =
       with_bias ? random_bf16_values(width, seed + 2, 0.5f) : std::vector<float>();
-  // The norm's weights, 1 + 0.1 z in bf16; and q/k heads of very different sizes (2^-10 .. 2^4
-  // times N(0, 1): still exact in bf16), so that each head's inverse RMS differs, and for the
-  // smallest the epsilon matters (mean(x^2) ~ 1e-6).
+  // The norm's weights, 1 + 0.1 z in bf16 (0.1 z with the offset of 1 added by the kernel); and q/k heads of
+  // very different sizes (2^-10 .. 2^4 times N(0, 1): still exact in bf16), so that each head's inverse RMS
+  // differs, and for the smallest the epsilon matters (mean(x^2) ~ 1e-6).
   std::vector<float> q_norm, k_norm;
   if (with_norm) {
     q_norm = random_floats(hd, seed + 3, 0.1f);
     k_norm = random_floats(hd, seed + 4, 0.1f);
     for (std::vector<float>* w : {&q_norm, &k_norm})
       for (float& x : *w)
-        x = testing::round_to_bf16(1.0f + x);
+        x = testing::round_to_bf16(1.0f - weight_offset + x);
     for (int t = 0; t < tokens; ++t)
       for (int h = 0; h < nh + nkv; ++h) {
         const int exponent = (5 * t + 3 * h) % 15 - 10;
@@ -290,6 +334,7 @@ void run_rope_case(const RopeCase& c, bool with_bias, uint64_t seed, QkNorm norm
     args.q_norm = d_q_norm.get() + (q_misaligned ? 1 : 0);
     args.k_norm = d_k_norm.get() + (k_misaligned ? 1 : 0);
     args.norm_eps = eps;
+    args.norm_weight_offset = weight_offset;
   }
   rope_and_kv_write(args, nullptr);
 
@@ -321,7 +366,7 @@ void run_rope_case(const RopeCase& c, bool with_bias, uint64_t seed, QkNorm norm
         const double inv_rms = 1.0 / std::sqrt(sumsq / hd + static_cast<double>(eps));
         const std::vector<float>& w = h < nh ? q_norm : k_norm;
         for (int d = 0; d < hd; ++d)
-          xs[d] = xs[d] * inv_rms * w[d];
+          xs[d] = xs[d] * inv_rms * (w[d] + static_cast<double>(weight_offset));
       }
       for (int i = 0; i < half; ++i) {
         const int off = h * hd + i;
@@ -415,6 +460,9 @@ TEST(RopeAndKvWrite, NormalizesEachQAndKHeadBeforeRope) {
   // An unaligned norm weight must take the scalar path (a 16-byte load there would fault).
   run_rope_case(cases[1], true, seed++, QkNorm::kQNormMisaligned);
   run_rope_case(cases[3], false, seed++, QkNorm::kKNormMisaligned);
+  // Gemma 3: the same with (1 + weight).
+  for (const RopeCase& c : {cases[1], cases[8]})
+    run_rope_case(c, false, seed++, QkNorm::kOffsetWeights);
 }
 
 // ---- silu_and_mul ----
@@ -443,6 +491,58 @@ TEST(SiluAndMul, MatchesTheDoubleReference) {
       silu_and_mul(d_in.get(), rows, inter, d_out.get(), nullptr);
       EXPECT_LE(max_relative_error(to_float(download(d_out)), want, kTinyFloor), kBf16Rel);
     }
+  }
+}
+
+// ---- gelu_tanh_and_mul (Gemma's GeGLU) ----
+
+TEST(GeluTanhAndMul, MatchesTheDoubleReference) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  for (const int inter : {8, 64, 9216, 14336}) {
+    for (const int rows : {1, 7, 64}) {
+      const uint64_t seed = 4500 + inter + rows;
+      SCOPED_TRACE("intermediate " + std::to_string(inter) + " rows " + std::to_string(rows) + " seed " +
+                   std::to_string(seed));
+      const size_t n = static_cast<size_t>(rows) * inter;
+      std::vector<float> gate_up = random_bf16_values(2 * n, seed, 2.0f);
+      // Saturation both ways (gelu(-100) = -0, gelu(100) = 100), the far negative tail where
+      // 1 + tanh(z) would cancel, and 0: gate values of row 0.
+      const float extremes[] = {-100.0f, -30.0f, -8.0f, -5.0f, 0.0f, 5.0f, 30.0f, -0.0f};
+      std::copy_n(std::begin(extremes), std::min<size_t>(std::size(extremes), inter), gate_up.begin());
+      std::vector<double> want(n);
+      for (int r = 0; r < rows; ++r)
+        for (int i = 0; i < inter; ++i) {
+          const double g = gate_up[static_cast<size_t>(r) * 2 * inter + i];
+          const double u = gate_up[static_cast<size_t>(r) * 2 * inter + inter + i];
+          // 0.5 g (1 + tanh z) = g sigmoid(2 z), in the form that keeps its precision where
+          // tanh(z) rounds to -1 (the kernel's form too; z ~ -25 at g = -8).
+          const double z = std::sqrt(2.0 / M_PI) * (g + 0.044715 * g * g * g);
+          want[static_cast<size_t>(r) * inter + i] = g / (1.0 + std::exp(-2.0 * z)) * u;
+        }
+      auto d_in = upload(to_bf16(gate_up));
+      auto d_out = poisoned<bf16>(n);
+      gelu_tanh_and_mul(d_in.get(), rows, inter, d_out.get(), nullptr);
+      EXPECT_LE(max_relative_error(to_float(download(d_out)), want, kTinyFloor), kBf16Rel);
+    }
+  }
+}
+
+// ---- soft_cap (Gemma 2's logits) ----
+
+TEST(SoftCap, MatchesTheDoubleReference) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  for (const int64_t count : {int64_t{1}, int64_t{1000}, int64_t{256000 * 3 + 5}}) {
+    const uint64_t seed = 4700 + static_cast<uint64_t>(count);
+    SCOPED_TRACE("count " + std::to_string(count));
+    std::vector<float> values = random_floats(static_cast<size_t>(count), seed, 40.0f);
+    const float cap = 30.0f;
+    std::vector<double> want(values.size());
+    for (size_t i = 0; i < values.size(); ++i)
+      want[i] = cap * std::tanh(static_cast<double>(values[i]) / cap);
+    auto d = upload(values);
+    soft_cap(d.get(), count, cap, nullptr);
+    // fp32 throughout: tanhf's couple of ulp and two roundings, far below 1e-5.
+    EXPECT_LE(max_relative_error(download(d), want, 1e-6), 1e-5);
   }
 }
 
@@ -554,6 +654,11 @@ TEST(LayerKernelValidation, RejectsUnsupportedWidthsAndAlignments) {
   expect_invalid(with_norm([](RopeKvWriteArgs& a) { a.norm_eps = std::nanf(""); }), "norm_eps");
 
   expect_invalid([&] { silu_and_mul(bf, 4, 12, bf, nullptr); }, "intermediate");
+  expect_invalid([&] { gelu_tanh_and_mul(bf, 4, 12, bf, nullptr); }, "intermediate");
+  expect_invalid([&] { rms_norm(bf, bf, 1e-6f, 1.0f, 4, 100, bf, nullptr); }, "width");
+  expect_invalid([&] { rms_norm(bf, bf, 1e-6f, 1.0f, 4, 64, nullptr, nullptr); }, "out is null");
+  expect_invalid([&] { soft_cap(nullptr, 4, 0.0f, nullptr); }, "cap");
+  expect_invalid([&] { soft_cap(nullptr, -1, 30.0f, nullptr); }, "count");
   expect_invalid([&] { silu_and_mul(bf, 4, 64, fake_pointer<bf16>(0x2004), nullptr); }, "out must");
   expect_invalid([&] { gather_rows(res, ids, 4, 4, res, nullptr); }, "width");
   expect_invalid([&] { gather_rows(fake_pointer<float>(0x1004), ids, 4, 64, res, nullptr); }, "in must");
@@ -564,6 +669,9 @@ TEST(LayerKernelValidation, ZeroRowsLaunchNothing) {
   EXPECT_NO_THROW(embedding_gather(nullptr, nullptr, 0, 64, 1.0f, nullptr, nullptr));
   EXPECT_NO_THROW(add_rms_norm(nullptr, nullptr, nullptr, 1e-5f, 0, 4096, nullptr, nullptr));
   EXPECT_NO_THROW(silu_and_mul(nullptr, 0, 64, nullptr, nullptr));
+  EXPECT_NO_THROW(gelu_tanh_and_mul(nullptr, 0, 64, nullptr, nullptr));
+  EXPECT_NO_THROW(rms_norm(nullptr, nullptr, 1e-6f, 1.0f, 0, 64, nullptr, nullptr));
+  EXPECT_NO_THROW(soft_cap(nullptr, 0, 30.0f, nullptr));
   EXPECT_NO_THROW(gather_rows(nullptr, nullptr, 0, 64, nullptr, nullptr));
   RopeKvWriteArgs rope;
   rope.qkv_row_stride = (8 + 2 * 2) * 64;

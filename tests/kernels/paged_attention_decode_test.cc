@@ -50,7 +50,8 @@ struct DecodeCase {
   bool shuffle = true;  // block tables drawn at random from a pool bigger than needed
   int q_pad = 0;        // extra elements per q row (as when q is read out of a fused QKV output)
   float q_stddev = 1.0f;
-  int window = 0;  // sliding window; 0: none
+  int window = 0;        // sliding window; 0: none
+  float softcap = 0.0f;  // Gemma 2's score cap; 0: none
   uint64_t seed = 1;
 };
 
@@ -59,7 +60,7 @@ std::string describe(const DecodeCase& c, int num_splits) {
   os << "seed=" << c.seed << " block_size=" << c.block_size << " head_dim=" << c.head_dim
      << " num_kv_heads=" << c.num_kv_heads << " group=" << c.group << " shuffle=" << c.shuffle
      << " q_pad=" << c.q_pad << " q_stddev=" << c.q_stddev << " window=" << c.window
-     << " num_splits=" << num_splits << " contexts={";
+     << " softcap=" << c.softcap << " num_splits=" << num_splits << " contexts={";
   for (size_t i = 0; i < c.contexts.size(); ++i)
     os << (i ? "," : "") << c.contexts[i];
   os << "}";
@@ -135,6 +136,7 @@ DecodeProblem make_problem(const DecodeCase& c) {
     in.num_heads = p.num_heads;
     in.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
     in.sliding_window = c.window;
+    in.softcap = c.softcap;
     const std::vector<double> r = testing::reference_paged_attention(in);
     std::copy(r.end() - p.width, r.end(), p.expected.begin() + static_cast<int64_t>(s) * p.width);
   }
@@ -175,6 +177,7 @@ PagedAttentionArgs args_for(const DecodeProblem& p, __nv_bfloat16* out) {
   a.num_heads = p.num_heads;
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.layout.head_dim)));
   a.sliding_window = p.c.window;
+  a.softcap = p.c.softcap;
   return a;
 }
 
@@ -353,6 +356,25 @@ TEST(PagedDecodeAttention, SlidingWindowSeesOnlyTheLastWindowPositions) {
   check_splits(gqa, {1, 4});
 }
 
+// Gemma 2's soft cap on the scores: large scores (q ~ N(0, 4^2)) so that the cap bends them, alone
+// and with a sliding window, as Gemma 2's windowed layers have both.
+TEST(PagedDecodeAttention, SoftCappedScores) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  uint64_t seed = 900;
+  for (int window : {0, 100}) {
+    for (int head_dim : {128, 256}) {
+      DecodeCase c;
+      c.head_dim = head_dim;
+      c.q_stddev = 4.0f;
+      c.softcap = 5.0f;
+      c.window = window;
+      c.contexts = {1, 33, 600, 2049};
+      c.seed = seed++;
+      check_splits(c, {1, 4});
+    }
+  }
+}
+
 TEST(PagedDecodeAttention, ManySequences) {
   KVSERVE_SKIP_WITHOUT_GPU();
   DecodeCase c;
@@ -504,6 +526,9 @@ TEST(PagedDecodeAttentionArgs, RejectsBadArgumentsNamingTheField) {
   a = fake_args();
   a.sliding_window = -1;
   expect_invalid(a, 1, "sliding_window");
+  a = fake_args();
+  a.softcap = -1.0f;
+  expect_invalid(a, 1, "softcap");
   // The reduction's grid has one y per query head.
   a = fake_args();
   a.layout.num_kv_heads = 1;

@@ -51,14 +51,15 @@ struct PrefillCase {
   int out_pad = 0;              // extra elements per out row, must stay poisoned
   int extra_max_query_len = 0;  // a looser host bound than the real maximum
   float q_stddev = 1.0f;
-  int window = 0;  // sliding window; 0: none
+  int window = 0;        // sliding window; 0: none
+  float softcap = 0.0f;  // Gemma 2's score cap; 0: none
 
   std::string describe() const {
     std::ostringstream s;
     s << "block_size=" << block_size << " head_dim=" << head_dim << " num_kv_heads=" << num_kv_heads
       << " group=" << group << " seed=" << seed << " lead=" << lead_rows << " trail=" << trail_rows
       << " q_pad=" << q_pad << " out_pad=" << out_pad << " q_stddev=" << q_stddev << " window=" << window
-      << " seqs=";
+      << " softcap=" << softcap << " seqs=";
     for (const auto& [q, c] : seqs)
       s << "(" << q << "," << c << ")";
     return s.str();
@@ -160,6 +161,7 @@ void run_case(const PrefillCase& c) {
   args.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   args.max_query_len = max_query_len + c.extra_max_query_len;
   args.sliding_window = c.window;
+  args.softcap = c.softcap;
   paged_prefill_attention(args, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<__nv_bfloat16> out = download(d_out);
@@ -177,6 +179,7 @@ void run_case(const PrefillCase& c) {
   in.num_heads = num_heads;
   in.scale = args.scale;
   in.sliding_window = c.window;
+  in.softcap = c.softcap;
   const std::vector<double> want = reference_paged_attention(in);
 
   // The sequences' rows: every element within tolerance (poison is NaN and fails).
@@ -364,6 +367,27 @@ TEST(PagedPrefillAttention, SlidingWindowSeesOnlyTheLastWindowPositions) {
   }
 }
 
+// Gemma 2's soft cap on the scores: large scores (q ~ N(0, 4^2)) so that the cap bends them, alone
+// and with a sliding window, as Gemma 2's windowed layers have both.
+TEST(PagedPrefillAttention, SoftCappedScores) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  uint64_t seed = 900;
+  for (int window : {0, 100}) {
+    for (int head_dim : {128, 256}) {
+      PrefillCase c;
+      c.head_dim = head_dim;
+      c.num_kv_heads = 2;
+      c.group = 2;
+      c.seqs = {{100, 1000}, {129, 129}, {1, 2000}, {5, 5}};
+      c.q_stddev = 4.0f;
+      c.softcap = 5.0f;
+      c.window = window;
+      c.seed = ++seed;
+      run_case(c);
+    }
+  }
+}
+
 // Shapes off the common path: a block size that is not a power of two, a GQA group that does not
 // divide the query tile (a token's heads straddle two tiles), query lengths around tile edges.
 TEST(PagedPrefillAttention, UnusualBlockSizeAndGroup) {
@@ -468,6 +492,8 @@ TEST(PagedPrefillAttentionArgs, RejectsEachBadFieldByName) {
       {"scale", [](PagedAttentionArgs& a) { a.scale = 0.0f; }},
       {"scale", [](PagedAttentionArgs& a) { a.scale = NAN; }},
       {"sliding_window", [](PagedAttentionArgs& a) { a.sliding_window = -4; }},
+      {"softcap", [](PagedAttentionArgs& a) { a.softcap = -1.0f; }},
+      {"softcap", [](PagedAttentionArgs& a) { a.softcap = INFINITY; }},
   };
   for (const Mutation& m : mutations) {
     PagedAttentionArgs a = valid_looking_args();
