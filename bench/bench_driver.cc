@@ -86,11 +86,16 @@ void LoadDriver::start_call(uint64_t index) {
 }
 
 void LoadDriver::on_call_finished(RequestResult&& result) {
+  // A call cut by the run's end has no successor, even when it ended a moment before phase_end_ by
+  // this clock (its deadline is a system_clock time, and a read timeout may fire just short of it):
+  // a successor would only be cut at once and counted unfinished too.
+  const bool run_over = result.unfinished;
   std::unique_lock lock(mutex_);
   record_locked(std::move(result));
   --in_flight_;
   uint64_t index = 0;
-  const bool start_successor = options_.mode() == LoadMode::kClosedLoop && claim_next_locked(index);
+  const bool start_successor =
+      !run_over && options_.mode() == LoadMode::kClosedLoop && claim_next_locked(index);
   // Notified under the lock: once in_flight_ reaches 0 run_phase may return and the driver go away.
   if (in_flight_ == 0 || options_.mode() == LoadMode::kOpenLoop) changed_.notify_all();
   lock.unlock();
