@@ -23,7 +23,8 @@ using nlohmann::json;
 
 constexpr const char* kSupportedArchitectures =
     "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, "
-    "GraniteForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM";
+    "GraniteForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM (and the text model of "
+    "Gemma3ForConditionalGeneration)";
 
 bool is_gemma(const std::string& arch) {
   return arch == "GemmaForCausalLM" || arch == "Gemma2ForCausalLM" || arch == "Gemma3ForCausalLM";
@@ -211,12 +212,6 @@ std::string read_architecture(const Fields& fields) {
                 "; fix config.json");
   }
   const std::string arch = (*list)[0].get<std::string>();
-  if (arch == "Gemma3ForConditionalGeneration") {
-    fields.fail(
-        "architecture 'Gemma3ForConditionalGeneration' (Gemma 3 4B and larger, with their vision "
-        "encoder) is not supported; kvserve runs the text-only Gemma3ForCausalLM (Gemma 3 1B) and " +
-        std::string(kSupportedArchitectures));
-  }
   if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM" && arch != "Qwen2ForCausalLM" &&
       arch != "Qwen3ForCausalLM" && arch != "Phi3ForCausalLM" && arch != "GraniteForCausalLM" &&
       !is_gemma(arch)) {
@@ -401,6 +396,35 @@ void reject_unsupported_options(const Fields& fields, const ModelConfig& config)
   }
 }
 
+// Gemma 3 4B and larger ship as Gemma3ForConditionalGeneration, a vision encoder beside the text
+// model: the text model's fields are in text_config, which leaves out those at Gemma3TextConfig's
+// defaults (the released ones leave out vocab_size and the head counts), with the token ids and the
+// dtype at the top level. Returns that text model's config as a Gemma3ForCausalLM one (and sets
+// `checkpoint_architecture`), or `root` itself for any other architecture.
+json text_model_config(const std::filesystem::path& path, const json& root,
+                       std::string& checkpoint_architecture) {
+  const auto arch = root.find("architectures");
+  if (arch == root.end() || !arch->is_array() || arch->empty() ||
+      (*arch)[0] != "Gemma3ForConditionalGeneration")
+    return root;
+  const auto text_config = root.find("text_config");
+  if (text_config == root.end() || !text_config->is_object()) {
+    throw ModelLoadError(path.string() +
+                         ": Gemma3ForConditionalGeneration needs a 'text_config' object (its text model's "
+                         "configuration); fix or re-download config.json");
+  }
+  json text = {{"vocab_size", 262208},    {"hidden_size", 2304},      {"intermediate_size", 9216},
+               {"num_hidden_layers", 26}, {"num_attention_heads", 8}, {"num_key_value_heads", 4},
+               {"head_dim", 256}};
+  for (const auto& [key, value] : text_config->items())
+    text[key] = value;
+  for (const char* key : {"bos_token_id", "eos_token_id", "dtype", "torch_dtype", "quantization_config"})
+    if (!text.contains(key) && root.contains(key)) text[key] = root[key];
+  text["architectures"] = {"Gemma3ForCausalLM"};
+  checkpoint_architecture = "Gemma3ForConditionalGeneration";
+  return text;
+}
+
 // x rounded to `dtype` (float32, float16 or bfloat16) through float32, as torch rounds a Python
 // float it turns into a tensor of that dtype; x is a normal number of those formats.
 double round_to_dtype(double x, const std::string& dtype) {
@@ -496,8 +520,9 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
     throw ModelLoadError(config_json.string() + ": must hold a JSON object, got " + described(root) +
                          "; fix or re-download config.json");
   }
-  const Fields fields(config_json, root, "");
   ModelConfig config;
+  const json text = text_model_config(config_json, root, config.checkpoint_architecture);
+  const Fields fields(config_json, text, config.checkpoint_architecture.empty() ? "" : "text_config.");
   config.architecture = read_architecture(fields);
   config.vocab_size = fields.required_positive_int("vocab_size");
   config.hidden_size = fields.required_positive_int("hidden_size");

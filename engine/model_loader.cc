@@ -52,7 +52,25 @@ struct LocatedTensor {
   std::shared_ptr<const SafetensorsFile> file;
 };
 
-std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, ModelWeights& w) {
+// Where a checkpoint keeps the text model's tensors: "model." (model.embed_tokens.weight,
+// model.layers.N..., model.norm.weight, and lm_head.weight), or in a Gemma3ForConditionalGeneration
+// checkpoint "language_model.model." (transformers before 4.52; its lm_head
+// language_model.lm_head.weight) or "model.language_model." (later ones; lm_head.weight).
+struct TensorNames {
+  std::string prefix = "model.";
+  std::string lm_head = "lm_head.weight";
+};
+
+// The names `by_name`, a checkpoint's tensors, use for the model `c` describes.
+TensorNames tensor_names(const ModelConfig& c,
+                         const std::unordered_map<std::string_view, LocatedTensor>& by_name) {
+  if (c.checkpoint_architecture.empty()) return {};
+  for (const auto& [name, located] : by_name)
+    if (name.starts_with("model.language_model.")) return {"model.language_model.", "lm_head.weight"};
+  return {"language_model.model.", "language_model.lm_head.weight"};
+}
+
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, const TensorNames& n, ModelWeights& w) {
   const int64_t hidden = c.hidden_size;
   const int64_t q_rows = int64_t{c.num_heads} * c.head_dim;
   const int64_t kv_rows = int64_t{c.num_kv_heads} * c.head_dim;
@@ -61,12 +79,14 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, ModelWeights&
   const char* kv_meaning = "num_key_value_heads*head_dim x hidden_size";
 
   std::vector<ExpectedTensor> out;
-  out.push_back(
-      {"model.embed_tokens.weight", {c.vocab_size, hidden}, "vocab_size x hidden_size", &w.embed_tokens});
+  out.push_back({n.prefix + "embed_tokens.weight",
+                 {c.vocab_size, hidden},
+                 "vocab_size x hidden_size",
+                 &w.embed_tokens});
   w.layers.resize(static_cast<size_t>(c.num_layers));
   for (int i = 0; i < c.num_layers; ++i) {
     LayerWeights& l = w.layers[static_cast<size_t>(i)];
-    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const std::string p = n.prefix + "layers." + std::to_string(i) + ".";
     out.push_back({p + "input_layernorm.weight", {hidden}, "hidden_size", &l.input_norm});
     if (c.fused_projections) {
       out.push_back({p + "self_attn.qkv_proj.weight",
@@ -112,9 +132,9 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, ModelWeights&
     out.push_back(
         {p + "mlp.down_proj.weight", {hidden, inter}, "hidden_size x intermediate_size", &l.down_proj});
   }
-  out.push_back({"model.norm.weight", {hidden}, "hidden_size", &w.final_norm});
+  out.push_back({n.prefix + "norm.weight", {hidden}, "hidden_size", &w.final_norm});
   if (!c.tie_word_embeddings) {
-    out.push_back({"lm_head.weight", {c.vocab_size, hidden}, "vocab_size x hidden_size", &w.lm_head});
+    out.push_back({n.lm_head, {c.vocab_size, hidden}, "vocab_size x hidden_size", &w.lm_head});
   }
   return out;
 }
@@ -134,8 +154,8 @@ std::string architecture_summary(const ModelConfig& c) {
 }
 
 // Why a tensor may be missing, in the terms of config.json.
-std::string missing_hint(const ModelConfig& c, const std::string& name) {
-  if (name == "lm_head.weight") {
+std::string missing_hint(const ModelConfig& c, const TensorNames& n, const std::string& name) {
+  if (name == n.lm_head) {
     return "if the model reuses embed_tokens as its output projection, set tie_word_embeddings to true in "
            "config.json";
   }
@@ -160,18 +180,18 @@ std::string missing_hint(const ModelConfig& c, const std::string& name) {
            " normalizes each sublayer's input and output (four norms a layer); if this checkpoint has two, "
            "config.json names the wrong architecture";
   }
-  if (name.starts_with("model.layers.")) {
+  if (name.starts_with(n.prefix + "layers.")) {
     return "config.json says num_hidden_layers is " + std::to_string(c.num_layers) +
            "; the checkpoint is incomplete (a shard missing?) or config.json does not match it";
   }
   return "the checkpoint is incomplete (a shard missing?) or config.json does not match it";
 }
 
-std::string unexpected_hint(const ModelConfig& c, const std::string& name) {
-  constexpr std::string_view kLayerPrefix = "model.layers.";
-  if (name.starts_with(kLayerPrefix)) {
+std::string unexpected_hint(const ModelConfig& c, const TensorNames& n, const std::string& name) {
+  const std::string layer_prefix = n.prefix + "layers.";
+  if (name.starts_with(layer_prefix)) {
     const std::string index =
-        name.substr(kLayerPrefix.size(), name.find('.', kLayerPrefix.size()) - kLayerPrefix.size());
+        name.substr(layer_prefix.size(), name.find('.', layer_prefix.size()) - layer_prefix.size());
     if (!index.empty() &&
         std::all_of(index.begin(), index.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) &&
         (index.size() > 9 || std::stoi(index) >= c.num_layers)) {
@@ -184,11 +204,16 @@ std::string unexpected_hint(const ModelConfig& c, const std::string& name) {
          "it";
 }
 
-bool ignored(const ModelConfig& c, const std::string& name) {
+bool ignored(const ModelConfig& c, const TensorNames& n, const std::string& name) {
   // Old exports carry the RoPE frequency table, which the engine recomputes from rope_theta.
   if (name.ends_with(".rotary_emb.inv_freq")) return true;
+  // A multimodal checkpoint's vision encoder and projector: kvserve serves the text model alone.
+  if (!c.checkpoint_architecture.empty() &&
+      (name.starts_with("vision_tower.") || name.starts_with("multi_modal_projector.") ||
+       name.starts_with("model.vision_tower.") || name.starts_with("model.multi_modal_projector.")))
+    return true;
   // Some exporters keep a copy of the tied embedding; the embedding is the one used.
-  return c.tie_word_embeddings && name == "lm_head.weight";
+  return c.tie_word_embeddings && name == n.lm_head;
 }
 
 }  // namespace
@@ -268,14 +293,15 @@ Model load_model(const fs::path& dir, WeightLoading loading) {
   ModelConfig listed = config;
   listed.num_layers =
       static_cast<int>(std::min<size_t>(static_cast<size_t>(config.num_layers), by_name.size() + 1));
-  const std::vector<ExpectedTensor> expected = expected_tensors(listed, model.weights);
+  const TensorNames tensor_naming = tensor_names(config, by_name);
+  const std::vector<ExpectedTensor> expected = expected_tensors(listed, tensor_naming, model.weights);
   std::unordered_set<std::string_view> expected_names;
   for (const ExpectedTensor& want : expected) {
     expected_names.insert(want.name);
     const auto it = by_name.find(want.name);
     if (it == by_name.end()) {
       throw ModelLoadError(dir.string() + ": tensor '" + want.name + "' is missing (looked in " +
-                           file_list(files) + "); " + missing_hint(config, want.name));
+                           file_list(files) + "); " + missing_hint(config, tensor_naming, want.name));
     }
     const auto& [tensor, file] = it->second;
     if (tensor->shape != want.shape) {
@@ -295,9 +321,9 @@ Model load_model(const fs::path& dir, WeightLoading loading) {
   }
   for (const auto& file : files) {
     for (const SafetensorsTensor& tensor : file->tensors()) {
-      if (expected_names.contains(tensor.name) || ignored(config, tensor.name)) continue;
+      if (expected_names.contains(tensor.name) || ignored(config, tensor_naming, tensor.name)) continue;
       throw ModelLoadError(file->path().string() + ": unexpected tensor '" + tensor.name + "'; " +
-                           unexpected_hint(config, tensor.name));
+                           unexpected_hint(config, tensor_naming, tensor.name));
     }
   }
 

@@ -395,9 +395,10 @@ int main(int argc, char** argv) {
   }
 
   spdlog::info(
-      "model {}: {} ({} layers, hidden {}, {} heads / {} kv heads, head_dim {}, vocab {}, weights {})",
-      f.model.model, mc.architecture, mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_kv_heads,
-      mc.head_dim, mc.vocab_size, mc.dtype);
+      "model {}: {}{} ({} layers, hidden {}, {} heads / {} kv heads, head_dim {}, vocab {}, weights {})",
+      f.model.model, mc.architecture,
+      mc.checkpoint_architecture.empty() ? "" : ", the text model of a " + mc.checkpoint_architecture,
+      mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_kv_heads, mc.head_dim, mc.vocab_size, mc.dtype);
   spdlog::info("{}", built.description);
   if (const long long pool_tokens = static_cast<long long>(built.num_blocks) * f.block_size;
       pool_tokens + 1 < config.scheduler.max_model_len)

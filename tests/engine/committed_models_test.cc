@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/model.h"
+#include "engine/safetensors.h"
 #include "tests/engine/model_files_test_util.h"
 
 namespace kvserve {
@@ -253,6 +254,70 @@ TEST(ModelLoaderCommitted, TinyGemma3TiedBfloat16WithHeadNorms) {
     expect_shape(l.mlp_output_norm, {64});
   }
   expect_matches_file(model, "BF16");
+}
+
+// Gemma 3 4B and larger ship as Gemma3ForConditionalGeneration: tiny-gemma3 rewritten so (its
+// config nested in text_config with the token ids and dtype at the top, its tensors under the text
+// model's prefix of either transformers era, a vision tower and projector beside them) loads as the
+// same text model, every value equal, the vision tensors skipped.
+TEST(ModelLoaderCommitted, TinyGemma3InAMultimodalCheckpointLoadsItsTextModel) {
+  const Model text_only = load_model(kModels / "tiny-gemma3");
+  json text_config = json::parse(read_file(kModels / "tiny-gemma3" / "config.json"));
+  json config = {{"architectures", {"Gemma3ForConditionalGeneration"}},
+                 {"model_type", "gemma3"},
+                 {"eos_token_id", text_config["eos_token_id"]},
+                 {"bos_token_id", text_config["bos_token_id"]},
+                 {"torch_dtype", "bfloat16"},
+                 {"image_token_index", 511},
+                 {"vision_config", {{"hidden_size", 16}, {"model_type", "siglip_vision_model"}}}};
+  for (const char* key : {"architectures", "eos_token_id", "bos_token_id", "torch_dtype", "dtype"})
+    text_config.erase(key);
+  config["text_config"] = text_config;
+  const SafetensorsFile file(kModels / "tiny-gemma3" / "model.safetensors");
+  for (const auto& [prefix, vision_prefix] :
+       {std::pair<std::string, std::string>{"language_model.model.", ""},
+        std::pair<std::string, std::string>{"model.language_model.", "model."}}) {
+    SCOPED_TRACE(prefix);
+    std::vector<model_test::RawTensor> tensors;
+    for (const SafetensorsTensor& t : file.tensors()) {
+      ASSERT_TRUE(t.name.starts_with("model."));
+      tensors.push_back({prefix + t.name.substr(6), "BF16", t.shape,
+                         std::string(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size())});
+    }
+    tensors.push_back({vision_prefix + "vision_tower.vision_model.post_layernorm.weight",
+                       "BF16",
+                       {16},
+                       std::string(32, '\0')});
+    tensors.push_back({vision_prefix + "multi_modal_projector.mm_input_projection_weight",
+                       "BF16",
+                       {16, 64},
+                       std::string(2048, '\0')});
+    const model_test::TempDir dir;
+    model_test::write_file(dir / "config.json", config.dump(2));
+    model_test::write_file(dir / "tokenizer.model", read_file(kModels / "tiny-gemma3" / "tokenizer.model"));
+    model_test::write_file(dir / "model.safetensors", model_test::safetensors_bytes(tensors));
+
+    const Model multimodal = load_model(dir.path());
+    EXPECT_EQ(multimodal.config.architecture, "Gemma3ForCausalLM");
+    EXPECT_EQ(multimodal.config.checkpoint_architecture, "Gemma3ForConditionalGeneration");
+    EXPECT_EQ(multimodal.config.sliding_layers, text_only.config.sliding_layers);
+    EXPECT_EQ(multimodal.config.eos_token_ids, text_only.config.eos_token_ids);
+    EXPECT_DOUBLE_EQ(multimodal.config.embedding_multiplier, text_only.config.embedding_multiplier);
+    std::vector<const Tensor*> a, b;
+    for_each_tensor(text_only.weights, [&](const Tensor& t) { a.push_back(&t); });
+    for_each_tensor(multimodal.weights, [&](const Tensor& t) { b.push_back(&t); });
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_EQ(a[i]->shape, b[i]->shape) << "tensor " << i;
+      EXPECT_EQ(a[i]->data, b[i]->data) << "tensor " << i;
+    }
+
+    // A missing text tensor is named as the checkpoint names it.
+    tensors.erase(tensors.begin());
+    model_test::write_file(dir / "model.safetensors", model_test::safetensors_bytes(tensors));
+    EXPECT_TRUE(model_test::contains_all(model_test::model_load_error([&] { load_model(dir.path()); }),
+                                         {"'" + prefix + "embed_tokens.weight' is missing"}));
+  }
 }
 
 }  // namespace

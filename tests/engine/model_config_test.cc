@@ -718,9 +718,47 @@ TEST_F(ModelConfigTest, Gemma3LayerPatternAndTwoRopes) {
   EXPECT_EQ(c.sliding_rope_theta, std::optional<double>(20000.0));
   config["rope_parameters"]["sliding_attention"]["rope_type"] = "linear";
   EXPECT_TRUE(contains_all(error(config), {"sliding-window layers' RoPE scaling \"linear\"", "unsupported"}));
+}
 
-  config = minimal("Gemma3ForConditionalGeneration");
-  EXPECT_TRUE(contains_all(error(config), {"Gemma3ForConditionalGeneration", "vision", "Gemma3ForCausalLM"}));
+// Gemma 3 4B and larger: Gemma3ForConditionalGeneration, whose text model is served. Its config as
+// released (gemma-3-4b-it's): text_config leaves vocab_size, the head counts and head_dim at
+// Gemma3TextConfig's defaults, and the token ids and dtype sit at the top level.
+TEST_F(ModelConfigTest, Gemma3ConditionalGenerationServesItsTextModel) {
+  json config = {{"architectures", {"Gemma3ForConditionalGeneration"}},
+                 {"model_type", "gemma3"},
+                 {"eos_token_id", {1, 106}},
+                 {"torch_dtype", "bfloat16"},
+                 {"mm_tokens_per_image", 256},
+                 {"text_config",
+                  {{"hidden_size", 2560},
+                   {"intermediate_size", 10240},
+                   {"model_type", "gemma3_text"},
+                   {"num_hidden_layers", 34},
+                   {"rope_scaling", {{"factor", 8.0}, {"rope_type", "linear"}}},
+                   {"sliding_window", 1024}}},
+                 {"vision_config", {{"hidden_size", 1152}, {"model_type", "siglip_vision_model"}}}};
+  const ModelConfig c = load(config);
+  EXPECT_EQ(c.architecture, "Gemma3ForCausalLM");
+  EXPECT_EQ(c.checkpoint_architecture, "Gemma3ForConditionalGeneration");
+  EXPECT_EQ(c.vocab_size, 262208);
+  EXPECT_EQ(c.num_heads, 8);
+  EXPECT_EQ(c.num_kv_heads, 4);
+  EXPECT_EQ(c.head_dim, 256);
+  EXPECT_EQ(c.hidden_size, 2560);
+  EXPECT_EQ(c.num_layers, 34);
+  EXPECT_EQ(c.sliding_window, std::optional<int>(1024));
+  EXPECT_EQ(c.eos_token_ids, (std::vector<TokenId>{1, 106}));
+  EXPECT_EQ(c.dtype, "bfloat16");
+  EXPECT_DOUBLE_EQ(c.embedding_multiplier, 50.5) << "sqrt(2560) = 50.596 in bfloat16";
+  ASSERT_TRUE(c.rope_scaling.has_value());
+  EXPECT_DOUBLE_EQ(c.rope_scaling->factor, 8.0);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(load(minimal("Gemma3ForCausalLM")).checkpoint_architecture, "");
+
+  config["text_config"]["hidden_size"] = "2560";
+  EXPECT_TRUE(contains_all(error(config), {"'text_config.hidden_size'", "positive integer"}));
+  config.erase("text_config");
+  EXPECT_TRUE(contains_all(error(config), {"Gemma3ForConditionalGeneration", "'text_config'"}));
 }
 
 }  // namespace
