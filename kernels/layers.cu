@@ -184,6 +184,26 @@ __global__ void embedding_gather_kernel(const bf16* __restrict__ table, const in
   }
 }
 
+// The norms' second pass: this thread's K vectors of the row, x, scaled and written as bf16,
+// out_row[v] = x * scale * (weight + weight_offset): the CPU reference's x * (1 / sqrt(sum / width +
+// eps)) * (weight + offset), with rsqrtf's <= 2 ulp error in `scale`.
+template <int K>
+__device__ __forceinline__ void store_normed(const float (&x)[K][kVec], float scale, const bf16* weight,
+                                             float weight_offset, int vecs, bf16* out_row) {
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int v = threadIdx.x + j * blockDim.x;
+    if (v >= vecs) continue;
+    float w[kVec];
+    load_bf16x8(weight + v * kVec, w);
+    float y[kVec];
+#pragma unroll
+    for (int e = 0; e < kVec; ++e)
+      y[e] = x[j][e] * scale * (w[e] + weight_offset);
+    store_bf16x8(out_row + v * kVec, y);
+  }
+}
+
 // One block per row; each thread keeps its K vectors of the row in registers between the sum of
 // squares and the scaling, so the residual is read once (and written once when delta is given).
 template <int K>
@@ -213,22 +233,8 @@ __global__ void __launch_bounds__(kNormMaxThreads)
     for (int e = 0; e < kVec; ++e)
       sumsq += x[j][e] * x[j][e];
   }
-  const float sum = block_sum(sumsq);
-  // The CPU reference's x * (1 / sqrt(sum / width + eps)) * (weight + offset), with rsqrtf's <= 2
-  // ulp error.
-  const float scale = rsqrtf(sum / static_cast<float>(width) + eps);
-#pragma unroll
-  for (int j = 0; j < K; ++j) {
-    const int v = threadIdx.x + j * blockDim.x;
-    if (v >= vecs) continue;
-    float w[kVec];
-    load_bf16x8(weight + v * kVec, w);
-    float y[kVec];
-#pragma unroll
-    for (int e = 0; e < kVec; ++e)
-      y[e] = x[j][e] * scale * (w[e] + weight_offset);
-    store_bf16x8(out + base + v * kVec, y);
-  }
+  const float scale = rsqrtf(block_sum(sumsq) / static_cast<float>(width) + eps);
+  store_normed<K>(x, scale, weight, weight_offset, vecs, out + base);
 }
 
 // add_rms_norm_kernel's shape for bf16 rows with no residual: each thread reads its K vectors of
@@ -251,18 +257,7 @@ __global__ void __launch_bounds__(kNormMaxThreads)
       sumsq += x[j][e] * x[j][e];
   }
   const float scale = rsqrtf(block_sum(sumsq) / static_cast<float>(width) + eps);
-#pragma unroll
-  for (int j = 0; j < K; ++j) {
-    const int v = threadIdx.x + j * blockDim.x;
-    if (v >= vecs) continue;
-    float w[kVec];
-    load_bf16x8(weight + v * kVec, w);
-    float y[kVec];
-#pragma unroll
-    for (int e = 0; e < kVec; ++e)
-      y[e] = x[j][e] * scale * (w[e] + weight_offset);
-    store_bf16x8(out + base + v * kVec, y);
-  }
+  store_normed<K>(x, scale, weight, weight_offset, vecs, out + base);
 }
 
 // One block per token. Each (head, group of V pair indices) of q and k is rotated by one thread,
