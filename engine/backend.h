@@ -17,7 +17,7 @@ namespace kvserve {
 // One sequence of the batch whose next token is sampled this step: a SampleInput without the
 // logits, which stay wherever the backend computed them.
 struct SamplingTask {
-  int row = 0;  // the sequence's index in the StepBatch (the row of forward()'s logits)
+  int row = 0;  // the row of forward()'s logits: the sequence's index, or a row that checks a draft
   const SamplingParams* params = nullptr;
   std::span<const TokenId> prompt;
   std::span<const TokenId> output;  // tokens generated so far
@@ -40,8 +40,9 @@ class Backend {
   virtual std::string name() const = 0;
   virtual int vocab_size() const = 0;
   // Writes the K/V of every token in the batch at its slot, attends through the block tables, and
-  // returns the logits of each sequence's last token: [batch.num_seqs x vocab_size()], row-major,
-  // valid until the next call. Rows of sequences whose emits_token is 0 are unspecified.
+  // returns the logits at the tokens batch.logits_indices names: [its size x vocab_size()],
+  // row-major, valid until the next call; row s < num_seqs is sequence s's last token. Rows of
+  // sequences whose emits_token is 0 are unspecified.
   // Contract: within each layer, all of the batch's K/V writes happen before any attention read, so
   // a sequence may attend to blocks that another sequence of the same batch fills (prefix sharing
   // between requests admitted together). A backend that throws leaves the cache undefined: the

@@ -28,6 +28,7 @@ const StepBatch& BatchBuilder::build(const StepPlan& plan, int block_size) {
   b.query_start_loc.resize(b.num_seqs + 1);
   b.context_lens.resize(b.num_seqs);
   b.emits_token.resize(b.num_seqs);
+  b.logits_indices.resize(b.num_seqs);
   b.block_tables.assign(static_cast<size_t>(b.num_seqs) * b.max_blocks_per_seq, StepBatch::kPaddingBlock);
 
   int t = 0;
@@ -36,18 +37,24 @@ const StepBatch& BatchBuilder::build(const StepPlan& plan, int block_size) {
     const Sequence& seq = *s.seq;
     const BlockTable& table = seq.block_table();
     const auto tokens = seq.tokens();
+    const auto draft = seq.draft();
     b.query_start_loc[i] = t;
     for (int pos = s.start_pos; pos < s.start_pos + s.num_new_tokens; ++pos, ++t) {
-      b.token_ids[t] = tokens[pos];
+      b.token_ids[t] =
+          pos < s.end_of_tokens() ? tokens[pos] : draft[static_cast<size_t>(pos - s.end_of_tokens())];
       b.positions[t] = pos;
       b.slot_mapping[t] = table.slot(pos);
     }
     b.context_lens[i] = s.start_pos + s.num_new_tokens;
     b.emits_token[i] = s.emits_token ? 1 : 0;
+    b.logits_indices[i] = t - 1;
     std::copy(table.blocks().begin(), table.blocks().end(),
               b.block_tables.begin() + static_cast<ptrdiff_t>(i) * b.max_blocks_per_seq);
   }
   b.query_start_loc[b.num_seqs] = t;
+  for (int i = 0; i < b.num_seqs; ++i)
+    for (int j = plan.seqs[i].num_draft_tokens; j > 0; --j)
+      b.logits_indices.push_back(b.query_start_loc[i + 1] - 1 - j);
   return b;
 }
 
@@ -101,6 +108,14 @@ void validate_step_batch(const StepBatch& b, int num_blocks, int block_size, int
         fail_seq(s, "token " + str(t) + " has slot " + str(b.slot_mapping[t]) + ", its block table says " +
                         str(slot));
     }
+  }
+  if (b.logits_indices.size() < seqs || b.logits_indices.size() > seqs + tokens)
+    fail(str(b.logits_indices.size()) + " logits rows for " + str(b.num_seqs) + " sequences");
+  for (size_t r = 0; r < b.logits_indices.size(); ++r) {
+    const int32_t t = b.logits_indices[r];
+    if (r < seqs ? t != b.query_start_loc[r + 1] - 1 : (t < 0 || t >= b.num_tokens))
+      fail("logits row " + str(r) + " is token " + str(t) + ", not " +
+           (r < seqs ? "its sequence's last token" : "a token of the batch"));
   }
 }
 

@@ -44,9 +44,9 @@ std::span<const float> ChecksumBackend::forward(const StepBatch& batch) {
     cache_[slot] = {batch.token_ids[t], batch.positions[t]};
   }
 
-  logits_.assign(static_cast<size_t>(batch.num_seqs) * vocab_size_, 0.0f);
-  for (int s = 0; s < batch.num_seqs; ++s)
-    logits_[static_cast<size_t>(s) * vocab_size_ + next_token(batch, s, batch.context_lens[s])] = 1.0f;
+  logits_.assign(batch.logits_indices.size() * vocab_size_, 0.0f);
+  for (size_t r = 0; r < batch.logits_indices.size(); ++r)
+    logits_[r * vocab_size_ + predicted_after(batch, batch.logits_indices[r])] = 1.0f;
   return logits_;
 }
 
@@ -58,12 +58,15 @@ std::span<const float> ChecksumBackend::token_logits(const StepBatch& batch,
     if (t < 0 || t >= batch.num_tokens)
       throw std::logic_error("ChecksumBackend::token_logits: token index " + std::to_string(t) +
                              " outside the batch");
-    const auto seq = std::upper_bound(batch.query_start_loc.begin(), batch.query_start_loc.end(), t) -
-                     batch.query_start_loc.begin() - 1;
-    const int next = next_token(batch, static_cast<int>(seq), batch.positions[t] + 1);
-    logits_[r * static_cast<size_t>(vocab_size_) + static_cast<size_t>(next)] = 1.0f;
+    logits_[r * static_cast<size_t>(vocab_size_) + static_cast<size_t>(predicted_after(batch, t))] = 1.0f;
   }
   return logits_;
+}
+
+TokenId ChecksumBackend::predicted_after(const StepBatch& batch, int t) const {
+  const auto seq = std::upper_bound(batch.query_start_loc.begin(), batch.query_start_loc.end(), t) -
+                   batch.query_start_loc.begin() - 1;
+  return next_token(batch, static_cast<int>(seq), batch.positions[t] + 1);
 }
 
 TokenId ChecksumBackend::next_token(const StepBatch& batch, int s, int context_len) const {

@@ -39,6 +39,8 @@ class ChecksumBackend : public Backend {
   // The token predicted after the first context_len tokens of the batch's sequence s, read
   // through its block table.
   TokenId next_token(const StepBatch& batch, int s, int context_len) const;
+  // The token predicted after the batch's flat token t, from its sequence's cache.
+  TokenId predicted_after(const StepBatch& batch, int t) const;
 
   int block_size_;
   int vocab_size_;

@@ -186,20 +186,22 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
       x_[i] += h_[i] * residual_multiplier;
   }
 
-  // Final norm and logits only for the sequences whose next token is sampled.
+  // Final norm and logits only for the tokens whose next token is sampled: the last of each
+  // sequence that emits one, and those that check a draft.
   const int seqs = batch.num_seqs;
-  last_.assign(static_cast<size_t>(seqs) * hidden, 0.0f);
-  for (int s = 0; s < seqs; ++s) {
-    if (!batch.emits_token[s]) continue;
-    const int t = batch.query_start_loc[s + 1] - 1;
-    std::copy_n(&x_[static_cast<size_t>(t) * hidden], hidden, &last_[static_cast<size_t>(s) * hidden]);
+  const int rows = static_cast<int>(batch.logits_indices.size());
+  const auto sampled = [&](int r) { return r >= seqs || batch.emits_token[r]; };
+  last_.assign(static_cast<size_t>(rows) * hidden, 0.0f);
+  for (int r = 0; r < rows; ++r) {
+    if (!sampled(r)) continue;
+    const int t = batch.logits_indices[r];
+    std::copy_n(&x_[static_cast<size_t>(t) * hidden], hidden, &last_[static_cast<size_t>(r) * hidden]);
   }
-  rms_norm(last_, seqs, hidden, w.final_norm, c, h_);
-  linear(h_, seqs, w.output_projection(), Tensor{}, logits_);
+  rms_norm(last_, rows, hidden, w.final_norm, c, h_);
+  linear(h_, rows, w.output_projection(), Tensor{}, logits_);
   finish_logits(logits_, c);
-  for (int s = 0; s < seqs; ++s)
-    if (!batch.emits_token[s])
-      std::fill_n(&logits_[static_cast<size_t>(s) * c.vocab_size], c.vocab_size, 0.0f);
+  for (int r = 0; r < rows; ++r)
+    if (!sampled(r)) std::fill_n(&logits_[static_cast<size_t>(r) * c.vocab_size], c.vocab_size, 0.0f);
   return logits_;
 }
 

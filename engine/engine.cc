@@ -96,13 +96,24 @@ std::vector<StepOutput> Engine::step() {
     state.scheduled = true;
   }
   const StepBatch& batch = batch_builder_.build(plan, config_.scheduler.block_size);
-  // One sampling task per sequence that emits a token; the backend samples them where the logits are.
+  // One sampling task per token a sequence may produce: at its last input, and for a sequence with
+  // a draft, at each input a draft token follows, as if the draft so far were its output (so each
+  // draw is the one decoding without the draft would make there: the same history for penalties,
+  // the same constraint state, the same draw index). The backend samples where the logits are.
   tasks_.clear();
-  task_plan_index_.clear();
+  task_sample_index_.clear();
   suppressed_.resize(plan.seqs.size());
+  drafted_outputs_.resize(plan.seqs.size());
+  size_t sample_index = 0;         // into complete_step's `sampled`: a run per sequence
+  int draft_row = batch.num_seqs;  // logits rows that check drafts follow the sequences' rows
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
-    if (!plan.seqs[i].emits_token) continue;
-    const Sequence& seq = *plan.seqs[i].seq;
+    const ScheduledSequence& s = plan.seqs[i];
+    const size_t run = sample_index;
+    sample_index += 1 + static_cast<size_t>(s.num_draft_tokens);
+    const int first_draft_row = draft_row;
+    draft_row += s.num_draft_tokens;
+    if (!s.emits_token) continue;
+    const Sequence& seq = *s.seq;
     // Before min_tokens, the tokens that would stop the request are not candidates at all.
     std::vector<TokenId>& suppressed = suppressed_[i];
     suppressed.clear();
@@ -110,10 +121,24 @@ std::vector<StepOutput> Engine::step() {
       if (!seq.stop().ignore_eos) suppressed = config_.eos_token_ids;
       suppressed.insert(suppressed.end(), seq.stop().stop_token_ids.begin(), seq.stop().stop_token_ids.end());
     }
-    tasks_.push_back(SamplingTask{static_cast<int>(i), &seq.sampling(),
-                                  seq.tokens().first(seq.num_prompt_tokens()), seq.output(),
-                                  states_.at(seq.id()).seed, suppressed, seq.allowed_tokens()});
-    task_plan_index_.push_back(i);
+    std::span<const TokenId> output = seq.output();
+    if (s.num_draft_tokens > 0) {
+      std::vector<TokenId>& drafted = drafted_outputs_[i];
+      drafted.assign(output.begin(), output.end());
+      drafted.insert(drafted.end(), seq.draft().begin(), seq.draft().end());
+      output = drafted;
+    }
+    const int num_output = seq.num_output_tokens();
+    for (int j = 0; j <= s.num_draft_tokens; ++j) {
+      const bool suppress = num_output + j < seq.stop().min_tokens;
+      tasks_.push_back(
+          SamplingTask{j < s.num_draft_tokens ? first_draft_row + j : static_cast<int>(i), &seq.sampling(),
+                       seq.tokens().first(seq.num_prompt_tokens()),
+                       output.first(static_cast<size_t>(num_output + j)), states_.at(seq.id()).seed,
+                       suppress ? std::span<const TokenId>(suppressed) : std::span<const TokenId>(),
+                       seq.allowed_tokens_after_draft(j)});
+      task_sample_index_.push_back(run + static_cast<size_t>(j));
+    }
   }
   task_results_.assign(tasks_.size(), SampledToken{});
   backend_->forward_and_sample(batch, tasks_, task_results_);
@@ -134,10 +159,10 @@ std::vector<StepOutput> Engine::step() {
 
   score_prompts(plan, batch);
 
-  sampled_.assign(plan.seqs.size(), SampledToken{});
-  sampled_ids_.assign(plan.seqs.size(), -1);
+  sampled_.assign(sample_index, SampledToken{});
+  sampled_ids_.assign(sample_index, -1);
   for (size_t k = 0; k < tasks_.size(); ++k) {
-    const size_t i = task_plan_index_[k];
+    const size_t i = task_sample_index_[k];
     sampled_[i] = std::move(task_results_[k]);
     sampled_ids_[i] = sampled_[i].token;
   }
@@ -145,7 +170,9 @@ std::vector<StepOutput> Engine::step() {
 
   std::vector<StepOutput> outputs;
   for (const SequenceEvent& e : scheduler_.complete_step(plan, sampled_ids_)) {
-    SampledToken& sampled = sampled_[e.plan_index];
+    // A stop string may end a request at one of several tokens its draft let this step produce.
+    if (!states_.contains(e.id)) continue;
+    SampledToken& sampled = sampled_[e.sample_index];
     StepOutput out{e.id,
                    e.token,
                    sampled.logprob,

@@ -113,7 +113,8 @@ class Engine {
   std::vector<SampledToken> sampled_;
   std::vector<TokenId> sampled_ids_;
   std::vector<SamplingTask> tasks_;
-  std::vector<size_t> task_plan_index_;  // tasks_[k] samples plan.seqs[task_plan_index_[k]]
+  std::vector<size_t> task_sample_index_;              // tasks_[k] draws sampled_[task_sample_index_[k]]
+  std::vector<std::vector<TokenId>> drafted_outputs_;  // per plan index: output + draft
   std::vector<SampledToken> task_results_;
   std::vector<std::vector<TokenId>> suppressed_;  // per plan index; tasks_ point into these
   std::vector<RequestId> first_scheduled_;

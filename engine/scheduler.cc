@@ -40,6 +40,15 @@ Status SchedulerConfig::validate() const {
     return Status::InvalidArgument("max_model_len must be at least 2, got " + str(max_model_len));
   if (max_waiting < 0)
     return Status::InvalidArgument("max_waiting must be >= 0 (0 = unlimited), got " + str(max_waiting));
+  if (speculative.max_draft_tokens < 0 || speculative.max_draft_tokens > kMaxDraftTokens)
+    return Status::InvalidArgument("num_speculative_tokens must be between 0 (off) and " +
+                                   str(kMaxDraftTokens) + ", got " + str(speculative.max_draft_tokens));
+  if (speculative.max_draft_tokens > 0 &&
+      (speculative.min_ngram < 1 || speculative.min_ngram > speculative.max_ngram ||
+       speculative.max_ngram > kMaxNgram))
+    return Status::InvalidArgument(
+        "prompt_lookup_min and prompt_lookup_max must satisfy 1 <= min <= max <= " + str(kMaxNgram) +
+        ", got " + str(speculative.min_ngram) + " and " + str(speculative.max_ngram));
   if (max_priority_wait.count() < 0)
     return Status::InvalidArgument("max_priority_wait must be >= 0 (0 = no bound), got " +
                                    str(max_priority_wait.count()) + " ms");
@@ -337,10 +346,13 @@ StepPlan Scheduler::schedule() {
     plan_chunk(plan, *seq, n, budget);
   }
 
+  if (config_.speculative.max_draft_tokens > 0) add_drafts(plan, budget);
+
   // No preemption can happen past this point, so the blocks this step fills are final: register them
-  // now, and requests admitted below (in this very step) already share them.
+  // now, and requests admitted below (in this very step) already share them. Not the blocks that
+  // only drafts fill: a draft token may be wrong.
   for (const ScheduledSequence& e : plan.seqs)
-    register_full_blocks(*e.seq, e.start_pos + e.num_new_tokens);
+    register_full_blocks(*e.seq, e.end_of_tokens());
 
   // New and preempted sequences, in queue order. None while this step had to preempt: the pool is
   // short and admitting would only preempt again; nor one this step preempted to make room.
@@ -377,14 +389,39 @@ StepPlan Scheduler::schedule() {
     planned_deferred = true;
   }
 
-  // Single-token decodes first: deferred ones come after the chunks above.
-  if (planned_deferred)
+  // Single-token decodes first: deferred ones, and those behind a decode with a draft, come after
+  // the chunks above.
+  if (planned_deferred || plan.num_draft_tokens > 0)
     std::stable_partition(plan.seqs.begin(), plan.seqs.end(),
                           [](const ScheduledSequence& e) { return e.num_new_tokens == 1; });
   while (plan.num_decodes < static_cast<int>(plan.seqs.size()) &&
          plan.seqs[plan.num_decodes].num_new_tokens == 1)
     ++plan.num_decodes;
   return plan;
+}
+
+void Scheduler::add_drafts(StepPlan& plan, int& budget) {
+  for (ScheduledSequence& e : plan.seqs) {
+    if (budget == 0) return;
+    Sequence& seq = *e.seq;
+    if (!e.emits_token || e.num_new_tokens != 1 || seq.status() != SequenceStatus::kRunning) continue;
+    // Every draft token may become an output token: none may take the output past max_tokens (nor,
+    // so, the sequence past max_model_len, which add() checked prompt + max_tokens against).
+    const int output_left = seq.stop().max_tokens - seq.num_output_tokens() - 1;
+    const int max_draft = std::min({config_.speculative.max_draft_tokens, budget, output_left});
+    if (max_draft <= 0) continue;
+    propose_ngram_draft(seq.tokens(), config_.speculative, max_draft, draft_scratch_);
+    int drafted = seq.set_draft(draft_scratch_, max_draft);
+    if (drafted == 0) continue;
+    // The real token's slot is reserved already: only free blocks are left to the draft.
+    const int room = reserve(seq, 1 + drafted, /*allow_partial=*/true) - 1;
+    if (room < drafted) drafted = seq.set_draft(draft_scratch_, room);
+    e.num_new_tokens += drafted;
+    e.num_draft_tokens = drafted;
+    plan.num_batched_tokens += drafted;
+    plan.num_draft_tokens += drafted;
+    budget -= drafted;
+  }
 }
 
 void Scheduler::plan_chunk(StepPlan& plan, Sequence& seq, int n, int& budget) {
@@ -395,22 +432,45 @@ void Scheduler::plan_chunk(StepPlan& plan, Sequence& seq, int n, int& budget) {
 }
 
 std::vector<SequenceEvent> Scheduler::complete_step(const StepPlan& plan, std::span<const TokenId> sampled) {
-  if (sampled.size() != plan.seqs.size())
+  const size_t expected = plan.seqs.size() + static_cast<size_t>(plan.num_draft_tokens);
+  if (sampled.size() != expected)
     throw std::invalid_argument("complete_step: " + str(sampled.size()) + " sampled tokens for " +
-                                str(plan.seqs.size()) + " scheduled sequences");
+                                str(plan.seqs.size()) + " scheduled sequences and " +
+                                str(plan.num_draft_tokens) + " draft tokens");
   std::vector<SequenceEvent> events;
   std::vector<std::pair<RequestId, FinishReason>> finished;
+  size_t first = 0;  // of plan.seqs[i]'s run in `sampled`
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     const ScheduledSequence& s = plan.seqs[i];
+    const std::span<const TokenId> drawn =
+        sampled.subspan(first, 1 + static_cast<size_t>(s.num_draft_tokens));
+    first += drawn.size();
     Sequence& seq = *s.seq;
     if (seq.status() != SequenceStatus::kRunning) continue;
-    seq.set_num_computed_tokens(s.start_pos + s.num_new_tokens);
-
-    if (!s.emits_token) continue;
-    const FinishReason reason = seq.append_token(sampled[i]);
-    events.push_back({seq.id(), i, sampled[i], reason, seq.num_prompt_tokens(), seq.num_output_tokens(),
-                      seq.num_cached_prompt_tokens()});
-    if (reason != FinishReason::kNone) finished.emplace_back(seq.id(), reason);
+    if (!s.emits_token) {
+      seq.set_num_computed_tokens(s.start_pos + s.num_new_tokens);
+      continue;
+    }
+    // Drawn token j was drawn after draft token j, so it counts only if draft token j is the token
+    // drawn before it: the run of matches decides how many tokens this step produced.
+    const std::span<const TokenId> draft = seq.draft();
+    size_t produced = 1;
+    while (produced < drawn.size() && draft[produced - 1] == drawn[produced - 1])
+      ++produced;
+    num_draft_tokens_ += draft.size();
+    num_accepted_draft_tokens_ += produced - 1;
+    // The cache holds valid K/V for the inputs up to the last matching draft token; the last
+    // produced token is the next step's input.
+    seq.set_num_computed_tokens(s.end_of_tokens() + static_cast<int>(produced) - 1);
+    seq.clear_draft();
+    for (size_t j = 0; j < produced; ++j) {
+      const FinishReason reason = seq.append_token(drawn[j]);
+      events.push_back({seq.id(), i, first - drawn.size() + j, drawn[j], reason, seq.num_prompt_tokens(),
+                        seq.num_output_tokens(), seq.num_cached_prompt_tokens()});
+      if (reason == FinishReason::kNone) continue;
+      finished.emplace_back(seq.id(), reason);
+      break;
+    }
   }
   // After the loop: finishing destroys the sequence, which plan entries still point to.
   for (const auto& [id, reason] : finished)
@@ -433,6 +493,8 @@ SchedulerStats Scheduler::stats() const {
   s.num_total_blocks = pool_.num_blocks();
   s.num_preemptions = num_preemptions_;
   s.admission_short_of_blocks = admission_short_of_blocks_ && !waiting_.empty();
+  s.num_draft_tokens = num_draft_tokens_;
+  s.num_accepted_draft_tokens = num_accepted_draft_tokens_;
   for (const Sequence* seq : running_)
     s.num_unfilled_slots += seq->block_table().capacity() - seq->num_computed_tokens();
   return s;

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "engine/block_pool.h"
+#include "engine/ngram_drafter.h"
 #include "engine/sequence.h"
 #include "engine/status.h"
 #include "engine/step_batch.h"
@@ -44,6 +45,11 @@
 namespace kvserve {
 
 enum class SchedulingPolicy { kFcfs, kPriority };
+
+// Limits of SchedulerConfig::speculative: more draft tokens than this are nearly never all right,
+// and a longer n-gram than this is nearly never found.
+inline constexpr int kMaxDraftTokens = 16;
+inline constexpr int kMaxNgram = 32;
 
 struct SchedulerConfig {
   int block_size = 16;
@@ -60,6 +66,10 @@ struct SchedulerConfig {
   // overdue and goes ahead of every request that is not, whatever their priorities; 0 = never
   // (strict priority). Time running does not count.
   std::chrono::milliseconds max_priority_wait{0};
+  // Speculative decoding (off while max_draft_tokens is 0): each decode may carry a draft of up to
+  // max_draft_tokens tokens found by prompt lookup, with the token budget and free blocks that the
+  // step's real tokens leave; a draft never preempts a sequence or holds one back.
+  NgramDraftConfig speculative;
   // The clock max_priority_wait is measured by (tests set their own); steady_clock when empty.
   std::function<std::chrono::steady_clock::time_point()> clock;
 
@@ -70,7 +80,8 @@ struct SchedulerConfig {
 struct SequenceEvent {
   RequestId id;
   size_t plan_index;    // position of the sequence in the step's plan
-  TokenId token;        // the token generated this step
+  size_t sample_index;  // the index in complete_step's `sampled` of the token
+  TokenId token;        // a token generated this step (a sequence with a draft may have several)
   FinishReason finish;  // kNone while the sequence goes on
   int num_prompt_tokens;
   int num_output_tokens;
@@ -92,6 +103,10 @@ struct SchedulerStats {
   // the queue's head, or it preempted): seats it left free will not take them soon. False when
   // only the step's token budget or the seats held the queue back.
   bool admission_short_of_blocks = false;
+  // Speculative decoding so far: draft tokens fed to the model, and those that became output
+  // tokens (each one a decode step saved).
+  uint64_t num_draft_tokens = 0;
+  uint64_t num_accepted_draft_tokens = 0;
 };
 
 class Scheduler {
@@ -112,8 +127,12 @@ class Scheduler {
   Status finish(const RequestId& id, FinishReason reason);
 
   StepPlan schedule();
-  // sampled[i] is the token for plan.seqs[i] (ignored where !emits_token). Appends tokens, applies
-  // stop rules and frees finished sequences.
+  // `sampled` holds a run of tokens per plan.seqs[i], in plan order: the token drawn at its last
+  // input (ignored where !emits_token); for a sequence with a draft of m tokens, the m + 1 tokens
+  // drawn at its last m + 1 inputs (after its own tokens, then after each draft token). The first
+  // drawn token is appended, then each next one while the draft token it was drawn after equals the
+  // token appended before it. Stop rules apply to each appended token in turn (nothing is appended
+  // after one that finishes the sequence), finished sequences are freed, and drafts are cleared.
   std::vector<SequenceEvent> complete_step(const StepPlan& plan, std::span<const TokenId> sampled);
 
   bool has_unfinished() const { return !running_.empty() || !waiting_.empty(); }
@@ -159,6 +178,9 @@ class Scheduler {
   // Returns them, so that this step does not admit them again. `head_can_fit`: whether the head
   // fits once they are gone (false: no point holding worse running sequences back for it).
   std::vector<Sequence*> make_room_for_better_priority(StepPlan& plan, int& budget, bool& head_can_fit);
+  // Gives the step's decodes their drafts (SchedulerConfig::speculative), with what is left of the
+  // budget and the free blocks.
+  void add_drafts(StepPlan& plan, int& budget);
   // Enters the blocks that will be full once this step runs into the prefix cache.
   void register_full_blocks(Sequence& seq, int num_tokens_after_step);
   void release_blocks(Sequence& seq);
@@ -172,6 +194,9 @@ class Scheduler {
   uint64_t num_preemptions_ = 0;
   uint64_t num_added_ = 0;                  // arrivals so far
   bool admission_short_of_blocks_ = false;  // SchedulerStats::admission_short_of_blocks
+  uint64_t num_draft_tokens_ = 0;
+  uint64_t num_accepted_draft_tokens_ = 0;
+  std::vector<TokenId> draft_scratch_;
 };
 
 }  // namespace kvserve

@@ -40,6 +40,30 @@ std::span<const uint32_t> Sequence::allowed_tokens() const {
   return request_.constraint ? request_.constraint->allowed(constraint_state_) : std::span<const uint32_t>();
 }
 
+int Sequence::set_draft(std::span<const TokenId> draft, int max_tokens) {
+  clear_draft();
+  const size_t n = std::min(draft.size(), static_cast<size_t>(std::max(max_tokens, 0)));
+  if (!request_.constraint) {
+    draft_.assign(draft.begin(), draft.begin() + static_cast<ptrdiff_t>(n));
+    return static_cast<int>(n);
+  }
+  // A token the constraint does not allow could never be drawn, and after one that leaves nothing
+  // to follow, the request ends: drafting past either only wastes the model's time.
+  int32_t state = constraint_state_;
+  for (size_t i = 0; i < n; ++i) {
+    state = request_.constraint->advance(state, draft[i]);
+    if (request_.constraint->exhausted(state)) break;
+    draft_.push_back(draft[i]);
+    draft_states_.push_back(state);
+  }
+  return static_cast<int>(draft_.size());
+}
+
+std::span<const uint32_t> Sequence::allowed_tokens_after_draft(int i) const {
+  if (!request_.constraint) return {};
+  return request_.constraint->allowed(i == 0 ? constraint_state_ : draft_states_[static_cast<size_t>(i - 1)]);
+}
+
 std::span<const BlockHash> Sequence::block_hashes() {
   const int block_size = table_.block_size();
   const int full_blocks = num_tokens() / block_size;

@@ -108,6 +108,20 @@ class Sequence {
   // has none.
   std::span<const uint32_t> allowed_tokens() const;
 
+  // Speculative decoding: tokens guessed to follow tokens() (engine/ngram_drafter.h), fed to the
+  // model behind the last one in this step. Scheduler::schedule sets the draft and complete_step
+  // clears it; it is never part of tokens(), whose tokens have all been drawn by the sampler.
+  std::span<const TokenId> draft() const { return draft_; }
+  // Takes at most the first max_tokens tokens of `draft`; under a constraint, only the leading ones
+  // it allows in turn and after which something may still follow. Returns how many it took.
+  int set_draft(std::span<const TokenId> draft, int max_tokens);
+  void clear_draft() {
+    draft_.clear();
+    draft_states_.clear();
+  }
+  // The allowed_tokens() mask after the first i tokens of the draft (i <= draft().size()).
+  std::span<const uint32_t> allowed_tokens_after_draft(int i) const;
+
  private:
   Request request_;
   std::vector<TokenId> eos_token_ids_;
@@ -123,6 +137,8 @@ class Sequence {
   int num_preemptions_ = 0;
   bool ever_scheduled_ = false;
   int32_t constraint_state_ = -1;  // the constraint's automaton state after the output so far
+  std::vector<TokenId> draft_;
+  std::vector<int32_t> draft_states_;  // under a constraint: its state after each draft token
   int next_position_to_score_ = 0;
   uint64_t arrival_ = 0;
   std::chrono::steady_clock::time_point waiting_since_;

@@ -14,11 +14,16 @@ class Sequence;
 
 // One sequence's share of a step: tokens [start_pos, start_pos + num_new_tokens) of its
 // tokens() are fed to the model. When they reach its last token, the step produces its next token.
+// A decode may carry a draft (speculative decoding): then its last num_draft_tokens inputs are its
+// draft(), guessed to follow tokens(), and the step may produce up to 1 + num_draft_tokens tokens.
 struct ScheduledSequence {
   Sequence* seq;
   int start_pos;
   int num_new_tokens;
   bool emits_token;
+  int num_draft_tokens = 0;
+  // The end of the inputs that are the sequence's own tokens (the draft follows them).
+  int end_of_tokens() const { return start_pos + num_new_tokens - num_draft_tokens; }
 };
 
 struct StepPlan {
@@ -26,6 +31,7 @@ struct StepPlan {
   std::vector<ScheduledSequence> seqs;
   int num_decodes = 0;
   int num_batched_tokens = 0;
+  int num_draft_tokens = 0;  // of all sequences
   // Sequences preempted while planning this step (blocks freed, back in the queue ahead of every
   // request of their priority that arrived after them).
   std::vector<std::string> preempted;
@@ -53,6 +59,11 @@ struct StepBatch {
   // kPaddingBlock so that a kernel reading past context_lens fails loudly in the reference.
   std::vector<BlockId> block_tables;
   std::vector<uint8_t> emits_token;  // [num_seqs] 1 if the sequence's last-token logits are sampled
+  // The flat token index of each row of logits forward() computes: row s < num_seqs is sequence s's
+  // last token; then, for each sequence with a draft of m tokens (in batch order), the m inputs
+  // before its last (its own last token and its draft but the last), whose next tokens check the
+  // draft. [num_seqs + the batch's draft tokens]
+  std::vector<int32_t> logits_indices;
 
   static constexpr BlockId kPaddingBlock = -1;
 
@@ -65,7 +76,8 @@ struct StepBatch {
 // Throws std::logic_error, naming the first offending entry, unless `batch` is one a backend with a
 // pool of num_blocks blocks of block_size tokens and a vocabulary of vocab_size tokens can run without
 // touching memory outside its arrays: the batch's block size is the pool's; every array has the
-// length its counts say; query lengths are >= 1 (exactly 1
+// length its counts say; logits rows are each sequence's last token, then tokens of the batch;
+// query lengths are >= 1 (exactly 1
 // for the first num_decodes); token ids are in [0, vocab_size); token j of a sequence with query
 // length L and context C sits at position C - L + j; the context fits the table's width; the block of
 // every new token is a pool block (that includes the context's last block, and a row is pool blocks

@@ -218,7 +218,10 @@ void CudaBackend::allocate_activations() {
   const ModelConfig& c = config_;
   const int max_tokens = std::max(options_.max_num_batched_tokens, options_.max_num_seqs);
   const int max_seqs = options_.max_num_seqs;
-  arrays_ = StepArraysLayout::make(max_tokens, max_seqs);
+  // Each draft token is an input token too, so a step checks at most max_tokens of them.
+  const int max_rows = max_seqs + static_cast<int>(std::min<int64_t>(
+                                      int64_t{max_seqs} * options_.max_draft_tokens, max_tokens));
+  arrays_ = StepArraysLayout::make(max_tokens, max_seqs, max_rows);
   host_arrays_.reserve(arrays_.total_bytes);
   device_arrays_.resize(arrays_.total_bytes);
   table_width_ = (options_.max_model_len + options_.block_size - 1) / options_.block_size;
@@ -234,9 +237,9 @@ void CudaBackend::allocate_activations() {
   delta_.resize(t * c.hidden_size);
   gate_up_.resize(t * 2 * c.intermediate_size);
   act_.resize(t * c.intermediate_size);
-  last_.resize(static_cast<size_t>(max_seqs) * c.hidden_size);
-  last_normed_.resize(static_cast<size_t>(max_seqs) * c.hidden_size);
-  logits_.resize(static_cast<size_t>(max_seqs) * c.vocab_size);
+  last_.resize(static_cast<size_t>(max_rows) * c.hidden_size);
+  last_normed_.resize(static_cast<size_t>(max_rows) * c.hidden_size);
+  logits_.resize(static_cast<size_t>(max_rows) * c.vocab_size);
 
   // The split-KV scratch for the largest (sequences x splits) any step can ask for.
   size_t workspace = 0;
@@ -248,11 +251,11 @@ void CudaBackend::allocate_activations() {
   }
   decode_workspace_.resize(std::max<size_t>(workspace, 1));
 
-  sampling_workspace_.resize(std::max<size_t>(sampling_workspace_bytes(max_seqs, c.vocab_size), 1));
-  sampling_rows_.resize(max_seqs);
-  sampled_.resize(max_seqs);
-  host_rows_.reserve(max_seqs);
-  host_sampled_.reserve(max_seqs);
+  sampling_workspace_.resize(std::max<size_t>(sampling_workspace_bytes(max_rows, c.vocab_size), 1));
+  sampling_rows_.resize(max_rows);
+  sampled_.resize(max_rows);
+  host_rows_.reserve(max_rows);
+  host_sampled_.reserve(max_rows);
   host_score_indices_.reserve(max_seqs);
   score_indices_.resize(max_seqs);
   history_.resize(1);
@@ -329,7 +332,7 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
   const auto* slots = device_array<int64_t>(device_arrays_, arrays_.slot_mapping);
   const auto* query_start = device_array<int32_t>(device_arrays_, arrays_.query_start_loc);
   const auto* context_lens = device_array<int32_t>(device_arrays_, arrays_.context_lens);
-  const auto* last_index = device_array<int32_t>(device_arrays_, arrays_.last_token_index);
+  const auto* logits_indices = device_array<int32_t>(device_arrays_, arrays_.logits_indices);
 
   embedding_gather(embed_.get(), token_ids, tokens, hidden, static_cast<float>(c.embedding_multiplier),
                    residual_.get(), stream_);
@@ -413,11 +416,12 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
       rms_norm(delta_.get(), w.mlp_output_norm.get(), eps, norm_offset, tokens, hidden, delta_.get(),
                stream_);
   }
-  // The last MLP output joins the stream (this norm's output is not needed: only the last token of
-  // each sequence is normalized, below, after the gather).
+  // The last MLP output joins the stream (this norm's output is not needed: only the tokens whose
+  // logits the step computes, each sequence's last and those that check a draft, are normalized,
+  // below, after the gather).
   add_rms_norm(residual_.get(), delta_.get(), final_norm_.get(), eps, tokens, hidden, normed_.get(), stream_,
                norm_offset);
-  enqueue_lm_head(last_index, seqs);
+  enqueue_lm_head(logits_indices, step.num_logits_rows);
 }
 
 void CudaBackend::enqueue_lm_head(const int32_t* token_index, int rows) {
@@ -492,7 +496,7 @@ void CudaBackend::finish_step() {
 
 std::span<const float> CudaBackend::forward(const StepBatch& batch) {
   run_forward(batch);
-  const size_t n = static_cast<size_t>(batch.num_seqs) * config_.vocab_size;
+  const size_t n = batch.logits_indices.size() * config_.vocab_size;
   host_logits_.resize(n);
   CUDA_CHECK(cudaMemcpyAsync(host_logits_.data(), logits_.get(), n * sizeof(float), cudaMemcpyDeviceToHost,
                              stream_));
@@ -504,7 +508,7 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
                                      std::span<SampledToken> out) {
   if (out.size() != tasks.size()) throw std::logic_error("forward_and_sample: one output per task");
   if (tasks.size() > host_rows_.size())
-    throw std::logic_error("forward_and_sample: more sampling tasks than max_num_seqs");
+    throw std::logic_error("forward_and_sample: more sampling tasks than logits rows");
   run_forward(batch);
   if (tasks.empty()) {
     finish_step();

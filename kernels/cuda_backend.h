@@ -52,6 +52,9 @@ struct CudaBackendOptions {
   int max_num_batched_tokens = 8192;
   int max_num_seqs = 256;
   int max_model_len = 8192;
+  // Speculative decoding (SchedulerConfig::speculative.max_draft_tokens): a step then computes and
+  // samples logits for up to max_num_seqs * (1 + max_draft_tokens) tokens, not one per sequence.
+  int max_draft_tokens = 0;
   bool cuda_graphs = true;  // false: every step launches its kernels one by one (debugging)
 };
 

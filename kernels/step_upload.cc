@@ -19,10 +19,11 @@ T* at(std::span<std::byte> dst, size_t offset) {
 
 }  // namespace
 
-StepArraysLayout StepArraysLayout::make(int max_tokens, int max_seqs) {
+StepArraysLayout StepArraysLayout::make(int max_tokens, int max_seqs, int max_logits_rows) {
   StepArraysLayout l;
   l.max_tokens = max_tokens;
   l.max_seqs = max_seqs;
+  l.max_logits_rows = std::max(max_logits_rows, max_seqs);
   size_t off = 0;
   const auto place = [&off](size_t bytes) {
     const size_t at = off;
@@ -35,7 +36,7 @@ StepArraysLayout StepArraysLayout::make(int max_tokens, int max_seqs) {
   l.slot_mapping = place(sizeof(int64_t) * max_tokens);
   l.query_start_loc = place(sizeof(int32_t) * (max_seqs + 1));
   l.context_lens = place(sizeof(int32_t) * max_seqs);
-  l.last_token_index = place(sizeof(int32_t) * max_seqs);
+  l.logits_indices = place(sizeof(int32_t) * l.max_logits_rows);
   l.total_bytes = off;
   return l;
 }
@@ -49,10 +50,15 @@ PackedStep pack_step_arrays(const StepBatch& batch, int padded_seqs, const StepA
     throw std::invalid_argument("pack_step_arrays: only decode-only batches are padded");
   const int pad = padded_seqs - seqs;
   const int tokens = batch.num_tokens + pad;
-  if (tokens > layout.max_tokens || padded_seqs > layout.max_seqs)
+  const int rows = static_cast<int>(batch.logits_indices.size()) + pad;
+  if (tokens > layout.max_tokens || padded_seqs > layout.max_seqs || rows > layout.max_logits_rows)
     throw std::invalid_argument("pack_step_arrays: step of " + std::to_string(tokens) + " tokens / " +
-                                std::to_string(padded_seqs) + " sequences exceeds the backend's " +
-                                std::to_string(layout.max_tokens) + " / " + std::to_string(layout.max_seqs));
+                                std::to_string(padded_seqs) + " sequences / " + std::to_string(rows) +
+                                " logits rows exceeds the backend's " + std::to_string(layout.max_tokens) +
+                                " / " + std::to_string(layout.max_seqs) + " / " +
+                                std::to_string(layout.max_logits_rows));
+  if (pad > 0 && batch.logits_indices.size() != static_cast<size_t>(seqs))
+    throw std::invalid_argument("pack_step_arrays: a padded batch has one logits row per sequence");
   if (dst.size() < layout.total_bytes) throw std::invalid_argument("pack_step_arrays: buffer too small");
 
   const int n = batch.num_tokens;
@@ -62,9 +68,8 @@ PackedStep pack_step_arrays(const StepBatch& batch, int padded_seqs, const StepA
   std::memcpy(at<int32_t>(dst, layout.query_start_loc), batch.query_start_loc.data(),
               sizeof(int32_t) * (seqs + 1));
   std::memcpy(at<int32_t>(dst, layout.context_lens), batch.context_lens.data(), sizeof(int32_t) * seqs);
-  int32_t* last = at<int32_t>(dst, layout.last_token_index);
-  for (int s = 0; s < seqs; ++s)
-    last[s] = batch.query_start_loc[s + 1] - 1;
+  int32_t* logits_index = at<int32_t>(dst, layout.logits_indices);
+  std::memcpy(logits_index, batch.logits_indices.data(), sizeof(int32_t) * batch.logits_indices.size());
 
   for (int p = 0; p < pad; ++p) {
     const int t = n + p;
@@ -74,10 +79,10 @@ PackedStep pack_step_arrays(const StepBatch& batch, int padded_seqs, const StepA
     at<int64_t>(dst, layout.slot_mapping)[t] = -1;
     at<int32_t>(dst, layout.query_start_loc)[s + 1] = t + 1;
     at<int32_t>(dst, layout.context_lens)[s] = 0;
-    last[s] = t;
+    logits_index[s] = t;
   }
   // The device copy starts at offset 0 and must reach the end of the last array a step fills.
-  return PackedStep{padded_seqs, tokens, layout.total_bytes};
+  return PackedStep{padded_seqs, tokens, rows, layout.total_bytes};
 }
 
 int graph_bucket(int num_seqs, int max_seqs) {

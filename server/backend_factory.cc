@@ -113,6 +113,7 @@ BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Mo
     opt.max_num_batched_tokens = scheduler.max_num_batched_tokens;
     opt.max_num_seqs = scheduler.max_num_seqs;
     opt.max_model_len = scheduler.max_model_len;
+    opt.max_draft_tokens = scheduler.speculative.max_draft_tokens;
     opt.cuda_graphs = choice.cuda_graphs;
     auto backend = std::make_unique<cuda::CudaBackend>(model, opt);
     built.num_blocks = backend->num_blocks();

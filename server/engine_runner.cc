@@ -317,13 +317,17 @@ void EngineRunner::publish_status(int finishing, bool after_step) {
   ended_since_publish_ = 0;
   status_.preemptions = stats.num_preemptions;
   status_.kv_slots_unfilled = stats.num_unfilled_slots;
+  status_.draft_tokens = stats.num_draft_tokens;
+  status_.accepted_draft_tokens = stats.num_accepted_draft_tokens;
   if (options_.metrics)
     options_.metrics->set_scheduler_state({.running = stats.num_running,
                                            .waiting = stats.num_waiting,
                                            .kv_blocks_total = stats.num_total_blocks,
                                            .kv_blocks_free = stats.num_free_blocks,
                                            .kv_blocks_cached = stats.num_cached_blocks,
-                                           .preemptions = stats.num_preemptions});
+                                           .preemptions = stats.num_preemptions,
+                                           .draft_tokens = stats.num_draft_tokens,
+                                           .accepted_draft_tokens = stats.num_accepted_draft_tokens});
 }
 
 }  // namespace kvserve

@@ -55,6 +55,8 @@ struct EngineStatus {
   uint64_t requests_served = 0;
   uint64_t preemptions = 0;
   int64_t kv_slots_unfilled = 0;
+  uint64_t draft_tokens = 0;  // SchedulerStats::num_draft_tokens
+  uint64_t accepted_draft_tokens = 0;
   bool draining = false;
 };
 

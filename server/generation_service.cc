@@ -422,6 +422,7 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
   info->set_scheduling_policy(sc.policy == SchedulingPolicy::kPriority ? "priority" : "fcfs");
   if (sc.policy == SchedulingPolicy::kPriority)
     info->set_max_priority_wait_seconds(std::chrono::duration<double>(sc.max_priority_wait).count());
+  info->set_num_speculative_tokens(static_cast<uint32_t>(sc.speculative.max_draft_tokens));
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
@@ -444,6 +445,8 @@ grpc::ServerUnaryReactor* GenerationService::GetServerStatus(grpc::CallbackServe
   response->set_requests_served(s.requests_served);
   response->set_draining(s.draining);
   response->set_preemptions(s.preemptions);
+  response->set_draft_tokens(s.draft_tokens);
+  response->set_accepted_draft_tokens(s.accepted_draft_tokens);
   response->set_kv_slots_unfilled(static_cast<uint64_t>(s.kv_slots_unfilled));
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

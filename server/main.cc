@@ -59,6 +59,9 @@ struct Flags {
   int max_num_batched_tokens = 2048;
   int max_model_len = 0;  // 0 = the model's
   int max_queue = 1024;
+  int num_speculative_tokens = 0;
+  int prompt_lookup_min = 2;
+  int prompt_lookup_max = 4;
   bool download_only = false;
   std::string scheduling_policy = "fcfs";
   double max_priority_wait_s = 60;
@@ -264,6 +267,20 @@ int main(int argc, char** argv) {
                  "no limit)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--num-speculative-tokens", f.num_speculative_tokens,
+                 "speculative decoding by prompt lookup: up to this many tokens, found by matching the "
+                 "end of a request's text earlier in its prompt or output, are checked in each decode "
+                 "step, and the tokens come out exactly as without it (0 = off)")
+      ->check(CLI::Range(0, kvserve::kMaxDraftTokens))
+      ->capture_default_str();
+  app.add_option("--prompt-lookup-min", f.prompt_lookup_min,
+                 "with --num-speculative-tokens: the fewest last tokens matched to find a draft")
+      ->check(CLI::Range(1, kvserve::kMaxNgram))
+      ->capture_default_str();
+  app.add_option("--prompt-lookup-max", f.prompt_lookup_max,
+                 "with --num-speculative-tokens: the most last tokens matched (longer matches first)")
+      ->check(CLI::Range(1, kvserve::kMaxNgram))
+      ->capture_default_str();
   app.add_option(
          "--scheduling-policy", f.scheduling_policy,
          "fcfs: first come, first served (requests must leave priority at 0); priority: requests "
@@ -365,6 +382,9 @@ int main(int argc, char** argv) {
   // A positive bound under a millisecond is one: 0 would mean none.
   config.scheduler.max_priority_wait = std::chrono::milliseconds(
       f.max_priority_wait_s > 0 ? std::max<long long>(1, std::llround(f.max_priority_wait_s * 1000)) : 0);
+  config.scheduler.speculative = {.max_draft_tokens = f.num_speculative_tokens,
+                                  .min_ngram = f.prompt_lookup_min,
+                                  .max_ngram = f.prompt_lookup_max};
   config.eos_token_ids = mc.eos_token_ids;
   config.tokenizer = served.tokenizer;
   // The backend sizes the KV pool (from GPU memory, or --kv-cache-gib on the CPU); the scheduler
@@ -444,6 +464,13 @@ int main(int argc, char** argv) {
                      : std::string("no bound on the wait (--max-priority-wait 0)"));
   else
     spdlog::info("scheduling first come, first served");
+  if (f.num_speculative_tokens > 0)
+    spdlog::info(
+        "speculative decoding by prompt lookup: up to {} draft tokens per step, from matches of "
+        "the last {} to {} tokens",
+        f.num_speculative_tokens, f.prompt_lookup_max, f.prompt_lookup_min);
+  else
+    spdlog::info("speculative decoding off (--num-speculative-tokens)");
 
   spdlog::info("transport {}; bearer token {}",
                f.tls_cert.empty() ? "plaintext" : (f.tls_client_ca.empty() ? "TLS" : "mutual TLS"),

@@ -275,6 +275,8 @@ void Metrics::set_scheduler_state(const SchedulerState& s) {
   clean.kv_blocks_free = std::clamp(s.kv_blocks_free, 0, clean.kv_blocks_total);
   clean.kv_blocks_cached = std::clamp(s.kv_blocks_cached, 0, clean.kv_blocks_total);
   clean.preemptions = s.preemptions;
+  clean.draft_tokens = s.draft_tokens;
+  clean.accepted_draft_tokens = std::min(s.accepted_draft_tokens, s.draft_tokens);
   std::lock_guard lock(mu_);
   state_.scheduler = clean;
 }
@@ -336,6 +338,11 @@ std::string Metrics::render() const {
       out, "kvserve_preemptions_total",
       "Running requests preempted for lack of KV blocks, or for a better priority (freed, recomputed later).",
       q.preemptions);
+  append_counter(out, "kvserve_spec_decode_draft_tokens_total",
+                 "Draft tokens (speculative decoding by prompt lookup) the model checked.", q.draft_tokens);
+  append_counter(out, "kvserve_spec_decode_accepted_tokens_total",
+                 "Draft tokens that became output tokens, each one a decode step saved.",
+                 q.accepted_draft_tokens);
   histogram("kvserve_engine_step_seconds", "Host and device time of one engine step.", s.engine_step);
   // With the step histogram's _sum and the gap counter: 1 - rate(device) / (rate(step sum) +
   // rate(gap)) is the share of a busy engine's time that the GPU sat idle waiting for the host.

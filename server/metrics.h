@@ -45,6 +45,9 @@ struct SchedulerState {
   int kv_blocks_free = 0;
   int kv_blocks_cached = 0;       // blocks holding a prefix-cache entry, in use or free
   std::uint64_t preemptions = 0;  // running sequences preempted since start (cumulative)
+  // Speculative decoding since start (cumulative): draft tokens checked, and those accepted.
+  std::uint64_t draft_tokens = 0;
+  std::uint64_t accepted_draft_tokens = 0;
 };
 
 class Metrics {

@@ -74,10 +74,12 @@ void print_summary(const kvserve::Engine& engine, const std::vector<kvserve::Gen
   const auto stats = engine.scheduler().stats();
   std::printf(
       "requests=%zu rejected=%d steps=%llu generated_tokens=%lld cached_prompt_tokens=%lld preemptions=%llu "
-      "free_blocks=%d/%d time=%.3fs throughput=%.1f tokens/s\n",
+      "draft_tokens=%llu accepted_draft_tokens=%llu free_blocks=%d/%d time=%.3fs throughput=%.1f tokens/s\n",
       results.size(), rejected, static_cast<unsigned long long>(engine.num_steps()), generated, cached,
-      static_cast<unsigned long long>(stats.num_preemptions), stats.num_free_blocks, stats.num_total_blocks,
-      seconds, seconds > 0 ? static_cast<double>(generated) / seconds : 0.0);
+      static_cast<unsigned long long>(stats.num_preemptions),
+      static_cast<unsigned long long>(stats.num_draft_tokens),
+      static_cast<unsigned long long>(stats.num_accepted_draft_tokens), stats.num_free_blocks,
+      stats.num_total_blocks, seconds, seconds > 0 ? static_cast<double>(generated) / seconds : 0.0);
 }
 
 int run_checksum(const Options& o, kvserve::EngineConfig config) {
@@ -211,6 +213,15 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--max-model-len", config.scheduler.max_model_len, "prompt + output tokens at most")
+      ->capture_default_str();
+  app.add_option("--num-speculative-tokens", config.scheduler.speculative.max_draft_tokens,
+                 "speculative decoding by prompt lookup: draft tokens per decode step at most (0 = off)")
+      ->capture_default_str();
+  app.add_option("--prompt-lookup-min", config.scheduler.speculative.min_ngram,
+                 "fewest last tokens matched to find a draft")
+      ->capture_default_str();
+  app.add_option("--prompt-lookup-max", config.scheduler.speculative.max_ngram,
+                 "most last tokens matched to find a draft")
       ->capture_default_str();
   app.add_option("--prompt-len", o.prompt_len, "checksum model: prompt tokens per request")
       ->capture_default_str();

@@ -711,6 +711,43 @@ double metric(const std::string& text, const std::string& name) {
   return std::stod(text.substr(at + name.size() + 2));
 }
 
+// Speculative decoding by prompt lookup: concurrent streams of prompts that repeat themselves (so
+// drafts are found and often right) get exactly the tokens and text of the offline engine without
+// drafts; the server reports its setting and counts the drafts in GetServerStatus and /metrics.
+TEST_F(ServerE2E, SpeculativeDecodingKeepsEveryOutputAndCountsItsDrafts) {
+  ServerProcess server({"--model", kModel, "--num-speculative-tokens", "4", "--prompt-lookup-min", "1"});
+  auto client = stub(server);
+  const std::vector<std::string> prompts = {"a b a b a b a b a b", "one two three, one two three, one two",
+                                            "Once upon a time", "The cache. The cache. The cache."};
+  std::vector<Collected> results(8);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < results.size(); ++i)
+    threads.emplace_back([&, i] { results[i] = generate(*client, text_request(prompts[i % 4], 48)); });
+  for (auto& t : threads)
+    t.join();
+  for (size_t i = 0; i < results.size(); ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_TRUE(results[i].status.ok()) << results[i].status.error_message();
+    const GenerationResult want = offline(prompts[i % 4], 48);
+    EXPECT_EQ(std::vector<TokenId>(results[i].tokens.begin(), results[i].tokens.end()), want.output);
+    EXPECT_EQ(results[i].text, want.text);
+    EXPECT_EQ(results[i].usage.completion_tokens(), 48u);
+  }
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  ASSERT_TRUE(client->GetModelInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.num_speculative_tokens(), 4u);
+  const v1::ServerStatus s = status(*client);
+  EXPECT_GT(s.accepted_draft_tokens(), 0u);
+  EXPECT_GE(s.draft_tokens(), s.accepted_draft_tokens());
+  httplib::Client http("127.0.0.1", server.metrics_port());
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metric(metrics->body, "kvserve_spec_decode_accepted_tokens_total"),
+            static_cast<double>(s.accepted_draft_tokens()));
+  EXPECT_TRUE(wait_all_blocks_free(*client));
+}
+
 TEST_F(ServerE2E, MetricsCountersMoveAndModelInfoIsReported) {
   ServerProcess server({"--model", kModel, "--num-kv-blocks", "100", "--block-size", "8"});
   auto client = stub(server);
@@ -737,6 +774,7 @@ TEST_F(ServerE2E, MetricsCountersMoveAndModelInfoIsReported) {
   EXPECT_EQ(info.block_size(), 8u);
   EXPECT_EQ(info.backend(), "cpu");
   EXPECT_EQ(info.max_model_len(), 1024u);
+  EXPECT_EQ(info.num_speculative_tokens(), 0u);  // off unless asked for
 
   grpc::ClientContext tctx;
   v1::TokenizeRequest treq;

@@ -182,7 +182,7 @@ class NanBackend final : public Backend {
   std::string name() const override { return "nan"; }
   int vocab_size() const override { return 512; }
   std::span<const float> forward(const StepBatch& batch) override {
-    logits_.assign(static_cast<size_t>(batch.num_seqs) * 512, NAN);
+    logits_.assign(batch.logits_indices.size() * 512, NAN);
     return logits_;
   }
 

@@ -1,6 +1,8 @@
 // Seeded random simulation of the scheduler, block pool and batch builder over thousands of steps,
 // with random arrivals, shared prefixes, output lengths, stop tokens, aborts, priorities (half the
-// seeds, some with a bound on the wait) and a deliberately small pool. The checksum backend reads every
+// seeds, some with a bound on the wait), speculative decoding (a third of the seeds: drafts found by
+// prompt lookup in this small vocabulary are often wrong, so most are cut short and their K/V
+// overwritten later) and a deliberately small pool. The checksum backend reads every
 // sequence's context back through the paged cache, and each finished output is compared with the model's
 // cache-free reference, so a bookkeeping error shows up either as a broken invariant or as a wrong token.
 #include <gtest/gtest.h>
@@ -10,6 +12,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -79,19 +82,29 @@ void check_pool_invariants(const Scheduler& s) {
 
 void check_plan(const Scheduler& s, const StepPlan& plan) {
   const SchedulerConfig& cfg = s.config();
-  int tokens = 0;
+  int tokens = 0, drafted = 0;
   std::vector<const Sequence*> seen;
   for (const ScheduledSequence& e : plan.seqs) {
     ASSERT_EQ(std::count(seen.begin(), seen.end(), e.seq), 0) << "scheduled twice: " << e.seq->id();
     seen.push_back(e.seq);
     ASSERT_EQ(e.start_pos, e.seq->num_computed_tokens());
     ASSERT_GE(e.num_new_tokens, 1);
-    ASSERT_LE(e.start_pos + e.num_new_tokens, e.seq->num_tokens());
-    ASSERT_EQ(e.emits_token, e.start_pos + e.num_new_tokens == e.seq->num_tokens());
+    ASSERT_LE(e.end_of_tokens(), e.seq->num_tokens());
+    ASSERT_EQ(e.emits_token, e.end_of_tokens() == e.seq->num_tokens());
     ASSERT_GE(e.seq->block_table().capacity(), e.start_pos + e.num_new_tokens);
+    ASSERT_EQ(static_cast<int>(e.seq->draft().size()), e.num_draft_tokens);
+    if (e.num_draft_tokens > 0) {
+      // Only decodes carry drafts, within the config and what max_tokens leaves.
+      ASSERT_TRUE(e.emits_token);
+      ASSERT_EQ(e.num_new_tokens, 1 + e.num_draft_tokens);
+      ASSERT_LE(e.num_draft_tokens, cfg.speculative.max_draft_tokens);
+      ASSERT_LE(e.seq->num_output_tokens() + 1 + e.num_draft_tokens, e.seq->stop().max_tokens);
+    }
     tokens += e.num_new_tokens;
+    drafted += e.num_draft_tokens;
   }
   ASSERT_EQ(tokens, plan.num_batched_tokens);
+  ASSERT_EQ(drafted, plan.num_draft_tokens);
   ASSERT_LE(plan.num_batched_tokens, cfg.max_num_batched_tokens);
   ASSERT_LE(static_cast<int>(plan.seqs.size()), cfg.max_num_seqs);
   ASSERT_LE(s.stats().num_running, cfg.max_num_seqs);
@@ -111,7 +124,25 @@ struct SimTotals {
   long long cached_prompt_tokens = 0;
   int finished = 0, aborted = 0, rejected = 0;
   int overdue = 0;  // requests that became overdue (max_priority_wait) before they finished
+  uint64_t draft_tokens = 0, accepted_draft_tokens = 0;
 };
+
+// The greedy token at every logits row a step computes, as complete_step takes them: per sequence,
+// the rows that check its draft (after the sequences' rows, in batch order), then its own row.
+std::vector<TokenId> greedy_runs(const StepPlan& plan, std::span<const float> logits) {
+  const auto argmax = [&](size_t row) {
+    const float* r = logits.data() + row * kVocab;
+    return static_cast<TokenId>(std::max_element(r, r + kVocab) - r);
+  };
+  std::vector<TokenId> runs;
+  size_t draft_row = plan.seqs.size();
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    for (int j = 0; j < plan.seqs[i].num_draft_tokens; ++j)
+      runs.push_back(argmax(draft_row++));
+    runs.push_back(argmax(i));
+  }
+  return runs;
+}
 
 void simulate(uint64_t seed, SimTotals& totals) {
   std::mt19937_64 rng(seed);
@@ -133,6 +164,11 @@ void simulate(uint64_t seed, SimTotals& totals) {
   std::chrono::steady_clock::time_point clock{};
   cfg.clock = [&clock] { return clock; };
   cfg.max_priority_wait = std::chrono::milliseconds(std::vector<int>{0, 5, 50}[uniform(0, 2)]);
+  if (seed % 3 == 0) {
+    cfg.speculative.max_draft_tokens = uniform(1, 6);
+    cfg.speculative.min_ngram = uniform(1, 2);
+    cfg.speculative.max_ngram = uniform(cfg.speculative.min_ngram, 4);
+  }
   Scheduler sched(cfg);
   BatchBuilder builder;
   ChecksumBackend backend(cfg.num_blocks, cfg.block_size, kVocab);
@@ -200,12 +236,8 @@ void simulate(uint64_t seed, SimTotals& totals) {
     const StepBatch& batch = builder.build(plan, cfg.block_size);
     ASSERT_NO_THROW(validate_step_batch(batch, cfg.num_blocks, cfg.block_size, kVocab)) << "step " << step;
     const auto logits = backend.forward(batch);
-    std::vector<TokenId> sampled(plan.seqs.size(), -1);
-    for (size_t i = 0; i < plan.seqs.size(); ++i) {
-      const float* row = logits.data() + i * kVocab;
-      sampled[i] = static_cast<TokenId>(std::max_element(row, row + kVocab) - row);
-    }
-    for (const SequenceEvent& e : sched.complete_step(plan, sampled)) {
+    ASSERT_EQ(logits.size(), (plan.seqs.size() + static_cast<size_t>(plan.num_draft_tokens)) * kVocab);
+    for (const SequenceEvent& e : sched.complete_step(plan, greedy_runs(plan, logits))) {
       Tracked& t = requests.at(e.id);
       t.output.push_back(e.token);
       ASSERT_EQ(static_cast<int>(t.output.size()), e.num_output_tokens);
@@ -223,6 +255,8 @@ void simulate(uint64_t seed, SimTotals& totals) {
   EXPECT_EQ(sched.pool().num_free_blocks(), cfg.num_blocks) << "blocks leaked";
   EXPECT_TRUE(live.empty());
   totals.preemptions += sched.stats().num_preemptions;
+  totals.draft_tokens += sched.stats().num_draft_tokens;
+  totals.accepted_draft_tokens += sched.stats().num_accepted_draft_tokens;
   totals.overdue += static_cast<int>(overdue.size());
   for (const auto& [id, t] : requests) {
     if (t.rejected) continue;
@@ -252,10 +286,15 @@ TEST(SchedulerProperty, RandomWorkloadsKeepEveryInvariantAndEveryOutputCorrect) 
   EXPECT_GT(totals.rejected, 0);
   EXPECT_GT(totals.finished, 1000);
   EXPECT_GT(totals.overdue, 0);
+  // Drafts both right and wrong, so that both the kept K/V and the overwritten K/V are exercised.
+  EXPECT_GT(totals.accepted_draft_tokens, 100u);
+  EXPECT_GT(totals.draft_tokens, 2 * totals.accepted_draft_tokens);
   std::printf(
-      "property: finished=%d aborted=%d rejected=%d preemptions=%llu cached_prompt_tokens=%lld overdue=%d\n",
+      "property: finished=%d aborted=%d rejected=%d preemptions=%llu cached_prompt_tokens=%lld overdue=%d "
+      "draft_tokens=%llu accepted=%llu\n",
       totals.finished, totals.aborted, totals.rejected, static_cast<unsigned long long>(totals.preemptions),
-      totals.cached_prompt_tokens, totals.overdue);
+      totals.cached_prompt_tokens, totals.overdue, static_cast<unsigned long long>(totals.draft_tokens),
+      static_cast<unsigned long long>(totals.accepted_draft_tokens));
 }
 
 }  // namespace

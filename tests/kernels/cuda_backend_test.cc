@@ -493,6 +493,82 @@ TEST_P(CudaBackendModel, SeededSamplingIsReproducible) {
   }
 }
 
+// Speculative decoding: steps whose decodes carry prompt-lookup drafts compute a logits row for
+// every input a draft token follows (StepBatch::logits_indices). Every row of every step must match
+// the CPU backend's, and greedy GPU sampling at every row must pick a token the CPU's logits allow,
+// fed the CPU's argmax runs so that drafts are sometimes right and sometimes wrong. Prompts draw on
+// few ids, so that their n-grams repeat and drafts come from the first decode.
+TEST_P(CudaBackendModel, DraftCheckingRowsMatchTheCpuBackend) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const auto model = load_bf16_rounded(GetParam());
+  CudaBackendOptions opt = small_options(true);
+  opt.max_draft_tokens = 4;
+  SchedulerConfig cfg = scheduler_config(opt, 64);
+  cfg.speculative = {.max_draft_tokens = 4, .min_ngram = 1, .max_ngram = 3};
+  Scheduler sched(cfg);
+  CpuBackend cpu(model, cfg.num_blocks, cfg.block_size);
+  CudaBackend gpu(model, opt);
+  BatchBuilder builder;
+  std::mt19937_64 rng(17);
+  std::uniform_int_distribution<TokenId> tok(3, 8);
+  for (int i = 0; i < 12; ++i) {
+    Request r;
+    r.id = "d" + std::to_string(i);
+    for (int k = 0; k < 10 + 7 * i; ++k)
+      r.prompt.push_back(tok(rng));
+    r.stop.max_tokens = 24;
+    r.stop.ignore_eos = true;
+    ASSERT_TRUE(
+        sched.add(std::make_unique<Sequence>(std::move(r), cfg.block_size, std::vector<TokenId>{})).ok());
+  }
+  const size_t vocab = static_cast<size_t>(model->config.vocab_size);
+  SamplingParams greedy;
+  int draft_rows = 0, step = 0;
+  while (sched.has_unfinished()) {
+    const StepPlan plan = sched.schedule();
+    const StepBatch& batch = builder.build(plan, cfg.block_size);
+    const std::span<const float> cpu_logits = cpu.forward(batch);
+    const std::vector<float> want(cpu_logits.begin(), cpu_logits.end());
+    const std::span<const float> got = gpu.forward(batch);
+    ASSERT_EQ(got.size(), want.size());
+    // The rows complete_step takes, in its order, and a greedy task for each.
+    std::vector<int> rows;
+    size_t draft_row = plan.seqs.size();
+    for (size_t s = 0; s < plan.seqs.size(); ++s) {
+      for (int j = 0; j < plan.seqs[s].num_draft_tokens; ++j)
+        rows.push_back(static_cast<int>(draft_row++));
+      rows.push_back(static_cast<int>(s));
+    }
+    std::vector<TokenId> next;
+    std::vector<SamplingTask> tasks;
+    for (const int r : rows) {
+      const std::span<const float> w(want.data() + static_cast<size_t>(r) * vocab, vocab);
+      const bool sampled = r >= batch.num_seqs || plan.seqs[static_cast<size_t>(r)].emits_token;
+      next.push_back(sampled ? static_cast<TokenId>(std::max_element(w.begin(), w.end()) - w.begin()) : 0);
+      if (!sampled) continue;
+      EXPECT_LE(max_abs_diff(got.subspan(static_cast<size_t>(r) * vocab, vocab), w), logit_tolerance(w))
+          << "step " << step << " row " << r;
+      tasks.push_back(SamplingTask{r, &greedy, {}, {}, 1, {}, {}});
+      draft_rows += r >= batch.num_seqs;
+    }
+    std::vector<SampledToken> picked(tasks.size());
+    gpu.forward_and_sample(batch, tasks, picked);  // the same batch again: it rewrites the same K/V
+    for (size_t k = 0; k < tasks.size(); ++k) {
+      const std::span<const float> w(want.data() + static_cast<size_t>(tasks[k].row) * vocab, vocab);
+      const float best = *std::max_element(w.begin(), w.end());
+      ASSERT_GE(picked[k].token, 0);
+      ASSERT_LT(picked[k].token, static_cast<TokenId>(vocab));
+      EXPECT_GE(w[static_cast<size_t>(picked[k].token)], best - 2 * logit_tolerance(w))
+          << "step " << step << " row " << tasks[k].row;
+    }
+    if (::testing::Test::HasFailure()) return;
+    sched.complete_step(plan, next);
+    ++step;
+  }
+  EXPECT_GT(draft_rows, 20);
+  EXPECT_GT(sched.stats().num_accepted_draft_tokens, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(TinyModels, CudaBackendModel,
                          ::testing::Values("tiny-llama", "tiny-llama3-gqa", "tiny-qwen2-gqa", "tiny-qwen3",
                                            "tiny-phi3", "tiny-granite", "tiny-gemma", "tiny-gemma2",

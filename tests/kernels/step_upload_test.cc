@@ -28,6 +28,7 @@ StepBatch mixed_batch() {
   b.context_lens = {5, 9, 7};
   b.block_tables = {4, 5, -1, 6, 7, 8, 9, 10, -1};
   b.emits_token = {1, 1, 1};
+  b.logits_indices = {0, 1, 4};
   return b;
 }
 
@@ -43,6 +44,7 @@ StepBatch decode_batch() {
   b.context_lens.resize(2);
   b.block_tables.resize(6);
   b.emits_token.resize(2);
+  b.logits_indices.resize(2);
   return b;
 }
 
@@ -55,12 +57,12 @@ std::vector<T> read(const std::vector<std::byte>& buf, size_t offset, int n) {
 TEST(StepUpload, LayoutAlignsEveryArrayAndFitsTheLargestStep) {
   const StepArraysLayout l = StepArraysLayout::make(100, 7);
   for (size_t off :
-       {l.token_ids, l.positions, l.slot_mapping, l.query_start_loc, l.context_lens, l.last_token_index})
+       {l.token_ids, l.positions, l.slot_mapping, l.query_start_loc, l.context_lens, l.logits_indices})
     EXPECT_EQ(off % 256, 0u);
   EXPECT_GE(l.positions - l.token_ids, 100 * sizeof(int32_t));
   EXPECT_GE(l.query_start_loc - l.slot_mapping, 100 * sizeof(int64_t));
   EXPECT_GE(l.context_lens - l.query_start_loc, 8 * sizeof(int32_t));
-  EXPECT_GE(l.total_bytes - l.last_token_index, 7 * sizeof(int32_t));
+  EXPECT_GE(l.total_bytes - l.logits_indices, 7 * sizeof(int32_t));
 }
 
 TEST(StepUpload, PacksAMixedBatchAsIs) {
@@ -75,7 +77,8 @@ TEST(StepUpload, PacksAMixedBatchAsIs) {
   EXPECT_EQ(read<int64_t>(buf, l.slot_mapping, 5), b.slot_mapping);
   EXPECT_EQ(read<int32_t>(buf, l.query_start_loc, 4), b.query_start_loc);
   EXPECT_EQ(read<int32_t>(buf, l.context_lens, 3), b.context_lens);
-  EXPECT_EQ(read<int32_t>(buf, l.last_token_index, 3), (std::vector<int32_t>{0, 1, 4}));
+  EXPECT_EQ(p.num_logits_rows, 3);
+  EXPECT_EQ(read<int32_t>(buf, l.logits_indices, 3), (std::vector<int32_t>{0, 1, 4}));
 }
 
 TEST(StepUpload, PadsADecodeBatchWithHarmlessSequences) {
@@ -90,7 +93,22 @@ TEST(StepUpload, PadsADecodeBatchWithHarmlessSequences) {
   EXPECT_EQ(read<int64_t>(buf, l.slot_mapping, 4), (std::vector<int64_t>{20, 33, -1, -1}));
   EXPECT_EQ(read<int32_t>(buf, l.query_start_loc, 5), (std::vector<int32_t>{0, 1, 2, 3, 4}));
   EXPECT_EQ(read<int32_t>(buf, l.context_lens, 4), (std::vector<int32_t>{5, 9, 0, 0}));
-  EXPECT_EQ(read<int32_t>(buf, l.last_token_index, 4), (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(p.num_logits_rows, 4);
+  EXPECT_EQ(read<int32_t>(buf, l.logits_indices, 4), (std::vector<int32_t>{0, 1, 2, 3}));
+}
+
+TEST(StepUpload, CarriesTheRowsThatCheckADraft) {
+  // The prefill chunk (tokens 2..4) is a decode with a two-token draft: rows 2 and 3 check it.
+  StepBatch b = mixed_batch();
+  b.logits_indices = {0, 1, 4, 2, 3};
+  const StepArraysLayout l = StepArraysLayout::make(16, 4, 6);
+  std::vector<std::byte> buf(l.total_bytes);
+  const PackedStep p = pack_step_arrays(b, 3, l, buf);
+  EXPECT_EQ(p.num_logits_rows, 5);
+  EXPECT_EQ(read<int32_t>(buf, l.logits_indices, 5), b.logits_indices);
+  const StepArraysLayout too_few = StepArraysLayout::make(16, 4, 4);  // 5 rows > 4
+  std::vector<std::byte> small(too_few.total_bytes);
+  EXPECT_THROW(pack_step_arrays(b, 3, too_few, small), std::invalid_argument);
 }
 
 TEST(StepUpload, RejectsWhatItCannotCarry) {

@@ -216,7 +216,9 @@ TEST(Metrics, FreshRegistryExportsEveryFamilyAtZero) {
                                           "kvserve_engine_steps_total",
                                           "kvserve_engine_device_seconds_total",
                                           "kvserve_engine_gap_seconds_total",
-                                          "kvserve_preemptions_total"};
+                                          "kvserve_preemptions_total",
+                                          "kvserve_spec_decode_draft_tokens_total",
+                                          "kvserve_spec_decode_accepted_tokens_total"};
   const std::set<std::string> gauges = {"kvserve_prefix_cache_hit_ratio", "kvserve_requests_running",
                                         "kvserve_requests_waiting",       "kvserve_kv_blocks_capacity",
                                         "kvserve_kv_blocks_free",         "kvserve_kv_blocks_cached",
@@ -427,6 +429,10 @@ TEST(Metrics, BadInputsDoNotCorruptTheOutput) {
   EXPECT_EQ(e.value("kvserve_kv_cache_usage_ratio"), 0);
   m.set_scheduler_state({.kv_blocks_total = -4, .kv_blocks_free = 3});
   EXPECT_EQ(parse(m.render()).value("kvserve_kv_cache_usage_ratio"), 0);
+  // More accepted draft tokens than drafted cannot be: capped.
+  m.set_scheduler_state({.draft_tokens = 10, .accepted_draft_tokens = 12});
+  EXPECT_EQ(parse(m.render()).value("kvserve_spec_decode_draft_tokens_total"), 10);
+  EXPECT_EQ(parse(m.render()).value("kvserve_spec_decode_accepted_tokens_total"), 10);
 }
 
 TEST(Metrics, ParserRejectsMalformedExpositions) {
