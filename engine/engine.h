@@ -32,7 +32,8 @@ struct EngineConfig {
   std::shared_ptr<const Tokenizer> tokenizer;
 };
 
-// What one step produced for one request: the server turns each into a stream message.
+// One token one step produced for one request (a request whose draft was right gets several in a
+// step, in order): the server turns each into a stream message.
 struct StepOutput {
   RequestId id;
   TokenId token = -1;
@@ -74,7 +75,8 @@ class Engine {
   Status validate(const Request& request) const;
   Status abort(const RequestId& id);
   // One step: schedule, build the batch, run the backend, sample, apply stop rules. Returns one
-  // output per request that produced a token. Does nothing when no request is pending.
+  // output per token produced (one per request, or several for one whose draft was right). Does
+  // nothing when no request is pending.
   std::vector<StepOutput> step();
   bool has_unfinished() const { return scheduler_.has_unfinished(); }
   // The requests the last step() ran for the first time: their wait in the queue ended with it (a

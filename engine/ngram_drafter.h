@@ -24,9 +24,11 @@ struct NgramDraftConfig {
   int max_ngram = 4;
 };
 
-// Appends to `draft` (cleared first) at most max_draft tokens: those that followed the most recent
-// earlier occurrence of the context's last n tokens, for the largest n in [min_ngram, max_ngram]
-// that occurs. Empty when no tail of that length occurs earlier. O(context * max_ngram).
+// Sets `draft` to max_draft tokens: those that followed the most recent earlier occurrence of the
+// context's last n tokens, for the largest n in [min_ngram, max_ngram] that occurs, read on as if
+// the context repeated from there (so where the occurrence is s tokens before the tail, draft token
+// i is the token s before it, in the context or the draft). Empty when no tail of those lengths
+// occurs earlier (or max_draft <= 0). O(context * max_ngram).
 void propose_ngram_draft(std::span<const TokenId> context, const NgramDraftConfig& config, int max_draft,
                          std::vector<TokenId>& draft);
 

@@ -346,8 +346,6 @@ StepPlan Scheduler::schedule() {
     plan_chunk(plan, *seq, n, budget);
   }
 
-  if (config_.speculative.max_draft_tokens > 0) add_drafts(plan, budget);
-
   // No preemption can happen past this point, so the blocks this step fills are final: register them
   // now, and requests admitted below (in this very step) already share them. Not the blocks that
   // only drafts fill: a draft token may be wrong.
@@ -389,6 +387,10 @@ StepPlan Scheduler::schedule() {
     planned_deferred = true;
   }
 
+  // Drafts last, with what every real token (running, admitted, deferred) left of the budget and
+  // the blocks: speculation never delays a request.
+  if (config_.speculative.max_draft_tokens > 0) add_drafts(plan, budget);
+
   // Single-token decodes first: deferred ones, and those behind a decode with a draft, come after
   // the chunks above.
   if (planned_deferred || plan.num_draft_tokens > 0)
@@ -413,9 +415,15 @@ void Scheduler::add_drafts(StepPlan& plan, int& budget) {
     propose_ngram_draft(seq.tokens(), config_.speculative, max_draft, draft_scratch_);
     int drafted = seq.set_draft(draft_scratch_, max_draft);
     if (drafted == 0) continue;
-    // The real token's slot is reserved already: only free blocks are left to the draft.
-    const int room = reserve(seq, 1 + drafted, /*allow_partial=*/true) - 1;
+    // The real token's slot is reserved already. Beyond the table's own room, a draft takes only
+    // free blocks that hold no cached prefix (those come first off the free queue): a guess does
+    // not evict what a later prompt could reuse.
+    const int room = seq.block_table().capacity() - seq.num_computed_tokens() - 1 +
+                     (pool_.num_free_blocks() - pool_.num_free_cached_blocks()) * config_.block_size;
     if (room < drafted) drafted = seq.set_draft(draft_scratch_, room);
+    if (drafted == 0) continue;
+    pool_.allocate(seq.block_table().blocks_needed(seq.num_computed_tokens() + 1 + drafted),
+                   seq.block_table().mutable_blocks());
     e.num_new_tokens += drafted;
     e.num_draft_tokens = drafted;
     plan.num_batched_tokens += drafted;
@@ -470,6 +478,20 @@ std::vector<SequenceEvent> Scheduler::complete_step(const StepPlan& plan, std::s
       if (reason == FinishReason::kNone) continue;
       finished.emplace_back(seq.id(), reason);
       break;
+    }
+    if (s.num_draft_tokens == 0) continue;
+    // Blocks that accepted draft tokens filled hold real K/V now: into the prefix cache with them,
+    // as if those tokens had been decoded one by one (a request that ends or is preempted next
+    // would otherwise leave them out). Blocks that only wrong draft tokens reached go back to the
+    // pool, so that a wrong guess holds no block a real token could need.
+    register_full_blocks(seq, std::min(seq.num_computed_tokens(), seq.num_tokens()));
+    std::vector<BlockId>& blocks = seq.block_table().mutable_blocks();
+    // The next step writes the last produced token at position num_computed_tokens.
+    const auto needed =
+        static_cast<size_t>((seq.num_computed_tokens() + config_.block_size) / config_.block_size);
+    if (blocks.size() > needed) {
+      pool_.release_all(std::span<const BlockId>(blocks).subspan(needed));
+      blocks.resize(needed);
     }
   }
   // After the loop: finishing destroys the sequence, which plan entries still point to.

@@ -53,7 +53,9 @@ struct CudaBackendOptions {
   int max_num_seqs = 256;
   int max_model_len = 8192;
   // Speculative decoding (SchedulerConfig::speculative.max_draft_tokens): a step then computes and
-  // samples logits for up to max_num_seqs * (1 + max_draft_tokens) tokens, not one per sequence.
+  // samples logits for one row per sequence plus one per draft token, up to max_num_seqs +
+  // min(max_num_seqs * max_draft_tokens, the step's tokens); each row costs logits and sampler
+  // scratch (16 bytes per vocabulary entry) before the KV pool is sized.
   int max_draft_tokens = 0;
   bool cuda_graphs = true;  // false: every step launches its kernels one by one (debugging)
 };

@@ -464,13 +464,19 @@ int main(int argc, char** argv) {
                      : std::string("no bound on the wait (--max-priority-wait 0)"));
   else
     spdlog::info("scheduling first come, first served");
-  if (f.num_speculative_tokens > 0)
+  if (f.num_speculative_tokens > 0) {
     spdlog::info(
         "speculative decoding by prompt lookup: up to {} draft tokens per step, from matches of "
         "the last {} to {} tokens",
         f.num_speculative_tokens, f.prompt_lookup_max, f.prompt_lookup_min);
-  else
+    // A CPU step costs per token, not per step: checking drafts is extra work there (docs/benchmarks.md).
+    if (built.backend->name() == "cpu")
+      spdlog::warn(
+          "speculative decoding on the CPU backend saves steps but not time: it computes every "
+          "draft token (--num-speculative-tokens 0 turns it off)");
+  } else {
     spdlog::info("speculative decoding off (--num-speculative-tokens)");
+  }
 
   spdlog::info("transport {}; bearer token {}",
                f.tls_cert.empty() ? "plaintext" : (f.tls_client_ca.empty() ? "TLS" : "mutual TLS"),

@@ -1,5 +1,6 @@
 // Prompt-lookup drafts against a reference written the slow way: every (n, start) pair is tried and
-// the best one kept by the rule (longest tail first, then the latest earlier occurrence).
+// the best one kept by the rule (longest tail first, then the latest earlier occurrence), and the
+// draft read off a copy of the context extended token by token as it repeats from there.
 #include "engine/ngram_drafter.h"
 
 #include <gtest/gtest.h>
@@ -27,26 +28,38 @@ std::vector<TokenId> reference_draft(const std::vector<TokenId>& ctx, const Ngra
   }
   std::vector<TokenId> draft;
   if (best_start < 0 || max_draft <= 0) return draft;
-  for (int p = best_start + best_n; p < len && static_cast<int>(draft.size()) < max_draft; ++p)
-    draft.push_back(ctx[p]);
+  // The tail at len - n equals the occurrence at best_start: the text is guessed to go on as it
+  // went on after the occurrence, the same distance back.
+  std::vector<TokenId> extended = ctx;
+  const int distance = len - best_n - best_start;
+  for (int i = 0; i < max_draft; ++i) {
+    const TokenId next = extended[extended.size() - static_cast<size_t>(distance)];
+    extended.push_back(next);
+    draft.push_back(next);
+  }
   return draft;
 }
 
 TEST(NgramDrafter, ProposesWhatFollowedTheLatestLongestMatch) {
   const NgramDraftConfig c{.max_draft_tokens = 4, .min_ngram = 1, .max_ngram = 3};
   std::vector<TokenId> draft;
-  // "1 2 3" occurs at 0 and at 5; the latest occurrence before the tail (at 5) decides: 9 9.
+  // "1 2 3" occurs at 0 and at 5; the latest occurrence before the tail (at 5) decides: 9 9 1 2.
   propose_ngram_draft(std::vector<TokenId>{1, 2, 3, 4, 5, 1, 2, 3, 9, 9, 1, 2, 3}, c, 4, draft);
   EXPECT_EQ(draft, (std::vector<TokenId>{9, 9, 1, 2}));
+  // Where the occurrence is near the end, the context is read on as it repeats: "1 2 1 2" after
+  // "1 2" gives 1 2 1 2 (the period 2), and a run of one token drafts more of it.
+  propose_ngram_draft(std::vector<TokenId>{7, 1, 2, 1, 2}, c, 4, draft);
+  EXPECT_EQ(draft, (std::vector<TokenId>{1, 2, 1, 2}));
   // A longer tail wins over a later shorter one: "7 8" matches at 0, "8" alone later at 4.
   propose_ngram_draft(std::vector<TokenId>{7, 8, 5, 6, 8, 1, 7, 8}, c, 4, draft);
   EXPECT_EQ(draft, (std::vector<TokenId>{5, 6, 8, 1}));
-  // A run of one token drafts more of it (the match overlaps the tail).
   propose_ngram_draft(std::vector<TokenId>{3, 3, 3}, c, 4, draft);
-  EXPECT_EQ(draft, (std::vector<TokenId>{3}));
-  // Cut to max_draft; nothing below min_ngram; nothing for a context with no repeat.
+  EXPECT_EQ(draft, (std::vector<TokenId>{3, 3, 3, 3}));
+  // max_draft tokens; nothing below min_ngram; nothing for a context with no repeat.
   propose_ngram_draft(std::vector<TokenId>{1, 2, 3, 4, 5, 1, 2}, c, 2, draft);
   EXPECT_EQ(draft, (std::vector<TokenId>{3, 4}));
+  propose_ngram_draft(std::vector<TokenId>{1, 2, 3, 4, 5, 1, 2}, c, 6, draft);
+  EXPECT_EQ(draft, (std::vector<TokenId>{3, 4, 5, 1, 2, 3}));
   propose_ngram_draft(std::vector<TokenId>{1, 2, 3, 4, 5, 1, 2},
                       {.max_draft_tokens = 4, .min_ngram = 3, .max_ngram = 3}, 4, draft);
   EXPECT_TRUE(draft.empty());

@@ -82,6 +82,19 @@ TEST(SchedulerSpeculative, AWrongFirstDraftTokenStillProducesOneToken) {
   EXPECT_EQ(next.seqs[0].start_pos, 8);
 }
 
+TEST(SchedulerSpeculative, ABlockOnlyWrongDraftTokensReachedGoesBackToThePool) {
+  Scheduler s(spec_config(4, 16, 3));
+  ASSERT_TRUE(s.add(make_seq("a", {5, 6, 7, 8, 5}, 10, 4)).ok());
+  s.complete_step(s.schedule(), std::vector<TokenId>{6});  // 6 tokens, 5 computed: 2 blocks
+  const StepPlan decode = s.schedule();  // position 5, then the draft 7 8 5 at 6..8 (block 2)
+  ASSERT_EQ(decode.seqs[0].num_draft_tokens, 3);
+  EXPECT_EQ(s.find("a")->block_table().num_blocks(), 3);
+  EXPECT_EQ(s.pool().num_free_blocks(), 13);
+  s.complete_step(decode, std::vector<TokenId>{9, 9, 9, 9});  // wrong at once: next input at 6
+  EXPECT_EQ(s.find("a")->block_table().num_blocks(), 2);
+  EXPECT_EQ(s.pool().num_free_blocks(), 14);
+}
+
 TEST(SchedulerSpeculative, AllDraftTokensRightGivesOneMoreToken) {
   Scheduler s(spec_config(4, 16, 3));
   ASSERT_TRUE(s.add(make_seq("a", looping_prompt(), 10, 4)).ok());
@@ -143,11 +156,17 @@ TEST(SchedulerSpeculative, ADraftOnlyTakesBlocksNoRealTokenNeedsAndNeverPreempts
   EXPECT_EQ(second.num_decodes, 1);
   EXPECT_EQ(s.pool().num_free_blocks(), 0);
   s.complete_step(second, std::vector<TokenId>(5, 3));
-  // From here both need new blocks and the pool is short: whatever preemption happens is for real
-  // tokens, and everything finishes with every block back.
+  // Every draft token was wrong (3 was drawn); the block a's draft took is the one its next input
+  // (position 8) goes to, so a keeps it.
+  EXPECT_EQ(s.find("a")->block_table().num_blocks(), 3);
+  // From here both need new blocks and the pool is short; after every step, no sequence holds a
+  // block beyond its next input's, and everything finishes with every block back.
   for (int step = 0; step < 40 && s.has_unfinished(); ++step) {
     StepPlan p = s.schedule();
     s.complete_step(p, std::vector<TokenId>(p.seqs.size() + static_cast<size_t>(p.num_draft_tokens), 3));
+    s.for_each_sequence([](const Sequence& seq) {
+      EXPECT_LE(seq.block_table().num_blocks(), (seq.num_computed_tokens() + 4) / 4) << seq.id();
+    });
   }
   EXPECT_FALSE(s.has_unfinished());
   EXPECT_EQ(s.pool().num_free_blocks(), 4);
@@ -161,12 +180,23 @@ TEST(SchedulerSpeculative, BlocksEnterThePrefixCacheOnlyWhenRealTokensFillThem) 
   // This step computes position 7 (block 1 then holds real tokens only) and drafts 5 6 7 at 8..10.
   const StepPlan decode = s.schedule();
   ASSERT_EQ(decode.seqs[0].num_draft_tokens, 3);
-  EXPECT_EQ(s.find("a")->num_registered_blocks(), 2);         // not block 2: the draft may be wrong
-  s.complete_step(decode, std::vector<TokenId>{5, 6, 7, 8});  // all right: 12 tokens, 11 computed
-  const StepPlan next = s.schedule();
-  // Block 2 (5 6 7 8 at positions 8..11) is full of real tokens once this step writes position 11.
-  EXPECT_EQ(s.find("a")->num_registered_blocks(), 3);
-  (void)next;
+  EXPECT_EQ(s.find("a")->num_registered_blocks(), 2);  // not block 2: the draft may be wrong
+  // 5 6 wrong 9: positions 8 and 9 hold real K/V, block 2 is not full: nothing more registered.
+  s.complete_step(decode, std::vector<TokenId>{5, 6, 9, 4});
+  EXPECT_EQ(s.find("a")->num_registered_blocks(), 2);
+  EXPECT_EQ(s.find("a")->num_computed_tokens(), 10);
+
+  // A request whose draft is all right and ends exactly at a block's end: that block is registered
+  // when the step completes, before a later step could preempt or finish the request.
+  Scheduler t(spec_config(4, 16, 3));
+  ASSERT_TRUE(t.add(make_seq("b", {5, 6, 7, 8, 5, 6, 7, 8}, 10, 4)).ok());
+  t.complete_step(t.schedule(), std::vector<TokenId>{5});  // 9 tokens, 8 computed: 2 blocks
+  const StepPlan d = t.schedule();                         // position 8, then the draft 6 7 8 at 9..11
+  ASSERT_EQ(d.seqs[0].num_draft_tokens, 3);
+  EXPECT_EQ(t.find("b")->num_registered_blocks(), 2);
+  t.complete_step(d, std::vector<TokenId>{6, 7, 8, 5});  // all right: positions 8..11 hold real K/V
+  EXPECT_EQ(t.find("b")->num_computed_tokens(), 12);
+  EXPECT_EQ(t.find("b")->num_registered_blocks(), 3);
 }
 
 }  // namespace
