@@ -5,12 +5,14 @@
 # and K = $DRAFTS (default 4), $REPEATS times each (default 5), and prints the engine steps, the
 # draft tokens accepted / checked, and the median time and its ratio to K = 0's. The outputs are
 # the same in both (engine_tests check it), so only steps and time can change.
-# Uses the binaries of $BUILD (default build/cpu), the model $MODEL (default the tiny Llama under
-# tests/data) on $BACKEND (default cpu), $REQUESTS requests (default 1) of $TOKENS tokens (400).
+# Uses $OFFLINE (default $BUILD/server/kvserve-offline, $BUILD default build/cpu; on the GPU machine
+# the bundle's .gpu/bin/kvserve-offline), the model $MODEL (default the tiny Llama under tests/data)
+# on $BACKEND (default cpu), $REQUESTS requests (default 1) of $TOKENS tokens (default 400).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=${BUILD:-build/cpu}
+offline=${OFFLINE:-$build/server/kvserve-offline}
 model=${MODEL:-tests/data/models/tiny-llama}
 backend=${BACKEND:-cpu}
 drafts=${DRAFTS:-4}
@@ -21,7 +23,7 @@ tokens=${TOKENS:-400}
 run() {  # prompt drafts -> "steps draft accepted time" of the median-time run
   local prompt=$1 k=$2
   for ((i = 0; i < repeats; ++i)); do
-    "$build/server/kvserve-offline" --quiet --model "$model" --backend "$backend" --ignore-eos \
+    "$offline" --quiet --model "$model" --backend "$backend" --ignore-eos \
       -n "$requests" --max-tokens "$tokens" --prompt "$prompt" --num-speculative-tokens "$k" |
       sed -n 's/.*steps=\([0-9]*\).*draft_tokens=\([0-9]*\) accepted_draft_tokens=\([0-9]*\).*time=\([0-9.]*\)s.*/\1 \2 \3 \4/p'
   done | sort -g -k4 | sed -n "$(((repeats + 1) / 2))p"

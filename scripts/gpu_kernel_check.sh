@@ -71,6 +71,10 @@ run attention_bench 90 "$bundle/bin/attention_bench" --json "$out/attention_benc
 # 3. Our float64 reference (expected.json, which cuda_backend_tests compare the GPU with) against
 #    Hugging Face transformers on the same weights.
 run transformers_reference 90 python3 scripts/reference/transformers_check.py tests/data/models/*/
+#    Speculative decoding on the GPU: engine steps and time with and without drafts (a tiny model:
+#    launch-bound, so it shows what fewer steps are worth when a step's cost is not its tokens).
+run speculative_bench 60 env OFFLINE="$bundle/bin/kvserve-offline" BACKEND=cuda TOKENS=1000 REQUESTS=4 \
+  REPEATS=3 scripts/bench_speculative.sh
 # 4. The sanitizers slow kernels ~100x: run them over the shapes that cover every code path but not
 #    the 8k-context references. memcheck of every area before any racecheck.
 command -v compute-sanitizer >/dev/null || export PATH=$PATH:/usr/local/cuda/bin
@@ -88,6 +92,7 @@ run racecheck_layers 60 "${cs[@]}" --tool racecheck "$bundle/bin/layer_kernel_te
 run racecheck_sampling 60 "${cs[@]}" --tool racecheck "$bundle/bin/sampling_kernel_tests" --gtest_brief=1
 
 [[ -f $out/attention_bench.log ]] && cat "$out/attention_bench.log"
+[[ -f $out/speculative_bench.log ]] && cat "$out/speculative_bench.log"
 echo "--- summary ($((SECONDS - start)) s of ${budget_s} s) ---"
 cat "$out/summary.txt"
 exit $failed
