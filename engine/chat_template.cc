@@ -105,7 +105,22 @@ std::unique_ptr<ChatTemplate> ChatTemplate::load_from_model_dir(const std::files
   if (std::filesystem::exists(jinja_file))
     return std::make_unique<ChatTemplate>(
         parse_or_throw(read_text(jinja_file), jinja_file.string(), bos, eos, config));
-  if (!config || !config->contains("chat_template") || (*config)["chat_template"].is_null()) return nullptr;
+  if (!config || !config->contains("chat_template") || (*config)["chat_template"].is_null()) {
+    // Multimodal repositories (Gemma 3, Mistral 3.x) may keep it only in their processor's file.
+    const std::filesystem::path processor_file = dir / "chat_template.json";
+    if (!std::filesystem::exists(processor_file)) return nullptr;
+    nlohmann::json processor;
+    try {
+      processor = nlohmann::json::parse(read_text(processor_file));
+    } catch (const nlohmann::json::exception& e) {
+      throw ModelLoadError(processor_file.string() + " is not valid JSON: " + e.what());
+    }
+    if (!processor.is_object() || !processor.contains("chat_template") ||
+        !processor["chat_template"].is_string())
+      throw ModelLoadError(processor_file.string() + " must be an object with a \"chat_template\" string");
+    return std::make_unique<ChatTemplate>(parse_or_throw(processor["chat_template"].get<std::string>(),
+                                                         processor_file.string(), bos, eos, config));
+  }
   const std::string where = (dir / "tokenizer_config.json").string();
   const nlohmann::json& field = (*config)["chat_template"];
   if (field.is_string())
@@ -126,6 +141,15 @@ std::unique_ptr<ChatTemplate> ChatTemplate::load_from_model_dir(const std::files
                          " but none named \"default\"; pass one with --chat-template FILE");
   }
   throw ModelLoadError(where + ": chat_template must be a string or a list of named templates");
+}
+
+bool ChatTemplate::template_in_tokenizer_config(const std::filesystem::path& dir) {
+  try {
+    const std::optional<nlohmann::json> config = read_tokenizer_config(dir);
+    return config && config->contains("chat_template") && !(*config)["chat_template"].is_null();
+  } catch (const ModelLoadError&) {
+    return false;
+  }
 }
 
 ChatTemplate ChatTemplate::load_file(const std::filesystem::path& file,

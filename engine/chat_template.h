@@ -78,13 +78,17 @@ class ChatTemplate {
   ChatTemplate& operator=(ChatTemplate&&) noexcept;
 
   // The template of a model directory: chat_template.jinja when present, else tokenizer_config.json's
-  // "chat_template" (a string, or a list of {name, template} of which "default" is taken), with
+  // "chat_template" (a string, or a list of {name, template} of which "default" is taken), else the
+  // "chat_template" of chat_template.json (a multimodal processor's file), with
   // bos_token / eos_token from tokenizer_config.json (a string or an {"content": ...} object) or,
   // where it has none, `fallback_bos` / `fallback_eos`. nullptr when the directory has no template.
   // Throws ModelLoadError (engine/model.h) naming the file when one is there but does not read or parse.
   static std::unique_ptr<ChatTemplate> load_from_model_dir(const std::filesystem::path& dir,
                                                            const std::string& fallback_bos,
                                                            const std::string& fallback_eos);
+  // Whether the directory's tokenizer_config.json has a chat template (which load_from_model_dir
+  // takes unless chat_template.jinja is there). False when the file does not read.
+  static bool template_in_tokenizer_config(const std::filesystem::path& dir);
   // A template file given by the operator (--chat-template); bos/eos as for load_from_model_dir of
   // `model_dir` (which may be empty). Throws ModelLoadError naming the file.
   static ChatTemplate load_file(const std::filesystem::path& file, const std::filesystem::path& model_dir,

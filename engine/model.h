@@ -115,11 +115,12 @@ struct ModelConfig {
   // Gemma 2: attention scores (after the scale) and logits are soft-capped, x -> cap * tanh(x / cap).
   std::optional<double> attn_logit_softcapping;
   std::optional<double> final_logit_softcapping;
-  // Gemma 3 4B and larger are Gemma3ForConditionalGeneration checkpoints: a vision encoder beside the
-  // text model, which is what kvserve serves (text in, text out). `architecture` is then the text
-  // model's, Gemma3ForCausalLM, read from config.json's text_config; this names the checkpoint's own
-  // (empty for every other model), whose text tensors sit under another prefix and whose vision
-  // tensors the loader skips.
+  // Gemma 3 4B and larger (Gemma3ForConditionalGeneration) and Mistral Small 3.1 / 3.2
+  // (Mistral3ForConditionalGeneration) are multimodal checkpoints: a vision encoder beside the text
+  // model, which is what kvserve serves (text in, text out). `architecture` is then the text
+  // model's (Gemma3ForCausalLM, MistralForCausalLM), read from config.json's text_config; this
+  // names the checkpoint's own (empty for every other model), whose text tensors sit under another
+  // prefix and whose vision tensors the loader skips.
   std::string checkpoint_architecture;
   std::optional<TokenId> bos_token_id;
   std::vector<TokenId> eos_token_ids;  // config.json's eos_token_id, a number or a list

@@ -1,6 +1,7 @@
 // config.json -> ModelConfig. Hugging Face configs are loosely typed and have changed keys over
 // the years (torch_dtype -> dtype, rope_theta/rope_scaling -> rope_parameters), so every field is
 // checked for presence, type and range here, and every failure names the file and the field.
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -23,8 +24,8 @@ using nlohmann::json;
 
 constexpr const char* kSupportedArchitectures =
     "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, "
-    "GraniteForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM (and the text model of "
-    "Gemma3ForConditionalGeneration)";
+    "GraniteForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM (and the text models of "
+    "Gemma3ForConditionalGeneration and Mistral3ForConditionalGeneration)";
 
 bool is_gemma(const std::string& arch) {
   return arch == "GemmaForCausalLM" || arch == "Gemma2ForCausalLM" || arch == "Gemma3ForCausalLM";
@@ -396,32 +397,79 @@ void reject_unsupported_options(const Fields& fields, const ModelConfig& config)
   }
 }
 
-// Gemma 3 4B and larger ship as Gemma3ForConditionalGeneration, a vision encoder beside the text
-// model: the text model's fields are in text_config, which leaves out those at Gemma3TextConfig's
-// defaults (the released ones leave out vocab_size and the head counts), with the token ids and the
-// dtype at the top level. Returns that text model's config as a Gemma3ForCausalLM one (and sets
-// `checkpoint_architecture`), or `root` itself for any other architecture.
+// A multimodal checkpoint whose text model kvserve serves (text in, text out): a vision encoder
+// and projector beside a text model of an architecture kvserve runs, configured by text_config.
+struct MultimodalCheckpoint {
+  const char* architecture;       // the checkpoint's, in config.json
+  const char* text_model_type;    // text_config.model_type it takes (none given: this one)
+  const char* text_architecture;  // what the text model is served as
+  // The text model's config class's defaults, for the fields text_config leaves out.
+  json text_defaults;
+};
+
+const std::vector<MultimodalCheckpoint>& multimodal_checkpoints() {
+  static const std::vector<MultimodalCheckpoint> table = {
+      // Gemma 3 4B, 12B, 27B. Gemma3TextConfig's defaults: the released configs leave out
+      // vocab_size and the head counts.
+      {"Gemma3ForConditionalGeneration",
+       "gemma3_text",
+       "Gemma3ForCausalLM",
+       {{"vocab_size", 262208},
+        {"hidden_size", 2304},
+        {"intermediate_size", 9216},
+        {"num_hidden_layers", 26},
+        {"num_attention_heads", 8},
+        {"num_key_value_heads", 4},
+        {"head_dim", 256}}},
+      // Mistral Small 3.1 and 3.2 (24B), Magistral Small 2509. MistralConfig's defaults, which also
+      // give the token ids when neither config level does.
+      {"Mistral3ForConditionalGeneration",
+       "mistral",
+       "MistralForCausalLM",
+       {{"vocab_size", 32000},
+        {"hidden_size", 4096},
+        {"intermediate_size", 14336},
+        {"num_hidden_layers", 32},
+        {"num_attention_heads", 32},
+        {"num_key_value_heads", 8},
+        {"max_position_embeddings", 131072},
+        {"bos_token_id", 1},
+        {"eos_token_id", 2}}},
+  };
+  return table;
+}
+
+// For a multimodal checkpoint (multimodal_checkpoints()), its text model's config: the config
+// class's defaults, then the token ids and dtype of the top level, then text_config; as a config of
+// the text architecture (and sets `checkpoint_architecture`). `root` itself for any other model.
 json text_model_config(const std::filesystem::path& path, const json& root,
                        std::string& checkpoint_architecture) {
   const auto arch = root.find("architectures");
-  if (arch == root.end() || !arch->is_array() || arch->empty() ||
-      (*arch)[0] != "Gemma3ForConditionalGeneration")
-    return root;
+  if (arch == root.end() || !arch->is_array() || arch->empty()) return root;
+  const auto& table = multimodal_checkpoints();
+  const auto kind = std::find_if(table.begin(), table.end(),
+                                 [&](const MultimodalCheckpoint& m) { return (*arch)[0] == m.architecture; });
+  if (kind == table.end()) return root;
   const auto text_config = root.find("text_config");
   if (text_config == root.end() || !text_config->is_object()) {
-    throw ModelLoadError(path.string() +
-                         ": Gemma3ForConditionalGeneration needs a 'text_config' object (its text model's "
-                         "configuration); fix or re-download config.json");
+    throw ModelLoadError(path.string() + ": " + kind->architecture +
+                         " needs a 'text_config' object (its text model's configuration); fix or "
+                         "re-download config.json");
   }
-  json text = {{"vocab_size", 262208},    {"hidden_size", 2304},      {"intermediate_size", 9216},
-               {"num_hidden_layers", 26}, {"num_attention_heads", 8}, {"num_key_value_heads", 4},
-               {"head_dim", 256}};
+  if (const auto type = text_config->find("model_type");
+      type != text_config->end() && *type != kind->text_model_type) {
+    throw ModelLoadError(path.string() + ": a " + kind->architecture + " whose text model is '" +
+                         (type->is_string() ? type->get<std::string>() : type->dump()) +
+                         "' (text_config.model_type) is not supported; kvserve serves its '" +
+                         kind->text_model_type + "' text model");
+  }
+  json text = kind->text_defaults;
+  for (const char* key : {"bos_token_id", "eos_token_id", "dtype", "torch_dtype", "quantization_config"})
+    if (root.contains(key)) text[key] = root[key];
   for (const auto& [key, value] : text_config->items())
     text[key] = value;
-  for (const char* key : {"bos_token_id", "eos_token_id", "dtype", "torch_dtype", "quantization_config"})
-    if (!text.contains(key) && root.contains(key)) text[key] = root[key];
-  text["architectures"] = {"Gemma3ForCausalLM"};
-  checkpoint_architecture = "Gemma3ForConditionalGeneration";
+  text["architectures"] = {kind->text_architecture};
+  checkpoint_architecture = kind->architecture;
   return text;
 }
 

@@ -53,9 +53,10 @@ struct LocatedTensor {
 };
 
 // Where a checkpoint keeps the text model's tensors: "model." (model.embed_tokens.weight,
-// model.layers.N..., model.norm.weight, and lm_head.weight), or in a Gemma3ForConditionalGeneration
-// checkpoint "language_model.model." (transformers before 4.52; its lm_head
-// language_model.lm_head.weight) or "model.language_model." (later ones; lm_head.weight).
+// model.layers.N..., model.norm.weight, and lm_head.weight), or in a multimodal checkpoint
+// (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) "language_model.model."
+// (transformers before 4.52; its lm_head language_model.lm_head.weight) or "model.language_model."
+// (later ones; lm_head.weight).
 struct TensorNames {
   std::string prefix = "model.";
   std::string lm_head = "lm_head.weight";

@@ -44,9 +44,10 @@ constexpr int kMaxRedirects = 10;
 constexpr auto kProgressEvery = std::chrono::seconds(10);
 // What kvserve reads besides the weights (engine/model_loader.cc, engine/tokenizer.cc,
 // engine/chat_template.cc, engine/config_added_tokens.cc); those a repository lacks are skipped.
-constexpr std::array<std::string_view, 8> kModelFiles = {
-    "config.json",     "generation_config.json",  "tokenizer.json",    "tokenizer_config.json",
-    "tokenizer.model", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja"};
+constexpr std::array<std::string_view, 9> kModelFiles = {
+    "config.json",           "generation_config.json", "tokenizer.json",
+    "tokenizer_config.json", "tokenizer.model",        "special_tokens_map.json",
+    "added_tokens.json",     "chat_template.jinja",    "chat_template.json"};
 constexpr std::string_view kShardIndex = kShardIndexFile;
 
 std::string env(const char* name) {

@@ -53,8 +53,10 @@ void load_chat_template(const ServedModelFlags& flags, const std::filesystem::pa
     out.chat_source = "off: " + where + " has no chat template (pass --chat-template FILE to add one)";
   else if (std::filesystem::exists(dir / "chat_template.jinja", ec))
     out.chat_source = where + "/chat_template.jinja";
-  else
+  else if (ChatTemplate::template_in_tokenizer_config(dir))
     out.chat_source = where + "/tokenizer_config.json";
+  else
+    out.chat_source = where + "/chat_template.json";
 }
 
 }  // namespace

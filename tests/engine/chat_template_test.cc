@@ -251,6 +251,37 @@ TEST(ChatTemplate, ChatTemplateJinjaFileWinsAndTokensFallBack) {
   EXPECT_EQ(t->render({{"user", "u"}}, true), "<fb>|<fe>|file");  // jinja drops one trailing newline
 }
 
+// Multimodal repositories may keep the template only in their processor's chat_template.json; the
+// tokenizer's own template wins where both are, as AutoTokenizer reads it.
+TEST(ChatTemplate, AProcessorsChatTemplateJsonIsTheLastResort) {
+  TempDir dir;
+  write(dir.path() / "tokenizer_config.json", R"({"bos_token": "<B>"})");
+  write(dir.path() / "chat_template.json", R"({"chat_template": "{{ bos_token }}processor"})");
+  const auto t = ChatTemplate::load_from_model_dir(dir.path(), "<fb>", "<fe>");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->render({{"user", "u"}}, true), "<B>processor");
+  EXPECT_FALSE(ChatTemplate::template_in_tokenizer_config(dir.path()));
+  fs::remove(dir.path() / "tokenizer_config.json");  // bos from the fallback then
+  EXPECT_EQ(ChatTemplate::load_from_model_dir(dir.path(), "<fb>", "<fe>")->render({{"user", "u"}}, true),
+            "<fb>processor");
+  write(dir.path() / "tokenizer_config.json", R"({"chat_template": "tokenizer"})");
+  EXPECT_EQ(ChatTemplate::load_from_model_dir(dir.path(), "", "")->render({{"user", "u"}}, true),
+            "tokenizer");
+  EXPECT_TRUE(ChatTemplate::template_in_tokenizer_config(dir.path()));
+  fs::remove(dir.path() / "tokenizer_config.json");
+  for (const char* bad :
+       {"{not json", R"(["x"])", R"({"chat_template": 3})", R"({"chat_template": "{% for %}"})"}) {
+    SCOPED_TRACE(bad);
+    write(dir.path() / "chat_template.json", bad);
+    try {
+      ChatTemplate::load_from_model_dir(dir.path(), "", "");
+      ADD_FAILURE() << "loaded";
+    } catch (const ModelLoadError& e) {
+      EXPECT_NE(std::string(e.what()).find("chat_template.json"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(ChatTemplate, NamedTemplatesUseDefault) {
   TempDir dir;
   write(

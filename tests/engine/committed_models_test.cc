@@ -256,24 +256,27 @@ TEST(ModelLoaderCommitted, TinyGemma3TiedBfloat16WithHeadNorms) {
   expect_matches_file(model, "BF16");
 }
 
-// Gemma 3 4B and larger ship as Gemma3ForConditionalGeneration: tiny-gemma3 rewritten so (its
-// config nested in text_config with the token ids and dtype at the top, its tensors under the text
-// model's prefix of either transformers era, a vision tower and projector beside them) loads as the
-// same text model, every value equal, the vision tensors skipped.
-TEST(ModelLoaderCommitted, TinyGemma3InAMultimodalCheckpointLoadsItsTextModel) {
-  const Model text_only = load_model(kModels / "tiny-gemma3");
-  json text_config = json::parse(read_file(kModels / "tiny-gemma3" / "config.json"));
-  json config = {{"architectures", {"Gemma3ForConditionalGeneration"}},
-                 {"model_type", "gemma3"},
+// A multimodal checkpoint (Gemma 3 4B and larger, Mistral Small 3.1 / 3.2): the committed tiny
+// model `name` rewritten as a `checkpoint` one (its config nested in text_config of model type
+// `text_model_type`, with the token ids and dtype at the top; its tensors under the text model's
+// prefix of either transformers era, a vision tower and projector beside them) loads as the same
+// text model, every value equal, the vision tensors skipped.
+void expect_multimodal_checkpoint_loads_text_model(const std::string& name, const std::string& checkpoint,
+                                                   const std::string& text_model_type,
+                                                   const std::string& text_architecture) {
+  const Model text_only = load_model(kModels / name);
+  json text_config = json::parse(read_file(kModels / name / "config.json"));
+  json config = {{"architectures", {checkpoint}},
                  {"eos_token_id", text_config["eos_token_id"]},
                  {"bos_token_id", text_config["bos_token_id"]},
-                 {"torch_dtype", "bfloat16"},
+                 {"torch_dtype", text_config["torch_dtype"]},
                  {"image_token_index", 511},
                  {"vision_config", {{"hidden_size", 16}, {"model_type", "siglip_vision_model"}}}};
   for (const char* key : {"architectures", "eos_token_id", "bos_token_id", "torch_dtype", "dtype"})
     text_config.erase(key);
+  text_config["model_type"] = text_model_type;
   config["text_config"] = text_config;
-  const SafetensorsFile file(kModels / "tiny-gemma3" / "model.safetensors");
+  const SafetensorsFile file(kModels / name / "model.safetensors");
   for (const auto& [prefix, vision_prefix] :
        {std::pair<std::string, std::string>{"language_model.model.", ""},
         std::pair<std::string, std::string>{"model.language_model.", "model."}}) {
@@ -281,7 +284,7 @@ TEST(ModelLoaderCommitted, TinyGemma3InAMultimodalCheckpointLoadsItsTextModel) {
     std::vector<model_test::RawTensor> tensors;
     for (const SafetensorsTensor& t : file.tensors()) {
       ASSERT_TRUE(t.name.starts_with("model."));
-      tensors.push_back({prefix + t.name.substr(6), "BF16", t.shape,
+      tensors.push_back({prefix + t.name.substr(6), safetensors_dtype_name(t.dtype), t.shape,
                          std::string(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size())});
     }
     tensors.push_back({vision_prefix + "vision_tower.vision_model.post_layernorm.weight",
@@ -294,14 +297,15 @@ TEST(ModelLoaderCommitted, TinyGemma3InAMultimodalCheckpointLoadsItsTextModel) {
                        std::string(2048, '\0')});
     const model_test::TempDir dir;
     model_test::write_file(dir / "config.json", config.dump(2));
-    model_test::write_file(dir / "tokenizer.model", read_file(kModels / "tiny-gemma3" / "tokenizer.model"));
+    model_test::write_file(dir / "tokenizer.model", read_file(kModels / name / "tokenizer.model"));
     model_test::write_file(dir / "model.safetensors", model_test::safetensors_bytes(tensors));
 
     const Model multimodal = load_model(dir.path());
-    EXPECT_EQ(multimodal.config.architecture, "Gemma3ForCausalLM");
-    EXPECT_EQ(multimodal.config.checkpoint_architecture, "Gemma3ForConditionalGeneration");
+    EXPECT_EQ(multimodal.config.architecture, text_architecture);
+    EXPECT_EQ(multimodal.config.checkpoint_architecture, checkpoint);
     EXPECT_EQ(multimodal.config.sliding_layers, text_only.config.sliding_layers);
     EXPECT_EQ(multimodal.config.eos_token_ids, text_only.config.eos_token_ids);
+    EXPECT_EQ(multimodal.config.dtype, text_only.config.dtype);
     EXPECT_DOUBLE_EQ(multimodal.config.embedding_multiplier, text_only.config.embedding_multiplier);
     std::vector<const Tensor*> a, b;
     for_each_tensor(text_only.weights, [&](const Tensor& t) { a.push_back(&t); });
@@ -313,11 +317,25 @@ TEST(ModelLoaderCommitted, TinyGemma3InAMultimodalCheckpointLoadsItsTextModel) {
     }
 
     // A missing text tensor is named as the checkpoint names it.
+    const std::string missing = tensors.front().name;
+    ASSERT_TRUE(missing.starts_with(prefix));
     tensors.erase(tensors.begin());
     model_test::write_file(dir / "model.safetensors", model_test::safetensors_bytes(tensors));
     EXPECT_TRUE(model_test::contains_all(model_test::model_load_error([&] { load_model(dir.path()); }),
-                                         {"'" + prefix + "embed_tokens.weight' is missing"}));
+                                         {"'" + missing + "' is missing"}));
   }
+}
+
+TEST(ModelLoaderCommitted, TinyGemma3InAMultimodalCheckpointLoadsItsTextModel) {
+  expect_multimodal_checkpoint_loads_text_model("tiny-gemma3", "Gemma3ForConditionalGeneration",
+                                                "gemma3_text", "Gemma3ForCausalLM");
+}
+
+// A Llama is a Mistral without a sliding window: tiny-llama stands in for Mistral Small 3.1's text
+// model.
+TEST(ModelLoaderCommitted, TinyLlamaAsAMistral3CheckpointLoadsItsTextModel) {
+  expect_multimodal_checkpoint_loads_text_model("tiny-llama", "Mistral3ForConditionalGeneration", "mistral",
+                                                "MistralForCausalLM");
 }
 
 }  // namespace

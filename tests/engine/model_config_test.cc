@@ -761,5 +761,66 @@ TEST_F(ModelConfigTest, Gemma3ConditionalGenerationServesItsTextModel) {
   EXPECT_TRUE(contains_all(error(config), {"Gemma3ForConditionalGeneration", "'text_config'"}));
 }
 
+// Mistral Small 3.1 and 3.2 (24B): Mistral3ForConditionalGeneration, whose text model is served as
+// a MistralForCausalLM. Mistral-Small-3.1-24B-Instruct-2503's config, its vision fields cut short;
+// the token ids are nowhere in it (MistralConfig's 1 and 2 apply, as transformers reads it).
+TEST_F(ModelConfigTest, Mistral3ConditionalGenerationServesItsTextModel) {
+  json config = {{"architectures", {"Mistral3ForConditionalGeneration"}},
+                 {"image_token_index", 10},
+                 {"model_type", "mistral3"},
+                 {"multimodal_projector_bias", false},
+                 {"projector_hidden_act", "gelu"},
+                 {"spatial_merge_size", 2},
+                 {"text_config",
+                  {{"head_dim", 128},
+                   {"hidden_act", "silu"},
+                   {"hidden_size", 5120},
+                   {"intermediate_size", 32768},
+                   {"max_position_embeddings", 131072},
+                   {"model_type", "mistral"},
+                   {"num_attention_heads", 32},
+                   {"num_hidden_layers", 40},
+                   {"num_key_value_heads", 8},
+                   {"rms_norm_eps", 1e-05},
+                   {"rope_theta", 1000000000.0},
+                   {"sliding_window", nullptr},
+                   {"use_cache", true},
+                   {"vocab_size", 131072}}},
+                 {"torch_dtype", "bfloat16"},
+                 {"vision_config", {{"hidden_size", 1024}, {"model_type", "pixtral"}}},
+                 {"vision_feature_layer", -1}};
+  const ModelConfig c = load(config);
+  EXPECT_EQ(c.architecture, "MistralForCausalLM");
+  EXPECT_EQ(c.checkpoint_architecture, "Mistral3ForConditionalGeneration");
+  EXPECT_EQ(c.vocab_size, 131072);
+  EXPECT_EQ(c.hidden_size, 5120);
+  EXPECT_EQ(c.intermediate_size, 32768);
+  EXPECT_EQ(c.num_layers, 40);
+  EXPECT_EQ(c.num_heads, 32);
+  EXPECT_EQ(c.num_kv_heads, 8);
+  EXPECT_EQ(c.head_dim, 128);  // not hidden_size / heads (160)
+  EXPECT_DOUBLE_EQ(c.rope_theta, 1e9);
+  EXPECT_DOUBLE_EQ(c.rms_norm_eps, 1e-5);
+  EXPECT_EQ(c.max_position_embeddings, 131072);
+  EXPECT_FALSE(c.sliding_window.has_value());
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_EQ(c.bos_token_id, std::optional<TokenId>(1));
+  EXPECT_EQ(c.eos_token_ids, (std::vector<TokenId>{2}));
+  EXPECT_EQ(c.dtype, "bfloat16");
+
+  // Token ids at the top level win over the defaults, and text_config's over both.
+  config["eos_token_id"] = 7;
+  EXPECT_EQ(load(config).eos_token_ids, (std::vector<TokenId>{7}));
+  config["text_config"]["eos_token_id"] = 9;
+  EXPECT_EQ(load(config).eos_token_ids, (std::vector<TokenId>{9}));
+
+  // Another text model inside (the newer Ministral 3's) is named, not misread.
+  config["text_config"]["model_type"] = "ministral3";
+  EXPECT_TRUE(contains_all(error(config), {"Mistral3ForConditionalGeneration", "'ministral3'",
+                                           "text_config.model_type", "'mistral'"}));
+  config.erase("text_config");
+  EXPECT_TRUE(contains_all(error(config), {"Mistral3ForConditionalGeneration", "'text_config'"}));
+}
+
 }  // namespace
 }  // namespace kvserve
