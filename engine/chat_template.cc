@@ -96,18 +96,23 @@ ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;
 
 std::unique_ptr<ChatTemplate> ChatTemplate::load_from_model_dir(const std::filesystem::path& dir,
                                                                 const std::string& fallback_bos,
-                                                                const std::string& fallback_eos) {
+                                                                const std::string& fallback_eos,
+                                                                std::string* source) {
+  std::string unused;
+  std::string& from = source ? *source : unused;
   const std::optional<nlohmann::json> config = read_tokenizer_config(dir);
   const std::string bos = config ? token_string(*config, "bos_token", fallback_bos) : fallback_bos;
   const std::string eos = config ? token_string(*config, "eos_token", fallback_eos) : fallback_eos;
   // Newer transformers save the template as its own file; it wins over the config's copy.
   const std::filesystem::path jinja_file = dir / "chat_template.jinja";
+  from = "chat_template.jinja";
   if (std::filesystem::exists(jinja_file))
     return std::make_unique<ChatTemplate>(
         parse_or_throw(read_text(jinja_file), jinja_file.string(), bos, eos, config));
   if (!config || !config->contains("chat_template") || (*config)["chat_template"].is_null()) {
     // Multimodal repositories (Gemma 3, Mistral 3.x) may keep it only in their processor's file.
     const std::filesystem::path processor_file = dir / "chat_template.json";
+    from = "chat_template.json";
     if (!std::filesystem::exists(processor_file)) return nullptr;
     nlohmann::json processor;
     try {
@@ -122,6 +127,7 @@ std::unique_ptr<ChatTemplate> ChatTemplate::load_from_model_dir(const std::files
                                                          processor_file.string(), bos, eos, config));
   }
   const std::string where = (dir / "tokenizer_config.json").string();
+  from = "tokenizer_config.json";
   const nlohmann::json& field = (*config)["chat_template"];
   if (field.is_string())
     return std::make_unique<ChatTemplate>(parse_or_throw(field.get<std::string>(), where, bos, eos, config));
@@ -141,15 +147,6 @@ std::unique_ptr<ChatTemplate> ChatTemplate::load_from_model_dir(const std::files
                          " but none named \"default\"; pass one with --chat-template FILE");
   }
   throw ModelLoadError(where + ": chat_template must be a string or a list of named templates");
-}
-
-bool ChatTemplate::template_in_tokenizer_config(const std::filesystem::path& dir) {
-  try {
-    const std::optional<nlohmann::json> config = read_tokenizer_config(dir);
-    return config && config->contains("chat_template") && !(*config)["chat_template"].is_null();
-  } catch (const ModelLoadError&) {
-    return false;
-  }
 }
 
 ChatTemplate ChatTemplate::load_file(const std::filesystem::path& file,

@@ -1,6 +1,7 @@
 // Chat templates: a conversation (role, content messages) turned into the prompt text a chat model
 // was trained on, by the Jinja template that ships with the model (tokenizer_config.json's
-// "chat_template", or a chat_template.jinja file beside it), rendered as Hugging Face transformers
+// "chat_template", a chat_template.jinja file beside it, or a processor's chat_template.json),
+// rendered as Hugging Face transformers
 // renders it (engine/jinja.h: trim_blocks, lstrip_blocks, loop controls, raise_exception,
 // strftime_now, HF's tojson). The prompt is then tokenized with special-token spellings standing for
 // their tokens and no BOS added (the template writes bos_token itself).
@@ -83,12 +84,11 @@ class ChatTemplate {
   // bos_token / eos_token from tokenizer_config.json (a string or an {"content": ...} object) or,
   // where it has none, `fallback_bos` / `fallback_eos`. nullptr when the directory has no template.
   // Throws ModelLoadError (engine/model.h) naming the file when one is there but does not read or parse.
+  // `source`, when given, gets the name of the file the template came from.
   static std::unique_ptr<ChatTemplate> load_from_model_dir(const std::filesystem::path& dir,
                                                            const std::string& fallback_bos,
-                                                           const std::string& fallback_eos);
-  // Whether the directory's tokenizer_config.json has a chat template (which load_from_model_dir
-  // takes unless chat_template.jinja is there). False when the file does not read.
-  static bool template_in_tokenizer_config(const std::filesystem::path& dir);
+                                                           const std::string& fallback_eos,
+                                                           std::string* source = nullptr);
   // A template file given by the operator (--chat-template); bos/eos as for load_from_model_dir of
   // `model_dir` (which may be empty). Throws ModelLoadError naming the file.
   static ChatTemplate load_file(const std::filesystem::path& file, const std::filesystem::path& model_dir,

@@ -422,7 +422,8 @@ const std::vector<MultimodalCheckpoint>& multimodal_checkpoints() {
         {"num_key_value_heads", 4},
         {"head_dim", 256}}},
       // Mistral Small 3.1 and 3.2 (24B), Magistral Small 2509. MistralConfig's defaults, which also
-      // give the token ids when neither config level does.
+      // give the token ids when neither config level does (and a window where text_config has no
+      // sliding_window; the released configs say null: none).
       {"Mistral3ForConditionalGeneration",
        "mistral",
        "MistralForCausalLM",
@@ -433,6 +434,7 @@ const std::vector<MultimodalCheckpoint>& multimodal_checkpoints() {
         {"num_attention_heads", 32},
         {"num_key_value_heads", 8},
         {"max_position_embeddings", 131072},
+        {"sliding_window", 4096},
         {"bos_token_id", 1},
         {"eos_token_id", 2}}},
   };
@@ -440,8 +442,10 @@ const std::vector<MultimodalCheckpoint>& multimodal_checkpoints() {
 }
 
 // For a multimodal checkpoint (multimodal_checkpoints()), its text model's config: the config
-// class's defaults, then the token ids and dtype of the top level, then text_config; as a config of
-// the text architecture (and sets `checkpoint_architecture`). `root` itself for any other model.
+// class's defaults, then text_config, then the token ids and dtype of the top level (the
+// checkpoint's own: transformers' generation config takes the top level's token ids first); as a
+// config of the text architecture (and sets `checkpoint_architecture`). `root` itself for any other
+// model.
 json text_model_config(const std::filesystem::path& path, const json& root,
                        std::string& checkpoint_architecture) {
   const auto arch = root.find("architectures");
@@ -464,10 +468,10 @@ json text_model_config(const std::filesystem::path& path, const json& root,
                          kind->text_model_type + "' text model");
   }
   json text = kind->text_defaults;
-  for (const char* key : {"bos_token_id", "eos_token_id", "dtype", "torch_dtype", "quantization_config"})
-    if (root.contains(key)) text[key] = root[key];
   for (const auto& [key, value] : text_config->items())
     text[key] = value;
+  for (const char* key : {"bos_token_id", "eos_token_id", "dtype", "torch_dtype", "quantization_config"})
+    if (root.contains(key) && !root[key].is_null()) text[key] = root[key];
   text["architectures"] = {kind->text_architecture};
   checkpoint_architecture = kind->architecture;
   return text;

@@ -190,8 +190,9 @@ int main(int argc, char** argv) {
       "load no tokenizer (neither tokenizer.model nor tokenizer.json is read): requests send token ids");
   app.add_option(
       "--chat-template", f.model.chat_template,
-      "Jinja chat template file for chat input, instead of the model's own (chat_template.jinja or "
-      "tokenizer_config.json's chat_template); docs/models.md#chat-templates says what it may use");
+      "Jinja chat template file for chat input, instead of the model's own (chat_template.jinja, "
+      "tokenizer_config.json's chat_template or chat_template.json); docs/models.md#chat-templates says "
+      "what it may use");
   app.add_option("--host", f.host, "address to serve gRPC on")->capture_default_str();
   app.add_option("--port", f.port, "gRPC port (0 = any free port)")
       ->check(CLI::Range(0, 65535))

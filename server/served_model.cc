@@ -38,8 +38,9 @@ void load_chat_template(const ServedModelFlags& flags, const std::filesystem::pa
     return;
   }
   const std::string where = flags.model == kEmbeddedModelSpec ? flags.model : dir.string();
+  std::string source_file;
   try {
-    out.chat_template = ChatTemplate::load_from_model_dir(dir, bos, eos);
+    out.chat_template = ChatTemplate::load_from_model_dir(dir, bos, eos, &source_file);
   } catch (const ModelLoadError& e) {
     spdlog::warn(
         "chat input is off: the model's chat template does not load ({}); text and token ids are still "
@@ -48,15 +49,10 @@ void load_chat_template(const ServedModelFlags& flags, const std::filesystem::pa
     out.chat_source = "off: the model's chat template does not load";
     return;
   }
-  std::error_code ec;
   if (!out.chat_template)
     out.chat_source = "off: " + where + " has no chat template (pass --chat-template FILE to add one)";
-  else if (std::filesystem::exists(dir / "chat_template.jinja", ec))
-    out.chat_source = where + "/chat_template.jinja";
-  else if (ChatTemplate::template_in_tokenizer_config(dir))
-    out.chat_source = where + "/tokenizer_config.json";
   else
-    out.chat_source = where + "/chat_template.json";
+    out.chat_source = where + "/" + source_file;
 }
 
 }  // namespace

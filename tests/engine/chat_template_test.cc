@@ -257,17 +257,21 @@ TEST(ChatTemplate, AProcessorsChatTemplateJsonIsTheLastResort) {
   TempDir dir;
   write(dir.path() / "tokenizer_config.json", R"({"bos_token": "<B>"})");
   write(dir.path() / "chat_template.json", R"({"chat_template": "{{ bos_token }}processor"})");
-  const auto t = ChatTemplate::load_from_model_dir(dir.path(), "<fb>", "<fe>");
-  ASSERT_NE(t, nullptr);
-  EXPECT_EQ(t->render({{"user", "u"}}, true), "<B>processor");
-  EXPECT_FALSE(ChatTemplate::template_in_tokenizer_config(dir.path()));
+  std::string source;
+  const auto render = [&](const std::string& bos) {
+    return ChatTemplate::load_from_model_dir(dir.path(), bos, "", &source)->render({{"user", "u"}}, true);
+  };
+  EXPECT_EQ(render("<fb>"), "<B>processor");
+  EXPECT_EQ(source, "chat_template.json");
   fs::remove(dir.path() / "tokenizer_config.json");  // bos from the fallback then
-  EXPECT_EQ(ChatTemplate::load_from_model_dir(dir.path(), "<fb>", "<fe>")->render({{"user", "u"}}, true),
-            "<fb>processor");
+  EXPECT_EQ(render("<fb>"), "<fb>processor");
   write(dir.path() / "tokenizer_config.json", R"({"chat_template": "tokenizer"})");
-  EXPECT_EQ(ChatTemplate::load_from_model_dir(dir.path(), "", "")->render({{"user", "u"}}, true),
-            "tokenizer");
-  EXPECT_TRUE(ChatTemplate::template_in_tokenizer_config(dir.path()));
+  EXPECT_EQ(render(""), "tokenizer");
+  EXPECT_EQ(source, "tokenizer_config.json");
+  write(dir.path() / "chat_template.jinja", "jinja");
+  EXPECT_EQ(render(""), "jinja");
+  EXPECT_EQ(source, "chat_template.jinja");
+  fs::remove(dir.path() / "chat_template.jinja");
   fs::remove(dir.path() / "tokenizer_config.json");
   for (const char* bad :
        {"{not json", R"(["x"])", R"({"chat_template": 3})", R"({"chat_template": "{% for %}"})"}) {

@@ -275,16 +275,22 @@ void expect_multimodal_checkpoint_loads_text_model(const std::string& name, cons
   for (const char* key : {"architectures", "eos_token_id", "bos_token_id", "torch_dtype", "dtype"})
     text_config.erase(key);
   text_config["model_type"] = text_model_type;
+  if (!text_config.contains("sliding_window")) text_config["sliding_window"] = nullptr;  // as released
   config["text_config"] = text_config;
   const SafetensorsFile file(kModels / name / "model.safetensors");
-  for (const auto& [prefix, vision_prefix] :
-       {std::pair<std::string, std::string>{"language_model.model.", ""},
-        std::pair<std::string, std::string>{"model.language_model.", "model."}}) {
+  struct Layout {
+    std::string prefix, lm_head, vision_prefix;
+  };
+  for (const Layout& layout : {Layout{"language_model.model.", "language_model.lm_head.weight", ""},
+                               Layout{"model.language_model.", "lm_head.weight", "model."}}) {
+    const std::string& prefix = layout.prefix;
+    const std::string& vision_prefix = layout.vision_prefix;
     SCOPED_TRACE(prefix);
     std::vector<model_test::RawTensor> tensors;
     for (const SafetensorsTensor& t : file.tensors()) {
-      ASSERT_TRUE(t.name.starts_with("model."));
-      tensors.push_back({prefix + t.name.substr(6), safetensors_dtype_name(t.dtype), t.shape,
+      ASSERT_TRUE(t.name.starts_with("model.") || t.name == "lm_head.weight") << t.name;
+      tensors.push_back({t.name == "lm_head.weight" ? layout.lm_head : prefix + t.name.substr(6),
+                         safetensors_dtype_name(t.dtype), t.shape,
                          std::string(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size())});
     }
     tensors.push_back({vision_prefix + "vision_tower.vision_model.post_layernorm.weight",
@@ -306,6 +312,9 @@ void expect_multimodal_checkpoint_loads_text_model(const std::string& name, cons
     EXPECT_EQ(multimodal.config.sliding_layers, text_only.config.sliding_layers);
     EXPECT_EQ(multimodal.config.eos_token_ids, text_only.config.eos_token_ids);
     EXPECT_EQ(multimodal.config.dtype, text_only.config.dtype);
+    EXPECT_EQ(multimodal.config.sliding_window, text_only.config.sliding_window);
+    EXPECT_EQ(multimodal.config.tie_word_embeddings, text_only.config.tie_word_embeddings);
+    EXPECT_DOUBLE_EQ(multimodal.config.rope_theta, text_only.config.rope_theta);
     EXPECT_DOUBLE_EQ(multimodal.config.embedding_multiplier, text_only.config.embedding_multiplier);
     std::vector<const Tensor*> a, b;
     for_each_tensor(text_only.weights, [&](const Tensor& t) { a.push_back(&t); });
@@ -317,8 +326,9 @@ void expect_multimodal_checkpoint_loads_text_model(const std::string& name, cons
     }
 
     // A missing text tensor is named as the checkpoint names it.
+    // (The first is the embedding or, untied, the output projection; either is required.)
     const std::string missing = tensors.front().name;
-    ASSERT_TRUE(missing.starts_with(prefix));
+    ASSERT_TRUE(missing.starts_with(prefix) || missing == layout.lm_head) << missing;
     tensors.erase(tensors.begin());
     model_test::write_file(dir / "model.safetensors", model_test::safetensors_bytes(tensors));
     EXPECT_TRUE(model_test::contains_all(model_test::model_load_error([&] { load_model(dir.path()); }),
@@ -331,11 +341,11 @@ TEST(ModelLoaderCommitted, TinyGemma3InAMultimodalCheckpointLoadsItsTextModel) {
                                                 "gemma3_text", "Gemma3ForCausalLM");
 }
 
-// A Llama is a Mistral without a sliding window: tiny-llama stands in for Mistral Small 3.1's text
-// model.
+// A Llama is a Mistral without a sliding window: tiny-llama3-gqa (untied, as Mistral Small is)
+// stands in for Mistral Small 3.1's text model.
 TEST(ModelLoaderCommitted, TinyLlamaAsAMistral3CheckpointLoadsItsTextModel) {
-  expect_multimodal_checkpoint_loads_text_model("tiny-llama", "Mistral3ForConditionalGeneration", "mistral",
-                                                "MistralForCausalLM");
+  expect_multimodal_checkpoint_loads_text_model("tiny-llama3-gqa", "Mistral3ForConditionalGeneration",
+                                                "mistral", "MistralForCausalLM");
 }
 
 }  // namespace

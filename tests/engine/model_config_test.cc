@@ -808,11 +808,15 @@ TEST_F(ModelConfigTest, Mistral3ConditionalGenerationServesItsTextModel) {
   EXPECT_EQ(c.eos_token_ids, (std::vector<TokenId>{2}));
   EXPECT_EQ(c.dtype, "bfloat16");
 
-  // Token ids at the top level win over the defaults, and text_config's over both.
-  config["eos_token_id"] = 7;
-  EXPECT_EQ(load(config).eos_token_ids, (std::vector<TokenId>{7}));
+  // Token ids in text_config win over the defaults, and the top level's over both (as transformers'
+  // generation config reads a composite config).
   config["text_config"]["eos_token_id"] = 9;
   EXPECT_EQ(load(config).eos_token_ids, (std::vector<TokenId>{9}));
+  config["eos_token_id"] = 7;
+  EXPECT_EQ(load(config).eos_token_ids, (std::vector<TokenId>{7}));
+  // MistralConfig's window where text_config says nothing of one.
+  config["text_config"].erase("sliding_window");
+  EXPECT_EQ(load(config).sliding_window, std::optional<int>(4096));
 
   // Another text model inside (the newer Ministral 3's) is named, not misread.
   config["text_config"]["model_type"] = "ministral3";
