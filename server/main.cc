@@ -271,7 +271,7 @@ int main(int argc, char** argv) {
   app.add_option("--num-speculative-tokens", f.num_speculative_tokens,
                  "speculative decoding by prompt lookup: up to this many tokens, found by matching the "
                  "end of a request's text earlier in its prompt or output, are checked in each decode "
-                 "step, and the tokens come out exactly as without it (0 = off)")
+                 "step; the tokens are those drawn without it (on the GPU up to rounding) (0 = off)")
       ->check(CLI::Range(0, kvserve::kMaxDraftTokens))
       ->capture_default_str();
   app.add_option("--prompt-lookup-min", f.prompt_lookup_min,
