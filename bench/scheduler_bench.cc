@@ -2,6 +2,8 @@
 //   BM_DecodeStep: Scheduler::schedule(), BatchBuilder::build() and Scheduler::complete_step();
 //   BM_EngineStep: the whole Engine::step() around a backend that costs nothing, so that also the
 //     sampling tasks, the per-request outputs and (optionally) incremental detokenization count.
+//   BM_ProposeNgramDraft: speculative decoding's prompt lookup for one sequence, which a step with
+//     --num-speculative-tokens runs for every decode (random tokens: no match, the whole context read).
 // At 256 running sequences with 4k-token contexts this must stay far below a GPU decode step
 // (milliseconds) so the host never starves the device. See docs/benchmarks.md.
 #include <benchmark/benchmark.h>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/ngram_drafter.h"
 #include "engine/scheduler.h"
 #include "engine/step_batch.h"
 #include "engine/tokenizer.h"
@@ -183,6 +186,23 @@ BENCHMARK(BM_EngineStep)
     ->Args({16, 512, 0, 1})
     ->Iterations(2000)
     ->Unit(benchmark::kMicrosecond);
+
+void BM_ProposeNgramDraft(benchmark::State& state) {
+  const int context = static_cast<int>(state.range(0));
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<TokenId> token(0, 128255);  // a Llama 3 vocabulary
+  std::vector<TokenId> tokens(static_cast<size_t>(context));
+  for (TokenId& t : tokens)
+    t = token(rng);
+  const NgramDraftConfig config{.max_draft_tokens = 4, .min_ngram = 2, .max_ngram = 4};
+  std::vector<TokenId> draft;
+  for (auto _ : state) {
+    propose_ngram_draft(tokens, config, 4, draft);
+    benchmark::DoNotOptimize(draft.data());
+  }
+  state.counters["context"] = context;
+}
+BENCHMARK(BM_ProposeNgramDraft)->Arg(512)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace kvserve

@@ -28,7 +28,8 @@ struct NgramDraftConfig {
 // context's last n tokens, for the largest n in [min_ngram, max_ngram] that occurs, read on as if
 // the context repeated from there (so where the occurrence is s tokens before the tail, draft token
 // i is the token s before it, in the context or the draft). Empty when no tail of those lengths
-// occurs earlier (or max_draft <= 0). O(context * max_ngram).
+// occurs earlier (or max_draft <= 0). One backward read of the context, plus max_ngram compares
+// where a token equals the last one.
 void propose_ngram_draft(std::span<const TokenId> context, const NgramDraftConfig& config, int max_draft,
                          std::vector<TokenId>& draft);
 
