@@ -115,7 +115,9 @@ __global__ void __launch_bounds__(kThreads)
   const int rows = q_len * group;
   if (m0 >= rows) return;  // uniform over the block: this sequence is shorter than the grid
 
-  const int context = args.context_lens[seq];
+  // The block table is only valid up to max_blocks_per_seq entries (as in decode): a corrupt context
+  // length must not turn into a read past the table; the host checked that the product fits.
+  const int context = min(max(args.context_lens[seq], 0), args.max_blocks_per_seq * args.layout.block_size);
   const int pos0 = context - q_len;  // position of query token 0
   const int last_row = min(m0 + kBlockM, rows) - 1;
   // A row at position P sees keys [P - window + 1, P]. Keys [kv_begin, kv_end) are visible to some
@@ -436,6 +438,8 @@ void validate(const PagedAttentionArgs& a) {
   if (static_cast<int64_t>(a.max_query_len) * (a.num_heads / l.num_kv_heads) > (int64_t{1} << 30))
     invalid("max_query_len " + std::to_string(a.max_query_len) + " is too large");
   if (a.max_blocks_per_seq <= 0) invalid("max_blocks_per_seq must be positive");
+  if (static_cast<int64_t>(a.max_blocks_per_seq) * l.block_size > INT_MAX / 2)
+    invalid("max_blocks_per_seq * block_size must be at most " + std::to_string(INT_MAX / 2) + " tokens");
   const int64_t width = static_cast<int64_t>(a.num_heads) * d;
   if (a.q_row_stride < width || a.q_row_stride % 8 != 0)
     invalid("q_row_stride " + std::to_string(a.q_row_stride) + " must be a multiple of 8 and at least " +

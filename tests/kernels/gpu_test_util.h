@@ -75,14 +75,20 @@ DeviceBuffer<T> poisoned(size_t count) {
   return d;
 }
 
+// The worse of two errors, where NaN (an unwritten, poisoned element, or a poisoned K/V row that
+// was read) is worse than any number and stays so: `if (!(err <= worst)) worst = err` would let
+// the next finite error replace a NaN, and std::max(worst, NaN) would keep worst.
+inline double worse_error(double worst, double err) {
+  return std::isnan(worst) || err <= worst ? worst : err;
+}
+
 // max |got - want| / max(|want|, floor): a relative error that does not explode near zero.
 inline double max_relative_error(const std::vector<float>& got, const std::vector<double>& want,
                                  double floor = 1.0) {
   double worst = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double err = std::abs(static_cast<double>(got[i]) - want[i]) / std::max(std::abs(want[i]), floor);
-    if (!(err <= worst)) worst = err;  // NaN propagates as the worst
-  }
+  for (size_t i = 0; i < want.size(); ++i)
+    worst = worse_error(worst,
+                        std::abs(static_cast<double>(got[i]) - want[i]) / std::max(std::abs(want[i]), floor));
   return worst;
 }
 

@@ -32,6 +32,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -87,6 +88,23 @@ void expect_invalid(F&& f, const std::string& needle) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
   }
+}
+
+// The error measure every kernel test uses (runs without a GPU): a NaN, which is what a poisoned
+// element the kernel never wrote reads as, fails any bound wherever it stands, and a large error
+// before a NaN is not lost either.
+TEST(GpuTestUtil, ANanFailsTheBoundWhereverItStands) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<double> want = {0.3, 0.0, 1.0};
+  for (size_t at = 0; at < want.size(); ++at) {
+    std::vector<float> got = {0.3f, 0.0f, 1.0f};
+    got[at] = nan;
+    EXPECT_TRUE(std::isnan(max_relative_error(got, want))) << "NaN at " << at;
+  }
+  EXPECT_DOUBLE_EQ(max_relative_error({0.3f, 0.0f, 3.0f}, want), 2.0);
+  EXPECT_DOUBLE_EQ(max_relative_error({0.3f, 0.5f, 1.0f}, want, 0.25), 2.0);
+  EXPECT_EQ(testing::worse_error(5.0, 1.0), 5.0);
+  EXPECT_EQ(testing::worse_error(1.0, 5.0), 5.0);
 }
 
 // ---- embedding_gather ----

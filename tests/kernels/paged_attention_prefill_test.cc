@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -204,10 +205,8 @@ void run_case(const PrefillCase& c) {
     return std::abs(got_rows[i] - want_rows[i]) / std::max(std::abs(want_rows[i]), row_rms[i]);
   };
   double err = 0.0;
-  for (size_t i = 0; i < want_rows.size(); ++i) {
-    const double e = element_error(i);
-    if (!(e <= err)) err = e;  // NaN (an unwritten, poisoned element) propagates as the worst
-  }
+  for (size_t i = 0; i < want_rows.size(); ++i)
+    err = worse_error(err, element_error(i));
   EXPECT_LE(err, kRelTolerance);
   if (!(err <= kRelTolerance)) {
     for (size_t i = 0; i < want_rows.size(); ++i) {
@@ -477,6 +476,7 @@ TEST(PagedPrefillAttentionArgs, RejectsEachBadFieldByName) {
       {"num_heads", [](PagedAttentionArgs& a) { a.num_heads = 7; }},
       {"max_query_len", [](PagedAttentionArgs& a) { a.max_query_len = 0; }},
       {"max_blocks_per_seq", [](PagedAttentionArgs& a) { a.max_blocks_per_seq = 0; }},
+      {"max_blocks_per_seq * block_size", [](PagedAttentionArgs& a) { a.max_blocks_per_seq = INT_MAX / 16; }},
       {"q_row_stride", [](PagedAttentionArgs& a) { a.q_row_stride = 8 * 128 + 4; }},
       {"q_row_stride", [](PagedAttentionArgs& a) { a.q_row_stride = 7 * 128; }},
       {"out_row_stride", [](PagedAttentionArgs& a) { a.out_row_stride = 8 * 128 + 2; }},
