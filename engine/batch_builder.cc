@@ -79,12 +79,14 @@ void validate_step_batch(const StepBatch& b, int num_blocks, int block_size, int
 
   // Runs every step on the engine thread, so nothing here allocates unless it fails.
   const auto fail_seq = [&](int s, const std::string& what) { fail("sequence " + str(s) + ": " + what); };
+  int longest_query = 0;
   for (int s = 0; s < b.num_seqs; ++s) {
     const int begin = b.query_start_loc[s];
     const int len = b.query_start_loc[s + 1] - begin;
     const int context = b.context_lens[s];
     if (len < 1 || (s < b.num_decodes && len != 1) || begin + len > b.num_tokens)
       fail_seq(s, "query length " + str(len));
+    longest_query = std::max(longest_query, len);
     if (context < len || context > static_cast<int64_t>(b.max_blocks_per_seq) * b.block_size)
       fail_seq(s, "context length " + str(context) + " for query length " + str(len) + " and " +
                       str(b.max_blocks_per_seq) + " blocks of " + str(b.block_size));
@@ -109,6 +111,9 @@ void validate_step_batch(const StepBatch& b, int num_blocks, int block_size, int
                         str(slot));
     }
   }
+  // The GPU sizes the prefill kernel's grid by it: a short one would leave query rows uncomputed.
+  if (b.max_query_len != longest_query)
+    fail("max_query_len " + str(b.max_query_len) + ", the longest query is " + str(longest_query));
   if (b.logits_indices.size() < seqs || b.logits_indices.size() > seqs + tokens)
     fail(str(b.logits_indices.size()) + " logits rows for " + str(b.num_seqs) + " sequences");
   for (size_t r = 0; r < b.logits_indices.size(); ++r) {

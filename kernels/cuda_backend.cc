@@ -126,6 +126,10 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
   if (!model) throw std::invalid_argument("CudaBackend: no model");
   config_ = model->config;
   const ModelConfig& c = config_;
+  // The O and down projections take Granite's residual multiplier as their GEMM's alpha, which a
+  // sandwich norm after them (Gemma 2/3) would cancel; no architecture has both.
+  if (c.sandwich_norms && c.residual_multiplier != 1.0)
+    throw std::runtime_error("CUDA backend: a residual multiplier with sandwich norms is not supported");
   if (device_count() == 0) throw std::runtime_error("no CUDA device is usable here (run with --backend cpu)");
   const int hd = c.head_dim;
   if (hd != 16 && hd != 32 && hd != 64 && hd != 128 && hd != 256)
@@ -133,9 +137,14 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
                              " is not supported (16..256, powers of 2); serve this model with --backend cpu");
   if (c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0)
     throw std::runtime_error("CUDA backend: hidden_size and intermediate_size must be multiples of 8");
-  if (options.block_size % 8 != 0)
+  if (options.block_size <= 0 || options.block_size % 8 != 0)
     throw std::runtime_error("CUDA backend: block size " + std::to_string(options.block_size) +
-                             " is not a multiple of 8");
+                             " is not a positive multiple of 8");
+  if (options.max_num_seqs <= 0 || options.max_num_batched_tokens <= 0 || options.max_model_len <= 0 ||
+      options.max_draft_tokens < 0)
+    throw std::invalid_argument(
+        "CudaBackend: max_num_seqs, max_num_batched_tokens and max_model_len must be "
+        "positive, max_draft_tokens not negative");
 
   CUDA_CHECK(cudaSetDevice(options.device));
   device_description_ = ::kvserve::cuda::device_description(options.device);
@@ -145,8 +154,24 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
     CUDA_CHECK(cudaEventCreate(&step_start_));
     CUDA_CHECK(cudaEventCreate(&step_end_));
     gemm_ = std::make_unique<Gemm>(stream_);
-    upload_weights(*model);
-    allocate_activations();
+    // cudaMalloc's own "out of memory" names neither what did not fit nor what to change.
+    try {
+      upload_weights(*model);
+    } catch (const OutOfDeviceMemory& e) {
+      throw std::runtime_error("CUDA backend: the model's bf16 weights do not fit in GPU memory (" +
+                               gib_string(double(weight_bytes_)) + " uploaded, then " + e.what() +
+                               "); serve it on a GPU with more memory");
+    }
+    try {
+      allocate_activations();
+    } catch (const OutOfDeviceMemory& e) {
+      throw std::runtime_error(
+          "CUDA backend: the activations of the largest step (" + std::to_string(arrays_.max_tokens) +
+          " tokens, " + std::to_string(arrays_.max_logits_rows) + " logits rows of " +
+          std::to_string(c.vocab_size) + " entries) do not fit in GPU memory next to the " +
+          gib_string(double(weight_bytes_)) + " of weights (" + e.what() +
+          "); lower --max-num-batched-tokens, --max-num-seqs or --num-speculative-tokens");
+    }
     size_kv_pool(options);
     // cudaMemcpy from pageable memory may return before its DMA lands, and stream_ does not wait
     // for the legacy stream it ran on: the first step must not read half-uploaded weights.
@@ -287,7 +312,17 @@ void CudaBackend::size_kv_pool(const CudaBackendOptions& options) {
         "; lower --max-model-len or give the cache more memory");
   if (blocks > static_cast<size_t>(INT32_MAX / options.block_size)) blocks = INT32_MAX / options.block_size;
   layout_ = KvCacheLayout{static_cast<int>(blocks), options.block_size, c.num_kv_heads, c.head_dim};
-  kv_pool_.resize(static_cast<size_t>(c.num_layers) * 2 * static_cast<size_t>(layout_.layer_elements()));
+  try {
+    kv_pool_.resize(static_cast<size_t>(c.num_layers) * 2 * static_cast<size_t>(layout_.layer_elements()));
+  } catch (const OutOfDeviceMemory& e) {
+    throw std::runtime_error("CUDA backend: a KV pool of " + std::to_string(blocks) + " blocks (" +
+                             gib_string(double(blocks) * double(block_bytes)) +
+                             ") does not fit in GPU memory (" + e.what() + "); " +
+                             (options.num_blocks > 0
+                                  ? "lower --num-kv-blocks, or leave it 0 to size the pool from "
+                                    "--gpu-memory-utilization"
+                                  : "lower --gpu-memory-utilization"));
+  }
 }
 
 bf16* CudaBackend::k_cache(int layer) const {
@@ -509,6 +544,11 @@ void CudaBackend::forward_and_sample(const StepBatch& batch, std::span<const Sam
   if (out.size() != tasks.size()) throw std::logic_error("forward_and_sample: one output per task");
   if (tasks.size() > host_rows_.size())
     throw std::logic_error("forward_and_sample: more sampling tasks than logits rows");
+  // A row past the step's would sample stale logits, or read past the buffer and lose the context.
+  for (const SamplingTask& t : tasks)
+    if (t.row < 0 || static_cast<size_t>(t.row) >= batch.logits_indices.size())
+      throw std::logic_error("forward_and_sample: sampling task for logits row " + std::to_string(t.row) +
+                             " of a step with " + std::to_string(batch.logits_indices.size()));
   run_forward(batch);
   if (tasks.empty()) {
     finish_step();

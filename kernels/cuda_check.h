@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -20,6 +21,32 @@ inline void check(cudaError_t err, const char* what) {
 inline void check(cublasStatus_t st, const char* what) {
   if (st != CUBLAS_STATUS_SUCCESS)
     throw std::runtime_error(std::string(what) + ": " + cublasGetStatusString(st));
+}
+
+// A cudaMalloc that found too little free memory, with the sizes. The CUDA backend's constructor
+// turns it into a message naming what did not fit and the setting to change.
+class OutOfDeviceMemory : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+inline std::string gib_string(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.2f GiB", bytes / double(size_t{1} << 30));
+  return text;
+}
+
+// cudaMalloc, throwing OutOfDeviceMemory when it is short of memory (any other failure as check()).
+inline void device_malloc(void** ptr, size_t bytes) {
+  const cudaError_t err = cudaMalloc(ptr, bytes);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // not a sticky error: clear it, or the next launch check would report it
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaMemGetInfo(&free_bytes, &total_bytes);
+    throw OutOfDeviceMemory("cudaMalloc of " + gib_string(double(bytes)) + " failed with " +
+                            gib_string(double(free_bytes)) + " free of " + gib_string(double(total_bytes)));
+  }
+  check(err, "cudaMalloc");
 }
 
 #define KVSERVE_CUDA_STRINGIFY2(x) #x
@@ -54,7 +81,7 @@ class DeviceBuffer {
   void resize(size_t count) {
     if (count == count_) return;
     release();
-    if (count > 0) CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T)));
+    if (count > 0) device_malloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T));
     count_ = count;
   }
   // Grows (contents lost) only when `count` exceeds the current size: for per-step scratch.

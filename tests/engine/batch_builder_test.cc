@@ -143,6 +143,9 @@ TEST(ValidateStepBatch, RejectsEveryIndexThatWouldLeaveThePoolOrDisagree) {
       {"token count that disagrees", [](StepBatch& b) { b.num_tokens += 1; }, "num_tokens"},
       {"block table of the wrong size", [](StepBatch& b) { b.block_tables.pop_back(); }, "num_seqs"},
       {"block size that is not the pool's", [](StepBatch& b) { b.block_size = 8; }, "the pool's is 4"},
+      {"max_query_len short of the longest query", [](StepBatch& b) { b.max_query_len -= 1; },
+       "max_query_len"},
+      {"max_query_len past the longest query", [](StepBatch& b) { b.max_query_len += 1; }, "max_query_len"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);

@@ -104,10 +104,8 @@ std::vector<Request> mixed_requests(int vocab, int n, uint64_t seed) {
 // Largest |got - want|; NaN anywhere makes it NaN, so that it fails any bound.
 double max_abs_diff(std::span<const float> got, std::span<const float> want) {
   double worst = 0.0;
-  for (size_t v = 0; v < want.size(); ++v) {
-    const double diff = std::abs(static_cast<double>(got[v]) - want[v]);
-    if (!(diff <= worst)) worst = diff;  // std::max(worst, NaN) would keep worst
-  }
+  for (size_t v = 0; v < want.size(); ++v)
+    worst = testing::worse_error(worst, std::abs(static_cast<double>(got[v]) - want[v]));
   return worst;
 }
 
@@ -586,6 +584,29 @@ TEST(CudaBackend, SizesThePoolFromTheMemoryBudget) {
             CudaBackend::kv_bytes_per_token(model->config) * opt.block_size * backend.num_blocks());
   opt.num_blocks = 8;  // 128 tokens < max_model_len 1024
   EXPECT_THROW(CudaBackend(model, opt), std::runtime_error);
+}
+
+// A pool asked for that cannot fit is one message naming it and the flag to change, not
+// cudaMalloc's bare "out of memory"; the device is fine afterwards.
+TEST(CudaBackend, SaysWhichSettingToLowerWhenThePoolDoesNotFit) {
+  KVSERVE_SKIP_WITHOUT_GPU();
+  const auto model = load_bf16_rounded("tiny-llama");
+  CudaBackendOptions opt = small_options(false);
+  opt.num_blocks = INT32_MAX / opt.block_size;  // terabytes of KV
+  try {
+    CudaBackend backend(model, opt);
+    ADD_FAILURE() << "a pool of " << opt.num_blocks << " blocks fitted";
+  } catch (const std::runtime_error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("KV pool of " + std::to_string(opt.num_blocks) + " blocks"), std::string::npos)
+        << message;
+    EXPECT_NE(message.find("GiB free of"), std::string::npos) << message;
+    EXPECT_NE(message.find("lower --num-kv-blocks"), std::string::npos) << message;
+  }
+  opt.num_blocks = 64;
+  CudaBackend backend(model, opt);
+  EXPECT_EQ(backend.num_blocks(), 64);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
 // Runs mixed requests through both backends in lockstep (greedy on `a`'s logits) and requires every
