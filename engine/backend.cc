@@ -22,6 +22,10 @@ std::span<const float> Backend::token_logits(const StepBatch&, std::span<const i
   throw std::logic_error("the " + name() + " backend cannot compute logits at prompt positions");
 }
 
+std::span<const float> Backend::hidden_states(const StepBatch&, std::span<const int>) {
+  throw std::logic_error("the " + name() + " backend cannot return hidden states");
+}
+
 void Backend::score_tokens(const StepBatch& batch, std::span<const ScoringTask> tasks,
                            std::span<SampledToken> out) {
   if (out.size() != tasks.size()) throw std::logic_error("score_tokens: one output per task");

@@ -62,6 +62,10 @@ class Backend {
   // backends whose scores_tokens() is true have it; the default throws std::logic_error.
   virtual bool scores_tokens() const { return false; }
   virtual std::span<const float> token_logits(const StepBatch& batch, std::span<const int> token_indices);
+  // Embeddings, from the same kept states: the final hidden state (after the model's last norm,
+  // what the LM head multiplies) at the given flat token indices of the last pass, [token_indices
+  // .size() x hidden size] row-major, valid until the next call. Where scores_tokens() is true.
+  virtual std::span<const float> hidden_states(const StepBatch& batch, std::span<const int> token_indices);
   // out[i] = the target's logprob and alternatives under the logits at tasks[i].token_index, as
   // Sampler::score gives them. This default scores token_logits() on the host, a few rows at a
   // time; a GPU backend overrides it to score on the device, so that the logits stay there.

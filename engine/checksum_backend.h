@@ -26,6 +26,11 @@ class ChecksumBackend : public Backend {
   std::span<const float> forward(const StepBatch& batch) override;
   // Row r is one-hot at the token predicted after position token_indices[r] of its sequence.
   bool scores_tokens() const override { return true; }
+  // Its "hidden state" is the one-hot of the token it predicts next (its LM head is the identity),
+  // so an embedding says whether it was taken at the right token of the right context.
+  std::span<const float> hidden_states(const StepBatch& batch, std::span<const int> token_indices) override {
+    return token_logits(batch, token_indices);
+  }
   std::span<const float> token_logits(const StepBatch& batch, std::span<const int> token_indices) override;
 
   // The token the model predicts after `context`, computed without any cache.

@@ -205,24 +205,35 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
   return logits_;
 }
 
-std::span<const float> CpuBackend::token_logits(const StepBatch& batch, std::span<const int> token_indices) {
+void CpuBackend::final_hidden(const StepBatch& batch, std::span<const int> token_indices) {
   const ModelConfig& c = model_->config;
   const size_t hidden = static_cast<size_t>(c.hidden_size);
   if (x_.size() != static_cast<size_t>(batch.num_tokens) * hidden)
-    throw std::logic_error("CpuBackend::token_logits: the last forward pass did not run this batch");
+    throw std::logic_error("CpuBackend: the last forward pass did not run this batch");
   const int rows = static_cast<int>(token_indices.size());
   last_.resize(static_cast<size_t>(rows) * hidden);
   for (int r = 0; r < rows; ++r) {
     const int t = token_indices[static_cast<size_t>(r)];
     if (t < 0 || t >= batch.num_tokens)
-      throw std::logic_error("CpuBackend::token_logits: token index " + std::to_string(t) +
-                             " outside the batch");
+      throw std::logic_error("CpuBackend: token index " + std::to_string(t) + " outside the batch");
     std::copy_n(&x_[static_cast<size_t>(t) * hidden], hidden, &last_[static_cast<size_t>(r) * hidden]);
   }
   rms_norm(last_, rows, c.hidden_size, model_->weights.final_norm, c, h_);
+}
+
+std::span<const float> CpuBackend::token_logits(const StepBatch& batch, std::span<const int> token_indices) {
+  final_hidden(batch, token_indices);
+  const ModelConfig& c = model_->config;
+  const int rows = static_cast<int>(token_indices.size());
   linear(h_, rows, model_->weights.output_projection(), Tensor{}, logits_);
   finish_logits(logits_, c);
   return std::span<const float>(logits_.data(), static_cast<size_t>(rows) * c.vocab_size);
+}
+
+std::span<const float> CpuBackend::hidden_states(const StepBatch& batch, std::span<const int> token_indices) {
+  final_hidden(batch, token_indices);
+  return std::span<const float>(h_.data(),
+                                token_indices.size() * static_cast<size_t>(model_->config.hidden_size));
 }
 
 void CpuBackend::attention(const StepBatch& batch, int layer) {

@@ -28,12 +28,15 @@ class CpuBackend : public Backend {
   // From every token's final hidden state, which forward() keeps.
   bool scores_tokens() const override { return true; }
   std::span<const float> token_logits(const StepBatch& batch, std::span<const int> token_indices) override;
+  std::span<const float> hidden_states(const StepBatch& batch, std::span<const int> token_indices) override;
 
   // Bytes of KV cache one token takes across all layers (K and V).
   static size_t kv_bytes_per_token(const ModelConfig& config);
 
  private:
   void attention(const StepBatch& batch, int layer);
+  // h_ = the final norm of the kept hidden states at the given tokens of the last pass.
+  void final_hidden(const StepBatch& batch, std::span<const int> token_indices);
 
   std::shared_ptr<const Model> model_;
   int num_blocks_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <limits>
 #include <stdexcept>
 #include <utility>
@@ -54,6 +55,15 @@ Status Engine::validate(const Request& request) const {
   if (has_stop_strings && !config_.tokenizer)
     return Status::InvalidArgument(
         "stop strings need a tokenizer, and this model has none; use stop_token_ids");
+  if (request.embedding.enabled) {
+    if (!backend_->scores_tokens())
+      return Status::InvalidArgument("embeddings: the " + backend_->name() +
+                                     " backend cannot return hidden states");
+    if (request.stop.max_tokens != 1)
+      return Status::InvalidArgument("an embedding request generates no text: its max_tokens must be 1");
+    if (request.embedding.dimensions < 0)
+      return Status::InvalidArgument("embedding dimensions must be positive (or 0 for all)");
+  }
   if (Status s = scheduler_.check_priority(request.priority); !s.ok()) return s;
   return scheduler_.check_fits(static_cast<int>(request.prompt.size()), request.stop);
 }
@@ -68,7 +78,8 @@ Status Engine::add_request(Request request) {
     state.prompt_logprobs_pending = true;
     state.prompt = request.prompt;
   }
-  if (config_.tokenizer)
+  state.embedding_params = request.embedding;
+  if (config_.tokenizer && !request.embedding.enabled)  // an embedding's one token has no text
     state.detokenizer = std::make_unique<IncrementalDetokenizer>(
         *config_.tokenizer, request.prompt, request.stop.stop, request.stop.min_tokens,
         /*continuation=*/request.constraint != nullptr, request.stop.include_stop_str_in_output,
@@ -158,6 +169,7 @@ std::vector<StepOutput> Engine::step() {
   }
 
   score_prompts(plan, batch);
+  take_embeddings(plan, batch);
 
   sampled_.assign(sample_index, SampledToken{});
   sampled_ids_.assign(sample_index, -1);
@@ -183,6 +195,7 @@ std::vector<StepOutput> Engine::step() {
                    e.num_output_tokens,
                    e.num_cached_prompt_tokens,
                    {},
+                   {},
                    {}};
     RequestState& state = states_.at(e.id);
     if (state.prompt_logprobs_pending) {
@@ -191,6 +204,7 @@ std::vector<StepOutput> Engine::step() {
       out.prompt_token_ids = std::move(state.prompt);
       out.prompt_logprobs = std::move(state.prompt_logprobs);
     }
+    out.embedding = std::move(state.embedding);
     if (state.detokenizer) {
       IncrementalDetokenizer::Delta delta = state.detokenizer->push(e.token);
       out.text = std::move(delta.text);
@@ -240,6 +254,38 @@ void Engine::score_prompts(const StepPlan& plan, const StepBatch& batch) {
   }
 }
 
+void Engine::take_embeddings(const StepPlan& plan, const StepBatch& batch) {
+  embedding_tokens_.clear();
+  embedding_of_.clear();
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    const ScheduledSequence& s = plan.seqs[i];
+    if (!s.emits_token) continue;
+    RequestState& state = states_.at(s.seq->id());
+    if (!state.embedding_params.enabled) continue;
+    // Its query ends with the prompt's last token (it drafts nothing: max_tokens is 1).
+    embedding_tokens_.push_back(batch.query_start_loc[i + 1] - 1 - s.num_draft_tokens);
+    embedding_of_.push_back(&state);
+  }
+  if (embedding_tokens_.empty()) return;
+  const std::span<const float> hidden = backend_->hidden_states(batch, embedding_tokens_);
+  const size_t width = hidden.size() / embedding_tokens_.size();
+  for (size_t k = 0; k < embedding_of_.size(); ++k) {
+    RequestState& state = *embedding_of_[k];
+    const EmbeddingParams& p = state.embedding_params;
+    const size_t kept = p.dimensions > 0 ? std::min(width, static_cast<size_t>(p.dimensions)) : width;
+    state.embedding.assign(hidden.begin() + static_cast<std::ptrdiff_t>(k * width),
+                           hidden.begin() + static_cast<std::ptrdiff_t>(k * width + kept));
+    if (!p.normalize) continue;
+    double sum_squares = 0.0;
+    for (const float x : state.embedding)
+      sum_squares += static_cast<double>(x) * x;
+    // A zero vector stays zero (sentence-transformers divides by max(norm, 1e-12) too).
+    const double scale = 1.0 / std::max(std::sqrt(sum_squares), 1e-12);
+    for (float& x : state.embedding)
+      x = static_cast<float>(x * scale);
+  }
+}
+
 std::vector<GenerationResult> Engine::generate(std::vector<Request> requests) {
   std::vector<GenerationResult> results(requests.size());
   std::unordered_map<RequestId, size_t> index;
@@ -260,6 +306,7 @@ std::vector<GenerationResult> Engine::generate(std::vector<Request> requests) {
       r.text += out.text;
       r.num_cached_prompt_tokens = out.num_cached_prompt_tokens;
       if (!out.prompt_logprobs.empty()) r.prompt_logprobs = std::move(out.prompt_logprobs);
+      if (!out.embedding.empty()) r.embedding = std::move(out.embedding);
       if (out.finish != FinishReason::kNone) {
         r.finish = out.finish;
         --pending;

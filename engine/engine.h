@@ -49,6 +49,7 @@ struct StepOutput {
   // prompt_token_ids[i + 1]).
   std::vector<TokenId> prompt_token_ids;
   std::vector<SampledToken> prompt_logprobs;
+  std::vector<float> embedding;  // an embedding request's (Request::embedding), on its one output
 };
 
 // A finished request as the offline API returns it.
@@ -62,6 +63,7 @@ struct GenerationResult {
   int num_prompt_tokens = 0;
   int num_cached_prompt_tokens = 0;
   std::vector<SampledToken> prompt_logprobs;  // as StepOutput's, when asked for
+  std::vector<float> embedding;               // an embedding request's
 };
 
 class Engine {
@@ -102,9 +104,13 @@ class Engine {
     bool prompt_logprobs_pending = false;
     std::vector<TokenId> prompt;
     std::vector<SampledToken> prompt_logprobs;
+    EmbeddingParams embedding_params;
+    std::vector<float> embedding;  // taken at the step that computes the prompt's last token
   };
   // Scores the prompt positions this step computed for requests that asked for prompt logprobs.
   void score_prompts(const StepPlan& plan, const StepBatch& batch);
+  // Takes the embeddings of the embedding requests whose prompt's last token this step computed.
+  void take_embeddings(const StepPlan& plan, const StepBatch& batch);
 
   EngineConfig config_;
   std::unique_ptr<Backend> backend_;
@@ -122,6 +128,8 @@ class Engine {
   std::vector<RequestId> first_scheduled_;
   std::vector<ScoringTask> scoring_tasks_;
   std::vector<SampledToken> scoring_results_;
+  std::vector<int> embedding_tokens_;        // flat token indices, for take_embeddings
+  std::vector<RequestState*> embedding_of_;  // whose embedding each is
   uint64_t num_steps_ = 0;
 };
 

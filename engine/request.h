@@ -49,6 +49,16 @@ struct StopCriteria {
   bool include_stop_str_in_output = false;
 };
 
+// An embedding request (Generation.Embed, /v1/embeddings): the prompt is computed and the final
+// hidden state at its last token (last-token pooling, as decoder embedding models such as
+// Qwen3-Embedding and e5-mistral pool) comes back as StepOutput::embedding. Such a request has
+// max_tokens 1; the one token it draws is not reported.
+struct EmbeddingParams {
+  bool enabled = false;
+  int dimensions = 0;     // keep the first this many values (Matryoshka-trained models); 0 = all
+  bool normalize = true;  // scale to unit L2 norm, after the truncation
+};
+
 struct Request {
   RequestId id;
   std::vector<TokenId> prompt;
@@ -63,6 +73,7 @@ struct Request {
   // Control tokens whose spelling the output's text keeps (all others are left out of it): the
   // markers of a tool-call format that are control tokens, for the server's reader.
   std::vector<TokenId> kept_control_tokens;
+  EmbeddingParams embedding;
 };
 
 enum class FinishReason {

@@ -459,12 +459,17 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
   enqueue_lm_head(logits_indices, step.num_logits_rows);
 }
 
+void CudaBackend::enqueue_final_norm(const int32_t* token_index, int rows) {
+  const ModelConfig& c = config_;
+  gather_rows(residual_.get(), token_index, rows, c.hidden_size, last_.get(), stream_);
+  add_rms_norm(last_.get(), nullptr, final_norm_.get(), static_cast<float>(c.rms_norm_eps), rows,
+               c.hidden_size, last_normed_.get(), stream_, static_cast<float>(c.norm_weight_offset));
+}
+
 void CudaBackend::enqueue_lm_head(const int32_t* token_index, int rows) {
   const ModelConfig& c = config_;
   const int hidden = c.hidden_size;
-  gather_rows(residual_.get(), token_index, rows, hidden, last_.get(), stream_);
-  add_rms_norm(last_.get(), nullptr, final_norm_.get(), static_cast<float>(c.rms_norm_eps), rows, hidden,
-               last_normed_.get(), stream_, static_cast<float>(c.norm_weight_offset));
+  enqueue_final_norm(token_index, rows);
   const bf16* lm_head = lm_head_.size() > 0 ? lm_head_.get() : embed_.get();
   // Granite divides the logits by logits_scaling (1 elsewhere): folded into the product.
   gemm_->linear(last_normed_.get(), rows, hidden, lm_head, c.vocab_size, logits_.get(), c.vocab_size,
@@ -695,6 +700,30 @@ std::span<const float> CudaBackend::token_logits(const StepBatch& batch, std::sp
   }
   finish_step();
   return host_logits_;
+}
+
+std::span<const float> CudaBackend::hidden_states(const StepBatch& batch,
+                                                  std::span<const int> token_indices) {
+  CUDA_CHECK(cudaSetDevice(options_.device));
+  CUDA_CHECK(cudaEventRecord(step_start_, stream_));
+  stage_score_indices(batch, token_indices);
+  const size_t hidden = static_cast<size_t>(config_.hidden_size);
+  host_hidden_bf16_.resize(token_indices.size() * hidden);
+  const size_t group = static_cast<size_t>(options_.max_num_seqs);  // last_normed_'s rows
+  for (size_t first = 0; first < token_indices.size(); first += group) {
+    const size_t count = std::min(group, token_indices.size() - first);
+    CUDA_CHECK(cudaMemcpyAsync(score_indices_.get(), host_score_indices_.get() + first,
+                               count * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+    enqueue_final_norm(score_indices_.get(), static_cast<int>(count));
+    CUDA_CHECK(cudaMemcpyAsync(host_hidden_bf16_.data() + first * hidden, last_normed_.get(),
+                               count * hidden * sizeof(bf16), cudaMemcpyDeviceToHost, stream_));
+  }
+  finish_step();
+  // bf16, as the LM head reads it.
+  host_hidden_.resize(host_hidden_bf16_.size());
+  std::transform(host_hidden_bf16_.begin(), host_hidden_bf16_.end(), host_hidden_.begin(),
+                 [](bf16 x) { return __bfloat162float(x); });
+  return host_hidden_;
 }
 
 void CudaBackend::score_tokens(const StepBatch& batch, std::span<const ScoringTask> tasks,

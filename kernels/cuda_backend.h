@@ -80,6 +80,8 @@ class CudaBackend : public Backend {
   // positions at a time: LM head, then sample_rows with each row's token forced (sampling.h).
   bool scores_tokens() const override { return true; }
   std::span<const float> token_logits(const StepBatch& batch, std::span<const int> token_indices) override;
+  // The final norm's bf16 output at those tokens (what the LM head reads), max_num_seqs at a time.
+  std::span<const float> hidden_states(const StepBatch& batch, std::span<const int> token_indices) override;
   void score_tokens(const StepBatch& batch, std::span<const ScoringTask> tasks,
                     std::span<SampledToken> out) override;
 
@@ -112,8 +114,10 @@ class CudaBackend : public Backend {
   // Waits for the step's device work and adds its span (run_forward's first copy to now) to
   // device_seconds_.
   void finish_step();
-  // The final norm and the LM head for `rows` tokens of the pass's residual stream, picked by the
-  // device array token_index: fp32 logits in logits_'s first rows.
+  // Gathers `rows` rows of the pass's residual stream, picked by the device array token_index, and
+  // applies the final norm (into last_normed_).
+  void enqueue_final_norm(const int32_t* token_index, int rows);
+  // That, then the LM head: fp32 logits in logits_'s first rows.
   void enqueue_lm_head(const int32_t* token_index, int rows);
   // Checks each scored position's token index against the batch and stages them all in
   // host_score_indices_.
@@ -169,6 +173,8 @@ class CudaBackend : public Backend {
   DeviceBuffer<std::byte> decode_workspace_;
   int max_decode_splits_ = 1;
   std::vector<float> host_logits_;
+  std::vector<__nv_bfloat16> host_hidden_bf16_;  // hidden_states(): as copied, then as floats
+  std::vector<float> host_hidden_;
 
   // Sampling.
   DeviceBuffer<std::byte> sampling_workspace_;

@@ -13,7 +13,8 @@ run in float64 with no KV cache: every step recomputes the whole sequence, so no
 code path or a bookkeeping idea with the engine.
 
 For a model directory and a prompt it writes expected.json: the prompt ids, the greedy
-continuation, and the logits of the last position at each greedy step. The C++ test reads it.
+continuation, the logits of the last position at each greedy step, and the final hidden state (after
+the last norm) of the prompt's last token. The C++ test reads it.
 Run with Debian's python3 (python3-torch, python3-numpy) or with transformers where available:
 
     scripts/reference/llama_reference.py tests/data/models/tiny-llama --prompt "Once upon a time"
@@ -196,7 +197,7 @@ class Reference:
         rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
         return x * cos + rotated * sin
 
-    def logits(self, ids):
+    def final_hidden(self, ids):  # after the last norm: what the LM head reads, and embeddings
         w, n = self.w, len(ids)
         x = w["model.embed_tokens.weight"][torch.tensor(ids)] * self.embedding_multiplier
         positions = torch.arange(n)
@@ -242,7 +243,10 @@ class Reference:
                 x = x + self.norm(mlp, w[p + "post_feedforward_layernorm.weight"])
             else:
                 x = x + mlp * self.residual_multiplier
-        x = self.norm(x, w["model.norm.weight"])
+        return self.norm(x, w["model.norm.weight"])
+
+    def logits(self, ids):
+        x = self.final_hidden(ids)
         logits = (x[-1] @ self.lm_head.T) / self.logits_scaling
         if self.final_softcap:  # Gemma 2
             logits = self.final_softcap * torch.tanh(logits / self.final_softcap)
@@ -300,6 +304,8 @@ def main():
         "greedy_ids": greedy,
         "min_top2_gap": min_gap,
         "step_logits": step_logits,
+        # The prompt's last token's final hidden state: what an embedding request returns.
+        "prompt_final_hidden": [float(f"{v:.7g}") for v in ref.final_hidden(prompt_ids)[-1].tolist()],
     }
     (args.out or args.model_dir / "expected.json").write_text(json.dumps(out, separators=(",", ":")) + "\n")
     print(f"{args.model_dir}: prompt {len(prompt_ids)} tokens, greedy {greedy}, smallest top-2 gap {min_gap:.4f}")

@@ -35,13 +35,15 @@ struct Expected {
   std::vector<TokenId> prompt;
   std::vector<TokenId> greedy;
   std::vector<std::vector<float>> step_logits;
+  std::vector<float> prompt_final_hidden;  // after the last norm, at the prompt's last token
 };
 
 Expected read_expected(const std::string& model) {
   std::ifstream in(kModels + model + "/expected.json");
   const auto j = nlohmann::json::parse(in);
   return {j.at("prompt_ids").get<std::vector<TokenId>>(), j.at("greedy_ids").get<std::vector<TokenId>>(),
-          j.at("step_logits").get<std::vector<std::vector<float>>>()};
+          j.at("step_logits").get<std::vector<std::vector<float>>>(),
+          j.at("prompt_final_hidden").get<std::vector<float>>()};
 }
 
 std::shared_ptr<const Model> load(const std::string& model) {
@@ -161,6 +163,58 @@ TEST_P(TinyModel, PromptLogprobsMatchTheReferenceWholeAndChunked) {
 
 // The same request gives the same greedy tokens alone, in a batch of 64 mixed requests, after being
 // preempted and recomputed, and with its prompt partly served from the prefix cache.
+// Embeddings: the final hidden state at the prompt's last token, as the reference computes it,
+// whole, in 3-token chunks, and again for the same prompt served from the prefix cache, next to a
+// generation that is unaffected; normalized, and truncated to 16 dimensions and then normalized.
+// The hidden state is what the LM head multiplies into the logits (64-wide dot products, values
+// of order 1): float32 rounding leaves it well under 1e-4 from the float64 reference; 1e-3 still
+// catches a wrong token, position or norm (which move values by 1e-1 or more).
+TEST_P(TinyModel, EmbeddingsMatchTheReferenceWholeChunkedAndFromTheCache) {
+  constexpr float kHiddenTolerance = 1e-3f;
+  const Expected exp = read_expected(GetParam());
+  const auto model = load(GetParam());
+  ASSERT_EQ(exp.prompt_final_hidden.size(), static_cast<size_t>(model->config.hidden_size));
+  const auto embed = [&](std::string id, int dimensions, bool normalize) {
+    Request r = testing::make_request(std::move(id), exp.prompt, 1);
+    r.embedding = {true, dimensions, normalize};
+    return r;
+  };
+  const auto scaled = [](std::vector<float> v, size_t n) {
+    v.resize(n);
+    double sum = 0.0;
+    for (float x : v)
+      sum += static_cast<double>(x) * x;
+    for (float& x : v)
+      x = static_cast<float>(x / std::sqrt(sum));
+    return v;
+  };
+  const auto expect_near = [&](const std::vector<float>& got, const std::vector<float>& want) {
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i)
+      EXPECT_NEAR(got[i], want[i], kHiddenTolerance) << "dimension " << i;
+  };
+  for (int budget : {2048, 3}) {
+    SCOPED_TRACE("token budget " + std::to_string(budget));
+    auto engine = make_engine(model, 64, budget);
+    const auto results =
+        engine->generate({embed("raw", 0, false), embed("unit", 0, true), embed("mrl", 16, true),
+                          testing::make_request("text", exp.prompt, 3)});
+    for (const GenerationResult& r : results)
+      ASSERT_TRUE(r.status.ok()) << r.status.message();
+    expect_near(results[0].embedding, exp.prompt_final_hidden);
+    expect_near(results[1].embedding, scaled(exp.prompt_final_hidden, exp.prompt_final_hidden.size()));
+    expect_near(results[2].embedding, scaled(exp.prompt_final_hidden, 16));
+    EXPECT_EQ(results[3].output, std::vector<TokenId>(exp.greedy.begin(), exp.greedy.begin() + 3));
+    EXPECT_TRUE(results[3].embedding.empty());
+    for (int i = 0; i < 3; ++i)
+      EXPECT_EQ(results[i].finish, FinishReason::kLength);
+
+    const auto again = engine->generate({embed("cached", 0, false)});
+    EXPECT_GT(again[0].num_cached_prompt_tokens, 0);
+    expect_near(again[0].embedding, exp.prompt_final_hidden);
+  }
+}
+
 TEST_P(TinyModel, BatchInvariance) {
   const Expected exp = read_expected(GetParam());
   const auto model = load(GetParam());

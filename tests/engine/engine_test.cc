@@ -286,5 +286,52 @@ TEST(Engine, RejectsPromptLogprobsOutOfRange) {
   EXPECT_EQ(engine->add_request(r).code(), StatusCode::kInvalidArgument);
 }
 
+// The checksum backend's hidden state is the one-hot of the token it predicts after the context
+// it read through the cache, so each embedding must be the one-hot of the reference's next token
+// after that request's own prompt: taken at its last token, in a batch of many, in 5-token chunks.
+TEST(Engine, EachEmbeddingIsTakenAtItsOwnPromptsLastToken) {
+  auto engine = make_engine(256, 8, 5);
+  std::vector<Request> requests;
+  std::mt19937 rng(17);
+  for (int i = 0; i < 12; ++i) {
+    std::vector<TokenId> prompt(1 + rng() % 30);
+    for (TokenId& t : prompt)
+      t = static_cast<TokenId>(1 + rng() % (kVocab - 1));
+    Request r = make_request("e" + std::to_string(i), prompt, 1);
+    r.embedding = {true, 0, i % 2 == 0};
+    requests.push_back(r);
+    requests.push_back(make_request("g" + std::to_string(i), prompt, 4));
+  }
+  const auto results = engine->generate(requests);
+  for (size_t i = 0; i < results.size(); ++i) {
+    const GenerationResult& r = results[i];
+    ASSERT_TRUE(r.status.ok()) << r.status.message();
+    const std::vector<TokenId>& prompt = requests[i].prompt;
+    if (!requests[i].embedding.enabled) {
+      EXPECT_EQ(r.output, reference(prompt, 4)) << r.id;
+      EXPECT_TRUE(r.embedding.empty());
+      continue;
+    }
+    std::vector<float> one_hot(kVocab, 0.0f);
+    one_hot[static_cast<size_t>(ChecksumBackend::reference_next_token(prompt, kVocab))] = 1.0f;
+    EXPECT_EQ(r.embedding, one_hot) << r.id;
+    EXPECT_EQ(r.output.size(), 1u);  // the one token drawn, which the server does not report
+  }
+}
+
+TEST(Engine, RejectsAnEmbeddingThatWouldGenerate) {
+  auto engine = make_engine(64);
+  Request r = make_request("r", {1, 2, 3}, 2);
+  r.embedding.enabled = true;
+  Status st = engine->add_request(r);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("max_tokens must be 1"), std::string::npos) << st.message();
+  r.stop.max_tokens = 1;
+  r.embedding.dimensions = -1;
+  st = engine->add_request(r);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("dimensions"), std::string::npos) << st.message();
+}
+
 }  // namespace
 }  // namespace kvserve
