@@ -13,6 +13,7 @@
 #include "engine/sampler.h"
 #include "engine/token_constraint.h"
 #include "server/chat_prompt.h"
+#include "server/embed_call.h"
 #include "server/generate_stream.h"
 #include "server/metrics.h"
 
@@ -44,9 +45,11 @@ const char* code_name(StatusCode code) {
   return "UNKNOWN";
 }
 
-// Encodes a client's text. The tokenizers are fuzzed and do not throw on any text; should one
-// still (a pattern engine's backtracking limit, say), that request fails with a message and the
-// server goes on serving everyone else.
+}  // namespace
+
+// The tokenizers are fuzzed and do not throw on any text; should one still (a pattern engine's
+// backtracking limit, say), that request fails with a message and the server goes on serving
+// everyone else.
 Status encode_text(const Tokenizer& tokenizer, const std::string& text, bool add_bos,
                    std::vector<TokenId>* ids) {
   try {
@@ -57,8 +60,6 @@ Status encode_text(const Tokenizer& tokenizer, const std::string& text, bool add
                                    "); send token_ids instead");
   }
 }
-
-}  // namespace
 
 grpc::Status to_grpc_status(const Status& s) {
   switch (s.code()) {
@@ -335,6 +336,35 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(
   if (Status s = reactor->start(expand_choices(std::move(engine_request), request->n()), reasoning_started);
       !s.ok())
     reactor->reject(reject(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GenerationService::Embed(grpc::CallbackServerContext* context,
+                                                   const v1::EmbedRequest* request,
+                                                   v1::EmbedResponse* response) {
+  auto* reactor = new EmbedReactor(runner_, response);
+  std::string client_id = request->request_id();
+  if (client_id.empty()) client_id = "embed-" + std::to_string(next_request_number_++);
+  std::vector<Request> requests;
+  Status translated;
+  if (grpc::Status auth = check_auth(*context); !auth.ok()) {
+    reactor->reject(auth);
+    return reactor;
+  }
+  if (const size_t bytes = request->ByteSizeLong(); bytes > options_.max_request_bytes)
+    translated = Status::InvalidArgument(
+        "the request is " + std::to_string(bytes) + " bytes, over this server's limit of " +
+        std::to_string(options_.max_request_bytes) + " (--max-request-bytes)");
+  else if (request->request_id().size() > kMaxRequestIdBytes)
+    translated =
+        Status::InvalidArgument("request_id is " + std::to_string(request->request_id().size()) +
+                                " bytes, at most " + std::to_string(kMaxRequestIdBytes) + " allowed");
+  else
+    translated = to_embed_requests(*request, model_, tokenizer_.get(), client_id, &requests);
+  // Before start(): the engine thread may finish the call before start() returns.
+  response->set_request_id(client_id);
+  if (translated.ok()) translated = reactor->start(std::move(requests));
+  if (!translated.ok()) reactor->reject(reject(translated));
   return reactor;
 }
 

@@ -61,6 +61,8 @@ class GenerationService final : public v1::Generation::CallbackService {
   grpc::ServerUnaryReactor* GetServerStatus(grpc::CallbackServerContext* context,
                                             const v1::GetServerStatusRequest* request,
                                             v1::ServerStatus* response) override;
+  grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* context, const v1::EmbedRequest* request,
+                                  v1::EmbedResponse* response) override;
 
   // Turns a wire request into an engine request, or says (INVALID_ARGUMENT) which field is wrong
   // (FAILED_PRECONDITION for chat input without a chat template). `reasoning_started` (if given)
@@ -89,5 +91,9 @@ class GenerationService final : public v1::Generation::CallbackService {
 
 // The gRPC status for an engine status (same codes, same message).
 grpc::Status to_grpc_status(const Status& status);
+
+// Encodes a client's text, or says (INVALID_ARGUMENT) that it could not be.
+Status encode_text(const Tokenizer& tokenizer, const std::string& text, bool add_bos,
+                   std::vector<TokenId>* ids);
 
 }  // namespace kvserve
