@@ -88,6 +88,10 @@ struct ModelConfig {
   std::optional<double> sliding_rope_theta;
   int max_position_embeddings = 0;
   bool tie_word_embeddings = false;
+  // The checkpoint is a base model without an LM head (embedding models saved by
+  // sentence-transformers): the server answers embedding calls and refuses generation. Set by
+  // load_model (tie_word_embeddings then true: the embeddings stand in for the LM head).
+  bool embedding_only = false;
   bool qkv_bias = false;  // Qwen2; Qwen3 with attention_bias
   // Qwen3: each head's q and k (after any bias) are RMS-normalized over head_dim with their own
   // weights (q_norm, k_norm) and rms_norm_eps, then rotated.

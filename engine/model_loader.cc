@@ -56,7 +56,8 @@ struct LocatedTensor {
 // model.layers.N..., model.norm.weight, and lm_head.weight), or in a multimodal checkpoint
 // (Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration) "language_model.model."
 // (transformers before 4.52; its lm_head language_model.lm_head.weight) or "model.language_model."
-// (later ones; lm_head.weight).
+// (later ones; lm_head.weight). A base model saved on its own, as embedding models are
+// (sentence-transformers' Qwen3-Embedding, gte-Qwen2), names them without "model.".
 struct TensorNames {
   std::string prefix = "model.";
   std::string lm_head = "lm_head.weight";
@@ -65,7 +66,10 @@ struct TensorNames {
 // The names `by_name`, a checkpoint's tensors, use for the model `c` describes.
 TensorNames tensor_names(const ModelConfig& c,
                          const std::unordered_map<std::string_view, LocatedTensor>& by_name) {
-  if (c.checkpoint_architecture.empty()) return {};
+  if (c.checkpoint_architecture.empty())
+    return by_name.contains("embed_tokens.weight") && !by_name.contains("model.embed_tokens.weight")
+               ? TensorNames{"", "lm_head.weight"}
+               : TensorNames{};
   for (const auto& [name, located] : by_name)
     if (name.starts_with("model.language_model.")) return {"model.language_model.", "lm_head.weight"};
   return {"language_model.model.", "language_model.lm_head.weight"};
@@ -295,6 +299,14 @@ Model load_model(const fs::path& dir, WeightLoading loading) {
   listed.num_layers =
       static_cast<int>(std::min<size_t>(static_cast<size_t>(config.num_layers), by_name.size() + 1));
   const TensorNames tensor_naming = tensor_names(config, by_name);
+  if (tensor_naming.prefix.empty() && !config.tie_word_embeddings &&
+      !by_name.contains(tensor_naming.lm_head)) {
+    // A base model saved without its LM head (an embedding model's checkpoint): it serves
+    // embeddings only, and the embedding matrix stands in for the output projection that the
+    // engine still applies to the one token an embedding request draws.
+    model.config.embedding_only = true;
+    model.config.tie_word_embeddings = listed.tie_word_embeddings = true;
+  }
   const std::vector<ExpectedTensor> expected = expected_tensors(listed, tensor_naming, model.weights);
   std::unordered_set<std::string_view> expected_names;
   for (const ExpectedTensor& want : expected) {

@@ -135,6 +135,10 @@ grpc::Status GenerationService::check_tokenizer_call(const grpc::CallbackServerC
 Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Request* out,
                                             bool* reasoning_started) const {
   if (reasoning_started) *reasoning_started = false;
+  if (model_.embedding_only)
+    return Status::FailedPrecondition(
+        "this model is an embedding model (its checkpoint has no LM head) and generates no text; call Embed "
+        "(or POST /v1/embeddings) instead");
   const size_t bytes = in.ByteSizeLong();
   if (bytes > options_.max_request_bytes)
     return Status::InvalidArgument("the request is " + std::to_string(bytes) +
@@ -449,6 +453,7 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
   info->set_max_num_seqs(static_cast<uint32_t>(sc.max_num_seqs));
   info->set_max_num_batched_tokens(static_cast<uint32_t>(sc.max_num_batched_tokens));
   info->set_chat_template(options_.chat_template != nullptr && tokenizer_ != nullptr);
+  info->set_embedding_only(model_.embedding_only);
   info->set_scheduling_policy(sc.policy == SchedulingPolicy::kPriority ? "priority" : "fcfs");
   if (sc.policy == SchedulingPolicy::kPriority)
     info->set_max_priority_wait_seconds(std::chrono::duration<double>(sc.max_priority_wait).count());

@@ -114,15 +114,6 @@ bool in_ipv4_range(std::string_view host, std::string_view range) {
   return (ntohl(net.s_addr) & mask) == (ntohl(addr.s_addr) & mask);
 }
 
-std::string base64(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  const int size =
-      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                      reinterpret_cast<const unsigned char*>(data.data()), static_cast<int>(data.size()));
-  out.resize(static_cast<size_t>(size));
-  return out;
-}
-
 bool send_all(int fd, const char* data, size_t size) {
   while (size > 0) {
     const ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL);
@@ -135,6 +126,15 @@ bool send_all(int fd, const char* data, size_t size) {
 }
 
 }  // namespace
+
+std::string base64(std::string_view data) {
+  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
+  const int size =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                      reinterpret_cast<const unsigned char*>(data.data()), static_cast<int>(data.size()));
+  out.resize(static_cast<size_t>(size));
+  return out;
+}
 
 std::string HttpProxy::address() const {
   return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);

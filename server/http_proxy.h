@@ -21,6 +21,9 @@
 
 namespace kvserve {
 
+// Standard base64 (RFC 4648, padded): proxy credentials, and OpenAI's base64 embeddings.
+std::string base64(std::string_view data);
+
 struct HttpProxy {
   std::string host;  // a name or an address (an IPv6 one without brackets)
   int port = 0;

@@ -420,6 +420,10 @@ int main(int argc, char** argv) {
       f.model.model, mc.architecture,
       mc.checkpoint_architecture.empty() ? "" : ", the text model of a " + mc.checkpoint_architecture,
       mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_kv_heads, mc.head_dim, mc.vocab_size, mc.dtype);
+  if (mc.embedding_only)
+    spdlog::info(
+        "the checkpoint has no LM head (an embedding model): Embed and /v1/embeddings are served, "
+        "Generate is refused");
   spdlog::info("{}", built.description);
   if (const long long pool_tokens = static_cast<long long>(built.num_blocks) * f.block_size;
       pool_tokens + 1 < config.scheduler.max_model_len)

@@ -128,6 +128,10 @@ int run_model(const Options& o, kvserve::EngineConfig config) {
           : o.model;
   auto model = std::make_shared<const kvserve::Model>(
       kvserve::load_model(dir, kvserve::WeightLoading::kDeferred));  // read by the backend
+  if (model->config.embedding_only)
+    throw kvserve::ModelLoadError(dir +
+                                  ": the checkpoint has no LM head (an embedding model) and "
+                                  "kvserve-offline generates text; serve it with kvserve for embeddings");
   std::shared_ptr<const kvserve::Tokenizer> tokenizer = kvserve::Tokenizer::load_from_model_dir(model->dir);
   const auto& mc = model->config;
   std::printf("model: %s (%s, %d layers, hidden %d, %d heads / %d kv heads, vocab %d, weights %s)\n",

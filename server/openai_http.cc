@@ -12,6 +12,7 @@
 
 #include "server/elastic_thread_pool.h"
 #include "server/generation_service.h"
+#include "server/http_proxy.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
 #include "server/openai_responses.h"
@@ -24,8 +25,8 @@ using Json = nlohmann::ordered_json;
 
 constexpr const char* kJson = "application/json";
 constexpr const char* kRoutes =
-    "this server serves POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, GET /v1/models, "
-    "POST /tokenize, "
+    "this server serves POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, "
+    "POST /v1/embeddings, GET /v1/models, POST /tokenize, "
     "POST /detokenize and GET /health";
 
 void reply_error(httplib::Response& res, int status, const std::string& message, const std::string& code) {
@@ -280,6 +281,8 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
   });
   server->Post("/tokenize",
                [this](const httplib::Request& req, httplib::Response& res) { tokenize(req, res); });
+  server->Post("/v1/embeddings",
+               [this](const httplib::Request& req, httplib::Response& res) { embeddings(req, res); });
   server->Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
     v1::DetokenizeRequest request;
     if (Status s = openai::parse_detokenize_request(req.body, options_.served, &request); !s.ok())
@@ -329,6 +332,37 @@ void OpenAiHttpServer::call_ended() {
 bool OpenAiHttpServer::wait_idle(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   return idle_.wait_for(lock, timeout, [&] { return in_flight_ == 0; });
+}
+
+void OpenAiHttpServer::embeddings(const httplib::Request& req, httplib::Response& res) {
+  InFlightCall in_flight(*this);  // its engine requests run until the answer: a drain waits for it
+  openai::ParsedEmbeddings request;
+  if (Status s = openai::parse_embeddings_request(req.body, options_.served, &request); !s.ok())
+    return reply_parse_error(res, s);
+  grpc::ClientContext context;
+  forward_auth(req, context);
+  v1::EmbedResponse embedded;
+  if (grpc::Status s = stub_->Embed(&context, request.embed, &embedded); !s.ok())
+    return reply_grpc_error(res, s);
+  Json data = Json::array();
+  for (int i = 0; i < embedded.embeddings_size(); ++i) {
+    const auto& values = embedded.embeddings(i).values();
+    Json embedding;
+    if (request.base64) {  // the float32 values' bytes, little-endian as on every host we build for
+      embedding = base64(std::string_view(reinterpret_cast<const char*>(values.data()),
+                                          static_cast<size_t>(values.size()) * sizeof(float)));
+    } else {
+      embedding = std::vector<float>(values.begin(), values.end());
+    }
+    data.push_back(Json{{"object", "embedding"}, {"index", i}, {"embedding", std::move(embedding)}});
+  }
+  const uint32_t prompt_tokens = embedded.usage().prompt_tokens();
+  res.set_content(Json{{"object", "list"},
+                       {"data", std::move(data)},
+                       {"model", options_.served.model},
+                       {"usage", {{"prompt_tokens", prompt_tokens}, {"total_tokens", prompt_tokens}}}}
+                      .dump(),
+                  kJson);
 }
 
 void OpenAiHttpServer::tokenize(const httplib::Request& req, httplib::Response& res) {

@@ -66,6 +66,8 @@ class OpenAiHttpServer {
   // POST /v1/completions and /v1/chat/completions.
   void generate(openai::Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
   // POST /tokenize: the Tokenize RPC, with the model's max_model_len.
+  // POST /v1/embeddings, through the Embed RPC.
+  void embeddings(const httplib::Request& req, httplib::Response& res);
   void tokenize(const httplib::Request& req, httplib::Response& res);
   friend class InFlightCall;
   void call_started();

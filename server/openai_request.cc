@@ -797,4 +797,44 @@ Status parse_detokenize_request(std::string_view body, const ServedApi& served, 
   return Status::Ok();
 }
 
+Status parse_embeddings_request(std::string_view body, const ServedApi& served, ParsedEmbeddings* out) {
+  *out = ParsedEmbeddings{};
+  Json json;
+  KVSERVE_RETURN_IF_ERROR(read_request_body(body, &json));
+  const Fields f(json);
+  KVSERVE_RETURN_IF_ERROR(check_model(f, served.model));
+  const Json* input = f.find("input");
+  if (!input) return invalid("input", "missing; send the text (or token ids) to embed");
+  // A list of inputs is an array of strings or of arrays; anything else is one input.
+  const bool list =
+      input->is_array() && !input->empty() && (input->front().is_string() || input->front().is_array());
+  const size_t count = list ? input->size() : 1;
+  for (size_t i = 0; i < count; ++i) {
+    const Json& one = list ? (*input)[i] : *input;
+    const std::string field = list ? "input[" + std::to_string(i) + "]" : "input";
+    v1::GenerateRequest read;  // read_prompt's reader, shared with /v1/completions
+    KVSERVE_RETURN_IF_ERROR(read_prompt(one, field, &read));
+    if (read.has_token_ids()) {
+      *out->embed.add_inputs()->mutable_token_ids() = std::move(*read.mutable_token_ids());
+    } else {
+      if (read.text().empty()) return invalid(field, "empty; send at least one character");
+      out->embed.add_inputs()->set_text(std::move(*read.mutable_text()));
+    }
+  }
+  std::optional<std::string> format;
+  KVSERVE_RETURN_IF_ERROR(f.string("encoding_format", &format));
+  if (format && *format != "float" && *format != "base64")
+    return invalid("encoding_format", "\"" + *format + "\" is not one of \"float\", \"base64\"");
+  out->base64 = format && *format == "base64";
+  std::optional<int64_t> dimensions;
+  KVSERVE_RETURN_IF_ERROR(f.integer("dimensions", 1, kU32Max, &dimensions));
+  if (dimensions) out->embed.set_dimensions(static_cast<uint32_t>(*dimensions));
+  bool normalize = true, add_special_tokens = true;
+  KVSERVE_RETURN_IF_ERROR(f.boolean("normalize", &normalize));
+  KVSERVE_RETURN_IF_ERROR(f.boolean("add_special_tokens", &add_special_tokens));
+  out->embed.set_no_normalize(!normalize);
+  out->embed.set_no_bos(!add_special_tokens);
+  return Status::Ok();
+}
+
 }  // namespace kvserve::openai

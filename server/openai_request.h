@@ -89,6 +89,15 @@ struct ParsedTokenize {
 };
 Status parse_tokenize_request(std::string_view body, const ServedApi& served, ParsedTokenize* out);
 
+// POST /v1/embeddings: {"input": a string, an array of strings, an array of token ids or an array
+// of such arrays; "encoding_format": "float" or "base64"; "dimensions"; and vLLM's "normalize"
+// and "add_special_tokens"}, read into the Embed RPC's request.
+struct ParsedEmbeddings {
+  v1::EmbedRequest embed;
+  bool base64 = false;  // each embedding as base64 of its little-endian float32 values
+};
+Status parse_embeddings_request(std::string_view body, const ServedApi& served, ParsedEmbeddings* out);
+
 // POST /detokenize: {"tokens": [ids]}, read into the Detokenize RPC's request.
 Status parse_detokenize_request(std::string_view body, const ServedApi& served, v1::DetokenizeRequest* out);
 

@@ -7,14 +7,17 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "engine/safetensors.h"
 #include "kvserve/v1/kvserve.grpc.pb.h"
 #include "tests/e2e/generation_client.h"
 #include "tests/e2e/server_process.h"
+#include "tests/engine/model_files_test_util.h"
 
 namespace kvserve {
 namespace {
@@ -164,6 +167,52 @@ TEST(EmbedE2E, ADeadlineAbortsEveryInputAndFreesItsBlocks) {
   const grpc::Status st = embed(*client, request, &response, 300ms);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
   EXPECT_TRUE(wait_all_blocks_free(*client, 10s));
+}
+
+// An embedding model's checkpoint (no "model." prefix, no lm_head: tiny-llama3-gqa, untied,
+// rewritten so) is served for embeddings only: ModelInfo says so, Generate is FAILED_PRECONDITION
+// naming Embed, and its embeddings are those of the full model it was cut from.
+TEST(EmbedE2E, AModelWithoutAnLmHeadServesEmbeddingsAndRefusesGeneration) {
+  const std::filesystem::path full = std::string(KVSERVE_TEST_DATA) + "/models/tiny-llama3-gqa";
+  const model_test::TempDir dir;
+  std::vector<model_test::RawTensor> tensors;
+  const SafetensorsFile file(full / "model.safetensors");
+  for (const SafetensorsTensor& t : file.tensors())
+    if (t.name != "lm_head.weight")
+      tensors.push_back({t.name.substr(std::string("model.").size()), safetensors_dtype_name(t.dtype),
+                         t.shape,
+                         std::string(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size())});
+  model_test::write_file(dir / "model.safetensors", model_test::safetensors_bytes(tensors));
+  for (const char* name : {"config.json", "tokenizer.model"})
+    model_test::write_file(dir / name, model_test::read_file(full / name));
+
+  v1::EmbedRequest request;
+  request.add_inputs()->set_text("an embedding model embeds");
+  v1::EmbedResponse want;
+  {
+    ServerProcess original({"--model", full.string()});
+    auto client = stub(original);
+    ASSERT_TRUE(embed(*client, request, &want).ok());
+  }
+  ServerProcess server({"--model", dir.path().string()});
+  auto client = stub(server);
+  grpc::ClientContext info_context;
+  v1::ModelInfo info;
+  ASSERT_TRUE(client->GetModelInfo(&info_context, {}, &info).ok());
+  EXPECT_TRUE(info.embedding_only());
+
+  v1::GenerateRequest generate;
+  generate.set_text("no text from this one");
+  const testing::ReceivedCall refused = testing::generate(*client, generate);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(refused.status.error_message().find("call Embed"), std::string::npos)
+      << refused.status.error_message();
+
+  v1::EmbedResponse got;
+  ASSERT_TRUE(embed(*client, request, &got).ok());
+  ASSERT_EQ(got.embeddings(0).values_size(), want.embeddings(0).values_size());
+  for (int i = 0; i < want.embeddings(0).values_size(); ++i)
+    EXPECT_EQ(got.embeddings(0).values(i), want.embeddings(0).values(i)) << "dimension " << i;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,6 +16,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -416,6 +418,73 @@ TEST(OpenAiE2E, ARefusedPromptRefusesTheRequestAndCancelsTheOthersAtOnce) {
   }
 }
 
+// /v1/embeddings is the Embed RPC (the reference: the same server over gRPC, itself checked against
+// the float64 reference in embed_e2e_test.cc): one string, a list of strings and token ids, in
+// OpenAI's reply shape, as floats or as base64 of little-endian float32; bad input is a 400. The
+// second call finds the prompts in the prefix cache and computes fewer rows at once, which
+// changes float32 summation order: values agree to 1e-5 (they are of order 0.1), not bitwise.
+void expect_close(const std::vector<float>& got, const google::protobuf::RepeatedField<float>& want) {
+  ASSERT_EQ(got.size(), static_cast<size_t>(want.size()));
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[static_cast<int>(i)], 1e-5) << "dimension " << i;
+}
+
+TEST(OpenAiE2E, EmbeddingsAreTheEmbedRpcsAsFloatsOrBase64) {
+  ServerProcess server(with_openai({}));
+  auto client = stub(server);
+  v1::EmbedRequest request;
+  request.add_inputs()->set_text("The paged cache holds every key");
+  request.add_inputs()->mutable_token_ids()->add_ids(5);
+  request.mutable_inputs(1)->mutable_token_ids()->add_ids(17);
+  request.set_dimensions(32);
+  grpc::ClientContext context;
+  v1::EmbedResponse want;
+  ASSERT_TRUE(client->Embed(&context, request, &want).ok());
+
+  const Json input = Json::array({"The paged cache holds every key", Json::array({5, 17})});
+  const HttpReply reply =
+      post(server.openai_port(), "/v1/embeddings", Json{{"input", input}, {"dimensions", 32}});
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  const Json got = Json::parse(reply.body);
+  EXPECT_EQ(got["object"], "list");
+  ASSERT_EQ(got["data"].size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(got["data"][i]["object"], "embedding");
+    EXPECT_EQ(got["data"][i]["index"], i);
+    expect_close(floats(got["data"][i]["embedding"]), want.embeddings(i).values());
+  }
+  EXPECT_EQ(got["usage"]["prompt_tokens"], want.usage().prompt_tokens());
+  EXPECT_EQ(got["usage"]["total_tokens"], want.usage().prompt_tokens());
+
+  const HttpReply one = post(
+      server.openai_port(), "/v1/embeddings",
+      Json{{"input", "The paged cache holds every key"}, {"dimensions", 32}, {"encoding_format", "base64"}});
+  ASSERT_EQ(one.status, 200) << one.body;
+  const Json encoded = Json::parse(one.body)["data"];
+  ASSERT_EQ(encoded.size(), 1u);
+  std::string bytes;  // decoded with OpenSSL, not the server's encoder
+  const std::string text = encoded[0]["embedding"].get<std::string>();
+  bytes.resize(text.size());
+  const int n =
+      EVP_DecodeBlock(reinterpret_cast<unsigned char*>(bytes.data()),
+                      reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  ASSERT_EQ(n, static_cast<int>(32 * sizeof(float) + 1));  // 128 bytes pad to 129 in base64's blocks
+  std::vector<float> decoded(32);
+  std::memcpy(decoded.data(), bytes.data(), 32 * sizeof(float));
+  expect_close(decoded, want.embeddings(0).values());
+
+  EXPECT_EQ(post(server.openai_port(), "/v1/embeddings", Json{{"input", ""}}).status, 400);
+  EXPECT_EQ(post(server.openai_port(), "/v1/embeddings", Json{{"prompt", "x"}}).status, 400);
+  EXPECT_EQ(post(server.openai_port(), "/v1/embeddings", Json{{"input", "x"}, {"dimensions", 100000}}).status,
+            400);
+  EXPECT_EQ(
+      post(server.openai_port(), "/v1/embeddings", Json{{"input", "x"}, {"encoding_format", "int8"}}).status,
+      400);
+  EXPECT_EQ(post(server.openai_port(), "/v1/embeddings", Json{{"input", "x"}, {"model", "other"}}).status,
+            404);
+  EXPECT_TRUE(wait_all_blocks_free(*client));
+}
+
 TEST(OpenAiE2E, TokenizeAndDetokenizeAreTheGrpcRpcs) {
   ServerProcess server(with_openai({}));
   auto client = stub(server);
@@ -630,9 +699,9 @@ TEST(OpenAiE2E, HttpLevelRefusalsAreOpenAiErrors) {
   EXPECT_EQ(big.status, 413);
   EXPECT_NE(Json::parse(big.body)["error"]["message"].get<std::string>().find("--max-request-bytes"),
             std::string::npos);
-  const HttpReply route = post(server.openai_port(), "/v1/embeddings", Json{{"input", "x"}});
+  const HttpReply route = post(server.openai_port(), "/v1/rerank", Json{{"query", "x"}});
   EXPECT_EQ(route.status, 404);
-  EXPECT_NE(Json::parse(route.body)["error"]["message"].get<std::string>().find("POST /v1/chat/completions"),
+  EXPECT_NE(Json::parse(route.body)["error"]["message"].get<std::string>().find("POST /v1/embeddings"),
             std::string::npos);
   const HttpReply bad = post(server.openai_port(), "/v1/chat/completions", Json("{\"messages\": ["));
   EXPECT_EQ(bad.status, 400);

@@ -348,5 +348,36 @@ TEST(ModelLoaderCommitted, TinyLlamaAsAMistral3CheckpointLoadsItsTextModel) {
                                                 "mistral", "MistralForCausalLM");
 }
 
+// An embedding model's checkpoint (Qwen3-Embedding, gte-Qwen2 as sentence-transformers saves them):
+// the base model's tensors without "model." and no lm_head. Tied (tiny-qwen3) it is the same model;
+// untied (tiny-llama3-gqa) it loads every other tensor as the original has it, with the embeddings
+// standing in for the missing LM head, and is marked embedding_only.
+TEST(ModelLoaderCommitted, ABaseModelSavedWithoutItsLmHeadLoadsForEmbeddings) {
+  for (const std::string name : {"tiny-qwen3", "tiny-llama3-gqa"}) {
+    SCOPED_TRACE(name);
+    const Model original = load_model(kModels / name);
+    const SafetensorsFile file(kModels / name / "model.safetensors");
+    std::vector<model_test::RawTensor> tensors;
+    for (const SafetensorsTensor& t : file.tensors()) {
+      if (t.name == "lm_head.weight") continue;
+      ASSERT_TRUE(t.name.starts_with("model.")) << t.name;
+      tensors.push_back({t.name.substr(6), safetensors_dtype_name(t.dtype), t.shape,
+                         std::string(reinterpret_cast<const char*>(t.bytes.data()), t.bytes.size())});
+    }
+    const model_test::TempDir dir;
+    model_test::write_file(dir / "config.json", read_file(kModels / name / "config.json"));
+    model_test::write_file(dir / "model.safetensors", model_test::safetensors_bytes(tensors));
+    const Model bare = load_model(dir.path());
+    const bool untied = !original.config.tie_word_embeddings;
+    EXPECT_EQ(bare.config.embedding_only, untied);
+    EXPECT_TRUE(bare.config.tie_word_embeddings);
+    EXPECT_EQ(bare.weights.embed_tokens.data, original.weights.embed_tokens.data);
+    EXPECT_EQ(bare.weights.final_norm.data, original.weights.final_norm.data);
+    ASSERT_EQ(bare.weights.layers.size(), original.weights.layers.size());
+    EXPECT_EQ(bare.weights.layers.back().down_proj.data, original.weights.layers.back().down_proj.data);
+    EXPECT_TRUE(bare.weights.lm_head.shape.empty());
+  }
+}
+
 }  // namespace
 }  // namespace kvserve

@@ -659,6 +659,59 @@ TEST(OpenAiRequest, DetokenizeTakesTokenIds) {
             StatusCode::kNotFound);
 }
 
+TEST(OpenAiRequest, EmbeddingsTakeEveryInputShapeAndTheirOptions) {
+  ParsedEmbeddings one;
+  ASSERT_TRUE(parse_embeddings_request(R"({"model": "my-model", "input": "Hello"})", kServed, &one).ok());
+  ASSERT_EQ(one.embed.inputs_size(), 1);
+  EXPECT_EQ(one.embed.inputs(0).text(), "Hello");
+  EXPECT_FALSE(one.base64);
+  EXPECT_FALSE(one.embed.no_normalize());
+  EXPECT_FALSE(one.embed.no_bos());
+  EXPECT_EQ(one.embed.dimensions(), 0u);
+
+  ParsedEmbeddings ids;
+  ASSERT_TRUE(parse_embeddings_request(R"({"input": [3, 4, 5]})", kServed, &ids).ok());
+  ASSERT_EQ(ids.embed.inputs_size(), 1);
+  EXPECT_EQ(ids.embed.inputs(0).token_ids().ids_size(), 3);
+
+  ParsedEmbeddings many;
+  ASSERT_TRUE(parse_embeddings_request(R"({"input": ["a", "b"], "encoding_format": "base64", "dimensions": 8,
+                                           "normalize": false, "add_special_tokens": false})",
+                                       kServed, &many)
+                  .ok());
+  ASSERT_EQ(many.embed.inputs_size(), 2);
+  EXPECT_EQ(many.embed.inputs(1).text(), "b");
+  EXPECT_TRUE(many.base64);
+  EXPECT_EQ(many.embed.dimensions(), 8u);
+  EXPECT_TRUE(many.embed.no_normalize());
+  EXPECT_TRUE(many.embed.no_bos());
+
+  ParsedEmbeddings lists;
+  ASSERT_TRUE(parse_embeddings_request(R"({"input": [[1, 2], [3]]})", kServed, &lists).ok());
+  ASSERT_EQ(lists.embed.inputs_size(), 2);
+  EXPECT_EQ(lists.embed.inputs(1).token_ids().ids(0), 3u);
+
+  const std::pair<std::string, std::string> refused[] = {
+      {R"({})", "input: missing"},
+      {R"({"input": ""})", "input: empty"},
+      {R"({"input": ["a", ""]})", "input[1]: empty"},
+      {R"({"input": [[1], [-2]]})", "input[1][0]: expected a token id"},
+      {R"({"input": 7})", "input: expected a string or an array of token ids"},
+      {R"({"input": "a", "encoding_format": "int8"})", "encoding_format: \"int8\" is not one of"},
+      {R"({"input": "a", "dimensions": 0})", "dimensions: 0 is outside"},
+      {R"({"input": "a", "normalize": "yes"})", "normalize: expected true or false"},
+  };
+  for (const auto& [body, message] : refused) {
+    ParsedEmbeddings out;
+    const Status s = parse_embeddings_request(body, kServed, &out);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << body;
+    EXPECT_EQ(s.message().rfind(message, 0), 0u) << body << " -> " << s.message();
+  }
+  ParsedEmbeddings other;
+  EXPECT_EQ(parse_embeddings_request(R"({"model": "x", "input": "a"})", kServed, &other).code(),
+            StatusCode::kNotFound);
+}
+
 TEST(OpenAiRequest, BodiesThatAreNotObjectsAreRefused) {
   EXPECT_NE(refusal(kCompletions, "{\"prompt\": ").find("not valid JSON"), std::string::npos);
   EXPECT_EQ(refusal(kCompletions, "[1, 2]"), "request body: expected a JSON object, got array");
