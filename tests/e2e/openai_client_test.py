@@ -5,7 +5,8 @@ itself, as a client of OpenAI's API would.
 
 Checks that the served model is listed; that a greedy completion streamed adds up to the same
 completion unstreamed (text, finish reason, logprobs, usage) and that a prompt of token ids is
-counted as such; that seeded sampling repeats, and that choice i of n equals the request alone with
+counted as such; that /v1/embeddings gives the float64 reference's hidden state, as floats and as
+base64; that seeded sampling repeats, and that choice i of n equals the request alone with
 seed + i; that chat replies constrained by response_format (json_schema, json_object, choice,
 regex) are what they were told to be; that a streamed chat opens each choice with the assistant's
 role, adds up to the unstreamed reply and ends with a usage chunk; that bad requests get OpenAI's
@@ -16,6 +17,7 @@ token, a short queue and a slowed engine, that a request without the token is 40
 SIGTERM while draining stops the server at once, still exiting 0.
 """
 import argparse
+import base64
 import http.client
 import json
 import math
@@ -23,6 +25,7 @@ import os
 import queue
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -417,6 +420,37 @@ def check_greedy_completion(check, port, served, model_dir):
     check(r2.status == 200 and c3.get("usage", {}).get("prompt_tokens") == len(expected["prompt_ids"])
           and c3["choices"][0]["text"] == c2.get("choices", [{}])[0].get("text"),
           "the prompt as text continues as its token ids do", {"ids": repr(r), "text": repr(r2)})
+
+
+def check_embeddings(check, port, served, model_dir):
+    """/v1/embeddings of the reference's prompt is the reference's final hidden state (float64 PyTorch,
+    scripts/reference/llama_reference.py) at its last token: raw with normalize false, of unit length
+    by default, and the same values as base64 of little-endian float32. 1e-3: float32 against
+    float64 on values of order 1 (tests/engine/cpu_backend_test.cc states the bound)."""
+    expected = json.loads((Path(model_dir) / "expected.json").read_text())
+    want = expected["prompt_final_hidden"]
+    norm = math.sqrt(sum(x * x for x in want))
+    raw_body = {"model": served, "input": expected["prompt"], "normalize": False}
+    r = request(port, "POST", "/v1/embeddings", raw_body)
+    body = r.json() if r.status == 200 else {}
+    data = body.get("data", [{}])
+    got = data[0].get("embedding", []) if data else []
+    check(r.status == 200 and body.get("object") == "list" and body.get("model") == served
+          and data[0].get("object") == "embedding" and data[0].get("index") == 0
+          and body.get("usage", {}).get("prompt_tokens") == len(expected["prompt_ids"])
+          and body["usage"].get("total_tokens") == len(expected["prompt_ids"]),
+          "embeddings reply: a list of one embedding, usage counts the prompt", repr(r))
+    check(len(got) == len(want) and all(abs(a - b) < 1e-3 for a, b in zip(got, want)),
+          "embedding, normalize false: the reference's final hidden state", {"got": got[:4], "want": want[:4]})
+    b = request(port, "POST", "/v1/embeddings",
+                {"input": [expected["prompt"], expected["prompt_ids"]], "encoding_format": "base64"})
+    bdata = b.json().get("data", []) if b.status == 200 else []
+    decoded = [list(struct.unpack(f"<{len(want)}f", base64.b64decode(d["embedding"]))) for d in bdata
+               if isinstance(d.get("embedding"), str) and len(base64.b64decode(d["embedding"])) == 4 * len(want)]
+    check(len(decoded) == 2 and all(abs(a - w / norm) < 1e-3 for v in decoded for a, w in zip(v, want)),
+          "embeddings as base64 float32, by default of unit length; text and its token ids alike", repr(b))
+    bad = request(port, "POST", "/v1/embeddings", {"input": []})
+    check(is_error(bad, 400), "embeddings of no input: a 400 error object", repr(bad))
 
 
 def check_seeds(check, port):
@@ -896,6 +930,7 @@ def main():
         print(f"kvserve OpenAI API on port {srv.http_port}, gRPC on {srv.grpc_port}", flush=True)
         check_models(check, srv.http_port, served)
         check_greedy_completion(check, srv.http_port, served, args.model)
+        check_embeddings(check, srv.http_port, served, args.model)
         check_seeds(check, srv.http_port)
         check_structured(check, srv.http_port)
         check_chat_stream(check, srv.http_port, served)
