@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
 #include <span>
 #include <string>
@@ -151,11 +152,33 @@ int expect_prompt_scores_match(CpuBackend& cpu, CudaBackend& gpu, const StepBatc
   return static_cast<int>(tasks.size());
 }
 
+// Embeddings after the same pass: the final norm's output at every token of the batch. The GPU's
+// is bf16 (2^-9 relative rounding) after bf16 activations through the layers, the same error that
+// logit_tolerance bounds for the logits (0.03 of the largest value); a wrong row or position is off
+// by order 1. Returns how many tokens were compared.
+int expect_hidden_states_match(CpuBackend& cpu, CudaBackend& gpu, const StepBatch& batch, int step) {
+  std::vector<int> indices(static_cast<size_t>(batch.num_tokens));
+  std::iota(indices.begin(), indices.end(), 0);
+  const std::span<const float> cpu_rows = cpu.hidden_states(batch, indices);
+  const std::vector<float> want(cpu_rows.begin(), cpu_rows.end());
+  const std::span<const float> got = gpu.hidden_states(batch, indices);
+  EXPECT_EQ(got.size(), want.size());
+  if (got.size() != want.size() || indices.empty()) return 0;
+  const size_t width = want.size() / indices.size();
+  for (size_t i = 0; i < indices.size(); ++i) {
+    const std::span<const float> w(want.data() + i * width, width);
+    EXPECT_LE(max_abs_diff(got.subspan(i * width, width), w), logit_tolerance(w))
+        << "step " << step << " token " << i;
+  }
+  return static_cast<int>(indices.size());
+}
+
 class CudaBackendModel : public ::testing::TestWithParam<std::string> {};
 
 // Both backends run every step the scheduler plans (decodes, prefill chunks, prefix hits, mixed),
 // fed the CPU side's greedy tokens; the logits of every emitting sequence must agree, and so must
-// the prompt-logprob path's logits and scores at every token of the step.
+// the prompt-logprob path's logits and scores and the embeddings' hidden states at every token of
+// the step.
 TEST_P(CudaBackendModel, LogitsAndPromptScoresMatchTheCpuBackendStepByStep) {
   KVSERVE_SKIP_WITHOUT_GPU();
   const auto model = load_bf16_rounded(GetParam());
@@ -171,7 +194,7 @@ TEST_P(CudaBackendModel, LogitsAndPromptScoresMatchTheCpuBackendStepByStep) {
       ASSERT_TRUE(
           sched.add(std::make_unique<Sequence>(std::move(r), cfg.block_size, std::vector<TokenId>{})).ok());
     const size_t vocab = static_cast<size_t>(model->config.vocab_size);
-    int steps = 0, compared = 0, scored = 0;
+    int steps = 0, compared = 0, scored = 0, embedded = 0;
     while (sched.has_unfinished()) {
       const StepPlan plan = sched.schedule();
       const StepBatch& batch = builder.build(plan, cfg.block_size);
@@ -189,12 +212,14 @@ TEST_P(CudaBackendModel, LogitsAndPromptScoresMatchTheCpuBackendStepByStep) {
         ++compared;
       }
       scored += expect_prompt_scores_match(cpu, gpu, batch, vocab, steps);  // after: it reuses `got`
+      embedded += expect_hidden_states_match(cpu, gpu, batch, steps);
       if (::testing::Test::HasFailure()) return;
       sched.complete_step(plan, next);
       ++steps;
     }
     EXPECT_GT(compared, 100);
     EXPECT_GT(scored, 500);
+    EXPECT_EQ(embedded, scored);
   }
 }
 
