@@ -207,7 +207,7 @@ void EngineRunner::loop() {
         Live& live = it->second;
         if (live.num_output_tokens == 0) live.first_token = now;
         live.num_prompt_tokens = out.num_prompt_tokens;
-        live.num_output_tokens = out.num_output_tokens;
+        live.num_output_tokens = live.embedding ? 0 : out.num_output_tokens;
         live.num_cached_prompt_tokens = out.num_cached_prompt_tokens;
         if (out.finish != FinishReason::kNone) {
           const RequestId id = out.id;  // not out.id: `out` is moved into the call
@@ -252,6 +252,7 @@ void EngineRunner::admit(std::vector<Pending>& pending) {
     live.channel = std::move(p.channel);
     live.arrival = p.arrival;
     live.num_prompt_tokens = static_cast<int>(p.request.prompt.size());
+    live.embedding = p.request.embedding.enabled;
     if (Status s = engine_->add_request(std::move(p.request)); !s.ok()) {
       // submit() validated everything that can fail here; reaching this is a bug, not a user error.
       spdlog::error("request {} refused by the engine after validation: {}", live.client_id, s.message());
@@ -277,7 +278,9 @@ void EngineRunner::end_request(const RequestId& id, Live& live, StepOutput final
                           : 0.0;
   // A request that ended before any step ran it (aborted, or its client gone) waited all its life.
   const double queue = live.first_scheduled ? seconds_between(live.arrival, *live.first_scheduled) : e2e;
-  const char* reason = finish_reason_name(final_output.finish);
+  const char* reason = live.embedding && final_output.finish != FinishReason::kAborted
+                           ? "embedded"
+                           : finish_reason_name(final_output.finish);
   spdlog::info(
       "request {} finished: reason={} prompt_tokens={} output_tokens={} cached_prompt_tokens={} "
       "queue={:.1f}ms ttft={:.1f}ms total={:.1f}ms",

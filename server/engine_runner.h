@@ -101,6 +101,9 @@ class EngineRunner {
   };
   struct Live {
     std::string client_id;
+    // An embedding request (Request::embedding): its one drawn token is not an output, so it ends
+    // as "embedded" in the log and metrics, with no generated token and no time to first token.
+    bool embedding = false;
     std::shared_ptr<OutputChannel> channel;
     std::chrono::steady_clock::time_point arrival;
     // The start of the first step that ran it (its wait in the queue ends there), if any did.

@@ -4,6 +4,7 @@
 // gets INVALID_ARGUMENT naming the field; a call cancelled by its deadline loses no block.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <chrono>
 #include <cmath>
@@ -108,6 +109,16 @@ TEST(EmbedE2E, TextAndTokenInputsGiveTheReferenceHiddenStateRawNormalizedAndTrun
   ASSERT_TRUE(embed(*client, request, &truncated).ok());
   expect_near(truncated.embeddings(1), unit(ref.hidden, 16));
   EXPECT_TRUE(wait_all_blocks_free(*client));
+
+  // Nine inputs ended "embedded"; none generated a token or gave a time-to-first-token sample.
+  httplib::Client http("127.0.0.1", server.metrics_port());
+  const auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("kvserve_requests_total{finish_reason=\"embedded\"} 9"), std::string::npos)
+      << metrics->body;
+  EXPECT_NE(metrics->body.find("\nkvserve_generation_tokens_total 0"), std::string::npos) << metrics->body;
+  EXPECT_NE(metrics->body.find("\nkvserve_time_to_first_token_seconds_count 0"), std::string::npos)
+      << metrics->body;
 }
 
 TEST(EmbedE2E, BadInputIsRefusedNamingTheFieldAndTheServerGoesOn) {
