@@ -25,7 +25,8 @@ using nlohmann::json;
 constexpr const char* kSupportedArchitectures =
     "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, "
     "GraniteForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM (and the text models of "
-    "Gemma3ForConditionalGeneration and Mistral3ForConditionalGeneration)";
+    "Gemma3ForConditionalGeneration and Mistral3ForConditionalGeneration, and each one's base model, "
+    "e.g. MistralModel, as embedding models are saved)";
 
 bool is_gemma(const std::string& arch) {
   return arch == "GemmaForCausalLM" || arch == "Gemma2ForCausalLM" || arch == "Gemma3ForCausalLM";
@@ -212,11 +213,15 @@ std::string read_architecture(const Fields& fields) {
     fields.fail("field 'architectures' must be a non-empty list of strings, got " + described(*list) +
                 "; fix config.json");
   }
-  const std::string arch = (*list)[0].get<std::string>();
+  const std::string named = (*list)[0].get<std::string>();
+  // A base model without its LM head, as embedding models are saved (e5-mistral's MistralModel):
+  // the same architecture; the loader finds its tensors without the "model." prefix.
+  const std::string arch =
+      named.ends_with("Model") ? named.substr(0, named.size() - 5) + "ForCausalLM" : named;
   if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM" && arch != "Qwen2ForCausalLM" &&
       arch != "Qwen3ForCausalLM" && arch != "Phi3ForCausalLM" && arch != "GraniteForCausalLM" &&
       !is_gemma(arch)) {
-    fields.fail("architecture '" + arch + "' is not supported; kvserve runs " + kSupportedArchitectures);
+    fields.fail("architecture '" + named + "' is not supported; kvserve runs " + kSupportedArchitectures);
   }
   return arch;
 }
@@ -576,6 +581,11 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   const json text = text_model_config(config_json, root, config.checkpoint_architecture);
   const Fields fields(config_json, text, config.checkpoint_architecture.empty() ? "" : "text_config.");
   config.architecture = read_architecture(fields);
+  // Bidirectional embedding models (their config's is_causal false) attend to later tokens too.
+  if (const json* causal = fields.find("is_causal"); causal && causal->is_boolean() && !causal->get<bool>())
+    fields.fail(
+        "is_causal is false (bidirectional attention, as some embedding models use); kvserve's "
+        "attention is causal, which would give other embeddings");
   config.vocab_size = fields.required_positive_int("vocab_size");
   config.hidden_size = fields.required_positive_int("hidden_size");
   config.intermediate_size = fields.required_positive_int("intermediate_size");

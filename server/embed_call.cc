@@ -1,5 +1,6 @@
 #include "server/embed_call.h"
 
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -9,7 +10,7 @@
 namespace kvserve {
 
 Status to_embed_requests(const v1::EmbedRequest& in, const ModelConfig& model, const Tokenizer* tokenizer,
-                         const std::string& client_id, std::vector<Request>* out) {
+                         int max_model_len, const std::string& client_id, std::vector<Request>* out) {
   if (in.inputs_size() == 0) return Status::InvalidArgument("inputs: send at least one input to embed");
   if (in.inputs_size() > kMaxEmbedInputs)
     return Status::InvalidArgument("inputs: " + std::to_string(in.inputs_size()) + " inputs, at most " +
@@ -50,6 +51,12 @@ Status to_embed_requests(const v1::EmbedRequest& in, const ModelConfig& model, c
       case v1::EmbedInput::INPUT_NOT_SET:
         return Status::InvalidArgument(where + ": set text or token_ids");
     }
+    if (static_cast<int64_t>(r.prompt.size()) >= max_model_len)
+      return Status::InvalidArgument(
+          where + ": " + std::to_string(r.prompt.size()) + " tokens, more than the " +
+          std::to_string(max_model_len - 1) +
+          " an input may have on this server (--max-model-len, less the one token an "
+          "embedding request draws); shorten it, nothing is cut");
     // One greedy token, whatever it is, ends the request: the engine takes the embedding at the
     // step that computes the prompt's last token, which is the step that draws that token.
     r.stop.max_tokens = 1;

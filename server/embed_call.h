@@ -22,9 +22,10 @@ namespace kvserve {
 inline constexpr int kMaxEmbedInputs = 2048;
 
 // Turns an Embed call's inputs into engine requests (ids `client_id`/0, /1, ...), or says
-// (INVALID_ARGUMENT) which field is wrong. `tokenizer` may be null (token id inputs only).
+// (INVALID_ARGUMENT) which field is wrong, naming the input. `tokenizer` may be null (token id
+// inputs only); an input may have max_model_len - 1 tokens (the request draws one token).
 Status to_embed_requests(const v1::EmbedRequest& in, const ModelConfig& model, const Tokenizer* tokenizer,
-                         const std::string& client_id, std::vector<Request>* out);
+                         int max_model_len, const std::string& client_id, std::vector<Request>* out);
 
 class EmbedReactor final : public grpc::ServerUnaryReactor {
  public:

@@ -59,10 +59,11 @@ Status EngineRunner::submit_all(std::vector<Request> requests,
   // places than that never fits.
   const int seats = engine_->scheduler().config().max_num_seqs;
   if (options_.max_waiting > 0 && count > seats + options_.max_waiting)
-    return Status::InvalidArgument("n = " + std::to_string(count) + " choices need as many places, " +
-                                   "more than this server holds: " + std::to_string(seats) +
-                                   " running (--max-num-seqs) and " + std::to_string(options_.max_waiting) +
-                                   " waiting (--max-queue); ask for fewer");
+    return Status::InvalidArgument(
+        std::to_string(count) + " requests in one call (choices, or inputs to embed) " +
+        "need as many places, more than this server holds: " + std::to_string(seats) +
+        " running (--max-num-seqs) and " + std::to_string(options_.max_waiting) +
+        " waiting (--max-queue); ask for fewer");
   std::lock_guard lock(mu_);
   if (!failure_.empty())
     return Status::Unavailable("the server's engine failed (" + failure_ +

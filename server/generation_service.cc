@@ -364,7 +364,13 @@ grpc::ServerUnaryReactor* GenerationService::Embed(grpc::CallbackServerContext* 
         Status::InvalidArgument("request_id is " + std::to_string(request->request_id().size()) +
                                 " bytes, at most " + std::to_string(kMaxRequestIdBytes) + " allowed");
   else
-    translated = to_embed_requests(*request, model_, tokenizer_.get(), client_id, &requests);
+    try {
+      translated =
+          to_embed_requests(*request, model_, tokenizer_.get(),
+                            runner_.engine().scheduler().config().max_model_len, client_id, &requests);
+    } catch (const std::exception& e) {  // the net under the checks, as Generate's
+      translated = Status::Internal(std::string("could not read the request: ") + e.what());
+    }
   // Before start(): the engine thread may finish the call before start() returns.
   response->set_request_id(client_id);
   if (translated.ok()) translated = reactor->start(std::move(requests));

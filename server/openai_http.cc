@@ -339,11 +339,25 @@ void OpenAiHttpServer::embeddings(const httplib::Request& req, httplib::Response
   openai::ParsedEmbeddings request;
   if (Status s = openai::parse_embeddings_request(req.body, options_.served, &request); !s.ok())
     return reply_parse_error(res, s);
+  if (req.has_header("X-Request-Id")) {  // names the call in the log, as for completions
+    const std::string id = req.get_header_value("X-Request-Id");
+    if (!printable_ascii(id))
+      return reply_error(res, 400, "the X-Request-Id header must be printable ASCII", "invalid_argument");
+    request.embed.set_request_id(id);
+  }
   grpc::ClientContext context;
   forward_auth(req, context);
+  // A client that hangs up cancels the call, which aborts every input (their blocks are freed at
+  // the engine's next step) instead of computing them for nobody. The watch ends before `context`.
+  std::optional<HangupWatcher::Watch> watch;
+  if (const int connection =
+          find_connection_socket(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
+      connection >= 0)
+    watch.emplace(hangups_.watch(connection, [&context] { context.TryCancel(); }));
   v1::EmbedResponse embedded;
-  if (grpc::Status s = stub_->Embed(&context, request.embed, &embedded); !s.ok())
-    return reply_grpc_error(res, s);
+  const grpc::Status status = stub_->Embed(&context, request.embed, &embedded);
+  watch.reset();
+  if (!status.ok()) return reply_grpc_error(res, status);
   Json data = Json::array();
   for (int i = 0; i < embedded.embeddings_size(); ++i) {
     const auto& values = embedded.embeddings(i).values();

@@ -146,8 +146,12 @@ TEST(EmbedE2E, BadInputIsRefusedNamingTheFieldAndTheServerGoesOn) {
          r.set_dimensions(100000);
        },
        "hidden size"},
-      {"an input longer than the model takes",
-       [](v1::EmbedRequest& r) { r.add_inputs()->mutable_token_ids()->mutable_ids()->Resize(65, 5); }, "65"},
+      {"an input longer than the server takes",
+       [](v1::EmbedRequest& r) {
+         r.add_inputs()->set_text("fine");
+         r.add_inputs()->mutable_token_ids()->mutable_ids()->Resize(64, 5);
+       },
+       "inputs[1]: 64 tokens, more than the 63"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -166,8 +170,19 @@ TEST(EmbedE2E, BadInputIsRefusedNamingTheFieldAndTheServerGoesOn) {
   EXPECT_TRUE(wait_all_blocks_free(*client));
 }
 
+// The count of a finish reason in kvserve_requests_total (0 when absent).
+double requests_ended(const ServerProcess& server, const std::string& reason) {
+  httplib::Client http("127.0.0.1", server.metrics_port());
+  const auto metrics = http.Get("/metrics");
+  if (!metrics) return -1;
+  const std::string name = "kvserve_requests_total{finish_reason=\"" + reason + "\"} ";
+  const size_t at = metrics->body.find(name);
+  return at == std::string::npos ? 0 : std::stod(metrics->body.substr(at + name.size()));
+}
+
 // A call whose deadline passes while its inputs are queued and running ends DEADLINE_EXCEEDED, and
-// every input's request is aborted: no block stays taken, nothing stays queued.
+// the inputs not done by then are aborted (not computed for nobody): 40 inputs two at a time take
+// 20 steps of 50 ms, the deadline is 300 ms. No block stays taken, nothing stays queued.
 TEST(EmbedE2E, ADeadlineAbortsEveryInputAndFreesItsBlocks) {
   ServerProcess server({"--model", kModel, "--debug-step-delay-ms", "50", "--max-num-seqs", "2"});
   auto client = stub(server);
@@ -178,6 +193,9 @@ TEST(EmbedE2E, ADeadlineAbortsEveryInputAndFreesItsBlocks) {
   const grpc::Status st = embed(*client, request, &response, 300ms);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
   EXPECT_TRUE(wait_all_blocks_free(*client, 10s));
+  const double aborted = requests_ended(server, "aborted"), embedded = requests_ended(server, "embedded");
+  EXPECT_GE(aborted, 20);
+  EXPECT_EQ(aborted + embedded, 40);
 }
 
 // An embedding model's checkpoint (no "model." prefix, no lm_head: tiny-llama3-gqa, untied,

@@ -545,16 +545,39 @@ TEST(OpenAiE2E, AClientThatHangsUpMidStreamLosesItsRequestAndItsBlocks) {
 // satisfies `ready`. What comes back is nothing, or the error the server may still write to a
 // half-shut socket; never a 200.
 template <typename Ready>
-void hang_up_when(int port, v1::Generation::Stub& stub, const Json& body, Ready ready) {
+void hang_up_when(int port, v1::Generation::Stub& stub, const Json& body, Ready ready,
+                  const std::string& path = "/v1/completions") {
   httplib::Client http("127.0.0.1", port);
   http.set_read_timeout(60, 0);
   std::thread waiting([&] {
-    const auto reply = http.Post("/v1/completions", body.dump(), "application/json");
+    const auto reply = http.Post(path, body.dump(), "application/json");
     EXPECT_TRUE(!reply || reply->status != 200) << "the reply began before the hang-up";
   });
   EXPECT_TRUE(ready(wait_for_status(stub, ready))) << "the request never got where it should hang up";
   http.stop();  // shuts the connection down mid-request
   waiting.join();
+}
+
+// An embeddings client that hangs up cancels its call: the inputs not computed yet are aborted
+// (100 inputs two at a time at 50 ms a step would take 2.5 s), and no block stays taken.
+TEST(OpenAiE2E, AnEmbeddingsClientThatHangsUpLosesItsInputs) {
+  ServerProcess server(with_openai({"--debug-step-delay-ms", "50", "--max-num-seqs", "2"}));
+  auto client = stub(server);
+  ASSERT_EQ(post(server.openai_port(), "/v1/embeddings", Json{{"input", "warm"}}).status, 200);
+  Json inputs = Json::array();
+  for (int i = 0; i < 100; ++i)
+    inputs.push_back("input " + std::to_string(i) + " of a client that will not wait");
+  hang_up_when(
+      server.openai_port(), *client, Json{{"input", inputs}},
+      [](const v1::ServerStatus& s) { return s.num_waiting() > 50; }, "/v1/embeddings");
+  EXPECT_TRUE(wait_all_blocks_free(*client, 10s));
+  httplib::Client http("127.0.0.1", server.metrics_port());
+  const auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  const std::string aborted = "kvserve_requests_total{finish_reason=\"aborted\"} ";
+  const size_t at = metrics->body.find(aborted);
+  ASSERT_NE(at, std::string::npos) << metrics->body;
+  EXPECT_GE(std::stod(metrics->body.substr(at + aborted.size())), 50);
 }
 
 TEST(OpenAiE2E, AClientThatHangsUpBeforeItsWholeReplyLosesItsRequestAndItsBlocks) {

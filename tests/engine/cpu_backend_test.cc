@@ -161,8 +161,6 @@ TEST_P(TinyModel, PromptLogprobsMatchTheReferenceWholeAndChunked) {
   }
 }
 
-// The same request gives the same greedy tokens alone, in a batch of 64 mixed requests, after being
-// preempted and recomputed, and with its prompt partly served from the prefix cache.
 // Embeddings: the final hidden state at the prompt's last token, as the reference computes it,
 // whole, in 3-token chunks, and again for the same prompt served from the prefix cache, next to a
 // generation that is unaffected; normalized, and truncated to 16 dimensions and then normalized.
@@ -215,6 +213,8 @@ TEST_P(TinyModel, EmbeddingsMatchTheReferenceWholeChunkedAndFromTheCache) {
   }
 }
 
+// The same request gives the same greedy tokens alone, in a batch of 64 mixed requests, after being
+// preempted and recomputed, and with its prompt partly served from the prefix cache.
 TEST_P(TinyModel, BatchInvariance) {
   const Expected exp = read_expected(GetParam());
   const auto model = load(GetParam());

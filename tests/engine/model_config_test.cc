@@ -466,6 +466,21 @@ TEST_F(ModelConfigTest, UnknownArchitecture) {
        "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM", "GraniteForCausalLM"}));
 }
 
+// Embedding models saved as their base model (e5-mistral's "MistralModel") are that architecture;
+// a bidirectional one (is_causal false) is refused, since causal attention would embed otherwise.
+TEST_F(ModelConfigTest, BaseModelArchitecturesAndBidirectionalOnes) {
+  json config = minimal("MistralModel");
+  config["sliding_window"] = 4096;
+  EXPECT_EQ(load(config).architecture, "MistralForCausalLM");
+  EXPECT_EQ(load(config).sliding_window, std::optional<int>(4096));
+  EXPECT_EQ(load(minimal("Qwen3Model")).architecture, "Qwen3ForCausalLM");
+  EXPECT_TRUE(contains_all(error(minimal("BertModel")), {"architecture 'BertModel' is not supported"}));
+  config["is_causal"] = false;
+  EXPECT_TRUE(contains_all(error(config), {"is_causal is false", "causal"}));
+  config["is_causal"] = true;
+  EXPECT_NO_THROW(load(config));
+}
+
 TEST_F(ModelConfigTest, UnsupportedDtype) {
   json config = minimal();
   config["torch_dtype"] = "float8_e4m3fn";
