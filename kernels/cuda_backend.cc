@@ -679,10 +679,13 @@ void CudaBackend::stage_score_indices(const StepBatch& batch, std::span<const in
   }
 }
 
-void CudaBackend::enqueue_scored_lm_head(size_t first, size_t count) {
+void CudaBackend::enqueue_staged_rows(size_t first, size_t count, bool lm_head) {
   CUDA_CHECK(cudaMemcpyAsync(score_indices_.get(), host_score_indices_.get() + first, count * sizeof(int32_t),
                              cudaMemcpyHostToDevice, stream_));
-  enqueue_lm_head(score_indices_.get(), static_cast<int>(count));
+  if (lm_head)
+    enqueue_lm_head(score_indices_.get(), static_cast<int>(count));
+  else
+    enqueue_final_norm(score_indices_.get(), static_cast<int>(count));
 }
 
 std::span<const float> CudaBackend::token_logits(const StepBatch& batch, std::span<const int> token_indices) {
@@ -694,7 +697,7 @@ std::span<const float> CudaBackend::token_logits(const StepBatch& batch, std::sp
   const size_t group = static_cast<size_t>(options_.max_num_seqs);  // logits_'s rows
   for (size_t first = 0; first < token_indices.size(); first += group) {
     const size_t count = std::min(group, token_indices.size() - first);
-    enqueue_scored_lm_head(first, count);
+    enqueue_staged_rows(first, count, /*lm_head=*/true);
     CUDA_CHECK(cudaMemcpyAsync(host_logits_.data() + first * vocab, logits_.get(),
                                count * vocab * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   }
@@ -712,9 +715,7 @@ std::span<const float> CudaBackend::hidden_states(const StepBatch& batch,
   const size_t group = static_cast<size_t>(options_.max_num_seqs);  // last_normed_'s rows
   for (size_t first = 0; first < token_indices.size(); first += group) {
     const size_t count = std::min(group, token_indices.size() - first);
-    CUDA_CHECK(cudaMemcpyAsync(score_indices_.get(), host_score_indices_.get() + first,
-                               count * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-    enqueue_final_norm(score_indices_.get(), static_cast<int>(count));
+    enqueue_staged_rows(first, count, /*lm_head=*/false);
     CUDA_CHECK(cudaMemcpyAsync(host_hidden_bf16_.data() + first * hidden, last_normed_.get(),
                                count * hidden * sizeof(bf16), cudaMemcpyDeviceToHost, stream_));
   }
@@ -755,7 +756,7 @@ void CudaBackend::score_tokens(const StepBatch& batch, std::span<const ScoringTa
   stage_score_indices(batch, indices);
   for (size_t first = 0; first < tasks.size(); first += group) {
     const size_t count = std::min(group, tasks.size() - first);
-    enqueue_scored_lm_head(first, count);
+    enqueue_staged_rows(first, count, /*lm_head=*/true);
     CUDA_CHECK(cudaMemcpyAsync(sampling_rows_.get(), host_score_rows_.get() + first,
                                count * sizeof(SamplingRow), cudaMemcpyHostToDevice, stream_));
     sample_rows(logits_.get(), config_.vocab_size, sampling_rows_.get(), static_cast<int>(count), nullptr,

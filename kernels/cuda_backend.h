@@ -122,9 +122,9 @@ class CudaBackend : public Backend {
   // Checks each scored position's token index against the batch and stages them all in
   // host_score_indices_.
   void stage_score_indices(const StepBatch& batch, std::span<const int> token_indices);
-  // The LM head for staged positions [first, first + count), count <= max_num_seqs: logits_'s
-  // first rows.
-  void enqueue_scored_lm_head(size_t first, size_t count);
+  // The final norm (last_normed_'s first rows) and, with lm_head, the LM head (logits_'s first
+  // rows) for staged positions [first, first + count), count <= max_num_seqs.
+  void enqueue_staged_rows(size_t first, size_t count, bool lm_head);
   // Fills out[i] from the sampler's row i (copied back) and its parameters.
   static void read_sampled(const SampledRow* sampled, const SamplingRow* rows, size_t count,
                            std::span<SampledToken> out);
