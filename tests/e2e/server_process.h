@@ -15,6 +15,7 @@
 #include <regex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -35,22 +36,37 @@ class ServerProcess {
     // The server may close a connection while the test still writes to it (a refusal before the
     // body is read, a failed TLS handshake): that must fail the write, not kill the test.
     ::signal(SIGPIPE, SIG_IGN);
+    // The child's arguments and environment are built here, before fork(): between fork and exec
+    // only async-signal-safe calls are allowed. Another thread of this process (a fake Hub's
+    // server, gRPC's) may hold the allocator's lock at the fork, and a child that allocated (as
+    // setenv does) would wait for it forever, never starting the server.
+    std::vector<char*> argv;
+    for (auto& a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env_entries;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string_view entry(*e);
+      const std::string_view name = entry.substr(0, entry.find('='));
+      if (std::none_of(env.begin(), env.end(), [&](const auto& kv) { return kv.first == name; }))
+        env_entries.emplace_back(entry);
+    }
+    for (const auto& [name, value] : env)
+      env_entries.push_back(name + "=" + value);
+    std::vector<char*> envp;
+    for (std::string& entry : env_entries)
+      envp.push_back(entry.data());
+    envp.push_back(nullptr);
     int out[2];
     if (pipe(out) != 0) throw std::runtime_error("pipe failed");
     pid_ = fork();
     if (pid_ == 0) {
       ::signal(SIGPIPE, SIG_DFL);  // the server starts as it would anywhere else
-      for (const auto& [name, value] : env)
-        setenv(name.c_str(), value.c_str(), 1);
       dup2(out[1], STDOUT_FILENO);
       dup2(out[1], STDERR_FILENO);
       close(out[0]);
       close(out[1]);
-      std::vector<char*> argv;
-      for (auto& a : args)
-        argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
+      execve(argv[0], argv.data(), envp.data());
       _exit(127);
     }
     close(out[1]);
