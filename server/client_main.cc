@@ -2,7 +2,8 @@
 // the quickest way to see the server work (scripts/run.sh uses it for its demo request). With
 // --chat the prompt is one user message, rendered by the server's chat template. With --n above 1
 // the choices arrive interleaved, so each is printed whole once the call ends. --regex,
-// --json-schema (a file) and --choice ask for structured output.
+// --json-schema (a file) and --choice ask for structured output. --embed prints the prompt's
+// embedding (the Embed RPC) instead, one line of values.
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
@@ -27,8 +28,16 @@ int main(int argc, char** argv) {
   std::vector<std::string> stops, choices;
   std::string regex, json_schema_file;
   double timeout_s = 60, wait_ready_s = 0;
+  bool embed = false;
+  unsigned dimensions = 0;
   app.add_option("prompt", prompt, "the prompt text (with --chat, the user's message)")->required();
-  app.add_flag("--chat", chat, "send the prompt as a chat: one user message, in the model's chat template");
+  auto* chat_flag = app.add_flag("--chat", chat,
+                                 "send the prompt as a chat: one user message, in the model's chat template");
+  app.add_flag("--embed", embed,
+               "print the prompt's embedding (the final hidden state at its last token, unit length) on one "
+               "line instead of generating")
+      ->excludes(chat_flag);
+  app.add_option("--dimensions", dimensions, "with --embed: keep the first this many values (0 = all)");
   app.add_option("--system", system, "with --chat: a system message before the user's")->needs("--chat");
   app.add_option("--target", target, "server address host:port")->capture_default_str();
   app.add_option("--max-tokens", max_tokens, "tokens to generate at most")->capture_default_str();
@@ -60,6 +69,33 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto stub = kvserve::v1::Generation::NewStub(channel);
+  const auto deadline = [&] {
+    return std::chrono::system_clock::now() +
+           std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  };
+  if (embed) {
+    kvserve::v1::EmbedRequest request;
+    request.add_inputs()->set_text(prompt);
+    request.set_dimensions(dimensions);
+    kvserve::v1::EmbedResponse response;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline());
+    const auto start = std::chrono::steady_clock::now();
+    if (const grpc::Status status = stub->Embed(&ctx, request, &response); !status.ok()) {
+      std::fprintf(stderr, "kvserve-client: %s: %s\n", target.c_str(), status.error_message().c_str());
+      return 1;
+    }
+    const auto& values = response.embeddings(0).values();
+    for (int i = 0; i < values.size(); ++i)
+      std::printf(i == 0 ? "%.9g" : " %.9g", values[i]);  // 9 digits: each float exactly
+    std::printf("\n");
+    std::fprintf(stderr,
+                 "[%s: embedding of %d values, prompt_tokens=%u cached_prompt_tokens=%u total=%.1fms]\n",
+                 response.request_id().c_str(), values.size(), response.embeddings(0).prompt_tokens(),
+                 response.embeddings(0).cached_prompt_tokens(),
+                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    return 0;
+  }
   kvserve::v1::GenerateRequest request;
   if (chat) {
     kvserve::v1::Chat* conversation = request.mutable_chat();
@@ -91,8 +127,7 @@ int main(int argc, char** argv) {
     request.mutable_response_format()->mutable_choice()->add_values(c);
 
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  ctx.set_deadline(deadline());
   const auto start = std::chrono::steady_clock::now();
   double ttft_ms = -1;
   auto reader = stub->Generate(&ctx, request);
