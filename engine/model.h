@@ -12,7 +12,7 @@
 // scaled embeddings, a tanh-GELU MLP; Gemma 2 and 3 with norms after attention and MLP too, layers
 // alternating between a sliding window and full attention, Gemma 2 with soft-capped attention
 // scores and logits, Gemma 3 with q/k norms and a RoPE base of its own for the windowed layers).
-// Weights in float32, float16 or bfloat16 safetensors.
+// Weights in float32, float16 or bfloat16 safetensors, or FP8 ones (Fp8Weights below).
 #pragma once
 
 #include <algorithm>
@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -53,6 +54,23 @@ struct RopeScaling {
 enum class MlpActivation {
   kSilu,      // SwiGLU (Llama and most others)
   kGeluTanh,  // GeGLU with tanh-approximated GELU (Gemma's "gelu_pytorch_tanh")
+};
+
+// How an FP8 checkpoint stores its quantized weights: each weight [rows, cols] as F8_E4M3 values q,
+// beside a scale tensor `<weight name>_scale_inv` ("fp8", as Qwen3-*-FP8 and DeepSeek ship) or
+// `<weight name>_scale` (llm-compressor's "compressed-tensors" float8), one scale per block of
+// block_rows x block_cols (0: the whole dimension), so the weight is q[r][c] * scale[r / block_rows]
+// [c / block_cols] and the scale tensor [ceil(rows / block_rows), ceil(cols / block_cols)]: per
+// tensor (0 x 0), per output channel (1 x 0), per group of columns (1 x g) or per block (128 x 128).
+// Which weights are quantized is what the checkpoint stores as F8_E4M3 (the LM head usually is not).
+// The backends dequantize at load (the CPU one to float32, the CUDA one to bf16): activations and the
+// KV cache stay unquantized, so static activation and KV scales (input_scale, k_scale, v_scale) go
+// unused.
+struct Fp8Weights {
+  std::string method;        // quant_method: "fp8" or "compressed-tensors"
+  std::string scale_suffix;  // "_scale_inv" or "_scale", appended to the weight's name
+  int64_t block_rows = 0;
+  int64_t block_cols = 0;
 };
 
 struct ModelConfig {
@@ -129,6 +147,8 @@ struct ModelConfig {
   std::optional<TokenId> bos_token_id;
   std::vector<TokenId> eos_token_ids;  // config.json's eos_token_id, a number or a list
   std::string dtype;                   // storage dtype of the weights: float32, float16 or bfloat16
+  // An FP8 checkpoint's linear weights (quantization_config); absent: none is quantized.
+  std::optional<Fp8Weights> fp8_weights;
 };
 
 // A tensor's stored values in a memory-mapped safetensors file, which this keeps mapped: elements
@@ -140,7 +160,21 @@ struct MappedTensor {
   const SafetensorsTensor* tensor = nullptr;  // one of file->tensors()
   size_t first = 0;
   size_t count = 0;
+  // An FP8 weight's scales (Fp8Weights): the stored values times these give the weight. Indexed by
+  // the stored tensor's rows and columns, so a block of a fused tensor's rows finds its own.
+  struct Fp8Scales {
+    std::shared_ptr<const SafetensorsFile> file;
+    const SafetensorsTensor* tensor = nullptr;  // [ceil(rows / block_rows), ceil(cols / block_cols)]
+    int64_t block_rows = 1;                     // resolved: never 0 here
+    int64_t block_cols = 1;
+  };
+  std::optional<Fp8Scales> fp8_scales;
 };
+
+// Elements [first, first + out.size()) of the weight `m` maps (relative to m.first) as float32:
+// converted from F32 / F16 / BF16, or dequantized from FP8 with its scales. Throws
+// std::out_of_range past m.count, ModelLoadError for a dtype that holds no weights.
+void mapped_to_float32(const MappedTensor& m, size_t first, std::span<float> out);
 
 // Row-major float32 tensor. Linear weights keep Hugging Face's [out_features, in_features] layout.
 // Where its values come from may be recorded too: a random-weight model's generator (`seeded`,

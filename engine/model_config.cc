@@ -11,6 +11,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -361,20 +363,120 @@ void read_rope(const std::filesystem::path& path, const Fields& fields, ModelCon
   }
 }
 
+// A [rows, cols] block size from config.json: [128, 128], or "128x128" as some exporters write it.
+std::pair<int64_t, int64_t> read_block_size(const Fields& q, const char* key, const json& value) {
+  std::vector<int64_t> dims;
+  if (value.is_array()) {
+    for (const json& d : value)
+      dims.push_back(d.is_number_integer() && d.get<int64_t>() > 0 ? d.get<int64_t>() : 0);
+  } else if (value.is_string()) {
+    const std::string text = value.get<std::string>();
+    const size_t x = text.find('x');
+    if (x != std::string::npos) {
+      char* end = nullptr;
+      dims.push_back(std::strtoll(text.c_str(), &end, 10));
+      dims.push_back(end == text.c_str() + x ? std::strtoll(text.c_str() + x + 1, &end, 10) : 0);
+      if (*end != '\0') dims.back() = 0;
+    }
+  }
+  if (dims.size() != 2 || dims[0] <= 0 || dims[1] <= 0 || dims[0] > (1 << 20) || dims[1] > (1 << 20))
+    q.fail("field " + q.name(key) + " must be two positive block sizes [rows, columns], got " +
+           described(value) + "; fix config.json");
+  return {dims[0], dims[1]};
+}
+
+// compressed-tensors (llm-compressor's format): one or more config_groups, each quantizing some
+// modules' weights with a scheme; kvserve reads the float8 ones (format "float-quantized").
+Fp8Weights read_compressed_tensors(const std::filesystem::path& path, const Fields& q) {
+  const std::string refusal_tail =
+      "; kvserve loads FP8 (E4M3) weights - use the model's unquantized or FP8 release";
+  const auto format = q.optional_string("format").value_or("float-quantized");
+  if (format != "float-quantized" && format != "naive-quantized")
+    q.fail("quantization_config.format \"" + format + "\" (compressed-tensors) is not supported" +
+           refusal_tail);
+  for (const char* key : {"sparsity_config", "transform_config"}) {
+    const json* extra = q.find(key);
+    if (extra && !(extra->is_object() && (extra->empty() || extra->value("format", json()) == "dense")))
+      q.fail("quantization_config." + std::string(key) + " is not supported (" + excerpt(*extra) + ")" +
+             refusal_tail);
+  }
+  const json* groups = q.find("config_groups");
+  if (!groups || !groups->is_object() || groups->empty())
+    q.fail("quantization_config (compressed-tensors) needs a config_groups object naming the weight scheme");
+  std::optional<Fp8Weights> scheme;
+  for (const auto& [group_name, group] : groups->items()) {
+    const std::string where = "quantization_config.config_groups." + group_name + ".weights";
+    if (!group.is_object() || !group.contains("weights") || !group["weights"].is_object())
+      q.fail(where + " must be an object describing the weights' quantization; fix config.json");
+    const json& w = group["weights"];
+    const Fields weights(path, w, where + ".");
+    const std::string type = weights.optional_string("type").value_or("int");
+    const json* bits = weights.find("num_bits");
+    if (type != "float" || !bits || *bits != 8)
+      q.fail(where + " quantizes to " + (bits ? excerpt(*bits) : std::string("?")) + "-bit " + type +
+             " values, which is not supported" + refusal_tail);
+    if (!weights.boolean_or("symmetric", true))
+      q.fail(where + " is asymmetric (zero points), which FP8 checkpoints are not; not supported");
+    Fp8Weights group_scheme{"compressed-tensors", "_scale", 0, 0};
+    const std::string strategy = weights.optional_string("strategy").value_or("tensor");
+    if (strategy == "tensor") {
+    } else if (strategy == "channel") {
+      group_scheme.block_rows = 1;
+    } else if (strategy == "group") {
+      const json* size = weights.find("group_size");
+      if (!size) q.fail(where + " has strategy \"group\" but no group_size; fix config.json");
+      group_scheme.block_rows = 1;
+      group_scheme.block_cols = weights.positive_int("group_size", *size);
+    } else if (strategy == "block") {
+      const json* block = weights.find("block_structure");
+      if (!block) q.fail(where + " has strategy \"block\" but no block_structure; fix config.json");
+      std::tie(group_scheme.block_rows, group_scheme.block_cols) =
+          read_block_size(weights, "block_structure", *block);
+    } else {
+      q.fail(where + ".strategy \"" + strategy +
+             "\" is not supported; kvserve reads tensor, channel, group and block scales");
+    }
+    if (scheme &&
+        (scheme->block_rows != group_scheme.block_rows || scheme->block_cols != group_scheme.block_cols))
+      q.fail(
+          "quantization_config.config_groups quantize modules with different weight strategies, which is "
+          "not supported");
+    scheme = group_scheme;
+  }
+  return *scheme;
+}
+
+// An FP8 checkpoint's quantization_config (Fp8Weights); any other quantization is refused, naming it,
+// before a weight is read.
+Fp8Weights read_quantization(const std::filesystem::path& path, const Fields& fields,
+                             const json& quantization) {
+  if (!quantization.is_object())
+    fields.fail("field 'quantization_config' must be an object, got " + described(quantization) +
+                "; fix config.json");
+  const Fields q(path, quantization, "quantization_config.");
+  const std::string method = q.optional_string("quant_method").value_or("");
+  if (method == "fp8") {
+    // Fine-grained (per block, weight_scale_inv) as Qwen3-*-FP8 and DeepSeek-V3 ship, or one scale
+    // per tensor (weight_scale) as older FP8 exports and vLLM's own write.
+    if (const auto fmt = q.optional_string("fmt"); fmt && *fmt != "e4m3")
+      q.fail("quantization_config.fmt \"" + *fmt + "\" is not supported; kvserve loads E4M3 FP8 weights");
+    if (const json* block = q.find("weight_block_size")) {
+      const auto [rows, cols] = read_block_size(q, "weight_block_size", *block);
+      return {"fp8", "_scale_inv", rows, cols};
+    }
+    return {"fp8", "_scale", 0, 0};
+  }
+  if (method == "fbgemm_fp8") return {"fbgemm_fp8", "_scale", 1, 0};  // one scale per output row
+  if (method == "compressed-tensors") return read_compressed_tensors(path, q);
+  q.fail("the checkpoint is quantized (quant_method \"" + method +
+         "\"), which kvserve does not load; it loads weights stored as float32, float16 or bfloat16, and "
+         "FP8 checkpoints (quant_method fp8, fbgemm_fp8, or compressed-tensors' float8): use the model's "
+         "unquantized or FP8 release");
+}
+
 // Options these architectures have in transformers that the engine does not implement: refusing
 // them beats generating from a silently different model.
 void reject_unsupported_options(const Fields& fields, const ModelConfig& config) {
-  // A quantized checkpoint (AWQ, GPTQ, FP8, bitsandbytes, ...) says so here, before any weight is read.
-  if (const json* quantization = fields.find("quantization_config")) {
-    std::string method;
-    if (quantization->is_object() && quantization->contains("quant_method") &&
-        quantization->at("quant_method").is_string())
-      method = ", quant_method \"" + quantization->at("quant_method").get<std::string>() + "\"";
-    fields.fail(
-        "the checkpoint is quantized (quantization_config" + method +
-        "); kvserve loads weights stored as float32, float16 or bfloat16: use the model's unquantized "
-        "release");
-  }
   // Gemma's activation is read with its other fields (read_gemma).
   if (const auto act = fields.optional_string("hidden_act");
       act && *act != "silu" && !is_gemma(config.architecture)) {
@@ -670,6 +772,8 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   config.dtype = read_dtype(fields);
   if (gemma) read_gemma(fields, config);  // after the dtype, which the embedding scale is rounded to
   reject_unsupported_options(fields, config);
+  if (const json* quantization = fields.find("quantization_config"))
+    config.fp8_weights = read_quantization(config_json, fields, *quantization);
   return config;
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -212,6 +213,12 @@ std::string unexpected_hint(const ModelConfig& c, const TensorNames& n, const st
 bool ignored(const ModelConfig& c, const TensorNames& n, const std::string& name) {
   // Old exports carry the RoPE frequency table, which the engine recomputes from rope_theta.
   if (name.ends_with(".rotary_emb.inv_freq")) return true;
+  // An FP8 checkpoint's scales for quantizing activations and the KV cache: kvserve keeps both
+  // unquantized (Fp8Weights).
+  if (c.fp8_weights &&
+      (name.ends_with(".input_scale") || name.ends_with(".input_scale_ub") || name.ends_with(".k_scale") ||
+       name.ends_with(".v_scale") || name.ends_with(".kv_scale")))
+    return true;
   // A multimodal checkpoint's vision encoder and projector: kvserve serves the text model alone.
   if (!c.checkpoint_architecture.empty() &&
       (name.starts_with("vision_tower.") || name.starts_with("multi_modal_projector.") ||
@@ -219,6 +226,54 @@ bool ignored(const ModelConfig& c, const TensorNames& n, const std::string& name
     return true;
   // Some exporters keep a copy of the tied embedding; the embedding is the one used.
   return c.tie_word_embeddings && name == n.lm_head;
+}
+
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+// The scales of `weight`, an F8_E4M3 tensor the config's Fp8Weights describes: found beside it,
+// floating-point, one per block. Throws ModelLoadError saying what is wrong.
+MappedTensor::Fp8Scales fp8_scales(const ModelConfig& c, const std::string& weight_name,
+                                   const LocatedTensor& weight,
+                                   const std::unordered_map<std::string_view, LocatedTensor>& by_name) {
+  const std::string where = weight.file->path().string() + ": tensor '" + weight_name + "'";
+  if (!c.fp8_weights)
+    throw ModelLoadError(where +
+                         " is stored as F8_E4M3 but config.json has no quantization_config saying how it is "
+                         "scaled; re-download config.json");
+  const std::vector<int64_t>& shape = weight.tensor->shape;
+  if (shape.size() != 2)
+    throw ModelLoadError(where +
+                         " is stored as F8_E4M3 but is not a matrix; only linear weights are "
+                         "quantized in FP8 checkpoints");
+  const Fp8Weights& scheme = *c.fp8_weights;
+  const int64_t block_rows = scheme.block_rows ? scheme.block_rows : shape[0];
+  const int64_t block_cols = scheme.block_cols ? scheme.block_cols : shape[1];
+  const std::string scale_name = weight_name + scheme.scale_suffix;
+  const auto it = by_name.find(scale_name);
+  if (it == by_name.end())
+    throw ModelLoadError(
+        where + " is stored as F8_E4M3 but its scale '" + scale_name +
+        "' is missing; the checkpoint is incomplete or its quantization_config (quant_method \"" +
+        scheme.method + "\") does not match it");
+  const SafetensorsTensor& scale = *it->second.tensor;
+  const int64_t rows = ceil_div(shape[0], block_rows);
+  const int64_t cols = ceil_div(shape[1], block_cols);
+  // Per-tensor scales are saved as [] or [1], per-channel ones as [rows, 1] or [rows].
+  const bool shape_fits = scale.shape == std::vector<int64_t>{rows, cols} ||
+                          (cols == 1 && scale.shape == std::vector<int64_t>{rows}) ||
+                          (rows * cols == 1 && scale.numel() == 1 && scale.shape.size() <= 1);
+  if (!shape_fits)
+    throw ModelLoadError(it->second.file->path().string() + ": scale '" + scale_name + "' has shape " +
+                         shape_string(scale.shape) + ", expected " + shape_string({rows, cols}) +
+                         " (one per " + std::to_string(block_rows) + " x " + std::to_string(block_cols) +
+                         " block of the weight's " + shape_string(shape) + ", as quantization_config says)");
+  if (scale.dtype != SafetensorsDtype::kF32 && scale.dtype != SafetensorsDtype::kF16 &&
+      scale.dtype != SafetensorsDtype::kBF16)
+    throw ModelLoadError(it->second.file->path().string() + ": scale '" + scale_name + "' has dtype " +
+                         safetensors_dtype_name(scale.dtype) + "; FP8 scales are F32, F16 or BF16");
+  return {it->second.file, it->second.tensor, block_rows, block_cols};
 }
 
 }  // namespace
@@ -308,8 +363,10 @@ Model load_model(const fs::path& dir, WeightLoading loading) {
     model.config.tie_word_embeddings = listed.tie_word_embeddings = true;
   }
   const std::vector<ExpectedTensor> expected = expected_tensors(listed, tensor_naming, model.weights);
-  std::unordered_set<std::string_view> expected_names;
-  for (const ExpectedTensor& want : expected) {
+  std::unordered_set<std::string> expected_names;
+  std::vector<std::optional<MappedTensor::Fp8Scales>> scales(expected.size());  // [i]: expected[i]'s
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const ExpectedTensor& want = expected[i];
     expected_names.insert(want.name);
     const auto it = by_name.find(want.name);
     if (it == by_name.end()) {
@@ -324,12 +381,15 @@ Model load_model(const fs::path& dir, WeightLoading loading) {
                            " from config.json); config.json does not match the checkpoint");
     }
     const SafetensorsDtype dtype = tensor->dtype;
-    if (dtype != SafetensorsDtype::kF32 && dtype != SafetensorsDtype::kF16 &&
-        dtype != SafetensorsDtype::kBF16) {
+    if (dtype == SafetensorsDtype::kF8E4M3) {
+      scales[i] = fp8_scales(config, want.name, it->second, by_name);
+      expected_names.insert(scales[i]->tensor->name);
+    } else if (dtype != SafetensorsDtype::kF32 && dtype != SafetensorsDtype::kF16 &&
+               dtype != SafetensorsDtype::kBF16) {
       throw ModelLoadError(file->path().string() + ": tensor '" + want.name + "' has dtype " +
                            safetensors_dtype_name(dtype) +
-                           "; kvserve loads weights stored as F32, F16 or BF16 - convert the checkpoint "
-                           "(quantized checkpoints are not supported)");
+                           "; kvserve loads weights stored as F32, F16 or BF16, or F8_E4M3 with their scales "
+                           "in an FP8 checkpoint - convert the checkpoint");
     }
   }
   for (const auto& file : files) {
@@ -340,7 +400,8 @@ Model load_model(const fs::path& dir, WeightLoading loading) {
     }
   }
 
-  for (const ExpectedTensor& want : expected) {
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const ExpectedTensor& want = expected[i];
     const LocatedTensor& found = by_name.at(want.name);
     int64_t row_elements = 1;
     for (size_t d = 1; d < want.shape.size(); ++d)
@@ -351,7 +412,7 @@ Model load_model(const fs::path& dir, WeightLoading loading) {
       part.destination->shape[0] = part.rows;
       part.destination->mapped =
           MappedTensor{found.file, found.tensor, static_cast<size_t>(row * row_elements),
-                       static_cast<size_t>(part.rows * row_elements)};
+                       static_cast<size_t>(part.rows * row_elements), scales[i]};
       row += part.rows;
     }
   }

@@ -1,7 +1,9 @@
 // Deferred weights (WeightLoading::kDeferred): tensors that know where their values are - a mapped
-// checkpoint or a random generator - and materialize_weights(), which reads them into float32 for
-// the backends that compute from host memory.
+// checkpoint (FP8 ones dequantized with their scales) or a random generator - and
+// materialize_weights(), which reads them into float32 for the backends that compute from host memory.
 #include <cstddef>
+#include <cstdint>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -17,6 +19,31 @@ bool is_deferred(const Tensor& t) {
 }
 
 }  // namespace
+
+void mapped_to_float32(const MappedTensor& m, size_t first, std::span<float> out) {
+  if (first > m.count || out.size() > m.count - first)
+    throw std::out_of_range("mapped_to_float32: elements [" + std::to_string(first) + ", " +
+                            std::to_string(first + out.size()) + ") of a weight mapping " +
+                            std::to_string(m.count));
+  safetensors_to_float32(*m.tensor, m.file->path(), m.first + first, out);
+  if (!m.fp8_scales || out.empty()) return;
+  // The loader checked the scale tensor's shape against the weight's, so every index is inside it.
+  const MappedTensor::Fp8Scales& s = *m.fp8_scales;
+  const auto cols = static_cast<size_t>(m.tensor->shape.at(1));
+  const auto scale_cols = static_cast<size_t>((m.tensor->shape[1] + s.block_cols - 1) / s.block_cols);
+  std::vector<float> scale_row(scale_cols);
+  size_t loaded_row = SIZE_MAX;  // the scale row in scale_row
+  const size_t begin = m.first + first;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const size_t element = begin + i;
+    const size_t row = element / cols / static_cast<size_t>(s.block_rows);
+    if (row != loaded_row) {
+      safetensors_to_float32(*s.tensor, s.file->path(), row * scale_cols, scale_row);
+      loaded_row = row;
+    }
+    out[i] *= scale_row[element % cols / static_cast<size_t>(s.block_cols)];
+  }
+}
 
 bool has_deferred_weights(const Model& model) {
   bool deferred = false;
@@ -45,7 +72,7 @@ void materialize_weights(Model& model) {
       throw std::logic_error("materialize_weights: a tensor of shape " + shape_string(t->shape) + " maps " +
                              std::to_string(t->mapped->count) + " elements");
     if (t->mapped)
-      safetensors_to_float32(*t->mapped->tensor, t->mapped->file->path(), t->mapped->first, t->data);
+      mapped_to_float32(*t->mapped, 0, t->data);
     else
       seeded_values(*t->seeded, t->data);
   }

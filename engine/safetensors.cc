@@ -354,6 +354,17 @@ float bf16_bits_to_float(uint16_t bits) {
   return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
 }
 
+float f8e4m3_bits_to_float(uint8_t bits) {
+  // OCP FP8 E4M3 ("e4m3fn"): sign, 4 exponent bits biased by 7, 3 mantissa bits; no infinities, and
+  // only S.1111.111 is NaN, so the top exponent holds normal numbers up to 448.
+  const float sign = (bits & 0x80) ? -1.0f : 1.0f;
+  const int exponent = (bits >> 3) & 0xF;
+  const int mantissa = bits & 0x7;
+  if (exponent == 0xF && mantissa == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  if (exponent == 0) return sign * std::ldexp(static_cast<float>(mantissa), -9);  // subnormal: m/8 * 2^-6
+  return sign * std::ldexp(static_cast<float>(8 + mantissa), exponent - 10);      // (1 + m/8) * 2^(e-7)
+}
+
 void safetensors_to_float32(const SafetensorsTensor& tensor, const std::filesystem::path& file, size_t first,
                             std::span<float> out) {
   if (first > static_cast<size_t>(tensor.numel()) || out.size() > static_cast<size_t>(tensor.numel()) - first)
@@ -376,10 +387,16 @@ void safetensors_to_float32(const SafetensorsTensor& tensor, const std::filesyst
       }
       return;
     }
+    case SafetensorsDtype::kF8E4M3: {
+      const std::byte* src = tensor.bytes.data() + first;
+      for (size_t i = 0; i < n; ++i)
+        out[i] = f8e4m3_bits_to_float(std::to_integer<uint8_t>(src[i]));
+      return;
+    }
     default:
       fail(file, "tensor '" + tensor.name + "' has dtype " + safetensors_dtype_name(tensor.dtype) +
-                     "; kvserve loads weights stored as F32, F16 or BF16 - convert the checkpoint to one of "
-                     "those (quantized checkpoints are not supported)");
+                     "; kvserve loads weights stored as F32, F16 or BF16, or F8_E4M3 with their scales - "
+                     "convert the checkpoint to one of those");
   }
 }
 

@@ -20,8 +20,8 @@
 
 namespace kvserve {
 
-// The dtypes the format defines (and that this reader can therefore size and skip over). Only
-// F32, F16 and BF16 convert to float32.
+// The dtypes the format defines (and that this reader can therefore size and skip over). F32, F16,
+// BF16 and F8_E4M3 convert to float32.
 enum class SafetensorsDtype {
   kBool,
   kU8,
@@ -92,8 +92,12 @@ class SafetensorsFile {
 // Exact IEEE 754 binary16 / bfloat16 -> binary32 (subnormals, infinities, NaN payloads, -0).
 float f16_bits_to_float(uint16_t bits);
 float bf16_bits_to_float(uint16_t bits);
+// Exact OCP FP8 E4M3 (the "e4m3fn" variant FP8 checkpoints store) -> binary32: subnormals, -0, and
+// NaN for S.1111.111 (the format has no infinities; its largest value is 448).
+float f8e4m3_bits_to_float(uint8_t bits);
 
-// The tensor's values as float32, for F32, F16 and BF16 tensors; any other dtype throws
+// The tensor's values as float32, for F32, F16, BF16 and F8_E4M3 tensors (the stored FP8 values,
+// before any scale: engine/model.h's mapped_to_float32 applies those); any other dtype throws
 // ModelLoadError naming `file` and the tensor.
 std::vector<float> safetensors_to_float32(const SafetensorsTensor& tensor, const std::filesystem::path& file);
 // Elements [first, first + out.size()) of it, into `out`: a backend converting a mapped checkpoint

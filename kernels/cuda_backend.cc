@@ -33,14 +33,15 @@ void upload_as_bf16(std::span<const float> values, std::vector<bf16>& staging, b
 }
 
 // Copies a mapped checkpoint tensor (its elements [m.first, m.first + m.count)) to `device` as
-// bf16. BF16 bytes go straight from the mapping; F16 and F32 are converted through a bounded
-// staging buffer, rounding as the float32 host path does, so both give the same bits.
+// bf16. BF16 bytes go straight from the mapping; F16 and F32 are converted, and FP8 dequantized with
+// its scales, through a bounded staging buffer, rounding as the float32 host path does, so both give
+// the same bits. (FP8 weights thus take bf16's memory on the GPU: no FP8 matrix product yet.)
 void upload_mapped(const MappedTensor& m, bf16* device) {
   const SafetensorsTensor& t = *m.tensor;
   const size_t n = m.count;
   if (m.first + n > static_cast<size_t>(t.numel()))
     throw std::logic_error("upload_mapped: elements past the end of '" + t.name + "'");
-  if (t.dtype == SafetensorsDtype::kBF16) {
+  if (t.dtype == SafetensorsDtype::kBF16 && !m.fp8_scales) {
     if (n > 0)
       CUDA_CHECK(cudaMemcpy(device, t.bytes.data() + m.first * sizeof(bf16), n * sizeof(bf16),
                             cudaMemcpyHostToDevice));
@@ -51,7 +52,7 @@ void upload_mapped(const MappedTensor& m, bf16* device) {
   std::vector<bf16> staging;
   for (size_t first = 0; first < n; first += kChunk) {
     const size_t count = std::min(kChunk, n - first);
-    safetensors_to_float32(t, m.file->path(), m.first + first, std::span<float>(values.data(), count));
+    mapped_to_float32(m, first, std::span<float>(values.data(), count));
     upload_as_bf16(std::span<const float>(values.data(), count), staging, device + first);
   }
 }

@@ -538,9 +538,98 @@ TEST_F(ModelConfigTest, UnimplementedOptionsAreRefused) {
   // a Hub model, fetched).
   config = minimal();
   config["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}};
-  EXPECT_TRUE(contains_all(error(config), {"quantized", "quant_method \"awq\"", "unquantized"}));
+  EXPECT_TRUE(
+      contains_all(error(config), {"quantized", "quant_method \"awq\"", "unquantized or FP8 release"}));
   config["quantization_config"] = "fp8";
-  EXPECT_TRUE(contains_all(error(config), {"quantized (quantization_config)", "unquantized"}));
+  EXPECT_TRUE(contains_all(error(config), {"'quantization_config' must be an object", "\"fp8\""}));
+}
+
+// FP8 checkpoints: which scale tensor each method names and how many weights one scale covers
+// (Fp8Weights; 0 is the whole dimension). Every other quantization is refused naming what to change.
+TEST_F(ModelConfigTest, Fp8QuantizationConfigsAndTheOnesRefused) {
+  json config = minimal();
+  EXPECT_FALSE(load(config).fp8_weights.has_value());
+  const auto scheme = [&](const json& quantization) {
+    config["quantization_config"] = quantization;
+    const ModelConfig c = load(config);
+    EXPECT_TRUE(c.fp8_weights.has_value());
+    return c.fp8_weights.value_or(Fp8Weights{});
+  };
+  const auto expect_scheme = [](const Fp8Weights& w, const std::string& method, const std::string& suffix,
+                                int64_t rows, int64_t cols) {
+    EXPECT_EQ(w.method, method);
+    EXPECT_EQ(w.scale_suffix, suffix);
+    EXPECT_EQ(w.block_rows, rows) << method;
+    EXPECT_EQ(w.block_cols, cols) << method;
+  };
+  // As Qwen3-8B-FP8 ships it: 128 x 128 blocks, weight_scale_inv.
+  expect_scheme(scheme({{"quant_method", "fp8"},
+                        {"fmt", "e4m3"},
+                        {"activation_scheme", "dynamic"},
+                        {"weight_block_size", {128, 128}}}),
+                "fp8", "_scale_inv", 128, 128);
+  expect_scheme(scheme({{"quant_method", "fp8"}, {"activation_scheme", "static"}}), "fp8", "_scale", 0, 0);
+  expect_scheme(scheme({{"quant_method", "fbgemm_fp8"}, {"activation_scale_ub", 1200.0}}), "fbgemm_fp8",
+                "_scale", 1, 0);
+  // llm-compressor's FP8-dynamic export (per output channel), and its other float8 strategies.
+  json weights = {
+      {"num_bits", 8},         {"type", "float"},  {"strategy", "channel"},     {"symmetric", true},
+      {"group_size", nullptr}, {"dynamic", false}, {"block_structure", nullptr}};
+  json compressed = {
+      {"quant_method", "compressed-tensors"},
+      {"format", "float-quantized"},
+      {"ignore", {"lm_head"}},
+      {"kv_cache_scheme", nullptr},
+      {"config_groups",
+       {{"group_0",
+         {{"targets", {"Linear"}},
+          {"weights", weights},
+          {"input_activations",
+           {{"num_bits", 8}, {"type", "float"}, {"strategy", "token"}, {"dynamic", true}}}}}}}};
+  expect_scheme(scheme(compressed), "compressed-tensors", "_scale", 1, 0);
+  const auto with_weights = [&](const json& changes) {
+    json q = compressed;
+    for (const auto& [key, value] : changes.items())
+      q["config_groups"]["group_0"]["weights"][key] = value;
+    return q;
+  };
+  expect_scheme(scheme(with_weights({{"strategy", "tensor"}})), "compressed-tensors", "_scale", 0, 0);
+  expect_scheme(scheme(with_weights({{"strategy", "group"}, {"group_size", 128}})), "compressed-tensors",
+                "_scale", 1, 128);
+  expect_scheme(scheme(with_weights({{"strategy", "block"}, {"block_structure", {128, 64}}})),
+                "compressed-tensors", "_scale", 128, 64);
+  expect_scheme(scheme(with_weights({{"strategy", "block"}, {"block_structure", "64x32"}})),
+                "compressed-tensors", "_scale", 64, 32);
+  json two_groups = compressed;
+  two_groups["config_groups"]["group_1"] = two_groups["config_groups"]["group_0"];
+  expect_scheme(scheme(two_groups), "compressed-tensors", "_scale", 1, 0);
+
+  const auto refused = [&](const json& quantization, std::initializer_list<std::string> parts) {
+    config["quantization_config"] = quantization;
+    const std::string message = error(config);
+    EXPECT_TRUE(contains_all(message, parts)) << message;
+  };
+  refused({{"quant_method", "fp8"}, {"fmt", "e5m2"}}, {"fmt \"e5m2\"", "E4M3"});
+  refused({{"quant_method", "fp8"}, {"weight_block_size", {128, 0}}},
+          {"'quantization_config.weight_block_size'", "two positive block sizes"});
+  refused({{"quant_method", "gptq"}, {"bits", 4}}, {"quant_method \"gptq\"", "FP8 checkpoints"});
+  json int4 = with_weights({{"num_bits", 4}, {"type", "int"}, {"strategy", "group"}, {"group_size", 128}});
+  int4["format"] = "pack-quantized";
+  refused(int4, {"format \"pack-quantized\"", "not supported"});
+  refused(with_weights({{"type", "int"}}), {"config_groups.group_0.weights", "8-bit int", "not supported"});
+  refused(with_weights({{"symmetric", false}}), {"asymmetric"});
+  refused(with_weights({{"strategy", "group"}}), {"\"group\" but no group_size"});
+  refused(with_weights({{"strategy", "block"}}), {"\"block\" but no block_structure"});
+  refused(with_weights({{"strategy", "attn_head"}}),
+          {"strategy \"attn_head\"", "tensor, channel, group and block"});
+  json mixed = two_groups;
+  mixed["config_groups"]["group_1"]["weights"]["strategy"] = "tensor";
+  refused(mixed, {"different weight strategies"});
+  json sparse = compressed;
+  sparse["sparsity_config"] = {{"format", "sparse-24-bitmask"}};
+  refused(sparse, {"sparsity_config", "sparse-24-bitmask"});
+  sparse["sparsity_config"] = {{"format", "dense"}};
+  expect_scheme(scheme(sparse), "compressed-tensors", "_scale", 1, 0);
 }
 
 // Linear RoPE scaling divides every inverse frequency by the factor (positions by the factor).

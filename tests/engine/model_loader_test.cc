@@ -2,12 +2,16 @@
 // kind of broken directory fails with a ModelLoadError that names the file and the problem.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -459,13 +463,225 @@ TEST_F(ModelLoaderTest, Phi3SplitsItsFusedProjectionsIntoRowBlocks) {
                                   "expected [24, 8]", "(num_attention_heads + 2*num_key_value_heads)"}));
 }
 
+// The linear weights as an FP8 checkpoint stores them: E4M3 bytes and one scale per block of
+// block_rows x block_cols. Blocks of 3 x 5 divide none of the 8/4/12-row, 8/12-column weights, so
+// edge blocks are partial; half the layers keep F32 scales, the other half BF16.
+class Fp8LoaderTest : public ModelLoaderTest {
+ protected:
+  static constexpr int64_t kBlockRows = 3, kBlockCols = 5;
+
+  Fp8LoaderTest() {
+    config_["quantization_config"] = {
+        {"quant_method", "fp8"}, {"fmt", "e4m3"}, {"weight_block_size", {kBlockRows, kBlockCols}}};
+    for (int i = 0; i < 2; ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      for (const char* w :
+           {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+            "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"})
+        quantize(p + w, /*bf16_scales=*/i == 1);
+    }
+  }
+
+  // Replaces the F32 tensor `name` by E4M3 bytes (every finite pattern, in a scrambled order) and
+  // adds its scales.
+  void quantize(const std::string& name, bool bf16_scales) {
+    RawTensor& t = tensor(name);
+    const int64_t rows = t.shape[0], cols = t.shape[1];
+    std::string bytes(static_cast<size_t>(rows * cols), '\0');
+    for (size_t i = 0; i < bytes.size(); ++i) {
+      uint8_t b = static_cast<uint8_t>((i * 37 + name.size()) % 0xFE);
+      if ((b & 0x7F) == 0x7F) b ^= 1;  // not NaN
+      bytes[i] = static_cast<char>(b);
+    }
+    t = {name, "F8_E4M3", {rows, cols}, bytes};
+    const int64_t scale_rows = (rows + kBlockRows - 1) / kBlockRows;
+    const int64_t scale_cols = (cols + kBlockCols - 1) / kBlockCols;
+    std::vector<float> scales(static_cast<size_t>(scale_rows * scale_cols));
+    for (size_t j = 0; j < scales.size(); ++j)
+      scales[j] = 0.5f + 0.125f * static_cast<float>(j);  // exact in BF16 too
+    std::vector<uint16_t> bf16(scales.size());
+    for (size_t j = 0; j < scales.size(); ++j)
+      bf16[j] = static_cast<uint16_t>(std::bit_cast<uint32_t>(scales[j]) >> 16);
+    tensors_.push_back({name + "_scale_inv",
+                        bf16_scales ? "BF16" : "F32",
+                        {scale_rows, scale_cols},
+                        bf16_scales ? raw_bytes(bf16) : raw_bytes(scales)});
+  }
+
+  // The weight `name` as written: stored value times its block's scale, from the bytes written.
+  std::vector<float> dequantized(const std::string& name) {
+    const RawTensor& t = tensor(name);
+    const int64_t cols = t.shape[1];
+    const int64_t scale_cols = (cols + kBlockCols - 1) / kBlockCols;
+    std::vector<float> out(t.bytes.size());
+    for (size_t i = 0; i < out.size(); ++i) {
+      const int64_t r = static_cast<int64_t>(i) / cols, c = static_cast<int64_t>(i) % cols;
+      const float scale = 0.5f + 0.125f * static_cast<float>((r / kBlockRows) * scale_cols + c / kBlockCols);
+      out[i] = f8e4m3_bits_to_float(static_cast<uint8_t>(t.bytes[i])) * scale;
+    }
+    return out;
+  }
+};
+
+TEST_F(Fp8LoaderTest, WeightsAreTheStoredValuesTimesTheirBlocksScales) {
+  write(2);
+  const Model host = load_model(dir_.path());
+  ASSERT_TRUE(host.config.fp8_weights);
+  const Model deferred = load_model(dir_.path(), WeightLoading::kDeferred);
+  int quantized = 0;
+  for (const RawTensor& t : tensors_) {
+    if (t.dtype != "F8_E4M3") continue;
+    SCOPED_TRACE(t.name);
+    ++quantized;
+    const std::vector<float> want = dequantized(t.name);
+    EXPECT_EQ(tensor_named(host, t.name)->data, want);
+    // What a backend reading the mapping in chunks (the CUDA upload) gets.
+    const Tensor& d = *tensor_named(deferred, t.name);
+    ASSERT_TRUE(d.mapped && d.mapped->fp8_scales);
+    EXPECT_EQ(d.mapped->fp8_scales->tensor->name, t.name + "_scale_inv");
+    for (size_t chunk : {size_t{1}, size_t{7}, want.size()}) {
+      std::vector<float> pieces(want.size(), -1.0f);
+      for (size_t first = 0; first < want.size(); first += chunk) {
+        const size_t count = std::min(chunk, want.size() - first);
+        mapped_to_float32(*d.mapped, first, std::span<float>(pieces.data() + first, count));
+      }
+      EXPECT_EQ(pieces, want) << "chunks of " << chunk;
+    }
+    std::vector<float> past(2);
+    EXPECT_THROW(mapped_to_float32(*d.mapped, want.size() - 1, past), std::out_of_range);
+  }
+  EXPECT_EQ(quantized, 14);
+  // Unquantized tensors beside them (norms, embeddings, LM head) load as before.
+  EXPECT_EQ(host.weights.lm_head.data.front(), first_value_of("lm_head.weight"));
+  EXPECT_FALSE(tensor_named(deferred, "lm_head.weight")->mapped->fp8_scales);
+}
+
+// Phi-3's fused q|k|v: each weight's rows find their own scales, even where a block straddles two
+// weights (rows 6..8 hold q's last two rows and k's first).
+TEST_F(Fp8LoaderTest, FusedProjectionsTakeTheirRowsScales) {
+  config_["architectures"] = {"Phi3ForCausalLM"};
+  for (int i = 0; i < 2; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    for (const char* name : {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                             "mlp.gate_proj.weight", "mlp.up_proj.weight"}) {
+      remove(p + name);
+      remove(p + name + "_scale_inv");
+    }
+    add(p + "self_attn.qkv_proj.weight", {8 + 4 + 4, 8});
+    quantize(p + "self_attn.qkv_proj.weight", i == 1);
+    add(p + "mlp.gate_up_proj.weight", {2 * 12, 8});
+    quantize(p + "mlp.gate_up_proj.weight", i == 0);
+  }
+  write();
+  const Model host = load_model(dir_.path());
+  for (size_t layer = 0; layer < 2; ++layer) {
+    const std::string p = "model.layers." + std::to_string(layer) + ".";
+    const LayerWeights& l = host.weights.layers[layer];
+    std::vector<float> qkv = l.q_proj.data;
+    qkv.insert(qkv.end(), l.k_proj.data.begin(), l.k_proj.data.end());
+    qkv.insert(qkv.end(), l.v_proj.data.begin(), l.v_proj.data.end());
+    EXPECT_EQ(qkv, dequantized(p + "self_attn.qkv_proj.weight")) << layer;
+    std::vector<float> gate_up = l.gate_proj.data;
+    gate_up.insert(gate_up.end(), l.up_proj.data.begin(), l.up_proj.data.end());
+    EXPECT_EQ(gate_up, dequantized(p + "mlp.gate_up_proj.weight")) << layer;
+  }
+}
+
+TEST_F(Fp8LoaderTest, ActivationAndKvScalesAreUnused) {
+  // Static activation scales and FP8 KV-cache scales: kvserve computes both unquantized.
+  add("model.layers.0.self_attn.q_proj.input_scale", {1});
+  add("model.layers.0.self_attn.k_scale", {1});
+  add("model.layers.0.self_attn.v_scale", {1});
+  write();
+  EXPECT_EQ(tensor_named(load_model(dir_.path()), "model.layers.0.self_attn.q_proj.weight")->data,
+            dequantized("model.layers.0.self_attn.q_proj.weight"));
+}
+
+TEST_F(Fp8LoaderTest, BrokenScalesAreNamed) {
+  const std::string q = "model.layers.1.self_attn.q_proj.weight";
+  remove(q + "_scale_inv");
+  write();
+  EXPECT_TRUE(
+      contains_all(load_error(), {"'" + q + "' is stored as F8_E4M3", "its scale '" + q + "_scale_inv'",
+                                  "missing", "quant_method \"fp8\""}));
+
+  tensors_.push_back(f32_tensor(q + "_scale_inv", {2, 3}));  // q is 8 x 8: 3 x 2 blocks of 3 x 5
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"scale '" + q + "_scale_inv' has shape [2, 3]", "expected [3, 2]",
+                                          "3 x 5 block of the weight's [8, 8]"}));
+
+  tensor(q + "_scale_inv") = {q + "_scale_inv", "I32", {3, 2}, raw_bytes(std::vector<int32_t>(6, 1))};
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"scale '" + q + "_scale_inv' has dtype I32", "F32, F16 or BF16"}));
+
+  tensor(q + "_scale_inv") = f32_tensor(q + "_scale_inv", {3, 2});
+  config_["quantization_config"]["weight_block_size"] = {4, 4};  // the file's scales are 3 x 5 blocks'
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"has shape [3, 2]", "expected [2, 2]"}));
+
+  config_.erase("quantization_config");
+  write();
+  EXPECT_TRUE(
+      contains_all(load_error(), {"is stored as F8_E4M3 but config.json has no quantization_config"}));
+}
+
+TEST_F(Fp8LoaderTest, AScaleOfAnUnquantizedWeightIsUnexpected) {
+  // Applying it would change the weight; ignoring it might be wrong: either way the checkpoint and
+  // its config disagree.
+  tensors_.push_back(f32_tensor("lm_head.weight_scale_inv", {6, 2}));
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"unexpected tensor 'lm_head.weight_scale_inv'"}));
+  remove("lm_head.weight_scale_inv");
+  tensor("model.norm.weight") = {"model.norm.weight", "F8_E4M3", {8}, std::string(8, '\x38')};
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"'model.norm.weight' is stored as F8_E4M3 but is not a matrix"}));
+}
+
+// Per-tensor scales come as [] or [1], per-channel ones as [rows, 1] or [rows] (compressed-tensors).
+TEST_F(Fp8LoaderTest, PerTensorAndPerChannelScaleShapes) {
+  config_["quantization_config"] = {
+      {"quant_method", "compressed-tensors"},
+      {"format", "float-quantized"},
+      {"config_groups",
+       {{"group_0", {{"weights", {{"num_bits", 8}, {"type", "float"}, {"strategy", "channel"}}}}}}}};
+  for (RawTensor& t : tensors_) {
+    if (!t.name.ends_with("_scale_inv")) continue;
+    const std::string weight = t.name.substr(0, t.name.size() - std::string("_scale_inv").size());
+    const int64_t rows = tensor(weight).shape[0];
+    t = f32_tensor(weight + "_scale", weight.find("layers.0") != std::string::npos
+                                          ? std::vector<int64_t>{rows, 1}
+                                          : std::vector<int64_t>{rows});
+  }
+  write();
+  const Model channel = load_model(dir_.path());
+  const std::string o = "model.layers.1.self_attn.o_proj.weight";
+  const RawTensor& stored = tensor(o);
+  const std::vector<float>& loaded = tensor_named(channel, o)->data;
+  for (size_t i = 0; i < loaded.size(); ++i)  // f32_tensor's scales: 0, 0.25, 0.5, ... by row
+    ASSERT_EQ(loaded[i],
+              f8e4m3_bits_to_float(static_cast<uint8_t>(stored.bytes[i])) * 0.25f * static_cast<float>(i / 8))
+        << i;
+
+  config_["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] = "tensor";
+  for (RawTensor& t : tensors_)
+    if (t.name.ends_with("_scale"))
+      t = {t.name, "F32",
+           t.name.find("layers.0") != std::string::npos ? std::vector<int64_t>{} : std::vector<int64_t>{1},
+           raw_bytes(std::vector<float>{0.75f})};
+  write();
+  const Model per_tensor = load_model(dir_.path());
+  const std::vector<float>& scaled = tensor_named(per_tensor, o)->data;
+  for (size_t i = 0; i < scaled.size(); ++i)
+    ASSERT_EQ(scaled[i], f8e4m3_bits_to_float(static_cast<uint8_t>(stored.bytes[i])) * 0.75f) << i;
+}
+
 TEST_F(ModelLoaderTest, UnsupportedTensorDtype) {
   tensor("model.layers.0.post_attention_layernorm.weight") = {
       "model.layers.0.post_attention_layernorm.weight", "I32", {8}, raw_bytes(std::vector<int32_t>(8, 1))};
   write();
-  EXPECT_TRUE(contains_all(
-      load_error(), {(dir_ / "model.safetensors").string(),
-                     "'model.layers.0.post_attention_layernorm.weight' has dtype I32", "F32, F16 or BF16"}));
+  EXPECT_TRUE(contains_all(load_error(), {(dir_ / "model.safetensors").string(),
+                                          "'model.layers.0.post_attention_layernorm.weight' has dtype I32",
+                                          "F32, F16 or BF16, or F8_E4M3 with their scales"}));
 }
 
 TEST_F(ModelLoaderTest, TruncatedFile) {

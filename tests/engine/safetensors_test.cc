@@ -10,6 +10,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/model.h"
@@ -209,6 +210,58 @@ TEST_F(SafetensorsFileTest, RangesConvertAsTheWholeTensorDoes) {
   }
 }
 
+// OCP FP8 E4M3 ("e4m3fn"): 1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinities, NaN only at
+// S.1111.111. Values written down from the format's definition.
+TEST(F8E4M3, BitPatternsFromTheFormatDefinition) {
+  const std::vector<std::pair<uint8_t, float>> patterns = {
+      {0x38, 1.0f},
+      {0x40, 2.0f},
+      {0x3C, 1.5f},
+      {0xC4, -3.0f},
+      {0x7E, 448.0f},
+      {0xFE, -448.0f},
+      {0x77, 240.0f},
+      {0x08, 0x1p-6f},    // smallest normal
+      {0x01, 0x1p-9f},    // smallest subnormal
+      {0x07, 0x1.cp-7f},  // largest: 7 * 2^-9
+      {0x81, -0x1p-9f},
+      {0x00, 0.0f},
+      {0x80, -0.0f},
+      {0x7F, std::numeric_limits<float>::quiet_NaN()},
+      {0xFF, -std::numeric_limits<float>::quiet_NaN()},
+  };
+  for (const auto& [bits, expected] : patterns) {
+    const float got = f8e4m3_bits_to_float(bits);
+    if (std::isnan(expected)) {
+      EXPECT_TRUE(std::isnan(got)) << "0x" << std::hex << int{bits};
+    } else {
+      EXPECT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(expected))
+          << "0x" << std::hex << int{bits} << ": got " << got << ", expected " << expected;
+    }
+  }
+  // Every other pattern: the positive ones strictly increase (0x00 .. 0x7E, then 0x7F is NaN), each
+  // step from 0x08 up being 1/8 of its binade, and a set sign bit negates.
+  for (int b = 1; b <= 0x7E; ++b) {
+    const float below = f8e4m3_bits_to_float(static_cast<uint8_t>(b - 1));
+    const float at = f8e4m3_bits_to_float(static_cast<uint8_t>(b));
+    EXPECT_GT(at, below) << b;
+    EXPECT_EQ(f8e4m3_bits_to_float(static_cast<uint8_t>(b | 0x80)), -at) << b;
+  }
+}
+
+TEST_F(SafetensorsFileTest, F8E4M3TensorsConvertToTheirStoredValues) {
+  const auto path = write(safetensors_bytes(std::vector<RawTensor>{
+      {"flag", "BOOL", {1}, std::string(1, '\1')},
+      {"q", "F8_E4M3", {2, 3}, std::string("\x38\xC4\x7E\x01\x00\x40", 6)},
+  }));
+  const SafetensorsFile file(path);
+  EXPECT_EQ(safetensors_to_float32(*file.find("q"), path),
+            (std::vector<float>{1.0f, -3.0f, 448.0f, 0x1p-9f, 0.0f, 2.0f}));
+  std::vector<float> middle(3);
+  safetensors_to_float32(*file.find("q"), path, 2, middle);
+  EXPECT_EQ(middle, (std::vector<float>{448.0f, 0x1p-9f, 0.0f}));
+}
+
 TEST_F(SafetensorsFileTest, OddDataOffsetsStillConvert) {
   // A 1-byte tensor first leaves the F16 data misaligned; the reader must not assume alignment.
   const auto path = write(safetensors_bytes(std::vector<RawTensor>{
@@ -231,7 +284,7 @@ TEST_F(SafetensorsFileTest, NonFloatTensorCannotConvert) {
       safetensors_bytes(std::vector<RawTensor>{{"step", "I64", {1}, raw_bytes(std::vector<int64_t>{3})}}));
   const SafetensorsFile file(path);
   const std::string message = model_load_error([&] { safetensors_to_float32(*file.find("step"), path); });
-  EXPECT_TRUE(contains_all(message, {path.string(), "'step'", "dtype I64", "F32, F16 or BF16"}));
+  EXPECT_TRUE(contains_all(message, {path.string(), "'step'", "dtype I64", "F32, F16 or BF16, or F8_E4M3"}));
 }
 
 TEST_F(SafetensorsFileTest, MissingFile) {
