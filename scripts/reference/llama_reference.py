@@ -8,8 +8,8 @@ head's q and k before RoPE, Phi-3's fused qkv_proj and gate_up_proj, a sliding a
 Granite's embedding, attention, residual and logit multipliers, tied or untied embeddings; Gemma's
 (1 + weight) norms, sqrt(hidden) embedding scale and tanh-GELU MLP, Gemma 2's and 3's norms after
 attention and around the MLP, query_pre_attn_scalar, per-layer sliding or full attention, Gemma 2's
-attention and final logit soft-capping, Gemma 3's q/k norms and separate RoPE for sliding layers),
-run in float64 with no KV cache: every step recomputes the whole sequence, so nothing here shares a
+attention and final logit soft-capping, Gemma 3's q/k norms and separate RoPE for sliding layers;
+FP8 checkpoints' E4M3 weights times their block scales), run in float64 with no KV cache: every step recomputes the whole sequence, so nothing here shares a
 code path or a bookkeeping idea with the engine.
 
 For a model directory and a prompt it writes expected.json: the prompt ids, the greedy
@@ -48,6 +48,43 @@ def gelu_erf(x):  # "gelu": the exact one
 ACTIVATIONS = {"silu": torch.nn.functional.silu, "gelu_pytorch_tanh": gelu_tanh, "gelu": gelu_erf}
 
 
+def e4m3_table():
+    """OCP FP8 E4M3 ("e4m3fn") code -> value: (-1)^s * 2^(e-7) * (1 + m/8), subnormal at e = 0
+    (2^-6 * m/8), NaN at S.1111.111 and no infinities."""
+    codes = np.arange(256)
+    sign = np.where(codes & 0x80, -1.0, 1.0)
+    e, m = (codes >> 3) & 0xF, codes & 0x7
+    value = sign * np.where(e == 0, m / 8 * 2.0 ** -6, (1 + m / 8) * np.exp2(e - 7.0))
+    value[(e == 0xF) & (m == 0x7)] = np.nan
+    return value
+
+
+def dequantize_fp8(tensors, cfg):
+    """FP8 checkpoints: each F8_E4M3 weight times its scales (one per block of the rows x columns that
+    quantization_config names: the whole tensor, one row, or a block), spread over the weight by
+    repetition; the activation and KV scales are dropped (the model is run unquantized)."""
+    q = cfg.get("quantization_config")
+    if not q:
+        return tensors
+    if q["quant_method"] == "fp8":
+        suffix, block = "_scale_inv", q["weight_block_size"]
+    else:  # compressed-tensors
+        w = next(iter(q["config_groups"].values()))["weights"]
+        suffix = "_scale"
+        block = {"tensor": [0, 0], "channel": [1, 0], "block": w.get("block_structure")}[w["strategy"]]
+    out = {}
+    for name, t in tensors.items():
+        if name.endswith((suffix, "input_scale")):
+            continue
+        if name + suffix in tensors:
+            rows, cols = t.shape
+            br, bc = block[0] or rows, block[1] or cols
+            scales = tensors[name + suffix].reshape(-(-rows // br), -(-cols // bc))
+            t = t * scales.repeat_interleave(br, 0).repeat_interleave(bc, 1)[:rows, :cols]
+        out[name] = t
+    return out
+
+
 def read_safetensors(path):
     raw = path.read_bytes()
     (header_len,) = struct.unpack("<Q", raw[:8])
@@ -63,6 +100,8 @@ def read_safetensors(path):
             # bfloat16 is the top half of a float32.
             bits = np.frombuffer(buf, dtype=np.uint16).astype(np.uint32) << 16
             arr = bits.view(np.float32)
+        elif info["dtype"] == "F8_E4M3":  # the stored values; dequantize_fp8 applies the scales
+            arr = e4m3_table()[np.frombuffer(buf, dtype=np.uint8)]
         else:
             arr = np.frombuffer(buf, dtype=DTYPES[info["dtype"]])
         tensors[name] = torch.from_numpy(arr.astype(np.float64).reshape(info["shape"]).copy())
@@ -102,6 +141,7 @@ class Reference:
         self.w = {}
         for f in sorted(model_dir.glob("*.safetensors")):
             self.w.update(read_safetensors(f))
+        self.w = dequantize_fp8(self.w, self.cfg)
         c = self.cfg
         arch = c["architectures"][0]
         gemma = GEMMA.get(arch, 0)  # 0: not a Gemma

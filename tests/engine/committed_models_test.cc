@@ -2,6 +2,7 @@
 // element equals what the file's bytes say, decoded independently of the loader.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -380,6 +381,66 @@ TEST(ModelLoaderCommitted, ABaseModelSavedWithoutItsLmHeadLoadsForEmbeddings) {
     ASSERT_EQ(bare.weights.layers.size(), original.weights.layers.size());
     EXPECT_EQ(bare.weights.layers.back().down_proj.data, original.weights.layers.back().down_proj.data);
     EXPECT_TRUE(bare.weights.lm_head.shape.empty());
+  }
+}
+
+// The FP8 copies (scripts/make_fp8_model.py) hold their sources' weights within E4M3's rounding:
+// each stored value q is w / scale rounded to 3 mantissa bits, so q * scale is within 2^-4 of w
+// relative (half a unit in the last place), or 2^-10 * scale absolute below E4M3's smallest normal
+// (2^-6). Their quantization configs are read as the format each copy was written in.
+TEST(ModelLoaderCommitted, Fp8CopiesHoldTheirSourcesWeightsWithinE4M3Rounding) {
+  struct Copy {
+    const char* fp8;
+    const char* source;
+    const char* method;
+    int64_t block_rows, block_cols;
+  };
+  for (const Copy& copy : {Copy{"tiny-qwen3-fp8", "tiny-qwen3", "fp8", 32, 32},
+                           Copy{"tiny-phi3-fp8", "tiny-phi3", "compressed-tensors", 24, 40},
+                           Copy{"tiny-llama3-gqa-fp8", "tiny-llama3-gqa", "compressed-tensors", 1, 0}}) {
+    SCOPED_TRACE(copy.fp8);
+    const Model fp8 = load_model(kModels / copy.fp8, WeightLoading::kDeferred);
+    const Model source = load_model(kModels / copy.source);
+    ASSERT_TRUE(fp8.config.fp8_weights);
+    EXPECT_EQ(fp8.config.fp8_weights->method, copy.method);
+    EXPECT_EQ(fp8.config.fp8_weights->block_rows, copy.block_rows);
+    EXPECT_EQ(fp8.config.fp8_weights->block_cols, copy.block_cols);
+    int quantized = 0;
+    for_each_tensor(fp8.weights, [&](const Tensor& t) {
+      if (t.shape.empty() || !t.mapped->fp8_scales) return;
+      ++quantized;
+    });
+    EXPECT_EQ(quantized, 2 * 7) << "every layer's q, k, v, o, gate, up and down projections";
+    Model host = fp8;
+    materialize_weights(host);
+    for (size_t layer = 0; layer < 2; ++layer) {
+      const LayerWeights& got = host.weights.layers[layer];
+      const LayerWeights& want = source.weights.layers[layer];
+      for (auto weight :
+           {&LayerWeights::q_proj, &LayerWeights::k_proj, &LayerWeights::v_proj, &LayerWeights::o_proj,
+            &LayerWeights::gate_proj, &LayerWeights::up_proj, &LayerWeights::down_proj}) {
+        const Tensor& g = got.*weight;
+        const Tensor& w = want.*weight;
+        ASSERT_EQ(g.data.size(), w.data.size());
+        // The largest scale of the tensor bounds the subnormal term for every block.
+        float max_abs = 0;
+        for (float x : w.data)
+          max_abs = std::max(max_abs, std::fabs(x));
+        const double max_scale = max_abs / 448.0 * 1.01;  // BF16-stored scales round up to 2^-8
+        int changed = 0;
+        for (size_t i = 0; i < g.data.size(); ++i) {
+          const double error = std::fabs(static_cast<double>(g.data[i]) - w.data[i]);
+          ASSERT_LE(error, std::max(std::fabs(w.data[i]) * 0x1p-4, max_scale * 0x1p-10) * 1.01)
+              << "layer " << layer << " element " << i << ": " << g.data[i] << " for " << w.data[i];
+          changed += g.data[i] != w.data[i];
+        }
+        EXPECT_GT(changed, 0) << "quantization rounds some weights";
+      }
+    }
+    // The rest is copied as it was.
+    EXPECT_EQ(host.weights.embed_tokens.data, source.weights.embed_tokens.data);
+    EXPECT_EQ(host.weights.layers[1].input_norm.data, source.weights.layers[1].input_norm.data);
+    EXPECT_EQ(host.weights.output_projection().data, source.weights.output_projection().data);
   }
 }
 

@@ -595,7 +595,8 @@ TEST_P(CudaBackendModel, DraftCheckingRowsMatchTheCpuBackend) {
 INSTANTIATE_TEST_SUITE_P(TinyModels, CudaBackendModel,
                          ::testing::Values("tiny-llama", "tiny-llama3-gqa", "tiny-qwen2-gqa", "tiny-qwen3",
                                            "tiny-phi3", "tiny-granite", "tiny-gemma", "tiny-gemma2",
-                                           "tiny-gemma3"));
+                                           "tiny-gemma3", "tiny-qwen3-fp8", "tiny-phi3-fp8",
+                                           "tiny-llama3-gqa-fp8"));
 
 TEST(CudaBackend, SizesThePoolFromTheMemoryBudget) {
   KVSERVE_SKIP_WITHOUT_GPU();
