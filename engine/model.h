@@ -284,6 +284,10 @@ inline float attention_scale(const ModelConfig& c) {
 // those of the windowed layers' RoPE (Gemma 3's sliding_rope_theta, unscaled) instead.
 std::vector<float> rope_inv_freq(const ModelConfig& config, bool sliding_rope = false);
 
+// How the checkpoint's weights are quantized, for logs and GetModelInfo: "" when they are not, else
+// e.g. "fp8 (E4M3 weights, one scale per 128x128 block)".
+std::string quantization_summary(const ModelConfig& config);
+
 // Reads and checks config.json, and generation_config.json beside it when there is one (its
 // eos_token_id adds to config.json's). Throws ModelLoadError naming the file and the field.
 ModelConfig load_model_config(const std::filesystem::path& config_json);

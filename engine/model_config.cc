@@ -777,6 +777,22 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   return config;
 }
 
+std::string quantization_summary(const ModelConfig& config) {
+  if (!config.fp8_weights) return "";
+  const Fp8Weights& w = *config.fp8_weights;
+  std::string granularity;
+  if (w.block_rows == 0 && w.block_cols == 0)
+    granularity = "one scale per tensor";
+  else if (w.block_rows == 1 && w.block_cols == 0)
+    granularity = "one scale per output channel";
+  else if (w.block_rows == 1)
+    granularity = "one scale per group of " + std::to_string(w.block_cols) + " columns";
+  else
+    granularity =
+        "one scale per " + std::to_string(w.block_rows) + "x" + std::to_string(w.block_cols) + " block";
+  return w.method + " (E4M3 weights, " + granularity + ")";
+}
+
 std::vector<float> rope_inv_freq(const ModelConfig& cfg, bool sliding_rope) {
   const int half = cfg.head_dim / 2;
   std::vector<float> inv(half);

@@ -460,6 +460,7 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
   info->set_max_num_batched_tokens(static_cast<uint32_t>(sc.max_num_batched_tokens));
   info->set_chat_template(options_.chat_template != nullptr && tokenizer_ != nullptr);
   info->set_embedding_only(model_.embedding_only);
+  info->set_quantization(quantization_summary(model_));
   info->set_scheduling_policy(sc.policy == SchedulingPolicy::kPriority ? "priority" : "fcfs");
   if (sc.policy == SchedulingPolicy::kPriority)
     info->set_max_priority_wait_seconds(std::chrono::duration<double>(sc.max_priority_wait).count());

@@ -420,6 +420,9 @@ int main(int argc, char** argv) {
       f.model.model, mc.architecture,
       mc.checkpoint_architecture.empty() ? "" : ", the text model of a " + mc.checkpoint_architecture,
       mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_kv_heads, mc.head_dim, mc.vocab_size, mc.dtype);
+  if (mc.fp8_weights)
+    spdlog::info("quantized checkpoint: {}; dequantized at load, computed unquantized",
+                 quantization_summary(mc));
   if (mc.embedding_only)
     spdlog::info(
         "the checkpoint has no LM head (an embedding model): Embed and /v1/embeddings are served, "

@@ -137,6 +137,8 @@ int run_model(const Options& o, kvserve::EngineConfig config) {
   std::printf("model: %s (%s, %d layers, hidden %d, %d heads / %d kv heads, vocab %d, weights %s)\n",
               o.model.c_str(), mc.architecture.c_str(), mc.num_layers, mc.hidden_size, mc.num_heads,
               mc.num_kv_heads, mc.vocab_size, mc.dtype.c_str());
+  if (mc.fp8_weights)
+    std::printf("quantized: %s, dequantized at load\n", kvserve::quantization_summary(mc).c_str());
   if (config.scheduler.max_model_len > kvserve::max_supported_len(mc)) {
     std::printf("max_model_len lowered from %d to the model's %d\n", config.scheduler.max_model_len,
                 kvserve::max_supported_len(mc));

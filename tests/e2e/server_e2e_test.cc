@@ -748,6 +748,42 @@ TEST_F(ServerE2E, SpeculativeDecodingKeepsEveryOutputAndCountsItsDrafts) {
   EXPECT_TRUE(wait_all_blocks_free(*client));
 }
 
+// An FP8 checkpoint (the tiny models' FP8 copies, as llm-compressor and Qwen publish them) is
+// served: GetModelInfo says how it is quantized, and greedy generation gives the independent
+// reference's tokens for the dequantized weights (scripts/reference/llama_reference.py).
+TEST_F(ServerE2E, AnFp8CheckpointIsServedAsItsReferenceGenerates) {
+  for (const auto& [name, quantization] : std::vector<std::pair<std::string, std::string>>{
+           {"tiny-qwen3-fp8", "fp8 (E4M3 weights, one scale per 32x32 block)"},
+           {"tiny-llama3-gqa-fp8", "compressed-tensors (E4M3 weights, one scale per output channel)"}}) {
+    SCOPED_TRACE(name);
+    const std::string dir = std::string(KVSERVE_TEST_DATA) + "/models/" + name;
+    ServerProcess server({"--model", dir});
+    auto client = stub(server);
+    grpc::ClientContext ctx;
+    v1::ModelInfo info;
+    ASSERT_TRUE(client->GetModelInfo(&ctx, {}, &info).ok());
+    EXPECT_EQ(info.quantization(), quantization);
+    std::ifstream in(dir + "/expected.json");
+    const auto expected = nlohmann::json::parse(in);
+    v1::GenerateRequest req;
+    for (uint32_t id : expected.at("prompt_ids").get<std::vector<uint32_t>>())
+      req.mutable_token_ids()->add_ids(id);
+    const auto greedy = expected.at("greedy_ids").get<std::vector<uint32_t>>();
+    req.mutable_stop()->set_max_tokens(static_cast<uint32_t>(greedy.size()));
+    req.mutable_stop()->set_ignore_eos(true);
+    const Collected got = generate(*client, req);
+    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+    EXPECT_EQ(std::vector<uint32_t>(got.tokens.begin(), got.tokens.end()), greedy);
+  }
+  // An unquantized model reports none.
+  ServerProcess plain({"--model", kModel});
+  auto client = stub(plain);
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  ASSERT_TRUE(client->GetModelInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.quantization(), "");
+}
+
 TEST_F(ServerE2E, MetricsCountersMoveAndModelInfoIsReported) {
   ServerProcess server({"--model", kModel, "--num-kv-blocks", "100", "--block-size", "8"});
   auto client = stub(server);
