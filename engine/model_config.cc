@@ -166,8 +166,62 @@ json read_json_file(const std::filesystem::path& path) {
   try {
     return json::parse(text.str());
   } catch (const json::exception& e) {
-    throw ModelLoadError(path.string() + ": not valid JSON (" + e.what() +
-                         "); fix or re-download config.json");
+    throw ModelLoadError(path.string() + ": not valid JSON (" + e.what() + "); fix or re-download it");
+  }
+}
+
+// A sentence-transformers checkpoint (embedding models saved by that library) lists in modules.json
+// what follows the transformer: a Pooling module (its folder's config.json says how token states
+// become one vector), Normalize, or others such as Dense projections. kvserve embeds as the
+// transformer's last token's final hidden state, L2-normalized unless asked not to: a model that
+// pools another way, or projects after pooling, would get embeddings unlike its own, so it is
+// refused here, naming the setting, rather than served wrong.
+void check_sentence_transformers_modules(const std::filesystem::path& dir) {
+  const std::filesystem::path modules_path = dir / "modules.json";
+  std::error_code ec;
+  if (!std::filesystem::exists(modules_path, ec)) return;
+  const json modules = read_json_file(modules_path);
+  if (!modules.is_array())
+    throw ModelLoadError(modules_path.string() + ": must hold a JSON array of modules, got " +
+                         described(modules) + "; fix or remove it");
+  for (const json& module : modules) {
+    const std::string type = module.is_object() && module.contains("type") && module["type"].is_string()
+                                 ? module["type"].get<std::string>()
+                                 : "";
+    const std::string folder = module.is_object() && module.contains("path") && module["path"].is_string()
+                                   ? module["path"].get<std::string>()
+                                   : "";
+    const std::string kind = type.substr(type.rfind('.') == std::string::npos ? 0 : type.rfind('.') + 1);
+    if (kind == "Transformer" || kind == "Normalize") continue;
+    if (kind != "Pooling")
+      throw ModelLoadError(modules_path.string() + ": module " + excerpt(module) +
+                           " follows the transformer; kvserve embeds as the last token's hidden state "
+                           "(pooled, then normalized) and applies no " +
+                           (kind.empty() ? std::string("other module") : kind + " module") +
+                           ", so its embeddings would not be this model's");
+    if (folder.empty() || folder.find("..") != std::string::npos || folder.front() == '/')
+      throw ModelLoadError(modules_path.string() + ": the Pooling module's path " + excerpt(module) +
+                           " is not a folder of the model; fix modules.json");
+    const std::filesystem::path pooling_path = dir / folder / "config.json";
+    if (!std::filesystem::exists(pooling_path, ec))
+      throw ModelLoadError(pooling_path.string() +
+                           ": missing; modules.json names a Pooling module there, whose config says how the "
+                           "model pools: download the whole model");
+    const json pooling = read_json_file(pooling_path);
+    if (!pooling.is_object())
+      throw ModelLoadError(pooling_path.string() + ": must hold a JSON object, got " + described(pooling));
+    std::vector<std::string> modes;
+    for (const auto& [key, value] : pooling.items())
+      if (key.starts_with("pooling_mode_") && value.is_boolean() && value.get<bool>()) modes.push_back(key);
+    if (modes != std::vector<std::string>{"pooling_mode_lasttoken"}) {
+      std::string listed;
+      for (const std::string& m : modes)
+        listed += (listed.empty() ? "" : ", ") + m;
+      throw ModelLoadError(pooling_path.string() + ": the model pools by " +
+                           (listed.empty() ? std::string("no mode set") : listed) +
+                           "; kvserve pools the last token only (pooling_mode_lasttoken, as Qwen3-Embedding "
+                           "and e5-mistral do), so its embeddings would not be this model's");
+    }
   }
 }
 
@@ -769,6 +823,7 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
     }
   }
   read_generation_eos(config_json.parent_path(), config);
+  check_sentence_transformers_modules(config_json.parent_path());
   config.dtype = read_dtype(fields);
   if (gemma) read_gemma(fields, config);  // after the dtype, which the embedding scale is rounded to
   reject_unsupported_options(fields, config);

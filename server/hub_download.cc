@@ -43,11 +43,14 @@ using Clock = std::chrono::steady_clock;
 constexpr int kMaxRedirects = 10;
 constexpr auto kProgressEvery = std::chrono::seconds(10);
 // What kvserve reads besides the weights (engine/model_loader.cc, engine/tokenizer.cc,
-// engine/chat_template.cc, engine/config_added_tokens.cc); those a repository lacks are skipped.
-constexpr std::array<std::string_view, 9> kModelFiles = {
-    "config.json",           "generation_config.json", "tokenizer.json",
-    "tokenizer_config.json", "tokenizer.model",        "special_tokens_map.json",
-    "added_tokens.json",     "chat_template.jinja",    "chat_template.json"};
+// engine/chat_template.cc, engine/config_added_tokens.cc, and sentence-transformers' modules.json
+// in engine/model_config.cc, with the Pooling config it names: pooling_config_files); those a
+// repository lacks are skipped.
+constexpr std::array<std::string_view, 10> kModelFiles = {"config.json",        "generation_config.json",
+                                                          "tokenizer.json",     "tokenizer_config.json",
+                                                          "tokenizer.model",    "special_tokens_map.json",
+                                                          "added_tokens.json",  "chat_template.jinja",
+                                                          "chat_template.json", "modules.json"};
 constexpr std::string_view kShardIndex = kShardIndexFile;
 
 std::string env(const char* name) {
@@ -67,6 +70,15 @@ bool is_commit_hash(std::string_view s) {
 bool is_safe_name(std::string_view s) {
   static const std::regex kSafe("[A-Za-z0-9_][A-Za-z0-9._-]*");
   return s.size() <= 255 && std::regex_match(s.begin(), s.end(), kSafe);
+}
+
+// A file of the repository kvserve writes into a snapshot: a safe name, or a folder's (at most
+// 1_Pooling/config.json deep), never one that climbs out.
+bool is_safe_file_path(std::string_view s) {
+  const size_t slash = s.find('/');
+  if (slash == std::string_view::npos) return is_safe_name(s);
+  return s.find('/', slash + 1) == std::string_view::npos && is_safe_name(s.substr(0, slash)) &&
+         is_safe_name(s.substr(slash + 1));
 }
 
 // W/"abc" -> abc
@@ -339,6 +351,16 @@ class HubFetcher {
     }
     for (std::string_view name : kModelFiles)
       if (listed.contains(std::string(name))) fetch_file(commit, std::string(name), snapshot);
+    if (listed.contains("modules.json")) {
+      // An embedding model's pooling, which the loader checks: refused here too, before the weights.
+      for (const std::string& name : pooling_config_files(listed, snapshot))
+        fetch_file(commit, name, snapshot);
+      try {
+        load_model_config(snapshot / "config.json");
+      } catch (const ModelLoadError& e) {
+        throw ModelLoadError(repo_id_ + " cannot be served, so its weights were not fetched: " + e.what());
+      }
+    }
     for (const std::string& name : weight_files(listed, commit, snapshot))
       fetch_file(commit, name, snapshot);
     if (revision_ != commit) write_ref(commit);
@@ -511,6 +533,25 @@ class HubFetcher {
     throw ModelLoadError(endpoint_ + " redirected " + repo_id_ + "'s file list too often");
   }
 
+  // The Pooling module's config.json that a sentence-transformers modules.json names (fetched),
+  // where the repository has it; a missing one the loader reports.
+  std::vector<std::string> pooling_config_files(const std::set<std::string>& listed,
+                                                const fs::path& snapshot) {
+    const Json modules =
+        Json::parse(read_text(snapshot / "modules.json"), nullptr, /*allow_exceptions=*/false);
+    std::vector<std::string> names;
+    if (!modules.is_array()) return names;  // the loader says what is wrong with it
+    for (const Json& module : modules) {
+      if (!module.is_object() || !module.contains("type") || !module["type"].is_string() ||
+          !module["type"].get<std::string>().ends_with("Pooling") || !module.contains("path") ||
+          !module["path"].is_string())
+        continue;
+      const std::string name = module["path"].get<std::string>() + "/config.json";
+      if (listed.contains(name) && is_safe_file_path(name)) names.push_back(name);
+    }
+    return names;
+  }
+
   // The safetensors files the model's weights are in, as the loader picks them.
   std::vector<std::string> weight_files(const std::set<std::string>& listed, const std::string& commit,
                                         const fs::path& snapshot) {
@@ -580,7 +621,7 @@ class HubFetcher {
   }
 
   void fetch_file(const std::string& commit, const std::string& name, const fs::path& snapshot) {
-    if (!is_safe_name(name))
+    if (!is_safe_file_path(name))
       throw ModelLoadError(repo_id_ + " lists a file named '" + name + "', which kvserve will not write");
     const fs::path link = snapshot / name;
     std::error_code ec;
@@ -616,9 +657,12 @@ class HubFetcher {
     }
     // The link (or, on a filesystem without them, a copy) is made beside it and renamed over it, so
     // that another process reading the snapshot never finds the file missing.
-    fs::create_directories(snapshot);
+    fs::create_directories(link.parent_path());
     const fs::path temp = unique_sibling(link);
-    fs::create_symlink(fs::path("..") / ".." / "blobs" / meta.etag, temp, ec);
+    // From snapshots/<commit>/[folder/]name up to the repository's blobs/.
+    fs::path to_blobs = fs::path("..") / "..";
+    if (name.find('/') != std::string::npos) to_blobs = fs::path("..") / to_blobs;
+    fs::create_symlink(to_blobs / "blobs" / meta.etag, temp, ec);
     if (ec) fs::copy_file(blob, temp, fs::copy_options::overwrite_existing, ec);
     if (!ec) fs::rename(temp, link, ec);
     if (ec) {

@@ -481,6 +481,60 @@ TEST_F(ModelConfigTest, BaseModelArchitecturesAndBidirectionalOnes) {
   EXPECT_NO_THROW(load(config));
 }
 
+// sentence-transformers' modules.json and Pooling config: last-token pooling (and Normalize) is
+// what kvserve's embeddings are; any other pooling, or a module after it, is refused naming it.
+TEST_F(ModelConfigTest, SentenceTransformersPoolingMustBeTheLastToken) {
+  const json config = minimal("Qwen3Model");
+  const json modules = json::array(
+      {{{"idx", 0}, {"name", "0"}, {"path", ""}, {"type", "sentence_transformers.models.Transformer"}},
+       {{"idx", 1}, {"name", "1"}, {"path", "1_Pooling"}, {"type", "sentence_transformers.models.Pooling"}},
+       {{"idx", 2},
+        {"name", "2"},
+        {"path", "2_Normalize"},
+        {"type", "sentence_transformers.models.Normalize"}}});
+  write_file(dir_ / "modules.json", modules.dump());
+  const auto message = [&] { return model_load_error([&] { load(config); }); };
+  EXPECT_TRUE(
+      contains_all(message(), {(dir_ / "1_Pooling" / "config.json").string(), "missing", "Pooling module"}));
+
+  std::filesystem::create_directories(dir_ / "1_Pooling");
+  json pooling = {{"word_embedding_dimension", 64},
+                  {"pooling_mode_cls_token", false},
+                  {"pooling_mode_mean_tokens", false},
+                  {"pooling_mode_max_tokens", false},
+                  {"pooling_mode_mean_sqrt_len_tokens", false},
+                  {"pooling_mode_weightedmean_tokens", false},
+                  {"pooling_mode_lasttoken", true},
+                  {"include_prompt", true}};
+  write_file(dir_ / "1_Pooling" / "config.json", pooling.dump());
+  EXPECT_EQ(load(config).architecture, "Qwen3ForCausalLM") << "Qwen3-Embedding's own modules";
+
+  pooling["pooling_mode_lasttoken"] = false;
+  pooling["pooling_mode_mean_tokens"] = true;
+  write_file(dir_ / "1_Pooling" / "config.json", pooling.dump());
+  EXPECT_TRUE(contains_all(message(), {(dir_ / "1_Pooling" / "config.json").string(),
+                                       "pools by pooling_mode_mean_tokens", "last token only"}));
+  pooling["pooling_mode_lasttoken"] = true;
+  write_file(dir_ / "1_Pooling" / "config.json", pooling.dump());
+  EXPECT_TRUE(contains_all(message(), {"pools by pooling_mode_lasttoken, pooling_mode_mean_tokens"}));
+  pooling["pooling_mode_mean_tokens"] = false;
+  write_file(dir_ / "1_Pooling" / "config.json", pooling.dump());
+
+  json with_dense = modules;
+  with_dense[2] = {
+      {"idx", 2}, {"name", "2"}, {"path", "2_Dense"}, {"type", "sentence_transformers.models.Dense"}};
+  write_file(dir_ / "modules.json", with_dense.dump());
+  EXPECT_TRUE(contains_all(message(), {(dir_ / "modules.json").string(), "2_Dense", "no Dense module"}));
+  json escaping = modules;
+  escaping[1]["path"] = "../elsewhere";
+  write_file(dir_ / "modules.json", escaping.dump());
+  EXPECT_TRUE(contains_all(message(), {"is not a folder of the model"}));
+  write_file(dir_ / "modules.json", "{\"not\": \"a list\"}");
+  EXPECT_TRUE(contains_all(message(), {"must hold a JSON array of modules"}));
+  write_file(dir_ / "modules.json", "[");
+  EXPECT_TRUE(contains_all(message(), {"modules.json: not valid JSON"}));
+}
+
 TEST_F(ModelConfigTest, UnsupportedDtype) {
   json config = minimal();
   config["torch_dtype"] = "float8_e4m3fn";

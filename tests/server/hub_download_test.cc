@@ -283,6 +283,49 @@ TEST_F(HubDownload, AModelThatCannotBeServedIsRefusedBeforeItsWeightsAreFetched)
   EXPECT_EQ(hub_.content_requests, 2);
 }
 
+// An embedding model saved by sentence-transformers: modules.json and the Pooling config it names (in
+// a folder of the repository) are fetched beside the rest, and a pooling kvserve does not do is
+// refused before the weights are fetched.
+TEST_F(HubDownload, AnEmbeddingModelsPoolingConfigIsFetchedAndChecked) {
+  const nlohmann::json modules = nlohmann::json::array(
+      {{{"idx", 0}, {"path", ""}, {"type", "sentence_transformers.models.Transformer"}},
+       {{"idx", 1}, {"path", "1_Pooling"}, {"type", "sentence_transformers.models.Pooling"}},
+       {{"idx", 2}, {"path", "2_Normalize"}, {"type", "sentence_transformers.models.Normalize"}}});
+  nlohmann::json pooling = {{"pooling_mode_lasttoken", true}, {"pooling_mode_mean_tokens", false}};
+  hub_.add("modules.json", modules.dump(), false);
+  hub_.add("1_Pooling/config.json", pooling.dump(), false);
+  hub_.add("config_sentence_transformers.json", "{}", false);  // not read
+  const fs::path dir = fetch();
+  ASSERT_TRUE(fs::is_symlink(dir / "1_Pooling" / "config.json"));
+  EXPECT_EQ(fs::read_symlink(dir / "1_Pooling" / "config.json").parent_path(), fs::path("../../../blobs"));
+  EXPECT_EQ(read_file(dir / "1_Pooling" / "config.json"), pooling.dump());
+  EXPECT_EQ(read_file(dir / "modules.json"), modules.dump());
+  EXPECT_FALSE(fs::exists(dir / "config_sentence_transformers.json"));
+  EXPECT_NO_THROW(load_model(dir));
+
+  pooling = {{"pooling_mode_lasttoken", false}, {"pooling_mode_mean_tokens", true}};
+  hub_.add("1_Pooling/config.json", pooling.dump(), false);
+  fs::remove_all(cache_);
+  const int before = hub_.content_requests;
+  const std::string error = fetch_error();
+  EXPECT_NE(error.find("kvserve-test/tiny-llama cannot be served, so its weights were not fetched"),
+            std::string::npos)
+      << error;
+  EXPECT_NE(error.find("pools by pooling_mode_mean_tokens"), std::string::npos) << error;
+  EXPECT_EQ(hub_.content_requests - before, 5)
+      << "config.json, tokenizer files, modules.json, the pooling config";
+
+  // A path that would climb out of the snapshot is never written.
+  hub_.add("1_Pooling/config.json", nlohmann::json{{"pooling_mode_lasttoken", true}}.dump(), false);
+  nlohmann::json climbing = modules;
+  climbing[1]["path"] = "..";
+  hub_.add("modules.json", climbing.dump(), false);
+  hub_.add("../config.json", "{}", false);
+  fs::remove_all(cache_);
+  EXPECT_NE(fetch_error().find("is not a folder of the model"), std::string::npos) << fetch_error();
+  EXPECT_FALSE(fs::exists(repo_dir() / "snapshots" / "config.json"));
+}
+
 // kvserve blocks SIGINT and SIGTERM until it serves, and polls for them while it fetches: also while
 // it waits for another replica's download of the same file.
 TEST_F(HubDownload, WaitingForAnotherProcesssDownloadStopsOnCtrlC) {
