@@ -631,7 +631,8 @@ json text_model_config(const std::filesystem::path& path, const json& root,
   json text = kind->text_defaults;
   for (const auto& [key, value] : text_config->items())
     text[key] = value;
-  for (const char* key : {"bos_token_id", "eos_token_id", "dtype", "torch_dtype", "quantization_config"})
+  for (const char* key :
+       {"bos_token_id", "eos_token_id", "dtype", "torch_dtype", "quantization_config", "compression_config"})
     if (root.contains(key) && !root[key].is_null()) text[key] = root[key];
   text["architectures"] = {kind->text_architecture};
   checkpoint_architecture = kind->architecture;
@@ -827,8 +828,11 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   config.dtype = read_dtype(fields);
   if (gemma) read_gemma(fields, config);  // after the dtype, which the embedding scale is rounded to
   reject_unsupported_options(fields, config);
+  // (compressed-tensors' first releases wrote the same object as compression_config.)
   if (const json* quantization = fields.find("quantization_config"))
     config.fp8_weights = read_quantization(config_json, fields, *quantization);
+  else if (const json* compression = fields.find("compression_config"))
+    config.fp8_weights = read_quantization(config_json, fields, *compression);
   return config;
 }
 

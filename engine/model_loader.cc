@@ -214,11 +214,13 @@ bool ignored(const ModelConfig& c, const TensorNames& n, const std::string& name
   // Old exports carry the RoPE frequency table, which the engine recomputes from rope_theta.
   if (name.ends_with(".rotary_emb.inv_freq")) return true;
   // An FP8 checkpoint's scales for quantizing activations and the KV cache: kvserve keeps both
-  // unquantized (Fp8Weights).
-  if (c.fp8_weights &&
-      (name.ends_with(".input_scale") || name.ends_with(".input_scale_ub") || name.ends_with(".k_scale") ||
-       name.ends_with(".v_scale") || name.ends_with(".kv_scale")))
-    return true;
+  // unquantized (Fp8Weights). (Older llm-compressor exports store the KV cache's as the k and v
+  // projections' output_scale.)
+  if (c.fp8_weights) {
+    for (const char* suffix : {".input_scale", ".input_scale_ub", ".k_scale", ".v_scale", ".kv_scale",
+                               "_proj.output_scale", ".prob_output_scale"})
+      if (name.ends_with(suffix)) return true;
+  }
   // A multimodal checkpoint's vision encoder and projector: kvserve serves the text model alone.
   if (!c.checkpoint_architecture.empty() &&
       (name.starts_with("vision_tower.") || name.starts_with("multi_modal_projector.") ||

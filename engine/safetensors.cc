@@ -388,9 +388,16 @@ void safetensors_to_float32(const SafetensorsTensor& tensor, const std::filesyst
       return;
     }
     case SafetensorsDtype::kF8E4M3: {
+      // Every value of a byte, decoded once: a checkpoint has billions of them.
+      static const std::array<float, 256> kValues = [] {
+        std::array<float, 256> values{};
+        for (int b = 0; b < 256; ++b)
+          values[static_cast<size_t>(b)] = f8e4m3_bits_to_float(static_cast<uint8_t>(b));
+        return values;
+      }();
       const std::byte* src = tensor.bytes.data() + first;
       for (size_t i = 0; i < n; ++i)
-        out[i] = f8e4m3_bits_to_float(std::to_integer<uint8_t>(src[i]));
+        out[i] = kValues[std::to_integer<uint8_t>(src[i])];
       return;
     }
     default:

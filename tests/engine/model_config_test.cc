@@ -684,6 +684,31 @@ TEST_F(ModelConfigTest, Fp8QuantizationConfigsAndTheOnesRefused) {
   refused(sparse, {"sparsity_config", "sparse-24-bitmask"});
   sparse["sparsity_config"] = {{"format", "dense"}};
   expect_scheme(scheme(sparse), "compressed-tensors", "_scale", 1, 0);
+
+  // compressed-tensors' first releases named the object compression_config.
+  config.erase("quantization_config");
+  config["compression_config"] = compressed;
+  EXPECT_EQ(load(config).fp8_weights.value_or(Fp8Weights{}).method, "compressed-tensors");
+  config.erase("compression_config");
+
+  // Fields of the wrong JSON type are named, never a crash or a JSON library's message.
+  refused({{"quant_method", 5}}, {"'quantization_config.quant_method' must be a string"});
+  refused({{"quant_method", "fp8"}, {"weight_block_size", "128x"}}, {"two positive block sizes"});
+  json groups_list = compressed;
+  groups_list["config_groups"] = json::array({1});
+  refused(groups_list, {"needs a config_groups object"});
+  json weights_string = compressed;
+  weights_string["config_groups"]["group_0"]["weights"] = "fp8";
+  refused(weights_string, {"config_groups.group_0.weights must be an object"});
+  refused(with_weights({{"num_bits", "8"}}), {"\"8\"-bit float", "not supported"});
+  refused(with_weights({{"strategy", 5}}),
+          {"'quantization_config.config_groups.group_0.weights.strategy' must be a string"});
+  refused(with_weights({{"symmetric", "yes"}}), {"weights.symmetric' must be true or false"});
+  refused(with_weights({{"strategy", "group"}, {"group_size", "128"}}),
+          {"weights.group_size' must be a positive integer"});
+  json sparse_string = compressed;
+  sparse_string["sparsity_config"] = "x";
+  refused(sparse_string, {"sparsity_config is not supported"});
 }
 
 // Linear RoPE scaling divides every inverse frequency by the factor (positions by the factor).

@@ -589,9 +589,11 @@ TEST_F(Fp8LoaderTest, FusedProjectionsTakeTheirRowsScales) {
 
 TEST_F(Fp8LoaderTest, ActivationAndKvScalesAreUnused) {
   // Static activation scales and FP8 KV-cache scales: kvserve computes both unquantized.
-  add("model.layers.0.self_attn.q_proj.input_scale", {1});
-  add("model.layers.0.self_attn.k_scale", {1});
-  add("model.layers.0.self_attn.v_scale", {1});
+  for (const char* name :
+       {"self_attn.q_proj.input_scale", "mlp.down_proj.input_scale_ub", "self_attn.k_scale",
+        "self_attn.v_scale", "self_attn.kv_scale", "self_attn.k_proj.output_scale",
+        "self_attn.v_proj.output_scale", "self_attn.prob_output_scale"})
+    add(std::string("model.layers.0.") + name, {1});
   write();
   EXPECT_EQ(tensor_named(load_model(dir_.path()), "model.layers.0.self_attn.q_proj.weight")->data,
             dequantized("model.layers.0.self_attn.q_proj.weight"));
@@ -637,42 +639,66 @@ TEST_F(Fp8LoaderTest, AScaleOfAnUnquantizedWeightIsUnexpected) {
   EXPECT_TRUE(contains_all(load_error(), {"'model.norm.weight' is stored as F8_E4M3 but is not a matrix"}));
 }
 
-// Per-tensor scales come as [] or [1], per-channel ones as [rows, 1] or [rows] (compressed-tensors).
-TEST_F(Fp8LoaderTest, PerTensorAndPerChannelScaleShapes) {
+// compressed-tensors' strategies, loaded end to end: per channel (scales [rows, 1] or [rows]), per
+// group of columns ([rows, ceil(cols / g)]) and per tensor ([], [1] or [1, 1]).
+TEST_F(Fp8LoaderTest, ChannelGroupAndTensorScalesLoadEndToEnd) {
   config_["quantization_config"] = {
       {"quant_method", "compressed-tensors"},
       {"format", "float-quantized"},
       {"config_groups",
        {{"group_0", {{"weights", {{"num_bits", 8}, {"type", "float"}, {"strategy", "channel"}}}}}}}};
-  for (RawTensor& t : tensors_) {
-    if (!t.name.ends_with("_scale_inv")) continue;
-    const std::string weight = t.name.substr(0, t.name.size() - std::string("_scale_inv").size());
-    const int64_t rows = tensor(weight).shape[0];
-    t = f32_tensor(weight + "_scale", weight.find("layers.0") != std::string::npos
-                                          ? std::vector<int64_t>{rows, 1}
-                                          : std::vector<int64_t>{rows});
-  }
-  write();
-  const Model channel = load_model(dir_.path());
-  const std::string o = "model.layers.1.self_attn.o_proj.weight";
-  const RawTensor& stored = tensor(o);
-  const std::vector<float>& loaded = tensor_named(channel, o)->data;
-  for (size_t i = 0; i < loaded.size(); ++i)  // f32_tensor's scales: 0, 0.25, 0.5, ... by row
-    ASSERT_EQ(loaded[i],
-              f8e4m3_bits_to_float(static_cast<uint8_t>(stored.bytes[i])) * 0.25f * static_cast<float>(i / 8))
-        << i;
-
+  std::vector<std::string> weights;
+  for (const RawTensor& t : tensors_)
+    if (t.dtype == "F8_E4M3") weights.push_back(t.name);
+  ASSERT_EQ(weights.size(), 14u);
+  // Replaces every weight's scales by `shape` of them, 0.5, 0.75, 1, ... (none 0, which would hide a
+  // wrong index), and checks each loaded weight against scale(row, col) of those.
+  const auto check = [&](const std::string& what, auto shape_of, auto scale_index) {
+    SCOPED_TRACE(what);
+    for (const std::string& w : weights) {
+      remove(w + "_scale_inv");
+      remove(w + "_scale");
+      tensors_.push_back(f32_tensor(w + "_scale", shape_of(w, tensor(w).shape[0], tensor(w).shape[1]), 0.5f));
+    }
+    write();
+    const Model model = load_model(dir_.path());
+    for (const std::string& w : weights) {
+      const RawTensor& stored = tensor(w);
+      const int64_t cols = stored.shape[1];
+      const std::vector<float>& loaded = tensor_named(model, w)->data;
+      ASSERT_EQ(loaded.size(), stored.bytes.size());
+      for (size_t i = 0; i < loaded.size(); ++i) {
+        const int64_t index =
+            scale_index(static_cast<int64_t>(i) / cols, static_cast<int64_t>(i) % cols, cols);
+        ASSERT_EQ(loaded[i], f8e4m3_bits_to_float(static_cast<uint8_t>(stored.bytes[i])) *
+                                 (0.5f + 0.25f * static_cast<float>(index)))
+            << w << " element " << i;
+      }
+    }
+  };
+  using Shape = std::vector<int64_t>;
+  const auto layer0 = [](const std::string& w) { return w.find("layers.0.") != std::string::npos; };
+  check(
+      "per channel",
+      [&](const std::string& w, int64_t rows, int64_t) {
+        return layer0(w) ? Shape{rows, 1} : Shape{rows};
+      },
+      [](int64_t r, int64_t, int64_t) { return r; });
+  config_["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] = "group";
+  config_["quantization_config"]["config_groups"]["group_0"]["weights"]["group_size"] = 5;
+  check(
+      "per group of 5",
+      [](const std::string&, int64_t rows, int64_t cols) {
+        return Shape{rows, (cols + 4) / 5};
+      },
+      [](int64_t r, int64_t c, int64_t cols) { return r * ((cols + 4) / 5) + c / 5; });
   config_["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] = "tensor";
-  for (RawTensor& t : tensors_)
-    if (t.name.ends_with("_scale"))
-      t = {t.name, "F32",
-           t.name.find("layers.0") != std::string::npos ? std::vector<int64_t>{} : std::vector<int64_t>{1},
-           raw_bytes(std::vector<float>{0.75f})};
-  write();
-  const Model per_tensor = load_model(dir_.path());
-  const std::vector<float>& scaled = tensor_named(per_tensor, o)->data;
-  for (size_t i = 0; i < scaled.size(); ++i)
-    ASSERT_EQ(scaled[i], f8e4m3_bits_to_float(static_cast<uint8_t>(stored.bytes[i])) * 0.75f) << i;
+  check(
+      "per tensor",
+      [&](const std::string& w, int64_t, int64_t) {
+        return w.find("q_proj") != std::string::npos ? Shape{} : layer0(w) ? Shape{1} : Shape{1, 1};
+      },
+      [](int64_t, int64_t, int64_t) { return 0; });
 }
 
 TEST_F(ModelLoaderTest, UnsupportedTensorDtype) {
