@@ -39,6 +39,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   virtual int vocab_size() const = 0;
+  // LoRA adapters the backend applies (engine/lora.h): a request's lora_adapter is in [0, this].
+  virtual int num_lora_adapters() const { return 0; }
   // Writes the K/V of every token in the batch at its slot, attends through the block tables, and
   // returns the logits at the tokens batch.logits_indices names: [its size x vocab_size()],
   // row-major, valid until the next call; row s < num_seqs is sequence s's last token. Rows of

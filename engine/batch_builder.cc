@@ -28,6 +28,7 @@ const StepBatch& BatchBuilder::build(const StepPlan& plan, int block_size) {
   b.query_start_loc.resize(b.num_seqs + 1);
   b.context_lens.resize(b.num_seqs);
   b.emits_token.resize(b.num_seqs);
+  b.lora_adapters.resize(b.num_seqs);
   b.logits_indices.resize(b.num_seqs);
   b.block_tables.assign(static_cast<size_t>(b.num_seqs) * b.max_blocks_per_seq, StepBatch::kPaddingBlock);
 
@@ -47,6 +48,7 @@ const StepBatch& BatchBuilder::build(const StepPlan& plan, int block_size) {
     }
     b.context_lens[i] = s.start_pos + s.num_new_tokens;
     b.emits_token[i] = s.emits_token ? 1 : 0;
+    b.lora_adapters[i] = seq.lora_adapter();
     b.logits_indices[i] = t - 1;
     std::copy(table.blocks().begin(), table.blocks().end(),
               b.block_tables.begin() + static_cast<ptrdiff_t>(i) * b.max_blocks_per_seq);
@@ -58,7 +60,8 @@ const StepBatch& BatchBuilder::build(const StepPlan& plan, int block_size) {
   return b;
 }
 
-void validate_step_batch(const StepBatch& b, int num_blocks, int block_size, int vocab_size) {
+void validate_step_batch(const StepBatch& b, int num_blocks, int block_size, int vocab_size,
+                         int num_lora_adapters) {
   const auto fail = [](const std::string& what) { throw std::logic_error("invalid StepBatch: " + what); };
   const auto str = [](auto v) { return std::to_string(v); };
   if (b.num_seqs < 0 || b.num_tokens < 0 || b.num_decodes < 0 || b.num_decodes > b.num_seqs)
@@ -74,6 +77,12 @@ void validate_step_batch(const StepBatch& b, int num_blocks, int block_size, int
   if (b.query_start_loc.size() != seqs + 1 || b.context_lens.size() != seqs || b.emits_token.size() != seqs ||
       b.block_tables.size() != seqs * static_cast<size_t>(b.max_blocks_per_seq))
     fail("per-sequence arrays do not match num_seqs (" + str(b.num_seqs) + ")");
+  if (!b.lora_adapters.empty() && b.lora_adapters.size() != seqs)
+    fail("lora_adapters is neither empty nor num_seqs (" + str(b.num_seqs) + ") long");
+  for (size_t s = 0; s < b.lora_adapters.size(); ++s)
+    if (b.lora_adapters[s] < 0 || b.lora_adapters[s] > num_lora_adapters)
+      fail("sequence " + str(s) + ": LoRA adapter " + str(b.lora_adapters[s]) + " of " +
+           str(num_lora_adapters));
   if (b.query_start_loc[0] != 0 || b.query_start_loc[seqs] != b.num_tokens)
     fail("query_start_loc does not run from 0 to num_tokens");
 

@@ -101,8 +101,12 @@ size_t CpuBackend::kv_bytes_per_token(const ModelConfig& c) {
   return 2ull * c.num_layers * c.num_kv_heads * c.head_dim * sizeof(float);
 }
 
-CpuBackend::CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int block_size, int num_threads)
-    : model_(std::move(model)), num_blocks_(num_blocks), block_size_(block_size) {
+CpuBackend::CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int block_size, int num_threads,
+                       std::vector<LoraAdapter> lora_adapters)
+    : model_(std::move(model)),
+      num_blocks_(num_blocks),
+      block_size_(block_size),
+      lora_adapters_(std::move(lora_adapters)) {
   if (!model_) throw std::invalid_argument("CpuBackend: no model");
   const ModelConfig& c = model_->config;
   if (c.head_dim % 2 != 0) throw std::invalid_argument("CpuBackend: head_dim must be even for RoPE");
@@ -112,6 +116,9 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int b
     throw std::invalid_argument(
         "CpuBackend: the model's weights are not on the host (loaded with WeightLoading::kDeferred: call "
         "materialize_weights() first)");
+  for (const LoraAdapter& a : lora_adapters_)
+    if (a.layers.size() != static_cast<size_t>(c.num_layers))
+      throw std::invalid_argument("CpuBackend: LoRA adapter '" + a.name + "' was loaded for another model");
   for (int l = 0; l < c.num_layers; ++l) {
     k_cache_.emplace_back(new float[floats]);  // default-initialized: no page is touched yet
     v_cache_.emplace_back(new float[floats]);
@@ -124,10 +131,24 @@ CpuBackend::CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int b
   }
 }
 
+void CpuBackend::add_lora(const StepBatch& batch, int layer, LoraTarget target, const std::vector<float>& x,
+                          std::vector<float>& y) {
+  if (lora_adapters_.empty()) return;
+  for (int s = 0; s < batch.num_seqs; ++s) {
+    const int adapter = batch.lora_adapter(s);
+    if (adapter == 0) continue;
+    const LoraAdapter& a = lora_adapters_[static_cast<size_t>(adapter - 1)];
+    const LoraPair& pair = a.layers[static_cast<size_t>(layer)][target];
+    const int first = batch.query_start_loc[s];
+    apply_lora(pair, a.scaling, x.data() + static_cast<size_t>(first) * pair.in, batch.query_len(s),
+               y.data() + static_cast<size_t>(first) * pair.out, lora_scratch_);
+  }
+}
+
 std::span<const float> CpuBackend::forward(const StepBatch& batch) {
   const ModelConfig& c = model_->config;
   const ModelWeights& w = model_->weights;
-  validate_step_batch(batch, num_blocks_, block_size_, c.vocab_size);
+  validate_step_batch(batch, num_blocks_, block_size_, c.vocab_size, num_lora_adapters());
   const int tokens = batch.num_tokens;
   const int hidden = c.hidden_size;
   const int q_width = c.num_heads * c.head_dim;
@@ -148,6 +169,9 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
     linear(h_, tokens, lw.q_proj, lw.q_bias, q_);
     linear(h_, tokens, lw.k_proj, lw.k_bias, k_);
     linear(h_, tokens, lw.v_proj, lw.v_bias, v_);
+    add_lora(batch, layer, kLoraQ, h_, q_);
+    add_lora(batch, layer, kLoraK, h_, k_);
+    add_lora(batch, layer, kLoraV, h_, v_);
 
     // (Qwen3, Gemma 3: each head's q and k normalized,) RoPE, then every new token's K/V go to their slots
     // before any attention reads (the Backend contract that lets sequences of one batch share blocks).
@@ -172,6 +196,7 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
 
     attention(batch, layer);
     linear(attn_, tokens, lw.o_proj, Tensor{}, h_);
+    add_lora(batch, layer, kLoraO, attn_, h_);
     if (c.sandwich_norms) rms_norm(h_, tokens, hidden, lw.attn_output_norm, c, h_);
     for (size_t i = 0; i < x_.size(); ++i)
       x_[i] += h_[i] * residual_multiplier;
@@ -179,8 +204,11 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
     rms_norm(x_, tokens, hidden, lw.mlp_norm, c, h_);
     linear(h_, tokens, lw.gate_proj, Tensor{}, gate_);
     linear(h_, tokens, lw.up_proj, Tensor{}, up_);
+    add_lora(batch, layer, kLoraGate, h_, gate_);
+    add_lora(batch, layer, kLoraUp, h_, up_);
     gated_activation(gate_, up_, c.activation);
     linear(gate_, tokens, lw.down_proj, Tensor{}, h_);
+    add_lora(batch, layer, kLoraDown, gate_, h_);
     if (c.sandwich_norms) rms_norm(h_, tokens, hidden, lw.mlp_output_norm, c, h_);
     for (size_t i = 0; i < x_.size(); ++i)
       x_[i] += h_[i] * residual_multiplier;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/lora.h"
 #include "engine/model.h"
 
 namespace kvserve {
@@ -19,10 +20,14 @@ class CpuBackend : public Backend {
  public:
   // num_threads 0 = all cores. Every weight must have its data on the host (a model loaded with
   // WeightLoading::kDeferred must be materialized first): std::invalid_argument otherwise.
-  CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int block_size, int num_threads = 0);
+  // `lora_adapters` are the adapters requests may name (adapter i + 1 is lora_adapters[i]), each
+  // loaded for this model (load_lora_adapter).
+  CpuBackend(std::shared_ptr<const Model> model, int num_blocks, int block_size, int num_threads = 0,
+             std::vector<LoraAdapter> lora_adapters = {});
 
   std::string name() const override { return "cpu"; }
   int vocab_size() const override { return model_->config.vocab_size; }
+  int num_lora_adapters() const override { return static_cast<int>(lora_adapters_.size()); }
   // Rows of sequences whose emits_token is 0 are left at zero: their logits are never used.
   std::span<const float> forward(const StepBatch& batch) override;
   // From every token's final hidden state, which forward() keeps.
@@ -35,6 +40,9 @@ class CpuBackend : public Backend {
 
  private:
   void attention(const StepBatch& batch, int layer);
+  // y += each sequence's adapter's update of `target` in `layer`, over its rows of x.
+  void add_lora(const StepBatch& batch, int layer, LoraTarget target, const std::vector<float>& x,
+                std::vector<float>& y);
   // h_ = the final norm of the kept hidden states at the given tokens of the last pass.
   void final_hidden(const StepBatch& batch, std::span<const int> token_indices);
 
@@ -47,6 +55,8 @@ class CpuBackend : public Backend {
   std::vector<std::unique_ptr<float[]>> k_cache_, v_cache_;
   std::vector<float> inv_freq_;          // [head_dim / 2], rope_scaling applied
   std::vector<float> sliding_inv_freq_;  // Gemma 3's windowed layers' own; empty for other models
+  std::vector<LoraAdapter> lora_adapters_;
+  std::vector<float> lora_scratch_;
 
   // Activations, resized per step: [tokens x width].
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, last_, logits_;

@@ -64,6 +64,10 @@ Status Engine::validate(const Request& request) const {
     if (request.embedding.dimensions < 0)
       return Status::InvalidArgument("embedding dimensions must be positive (or 0 for all)");
   }
+  if (request.lora_adapter < 0 || request.lora_adapter > backend_->num_lora_adapters())
+    return Status::InvalidArgument("LoRA adapter " + std::to_string(request.lora_adapter) +
+                                   " is not served (the " + backend_->name() + " backend has " +
+                                   std::to_string(backend_->num_lora_adapters()) + ")");
   if (Status s = scheduler_.check_priority(request.priority); !s.ok()) return s;
   return scheduler_.check_fits(static_cast<int>(request.prompt.size()), request.stop);
 }

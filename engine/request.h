@@ -74,6 +74,10 @@ struct Request {
   // markers of a tool-call format that are control tokens, for the server's reader.
   std::vector<TokenId> kept_control_tokens;
   EmbeddingParams embedding;
+  // The LoRA adapter the request runs with: 0 for the base model, i for the backend's adapter i
+  // (1-based, in --lora-modules order; engine/lora.h). Requests of different adapters never share
+  // prefix-cache blocks: the same tokens have other K/V under another adapter.
+  int lora_adapter = 0;
 };
 
 enum class FinishReason {

@@ -27,6 +27,10 @@ Sequence::Sequence(Request request, int block_size, std::span<const TokenId> eos
       tokens_(request_.prompt),
       num_prompt_tokens_(static_cast<int>(request_.prompt.size())),
       table_(block_size) {
+  if (request_.lora_adapter != 0) {
+    const TokenId adapter[] = {request_.lora_adapter};
+    root_hash_ = hash_block_tokens(kRootBlockHash, adapter);
+  }
   // Room for the output up front, but not for a whole context's worth: max_tokens is often "all
   // that fits" (the model's length) for requests that stop long before, and queued ones hold it too.
   constexpr int kMaxReservedOutput = 4096;
@@ -68,7 +72,7 @@ std::span<const BlockHash> Sequence::block_hashes() {
   const int block_size = table_.block_size();
   const int full_blocks = num_tokens() / block_size;
   for (int i = static_cast<int>(block_hashes_.size()); i < full_blocks; ++i) {
-    const BlockHash parent = i == 0 ? kRootBlockHash : block_hashes_[i - 1];
+    const BlockHash parent = i == 0 ? root_hash_ : block_hashes_[i - 1];
     block_hashes_.push_back(hash_block_tokens(
         parent, std::span<const TokenId>(tokens_).subspan(static_cast<size_t>(i) * block_size, block_size)));
   }

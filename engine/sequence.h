@@ -30,6 +30,7 @@ class Sequence {
   const SamplingParams& sampling() const { return request_.sampling; }
   const StopCriteria& stop() const { return request_.stop; }
   int priority() const { return request_.priority; }
+  int lora_adapter() const { return request_.lora_adapter; }
   // The priority the scheduler orders by: the request's, or, once the request is overdue (it has
   // waited in the queue longer than SchedulerConfig::max_priority_wait, in all), better than any
   // request's. Overdue is for good: an overdue request keeps its place until it finishes.
@@ -79,7 +80,7 @@ class Sequence {
   // Prefix-cache hash of every full block of tokens(); block i covers tokens [i*B, (i+1)*B).
   std::span<const BlockHash> block_hashes();
   BlockHash parent_hash(int block_index) {
-    return block_index == 0 ? kRootBlockHash : block_hashes()[block_index - 1];
+    return block_index == 0 ? root_hash_ : block_hashes()[block_index - 1];
   }
 
   SequenceStatus status() const { return status_; }
@@ -131,6 +132,9 @@ class Sequence {
   BlockTable table_;
   int num_registered_blocks_ = 0;
   std::vector<BlockHash> block_hashes_;
+  // The first block's parent: kRootBlockHash for the base model, one of its own per LoRA adapter,
+  // so that no block is shared across adapters (a lookup compares the parent too).
+  BlockHash root_hash_ = kRootBlockHash;
   SequenceStatus status_ = SequenceStatus::kWaiting;
   FinishReason finish_reason_ = FinishReason::kNone;
   int num_cached_prompt_tokens_ = 0;

@@ -59,6 +59,9 @@ struct StepBatch {
   // kPaddingBlock so that a kernel reading past context_lens fails loudly in the reference.
   std::vector<BlockId> block_tables;
   std::vector<uint8_t> emits_token;  // [num_seqs] 1 if the sequence's last-token logits are sampled
+  // [num_seqs] each sequence's Request::lora_adapter (0 = the base model); or empty: all base.
+  std::vector<int32_t> lora_adapters;
+  int lora_adapter(int s) const { return lora_adapters.empty() ? 0 : lora_adapters[static_cast<size_t>(s)]; }
   // The flat token index of each row of logits forward() computes: row s < num_seqs is sequence s's
   // last token; then, for each sequence with a draft of m tokens (in batch order), the m inputs
   // before its last (its own last token and its draft but the last), whose next tokens check the
@@ -86,7 +89,9 @@ struct StepBatch {
 // the backends check anyway because on a GPU an out-of-range index is not an exception but a
 // corrupted pool or a dead CUDA context, which ends the server for everyone. O(tokens + sequences):
 // BM_EngineStep in bench/scheduler_bench.cc measures it per step.
-void validate_step_batch(const StepBatch& batch, int num_blocks, int block_size, int vocab_size);
+// Each sequence's LoRA adapter is in [0, num_lora_adapters].
+void validate_step_batch(const StepBatch& batch, int num_blocks, int block_size, int vocab_size,
+                         int num_lora_adapters = 0);
 
 // Turns a plan into a batch, reusing its buffers from step to step.
 class BatchBuilder {

@@ -19,6 +19,9 @@ Run with Debian's python3 (python3-torch, python3-numpy) or with transformers wh
 
     scripts/reference/llama_reference.py tests/data/models/tiny-llama --prompt "Once upon a time"
 
+--lora DIR merges a PEFT LoRA adapter into the weights first (W + scaling * B @ A, as PEFT's
+merge_and_unload), for the adapters' tests (tests/data/loras).
+
 Where transformers is installed (the GPU machine), --check-transformers also runs
 transformers' own model class on the same weights and fails if it disagrees.
 """
@@ -135,13 +138,35 @@ def rope_inv_freq(cfg, head_dim):
     return inv, 1.0
 
 
+def merge_lora(tensors, lora_dir):
+    """A PEFT LoRA adapter merged into the weights, as PEFT's merge_and_unload does:
+    W += scaling * B @ A, scaling = lora_alpha / r (or / sqrt(r) with use_rslora)."""
+    cfg = json.loads((lora_dir / "adapter_config.json").read_text())
+    r, alpha = cfg["r"], cfg["lora_alpha"]
+    scaling = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
+    adapter = read_safetensors(lora_dir / "adapter_model.safetensors")
+    merged = 0
+    for name, a in adapter.items():
+        if not name.endswith(".lora_A.weight"):
+            continue
+        target = name.removeprefix("base_model.model.").removesuffix(".lora_A.weight") + ".weight"
+        b = adapter[name.replace(".lora_A.", ".lora_B.")]
+        tensors[target] = tensors[target] + scaling * (b @ a)
+        merged += 1
+    if not merged:
+        sys.exit(f"{lora_dir}: no LoRA weights")
+    return tensors
+
+
 class Reference:
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, lora_dir=None):
         self.cfg = json.loads((model_dir / "config.json").read_text())
         self.w = {}
         for f in sorted(model_dir.glob("*.safetensors")):
             self.w.update(read_safetensors(f))
         self.w = dequantize_fp8(self.w, self.cfg)
+        if lora_dir:
+            self.w = merge_lora(self.w, lora_dir)
         c = self.cfg
         arch = c["architectures"][0]
         gemma = GEMMA.get(arch, 0)  # 0: not a Gemma
@@ -319,10 +344,11 @@ def main():
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--check-transformers", action="store_true")
     ap.add_argument("--out", type=Path, help="where to write (default: MODEL_DIR/expected.json)")
+    ap.add_argument("--lora", type=Path, help="a PEFT LoRA adapter directory, merged into the weights")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
 
-    ref = Reference(args.model_dir)
+    ref = Reference(args.model_dir, args.lora)
     bos = ref.cfg.get("bos_token_id")
     prompt_ids = ([bos] if bos is not None else []) + encode(args.model_dir / "tokenizer.model", args.prompt)
     ids, greedy, step_logits, min_gap = list(prompt_ids), [], [], float("inf")

@@ -146,13 +146,20 @@ TEST(ValidateStepBatch, RejectsEveryIndexThatWouldLeaveThePoolOrDisagree) {
       {"max_query_len short of the longest query", [](StepBatch& b) { b.max_query_len -= 1; },
        "max_query_len"},
       {"max_query_len past the longest query", [](StepBatch& b) { b.max_query_len += 1; }, "max_query_len"},
+      // The validation is given 2 LoRA adapters below.
+      {"LoRA adapter not served", [](StepBatch& b) { b.lora_adapters[1] = 3; }, "LoRA adapter 3 of 2"},
+      {"negative LoRA adapter", [](StepBatch& b) { b.lora_adapters[0] = -1; }, "LoRA adapter -1"},
+      {"LoRA adapters of the wrong size", [](StepBatch& b) { b.lora_adapters.pop_back(); }, "lora_adapters"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     StepBatch b = mixed_batch().batch;
+    ASSERT_EQ(b.lora_adapters, (std::vector<int32_t>{0, 0})) << "the builder fills them in";
+    EXPECT_NO_THROW(
+        validate_step_batch(b, MixedBatch::kBlocks, MixedBatch::kBlockSize, MixedBatch::kVocab, 2));
     c.corrupt(b);
     try {
-      validate_step_batch(b, MixedBatch::kBlocks, MixedBatch::kBlockSize, MixedBatch::kVocab);
+      validate_step_batch(b, MixedBatch::kBlocks, MixedBatch::kBlockSize, MixedBatch::kVocab, 2);
       ADD_FAILURE() << "accepted";
     } catch (const std::logic_error& e) {
       EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << e.what();
