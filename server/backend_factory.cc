@@ -96,14 +96,22 @@ BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Mo
             : static_cast<int>(choice.kv_cache_gib * (1ull << 30) / (per_token * scheduler.block_size));
     const int threads =
         choice.cpu_threads > 0 ? choice.cpu_threads : static_cast<int>(std::thread::hardware_concurrency());
-    built.backend =
-        std::make_unique<CpuBackend>(model, built.num_blocks, scheduler.block_size, choice.cpu_threads);
+    std::vector<LoraAdapter> adapters;
+    for (const auto& [name, dir] : choice.lora_modules)
+      adapters.push_back(load_lora_adapter(dir, name, mc));
+    built.backend = std::make_unique<CpuBackend>(model, built.num_blocks, scheduler.block_size,
+                                                 choice.cpu_threads, std::move(adapters));
     built.device = "CPU, " + std::to_string(threads) + " threads";
     built.description = "backend cpu (" + std::to_string(threads) + " threads, fp32); " +
                         pool_summary(built.num_blocks, scheduler.block_size, per_token);
     return built;
   }
   if (kind == "cuda") {
+    if (!choice.lora_modules.empty())
+      throw std::runtime_error(
+          "LoRA adapters (--lora-modules) are applied by the CPU backend only so far; the CUDA backend does "
+          "not "
+          "apply them yet: pass --backend cpu, or serve the adapter merged into its model");
 #ifdef KVSERVE_WITH_CUDA
     cuda::CudaBackendOptions opt;
     opt.device = choice.cuda_device;

@@ -3,8 +3,11 @@
 // Both kvserve and kvserve-offline use this, so they size the KV pool and report it the same way.
 #pragma once
 
+#include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "engine/backend.h"
 #include "engine/model.h"
@@ -22,6 +25,9 @@ struct BackendChoice {
   int cuda_device = 0;
   double gpu_memory_utilization = 0.90;
   bool cuda_graphs = true;
+  // LoRA adapters to serve (--lora-modules), by the name requests use: adapter i + 1 is
+  // lora_modules[i]. The CPU backend applies them; the CUDA backend refuses them (not yet).
+  std::vector<std::pair<std::string, std::filesystem::path>> lora_modules;
 };
 
 struct BuiltBackend {

@@ -132,6 +132,23 @@ grpc::Status GenerationService::check_tokenizer_call(const grpc::CallbackServerC
   return grpc::Status::OK;
 }
 
+Status resolve_lora_adapter(const std::vector<std::string>& served, const std::string& name, int* index) {
+  *index = 0;
+  if (name.empty()) return Status::Ok();
+  const auto it = std::find(served.begin(), served.end(), name);
+  if (it != served.end()) {
+    *index = static_cast<int>(it - served.begin()) + 1;
+    return Status::Ok();
+  }
+  std::string listed;
+  for (const std::string& s : served)
+    listed += (listed.empty() ? "\"" : ", \"") + s + "\"";
+  return Status::NotFound("lora_adapter \"" + name.substr(0, 200) + "\" is not served here; " +
+                          (served.empty() ? std::string("this server serves no LoRA adapter (--lora-modules)")
+                                          : "it serves " + listed + " (GetModelInfo.lora_adapters)") +
+                          ", or leave it empty for the base model");
+}
+
 Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Request* out,
                                             bool* reasoning_started) const {
   if (reasoning_started) *reasoning_started = false;
@@ -208,6 +225,8 @@ Status GenerationService::to_engine_request(const v1::GenerateRequest& in, Reque
                                    ", got " + std::to_string(in.top_logprobs()));
   out->sampling.top_logprobs = static_cast<int>(in.top_logprobs());
   out->priority = in.priority();
+  if (Status s = resolve_lora_adapter(options_.lora_adapters, in.lora_adapter(), &out->lora_adapter); !s.ok())
+    return s;
   constexpr int kMaxKeptControlTokens = 16;
   if (in.keep_control_tokens_size() > kMaxKeptControlTokens)
     return Status::InvalidArgument("keep_control_tokens holds " +
@@ -365,9 +384,14 @@ grpc::ServerUnaryReactor* GenerationService::Embed(grpc::CallbackServerContext* 
                                 " bytes, at most " + std::to_string(kMaxRequestIdBytes) + " allowed");
   else
     try {
-      translated =
-          to_embed_requests(*request, model_, tokenizer_.get(),
-                            runner_.engine().scheduler().config().max_model_len, client_id, &requests);
+      int adapter = 0;
+      translated = resolve_lora_adapter(options_.lora_adapters, request->lora_adapter(), &adapter);
+      if (translated.ok())
+        translated =
+            to_embed_requests(*request, model_, tokenizer_.get(),
+                              runner_.engine().scheduler().config().max_model_len, client_id, &requests);
+      for (Request& r : requests)
+        r.lora_adapter = adapter;
     } catch (const std::exception& e) {  // the net under the checks, as Generate's
       translated = Status::Internal(std::string("could not read the request: ") + e.what());
     }
@@ -461,6 +485,8 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
   info->set_chat_template(options_.chat_template != nullptr && tokenizer_ != nullptr);
   info->set_embedding_only(model_.embedding_only);
   info->set_quantization(quantization_summary(model_));
+  for (const std::string& name : options_.lora_adapters)
+    info->add_lora_adapters(name);
   info->set_scheduling_policy(sc.policy == SchedulingPolicy::kPriority ? "priority" : "fcfs");
   if (sc.policy == SchedulingPolicy::kPriority)
     info->set_max_priority_wait_seconds(std::chrono::duration<double>(sc.max_priority_wait).count());

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/model.h"
 #include "engine/tokenizer.h"
@@ -39,7 +40,13 @@ struct ServiceOptions {
   // The model's chat template, for requests that send a conversation; null = no chat input
   // (FAILED_PRECONDITION), as for a model that ships none.
   std::shared_ptr<const ChatTemplate> chat_template;
+  // The LoRA adapters the backend serves, by name: adapter i + 1 is lora_adapters[i] (--lora-modules).
+  std::vector<std::string> lora_adapters;
 };
+
+// Request::lora_adapter for a request naming `name` (empty: the base model, 0); NOT_FOUND naming
+// the served ones for another name.
+Status resolve_lora_adapter(const std::vector<std::string>& served, const std::string& name, int* index);
 
 class GenerationService final : public v1::Generation::CallbackService {
  public:

@@ -51,6 +51,7 @@ struct Flags {
   int openai_port = -1;           // -1 = no OpenAI-compatible API
   int openai_threads = 0;         // 0 = as many requests as the engine can hold (see openai_threads())
   std::string served_model_name;  // empty = --model as given
+  std::vector<std::string> lora_modules;  // NAME=DIR each
   std::string tool_call_parser = "auto";
   std::string reasoning_parser = "auto";
   kvserve::BackendChoice backend;
@@ -218,6 +219,11 @@ int main(int argc, char** argv) {
   app.add_option(
       "--served-model-name", f.served_model_name,
       "the model's name for clients (GetModelInfo, the OpenAI API's `model`); default: --model as given");
+  app.add_option("--lora-modules", f.lora_modules,
+                 "LoRA adapters to serve beside the model, as NAME=DIR (PEFT's adapter_config.json and "
+                 "adapter_model.safetensors): requests name one (lora_adapter, or the OpenAI API's model); "
+                 "CPU backend only so far")
+      ->expected(1, -1);
   app.add_option("--tool-call-parser", f.tool_call_parser,
                  "OpenAI API: how the model writes tool calls, read out of its replies as tool_calls for "
                  "tool_choice \"auto\": auto (what the chat template teaches), hermes, llama3_json, mistral, "
@@ -330,6 +336,23 @@ int main(int argc, char** argv) {
       ->group("Debugging");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(f.log_level));
+  const std::string served_name = f.served_model_name.empty() ? f.model.model : f.served_model_name;
+  std::vector<std::string> lora_names;
+  for (const std::string& module : f.lora_modules) {
+    const size_t eq = module.find('=');
+    const std::string name = module.substr(0, eq);
+    std::string problem;
+    if (eq == std::string::npos || name.empty() || eq + 1 == module.size())
+      problem = "give each as NAME=DIR";
+    else if (name == served_name || std::find(lora_names.begin(), lora_names.end(), name) != lora_names.end())
+      problem = "the name '" + name + "' is taken (by the model or another adapter)";
+    if (!problem.empty()) {
+      std::fprintf(stderr, "kvserve: --lora-modules %s: %s\n", module.c_str(), problem.c_str());
+      return 2;
+    }
+    lora_names.push_back(name);
+    f.backend.lora_modules.emplace_back(name, module.substr(eq + 1));
+  }
 
   // Before any thread starts: a SIGTERM / SIGINT during start-up waits, and drains the server as
   // soon as it serves.
@@ -428,6 +451,8 @@ int main(int argc, char** argv) {
         "the checkpoint has no LM head (an embedding model): Embed and /v1/embeddings are served, "
         "Generate is refused");
   spdlog::info("{}", built.description);
+  for (const auto& [name, dir] : f.backend.lora_modules)
+    spdlog::info("LoRA adapter {} from {}", name, dir.string());
   if (const long long pool_tokens = static_cast<long long>(built.num_blocks) * f.block_size;
       pool_tokens + 1 < config.scheduler.max_model_len)
     spdlog::warn(
@@ -502,7 +527,6 @@ int main(int argc, char** argv) {
                                 .metrics = &metrics,
                                 .step_delay = std::chrono::milliseconds(f.debug_step_delay_ms),
                                 .on_engine_failure = [](const std::string&) { kill(getpid(), SIGTERM); }});
-  const std::string served_name = f.served_model_name.empty() ? f.model.model : f.served_model_name;
   kvserve::GenerationService service(runner, mc, served.tokenizer,
                                      {.default_max_tokens = f.default_max_tokens,
                                       .max_request_bytes = f.max_request_bytes,
@@ -511,7 +535,8 @@ int main(int argc, char** argv) {
                                       .device = built.device,
                                       .metrics = &metrics,
                                       .auth_token = token,
-                                      .chat_template = served.chat_template});
+                                      .chat_template = served.chat_template,
+                                      .lora_adapters = lora_names});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -556,7 +581,8 @@ int main(int argc, char** argv) {
                                                .tool_call_format = tool_call_format,
                                                .tool_call_control_markers = tool_call_control_markers,
                                                .reasoning = reasoning,
-                                               .max_request_bytes = f.max_request_bytes},
+                                               .max_request_bytes = f.max_request_bytes,
+                                               .lora_adapters = lora_names},
                                     .tokenizer = served.tokenizer,
                                     .max_request_bytes = f.max_request_bytes,
                                     .threads = openai_threads(f),

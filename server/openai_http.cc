@@ -272,12 +272,20 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
     forward_auth(req, context);
     v1::ModelInfo info;
     if (grpc::Status s = stub_->GetModelInfo(&context, {}, &info); !s.ok()) return reply_grpc_error(res, s);
-    const Json model{{"id", options_.served.model},
-                     {"object", "model"},
-                     {"created", static_cast<int64_t>(started_)},
-                     {"owned_by", "kvserve"},
-                     {"max_model_len", info.max_model_len()}};
-    res.set_content(Json{{"object", "list"}, {"data", Json::array({model})}}.dump(), kJson);
+    Json models = Json::array({Json{{"id", options_.served.model},
+                                    {"object", "model"},
+                                    {"created", static_cast<int64_t>(started_)},
+                                    {"owned_by", "kvserve"},
+                                    {"max_model_len", info.max_model_len()}}});
+    // Each LoRA adapter is a model of its own for clients, as vLLM lists them: its parent the base.
+    for (const std::string& adapter : info.lora_adapters())
+      models.push_back(Json{{"id", adapter},
+                            {"object", "model"},
+                            {"created", static_cast<int64_t>(started_)},
+                            {"owned_by", "kvserve"},
+                            {"parent", options_.served.model},
+                            {"max_model_len", info.max_model_len()}});
+    res.set_content(Json{{"object", "list"}, {"data", std::move(models)}}.dump(), kJson);
   });
   server->Post("/tokenize",
                [this](const httplib::Request& req, httplib::Response& res) { tokenize(req, res); });
@@ -373,7 +381,7 @@ void OpenAiHttpServer::embeddings(const httplib::Request& req, httplib::Response
   const uint32_t prompt_tokens = embedded.usage().prompt_tokens();
   res.set_content(Json{{"object", "list"},
                        {"data", std::move(data)},
-                       {"model", options_.served.model},
+                       {"model", request.model},
                        {"usage", {{"prompt_tokens", prompt_tokens}, {"total_tokens", prompt_tokens}}}}
                       .dump(),
                   kJson);

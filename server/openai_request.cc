@@ -287,19 +287,30 @@ Status refuse_unhonoured_extensions(const Fields& f) {
 }
 
 // What both endpoints share: the model, choices, streaming, sampling, stop rules and format.
-// `model`: absent, empty or the served one; another is NOT_FOUND.
-Status check_model(const Fields& f, const std::string& served_model) {
+// `model`: absent, empty, the served one or a served LoRA adapter (its name in *lora_adapter, if
+// asked for); another is NOT_FOUND.
+Status check_model(const Fields& f, const ServedApi& served, std::string* lora_adapter = nullptr) {
   std::optional<std::string> model;
   KVSERVE_RETURN_IF_ERROR(f.string("model", &model));
-  if (model && !model->empty() && *model != served_model)
-    return Status::NotFound("model \"" + *model + "\" is not served here; this server serves \"" +
-                            served_model + "\" (GET /v1/models)");
-  return Status::Ok();
+  if (!model || model->empty() || *model == served.model) return Status::Ok();
+  if (std::find(served.lora_adapters.begin(), served.lora_adapters.end(), *model) !=
+      served.lora_adapters.end()) {
+    if (lora_adapter) *lora_adapter = *model;
+    return Status::Ok();
+  }
+  std::string adapters;
+  for (const std::string& a : served.lora_adapters)
+    adapters += ", \"" + a + "\"";
+  return Status::NotFound(
+      "model \"" + model->substr(0, 200) + "\" is not served here; this server serves \"" + served.model +
+      "\"" + (adapters.empty() ? "" : " and the LoRA adapters" + adapters.substr(1)) + " (GET /v1/models)");
 }
 
-Status parse_common(const Fields& f, const std::string& served_model, ParsedRequest* out) {
-  KVSERVE_RETURN_IF_ERROR(check_model(f, served_model));
-  out->model = served_model;
+Status parse_common(const Fields& f, const ServedApi& served, ParsedRequest* out) {
+  std::string lora_adapter;
+  KVSERVE_RETURN_IF_ERROR(check_model(f, served, &lora_adapter));
+  out->model = lora_adapter.empty() ? served.model : lora_adapter;
+  out->generate.set_lora_adapter(lora_adapter);
 
   std::optional<int64_t> n, best_of;
   KVSERVE_RETURN_IF_ERROR(f.integer("n", 1, kU32Max, &n));
@@ -741,7 +752,7 @@ Status parse_request(Endpoint endpoint, std::string_view body, const ServedApi& 
   Json json;
   KVSERVE_RETURN_IF_ERROR(read_request_body(body, &json));
   const Fields fields(json);
-  KVSERVE_RETURN_IF_ERROR(parse_common(fields, served.model, out));
+  KVSERVE_RETURN_IF_ERROR(parse_common(fields, served, out));
   return endpoint == Endpoint::kCompletions ? parse_completions(fields, served, out)
                                             : parse_chat(fields, served, out);
 }
@@ -751,7 +762,7 @@ Status parse_tokenize_request(std::string_view body, const ServedApi& served, Pa
   Json json;
   KVSERVE_RETURN_IF_ERROR(read_request_body(body, &json));
   const Fields f(json);
-  KVSERVE_RETURN_IF_ERROR(check_model(f, served.model));
+  KVSERVE_RETURN_IF_ERROR(check_model(f, served));
   KVSERVE_RETURN_IF_ERROR(f.boolean("return_token_strs", &out->return_token_strs));
   const Json* prompt = f.find("prompt");
   const Json* messages = f.find("messages");
@@ -785,7 +796,7 @@ Status parse_detokenize_request(std::string_view body, const ServedApi& served, 
   Json json;
   KVSERVE_RETURN_IF_ERROR(read_request_body(body, &json));
   const Fields f(json);
-  KVSERVE_RETURN_IF_ERROR(check_model(f, served.model));
+  KVSERVE_RETURN_IF_ERROR(check_model(f, served));
   const Json* tokens = f.find("tokens");
   if (!tokens || !tokens->is_array()) return invalid("tokens", "expected an array of token ids");
   for (size_t i = 0; i < tokens->size(); ++i) {
@@ -802,7 +813,10 @@ Status parse_embeddings_request(std::string_view body, const ServedApi& served, 
   Json json;
   KVSERVE_RETURN_IF_ERROR(read_request_body(body, &json));
   const Fields f(json);
-  KVSERVE_RETURN_IF_ERROR(check_model(f, served.model));
+  std::string lora_adapter;
+  KVSERVE_RETURN_IF_ERROR(check_model(f, served, &lora_adapter));
+  out->embed.set_lora_adapter(lora_adapter);
+  out->model = lora_adapter.empty() ? served.model : lora_adapter;
   const Json* input = f.find("input");
   if (!input) return invalid("input", "missing; send the text (or token ids) to embed");
   // A list of inputs is an array of strings or of arrays; anything else is one input.

@@ -68,6 +68,8 @@ struct ServedApi {
   // --max-request-bytes: several prompts' requests together must fit in it too (each is a copy of
   // the request's fields).
   size_t max_request_bytes = 1 << 20;
+  // The LoRA adapters served (--lora-modules): a request's model may name one instead of `model`.
+  std::vector<std::string> lora_adapters{};
 };
 
 // Reads `body` for `endpoint`. A request for another model is NOT_FOUND; anything else wrong is
@@ -95,6 +97,7 @@ Status parse_tokenize_request(std::string_view body, const ServedApi& served, Pa
 struct ParsedEmbeddings {
   v1::EmbedRequest embed;
   bool base64 = false;  // each embedding as base64 of its little-endian float32 values
+  std::string model;    // what the reply names: the served model, or the LoRA adapter asked for
 };
 Status parse_embeddings_request(std::string_view body, const ServedApi& served, ParsedEmbeddings* out);
 
