@@ -118,14 +118,14 @@ void BlockPool::release_all(std::span<const BlockId> ids) {
     release(*it);
 }
 
-std::optional<BlockId> BlockPool::lookup(BlockHash hash, BlockHash parent,
-                                         std::span<const TokenId> tokens) const {
+std::optional<BlockId> BlockPool::lookup(BlockHash hash, BlockHash parent, std::span<const TokenId> tokens,
+                                         int lora_adapter) const {
   if (!enable_prefix_caching_ || static_cast<int>(tokens.size()) != block_size_) return std::nullopt;
   auto it = cached_.find(hash);
   if (it == cached_.end()) return std::nullopt;
   const BlockId id = it->second;
   const Block& b = blocks_[id];
-  if (b.parent != parent) return std::nullopt;
+  if (b.parent != parent || b.lora_adapter != lora_adapter) return std::nullopt;
   const TokenId* stored = &block_tokens_[static_cast<size_t>(id) * block_size_];
   if (!std::equal(tokens.begin(), tokens.end(), stored)) return std::nullopt;
   return id;
@@ -138,7 +138,7 @@ void BlockPool::acquire(BlockId id) {
 }
 
 void BlockPool::register_full_block(BlockId id, BlockHash hash, BlockHash parent,
-                                    std::span<const TokenId> tokens) {
+                                    std::span<const TokenId> tokens, int lora_adapter) {
   if (!enable_prefix_caching_) return;
   Block& b = blocks_[id];
   if (b.has_hash || static_cast<int>(tokens.size()) != block_size_) return;
@@ -146,6 +146,7 @@ void BlockPool::register_full_block(BlockId id, BlockHash hash, BlockHash parent
   b.has_hash = true;
   b.hash = hash;
   b.parent = parent;
+  b.lora_adapter = lora_adapter;
   std::copy(tokens.begin(), tokens.end(), &block_tokens_[static_cast<size_t>(id) * block_size_]);
 }
 

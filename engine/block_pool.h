@@ -55,13 +55,17 @@ class BlockPool {
   // shared) is evicted before its head.
   void release_all(std::span<const BlockId> ids);
 
-  // Prefix cache. lookup() finds a block holding exactly (parent, tokens) without taking it;
-  // acquire() adds a reference (taking the block out of the free queue if it was there).
-  std::optional<BlockId> lookup(BlockHash hash, BlockHash parent, std::span<const TokenId> tokens) const;
+  // Prefix cache. lookup() finds a block holding exactly (parent, tokens) computed under the LoRA
+  // adapter `lora_adapter` (0: the base model; Request::lora_adapter) without taking it; acquire()
+  // adds a reference (taking the block out of the free queue if it was there).
+  std::optional<BlockId> lookup(BlockHash hash, BlockHash parent, std::span<const TokenId> tokens,
+                                int lora_adapter = 0) const;
   void acquire(BlockId id);
-  // Marks a referenced, full block as holding (parent, tokens) with the given hash. If another block
-  // already holds that content the call does nothing: one block per prefix keeps lookups exact.
-  void register_full_block(BlockId id, BlockHash hash, BlockHash parent, std::span<const TokenId> tokens);
+  // Marks a referenced, full block as holding (parent, tokens) under `lora_adapter`, with the given
+  // hash. If another block already holds that content the call does nothing: one block per prefix
+  // keeps lookups exact.
+  void register_full_block(BlockId id, BlockHash hash, BlockHash parent, std::span<const TokenId> tokens,
+                           int lora_adapter = 0);
 
  private:
   static constexpr BlockId kNone = -1;
@@ -70,6 +74,7 @@ class BlockPool {
     bool has_hash = false;
     BlockHash hash = 0;
     BlockHash parent = 0;
+    int lora_adapter = 0;  // whose K/V the block holds: another adapter's never match
     BlockId prev = kNone;  // free-queue links, valid only while ref_count == 0
     BlockId next = kNone;
   };

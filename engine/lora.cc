@@ -6,6 +6,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -89,9 +90,10 @@ struct TensorRole {
 };
 std::optional<TensorRole> tensor_role(const std::string& name) {
   // The text model's layers, as PEFT names them for causal LMs and for multimodal checkpoints.
-  static const std::vector<std::string> kPrefixes = {"base_model.model.model.layers.",
-                                                     "base_model.model.model.language_model.layers.",
-                                                     "base_model.model.language_model.model.layers."};
+  // (And of a base model saved on its own, as embedding models are: base_model.model.layers.)
+  static const std::vector<std::string> kPrefixes = {
+      "base_model.model.model.layers.", "base_model.model.model.language_model.layers.",
+      "base_model.model.language_model.model.layers.", "base_model.model.layers."};
   for (const std::string& prefix : kPrefixes) {
     if (!name.starts_with(prefix)) continue;
     const size_t dot = name.find('.', prefix.size());
@@ -138,6 +140,7 @@ LoraAdapter load_lora_adapter(const fs::path& dir, std::string name, const Model
       {"alpha_pattern", "per-module alphas (alpha_pattern)"},
       {"fan_in_fan_out", "fan_in_fan_out (transposed, GPT-2-style) weights"},
       {"layer_replication", "layer_replication"},
+      {"lora_bias", "adapters with a bias on lora_B (lora_bias)"},
   };
   for (const auto& [key, what] : refused)
     if (!unset(config, key)) fail(std::string(what) + " are not supported ('" + key + "' is set)");
@@ -150,6 +153,8 @@ LoraAdapter load_lora_adapter(const fs::path& dir, std::string name, const Model
   adapter.dir = dir;
   adapter.rank = rank;
   adapter.scaling = static_cast<float>(rslora ? alpha / std::sqrt(static_cast<double>(rank)) : alpha / rank);
+  if (!std::isfinite(adapter.scaling))
+    fail("'lora_alpha' " + config["lora_alpha"].dump() + " gives a scaling beyond float range");
   adapter.layers.resize(static_cast<size_t>(base.num_layers));
 
   const fs::path weights_path = dir / kWeightsFile;
@@ -210,7 +215,11 @@ LoraAdapter load_lora_adapter(const fs::path& dir, std::string name, const Model
       file_fail("tensor '" + t.name + "' has dtype " + safetensors_dtype_name(t.dtype) +
                 "; LoRA weights must be F32, F16 or BF16");
     auto& pair = pairs[{role->layer, role->module}];
-    (role->matrix == 'A' ? pair.first : pair.second) = &t;
+    const SafetensorsTensor*& slot = role->matrix == 'A' ? pair.first : pair.second;
+    if (slot)
+      file_fail("tensors '" + slot->name + "' and '" + t.name + "' both adapt layer " +
+                std::to_string(role->layer) + "'s " + role->module + ": keep one");
+    slot = &t;
   }
   if (pairs.empty()) file_fail("holds no LoRA weights");
   for (const auto& [where, pair] : pairs) {

@@ -163,7 +163,8 @@ Scheduler::Admission Scheduler::plan_admission(Sequence& seq, int budget) const 
     const auto tokens = seq.tokens();
     const auto hashes = seq.block_hashes();
     for (int i = 0; i < max_hit_blocks; ++i) {
-      const auto id = pool_.lookup(hashes[i], seq.parent_hash(i), tokens.subspan(i * block_size, block_size));
+      const auto id = pool_.lookup(hashes[i], seq.parent_hash(i), tokens.subspan(i * block_size, block_size),
+                                   seq.lora_adapter());
       if (!id) break;
       a.hits.push_back(*id);
     }
@@ -205,7 +206,8 @@ void Scheduler::register_full_blocks(Sequence& seq, int num_tokens_after_step) {
   const auto hashes = seq.block_hashes();
   for (int b = seq.num_registered_blocks(); b < full; ++b)
     pool_.register_full_block(seq.block_table()[b], hashes[b], seq.parent_hash(b),
-                              tokens.subspan(static_cast<size_t>(b) * block_size, block_size));
+                              tokens.subspan(static_cast<size_t>(b) * block_size, block_size),
+                              seq.lora_adapter());
   seq.set_num_registered_blocks(full);
 }
 

@@ -28,7 +28,9 @@ Sequence::Sequence(Request request, int block_size, std::span<const TokenId> eos
       num_prompt_tokens_(static_cast<int>(request_.prompt.size())),
       table_(block_size) {
   if (request_.lora_adapter != 0) {
-    const TokenId adapter[] = {request_.lora_adapter};
+    // A negative "token", which no real block holds, so the root is not any real block's hash
+    // (BlockPool also compares the adapter on lookup: this only keeps the chains apart).
+    const TokenId adapter[] = {-request_.lora_adapter};
     root_hash_ = hash_block_tokens(kRootBlockHash, adapter);
   }
   // Room for the output up front, but not for a whole context's worth: max_tokens is often "all

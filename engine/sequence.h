@@ -133,7 +133,7 @@ class Sequence {
   int num_registered_blocks_ = 0;
   std::vector<BlockHash> block_hashes_;
   // The first block's parent: kRootBlockHash for the base model, one of its own per LoRA adapter,
-  // so that no block is shared across adapters (a lookup compares the parent too).
+  // so that adapters' blocks hash apart (BlockPool compares the adapter on lookup, too).
   BlockHash root_hash_ = kRootBlockHash;
   SequenceStatus status_ = SequenceStatus::kWaiting;
   FinishReason finish_reason_ = FinishReason::kNone;

@@ -38,13 +38,22 @@ def module_shapes(cfg, module):
     }[module]
 
 
+def stored(values, dtype):
+    """(dtype, shape, bytes): F32, or BF16 rounded to nearest even."""
+    f32 = values.astype("<f4")
+    if dtype == "F32":
+        return dtype, f32.shape, f32.tobytes()
+    bits = f32.view("<u4")
+    return dtype, f32.shape, ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2").tobytes()
+
+
 def write_safetensors(path, tensors):
-    """tensors: {name: float32 array}, written sorted by name as F32."""
+    """tensors: {name: (dtype, shape, bytes)}, written sorted by name."""
     header = {"__metadata__": {"format": "pt"}}
     blobs, offset = [], 0
     for name in sorted(tensors):
-        blob = tensors[name].astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(blob)]}
+        dtype, shape, blob = tensors[name]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(blob)]}
         blobs.append(blob)
         offset += len(blob)
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
@@ -66,6 +75,8 @@ def main(argv):
     ap.add_argument("--targets", nargs="+",
                     default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                     help="module names, as PEFT's target_modules")
+    ap.add_argument("--layers", type=int, nargs="+", help="the layers to adapt (default: all)")
+    ap.add_argument("--dtype", choices=["F32", "BF16"], default="F32", help="how the weights are stored")
     ap.add_argument("--std", type=float, default=0.15, help="standard deviation of A and B's entries")
     ap.add_argument("--seed", type=int, required=True)
     args = ap.parse_args(argv)
@@ -73,18 +84,19 @@ def main(argv):
     cfg = json.loads((args.base / "config.json").read_text())
     rng = np.random.default_rng(args.seed)
     tensors = {}
-    for layer in range(cfg["num_hidden_layers"]):
+    for layer in args.layers if args.layers is not None else range(cfg["num_hidden_layers"]):
         for target in args.targets:
             module = ("self_attn." if target in ("q_proj", "k_proj", "v_proj", "qkv_proj", "o_proj") else "mlp.") + target
             out_features, in_features = module_shapes(cfg, module)
             prefix = f"base_model.model.model.layers.{layer}.{module}"
-            tensors[prefix + ".lora_A.weight"] = rng.normal(0, args.std, (args.rank, in_features))
-            tensors[prefix + ".lora_B.weight"] = rng.normal(0, args.std, (out_features, args.rank))
+            tensors[prefix + ".lora_A.weight"] = stored(rng.normal(0, args.std, (args.rank, in_features)), args.dtype)
+            tensors[prefix + ".lora_B.weight"] = stored(rng.normal(0, args.std, (out_features, args.rank)), args.dtype)
     args.out.mkdir(parents=True, exist_ok=True)
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": args.base.name,
               "r": args.rank, "lora_alpha": args.alpha, "lora_dropout": 0.0, "target_modules": args.targets,
               "use_rslora": args.rslora, "use_dora": False, "bias": "none", "fan_in_fan_out": False,
-              "modules_to_save": None, "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None}
+              "modules_to_save": None, "rank_pattern": {}, "alpha_pattern": {},
+              "layers_to_transform": args.layers}
     (args.out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     write_safetensors(args.out / "adapter_model.safetensors", tensors)
 

@@ -176,7 +176,10 @@ TEST_P(TinyLoraTest, TheSamePromptUnderTheAdapterAndTheBaseKeepsItsOwnTokensAndC
 INSTANTIATE_TEST_SUITE_P(Adapters, TinyLoraTest,
                          ::testing::Values(TinyLora{"tiny-llama3-gqa-lora", "tiny-llama3-gqa"},
                                            TinyLora{"tiny-llama3-gqa-lora-qv", "tiny-llama3-gqa"},
-                                           TinyLora{"tiny-phi3-lora", "tiny-phi3"}),
+                                           TinyLora{"tiny-phi3-lora", "tiny-phi3"},
+                                           TinyLora{"tiny-qwen3-lora", "tiny-qwen3"},
+                                           TinyLora{"tiny-gemma2-lora", "tiny-gemma2"},
+                                           TinyLora{"tiny-granite-lora", "tiny-granite"}),
                          [](const auto& info) {
                            std::string name = info.param.adapter;
                            std::replace(name.begin(), name.end(), '-', '_');
@@ -249,9 +252,46 @@ TEST(LoraPrefixCache, NoBlockIsSharedAcrossAdapters) {
         context.push_back(want.back());
       }
       EXPECT_EQ(results[i].output, want) << "round " << round << " request " << i;
-      if (round == 1) EXPECT_GT(results[i].num_cached_prompt_tokens, 0) << "request " << i;
+      if (round == 1) {
+        EXPECT_GT(results[i].num_cached_prompt_tokens, 0) << "request " << i;
+      }
     }
   }
+  EXPECT_EQ(engine.scheduler().pool().num_free_blocks(), kBlocks);
+}
+
+// At block size 1 a block is one token: an adapter's first block must not be found as the base
+// model's block after a token equal to the adapter's number (or any other), nor the other way round.
+TEST(LoraPrefixCache, OneTokenBlocksStayApartToo) {
+  constexpr int kVocab = 1000, kBlocks = 64;
+  EngineConfig cfg;
+  cfg.scheduler.block_size = 1;
+  cfg.scheduler.num_blocks = kBlocks;
+  cfg.scheduler.max_model_len = 32;
+  Engine engine(cfg, std::make_unique<ChecksumBackend>(kBlocks, 1, kVocab, /*num_lora_adapters=*/2));
+  const std::vector<TokenId> p = {5, 7, 9, 11};
+  std::vector<Request> requests;
+  for (int round = 0; round < 2; ++round)
+    for (const int adapter : {1, 2, 0}) {
+      Request under = testing::make_request("a" + std::to_string(adapter), p, 3);
+      under.lora_adapter = adapter;
+      std::vector<TokenId> shifted = {adapter};  // the base model after the adapter's number
+      shifted.insert(shifted.end(), p.begin(), p.end());
+      Request base = testing::make_request("b" + std::to_string(adapter), shifted, 3);
+      for (const Request& r : {under, base}) {
+        const auto result = engine.generate({r});
+        ASSERT_TRUE(result[0].status.ok()) << result[0].status.message();
+        std::vector<TokenId> context = r.prompt, want;
+        for (int k = 0; k < 3; ++k) {
+          want.push_back(ChecksumBackend::reference_next_token(context, kVocab, r.lora_adapter));
+          context.push_back(want.back());
+        }
+        EXPECT_EQ(result[0].output, want) << r.id << " round " << round;
+        if (round == 1) {
+          EXPECT_EQ(result[0].num_cached_prompt_tokens, static_cast<int>(r.prompt.size()) - 1) << r.id;
+        }
+      }
+    }
   EXPECT_EQ(engine.scheduler().pool().num_free_blocks(), kBlocks);
 }
 
@@ -348,6 +388,11 @@ TEST_F(LoraFilesTest, WhatIsNotAppliedIsRefusedNamingIt) {
   refused("peft_type", "IA3", {"peft_type \"IA3\"", "LoRA"});
   refused("r", 0, {"'r'", "positive integer"});
   refused("lora_alpha", "8", {"'lora_alpha' must be a positive number"});
+  refused("lora_alpha", 1e300, {"beyond float range"});
+  refused("lora_bias", true, {"lora_bias"});
+  refused("use_rslora", "yes", {"'use_rslora' must be true or false"});
+  write_file(dir_ / "adapter_config.json", "[1, 2]");
+  EXPECT_TRUE(contains_all(error(), {"adapter_config.json: not a JSON object"}));
   write();
   EXPECT_NO_THROW(load());
 }
@@ -383,6 +428,17 @@ TEST_F(LoraFilesTest, TensorsThatDoNotFitTheBaseModelAreNamed) {
   stray.push_back(f32_tensor("something_else", {1}));
   refused(stray, {"unexpected tensor 'something_else'"});
   refused({}, {"holds no LoRA weights"});
+  auto twice = tensors_;  // the same pair under a base model's own prefix too
+  twice.push_back(f32_tensor("base_model.model.layers.1.self_attn.q_proj.lora_A.weight", {2, 64}));
+  refused(twice, {"both adapt layer 1's self_attn.q_proj", "keep one"});
+  // A base model saved on its own (embedding models): its adapters name the layers without "model.".
+  auto bare = tensors_;
+  for (RawTensor& t : bare)
+    t.name.replace(0, std::string("base_model.model.model.").size(), "base_model.model.");
+  tensors_.swap(bare);
+  write();
+  EXPECT_EQ(load().layers[1][kLoraQ].rank, 2);
+  tensors_.swap(bare);
 
   std::filesystem::remove(dir_ / "adapter_model.safetensors");
   write_file(dir_ / "adapter_model.bin", "pickle");
