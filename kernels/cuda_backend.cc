@@ -11,6 +11,7 @@
 
 #include "kernels/cuda_device.h"
 #include "kernels/layers.h"
+#include "kernels/lora.h"
 #include "kernels/paged_attention.h"
 #include "kernels/seeded_fill.h"
 
@@ -158,6 +159,8 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
     // cudaMalloc's own "out of memory" names neither what did not fit nor what to change.
     try {
       upload_weights(*model);
+      upload_lora_adapters(options.lora_adapters);
+      options_.lora_adapters.clear();  // on the device now
     } catch (const OutOfDeviceMemory& e) {
       throw std::runtime_error("CUDA backend: the model's bf16 weights do not fit in GPU memory (" +
                                gib_string(double(weight_bytes_)) + " uploaded, then " + e.what() +
@@ -240,6 +243,65 @@ void CudaBackend::upload_weights(const Model& model) {
     upload_inv_freq(rope_inv_freq(config_, /*sliding_rope=*/true), sliding_inv_freq_);
 }
 
+void CudaBackend::upload_lora_adapters(const std::vector<LoraAdapter>& adapters) {
+  num_lora_adapters_ = static_cast<int>(adapters.size());
+  if (adapters.empty()) return;
+  const size_t n = adapters.size();
+  std::vector<float> scaling;
+  for (const LoraAdapter& a : adapters) {
+    if (a.layers.size() != static_cast<size_t>(config_.num_layers))
+      throw std::invalid_argument("CudaBackend: LoRA adapter '" + a.name + "' was loaded for another model");
+    lora_rank_ = std::max(lora_rank_, a.rank);
+    scaling.push_back(a.scaling);
+  }
+  lora_scaling_.resize(n);
+  CUDA_CHECK(cudaMemcpy(lora_scaling_.get(), scaling.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+  const auto r = static_cast<size_t>(lora_rank_);
+  lora_layers_.resize(static_cast<size_t>(config_.num_layers));
+  for (size_t layer = 0; layer < lora_layers_.size(); ++layer) {
+    for (int target = 0; target < kNumLoraTargets; ++target) {
+      LoraProjection& p = lora_layers_[layer][static_cast<size_t>(target)];
+      for (const LoraAdapter& a : adapters) {
+        const LoraPair& pair = a.layers[layer][static_cast<size_t>(target)];
+        if (pair.rank > 0) {
+          p.in = pair.in;
+          p.out = pair.out;
+        }
+      }
+      if (p.in == 0) continue;  // no adapter adapts it
+      // Stacked and zero-padded: an adapter of a smaller rank, or that leaves this projection
+      // alone, adds zeros.
+      std::vector<bf16> a(n * r * static_cast<size_t>(p.in), __float2bfloat16(0.0f));
+      std::vector<bf16> b(n * static_cast<size_t>(p.out) * r, __float2bfloat16(0.0f));
+      for (size_t i = 0; i < n; ++i) {
+        const LoraPair& pair = adapters[i].layers[layer][static_cast<size_t>(target)];
+        const auto rank = static_cast<size_t>(pair.rank);
+        for (size_t k = 0; k < rank * static_cast<size_t>(p.in); ++k)
+          a[i * r * p.in + k] = __float2bfloat16(pair.a[k]);
+        for (size_t o = 0; o < static_cast<size_t>(p.out) && rank > 0; ++o)
+          for (size_t k = 0; k < rank; ++k)
+            b[(i * p.out + o) * r + k] = __float2bfloat16(pair.b[o * rank + k]);
+      }
+      p.a.resize(a.size());
+      p.b.resize(b.size());
+      CUDA_CHECK(cudaMemcpy(p.a.get(), a.data(), a.size() * sizeof(bf16), cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpy(p.b.get(), b.data(), b.size() * sizeof(bf16), cudaMemcpyHostToDevice));
+      weight_bytes_ += p.a.bytes() + p.b.bytes();
+    }
+  }
+}
+
+void CudaBackend::enqueue_lora(int layer, LoraTarget target, const bf16* x, int64_t x_row_stride, int tokens,
+                               bf16* y, int64_t y_row_stride, float multiplier) {
+  if (num_lora_adapters_ == 0) return;
+  const LoraProjection& p = lora_layers_[static_cast<size_t>(layer)][static_cast<size_t>(target)];
+  if (p.in == 0) return;
+  const auto* lora_index = device_array<int32_t>(device_arrays_, arrays_.lora_index);
+  lora_shrink(x, x_row_stride, p.in, tokens, lora_index, p.a.get(), lora_rank_, lora_tmp_.get(), stream_);
+  lora_expand(lora_tmp_.get(), lora_rank_, tokens, lora_index, p.b.get(), p.out, lora_scaling_.get(),
+              multiplier, y, y_row_stride, stream_);
+}
+
 void CudaBackend::allocate_activations() {
   const ModelConfig& c = config_;
   const int max_tokens = std::max(options_.max_num_batched_tokens, options_.max_num_seqs);
@@ -263,6 +325,7 @@ void CudaBackend::allocate_activations() {
   delta_.resize(t * c.hidden_size);
   gate_up_.resize(t * 2 * c.intermediate_size);
   act_.resize(t * c.intermediate_size);
+  if (num_lora_adapters_ > 0) lora_tmp_.resize(t * static_cast<size_t>(lora_rank_));
   last_.resize(static_cast<size_t>(max_rows) * c.hidden_size);
   last_normed_.resize(static_cast<size_t>(max_rows) * c.hidden_size);
   logits_.resize(static_cast<size_t>(max_rows) * c.vocab_size);
@@ -337,7 +400,7 @@ PackedStep CudaBackend::upload_step(const StepBatch& batch, int padded_seqs) {
   if (batch.max_blocks_per_seq > table_width_)
     throw std::logic_error("CudaBackend: a sequence has " + std::to_string(batch.max_blocks_per_seq) +
                            " blocks, more than max_model_len allows");
-  validate_step_batch(batch, layout_.num_blocks, layout_.block_size, config_.vocab_size);
+  validate_step_batch(batch, layout_.num_blocks, layout_.block_size, config_.vocab_size, num_lora_adapters_);
   const PackedStep step = pack_step_arrays(batch, padded_seqs, arrays_,
                                            std::span<std::byte>(host_arrays_.get(), arrays_.total_bytes));
   CUDA_CHECK(
@@ -381,6 +444,10 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
     add_rms_norm(residual_.get(), l == 0 ? nullptr : delta_.get(), w.input_norm.get(), eps, tokens, hidden,
                  normed_.get(), stream_, norm_offset);
     gemm_->linear(normed_.get(), tokens, hidden, w.qkv.get(), qkv_width, qkv_.get(), qkv_width);
+    const int kv_width = c.num_kv_heads * c.head_dim;
+    enqueue_lora(l, kLoraQ, normed_.get(), hidden, tokens, qkv_.get(), qkv_width, 1.0f);
+    enqueue_lora(l, kLoraK, normed_.get(), hidden, tokens, qkv_.get() + q_width, qkv_width, 1.0f);
+    enqueue_lora(l, kLoraV, normed_.get(), hidden, tokens, qkv_.get() + q_width + kv_width, qkv_width, 1.0f);
 
     RopeKvWriteArgs rope;
     rope.qkv = qkv_.get();
@@ -435,6 +502,7 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
       paged_prefill_attention(prefill, stream_);
     }
     gemm_->linear(attn_.get(), tokens, q_width, w.o.get(), hidden, delta_.get(), hidden, residual_multiplier);
+    enqueue_lora(l, kLoraO, attn_.get(), q_width, tokens, delta_.get(), hidden, residual_multiplier);
     // Gemma 2/3 normalize each sublayer's output before it joins the stream.
     if (c.sandwich_norms)
       rms_norm(delta_.get(), w.attn_output_norm.get(), eps, norm_offset, tokens, hidden, delta_.get(),
@@ -443,11 +511,14 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
     add_rms_norm(residual_.get(), delta_.get(), w.mlp_norm.get(), eps, tokens, hidden, normed_.get(), stream_,
                  norm_offset);
     gemm_->linear(normed_.get(), tokens, hidden, w.gate_up.get(), 2 * inter, gate_up_.get(), 2 * inter);
+    enqueue_lora(l, kLoraGate, normed_.get(), hidden, tokens, gate_up_.get(), 2 * inter, 1.0f);
+    enqueue_lora(l, kLoraUp, normed_.get(), hidden, tokens, gate_up_.get() + inter, 2 * inter, 1.0f);
     if (c.activation == MlpActivation::kGeluTanh)
       gelu_tanh_and_mul(gate_up_.get(), tokens, inter, act_.get(), stream_);
     else
       silu_and_mul(gate_up_.get(), tokens, inter, act_.get(), stream_);
     gemm_->linear(act_.get(), tokens, inter, w.down.get(), hidden, delta_.get(), hidden, residual_multiplier);
+    enqueue_lora(l, kLoraDown, act_.get(), inter, tokens, delta_.get(), hidden, residual_multiplier);
     if (c.sandwich_norms)
       rms_norm(delta_.get(), w.mlp_output_norm.get(), eps, norm_offset, tokens, hidden, delta_.get(),
                stream_);

@@ -8,6 +8,7 @@
 //     RoPE, K/V to the pool) -> decode / prefill paged attention -> O GEMM [-> rms_norm]
 //     -> add_rms_norm -> gate_up GEMM -> silu_and_mul (Gemma: gelu_tanh_and_mul) -> down GEMM
 //     [-> rms_norm]
+//     (with LoRA adapters, each GEMM's output gets its tokens' adapters' updates: lora.h)
 //   -> final add_rms_norm -> gather each sequence's last token -> final norm -> LM head (fp32 logits)
 //   [-> soft_cap] -> sample_rows -> token ids (and logprobs) back to the host.
 // The bracketed steps are Gemma 2's and 3's sublayer output norms and Gemma 2's logit soft cap.
@@ -24,6 +25,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <cstddef>
 #include <map>
 #include <memory>
@@ -32,6 +34,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/lora.h"
 #include "engine/model.h"
 #include "kernels/cuda_check.h"
 #include "kernels/gemm.h"
@@ -58,6 +61,9 @@ struct CudaBackendOptions {
   // scratch (16 bytes per vocabulary entry) before the KV pool is sized.
   int max_draft_tokens = 0;
   bool cuda_graphs = true;  // false: every step launches its kernels one by one (debugging)
+  // LoRA adapters requests may name (adapter i + 1 is lora_adapters[i]), loaded for this model;
+  // uploaded as bf16, stacked per projection (lora.h), and counted with the weights.
+  std::vector<LoraAdapter> lora_adapters;
 };
 
 class CudaBackend : public Backend {
@@ -72,6 +78,7 @@ class CudaBackend : public Backend {
 
   std::string name() const override { return "cuda"; }
   int vocab_size() const override { return config_.vocab_size; }
+  int num_lora_adapters() const override { return num_lora_adapters_; }
   // The logits, copied to the host (tests and tools; serving uses forward_and_sample).
   std::span<const float> forward(const StepBatch& batch) override;
   void forward_and_sample(const StepBatch& batch, std::span<const SamplingTask> tasks,
@@ -101,7 +108,20 @@ class CudaBackend : public Backend {
     DeviceBuffer<__nv_bfloat16> attn_output_norm, mlp_output_norm;  // Gemma 2/3 only (empty otherwise)
   };
 
+  // One projection's LoRA adapters, stacked (lora.h): a [adapters][rank][in], b [adapters][out][rank].
+  // Empty when no adapter adapts it.
+  struct LoraProjection {
+    DeviceBuffer<__nv_bfloat16> a, b;
+    int in = 0;
+    int out = 0;
+  };
+
   void upload_weights(const Model& model);
+  void upload_lora_adapters(const std::vector<LoraAdapter>& adapters);
+  // Adds the step's tokens' adapter updates of `target` in `layer` to y (lora.h): x is the
+  // projection's input, y its output's columns for the target.
+  void enqueue_lora(int layer, LoraTarget target, const __nv_bfloat16* x, int64_t x_row_stride, int tokens,
+                    __nv_bfloat16* y, int64_t y_row_stride, float multiplier);
   void allocate_activations();
   void size_kv_pool(const CudaBackendOptions& options);
   // Copies the step's arrays to the device; returns the sizes the device pass runs at.
@@ -144,6 +164,13 @@ class CudaBackend : public Backend {
   DeviceBuffer<float> inv_freq_;
   DeviceBuffer<float> sliding_inv_freq_;  // Gemma 3's windowed layers' RoPE (empty otherwise)
   size_t weight_bytes_ = 0;
+  // LoRA adapters: [layer][LoraTarget], each adapter's scaling, the largest rank (every stack is
+  // padded to it) and the shrink's output, [max tokens][rank].
+  std::vector<std::array<LoraProjection, kNumLoraTargets>> lora_layers_;
+  int num_lora_adapters_ = 0;
+  int lora_rank_ = 0;
+  DeviceBuffer<float> lora_scaling_;
+  DeviceBuffer<float> lora_tmp_;
 
   // KV pool: [layer][K, V][layout_.layer_elements()].
   KvCacheLayout layout_;

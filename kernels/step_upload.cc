@@ -37,6 +37,7 @@ StepArraysLayout StepArraysLayout::make(int max_tokens, int max_seqs, int max_lo
   l.query_start_loc = place(sizeof(int32_t) * (max_seqs + 1));
   l.context_lens = place(sizeof(int32_t) * max_seqs);
   l.logits_indices = place(sizeof(int32_t) * l.max_logits_rows);
+  l.lora_index = place(sizeof(int32_t) * max_tokens);
   l.total_bytes = off;
   return l;
 }
@@ -70,6 +71,10 @@ PackedStep pack_step_arrays(const StepBatch& batch, int padded_seqs, const StepA
   std::memcpy(at<int32_t>(dst, layout.context_lens), batch.context_lens.data(), sizeof(int32_t) * seqs);
   int32_t* logits_index = at<int32_t>(dst, layout.logits_indices);
   std::memcpy(logits_index, batch.logits_indices.data(), sizeof(int32_t) * batch.logits_indices.size());
+  int32_t* lora_index = at<int32_t>(dst, layout.lora_index);
+  for (int s = 0; s < seqs; ++s)
+    std::fill(lora_index + batch.query_start_loc[s], lora_index + batch.query_start_loc[s + 1],
+              batch.lora_adapter(s));
 
   for (int p = 0; p < pad; ++p) {
     const int t = n + p;
@@ -80,6 +85,7 @@ PackedStep pack_step_arrays(const StepBatch& batch, int padded_seqs, const StepA
     at<int32_t>(dst, layout.query_start_loc)[s + 1] = t + 1;
     at<int32_t>(dst, layout.context_lens)[s] = 0;
     logits_index[s] = t;
+    lora_index[t] = 0;
   }
   // The device copy starts at offset 0 and must reach the end of the last array a step fills.
   return PackedStep{padded_seqs, tokens, rows, layout.total_bytes};

@@ -27,6 +27,7 @@ struct StepArraysLayout {
   size_t query_start_loc = 0;  // int32 [max_seqs + 1]
   size_t context_lens = 0;     // int32 [max_seqs]
   size_t logits_indices = 0;   // int32 [max_logits_rows]: StepBatch::logits_indices
+  size_t lora_index = 0;       // int32 [max_tokens]: each token's sequence's LoRA adapter (0 = none)
   size_t total_bytes = 0;
 
   // max_logits_rows defaults to max_seqs (no speculative decoding).
@@ -43,8 +44,9 @@ struct PackedStep {
 
 // Packs `batch` into dst (layout.total_bytes long), padded to `padded_seqs` sequences; padding is
 // only for decode-only batches (one token per sequence), which CUDA graphs run at fixed sizes.
-// A padding sequence has one token (id 0, position 0, slot -1: nothing is written to the pool),
-// context length 0 (attention writes zeros) and has a logits row of its own token, which nobody reads.
+// A padding sequence has one token (id 0, position 0, slot -1: nothing is written to the pool, LoRA
+// adapter 0), context length 0 (attention writes zeros) and has a logits row of its own token,
+// which nobody reads.
 // Throws std::invalid_argument if the batch does not fit the layout or pads a non-decode batch.
 PackedStep pack_step_arrays(const StepBatch& batch, int padded_seqs, const StepArraysLayout& layout,
                             std::span<std::byte> dst);

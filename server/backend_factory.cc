@@ -32,6 +32,7 @@ class FailAfterSteps : public Backend {
       : inner_(std::move(inner)), healthy_steps_(healthy_steps) {}
   std::string name() const override { return inner_->name(); }
   int vocab_size() const override { return inner_->vocab_size(); }
+  int num_lora_adapters() const override { return inner_->num_lora_adapters(); }
   std::span<const float> forward(const StepBatch& batch) override {
     count_step();
     return inner_->forward(batch);
@@ -48,6 +49,9 @@ class FailAfterSteps : public Backend {
   void score_tokens(const StepBatch& batch, std::span<const ScoringTask> tasks,
                     std::span<SampledToken> out) override {
     inner_->score_tokens(batch, tasks, out);
+  }
+  std::span<const float> hidden_states(const StepBatch& batch, std::span<const int> token_indices) override {
+    return inner_->hidden_states(batch, token_indices);
   }
   double device_seconds() const override { return inner_->device_seconds(); }
 
@@ -107,11 +111,6 @@ BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Mo
     return built;
   }
   if (kind == "cuda") {
-    if (!choice.lora_modules.empty())
-      throw std::runtime_error(
-          "LoRA adapters (--lora-modules) are applied by the CPU backend only so far; the CUDA backend does "
-          "not "
-          "apply them yet: pass --backend cpu, or serve the adapter merged into its model");
 #ifdef KVSERVE_WITH_CUDA
     cuda::CudaBackendOptions opt;
     opt.device = choice.cuda_device;
@@ -123,6 +122,8 @@ BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Mo
     opt.max_model_len = scheduler.max_model_len;
     opt.max_draft_tokens = scheduler.speculative.max_draft_tokens;
     opt.cuda_graphs = choice.cuda_graphs;
+    for (const auto& [name, dir] : choice.lora_modules)
+      opt.lora_adapters.push_back(load_lora_adapter(dir, name, mc));
     auto backend = std::make_unique<cuda::CudaBackend>(model, opt);
     built.num_blocks = backend->num_blocks();
     built.device = backend->device_description();

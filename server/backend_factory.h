@@ -26,7 +26,7 @@ struct BackendChoice {
   double gpu_memory_utilization = 0.90;
   bool cuda_graphs = true;
   // LoRA adapters to serve (--lora-modules), by the name requests use: adapter i + 1 is
-  // lora_modules[i]. The CPU backend applies them; the CUDA backend refuses them (not yet).
+  // lora_modules[i]. Both backends apply them.
   std::vector<std::pair<std::string, std::filesystem::path>> lora_modules;
 };
 

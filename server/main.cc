@@ -13,6 +13,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -24,6 +25,7 @@
 #include <iterator>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "engine/engine.h"
@@ -221,8 +223,7 @@ int main(int argc, char** argv) {
       "the model's name for clients (GetModelInfo, the OpenAI API's `model`); default: --model as given");
   app.add_option("--lora-modules", f.lora_modules,
                  "LoRA adapters to serve beside the model, as NAME=DIR (PEFT's adapter_config.json and "
-                 "adapter_model.safetensors): requests name one (lora_adapter, or the OpenAI API's model); "
-                 "CPU backend only so far")
+                 "adapter_model.safetensors): requests name one (lora_adapter, or the OpenAI API's model)")
       ->expected(1, -1);
   app.add_option("--tool-call-parser", f.tool_call_parser,
                  "OpenAI API: how the model writes tool calls, read out of its replies as tool_calls for "
@@ -342,8 +343,14 @@ int main(int argc, char** argv) {
     const size_t eq = module.find('=');
     const std::string name = module.substr(0, eq);
     std::string problem;
+    const auto name_char = [](char ch) {
+      return std::isalnum(static_cast<unsigned char>(ch)) ||
+             std::string_view("._:/+-").find(ch) != std::string_view::npos;
+    };
     if (eq == std::string::npos || name.empty() || eq + 1 == module.size())
       problem = "give each as NAME=DIR";
+    else if (name.size() > 128 || !std::all_of(name.begin(), name.end(), name_char))
+      problem = "a name is 1 to 128 letters, digits and . _ : / + - (what requests send as the model)";
     else if (name == served_name || std::find(lora_names.begin(), lora_names.end(), name) != lora_names.end())
       problem = "the name '" + name + "' is taken (by the model or another adapter)";
     if (!problem.empty()) {

@@ -56,9 +56,10 @@ std::vector<T> read(const std::vector<std::byte>& buf, size_t offset, int n) {
 
 TEST(StepUpload, LayoutAlignsEveryArrayAndFitsTheLargestStep) {
   const StepArraysLayout l = StepArraysLayout::make(100, 7);
-  for (size_t off :
-       {l.token_ids, l.positions, l.slot_mapping, l.query_start_loc, l.context_lens, l.logits_indices})
+  for (size_t off : {l.token_ids, l.positions, l.slot_mapping, l.query_start_loc, l.context_lens,
+                     l.logits_indices, l.lora_index})
     EXPECT_EQ(off % 256, 0u);
+  EXPECT_GE(l.total_bytes - l.lora_index, 100 * sizeof(int32_t));
   EXPECT_GE(l.positions - l.token_ids, 100 * sizeof(int32_t));
   EXPECT_GE(l.query_start_loc - l.slot_mapping, 100 * sizeof(int64_t));
   EXPECT_GE(l.context_lens - l.query_start_loc, 8 * sizeof(int32_t));
@@ -68,7 +69,8 @@ TEST(StepUpload, LayoutAlignsEveryArrayAndFitsTheLargestStep) {
 TEST(StepUpload, PacksAMixedBatchAsIs) {
   const StepArraysLayout l = StepArraysLayout::make(16, 4);
   std::vector<std::byte> buf(l.total_bytes);
-  const StepBatch b = mixed_batch();
+  StepBatch b = mixed_batch();
+  b.lora_adapters = {2, 0, 1};
   const PackedStep p = pack_step_arrays(b, 3, l, buf);
   EXPECT_EQ(p.num_seqs, 3);
   EXPECT_EQ(p.num_tokens, 5);
@@ -79,6 +81,8 @@ TEST(StepUpload, PacksAMixedBatchAsIs) {
   EXPECT_EQ(read<int32_t>(buf, l.context_lens, 3), b.context_lens);
   EXPECT_EQ(p.num_logits_rows, 3);
   EXPECT_EQ(read<int32_t>(buf, l.logits_indices, 3), (std::vector<int32_t>{0, 1, 4}));
+  // Each token carries its sequence's LoRA adapter: the prefill chunk's three tokens adapter 1.
+  EXPECT_EQ(read<int32_t>(buf, l.lora_index, 5), (std::vector<int32_t>{2, 0, 1, 1, 1}));
 }
 
 TEST(StepUpload, PadsADecodeBatchWithHarmlessSequences) {
@@ -95,6 +99,12 @@ TEST(StepUpload, PadsADecodeBatchWithHarmlessSequences) {
   EXPECT_EQ(read<int32_t>(buf, l.context_lens, 4), (std::vector<int32_t>{5, 9, 0, 0}));
   EXPECT_EQ(p.num_logits_rows, 4);
   EXPECT_EQ(read<int32_t>(buf, l.logits_indices, 4), (std::vector<int32_t>{0, 1, 2, 3}));
+  // No adapters (an empty lora_adapters), and none for the padding.
+  EXPECT_EQ(read<int32_t>(buf, l.lora_index, 4), (std::vector<int32_t>{0, 0, 0, 0}));
+  StepBatch adapted = decode_batch();
+  adapted.lora_adapters = {3, 1};
+  pack_step_arrays(adapted, 4, l, buf);
+  EXPECT_EQ(read<int32_t>(buf, l.lora_index, 4), (std::vector<int32_t>{3, 1, 0, 0}));
 }
 
 TEST(StepUpload, CarriesTheRowsThatCheckADraft) {
