@@ -22,11 +22,12 @@ Numpy only; the same arguments give byte-identical files. For example (from the 
 import argparse
 import json
 import shutil
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from safetensors_file import bfloat16_bits, read_safetensors, write_safetensors
 
 E4M3_MAX = 448.0
 
@@ -55,20 +56,6 @@ def to_e4m3(x):
     return (code | np.where(x < 0, 0x80, 0)).astype(np.uint8)
 
 
-def read_safetensors(path):
-    raw = path.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    data = raw[8 + n:]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        out[name] = (info["dtype"], info["shape"], data[begin:end])
-    return out
-
-
 def as_float(dtype, shape, buf):
     if dtype == "BF16":
         return (np.frombuffer(buf, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(shape)
@@ -77,11 +64,10 @@ def as_float(dtype, shape, buf):
 
 def encode_scales(scales, dtype):
     """Scales as stored (BF16 rounds to nearest even), and their bytes."""
-    s32 = scales.astype(np.float32)
+    s32 = scales.astype("<f4")
     if dtype == "F32":
         return s32.astype(np.float64), s32.tobytes()
-    bits = s32.view(np.uint32)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    rounded = bfloat16_bits(s32)
     return (rounded.astype(np.uint32) << 16).view(np.float32).astype(np.float64), rounded.tobytes()
 
 
@@ -98,24 +84,6 @@ def quantize(w, block_rows, block_cols, scale_dtype):
     spread = np.repeat(np.repeat(scales, br, axis=0), bc, axis=1)[:rows, :cols]
     codes = to_e4m3(np.clip(w / spread, -E4M3_MAX, E4M3_MAX))
     return codes, scales, scale_bytes
-
-
-def write_safetensors(path, tensors):
-    """tensors: {name: (dtype, shape, bytes)}, written sorted by name."""
-    header = {"__metadata__": {"format": "pt"}}
-    blobs, offset = [], 0
-    for name in sorted(tensors):
-        dtype, shape, blob = tensors[name]
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for blob in blobs:
-            f.write(blob)
 
 
 def quantization_config(args):

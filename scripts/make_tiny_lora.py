@@ -12,11 +12,12 @@ the adapter changes the model's output. Numpy only; the same arguments give byte
 """
 import argparse
 import json
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from safetensors_file import bfloat16_bits, write_safetensors
 
 
 def module_shapes(cfg, module):
@@ -41,28 +42,7 @@ def module_shapes(cfg, module):
 def stored(values, dtype):
     """(dtype, shape, bytes): F32, or BF16 rounded to nearest even."""
     f32 = values.astype("<f4")
-    if dtype == "F32":
-        return dtype, f32.shape, f32.tobytes()
-    bits = f32.view("<u4")
-    return dtype, f32.shape, ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2").tobytes()
-
-
-def write_safetensors(path, tensors):
-    """tensors: {name: (dtype, shape, bytes)}, written sorted by name."""
-    header = {"__metadata__": {"format": "pt"}}
-    blobs, offset = [], 0
-    for name in sorted(tensors):
-        dtype, shape, blob = tensors[name]
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for blob in blobs:
-            f.write(blob)
+    return dtype, f32.shape, (f32 if dtype == "F32" else bfloat16_bits(f32)).tobytes()
 
 
 def main(argv):

@@ -20,12 +20,13 @@ import argparse
 import json
 import math
 import shutil
-import struct
 import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from safetensors_file import bfloat16_bits, write_safetensors
 
 REPO = Path(__file__).resolve().parent.parent
 ARCHITECTURES = {
@@ -215,38 +216,17 @@ def random_tensor(name, shape, seed, embedding_std, norm_center):
     return rng.standard_normal(shape) / math.sqrt(shape[1])  # [out, in]: fan_in is the last dim
 
 
-def to_bfloat16_bits(values):
-    """float32 -> bfloat16 bit patterns, rounding to nearest even (NaN kept quiet)."""
-    bits = values.astype("<f4").view("<u4").astype(np.uint64)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
-    return np.where(np.isnan(values), np.uint16(0x7FC0), rounded).astype("<u2")
-
-
 def encode(values, dtype):
     if dtype == "float32":
         return values.astype("<f4").tobytes()
     if dtype == "float16":
         return values.astype("<f2").tobytes()  # numpy rounds to nearest even
-    return to_bfloat16_bits(values.astype(np.float32)).tobytes()
+    return bfloat16_bits(values.astype(np.float32)).tobytes()
 
 
-def write_safetensors(path, tensors, dtype):
-    """tensors: {name: float array}. Sorted by name, contiguous, header padded to 8 bytes."""
-    header = {"__metadata__": {"format": "pt"}}
-    blobs, offset = [], 0
-    for name in sorted(tensors):
-        blob = encode(tensors[name], dtype)
-        header[name] = {"dtype": SAFETENSORS_DTYPE[dtype], "shape": list(tensors[name].shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for blob in blobs:
-            f.write(blob)
+def write_model_weights(path, tensors, dtype):
+    """tensors: {name: float array}, all stored as `dtype`."""
+    write_safetensors(path, {name: (SAFETENSORS_DTYPE[dtype], t.shape, encode(t, dtype)) for name, t in tensors.items()})
 
 
 def config_json(args):
@@ -338,7 +318,7 @@ def main(argv):
     norm_center = 0.0 if args.arch in GEMMA else 1.0
     tensors = {name: random_tensor(name, shape, args.seed, embedding_std, norm_center)
                for name, shape in tensor_shapes(args).items()}
-    write_safetensors(args.out / "model.safetensors", tensors, args.dtype)
+    write_model_weights(args.out / "model.safetensors", tensors, args.dtype)
     (args.out / "config.json").write_text(json.dumps(config_json(args), indent=2, sort_keys=True) + "\n")
     shutil.copyfile(args.tokenizer, args.out / "tokenizer.model")
     total = sum(f.stat().st_size for f in args.out.iterdir())
