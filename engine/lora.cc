@@ -122,8 +122,8 @@ LoraAdapter load_lora_adapter(const fs::path& dir, std::string name, const Model
   if (config.contains("peft_type") && config["peft_type"] != "LORA")
     fail("peft_type " + config["peft_type"].dump() + " is not a LoRA adapter; kvserve serves LoRA adapters");
   if (!config.contains("r") || !config["r"].is_number_integer() || config["r"].get<int64_t>() < 1 ||
-      config["r"].get<int64_t>() > 65536)
-    fail("'r' (the adapter's rank) must be a positive integer");
+      config["r"].get<int64_t>() > kMaxLoraRank)
+    fail("'r' (the adapter's rank) must be an integer in [1, " + std::to_string(kMaxLoraRank) + "]");
   if (!config.contains("lora_alpha") || !config["lora_alpha"].is_number() ||
       !(config["lora_alpha"].get<double>() > 0))
     fail("'lora_alpha' must be a positive number");

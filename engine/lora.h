@@ -19,6 +19,9 @@ namespace kvserve {
 // and gate_up_proj are split into these as the base weights are).
 enum LoraTarget { kLoraQ, kLoraK, kLoraV, kLoraO, kLoraGate, kLoraUp, kLoraDown, kNumLoraTargets };
 
+// The largest rank read (the GPU kernels keep a token's rank values in 4 KiB of shared memory).
+inline constexpr int kMaxLoraRank = 1024;
+
 // One projection's low-rank pair, float32 row-major; empty (rank 0) when the adapter leaves the
 // projection as it is.
 struct LoraPair {

@@ -159,12 +159,13 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
     // cudaMalloc's own "out of memory" names neither what did not fit nor what to change.
     try {
       upload_weights(*model);
-      upload_lora_adapters(options.lora_adapters);
-      options_.lora_adapters.clear();  // on the device now
+      if (options.lora_adapters) upload_lora_adapters(*options.lora_adapters);
+      options_.lora_adapters.reset();  // on the device now
     } catch (const OutOfDeviceMemory& e) {
-      throw std::runtime_error("CUDA backend: the model's bf16 weights do not fit in GPU memory (" +
-                               gib_string(double(weight_bytes_)) + " uploaded, then " + e.what() +
-                               "); serve it on a GPU with more memory");
+      throw std::runtime_error(
+          "CUDA backend: the model's bf16 weights (and LoRA adapters) do not fit in GPU memory (" +
+          gib_string(double(weight_bytes_)) + " uploaded, then " + e.what() +
+          "); serve it on a GPU with more memory");
     }
     try {
       allocate_activations();
@@ -248,9 +249,29 @@ void CudaBackend::upload_lora_adapters(const std::vector<LoraAdapter>& adapters)
   if (adapters.empty()) return;
   const size_t n = adapters.size();
   std::vector<float> scaling;
+  const ModelConfig& c = config_;
+  const int q_width = c.num_heads * c.head_dim, kv_width = c.num_kv_heads * c.head_dim;
+  // Each target's input and output widths in this model: the stacks and kernels assume them.
+  const int in_width[kNumLoraTargets] = {c.hidden_size, c.hidden_size, c.hidden_size,      q_width,
+                                         c.hidden_size, c.hidden_size, c.intermediate_size};
+  const int out_width[kNumLoraTargets] = {
+      q_width, kv_width, kv_width, c.hidden_size, c.intermediate_size, c.intermediate_size, c.hidden_size};
+  static_assert(kMaxLoraRank <= kLoraKernelMaxRank, "the loader reads ranks the kernels cannot take");
   for (const LoraAdapter& a : adapters) {
-    if (a.layers.size() != static_cast<size_t>(config_.num_layers))
-      throw std::invalid_argument("CudaBackend: LoRA adapter '" + a.name + "' was loaded for another model");
+    const auto refuse = [&](const std::string& what) {
+      throw std::invalid_argument("CudaBackend: LoRA adapter '" + a.name + "' " + what);
+    };
+    if (a.layers.size() != static_cast<size_t>(c.num_layers)) refuse("was loaded for another model");
+    if (a.rank < 1 || a.rank > kLoraKernelMaxRank) refuse("has rank " + std::to_string(a.rank));
+    for (const auto& layer : a.layers)
+      for (int target = 0; target < kNumLoraTargets; ++target) {
+        const LoraPair& p = layer[static_cast<size_t>(target)];
+        if (p.rank == 0) continue;
+        if (p.rank != a.rank || p.in != in_width[target] || p.out != out_width[target] ||
+            p.a.size() != static_cast<size_t>(p.rank) * p.in ||
+            p.b.size() != static_cast<size_t>(p.out) * p.rank)
+          refuse("has a pair whose shape does not fit the model");
+      }
     lora_rank_ = std::max(lora_rank_, a.rank);
     scaling.push_back(a.scaling);
   }
@@ -261,13 +282,11 @@ void CudaBackend::upload_lora_adapters(const std::vector<LoraAdapter>& adapters)
   for (size_t layer = 0; layer < lora_layers_.size(); ++layer) {
     for (int target = 0; target < kNumLoraTargets; ++target) {
       LoraProjection& p = lora_layers_[layer][static_cast<size_t>(target)];
-      for (const LoraAdapter& a : adapters) {
-        const LoraPair& pair = a.layers[layer][static_cast<size_t>(target)];
-        if (pair.rank > 0) {
-          p.in = pair.in;
-          p.out = pair.out;
+      for (const LoraAdapter& a : adapters)
+        if (a.layers[layer][static_cast<size_t>(target)].rank > 0) {
+          p.in = in_width[target];
+          p.out = out_width[target];
         }
-      }
       if (p.in == 0) continue;  // no adapter adapts it
       // Stacked and zero-padded: an adapter of a smaller rank, or that leaves this projection
       // alone, adds zeros.

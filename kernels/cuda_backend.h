@@ -61,9 +61,10 @@ struct CudaBackendOptions {
   // scratch (16 bytes per vocabulary entry) before the KV pool is sized.
   int max_draft_tokens = 0;
   bool cuda_graphs = true;  // false: every step launches its kernels one by one (debugging)
-  // LoRA adapters requests may name (adapter i + 1 is lora_adapters[i]), loaded for this model;
-  // uploaded as bf16, stacked per projection (lora.h), and counted with the weights.
-  std::vector<LoraAdapter> lora_adapters;
+  // LoRA adapters requests may name (adapter i + 1 is (*lora_adapters)[i]), loaded for this model;
+  // uploaded as bf16, stacked per projection (lora.h), and counted with the weights. Shared, so that
+  // copies of the options do not copy a large model's float32 adapters (null: none).
+  std::shared_ptr<const std::vector<LoraAdapter>> lora_adapters;
 };
 
 class CudaBackend : public Backend {

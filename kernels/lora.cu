@@ -16,7 +16,7 @@ namespace kvserve::cuda {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kMaxRank = 1024;  // the expand's shared row: 4 KiB
+constexpr int kMaxRank = kLoraKernelMaxRank;  // the expand's shared row: 4 KiB
 
 [[noreturn]] void fail(const char* fn, const std::string& what) {
   throw std::invalid_argument(std::string(fn) + ": " + what);

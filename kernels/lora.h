@@ -20,6 +20,9 @@
 
 namespace kvserve::cuda {
 
+// The largest rank the kernels take: the expand keeps a token's rank values in shared memory.
+inline constexpr int kLoraKernelMaxRank = 1024;
+
 void lora_shrink(const __nv_bfloat16* x, int64_t x_row_stride, int in, int num_tokens,
                  const int32_t* lora_index, const __nv_bfloat16* a, int rank, float* tmp,
                  cudaStream_t stream);

@@ -122,8 +122,12 @@ BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Mo
     opt.max_model_len = scheduler.max_model_len;
     opt.max_draft_tokens = scheduler.speculative.max_draft_tokens;
     opt.cuda_graphs = choice.cuda_graphs;
-    for (const auto& [name, dir] : choice.lora_modules)
-      opt.lora_adapters.push_back(load_lora_adapter(dir, name, mc));
+    if (!choice.lora_modules.empty()) {
+      auto adapters = std::make_shared<std::vector<LoraAdapter>>();
+      for (const auto& [name, dir] : choice.lora_modules)
+        adapters->push_back(load_lora_adapter(dir, name, mc));
+      opt.lora_adapters = std::move(adapters);
+    }
     auto backend = std::make_unique<cuda::CudaBackend>(model, opt);
     built.num_blocks = backend->num_blocks();
     built.device = backend->device_description();

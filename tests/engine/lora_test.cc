@@ -386,7 +386,8 @@ TEST_F(LoraFilesTest, WhatIsNotAppliedIsRefusedNamingIt) {
   refused("bias", "lora_only", {"train biases", "\"lora_only\""});
   refused("fan_in_fan_out", true, {"fan_in_fan_out"});
   refused("peft_type", "IA3", {"peft_type \"IA3\"", "LoRA"});
-  refused("r", 0, {"'r'", "positive integer"});
+  refused("r", 0, {"'r'", "[1, 1024]"});
+  refused("r", 2048, {"'r'", "[1, 1024]"});
   refused("lora_alpha", "8", {"'lora_alpha' must be a positive number"});
   refused("lora_alpha", 1e300, {"beyond float range"});
   refused("lora_bias", true, {"lora_bias"});

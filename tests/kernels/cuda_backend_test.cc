@@ -254,7 +254,7 @@ TEST(CudaBackendLora, LogitsMatchTheCpuBackendWithTheSameAdaptersStepByStep) {
     for (bool graphs : {false, true}) {
       SCOPED_TRACE(base + (graphs ? ", CUDA graphs" : ", eager"));
       CudaBackendOptions opt = small_options(graphs);
-      opt.lora_adapters = adapters;
+      opt.lora_adapters = std::make_shared<const std::vector<LoraAdapter>>(adapters);
       const SchedulerConfig cfg = scheduler_config(opt, 64);
       Scheduler sched(cfg);
       CpuBackend cpu(model, cfg.num_blocks, cfg.block_size, 0, adapters);

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda_check.h"
@@ -90,6 +92,24 @@ inline double max_relative_error(const std::vector<float>& got, const std::vecto
     worst = worse_error(worst,
                         std::abs(static_cast<double>(got[i]) - want[i]) / std::max(std::abs(want[i]), floor));
   return worst;
+}
+
+// Runs f, which must throw std::invalid_argument whose message holds `needle`: a launcher refusing
+// its arguments, which it does before any CUDA call (so these checks run without a GPU).
+template <typename F>
+void expect_invalid(F&& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no std::invalid_argument; expected one naming '" << needle << "'";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+// An address to pass a launcher that must refuse its other arguments first.
+template <typename T>
+T* fake_pointer(uintptr_t address) {
+  return reinterpret_cast<T*>(address);  // never dereferenced: the launcher throws first
 }
 
 }  // namespace kvserve::cuda::testing

@@ -46,6 +46,8 @@ namespace kvserve::cuda {
 namespace {
 
 using testing::download;
+using testing::expect_invalid;
+using testing::fake_pointer;
 using testing::max_relative_error;
 using testing::poisoned;
 using testing::random_bf16_values;
@@ -78,16 +80,6 @@ void expect_equal_floats(const std::vector<float>& got, const std::vector<float>
   for (size_t i = 0; i < want.size(); ++i)
     if (!(got[i] == want[i]) && bad++ == 0) first = i;
   EXPECT_EQ(bad, 0u) << "first at " << first << ": got " << got[first] << ", want " << want[first];
-}
-
-template <typename F>
-void expect_invalid(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no std::invalid_argument; expected one naming '" << needle << "'";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 // The error measure every kernel test uses (runs without a GPU): a NaN, which is what a poisoned
@@ -593,11 +585,6 @@ TEST(GatherRows, CopiesTheIndexedRowsExactly) {
 }
 
 // ---- Argument validation: happens before any CUDA call, so these run without a GPU. ----
-
-template <typename T>
-T* fake_pointer(uintptr_t address) {
-  return reinterpret_cast<T*>(address);  // never dereferenced: the launcher throws first
-}
 
 TEST(LayerKernelValidation, RejectsUnsupportedWidthsAndAlignments) {
   float* res = fake_pointer<float>(0x1000);

@@ -28,6 +28,8 @@ namespace kvserve::cuda {
 namespace {
 
 using testing::download;
+using testing::expect_invalid;
+using testing::fake_pointer;
 using testing::poisoned;
 using testing::random_bf16_values;
 using testing::to_bf16;
@@ -41,7 +43,7 @@ struct Shape {
 TEST(LoraKernels, ShrinkAndExpandMatchTheDoubleReferencePerTokenAdapter) {
   KVSERVE_SKIP_WITHOUT_GPU();
   for (const Shape& s : {Shape{64, 128, 4, 9, 2}, Shape{4096, 1024, 16, 33, 3}, Shape{14336, 4096, 64, 5, 1},
-                         Shape{96, 8, 1, 70, 4}}) {
+                         Shape{96, 8, 1, 70, 4}, Shape{128, 200, 8, 6, 2}}) {
     const uint64_t seed = 9000 + s.in + s.out + s.rank;
     SCOPED_TRACE("in " + std::to_string(s.in) + " out " + std::to_string(s.out) + " rank " +
                  std::to_string(s.rank) + " tokens " + std::to_string(s.tokens) + " seed " +
@@ -114,21 +116,6 @@ TEST(LoraKernels, ShrinkAndExpandMatchTheDoubleReferencePerTokenAdapter) {
     }
     EXPECT_EQ(bad, 0u);
   }
-}
-
-template <typename F>
-void expect_invalid(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no std::invalid_argument; expected one naming '" << needle << "'";
-  } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
-template <typename T>
-T* fake_pointer(uintptr_t address) {
-  return reinterpret_cast<T*>(address);  // never dereferenced: the launcher throws first
 }
 
 // Host-side checks: run without a GPU.

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -103,6 +104,7 @@ TEST(StepUpload, PadsADecodeBatchWithHarmlessSequences) {
   EXPECT_EQ(read<int32_t>(buf, l.lora_index, 4), (std::vector<int32_t>{0, 0, 0, 0}));
   StepBatch adapted = decode_batch();
   adapted.lora_adapters = {3, 1};
+  std::fill(buf.begin(), buf.end(), std::byte{0x7});  // what a previous step could have left
   pack_step_arrays(adapted, 4, l, buf);
   EXPECT_EQ(read<int32_t>(buf, l.lora_index, 4), (std::vector<int32_t>{3, 1, 0, 0}));
 }
