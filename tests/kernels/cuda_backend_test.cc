@@ -174,6 +174,38 @@ int expect_hidden_states_match(CpuBackend& cpu, CudaBackend& gpu, const StepBatc
   return static_cast<int>(indices.size());
 }
 
+// Runs every step the scheduler plans on both backends, fed the CPU side's greedy tokens: the
+// logits of every emitting sequence must agree within logit_tolerance. after_step(batch, step) may
+// compare more of the pass (it runs before the step completes). Returns the rows compared.
+template <typename AfterStep>
+int run_both_step_by_step(Scheduler& sched, CpuBackend& cpu, CudaBackend& gpu, AfterStep after_step) {
+  BatchBuilder builder;
+  const size_t vocab = static_cast<size_t>(cpu.vocab_size());
+  int steps = 0, compared = 0;
+  while (sched.has_unfinished()) {
+    const StepPlan plan = sched.schedule();
+    const StepBatch& batch = builder.build(plan, sched.config().block_size);
+    const std::span<const float> cpu_logits = cpu.forward(batch);
+    const std::vector<float> want(cpu_logits.begin(), cpu_logits.end());
+    const std::span<const float> got = gpu.forward(batch);
+    std::vector<TokenId> next(plan.seqs.size(), 0);
+    for (size_t s = 0; s < plan.seqs.size(); ++s) {
+      if (!plan.seqs[s].emits_token) continue;
+      const std::span<const float> w(want.data() + s * vocab, vocab);
+      EXPECT_LE(max_abs_diff(got.subspan(s * vocab, vocab), w), logit_tolerance(w))
+          << "step " << steps << " sequence " << s << " (" << plan.seqs[s].num_new_tokens << " new tokens at "
+          << plan.seqs[s].start_pos << ", LoRA adapter " << batch.lora_adapter(static_cast<int>(s)) << ")";
+      next[s] = static_cast<TokenId>(std::max_element(w.begin(), w.end()) - w.begin());
+      ++compared;
+    }
+    after_step(batch, steps);
+    if (::testing::Test::HasFailure()) return compared;
+    sched.complete_step(plan, next);
+    ++steps;
+  }
+  return compared;
+}
+
 class CudaBackendModel : public ::testing::TestWithParam<std::string> {};
 
 // Both backends run every step the scheduler plans (decodes, prefill chunks, prefix hits, mixed),
@@ -190,34 +222,15 @@ TEST_P(CudaBackendModel, LogitsAndPromptScoresMatchTheCpuBackendStepByStep) {
     Scheduler sched(cfg);
     CpuBackend cpu(model, cfg.num_blocks, cfg.block_size);
     CudaBackend gpu(model, opt);
-    BatchBuilder builder;
     for (Request& r : mixed_requests(model->config.vocab_size, 24, 7))
       ASSERT_TRUE(
           sched.add(std::make_unique<Sequence>(std::move(r), cfg.block_size, std::vector<TokenId>{})).ok());
     const size_t vocab = static_cast<size_t>(model->config.vocab_size);
-    int steps = 0, compared = 0, scored = 0, embedded = 0;
-    while (sched.has_unfinished()) {
-      const StepPlan plan = sched.schedule();
-      const StepBatch& batch = builder.build(plan, cfg.block_size);
-      const std::span<const float> cpu_logits = cpu.forward(batch);
-      const std::vector<float> want(cpu_logits.begin(), cpu_logits.end());
-      const std::span<const float> got = gpu.forward(batch);
-      std::vector<TokenId> next(plan.seqs.size(), 0);
-      for (size_t s = 0; s < plan.seqs.size(); ++s) {
-        if (!plan.seqs[s].emits_token) continue;
-        const std::span<const float> w(want.data() + s * vocab, vocab);
-        ASSERT_LE(max_abs_diff(got.subspan(s * vocab, vocab), w), logit_tolerance(w))
-            << "step " << steps << " sequence " << s << " (" << plan.seqs[s].num_new_tokens
-            << " new tokens at " << plan.seqs[s].start_pos << ")";
-        next[s] = static_cast<TokenId>(std::max_element(w.begin(), w.end()) - w.begin());
-        ++compared;
-      }
-      scored += expect_prompt_scores_match(cpu, gpu, batch, vocab, steps);  // after: it reuses `got`
-      embedded += expect_hidden_states_match(cpu, gpu, batch, steps);
-      if (::testing::Test::HasFailure()) return;
-      sched.complete_step(plan, next);
-      ++steps;
-    }
+    int scored = 0, embedded = 0;
+    const int compared = run_both_step_by_step(sched, cpu, gpu, [&](const StepBatch& batch, int step) {
+      scored += expect_prompt_scores_match(cpu, gpu, batch, vocab, step);  // after: it reuses `got`
+      embedded += expect_hidden_states_match(cpu, gpu, batch, step);
+    });
     EXPECT_GT(compared, 100);
     EXPECT_GT(scored, 500);
     EXPECT_EQ(embedded, scored);
@@ -260,34 +273,13 @@ TEST(CudaBackendLora, LogitsMatchTheCpuBackendWithTheSameAdaptersStepByStep) {
       CpuBackend cpu(model, cfg.num_blocks, cfg.block_size, 0, adapters);
       CudaBackend gpu(model, opt);
       ASSERT_EQ(gpu.num_lora_adapters(), static_cast<int>(adapters.size()));
-      BatchBuilder builder;
       int i = 0;
       for (Request& r : mixed_requests(model->config.vocab_size, 24, 8)) {
         r.lora_adapter = i++ % static_cast<int>(adapters.size() + 1);
         ASSERT_TRUE(
             sched.add(std::make_unique<Sequence>(std::move(r), cfg.block_size, std::vector<TokenId>{})).ok());
       }
-      const size_t vocab = static_cast<size_t>(model->config.vocab_size);
-      int steps = 0, compared = 0;
-      while (sched.has_unfinished()) {
-        const StepPlan plan = sched.schedule();
-        const StepBatch& batch = builder.build(plan, cfg.block_size);
-        const std::span<const float> cpu_logits = cpu.forward(batch);
-        const std::vector<float> want(cpu_logits.begin(), cpu_logits.end());
-        const std::span<const float> got = gpu.forward(batch);
-        std::vector<TokenId> next(plan.seqs.size(), 0);
-        for (size_t s = 0; s < plan.seqs.size(); ++s) {
-          if (!plan.seqs[s].emits_token) continue;
-          const std::span<const float> w(want.data() + s * vocab, vocab);
-          ASSERT_LE(max_abs_diff(got.subspan(s * vocab, vocab), w), logit_tolerance(w))
-              << "step " << steps << " sequence " << s << " (adapter "
-              << batch.lora_adapter(static_cast<int>(s)) << ")";
-          next[s] = static_cast<TokenId>(std::max_element(w.begin(), w.end()) - w.begin());
-          ++compared;
-        }
-        sched.complete_step(plan, next);
-        ++steps;
-      }
+      const int compared = run_both_step_by_step(sched, cpu, gpu, [](const StepBatch&, int) {});
       EXPECT_GT(compared, 100);
     }
   }
