@@ -18,7 +18,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"kvserve-client: stream one generation from a kvserve server"};
-  std::string target = "127.0.0.1:50051", prompt, system;
+  std::string target = "127.0.0.1:50051", prompt, system, lora_adapter;
   bool chat = false;
   int max_tokens = 64;
   unsigned n = 1;
@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
   app.add_option("--dimensions", dimensions, "with --embed: keep the first this many values (0 = all)");
   app.add_option("--system", system, "with --chat: a system message before the user's")->needs("--chat");
   app.add_option("--target", target, "server address host:port")->capture_default_str();
+  app.add_option("--lora-adapter", lora_adapter,
+                 "a LoRA adapter the server serves (--lora-modules), by name; default: the base model");
   app.add_option("--max-tokens", max_tokens, "tokens to generate at most")->capture_default_str();
   app.add_option("--temperature", temperature, "0 = greedy")->capture_default_str();
   app.add_option("--n", n, "choices to generate from the prompt (each printed whole at the end)")
@@ -77,6 +79,7 @@ int main(int argc, char** argv) {
     kvserve::v1::EmbedRequest request;
     request.add_inputs()->set_text(prompt);
     request.set_dimensions(dimensions);
+    request.set_lora_adapter(lora_adapter);
     kvserve::v1::EmbedResponse response;
     grpc::ClientContext ctx;
     ctx.set_deadline(deadline());
@@ -111,6 +114,7 @@ int main(int argc, char** argv) {
     request.set_text(prompt);
   }
   request.mutable_stop()->set_max_tokens(static_cast<uint32_t>(max_tokens));
+  request.set_lora_adapter(lora_adapter);
   for (const std::string& s : stops)
     request.mutable_stop()->add_stop(s);
   request.mutable_sampling()->set_temperature(temperature);

@@ -322,14 +322,7 @@ std::pair<int, std::string> run_kvserve(const std::string& args) {
   // `timeout`: a kvserve that wrongly starts serving must not hang the test.
   const std::string command =
       "timeout 60 " + std::string(KVSERVE_BINARY) + " --port 0 --metrics-port -1 " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) throw std::runtime_error("popen failed");
-  std::string output;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;)
-    output.append(buf, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+  return testing::run_command(command);
 }
 
 TEST(ChatE2E, AChatTemplateFlagThatDoesNotLoadStopsStartUpNamingTheFile) {

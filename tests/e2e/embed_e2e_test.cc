@@ -185,24 +185,14 @@ double requests_ended(const ServerProcess& server, const std::string& reason) {
 }
 
 // Runs a command, returning its exit status and what it printed on stdout.
-std::pair<int, std::string> run(const std::string& command) {
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) return {-1, ""};
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof(buf), pipe))
-    out.append(buf, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
 // kvserve-client --embed prints the Embed RPC's values on one line (9 digits: each float exactly),
 // and fails with the server's message on a bad request.
 TEST(EmbedE2E, TheClientPrintsTheEmbedding) {
   const Reference ref = read_reference();
   ServerProcess server({"--model", kModel});
   const std::string client = std::string(KVSERVE_CLIENT_BINARY) + " --target " + server.address();
-  const auto [status, out] = run(client + " --embed --dimensions 16 '" + ref.prompt + "' 2>/dev/null");
+  const auto [status, out] =
+      testing::run_command(client + " --embed --dimensions 16 '" + ref.prompt + "' 2>/dev/null");
   ASSERT_EQ(status, 0) << out;
   std::istringstream values(out);
   std::vector<float> got;
@@ -212,7 +202,7 @@ TEST(EmbedE2E, TheClientPrintsTheEmbedding) {
   ASSERT_EQ(got.size(), want.size()) << out;
   for (size_t i = 0; i < want.size(); ++i)
     EXPECT_NEAR(got[i], want[i], 1e-3) << "dimension " << i;
-  const auto [refused, message] = run(client + " --embed --dimensions 100000 'x' 2>&1");
+  const auto [refused, message] = testing::run_command(client + " --embed --dimensions 100000 'x' 2>&1");
   EXPECT_EQ(refused, 1);
   EXPECT_NE(message.find("hidden size"), std::string::npos) << message;
 }

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -138,6 +139,27 @@ TEST(LoraE2E, TheOpenAiApiNamesAnAdapterAsItsModel) {
   const auto base = complete(kModel);
   ASSERT_TRUE(base);
   EXPECT_EQ(Json::parse(base->body)["choices"][0]["text"], text_of(""));
+
+  // kvserve-client --lora-adapter: the adapter's normalized embedding of the reference's prompt.
+  const std::string kvserve_client = std::string(KVSERVE_CLIENT_BINARY) + " --target " + server.address();
+  const auto [status, out] =
+      testing::run_command(kvserve_client + " --lora-adapter mine --embed '" +
+                           expected(kLora).at("prompt").get<std::string>() + "' 2>/dev/null");
+  ASSERT_EQ(status, 0) << out;
+  std::istringstream values(out);
+  std::vector<double> got;
+  for (double x; values >> x;)
+    got.push_back(x);
+  auto want = expected(kLora).at("prompt_final_hidden").get<std::vector<double>>();
+  double norm = 0;
+  for (double x : want)
+    norm += x * x;
+  ASSERT_EQ(got.size(), want.size()) << out;
+  for (size_t i = 0; i < want.size(); ++i)
+    EXPECT_NEAR(got[i], want[i] / std::sqrt(norm), 1e-3) << i;
+  const auto [refused, message] = testing::run_command(kvserve_client + " --lora-adapter theirs 'x' 2>&1");
+  EXPECT_EQ(refused, 1);
+  EXPECT_NE(message.find("lora_adapter \"theirs\" is not served here"), std::string::npos) << message;
 
   const auto unknown = complete("theirs");
   ASSERT_TRUE(unknown);

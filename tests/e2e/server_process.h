@@ -152,4 +152,16 @@ class ServerProcess {
   bool exited_ = false;
 };
 
+// Runs a shell command to its end: its exit status (-1 if it did not exit) and its standard output.
+inline std::pair<int, std::string> run_command(const std::string& command) {
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) throw std::runtime_error("popen failed: " + command);
+  std::string output;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;)
+    output.append(buf, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
 }  // namespace kvserve::testing
