@@ -202,13 +202,17 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
       x_[i] += h_[i] * residual_multiplier;
 
     rms_norm(x_, tokens, hidden, lw.mlp_norm, c, h_);
-    linear(h_, tokens, lw.gate_proj, Tensor{}, gate_);
-    linear(h_, tokens, lw.up_proj, Tensor{}, up_);
-    add_lora(batch, layer, kLoraGate, h_, gate_);
-    add_lora(batch, layer, kLoraUp, h_, up_);
-    gated_activation(gate_, up_, c.activation);
-    linear(gate_, tokens, lw.down_proj, Tensor{}, h_);
-    add_lora(batch, layer, kLoraDown, gate_, h_);
+    if (is_moe_layer(c, layer)) {
+      moe_mlp(lw, tokens);  // (LoRA adapters of MoE models adapt attention only: load_lora_adapter)
+    } else {
+      linear(h_, tokens, lw.gate_proj, Tensor{}, gate_);
+      linear(h_, tokens, lw.up_proj, Tensor{}, up_);
+      add_lora(batch, layer, kLoraGate, h_, gate_);
+      add_lora(batch, layer, kLoraUp, h_, up_);
+      gated_activation(gate_, up_, c.activation);
+      linear(gate_, tokens, lw.down_proj, Tensor{}, h_);
+      add_lora(batch, layer, kLoraDown, gate_, h_);
+    }
     if (c.sandwich_norms) rms_norm(h_, tokens, hidden, lw.mlp_output_norm, c, h_);
     for (size_t i = 0; i < x_.size(); ++i)
       x_[i] += h_[i] * residual_multiplier;
@@ -231,6 +235,81 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
   for (int r = 0; r < rows; ++r)
     if (!sampled(r)) std::fill_n(&logits_[static_cast<size_t>(r) * c.vocab_size], c.vocab_size, 0.0f);
   return logits_;
+}
+
+void CpuBackend::mlp(const MlpWeights& w, const std::vector<float>& x, int rows, std::vector<float>& out) {
+  linear(x, rows, w.gate_proj, Tensor{}, gate_);
+  linear(x, rows, w.up_proj, Tensor{}, up_);
+  gated_activation(gate_, up_, model_->config.activation);
+  linear(gate_, rows, w.down_proj, Tensor{}, out);
+}
+
+void CpuBackend::moe_mlp(const LayerWeights& lw, int tokens) {
+  const ModelConfig& c = model_->config;
+  const MoeConfig& moe = *c.moe;
+  const size_t hidden = static_cast<size_t>(c.hidden_size);
+  const int experts = moe.num_experts;
+
+  // Route: each token's top experts_per_token experts by softmax probability (ties to the lower
+  // index), weighted by those probabilities, renormalized over the chosen ones when the model does.
+  linear(h_, tokens, lw.router, Tensor{}, router_logits_);
+  routed_.resize(static_cast<size_t>(experts));
+  for (auto& r : routed_)
+    r.clear();
+  std::vector<int> order(static_cast<size_t>(experts));
+  std::vector<float> probs(static_cast<size_t>(experts));
+  for (int t = 0; t < tokens; ++t) {
+    const float* logit = &router_logits_[static_cast<size_t>(t) * experts];
+    const float max_logit = *std::max_element(logit, logit + experts);
+    float sum = 0.0f;
+    for (int e = 0; e < experts; ++e)
+      sum += probs[e] = std::exp(logit[e] - max_logit);
+    for (int e = 0; e < experts; ++e) {
+      probs[e] /= sum;
+      order[e] = e;
+    }
+    const auto top = order.begin() + moe.experts_per_token;
+    std::partial_sort(order.begin(), top, order.end(),
+                      [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+    float chosen = 0.0f;
+    for (auto it = order.begin(); it != top; ++it)
+      chosen += probs[*it];
+    const float divisor = moe.normalize_routing_weights ? chosen : 1.0f;
+    for (auto it = order.begin(); it != top; ++it)
+      routed_[static_cast<size_t>(*it)].emplace_back(t, probs[*it] / divisor);
+  }
+
+  // Each expert runs once over the rows of the tokens routed to it, its output added in weighted.
+  moe_out_.assign(static_cast<size_t>(tokens) * hidden, 0.0f);
+  for (int e = 0; e < experts; ++e) {
+    const auto& rows = routed_[static_cast<size_t>(e)];
+    if (rows.empty()) continue;
+    expert_in_.resize(rows.size() * hidden);
+    for (size_t r = 0; r < rows.size(); ++r)
+      std::copy_n(&h_[static_cast<size_t>(rows[r].first) * hidden], hidden, &expert_in_[r * hidden]);
+    mlp(lw.experts[static_cast<size_t>(e)], expert_in_, static_cast<int>(rows.size()), expert_out_);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      float* out = &moe_out_[static_cast<size_t>(rows[r].first) * hidden];
+      for (size_t i = 0; i < hidden; ++i)
+        out[i] += rows[r].second * expert_out_[r * hidden + i];
+    }
+  }
+
+  // Qwen2-MoE's shared expert sees every token, its output scaled by sigmoid(shared_expert_gate . x).
+  if (moe.shared_expert_intermediate_size > 0) {
+    mlp(lw.shared_expert, h_, tokens, expert_out_);
+    for (int t = 0; t < tokens; ++t) {
+      const float* x = &h_[static_cast<size_t>(t) * hidden];
+      float dot = 0.0f;
+      for (size_t i = 0; i < hidden; ++i)
+        dot += x[i] * lw.shared_expert_gate.data[i];
+      const float gate = 1.0f / (1.0f + std::exp(-dot));
+      float* out = &moe_out_[static_cast<size_t>(t) * hidden];
+      for (size_t i = 0; i < hidden; ++i)
+        out[i] += gate * expert_out_[static_cast<size_t>(t) * hidden + i];
+    }
+  }
+  h_.swap(moe_out_);
 }
 
 void CpuBackend::final_hidden(const StepBatch& batch, std::span<const int> token_indices) {

@@ -43,6 +43,10 @@ class CpuBackend : public Backend {
   // y += each sequence's adapter's update of `target` in `layer`, over its rows of x.
   void add_lora(const StepBatch& batch, int layer, LoraTarget target, const std::vector<float>& x,
                 std::vector<float>& y);
+  // out = mlp(x) for `rows` rows of x (SwiGLU or GeGLU), through gate_ and up_.
+  void mlp(const MlpWeights& mlp, const std::vector<float>& x, int rows, std::vector<float>& out);
+  // h_ = the mixture-of-experts MLP of layer `lw` (MoeConfig) applied to h_'s `tokens` rows.
+  void moe_mlp(const LayerWeights& lw, int tokens);
   // h_ = the final norm of the kept hidden states at the given tokens of the last pass.
   void final_hidden(const StepBatch& batch, std::span<const int> token_indices);
 
@@ -60,6 +64,9 @@ class CpuBackend : public Backend {
 
   // Activations, resized per step: [tokens x width].
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, last_, logits_;
+  // The mixture-of-experts MLP's: router logits, one expert's input and output rows, the sum.
+  std::vector<float> router_logits_, expert_in_, expert_out_, moe_out_;
+  std::vector<std::vector<std::pair<int, float>>> routed_;  // [expert]: (token, weight) pairs
 };
 
 }  // namespace kvserve

@@ -31,7 +31,8 @@ struct ModulePart {
   int64_t rows;
 };
 
-// The modules of a layer an adapter may name, with their output rows in the base model.
+// The modules of a layer an adapter may name, with their output rows in the base model. A
+// mixture-of-experts model's (MoeConfig) are its attention's: adapters of its experts are refused.
 std::map<std::string, std::vector<ModulePart>> adaptable_modules(const ModelConfig& c) {
   const int64_t q = int64_t{c.num_heads} * c.head_dim;
   const int64_t kv = int64_t{c.num_kv_heads} * c.head_dim;
@@ -50,6 +51,7 @@ std::map<std::string, std::vector<ModulePart>> adaptable_modules(const ModelConf
     m["mlp.gate_proj"] = {{kLoraGate, inter}};
     m["mlp.up_proj"] = {{kLoraUp, inter}};
   }
+  if (c.moe) std::erase_if(m, [](const auto& entry) { return entry.first.starts_with("mlp."); });
   return m;
 }
 
@@ -195,8 +197,10 @@ LoraAdapter load_lora_adapter(const fs::path& dir, std::string name, const Model
       std::string known;
       for (const auto& [m, parts] : modules)
         known += (known.empty() ? "" : ", ") + m;
-      file_fail("tensor '" + t.name + "' adapts '" + role->module + "', which a " + base.architecture +
-                " layer does not have as a linear projection (it has " + known + ")");
+      file_fail(
+          "tensor '" + t.name + "' adapts '" + role->module + "', which a " + base.architecture +
+          " layer does not have as a linear projection (it has " + known + ")" +
+          (base.moe ? "; kvserve adapts a mixture-of-experts model's attention only, not its experts" : ""));
     }
     int64_t rows = 0;
     for (const ModulePart& part : module->second)

@@ -12,6 +12,8 @@
 // scaled embeddings, a tanh-GELU MLP; Gemma 2 and 3 with norms after attention and MLP too, layers
 // alternating between a sliding window and full attention, Gemma 2 with soft-capped attention
 // scores and logits, Gemma 3 with q/k norms and a RoPE base of its own for the windowed layers).
+// Mixture-of-experts models: MixtralForCausalLM, Qwen2MoeForCausalLM and Qwen3MoeForCausalLM (the
+// Mistral, Qwen2 and Qwen3 attention with a routed MLP, MoeConfig below).
 // Weights in float32, float16 or bfloat16 safetensors, or FP8 ones (Fp8Weights below).
 #pragma once
 
@@ -73,9 +75,27 @@ struct Fp8Weights {
   int64_t block_cols = 0;
 };
 
+// A mixture-of-experts MLP (Mixtral, Qwen2-MoE, Qwen3-MoE) in the layers sparse_layers marks: a
+// router (a linear map to one logit per expert) picks, for each token, the experts_per_token experts
+// with the highest softmax probabilities; the MLP's output is the sum of those experts' SwiGLU
+// outputs (each an MLP of expert_intermediate_size) weighted by their probabilities, renormalized
+// to sum to 1 when normalize_routing_weights (Mixtral always; Qwen's norm_topk_prob). Qwen2-MoE adds
+// a shared expert every token goes through (shared_expert_intermediate_size), its output
+// multiplied by sigmoid(shared_expert_gate . x). The other layers have the dense MLP of
+// intermediate_size (Qwen's mlp_only_layers and decoder_sparse_step).
+struct MoeConfig {
+  int num_experts = 0;
+  int experts_per_token = 0;
+  int expert_intermediate_size = 0;
+  bool normalize_routing_weights = true;
+  int shared_expert_intermediate_size = 0;  // 0: no shared expert
+  std::vector<bool> sparse_layers;          // [num_layers]
+};
+
 struct ModelConfig {
   // "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM",
-  // "GraniteForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"
+  // "GraniteForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
+  // "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"
   std::string architecture;
   int vocab_size = 0;
   int hidden_size = 0;
@@ -149,6 +169,8 @@ struct ModelConfig {
   std::string dtype;                   // storage dtype of the weights: float32, float16 or bfloat16
   // An FP8 checkpoint's linear weights (quantization_config); absent: none is quantized.
   std::optional<Fp8Weights> fp8_weights;
+  // A mixture-of-experts model's routed MLP; absent: every layer's MLP is dense.
+  std::optional<MoeConfig> moe;
 };
 
 // A tensor's stored values in a memory-mapped safetensors file, which this keeps mapped: elements
@@ -195,6 +217,13 @@ struct Tensor {
   }
 };
 
+// One SwiGLU MLP: down(act(gate(x)) * up(x)).
+struct MlpWeights {
+  Tensor gate_proj;  // [intermediate, hidden]
+  Tensor up_proj;    // [intermediate, hidden]
+  Tensor down_proj;  // [hidden, intermediate]
+};
+
 struct LayerWeights {
   Tensor input_norm;              // [hidden]                      input_layernorm.weight
   Tensor q_proj;                  // [heads * head_dim, hidden]
@@ -210,6 +239,12 @@ struct LayerWeights {
   Tensor gate_proj;               // [intermediate, hidden]
   Tensor up_proj;                 // [intermediate, hidden]
   Tensor down_proj;               // [hidden, intermediate]
+  // A mixture-of-experts layer's MLP (MoeConfig) instead of gate/up/down above, which stay empty.
+  Tensor router;  // [num_experts, hidden]   mlp.gate.weight (Mixtral: block_sparse_moe.gate)
+  std::vector<MlpWeights> experts;  // [num_experts]          mlp.experts.N.{gate,up,down}_proj
+                                    //                          (Mixtral: block_sparse_moe.experts.N.w1/w3/w2)
+  MlpWeights shared_expert;         // Qwen2-MoE only            mlp.shared_expert.{gate,up,down}_proj
+  Tensor shared_expert_gate;        // [1, hidden], Qwen2-MoE   mlp.shared_expert_gate.weight
 };
 
 struct ModelWeights {
@@ -225,10 +260,31 @@ template <typename Weights, typename F>
 void for_each_tensor(Weights& w, F&& f) {
   f(w.embed_tokens);
   for (auto& l : w.layers) {
-    for (auto* t : {&l.input_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias, &l.k_bias, &l.v_bias,
-                    &l.q_norm, &l.k_norm, &l.o_proj, &l.attn_output_norm, &l.mlp_norm, &l.mlp_output_norm,
-                    &l.gate_proj, &l.up_proj, &l.down_proj})
+    for (auto* t : {&l.input_norm,
+                    &l.q_proj,
+                    &l.k_proj,
+                    &l.v_proj,
+                    &l.q_bias,
+                    &l.k_bias,
+                    &l.v_bias,
+                    &l.q_norm,
+                    &l.k_norm,
+                    &l.o_proj,
+                    &l.attn_output_norm,
+                    &l.mlp_norm,
+                    &l.mlp_output_norm,
+                    &l.gate_proj,
+                    &l.up_proj,
+                    &l.down_proj,
+                    &l.router,
+                    &l.shared_expert.gate_proj,
+                    &l.shared_expert.up_proj,
+                    &l.shared_expert.down_proj,
+                    &l.shared_expert_gate})
       f(*t);
+    for (auto& e : l.experts)
+      for (auto* t : {&e.gate_proj, &e.up_proj, &e.down_proj})
+        f(*t);
   }
   f(w.final_norm);
   f(w.lm_head);
@@ -266,6 +322,11 @@ inline int max_attended_len(const ModelConfig& c, int len) {
   return c.sliding_window ? std::min(len, *c.sliding_window) : len;
 }
 
+// Whether layer `layer`'s MLP is a mixture of experts (MoeConfig).
+inline bool is_moe_layer(const ModelConfig& c, int layer) {
+  return c.moe && c.moe->sparse_layers.at(static_cast<size_t>(layer));
+}
+
 // Whether layer `layer` rotates with the windowed layers' RoPE (sliding_rope_theta).
 inline bool uses_sliding_rope(const ModelConfig& c, int layer) {
   return c.sliding_rope_theta && is_sliding_layer(c, layer);
@@ -287,6 +348,10 @@ std::vector<float> rope_inv_freq(const ModelConfig& config, bool sliding_rope = 
 // How the checkpoint's weights are quantized, for logs and GetModelInfo: "" when they are not, else
 // e.g. "fp8 (E4M3 weights, one scale per 128x128 block)".
 std::string quantization_summary(const ModelConfig& config);
+
+// A mixture-of-experts model's routing, for logs: "" for a dense model, else e.g. "8 experts, 2 per
+// token, in 32 of 32 layers (each expert's MLP 14336 wide)".
+std::string moe_summary(const ModelConfig& config);
 
 // Reads and checks config.json, and generation_config.json beside it when there is one (its
 // eos_token_id adds to config.json's). Throws ModelLoadError naming the file and the field.

@@ -26,12 +26,25 @@ using nlohmann::json;
 
 constexpr const char* kSupportedArchitectures =
     "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, "
-    "GraniteForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM (and the text models of "
+    "GraniteForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, MixtralForCausalLM, "
+    "Qwen2MoeForCausalLM, Qwen3MoeForCausalLM (and the text models of "
     "Gemma3ForConditionalGeneration and Mistral3ForConditionalGeneration, and each one's base model, "
     "e.g. MistralModel, as embedding models are saved)";
 
 bool is_gemma(const std::string& arch) {
   return arch == "GemmaForCausalLM" || arch == "Gemma2ForCausalLM" || arch == "Gemma3ForCausalLM";
+}
+
+// The mixture-of-experts models share their attention with a dense architecture: Mixtral's is
+// Mistral's, Qwen2-MoE's Qwen2's, Qwen3-MoE's Qwen3's.
+bool is_mistral(const std::string& arch) {
+  return arch == "MistralForCausalLM" || arch == "MixtralForCausalLM";
+}
+bool is_qwen2(const std::string& arch) {
+  return arch == "Qwen2ForCausalLM" || arch == "Qwen2MoeForCausalLM";
+}
+bool is_qwen3(const std::string& arch) {
+  return arch == "Qwen3ForCausalLM" || arch == "Qwen3MoeForCausalLM";
 }
 
 std::string excerpt(const json& value) {
@@ -274,9 +287,8 @@ std::string read_architecture(const Fields& fields) {
   // the same architecture; the loader finds its tensors without the "model." prefix.
   const std::string arch =
       named.ends_with("Model") ? named.substr(0, named.size() - 5) + "ForCausalLM" : named;
-  if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM" && arch != "Qwen2ForCausalLM" &&
-      arch != "Qwen3ForCausalLM" && arch != "Phi3ForCausalLM" && arch != "GraniteForCausalLM" &&
-      !is_gemma(arch)) {
+  if (arch != "LlamaForCausalLM" && !is_mistral(arch) && !is_qwen2(arch) && !is_qwen3(arch) &&
+      arch != "Phi3ForCausalLM" && arch != "GraniteForCausalLM" && !is_gemma(arch)) {
     fields.fail("architecture '" + named + "' is not supported; kvserve runs " + kSupportedArchitectures);
   }
   return arch;
@@ -380,7 +392,7 @@ void read_sliding_rope(const Fields& rope, ModelConfig& config) {
 
 void read_rope(const std::filesystem::path& path, const Fields& fields, ModelConfig& config) {
   const bool gemma3 = config.architecture == "Gemma3ForCausalLM";
-  const double default_theta = gemma3 ? 1000000.0 : 10000.0;
+  const double default_theta = gemma3 || config.architecture == "MixtralForCausalLM" ? 1000000.0 : 10000.0;
   // transformers 5 moved rope_theta and the scaling into one "rope_parameters" object (for Gemma 3,
   // one per layer type).
   if (const json* parameters = fields.find("rope_parameters")) {
@@ -677,6 +689,51 @@ std::vector<bool> read_sliding_layers(const Fields& fields, const ModelConfig& c
   return sliding;
 }
 
+// A mixture-of-experts model's routed MLP, with transformers' defaults (MixtralConfig,
+// Qwen2MoeConfig, Qwen3MoeConfig; the released configs set every field).
+MoeConfig read_moe(const Fields& fields, const ModelConfig& config) {
+  const bool mixtral = config.architecture == "MixtralForCausalLM";
+  const bool qwen2 = config.architecture == "Qwen2MoeForCausalLM";
+  MoeConfig moe;
+  const char* experts_key = mixtral ? "num_local_experts" : "num_experts";
+  moe.num_experts = fields.optional_positive_int(experts_key).value_or(mixtral ? 8 : qwen2 ? 60 : 128);
+  moe.experts_per_token = fields.optional_positive_int("num_experts_per_tok")
+                              .value_or(mixtral ? 2
+                                        : qwen2 ? 4
+                                                : 8);
+  if (moe.experts_per_token > moe.num_experts)
+    fields.fail("num_experts_per_tok (" + std::to_string(moe.experts_per_token) + ") is more than " +
+                experts_key + " (" + std::to_string(moe.num_experts) + "); fix config.json");
+  moe.sparse_layers.assign(static_cast<size_t>(config.num_layers), true);
+  if (mixtral) {  // every layer routed; each expert is an MLP of intermediate_size
+    moe.expert_intermediate_size = config.intermediate_size;
+    return moe;
+  }
+  moe.expert_intermediate_size =
+      fields.optional_positive_int("moe_intermediate_size").value_or(qwen2 ? 1408 : 768);
+  moe.normalize_routing_weights = fields.boolean_or("norm_topk_prob", false);
+  if (qwen2)
+    moe.shared_expert_intermediate_size =
+        fields.optional_positive_int("shared_expert_intermediate_size").value_or(5632);
+  // Layer i is routed when (i + 1) is a multiple of decoder_sparse_step and mlp_only_layers does not
+  // list it; the others have the dense MLP of intermediate_size.
+  const int step = fields.optional_positive_int("decoder_sparse_step").value_or(1);
+  for (int i = 0; i < config.num_layers; ++i)
+    moe.sparse_layers[static_cast<size_t>(i)] = (i + 1) % step == 0;
+  if (const json* dense = fields.find("mlp_only_layers")) {
+    if (!dense->is_array())
+      fields.fail("field 'mlp_only_layers' must be a list of layer indices, got " + described(*dense) +
+                  "; fix config.json");
+    for (const json& layer : *dense) {
+      if (!layer.is_number_integer() || layer.get<int64_t>() < 0 || layer.get<int64_t>() >= config.num_layers)
+        fields.fail("field 'mlp_only_layers' must hold layer indices in [0, num_hidden_layers " +
+                    std::to_string(config.num_layers) + "), got " + described(layer) + "; fix config.json");
+      moe.sparse_layers[layer.get<size_t>()] = false;
+    }
+  }
+  return moe;
+}
+
 // A soft cap: absent means transformers' default for the architecture, null means none.
 std::optional<double> read_softcap(const Fields& fields, const char* key, std::optional<double> fallback) {
   if (fields.is_null(key)) return std::nullopt;
@@ -758,6 +815,7 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
     config.head_dim = *head_dim;
   } else if (config.architecture == "Qwen3ForCausalLM") {
     config.head_dim = 128;  // transformers' Qwen3Config default, whatever hidden_size / heads is
+                            // (Qwen3MoeConfig has none: hidden_size / heads, below)
   } else if (is_gemma(config.architecture)) {
     config.head_dim = 256;  // the Gemma configs' default, likewise
   } else {
@@ -774,18 +832,22 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   }
   // transformers' defaults where config.json is silent: Phi3Config's differ from the Llama family's.
   const bool phi3 = config.architecture == "Phi3ForCausalLM";
+  const bool mixtral = config.architecture == "MixtralForCausalLM";
   const bool gemma = is_gemma(config.architecture);
-  config.rms_norm_eps = fields.positive_number_or("rms_norm_eps", phi3 ? 1e-5 : 1e-6);
-  config.max_position_embeddings = fields.optional_positive_int("max_position_embeddings")
-                                       .value_or(phi3                                         ? 4096
-                                                 : config.architecture == "Gemma3ForCausalLM" ? 131072
-                                                 : gemma                                      ? 8192
-                                                                                              : 2048);
+  config.rms_norm_eps = fields.positive_number_or("rms_norm_eps", phi3 || mixtral ? 1e-5 : 1e-6);
+  config.max_position_embeddings =
+      fields.optional_positive_int("max_position_embeddings")
+          .value_or(phi3                                                    ? 4096
+                    : config.architecture == "Gemma3ForCausalLM" || mixtral ? 131072
+                    : gemma                                                 ? 8192
+                                                                            : 2048);
   read_rope(config_json, fields, config);  // after max_position_embeddings: longrope reads it
   config.tie_word_embeddings = fields.boolean_or("tie_word_embeddings", gemma);  // Gemma's default: tied
+  // Qwen2-MoE's q/k/v biases are a setting (qkv_bias, on unless set false); Qwen2's always there.
   config.qkv_bias = config.architecture == "Qwen2ForCausalLM" ||
-                    (config.architecture == "Qwen3ForCausalLM" && fields.boolean_or("attention_bias", false));
-  config.qk_norm = config.architecture == "Qwen3ForCausalLM";
+                    (config.architecture == "Qwen2MoeForCausalLM" && fields.boolean_or("qkv_bias", true)) ||
+                    (is_qwen3(config.architecture) && fields.boolean_or("attention_bias", false));
+  config.qk_norm = is_qwen3(config.architecture);
   config.fused_projections = config.architecture == "Phi3ForCausalLM";
   if (config.architecture == "GraniteForCausalLM") {
     // transformers' GraniteConfig defaults, 1.0 each (the attention multiplier too, not
@@ -796,9 +858,9 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
     config.logits_scaling = fields.positive_number_or("logits_scaling", 1.0);
   }
 
-  if (config.architecture == "MistralForCausalLM" || config.architecture == "Phi3ForCausalLM") {
+  if (is_mistral(config.architecture) || config.architecture == "Phi3ForCausalLM") {
     config.sliding_window = fields.optional_positive_int("sliding_window");
-  } else if ((config.architecture == "Qwen2ForCausalLM" || config.architecture == "Qwen3ForCausalLM") &&
+  } else if ((is_qwen2(config.architecture) || is_qwen3(config.architecture)) &&
              fields.boolean_or("use_sliding_window", false)) {
     // Qwen windows the layers layer_types names, else those from max_window_layers on (the released
     // models leave use_sliding_window false: without it no layer is windowed, whatever layer_types says).
@@ -828,6 +890,8 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   config.dtype = read_dtype(fields);
   if (gemma) read_gemma(fields, config);  // after the dtype, which the embedding scale is rounded to
   reject_unsupported_options(fields, config);
+  if (mixtral || config.architecture == "Qwen2MoeForCausalLM" || config.architecture == "Qwen3MoeForCausalLM")
+    config.moe = read_moe(fields, config);
   // (compressed-tensors' first releases wrote the same object as compression_config.)
   if (const json* quantization = fields.find("quantization_config"))
     config.fp8_weights = read_quantization(config_json, fields, *quantization);
@@ -850,6 +914,19 @@ std::string quantization_summary(const ModelConfig& config) {
     granularity =
         "one scale per " + std::to_string(w.block_rows) + "x" + std::to_string(w.block_cols) + " block";
   return w.method + " (E4M3 weights, " + granularity + ")";
+}
+
+std::string moe_summary(const ModelConfig& config) {
+  if (!config.moe) return "";
+  const MoeConfig& moe = *config.moe;
+  const auto routed = std::count(moe.sparse_layers.begin(), moe.sparse_layers.end(), true);
+  std::string out = std::to_string(moe.num_experts) + " experts, " + std::to_string(moe.experts_per_token) +
+                    " per token" + (moe.normalize_routing_weights ? "" : " (weights not renormalized)") +
+                    ", in " + std::to_string(routed) + " of " + std::to_string(config.num_layers) +
+                    " layers (each expert's MLP " + std::to_string(moe.expert_intermediate_size) + " wide";
+  if (moe.shared_expert_intermediate_size > 0)
+    out += ", a shared expert's " + std::to_string(moe.shared_expert_intermediate_size);
+  return out + ")";
 }
 
 std::vector<float> rope_inv_freq(const ModelConfig& cfg, bool sliding_rope) {

@@ -76,6 +76,53 @@ TensorNames tensor_names(const ModelConfig& c,
   return {"language_model.model.", "language_model.lm_head.weight"};
 }
 
+// A mixture-of-experts layer's MLP tensors (MoeConfig), under `p` ("model.layers.N."): Qwen-MoE's
+// names (mlp.gate, mlp.experts.E.gate_proj, ...) or Mixtral's (block_sparse_moe.gate,
+// block_sparse_moe.experts.E.w1 / w3 / w2 for gate / up / down).
+void add_moe_tensors(const ModelConfig& c, const std::string& p, LayerWeights& l,
+                     std::vector<ExpectedTensor>& out) {
+  const MoeConfig& moe = *c.moe;
+  const int64_t hidden = c.hidden_size;
+  const int64_t inter = moe.expert_intermediate_size;
+  const bool mixtral = c.architecture == "MixtralForCausalLM";
+  const std::string block = p + (mixtral ? "block_sparse_moe." : "mlp.");
+  const char* inter_name = mixtral ? "intermediate_size" : "moe_intermediate_size";
+  out.push_back({block + "gate.weight",
+                 {moe.num_experts, hidden},
+                 std::string(mixtral ? "num_local_experts" : "num_experts") + " x hidden_size",
+                 &l.router});
+  l.experts.resize(static_cast<size_t>(moe.num_experts));
+  for (int e = 0; e < moe.num_experts; ++e) {
+    MlpWeights& expert = l.experts[static_cast<size_t>(e)];
+    const std::string ep = block + "experts." + std::to_string(e) + ".";
+    out.push_back({ep + (mixtral ? "w1" : "gate_proj") + ".weight",
+                   {inter, hidden},
+                   std::string(inter_name) + " x hidden_size",
+                   &expert.gate_proj});
+    out.push_back({ep + (mixtral ? "w3" : "up_proj") + ".weight",
+                   {inter, hidden},
+                   std::string(inter_name) + " x hidden_size",
+                   &expert.up_proj});
+    out.push_back({ep + (mixtral ? "w2" : "down_proj") + ".weight",
+                   {hidden, inter},
+                   "hidden_size x " + std::string(inter_name),
+                   &expert.down_proj});
+  }
+  if (const int64_t shared = moe.shared_expert_intermediate_size) {
+    const char* meaning = "shared_expert_intermediate_size x hidden_size";
+    out.push_back(
+        {block + "shared_expert.gate_proj.weight", {shared, hidden}, meaning, &l.shared_expert.gate_proj});
+    out.push_back(
+        {block + "shared_expert.up_proj.weight", {shared, hidden}, meaning, &l.shared_expert.up_proj});
+    out.push_back({block + "shared_expert.down_proj.weight",
+                   {hidden, shared},
+                   "hidden_size x shared_expert_intermediate_size",
+                   &l.shared_expert.down_proj});
+    out.push_back(
+        {block + "shared_expert_gate.weight", {1, hidden}, "1 x hidden_size", &l.shared_expert_gate});
+  }
+}
+
 std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, const TensorNames& n, ModelWeights& w) {
   const int64_t hidden = c.hidden_size;
   const int64_t q_rows = int64_t{c.num_heads} * c.head_dim;
@@ -124,7 +171,9 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, const TensorN
     } else {
       out.push_back({p + "post_attention_layernorm.weight", {hidden}, "hidden_size", &l.mlp_norm});
     }
-    if (c.fused_projections) {
+    if (is_moe_layer(c, i)) {
+      add_moe_tensors(c, p, l, out);
+    } else if (c.fused_projections) {
       out.push_back({p + "mlp.gate_up_proj.weight",
                      {2 * inter, hidden},
                      "2*intermediate_size x hidden_size",
@@ -135,8 +184,9 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, const TensorN
       out.push_back(
           {p + "mlp.up_proj.weight", {inter, hidden}, "intermediate_size x hidden_size", &l.up_proj});
     }
-    out.push_back(
-        {p + "mlp.down_proj.weight", {hidden, inter}, "hidden_size x intermediate_size", &l.down_proj});
+    if (!is_moe_layer(c, i))
+      out.push_back(
+          {p + "mlp.down_proj.weight", {hidden, inter}, "hidden_size x intermediate_size", &l.down_proj});
   }
   out.push_back({n.prefix + "norm.weight", {hidden}, "hidden_size", &w.final_norm});
   if (!c.tie_word_embeddings) {
@@ -166,11 +216,14 @@ std::string missing_hint(const ModelConfig& c, const TensorNames& n, const std::
            "config.json";
   }
   if (name.find("_proj.bias") != std::string::npos) {
-    return c.architecture == "Qwen3ForCausalLM"
-               ? "config.json sets attention_bias to true; if this checkpoint has no q/k/v biases, set it to "
-                 "false"
-               : "Qwen2ForCausalLM has biases on q/k/v; if this checkpoint has none, config.json names the "
-                 "wrong architecture";
+    if (c.architecture == "Qwen3ForCausalLM" || c.architecture == "Qwen3MoeForCausalLM")
+      return "config.json sets attention_bias to true; if this checkpoint has no q/k/v biases, set it to "
+             "false";
+    if (c.architecture == "Qwen2MoeForCausalLM")
+      return "qkv_bias is true unless config.json sets it false; if this checkpoint has no q/k/v biases, set "
+             "it to false";
+    return "Qwen2ForCausalLM has biases on q/k/v; if this checkpoint has none, config.json names the wrong "
+           "architecture";
   }
   if (name.ends_with(".qkv_proj.weight") || name.ends_with(".gate_up_proj.weight")) {
     return "Phi3ForCausalLM stores q, k and v as one qkv_proj and gate and up as one gate_up_proj; if this "
@@ -186,6 +239,15 @@ std::string missing_hint(const ModelConfig& c, const TensorNames& n, const std::
            " normalizes each sublayer's input and output (four norms a layer); if this checkpoint has two, "
            "config.json names the wrong architecture";
   }
+  if (c.moe &&
+      (name.find(".experts.") != std::string::npos || name.find(".shared_expert") != std::string::npos ||
+       name.ends_with("mlp.gate.weight") || name.ends_with("block_sparse_moe.gate.weight"))) {
+    const bool mixtral = c.architecture == "MixtralForCausalLM";
+    return "config.json says " + std::to_string(c.moe->num_experts) + " experts (" +
+           (mixtral ? "num_local_experts) in every layer"
+                    : "num_experts) in each routed layer (decoder_sparse_step, mlp_only_layers)") +
+           "; the checkpoint is incomplete (a shard missing?) or config.json does not match it";
+  }
   if (name.starts_with(n.prefix + "layers.")) {
     return "config.json says num_hidden_layers is " + std::to_string(c.num_layers) +
            "; the checkpoint is incomplete (a shard missing?) or config.json does not match it";
@@ -194,6 +256,11 @@ std::string missing_hint(const ModelConfig& c, const TensorNames& n, const std::
 }
 
 std::string unexpected_hint(const ModelConfig& c, const TensorNames& n, const std::string& name) {
+  if (c.moe && name.find(".experts.") != std::string::npos)
+    return "config.json says " + std::to_string(c.moe->num_experts) + " experts (" +
+           (c.architecture == "MixtralForCausalLM" ? "num_local_experts" : "num_experts") +
+           ") and which layers route through them (decoder_sparse_step, mlp_only_layers); fix it to match "
+           "the checkpoint";
   const std::string layer_prefix = n.prefix + "layers.";
   if (name.starts_with(layer_prefix)) {
     const std::string index =
@@ -355,6 +422,9 @@ Model load_model(const fs::path& dir, WeightLoading loading) {
   ModelConfig listed = config;
   listed.num_layers =
       static_cast<int>(std::min<size_t>(static_cast<size_t>(config.num_layers), by_name.size() + 1));
+  if (listed.moe)  // likewise num_experts, which repeats in every routed layer
+    listed.moe->num_experts =
+        static_cast<int>(std::min<size_t>(static_cast<size_t>(config.moe->num_experts), by_name.size() + 1));
   const TensorNames tensor_naming = tensor_names(config, by_name);
   if (tensor_naming.prefix.empty() && !config.tie_word_embeddings &&
       !by_name.contains(tensor_naming.lm_head)) {

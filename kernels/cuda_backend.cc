@@ -132,6 +132,10 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
   // sandwich norm after them (Gemma 2/3) would cancel; no architecture has both.
   if (c.sandwich_norms && c.residual_multiplier != 1.0)
     throw std::runtime_error("CUDA backend: a residual multiplier with sandwich norms is not supported");
+  // No grouped expert GEMM yet: the CPU backend serves mixture-of-experts models.
+  if (c.moe)
+    throw std::runtime_error("CUDA backend: mixture-of-experts models (" + c.architecture +
+                             ") do not run on the GPU yet; serve this model with --backend cpu");
   if (device_count() == 0) throw std::runtime_error("no CUDA device is usable here (run with --backend cpu)");
   const int hd = c.head_dim;
   if (hd != 16 && hd != 32 && hd != 64 && hd != 128 && hd != 256)

@@ -39,9 +39,14 @@ ARCHITECTURES = {
     "gemma": "GemmaForCausalLM",
     "gemma2": "Gemma2ForCausalLM",
     "gemma3": "Gemma3ForCausalLM",
+    "mixtral": "MixtralForCausalLM",
+    "qwen2_moe": "Qwen2MoeForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM",
 }
 MODEL_TYPES = {"gemma3": "gemma3_text"}  # Gemma 3's text-only model; "gemma3" is the multimodal one
 GEMMA = ("gemma", "gemma2", "gemma3")
+MOE = ("mixtral", "qwen2_moe", "qwen3_moe")
+QWEN_MOE = ("qwen2_moe", "qwen3_moe")
 SAFETENSORS_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 TRANSFORMERS_VERSION = "4.46.0"
 QWEN3_TRANSFORMERS_VERSION = "4.51.0"  # the first with Qwen3
@@ -89,6 +94,19 @@ def parse_args(argv):
                    help="gemma3 only: every N-th layer is full attention, the others sliding (default 6)")
     p.add_argument("--layer-types", action="store_true",
                    help="gemma3 only: also write the layer_types list that --sliding-window-pattern implies")
+    p.add_argument("--experts", type=int, help="mixtral, qwen2_moe and qwen3_moe (needed): experts per routed layer")
+    p.add_argument("--experts-per-token", type=int, help="the MoE models (needed): num_experts_per_tok")
+    p.add_argument("--moe-intermediate", type=int,
+                   help="qwen2_moe and qwen3_moe (needed): moe_intermediate_size, each expert's (mixtral's "
+                        "experts are --intermediate wide; Qwen's dense layers are)")
+    p.add_argument("--shared-expert-intermediate", type=int,
+                   help="qwen2_moe (needed): shared_expert_intermediate_size")
+    p.add_argument("--norm-topk-prob", action="store_true",
+                   help="qwen2_moe and qwen3_moe: renormalize the chosen experts' weights (norm_topk_prob)")
+    p.add_argument("--decoder-sparse-step", type=int, default=1,
+                   help="qwen2_moe and qwen3_moe: layer i is routed when (i + 1) %% N == 0 (decoder_sparse_step)")
+    p.add_argument("--mlp-only-layers", type=int, nargs="*", default=[],
+                   help="qwen2_moe and qwen3_moe: layers with the dense MLP (mlp_only_layers)")
     p.add_argument("--max-pos", type=int, default=1024)
     p.add_argument("--rms-norm-eps", type=float, default=1e-6)
     p.add_argument("--seed", type=int, default=0)
@@ -105,10 +123,11 @@ def parse_args(argv):
         p.error("--hidden must be divisible by --heads (or give --head-dim)")
     if (args.head_dim or args.hidden // args.heads) % 2:
         p.error("the head dimension must be even (RoPE rotates pairs)")
-    if args.attention_bias and args.arch != "qwen3":
-        sys.exit("--attention-bias is for --arch qwen3 (qwen2 always has q/k/v biases, the others none)")
-    if args.sliding_window is not None and args.arch not in ("mistral", "phi3", "gemma2", "gemma3"):
-        p.error("--sliding-window is a mistral, phi3, gemma2 and gemma3 option")
+    if args.attention_bias and args.arch not in ("qwen3", "qwen3_moe"):
+        sys.exit("--attention-bias is for --arch qwen3 and qwen3_moe (qwen2 and qwen2_moe always have q/k/v "
+                 "biases, the others none)")
+    if args.sliding_window is not None and args.arch not in ("mistral", "mixtral", "phi3", "gemma2", "gemma3"):
+        p.error("--sliding-window is a mistral, mixtral, phi3, gemma2 and gemma3 option")
     if args.sliding_window is None and args.arch in ("gemma2", "gemma3"):
         p.error(f"--arch {args.arch} needs --sliding-window")
     if args.embedding_std is not None and args.embedding_std <= 0:
@@ -131,7 +150,47 @@ def parse_args(argv):
         p.error("--longrope-original is a phi3 option")
     if (args.granite_multipliers is not None) != (args.arch == "granite"):
         p.error("--granite-multipliers goes with --arch granite, and granite needs it")
+    if args.arch in MOE:
+        if not args.experts or not args.experts_per_token or args.experts_per_token > args.experts:
+            p.error(f"--arch {args.arch} needs --experts and --experts-per-token (at most --experts)")
+        if args.arch in QWEN_MOE and not args.moe_intermediate:
+            p.error(f"--arch {args.arch} needs --moe-intermediate")
+        if (args.arch == "qwen2_moe") != (args.shared_expert_intermediate is not None):
+            p.error("--shared-expert-intermediate goes with --arch qwen2_moe, and qwen2_moe needs it")
+    elif args.experts or args.experts_per_token:
+        p.error("--experts and --experts-per-token are MoE options")
+    if args.arch not in QWEN_MOE and (args.moe_intermediate or args.norm_topk_prob or args.mlp_only_layers
+                                      or args.decoder_sparse_step != 1):
+        p.error("--moe-intermediate, --norm-topk-prob, --decoder-sparse-step and --mlp-only-layers are "
+                "qwen2_moe and qwen3_moe options")
     return args
+
+
+def routed(args, layer):
+    """Whether `layer`'s MLP is a mixture of experts (transformers' rule for Qwen-MoE; Mixtral's all)."""
+    if args.arch == "mixtral":
+        return True
+    return args.arch in QWEN_MOE and layer not in args.mlp_only_layers and (layer + 1) % args.decoder_sparse_step == 0
+
+
+def moe_shapes(args, p):
+    """A routed layer's MLP tensors: router, experts (Mixtral's w1 / w3 / w2 are gate / up / down), and
+    Qwen2-MoE's shared expert with its gate."""
+    h = args.hidden
+    if args.arch == "mixtral":
+        block, names, inter = p + "block_sparse_moe.", ("w1", "w3", "w2"), args.intermediate
+    else:
+        block, names, inter = p + "mlp.", ("gate_proj", "up_proj", "down_proj"), args.moe_intermediate
+    shapes = {block + "gate.weight": (args.experts, h)}
+    for e in range(args.experts):
+        ep = f"{block}experts.{e}."
+        shapes.update({ep + names[0] + ".weight": (inter, h), ep + names[1] + ".weight": (inter, h),
+                       ep + names[2] + ".weight": (h, inter)})
+    if args.arch == "qwen2_moe":
+        s = args.shared_expert_intermediate
+        shapes.update({block + "shared_expert.gate_proj.weight": (s, h), block + "shared_expert.up_proj.weight": (s, h),
+                       block + "shared_expert.down_proj.weight": (h, s), block + "shared_expert_gate.weight": (1, h)})
+    return shapes
 
 
 def sentencepiece_vocab_size(path):
@@ -179,7 +238,6 @@ def tensor_shapes(args):
             p + "input_layernorm.weight": (h,),
             p + "self_attn.o_proj.weight": (h, q),
             p + "post_attention_layernorm.weight": (h,),
-            p + "mlp.down_proj.weight": (h, inter),
         })
         if args.arch == "phi3":  # q|k|v and gate|up each stored as one tensor, rows one after another
             shapes.update({p + "self_attn.qkv_proj.weight": (q + 2 * kv, h), p + "mlp.gate_up_proj.weight": (2 * inter, h)})
@@ -188,15 +246,19 @@ def tensor_shapes(args):
                 p + "self_attn.q_proj.weight": (q, h),
                 p + "self_attn.k_proj.weight": (kv, h),
                 p + "self_attn.v_proj.weight": (kv, h),
-                p + "mlp.gate_proj.weight": (inter, h),
-                p + "mlp.up_proj.weight": (inter, h),
             })
-        if args.arch == "qwen2" or args.attention_bias:
+        if routed(args, i):
+            shapes.update(moe_shapes(args, p))
+        else:
+            shapes[p + "mlp.down_proj.weight"] = (h, inter)
+            if args.arch != "phi3":
+                shapes.update({p + "mlp.gate_proj.weight": (inter, h), p + "mlp.up_proj.weight": (inter, h)})
+        if args.arch in ("qwen2", "qwen2_moe") or args.attention_bias:
             shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,),
                            p + "self_attn.v_proj.bias": (kv,)})
         if args.arch in ("gemma2", "gemma3"):  # a norm after attention and one on each side of the MLP
             shapes.update({p + "pre_feedforward_layernorm.weight": (h,), p + "post_feedforward_layernorm.weight": (h,)})
-        if args.arch in ("qwen3", "gemma3"):  # an RMSNorm over each head's q and k
+        if args.arch in ("qwen3", "qwen3_moe", "gemma3"):  # an RMSNorm over each head's q and k
             shapes.update({p + "self_attn.q_norm.weight": (head_dim,), p + "self_attn.k_norm.weight": (head_dim,)})
     return shapes
 
@@ -249,12 +311,12 @@ def config_json(args):
         "eos_token_id": 2,
         "torch_dtype": args.dtype,
         "dtype": args.dtype,
-        "transformers_version": {"qwen3": QWEN3_TRANSFORMERS_VERSION,
+        "transformers_version": {"qwen3": QWEN3_TRANSFORMERS_VERSION, "qwen3_moe": QWEN3_TRANSFORMERS_VERSION,
                                  "gemma3": GEMMA3_TRANSFORMERS_VERSION}.get(args.arch, TRANSFORMERS_VERSION),
     }
     if args.head_dim is not None:
         config["head_dim"] = args.head_dim
-    elif args.arch == "qwen3":  # Qwen3Config's default is 128, not hidden / heads
+    elif args.arch in ("qwen3", "qwen3_moe"):  # Qwen3Config's default is 128, not hidden / heads
         config["head_dim"] = args.hidden // args.heads
     if args.llama3_rope_scaling is not None:
         config["rope_scaling"] = {
@@ -264,7 +326,7 @@ def config_json(args):
             "high_freq_factor": 4.0,
             "original_max_position_embeddings": int(args.max_pos / args.llama3_rope_scaling),
         }
-    if args.arch in ("mistral", "phi3"):
+    if args.arch in ("mistral", "mixtral", "phi3"):
         config["sliding_window"] = args.sliding_window
     if args.arch == "phi3":
         config["original_max_position_embeddings"] = args.longrope_original or args.max_pos
@@ -281,10 +343,18 @@ def config_json(args):
         config.update(zip(("embedding_multiplier", "attention_multiplier", "residual_multiplier", "logits_scaling"),
                           args.granite_multipliers))
         config.update(attention_bias=False, mlp_bias=False)
-    if args.arch in ("qwen2", "qwen3"):
+    if args.arch in ("qwen2", "qwen3") + QWEN_MOE:
         config["use_sliding_window"] = False
-    if args.arch == "qwen3":
+    if args.arch in ("qwen3", "qwen3_moe"):
         config["attention_bias"] = args.attention_bias
+    if args.arch == "mixtral":
+        config.update(num_local_experts=args.experts, num_experts_per_tok=args.experts_per_token)
+    if args.arch in QWEN_MOE:
+        config.update(num_experts=args.experts, num_experts_per_tok=args.experts_per_token,
+                      moe_intermediate_size=args.moe_intermediate, norm_topk_prob=args.norm_topk_prob,
+                      decoder_sparse_step=args.decoder_sparse_step, mlp_only_layers=args.mlp_only_layers)
+    if args.arch == "qwen2_moe":
+        config["shared_expert_intermediate_size"] = args.shared_expert_intermediate
     if args.arch in GEMMA:
         head_dim = args.head_dim or args.hidden // args.heads
         # Gemma configs default head_dim to 256, bos/eos to 2/1 (written above) and tying to true.

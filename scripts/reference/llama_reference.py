@@ -9,6 +9,8 @@ Granite's embedding, attention, residual and logit multipliers, tied or untied e
 (1 + weight) norms, sqrt(hidden) embedding scale and tanh-GELU MLP, Gemma 2's and 3's norms after
 attention and around the MLP, query_pre_attn_scalar, per-layer sliding or full attention, Gemma 2's
 attention and final logit soft-capping, Gemma 3's q/k norms and separate RoPE for sliding layers;
+the mixture-of-experts MLP of Mixtral / Qwen2-MoE / Qwen3-MoE (softmax router, top-k experts,
+optionally renormalized weights, Qwen2-MoE's sigmoid-gated shared expert, Qwen's dense layers);
 FP8 checkpoints' E4M3 weights times their block scales), run in float64 with no KV cache: every step recomputes the whole sequence, so nothing here shares a
 code path or a bookkeeping idea with the engine.
 
@@ -38,6 +40,7 @@ import torch
 
 DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None}
 GEMMA = {"GemmaForCausalLM": 1, "Gemma2ForCausalLM": 2, "Gemma3ForCausalLM": 3}
+QWEN_MOE = ("Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM")
 
 
 def gelu_tanh(x):  # "gelu_pytorch_tanh", Gemma's activation
@@ -174,6 +177,7 @@ class Reference:
         self.heads = c["num_attention_heads"]
         self.kv_heads = c.get("num_key_value_heads", self.heads)
         default_head_dim = 128 if arch == "Qwen3ForCausalLM" else 256 if gemma else c["hidden_size"] // self.heads
+        self.moe_config(arch, layers)
         self.head_dim = c.get("head_dim") or default_head_dim
         self.eps = c.get("rms_norm_eps", 1e-6)
         if arch == "Phi3ForCausalLM":
@@ -185,7 +189,7 @@ class Reference:
         self.logits_scaling = c.get("logits_scaling", 1.0) if granite else 1.0
         rope = rope_inv_freq(c, self.head_dim)
         self.layer_rope = [rope] * layers  # (inverse frequencies, cos/sin factor) of each layer
-        window = c.get("sliding_window") if arch in ("MistralForCausalLM", "Phi3ForCausalLM") else None
+        window = c.get("sliding_window") if arch in ("MistralForCausalLM", "MixtralForCausalLM", "Phi3ForCausalLM") else None
         self.layer_window = [window] * layers  # None: plain causal
         self.norm_offset = 0.0  # norms scale by offset + weight
         self.act = ACTIVATIONS[c.get("hidden_act", "silu")]
@@ -233,6 +237,44 @@ class Reference:
         if gemma == 3:  # sliding layers rotate with rope_local_base_freq and no scaling
             local = rope_inv_freq({"rope_theta": c.get("rope_local_base_freq", 10000.0)}, self.head_dim)
             self.layer_rope = [local if t == "sliding_attention" else rope for t in types]
+
+    def moe_config(self, arch, layers):
+        """Which layers route their MLP through experts, and how (transformers' Mixtral and Qwen-MoE)."""
+        c = self.cfg
+        self.routed = [False] * layers
+        if arch == "MixtralForCausalLM":
+            self.routed = [True] * layers
+            self.experts_per_token, self.normalize_routing = c["num_experts_per_tok"], True
+            self.moe_names = ("block_sparse_moe.", "w1", "w3", "w2")
+        elif arch in QWEN_MOE:
+            step, dense = c.get("decoder_sparse_step", 1), c.get("mlp_only_layers") or []
+            self.routed = [i not in dense and (i + 1) % step == 0 for i in range(layers)]
+            self.experts_per_token, self.normalize_routing = c["num_experts_per_tok"], c.get("norm_topk_prob", False)
+            self.moe_names = ("mlp.", "gate_proj", "up_proj", "down_proj")
+
+    def swiglu(self, h, prefix, names=("gate_proj", "up_proj", "down_proj")):
+        w = self.w
+        gate, up = h @ w[prefix + names[0] + ".weight"].T, h @ w[prefix + names[1] + ".weight"].T
+        return (self.act(gate) * up) @ w[prefix + names[2] + ".weight"].T
+
+    def moe_mlp(self, h, p):
+        """Token by token: the softmax of the router's logits, the top experts_per_token experts (their
+        weights renormalized to sum 1 where the model does), the weighted sum of their outputs, plus
+        Qwen2-MoE's shared expert times sigmoid(its gate)."""
+        block, *names = self.moe_names
+        block = p + block
+        probs = (h @ self.w[block + "gate.weight"].T).softmax(-1)
+        out = torch.zeros_like(h)
+        for t in range(h.shape[0]):
+            weights, experts = probs[t].topk(self.experts_per_token)
+            if self.normalize_routing:
+                weights = weights / weights.sum()
+            for weight, e in zip(weights.tolist(), experts.tolist()):
+                out[t] += weight * self.swiglu(h[t], f"{block}experts.{e}.", names)
+        if block + "shared_expert_gate.weight" in self.w:
+            gate = torch.sigmoid(h @ self.w[block + "shared_expert_gate.weight"].T)
+            out = out + gate * self.swiglu(h, block + "shared_expert.")
+        return out
 
     def unfuse_phi3(self):
         # Phi-3 stores [q; k; v] as one qkv_proj and [gate; up] as one gate_up_proj (stacked rows).
@@ -301,9 +343,7 @@ class Reference:
             else:
                 x = x + attn * self.residual_multiplier
                 h = self.norm(x, w[p + "post_attention_layernorm.weight"])
-            gate = h @ w[p + "mlp.gate_proj.weight"].T
-            up = h @ w[p + "mlp.up_proj.weight"].T
-            mlp = (self.act(gate) * up) @ w[p + "mlp.down_proj.weight"].T
+            mlp = self.moe_mlp(h, p) if self.routed[i] else self.swiglu(h, p + "mlp.")
             if self.sandwich:
                 x = x + self.norm(mlp, w[p + "post_feedforward_layernorm.weight"])
             else:

@@ -444,5 +444,38 @@ TEST(ModelLoaderCommitted, Fp8CopiesHoldTheirSourcesWeightsWithinE4M3Rounding) {
   }
 }
 
+// The FP8 copy of tiny-qwen3-moe quantizes every expert's projections (and the dense layer's, and
+// the attention's), not the routers, as the published Qwen3-*-A*B-FP8 checkpoints; each expert's
+// weights are its source's within E4M3's rounding (relative 2^-4, or the subnormal step).
+TEST(ModelLoaderCommitted, TheMoeFp8CopyQuantizesTheExpertsNotTheRouters) {
+  const Model fp8 = load_model(kModels / "tiny-qwen3-moe-fp8", WeightLoading::kDeferred);
+  const Model source = load_model(kModels / "tiny-qwen3-moe");
+  ASSERT_TRUE(fp8.config.moe);
+  int quantized = 0;
+  for_each_tensor(fp8.weights, [&](const Tensor& t) {
+    if (!t.shape.empty() && t.mapped->fp8_scales) ++quantized;
+  });
+  // 3 layers' q, k, v, o; 2 routed layers' 8 experts' gate, up, down; the dense layer's gate, up, down.
+  EXPECT_EQ(quantized, 3 * 4 + 2 * 8 * 3 + 3);
+  EXPECT_FALSE(fp8.weights.layers[0].router.mapped->fp8_scales) << "the router stays unquantized";
+  Model host = fp8;
+  materialize_weights(host);
+  EXPECT_EQ(host.weights.layers[2].router.data, source.weights.layers[2].router.data);
+  const MlpWeights& got = host.weights.layers[2].experts.at(7);
+  const MlpWeights& want = source.weights.layers[2].experts.at(7);
+  for (auto weight : {&MlpWeights::gate_proj, &MlpWeights::up_proj, &MlpWeights::down_proj}) {
+    const std::vector<float>& g = (got.*weight).data;
+    const std::vector<float>& w = (want.*weight).data;
+    ASSERT_EQ(g.size(), w.size());
+    float max_abs = 0;
+    for (float x : w)
+      max_abs = std::max(max_abs, std::fabs(x));
+    for (size_t i = 0; i < g.size(); ++i)
+      ASSERT_LE(std::fabs(g[i] - w[i]),
+                std::max(std::fabs(w[i]) * 0x1p-4, max_abs / 448.0 * 1.01 * 0x1p-10) * 1.01)
+          << "element " << i;
+  }
+}
+
 }  // namespace
 }  // namespace kvserve

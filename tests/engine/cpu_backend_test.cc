@@ -252,7 +252,8 @@ INSTANTIATE_TEST_SUITE_P(Models, TinyModel,
                          ::testing::Values("tiny-llama", "tiny-llama3-gqa", "tiny-qwen2-gqa", "tiny-qwen3",
                                            "tiny-phi3", "tiny-granite", "tiny-gemma", "tiny-gemma2",
                                            "tiny-gemma3", "tiny-qwen3-fp8", "tiny-phi3-fp8",
-                                           "tiny-llama3-gqa-fp8"),
+                                           "tiny-llama3-gqa-fp8", "tiny-mixtral", "tiny-qwen2-moe",
+                                           "tiny-qwen3-moe", "tiny-qwen3-moe-fp8"),
                          [](const auto& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');

@@ -179,7 +179,8 @@ INSTANTIATE_TEST_SUITE_P(Adapters, TinyLoraTest,
                                            TinyLora{"tiny-phi3-lora", "tiny-phi3"},
                                            TinyLora{"tiny-qwen3-lora", "tiny-qwen3"},
                                            TinyLora{"tiny-gemma2-lora", "tiny-gemma2"},
-                                           TinyLora{"tiny-granite-lora", "tiny-granite"}),
+                                           TinyLora{"tiny-granite-lora", "tiny-granite"},
+                                           TinyLora{"tiny-qwen3-moe-lora", "tiny-qwen3-moe"}),
                          [](const auto& info) {
                            std::string name = info.param.adapter;
                            std::replace(name.begin(), name.end(), '-', '_');
@@ -396,6 +397,28 @@ TEST_F(LoraFilesTest, WhatIsNotAppliedIsRefusedNamingIt) {
   EXPECT_TRUE(contains_all(error(), {"adapter_config.json: not a JSON object"}));
   write();
   EXPECT_NO_THROW(load());
+}
+
+// A mixture-of-experts model's adapters adapt its attention: an adapter of an expert, or of the dense
+// MLP some of its layers keep, is refused naming the limit.
+TEST(LoraMoe, AdaptersOfTheMlpAreRefused) {
+  const Model moe = load_model(kData + "/models/tiny-qwen3-moe");
+  TempDir dir;
+  write_file(
+      dir / "adapter_config.json",
+      json{{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 2}, {"target_modules", {"gate_proj"}}}.dump());
+  for (const std::string module : {"mlp.experts.0.gate_proj", "mlp.gate_proj"}) {
+    SCOPED_TRACE(module);
+    const std::string layer = module == "mlp.gate_proj" ? "1" : "0";  // layer 1 is dense (mlp_only_layers)
+    const std::string name = "base_model.model.model.layers." + layer + "." + module;
+    write_file(dir / "adapter_model.safetensors",
+               safetensors_bytes({f32_tensor(name + ".lora_A.weight", {2, 64}),
+                                  f32_tensor(name + ".lora_B.weight", {32, 2})}));
+    const std::string message = model_load_error([&] { load_lora_adapter(dir.path(), "moe", moe.config); });
+    EXPECT_TRUE(contains_all(message, {"adapts '" + module + "'", "Qwen3MoeForCausalLM",
+                                       "mixture-of-experts model's attention only"}))
+        << message;
+  }
 }
 
 TEST_F(LoraFilesTest, TensorsThatDoNotFitTheBaseModelAreNamed) {

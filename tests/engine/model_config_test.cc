@@ -944,6 +944,219 @@ TEST_F(ModelConfigTest, Gemma3ConditionalGenerationServesItsTextModel) {
   EXPECT_TRUE(contains_all(error(config), {"Gemma3ForConditionalGeneration", "'text_config'"}));
 }
 
+// Mixtral-8x7B-Instruct-v0.1's config as released: every layer routes through 8 experts, 2 a token,
+// each an MLP of intermediate_size, with Mistral's attention; MixtralConfig's defaults where absent.
+TEST_F(ModelConfigTest, MixtralRoutesEveryLayerThroughItsExperts) {
+  json config = {{"architectures", {"MixtralForCausalLM"}},
+                 {"attention_dropout", 0.0},
+                 {"bos_token_id", 1},
+                 {"eos_token_id", 2},
+                 {"hidden_act", "silu"},
+                 {"hidden_size", 4096},
+                 {"initializer_range", 0.02},
+                 {"intermediate_size", 14336},
+                 {"max_position_embeddings", 32768},
+                 {"model_type", "mixtral"},
+                 {"num_attention_heads", 32},
+                 {"num_experts_per_tok", 2},
+                 {"num_hidden_layers", 32},
+                 {"num_key_value_heads", 8},
+                 {"num_local_experts", 8},
+                 {"output_router_logits", false},
+                 {"rms_norm_eps", 1e-05},
+                 {"rope_theta", 1000000.0},
+                 {"router_aux_loss_coef", 0.02},
+                 {"sliding_window", nullptr},
+                 {"tie_word_embeddings", false},
+                 {"torch_dtype", "bfloat16"},
+                 {"transformers_version", "4.36.0.dev0"},
+                 {"use_cache", true},
+                 {"vocab_size", 32000}};
+  const ModelConfig c = load(config);
+  EXPECT_EQ(c.architecture, "MixtralForCausalLM");
+  ASSERT_TRUE(c.moe.has_value());
+  EXPECT_EQ(c.moe->num_experts, 8);
+  EXPECT_EQ(c.moe->experts_per_token, 2);
+  EXPECT_EQ(c.moe->expert_intermediate_size, 14336);
+  EXPECT_TRUE(c.moe->normalize_routing_weights);
+  EXPECT_EQ(c.moe->shared_expert_intermediate_size, 0);
+  EXPECT_EQ(c.moe->sparse_layers, std::vector<bool>(32, true));
+  EXPECT_TRUE(is_moe_layer(c, 31));
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_FALSE(c.sliding_window.has_value());
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_EQ(moe_summary(c), "8 experts, 2 per token, in 32 of 32 layers (each expert's MLP 14336 wide)");
+
+  // MixtralConfig's defaults: 8 experts, 2 a token, RoPE base 1e6, eps 1e-5, 131072 positions.
+  const ModelConfig d = load(minimal("MixtralForCausalLM"));
+  EXPECT_EQ(d.moe->num_experts, 8);
+  EXPECT_EQ(d.moe->experts_per_token, 2);
+  EXPECT_EQ(d.moe->expert_intermediate_size, 48);
+  EXPECT_DOUBLE_EQ(d.rope_theta, 1e6);
+  EXPECT_DOUBLE_EQ(d.rms_norm_eps, 1e-5);
+  EXPECT_EQ(d.max_position_embeddings, 131072);
+  EXPECT_FALSE(load(minimal()).moe.has_value()) << "a dense model";
+  EXPECT_EQ(moe_summary(load(minimal())), "");
+  EXPECT_EQ(load(minimal("MixtralModel")).architecture, "MixtralForCausalLM");
+
+  config["sliding_window"] = 4096;  // the first Mixtral release's window
+  EXPECT_EQ(load(config).sliding_window, std::optional<int>(4096));
+  config["num_experts_per_tok"] = 9;
+  EXPECT_TRUE(contains_all(error(config), {"num_experts_per_tok (9)", "num_local_experts (8)"}));
+  config["num_experts_per_tok"] = 0;
+  EXPECT_TRUE(contains_all(error(config), {"'num_experts_per_tok'", "positive integer"}));
+  config["num_experts_per_tok"] = 2;
+  config["num_local_experts"] = "8";
+  EXPECT_TRUE(contains_all(error(config), {"'num_local_experts'", "positive integer"}));
+}
+
+// Qwen3-30B-A3B's config as released: 128 experts, 8 a token (weights renormalized: norm_topk_prob),
+// in every layer, with Qwen3's attention (q/k norms, head_dim 128 of hidden 2048 / 32 heads = 64).
+// Qwen3MoeConfig's defaults, decoder_sparse_step and mlp_only_layers.
+TEST_F(ModelConfigTest, Qwen3MoeRoutesTheLayersItsSettingsName) {
+  json config = {{"architectures", {"Qwen3MoeForCausalLM"}},
+                 {"attention_bias", false},
+                 {"attention_dropout", 0.0},
+                 {"bos_token_id", 151643},
+                 {"decoder_sparse_step", 1},
+                 {"eos_token_id", 151645},
+                 {"head_dim", 128},
+                 {"hidden_act", "silu"},
+                 {"hidden_size", 2048},
+                 {"initializer_range", 0.02},
+                 {"intermediate_size", 6144},
+                 {"max_position_embeddings", 40960},
+                 {"max_window_layers", 48},
+                 {"mlp_only_layers", json::array()},
+                 {"model_type", "qwen3_moe"},
+                 {"moe_intermediate_size", 768},
+                 {"norm_topk_prob", true},
+                 {"num_attention_heads", 32},
+                 {"num_experts", 128},
+                 {"num_experts_per_tok", 8},
+                 {"num_hidden_layers", 48},
+                 {"num_key_value_heads", 4},
+                 {"output_router_logits", false},
+                 {"rms_norm_eps", 1e-06},
+                 {"rope_scaling", nullptr},
+                 {"rope_theta", 1000000.0},
+                 {"router_aux_loss_coef", 0.001},
+                 {"sliding_window", nullptr},
+                 {"tie_word_embeddings", false},
+                 {"torch_dtype", "bfloat16"},
+                 {"transformers_version", "4.51.0"},
+                 {"use_cache", true},
+                 {"use_sliding_window", false},
+                 {"vocab_size", 151936}};
+  const ModelConfig c = load(config);
+  EXPECT_EQ(c.architecture, "Qwen3MoeForCausalLM");
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_FALSE(c.sliding_window.has_value());
+  ASSERT_TRUE(c.moe.has_value());
+  EXPECT_EQ(c.moe->num_experts, 128);
+  EXPECT_EQ(c.moe->experts_per_token, 8);
+  EXPECT_EQ(c.moe->expert_intermediate_size, 768);
+  EXPECT_TRUE(c.moe->normalize_routing_weights);
+  EXPECT_EQ(c.moe->sparse_layers, std::vector<bool>(48, true));
+  EXPECT_EQ(moe_summary(c), "128 experts, 8 per token, in 48 of 48 layers (each expert's MLP 768 wide)");
+
+  // Qwen3MoeConfig's defaults (no head_dim default: hidden_size / heads).
+  const ModelConfig d = load(minimal("Qwen3MoeForCausalLM"));
+  EXPECT_EQ(d.moe->num_experts, 128);
+  EXPECT_EQ(d.moe->experts_per_token, 8);
+  EXPECT_EQ(d.moe->expert_intermediate_size, 768);
+  EXPECT_FALSE(d.moe->normalize_routing_weights);
+  EXPECT_EQ(d.head_dim, 8);
+
+  // Layer i routes when (i + 1) % decoder_sparse_step == 0 and mlp_only_layers leaves it out.
+  config["num_hidden_layers"] = 6;
+  config["decoder_sparse_step"] = 2;
+  config["mlp_only_layers"] = {3};
+  const ModelConfig s = load(config);
+  EXPECT_EQ(s.moe->sparse_layers, (std::vector<bool>{false, true, false, false, false, true}));
+  EXPECT_EQ(moe_summary(s), "128 experts, 8 per token, in 2 of 6 layers (each expert's MLP 768 wide)");
+  config["norm_topk_prob"] = false;
+  EXPECT_EQ(
+      moe_summary(load(config)),
+      "128 experts, 8 per token (weights not renormalized), in 2 of 6 layers (each expert's MLP 768 wide)");
+
+  config["mlp_only_layers"] = {6};
+  EXPECT_TRUE(contains_all(error(config), {"'mlp_only_layers'", "[0, num_hidden_layers 6)", "6"}));
+  config["mlp_only_layers"] = 1;
+  EXPECT_TRUE(contains_all(error(config), {"'mlp_only_layers'", "list of layer indices"}));
+  config["mlp_only_layers"] = {"1"};
+  EXPECT_TRUE(contains_all(error(config), {"'mlp_only_layers'", "\"1\""}));
+  config["mlp_only_layers"] = json::array();
+  config["num_experts_per_tok"] = 129;
+  EXPECT_TRUE(contains_all(error(config), {"num_experts_per_tok (129)", "num_experts (128)"}));
+  config["num_experts_per_tok"] = 8;
+  config["decoder_sparse_step"] = 0;
+  EXPECT_TRUE(contains_all(error(config), {"'decoder_sparse_step'", "positive integer"}));
+  config["decoder_sparse_step"] = 1;
+  config["norm_topk_prob"] = "yes";
+  EXPECT_TRUE(contains_all(error(config), {"'norm_topk_prob'", "true or false"}));
+}
+
+// Qwen1.5-MoE-A2.7B's config as released: 60 experts, 4 a token, weights not renormalized, and a
+// shared expert every token goes through; Qwen2's q/k/v biases (qkv_bias, on unless set false).
+TEST_F(ModelConfigTest, Qwen2MoeHasASharedExpertAndQkvBiases) {
+  json config = {{"architectures", {"Qwen2MoeForCausalLM"}},
+                 {"attention_dropout", 0.0},
+                 {"bos_token_id", 151643},
+                 {"eos_token_id", 151643},
+                 {"hidden_act", "silu"},
+                 {"hidden_size", 2048},
+                 {"initializer_range", 0.02},
+                 {"intermediate_size", 5632},
+                 {"max_position_embeddings", 8192},
+                 {"max_window_layers", 21},
+                 {"model_type", "qwen2_moe"},
+                 {"num_attention_heads", 16},
+                 {"num_hidden_layers", 24},
+                 {"num_key_value_heads", 16},
+                 {"rms_norm_eps", 1e-06},
+                 {"rope_theta", 1000000.0},
+                 {"sliding_window", 32768},
+                 {"tie_word_embeddings", false},
+                 {"torch_dtype", "bfloat16"},
+                 {"transformers_version", "4.36.0.dev0"},
+                 {"use_cache", true},
+                 {"use_sliding_window", false},
+                 {"vocab_size", 151936},
+                 {"decoder_sparse_step", 1},
+                 {"moe_intermediate_size", 1408},
+                 {"shared_expert_intermediate_size", 5632},
+                 {"num_experts_per_tok", 4},
+                 {"num_experts", 60},
+                 {"norm_topk_prob", false},
+                 {"output_router_logits", false},
+                 {"router_aux_loss_coef", 0.001}};
+  const ModelConfig c = load(config);
+  EXPECT_EQ(c.architecture, "Qwen2MoeForCausalLM");
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_FALSE(c.qk_norm);
+  EXPECT_FALSE(c.sliding_window.has_value()) << "use_sliding_window is false";
+  ASSERT_TRUE(c.moe.has_value());
+  EXPECT_EQ(c.moe->num_experts, 60);
+  EXPECT_EQ(c.moe->experts_per_token, 4);
+  EXPECT_EQ(c.moe->expert_intermediate_size, 1408);
+  EXPECT_FALSE(c.moe->normalize_routing_weights);
+  EXPECT_EQ(c.moe->shared_expert_intermediate_size, 5632);
+  EXPECT_EQ(moe_summary(c),
+            "60 experts, 4 per token (weights not renormalized), in 24 of 24 layers (each expert's MLP 1408 "
+            "wide, a shared expert's 5632)");
+  config["qkv_bias"] = false;
+  EXPECT_FALSE(load(config).qkv_bias);
+
+  const ModelConfig d = load(minimal("Qwen2MoeForCausalLM"));  // Qwen2MoeConfig's defaults
+  EXPECT_EQ(d.moe->num_experts, 60);
+  EXPECT_EQ(d.moe->experts_per_token, 4);
+  EXPECT_EQ(d.moe->expert_intermediate_size, 1408);
+  EXPECT_EQ(d.moe->shared_expert_intermediate_size, 5632);
+}
+
 // Mistral Small 3.1 and 3.2 (24B): Mistral3ForConditionalGeneration, whose text model is served as
 // a MistralForCausalLM. Mistral-Small-3.1-24B-Instruct-2503's config, its vision fields cut short;
 // the token ids are nowhere in it (MistralConfig's 1 and 2 apply, as transformers reads it).

@@ -161,8 +161,30 @@ inline const Tensor* tensor_named(const Model& model, const std::string& name) {
       {"mlp.up_proj.weight", &l.up_proj},
       {"mlp.down_proj.weight", &l.down_proj},
   };
-  const auto it = by_suffix.find(name.substr(dot + 1));
-  return it == by_suffix.end() ? nullptr : it->second;
+  const std::string suffix = name.substr(dot + 1);
+  if (const auto it = by_suffix.find(suffix); it != by_suffix.end()) return it->second;
+  // A mixture-of-experts layer: Qwen-MoE's names under mlp., Mixtral's under block_sparse_moe.
+  const std::map<std::string, const Tensor*> moe_by_suffix = {
+      {"mlp.gate.weight", &l.router},
+      {"block_sparse_moe.gate.weight", &l.router},
+      {"mlp.shared_expert.gate_proj.weight", &l.shared_expert.gate_proj},
+      {"mlp.shared_expert.up_proj.weight", &l.shared_expert.up_proj},
+      {"mlp.shared_expert.down_proj.weight", &l.shared_expert.down_proj},
+      {"mlp.shared_expert_gate.weight", &l.shared_expert_gate},
+  };
+  if (const auto it = moe_by_suffix.find(suffix); it != moe_by_suffix.end()) return it->second;
+  for (const std::string block : {"mlp.experts.", "block_sparse_moe.experts."}) {
+    if (suffix.rfind(block, 0) != 0) continue;
+    const size_t expert_dot = suffix.find('.', block.size());
+    const MlpWeights& e = l.experts.at(std::stoul(suffix.substr(block.size(), expert_dot - block.size())));
+    const std::map<std::string, const Tensor*> expert_by_suffix = {
+        {"gate_proj.weight", &e.gate_proj}, {"up_proj.weight", &e.up_proj},
+        {"down_proj.weight", &e.down_proj}, {"w1.weight", &e.gate_proj},
+        {"w3.weight", &e.up_proj},          {"w2.weight", &e.down_proj}};
+    const auto it = expert_by_suffix.find(suffix.substr(expert_dot + 1));
+    return it == expert_by_suffix.end() ? nullptr : it->second;
+  }
+  return nullptr;
 }
 
 }  // namespace kvserve::model_test

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -67,12 +68,13 @@ class ModelLoaderTest : public ::testing::Test {
 
   // Each tensor starts at a distinct value, so one routed to the wrong field shows.
   void add(const std::string& name, std::vector<int64_t> shape) {
-    tensors_.push_back(f32_tensor(name, std::move(shape), 100.0f * static_cast<float>(tensors_.size())));
+    const float first = 100.0f * static_cast<float>(first_values_.size());
+    first_values_[name] = first;
+    tensors_.push_back(f32_tensor(name, std::move(shape), first));
   }
   float first_value_of(const std::string& name) const {
-    for (size_t i = 0; i < tensors_.size(); ++i) {
-      if (tensors_[i].name == name) return 100.0f * static_cast<float>(i);
-    }
+    const auto it = first_values_.find(name);
+    if (it != first_values_.end()) return it->second;
     ADD_FAILURE() << name;
     return 0;
   }
@@ -110,6 +112,7 @@ class ModelLoaderTest : public ::testing::Test {
 
   json config_;
   std::vector<RawTensor> tensors_;
+  std::map<std::string, float> first_values_;  // by name: what add() started each tensor at
   TempDir dir_;
 };
 
@@ -384,6 +387,102 @@ TEST_F(ModelLoaderTest, Gemma2SandwichNormsGoToTheirFields) {
   EXPECT_EQ(l.mlp_norm.data.at(0), first_value_of("model.layers.1.pre_feedforward_layernorm.weight"));
   EXPECT_EQ(l.mlp_output_norm.data.at(0), first_value_of("model.layers.1.post_feedforward_layernorm.weight"));
   EXPECT_EQ(&model.weights.output_projection(), &model.weights.lm_head) << "tie_word_embeddings false";
+}
+
+// A mixture-of-experts layer (Qwen-MoE's names): the router, each expert's three projections and
+// the shared expert land in their fields; dense layers (mlp_only_layers) keep the plain MLP; a
+// missing or surplus expert names the experts setting.
+TEST_F(ModelLoaderTest, QwenMoeLayersLoadTheirRouterExpertsAndSharedExpert) {
+  config_["architectures"] = {"Qwen2MoeForCausalLM"};
+  config_.update({{"qkv_bias", false},
+                  {"num_experts", 3},
+                  {"num_experts_per_tok", 2},
+                  {"moe_intermediate_size", 6},
+                  {"shared_expert_intermediate_size", 10},
+                  {"mlp_only_layers", {0}}});
+  write();  // the Llama checkpoint: a dense MLP in layer 1 too
+  EXPECT_TRUE(
+      contains_all(load_error(), {"'model.layers.1.mlp.gate.weight' is missing", "3 experts (num_experts)"}));
+
+  const std::string p = "model.layers.1.mlp.";
+  for (const char* dense : {"gate_proj", "up_proj", "down_proj"})
+    remove(p + dense + ".weight");
+  add(p + "gate.weight", {3, 8});
+  for (int e = 0; e < 3; ++e) {
+    const std::string ep = p + "experts." + std::to_string(e) + ".";
+    add(ep + "gate_proj.weight", {6, 8});
+    add(ep + "up_proj.weight", {6, 8});
+    add(ep + "down_proj.weight", {8, 6});
+  }
+  add(p + "shared_expert.gate_proj.weight", {10, 8});
+  add(p + "shared_expert.up_proj.weight", {10, 8});
+  add(p + "shared_expert.down_proj.weight", {8, 10});
+  add(p + "shared_expert_gate.weight", {1, 8});
+  write();
+  const Model model = load_model(dir_.path());
+  for (const RawTensor& t : tensors_) {
+    SCOPED_TRACE(t.name);
+    const Tensor* loaded = tensor_named(model, t.name);
+    ASSERT_NE(loaded, nullptr);
+    EXPECT_EQ(loaded->shape, t.shape);
+    ASSERT_FALSE(loaded->data.empty());
+    EXPECT_EQ(loaded->data.front(), first_value_of(t.name));
+  }
+  EXPECT_TRUE(model.weights.layers[1].gate_proj.shape.empty()) << "a routed layer has no dense MLP";
+  EXPECT_EQ(model.weights.layers[0].experts.size(), 0u) << "mlp_only_layers";
+
+  // The deferred load maps the same tensors, and materializes to the host load.
+  Model deferred = load_model(dir_.path(), WeightLoading::kDeferred);
+  EXPECT_TRUE(deferred.weights.layers[1].experts[2].down_proj.mapped.has_value());
+  materialize_weights(deferred);
+  EXPECT_EQ(deferred.weights.layers[1].experts[2].down_proj.data,
+            model.weights.layers[1].experts[2].down_proj.data);
+  EXPECT_EQ(deferred.weights.layers[1].shared_expert_gate.data,
+            model.weights.layers[1].shared_expert_gate.data);
+
+  add(p + "experts.3.gate_proj.weight", {6, 8});
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"unexpected tensor 'model.layers.1.mlp.experts.3.gate_proj.weight'",
+                                          "3 experts (num_experts)"}));
+  remove(p + "experts.3.gate_proj.weight");
+  remove(p + "experts.2.down_proj.weight");
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"'model.layers.1.mlp.experts.2.down_proj.weight' is missing",
+                                          "3 experts (num_experts) in each routed layer"}));
+  add(p + "experts.2.down_proj.weight", {8, 7});
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"'model.layers.1.mlp.experts.2.down_proj.weight' has shape [8, 7]",
+                                          "expected [8, 6]", "moe_intermediate_size"}));
+}
+
+// Mixtral names its experts' gate, down and up projections w1, w2 and w3, under block_sparse_moe,
+// in every layer.
+TEST_F(ModelLoaderTest, MixtralExpertsAreW1W3W2UnderBlockSparseMoe) {
+  config_["architectures"] = {"MixtralForCausalLM"};
+  config_.update({{"num_local_experts", 2}, {"num_experts_per_tok", 1}});
+  for (int i = 0; i < 2; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    for (const char* dense : {"gate_proj", "up_proj", "down_proj"})
+      remove(p + "mlp." + dense + ".weight");
+    add(p + "block_sparse_moe.gate.weight", {2, 8});
+    for (int e = 0; e < 2; ++e) {
+      const std::string ep = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
+      add(ep + "w1.weight", {12, 8});
+      add(ep + "w2.weight", {8, 12});
+      add(ep + "w3.weight", {12, 8});
+    }
+  }
+  write();
+  const Model model = load_model(dir_.path());
+  const MlpWeights& e = model.weights.layers[1].experts.at(1);
+  const std::string ep = "model.layers.1.block_sparse_moe.experts.1.";
+  EXPECT_EQ(e.gate_proj.data.at(0), first_value_of(ep + "w1.weight"));
+  EXPECT_EQ(e.up_proj.data.at(0), first_value_of(ep + "w3.weight"));
+  EXPECT_EQ(e.down_proj.data.at(0), first_value_of(ep + "w2.weight"));
+  EXPECT_EQ(e.down_proj.shape, (std::vector<int64_t>{8, 12})) << "intermediate_size wide";
+  EXPECT_EQ(model.weights.layers[0].router.data.at(0),
+            first_value_of("model.layers.0.block_sparse_moe.gate.weight"));
+  EXPECT_TRUE(model.weights.layers[0].shared_expert_gate.shape.empty()) << "no shared expert";
 }
 
 // Phi-3 stores q|k|v as one qkv_proj and gate|up as one gate_up_proj, rows one after another: each

@@ -674,6 +674,22 @@ TEST(CudaBackend, SizesThePoolFromTheMemoryBudget) {
   EXPECT_THROW(CudaBackend(model, opt), std::runtime_error);
 }
 
+// No GPU needed: a mixture-of-experts model is refused before any device is touched, naming the
+// backend that serves it.
+TEST(CudaBackend, RefusesMixtureOfExpertsModelsNamingTheCpuBackend) {
+  for (const char* name : {"tiny-mixtral", "tiny-qwen2-moe", "tiny-qwen3-moe"}) {
+    SCOPED_TRACE(name);
+    const auto model = std::make_shared<const Model>(load_model(kModels + name, WeightLoading::kDeferred));
+    try {
+      CudaBackend backend(model, small_options(false));
+      ADD_FAILURE() << "a mixture-of-experts model was taken";
+    } catch (const std::runtime_error& e) {
+      EXPECT_TRUE(model_test::contains_all(e.what(), {model->config.architecture, "--backend cpu"}))
+          << e.what();
+    }
+  }
+}
+
 // A pool asked for that cannot fit is one message naming it and the flag to change, not
 // cudaMalloc's bare "out of memory"; the device is fine afterwards.
 TEST(CudaBackend, SaysWhichSettingToLowerWhenThePoolDoesNotFit) {

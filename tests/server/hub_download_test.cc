@@ -275,11 +275,11 @@ TEST_F(HubDownload, AModelThatCannotBeServedIsRefusedBeforeItsWeightsAreFetched)
   EXPECT_EQ(hub_.content_requests, 1) << "config.json alone";
 
   config.erase("quantization_config");
-  config["architectures"] = {"MixtralForCausalLM"};
+  config["architectures"] = {"DeepseekV3ForCausalLM"};
   hub_.add("config.json", config.dump(), false);
   fs::remove_all(cache_);
   error = fetch_error();
-  EXPECT_NE(error.find("architecture 'MixtralForCausalLM' is not supported"), std::string::npos) << error;
+  EXPECT_NE(error.find("architecture 'DeepseekV3ForCausalLM' is not supported"), std::string::npos) << error;
   EXPECT_EQ(hub_.content_requests, 2);
 }
 
