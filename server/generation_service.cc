@@ -485,6 +485,10 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
   info->set_chat_template(options_.chat_template != nullptr && tokenizer_ != nullptr);
   info->set_embedding_only(model_.embedding_only);
   info->set_quantization(quantization_summary(model_));
+  if (model_.moe) {
+    info->set_num_experts(static_cast<uint32_t>(model_.moe->num_experts));
+    info->set_experts_per_token(static_cast<uint32_t>(model_.moe->experts_per_token));
+  }
   for (const std::string& name : options_.lora_adapters)
     info->add_lora_adapters(name);
   info->set_scheduling_policy(sc.policy == SchedulingPolicy::kPriority ? "priority" : "fcfs");

@@ -453,6 +453,7 @@ int main(int argc, char** argv) {
   if (mc.fp8_weights)
     spdlog::info("quantized checkpoint: {}; dequantized at load, computed unquantized",
                  quantization_summary(mc));
+  if (mc.moe) spdlog::info("mixture of experts: {}", moe_summary(mc));
   if (mc.embedding_only)
     spdlog::info(
         "the checkpoint has no LM head (an embedding model): Embed and /v1/embeddings are served, "

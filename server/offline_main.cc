@@ -139,6 +139,7 @@ int run_model(const Options& o, kvserve::EngineConfig config) {
               mc.num_kv_heads, mc.vocab_size, mc.dtype.c_str());
   if (mc.fp8_weights)
     std::printf("quantized: %s, dequantized at load\n", kvserve::quantization_summary(mc).c_str());
+  if (mc.moe) std::printf("mixture of experts: %s\n", kvserve::moe_summary(mc).c_str());
   if (config.scheduler.max_model_len > kvserve::max_supported_len(mc)) {
     std::printf("max_model_len lowered from %d to the model's %d\n", config.scheduler.max_model_len,
                 kvserve::max_supported_len(mc));

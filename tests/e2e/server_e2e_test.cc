@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -751,6 +752,21 @@ TEST_F(ServerE2E, SpeculativeDecodingKeepsEveryOutputAndCountsItsDrafts) {
 // An FP8 checkpoint (the tiny models' FP8 copies, as llm-compressor and Qwen publish them) is
 // served: GetModelInfo says how it is quantized, and greedy generation gives the independent
 // reference's tokens for the dequantized weights (scripts/reference/llama_reference.py).
+// The committed model `dir`'s reference prompt, greedy, generates the reference's tokens.
+void expect_reference_greedy_tokens(v1::Generation::Stub& client, const std::string& dir) {
+  std::ifstream in(dir + "/expected.json");
+  const auto expected = nlohmann::json::parse(in);
+  v1::GenerateRequest req;
+  for (uint32_t id : expected.at("prompt_ids").get<std::vector<uint32_t>>())
+    req.mutable_token_ids()->add_ids(id);
+  const auto greedy = expected.at("greedy_ids").get<std::vector<uint32_t>>();
+  req.mutable_stop()->set_max_tokens(static_cast<uint32_t>(greedy.size()));
+  req.mutable_stop()->set_ignore_eos(true);
+  const Collected got = generate(client, req);
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(std::vector<uint32_t>(got.tokens.begin(), got.tokens.end()), greedy);
+}
+
 TEST_F(ServerE2E, AnFp8CheckpointIsServedAsItsReferenceGenerates) {
   for (const auto& [name, quantization] : std::vector<std::pair<std::string, std::string>>{
            {"tiny-qwen3-fp8", "fp8 (E4M3 weights, one scale per 32x32 block)"},
@@ -765,17 +781,7 @@ TEST_F(ServerE2E, AnFp8CheckpointIsServedAsItsReferenceGenerates) {
     v1::ModelInfo info;
     ASSERT_TRUE(client->GetModelInfo(&ctx, {}, &info).ok());
     EXPECT_EQ(info.quantization(), quantization);
-    std::ifstream in(dir + "/expected.json");
-    const auto expected = nlohmann::json::parse(in);
-    v1::GenerateRequest req;
-    for (uint32_t id : expected.at("prompt_ids").get<std::vector<uint32_t>>())
-      req.mutable_token_ids()->add_ids(id);
-    const auto greedy = expected.at("greedy_ids").get<std::vector<uint32_t>>();
-    req.mutable_stop()->set_max_tokens(static_cast<uint32_t>(greedy.size()));
-    req.mutable_stop()->set_ignore_eos(true);
-    const Collected got = generate(*client, req);
-    ASSERT_TRUE(got.status.ok()) << got.status.error_message();
-    EXPECT_EQ(std::vector<uint32_t>(got.tokens.begin(), got.tokens.end()), greedy);
+    expect_reference_greedy_tokens(*client, dir);
   }
   // An unquantized model reports none.
   ServerProcess plain({"--model", kModel});
@@ -784,6 +790,24 @@ TEST_F(ServerE2E, AnFp8CheckpointIsServedAsItsReferenceGenerates) {
   v1::ModelInfo info;
   ASSERT_TRUE(client->GetModelInfo(&ctx, {}, &info).ok());
   EXPECT_EQ(info.quantization(), "");
+  EXPECT_EQ(info.num_experts(), 0u) << "a dense model";
+  EXPECT_EQ(info.experts_per_token(), 0u);
+}
+
+TEST_F(ServerE2E, MixtureOfExpertsModelsAreServedAsTheirReferenceGenerates) {
+  for (const auto& [name, experts, per_token] : std::vector<std::tuple<std::string, uint32_t, uint32_t>>{
+           {"tiny-mixtral", 4, 2}, {"tiny-qwen2-moe", 6, 2}, {"tiny-qwen3-moe", 8, 3}}) {
+    SCOPED_TRACE(name);
+    const std::string dir = std::string(KVSERVE_TEST_DATA) + "/models/" + name;
+    ServerProcess server({"--model", dir, "--backend", "cpu"});
+    auto client = stub(server);
+    grpc::ClientContext ctx;
+    v1::ModelInfo info;
+    ASSERT_TRUE(client->GetModelInfo(&ctx, {}, &info).ok());
+    EXPECT_EQ(info.num_experts(), experts);
+    EXPECT_EQ(info.experts_per_token(), per_token);
+    expect_reference_greedy_tokens(*client, dir);
+  }
 }
 
 TEST_F(ServerE2E, MetricsCountersMoveAndModelInfoIsReported) {
