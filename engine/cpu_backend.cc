@@ -268,9 +268,11 @@ void CpuBackend::moe_mlp(const LayerWeights& lw, int tokens) {
       probs[e] /= sum;
       order[e] = e;
     }
+    // (A NaN probability, from a NaN logit, ranks last: the comparison must stay a strict order.)
+    const auto rank = [&](int e) { return std::isnan(probs[e]) ? -1.0f : probs[e]; };
     const auto top = order.begin() + moe.experts_per_token;
     std::partial_sort(order.begin(), top, order.end(),
-                      [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+                      [&](int a, int b) { return rank(a) > rank(b) || (rank(a) == rank(b) && a < b); });
     float chosen = 0.0f;
     for (auto it = order.begin(); it != top; ++it)
       chosen += probs[*it];

@@ -75,21 +75,23 @@ struct Fp8Weights {
   int64_t block_cols = 0;
 };
 
-// A mixture-of-experts MLP (Mixtral, Qwen2-MoE, Qwen3-MoE) in the layers sparse_layers marks: a
+// A mixture-of-experts MLP (Mixtral, Qwen2-MoE, Qwen3-MoE) in the layers is_moe_layer() names: a
 // router (a linear map to one logit per expert) picks, for each token, the experts_per_token experts
 // with the highest softmax probabilities; the MLP's output is the sum of those experts' SwiGLU
 // outputs (each an MLP of expert_intermediate_size) weighted by their probabilities, renormalized
 // to sum to 1 when normalize_routing_weights (Mixtral always; Qwen's norm_topk_prob). Qwen2-MoE adds
 // a shared expert every token goes through (shared_expert_intermediate_size), its output
-// multiplied by sigmoid(shared_expert_gate . x). The other layers have the dense MLP of
-// intermediate_size (Qwen's mlp_only_layers and decoder_sparse_step).
+// multiplied by sigmoid(shared_expert_gate . x). Layer i is routed when (i + 1) is a multiple of
+// decoder_sparse_step and dense_layers does not list it (Qwen's decoder_sparse_step and
+// mlp_only_layers; Mixtral routes every layer); the others have the dense MLP of intermediate_size.
 struct MoeConfig {
   int num_experts = 0;
   int experts_per_token = 0;
   int expert_intermediate_size = 0;
   bool normalize_routing_weights = true;
   int shared_expert_intermediate_size = 0;  // 0: no shared expert
-  std::vector<bool> sparse_layers;          // [num_layers]
+  int decoder_sparse_step = 1;
+  std::vector<int> dense_layers;  // sorted
 };
 
 struct ModelConfig {
@@ -324,7 +326,8 @@ inline int max_attended_len(const ModelConfig& c, int len) {
 
 // Whether layer `layer`'s MLP is a mixture of experts (MoeConfig).
 inline bool is_moe_layer(const ModelConfig& c, int layer) {
-  return c.moe && c.moe->sparse_layers.at(static_cast<size_t>(layer));
+  return c.moe && (layer + 1) % c.moe->decoder_sparse_step == 0 &&
+         !std::binary_search(c.moe->dense_layers.begin(), c.moe->dense_layers.end(), layer);
 }
 
 // Whether layer `layer` rotates with the windowed layers' RoPE (sliding_rope_theta).

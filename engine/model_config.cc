@@ -695,20 +695,30 @@ MoeConfig read_moe(const Fields& fields, const ModelConfig& config) {
   const bool mixtral = config.architecture == "MixtralForCausalLM";
   const bool qwen2 = config.architecture == "Qwen2MoeForCausalLM";
   MoeConfig moe;
+  // Mixtral names the count num_local_experts, the Qwens num_experts; transformers 5 maps either
+  // name to the other, so a config it saves may use the other one.
   const char* experts_key = mixtral ? "num_local_experts" : "num_experts";
-  moe.num_experts = fields.optional_positive_int(experts_key).value_or(mixtral ? 8 : qwen2 ? 60 : 128);
-  moe.experts_per_token = fields.optional_positive_int("num_experts_per_tok")
-                              .value_or(mixtral ? 2
-                                        : qwen2 ? 4
-                                                : 8);
+  const char* alias = mixtral ? "num_experts" : "num_local_experts";
+  const std::optional<int> named = fields.optional_positive_int(experts_key);
+  const std::optional<int> aliased = fields.optional_positive_int(alias);
+  if (named && aliased && *named != *aliased)
+    fields.fail(std::string("fields '") + experts_key + "' (" + std::to_string(*named) + ") and '" + alias +
+                "' (" + std::to_string(*aliased) + ") disagree on the number of experts; keep one");
+  moe.num_experts = named.value_or(aliased.value_or(mixtral ? 8 : qwen2 ? 60 : 128));
+  const int default_per_token = mixtral ? 2 : qwen2 ? 4 : 8;
+  moe.experts_per_token = fields.optional_positive_int("num_experts_per_tok").value_or(default_per_token);
   if (moe.experts_per_token > moe.num_experts)
     fields.fail("num_experts_per_tok (" + std::to_string(moe.experts_per_token) + ") is more than " +
                 experts_key + " (" + std::to_string(moe.num_experts) + "); fix config.json");
-  moe.sparse_layers.assign(static_cast<size_t>(config.num_layers), true);
   if (mixtral) {  // every layer routed; each expert is an MLP of intermediate_size
     moe.expert_intermediate_size = config.intermediate_size;
     return moe;
   }
+  // transformers windows Qwen-MoE layers by rules of their own (Qwen3-MoE has no
+  // max_window_layers), and no released model turns the window on.
+  if (fields.boolean_or("use_sliding_window", false))
+    fields.fail("use_sliding_window is true, which kvserve does not support for " + config.architecture +
+                "; set it to false (no released model sets it)");
   moe.expert_intermediate_size =
       fields.optional_positive_int("moe_intermediate_size").value_or(qwen2 ? 1408 : 768);
   moe.normalize_routing_weights = fields.boolean_or("norm_topk_prob", false);
@@ -716,10 +726,8 @@ MoeConfig read_moe(const Fields& fields, const ModelConfig& config) {
     moe.shared_expert_intermediate_size =
         fields.optional_positive_int("shared_expert_intermediate_size").value_or(5632);
   // Layer i is routed when (i + 1) is a multiple of decoder_sparse_step and mlp_only_layers does not
-  // list it; the others have the dense MLP of intermediate_size.
-  const int step = fields.optional_positive_int("decoder_sparse_step").value_or(1);
-  for (int i = 0; i < config.num_layers; ++i)
-    moe.sparse_layers[static_cast<size_t>(i)] = (i + 1) % step == 0;
+  // list it; the others have the dense MLP of intermediate_size (is_moe_layer).
+  moe.decoder_sparse_step = fields.optional_positive_int("decoder_sparse_step").value_or(1);
   if (const json* dense = fields.find("mlp_only_layers")) {
     if (!dense->is_array())
       fields.fail("field 'mlp_only_layers' must be a list of layer indices, got " + described(*dense) +
@@ -728,8 +736,9 @@ MoeConfig read_moe(const Fields& fields, const ModelConfig& config) {
       if (!layer.is_number_integer() || layer.get<int64_t>() < 0 || layer.get<int64_t>() >= config.num_layers)
         fields.fail("field 'mlp_only_layers' must hold layer indices in [0, num_hidden_layers " +
                     std::to_string(config.num_layers) + "), got " + described(layer) + "; fix config.json");
-      moe.sparse_layers[layer.get<size_t>()] = false;
+      moe.dense_layers.push_back(layer.get<int>());
     }
+    std::sort(moe.dense_layers.begin(), moe.dense_layers.end());
   }
   return moe;
 }
@@ -835,12 +844,18 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
   const bool mixtral = config.architecture == "MixtralForCausalLM";
   const bool gemma = is_gemma(config.architecture);
   config.rms_norm_eps = fields.positive_number_or("rms_norm_eps", phi3 || mixtral ? 1e-5 : 1e-6);
+  const bool qwen = is_qwen2(config.architecture) || is_qwen3(config.architecture);
+  int default_max_positions = 2048;  // LlamaConfig's and GraniteConfig's
+  if (phi3)
+    default_max_positions = 4096;
+  else if (config.architecture == "Gemma3ForCausalLM" || mixtral)
+    default_max_positions = 131072;
+  else if (qwen)
+    default_max_positions = 32768;
+  else if (gemma)
+    default_max_positions = 8192;
   config.max_position_embeddings =
-      fields.optional_positive_int("max_position_embeddings")
-          .value_or(phi3                                                    ? 4096
-                    : config.architecture == "Gemma3ForCausalLM" || mixtral ? 131072
-                    : gemma                                                 ? 8192
-                                                                            : 2048);
+      fields.optional_positive_int("max_position_embeddings").value_or(default_max_positions);
   read_rope(config_json, fields, config);  // after max_position_embeddings: longrope reads it
   config.tie_word_embeddings = fields.boolean_or("tie_word_embeddings", gemma);  // Gemma's default: tied
   // Qwen2-MoE's q/k/v biases are a setting (qkv_bias, on unless set false); Qwen2's always there.
@@ -860,8 +875,8 @@ ModelConfig load_model_config(const std::filesystem::path& config_json) {
 
   if (is_mistral(config.architecture) || config.architecture == "Phi3ForCausalLM") {
     config.sliding_window = fields.optional_positive_int("sliding_window");
-  } else if ((is_qwen2(config.architecture) || is_qwen3(config.architecture)) &&
-             fields.boolean_or("use_sliding_window", false)) {
+  } else if ((config.architecture == "Qwen2ForCausalLM" || config.architecture == "Qwen3ForCausalLM") &&
+             fields.boolean_or("use_sliding_window", false)) {  // (the MoE ones refuse it: read_moe)
     // Qwen windows the layers layer_types names, else those from max_window_layers on (the released
     // models leave use_sliding_window false: without it no layer is windowed, whatever layer_types says).
     if (!fields.is_null("sliding_window"))  // null: no window, as transformers reads it
@@ -919,7 +934,9 @@ std::string quantization_summary(const ModelConfig& config) {
 std::string moe_summary(const ModelConfig& config) {
   if (!config.moe) return "";
   const MoeConfig& moe = *config.moe;
-  const auto routed = std::count(moe.sparse_layers.begin(), moe.sparse_layers.end(), true);
+  int routed = 0;
+  for (int layer = 0; layer < config.num_layers; ++layer)
+    routed += is_moe_layer(config, layer);
   std::string out = std::to_string(moe.num_experts) + " experts, " + std::to_string(moe.experts_per_token) +
                     " per token" + (moe.normalize_routing_weights ? "" : " (weights not renormalized)") +
                     ", in " + std::to_string(routed) + " of " + std::to_string(config.num_layers) +

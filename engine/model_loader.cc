@@ -79,7 +79,7 @@ TensorNames tensor_names(const ModelConfig& c,
 // A mixture-of-experts layer's MLP tensors (MoeConfig), under `p` ("model.layers.N."): Qwen-MoE's
 // names (mlp.gate, mlp.experts.E.gate_proj, ...) or Mixtral's (block_sparse_moe.gate,
 // block_sparse_moe.experts.E.w1 / w3 / w2 for gate / up / down).
-void add_moe_tensors(const ModelConfig& c, const std::string& p, LayerWeights& l,
+void add_moe_tensors(const ModelConfig& c, const std::string& p, int listed_experts, LayerWeights& l,
                      std::vector<ExpectedTensor>& out) {
   const MoeConfig& moe = *c.moe;
   const int64_t hidden = c.hidden_size;
@@ -91,8 +91,8 @@ void add_moe_tensors(const ModelConfig& c, const std::string& p, LayerWeights& l
                  {moe.num_experts, hidden},
                  std::string(mixtral ? "num_local_experts" : "num_experts") + " x hidden_size",
                  &l.router});
-  l.experts.resize(static_cast<size_t>(moe.num_experts));
-  for (int e = 0; e < moe.num_experts; ++e) {
+  l.experts.resize(static_cast<size_t>(listed_experts));
+  for (int e = 0; e < listed_experts; ++e) {
     MlpWeights& expert = l.experts[static_cast<size_t>(e)];
     const std::string ep = block + "experts." + std::to_string(e) + ".";
     out.push_back({ep + (mixtral ? "w1" : "gate_proj") + ".weight",
@@ -123,7 +123,28 @@ void add_moe_tensors(const ModelConfig& c, const std::string& p, LayerWeights& l
   }
 }
 
-std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, const TensorNames& n, ModelWeights& w) {
+// The highest number N any tensor name has right after `marker` ("model.layers." N ".", ".experts."
+// N "."), or -1 when none has one.
+int64_t highest_index_after(const std::unordered_map<std::string_view, LocatedTensor>& by_name,
+                            std::string_view marker) {
+  int64_t highest = -1;
+  for (const auto& [name, located] : by_name) {
+    const size_t at = name.find(marker);
+    if (at == std::string_view::npos) continue;
+    int64_t index = 0;
+    size_t digits = 0;
+    for (size_t i = at + marker.size(); i < name.size() && name[i] >= '0' && name[i] <= '9' && digits < 10;
+         ++i, ++digits)
+      index = index * 10 + (name[i] - '0');
+    if (digits > 0) highest = std::max(highest, index);
+  }
+  return highest;
+}
+
+// Every tensor a checkpoint of `c` holds, listing the first `listed_experts` experts of each routed
+// layer (the router's shape still says num_experts).
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, const TensorNames& n, int listed_experts,
+                                             ModelWeights& w) {
   const int64_t hidden = c.hidden_size;
   const int64_t q_rows = int64_t{c.num_heads} * c.head_dim;
   const int64_t kv_rows = int64_t{c.num_kv_heads} * c.head_dim;
@@ -172,7 +193,7 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c, const TensorN
       out.push_back({p + "post_attention_layernorm.weight", {hidden}, "hidden_size", &l.mlp_norm});
     }
     if (is_moe_layer(c, i)) {
-      add_moe_tensors(c, p, l, out);
+      add_moe_tensors(c, p, listed_experts, l, out);
     } else if (c.fused_projections) {
       out.push_back({p + "mlp.gate_up_proj.weight",
                      {2 * inter, hidden},
@@ -246,7 +267,14 @@ std::string missing_hint(const ModelConfig& c, const TensorNames& n, const std::
     return "config.json says " + std::to_string(c.moe->num_experts) + " experts (" +
            (mixtral ? "num_local_experts) in every layer"
                     : "num_experts) in each routed layer (decoder_sparse_step, mlp_only_layers)") +
-           "; the checkpoint is incomplete (a shard missing?) or config.json does not match it";
+           "; the checkpoint is incomplete (a shard missing?) or config.json does not match it (kvserve "
+           "reads each expert's own tensors, experts.N.*, not transformers 5's fused experts.gate_up_proj)";
+  }
+  if (c.moe && (name.ends_with("mlp.gate_proj.weight") || name.ends_with("mlp.up_proj.weight") ||
+                name.ends_with("mlp.down_proj.weight"))) {
+    return "config.json makes this layer's MLP dense (decoder_sparse_step " +
+           std::to_string(c.moe->decoder_sparse_step) +
+           ", mlp_only_layers); if the checkpoint routes it through experts, fix those fields";
   }
   if (name.starts_with(n.prefix + "layers.")) {
     return "config.json says num_hidden_layers is " + std::to_string(c.num_layers) +
@@ -416,16 +444,18 @@ Model load_model(const fs::path& dir, WeightLoading loading) {
     }
   }
 
-  // The expected list and the layer vector grow with num_hidden_layers, which a corrupt config.json
-  // can set to 2^31 - 1 (terabytes). Every layer has several tensors, so one more layer than the
-  // files hold tensors is sure to lack one, and the checks below still throw the same first error.
-  ModelConfig listed = config;
-  listed.num_layers =
-      static_cast<int>(std::min<size_t>(static_cast<size_t>(config.num_layers), by_name.size() + 1));
-  if (listed.moe)  // likewise num_experts, which repeats in every routed layer
-    listed.moe->num_experts =
-        static_cast<int>(std::min<size_t>(static_cast<size_t>(config.moe->num_experts), by_name.size() + 1));
+  // The expected list and the layer vector grow with num_hidden_layers (and with num_experts in each
+  // routed layer), which a corrupt config.json can set to 2^31 - 1 (terabytes). One more layer
+  // (expert) than the highest the files name is sure to lack its tensors, so listing no further
+  // still throws the same first error.
   const TensorNames tensor_naming = tensor_names(config, by_name);
+  ModelConfig listed = config;
+  listed.num_layers = static_cast<int>(std::min<int64_t>(
+      config.num_layers, highest_index_after(by_name, tensor_naming.prefix + "layers.") + 2));
+  const int listed_experts =
+      listed.moe ? static_cast<int>(std::min<int64_t>(listed.moe->num_experts,
+                                                      highest_index_after(by_name, ".experts.") + 2))
+                 : 0;
   if (tensor_naming.prefix.empty() && !config.tie_word_embeddings &&
       !by_name.contains(tensor_naming.lm_head)) {
     // A base model saved without its LM head (an embedding model's checkpoint): it serves
@@ -434,7 +464,8 @@ Model load_model(const fs::path& dir, WeightLoading loading) {
     model.config.embedding_only = true;
     model.config.tie_word_embeddings = listed.tie_word_embeddings = true;
   }
-  const std::vector<ExpectedTensor> expected = expected_tensors(listed, tensor_naming, model.weights);
+  const std::vector<ExpectedTensor> expected =
+      expected_tensors(listed, tensor_naming, listed_experts, model.weights);
   std::unordered_set<std::string> expected_names;
   std::vector<std::optional<MappedTensor::Fp8Scales>> scales(expected.size());  // [i]: expected[i]'s
   for (size_t i = 0; i < expected.size(); ++i) {

@@ -124,6 +124,7 @@ Model make_random_model(const ModelConfig& c, uint64_t seed, WeightLoading loadi
   // The shapes below are Llama's (with Qwen's biases and q/k norms); Gemma 2/3's four norms a layer
   // are not generated.
   if (c.sandwich_norms) throw std::invalid_argument("make_random_model: Gemma 2/3 layers are not generated");
+  if (c.moe) throw std::invalid_argument("make_random_model: mixture-of-experts layers are not generated");
   Model model;
   model.config = c;
   ModelWeights& w = model.weights;

@@ -72,18 +72,19 @@ std::unique_ptr<Backend> fail_after_steps(std::unique_ptr<Backend> inner, int he
   return std::make_unique<FailAfterSteps>(std::move(inner), healthy_steps);
 }
 
-std::string resolve_backend_kind(const std::string& kind) {
+std::string resolve_backend_kind(const std::string& kind, const ModelConfig& model) {
   if (kind != "auto") return kind;
 #ifdef KVSERVE_WITH_CUDA
-  if (cuda::device_count() > 0) return "cuda";
+  if (cuda::device_count() > 0 && !model.moe) return "cuda";
 #endif
+  (void)model;
   return "cpu";
 }
 
 BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Model> model,
                            const SchedulerConfig& scheduler) {
-  const std::string kind = resolve_backend_kind(choice.kind);
   const ModelConfig& mc = model->config;
+  const std::string kind = resolve_backend_kind(choice.kind, mc);
   BuiltBackend built;
   if (kind == "cpu") {
     if (has_deferred_weights(*model)) {
@@ -108,6 +109,8 @@ BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Mo
     built.device = "CPU, " + std::to_string(threads) + " threads";
     built.description = "backend cpu (" + std::to_string(threads) + " threads, fp32); " +
                         pool_summary(built.num_blocks, scheduler.block_size, per_token);
+    if (choice.kind == "auto" && mc.moe)
+      built.description += "; chosen because the CUDA backend does not run mixture-of-experts models yet";
     return built;
   }
   if (kind == "cuda") {

@@ -240,7 +240,8 @@ int main(int argc, char** argv) {
   app.add_option("--block-size", f.block_size, "KV block size in tokens")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  app.add_option("--backend", f.backend.kind, "auto (CUDA when a GPU is present), cuda or cpu")
+  app.add_option("--backend", f.backend.kind,
+                 "auto (CUDA when a GPU is present, but CPU for a mixture-of-experts model), cuda or cpu")
       ->check(CLI::IsMember({"auto", "cuda", "cpu"}))
       ->capture_default_str();
   app.add_option("--num-kv-blocks", f.backend.num_kv_blocks,

@@ -242,6 +242,10 @@ class Reference:
         """Which layers route their MLP through experts, and how (transformers' Mixtral and Qwen-MoE)."""
         c = self.cfg
         self.routed = [False] * layers
+        # The smallest gap between a token's last chosen expert's probability and the next one's: a
+        # near-tie could route the float32 engine differently, and then its logits would differ by more
+        # than rounding (main() refuses to write such a reference).
+        self.min_router_gap = math.inf
         if arch == "MixtralForCausalLM":
             self.routed = [True] * layers
             self.experts_per_token, self.normalize_routing = c["num_experts_per_tok"], True
@@ -266,6 +270,9 @@ class Reference:
         probs = (h @ self.w[block + "gate.weight"].T).softmax(-1)
         out = torch.zeros_like(h)
         for t in range(h.shape[0]):
+            if self.experts_per_token < probs.shape[1]:
+                ranked = probs[t].topk(self.experts_per_token + 1).values
+                self.min_router_gap = min(self.min_router_gap, float(ranked[-2] - ranked[-1]))
             weights, experts = probs[t].topk(self.experts_per_token)
             if self.normalize_routing:
                 weights = weights / weights.sum()
@@ -400,6 +407,9 @@ def main():
         greedy.append(token)
         step_logits.append([float(f"{v:.7g}") for v in logits.tolist()])
         ids.append(token)
+    if ref.min_router_gap < 1e-4:
+        sys.exit(f"{args.model_dir}: two experts' router probabilities are {ref.min_router_gap:.2e} apart: "
+                 "the float32 engine may route that token the other way; use another seed or prompt")
     if args.check_transformers:
         check_transformers(args.model_dir, prompt_ids, greedy)
 
@@ -414,7 +424,8 @@ def main():
         "prompt_final_hidden": [float(f"{v:.7g}") for v in ref.final_hidden(prompt_ids)[-1].tolist()],
     }
     (args.out or args.model_dir / "expected.json").write_text(json.dumps(out, separators=(",", ":")) + "\n")
-    print(f"{args.model_dir}: prompt {len(prompt_ids)} tokens, greedy {greedy}, smallest top-2 gap {min_gap:.4f}")
+    router = f", smallest router gap {ref.min_router_gap:.4f}" if ref.min_router_gap < math.inf else ""
+    print(f"{args.model_dir}: prompt {len(prompt_ids)} tokens, greedy {greedy}, smallest top-2 gap {min_gap:.4f}{router}")
 
 
 if __name__ == "__main__":

@@ -738,7 +738,7 @@ TEST_F(ModelConfigTest, QwenSlidingWindowLayers) {
   EXPECT_EQ(attention_window(c, 1), 16);
   EXPECT_EQ(attention_window(c, 2), 16);
   EXPECT_EQ(max_attended_len(c, 100), 100) << "layer 0 sees everything";
-  EXPECT_EQ(max_supported_len(c), 2048);
+  EXPECT_EQ(max_supported_len(c), 32768) << "Qwen2Config's default";
   config["max_window_layers"] = 0;
   c = load(config);
   EXPECT_EQ(c.sliding_layers, (std::vector<bool>{true, true, true}));
@@ -980,8 +980,8 @@ TEST_F(ModelConfigTest, MixtralRoutesEveryLayerThroughItsExperts) {
   EXPECT_EQ(c.moe->expert_intermediate_size, 14336);
   EXPECT_TRUE(c.moe->normalize_routing_weights);
   EXPECT_EQ(c.moe->shared_expert_intermediate_size, 0);
-  EXPECT_EQ(c.moe->sparse_layers, std::vector<bool>(32, true));
-  EXPECT_TRUE(is_moe_layer(c, 31));
+  for (int layer : {0, 1, 30, 31})
+    EXPECT_TRUE(is_moe_layer(c, layer)) << layer;
   EXPECT_EQ(c.head_dim, 128);
   EXPECT_FALSE(c.sliding_window.has_value());
   EXPECT_FALSE(c.qkv_bias);
@@ -1001,6 +1001,16 @@ TEST_F(ModelConfigTest, MixtralRoutesEveryLayerThroughItsExperts) {
 
   config["sliding_window"] = 4096;  // the first Mixtral release's window
   EXPECT_EQ(load(config).sliding_window, std::optional<int>(4096));
+  // transformers 5 maps num_experts to num_local_experts: either name counts, and two that disagree
+  // are refused.
+  config["num_experts"] = 8;
+  EXPECT_EQ(load(config).moe->num_experts, 8);
+  config.erase("num_local_experts");
+  EXPECT_EQ(load(config).moe->num_experts, 8);
+  config["num_local_experts"] = 4;
+  EXPECT_TRUE(contains_all(error(config), {"'num_local_experts' (4)", "'num_experts' (8)", "disagree"}));
+  config.erase("num_experts");
+  config["num_local_experts"] = 8;
   config["num_experts_per_tok"] = 9;
   EXPECT_TRUE(contains_all(error(config), {"num_experts_per_tok (9)", "num_local_experts (8)"}));
   config["num_experts_per_tok"] = 0;
@@ -1059,7 +1069,8 @@ TEST_F(ModelConfigTest, Qwen3MoeRoutesTheLayersItsSettingsName) {
   EXPECT_EQ(c.moe->experts_per_token, 8);
   EXPECT_EQ(c.moe->expert_intermediate_size, 768);
   EXPECT_TRUE(c.moe->normalize_routing_weights);
-  EXPECT_EQ(c.moe->sparse_layers, std::vector<bool>(48, true));
+  EXPECT_TRUE(is_moe_layer(c, 0));
+  EXPECT_TRUE(is_moe_layer(c, 47));
   EXPECT_EQ(moe_summary(c), "128 experts, 8 per token, in 48 of 48 layers (each expert's MLP 768 wide)");
 
   // Qwen3MoeConfig's defaults (no head_dim default: hidden_size / heads).
@@ -1069,13 +1080,17 @@ TEST_F(ModelConfigTest, Qwen3MoeRoutesTheLayersItsSettingsName) {
   EXPECT_EQ(d.moe->expert_intermediate_size, 768);
   EXPECT_FALSE(d.moe->normalize_routing_weights);
   EXPECT_EQ(d.head_dim, 8);
+  EXPECT_EQ(d.max_position_embeddings, 32768);
 
   // Layer i routes when (i + 1) % decoder_sparse_step == 0 and mlp_only_layers leaves it out.
   config["num_hidden_layers"] = 6;
   config["decoder_sparse_step"] = 2;
   config["mlp_only_layers"] = {3};
   const ModelConfig s = load(config);
-  EXPECT_EQ(s.moe->sparse_layers, (std::vector<bool>{false, true, false, false, false, true}));
+  std::vector<bool> routed;
+  for (int layer = 0; layer < 6; ++layer)
+    routed.push_back(is_moe_layer(s, layer));
+  EXPECT_EQ(routed, (std::vector<bool>{false, true, false, false, false, true}));
   EXPECT_EQ(moe_summary(s), "128 experts, 8 per token, in 2 of 6 layers (each expert's MLP 768 wide)");
   config["norm_topk_prob"] = false;
   EXPECT_EQ(
@@ -1097,6 +1112,13 @@ TEST_F(ModelConfigTest, Qwen3MoeRoutesTheLayersItsSettingsName) {
   config["decoder_sparse_step"] = 1;
   config["norm_topk_prob"] = "yes";
   EXPECT_TRUE(contains_all(error(config), {"'norm_topk_prob'", "true or false"}));
+  config["norm_topk_prob"] = true;
+  config["use_sliding_window"] = true;  // windowed by rules of transformers' own; no release sets it
+  EXPECT_TRUE(
+      contains_all(error(config), {"use_sliding_window is true", "Qwen3MoeForCausalLM", "set it to false"}));
+  config["use_sliding_window"] = false;
+  config["num_local_experts"] = 64;
+  EXPECT_TRUE(contains_all(error(config), {"'num_experts' (128)", "'num_local_experts' (64)", "disagree"}));
 }
 
 // Qwen1.5-MoE-A2.7B's config as released: 60 experts, 4 a token, weights not renormalized, and a

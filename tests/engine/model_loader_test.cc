@@ -453,6 +453,21 @@ TEST_F(ModelLoaderTest, QwenMoeLayersLoadTheirRouterExpertsAndSharedExpert) {
   write();
   EXPECT_TRUE(contains_all(load_error(), {"'model.layers.1.mlp.experts.2.down_proj.weight' has shape [8, 7]",
                                           "expected [8, 6]", "moe_intermediate_size"}));
+  remove(p + "experts.2.down_proj.weight");
+  add(p + "experts.2.down_proj.weight", {8, 6});
+
+  // A corrupt expert count is the router's shape, as config.json says it, whatever the files hold.
+  config_["num_experts"] = 2000000000;
+  config_["num_experts_per_tok"] = 2;
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"'model.layers.1.mlp.gate.weight' has shape [3, 8]",
+                                          "expected [2000000000, 8]", "num_experts x hidden_size"}));
+  // A routed layer that config.json makes dense names the fields that decide it.
+  config_["num_experts"] = 3;
+  config_["mlp_only_layers"] = {0, 1};
+  write();
+  EXPECT_TRUE(contains_all(load_error(), {"'model.layers.1.mlp.gate_proj.weight' is missing", "dense",
+                                          "decoder_sparse_step 1, mlp_only_layers"}));
 }
 
 // Mixtral names its experts' gate, down and up projections w1, w2 and w3, under block_sparse_moe,

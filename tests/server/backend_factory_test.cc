@@ -97,6 +97,24 @@ TEST(BuildBackend, SizesTheCpuPoolFromTheMemoryBudget) {
   EXPECT_NE(built.description.find("backend cpu"), std::string::npos) << built.description;
 }
 
+// "auto" never picks the CUDA backend for a mixture-of-experts model, which it refuses: the CPU
+// backend serves it, and the log line says why.
+TEST(BuildBackend, AutoServesAMixtureOfExpertsModelOnTheCpu) {
+  const std::string dir = std::string(KVSERVE_TEST_DATA) + "/models/tiny-qwen2-moe";
+  auto model = std::make_shared<const Model>(load_model(dir, WeightLoading::kDeferred));
+  EXPECT_EQ(resolve_backend_kind("auto", model->config), "cpu");
+  EXPECT_EQ(resolve_backend_kind("cuda", model->config), "cuda")
+      << "asked for by name: refused by the backend";
+  BackendChoice choice;
+  choice.kind = "auto";
+  choice.num_kv_blocks = 64;
+  choice.cpu_threads = 1;
+  const BuiltBackend built = build_backend(choice, model, small_scheduler());
+  EXPECT_EQ(built.backend->name(), "cpu");
+  EXPECT_NE(built.description.find("does not run mixture-of-experts models"), std::string::npos)
+      << built.description;
+}
+
 TEST(BuildBackend, AnUnknownKindSaysWhatToUse) {
   auto model = std::make_shared<const Model>(load_random_model_spec("random:tiny", WeightLoading::kDeferred));
   BackendChoice choice;
