@@ -250,50 +250,25 @@ void CpuBackend::moe_mlp(const LayerWeights& lw, int tokens) {
   const size_t hidden = static_cast<size_t>(c.hidden_size);
   const int experts = moe.num_experts;
 
-  // Route: each token's top experts_per_token experts by softmax probability (ties to the lower
-  // index), weighted by those probabilities, renormalized over the chosen ones when the model does.
+  // Route (route_tokens), then run each expert once over the rows of the tokens routed to it, its
+  // output added in weighted.
   linear(h_, tokens, lw.router, Tensor{}, router_logits_);
-  routed_.resize(static_cast<size_t>(experts));
-  for (auto& r : routed_)
-    r.clear();
-  std::vector<int> order(static_cast<size_t>(experts));
-  std::vector<float> probs(static_cast<size_t>(experts));
-  for (int t = 0; t < tokens; ++t) {
-    const float* logit = &router_logits_[static_cast<size_t>(t) * experts];
-    const float max_logit = *std::max_element(logit, logit + experts);
-    float sum = 0.0f;
-    for (int e = 0; e < experts; ++e)
-      sum += probs[e] = std::exp(logit[e] - max_logit);
-    for (int e = 0; e < experts; ++e) {
-      probs[e] /= sum;
-      order[e] = e;
-    }
-    // (A NaN probability, from a NaN logit, ranks last: the comparison must stay a strict order.)
-    const auto rank = [&](int e) { return std::isnan(probs[e]) ? -1.0f : probs[e]; };
-    const auto top = order.begin() + moe.experts_per_token;
-    std::partial_sort(order.begin(), top, order.end(),
-                      [&](int a, int b) { return rank(a) > rank(b) || (rank(a) == rank(b) && a < b); });
-    float chosen = 0.0f;
-    for (auto it = order.begin(); it != top; ++it)
-      chosen += probs[*it];
-    const float divisor = moe.normalize_routing_weights ? chosen : 1.0f;
-    for (auto it = order.begin(); it != top; ++it)
-      routed_[static_cast<size_t>(*it)].emplace_back(t, probs[*it] / divisor);
-  }
-
-  // Each expert runs once over the rows of the tokens routed to it, its output added in weighted.
+  route_tokens(router_logits_, tokens, moe, routing_);
   moe_out_.assign(static_cast<size_t>(tokens) * hidden, 0.0f);
   for (int e = 0; e < experts; ++e) {
-    const auto& rows = routed_[static_cast<size_t>(e)];
-    if (rows.empty()) continue;
-    expert_in_.resize(rows.size() * hidden);
-    for (size_t r = 0; r < rows.size(); ++r)
-      std::copy_n(&h_[static_cast<size_t>(rows[r].first) * hidden], hidden, &expert_in_[r * hidden]);
-    mlp(lw.experts[static_cast<size_t>(e)], expert_in_, static_cast<int>(rows.size()), expert_out_);
-    for (size_t r = 0; r < rows.size(); ++r) {
-      float* out = &moe_out_[static_cast<size_t>(rows[r].first) * hidden];
+    const size_t first = static_cast<size_t>(routing_.expert_start[static_cast<size_t>(e)]);
+    const size_t rows = static_cast<size_t>(routing_.expert_start[static_cast<size_t>(e) + 1]) - first;
+    if (rows == 0) continue;
+    expert_in_.resize(rows * hidden);
+    for (size_t r = 0; r < rows; ++r)
+      std::copy_n(&h_[static_cast<size_t>(routing_.token[first + r]) * hidden], hidden,
+                  &expert_in_[r * hidden]);
+    mlp(lw.experts[static_cast<size_t>(e)], expert_in_, static_cast<int>(rows), expert_out_);
+    for (size_t r = 0; r < rows; ++r) {
+      float* out = &moe_out_[static_cast<size_t>(routing_.token[first + r]) * hidden];
+      const float weight = routing_.weight[first + r];
       for (size_t i = 0; i < hidden; ++i)
-        out[i] += rows[r].second * expert_out_[r * hidden + i];
+        out[i] += weight * expert_out_[r * hidden + i];
     }
   }
 

@@ -13,6 +13,7 @@
 #include "engine/backend.h"
 #include "engine/lora.h"
 #include "engine/model.h"
+#include "engine/moe_routing.h"
 
 namespace kvserve {
 
@@ -66,7 +67,7 @@ class CpuBackend : public Backend {
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, last_, logits_;
   // The mixture-of-experts MLP's: router logits, one expert's input and output rows, the sum.
   std::vector<float> router_logits_, expert_in_, expert_out_, moe_out_;
-  std::vector<std::vector<std::pair<int, float>>> routed_;  // [expert]: (token, weight) pairs
+  MoeRouting routing_;
 };
 
 }  // namespace kvserve

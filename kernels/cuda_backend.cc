@@ -12,6 +12,7 @@
 #include "kernels/cuda_device.h"
 #include "kernels/layers.h"
 #include "kernels/lora.h"
+#include "kernels/moe.h"
 #include "kernels/paged_attention.h"
 #include "kernels/seeded_fill.h"
 
@@ -62,7 +63,7 @@ void upload_mapped(const MappedTensor& m, bf16* device) {
 // their weights' rows one after another. Each tensor comes from wherever its values are: float32
 // host data, a mapped checkpoint (WeightLoading::kDeferred), or a random generator, run in place on
 // the GPU.
-DeviceBuffer<bf16> upload_bf16(std::initializer_list<const Tensor*> tensors, size_t* total_bytes) {
+DeviceBuffer<bf16> upload_bf16(std::span<const Tensor* const> tensors, size_t* total_bytes) {
   // An absent tensor (no shape) contributes nothing; numel() of no dimensions would be 1.
   auto elements = [](const Tensor* t) {
     return t->shape.empty() ? size_t{0} : static_cast<size_t>(t->numel());
@@ -93,6 +94,10 @@ DeviceBuffer<bf16> upload_bf16(std::initializer_list<const Tensor*> tensors, siz
   }
   *total_bytes += d.bytes();
   return d;
+}
+
+DeviceBuffer<bf16> upload_bf16(std::initializer_list<const Tensor*> tensors, size_t* total_bytes) {
+  return upload_bf16(std::span<const Tensor* const>(tensors.begin(), tensors.size()), total_bytes);
 }
 
 template <typename T>
@@ -132,10 +137,6 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
   // sandwich norm after them (Gemma 2/3) would cancel; no architecture has both.
   if (c.sandwich_norms && c.residual_multiplier != 1.0)
     throw std::runtime_error("CUDA backend: a residual multiplier with sandwich norms is not supported");
-  // No grouped expert GEMM yet: the CPU backend serves mixture-of-experts models.
-  if (c.moe)
-    throw std::runtime_error("CUDA backend: mixture-of-experts models (" + c.architecture +
-                             ") do not run on the GPU yet; serve this model with --backend cpu");
   if (device_count() == 0) throw std::runtime_error("no CUDA device is usable here (run with --backend cpu)");
   const int hd = c.head_dim;
   if (hd != 16 && hd != 32 && hd != 64 && hd != 128 && hd != 256)
@@ -143,6 +144,10 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
                              " is not supported (16..256, powers of 2); serve this model with --backend cpu");
   if (c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0)
     throw std::runtime_error("CUDA backend: hidden_size and intermediate_size must be multiples of 8");
+  if (c.moe && (c.moe->expert_intermediate_size % 8 != 0 || c.moe->shared_expert_intermediate_size % 8 != 0))
+    throw std::runtime_error(
+        "CUDA backend: the experts' intermediate sizes (moe_intermediate_size, "
+        "shared_expert_intermediate_size) must be multiples of 8; serve this model with --backend cpu");
   if (options.block_size <= 0 || options.block_size % 8 != 0)
     throw std::runtime_error("CUDA backend: block size " + std::to_string(options.block_size) +
                              " is not a positive multiple of 8");
@@ -235,8 +240,28 @@ void CudaBackend::upload_weights(const Model& model) {
       d.mlp_output_norm = upload_bf16({&lw.mlp_output_norm}, &weight_bytes_);
     }
     d.mlp_norm = upload_bf16({&lw.mlp_norm}, &weight_bytes_);
-    d.gate_up = upload_bf16({&lw.gate_proj, &lw.up_proj}, &weight_bytes_);
-    d.down = upload_bf16({&lw.down_proj}, &weight_bytes_);
+    if (is_moe_layer(config_, static_cast<int>(i))) {
+      d.router = upload_bf16({&lw.router}, &weight_bytes_);
+      std::vector<const Tensor*> gate_up, down;
+      for (const MlpWeights& e : lw.experts) {
+        gate_up.insert(gate_up.end(), {&e.gate_proj, &e.up_proj});
+        down.push_back(&e.down_proj);
+      }
+      if (lw.experts.size() != static_cast<size_t>(config_.moe->num_experts))
+        throw std::invalid_argument("CudaBackend: layer " + std::to_string(i) + " has " +
+                                    std::to_string(lw.experts.size()) + " experts, not num_experts");
+      d.experts_gate_up = upload_bf16(gate_up, &weight_bytes_);
+      d.experts_down = upload_bf16(down, &weight_bytes_);
+      if (config_.moe->shared_expert_intermediate_size > 0) {
+        d.shared_gate_up =
+            upload_bf16({&lw.shared_expert.gate_proj, &lw.shared_expert.up_proj}, &weight_bytes_);
+        d.shared_down = upload_bf16({&lw.shared_expert.down_proj}, &weight_bytes_);
+        d.shared_gate = upload_bf16({&lw.shared_expert_gate}, &weight_bytes_);
+      }
+    } else {
+      d.gate_up = upload_bf16({&lw.gate_proj, &lw.up_proj}, &weight_bytes_);
+      d.down = upload_bf16({&lw.down_proj}, &weight_bytes_);
+    }
   }
   const auto upload_inv_freq = [](const std::vector<float>& inv_freq, DeviceBuffer<float>& device) {
     device.resize(inv_freq.size());
@@ -349,6 +374,29 @@ void CudaBackend::allocate_activations() {
   gate_up_.resize(t * 2 * c.intermediate_size);
   act_.resize(t * c.intermediate_size);
   if (num_lora_adapters_ > 0) lora_tmp_.resize(t * static_cast<size_t>(lora_rank_));
+  if (c.moe) {
+    const MoeConfig& moe = *c.moe;
+    const size_t rows = t * static_cast<size_t>(moe.experts_per_token);
+    const auto inter = static_cast<size_t>(moe.expert_intermediate_size);
+    router_logits_.resize(t * static_cast<size_t>(moe.num_experts));
+    host_router_logits_.reserve(t * static_cast<size_t>(moe.num_experts));
+    for (auto* host : {&host_moe_token_, &host_moe_token_rows_})
+      host->reserve(rows);
+    host_moe_weight_.reserve(rows);
+    moe_token_.resize(rows);
+    moe_token_rows_.resize(rows);
+    moe_weight_.resize(rows);
+    moe_rows_.resize(rows * c.hidden_size);
+    moe_gate_up_.resize(rows * 2 * inter);
+    moe_act_.resize(rows * inter);
+    moe_out_.resize(rows * c.hidden_size);
+    if (const auto shared = static_cast<size_t>(moe.shared_expert_intermediate_size)) {
+      shared_gate_up_.resize(t * 2 * shared);
+      shared_act_.resize(t * shared);
+      shared_out_.resize(t * c.hidden_size);
+      shared_gate_logit_.resize(t);
+    }
+  }
   last_.resize(static_cast<size_t>(max_rows) * c.hidden_size);
   last_normed_.resize(static_cast<size_t>(max_rows) * c.hidden_size);
   logits_.resize(static_cast<size_t>(max_rows) * c.vocab_size);
@@ -533,6 +581,10 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
 
     add_rms_norm(residual_.get(), delta_.get(), w.mlp_norm.get(), eps, tokens, hidden, normed_.get(), stream_,
                  norm_offset);
+    if (is_moe_layer(c, l)) {
+      enqueue_moe(l, tokens, residual_multiplier);
+      continue;  // (no MoE architecture has sandwich norms)
+    }
     gemm_->linear(normed_.get(), tokens, hidden, w.gate_up.get(), 2 * inter, gate_up_.get(), 2 * inter);
     enqueue_lora(l, kLoraGate, normed_.get(), hidden, tokens, gate_up_.get(), 2 * inter, 1.0f);
     enqueue_lora(l, kLoraUp, normed_.get(), hidden, tokens, gate_up_.get() + inter, 2 * inter, 1.0f);
@@ -552,6 +604,73 @@ void CudaBackend::enqueue_forward(const PackedStep& step, int num_decodes, int m
   add_rms_norm(residual_.get(), delta_.get(), final_norm_.get(), eps, tokens, hidden, normed_.get(), stream_,
                norm_offset);
   enqueue_lm_head(logits_indices, step.num_logits_rows);
+}
+
+void CudaBackend::enqueue_moe(int layer, int tokens, float multiplier) {
+  const ModelConfig& c = config_;
+  const MoeConfig& moe = *c.moe;
+  const LayerWeights& w = layers_[static_cast<size_t>(layer)];
+  const int hidden = c.hidden_size;
+  const int experts = moe.num_experts;
+  const int k = moe.experts_per_token;
+  const int inter = moe.expert_intermediate_size;
+
+  // Route on the host, from the router's fp32 logits (of the bf16 normed input, as transformers
+  // computes them for a bf16 model).
+  const size_t logits = static_cast<size_t>(tokens) * experts;
+  gemm_->linear(normed_.get(), tokens, hidden, w.router.get(), experts, router_logits_.get(), experts);
+  CUDA_CHECK(cudaMemcpyAsync(host_router_logits_.get(), router_logits_.get(), logits * sizeof(float),
+                             cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));  // (also: the last layer's copies below have landed)
+  route_tokens(std::span<const float>(host_router_logits_.get(), logits), tokens, moe, routing_);
+  const size_t rows = static_cast<size_t>(tokens) * k;
+  std::copy(routing_.token.begin(), routing_.token.end(), host_moe_token_.get());
+  std::copy(routing_.token_rows.begin(), routing_.token_rows.end(), host_moe_token_rows_.get());
+  std::copy(routing_.weight.begin(), routing_.weight.end(), host_moe_weight_.get());
+  CUDA_CHECK(cudaMemcpyAsync(moe_token_.get(), host_moe_token_.get(), rows * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaMemcpyAsync(moe_token_rows_.get(), host_moe_token_rows_.get(), rows * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaMemcpyAsync(moe_weight_.get(), host_moe_weight_.get(), rows * sizeof(float),
+                             cudaMemcpyHostToDevice, stream_));
+
+  // Each expert's MLP over its block of rows (rows grouped by expert), the activation over all.
+  moe_gather(normed_.get(), moe_token_.get(), static_cast<int>(rows), hidden, moe_rows_.get(), stream_);
+  const auto block = [&](int e) {
+    const int first = routing_.expert_start[static_cast<size_t>(e)];
+    return std::pair<size_t, int>(static_cast<size_t>(first),
+                                  routing_.expert_start[static_cast<size_t>(e) + 1] - first);
+  };
+  for (int e = 0; e < experts; ++e) {
+    const auto [first, count] = block(e);
+    if (count == 0) continue;
+    gemm_->linear(moe_rows_.get() + first * hidden, count, hidden,
+                  w.experts_gate_up.get() + static_cast<size_t>(e) * 2 * inter * hidden, 2 * inter,
+                  moe_gate_up_.get() + first * 2 * inter, 2 * inter);
+  }
+  silu_and_mul(moe_gate_up_.get(), static_cast<int>(rows), inter, moe_act_.get(), stream_);
+  for (int e = 0; e < experts; ++e) {
+    const auto [first, count] = block(e);
+    if (count == 0) continue;
+    gemm_->linear(moe_act_.get() + first * inter, count, inter,
+                  w.experts_down.get() + static_cast<size_t>(e) * hidden * inter, hidden,
+                  moe_out_.get() + first * hidden, hidden);
+  }
+
+  // Qwen2-MoE's shared expert, over every token, and its gate's logit.
+  const bf16* shared_out = nullptr;
+  const float* shared_gate = nullptr;
+  if (const int shared = moe.shared_expert_intermediate_size) {
+    gemm_->linear(normed_.get(), tokens, hidden, w.shared_gate_up.get(), 2 * shared, shared_gate_up_.get(),
+                  2 * shared);
+    silu_and_mul(shared_gate_up_.get(), tokens, shared, shared_act_.get(), stream_);
+    gemm_->linear(shared_act_.get(), tokens, shared, w.shared_down.get(), hidden, shared_out_.get(), hidden);
+    gemm_->linear(normed_.get(), tokens, hidden, w.shared_gate.get(), 1, shared_gate_logit_.get(), 1);
+    shared_out = shared_out_.get();
+    shared_gate = shared_gate_logit_.get();
+  }
+  moe_combine(moe_out_.get(), moe_token_rows_.get(), moe_weight_.get(), tokens, k, hidden, shared_out,
+              shared_gate, multiplier, delta_.get(), stream_);
 }
 
 void CudaBackend::enqueue_final_norm(const int32_t* token_index, int rows) {
@@ -578,8 +697,10 @@ void CudaBackend::run_forward(const StepBatch& batch) {
   CUDA_CHECK(cudaSetDevice(options_.device));  // the engine thread is not the one that built us
   CUDA_CHECK(cudaEventRecord(step_start_, stream_));
   const bool decode_only = batch.num_decodes == batch.num_seqs;
-  const int bucket =
-      options_.cuda_graphs && decode_only ? graph_bucket(batch.num_seqs, options_.max_num_seqs) : 0;
+  // A mixture-of-experts pass waits on the host for each layer's routing: no graph can hold it.
+  const int bucket = options_.cuda_graphs && decode_only && !config_.moe
+                         ? graph_bucket(batch.num_seqs, options_.max_num_seqs)
+                         : 0;
   if (bucket == 0) {
     const PackedStep step = upload_step(batch, batch.num_seqs);
     const int splits =

@@ -36,6 +36,7 @@
 #include "engine/backend.h"
 #include "engine/lora.h"
 #include "engine/model.h"
+#include "engine/moe_routing.h"
 #include "kernels/cuda_check.h"
 #include "kernels/gemm.h"
 #include "kernels/kv_cache_layout.h"
@@ -107,6 +108,11 @@ class CudaBackend : public Backend {
     DeviceBuffer<__nv_bfloat16> input_norm, qkv, qkv_bias, o, mlp_norm, gate_up, down;
     DeviceBuffer<__nv_bfloat16> q_norm, k_norm;  // [head_dim] each, Qwen3 and Gemma 3 only (empty otherwise)
     DeviceBuffer<__nv_bfloat16> attn_output_norm, mlp_output_norm;  // Gemma 2/3 only (empty otherwise)
+    // A mixture-of-experts layer's (empty otherwise; gate_up and down are then empty): the router
+    // [experts][hidden], every expert's gate|up stacked [experts][2 inter][hidden] and down
+    // [experts][hidden][inter], and Qwen2-MoE's shared expert (gate|up, down, its gate [1][hidden]).
+    DeviceBuffer<__nv_bfloat16> router, experts_gate_up, experts_down;
+    DeviceBuffer<__nv_bfloat16> shared_gate_up, shared_down, shared_gate;
   };
 
   // One projection's LoRA adapters, stacked (lora.h): a [adapters][rank][in], b [adapters][out][rank].
@@ -123,6 +129,12 @@ class CudaBackend : public Backend {
   // projection's input, y its output's columns for the target.
   void enqueue_lora(int layer, LoraTarget target, const __nv_bfloat16* x, int64_t x_row_stride, int tokens,
                     __nv_bfloat16* y, int64_t y_row_stride, float multiplier);
+  // The mixture-of-experts MLP of `layer` over normed_'s `tokens` rows into delta_ (times
+  // `multiplier`): the router's logits come to the host, which routes (route_tokens, as the CPU
+  // backend does), then each expert's GEMMs run over its block of gathered rows and moe_combine
+  // sums them back per token. The host waits for the logits, so a pass with MoE layers is never
+  // captured in a CUDA graph.
+  void enqueue_moe(int layer, int tokens, float multiplier);
   void allocate_activations();
   void size_kv_pool(const CudaBackendOptions& options);
   // Copies the step's arrays to the device; returns the sizes the device pass runs at.
@@ -198,6 +210,20 @@ class CudaBackend : public Backend {
   DeviceBuffer<float> last_;             // [seqs][hidden]
   DeviceBuffer<__nv_bfloat16> last_normed_;
   DeviceBuffer<float> logits_;  // [seqs][vocab]
+  // The mixture-of-experts layers' (empty for a dense model), rows = tokens x experts_per_token:
+  // router logits [tokens][experts] (and their host copy), the routing's arrays (MoeRouting),
+  // gathered rows [rows][hidden], the experts' gate|up [rows][2 inter], activations [rows][inter]
+  // and outputs [rows][hidden]; the shared expert's gate|up, activations, output and gate logit.
+  DeviceBuffer<float> router_logits_;
+  PinnedBuffer<float> host_router_logits_;
+  MoeRouting routing_;
+  PinnedBuffer<int32_t> host_moe_token_, host_moe_token_rows_;
+  PinnedBuffer<float> host_moe_weight_;
+  DeviceBuffer<int32_t> moe_token_, moe_token_rows_;
+  DeviceBuffer<float> moe_weight_;
+  DeviceBuffer<__nv_bfloat16> moe_rows_, moe_gate_up_, moe_act_, moe_out_;
+  DeviceBuffer<__nv_bfloat16> shared_gate_up_, shared_act_, shared_out_;
+  DeviceBuffer<float> shared_gate_logit_;
   DeviceBuffer<std::byte> decode_workspace_;
   int max_decode_splits_ = 1;
   std::vector<float> host_logits_;

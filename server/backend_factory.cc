@@ -75,6 +75,7 @@ std::unique_ptr<Backend> fail_after_steps(std::unique_ptr<Backend> inner, int he
 std::string resolve_backend_kind(const std::string& kind, const ModelConfig& model) {
   if (kind != "auto") return kind;
 #ifdef KVSERVE_WITH_CUDA
+  // (A mixture-of-experts model stays on the CPU until its CUDA path has run on a GPU: docs/models.md.)
   if (cuda::device_count() > 0 && !model.moe) return "cuda";
 #endif
   (void)model;
@@ -110,7 +111,9 @@ BuiltBackend build_backend(const BackendChoice& choice, std::shared_ptr<const Mo
     built.description = "backend cpu (" + std::to_string(threads) + " threads, fp32); " +
                         pool_summary(built.num_blocks, scheduler.block_size, per_token);
     if (choice.kind == "auto" && mc.moe)
-      built.description += "; chosen because the CUDA backend does not run mixture-of-experts models yet";
+      built.description +=
+          "; chosen for a mixture-of-experts model, whose CUDA path has not yet been checked on a GPU "
+          "(--backend cuda runs it)";
     return built;
   }
   if (kind == "cuda") {

@@ -37,8 +37,8 @@ struct BuiltBackend {
   std::string description;  // one log line: backend, device, weights and KV pool sizes
 };
 
-// "auto" resolves to "cuda" when this build has CUDA and a device is present and the CUDA backend
-// runs `model` (not a mixture-of-experts model), else to "cpu".
+// "auto" resolves to "cuda" when this build has CUDA and a device is present, unless `model` is a
+// mixture-of-experts model (whose CUDA path has not yet run on a GPU), else to "cpu".
 std::string resolve_backend_kind(const std::string& kind, const ModelConfig& model);
 
 // Builds the backend for a scheduler configured as `scheduler` (its block size and step limits;

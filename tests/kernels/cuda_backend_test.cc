@@ -7,6 +7,11 @@
 // of them per layer, so over two layers the expected deviation is ~sqrt(16) * 2^-9 ~ 1% of the
 // logits' scale. The tolerance, 3% of the largest |logit| (at least 0.03), leaves a 3x margin and
 // still catches a wrong RoPE pair, a misplaced K/V row or a missing bias (tens of percent).
+// The mixture-of-experts models route each token by comparing router probabilities, which the bf16
+// activations move by ~1e-3 in the second layer: the tiny MoE models' closest calls are 4e-4 to 8e-3
+// apart (llama_reference.py prints them), so a token routed otherwise on the GPU is possible without
+// a bug. Such a flip changes one step's logits by far more than 3%; the step and model it names
+// tell which.
 #include "kernels/cuda_backend.h"
 
 #include <gtest/gtest.h>
@@ -658,7 +663,8 @@ INSTANTIATE_TEST_SUITE_P(TinyModels, CudaBackendModel,
                          ::testing::Values("tiny-llama", "tiny-llama3-gqa", "tiny-qwen2-gqa", "tiny-qwen3",
                                            "tiny-phi3", "tiny-granite", "tiny-gemma", "tiny-gemma2",
                                            "tiny-gemma3", "tiny-qwen3-fp8", "tiny-phi3-fp8",
-                                           "tiny-llama3-gqa-fp8"));
+                                           "tiny-llama3-gqa-fp8", "tiny-mixtral", "tiny-qwen2-moe",
+                                           "tiny-qwen3-moe", "tiny-qwen3-moe-fp8"));
 
 TEST(CudaBackend, SizesThePoolFromTheMemoryBudget) {
   KVSERVE_SKIP_WITHOUT_GPU();
@@ -672,22 +678,6 @@ TEST(CudaBackend, SizesThePoolFromTheMemoryBudget) {
             CudaBackend::kv_bytes_per_token(model->config) * opt.block_size * backend.num_blocks());
   opt.num_blocks = 8;  // 128 tokens < max_model_len 1024
   EXPECT_THROW(CudaBackend(model, opt), std::runtime_error);
-}
-
-// No GPU needed: a mixture-of-experts model is refused before any device is touched, naming the
-// backend that serves it.
-TEST(CudaBackend, RefusesMixtureOfExpertsModelsNamingTheCpuBackend) {
-  for (const char* name : {"tiny-mixtral", "tiny-qwen2-moe", "tiny-qwen3-moe"}) {
-    SCOPED_TRACE(name);
-    const auto model = std::make_shared<const Model>(load_model(kModels + name, WeightLoading::kDeferred));
-    try {
-      CudaBackend backend(model, small_options(false));
-      ADD_FAILURE() << "a mixture-of-experts model was taken";
-    } catch (const std::runtime_error& e) {
-      EXPECT_TRUE(model_test::contains_all(e.what(), {model->config.architecture, "--backend cpu"}))
-          << e.what();
-    }
-  }
 }
 
 // A pool asked for that cannot fit is one message naming it and the flag to change, not
