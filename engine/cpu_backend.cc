@@ -149,6 +149,7 @@ std::span<const float> CpuBackend::forward(const StepBatch& batch) {
   const ModelConfig& c = model_->config;
   const ModelWeights& w = model_->weights;
   validate_step_batch(batch, num_blocks_, block_size_, c.vocab_size, num_lora_adapters());
+  smallest_routing_margin_ = INFINITY;
   const int tokens = batch.num_tokens;
   const int hidden = c.hidden_size;
   const int q_width = c.num_heads * c.head_dim;
@@ -254,6 +255,7 @@ void CpuBackend::moe_mlp(const LayerWeights& lw, int tokens) {
   // output added in weighted.
   linear(h_, tokens, lw.router, Tensor{}, router_logits_);
   route_tokens(router_logits_, tokens, moe, routing_);
+  smallest_routing_margin_ = std::min(smallest_routing_margin_, routing_.smallest_margin);
   moe_out_.assign(static_cast<size_t>(tokens) * hidden, 0.0f);
   for (int e = 0; e < experts; ++e) {
     const size_t first = static_cast<size_t>(routing_.expert_start[static_cast<size_t>(e)]);

@@ -6,6 +6,7 @@
 // slot = block * block_size + offset, so one block is block_size consecutive token rows.
 #pragma once
 
+#include <cmath>
 #include <memory>
 #include <span>
 #include <vector>
@@ -35,6 +36,10 @@ class CpuBackend : public Backend {
   bool scores_tokens() const override { return true; }
   std::span<const float> token_logits(const StepBatch& batch, std::span<const int> token_indices) override;
   std::span<const float> hidden_states(const StepBatch& batch, std::span<const int> token_indices) override;
+  // A mixture-of-experts model's closest routing call in the last forward pass, over its tokens and
+  // layers (MoeRouting::smallest_margin; infinity for a dense model): a test comparing a backend
+  // that computes in lower precision knows where the two may rightly route differently.
+  double smallest_routing_margin() const { return smallest_routing_margin_; }
 
   // Bytes of KV cache one token takes across all layers (K and V).
   static size_t kv_bytes_per_token(const ModelConfig& config);
@@ -68,6 +73,7 @@ class CpuBackend : public Backend {
   // The mixture-of-experts MLP's: router logits, one expert's input and output rows, the sum.
   std::vector<float> router_logits_, expert_in_, expert_out_, moe_out_;
   MoeRouting routing_;
+  double smallest_routing_margin_ = INFINITY;
 };
 
 }  // namespace kvserve

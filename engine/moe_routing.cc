@@ -22,6 +22,7 @@ void route_tokens(std::span<const float> logits, int tokens, const MoeConfig& mo
   std::vector<int> order(static_cast<size_t>(experts));
   std::vector<float> probs(static_cast<size_t>(experts));
   out.expert_start.assign(static_cast<size_t>(experts) + 1, 0);
+  out.smallest_margin = INFINITY;
   for (int t = 0; t < tokens; ++t) {
     const float* logit = logits.data() + static_cast<size_t>(t) * experts;
     float max_logit = -INFINITY;
@@ -29,7 +30,10 @@ void route_tokens(std::span<const float> logits, int tokens, const MoeConfig& mo
       if (!std::isnan(logit[e])) max_logit = std::max(max_logit, logit[e]);
     float sum = 0.0f;
     for (int e = 0; e < experts; ++e) {
-      probs[e] = std::exp(logit[e] - max_logit);
+      // exp(x - max) with x = max = +-infinity is NaN: the softmax's limit there is 1 for each
+      // expert at the maximum (all of them when every logit is -infinity), 0 for the others.
+      probs[e] =
+          std::isinf(max_logit) ? (logit[e] == max_logit ? 1.0f : 0.0f) : std::exp(logit[e] - max_logit);
       if (!std::isnan(probs[e])) sum += probs[e];
     }
     for (int e = 0; e < experts; ++e) {
@@ -43,6 +47,12 @@ void route_tokens(std::span<const float> logits, int tokens, const MoeConfig& mo
     float total = 0.0f;
     for (auto it = order.begin(); it != top; ++it)
       total += probs[*it];
+    if (k < experts) {  // (partial_sort leaves the others unordered: the best of them is the next)
+      float next = -1.0f;
+      for (auto it = top; it != order.end(); ++it)
+        next = std::max(next, rank(*it));
+      out.smallest_margin = std::min(out.smallest_margin, static_cast<double>(rank(order[k - 1]) - next));
+    }
     const float divisor = moe.normalize_routing_weights ? total : 1.0f;
     for (int j = 0; j < k; ++j) {
       const int e = order[static_cast<size_t>(j)];

@@ -133,6 +133,8 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
   if (!model) throw std::invalid_argument("CudaBackend: no model");
   config_ = model->config;
   const ModelConfig& c = config_;
+  for (int l = 0; l < c.num_layers; ++l)
+    routes_on_host_ = routes_on_host_ || is_moe_layer(c, l);
   // The O and down projections take Granite's residual multiplier as their GEMM's alpha, which a
   // sandwich norm after them (Gemma 2/3) would cancel; no architecture has both.
   if (c.sandwich_norms && c.residual_multiplier != 1.0)
@@ -144,6 +146,9 @@ CudaBackend::CudaBackend(std::shared_ptr<const Model> model, const CudaBackendOp
                              " is not supported (16..256, powers of 2); serve this model with --backend cpu");
   if (c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0)
     throw std::runtime_error("CUDA backend: hidden_size and intermediate_size must be multiples of 8");
+  // The MoE layer writes its output as the layer's last step (no architecture has both).
+  if (c.moe && c.sandwich_norms)
+    throw std::runtime_error("CUDA backend: mixture-of-experts layers with sandwich norms are not supported");
   if (c.moe && (c.moe->expert_intermediate_size % 8 != 0 || c.moe->shared_expert_intermediate_size % 8 != 0))
     throw std::runtime_error(
         "CUDA backend: the experts' intermediate sizes (moe_intermediate_size, "
@@ -371,8 +376,13 @@ void CudaBackend::allocate_activations() {
   qkv_.resize(t * qkv_width);
   attn_.resize(t * c.num_heads * c.head_dim);
   delta_.resize(t * c.hidden_size);
-  gate_up_.resize(t * 2 * c.intermediate_size);
-  act_.resize(t * c.intermediate_size);
+  bool dense_mlp = false;  // some layer's MLP is not routed (every layer's in a dense model)
+  for (int l = 0; l < c.num_layers; ++l)
+    dense_mlp = dense_mlp || !is_moe_layer(c, l);
+  if (dense_mlp) {
+    gate_up_.resize(t * 2 * c.intermediate_size);
+    act_.resize(t * c.intermediate_size);
+  }
   if (num_lora_adapters_ > 0) lora_tmp_.resize(t * static_cast<size_t>(lora_rank_));
   if (c.moe) {
     const MoeConfig& moe = *c.moe;
@@ -615,8 +625,8 @@ void CudaBackend::enqueue_moe(int layer, int tokens, float multiplier) {
   const int k = moe.experts_per_token;
   const int inter = moe.expert_intermediate_size;
 
-  // Route on the host, from the router's fp32 logits (of the bf16 normed input, as transformers
-  // computes them for a bf16 model).
+  // Route on the host, from fp32 logits of the bf16 normed input (transformers' bf16 router rounds
+  // them to bf16 before its fp32 softmax; fp32 keeps the GPU's choices closer to the CPU backend's).
   const size_t logits = static_cast<size_t>(tokens) * experts;
   gemm_->linear(normed_.get(), tokens, hidden, w.router.get(), experts, router_logits_.get(), experts);
   CUDA_CHECK(cudaMemcpyAsync(host_router_logits_.get(), router_logits_.get(), logits * sizeof(float),
@@ -698,7 +708,7 @@ void CudaBackend::run_forward(const StepBatch& batch) {
   CUDA_CHECK(cudaEventRecord(step_start_, stream_));
   const bool decode_only = batch.num_decodes == batch.num_seqs;
   // A mixture-of-experts pass waits on the host for each layer's routing: no graph can hold it.
-  const int bucket = options_.cuda_graphs && decode_only && !config_.moe
+  const int bucket = options_.cuda_graphs && decode_only && !routes_on_host_
                          ? graph_bucket(batch.num_seqs, options_.max_num_seqs)
                          : 0;
   if (bucket == 0) {

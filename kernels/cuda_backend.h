@@ -224,6 +224,7 @@ class CudaBackend : public Backend {
   DeviceBuffer<__nv_bfloat16> moe_rows_, moe_gate_up_, moe_act_, moe_out_;
   DeviceBuffer<__nv_bfloat16> shared_gate_up_, shared_act_, shared_out_;
   DeviceBuffer<float> shared_gate_logit_;
+  bool routes_on_host_ = false;  // some layer is a mixture of experts: passes wait for the host
   DeviceBuffer<std::byte> decode_workspace_;
   int max_decode_splits_ = 1;
   std::vector<float> host_logits_;

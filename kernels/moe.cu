@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -18,6 +19,12 @@ constexpr int kVector = 8;  // bf16 values per 16-byte access
 
 [[noreturn]] void fail(const char* fn, const std::string& what) {
   throw std::invalid_argument(std::string(fn) + ": " + what);
+}
+
+// The kernels read and write 16 bytes at a time: a misaligned pointer would fault on the device
+// (and leave the context unusable) rather than say so.
+void require_aligned(const char* fn, const char* name, const void* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) fail(fn, std::string(name) + " must be 16-byte aligned");
 }
 
 __global__ void moe_gather_kernel(const __nv_bfloat16* in, const int32_t* token, int width,
@@ -65,6 +72,8 @@ void moe_gather(const __nv_bfloat16* in, const int32_t* token, int rows, int wid
   if (rows < 0) fail("moe_gather", "rows must not be negative");
   if (width <= 0 || width % kVector != 0)
     fail("moe_gather", "width " + std::to_string(width) + " must be a positive multiple of 8");
+  require_aligned("moe_gather", "in", in);
+  require_aligned("moe_gather", "out", out);
   if (rows == 0) return;
   if (!in || !token || !out) fail("moe_gather", "null pointer");
   moe_gather_kernel<<<rows, kThreads, 0, stream>>>(in, token, width, out);
@@ -80,6 +89,9 @@ void moe_combine(const __nv_bfloat16* expert_out, const int32_t* token_rows, con
     fail("moe_combine", "width " + std::to_string(width) + " must be a positive multiple of 8");
   if ((shared_out == nullptr) != (shared_gate == nullptr))
     fail("moe_combine", "shared_out and shared_gate go together");
+  require_aligned("moe_combine", "expert_out", expert_out);
+  require_aligned("moe_combine", "shared_out", shared_out);
+  require_aligned("moe_combine", "out", out);
   if (tokens == 0) return;
   if (!expert_out || !token_rows || !weight || !out) fail("moe_combine", "null pointer");
   moe_combine_kernel<<<tokens, kThreads, 0, stream>>>(expert_out, token_rows, weight, k, width, shared_out,

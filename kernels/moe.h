@@ -2,7 +2,8 @@
 // the rows routed to the experts are gathered expert by expert, each expert's MLP runs as cuBLAS
 // GEMMs over its block of rows, and the combine adds each token's experts' outputs back together,
 // weighted, with Qwen2-MoE's gated shared expert. Launchers validate their arguments
-// (std::invalid_argument) before any CUDA call; zero rows launch nothing.
+// (std::invalid_argument) before any CUDA call; zero rows launch nothing. Row pointers (in, out,
+// expert_out, shared_out) must be 16-byte aligned: the kernels move 8 bf16 values at a time.
 #pragma once
 
 #include <cuda_bf16.h>

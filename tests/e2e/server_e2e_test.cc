@@ -752,6 +752,13 @@ TEST_F(ServerE2E, SpeculativeDecodingKeepsEveryOutputAndCountsItsDrafts) {
 // An FP8 checkpoint (the tiny models' FP8 copies, as llm-compressor and Qwen publish them) is
 // served: GetModelInfo says how it is quantized, and greedy generation gives the independent
 // reference's tokens for the dequantized weights (scripts/reference/llama_reference.py).
+v1::ModelInfo model_info(v1::Generation::Stub& client) {
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  EXPECT_TRUE(client.GetModelInfo(&ctx, {}, &info).ok());
+  return info;
+}
+
 // The committed model `dir`'s reference prompt, greedy, generates the reference's tokens.
 void expect_reference_greedy_tokens(v1::Generation::Stub& client, const std::string& dir) {
   std::ifstream in(dir + "/expected.json");
@@ -777,18 +784,13 @@ TEST_F(ServerE2E, AnFp8CheckpointIsServedAsItsReferenceGenerates) {
     // (the CUDA backend's bf16 ones are compared step by step in cuda_backend_test.cc).
     ServerProcess server({"--model", dir, "--backend", "cpu"});
     auto client = stub(server);
-    grpc::ClientContext ctx;
-    v1::ModelInfo info;
-    ASSERT_TRUE(client->GetModelInfo(&ctx, {}, &info).ok());
-    EXPECT_EQ(info.quantization(), quantization);
+    EXPECT_EQ(model_info(*client).quantization(), quantization);
     expect_reference_greedy_tokens(*client, dir);
   }
   // An unquantized model reports none.
   ServerProcess plain({"--model", kModel});
   auto client = stub(plain);
-  grpc::ClientContext ctx;
-  v1::ModelInfo info;
-  ASSERT_TRUE(client->GetModelInfo(&ctx, {}, &info).ok());
+  const v1::ModelInfo info = model_info(*client);
   EXPECT_EQ(info.quantization(), "");
   EXPECT_EQ(info.num_experts(), 0u) << "a dense model";
   EXPECT_EQ(info.experts_per_token(), 0u);
@@ -801,9 +803,7 @@ TEST_F(ServerE2E, MixtureOfExpertsModelsAreServedAsTheirReferenceGenerates) {
     const std::string dir = std::string(KVSERVE_TEST_DATA) + "/models/" + name;
     ServerProcess server({"--model", dir, "--backend", "cpu"});
     auto client = stub(server);
-    grpc::ClientContext ctx;
-    v1::ModelInfo info;
-    ASSERT_TRUE(client->GetModelInfo(&ctx, {}, &info).ok());
+    const v1::ModelInfo info = model_info(*client);
     EXPECT_EQ(info.num_experts(), experts);
     EXPECT_EQ(info.experts_per_token(), per_token);
     expect_reference_greedy_tokens(*client, dir);

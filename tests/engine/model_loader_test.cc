@@ -110,6 +110,20 @@ class ModelLoaderTest : public ::testing::Test {
     return model_load_error([&] { load_model(dir_.path()); });
   }
 
+  // Every tensor written is in its field of `model` (tensor_named), with its shape and its values.
+  void expect_every_tensor_in_its_field(const Model& model) {
+    for (const RawTensor& t : tensors_) {
+      SCOPED_TRACE(t.name);
+      const Tensor* loaded = tensor_named(model, t.name);
+      ASSERT_NE(loaded, nullptr);
+      EXPECT_EQ(loaded->shape, t.shape);
+      ASSERT_FALSE(loaded->data.empty());
+      EXPECT_EQ(loaded->data.front(), first_value_of(t.name));
+      EXPECT_EQ(loaded->data.back(),
+                first_value_of(t.name) + 0.25f * static_cast<float>(loaded->data.size() - 1));
+    }
+  }
+
   json config_;
   std::vector<RawTensor> tensors_;
   std::map<std::string, float> first_values_;  // by name: what add() started each tensor at
@@ -118,17 +132,7 @@ class ModelLoaderTest : public ::testing::Test {
 
 TEST_F(ModelLoaderTest, LoadsEveryTensorIntoItsField) {
   write();
-  const Model model = load_model(dir_.path());
-  for (const RawTensor& t : tensors_) {
-    SCOPED_TRACE(t.name);
-    const Tensor* loaded = tensor_named(model, t.name);
-    ASSERT_NE(loaded, nullptr);
-    EXPECT_EQ(loaded->shape, t.shape);
-    ASSERT_FALSE(loaded->data.empty());
-    EXPECT_EQ(loaded->data.front(), first_value_of(t.name));
-    EXPECT_EQ(loaded->data.back(),
-              first_value_of(t.name) + 0.25f * static_cast<float>(loaded->data.size() - 1));
-  }
+  expect_every_tensor_in_its_field(load_model(dir_.path()));
 }
 
 TEST_F(ModelLoaderTest, LoadsShardedCheckpoint) {
@@ -420,14 +424,7 @@ TEST_F(ModelLoaderTest, QwenMoeLayersLoadTheirRouterExpertsAndSharedExpert) {
   add(p + "shared_expert_gate.weight", {1, 8});
   write();
   const Model model = load_model(dir_.path());
-  for (const RawTensor& t : tensors_) {
-    SCOPED_TRACE(t.name);
-    const Tensor* loaded = tensor_named(model, t.name);
-    ASSERT_NE(loaded, nullptr);
-    EXPECT_EQ(loaded->shape, t.shape);
-    ASSERT_FALSE(loaded->data.empty());
-    EXPECT_EQ(loaded->data.front(), first_value_of(t.name));
-  }
+  expect_every_tensor_in_its_field(model);
   EXPECT_TRUE(model.weights.layers[1].gate_proj.shape.empty()) << "a routed layer has no dense MLP";
   EXPECT_EQ(model.weights.layers[0].experts.size(), 0u) << "mlp_only_layers";
 

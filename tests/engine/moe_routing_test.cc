@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <span>
 #include <stdexcept>
 #include <vector>
 
@@ -43,9 +44,19 @@ TEST(MoeRouting, PicksTheMostProbableExpertsAndGroupsTheRowsByExpert) {
   EXPECT_NEAR(r.weight[0], softmax(0, 0), 1e-6);
   EXPECT_NEAR(r.weight[3], softmax(2, 1), 1e-6);
 
+  EXPECT_EQ(r.smallest_margin, 0.0) << "token 2's tie";
+
   route_tokens(logits, 3, moe(4, 2, /*normalize=*/true), r);
   EXPECT_NEAR(r.weight[4], softmax(0, 2) / (softmax(0, 2) + softmax(0, 0)), 1e-6);
   EXPECT_NEAR(r.weight[4] + r.weight[0], 1.0f, 1e-6);
+
+  // The closest call of tokens 0 and 1: expert 0 over 3 for token 0, expert 3 over 2 for token 1
+  // (probabilities before renormalization).
+  route_tokens(std::span<const float>(logits.data(), 8), 2, moe(4, 2, true), r);
+  EXPECT_NEAR(r.smallest_margin, std::min(softmax(0, 0) - softmax(0, 3), softmax(1, 3) - softmax(1, 2)),
+              1e-6);
+  route_tokens(logits, 3, moe(4, 4, true), r);
+  EXPECT_EQ(r.smallest_margin, INFINITY) << "every expert chosen: no call to make";
 }
 
 TEST(MoeRouting, MatchesABruteForceReferenceOnRandomLogits) {
@@ -88,6 +99,15 @@ TEST(MoeRouting, MatchesABruteForceReferenceOnRandomLogits) {
       EXPECT_TRUE(
           std::is_sorted(r.token.begin() + r.expert_start[e], r.token.begin() + r.expert_start[e + 1]));
   }
+}
+
+TEST(MoeRouting, InfiniteLogitsTakeTheirLimit) {
+  MoeRouting r;
+  route_tokens(std::vector<float>{INFINITY, 0.0f, INFINITY}, 1, moe(3, 1, false), r);
+  EXPECT_EQ(r.expert_start, (std::vector<int32_t>{0, 1, 1, 1})) << "the lower index of the tie";
+  EXPECT_EQ(r.weight[0], 0.5f) << "the two infinite logits share the probability";
+  route_tokens(std::vector<float>{-INFINITY, -INFINITY}, 1, moe(2, 2, true), r);
+  EXPECT_EQ(r.weight, (std::vector<float>{0.5f, 0.5f}));
 }
 
 TEST(MoeRouting, ANanLogitRanksLastAndBadShapesAreRefused) {

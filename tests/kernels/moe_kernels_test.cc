@@ -113,6 +113,10 @@ TEST(MoeKernelValidation, RejectsBadShapesBeforeAnyCudaCall) {
                  "go together");
   expect_invalid([&] { moe_combine(x, index, nullptr, 4, 2, 64, nullptr, nullptr, 1.0f, y, nullptr); },
                  "null");
+  const auto* odd = fake_pointer<const __nv_bfloat16>(0x1008);
+  expect_invalid([&] { moe_gather(odd, index, 4, 64, y, nullptr); }, "in must be 16-byte aligned");
+  expect_invalid([&] { moe_combine(x, index, weight, 4, 2, 64, odd, weight, 1.0f, y, nullptr); },
+                 "shared_out must be 16-byte aligned");
   // Nothing to do: no launch, no error, whatever the pointers.
   moe_gather(nullptr, nullptr, 0, 64, nullptr, nullptr);
   moe_combine(nullptr, nullptr, nullptr, 0, 2, 64, nullptr, nullptr, 1.0f, nullptr, nullptr);
