@@ -197,6 +197,12 @@ std::optional<int> parse_command_line(int argc, const char* const* argv, BenchOp
                  "Every request's priority (lower runs sooner), for a server run with --scheduling-policy "
                  "priority; one run per class of traffic, side by side")
       ->capture_default_str();
+  std::string lora_adapters;
+  app.add_option(
+      "--lora-adapters", lora_adapters,
+      "Comma-separated LoRA adapters (the server's --lora-modules names) that the requests name in "
+      "turn, request i the (i mod n)-th; an empty entry is the base model, so \",sql\" "
+      "alternates the base model and adapter sql (--api openai: sent as the model)");
   app.add_option("--seed", options.seed,
                  "Seeds the prompts, lengths, arrivals and each request's sampling seed (seed + index)")
       ->capture_default_str();
@@ -229,6 +235,12 @@ std::optional<int> parse_command_line(int argc, const char* const* argv, BenchOp
     if (options.api == "openai" && options.channels != 1) {
       throw CLI::ValidationError("--channels",
                                  "is for --api grpc (each OpenAI request has its own connection)");
+    }
+    if (!lora_adapters.empty()) {  // split by hand: an empty entry (the base model) counts
+      size_t start = 0;
+      for (size_t comma; (comma = lora_adapters.find(',', start)) != std::string::npos; start = comma + 1)
+        options.lora_adapters.push_back(lora_adapters.substr(start, comma - start));
+      options.lora_adapters.push_back(lora_adapters.substr(start));
     }
     if (options.shared_prefix_frac > 0 && options.shared_prefix_len == 0) {
       throw CLI::ValidationError("--shared-prefix-len", "must be >= 1 when --shared-prefix-frac is set");

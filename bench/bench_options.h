@@ -5,6 +5,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace kvserve::bench {
 
@@ -56,6 +57,9 @@ struct BenchOptions {
   float temperature = 0;
   uint64_t seed = 0;
   int32_t priority = 0;  // every request's (the server's --scheduling-policy priority takes others)
+  // LoRA adapters the requests name in turn (request i the (i mod n)-th; "" = the base model);
+  // empty: no request names one.
+  std::vector<std::string> lora_adapters;
 
   uint32_t channels = 1;
   double timeout_s = 60;

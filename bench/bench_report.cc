@@ -85,6 +85,7 @@ nlohmann::ordered_json make_report(const BenchOptions& options, const PhaseResul
                         {"shared_prefix_len", options.shared_prefix_len},
                         {"temperature", options.temperature},
                         {"priority", options.priority},
+                        {"lora_adapters", options.lora_adapters},
                         {"seed", options.seed},
                         {"warmup", options.warmup}};
   report["duration_s"] = results.elapsed_s;

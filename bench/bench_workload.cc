@@ -77,6 +77,8 @@ PlannedRequest Workload::make(uint64_t index) const {
   sampling.set_temperature(options_.temperature);
   sampling.set_seed(options_.seed + index);
   request.set_priority(options_.priority);
+  if (!options_.lora_adapters.empty())
+    request.set_lora_adapter(options_.lora_adapters[index % options_.lora_adapters.size()]);
   auto& stop = *request.mutable_stop();
   stop.set_max_tokens(planned.output_tokens);
   stop.set_ignore_eos(true);

@@ -31,7 +31,11 @@ std::string error_message(const std::string& body) {
 
 Json completion_body(const kvserve::v1::GenerateRequest& request, const std::string& model) {
   Json body = Json::object();
-  if (!model.empty()) body["model"] = model;
+  // A LoRA adapter is named as the model (kvserve's and vLLM's OpenAI APIs); else the base model.
+  if (!request.lora_adapter().empty())
+    body["model"] = request.lora_adapter();
+  else if (!model.empty())
+    body["model"] = model;
   if (request.has_token_ids())
     body["prompt"] =
         std::vector<uint32_t>(request.token_ids().ids().begin(), request.token_ids().ids().end());

@@ -124,6 +124,8 @@ TEST(CompletionBody, SaysWhatTheGrpcRequestSays) {
   EXPECT_FALSE(text.contains("priority"));
   request.set_priority(-2);
   EXPECT_EQ(completion_body(request, "")["priority"], -2);  // vLLM's field
+  request.set_lora_adapter("sql");                          // an adapter is named as the model
+  EXPECT_EQ(completion_body(request, "m")["model"], "sql");
 }
 
 TEST(CompletionBody, HttpStatusesCountUnderTheGrpcNames) {
@@ -153,16 +155,21 @@ class BenchOverOpenAi : public ::testing::Test {
     server_.reset();
     target_.clear();
     server_ = std::make_unique<BackgroundProcess>(argv);
+    grpc_port_ = 0;
     const std::string marker = "OpenAI-compatible API on http://127.0.0.1:";
-    for (int i = 0; i < 50 && target_.empty(); ++i) {
+    const std::string grpc_marker = "serving kvserve.v1.Generation on ";
+    for (int i = 0; i < 50 && (target_.empty() || grpc_port_ == 0); ++i) {
       const auto line = server_->read_line(seconds(20));
-      ASSERT_TRUE(line.has_value()) << "kvserve printed no OpenAI address";
+      ASSERT_TRUE(line.has_value()) << "kvserve printed no OpenAI or gRPC address";
       if (const auto at = line->find(marker); at != std::string::npos) {
         const std::string rest = line->substr(at + marker.size());
         target_ = "127.0.0.1:" + rest.substr(0, rest.find('/'));
       }
+      if (line->find(grpc_marker) != std::string::npos)
+        grpc_port_ = std::stoi(line->substr(line->rfind(':') + 1));
     }
     ASSERT_FALSE(target_.empty());
+    ASSERT_GT(grpc_port_, 0);
   }
   void TearDown() override { std::filesystem::remove(json_path_); }
 
@@ -178,7 +185,8 @@ class BenchOverOpenAi : public ::testing::Test {
   }
 
   std::unique_ptr<BackgroundProcess> server_;
-  std::string target_;
+  std::string target_;  // the OpenAI API's host:port
+  int grpc_port_ = 0;
   std::string json_path_;
 };
 
@@ -217,6 +225,36 @@ TEST_F(BenchOverOpenAi, OpenLoopTextPromptsAndRefusalsAreCounted) {
   const auto wrong = run_bench({"--requests", "3", "--vocab", "512", "--model-name", "gpt-4"});
   EXPECT_EQ(wrong.exit_status, 1) << wrong.output;
   EXPECT_EQ(read_report()["errors"]["NOT_FOUND"]["count"], 3);
+}
+
+// LoRA adapters named in turn, over both APIs, against kvserve serving two: every request of a
+// served adapter or of the base model completes, and each naming an adapter not served is refused
+// (NOT_FOUND), exactly one in four here.
+TEST_F(BenchOverOpenAi, RequestsNameTheLoraAdaptersInTurn) {
+  const std::string data = KVSERVE_TEST_DATA;
+  start_server({"--model", data + "/models/tiny-llama3-gqa", "--backend", "cpu", "--lora-modules",
+                "qv=" + data + "/loras/tiny-llama3-gqa-lora-qv", "--lora-modules",
+                "all=" + data + "/loras/tiny-llama3-gqa-lora"});
+  const auto openai = run_bench({"--requests", "16", "--concurrency", "4", "--vocab", "512", "--prompt-len",
+                                 "8", "--output-len", "4", "--lora-adapters", ",qv,nope,all"});
+  EXPECT_EQ(openai.exit_status, 0) << openai.output;  // (non-zero only when every request fails)
+  nlohmann::json report = read_report();
+  EXPECT_EQ(report["workload"]["lora_adapters"], nlohmann::json::parse(R"(["", "qv", "nope", "all"])"));
+  EXPECT_EQ(report["requests"]["completed"], 12);
+  EXPECT_EQ(report["errors"]["NOT_FOUND"]["count"], 4);
+
+  // The same over gRPC (GenerateRequest.lora_adapter), on the server's gRPC port.
+  const auto grpc_port = std::to_string(grpc_port_);
+  const auto grpc = run_command(
+      {KVSERVE_BENCH_BINARY, "--target", "127.0.0.1:" + grpc_port, "--json", json_path_, "--requests", "16",
+       "--concurrency", "4", "--prompt-len", "8", "--output-len", "4", "--lora-adapters", ",qv,nope,all"},
+      seconds(60));
+  EXPECT_EQ(grpc.exit_status, 0) << grpc.output;
+  report = read_report();
+  EXPECT_EQ(report["requests"]["completed"], 12);
+  EXPECT_EQ(report["errors"]["NOT_FOUND"]["count"], 4);
+  EXPECT_NE(report["errors"]["NOT_FOUND"]["first_message"].get<std::string>().find("nope"),
+            std::string::npos);
 }
 
 TEST_F(BenchOverOpenAi, DurationCutsStreamsAtTheRunsEndAsUnfinished) {

@@ -104,6 +104,18 @@ TEST(CommandLine, ReadsAnOpenLoopRun) {
   EXPECT_TRUE(options.text);
 }
 
+TEST(CommandLine, ReadsLoraAdaptersWithTheBaseModelAsAnEmptyEntry) {
+  BenchOptions options;
+  EXPECT_FALSE(parse({"--lora-adapters", ",sql,chat"}, options));
+  EXPECT_EQ(options.lora_adapters, (std::vector<std::string>{"", "sql", "chat"}));
+  BenchOptions one;
+  EXPECT_FALSE(parse({"--lora-adapters", "sql"}, one));
+  EXPECT_EQ(one.lora_adapters, (std::vector<std::string>{"sql"}));
+  BenchOptions none;
+  EXPECT_FALSE(parse({}, none));
+  EXPECT_TRUE(none.lora_adapters.empty());
+}
+
 TEST(CommandLine, RejectsContradictions) {
   for (const std::vector<const char*>& args :
        {std::vector<const char*>{"--rate", "10", "--concurrency", "4"},

@@ -46,6 +46,15 @@ TEST(Workload, RequestsAskForExactLengthsWithEosIgnored) {
   }
 }
 
+TEST(Workload, RequestsNameTheLoraAdaptersInTurn) {
+  BenchOptions options = token_options();
+  EXPECT_EQ(Workload(options).make(3).request.lora_adapter(), "") << "none asked for";
+  options.lora_adapters = {"", "sql", "chat"};
+  const Workload workload(options);
+  for (uint64_t index = 0; index < 9; ++index)
+    EXPECT_EQ(workload.make(index).request.lora_adapter(), options.lora_adapters[index % 3]) << index;
+}
+
 TEST(Workload, SameIndexSameRequestWhateverTheOrder) {
   const Workload first(token_options());
   const Workload second(token_options());
