@@ -52,6 +52,7 @@ struct Flags {
   std::string openai_host = "0.0.0.0";
   int openai_port = -1;           // -1 = no OpenAI-compatible API
   int openai_threads = 0;         // 0 = as many requests as the engine can hold (see openai_threads())
+  int responses_store_mb = 64;    // the Responses API's stored responses; 0 = none
   std::string served_model_name;  // empty = --model as given
   std::vector<std::string> lora_modules;  // NAME=DIR each
   std::string tool_call_parser = "auto";
@@ -217,6 +218,11 @@ int main(int argc, char** argv) {
                  "needed); more wait for one. 0 = --max-num-seqs + --max-queue + 64, so that the "
                  "engine's queue, not the HTTP server, holds and refuses the excess")
       ->check(CLI::Range(0, kMaxOpenAiThreads))
+      ->capture_default_str();
+  app.add_option("--responses-store-mb", f.responses_store_mb,
+                 "OpenAI-compatible API: MiB of memory for stored /v1/responses (read back and continued by "
+                 "previous_response_id; the least recently used go first); 0 = store none")
+      ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
   app.add_option(
       "--served-model-name", f.served_model_name,
@@ -598,7 +604,9 @@ int main(int argc, char** argv) {
                                     .tls_cert = f.tls_cert,
                                     .tls_key = f.tls_key,
                                     .tls_client_ca = f.tls_client_ca,
-                                    .healthy = [&] { return !draining.load(); }});
+                                    .healthy = [&] { return !draining.load(); },
+                                    .responses_store_bytes = static_cast<size_t>(f.responses_store_mb) << 20,
+                                    .metrics = &metrics});
   if (f.openai_port >= 0) {
     if (kvserve::Status s = openai.start(f.openai_host, f.openai_port); !s.ok()) {
       std::fprintf(stderr, "kvserve: OpenAI-compatible API: %s\n", s.message().c_str());
@@ -608,6 +616,9 @@ int main(int argc, char** argv) {
     std::printf("kvserve: serving the OpenAI-compatible API on %s://%s:%d/v1\n",
                 f.tls_cert.empty() ? "http" : "https", f.openai_host.c_str(), openai.bound_port());
     spdlog::info("OpenAI API: up to {} requests at once", openai_threads(f));
+    if (f.responses_store_mb > 0)
+      spdlog::info("OpenAI API: stores /v1/responses in up to {} MiB, in memory (--responses-store-mb)",
+                   f.responses_store_mb);
   }
   // Tests and scripts read the port from this line.
   std::printf("kvserve: serving kvserve.v1.Generation on %s:%d\n", f.host.c_str(), bound_port);

@@ -281,6 +281,12 @@ void Metrics::set_scheduler_state(const SchedulerState& s) {
   state_.scheduler = clean;
 }
 
+void Metrics::set_stored_responses(std::uint64_t count, std::uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  state_.stored_responses = count;
+  state_.stored_response_bytes = bytes;
+}
+
 std::string Metrics::render() const {
   const State s = [this] {
     std::lock_guard lock(mu_);
@@ -315,6 +321,12 @@ std::string Metrics::render() const {
                q.kv_blocks_total == 0 ? 0.0
                                       : static_cast<double>(q.kv_blocks_total - q.kv_blocks_free) /
                                             static_cast<double>(q.kv_blocks_total));
+  append_gauge(out, "kvserve_responses_stored",
+               "Responses the OpenAI API stores for previous_response_id (POST /v1/responses).",
+               static_cast<double>(s.stored_responses));
+  append_gauge(out, "kvserve_responses_stored_bytes",
+               "Bytes of the stored responses, as counted against --responses-store-mb.",
+               static_cast<double>(s.stored_response_bytes));
   const auto histogram = [&out](std::string_view name, std::string_view help, const Histogram& h) {
     append_histogram(out, name, help, h.upper_bounds,
                      std::span<const std::uint64_t>(h.counts).first(h.upper_bounds.size() + 1), h.sum);

@@ -68,6 +68,8 @@ class Metrics {
   // were unfinished (admitting, aborting, publishing tokens): time the GPU waits outside any step.
   void engine_gap(double seconds);
   void set_scheduler_state(const SchedulerState& state);
+  // The OpenAI API's stored responses (server/response_store.h): how many, and their bytes.
+  void set_stored_responses(std::uint64_t count, std::uint64_t bytes);
 
   std::string render() const;
 
@@ -99,6 +101,8 @@ class Metrics {
     double engine_device_seconds = 0;
     double engine_gap_seconds = 0;
     SchedulerState scheduler;
+    std::uint64_t stored_responses = 0;
+    std::uint64_t stored_response_bytes = 0;
     Histogram ttft, queue, prefill, tpot, e2e, request_prompt_tokens, request_generation_tokens, engine_step;
   };
 

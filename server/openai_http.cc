@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -26,6 +27,7 @@ using Json = nlohmann::ordered_json;
 constexpr const char* kJson = "application/json";
 constexpr const char* kRoutes =
     "this server serves POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, "
+    "GET and DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items, "
     "POST /v1/embeddings, GET /v1/models, POST /tokenize, "
     "POST /detokenize and GET /health";
 
@@ -209,7 +211,20 @@ struct Call {
 }  // namespace
 
 OpenAiHttpServer::OpenAiHttpServer(std::shared_ptr<grpc::Channel> channel, OpenAiHttpOptions options)
-    : stub_(v1::Generation::NewStub(std::move(channel))), options_(std::move(options)) {}
+    : stub_(v1::Generation::NewStub(std::move(channel))), options_(std::move(options)) {
+  if (options_.responses_store_bytes > 0)
+    responses_ = std::make_shared<ResponseStore>(
+        options_.responses_store_bytes, [metrics = options_.metrics](ResponseStore::Usage usage) {
+          if (metrics) metrics->set_stored_responses(usage.responses, usage.bytes);
+        });
+}
+
+grpc::Status OpenAiHttpServer::check_auth(const httplib::Request& req) {
+  grpc::ClientContext context;
+  forward_auth(req, context);
+  v1::ModelInfo info;
+  return stub_->GetModelInfo(&context, {}, &info);
+}
 
 Status OpenAiHttpServer::start(const std::string& host, int port) {
   started_ = std::time(nullptr);
@@ -256,17 +271,15 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
   server->Post("/v1/responses", [this](const httplib::Request& req, httplib::Response& res) {
     generate(openai::Endpoint::kResponses, req, res);
   });
-  // Nothing is stored: a response cannot be read back, cancelled or deleted; say so rather than
-  // "no route".
-  const auto not_stored = [](const httplib::Request& req, httplib::Response& res) {
-    reply_error(res, 404,
-                "response " + req.matches[1].str() +
-                    " is not stored: kvserve keeps no responses (every reply says \"store\": false)",
-                "not_found");
+  const auto on_stored = [this](StoredResponseAction action) {
+    return [this, action](const httplib::Request& req, httplib::Response& res) {
+      stored_response(action, req, res);
+    };
   };
-  server->Get(R"(/v1/responses/([^/]+)(?:/.*)?)", not_stored);
-  server->Delete(R"(/v1/responses/([^/]+))", not_stored);
-  server->Post(R"(/v1/responses/([^/]+)/cancel)", not_stored);
+  server->Get(R"(/v1/responses/([^/]+))", on_stored(StoredResponseAction::kRead));
+  server->Get(R"(/v1/responses/([^/]+)/input_items)", on_stored(StoredResponseAction::kListInputItems));
+  server->Delete(R"(/v1/responses/([^/]+))", on_stored(StoredResponseAction::kDelete));
+  server->Post(R"(/v1/responses/([^/]+)/cancel)", on_stored(StoredResponseAction::kCancel));
   server->Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
     grpc::ClientContext context;
     forward_auth(req, context);
@@ -414,6 +427,78 @@ void OpenAiHttpServer::tokenize(const httplib::Request& req, httplib::Response& 
   res.set_content(reply.dump(-1, ' ', false, Json::error_handler_t::replace), kJson);
 }
 
+void OpenAiHttpServer::stored_response(StoredResponseAction action, const httplib::Request& req,
+                                       httplib::Response& res) {
+  const std::string id = req.matches[1].str();
+  if (!responses_)
+    return reply_error(
+        res, 404,
+        "response " + id +
+            " is not stored: this server stores no responses (it runs with --responses-store-mb 0)",
+        "not_found");
+  if (grpc::Status s = check_auth(req); !s.ok()) return reply_grpc_error(res, s);
+  const std::string owner = req.get_header_value("Authorization");
+  const auto not_found = [&] {
+    reply_error(res, 404,
+                "no response " + id +
+                    " is stored for this API key: it was sent with store false, deleted, or evicted for "
+                    "newer ones (--responses-store-mb), or another replica or an earlier run of the server "
+                    "stored it",
+                "not_found");
+  };
+  if (action == StoredResponseAction::kDelete) {
+    if (!responses_->erase(id, owner)) return not_found();
+    return res.set_content(Json{{"id", id}, {"object", "response"}, {"deleted", true}}.dump(), kJson);
+  }
+  const std::shared_ptr<const ResponseStore::Stored> stored = responses_->find(id, owner);
+  if (!stored) return not_found();
+  if (action == StoredResponseAction::kRead)
+    return res.set_content(stored->response.dump(-1, ' ', false, Json::error_handler_t::replace), kJson);
+  if (action == StoredResponseAction::kCancel)
+    return reply_error(
+        res, 400,
+        "response " + id + " is " + stored->response.value("status", "stored") +
+            ": only a background response can be cancelled, and kvserve runs none in the background",
+        "invalid_argument");
+  // The input items, newest first unless `order` is asc, `limit` (1 to 100, 20 unless set) of them
+  // after the item `after` names, as OpenAI's API lists them.
+  int limit = 20;
+  if (req.has_param("limit")) {
+    const std::string text = req.get_param_value("limit");
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), limit);
+    if (error != std::errc() || end != text.data() + text.size() || limit < 1 || limit > 100)
+      return reply_error(res, 400, "limit: \"" + text + "\" is not an integer from 1 to 100",
+                         "invalid_argument");
+  }
+  const std::string order = req.has_param("order") ? req.get_param_value("order") : "desc";
+  if (order != "asc" && order != "desc")
+    return reply_error(res, 400, "order: \"" + order + "\" is neither asc nor desc", "invalid_argument");
+  std::vector<const Json*> items;
+  for (size_t i = 0; i < stored->input_items; ++i)
+    items.push_back(&stored->items[i]);
+  if (order == "desc") std::reverse(items.begin(), items.end());
+  size_t first = 0;
+  if (req.has_param("after")) {
+    const std::string after = req.get_param_value("after");
+    const auto it = std::find_if(items.begin(), items.end(),
+                                 [&](const Json* item) { return item->value("id", "") == after; });
+    if (it == items.end())
+      return reply_error(res, 400, "after: response " + id + " has no input item \"" + after + "\"",
+                         "invalid_argument");
+    first = static_cast<size_t>(it - items.begin()) + 1;
+  }
+  Json data = Json::array();
+  for (size_t i = first; i < items.size() && data.size() < static_cast<size_t>(limit); ++i)
+    data.push_back(*items[i]);
+  const bool has_more = first + data.size() < items.size();
+  Json list{{"object", "list"},
+            {"data", data},
+            {"first_id", data.empty() ? Json() : data.front()["id"]},
+            {"last_id", data.empty() ? Json() : data.back()["id"]},
+            {"has_more", has_more}};
+  res.set_content(list.dump(-1, ' ', false, Json::error_handler_t::replace), kJson);
+}
+
 void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Request& req,
                                 httplib::Response& res) {
   // While draining, new requests are refused here, uncounted: the drain waits only for the calls
@@ -422,12 +507,21 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
     return reply_error(res, 503,
                        "the server is shutting down and takes no new requests; retry on another replica",
                        "unavailable");
+  // Where responses are stored, the API key is checked first: a wrong one is 401, not a stored
+  // response that "is not found" for it.
+  if (endpoint == openai::Endpoint::kResponses && responses_)
+    if (grpc::Status s = check_auth(req); !s.ok()) return reply_grpc_error(res, s);
   auto call = std::make_shared<Call>(*this);
   nlohmann::ordered_json responses_echo;
-  if (Status s =
-          endpoint == openai::Endpoint::kResponses
-              ? openai::parse_responses_request(req.body, options_.served, &call->request, &responses_echo)
-              : openai::parse_request(endpoint, req.body, options_.served, &call->request);
+  openai::ResponsesTurn responses_turn;
+  // A stored response belongs to the API key that made it.
+  const std::string owner = req.get_header_value("Authorization");
+  openai::FindStoredResponse find_stored;
+  if (responses_) find_stored = [this, &owner](const std::string& id) { return responses_->find(id, owner); };
+  if (Status s = endpoint == openai::Endpoint::kResponses
+                     ? openai::parse_responses_request(req.body, options_.served, find_stored, &call->request,
+                                                       &responses_echo, &responses_turn)
+                     : openai::parse_request(endpoint, req.body, options_.served, &call->request);
       !s.ok())
     return reply_parse_error(res, s);
   if (req.has_header("X-Request-Id")) {
@@ -437,11 +531,30 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
     call->request.generate.set_request_id(id);
   }
   const auto created = static_cast<int64_t>(std::time(nullptr));
-  if (endpoint == openai::Endpoint::kResponses)
-    call->reply = std::make_unique<openai::ResponsesReply>(call->request, std::move(responses_echo), created,
-                                                           options_.tokenizer.get());
-  else
+  if (endpoint == openai::Endpoint::kResponses) {
+    std::string id;
+    openai::ResponsesReply::OnComplete store;
+    if (responses_ && responses_turn.store) {
+      id = openai::new_stored_response_id();
+      responses_echo["store"] = true;
+      store = [responses = responses_, owner,
+               items = std::move(responses_turn.input_items)](const Json& response) mutable {
+        const size_t input_items = items.size();
+        ResponseStore::Stored stored{
+            .response = response,
+            .items = openai::conversation_items(std::move(items), response["output"]),
+            .input_items = input_items};
+        if (!responses->put(response["id"].get<std::string>(), owner, std::move(stored)))
+          spdlog::warn("response {} is larger than the whole store (--responses-store-mb) and was not stored",
+                       response["id"].get<std::string>());
+      };
+    }
+    call->reply =
+        std::make_unique<openai::ResponsesReply>(call->request, std::move(responses_echo), created,
+                                                 options_.tokenizer.get(), std::move(id), std::move(store));
+  } else {
     call->reply = std::make_unique<openai::ReplyBuilder>(call->request, created, options_.tokenizer.get());
+  }
   // A call per prompt, all started at once; a client's X-Request-Id names the first, "-1", "-2",
   // ... added for the others.
   std::vector<v1::GenerateRequest*> generates = {&call->request.generate};

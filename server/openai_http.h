@@ -1,9 +1,10 @@
-// The OpenAI-compatible HTTP API: POST /v1/completions and /v1/chat/completions (whole replies or
-// server-sent events), GET /v1/models, POST /tokenize and /detokenize (as vLLM's) and GET /health,
-// for the many clients and tools that speak OpenAI's protocol. Each request is read into a
-// kvserve.v1.GenerateRequest (server/openai_request.h) and run through the server's own gRPC service over an
-// in-process channel, so the two APIs share validation, authentication, choices, structured output,
-// cancellation, metrics and logs; only the wire format differs (server/openai_response.h).
+// The OpenAI-compatible HTTP API: POST /v1/completions, /v1/chat/completions and /v1/responses
+// (whole replies or server-sent events; stored responses read back and deleted), GET /v1/models, POST
+// /tokenize and /detokenize (as vLLM's) and GET /health, for the many clients and tools that speak OpenAI's
+// protocol. Each request is read into a kvserve.v1.GenerateRequest (server/openai_request.h) and run through
+// the server's own gRPC service over an in-process channel, so the two APIs share validation, authentication,
+// choices, structured output, cancellation, metrics and logs; only the wire format differs
+// (server/openai_response.h).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -22,7 +23,9 @@
 #include "kvserve/v1/kvserve.grpc.pb.h"
 #include "server/hangup_watcher.h"
 #include "server/http_listener.h"
+#include "server/metrics.h"
 #include "server/openai_request.h"
+#include "server/response_store.h"
 
 namespace httplib {
 struct Request;
@@ -43,6 +46,9 @@ struct OpenAiHttpOptions {
   std::string tls_cert, tls_key, tls_client_ca;
   // GET /health: true answers 200, false 503 (draining). Empty means always healthy.
   std::function<bool()> healthy;
+  // The Responses API's stored responses, in bytes (server/response_store.h); 0 stores none.
+  size_t responses_store_bytes = size_t{64} << 20;
+  Metrics* metrics = nullptr;  // where the stored responses are counted; may be null
 };
 
 class OpenAiHttpServer {
@@ -69,12 +75,19 @@ class OpenAiHttpServer {
   // POST /v1/embeddings, through the Embed RPC.
   void embeddings(const httplib::Request& req, httplib::Response& res);
   void tokenize(const httplib::Request& req, httplib::Response& res);
+  // GET /v1/responses/{id} (and .../input_items), DELETE /v1/responses/{id} and POST
+  // /v1/responses/{id}/cancel: a stored response of the caller's API key.
+  enum class StoredResponseAction { kRead, kListInputItems, kDelete, kCancel };
+  void stored_response(StoredResponseAction action, const httplib::Request& req, httplib::Response& res);
+  // The caller's API key, checked by the service (a cheap call that needs it).
+  grpc::Status check_auth(const httplib::Request& req);
   friend class InFlightCall;
   void call_started();
   void call_ended();
 
   std::unique_ptr<v1::Generation::Stub> stub_;
   OpenAiHttpOptions options_;
+  std::shared_ptr<ResponseStore> responses_;  // null when responses are not stored
   std::time_t started_ = 0;
   std::mutex mu_;
   std::condition_variable idle_;

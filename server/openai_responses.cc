@@ -1,6 +1,10 @@
 #include "server/openai_responses.h"
 
+#include <openssl/rand.h>
+
 #include <algorithm>
+#include <optional>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -107,7 +111,35 @@ Status add_input_item(const Json& item, const std::string& field, Json& messages
   if (type == "reasoning") return Status::Ok();
   return invalid(field + ".type", "\"" + type +
                                       "\" items are not supported: send message, function_call and "
-                                      "function_call_output items (kvserve stores nothing to refer to)");
+                                      "function_call_output items (item_reference is not: send the item "
+                                      "itself, or previous_response_id)");
+}
+
+// `length` random letters and digits after `prefix`.
+std::string random_id(const char* prefix, int length, std::mt19937_64& rng) {
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  std::string id = prefix;
+  for (int i = 0; i < length; ++i)
+    id += kAlphabet[std::uniform_int_distribution<size_t>(0, sizeof(kAlphabet) - 2)(rng)];
+  return id;
+}
+
+// An input item (add_input_item took it) as its conversation keeps it, as OpenAI's API lists them:
+// its type and an id made explicit (GET .../input_items lists them by id), a message's text content
+// as a list of parts. Reasoning items are not kept (templates take none): nullopt.
+std::optional<Json> stored_input_item(Json item, std::mt19937_64& rng) {
+  if (!item.contains("type")) item["type"] = "message";
+  const std::string type = item["type"].get<std::string>();
+  if (type == "reasoning") return std::nullopt;
+  if (!item.contains("id") || !item["id"].is_string())
+    item["id"] = random_id(type == "function_call"          ? "fc_"
+                           : type == "function_call_output" ? "fco_"
+                                                            : "msg_",
+                           24, rng);
+  if (type == "message" && item["content"].is_string())
+    item["content"] = Json::array({Json{{"type", item["role"] == "assistant" ? "output_text" : "input_text"},
+                                        {"text", std::move(item["content"])}}});
+  return item;
 }
 
 // Responses' function tools ({"type": "function", "name", "parameters", ...}) as chat's ({"type":
@@ -204,9 +236,9 @@ Status refuse_unsupported(const Json& body) {
     const char* why;
   };
   static constexpr Refusal kRefused[] = {
-      {"previous_response_id",
-       "kvserve stores no responses: send the whole conversation in input (as with store false)"},
-      {"conversation", "kvserve stores no conversations: send the whole conversation in input"},
+      {"conversation",
+       "kvserve keeps no conversation objects: continue a stored response with previous_response_id, "
+       "or send the whole conversation in input"},
       {"prompt", "kvserve stores no prompt templates: send the instructions and input themselves"},
       {"max_tool_calls", "not supported; leave it out (parallel_tool_calls false allows one call)"},
   };
@@ -249,24 +281,63 @@ Status refuse_unsupported(const Json& body) {
 
 }  // namespace
 
-Status parse_responses_request(std::string_view body, const ServedApi& served, ParsedRequest* out,
-                               Json* echo) {
+Status parse_responses_request(std::string_view body, const ServedApi& served,
+                               const FindStoredResponse& find_stored, ParsedRequest* out, Json* echo,
+                               ResponsesTurn* turn) {
   Json json;
   if (Status s = read_request_body(body, &json); !s.ok()) return s;
   if (Status s = refuse_unsupported(json); !s.ok()) return s;
+  *turn = ResponsesTurn{};
+  if (const Json* store = find(json, "store")) {
+    if (!store->is_boolean()) return invalid("store", "expected true or false");
+    turn->store = store->get<bool>();
+  }
   Json chat = Json::object();
   Json messages = Json::array();
+  // The instructions are this request's own: a previous response's are not carried over (as
+  // OpenAI's API has it), its conversation's items are.
   if (const Json* instructions = find(json, "instructions")) {
     if (!instructions->is_string()) return invalid("instructions", "expected a string");
     messages.push_back(Json{{"role", "system"}, {"content", *instructions}});
   }
+  const Json* previous_id = find(json, "previous_response_id");
+  if (previous_id) {
+    if (!previous_id->is_string())
+      return invalid("previous_response_id", "expected a string (a response's id)");
+    if (!find_stored)
+      return invalid("previous_response_id",
+                     "this server stores no responses (it runs with --responses-store-mb 0): send the whole "
+                     "conversation in input");
+    const std::string id = previous_id->get<std::string>();
+    const std::shared_ptr<const ResponseStore::Stored> previous = find_stored(id);
+    if (!previous)
+      return invalid("previous_response_id",
+                     "no response \"" + id +
+                         "\" is stored for this API key: it was sent with store false, deleted, or "
+                         "evicted for newer ones (--responses-store-mb), or another replica or an earlier "
+                         "run of the server stored it; send the whole conversation in input");
+    for (size_t i = 0; i < previous->items.size(); ++i) {
+      // Checked when they were stored (conversation_items); a failure here names where they came from.
+      if (Status s = add_input_item(previous->items[i],
+                                    "previous_response_id's items[" + std::to_string(i) + "]", messages);
+          !s.ok())
+        return s;
+      turn->input_items.push_back(previous->items[i]);
+    }
+  }
+  thread_local std::mt19937_64 id_rng{std::random_device{}()};
   const Json* input = find(json, "input");
   if (input && input->is_string()) {
     messages.push_back(Json{{"role", "user"}, {"content", *input}});
+    turn->input_items.push_back(
+        *stored_input_item(Json{{"type", "message"}, {"role", "user"}, {"content", *input}}, id_rng));
   } else if (input && input->is_array()) {
-    for (size_t i = 0; i < input->size(); ++i)
+    for (size_t i = 0; i < input->size(); ++i) {
       if (Status s = add_input_item((*input)[i], "input[" + std::to_string(i) + "]", messages); !s.ok())
         return s;
+      if (std::optional<Json> item = stored_input_item((*input)[i], id_rng))
+        turn->input_items.push_back(std::move(*item));
+    }
   } else {
     return invalid("input", "expected a string or a list of input items");
   }
@@ -307,26 +378,48 @@ Status parse_responses_request(std::string_view body, const ServedApi& served, P
   }
 
   *echo = Json::object();
-  for (const char* key : {"instructions", "max_output_tokens", "metadata", "parallel_tool_calls",
-                          "temperature", "text", "tool_choice", "tools", "top_p", "user"})
+  for (const char* key :
+       {"instructions", "max_output_tokens", "metadata", "parallel_tool_calls", "previous_response_id",
+        "temperature", "text", "tool_choice", "tools", "top_p", "user"})
     if (const Json* value = find(json, key)) (*echo)[key] = *value;
   return Status::Ok();
 }
 
+Json conversation_items(Json input_items, const Json& output) {
+  for (const Json& item : output) {
+    if (item.value("type", "") == "reasoning") continue;
+    // A call cut off by max_output_tokens before its arguments were whole is one no template can
+    // take: the turn would be refused, not continued.
+    Json scratch = Json::array();
+    if (add_input_item(item, "output", scratch).ok()) input_items.push_back(item);
+  }
+  return input_items;
+}
+
+std::string new_stored_response_id() {
+  // From OpenSSL's generator, not a seeded std::mt19937: a Mersenne twister's state can be worked
+  // out from enough of its outputs, and ids of other clients' responses with it.
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("OpenSSL's RAND_bytes failed");
+  std::string id = "resp_";
+  for (const unsigned char byte : bytes)
+    id += kAlphabet[byte % (sizeof(kAlphabet) - 1)];  // 5.2 bits a character, 166 in all
+  return id;
+}
+
 ResponsesReply::ResponsesReply(const ParsedRequest& request, Json echo, int64_t created,
-                               const Tokenizer* tokenizer)
+                               const Tokenizer* tokenizer, std::string id, OnComplete on_complete)
     : chat_(request, created, tokenizer),
       echo_(std::move(echo)),
       streaming_(request.stream),
       created_(created),
-      model_(request.model) {}
+      model_(request.model),
+      id_(std::move(id)),
+      on_complete_(std::move(on_complete)) {}
 
 std::string ResponsesReply::new_id(const char* prefix) {
-  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-  std::string id = prefix;
-  for (int i = 0; i < 24; ++i)
-    id += kAlphabet[std::uniform_int_distribution<size_t>(0, sizeof(kAlphabet) - 2)(id_rng_)];
-  return id;
+  return random_id(prefix, 24, id_rng_);
 }
 
 std::string ResponsesReply::emit(const char* type, Json fields) {
@@ -367,9 +460,9 @@ Json ResponsesReply::response(const char* status) const {
               {"model", model_},
               {"output", output_},
               {"parallel_tool_calls", echoed("parallel_tool_calls", true)},
-              {"previous_response_id", nullptr},
+              {"previous_response_id", echoed("previous_response_id", nullptr)},
               {"reasoning", Json{{"effort", nullptr}, {"summary", nullptr}}},
-              {"store", false},
+              {"store", echoed("store", false)},
               {"temperature", echoed("temperature", 1.0)},
               {"text", echoed("text", Json{{"format", Json{{"type", "text"}}}})},
               {"tool_choice", echoed("tool_choice", "auto")},
@@ -535,8 +628,8 @@ std::string ResponsesReply::consume(const Json& chunk) {
 
 std::string ResponsesReply::event(const v1::GenerateResponse& message) {
   std::string events;
-  if (id_.empty()) {
-    id_ = "resp_" + message.request_id();
+  if (sequence_ == 0) {  // the first message
+    if (id_.empty()) id_ = "resp_" + message.request_id();
     events += emit("response.created", Json{{"response", response("in_progress")}});
     events += emit("response.in_progress", Json{{"response", response("in_progress")}});
   }
@@ -551,8 +644,10 @@ void ResponsesReply::add(const v1::GenerateResponse& message) {
 
 std::string ResponsesReply::closing_events() {
   std::string events = finish_output();
+  Json whole = response(incomplete() ? "incomplete" : "completed");
+  if (on_complete_) on_complete_(whole);
   return events + emit(incomplete() ? "response.incomplete" : "response.completed",
-                       Json{{"response", response(incomplete() ? "incomplete" : "completed")}});
+                       Json{{"response", std::move(whole)}});
 }
 
 std::string ResponsesReply::failure_events(int http_status, const std::string& message,
@@ -569,8 +664,9 @@ std::string ResponsesReply::failure_events(int http_status, const std::string& m
 
 std::string ResponsesReply::body() {
   finish_output();
-  return response(incomplete() ? "incomplete" : "completed")
-      .dump(-1, ' ', false, Json::error_handler_t::replace);
+  const Json whole = response(incomplete() ? "incomplete" : "completed");
+  if (on_complete_) on_complete_(whole);
+  return whole.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 }  // namespace kvserve::openai

@@ -5,14 +5,17 @@
 // chat reply's chunks rewritten as a response object's output items: whole, or as the Responses
 // stream's typed events (response.created, response.output_text.delta, ..., response.completed).
 //
-// Stateless: nothing is stored, so previous_response_id and conversation are refused and a client
-// sends the whole conversation in `input` (as it does with store false). Function tools only.
+// A response is stored (server/response_store.h) unless the request says `store: false` or the
+// server keeps none: a later request continues it by previous_response_id, its conversation's
+// items put before the request's own input. Function tools only.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <string_view>
@@ -21,22 +24,53 @@
 #include "engine/tokenizer.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
+#include "server/response_store.h"
 
 namespace kvserve::openai {
 
+// The stored response a previous_response_id names (for the caller's API key), or null.
+using FindStoredResponse = std::function<std::shared_ptr<const ResponseStore::Stored>(const std::string& id)>;
+
+// What a Responses request adds to its conversation, for storing its response.
+struct ResponsesTurn {
+  // The items the request's input stands for: the previous response's items, then its own input
+  // items (a string input as a user message), each with an `id` (assigned where it had none), a
+  // message's text as a list of parts; reasoning items are not kept.
+  nlohmann::ordered_json input_items = nlohmann::ordered_json::array();
+  bool store = true;  // the request's `store`
+};
+
 // Reads a Responses request into the chat request it stands for (out->endpoint is chat). `echo`
-// receives the request's settings that a response object repeats (instructions, tools, ...).
-// A request for another model is NOT_FOUND; anything else wrong is INVALID_ARGUMENT naming the
+// receives the request's settings that a response object repeats (instructions, tools,
+// previous_response_id, ...), `turn` its conversation. `find_stored` looks up previous_response_id;
+// empty when the server stores no responses. A request for another model is NOT_FOUND; anything
+// else wrong (a previous_response_id that names nothing stored too) is INVALID_ARGUMENT naming the
 // Responses field.
-Status parse_responses_request(std::string_view body, const ServedApi& served, ParsedRequest* out,
-                               nlohmann::ordered_json* echo);
+Status parse_responses_request(std::string_view body, const ServedApi& served,
+                               const FindStoredResponse& find_stored, ParsedRequest* out,
+                               nlohmann::ordered_json* echo, ResponsesTurn* turn);
+
+// What a stored response's conversation keeps: `input_items` (its turn's), then the items of its
+// `output` that a next turn can take: reasoning items and a call cut off by max_output_tokens before
+// its arguments were whole are left out (templates take neither).
+nlohmann::ordered_json conversation_items(nlohmann::ordered_json input_items,
+                                          const nlohmann::ordered_json& output);
+
+// A response id no one can guess ("resp_" and 32 random letters and digits): a stored response is
+// read back, continued and deleted by its id alone (and the API key).
+std::string new_stored_response_id();
 
 // The reply to one Responses call, built from the chat reply's chunks (`request` is the chat
 // request parse_responses_request made), so that streamed and whole replies hold the same items.
 class ResponsesReply final : public Reply {
  public:
+  // Called once with the whole response object when the reply completes (status completed or
+  // incomplete; not when it fails): where a stored response is stored.
+  using OnComplete = std::function<void(const nlohmann::ordered_json& response)>;
+
+  // `id` is the response's ("resp_" and the request id when empty); `echo` may set "store".
   ResponsesReply(const ParsedRequest& request, nlohmann::ordered_json echo, int64_t created,
-                 const Tokenizer* tokenizer);
+                 const Tokenizer* tokenizer, std::string id = {}, OnComplete on_complete = {});
 
   // The first message's events begin with response.created and response.in_progress.
   std::string event(const v1::GenerateResponse& message) override;
@@ -74,7 +108,8 @@ class ResponsesReply final : public Reply {
   const bool streaming_;
   const int64_t created_;
   const std::string model_;
-  std::string id_;  // "resp_" and the request id, from the first message
+  std::string id_;  // given, or "resp_" and the request id from the first message
+  OnComplete on_complete_;
   nlohmann::ordered_json output_ = nlohmann::ordered_json::array();
   bool item_open_ = false;           // the last output item is still being written
   std::map<int, size_t> call_item_;  // a chat tool call's index -> its output item

@@ -670,7 +670,7 @@ def check_responses(check, port, served):
             "input": [{"role": "user", "content": "Hello?"},
                       {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hi."}]},
                       {"role": "user", "content": [{"type": "input_text", "text": "Why is the sky blue?"}]}]}
-    r = request(port, "POST", "/v1/responses", body, headers={"X-Request-Id": "py-resp"})
+    r = request(port, "POST", "/v1/responses", dict(body, store=False), headers={"X-Request-Id": "py-resp"})
     if not check(r.status == 200, "responses: 200", {"request": body, "reply": repr(r)}):
         return
     resp = r.json()
@@ -688,7 +688,7 @@ def check_responses(check, port, served):
           and isinstance(u.get("input_tokens_details", {}).get("cached_tokens"), int),
           "responses: usage in input/output tokens, as the chat reply counts them", {"got": u, "chat": want_usage})
     check(resp.get("instructions") == "Be brief." and resp.get("max_output_tokens") == 16 and resp.get("store") is False,
-          "responses: the request's settings repeated, store false", resp)
+          "responses: the request's settings repeated, store false as asked", resp)
 
     s = request(port, "POST", "/v1/responses", dict(body, stream=True))
     try:
@@ -706,9 +706,36 @@ def check_responses(check, port, served):
     check(deltas == want and final.get("output", [{}])[0].get("content", [{}])[0].get("text") == want,
           "responses stream: the text deltas, and the final response's text, are the greedy reply",
           {"deltas": deltas, "want": want})
-    e = request(port, "POST", "/v1/responses", dict(body, previous_response_id="resp_x"))
+
+    # Stored (the default): read back by its random id, and continued by previous_response_id as the
+    # chat endpoint runs the whole conversation (the instructions are each request's own).
+    st = request(port, "POST", "/v1/responses", body)
+    stored = st.json() if st.status == 200 else {}
+    if not check(stored.get("store") is True and stored.get("id", "").startswith("resp_") and len(stored["id"]) == 37,
+                 "responses: stored by default, under a random id", repr(st)):
+        return
+    g = request(port, "GET", "/v1/responses/" + stored["id"])
+    check(g.status == 200 and g.json() == stored, "responses: a stored response reads back as it was returned", repr(g))
+    said = stored["output"][0]["content"][0]["text"]
+    nxt = request(port, "POST", "/v1/responses", {"model": served, "temperature": 0, "max_output_tokens": 4,
+                                                  "instructions": "Be brief.", "previous_response_id": stored["id"],
+                                                  "input": "Thanks."})
+    ref = request(port, "POST", "/v1/chat/completions",
+                  dict(chat, max_completion_tokens=4,
+                       messages=chat["messages"] + [{"role": "assistant", "content": said},
+                                                    {"role": "user", "content": "Thanks."}]))
+    check(nxt.status == 200 and ref.status == 200
+          and nxt.json()["usage"]["input_tokens"] == ref.json()["usage"]["prompt_tokens"]
+          and nxt.json()["output"][0]["content"][0]["text"] == ref.json()["choices"][0]["message"]["content"]
+          and nxt.json()["previous_response_id"] == stored["id"],
+          "responses: previous_response_id continues the stored conversation as the chat endpoint runs it whole",
+          {"responses": repr(nxt), "chat": repr(ref)})
+    d = request(port, "DELETE", "/v1/responses/" + stored["id"])
+    check(d.status == 200 and d.json() == {"id": stored["id"], "object": "response", "deleted": True},
+          "responses: DELETE deletes a stored response", repr(d))
+    e = request(port, "POST", "/v1/responses", dict(body, previous_response_id=stored["id"]))
     check(is_error(e, 400, "invalid_argument") and "previous_response_id" in e.json()["error"]["message"],
-          "responses: previous_response_id is refused (nothing is stored), naming the field", repr(e))
+          "responses: a deleted response cannot be continued (400, naming the field)", repr(e))
 
 
 def check_errors(check, port, served):

@@ -803,6 +803,21 @@ TEST(OpenAiE2E, TheBearerTokenIsRequiredAndHealthStaysOpen) {
   ASSERT_TRUE(models_ok);
   EXPECT_EQ(models_ok->status, 200);
   EXPECT_EQ(Json::parse(models_ok->body)["data"][0]["id"], kModel);
+  // Stored responses are read, listed, deleted and continued with the token too, checked before
+  // anything is looked up.
+  const auto expect_401 = [](const httplib::Result& result) {
+    ASSERT_TRUE(result);
+    EXPECT_EQ(result->status, 401) << result->body;
+  };
+  expect_401(http.Get("/v1/responses/resp_x"));
+  expect_401(http.Get("/v1/responses/resp_x/input_items"));
+  expect_401(http.Delete("/v1/responses/resp_x"));
+  expect_401(http.Post("/v1/responses/resp_x/cancel", "", "application/json"));
+  EXPECT_EQ(
+      post(server.openai_port(), "/v1/responses", Json{{"input", "x"}, {"previous_response_id", "resp_x"}},
+           {{"Authorization", "Bearer wrong"}})
+          .status,
+      401);
   auto health = http.Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
@@ -1087,14 +1102,170 @@ TEST(OpenAiE2E, TheResponsesApiReturnsFunctionCallItemsAndTakesTheirOutputs) {
   ASSERT_EQ(chat_next.status, 200) << chat_next.body;
   EXPECT_EQ(Json::parse(next.body)["usage"]["input_tokens"],
             Json::parse(chat_next.body)["usage"]["prompt_tokens"]);
+  EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
+}
 
-  // Nothing is stored: reading a response back is 404, saying so.
+// Responses are stored (the default): one is read back as it was returned, streamed or not; a turn
+// that continues it by previous_response_id renders the same prompt as the whole conversation sent
+// to the chat endpoint; its input items are listed a page at a time; another API key finds
+// nothing; deleted, it is gone; store false stores nothing.
+TEST(OpenAiE2E, AStoredResponseIsReadBackContinuedAndDeleted) {
+  ServerProcess server(with_openai(
+      {"--chat-template", std::string(KVSERVE_TEST_DATA) + "/chat_templates/hermes_tools.jinja"}));
+  const std::string question = "Weather in Oslo for two days?";
+  Json flat_tools = Json::array();
+  for (const Json& tool : kWeatherTools) {
+    Json flat = tool["function"];
+    flat["type"] = "function";
+    flat_tools.push_back(flat);
+  }
+  const HttpReply first = post(server.openai_port(), "/v1/responses",
+                               Json{{"input", question},
+                                    {"tools", flat_tools},
+                                    {"tool_choice", {{"type", "function"}, {"name", "get_weather"}}},
+                                    {"max_output_tokens", 160},
+                                    {"seed", 5}});
+  ASSERT_EQ(first.status, 200) << first.body;
+  const Json response = Json::parse(first.body);
+  EXPECT_EQ(response["store"], true);
+  const std::string id = response["id"];
+  EXPECT_EQ(id.size(), 5u + 32u) << id;  // random, not the request's id
+  const Json call = response["output"][0];
+  ASSERT_EQ(call["type"], "function_call") << first.body;
+
+  httplib::Client client("127.0.0.1", server.openai_port());
+  const auto read_back = client.Get("/v1/responses/" + id);
+  ASSERT_TRUE(read_back);
+  ASSERT_EQ(read_back->status, 200) << read_back->body;
+  EXPECT_EQ(Json::parse(read_back->body), response);
+
+  // The next turn sends only the call's output: the same prompt as the whole conversation.
+  const HttpReply next = post(
+      server.openai_port(), "/v1/responses",
+      Json{{"previous_response_id", id},
+           {"input",
+            {{{"type", "function_call_output"}, {"call_id", call["call_id"]}, {"output", "sunny, 21 C"}}}},
+           {"tools", flat_tools},
+           {"max_output_tokens", 2}});
+  ASSERT_EQ(next.status, 200) << next.body;
+  const Json continued = Json::parse(next.body);
+  EXPECT_EQ(continued["previous_response_id"], id);
+  const HttpReply chat =
+      post(server.openai_port(), "/v1/chat/completions",
+           Json{{"messages",
+                 {{{"role", "user"}, {"content", question}},
+                  {{"role", "assistant"},
+                   {"content", nullptr},
+                   {"tool_calls",
+                    {{{"id", call["call_id"]},
+                      {"type", "function"},
+                      {"function", {{"name", "get_weather"}, {"arguments", call["arguments"]}}}}}}},
+                  {{"role", "tool"}, {"tool_call_id", call["call_id"]}, {"content", "sunny, 21 C"}}}},
+                {"tools", kWeatherTools},
+                {"max_tokens", 2}});
+  ASSERT_EQ(chat.status, 200) << chat.body;
+  EXPECT_EQ(continued["usage"]["input_tokens"], Json::parse(chat.body)["usage"]["prompt_tokens"]);
+
+  // Its input items: the question, the call and its output, newest first unless asked otherwise.
+  const std::string items_path = "/v1/responses/" + continued["id"].get<std::string>() + "/input_items";
+  const auto items = client.Get(items_path);
+  ASSERT_TRUE(items);
+  ASSERT_EQ(items->status, 200) << items->body;
+  const Json list = Json::parse(items->body);
+  ASSERT_EQ(list["data"].size(), 3u) << items->body;
+  EXPECT_EQ(list["data"][0]["type"], "function_call_output");
+  EXPECT_EQ(list["data"][1]["call_id"], call["call_id"]);
+  EXPECT_EQ(list["data"][2]["content"][0]["text"], question);
+  EXPECT_EQ(list["first_id"], list["data"][0]["id"]);
+  EXPECT_EQ(list["last_id"], list["data"][2]["id"]);
+  EXPECT_EQ(list["has_more"], false);
+  const auto page = client.Get(items_path + "?order=asc&limit=1");
+  ASSERT_TRUE(page);
+  const Json first_page = Json::parse(page->body);
+  ASSERT_EQ(first_page["data"].size(), 1u) << page->body;
+  EXPECT_EQ(first_page["data"][0]["id"], list["data"][2]["id"]);
+  EXPECT_EQ(first_page["has_more"], true);
+  const auto rest =
+      client.Get(items_path + "?order=asc&limit=5&after=" + first_page["last_id"].get<std::string>());
+  ASSERT_TRUE(rest);
+  EXPECT_EQ(Json::parse(rest->body)["data"].size(), 2u) << rest->body;
+  for (const char* bad : {"?limit=0", "?limit=101", "?order=sideways", "?after=msg_nope"}) {
+    const auto refused = client.Get(items_path + bad);
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 400) << bad << " -> " << refused->body;
+  }
+
+  // Another API key finds nothing, to read or to continue.
+  const auto other_key = client.Get("/v1/responses/" + id, {{"Authorization", "Bearer someone-else"}});
+  ASSERT_TRUE(other_key);
+  EXPECT_EQ(other_key->status, 404);
+  const HttpReply other_turn =
+      post(server.openai_port(), "/v1/responses", Json{{"previous_response_id", id}, {"input", "and?"}},
+           {{"Authorization", "Bearer someone-else"}});
+  EXPECT_EQ(other_turn.status, 400);
+  EXPECT_NE(other_turn.body.find("previous_response_id: no response"), std::string::npos) << other_turn.body;
+
+  // A streamed response is stored as its last event has it.
+  const HttpReply streamed = post(server.openai_port(), "/v1/responses",
+                                  Json{{"input", "Hello"}, {"max_output_tokens", 3}, {"stream", true}});
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  const size_t last_data = streamed.body.rfind("data: ");
+  ASSERT_NE(last_data, std::string::npos);
+  const Json streamed_response = Json::parse(streamed.body.substr(last_data + 6))["response"];
+  const auto streamed_back = client.Get("/v1/responses/" + streamed_response["id"].get<std::string>());
+  ASSERT_TRUE(streamed_back);
+  ASSERT_EQ(streamed_back->status, 200) << streamed_back->body;
+  EXPECT_EQ(Json::parse(streamed_back->body), streamed_response);
+
+  // store false: not stored.
+  const HttpReply unstored = post(server.openai_port(), "/v1/responses",
+                                  Json{{"input", "Hello"}, {"max_output_tokens", 2}, {"store", false}});
+  ASSERT_EQ(unstored.status, 200) << unstored.body;
+  EXPECT_EQ(Json::parse(unstored.body)["store"], false);
+  const auto unstored_back =
+      client.Get("/v1/responses/" + Json::parse(unstored.body)["id"].get<std::string>());
+  ASSERT_TRUE(unstored_back);
+  EXPECT_EQ(unstored_back->status, 404);
+
+  // Only a background response can be cancelled; deleting one makes it gone.
+  const auto cancel = client.Post("/v1/responses/" + id + "/cancel", "", "application/json");
+  ASSERT_TRUE(cancel);
+  EXPECT_EQ(cancel->status, 400) << cancel->body;
+  const auto deleted = client.Delete("/v1/responses/" + id);
+  ASSERT_TRUE(deleted);
+  ASSERT_EQ(deleted->status, 200) << deleted->body;
+  EXPECT_EQ(Json::parse(deleted->body), (Json{{"id", id}, {"object", "response"}, {"deleted", true}}));
+  const auto gone = client.Get("/v1/responses/" + id);
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(gone->status, 404);
+  const auto deleted_again = client.Delete("/v1/responses/" + id);
+  ASSERT_TRUE(deleted_again);
+  EXPECT_EQ(deleted_again->status, 404);
+  // Left stored: the continued and the streamed ones.
+  httplib::Client http("127.0.0.1", server.metrics_port());
+  const auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("\nkvserve_responses_stored 2\n"), std::string::npos) << metrics->body;
+  EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
+}
+
+// A server run with --responses-store-mb 0 stores nothing, and says so.
+TEST(OpenAiE2E, AServerThatStoresNoResponsesSaysSo) {
+  ServerProcess server(with_openai({"--responses-store-mb", "0"}));
+  const HttpReply reply =
+      post(server.openai_port(), "/v1/responses", Json{{"input", "Hello"}, {"max_output_tokens", 2}});
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  const Json response = Json::parse(reply.body);
+  EXPECT_EQ(response["store"], false);
   httplib::Client client("127.0.0.1", server.openai_port());
   const auto read_back = client.Get("/v1/responses/" + response["id"].get<std::string>());
   ASSERT_TRUE(read_back);
   EXPECT_EQ(read_back->status, 404);
-  EXPECT_NE(read_back->body.find("is not stored"), std::string::npos) << read_back->body;
-  EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
+  EXPECT_NE(read_back->body.find("--responses-store-mb 0"), std::string::npos) << read_back->body;
+  const HttpReply continued = post(server.openai_port(), "/v1/responses",
+                                   Json{{"previous_response_id", response["id"]}, {"input", "and?"}});
+  EXPECT_EQ(continued.status, 400);
+  EXPECT_NE(continued.body.find("this server stores no responses"), std::string::npos) << continued.body;
 }
 
 // --reasoning-parser think: a reply that opens with a <think> block (forced here by a regex on the

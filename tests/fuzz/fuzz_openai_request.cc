@@ -9,10 +9,12 @@
 // or whole as the body asks, each document of which must be JSON. A refusal at either stage is
 // written as the HTTP server writes it (error_body, error_events), which must be JSON too. The same
 // body is also read as POST /tokenize and /detokenize, and as POST /v1/responses (check_responses).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -201,9 +203,24 @@ void check_replies(const openai::ParsedRequest& parsed, std::string_view bytes) 
 // finishing) is a response object whole, and streamed typed events ("event: T" and JSON data of
 // type T, numbered from 0) ending in response.completed or response.incomplete.
 void check_responses(std::string_view body, const openai::ServedApi& served) {
+  // One stored response to continue, "resp_1": a question, text and a call (a stored conversation
+  // keeps no reasoning items: conversation_items).
+  static const auto kStored = std::make_shared<const kvserve::ResponseStore::Stored>(
+      kvserve::ResponseStore::Stored{.response = {},
+                                     .items = nlohmann::ordered_json::parse(R"([
+          {"id": "msg_1", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]},
+          {"id": "msg_2", "type": "message", "role": "assistant", "status": "completed",
+           "content": [{"type": "output_text", "text": "Hello", "annotations": []}]},
+          {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"}])"),
+                                     .input_items = 1});
+  const openai::FindStoredResponse find_stored = [](const std::string& id) {
+    return id == "resp_1" ? kStored : nullptr;
+  };
   openai::ParsedRequest parsed;
   nlohmann::ordered_json echo;
-  const kvserve::Status status = openai::parse_responses_request(body, served, &parsed, &echo);
+  openai::ResponsesTurn turn;
+  const kvserve::Status status =
+      openai::parse_responses_request(body, served, find_stored, &parsed, &echo, &turn);
   if (!status.ok()) {
     check(status.code() == kvserve::StatusCode::kInvalidArgument ||
               status.code() == kvserve::StatusCode::kNotFound,
@@ -213,6 +230,12 @@ void check_responses(std::string_view body, const openai::ServedApi& served) {
   check(parsed.endpoint == openai::Endpoint::kChatCompletions && parsed.generate.has_chat() &&
             parsed.more_prompts.empty() && parsed.generate.n() <= 1,
         "a Responses request is one chat request of one choice");
+  check(std::all_of(turn.input_items.begin(), turn.input_items.end(),
+                    [](const nlohmann::ordered_json& item) {
+                      return item.is_object() && item.contains("type") && item.contains("id") &&
+                             item.at("id").is_string() && item.at("type") != "reasoning";
+                    }),
+        "a Responses request's input items, as stored, each have a type and an id, and none is reasoning");
   kvserve::v1::GenerateResponse messages[2];
   for (int m = 0; m < 2; ++m) {
     messages[m].set_request_id("fuzz-1");
@@ -225,7 +248,16 @@ void check_responses(std::string_view body, const openai::ServedApi& served) {
   messages[1].mutable_usage()->set_completion_tokens(2);
   for (const bool stream : {false, true}) {
     parsed.stream = stream;
-    openai::ResponsesReply reply(parsed, echo, 1700000000, nullptr);
+    // As a stored response: its given id, and the whole response handed over once, finished.
+    int completions = 0;
+    openai::ResponsesReply reply(
+        parsed, echo, 1700000000, nullptr, "resp_stored",
+        [&completions](const nlohmann::ordered_json& response) {
+          ++completions;
+          check(response["id"] == "resp_stored" &&
+                    (response["status"] == "completed" || response["status"] == "incomplete"),
+                "a stored response is handed over finished, under its id");
+        });
     if (!stream) {
       for (const kvserve::v1::GenerateResponse& message : messages)
         reply.add(message);
@@ -233,9 +265,13 @@ void check_responses(std::string_view body, const openai::ServedApi& served) {
       check(whole.value("object", "") == "response" && whole["output"].is_array() &&
                 whole.value("model", "") == kServedModel,
             "a whole Responses reply is a response object with its output items");
+      check(completions == 1, "a whole Responses reply is stored once");
       continue;
     }
-    const std::string events = reply.event(messages[0]) + reply.event(messages[1]) + reply.closing_events();
+    // One call a statement: the operands of + are evaluated in no set order.
+    std::string events = reply.event(messages[0]);
+    events += reply.event(messages[1]);
+    events += reply.closing_events();
     size_t pos = 0;
     int64_t sequence = 0;
     std::string last;
@@ -253,6 +289,7 @@ void check_responses(std::string_view body, const openai::ServedApi& served) {
     }
     check(last == "response.completed" || last == "response.incomplete",
           "a Responses stream ends with response.completed or response.incomplete");
+    check(completions == 1, "a streamed Responses reply is stored once");
   }
 }
 

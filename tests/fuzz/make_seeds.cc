@@ -454,7 +454,9 @@ void openai_request_seeds() {
             R"("tool_choice": {"type": "function", "name": "f"}})");
   responses("text_format", R"({"input": "A person", "text": {"format": {"type": "json_schema", "name": "p", )"
                            R"("schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}})");
-  responses("refused_previous_response", R"({"input": "x", "previous_response_id": "resp_1"})");
+  responses("previous_response", R"({"input": [{"type": "function_call_output", "call_id": "call_1", )"
+                                 R"("output": "ok"}], "previous_response_id": "resp_1", "store": false})");
+  responses("refused_previous_response", R"({"input": "x", "previous_response_id": "resp_2"})");
   completions("wrong_model", R"({"model": "gpt-4o-mini", "prompt": "x"})");
   completions("several_prompts", R"({"prompt": ["Once", [1, 450, 45], "upon"], "n": 2, "max_tokens": 4, )"
                                  R"("stream": true, "stream_options": {"include_usage": true}})");

@@ -219,10 +219,10 @@ TEST(Metrics, FreshRegistryExportsEveryFamilyAtZero) {
                                           "kvserve_preemptions_total",
                                           "kvserve_spec_decode_draft_tokens_total",
                                           "kvserve_spec_decode_accepted_tokens_total"};
-  const std::set<std::string> gauges = {"kvserve_prefix_cache_hit_ratio", "kvserve_requests_running",
-                                        "kvserve_requests_waiting",       "kvserve_kv_blocks_capacity",
-                                        "kvserve_kv_blocks_free",         "kvserve_kv_blocks_cached",
-                                        "kvserve_kv_cache_usage_ratio"};
+  const std::set<std::string> gauges = {
+      "kvserve_prefix_cache_hit_ratio", "kvserve_requests_running", "kvserve_requests_waiting",
+      "kvserve_kv_blocks_capacity",     "kvserve_kv_blocks_free",   "kvserve_kv_blocks_cached",
+      "kvserve_kv_cache_usage_ratio",   "kvserve_responses_stored", "kvserve_responses_stored_bytes"};
   for (const auto& [name, family] : e.families) {
     const bool histogram = std::find(kHistograms.begin(), kHistograms.end(), name) != kHistograms.end();
     EXPECT_EQ(family.type, histogram ? "histogram" : counters.contains(name) ? "counter" : "gauge") << name;
@@ -243,6 +243,7 @@ TEST(Metrics, RendersKnownObservationsExactly) {
   m.request_finished({"aborted", 7, 0, 0, 5, kNaN, 1000, 1000, 2});
   m.request_finished({"stop", 5, 2, 4, 0.01, 0.0075, 0.125});  // no queue or prefill time given
   m.set_scheduler_state({.running = 3, .waiting = 5, .kv_blocks_total = 200, .kv_blocks_free = 50});
+  m.set_stored_responses(7, 123456);
   const std::string text = m.render();
   EXPECT_EQ(block(text, "kvserve_requests_total"),
             "# HELP kvserve_requests_total Requests finished, by finish reason.\n"
@@ -286,7 +287,8 @@ TEST(Metrics, RendersKnownObservationsExactly) {
         "\nkvserve_cached_prompt_tokens_total 61\n", "\nkvserve_prefix_cache_hit_ratio 0.5\n",
         "\nkvserve_requests_running 3\n", "\nkvserve_requests_waiting 5\n",
         "\nkvserve_kv_blocks_capacity 200\n", "\nkvserve_kv_blocks_free 50\n",
-        "\nkvserve_kv_blocks_cached 0\n", "\nkvserve_kv_cache_usage_ratio 0.75\n"}) {
+        "\nkvserve_kv_blocks_cached 0\n", "\nkvserve_kv_cache_usage_ratio 0.75\n",
+        "\nkvserve_responses_stored 7\n", "\nkvserve_responses_stored_bytes 123456\n"}) {
     EXPECT_NE(text.find(line), std::string::npos) << line;
   }
   const Exposition e = parse(text);

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,19 +25,23 @@ const ServedApi kServedHermes{.model = kModel, .tool_call_format = ToolCallForma
 struct Parsed {
   ParsedRequest request;
   nlohmann::ordered_json echo;
+  ResponsesTurn turn;
 };
 
-Parsed parse_ok(const std::string& body, const ServedApi& served = kServed) {
+// `find_stored` empty: a server that stores no responses.
+Parsed parse_ok(const std::string& body, const ServedApi& served = kServed,
+                const FindStoredResponse& find_stored = {}) {
   Parsed out;
-  const Status s = parse_responses_request(body, served, &out.request, &out.echo);
+  const Status s = parse_responses_request(body, served, find_stored, &out.request, &out.echo, &out.turn);
   EXPECT_TRUE(s.ok()) << body << " -> " << s.message();
   return out;
 }
 
 // The message of a refused body; fails the test if it was accepted.
-std::string refusal(const std::string& body, StatusCode code = StatusCode::kInvalidArgument) {
+std::string refusal(const std::string& body, StatusCode code = StatusCode::kInvalidArgument,
+                    const FindStoredResponse& find_stored = {}) {
   Parsed out;
-  const Status s = parse_responses_request(body, kServed, &out.request, &out.echo);
+  const Status s = parse_responses_request(body, kServed, find_stored, &out.request, &out.echo, &out.turn);
   EXPECT_FALSE(s.ok()) << body << " was accepted";
   EXPECT_EQ(s.code(), code) << body << " -> " << s.message();
   return s.message();
@@ -138,8 +143,9 @@ TEST(ResponsesRequest, FunctionToolsToolChoiceAndTextFormatAreChatsOwn) {
 TEST(ResponsesRequest, WhatCannotBeHonouredIsRefusedNamingTheField) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {R"({"input": "x", "previous_response_id": "resp_1"})",
-       "previous_response_id: kvserve stores no responses"},
-      {R"({"input": "x", "conversation": "conv_1"})", "conversation: kvserve stores no conversations"},
+       "previous_response_id: this server stores no responses (it runs with --responses-store-mb 0)"},
+      {R"({"input": "x", "conversation": "conv_1"})", "conversation: kvserve keeps no conversation objects"},
+      {R"({"input": "x", "store": "yes"})", "store: expected true or false"},
       {R"({"input": "x", "background": true})", "background: not supported"},
       {R"({"input": "x", "include": ["message.output_text.logprobs"]})",
        "include: \"message.output_text.logprobs\": kvserve adds nothing"},
@@ -201,6 +207,99 @@ TEST(ResponsesRequest, WhatClientsSendAlwaysIsTakenAsMeaningNothing) {
       Json::parse(empty_arguments.request.generate.chat().messages(1).extra_json())["tool_calls"][0]
                                                                                    ["function"]["arguments"],
       Json::object());
+}
+
+// A stored response's items come before the request's input, its instructions do not (OpenAI's
+// rule: instructions are the request's own); what the request would store is those items and its
+// input, each with an id.
+TEST(ResponsesRequest, APreviousResponsesItemsComeBeforeTheInput) {
+  const auto stored = std::make_shared<const ResponseStore::Stored>(
+      ResponseStore::Stored{.response = {},
+                            .items = nlohmann::ordered_json::parse(R"([
+          {"id": "msg_1", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]},
+          {"id": "rs_1", "type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": "t"}]},
+          {"id": "msg_2", "type": "message", "role": "assistant", "status": "completed",
+           "content": [{"type": "output_text", "text": "Let me look.", "annotations": []}]},
+          {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "call_1", "name": "f",
+           "arguments": "{}"}])"),
+                            .input_items = 1});
+  std::vector<std::string> asked;
+  const FindStoredResponse find = [&](const std::string& id) {
+    asked.push_back(id);
+    return id == "resp_1" ? stored : nullptr;
+  };
+  const Parsed p = parse_ok(R"({"previous_response_id": "resp_1", "instructions": "Be brief.",
+      "input": [{"type": "function_call_output", "call_id": "call_1", "output": "42"},
+                {"role": "user", "content": "and?", "id": "msg_mine"}]})",
+                            kServed, find);
+  EXPECT_EQ(asked, std::vector<std::string>{"resp_1"});
+  const v1::Chat& chat = p.request.generate.chat();
+  ASSERT_EQ(chat.messages_size(), 5);
+  EXPECT_EQ(chat.messages(0).role(), "system");
+  EXPECT_EQ(chat.messages(0).content(), "Be brief.");
+  EXPECT_EQ(chat.messages(1).role(), "user");
+  EXPECT_EQ(chat.messages(1).content(), "Hi");
+  EXPECT_EQ(chat.messages(2).role(), "assistant");
+  EXPECT_EQ(chat.messages(2).content(), "Let me look.");
+  EXPECT_EQ(Json::parse(chat.messages(2).extra_json())["tool_calls"][0]["id"], "call_1");
+  EXPECT_EQ(chat.messages(3).role(), "tool");
+  EXPECT_EQ(chat.messages(4).content(), "and?");
+  EXPECT_EQ(p.echo["previous_response_id"], "resp_1");
+  EXPECT_TRUE(p.turn.store);
+  // To store: the previous items as they were, then the input's, given an id where they had none.
+  ASSERT_EQ(p.turn.input_items.size(), 6u);
+  for (size_t i = 0; i < 4; ++i)
+    EXPECT_EQ(p.turn.input_items[i], stored->items[i]) << i;
+  EXPECT_EQ(p.turn.input_items[4]["type"], "function_call_output");
+  EXPECT_EQ(p.turn.input_items[4]["id"].get<std::string>().rfind("fco_", 0), 0u) << p.turn.input_items[4];
+  EXPECT_EQ(
+      Json::parse(p.turn.input_items[5].dump()),
+      Json::parse(R"({"role": "user", "content": [{"type": "input_text", "text": "and?"}], "id": "msg_mine",
+                "type": "message"})"));
+
+  // A string input is stored as the user message it stands for; store false is the request's.
+  const Parsed text = parse_ok(R"({"input": "Hello", "store": false})", kServed, find);
+  EXPECT_FALSE(text.turn.store);
+  ASSERT_EQ(text.turn.input_items.size(), 1u);
+  Json item = Json::parse(text.turn.input_items[0].dump());
+  EXPECT_EQ(item["id"].get<std::string>().rfind("msg_", 0), 0u) << item;
+  item.erase("id");
+  EXPECT_EQ(item, Json::parse(R"({"type": "message", "role": "user",
+      "content": [{"type": "input_text", "text": "Hello"}]})"));
+
+  // A reasoning item of the input is not kept (templates take none); an assistant's text is output text.
+  const Parsed reasoned = parse_ok(R"({"input": [{"role": "user", "content": "x"},
+      {"type": "reasoning", "id": "rs_2", "summary": []}, {"role": "assistant", "content": "y"}]})");
+  ASSERT_EQ(reasoned.turn.input_items.size(), 2u);
+  EXPECT_EQ(reasoned.turn.input_items[1]["content"][0]["type"], "output_text");
+
+  // A response that is not stored (for this key) is refused naming the field and what to do.
+  const std::string missing =
+      refusal(R"({"previous_response_id": "resp_2", "input": "x"})", StatusCode::kInvalidArgument, find);
+  EXPECT_EQ(missing.rfind("previous_response_id: no response \"resp_2\" is stored for this API key", 0), 0u)
+      << missing;
+  EXPECT_NE(missing.find("send the whole conversation in input"), std::string::npos) << missing;
+  EXPECT_EQ(refusal(R"({"previous_response_id": 7, "input": "x"})", StatusCode::kInvalidArgument, find),
+            "previous_response_id: expected a string (a response's id)");
+}
+
+// What a stored conversation keeps of a response's output: what a next turn can take.
+TEST(ResponsesRequest, AConversationKeepsTheOutputItemsANextTurnCanTake) {
+  const nlohmann::ordered_json input = nlohmann::ordered_json::parse(
+      R"([{"id": "msg_1", "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}])");
+  const nlohmann::ordered_json output = nlohmann::ordered_json::parse(R"([
+      {"id": "rs_1", "type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": "t"}]},
+      {"id": "msg_2", "type": "message", "role": "assistant", "status": "completed",
+       "content": [{"type": "output_text", "text": "Let me look.", "annotations": []}]},
+      {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "call_1", "name": "f",
+       "arguments": "{\"city\": \"Oslo\"}"},
+      {"id": "fc_2", "type": "function_call", "status": "incomplete", "call_id": "call_2", "name": "f",
+       "arguments": "{\"city\": \"Os"}])");
+  const nlohmann::ordered_json items = conversation_items(input, output);
+  ASSERT_EQ(items.size(), 3u) << items.dump();
+  EXPECT_EQ(items[0], input[0]);
+  EXPECT_EQ(items[1], output[1]);
+  EXPECT_EQ(items[2], output[2]);  // the reasoning and the call cut off are left out
 }
 
 TEST(ResponsesRequest, InstructionsAndLeadingDeveloperMessagesAreOneSystemMessage) {
@@ -447,6 +546,57 @@ TEST(ResponsesReply, AnEmptyReplyIsAnEmptyMessage) {
                                       "response.output_item.added", "response.content_part.added",
                                       "response.output_text.done", "response.content_part.done",
                                       "response.output_item.done", "response.completed"}));
+}
+
+// A stored response: its id is the one given, it says store true, and it is handed over once,
+// whole, when it completes (whole or streamed), never when it fails.
+TEST(ResponsesReply, AStoredResponseIsHandedOverOnceWhenItCompletes) {
+  for (const bool stream : {false, true}) {
+    SCOPED_TRACE(stream ? "streamed" : "whole");
+    Parsed p = parse_ok(R"({"input": "x", "previous_response_id": "resp_0"})", kServed,
+                        [](const std::string&) { return std::make_shared<const ResponseStore::Stored>(); });
+    p.request.stream = stream;
+    p.echo["store"] = true;
+    std::vector<Json> stored;
+    ResponsesReply reply(
+        p.request, p.echo, 1, nullptr, "resp_abc",
+        [&](const nlohmann::ordered_json& response) { stored.push_back(Json::parse(response.dump())); });
+    Json last;
+    if (stream) {
+      std::string events = reply.event(reply_message("He"));  // (one call a statement: in order)
+      events += reply.event(reply_message("y", v1::FINISH_REASON_STOP));
+      events += reply.closing_events();
+      last = events_of(events).back()["response"];
+      EXPECT_EQ(events_of(events).front()["response"]["id"], "resp_abc");
+    } else {
+      reply.add(reply_message("He"));
+      reply.add(reply_message("y", v1::FINISH_REASON_STOP));
+      last = Json::parse(reply.body());
+    }
+    ASSERT_EQ(stored.size(), 1u);
+    EXPECT_EQ(stored[0], last);
+    EXPECT_EQ(last["id"], "resp_abc");
+    EXPECT_EQ(last["store"], true);
+    EXPECT_EQ(last["previous_response_id"], "resp_0");
+    EXPECT_EQ(last["output"][0]["content"][0]["text"], "Hey");
+  }
+  Parsed p = parse_ok(R"({"input": "x", "stream": true})");
+  int stored = 0;
+  ResponsesReply failing(p.request, p.echo, 1, nullptr, "resp_f",
+                         [&](const nlohmann::ordered_json&) { ++stored; });
+  failing.event(reply_message("a"));
+  failing.failure_events(503, "the server is shutting down", "unavailable");
+  EXPECT_EQ(stored, 0);
+}
+
+TEST(ResponsesReply, StoredResponseIdsAreLongAndRandom) {
+  const std::string a = new_stored_response_id(), b = new_stored_response_id();
+  EXPECT_NE(a, b);
+  for (const std::string& id : {a, b}) {
+    ASSERT_EQ(id.size(), 5u + 32u) << id;
+    EXPECT_EQ(id.rfind("resp_", 0), 0u) << id;
+    EXPECT_EQ(id.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789", 5), std::string::npos) << id;
+  }
 }
 
 TEST(ResponsesReply, AFailureAfterTheStreamBeganIsAnErrorThenResponseFailed) {

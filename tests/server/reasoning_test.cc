@@ -239,7 +239,8 @@ TEST(ReasoningReplies, TheResponsesApiGivesAReasoningItemBeforeTheMessageAndCall
   for (const bool stream : {false, true}) {
     ParsedRequest request;
     nlohmann::ordered_json echo;
-    ASSERT_TRUE(openai::parse_responses_request(body, kServedReasoning, &request, &echo).ok());
+    openai::ResponsesTurn turn;
+    ASSERT_TRUE(openai::parse_responses_request(body, kServedReasoning, {}, &request, &echo, &turn).ok());
     request.stream = stream;
     openai::ResponsesReply reply(request, echo, 1, nullptr);
     std::string events;
@@ -287,7 +288,10 @@ TEST(ReasoningReplies, TheResponsesApiGivesAReasoningItemBeforeTheMessageAndCall
   // Reasoning alone, with no answer: an empty message follows it, as every response has one.
   ParsedRequest request;
   nlohmann::ordered_json echo;
-  ASSERT_TRUE(openai::parse_responses_request(R"({"input": "x"})", kServedReasoning, &request, &echo).ok());
+  openai::ResponsesTurn turn;
+  ASSERT_TRUE(
+      openai::parse_responses_request(R"({"input": "x"})", kServedReasoning, {}, &request, &echo, &turn)
+          .ok());
   openai::ResponsesReply cut(request, echo, 1, nullptr);
   cut.add(reply_message("<think>\nhmm", v1::FINISH_REASON_LENGTH));
   const Json response = Json::parse(cut.body());
