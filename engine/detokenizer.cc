@@ -102,6 +102,7 @@ IncrementalDetokenizer::Delta IncrementalDetokenizer::release_pending(bool final
   // where a match ends, so the one that ends first wins (one token may complete several): nothing of another
   // stop string may follow.
   size_t match = std::string::npos, match_end = std::string::npos;
+  const std::string* matched = nullptr;
   for (const auto& s : stop_) {
     // s's first occurrence on a character boundary, which also ends first of its occurrences.
     size_t pos = pending_.find(s);
@@ -111,11 +112,13 @@ IncrementalDetokenizer::Delta IncrementalDetokenizer::release_pending(bool final
     if (include_stop_ ? pos + s.size() < match_end : pos < match) {
       match = pos;
       match_end = pos + s.size();
+      matched = &s;
     }
   }
   if (match != std::string::npos) {
     d.text = pending_.substr(0, include_stop_ ? match_end : match);
     d.stopped = true;
+    d.stop = *matched;
     emitted_ += d.text;
     pending_.clear();
     done_ = true;

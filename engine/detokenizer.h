@@ -41,6 +41,7 @@ class IncrementalDetokenizer {
     std::string text;      // new text to send; may be empty (held back)
     bool stopped = false;  // a stop string matched: generation must end; text excludes it (but
                            // with include_stop, where it ends with it)
+    std::string stop;      // when stopped: the stop string that matched
   };
   // Adds one generated token.
   Delta push(TokenId token);

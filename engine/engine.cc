@@ -216,6 +216,7 @@ std::vector<StepOutput> Engine::step() {
         // A stop string ends the request even if a token rule ended it in the same step.
         if (out.finish == FinishReason::kNone) scheduler_.finish(e.id, FinishReason::kStop);
         out.finish = FinishReason::kStop;
+        out.stop = std::move(delta.stop);
       } else if (out.finish != FinishReason::kNone) {
         out.text += state.detokenizer->finish();
       }

@@ -50,6 +50,7 @@ struct StepOutput {
   std::vector<TokenId> prompt_token_ids;
   std::vector<SampledToken> prompt_logprobs;
   std::vector<float> embedding;  // an embedding request's (Request::embedding), on its one output
+  std::string stop;              // finish kStop by a stop string: that string ("" for a token)
 };
 
 // A finished request as the offline API returns it.

@@ -120,6 +120,7 @@ struct GenerateReactor::Stream : StreamWriter::Flushable, std::enable_shared_fro
       text += out.text;
       if (out.finish != FinishReason::kNone) {
         response.set_finish_reason(to_wire(out.finish));
+        response.set_stop_string(out.stop);
         v1::Usage* usage = response.mutable_usage();
         usage->set_prompt_tokens(static_cast<uint32_t>(out.num_prompt_tokens));
         usage->set_completion_tokens(static_cast<uint32_t>(out.num_output_tokens));

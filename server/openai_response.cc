@@ -284,6 +284,16 @@ void ReplyBuilder::note_usage(const v1::GenerateResponse& message, Choice& choic
     choice.finish_reason = reason.is_string() ? reason.get<std::string>() : std::string();
     // The prompt alone ends at max_tokens 0, whatever the token left out was.
     if (request_.prompt_only && choice.finish_reason != "abort") choice.finish_reason = "length";
+    const auto& stop_token_ids = request_.generate.stop().stop_token_ids();
+    if (request_.prompt_only) {
+      choice.stop_reason = nullptr;
+    } else if (!message.stop_string().empty()) {
+      choice.stop_reason = message.stop_string();
+    } else if (message.finish_reason() == v1::FINISH_REASON_STOP && message.token_ids_size() > 0 &&
+               std::find(stop_token_ids.begin(), stop_token_ids.end(),
+                         message.token_ids(message.token_ids_size() - 1)) != stop_token_ids.end()) {
+      choice.stop_reason = message.token_ids(message.token_ids_size() - 1);
+    }
   }
   if (!message.has_usage()) return;
   // A prompt's choices all run it; its first choice's cached count is what its call found cached
@@ -351,6 +361,7 @@ std::optional<Json> ReplyBuilder::chunk(const v1::GenerateResponse& message) {
   }
   out["logprobs"] = request_.prompt_only ? Json(nullptr) : logprobs_of(message, choice);
   out["finish_reason"] = finished ? finish_reason_of(choice) : Json(nullptr);
+  out["stop_reason"] = finished ? choice.stop_reason : Json(nullptr);
   chunk["choices"] = Json::array({std::move(out)});
   // With usage asked for, every chunk says it has none: the last one, after the choices, has it.
   if (request_.include_usage) chunk["usage"] = nullptr;
@@ -441,6 +452,7 @@ Json ReplyBuilder::whole() const {
     }
     if (!chat && request_.prompt_logprobs) out["prompt_logprobs"] = vllm_prompt_logprobs(prompt_of(index));
     out["finish_reason"] = finish_reason_of(choice);
+    out["stop_reason"] = choice.stop_reason;
     choices.push_back(std::move(out));
   }
   reply["choices"] = std::move(choices);

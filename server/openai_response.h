@@ -78,6 +78,9 @@ class ReplyBuilder final : public Reply {
     bool role_sent = false;   // chat streaming: the first chunk names the role
     bool echoed = false;      // completions streaming with echo: the prompt's text went out
     std::string finish_reason;
+    // As vLLM's: the stop string, or the stop token's id (of the request's stop_token_ids), that
+    // ended the choice; null for EOS, the length or anything else.
+    nlohmann::ordered_json stop_reason;
     uint32_t completion_tokens = 0;
     // Chat with reasoning read out: the reply's <think> block, then its content.
     std::optional<ReasoningReader> reasoning_reader;

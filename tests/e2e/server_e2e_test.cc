@@ -49,6 +49,7 @@ struct Collected {
   std::string text;
   std::vector<std::string> deltas;
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+  std::string stop_string;
   v1::Usage usage;
   std::string request_id;
   int messages = 0;
@@ -70,6 +71,7 @@ Collected generate(v1::Generation::Stub& stub, const v1::GenerateRequest& reques
     c.deltas.push_back(msg.text());
     if (msg.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) {
       c.finish = msg.finish_reason();
+      c.stop_string = msg.stop_string();
       c.usage = msg.usage();
     }
     if (c.messages == cancel_after) ctx.TryCancel();
@@ -232,6 +234,32 @@ TEST_F(ServerE2E, BadInputGetsInvalidArgumentNamingTheField) {
   // Nothing leaked, and everyone else is still served.
   EXPECT_TRUE(wait_all_blocks_free(*client));
   EXPECT_TRUE(generate(*client, text_request("hello", 8)).status.ok());
+}
+
+// The stop string that ended a reply is named on its last message (empty when the length or a
+// token ended it); the text is the free reply's up to where that string begins.
+TEST_F(ServerE2E, TheStopStringThatEndedAReplyIsNamed) {
+  ServerProcess server({"--model", kModel});
+  auto client = stub(server);
+  const Collected free = generate(*client, text_request("Once upon a time", 24));
+  ASSERT_TRUE(free.status.ok()) << free.status.error_message();
+  EXPECT_EQ(free.finish, v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(free.stop_string, "");
+  // Two ASCII characters from the middle of the reply (a stop string must be whole characters).
+  std::string stop;
+  for (size_t at = free.text.size() / 2; at + 2 <= free.text.size() && stop.empty(); ++at)
+    if (static_cast<unsigned char>(free.text[at]) < 0x80 &&
+        static_cast<unsigned char>(free.text[at + 1]) < 0x80)
+      stop = free.text.substr(at, 2);
+  ASSERT_FALSE(stop.empty()) << free.text;
+  v1::GenerateRequest request = text_request("Once upon a time", 24);
+  request.mutable_stop()->add_stop("#never#");
+  request.mutable_stop()->add_stop(stop);
+  const Collected stopped = generate(*client, request);
+  ASSERT_TRUE(stopped.status.ok()) << stopped.status.error_message();
+  EXPECT_EQ(stopped.finish, v1::FINISH_REASON_STOP);
+  EXPECT_EQ(stopped.stop_string, stop);
+  EXPECT_EQ(stopped.text, free.text.substr(0, free.text.find(stop)));
 }
 
 // A model directory with no tokenizer file stops start-up with a message naming both files and the

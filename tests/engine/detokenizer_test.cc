@@ -337,8 +337,13 @@ TEST_F(DetokenizerTest, OverlappingCandidatesStopAtTheFirstCompletedMatch) {
   const Stream r = run({}, byte_ids("abcde"), {"abcd", "bc"});
   EXPECT_EQ(r.all, "a");
   EXPECT_EQ(r.stopped_at, 2);
+  EXPECT_EQ(r.deltas[2].stop, "bc");  // the delta that stops names the stop string that matched
   // Both complete on the same token: the earlier start wins.
-  EXPECT_EQ(run({}, byte_ids("xabc"), {"bc", "abc"}).all, "x");
+  const Stream both = run({}, byte_ids("xabc"), {"bc", "abc"});
+  EXPECT_EQ(both.all, "x");
+  EXPECT_EQ(both.deltas.back().stop, "abc");
+  for (const auto& d : both.deltas)
+    EXPECT_EQ(d.stop.empty(), !d.stopped);
 }
 
 TEST_F(DetokenizerTest, PossibleStopPrefixIsHeldThenReleased) {
@@ -461,6 +466,16 @@ TEST_F(DetokenizerTest, RandomStopsMatchAReferenceOnPrefixDecodes) {
       const Stream r = run({}, output, stops, 0, include);
       ASSERT_EQ(r.all, expected);
       ASSERT_EQ(r.stopped_at, expected_at);
+      if (expected_at >= 0) {
+        // The stop string it names is one of the request's, and is where the output was cut.
+        const std::string& named = r.deltas[static_cast<size_t>(expected_at)].stop;
+        ASSERT_NE(std::find(stops.begin(), stops.end(), named), stops.end()) << named;
+        const std::string text = tok().decode(std::vector<TokenId>(
+            output.begin(), output.begin() + static_cast<std::ptrdiff_t>(expected_at) + 1));
+        ASSERT_EQ(
+            text.compare(include ? expected.size() - named.size() : expected.size(), named.size(), named), 0)
+            << "\"" << named << "\" is not where the output ends";
+      }
       std::string so_far;
       for (const auto& d : r.deltas) {
         so_far += d.text;

@@ -786,11 +786,36 @@ TEST(OpenAiReply, CompletionCollectsInterleavedChoicesInIndexOrder) {
   const Json expected = Json::parse(R"({
     "id": "cmpl-r7", "object": "text_completion", "created": 1700000000, "model": "my-model",
     "choices": [
-      {"index": 0, "text": "Aa!", "logprobs": null, "finish_reason": "length"},
-      {"index": 1, "text": "Bb", "logprobs": null, "finish_reason": "stop"}],
+      {"index": 0, "text": "Aa!", "logprobs": null, "finish_reason": "length", "stop_reason": null},
+      {"index": 1, "text": "Bb", "logprobs": null, "finish_reason": "stop", "stop_reason": null}],
     "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
               "prompt_tokens_details": {"cached_tokens": 4}}})");
   EXPECT_EQ(Json::parse(reply.body()), expected);
+}
+
+// vLLM's stop_reason: the stop string or stop token id that ended a choice, null for EOS, the
+// length or anything else; whole and streamed (null until the choice finishes).
+TEST(OpenAiReply, StopReasonNamesTheStopStringOrStopTokenThatEndedAChoice) {
+  ParsedRequest request =
+      parse_ok(kCompletions, R"({"prompt": "x", "n": 4, "stop": ["END"], "stop_token_ids": [9]})");
+  ReplyBuilder reply(request, 1, nullptr);
+  v1::GenerateResponse by_string = message(0, "a", {{5, -0.5f}}, v1::FINISH_REASON_STOP);
+  by_string.set_stop_string("END");
+  const v1::GenerateResponse by_token = message(1, "b", {{9, -0.5f}}, v1::FINISH_REASON_STOP);
+  const v1::GenerateResponse by_eos = message(2, "c", {{2, -0.5f}}, v1::FINISH_REASON_STOP);
+  const v1::GenerateResponse by_length = message(3, "d", {{9, -0.5f}}, v1::FINISH_REASON_LENGTH);
+  for (const v1::GenerateResponse& m : {by_string, by_token, by_eos, by_length})
+    reply.add(m);
+  const Json body = Json::parse(reply.body());
+  EXPECT_EQ(body["choices"][0]["stop_reason"], "END");
+  EXPECT_EQ(body["choices"][1]["stop_reason"], 9);
+  EXPECT_EQ(body["choices"][2]["stop_reason"], nullptr);
+  EXPECT_EQ(body["choices"][3]["stop_reason"], nullptr);
+
+  request.stream = true;
+  ReplyBuilder stream(request, 1, nullptr);
+  EXPECT_EQ(events_of(stream.event(message(0, "x", {{4, -0.5f}})))[0]["choices"][0]["stop_reason"], nullptr);
+  EXPECT_EQ(events_of(stream.event(by_string))[0]["choices"][0]["stop_reason"], "END");
 }
 
 TEST(OpenAiReply, SeveralPromptsCountEachPromptOnce) {
@@ -820,7 +845,7 @@ TEST(OpenAiReply, ChatStreamNamesTheRoleOnceAndEndsWithUsageAndDone) {
   ASSERT_EQ(first.size(), 1u);
   EXPECT_EQ(first[0], Json::parse(R"({"id": "chatcmpl-r7", "object": "chat.completion.chunk", "created": 5,
       "model": "my-model", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"},
-      "logprobs": null, "finish_reason": null}], "usage": null})"));
+      "logprobs": null, "finish_reason": null, "stop_reason": null}], "usage": null})"));
   // A token whose text is held back (part of a character, a possible stop string) shows nothing.
   EXPECT_EQ(reply.event(message(0, "", {{2, -1.0f}})), "");
   v1::GenerateResponse last = message(0, "lo", {{3, -1.0f}}, v1::FINISH_REASON_STOP);
