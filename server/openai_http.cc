@@ -11,6 +11,7 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include "server/anthropic_messages.h"
 #include "server/elastic_thread_pool.h"
 #include "server/generation_service.h"
 #include "server/http_proxy.h"
@@ -28,24 +29,38 @@ constexpr const char* kJson = "application/json";
 constexpr const char* kRoutes =
     "this server serves POST /v1/completions, POST /v1/chat/completions, POST /v1/responses, "
     "GET and DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items, "
+    "POST /v1/messages, POST /v1/messages/count_tokens, "
     "POST /v1/embeddings, GET /v1/models, POST /tokenize, "
     "POST /detokenize and GET /health";
 
-void reply_error(httplib::Response& res, int status, const std::string& message, const std::string& code) {
-  res.status = status;
-  if (status == 429) res.set_header("Retry-After", "1");  // the queue drains as requests finish
-  res.set_content(openai::error_body(status, message, code), kJson);
+// Anthropic's Messages API's routes: their errors have Anthropic's shape, which its clients read.
+bool anthropic_route(const httplib::Request& req) {
+  return req.path == "/v1/messages" || req.path.starts_with("/v1/messages/");
 }
 
-void reply_grpc_error(httplib::Response& res, const grpc::Status& status) {
-  reply_error(res, openai::http_status(status.error_code()), status.error_message(),
+// An error body in the shape of the API `req` is for.
+std::string error_body(const httplib::Request& req, int status, const std::string& message,
+                       const std::string& code) {
+  return anthropic_route(req) ? anthropic::error_body(status, message)
+                              : openai::error_body(status, message, code);
+}
+
+void reply_error(const httplib::Request& req, httplib::Response& res, int status, const std::string& message,
+                 const std::string& code) {
+  res.status = status;
+  if (status == 429) res.set_header("Retry-After", "1");  // the queue drains as requests finish
+  res.set_content(error_body(req, status, message, code), kJson);
+}
+
+void reply_grpc_error(const httplib::Request& req, httplib::Response& res, const grpc::Status& status) {
+  reply_error(req, res, openai::http_status(status.error_code()), status.error_message(),
               openai::code_name(status.error_code()));
 }
 
 // A body parse_request & co. refused: 404 for another model's name, else 400.
-void reply_parse_error(httplib::Response& res, const Status& status) {
+void reply_parse_error(const httplib::Request& req, httplib::Response& res, const Status& status) {
   const bool unknown_model = status.code() == StatusCode::kNotFound;
-  reply_error(res, unknown_model ? 404 : 400, status.message(),
+  reply_error(req, res, unknown_model ? 404 : 400, status.message(),
               unknown_model ? "model_not_found" : "invalid_argument");
 }
 
@@ -57,13 +72,20 @@ bool printable_ascii(const std::string& text) {
   return true;
 }
 
+// The caller's API key: the Authorization header, or (as Anthropic's clients send it) x-api-key,
+// which stands for "Bearer <key>". Empty for none.
+std::string authorization(const httplib::Request& req) {
+  if (req.has_header("Authorization")) return req.get_header_value("Authorization");
+  if (req.has_header("x-api-key")) return "Bearer " + req.get_header_value("x-api-key");
+  return {};
+}
+
 // The caller's bearer token goes on as gRPC metadata, for the service to check as it checks its
 // own callers'. A header that cannot be a token (gRPC would abort on its bytes) is left off: a
 // server with a token then refuses the call (401), one without serves it.
 void forward_auth(const httplib::Request& req, grpc::ClientContext& context) {
-  if (!req.has_header("Authorization")) return;
-  const std::string value = req.get_header_value("Authorization");
-  if (printable_ascii(value)) context.AddMetadata("authorization", value);
+  const std::string value = authorization(req);
+  if (!value.empty() && printable_ascii(value)) context.AddMetadata("authorization", value);
 }
 
 // Bodies must come with a Content-Length and uncompressed: httplib enforces its size limit only
@@ -73,10 +95,11 @@ httplib::Server::HandlerResponse refuse_unbounded_body(const httplib::Request& r
   if (req.method != "POST") return httplib::Server::HandlerResponse::Unhandled;
   const std::string encoding = req.get_header_value("Content-Encoding");
   if (!encoding.empty() && encoding != "identity") {
-    reply_error(res, 415, "Content-Encoding \"" + encoding + "\" is not accepted; send the body uncompressed",
+    reply_error(req, res, 415,
+                "Content-Encoding \"" + encoding + "\" is not accepted; send the body uncompressed",
                 "http_415");
   } else if (req.has_header("Transfer-Encoding") || !req.has_header("Content-Length")) {
-    reply_error(res, 411, "send the body with a Content-Length (chunked bodies are not accepted)",
+    reply_error(req, res, 411, "send the body with a Content-Length (chunked bodies are not accepted)",
                 "http_411");
   } else {
     return httplib::Server::HandlerResponse::Unhandled;
@@ -271,6 +294,11 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
   server->Post("/v1/responses", [this](const httplib::Request& req, httplib::Response& res) {
     generate(openai::Endpoint::kResponses, req, res);
   });
+  server->Post("/v1/messages", [this](const httplib::Request& req, httplib::Response& res) {
+    generate(openai::Endpoint::kMessages, req, res);
+  });
+  server->Post("/v1/messages/count_tokens",
+               [this](const httplib::Request& req, httplib::Response& res) { count_tokens(req, res); });
   const auto on_stored = [this](StoredResponseAction action) {
     return [this, action](const httplib::Request& req, httplib::Response& res) {
       stored_response(action, req, res);
@@ -284,7 +312,8 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
     grpc::ClientContext context;
     forward_auth(req, context);
     v1::ModelInfo info;
-    if (grpc::Status s = stub_->GetModelInfo(&context, {}, &info); !s.ok()) return reply_grpc_error(res, s);
+    if (grpc::Status s = stub_->GetModelInfo(&context, {}, &info); !s.ok())
+      return reply_grpc_error(req, res, s);
     Json models = Json::array({Json{{"id", options_.served.model},
                                     {"object", "model"},
                                     {"created", static_cast<int64_t>(started_)},
@@ -307,12 +336,12 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
   server->Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
     v1::DetokenizeRequest request;
     if (Status s = openai::parse_detokenize_request(req.body, options_.served, &request); !s.ok())
-      return reply_parse_error(res, s);
+      return reply_parse_error(req, res, s);
     grpc::ClientContext context;
     forward_auth(req, context);
     v1::DetokenizeResponse text;
     if (grpc::Status s = stub_->Detokenize(&context, request, &text); !s.ok())
-      return reply_grpc_error(res, s);
+      return reply_grpc_error(req, res, s);
     res.set_content(Json{{"prompt", text.text()}}.dump(-1, ' ', false, Json::error_handler_t::replace),
                     kJson);
   });
@@ -334,7 +363,7 @@ Status OpenAiHttpServer::start(const std::string& host, int port) {
                     " bytes (--max-request-bytes); send a shorter request";
         else
           message = "the HTTP request could not be read (status " + std::to_string(res.status) + ")";
-        res.set_content(openai::error_body(res.status, message, "http_" + std::to_string(res.status)), kJson);
+        res.set_content(error_body(req, res.status, message, "http_" + std::to_string(res.status)), kJson);
         return httplib::Server::HandlerResponse::Handled;
       }));
   return listener_.start(std::move(server), host, port, "OpenAI-compatible API");
@@ -359,11 +388,12 @@ void OpenAiHttpServer::embeddings(const httplib::Request& req, httplib::Response
   InFlightCall in_flight(*this);  // its engine requests run until the answer: a drain waits for it
   openai::ParsedEmbeddings request;
   if (Status s = openai::parse_embeddings_request(req.body, options_.served, &request); !s.ok())
-    return reply_parse_error(res, s);
+    return reply_parse_error(req, res, s);
   if (req.has_header("X-Request-Id")) {  // names the call in the log, as for completions
     const std::string id = req.get_header_value("X-Request-Id");
     if (!printable_ascii(id))
-      return reply_error(res, 400, "the X-Request-Id header must be printable ASCII", "invalid_argument");
+      return reply_error(req, res, 400, "the X-Request-Id header must be printable ASCII",
+                         "invalid_argument");
     request.embed.set_request_id(id);
   }
   grpc::ClientContext context;
@@ -378,7 +408,7 @@ void OpenAiHttpServer::embeddings(const httplib::Request& req, httplib::Response
   v1::EmbedResponse embedded;
   const grpc::Status status = stub_->Embed(&context, request.embed, &embedded);
   watch.reset();
-  if (!status.ok()) return reply_grpc_error(res, status);
+  if (!status.ok()) return reply_grpc_error(req, res, status);
   Json data = Json::array();
   for (int i = 0; i < embedded.embeddings_size(); ++i) {
     const auto& values = embedded.embeddings(i).values();
@@ -403,17 +433,17 @@ void OpenAiHttpServer::embeddings(const httplib::Request& req, httplib::Response
 void OpenAiHttpServer::tokenize(const httplib::Request& req, httplib::Response& res) {
   openai::ParsedTokenize request;
   if (Status s = openai::parse_tokenize_request(req.body, options_.served, &request); !s.ok())
-    return reply_parse_error(res, s);
+    return reply_parse_error(req, res, s);
   grpc::ClientContext context;
   forward_auth(req, context);
   v1::TokenizeResponse tokens;
   if (grpc::Status s = stub_->Tokenize(&context, request.tokenize, &tokens); !s.ok())
-    return reply_grpc_error(res, s);
+    return reply_grpc_error(req, res, s);
   grpc::ClientContext info_context;
   forward_auth(req, info_context);
   v1::ModelInfo info;
   if (grpc::Status s = stub_->GetModelInfo(&info_context, {}, &info); !s.ok())
-    return reply_grpc_error(res, s);
+    return reply_grpc_error(req, res, s);
   Json reply{{"count", tokens.token_ids_size()},
              {"max_model_len", info.max_model_len()},
              {"tokens", std::vector<uint32_t>(tokens.token_ids().begin(), tokens.token_ids().end())},
@@ -427,19 +457,31 @@ void OpenAiHttpServer::tokenize(const httplib::Request& req, httplib::Response& 
   res.set_content(reply.dump(-1, ' ', false, Json::error_handler_t::replace), kJson);
 }
 
+void OpenAiHttpServer::count_tokens(const httplib::Request& req, httplib::Response& res) {
+  openai::ParsedTokenize request;
+  if (Status s = anthropic::parse_count_tokens_request(req.body, options_.served, &request); !s.ok())
+    return reply_parse_error(req, res, s);
+  grpc::ClientContext context;
+  forward_auth(req, context);
+  v1::TokenizeResponse tokens;
+  if (grpc::Status s = stub_->Tokenize(&context, request.tokenize, &tokens); !s.ok())
+    return reply_grpc_error(req, res, s);
+  res.set_content(Json{{"input_tokens", tokens.token_ids_size()}}.dump(), kJson);
+}
+
 void OpenAiHttpServer::stored_response(StoredResponseAction action, const httplib::Request& req,
                                        httplib::Response& res) {
   const std::string id = req.matches[1].str();
   if (!responses_)
     return reply_error(
-        res, 404,
+        req, res, 404,
         "response " + id +
             " is not stored: this server stores no responses (it runs with --responses-store-mb 0)",
         "not_found");
-  if (grpc::Status s = check_auth(req); !s.ok()) return reply_grpc_error(res, s);
-  const std::string owner = req.get_header_value("Authorization");
+  if (grpc::Status s = check_auth(req); !s.ok()) return reply_grpc_error(req, res, s);
+  const std::string owner = authorization(req);
   const auto not_found = [&] {
-    reply_error(res, 404,
+    reply_error(req, res, 404,
                 "no response " + id +
                     " is stored for this API key: it was sent with store false, deleted, or evicted for "
                     "newer ones (--responses-store-mb), or another replica or an earlier run of the server "
@@ -456,7 +498,7 @@ void OpenAiHttpServer::stored_response(StoredResponseAction action, const httpli
     return res.set_content(stored->response.dump(-1, ' ', false, Json::error_handler_t::replace), kJson);
   if (action == StoredResponseAction::kCancel)
     return reply_error(
-        res, 400,
+        req, res, 400,
         "response " + id + " is " + stored->response.value("status", "stored") +
             ": only a background response can be cancelled, and kvserve runs none in the background",
         "invalid_argument");
@@ -467,12 +509,12 @@ void OpenAiHttpServer::stored_response(StoredResponseAction action, const httpli
     const std::string text = req.get_param_value("limit");
     const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), limit);
     if (error != std::errc() || end != text.data() + text.size() || limit < 1 || limit > 100)
-      return reply_error(res, 400, "limit: \"" + text + "\" is not an integer from 1 to 100",
+      return reply_error(req, res, 400, "limit: \"" + text + "\" is not an integer from 1 to 100",
                          "invalid_argument");
   }
   const std::string order = req.has_param("order") ? req.get_param_value("order") : "desc";
   if (order != "asc" && order != "desc")
-    return reply_error(res, 400, "order: \"" + order + "\" is neither asc nor desc", "invalid_argument");
+    return reply_error(req, res, 400, "order: \"" + order + "\" is neither asc nor desc", "invalid_argument");
   std::vector<const Json*> items;
   for (size_t i = 0; i < stored->input_items; ++i)
     items.push_back(&stored->items[i]);
@@ -483,7 +525,7 @@ void OpenAiHttpServer::stored_response(StoredResponseAction action, const httpli
     const auto it = std::find_if(items.begin(), items.end(),
                                  [&](const Json* item) { return item->value("id", "") == after; });
     if (it == items.end())
-      return reply_error(res, 400, "after: response " + id + " has no input item \"" + after + "\"",
+      return reply_error(req, res, 400, "after: response " + id + " has no input item \"" + after + "\"",
                          "invalid_argument");
     first = static_cast<size_t>(it - items.begin()) + 1;
   }
@@ -504,30 +546,34 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
   // While draining, new requests are refused here, uncounted: the drain waits only for the calls
   // that run, not for the traffic a load balancer still sends.
   if (options_.healthy && !options_.healthy())
-    return reply_error(res, 503,
+    return reply_error(req, res, 503,
                        "the server is shutting down and takes no new requests; retry on another replica",
                        "unavailable");
   // Where responses are stored, the API key is checked first: a wrong one is 401, not a stored
   // response that "is not found" for it.
   if (endpoint == openai::Endpoint::kResponses && responses_)
-    if (grpc::Status s = check_auth(req); !s.ok()) return reply_grpc_error(res, s);
+    if (grpc::Status s = check_auth(req); !s.ok()) return reply_grpc_error(req, res, s);
   auto call = std::make_shared<Call>(*this);
   nlohmann::ordered_json responses_echo;
   openai::ResponsesTurn responses_turn;
   // A stored response belongs to the API key that made it.
-  const std::string owner = req.get_header_value("Authorization");
+  const std::string owner = authorization(req);
   openai::FindStoredResponse find_stored;
   if (responses_) find_stored = [this, &owner](const std::string& id) { return responses_->find(id, owner); };
-  if (Status s = endpoint == openai::Endpoint::kResponses
-                     ? openai::parse_responses_request(req.body, options_.served, find_stored, &call->request,
-                                                       &responses_echo, &responses_turn)
-                     : openai::parse_request(endpoint, req.body, options_.served, &call->request);
-      !s.ok())
-    return reply_parse_error(res, s);
+  Status parsed;
+  if (endpoint == openai::Endpoint::kResponses)
+    parsed = openai::parse_responses_request(req.body, options_.served, find_stored, &call->request,
+                                             &responses_echo, &responses_turn);
+  else if (endpoint == openai::Endpoint::kMessages)
+    parsed = anthropic::parse_messages_request(req.body, options_.served, &call->request);
+  else
+    parsed = openai::parse_request(endpoint, req.body, options_.served, &call->request);
+  if (!parsed.ok()) return reply_parse_error(req, res, parsed);
   if (req.has_header("X-Request-Id")) {
     const std::string id = req.get_header_value("X-Request-Id");
     if (!printable_ascii(id))
-      return reply_error(res, 400, "the X-Request-Id header must be printable ASCII", "invalid_argument");
+      return reply_error(req, res, 400, "the X-Request-Id header must be printable ASCII",
+                         "invalid_argument");
     call->request.generate.set_request_id(id);
   }
   const auto created = static_cast<int64_t>(std::time(nullptr));
@@ -552,6 +598,8 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
     call->reply =
         std::make_unique<openai::ResponsesReply>(call->request, std::move(responses_echo), created,
                                                  options_.tokenizer.get(), std::move(id), std::move(store));
+  } else if (endpoint == openai::Endpoint::kMessages) {
+    call->reply = std::make_unique<anthropic::MessagesReply>(call->request, options_.tokenizer.get());
   } else {
     call->reply = std::make_unique<openai::ReplyBuilder>(call->request, created, options_.tokenizer.get());
   }
@@ -563,7 +611,7 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
   if (const std::string& id = call->request.generate.request_id(); !id.empty() && generates.size() > 1) {
     const size_t longest = id.size() + 1 + std::to_string(generates.size() - 1).size();
     if (longest > kMaxRequestIdBytes)
-      return reply_error(res, 400,
+      return reply_error(req, res, 400,
                          "the X-Request-Id header is " + std::to_string(id.size()) + " bytes; with " +
                              std::to_string(generates.size()) + " prompts it gets a suffix up to \"-" +
                              std::to_string(generates.size() - 1) + "\", and request ids are at most " +
@@ -591,10 +639,10 @@ void OpenAiHttpServer::generate(openai::Endpoint endpoint, const httplib::Reques
         req.remote_addr, req.remote_port);
   if (!call->request.stream) {
     // The whole reply at the end.
-    if (grpc::Status s = call->read_all(); !s.ok()) return reply_grpc_error(res, s);
+    if (grpc::Status s = call->read_all(); !s.ok()) return reply_grpc_error(req, res, s);
     return res.set_content(call->reply->body(), kJson);
   }
-  if (grpc::Status s = call->read_first_messages(); !s.ok()) return reply_grpc_error(res, s);
+  if (grpc::Status s = call->read_first_messages(); !s.ok()) return reply_grpc_error(req, res, s);
   watch.reset();
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(

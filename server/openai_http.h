@@ -1,10 +1,11 @@
 // The OpenAI-compatible HTTP API: POST /v1/completions, /v1/chat/completions and /v1/responses
 // (whole replies or server-sent events; stored responses read back and deleted), GET /v1/models, POST
 // /tokenize and /detokenize (as vLLM's) and GET /health, for the many clients and tools that speak OpenAI's
-// protocol. Each request is read into a kvserve.v1.GenerateRequest (server/openai_request.h) and run through
-// the server's own gRPC service over an in-process channel, so the two APIs share validation, authentication,
-// choices, structured output, cancellation, metrics and logs; only the wire format differs
-// (server/openai_response.h).
+// protocol; and Anthropic's POST /v1/messages and /v1/messages/count_tokens (server/anthropic_messages.h),
+// for those that speak Anthropic's (an x-api-key header is taken as the bearer token). Each request is read
+// into a kvserve.v1.GenerateRequest (server/openai_request.h) and run through the server's own gRPC service
+// over an in-process channel, so the two APIs share validation, authentication, choices, structured output,
+// cancellation, metrics and logs; only the wire format differs (server/openai_response.h).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -69,12 +70,15 @@ class OpenAiHttpServer {
   int bound_port() const { return listener_.bound_port(); }
 
  private:
-  // POST /v1/completions and /v1/chat/completions.
+  // POST /v1/completions, /v1/chat/completions, /v1/responses and /v1/messages.
   void generate(openai::Endpoint endpoint, const httplib::Request& req, httplib::Response& res);
   // POST /tokenize: the Tokenize RPC, with the model's max_model_len.
   // POST /v1/embeddings, through the Embed RPC.
   void embeddings(const httplib::Request& req, httplib::Response& res);
   void tokenize(const httplib::Request& req, httplib::Response& res);
+  // POST /v1/messages/count_tokens (Anthropic's): the Tokenize RPC on the prompt /v1/messages
+  // would run.
+  void count_tokens(const httplib::Request& req, httplib::Response& res);
   // GET /v1/responses/{id} (and .../input_items), DELETE /v1/responses/{id} and POST
   // /v1/responses/{id}/cancel: a stored response of the caller's API key.
   enum class StoredResponseAction { kRead, kListInputItems, kDelete, kCancel };

@@ -20,9 +20,10 @@
 
 namespace kvserve::openai {
 
-// The generation endpoints. kResponses (server/openai_responses.h) is read into a chat request, so
-// a ParsedRequest's endpoint is only ever one of the other two.
-enum class Endpoint { kCompletions, kChatCompletions, kResponses };
+// The generation endpoints. kResponses (server/openai_responses.h) and kMessages (Anthropic's,
+// server/anthropic_messages.h) are read into chat requests, so a ParsedRequest's endpoint is only
+// ever one of the first two.
+enum class Endpoint { kCompletions, kChatCompletions, kResponses, kMessages };
 
 struct ParsedRequest {
   Endpoint endpoint = Endpoint::kCompletions;

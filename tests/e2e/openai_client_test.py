@@ -9,7 +9,9 @@ counted as such; that /v1/embeddings gives the float64 reference's hidden state,
 base64; that seeded sampling repeats, and that choice i of n equals the request alone with
 seed + i; that chat replies constrained by response_format (json_schema, json_object, choice,
 regex) are what they were told to be; that a streamed chat opens each choice with the assistant's
-role, adds up to the unstreamed reply and ends with a usage chunk; that bad requests get OpenAI's
+role, adds up to the unstreamed reply and ends with a usage chunk; that the Responses API and
+Anthropic's Messages API give the chat endpoint's greedy reply in their own shapes, whole and
+streamed; that bad requests get OpenAI's
 error object with 400 or 404 and leave the server serving; and, on a second server holding a bearer
 token, a short queue and a slowed engine, that a request without the token is 401 and one with it
 200, that a request over the queue is 429, and that a draining server refuses new requests with
@@ -738,6 +740,67 @@ def check_responses(check, port, served):
           "responses: a deleted response cannot be continued (400, naming the field)", repr(e))
 
 
+def check_messages(check, port, served):
+    """Anthropic's POST /v1/messages: the conversation of check_chat_stream as a system prompt and
+    messages gives the chat endpoint's greedy reply, as a message and as the Messages stream; its
+    count_tokens and errors have Anthropic's shapes."""
+    chat = {"model": served, "temperature": 0, "max_completion_tokens": 16,
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"},
+                         {"role": "assistant", "content": "Hi."}, {"role": "user", "content": "Why is the sky blue?"}]}
+    c = request(port, "POST", "/v1/chat/completions", chat)
+    if not check(c.status == 200, "messages: the chat reference is 200", repr(c)):
+        return
+    want, want_usage = c.json()["choices"][0]["message"]["content"], c.json()["usage"]
+    want_stop = "max_tokens" if c.json()["choices"][0]["finish_reason"] == "length" else "end_turn"
+    body = {"model": served, "temperature": 0, "max_tokens": 16, "system": [{"type": "text", "text": "Be brief."}],
+            "messages": [{"role": "user", "content": "Hello?"},
+                         {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]},
+                         {"role": "user", "content": [{"type": "text", "text": "Why is the sky blue?"}]}]}
+    headers = {"x-api-key": "unused", "anthropic-version": "2023-06-01", "X-Request-Id": "py-msg"}
+    r = request(port, "POST", "/v1/messages", body, headers=headers)
+    if not check(r.status == 200, "messages: 200", {"request": body, "reply": repr(r)}):
+        return
+    m = r.json()
+    content = m.get("content") or [{}]
+    u = m.get("usage") or {}
+    check(m.get("id") == "msg_py-msg" and m.get("type") == "message" and m.get("role") == "assistant"
+          and m.get("model") == served and len(content) == 1 and content[0].get("type") == "text"
+          and m.get("stop_reason") == want_stop and m.get("stop_sequence") is None,
+          "messages: a message of one text block, its stop_reason as the chat reply's finish", m)
+    check(content[0].get("text") == want, "messages: the text block is the chat endpoint's greedy reply",
+          {"messages": content[0].get("text"), "chat": want})
+    check(u.get("input_tokens", 0) + u.get("cache_read_input_tokens", 0) == want_usage["prompt_tokens"]
+          and u.get("output_tokens") == want_usage["completion_tokens"] and u.get("cache_creation_input_tokens") == 0,
+          "messages: usage in Anthropic's terms (cached prompt tokens apart), as the chat reply counts them",
+          {"got": u, "chat": want_usage})
+
+    s = request(port, "POST", "/v1/messages", dict(body, stream=True))
+    try:
+        events = parse_typed_sse(s.body)
+    except ValueError as e:
+        check(False, "messages stream: typed server-sent events", f"{e}; {s!r}")
+        return
+    types = [t for t, _ in events]
+    deltas = "".join(p["delta"]["text"] for t, p in events if t == "content_block_delta")
+    final = events[-2][1] if len(events) >= 2 else {}
+    check(s.status == 200 and types[0] == "message_start" and types[-2:] == ["message_delta", "message_stop"]
+          and types.count("content_block_start") == 1 and types.count("content_block_stop") == 1,
+          "messages stream: message_start, one text block's start/deltas/stop, message_delta, message_stop", types)
+    check(deltas == want and final.get("delta", {}).get("stop_reason") == want_stop
+          and final.get("usage", {}).get("output_tokens") == want_usage["completion_tokens"],
+          "messages stream: the text deltas are the greedy reply; message_delta has its stop_reason and usage",
+          {"deltas": deltas, "want": want, "message_delta": final})
+
+    n = request(port, "POST", "/v1/messages/count_tokens", {k: v for k, v in body.items() if k != "max_tokens"})
+    check(n.status == 200 and n.json() == {"input_tokens": want_usage["prompt_tokens"]},
+          "messages: count_tokens counts the prompt the chat endpoint ran", repr(n))
+    e = request(port, "POST", "/v1/messages", {k: v for k, v in body.items() if k != "max_tokens"})
+    check(e.status == 400 and e.json().get("type") == "error"
+          and e.json().get("error", {}).get("type") == "invalid_request_error"
+          and "max_tokens" in e.json()["error"].get("message", ""),
+          "messages: a request without max_tokens is 400, an Anthropic invalid_request_error naming it", repr(e))
+
+
 def check_errors(check, port, served):
     cases = [
         ("invalid JSON", "/v1/completions", b'{"prompt": "x", ', 400, None, "JSON"),
@@ -962,6 +1025,7 @@ def main():
         check_structured(check, srv.http_port)
         check_chat_stream(check, srv.http_port, served)
         check_responses(check, srv.http_port, served)
+        check_messages(check, srv.http_port, served)
         check_errors(check, srv.http_port, served)
         check_concurrent(check, srv.http_port)
     except Exception:

@@ -1345,5 +1345,248 @@ TEST(OpenAiE2E, ToolChoiceAutoNeedsAToolCallFormat) {
             "get_time");
 }
 
+// Anthropic's Messages API: the chat endpoint's reply for the same conversation (greedy), in a
+// message's shape, whole or streamed; stop sequences, a prefill and count_tokens against the chat
+// endpoint's and /tokenize's own.
+TEST(AnthropicE2E, AMessageIsTheChatEndpointsReplyInAnthropicsShape) {
+  ServerProcess server(with_openai({}));
+  const int port = server.openai_port();
+  const Json conversation = Json::array({{{"role", "user"}, {"content", "Why is the sky blue?"}}});
+  Json chat_messages = conversation;
+  chat_messages.insert(chat_messages.begin(), Json{{"role", "system"}, {"content", "Be brief."}});
+  const Json chat_body{
+      {"messages", chat_messages}, {"temperature", 0}, {"max_tokens", 12}, {"ignore_eos", true}};
+  const HttpReply chat = post(port, "/v1/chat/completions", chat_body);
+  ASSERT_EQ(chat.status, 200) << chat.body;
+  const std::string text = Json::parse(chat.body)["choices"][0]["message"]["content"];
+  const Json chat_usage = Json::parse(chat.body)["usage"];
+
+  Json body{{"model", kModel},  {"system", "Be brief."}, {"messages", conversation},
+            {"max_tokens", 12}, {"temperature", 0},      {"ignore_eos", true}};
+  const HttpReply whole = post(port, "/v1/messages", body, {{"anthropic-version", "2023-06-01"}});
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  const Json message = Json::parse(whole.body);
+  EXPECT_EQ(message["type"], "message");
+  EXPECT_EQ(message["role"], "assistant");
+  EXPECT_EQ(message["model"], kModel);
+  EXPECT_EQ(message["id"].get<std::string>().rfind("msg_", 0), 0u);
+  ASSERT_EQ(message["content"].size(), 1u) << whole.body;
+  EXPECT_EQ(message["content"][0], Json({{"type", "text"}, {"text", text}}));
+  EXPECT_EQ(message["stop_reason"], "max_tokens");
+  EXPECT_EQ(message["stop_sequence"], nullptr);
+  const Json& usage = message["usage"];
+  EXPECT_EQ(usage["input_tokens"].get<int>() + usage["cache_read_input_tokens"].get<int>(),
+            chat_usage["prompt_tokens"].get<int>());
+  EXPECT_EQ(usage["output_tokens"], 12);
+
+  // Streamed: the deltas join to the same text; message_delta has the stop reason and usage.
+  body["stream"] = true;
+  const HttpReply streamed = post(port, "/v1/messages", body);
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  const std::vector<Json> stream = events(streamed.body);
+  ASSERT_GE(stream.size(), 4u) << streamed.body;
+  EXPECT_EQ(stream.front()["type"], "message_start");
+  EXPECT_EQ(stream.back()["type"], "message_stop");
+  std::string joined;
+  for (const Json& e : stream)
+    if (e["type"] == "content_block_delta") joined += e["delta"]["text"].get<std::string>();
+  EXPECT_EQ(joined, text);
+  const Json& delta = stream[stream.size() - 2];
+  EXPECT_EQ(delta["type"], "message_delta");
+  EXPECT_EQ(delta["delta"]["stop_reason"], "max_tokens");
+  EXPECT_EQ(delta["usage"]["output_tokens"], 12);
+  EXPECT_EQ(streamed.body.rfind("event: message_start\ndata: ", 0), 0u);  // events are named
+
+  // A stop sequence from the middle of the reply ends it there, and is named.
+  std::string stop;
+  for (size_t at = text.size() / 2; at + 2 <= text.size() && stop.empty(); ++at)
+    if (static_cast<unsigned char>(text[at]) < 0x80 && static_cast<unsigned char>(text[at + 1]) < 0x80)
+      stop = text.substr(at, 2);
+  ASSERT_FALSE(stop.empty()) << text;
+  body["stream"] = false;
+  body["stop_sequences"] = {"#never#", stop};
+  const HttpReply stopped = post(port, "/v1/messages", body);
+  ASSERT_EQ(stopped.status, 200) << stopped.body;
+  EXPECT_EQ(Json::parse(stopped.body)["stop_reason"], "stop_sequence");
+  EXPECT_EQ(Json::parse(stopped.body)["stop_sequence"], stop);
+  EXPECT_EQ(Json::parse(stopped.body)["content"][0]["text"], text.substr(0, text.find(stop)));
+  body.erase("stop_sequences");
+
+  // A final assistant message is continued, as chat's continue_final_message continues it.
+  Json prefilled = body;
+  prefilled["messages"].push_back({{"role", "assistant"}, {"content", "The sky"}});
+  Json chat_prefilled = chat_body;
+  chat_prefilled["messages"].push_back({{"role", "assistant"}, {"content", "The sky"}});
+  chat_prefilled["continue_final_message"] = true;
+  chat_prefilled["add_generation_prompt"] = false;
+  const HttpReply continued = post(port, "/v1/messages", prefilled);
+  const HttpReply chat_continued = post(port, "/v1/chat/completions", chat_prefilled);
+  ASSERT_EQ(continued.status, 200) << continued.body;
+  ASSERT_EQ(chat_continued.status, 200) << chat_continued.body;
+  EXPECT_EQ(Json::parse(continued.body)["content"][0]["text"],
+            Json::parse(chat_continued.body)["choices"][0]["message"]["content"]);
+
+  // count_tokens: the prompt /v1/messages runs, as /tokenize counts the chat conversation.
+  const HttpReply counted =
+      post(port, "/v1/messages/count_tokens",
+           Json{{"model", kModel}, {"system", "Be brief."}, {"messages", conversation}});
+  ASSERT_EQ(counted.status, 200) << counted.body;
+  EXPECT_EQ(Json::parse(counted.body), Json({{"input_tokens", chat_usage["prompt_tokens"]}}));
+  EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
+}
+
+// A forced tool use comes back as a tool_use block whose input is the chat call's arguments; the
+// next turn, the call and its tool_result, renders the prompt the chat conversation with the call
+// and the tool's message renders.
+TEST(AnthropicE2E, ToolUseBlocksAreTheChatCallsAndToolResultsTheirAnswers) {
+  ServerProcess server(with_openai(
+      {"--chat-template", std::string(KVSERVE_TEST_DATA) + "/chat_templates/hermes_tools.jinja"}));
+  const int port = server.openai_port();
+  const std::string question = "Weather in Oslo for two days?";
+  // Anthropic's tools (name, description, input_schema), and the chat tools they stand for with
+  // their fields in the same order (this file's Json sorts keys; the template renders them as sent).
+  Json tools = Json::array();
+  nlohmann::ordered_json chat_tools = nlohmann::ordered_json::array();
+  for (const Json& tool : kWeatherTools) {
+    Json anthropic{{"name", tool["function"]["name"]}, {"input_schema", tool["function"]["parameters"]}};
+    if (tool["function"].contains("description")) anthropic["description"] = tool["function"]["description"];
+    nlohmann::ordered_json function = nlohmann::ordered_json::object();
+    for (const auto& [key, value] : anthropic.items())
+      function[key == "input_schema" ? "parameters" : key] = value;
+    chat_tools.push_back({{"type", "function"}, {"function", function}});
+    tools.push_back(anthropic);
+  }
+  const nlohmann::ordered_json chat_body{
+      {"messages", {{{"role", "user"}, {"content", question}}}},
+      {"tools", chat_tools},
+      {"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}},
+      {"max_tokens", 160},
+      {"seed", 5}};
+  const HttpReply chat = post(port, "/v1/chat/completions", Json(chat_body.dump()));
+  ASSERT_EQ(chat.status, 200) << chat.body;
+  const Json chat_call = Json::parse(chat.body)["choices"][0]["message"]["tool_calls"][0];
+
+  Json body{{"messages", {{{"role", "user"}, {"content", question}}}},
+            {"tools", tools},
+            {"tool_choice", {{"type", "tool"}, {"name", "get_weather"}}},
+            {"max_tokens", 160},
+            {"seed", 5}};
+  const HttpReply whole = post(port, "/v1/messages", body);
+  ASSERT_EQ(whole.status, 200) << whole.body;
+  const Json message = Json::parse(whole.body);
+  ASSERT_EQ(message["content"].size(), 1u) << whole.body;
+  const Json& block = message["content"][0];
+  EXPECT_EQ(block["type"], "tool_use");
+  EXPECT_EQ(block["name"], "get_weather");
+  EXPECT_EQ(block["input"], Json::parse(chat_call["function"]["arguments"].get<std::string>()));
+  EXPECT_EQ(message["stop_reason"], "tool_use");
+  EXPECT_EQ(
+      message["usage"]["input_tokens"].get<int>() + message["usage"]["cache_read_input_tokens"].get<int>(),
+      Json::parse(chat.body)["usage"]["prompt_tokens"].get<int>());
+
+  body["stream"] = true;
+  const HttpReply streamed = post(port, "/v1/messages", body);
+  ASSERT_EQ(streamed.status, 200) << streamed.body;
+  std::string partial_json;
+  for (const Json& e : events(streamed.body))
+    if (e["type"] == "content_block_delta") partial_json += e["delta"]["partial_json"].get<std::string>();
+  EXPECT_EQ(Json::parse(partial_json), block["input"]);
+
+  // The next turn against the chat conversation it stands for: the same prompt, token for token.
+  const Json turn{
+      {"messages",
+       {{{"role", "user"}, {"content", question}},
+        {{"role", "assistant"},
+         {"content",
+          {{{"type", "tool_use"}, {"id", "toolu_1"}, {"name", "get_weather"}, {"input", block["input"]}}}}},
+        {{"role", "user"},
+         {"content", {{{"type", "tool_result"}, {"tool_use_id", "toolu_1"}, {"content", "sunny, 21 C"}}}}}}},
+      {"tools", tools},
+      {"max_tokens", 2}};
+  const HttpReply next = post(port, "/v1/messages", turn);
+  ASSERT_EQ(next.status, 200) << next.body;
+  const Json chat_turn{
+      {"messages",
+       {{{"role", "user"}, {"content", question}},
+        {{"role", "assistant"},
+         {"content", nullptr},
+         {"tool_calls",
+          {{{"id", "toolu_1"},
+            {"type", "function"},
+            {"function", {{"name", "get_weather"}, {"arguments", block["input"].dump()}}}}}}},
+        {{"role", "tool"}, {"tool_call_id", "toolu_1"}, {"content", "sunny, 21 C"}}}},
+      {"max_tokens", 2}};
+  nlohmann::ordered_json chat_turn_body = nlohmann::ordered_json::parse(chat_turn.dump());
+  chat_turn_body["tools"] = chat_tools;
+  const HttpReply chat_next = post(port, "/v1/chat/completions", Json(chat_turn_body.dump()));
+  ASSERT_EQ(chat_next.status, 200) << chat_next.body;
+  const int prompt_tokens = Json::parse(chat_next.body)["usage"]["prompt_tokens"];
+  const Json next_usage = Json::parse(next.body)["usage"];
+  EXPECT_EQ(next_usage["input_tokens"].get<int>() + next_usage["cache_read_input_tokens"].get<int>(),
+            prompt_tokens);
+  Json count = turn;
+  count.erase("max_tokens");
+  const HttpReply counted = post(port, "/v1/messages/count_tokens", count);
+  ASSERT_EQ(counted.status, 200) << counted.body;
+  EXPECT_EQ(Json::parse(counted.body)["input_tokens"], prompt_tokens);
+  EXPECT_TRUE(wait_all_blocks_free(*stub(server)));
+}
+
+// Errors on the Messages routes have Anthropic's shape and types, which its SDKs raise as their
+// own exceptions; x-api-key is the bearer token (on every route); the server goes on serving.
+TEST(AnthropicE2E, ErrorsHaveAnthropicsShapeAndXApiKeyIsTheToken) {
+  char dir_template[] = "/tmp/kvserve-anthropic-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string token_file = std::string(dir_template) + "/token";
+  std::ofstream(token_file) << "s3cret\n";
+  ServerProcess server(with_openai({"--auth-token-file", token_file, "--max-request-bytes", "4000"}));
+  const int port = server.openai_port();
+  const Json body{{"max_tokens", 2}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}};
+  const auto error_type = [](const HttpReply& reply) {
+    const Json error = Json::parse(reply.body);
+    EXPECT_EQ(error["type"], "error") << reply.body;
+    EXPECT_TRUE(error["error"]["message"].is_string()) << reply.body;
+    return error["error"]["type"].get<std::string>();
+  };
+  const HttpReply missing = post(port, "/v1/messages", body);
+  EXPECT_EQ(missing.status, 401);
+  EXPECT_EQ(error_type(missing), "authentication_error");
+  const HttpReply wrong = post(port, "/v1/messages", body, {{"x-api-key", "wrong"}});
+  EXPECT_EQ(wrong.status, 401);
+  EXPECT_EQ(error_type(wrong), "authentication_error");
+  const httplib::Headers key{{"x-api-key", "s3cret"}};
+  EXPECT_EQ(post(port, "/v1/messages", body, key).status, 200);
+  EXPECT_EQ(post(port, "/v1/messages", body, {{"Authorization", "Bearer s3cret"}}).status, 200);
+  EXPECT_EQ(post(port, "/v1/messages/count_tokens", body).status, 401);
+  EXPECT_EQ(post(port, "/v1/messages/count_tokens", body, key).status, 200);
+  EXPECT_EQ(post(port, "/v1/completions", Json{{"prompt", "x"}, {"max_tokens", 2}}, key).status, 200);
+
+  const HttpReply no_max = post(port, "/v1/messages", Json{{"messages", body["messages"]}}, key);
+  EXPECT_EQ(no_max.status, 400);
+  EXPECT_EQ(error_type(no_max), "invalid_request_error");
+  EXPECT_NE(no_max.body.find("max_tokens"), std::string::npos) << no_max.body;
+  Json other = body;
+  other["model"] = "claude-sonnet-4-5";
+  const HttpReply model = post(port, "/v1/messages", other, key);
+  EXPECT_EQ(model.status, 404);
+  EXPECT_EQ(error_type(model), "not_found_error");
+  const HttpReply bad = post(port, "/v1/messages", Json("{\"messages\": ["), key);
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(error_type(bad), "invalid_request_error");
+  Json big = body;
+  big["messages"][0]["content"] = std::string(5000, 'x');
+  const HttpReply too_large = post(port, "/v1/messages", big, key);
+  EXPECT_EQ(too_large.status, 413);
+  EXPECT_EQ(error_type(too_large), "request_too_large");
+  const HttpReply route = post(port, "/v1/messages/batches", body, key);
+  EXPECT_EQ(route.status, 404);
+  EXPECT_EQ(error_type(route), "not_found_error");
+  // The OpenAI routes keep OpenAI's shape.
+  EXPECT_EQ(Json::parse(post(port, "/v1/chat/completions", Json{{"messages", 1}}, key).body)["error"]["code"],
+            "invalid_argument");
+  EXPECT_EQ(post(port, "/v1/messages", body, key).status, 200);
+  std::filesystem::remove_all(dir_template);
+}
+
 }  // namespace
 }  // namespace kvserve

@@ -8,7 +8,8 @@
 // reply builder (server/openai_response.h) writes two made-up response messages for it, streamed
 // or whole as the body asks, each document of which must be JSON. A refusal at either stage is
 // written as the HTTP server writes it (error_body, error_events), which must be JSON too. The same
-// body is also read as POST /tokenize and /detokenize, and as POST /v1/responses (check_responses).
+// body is also read as POST /tokenize and /detokenize, as POST /v1/responses (check_responses), and
+// as Anthropic's POST /v1/messages and /v1/messages/count_tokens (check_messages).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -17,9 +18,11 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "server/anthropic_messages.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
 #include "server/openai_responses.h"
@@ -293,6 +296,103 @@ void check_responses(std::string_view body, const openai::ServedApi& served) {
   }
 }
 
+// The same body read as Anthropic's POST /v1/messages: refused with INVALID_ARGUMENT or NOT_FOUND
+// (its error body Anthropic's object), or read into a chat request whose reply to two made-up
+// messages is a message object whole, and streamed Messages events ("event: T" and JSON data of
+// type T) from message_start to message_stop, each block's deltas between its start and stop.
+// count_tokens reads it too.
+void check_messages(std::string_view body, const openai::ServedApi& served) {
+  openai::ParsedTokenize count;
+  if (const kvserve::Status s = kvserve::anthropic::parse_count_tokens_request(body, served, &count); !s.ok())
+    check(s.code() == kvserve::StatusCode::kInvalidArgument || s.code() == kvserve::StatusCode::kNotFound,
+          "a refused count_tokens body gets INVALID_ARGUMENT or NOT_FOUND");
+  else
+    check(count.tokenize.has_chat(), "count_tokens counts a conversation");
+  openai::ParsedRequest parsed;
+  const kvserve::Status status = kvserve::anthropic::parse_messages_request(body, served, &parsed);
+  if (!status.ok()) {
+    check(status.code() == kvserve::StatusCode::kInvalidArgument ||
+              status.code() == kvserve::StatusCode::kNotFound,
+          "a refused /v1/messages body gets INVALID_ARGUMENT or NOT_FOUND");
+    const Json error = parse_document(kvserve::anthropic::error_body(400, status.message()));
+    check(error.value("type", "") == "error" && error["error"].value("type", "") == "invalid_request_error" &&
+              error["error"].value("message", Json()).is_string(),
+          "an Anthropic error body is {\"type\": \"error\", \"error\": {\"type\", \"message\"}}");
+    return;
+  }
+  check(parsed.endpoint == openai::Endpoint::kChatCompletions && parsed.generate.has_chat() &&
+            parsed.more_prompts.empty() && parsed.generate.n() <= 1 &&
+            parsed.generate.stop().max_tokens() >= 1,
+        "a Messages request is one chat request of one choice, with its max_tokens");
+  kvserve::v1::GenerateResponse messages[2];
+  for (int m = 0; m < 2; ++m) {
+    messages[m].set_request_id("fuzz-1");
+    messages[m].set_text(std::string(body.substr(m * body.size() / 2, 48)));
+    messages[m].add_token_ids(static_cast<uint32_t>(m));
+  }
+  messages[1].set_finish_reason(body.size() % 2 ? kvserve::v1::FINISH_REASON_LENGTH
+                                                : kvserve::v1::FINISH_REASON_STOP);
+  if (body.size() % 3 == 0 && parsed.generate.stop().stop_size() > 0)
+    messages[1].set_stop_string(parsed.generate.stop().stop(0));
+  messages[1].mutable_usage()->set_prompt_tokens(7);
+  messages[1].mutable_usage()->set_cached_prompt_tokens(body.size() % 9);  // may exceed the prompt
+  messages[1].mutable_usage()->set_completion_tokens(2);
+  const auto check_blocks = [](const Json& content) {
+    for (const Json& block : content)
+      check(block.is_object() && (block["type"] == "text" || block["type"] == "thinking" ||
+                                  (block["type"] == "tool_use" && block["input"].is_object() &&
+                                   block["id"].is_string() && block["name"].is_string())),
+            "a content block is text, thinking, or a tool_use with an id, a name and an input object");
+  };
+  for (const bool stream : {false, true}) {
+    parsed.stream = stream;
+    kvserve::anthropic::MessagesReply reply(parsed, nullptr);
+    if (!stream) {
+      for (const kvserve::v1::GenerateResponse& message : messages)
+        reply.add(message);
+      const Json whole = parse_document(reply.body());
+      check(whole.value("type", "") == "message" && whole["content"].is_array() &&
+                whole.value("model", "") == kServedModel && whole["stop_reason"].is_string() &&
+                whole["usage"]["input_tokens"].is_number_unsigned(),
+            "a whole Messages reply is a message object with content blocks, a stop reason and usage");
+      check_blocks(whole["content"]);
+      continue;
+    }
+    std::string events = reply.event(messages[0]);
+    events += reply.event(messages[1]);
+    events += reply.closing_events();
+    size_t pos = 0;
+    std::vector<std::string> types;
+    int64_t open_block = -1, blocks = 0;
+    while (pos < events.size()) {
+      const size_t data = events.find("\ndata: ", pos);
+      const size_t end = events.find("\n\n", pos);
+      check(events.compare(pos, 7, "event: ") == 0 && data != std::string::npos && end != std::string::npos &&
+                data < end,
+            "every Messages event is an event line and a data line, then a blank line");
+      types.push_back(events.substr(pos + 7, data - pos - 7));
+      const Json event = parse_document(events.substr(data + 7, end - data - 7));
+      check(event.value("type", "") == types.back(), "a Messages event's data has its type");
+      if (types.back() == "content_block_start") {
+        check(open_block == -1 && event["index"] == blocks,
+              "a block starts after the last one stopped, numbered");
+        check_blocks(Json::array({event["content_block"]}));
+        open_block = blocks++;
+      } else if (types.back() == "content_block_delta") {
+        check(event["index"] == open_block, "a delta is the open block's");
+      } else if (types.back() == "content_block_stop") {
+        check(event["index"] == open_block, "the open block stops");
+        open_block = -1;
+      }
+      pos = end + 2;
+    }
+    check(!types.empty() && types.front() == "message_start" && types.back() == "message_stop" &&
+              types.size() >= 3 && types[types.size() - 2] == "message_delta" && open_block == -1,
+          "a Messages stream runs from message_start, through message_delta, to message_stop, every block "
+          "stopped");
+  }
+}
+
 // The body's own JSON where parse_request took it (so it is JSON and not too deep), to check
 // fields whose proto zero means "not set" against what the client sent.
 Json body_json(std::string_view body) {
@@ -334,6 +434,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           "a refused /detokenize body gets INVALID_ARGUMENT or NOT_FOUND");
 
   check_responses(body, served);
+  check_messages(body, served);
 
   openai::ParsedRequest parsed;
   const kvserve::Status status = openai::parse_request(endpoint, body, served, &parsed);

@@ -457,6 +457,28 @@ void openai_request_seeds() {
   responses("previous_response", R"({"input": [{"type": "function_call_output", "call_id": "call_1", )"
                                  R"("output": "ok"}], "previous_response_id": "resp_1", "store": false})");
   responses("refused_previous_response", R"({"input": "x", "previous_response_id": "resp_2"})");
+  // Read as /v1/messages' (and count_tokens') too: Anthropic's shapes.
+  const auto messages = [&](const std::string& name, const std::string& body, char format = 0) {
+    write_seed(target, "messages_" + name, std::string(1, static_cast<char>(1 | format << 1)) + body);
+  };
+  messages(
+      "tool_use_round_trip",
+      R"({"model": "tiny", "max_tokens": 32, "system": [{"type": "text", "text": "Be brief."}], )"
+      R"("messages": [{"role": "user", "content": "Weather in Oslo?"}, {"role": "assistant", "content": )"
+      R"([{"type": "thinking", "thinking": "hm", "signature": ""}, {"type": "text", "text": "Checking."}, )"
+      R"({"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}]}, )"
+      R"({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": )"
+      R"([{"type": "text", "text": "Sunny"}]}, {"type": "text", "text": "And tomorrow?"}]}], "tools": )"
+      R"([{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": )"
+      R"("string"}}}}], "tool_choice": {"type": "auto"}, "stream": true, "stop_sequences": ["END"]})",
+      kHermes);
+  messages(
+      "forced_tool_prefill_thinking",
+      R"({"max_tokens": 8, "messages": [{"role": "user", "content": "x"}, {"role": "assistant", )"
+      R"("content": "{"}], "tools": [{"name": "f", "input_schema": {"type": "object"}}], "tool_choice": )"
+      R"({"type": "any", "disable_parallel_tool_use": true}, "thinking": {"type": "disabled"}})");
+  messages("output_format", R"({"max_tokens": 8, "messages": [{"role": "user", "content": "A person"}], )"
+                            R"("output_format": {"type": "json_schema", "schema": {"type": "object"}}})");
   completions("wrong_model", R"({"model": "gpt-4o-mini", "prompt": "x"})");
   completions("several_prompts", R"({"prompt": ["Once", [1, 450, 45], "upon"], "n": 2, "max_tokens": 4, )"
                                  R"("stream": true, "stream_options": {"include_usage": true}})");
