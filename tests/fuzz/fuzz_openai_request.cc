@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include <google/protobuf/util/message_differencer.h>
 #include <nlohmann/json.hpp>
 
 #include "server/anthropic_messages.h"
@@ -480,7 +481,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         "the request survives the in-process channel's serialization");
   for (const kvserve::v1::GenerateRequest& more : parsed.more_prompts) {
     check(!chat && more.input_case() != kvserve::v1::GenerateRequest::INPUT_NOT_SET &&
-              more.sampling().SerializeAsString() == sampling.SerializeAsString() &&
+              google::protobuf::util::MessageDifferencer::Equals(more.sampling(), sampling) &&
               more.SerializeToString(&wire) && round_trip.ParseFromString(wire),
           "each further prompt is a completions request of its own with the first one's sampling");
   }
