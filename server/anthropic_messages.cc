@@ -1,6 +1,7 @@
 #include "server/anthropic_messages.h"
 
 #include <algorithm>
+#include <cctype>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -76,6 +77,11 @@ struct Conversation {
         for (Json& call : message["tool_calls"])
           last["tool_calls"].push_back(std::move(call));
       }
+      if (message.contains("reasoning_content")) {
+        std::string reasoning = last.value("reasoning_content", "");
+        reasoning += (reasoning.empty() ? "" : "\n") + message["reasoning_content"].get<std::string>();
+        last["reasoning_content"] = std::move(reasoning);
+      }
       return;
     }
     messages.push_back(std::move(message));
@@ -83,14 +89,11 @@ struct Conversation {
   }
 };
 
-// A user message's blocks: text joins the user's turn; each tool_result is a tool message, in
-// the order given (text before a result is a turn of its own before it).
+// A user message's blocks: each tool_result a tool message, in the order given, then its text as
+// the user's turn. The results come first, as Anthropic's API has them: chat templates expect a
+// call's results right after it.
 Status add_user_blocks(const Json& content, const std::string& field, Conversation& conversation) {
   Json parts = Json::array();
-  const auto flush = [&] {
-    if (!parts.empty()) conversation.add(Json{{"role", "user"}, {"content", std::move(parts)}}, field);
-    parts = Json::array();
-  };
   for (size_t j = 0; j < content.size(); ++j) {
     const Json& block = content[j];
     const std::string block_field = field + ".content[" + std::to_string(j) + "]";
@@ -105,7 +108,9 @@ Status add_user_blocks(const Json& content, const std::string& field, Conversati
         if (Status s = text_content(*result, block_field + ".content", &text); !s.ok()) return s;
       if (const Json* is_error = find(block, "is_error"); is_error && !is_error->is_boolean())
         return invalid(block_field + ".is_error", "expected true or false");
-      flush();
+      if (!parts.empty())
+        return invalid(block_field,
+                       "a tool_result block after text: send a message's tool_result blocks first");
       conversation.add(Json{{"role", "tool"}, {"tool_call_id", *id}, {"content", std::move(text)}},
                        block_field);
       continue;
@@ -122,23 +127,30 @@ Status add_user_blocks(const Json& content, const std::string& field, Conversati
                        " not supported in a user message: send text and tool_result blocks (this "
                        "server reads text only)");
   }
-  flush();
+  if (!parts.empty()) conversation.add(Json{{"role", "user"}, {"content", std::move(parts)}}, field);
   return Status::Ok();
 }
 
-// An assistant message's blocks as one assistant turn: its text, and its tool_use blocks as the
-// turn's calls. Thinking blocks are left out: chat templates take no such part (and most drop the
-// reasoning of earlier turns themselves).
-Status add_assistant_blocks(const Json& content, const std::string& field, Conversation& conversation,
-                            bool* has_calls) {
+// An assistant message's blocks as one assistant turn: its text, its tool_use blocks as the turn's
+// calls, and its thinking as the turn's reasoning_content, which the templates of thinking models
+// (Qwen3's, ...) render for the turns of the current tool loop: the prompt is then the one the
+// model wrote, and its cached blocks are found again.
+Status assistant_turn(const Json& content, const std::string& field, Json* turn) {
   Json parts = Json::array();
   Json calls = Json::array();
+  std::string thinking;
   for (size_t j = 0; j < content.size(); ++j) {
     const Json& block = content[j];
     const std::string block_field = field + ".content[" + std::to_string(j) + "]";
     if (!block.is_object()) return invalid(block_field, "expected a content block (an object)");
     const Json* type = find(block, "type");
-    if (type && (*type == "thinking" || *type == "redacted_thinking")) continue;
+    if (type && *type == "thinking") {
+      const Json* text = find(block, "thinking");
+      if (!text || !text->is_string()) return invalid(block_field + ".thinking", "expected a string");
+      thinking += (thinking.empty() ? "" : "\n") + text->get<std::string>();
+      continue;
+    }
+    if (type && *type == "redacted_thinking") continue;  // (encrypted by another server: unreadable)
     if (type && *type == "text") {
       Json part;
       if (Status s = text_part(block, block_field, &part); !s.ok()) return s;
@@ -164,13 +176,25 @@ Status add_assistant_blocks(const Json& content, const std::string& field, Conve
                        " not supported in an assistant message: send text, tool_use and thinking "
                        "blocks (kvserve runs no server tools)");
   }
-  *has_calls = !calls.empty();
   // (No text: null beside calls, as chat has it; "" for a turn of thinking alone.)
-  Json text = parts.empty() ? (*has_calls ? Json(nullptr) : Json("")) : std::move(parts);
-  Json turn{{"role", "assistant"}, {"content", std::move(text)}};
-  if (*has_calls) turn["tool_calls"] = std::move(calls);
-  conversation.add(std::move(turn), field);
+  Json text = parts.empty() ? (calls.empty() ? Json("") : Json(nullptr)) : std::move(parts);
+  *turn = Json{{"role", "assistant"}, {"content", std::move(text)}};
+  if (!calls.empty()) (*turn)["tool_calls"] = std::move(calls);
+  if (!thinking.empty()) (*turn)["reasoning_content"] = std::move(thinking);
   return Status::Ok();
+}
+
+// Whether a chat turn's content holds nothing but whitespace (or nothing).
+bool blank(const Json& content) {
+  const auto blank_text = [](const std::string& text) {
+    return std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isspace(c); });
+  };
+  if (content.is_string()) return blank_text(content.get_ref<const std::string&>());
+  if (content.is_array())
+    return std::all_of(content.begin(), content.end(), [&](const Json& part) {
+      return blank_text(part.at("text").get_ref<const std::string&>());
+    });
+  return true;
 }
 
 Status read_conversation(const Json& body, Conversation* conversation) {
@@ -193,22 +217,39 @@ Status read_conversation(const Json& body, Conversation* conversation) {
     const Json* content = find(message, "content");
     if (!content || !(content->is_string() || content->is_array()))
       return invalid(field + ".content", "expected a string or a list of content blocks");
-    bool has_calls = false;
-    if (content->is_string()) {
-      conversation->add(Json{{"role", *role}, {"content", *content}}, field);
-    } else if (*role == "user") {
-      if (Status s = add_user_blocks(*content, field, *conversation); !s.ok()) return s;
-    } else {
-      if (Status s = add_assistant_blocks(*content, field, *conversation, &has_calls); !s.ok()) return s;
+    const bool last = i + 1 == messages->size();
+    // (A JSON string is never empty() to nlohmann: that counts elements.)
+    const bool empty =
+        content->is_string() ? content->get_ref<const std::string&>().empty() : content->empty();
+    if (empty && !(last && *role == "assistant"))
+      return invalid(field + ".content",
+                     "is empty: every message needs content, but for a final assistant message (then no "
+                     "prefill)");
+    if (*role == "user") {
+      if (content->is_string())
+        conversation->add(Json{{"role", "user"}, {"content", *content}}, field);
+      else if (Status s = add_user_blocks(*content, field, *conversation); !s.ok())
+        return s;
+      continue;
     }
-    // A last message of the assistant's is a prefill: the reply continues it.
-    if (i + 1 == messages->size() && *role == "assistant") {
-      if (has_calls)
-        return invalid(field,
-                       "the last message is the assistant's and holds tool_use blocks: send their "
-                       "tool_result blocks in a user message after it");
-      conversation->prefill = true;
+    Json turn{{"role", "assistant"}, {"content", *content}};
+    if (content->is_array())
+      if (Status s = assistant_turn(*content, field, &turn); !s.ok()) return s;
+    if (!last) {
+      conversation->add(std::move(turn), field);
+      continue;
     }
+    // A last message of the assistant's is a prefill: the reply continues it (joined to the turn
+    // before it, if that was the assistant's too). One with no text is none, and is left out (an
+    // empty turn closed in the prompt would leave the model nothing to continue).
+    if (turn.contains("tool_calls") || !blank(turn["content"])) conversation->add(std::move(turn), field);
+    Json& final_turn = conversation->messages.back();
+    if (final_turn["role"] != "assistant") continue;
+    if (final_turn.contains("tool_calls"))
+      return invalid(field,
+                     "the conversation ends with the assistant's tool_use blocks: send their tool_result "
+                     "blocks in a user message after them");
+    conversation->prefill = true;
   }
   return Status::Ok();
 }
@@ -270,27 +311,29 @@ Status chat_tool_choice(const Json& choice, Json& chat) {
   return invalid("tool_choice.type", "expected \"auto\", \"any\", \"tool\" or \"none\"");
 }
 
-// thinking ({"type": "enabled", "budget_tokens"} or {"type": "disabled"}) as the chat template's
-// enable_thinking, which templates of models that think on request read (Qwen3's, ...); others
-// ignore it. The budget is not enforced: max_tokens bounds the whole reply, thinking included.
+// thinking ({"type": "enabled", "budget_tokens"}, "adaptive", "between_tools" or "disabled") as the
+// chat template's enable_thinking, which templates of models that think on request read (Qwen3's,
+// ...); others ignore it. The budget is not enforced: max_tokens bounds the whole reply, thinking
+// included; "adaptive" and "between_tools" (when to think is left to the model) are thinking
+// enabled, the model then deciding.
 Status chat_thinking(const Json& thinking, Json& chat) {
   const Json* type = thinking.is_object() ? find(thinking, "type") : nullptr;
-  if (!type || (*type != "enabled" && *type != "disabled"))
-    return invalid("thinking.type", "expected \"enabled\" or \"disabled\"");
+  if (!type || (*type != "enabled" && *type != "adaptive" && *type != "between_tools" && *type != "disabled"))
+    return invalid("thinking.type", "expected \"enabled\", \"adaptive\", \"between_tools\" or \"disabled\"");
   if (const Json* budget = find(thinking, "budget_tokens"); budget && !budget->is_number_integer())
     return invalid("thinking.budget_tokens", "expected an integer");
   if (!chat.contains("chat_template_kwargs")) chat["chat_template_kwargs"] = Json::object();
   if (!chat["chat_template_kwargs"].contains("enable_thinking"))
-    chat["chat_template_kwargs"]["enable_thinking"] = *type == "enabled";
+    chat["chat_template_kwargs"]["enable_thinking"] = *type != "disabled";
   return Status::Ok();
 }
 
-// output_format ({"type": "json_schema", "schema"}: Anthropic's structured outputs) as chat's
-// response_format.
-Status chat_output_format(const Json& format, Json& chat) {
+// output_format, or output_config.format ({"type": "json_schema", "schema"}: Anthropic's
+// structured outputs, under the beta's name and the later one), as chat's response_format.
+Status chat_output_format(const Json& format, const std::string& field, Json& chat) {
   const Json* type = format.is_object() ? find(format, "type") : nullptr;
   const Json* schema = type && *type == "json_schema" ? find(format, "schema") : nullptr;
-  if (!schema) return invalid("output_format", "expected {\"type\": \"json_schema\", \"schema\": {...}}");
+  if (!schema) return invalid(field, "expected {\"type\": \"json_schema\", \"schema\": {...}}");
   chat["response_format"] =
       Json{{"type", "json_schema"}, {"json_schema", Json{{"name", "output"}, {"schema", *schema}}}};
   return Status::Ok();
@@ -342,7 +385,10 @@ Status to_chat(const Json& body, bool count_tokens, Json* chat, Conversation* co
   }
   if (const Json* tools = find(body, "tools"))
     if (Status s = chat_tools(*tools, &(*chat)["tools"]); !s.ok()) return s;
-  if (const Json* kwargs = find(body, "chat_template_kwargs")) (*chat)["chat_template_kwargs"] = *kwargs;
+  if (const Json* kwargs = find(body, "chat_template_kwargs")) {
+    if (!kwargs->is_object()) return invalid("chat_template_kwargs", "expected an object");
+    (*chat)["chat_template_kwargs"] = *kwargs;
+  }
   if (const Json* thinking = find(body, "thinking"))
     if (Status s = chat_thinking(*thinking, *chat); !s.ok()) return s;
   if (count_tokens) {
@@ -352,11 +398,37 @@ Status to_chat(const Json& body, bool count_tokens, Json* chat, Conversation* co
   if (const Json* choice = find(body, "tool_choice"))
     if (Status s = chat_tool_choice(*choice, *chat); !s.ok()) return s;
   if (const Json* format = find(body, "output_format"))
-    if (Status s = chat_output_format(*format, *chat); !s.ok()) return s;
+    if (Status s = chat_output_format(*format, "output_format", *chat); !s.ok()) return s;
+  if (const Json* config = find(body, "output_config")) {
+    if (!config->is_object()) return invalid("output_config", "expected an object");
+    // (Its effort, how hard the model thinks, has no setting here: ignored.)
+    if (const Json* format = find(*config, "format")) {
+      if (chat->contains("response_format"))
+        return invalid("output_config.format", "send output_format or output_config.format, not both");
+      if (Status s = chat_output_format(*format, "output_config.format", *chat); !s.ok()) return s;
+    }
+  }
   // Fields of the same name and meaning: Anthropic's, and the sampling extensions vLLM also takes.
-  for (const char* key :
-       {"model", "stream", "temperature", "top_p", "top_k", "seed", "min_p", "repetition_penalty",
-        "presence_penalty", "frequency_penalty", "priority", "ignore_eos", "min_tokens", "logit_bias"})
+  for (const char* key : {"model",
+                          "stream",
+                          "temperature",
+                          "top_p",
+                          "top_k",
+                          "seed",
+                          "min_p",
+                          "repetition_penalty",
+                          "presence_penalty",
+                          "frequency_penalty",
+                          "priority",
+                          "ignore_eos",
+                          "min_tokens",
+                          "logit_bias",
+                          "stop_token_ids",
+                          "include_stop_str_in_output",
+                          "skip_special_tokens",
+                          "guided_json",
+                          "guided_regex",
+                          "guided_choice"})
     if (const Json* value = find(body, key)) (*chat)[key] = *value;
   return Status::Ok();
 }
@@ -390,6 +462,14 @@ std::string messages_field_names(std::string message, const Conversation& conver
       message.erase(at + 1, std::string_view(".function").size());
     return message;
   }
+  // Chat's tool_choice values in the hints, as this request spells them.
+  for (const auto& [chat, messages] :
+       {std::pair<std::string_view, std::string_view>{
+            "tool_choice \"required\" or a named function",
+            "tool_choice {\"type\": \"any\"} or {\"type\": \"tool\", \"name\": ...}"},
+        {"or \"none\";", "or {\"type\": \"none\"};"}})
+    if (const size_t at = message.find(chat); at != std::string::npos)
+      message.replace(at, chat.size(), messages);
   if (replace_prefix("tool_choice.function.name", "tool_choice.name")) return message;
   if (replace_prefix("parallel_tool_calls", "tool_choice.disable_parallel_tool_use")) return message;
   if (replace_prefix("response_format.json_schema.schema", "output_format.schema")) return message;
@@ -476,12 +556,12 @@ Json MessagesReply::usage() const {
   // input_tokens + cache_read_input_tokens (+ cache_creation_input_tokens, which kvserve's
   // automatic prefix cache never bills: 0).
   const Json chat_usage = chat_.usage();
-  const uint32_t prompt = chat_usage["prompt_tokens"].get<uint32_t>();
-  const uint32_t cached = chat_usage["prompt_tokens_details"]["cached_tokens"].get<uint32_t>();
+  const uint32_t prompt = chat_usage.at("prompt_tokens").get<uint32_t>();
+  const uint32_t cached = chat_usage.at("prompt_tokens_details").at("cached_tokens").get<uint32_t>();
   return Json{{"input_tokens", prompt - std::min(cached, prompt)},
               {"cache_creation_input_tokens", 0},
               {"cache_read_input_tokens", cached},
-              {"output_tokens", chat_usage["completion_tokens"]}};
+              {"output_tokens", chat_usage.at("completion_tokens")}};
 }
 
 Json MessagesReply::stop_reason() const {
@@ -492,7 +572,7 @@ Json MessagesReply::stop_reason() const {
   if (finish_reason_ == "length") return "max_tokens";
   if (!stop_sequence_.is_null()) return "stop_sequence";
   if (std::any_of(content_.begin(), content_.end(),
-                  [](const Json& block) { return block["type"] == "tool_use"; }))
+                  [](const Json& block) { return block.at("type") == "tool_use"; }))
     return "tool_use";
   return "end_turn";
 }
@@ -537,14 +617,14 @@ std::string MessagesReply::add_text(const char* type, const std::string& text) {
 std::string MessagesReply::start_tool_use(int chat_index, const Json& call) {
   std::string events = close_block();
   content_.push_back(Json{{"type", "tool_use"},
-                          {"id", call["id"]},
-                          {"name", call["function"]["name"]},
+                          {"id", call.at("id")},
+                          {"name", call.at("function").at("name")},
                           {"input", Json::object()}});
   block_open_ = true;
   tool_block_[chat_index] = content_.size() - 1;
   events +=
       emit("content_block_start", Json{{"index", content_.size() - 1}, {"content_block", content_.back()}});
-  return events + add_input_json(chat_index, call["function"].value("arguments", ""));
+  return events + add_input_json(chat_index, call.at("function").value("arguments", ""));
 }
 
 std::string MessagesReply::add_input_json(int chat_index, const std::string& partial_json) {
@@ -572,8 +652,8 @@ std::string MessagesReply::close_block() {
 
 std::string MessagesReply::consume(const Json& chunk) {
   std::string events;
-  for (const Json& choice : chunk["choices"]) {
-    const Json& delta = choice["delta"];
+  for (const Json& choice : chunk.at("choices")) {
+    const Json& delta = choice.at("delta");
     if (auto reasoning = delta.find("reasoning_content"); reasoning != delta.end() && reasoning->is_string())
       events += add_text("thinking", reasoning->get<std::string>());
     if (auto content = delta.find("content"); content != delta.end() && content->is_string()) {
@@ -582,14 +662,14 @@ std::string MessagesReply::consume(const Json& chunk) {
     }
     if (auto calls = delta.find("tool_calls"); calls != delta.end()) {
       for (const Json& call : *calls) {
-        const int index = call["index"].get<int>();
+        const int index = call.at("index").get<int>();
         events += call.contains("id") ? start_tool_use(index, call)
-                                      : add_input_json(index, call["function"].value("arguments", ""));
+                                      : add_input_json(index, call.at("function").value("arguments", ""));
       }
     }
-    if (const Json& finish = choice["finish_reason"]; finish.is_string()) {
+    if (const Json& finish = choice.at("finish_reason"); finish.is_string()) {
       finish_reason_ = finish.get<std::string>();
-      const Json& stop = choice["stop_reason"];  // the stop string (or stop token) that ended it
+      const Json& stop = choice.at("stop_reason");  // the stop string (or stop token) that ended it
       stop_sequence_ = stop.is_string() ? stop : Json(nullptr);
     }
   }

@@ -1581,6 +1581,14 @@ TEST(AnthropicE2E, ErrorsHaveAnthropicsShapeAndXApiKeyIsTheToken) {
   const HttpReply route = post(port, "/v1/messages/batches", body, key);
   EXPECT_EQ(route.status, 404);
   EXPECT_EQ(error_type(route), "not_found_error");
+  // The key x-api-key carries is the one a stored response belongs to, however it is sent.
+  const HttpReply stored = post(port, "/v1/responses", Json{{"input", "Hi"}, {"max_output_tokens", 2}}, key);
+  ASSERT_EQ(stored.status, 200) << stored.body;
+  httplib::Client http("127.0.0.1", port);
+  const auto read_back = http.Get("/v1/responses/" + Json::parse(stored.body)["id"].get<std::string>(),
+                                  {{"Authorization", "Bearer s3cret"}});
+  ASSERT_TRUE(read_back);
+  EXPECT_EQ(read_back->status, 200) << read_back->body;
   // The OpenAI routes keep OpenAI's shape.
   EXPECT_EQ(Json::parse(post(port, "/v1/chat/completions", Json{{"messages", 1}}, key).body)["error"]["code"],
             "invalid_argument");

@@ -477,6 +477,9 @@ void openai_request_seeds() {
       R"({"max_tokens": 8, "messages": [{"role": "user", "content": "x"}, {"role": "assistant", )"
       R"("content": "{"}], "tools": [{"name": "f", "input_schema": {"type": "object"}}], "tool_choice": )"
       R"({"type": "any", "disable_parallel_tool_use": true}, "thinking": {"type": "disabled"}})");
+  messages("refused_kwargs_with_thinking",
+           R"({"max_tokens": 8, "messages": [{"role": "user", "content": "x"}], )"
+           R"("chat_template_kwargs": [], "thinking": {"type": "enabled"}})");
   messages("output_format", R"({"max_tokens": 8, "messages": [{"role": "user", "content": "A person"}], )"
                             R"("output_format": {"type": "json_schema", "schema": {"type": "object"}}})");
   completions("wrong_model", R"({"model": "gpt-4o-mini", "prompt": "x"})");

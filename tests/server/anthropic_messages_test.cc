@@ -75,8 +75,9 @@ TEST(MessagesRequest, TheSystemPromptMessagesAndSamplingAreTheChatRequests) {
 }
 
 TEST(MessagesRequest, ContentBlocksBecomeChatTurns) {
-  // The assistant's text and tool_use blocks are one turn with calls (its thinking left out); a
-  // user's tool_result blocks are tool messages, in order, and its text after them a user turn.
+  // The assistant's text and tool_use blocks are one turn with calls, its thinking the turn's
+  // reasoning_content; a user's tool_result blocks are tool messages, in order, and its text after
+  // them a user turn.
   const ParsedRequest r = parse_ok(R"({"max_tokens": 9, "messages": [
       {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]},
       {"role": "assistant", "content": [
@@ -97,7 +98,8 @@ TEST(MessagesRequest, ContentBlocksBecomeChatTurns) {
   EXPECT_EQ(chat.messages(1).content(), "Let me look.");
   EXPECT_EQ(Json::parse(chat.messages(1).extra_json()), Json::parse(R"({"tool_calls": [
       {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}},
-      {"id": "toolu_2", "type": "function", "function": {"name": "g", "arguments": {}}}]})"));
+      {"id": "toolu_2", "type": "function", "function": {"name": "g", "arguments": {}}}],
+      "reasoning_content": "hmm"})"));
   EXPECT_EQ(chat.messages(2).role(), "tool");
   EXPECT_EQ(chat.messages(2).content(), "42");
   EXPECT_EQ(Json::parse(chat.messages(2).extra_json()), Json::parse(R"({"tool_call_id": "toolu_1"})"));
@@ -122,6 +124,19 @@ TEST(MessagesRequest, ContentBlocksBecomeChatTurns) {
   EXPECT_EQ(joined.generate.chat().messages(0).content(), "a\nb");
   EXPECT_EQ(joined.generate.chat().messages(1).content(), "c\nd");
   EXPECT_EQ(joined.generate.chat().messages(2).content(), "e");
+
+  // A tool_result after text is refused, as Anthropic's API refuses it: results come first.
+  EXPECT_EQ(
+      refusal(R"({"max_tokens": 9, "messages": [{"role": "user", "content": "x"}, {"role": "assistant",
+      "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}, {"role": "user", "content": [
+      {"type": "text", "text": "Here:"}, {"type": "tool_result", "tool_use_id": "t", "content": "1"}]}]})"),
+      "messages[2].content[1]: a tool_result block after text: send a message's tool_result blocks first");
+  // So is a message with no content, but for a final assistant one (no prefill then).
+  EXPECT_EQ(refusal(R"({"max_tokens": 9, "messages": [{"role": "user", "content": []}]})"),
+            "messages[0].content: is empty: every message needs content, but for a final assistant message "
+            "(then no prefill)");
+  refusal(R"({"max_tokens": 9, "messages": [{"role": "user", "content": "x"}, {"role": "assistant",
+      "content": ""}, {"role": "user", "content": "y"}]})");
 }
 
 // A last message of the assistant's is a prefill: the prompt ends in it, and the reply continues
@@ -132,11 +147,34 @@ TEST(MessagesRequest, AFinalAssistantMessageIsContinued) {
   EXPECT_TRUE(r.generate.chat().continue_final_message());
   EXPECT_FALSE(r.generate.chat().add_generation_prompt());
   EXPECT_EQ(r.generate.chat().messages(1).content(), "{\"a\":");
-  // One that ends in a call cannot be continued: its result is what comes next.
+  // One with no text (empty, blank, or thinking alone) is no prefill: it is left out, and the
+  // reply is a new turn.
+  for (const std::string content :
+       {R"("")", R"(" \n")", R"([])", R"([{"type": "thinking", "thinking": "t"}])"}) {
+    SCOPED_TRACE(content);
+    const ParsedRequest none = parse_ok(R"({"max_tokens": 9, "messages": [{"role": "user", "content": "x"},
+        {"role": "assistant", "content": )" +
+                                        content + "}]}");
+    ASSERT_EQ(none.generate.chat().messages_size(), 1);
+    EXPECT_FALSE(none.generate.chat().continue_final_message());
+  }
+  // After an assistant turn, an empty one leaves that turn the prefill (the two are one turn).
+  const ParsedRequest joined = parse_ok(R"({"max_tokens": 9, "messages": [{"role": "user", "content": "x"},
+      {"role": "assistant", "content": "Sure:"}, {"role": "assistant", "content": ""}]})");
+  ASSERT_EQ(joined.generate.chat().messages_size(), 2);
+  EXPECT_TRUE(joined.generate.chat().continue_final_message());
+  // One that ends in a call cannot be continued, joined to the turn before or not: its result is
+  // what comes next.
+  const std::string ends_in_call =
+      "the conversation ends with the assistant's tool_use blocks: send their "
+      "tool_result blocks in a user message after them";
   EXPECT_EQ(refusal(R"({"max_tokens": 9, "messages": [{"role": "user", "content": "x"}, {"role": "assistant",
       "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]})"),
-            "messages[1]: the last message is the assistant's and holds tool_use blocks: send their "
-            "tool_result blocks in a user message after it");
+            "messages[1]: " + ends_in_call);
+  EXPECT_EQ(refusal(R"({"max_tokens": 9, "messages": [{"role": "user", "content": "x"}, {"role": "assistant",
+      "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}, {"role": "assistant",
+      "content": "More."}]})"),
+            "messages[2]: " + ends_in_call);
 }
 
 TEST(MessagesRequest, ToolsToolChoiceThinkingAndOutputFormatAreChatsOwn) {
@@ -177,13 +215,30 @@ TEST(MessagesRequest, ToolsToolChoiceThinkingAndOutputFormatAreChatsOwn) {
       Json::parse(
           parse_ok(head + R"("thinking": {"type": "disabled"}})").generate.chat().template_kwargs_json()),
       Json::parse(R"({"enable_thinking": false})"));
+  for (const std::string type : {"adaptive", "between_tools"})  // the model decides when: it may think
+    EXPECT_EQ(Json::parse(parse_ok(head + R"("thinking": {"type": ")" + type + R"("}})")
+                              .generate.chat()
+                              .template_kwargs_json()),
+              Json::parse(R"({"enable_thinking": true})"))
+        << type;
   EXPECT_EQ(Json::parse(parse_ok(head + R"("thinking": {"type": "disabled"},
       "chat_template_kwargs": {"enable_thinking": true, "x": 1}})")
                             .generate.chat()
                             .template_kwargs_json()),
             Json::parse(R"({"enable_thinking": true, "x": 1})"));
 
-  // output_format (structured outputs): a JSON schema constrains the reply.
+  // output_format, or output_config.format (structured outputs): a JSON schema constrains the reply.
+  const ParsedRequest config = parse_ok(head + R"("output_config": {"effort": "low", "format": {"type":
+      "json_schema", "schema": {"type": "object"}}}})");
+  EXPECT_TRUE(config.generate.has_response_format());
+  EXPECT_FALSE(parse_ok(head + R"("output_config": {"effort": "low"}})").generate.has_response_format());
+  // vLLM's extensions of the chat endpoint go through.
+  const ParsedRequest extensions =
+      parse_ok(head + R"("stop_token_ids": [7], "include_stop_str_in_output": true,
+      "min_tokens": 2, "seed": 9})");
+  EXPECT_EQ(extensions.generate.stop().stop_token_ids_size(), 1);
+  EXPECT_TRUE(extensions.generate.stop().include_stop_str_in_output());
+  EXPECT_EQ(extensions.generate.stop().min_tokens(), 2u);
   EXPECT_TRUE(parse_ok(head + R"("output_format": {"type": "json_schema", "schema": {"type": "object",
       "properties": {"t": {"type": "integer"}}, "required": ["t"]}}})")
                   .generate.has_response_format());
@@ -234,8 +289,24 @@ TEST(MessagesRequest, WhatCannotBeHonouredIsRefusedNamingTheField) {
           "tool_choice.type");
   refused(messages + R"(, "stop_sequences": "END")", "stop_sequences");
   refused(messages + R"(, "stop_sequences": ["END", 7])", "stop_sequences[1]");
-  refused(messages + R"(, "thinking": {"type": "adaptive"})", "thinking.type");
+  refused(messages + R"(, "thinking": {"type": "sometimes"})", "thinking.type");
   refused(messages + R"(, "output_format": {"type": "json_object"})", "output_format");
+  refused(messages + R"(, "output_config": {"format": {"type": "json_object"}})", "output_config.format");
+  refused(messages + R"(, "output_config": 1)", "output_config");
+  refused(messages + R"(, "output_format": {"type": "json_schema", "schema": {}}, "output_config": {"format":
+      {"type": "json_schema", "schema": {}}})",
+          "output_config.format");
+  // A template variable that is not an object; with thinking, which sets one of them, too.
+  refused(messages + R"(, "chat_template_kwargs": 1)", "chat_template_kwargs");
+  refused(messages + R"(, "chat_template_kwargs": [], "thinking": {"type": "enabled"})",
+          "chat_template_kwargs");
+  // Chat's hint for a model with no tool-call format, in this request's terms.
+  const std::string no_format =
+      refusal(R"({"max_tokens": 5, )" + messages + R"(, "tools": [{"name": "f"}]})");
+  EXPECT_NE(no_format.find(R"(send tool_choice {"type": "any"} or {"type": "tool", "name": ...})"),
+            std::string::npos)
+      << no_format;
+  EXPECT_NE(no_format.find(R"(or {"type": "none"};)"), std::string::npos) << no_format;
   refused(messages + R"(, "temperature": "hot")", "temperature");
   // What kvserve cannot do, and the OpenAI API's names a ported client would lose without a word.
   refused(messages + R"(, "mcp_servers": [{"type": "url", "url": "https://x"}])", "mcp_servers");
@@ -457,6 +528,35 @@ TEST(MessagesReply, ToolCallsAreToolUseBlocksAfterTheText) {
   ASSERT_EQ(cut.whole["content"].size(), 1u) << cut.whole;
   EXPECT_EQ(cut.whole["content"][0]["input"], Json::object());
   EXPECT_EQ(cut.whole["stop_reason"], "max_tokens");
+}
+
+// tool_choice any with two calls in one reply: a tool_use block each, numbered in order, each
+// closed before the next starts.
+TEST(MessagesReply, ParallelCallsAreToolUseBlocksOfTheirOwn) {
+  const Replies r = replies(R"({"max_tokens": 99, "messages": [{"role": "user", "content": "x"}], "tools": [
+      {"name": "f", "input_schema": {"type": "object"}}, {"name": "g"}], "tool_choice": {"type": "any"}})",
+                            kServed,
+                            {reply_message(R"([{"name": "f", "parameters": {"a": 1}}, {"name": "g", )"
+                                           R"("parameters": {}}])",
+                                           v1::FINISH_REASON_STOP)});
+  ASSERT_EQ(r.whole["content"].size(), 2u) << r.whole;
+  EXPECT_EQ(r.whole["content"][0]["name"], "f");
+  EXPECT_EQ(r.whole["content"][0]["input"], Json::parse(R"({"a": 1})"));
+  EXPECT_EQ(r.whole["content"][1]["name"], "g");
+  EXPECT_EQ(r.whole["content"][1]["input"], Json::object());
+  EXPECT_NE(r.whole["content"][0]["id"], r.whole["content"][1]["id"]);
+  EXPECT_EQ(r.whole["stop_reason"], "tool_use");
+  EXPECT_EQ(types_of(r.events),
+            (std::vector<std::string>{"message_start", "content_block_start", "content_block_delta",
+                                      "content_block_stop", "content_block_start", "content_block_delta",
+                                      "content_block_stop", "message_delta", "message_stop"}));
+  EXPECT_EQ(r.events[4]["index"], 1);
+  EXPECT_EQ(r.events[5]["delta"]["partial_json"], "{}");
+  Json streamed = accumulated(r.events), whole = r.whole;
+  for (Json* message : {&streamed, &whole})
+    for (Json& block : (*message)["content"])
+      block.erase("id");
+  EXPECT_EQ(streamed, whole);
 }
 
 TEST(MessagesReply, ReasoningIsAThinkingBlockBeforeTheText) {
