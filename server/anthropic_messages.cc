@@ -677,12 +677,14 @@ std::string MessagesReply::consume(const Json& chunk) {
 }
 
 std::string MessagesReply::event(const v1::GenerateResponse& message) {
+  // The chunk first: the first message's usage (the prompt's counts) goes into message_start.
+  const std::optional<Json> chunk = chat_.chunk(message);
   std::string events;
   if (!started_) {
     start(message);
     events += emit("message_start", Json{{"message", this->message()}});
   }
-  if (const std::optional<Json> chunk = chat_.chunk(message)) events += consume(*chunk);
+  if (chunk) events += consume(*chunk);
   return events;
 }
 
@@ -694,7 +696,7 @@ void MessagesReply::add(const v1::GenerateResponse& message) {
 std::string MessagesReply::closing_events() {
   std::string events = close_block();
   // The usage is cumulative here, as Anthropic's: the whole reply's counts, the prompt's included
-  // (message_start, sent before the prompt's count was known, says 0).
+  // (message_start has the first message's).
   events += emit("message_delta",
                  Json{{"delta", Json{{"stop_reason", stop_reason()}, {"stop_sequence", stop_sequence_}}},
                       {"usage", usage()}});

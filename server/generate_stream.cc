@@ -108,6 +108,16 @@ struct GenerateReactor::Stream : StreamWriter::Flushable, std::enable_shared_fro
     response.set_index(index);
     if (reasoning_started) response.set_reasoning_started(true);
     std::string text;
+    // A choice's first message carries the usage so far too: the prompt's counts are known once it
+    // is computed, and clients show them (an Anthropic stream's message_start) before the end.
+    if (!usage_sent[index] && !outputs.empty()) {
+      const StepOutput& latest = outputs.back();
+      v1::Usage* usage = response.mutable_usage();
+      usage->set_prompt_tokens(static_cast<uint32_t>(latest.num_prompt_tokens));
+      usage->set_completion_tokens(static_cast<uint32_t>(latest.num_output_tokens));
+      usage->set_cached_prompt_tokens(static_cast<uint32_t>(latest.num_cached_prompt_tokens));
+      usage_sent[index] = true;
+    }
     for (const StepOutput& out : outputs) {
       for (TokenId id : out.prompt_token_ids)
         response.add_prompt_token_ids(static_cast<uint32_t>(id));
@@ -149,6 +159,7 @@ struct GenerateReactor::Stream : StreamWriter::Flushable, std::enable_shared_fro
   // first unwritten output arrived (each at most once): a write costs what its message holds,
   // however many choices the call has.
   std::vector<std::vector<StepOutput>> pending;
+  std::vector<bool> usage_sent;  // per choice: its first message (with the usage so far) went out
   std::deque<uint32_t> ready;
   std::vector<StepOutput> outputs;  // the outputs of the message being built
   v1::GenerateResponse response;    // the message being written
@@ -181,6 +192,7 @@ Status GenerateReactor::start(std::vector<Request> requests, bool reasoning_star
   for (size_t i = 0; i < requests.size(); ++i)
     channels.push_back(std::make_shared<ChoiceChannel>(stream_, static_cast<uint32_t>(i)));
   stream_->pending.resize(requests.size());
+  stream_->usage_sent.resize(requests.size());
   Status s = runner_.submit_all(std::move(requests), std::move(channels), &stream_->internal_ids);
   if (s.ok()) stream_->num_choices = stream_->internal_ids.size();
   return s;

@@ -1386,6 +1386,11 @@ TEST(AnthropicE2E, AMessageIsTheChatEndpointsReplyInAnthropicsShape) {
   const std::vector<Json> stream = events(streamed.body);
   ASSERT_GE(stream.size(), 4u) << streamed.body;
   EXPECT_EQ(stream.front()["type"], "message_start");
+  // message_start has the prompt's counts already (the server's first message carries them).
+  const Json& start_usage = stream.front()["message"]["usage"];
+  EXPECT_EQ(start_usage["input_tokens"].get<int>() + start_usage["cache_read_input_tokens"].get<int>(),
+            chat_usage["prompt_tokens"].get<int>())
+      << stream.front();
   EXPECT_EQ(stream.back()["type"], "message_stop");
   std::string joined;
   for (const Json& e : stream)

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -51,6 +52,7 @@ struct Collected {
   v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
   std::string stop_string;
   v1::Usage usage;
+  std::optional<v1::Usage> first_usage;  // the first message's, where it has one
   std::string request_id;
   int messages = 0;
 };
@@ -65,6 +67,7 @@ Collected generate(v1::Generation::Stub& stub, const v1::GenerateRequest& reques
   v1::GenerateResponse msg;
   while (reader->Read(&msg)) {
     ++c.messages;
+    if (c.messages == 1 && msg.has_usage()) c.first_usage = msg.usage();
     c.request_id = msg.request_id();
     c.tokens.insert(c.tokens.end(), msg.token_ids().begin(), msg.token_ids().end());
     c.text += msg.text();
@@ -139,6 +142,12 @@ TEST_F(ServerE2E, GreedyOutputEqualsTheOfflineEngineAndDeltasConcatenate) {
     EXPECT_EQ(got.request_id, "my-id-7");
     EXPECT_EQ(got.usage.completion_tokens(), 24u);
     EXPECT_EQ(got.usage.prompt_tokens(), tokenizer_->encode(prompt, true).size());
+    // The first message says the prompt's counts already, and the tokens it carries.
+    ASSERT_TRUE(got.first_usage.has_value());
+    EXPECT_EQ(got.first_usage->prompt_tokens(), got.usage.prompt_tokens());
+    EXPECT_EQ(got.first_usage->cached_prompt_tokens(), got.usage.cached_prompt_tokens());
+    EXPECT_GE(got.first_usage->completion_tokens(), 1u);
+    EXPECT_LT(got.first_usage->completion_tokens(), 24u);
   }
   // A request without an id gets one made up, echoed on every message.
   const Collected anon = generate(*client, text_request("hi", 2));

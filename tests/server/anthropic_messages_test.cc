@@ -453,6 +453,24 @@ TEST(MessagesReply, TextIsATextBlockWithTheUsageInMessagesTerms) {
   EXPECT_EQ(accumulated(r.events), r.whole);
 }
 
+// The server's first message of a choice carries the prompt's counts: message_start says them.
+TEST(MessagesReply, MessageStartHasThePromptsCountsFromTheFirstMessage) {
+  ParsedRequest p =
+      parse_ok(R"({"max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "x"}]})");
+  MessagesReply reply(p, nullptr);
+  v1::GenerateResponse first = reply_message("a");
+  first.mutable_usage()->set_prompt_tokens(20);
+  first.mutable_usage()->set_cached_prompt_tokens(16);
+  first.mutable_usage()->set_completion_tokens(1);
+  const std::vector<Json> events = events_of(reply.event(first));
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events[0]["message"]["usage"],
+            Json::parse(R"({"input_tokens": 4, "cache_creation_input_tokens": 0,
+      "cache_read_input_tokens": 16, "output_tokens": 1})"));
+  EXPECT_EQ(events[0]["message"]["stop_reason"], nullptr);
+  EXPECT_EQ(events[0]["message"]["content"], Json::array());
+}
+
 TEST(MessagesReply, StopReasonSaysWhatEndedTheReply) {
   const std::string body = R"({"max_tokens": 3, "stop_sequences": ["END"], "messages": [{"role": "user",
       "content": "x"}]})";

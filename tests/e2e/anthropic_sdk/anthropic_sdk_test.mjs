@@ -118,12 +118,15 @@ try {
 
   // Streamed: the SDK's MessageStream puts the message together from the events.
   const stream = client.messages.stream(params);
-  let text = '';
+  let text = '', startUsage = null;
   stream.on('text', (delta) => { text += delta; });
+  stream.on('streamEvent', (event) => { if (event.type === 'message_start') startUsage = event.message.usage; });
   const streamed = await stream.finalMessage();
   check(text === want && isDeepStrictEqual(streamed.content, message.content),
         "messages.stream: the text events and the final message's content are the whole reply's", {
           text, content: streamed.content });
+  check(startUsage && startUsage.input_tokens + startUsage.cache_read_input_tokens === reference.usage.prompt_tokens,
+        "messages.stream: message_start already counts the prompt", startUsage);
   check(streamed.stop_reason === 'max_tokens' && isDeepStrictEqual(streamed.usage, message.usage),
         "messages.stream: the final message's stop_reason and usage (from message_delta) are the whole reply's",
         { streamed: streamed.usage, whole: message.usage });
