@@ -6,20 +6,14 @@
 #include <utility>
 #include <vector>
 
+#include "server/request_fields.h"
+
 namespace kvserve::anthropic {
 namespace {
 
 using Json = nlohmann::ordered_json;
-
-Status invalid(const std::string& field, const std::string& what) {
-  return Status::InvalidArgument(field + ": " + what);
-}
-
-// A value of `object` that is present and not null.
-const Json* find(const Json& object, const char* key) {
-  auto it = object.find(key);
-  return it == object.end() || it->is_null() ? nullptr : &*it;
-}
+using request_fields::find;
+using request_fields::invalid;
 
 // A text block's text, as a chat text part; anything else refused (this server reads text only).
 Status text_part(const Json& block, const std::string& field, Json* part) {

@@ -430,14 +430,19 @@ void OpenAiHttpServer::embeddings(const httplib::Request& req, httplib::Response
                   kJson);
 }
 
+grpc::Status OpenAiHttpServer::run_tokenize(const httplib::Request& req, const v1::TokenizeRequest& request,
+                                            v1::TokenizeResponse* tokens) {
+  grpc::ClientContext context;
+  forward_auth(req, context);
+  return stub_->Tokenize(&context, request, tokens);
+}
+
 void OpenAiHttpServer::tokenize(const httplib::Request& req, httplib::Response& res) {
   openai::ParsedTokenize request;
   if (Status s = openai::parse_tokenize_request(req.body, options_.served, &request); !s.ok())
     return reply_parse_error(req, res, s);
-  grpc::ClientContext context;
-  forward_auth(req, context);
   v1::TokenizeResponse tokens;
-  if (grpc::Status s = stub_->Tokenize(&context, request.tokenize, &tokens); !s.ok())
+  if (grpc::Status s = run_tokenize(req, request.tokenize, &tokens); !s.ok())
     return reply_grpc_error(req, res, s);
   grpc::ClientContext info_context;
   forward_auth(req, info_context);
@@ -461,10 +466,8 @@ void OpenAiHttpServer::count_tokens(const httplib::Request& req, httplib::Respon
   openai::ParsedTokenize request;
   if (Status s = anthropic::parse_count_tokens_request(req.body, options_.served, &request); !s.ok())
     return reply_parse_error(req, res, s);
-  grpc::ClientContext context;
-  forward_auth(req, context);
   v1::TokenizeResponse tokens;
-  if (grpc::Status s = stub_->Tokenize(&context, request.tokenize, &tokens); !s.ok())
+  if (grpc::Status s = run_tokenize(req, request.tokenize, &tokens); !s.ok())
     return reply_grpc_error(req, res, s);
   res.set_content(Json{{"input_tokens", tokens.token_ids_size()}}.dump(), kJson);
 }

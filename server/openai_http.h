@@ -79,6 +79,9 @@ class OpenAiHttpServer {
   // POST /v1/messages/count_tokens (Anthropic's): the Tokenize RPC on the prompt /v1/messages
   // would run.
   void count_tokens(const httplib::Request& req, httplib::Response& res);
+  // The Tokenize RPC, with the caller's API key.
+  grpc::Status run_tokenize(const httplib::Request& req, const v1::TokenizeRequest& request,
+                            v1::TokenizeResponse* tokens);
   // GET /v1/responses/{id} (and .../input_items), DELETE /v1/responses/{id} and POST
   // /v1/responses/{id}/cancel: a stored response of the caller's API key.
   enum class StoredResponseAction { kRead, kListInputItems, kDelete, kCancel };

@@ -11,6 +11,7 @@
 #include "engine/json_limits.h"
 #include "engine/json_schema_regex.h"
 #include "engine/sampler.h"
+#include "server/request_fields.h"
 
 namespace kvserve::openai {
 namespace {
@@ -29,9 +30,7 @@ constexpr size_t kMaxPromptChoices = 256;
 // Alternatives per token, as the gRPC API allows (OpenAI's own limits are 5 and 20).
 constexpr int64_t kMaxTopLogprobs = 20;
 
-Status invalid(const std::string& field, const std::string& what) {
-  return Status::InvalidArgument(field + ": " + what);
-}
+using request_fields::invalid;
 
 Status wrong_type(const std::string& field, const char* expected, const Json& value) {
   return invalid(field, std::string("expected ") + expected + ", got " + value.type_name());

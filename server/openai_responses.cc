@@ -9,21 +9,14 @@
 #include <vector>
 
 #include "engine/json_limits.h"
+#include "server/request_fields.h"
 
 namespace kvserve::openai {
 namespace {
 
 using Json = nlohmann::ordered_json;
-
-Status invalid(const std::string& field, const std::string& what) {
-  return Status::InvalidArgument(field + ": " + what);
-}
-
-// A value of `object` that is present and not null.
-const Json* find(const Json& object, const char* key) {
-  auto it = object.find(key);
-  return it == object.end() || it->is_null() ? nullptr : &*it;
-}
+using request_fields::find;
+using request_fields::invalid;
 
 // The text of a message's or a tool output's content: a string, or a list of text parts (joined
 // by newlines, as the chat endpoint joins its parts).

@@ -11,6 +11,7 @@
 // body is also read as POST /tokenize and /detokenize, as POST /v1/responses (check_responses), and
 // as Anthropic's POST /v1/messages and /v1/messages/count_tokens (check_messages).
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -202,6 +203,20 @@ void check_replies(const openai::ParsedRequest& parsed, std::string_view bytes) 
   }
 }
 
+// Two messages for a chat reply in another API's shape (Responses, Messages): text from the body's
+// halves, the second finishing (at the length or not, by the body's size).
+std::array<kvserve::v1::GenerateResponse, 2> two_messages(std::string_view body) {
+  std::array<kvserve::v1::GenerateResponse, 2> messages;
+  for (int m = 0; m < 2; ++m) {
+    messages[m].set_request_id("fuzz-1");
+    messages[m].set_text(std::string(body.substr(m * body.size() / 2, 48)));
+    messages[m].add_token_ids(static_cast<uint32_t>(m));
+  }
+  messages[1].set_finish_reason(body.size() % 2 ? kvserve::v1::FINISH_REASON_LENGTH
+                                                : kvserve::v1::FINISH_REASON_STOP);
+  return messages;
+}
+
 // The same body read as POST /v1/responses: refused with INVALID_ARGUMENT or NOT_FOUND, or read
 // into a chat request whose reply to two made-up messages (text from the input, the second
 // finishing) is a response object whole, and streamed typed events ("event: T" and JSON data of
@@ -240,14 +255,7 @@ void check_responses(std::string_view body, const openai::ServedApi& served) {
                              item.at("id").is_string() && item.at("type") != "reasoning";
                     }),
         "a Responses request's input items, as stored, each have a type and an id, and none is reasoning");
-  kvserve::v1::GenerateResponse messages[2];
-  for (int m = 0; m < 2; ++m) {
-    messages[m].set_request_id("fuzz-1");
-    messages[m].set_text(std::string(body.substr(m * body.size() / 2, 48)));
-    messages[m].add_token_ids(static_cast<uint32_t>(m));
-  }
-  messages[1].set_finish_reason(body.size() % 2 ? kvserve::v1::FINISH_REASON_LENGTH
-                                                : kvserve::v1::FINISH_REASON_STOP);
+  std::array<kvserve::v1::GenerateResponse, 2> messages = two_messages(body);
   messages[1].mutable_usage()->set_prompt_tokens(7);
   messages[1].mutable_usage()->set_completion_tokens(2);
   for (const bool stream : {false, true}) {
@@ -325,14 +333,7 @@ void check_messages(std::string_view body, const openai::ServedApi& served) {
             parsed.more_prompts.empty() && parsed.generate.n() <= 1 &&
             parsed.generate.stop().max_tokens() >= 1,
         "a Messages request is one chat request of one choice, with its max_tokens");
-  kvserve::v1::GenerateResponse messages[2];
-  for (int m = 0; m < 2; ++m) {
-    messages[m].set_request_id("fuzz-1");
-    messages[m].set_text(std::string(body.substr(m * body.size() / 2, 48)));
-    messages[m].add_token_ids(static_cast<uint32_t>(m));
-  }
-  messages[1].set_finish_reason(body.size() % 2 ? kvserve::v1::FINISH_REASON_LENGTH
-                                                : kvserve::v1::FINISH_REASON_STOP);
+  std::array<kvserve::v1::GenerateResponse, 2> messages = two_messages(body);
   if (body.size() % 3 == 0 && parsed.generate.stop().stop_size() > 0)
     messages[1].set_stop_string(parsed.generate.stop().stop(0));
   messages[1].mutable_usage()->set_prompt_tokens(7);

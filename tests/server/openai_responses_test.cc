@@ -318,31 +318,9 @@ TEST(ResponsesRequest, InstructionsAndLeadingDeveloperMessagesAreOneSystemMessag
   EXPECT_EQ(chat.messages(2).content(), "Later.");
 }
 
+using testing::events_of;
 using testing::reply_message;
-
-// A stream's events: each one's "event:" name, which must match its data's type.
-std::vector<Json> events_of(const std::string& events) {
-  std::vector<Json> out;
-  size_t pos = 0;
-  while (pos < events.size()) {
-    const size_t data = events.find("\ndata: ", pos);
-    const size_t end = events.find("\n\n", pos);
-    EXPECT_EQ(events.compare(pos, 7, "event: "), 0) << events.substr(pos);
-    if (data == std::string::npos || end == std::string::npos) break;
-    const std::string name = events.substr(pos + 7, data - pos - 7);
-    out.push_back(Json::parse(events.substr(data + 7, end - data - 7)));
-    EXPECT_EQ(out.back()["type"], name);
-    pos = end + 2;
-  }
-  return out;
-}
-
-std::vector<std::string> types_of(const std::vector<Json>& events) {
-  std::vector<std::string> types;
-  for (const Json& e : events)
-    types.push_back(e["type"]);
-  return types;
-}
+using testing::types_of;
 
 // The reply to `messages` both ways: the whole body, and the stream's events.
 struct Replies {

@@ -1,7 +1,13 @@
-// A gRPC GenerateResponse as the service sends it, for the tests of the OpenAI API's reply writers.
+// A gRPC GenerateResponse as the service sends it, and the typed server-sent events the Responses
+// and Messages APIs write, for the tests of the HTTP APIs' reply writers.
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
 #include <string>
+#include <vector>
 
 #include "kvserve/v1/kvserve.pb.h"
 
@@ -22,6 +28,31 @@ inline v1::GenerateResponse reply_message(const std::string& text,
     m.mutable_usage()->set_cached_prompt_tokens(8);
   }
   return m;
+}
+
+// A typed stream's events ("event: TYPE" then "data: {json}", a blank line after each): their
+// JSON, each one's event name checked against its data's type.
+inline std::vector<nlohmann::json> events_of(const std::string& events) {
+  std::vector<nlohmann::json> out;
+  size_t pos = 0;
+  while (pos < events.size()) {
+    const size_t data = events.find("\ndata: ", pos);
+    const size_t end = events.find("\n\n", pos);
+    EXPECT_EQ(events.compare(pos, 7, "event: "), 0) << events.substr(pos);
+    if (data == std::string::npos || end == std::string::npos) break;
+    const std::string name = events.substr(pos + 7, data - pos - 7);
+    out.push_back(nlohmann::json::parse(events.substr(data + 7, end - data - 7)));
+    EXPECT_EQ(out.back()["type"], name);
+    pos = end + 2;
+  }
+  return out;
+}
+
+inline std::vector<std::string> types_of(const std::vector<nlohmann::json>& events) {
+  std::vector<std::string> types;
+  for (const nlohmann::json& e : events)
+    types.push_back(e["type"]);
+  return types;
 }
 
 }  // namespace kvserve::testing
