@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs every system package kvserve needs to build and test, from Debian's archive, if missing
-# (and, where npm is present, the one npm package a test uses).
+# (and, where npm is present, the npm packages the SDK client tests use).
 # Safe to run again: packages already present are skipped, and apt is only touched when something is missing.
 set -euo pipefail
 
@@ -33,18 +33,19 @@ else
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Anthropic's TypeScript SDK, the independent client of tests/e2e/anthropic_sdk (the version its
-# package-lock.json pins), from npm's registry where Node.js and npm are present. Optional: without
-# it that one test skips, saying why, so a failed download warns rather than stops the build.
-sdk_dir="$(dirname "$0")/../tests/e2e/anthropic_sdk"
+# OpenAI's and Anthropic's TypeScript SDKs, the independent clients of tests/e2e/sdk_clients (the
+# versions its package-lock.json pins), from npm's registry where Node.js and npm are present.
+# Optional: without them those tests skip, saying why, so a failed download warns rather than
+# stops the build.
+sdk_dir="$(dirname "$0")/../tests/e2e/sdk_clients"
 if ! command -v npm >/dev/null; then
-  echo "install_deps: no npm here: the Anthropic SDK test (tests/e2e/anthropic_sdk) will skip"
+  echo "install_deps: no npm here: the SDK client tests (tests/e2e/sdk_clients) will skip"
 elif ! cmp -s "$sdk_dir/package-lock.json" "$sdk_dir/node_modules/.installed-lock.json"; then
   # (The copy of the lock file marks an install that finished, of that lock's versions.)
-  echo "install_deps: installing Anthropic's SDK for tests/e2e/anthropic_sdk (npm ci)"
+  echo "install_deps: installing the SDKs for tests/e2e/sdk_clients (npm ci)"
   if npm ci --prefix "$sdk_dir" --no-audit --no-fund --loglevel=error; then
     cp "$sdk_dir/package-lock.json" "$sdk_dir/node_modules/.installed-lock.json"
   else
-    echo "install_deps: WARNING: npm ci failed: the Anthropic SDK test will skip" >&2
+    echo "install_deps: WARNING: npm ci failed: the SDK client tests will skip" >&2
   fi
 fi

@@ -6,77 +6,20 @@
 // JSON included) and the errors (an exception class per HTTP status); the expected values are the
 // chat endpoint's own reply to the same conversation, greedy, fetched beside it.
 //
-//   node tests/e2e/anthropic_sdk/anthropic_sdk_test.mjs --server build/cpu/server/kvserve \
+//   node tests/e2e/sdk_clients/anthropic_sdk_test.mjs --server build/cpu/server/kvserve \
 //        --model tests/data/models/tiny-llama --chat-template tests/data/chat_templates/hermes_tools.jinja
 //
-// (A chat template that renders tools and tool results, Hermes' format, read with its parser.)
-//
-// Exits 0 when every check passes, 1 when one fails, and 77 (ctest's skip) when the SDK is not
-// installed (scripts/install_deps.sh installs it with npm where npm is present).
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+// (A chat template that renders tools and tool results, Hermes' format, read with its parser;
+// harness.mjs has the exit codes, and how the SDK is installed.)
 import { isDeepStrictEqual } from 'node:util';
 
-const SKIP = 77;
-let Anthropic;
-try {
-  ({ default: Anthropic } = await import('@anthropic-ai/sdk'));
-} catch (e) {
-  console.log(`skipped: Anthropic's SDK is not installed here (${e.code ?? e.message}); ` +
-              'scripts/install_deps.sh installs it (npm ci in tests/e2e/anthropic_sdk)');
-  process.exit(SKIP);
-}
+import { check, finish, importSdk, parseArgs, rejection, startServer } from './harness.mjs';
 
-const args = Object.fromEntries(
-    process.argv.slice(2).reduce((pairs, arg, i, all) => (i % 2 ? pairs : [...pairs, [arg.replace(/^--/, ''), all[i + 1]]]), []));
-if (!args.server || !args.model || !args['chat-template']) {
-  console.error('usage: anthropic_sdk_test.mjs --server KVSERVE --model MODEL_DIR --chat-template HERMES_TEMPLATE');
-  process.exit(2);
-}
-
-let failures = 0, passes = 0;
-function check(ok, what, detail) {
-  if (ok) {
-    ++passes;
-    console.log(`ok   ${what}`);
-  } else {
-    ++failures;
-    console.log(`FAIL ${what}\n     ${JSON.stringify(detail)?.slice(0, 2000)}`);
-  }
-  return ok;
-}
-
-// One kvserve with its HTTP API on a free port, the bearer token `token`; resolves once it says
-// where it serves.
-function startServer(token) {
-  const dir = mkdtempSync(join(tmpdir(), 'kvserve-sdk-'));
-  writeFileSync(join(dir, 'token'), token + '\n');
-  const proc = spawn(args.server, ['--model', args.model, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '-1',
-                                   '--openai-host', '127.0.0.1', '--openai-port', '0', '--auth-token-file',
-                                   join(dir, 'token'), '--chat-template', args['chat-template'],
-                                   '--tool-call-parser', 'hermes'],
-                     { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('kvserve did not start in 30 s:\n' + output.slice(-3000))), 30000);
-    const read = (chunk) => {
-      output += chunk;
-      const m = output.match(/serving the OpenAI-compatible API on http:\/\/127\.0\.0\.1:(\d+)\/v1/);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ port: Number(m[1]), stop: () => { proc.kill('SIGTERM'); rmSync(dir, { recursive: true }); } });
-      }
-    };
-    proc.stdout.on('data', read);
-    proc.stderr.on('data', read);
-    proc.on('exit', (code) => reject(new Error(`kvserve exited (${code}):\n` + output.slice(-3000))));
-  });
-}
+const Anthropic = await importSdk('@anthropic-ai/sdk');
+const args = parseArgs(['server', 'model', 'chat-template']);
 
 const TOKEN = 's3cret';
-const server = await startServer(TOKEN);
+const server = await startServer(args, TOKEN);
 const base = `http://127.0.0.1:${server.port}`;
 // No retries: a refusal must show as the error the SDK raises for it, at once.
 const client = new Anthropic({ baseURL: base, apiKey: TOKEN, maxRetries: 0 });
@@ -187,19 +130,18 @@ try {
         { counted, chat: chatTurn.usage });
 
   // Errors: the SDK's exception class for each status, with Anthropic's error type.
-  const error = async (promise) => promise.then(() => null, (e) => e);
-  const noKey = await error(new Anthropic({ baseURL: base, apiKey: 'wrong', maxRetries: 0 }).messages.create(params));
+  const noKey = await rejection(new Anthropic({ baseURL: base, apiKey: 'wrong', maxRetries: 0 }).messages.create(params));
   check(noKey instanceof Anthropic.AuthenticationError && noKey.error?.error?.type === 'authentication_error',
         'a wrong API key: AuthenticationError (401, authentication_error)', String(noKey));
-  const otherModel = await error(client.messages.create({ ...params, model: 'claude-sonnet-4-5' }));
+  const otherModel = await rejection(client.messages.create({ ...params, model: 'claude-sonnet-4-5' }));
   check(otherModel instanceof Anthropic.NotFoundError && otherModel.error?.error?.type === 'not_found_error',
         'another model: NotFoundError (404, not_found_error)', String(otherModel));
   const { max_tokens: _, ...noMax } = params;
-  const missing = await error(client.messages.create(noMax));
+  const missing = await rejection(client.messages.create(noMax));
   check(missing instanceof Anthropic.BadRequestError && missing.error?.error?.type === 'invalid_request_error' &&
             /max_tokens/.test(missing.error?.error?.message),
         'no max_tokens: BadRequestError (400, invalid_request_error) naming it', String(missing));
-  const image = await error(client.messages.create({ ...params, messages: [{ role: 'user', content: [
+  const image = await rejection(client.messages.create({ ...params, messages: [{ role: 'user', content: [
     { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } }] }] }));
   check(image instanceof Anthropic.BadRequestError && /messages\[0\]\.content\[0\]\.type/.test(image.message),
         'an image block: BadRequestError naming the block', String(image));
@@ -210,5 +152,4 @@ try {
 } finally {
   server.stop();
 }
-console.log(`${passes} passed, ${failures} failed`);
-process.exit(failures ? 1 : 0);
+finish();
