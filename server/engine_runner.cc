@@ -254,6 +254,7 @@ void EngineRunner::admit(std::vector<Pending>& pending) {
     live.arrival = p.arrival;
     live.num_prompt_tokens = static_cast<int>(p.request.prompt.size());
     live.embedding = p.request.embedding.enabled;
+    live.lora_adapter = p.request.lora_adapter;
     if (Status s = engine_->add_request(std::move(p.request)); !s.ok()) {
       // submit() validated everything that can fail here; reaching this is a bug, not a user error.
       spdlog::error("request {} refused by the engine after validation: {}", live.client_id, s.message());
@@ -298,6 +299,8 @@ void EngineRunner::end_request(const RequestId& id, Live& live, StepOutput final
     if (has_tokens && live.first_scheduled)
       finished.prefill_s = seconds_between(*live.first_scheduled, live.first_token);
     if (live.num_output_tokens > 1) finished.tpot_s = tpot;
+    if (live.lora_adapter > 0 && static_cast<size_t>(live.lora_adapter) <= options_.lora_adapters.size())
+      finished.lora_adapter = options_.lora_adapters[live.lora_adapter - 1];
     options_.metrics->request_finished(finished);
   }
   live.channel->on_output(std::move(final_output));

@@ -43,6 +43,9 @@ struct EngineRunnerOptions {
   // submit() refuses new ones. The engine's state is not trusted after that, so it never steps
   // again; the server stops and exits non-zero for its supervisor to restart it.
   std::function<void(const std::string& what)> on_engine_failure;
+  // The LoRA adapters' names, in --lora-modules order (a request's lora_adapter i is names[i - 1]):
+  // what the metrics count their requests under.
+  std::vector<std::string> lora_adapters;
 };
 
 // What GetServerStatus reports; refreshed after every engine step.
@@ -112,6 +115,7 @@ class EngineRunner {
     int num_prompt_tokens = 0;
     int num_output_tokens = 0;
     int num_cached_prompt_tokens = 0;
+    int lora_adapter = 0;  // Request::lora_adapter: 0 for none, else 1-based
   };
 
   void loop();

@@ -531,6 +531,7 @@ int main(int argc, char** argv) {
                token.empty() ? "off" : "required");
 
   kvserve::Metrics metrics;
+  metrics.set_lora_adapters(lora_names);
   if (f.debug_fail_after_steps > 0)
     built.backend = kvserve::fail_after_steps(std::move(built.backend), f.debug_fail_after_steps);
   auto engine = std::make_unique<kvserve::Engine>(config, std::move(built.backend));
@@ -541,7 +542,8 @@ int main(int argc, char** argv) {
                                {.max_waiting = f.max_queue,
                                 .metrics = &metrics,
                                 .step_delay = std::chrono::milliseconds(f.debug_step_delay_ms),
-                                .on_engine_failure = [](const std::string&) { kill(getpid(), SIGTERM); }});
+                                .on_engine_failure = [](const std::string&) { kill(getpid(), SIGTERM); },
+                                .lora_adapters = lora_names});
   kvserve::GenerationService service(runner, mc, served.tokenizer,
                                      {.default_max_tokens = f.default_max_tokens,
                                       .max_request_bytes = f.max_request_bytes,

@@ -35,6 +35,7 @@ struct FinishedRequest {
   // when none did), and that step's start -> the first generated token.
   double queue_s = std::numeric_limits<double>::quiet_NaN();
   double prefill_s = std::numeric_limits<double>::quiet_NaN();
+  std::string_view lora_adapter;  // the LoRA adapter it ran with (--lora-modules name); empty: none
 };
 
 // The scheduler and block pool as of the end of an engine step.
@@ -70,6 +71,8 @@ class Metrics {
   void set_scheduler_state(const SchedulerState& state);
   // The OpenAI API's stored responses (server/response_store.h): how many, and their bytes.
   void set_stored_responses(std::uint64_t count, std::uint64_t bytes);
+  // The LoRA adapters served (--lora-modules): their counters are exported from the start, at 0.
+  void set_lora_adapters(std::span<const std::string> names);
 
   std::string render() const;
 
@@ -94,6 +97,8 @@ class Metrics {
   struct State {
     LabelledCounter requests;  // by finish_reason
     LabelledCounter rejected;  // by code
+    // Per LoRA adapter: the requests that ran with it, and their prompt and generated tokens.
+    LabelledCounter lora_requests, lora_prompt_tokens, lora_generation_tokens;
     std::uint64_t prompt_tokens = 0;
     std::uint64_t generation_tokens = 0;
     std::uint64_t cached_prompt_tokens = 0;

@@ -94,6 +94,25 @@ TEST(LoraE2E, EachAdapterGeneratesAsItsReferenceAndTheBaseAsItsOwn) {
   for (size_t i = 0; i < hidden.size(); ++i)
     EXPECT_NEAR(embedded.embeddings(0).values(static_cast<int>(i)), hidden[i], 1e-3) << i;
 
+  // The metrics count each adapter's requests and tokens (the embedding's prompt too), the base
+  // model's not.
+  httplib::Client http("127.0.0.1", server.metrics_port());
+  const auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  const auto sample = [&](const std::string& name) {
+    const size_t at = metrics->body.find("\n" + name + " ");
+    return at == std::string::npos ? -1.0 : std::stod(metrics->body.substr(at + name.size() + 2));
+  };
+  const size_t prompt = expected(kLora).at("prompt_ids").size();
+  EXPECT_EQ(sample(R"(kvserve_lora_requests_total{adapter="mine"})"),
+            3);  // two generations and the embedding
+  EXPECT_EQ(sample(R"(kvserve_lora_requests_total{adapter="qv"})"), 2);
+  EXPECT_EQ(sample(R"(kvserve_lora_prompt_tokens_total{adapter="mine"})"), 3.0 * prompt);
+  EXPECT_EQ(sample(R"(kvserve_lora_generation_tokens_total{adapter="mine"})"),
+            2.0 * expected(kLora).at("greedy_ids").size());
+  EXPECT_EQ(sample(R"(kvserve_lora_generation_tokens_total{adapter="qv"})"),
+            2.0 * expected(kLoraQv).at("greedy_ids").size());
+
   // A name not served: NOT_FOUND naming the ones that are; the server goes on.
   const testing::ReceivedCall unknown = testing::generate(*client, greedy_request(expected(kLora), "theirs"));
   EXPECT_EQ(unknown.status.error_code(), grpc::StatusCode::NOT_FOUND);

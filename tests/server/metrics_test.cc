@@ -218,7 +218,10 @@ TEST(Metrics, FreshRegistryExportsEveryFamilyAtZero) {
                                           "kvserve_engine_gap_seconds_total",
                                           "kvserve_preemptions_total",
                                           "kvserve_spec_decode_draft_tokens_total",
-                                          "kvserve_spec_decode_accepted_tokens_total"};
+                                          "kvserve_spec_decode_accepted_tokens_total",
+                                          "kvserve_lora_requests_total",
+                                          "kvserve_lora_prompt_tokens_total",
+                                          "kvserve_lora_generation_tokens_total"};
   const std::set<std::string> gauges = {
       "kvserve_prefix_cache_hit_ratio", "kvserve_requests_running", "kvserve_requests_waiting",
       "kvserve_kv_blocks_capacity",     "kvserve_kv_blocks_free",   "kvserve_kv_blocks_cached",
@@ -314,6 +317,34 @@ TEST(Metrics, RendersKnownObservationsExactly) {
   EXPECT_EQ(e.value("kvserve_request_prompt_tokens_bucket", {{"le", "8"}}), 2);  // 7 and 5
   EXPECT_EQ(e.value("kvserve_request_prompt_tokens_bucket", {{"le", "64"}}), 3);
   EXPECT_EQ(e.value("kvserve_request_prompt_tokens_sum"), 122);
+}
+
+// Requests that ran with a LoRA adapter are counted by its name too (the served ones from the
+// start, at 0); a request of the base model is not.
+TEST(Metrics, LoraAdaptersCountTheirRequestsAndTokens) {
+  Metrics m;
+  const std::vector<std::string> adapters = {"sql", "chat"};
+  m.set_lora_adapters(adapters);
+  Exposition e = parse(m.render());
+  ASSERT_TRUE(e.errors.empty()) << ::testing::PrintToString(e.errors);
+  for (const char* family : {"kvserve_lora_requests_total", "kvserve_lora_prompt_tokens_total",
+                             "kvserve_lora_generation_tokens_total"})
+    for (const std::string& adapter : adapters)
+      EXPECT_EQ(e.value(family, {{"adapter", adapter}}), 0) << family << " " << adapter;
+  m.request_finished(
+      {.finish_reason = "stop", .prompt_tokens = 10, .generation_tokens = 3, .lora_adapter = "sql"});
+  m.request_finished(
+      {.finish_reason = "length", .prompt_tokens = 5, .generation_tokens = 2, .lora_adapter = "sql"});
+  m.request_finished(
+      {.finish_reason = "stop", .prompt_tokens = 7, .generation_tokens = 4});  // the base model
+  e = parse(m.render());
+  ASSERT_TRUE(e.errors.empty()) << ::testing::PrintToString(e.errors);
+  EXPECT_EQ(e.value("kvserve_lora_requests_total", {{"adapter", "sql"}}), 2);
+  EXPECT_EQ(e.value("kvserve_lora_prompt_tokens_total", {{"adapter", "sql"}}), 15);
+  EXPECT_EQ(e.value("kvserve_lora_generation_tokens_total", {{"adapter", "sql"}}), 5);
+  EXPECT_EQ(e.value("kvserve_lora_requests_total", {{"adapter", "chat"}}), 0);
+  EXPECT_EQ(e.value("kvserve_requests_total", {{"finish_reason", "stop"}}), 2);  // all requests, as before
+  EXPECT_EQ(e.value("kvserve_generation_tokens_total"), 9);
 }
 
 TEST(Metrics, BucketsAreCumulativeWithExactCountAndSum) {
