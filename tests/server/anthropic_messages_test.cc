@@ -20,6 +20,7 @@ using openai::ParsedRequest;
 using openai::ParsedTokenize;
 using openai::ServedApi;
 using testing::events_of;
+using testing::Replies;
 using testing::reply_message;
 using testing::types_of;
 
@@ -341,26 +342,14 @@ TEST(MessagesRequest, CountTokensRendersThePromptTheMessagesEndpointWouldRun) {
 }
 
 // The reply to `messages` both ways: the whole body, and the stream's events.
-struct Replies {
-  Json whole;
-  std::vector<Json> events;
-};
 Replies replies(const std::string& body, const ServedApi& served,
                 const std::vector<v1::GenerateResponse>& messages) {
-  Replies out;
   const ParsedRequest whole = parse_ok(body, served);
-  MessagesReply reply(whole, nullptr);
-  for (const v1::GenerateResponse& m : messages)
-    reply.add(m);
-  out.whole = Json::parse(reply.body());
   ParsedRequest streamed = parse_ok(body, served);
   streamed.stream = true;
-  MessagesReply stream(streamed, nullptr);
-  std::string events;
-  for (const v1::GenerateResponse& m : messages)
-    events += stream.event(m);
-  out.events = events_of(events + stream.closing_events());
-  return out;
+  MessagesReply whole_reply(whole, nullptr);
+  MessagesReply streamed_reply(streamed, nullptr);
+  return testing::replies_both_ways(whole_reply, streamed_reply, messages);
 }
 
 // The message a stream's events describe, put together as Anthropic's SDKs accumulate it: the

@@ -319,30 +319,19 @@ TEST(ResponsesRequest, InstructionsAndLeadingDeveloperMessagesAreOneSystemMessag
 }
 
 using testing::events_of;
+using testing::Replies;
 using testing::reply_message;
 using testing::types_of;
 
 // The reply to `messages` both ways: the whole body, and the stream's events.
-struct Replies {
-  Json whole;
-  std::vector<Json> events;
-};
 Replies replies(const std::string& body, const ServedApi& served,
                 const std::vector<v1::GenerateResponse>& messages) {
-  Replies out;
   const Parsed whole = parse_ok(body, served);
-  ResponsesReply reply(whole.request, whole.echo, 1700000000, nullptr);
-  for (const v1::GenerateResponse& m : messages)
-    reply.add(m);
-  out.whole = Json::parse(reply.body());
   Parsed streamed = parse_ok(body, served);
   streamed.request.stream = true;
-  ResponsesReply stream(streamed.request, streamed.echo, 1700000000, nullptr);
-  std::string events;
-  for (const v1::GenerateResponse& m : messages)
-    events += stream.event(m);
-  out.events = events_of(events + stream.closing_events());
-  return out;
+  ResponsesReply whole_reply(whole.request, whole.echo, 1700000000, nullptr);
+  ResponsesReply streamed_reply(streamed.request, streamed.echo, 1700000000, nullptr);
+  return testing::replies_both_ways(whole_reply, streamed_reply, messages);
 }
 
 // The ids of output items are random: `item` without its id, which must have `prefix`.

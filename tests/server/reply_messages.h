@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kvserve/v1/kvserve.pb.h"
+#include "server/openai_response.h"
 
 namespace kvserve::testing {
 
@@ -53,6 +54,25 @@ inline std::vector<std::string> types_of(const std::vector<nlohmann::json>& even
   for (const nlohmann::json& e : events)
     types.push_back(e["type"]);
   return types;
+}
+
+// A reply to `messages` both ways: `whole`'s body, and the events `streamed` (the same request,
+// streaming) writes for them, closing events included.
+struct Replies {
+  nlohmann::json whole;
+  std::vector<nlohmann::json> events;
+};
+inline Replies replies_both_ways(openai::Reply& whole, openai::Reply& streamed,
+                                 const std::vector<v1::GenerateResponse>& messages) {
+  Replies out;
+  for (const v1::GenerateResponse& m : messages)
+    whole.add(m);
+  out.whole = nlohmann::json::parse(whole.body());
+  std::string events;
+  for (const v1::GenerateResponse& m : messages)
+    events += streamed.event(m);
+  out.events = events_of(events + streamed.closing_events());
+  return out;
 }
 
 }  // namespace kvserve::testing
